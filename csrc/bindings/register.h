@@ -1,0 +1,13 @@
+// One registration function per binding file; module.cpp calls them all.
+#pragma once
+#include <pybind11/pybind11.h>
+
+namespace gradvis {
+void register_gemm(pybind11::module_& m);
+void register_conv(pybind11::module_& m);
+void register_affine(pybind11::module_& m);
+void register_pool(pybind11::module_& m);
+void register_activation(pybind11::module_& m);
+void register_batchnorm(pybind11::module_& m);
+void register_blur(pybind11::module_& m);
+}  // namespace gradvis

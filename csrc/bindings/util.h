@@ -1,0 +1,119 @@
+// Helpers shared by the binding files: argument checking with messages that
+// name the argument and its shape, dtype dispatch, and conversion of any
+// array-like to a C-contiguous array of the kernel's dtype.
+#pragma once
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace gradvis {
+namespace py = pybind11;
+
+inline std::string shape_str(const py::array& a) {
+  std::ostringstream s;
+  s << "(";
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) s << (i ? ", " : "") << a.shape(i);
+  if (a.ndim() == 1) s << ",";
+  s << ")";
+  return s.str();
+}
+
+template <class... Args>
+inline std::string cat(Args&&... args) {
+  std::ostringstream s;
+  (s << ... << args);
+  return s.str();
+}
+
+// The floating dtype a kernel runs in, taken from its primary input.
+enum class FloatKind { f32, f64 };
+
+inline FloatKind float_kind(const py::handle& obj, const char* fn, const char* name) {
+  if (!py::isinstance<py::array>(obj))
+    throw py::type_error(cat(fn, ": ", name, " must be a numpy array, got ", std::string(py::str(py::type::of(obj)))));
+  py::array a = py::reinterpret_borrow<py::array>(obj);
+  const auto k = a.dtype().kind();
+  const auto sz = a.dtype().itemsize();
+  if (k == 'f' && sz == 4) return FloatKind::f32;
+  if (k == 'f' && sz == 8) return FloatKind::f64;
+  throw py::type_error(cat(fn, ": ", name, " must be float32 or float64, got dtype ",
+                           std::string(py::str(a.dtype())), " with shape ", shape_str(a)));
+}
+
+// Any array-like -> C-contiguous array of T (copies only when needed).
+// Integers convert; complex numbers are refused rather than silently dropping
+// their imaginary part.
+template <class T>
+inline py::array_t<T, py::array::c_style> as_array(const py::handle& obj, const char* fn, const char* name) {
+  if (py::isinstance<py::array>(obj)) {
+    py::array a = py::reinterpret_borrow<py::array>(obj);
+    const auto k = a.dtype().kind();
+    if (k == 'c' || k == 'O' || k == 'U' || k == 'S' || k == 'V' || k == 'M' || k == 'm')
+      throw py::type_error(cat(fn, ": ", name, " has unsupported dtype ", std::string(py::str(a.dtype()))));
+  }
+  auto out = py::array_t<T, py::array::c_style | py::array::forcecast>::ensure(obj);
+  if (!out) {
+    PyErr_Clear();
+    throw py::type_error(cat(fn, ": ", name, " cannot be converted to a numeric array"));
+  }
+  return out;
+}
+
+inline void check_ndim(const py::array& a, int ndim, const char* fn, const char* name, const char* layout) {
+  if (a.ndim() != ndim)
+    throw py::value_error(cat(fn, ": ", name, " must be ", ndim, "-D ", layout, ", got shape ", shape_str(a)));
+}
+
+inline void check_nonempty(const py::array& a, const char* fn, const char* name) {
+  if (a.size() == 0) throw py::value_error(cat(fn, ": ", name, " is empty (shape ", shape_str(a), ")"));
+}
+
+inline std::pair<std::int64_t, std::int64_t> pair_arg(const py::handle& obj, const char* fn, const char* name,
+                                                      std::int64_t min_value) {
+  std::int64_t a, b;
+  if (py::isinstance<py::int_>(obj)) {
+    a = b = obj.cast<std::int64_t>();
+  } else {
+    auto seq = obj.cast<std::vector<std::int64_t>>();
+    if (seq.size() != 2) throw py::value_error(cat(fn, ": ", name, " must be an int or a pair of ints"));
+    a = seq[0];
+    b = seq[1];
+  }
+  if (a < min_value || b < min_value)
+    throw py::value_error(cat(fn, ": ", name, " must be >= ", min_value, ", got (", a, ", ", b, ")"));
+  return {a, b};
+}
+
+// Padding as (top, bottom, left, right); an int or a pair (pad_h, pad_w) is symmetric.
+inline std::vector<std::int64_t> padding_arg(const py::handle& obj, const char* fn) {
+  std::vector<std::int64_t> p;
+  if (py::isinstance<py::int_>(obj)) {
+    auto v = obj.cast<std::int64_t>();
+    p = {v, v, v, v};
+  } else {
+    auto seq = obj.cast<std::vector<std::int64_t>>();
+    if (seq.size() == 2)
+      p = {seq[0], seq[0], seq[1], seq[1]};
+    else if (seq.size() == 4)
+      p = seq;
+    else
+      throw py::value_error(cat(fn, ": padding must be an int, (pad_h, pad_w) or (top, bottom, left, right)"));
+  }
+  for (auto v : p)
+    if (v < 0) throw py::value_error(cat(fn, ": padding must be non-negative, got ", v));
+  return p;
+}
+
+// Allocate an uninitialized C-contiguous output.
+template <class T>
+inline py::array_t<T> empty_array(std::vector<py::ssize_t> shape) {
+  return py::array_t<T>(shape);
+}
+
+}  // namespace gradvis

@@ -1,10 +1,12 @@
 """gradvis: see what a convolutional network sees through its gradients."""
 from . import _core
+from . import layers
 from ._core import has_cuda, has_openmp, get_num_threads, set_num_threads, simd_level
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "layers",
     "has_cuda",
     "has_openmp",
     "get_num_threads",

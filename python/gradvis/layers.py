@@ -1,0 +1,420 @@
+"""Array-level layers with the CS231n contract, on the compiled core.
+
+Every ``*_forward`` returns ``(out, cache)`` and every ``*_backward`` takes
+``(dout, cache)``, with the names, arguments and return values of the course's
+``layers.py`` / ``fast_layers.py``, so course code can import them instead.
+
+Shapes use NCHW: ``x`` is ``(N, C, H, W)``, a conv weight ``(F, C // groups, HH, WW)``.
+The dtype of ``x`` is kept: float32 stays float32, float64 stays float64 (float16
+is computed in float32); the other arrays are converted to it. Integer, complex
+and other non-float inputs raise ``TypeError``; wrong shapes raise ``ValueError``
+naming the argument. The caller's arrays are never modified.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _core
+
+__all__ = [
+    "conv_forward", "conv_backward",
+    "max_pool_forward", "max_pool_backward",
+    "avg_pool_forward", "avg_pool_backward",
+    "global_avg_pool_forward", "global_avg_pool_backward",
+    "relu_forward", "relu_backward",
+    "relu6_forward", "relu6_backward",
+    "leaky_relu_forward", "leaky_relu_backward",
+    "affine_forward", "affine_backward",
+    "batchnorm_forward", "batchnorm_backward",
+    "spatial_batchnorm_forward", "spatial_batchnorm_backward",
+    "softmax_loss",
+    "gaussian_blur", "gaussian_blur_adjoint",
+    "cs231n_blur", "cs231n_blur_adjoint",
+]
+
+
+# --------------------------------------------------------------------------- helpers
+def _float_array(a, name):
+    """``a`` as a float32/float64 ndarray (no copy when it already is one)."""
+    arr = np.asarray(a)
+    kind = arr.dtype.kind
+    if kind != "f":
+        raise TypeError(
+            f"{name} must be a floating-point array (float32 or float64), got dtype {arr.dtype}"
+            f" with shape {arr.shape}")
+    if arr.dtype == np.float32 or arr.dtype == np.float64:
+        return np.ascontiguousarray(arr)
+    return np.ascontiguousarray(arr, dtype=np.float32 if arr.dtype.itemsize < 4 else np.float64)
+
+
+def _like(a, dtype, name):
+    """A secondary argument (weights, gradients) in the dtype of the primary input."""
+    if a is None:
+        return None
+    arr = np.asarray(a)
+    if arr.dtype.kind not in "fiub":
+        raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def _pair(value, name):
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+        return int(value[0]), int(value[1])
+    return int(value), int(value)
+
+
+def _padding(value):
+    """CS231n 'pad': an int, (pad_h, pad_w) or (top, bottom, left, right)."""
+    if isinstance(value, (tuple, list)):
+        if len(value) == 2:
+            return int(value[0]), int(value[0]), int(value[1]), int(value[1])
+        if len(value) == 4:
+            return tuple(int(v) for v in value)
+        raise ValueError(f"pad must be an int, (pad_h, pad_w) or (top, bottom, left, right), got {value!r}")
+    v = int(value)
+    return v, v, v, v
+
+
+def _conv_geometry(conv_param):
+    if not isinstance(conv_param, dict):
+        raise TypeError(f"conv_param must be a dict, got {type(conv_param).__name__}")
+    unknown = set(conv_param) - {"stride", "pad", "dilation", "groups"}
+    if unknown:
+        raise ValueError(f"conv_param has unknown keys {sorted(unknown)}; "
+                         "expected 'stride', 'pad', 'dilation', 'groups'")
+    stride = _pair(conv_param.get("stride", 1), "conv_param['stride']")
+    pad = _padding(conv_param.get("pad", 0))
+    dilation = _pair(conv_param.get("dilation", 1), "conv_param['dilation']")
+    groups = int(conv_param.get("groups", 1))
+    return stride, pad, dilation, groups
+
+
+def _pool_geometry(pool_param, extra=()):
+    if not isinstance(pool_param, dict):
+        raise TypeError(f"pool_param must be a dict, got {type(pool_param).__name__}")
+    allowed = {"pool_height", "pool_width", "stride", "pad", "ceil_mode"} | set(extra)
+    unknown = set(pool_param) - allowed
+    if unknown:
+        raise ValueError(f"pool_param has unknown keys {sorted(unknown)}; expected {sorted(allowed)}")
+    for key in ("pool_height", "pool_width", "stride"):
+        if key not in pool_param:
+            raise ValueError(f"pool_param needs '{key}'")
+    kernel = (int(pool_param["pool_height"]), int(pool_param["pool_width"]))
+    stride = _pair(pool_param["stride"], "pool_param['stride']")
+    pad = _padding(pool_param.get("pad", 0))
+    ceil_mode = bool(pool_param.get("ceil_mode", False))
+    return kernel, stride, pad, ceil_mode
+
+
+# --------------------------------------------------------------------------- convolution
+def conv_forward(x, w, b, conv_param):
+    """Convolution (cross-correlation, as in every CNN library).
+
+    Args:
+        x: input, (N, C, H, W).
+        w: filters, (F, C // groups, HH, WW).
+        b: biases, (F,), or None.
+        conv_param: dict with 'stride' (int or (sh, sw), default 1), 'pad' (int,
+            (ph, pw) or (top, bottom, left, right), zero padding, default 0) and
+            optionally 'dilation' (default 1) and 'groups' (default 1).
+
+    Returns:
+        out: (N, F, H', W') with H' = 1 + (H + pad_top + pad_bottom - dil*(HH-1) - 1) // stride.
+        cache: for :func:`conv_backward`.
+    """
+    x = _float_array(x, "x")
+    w = _like(w, x.dtype, "w")
+    b = _like(b, x.dtype, "b")
+    stride, pad, dilation, groups = _conv_geometry(conv_param)
+    out = _core.conv2d_forward(x, w, b, stride, pad, dilation, groups)
+    return out, (x, w, b is not None, stride, pad, dilation, groups)
+
+
+def conv_backward(dout, cache):
+    """Gradients of :func:`conv_forward`: returns (dx, dw, db); db is None if b was None."""
+    x, w, has_bias, stride, pad, dilation, groups = cache
+    dout = _like(dout, x.dtype, "dout")
+    dx = _core.conv2d_backward_input(dout, w, x.shape[2:], stride, pad, dilation, groups)
+    dw, db = _core.conv2d_backward_weight(dout, x, w.shape[2:], stride, pad, dilation, groups, has_bias)
+    return dx, dw, db
+
+
+# --------------------------------------------------------------------------- pooling
+def max_pool_forward(x, pool_param):
+    """Max pooling over (pool_height, pool_width) windows.
+
+    Args:
+        x: (N, C, H, W).
+        pool_param: 'pool_height', 'pool_width', 'stride'; optional 'pad' (padded
+            cells never win) and 'ceil_mode' (default False).
+
+    Returns:
+        out: (N, C, H', W') with H' = 1 + (H + pads - pool_height) // stride.
+        cache: for :func:`max_pool_backward` (keeps the argmax of each window).
+    """
+    x = _float_array(x, "x")
+    kernel, stride, pad, ceil_mode = _pool_geometry(pool_param)
+    out, argmax = _core.max_pool2d_forward(x, kernel, stride, pad, ceil_mode)
+    return out, (x.shape, x.dtype, argmax)
+
+
+def max_pool_backward(dout, cache):
+    """Routes each gradient to its window's maximum. Returns dx, (N, C, H, W)."""
+    shape, dtype, argmax = cache
+    dout = _like(dout, dtype, "dout")
+    return _core.max_pool2d_backward(dout, argmax, shape[2:])
+
+
+def avg_pool_forward(x, pool_param):
+    """Average pooling; pool_param as :func:`max_pool_forward`, plus
+    'count_include_pad' (default True: padded zeros count in the mean)."""
+    x = _float_array(x, "x")
+    kernel, stride, pad, ceil_mode = _pool_geometry(pool_param, extra=("count_include_pad",))
+    include = bool(pool_param.get("count_include_pad", True))
+    out = _core.avg_pool2d_forward(x, kernel, stride, pad, ceil_mode, include)
+    return out, (x.shape, x.dtype, kernel, stride, pad, ceil_mode, include)
+
+
+def avg_pool_backward(dout, cache):
+    """Gradient of :func:`avg_pool_forward`. Returns dx, (N, C, H, W)."""
+    shape, dtype, kernel, stride, pad, ceil_mode, include = cache
+    dout = _like(dout, dtype, "dout")
+    return _core.avg_pool2d_backward(dout, shape[2:], kernel, stride, pad, ceil_mode, include)
+
+
+def global_avg_pool_forward(x):
+    """Mean over H and W: (N, C, H, W) -> (N, C, 1, 1)."""
+    x = _float_array(x, "x")
+    return _core.global_avg_pool_forward(x), (x.shape, x.dtype)
+
+
+def global_avg_pool_backward(dout, cache):
+    shape, dtype = cache
+    dout = _like(dout, dtype, "dout")
+    return _core.global_avg_pool_backward(dout, shape[2:])
+
+
+# --------------------------------------------------------------------------- activations
+def relu_forward(x):
+    """max(x, 0), any shape. Returns (out, cache)."""
+    x = _float_array(x, "x")
+    return _core.relu_forward(x), x
+
+
+def relu_backward(dout, cache):
+    """dx = dout where x > 0, else 0."""
+    x = cache
+    return _core.relu_backward(_like(dout, x.dtype, "dout"), x)
+
+
+def relu6_forward(x, lo=0.0, hi=6.0):
+    """clamp(x, lo, hi) (ReLU6 by default). Returns (out, cache)."""
+    x = _float_array(x, "x")
+    return _core.clamp_forward(x, float(lo), float(hi)), (x, float(lo), float(hi))
+
+
+def relu6_backward(dout, cache):
+    x, lo, hi = cache
+    return _core.clamp_backward(_like(dout, x.dtype, "dout"), x, lo, hi)
+
+
+def leaky_relu_forward(x, alpha=0.01):
+    """x if x > 0 else alpha * x. Returns (out, cache)."""
+    x = _float_array(x, "x")
+    return _core.leaky_relu_forward(x, float(alpha)), (x, float(alpha))
+
+
+def leaky_relu_backward(dout, cache):
+    x, alpha = cache
+    return _core.leaky_relu_backward(_like(dout, x.dtype, "dout"), x, alpha)
+
+
+# --------------------------------------------------------------------------- affine
+def affine_forward(x, w, b):
+    """Fully connected layer.
+
+    Args:
+        x: (N, d_1, ..., d_k), flattened to (N, D) with D = d_1 * ... * d_k.
+        w: (D, M).
+        b: (M,) or None.
+
+    Returns:
+        out: (N, M); cache for :func:`affine_backward`.
+    """
+    x = _float_array(x, "x")
+    if x.ndim < 1:
+        raise ValueError("affine_forward: x must have a batch dimension, got a scalar")
+    x2 = x.reshape(x.shape[0], -1) if x.shape[0] > 0 else x.reshape(0, int(np.prod(x.shape[1:])))
+    w = _like(w, x.dtype, "w")
+    b = _like(b, x.dtype, "b")
+    out = _core.affine_forward(x2, w, b)
+    return out, (x.shape, x2, w, b is not None)
+
+
+def affine_backward(dout, cache):
+    """Returns (dx, dw, db); dx has the shape of the original x, db is None if b was None."""
+    shape, x2, w, has_bias = cache
+    dout = _like(dout, x2.dtype, "dout")
+    dx, dw, db = _core.affine_backward(dout, x2, w)
+    return dx.reshape(shape), dw, (db if has_bias else None)
+
+
+# --------------------------------------------------------------------------- batch norm
+def _bn_forward(x, gamma, beta, bn_param, what):
+    if not isinstance(bn_param, dict):
+        raise TypeError(f"bn_param must be a dict, got {type(bn_param).__name__}")
+    mode = bn_param.get("mode", "train")
+    if mode not in ("train", "test"):
+        raise ValueError(f"bn_param['mode'] must be 'train' or 'test', got {mode!r}")
+    eps = float(bn_param.get("eps", 1e-5))
+    momentum = float(bn_param.get("momentum", 0.9))
+    if not eps > 0:
+        raise ValueError(f"bn_param['eps'] must be > 0, got {eps}")
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"bn_param['momentum'] must be in [0, 1], got {momentum}")
+    channels = x.shape[1] if x.ndim >= 2 else 0
+    gamma = _like(gamma, x.dtype, "gamma")
+    beta = _like(beta, x.dtype, "beta")
+    running_mean = bn_param.get("running_mean")
+    running_var = bn_param.get("running_var")
+    running_mean = (np.zeros(channels, dtype=x.dtype) if running_mean is None
+                    else _like(running_mean, x.dtype, "bn_param['running_mean']"))
+    running_var = (np.zeros(channels, dtype=x.dtype) if running_var is None
+                   else _like(running_var, x.dtype, "bn_param['running_var']"))
+    if mode == "train":
+        out, mean, var, inv_std = _core.batchnorm_forward_train(x, gamma, beta, eps)
+        # New arrays: the caller's running statistics are never written in place.
+        bn_param["running_mean"] = momentum * running_mean + (1.0 - momentum) * mean
+        bn_param["running_var"] = momentum * running_var + (1.0 - momentum) * var
+        cache = ("train", x, gamma, mean, inv_std)
+    else:
+        out = _core.batchnorm_forward_test(x, gamma, beta, running_mean, running_var, eps)
+        cache = ("test", x, gamma, running_mean, running_var, eps)
+    return out, cache
+
+
+def _bn_backward(dout, cache):
+    x = cache[1]
+    dout = _like(dout, x.dtype, "dout")
+    if cache[0] == "train":
+        _, x, gamma, mean, inv_std = cache
+        return _core.batchnorm_backward_train(dout, x, gamma, mean, inv_std)
+    _, x, gamma, running_mean, running_var, eps = cache
+    return _core.batchnorm_backward_test(dout, x, gamma, running_mean, running_var, eps)
+
+
+def batchnorm_forward(x, gamma, beta, bn_param):
+    """Batch normalization of (N, D) features.
+
+    bn_param: 'mode' ('train' or 'test'), 'eps' (1e-5), 'momentum' (0.9),
+    'running_mean', 'running_var' ((D,), zeros when absent). Train mode uses the
+    batch mean and biased variance and stores updated running statistics back
+    into bn_param as new arrays. Returns (out, cache).
+    """
+    x = _float_array(x, "x")
+    if x.ndim != 2:
+        raise ValueError(f"batchnorm_forward: x must be 2-D (N, D), got shape {x.shape}")
+    return _bn_forward(x, gamma, beta, bn_param, "batchnorm_forward")
+
+
+def batchnorm_backward(dout, cache):
+    """Returns (dx, dgamma, dbeta)."""
+    return _bn_backward(dout, cache)
+
+
+def spatial_batchnorm_forward(x, gamma, beta, bn_param):
+    """Batch normalization of (N, C, H, W) per channel, over N, H and W.
+
+    gamma, beta: (C,). bn_param as :func:`batchnorm_forward`. Returns (out, cache).
+    """
+    x = _float_array(x, "x")
+    if x.ndim != 4:
+        raise ValueError(f"spatial_batchnorm_forward: x must be 4-D (N, C, H, W), got shape {x.shape}")
+    return _bn_forward(x, gamma, beta, bn_param, "spatial_batchnorm_forward")
+
+
+def spatial_batchnorm_backward(dout, cache):
+    """Returns (dx, dgamma, dbeta)."""
+    return _bn_backward(dout, cache)
+
+
+# --------------------------------------------------------------------------- loss
+def softmax_loss(x, y):
+    """Softmax cross-entropy.
+
+    Args:
+        x: scores, (N, C).
+        y: labels, (N,), integers in [0, C).
+
+    Returns:
+        loss: mean over the batch of -log softmax(x)[y] (a float).
+        dx: gradient of the loss with respect to x, (N, C), in x's dtype.
+    """
+    x = _float_array(x, "x")
+    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"softmax_loss: x must be a non-empty 2-D (N, C) array, got shape {x.shape}")
+    y = np.asarray(y)
+    if y.dtype.kind not in "iu":
+        raise TypeError(f"softmax_loss: y must be integer class labels, got dtype {y.dtype}")
+    if y.shape != (x.shape[0],):
+        raise ValueError(f"softmax_loss: y must have shape ({x.shape[0]},) to match x {x.shape}, got {y.shape}")
+    if y.size and (y.min() < 0 or y.max() >= x.shape[1]):
+        raise ValueError(f"softmax_loss: labels must be in [0, {x.shape[1]}), got range "
+                         f"[{y.min()}, {y.max()}]")
+    n = x.shape[0]
+    shifted = x - x.max(axis=1, keepdims=True)
+    log_z = np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    log_probs = shifted - log_z
+    loss = -float(log_probs[np.arange(n), y].astype(np.float64).mean())
+    dx = np.exp(log_probs)
+    dx[np.arange(n), y] -= 1
+    dx /= n
+    return loss, dx.astype(x.dtype, copy=False)
+
+
+# --------------------------------------------------------------------------- blurs
+def gaussian_blur(x, sigma, truncate=4.0):
+    """Gaussian blur over H and W of (N, C, H, W) images.
+
+    Equals ``scipy.ndimage.gaussian_filter(x, sigma=(0, 0, s, s), mode='reflect',
+    truncate=truncate)``. ``sigma`` is a float or (sigma_h, sigma_w); 0 leaves an
+    axis unchanged.
+    """
+    x = _float_array(x, "x")
+    return _core.gaussian_blur(x, sigma, float(truncate))
+
+
+def gaussian_blur_adjoint(x, sigma, truncate=4.0):
+    """The transpose of :func:`gaussian_blur` as a linear map (its reflect
+    boundary makes it differ from the blur at the borders); use it to carry a
+    gradient back through a blur."""
+    x = _float_array(x, "x")
+    return _core.gaussian_blur_adjoint(x, sigma, float(truncate))
+
+
+_CS231N_KERNEL = np.array([[1.0, 2.0, 1.0], [2.0, 188.0, 2.0], [1.0, 2.0, 1.0]]) / 200.0
+
+
+def _cs231n_filters(channels, dtype):
+    return np.ascontiguousarray(np.broadcast_to(_CS231N_KERNEL, (channels, 1, 3, 3)), dtype=dtype)
+
+
+def cs231n_blur(x):
+    """CS231n 2016's ``blur_image``: the 3x3 kernel [[1,2,1],[2,188,2],[1,2,1]]/200
+    per channel with zero padding. A very light smoothing, *not* a Gaussian."""
+    x = _float_array(x, "x")
+    if x.ndim != 4:
+        raise ValueError(f"cs231n_blur: x must be 4-D (N, C, H, W), got shape {x.shape}")
+    c = x.shape[1]
+    return _core.conv2d_forward(x, _cs231n_filters(c, x.dtype), None, 1, 1, 1, c)
+
+
+def cs231n_blur_adjoint(x):
+    """The transpose of :func:`cs231n_blur` (equal to it: the kernel is symmetric)."""
+    x = _float_array(x, "x")
+    if x.ndim != 4:
+        raise ValueError(f"cs231n_blur_adjoint: x must be 4-D (N, C, H, W), got shape {x.shape}")
+    c = x.shape[1]
+    return _core.conv2d_backward_input(x, _cs231n_filters(c, x.dtype), x.shape[2:], 1, 1, 1, c)

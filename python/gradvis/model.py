@@ -1,0 +1,964 @@
+"""A CNN as a graph of named layers, with the CS231n ``forward``/``backward`` contract.
+
+A :class:`Model` is an ordered list of *nodes*. Each node has a unique name, a
+layer object (:class:`Conv2d`, :class:`BatchNorm2d`, :class:`ReLU`, ...) and the
+names of the tensors it reads: by default the output of the node before it (the
+first node reads the model input, named ``"input"``); :class:`Add` and
+:class:`Concat` read several, which is how residual and multi-branch nets are
+written. Nodes run in list order, so a node may only read tensors of nodes
+listed before it.
+
+The contract follows CS231n 2016's ``PretrainedCNN``::
+
+    out, cache = model.forward(X, start=None, end=None, mode='test')
+    dX, grads = model.backward(dout, cache)
+
+``start`` and ``end`` are node indices or names and **end is inclusive**, as in
+the course. When ``start`` is given, ``X`` is the *input of node start* (the
+output of the node before it), so a pass can begin at an intermediate activation.
+``dout`` is d(loss)/d(output of the last node run), ``dX`` is the gradient with
+respect to the ``X`` that was passed in and ``grads`` maps parameter names
+(``'conv1.weight'``) to gradients.
+
+Arrays are NCHW. float32 is the default; a pass keeps the dtype of ``X``
+(float64 inputs compute in float64, the parameters are cast on the fly).
+Linear weights are stored as CS231n's ``(D, M)`` (the transpose of PyTorch's).
+Batch-norm momentum follows CS231n: ``running = momentum * running + (1 -
+momentum) * batch`` with momentum 0.9 (PyTorch's momentum 0.1).
+"""
+from __future__ import annotations
+
+import difflib
+import math
+
+import numpy as np
+
+from . import layers as L
+
+__all__ = [
+    "Model", "Layer",
+    "Conv2d", "BatchNorm2d", "BatchNorm1d", "ReLU", "ReLU6", "LeakyReLU",
+    "MaxPool2d", "AvgPool2d", "GlobalAvgPool", "Flatten", "Linear", "Dropout",
+    "Add", "Concat", "LAYER_TYPES",
+]
+
+INPUT = "input"
+
+
+# ============================================================================ layers
+def _pair(v, what):
+    if isinstance(v, (tuple, list)):
+        if len(v) != 2:
+            raise ValueError(f"{what} must be an int or a pair of ints, got {v!r}")
+        return (int(v[0]), int(v[1]))
+    return (int(v), int(v))
+
+
+def _pad4(v, what="padding"):
+    """int, (ph, pw) or (top, bottom, left, right) -> (top, bottom, left, right)."""
+    if isinstance(v, (tuple, list)):
+        if len(v) == 2:
+            return (int(v[0]), int(v[0]), int(v[1]), int(v[1]))
+        if len(v) == 4:
+            return tuple(int(x) for x in v)
+        raise ValueError(f"{what} must be an int, (pad_h, pad_w) or (top, bottom, left, right), got {v!r}")
+    return (int(v),) * 4
+
+
+class Layer:
+    """Base class of a node's computation.
+
+    Subclasses set ``type`` (the name used in saved files), ``param_shapes``
+    (local parameter name -> shape) and ``buffer_shapes`` (non-trained state,
+    e.g. batch-norm running statistics), and implement ``forward(inputs, params,
+    buffers, mode, rng) -> (out, cache)`` and ``backward(dout, cache) ->
+    (dinputs, dparams)`` with ``inputs``/``dinputs`` lists (one entry per input
+    tensor) and ``params``/``dparams`` dicts keyed by local name. ``config()``
+    returns the JSON-able constructor arguments.
+    """
+    type = "Layer"
+    num_inputs = 1          # None: any number >= 1
+
+    def config(self):
+        return {}
+
+    @property
+    def param_shapes(self):
+        return {}
+
+    @property
+    def buffer_shapes(self):
+        return {}
+
+    def init_params(self, rng, dtype):
+        return {k: np.zeros(s, dtype) for k, s in self.param_shapes.items()}
+
+    def init_buffers(self, dtype):
+        return {k: np.zeros(s, dtype) for k, s in self.buffer_shapes.items()}
+
+    def output_shape(self, input_shapes):
+        """Shape (without the batch axis) of the output, or raise ValueError."""
+        return input_shapes[0]
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{self.type}({args})"
+
+
+class Conv2d(Layer):
+    """2-D convolution (cross-correlation). weight (F, C // groups, KH, KW), bias (F,).
+
+    padding: int, (ph, pw), (top, bottom, left, right) or ``'same'`` (stride-1
+    'same' output size for odd kernels: pad = dilation * (k - 1) // 2).
+    """
+    type = "Conv2d"
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 dilation=1, groups=1, bias=True):
+        self.in_channels = int(in_channels)
+        self.out_channels = int(out_channels)
+        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.stride = _pair(stride, "stride")
+        self.dilation = _pair(dilation, "dilation")
+        if isinstance(padding, str):
+            if padding != "same":
+                raise ValueError(f"padding must be a number, a tuple or 'same', got {padding!r}")
+            ph = self.dilation[0] * (self.kernel_size[0] - 1)
+            pw = self.dilation[1] * (self.kernel_size[1] - 1)
+            padding = (ph // 2, ph - ph // 2, pw // 2, pw - pw // 2)
+        self.padding = _pad4(padding)
+        self.groups = int(groups)
+        self.bias = bool(bias)
+        if self.groups < 1 or self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ValueError(f"Conv2d: groups={groups} must divide in_channels={in_channels} "
+                             f"and out_channels={out_channels}")
+
+    def config(self):
+        return dict(in_channels=self.in_channels, out_channels=self.out_channels,
+                    kernel_size=list(self.kernel_size), stride=list(self.stride),
+                    padding=list(self.padding), dilation=list(self.dilation),
+                    groups=self.groups, bias=self.bias)
+
+    @property
+    def param_shapes(self):
+        s = {"weight": (self.out_channels, self.in_channels // self.groups) + self.kernel_size}
+        if self.bias:
+            s["bias"] = (self.out_channels,)
+        return s
+
+    def init_params(self, rng, dtype):
+        fan_in = (self.in_channels // self.groups) * self.kernel_size[0] * self.kernel_size[1]
+        p = {"weight": (rng.standard_normal(self.param_shapes["weight"]) * math.sqrt(2.0 / fan_in)).astype(dtype)}
+        if self.bias:
+            p["bias"] = np.zeros(self.out_channels, dtype)
+        return p
+
+    def output_shape(self, input_shapes):
+        s = input_shapes[0]
+        if len(s) != 3 or s[0] != self.in_channels:
+            raise ValueError(f"expects input (N, {self.in_channels}, H, W), got (N, {', '.join(map(str, s))})")
+        t, b, l, r = self.padding
+        kh = self.dilation[0] * (self.kernel_size[0] - 1) + 1
+        kw = self.dilation[1] * (self.kernel_size[1] - 1) + 1
+        h = (s[1] + t + b - kh) // self.stride[0] + 1
+        w = (s[2] + l + r - kw) // self.stride[1] + 1
+        if h < 1 or w < 1:
+            raise ValueError(f"input {s[1]}x{s[2]} is too small for a {kh}x{kw} kernel with padding {self.padding}")
+        return (self.out_channels, h, w)
+
+    def _param(self):
+        return dict(stride=self.stride, pad=self.padding, dilation=self.dilation, groups=self.groups)
+
+    def forward(self, inputs, params, buffers, mode, rng):
+        x = inputs[0]
+        self.output_shape([x.shape[1:]] if x.ndim == 4 else [x.shape])
+        return L.conv_forward(x, params["weight"], params.get("bias"), self._param())
+
+    def backward(self, dout, cache):
+        dx, dw, db = L.conv_backward(dout, cache)
+        grads = {"weight": dw}
+        if self.bias:
+            grads["bias"] = db
+        return [dx], grads
+
+
+class _BatchNorm(Layer):
+    spatial = True
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.9):
+        self.num_features = int(num_features)
+        self.eps = float(eps)
+        self.momentum = float(momentum)
+
+    def config(self):
+        return dict(num_features=self.num_features, eps=self.eps, momentum=self.momentum)
+
+    @property
+    def param_shapes(self):
+        return {"gamma": (self.num_features,), "beta": (self.num_features,)}
+
+    @property
+    def buffer_shapes(self):
+        return {"running_mean": (self.num_features,), "running_var": (self.num_features,)}
+
+    def init_params(self, rng, dtype):
+        return {"gamma": np.ones(self.num_features, dtype), "beta": np.zeros(self.num_features, dtype)}
+
+    def init_buffers(self, dtype):
+        return {"running_mean": np.zeros(self.num_features, dtype),
+                "running_var": np.ones(self.num_features, dtype)}
+
+    def output_shape(self, input_shapes):
+        s = input_shapes[0]
+        want = 3 if self.spatial else 1
+        if len(s) != want or s[0] != self.num_features:
+            form = "(N, C, H, W)" if self.spatial else "(N, D)"
+            raise ValueError(f"expects input {form} with {self.num_features} channels, "
+                             f"got (N, {', '.join(map(str, s))})")
+        return s
+
+    def forward(self, inputs, params, buffers, mode, rng):
+        x = inputs[0]
+        self.output_shape([x.shape[1:]])
+        bn_param = {"mode": mode, "eps": self.eps, "momentum": self.momentum,
+                    "running_mean": buffers["running_mean"], "running_var": buffers["running_var"]}
+        fwd = L.spatial_batchnorm_forward if self.spatial else L.batchnorm_forward
+        out, cache = fwd(x, params["gamma"], params["beta"], bn_param)
+        if mode == "train":   # keep the buffers' identity and dtype
+            buffers["running_mean"][...] = bn_param["running_mean"]
+            buffers["running_var"][...] = bn_param["running_var"]
+        return out, cache
+
+    def backward(self, dout, cache):
+        bwd = L.spatial_batchnorm_backward if self.spatial else L.batchnorm_backward
+        dx, dgamma, dbeta = bwd(dout, cache)
+        return [dx], {"gamma": dgamma, "beta": dbeta}
+
+
+class BatchNorm2d(_BatchNorm):
+    """Spatial batch norm of (N, C, H, W) over N, H, W; params gamma, beta; buffers
+    running_mean, running_var. momentum is CS231n's (0.9 keeps 90% of the old value)."""
+    type = "BatchNorm2d"
+    spatial = True
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch norm of (N, D) features; as :class:`BatchNorm2d`."""
+    type = "BatchNorm1d"
+    spatial = False
+
+
+class ReLU(Layer):
+    type = "ReLU"
+
+    def forward(self, inputs, params, buffers, mode, rng):
+        return L.relu_forward(inputs[0])
+
+    def backward(self, dout, cache):
+        return [L.relu_backward(dout, cache)], {}
+
+
+class ReLU6(Layer):
+    type = "ReLU6"
+
+    def forward(self, inputs, params, buffers, mode, rng):
+        return L.relu6_forward(inputs[0])
+
+    def backward(self, dout, cache):
+        return [L.relu6_backward(dout, cache)], {}
+
+
+class LeakyReLU(Layer):
+    type = "LeakyReLU"
+
+    def __init__(self, alpha=0.01):
+        self.alpha = float(alpha)
+
+    def config(self):
+        return dict(alpha=self.alpha)
+
+    def forward(self, inputs, params, buffers, mode, rng):
+        return L.leaky_relu_forward(inputs[0], self.alpha)
+
+    def backward(self, dout, cache):
+        return [L.leaky_relu_backward(dout, cache)], {}
+
+
+class _Pool(Layer):
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False):
+        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.stride = _pair(stride, "stride") if stride is not None else self.kernel_size
+        self.padding = _pad4(padding)
+        self.ceil_mode = bool(ceil_mode)
+
+    def config(self):
+        return dict(kernel_size=list(self.kernel_size), stride=list(self.stride),
+                    padding=list(self.padding), ceil_mode=self.ceil_mode)
+
+    def _param(self):
+        return {"pool_height": self.kernel_size[0], "pool_width": self.kernel_size[1],
+                "stride": self.stride, "pad": self.padding, "ceil_mode": self.ceil_mode}
+
+    def output_shape(self, input_shapes):
+        s = input_shapes[0]
+        if len(s) != 3:
+            raise ValueError(f"expects input (N, C, H, W), got (N, {', '.join(map(str, s))})")
+        t, b, l, r = self.padding
+        dims = []
+        for size, k, st, p in ((s[1], self.kernel_size[0], self.stride[0], t + b),
+                               (s[2], self.kernel_size[1], self.stride[1], l + r)):
+            span = size + p - k
+            o = (-(-span // st) if self.ceil_mode else span // st) + 1
+            if self.ceil_mode and (o - 1) * st >= size + p // 2:   # PyTorch's rule
+                o -= 1
+            if span < 0 or o < 1:
+                raise ValueError(f"input {s[1]}x{s[2]} is too small for a {self.kernel_size} window")
+            dims.append(o)
+        return (s[0], dims[0], dims[1])
+
+
+class MaxPool2d(_Pool):
+    """Max pooling; stride defaults to the window size; padded cells never win."""
+    type = "MaxPool2d"
+
+    def forward(self, inputs, params, buffers, mode, rng):
+        x = inputs[0]
+        self.output_shape([x.shape[1:]])
+        return L.max_pool_forward(x, self._param())
+
+    def backward(self, dout, cache):
+        return [L.max_pool_backward(dout, cache)], {}
+
+
+class AvgPool2d(_Pool):
+    """Average pooling; count_include_pad as PyTorch (default True)."""
+    type = "AvgPool2d"
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
+        super().__init__(kernel_size, stride, padding, ceil_mode)
+        self.count_include_pad = bool(count_include_pad)
+
+    def config(self):
+        c = super().config()
+        c["count_include_pad"] = self.count_include_pad
+        return c
+
+    def forward(self, inputs, params, buffers, mode, rng):
+        x = inputs[0]
+        self.output_shape([x.shape[1:]])
+        p = self._param()
+        p["count_include_pad"] = self.count_include_pad
+        return L.avg_pool_forward(x, p)
+
+    def backward(self, dout, cache):
+        return [L.avg_pool_backward(dout, cache)], {}
+
+
+class GlobalAvgPool(Layer):
+    """Mean over H and W: (N, C, H, W) -> (N, C, 1, 1)."""
+    type = "GlobalAvgPool"
+
+    def output_shape(self, input_shapes):
+        s = input_shapes[0]
+        if len(s) != 3:
+            raise ValueError(f"expects input (N, C, H, W), got (N, {', '.join(map(str, s))})")
+        return (s[0], 1, 1)
+
+    def forward(self, inputs, params, buffers, mode, rng):
+        x = inputs[0]
+        self.output_shape([x.shape[1:]])
+        return L.global_avg_pool_forward(x)
+
+    def backward(self, dout, cache):
+        return [L.global_avg_pool_backward(dout, cache)], {}
+
+
+class Flatten(Layer):
+    """(N, d1, ..., dk) -> (N, d1 * ... * dk)."""
+    type = "Flatten"
+
+    def output_shape(self, input_shapes):
+        return (int(np.prod(input_shapes[0], dtype=np.int64)),)
+
+    def forward(self, inputs, params, buffers, mode, rng):
+        x = inputs[0]
+        return x.reshape(x.shape[0], -1), x.shape
+
+    def backward(self, dout, cache):
+        return [np.asarray(dout).reshape(cache)], {}
+
+
+class Linear(Layer):
+    """Affine layer: out = x.reshape(N, D) @ weight + bias, weight (D, M) as CS231n."""
+    type = "Linear"
+
+    def __init__(self, in_features, out_features, bias=True):
+        self.in_features = int(in_features)
+        self.out_features = int(out_features)
+        self.bias = bool(bias)
+
+    def config(self):
+        return dict(in_features=self.in_features, out_features=self.out_features, bias=self.bias)
+
+    @property
+    def param_shapes(self):
+        s = {"weight": (self.in_features, self.out_features)}
+        if self.bias:
+            s["bias"] = (self.out_features,)
+        return s
+
+    def init_params(self, rng, dtype):
+        bound = 1.0 / math.sqrt(self.in_features)
+        p = {"weight": rng.uniform(-bound, bound, (self.in_features, self.out_features)).astype(dtype)}
+        if self.bias:
+            p["bias"] = np.zeros(self.out_features, dtype)
+        return p
+
+    def output_shape(self, input_shapes):
+        d = int(np.prod(input_shapes[0], dtype=np.int64))
+        if d != self.in_features:
+            raise ValueError(f"expects {self.in_features} input features, got input (N, "
+                             f"{', '.join(map(str, input_shapes[0]))}) = {d} features")
+        return (self.out_features,)
+
+    def forward(self, inputs, params, buffers, mode, rng):
+        x = inputs[0]
+        self.output_shape([x.shape[1:]])
+        return L.affine_forward(x, params["weight"], params.get("bias"))
+
+    def backward(self, dout, cache):
+        dx, dw, db = L.affine_backward(dout, cache)
+        grads = {"weight": dw}
+        if self.bias:
+            grads["bias"] = db
+        return [dx], grads
+
+
+class Dropout(Layer):
+    """Inverted dropout: in train mode zero each value with probability p and scale
+    the rest by 1 / (1 - p); identity in test mode. Random numbers come from the
+    model's generator (``Model.seed``) or the ``rng`` passed to forward."""
+    type = "Dropout"
+
+    def __init__(self, p=0.5):
+        self.p = float(p)
+        if not 0.0 <= self.p < 1.0:
+            raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
+
+    def config(self):
+        return dict(p=self.p)
+
+    def forward(self, inputs, params, buffers, mode, rng):
+        x = inputs[0]
+        if mode != "train" or self.p == 0.0:
+            return x, None
+        mask = (rng.random(x.shape, dtype=np.float32) >= self.p).astype(x.dtype) / x.dtype.type(1.0 - self.p)
+        return x * mask, mask
+
+    def backward(self, dout, cache):
+        return [dout if cache is None else dout * cache], {}
+
+
+class Add(Layer):
+    """Elementwise sum of its inputs (residual connections)."""
+    type = "Add"
+    num_inputs = None
+
+    def output_shape(self, input_shapes):
+        if any(s != input_shapes[0] for s in input_shapes):
+            raise ValueError(f"inputs must have equal shapes, got {input_shapes}")
+        return input_shapes[0]
+
+    def forward(self, inputs, params, buffers, mode, rng):
+        self.output_shape([x.shape for x in inputs])
+        out = inputs[0].copy()
+        for x in inputs[1:]:
+            out += x
+        return out, len(inputs)
+
+    def backward(self, dout, cache):
+        return [dout] * cache, {}
+
+
+class Concat(Layer):
+    """Concatenation of its inputs along the channel axis (axis 1)."""
+    type = "Concat"
+    num_inputs = None
+
+    def output_shape(self, input_shapes):
+        rest = [s[1:] for s in input_shapes]
+        if any(r != rest[0] for r in rest):
+            raise ValueError(f"inputs must agree on all but the channel axis, got {input_shapes}")
+        return (sum(s[0] for s in input_shapes),) + tuple(rest[0])
+
+    def forward(self, inputs, params, buffers, mode, rng):
+        self.output_shape([x.shape[1:] for x in inputs])
+        sizes = [x.shape[1] for x in inputs]
+        return np.concatenate(inputs, axis=1), sizes
+
+    def backward(self, dout, cache):
+        splits = np.cumsum(cache)[:-1]
+        return [np.ascontiguousarray(d) for d in np.split(dout, splits, axis=1)], {}
+
+
+LAYER_TYPES = {cls.type: cls for cls in (
+    Conv2d, BatchNorm2d, BatchNorm1d, ReLU, ReLU6, LeakyReLU, MaxPool2d, AvgPool2d,
+    GlobalAvgPool, Flatten, Linear, Dropout, Add, Concat)}
+
+
+# ============================================================================ model
+class Node:
+    __slots__ = ("name", "layer", "inputs")
+
+    def __init__(self, name, layer, inputs):
+        self.name = name
+        self.layer = layer
+        self.inputs = inputs
+
+    def __repr__(self):
+        return f"Node({self.name!r}, {self.layer!r}, inputs={self.inputs})"
+
+
+def _as_float_input(X, what="X"):
+    X = np.asarray(X)
+    if X.dtype.kind != "f":
+        raise TypeError(f"{what} must be a floating-point array (float32 or float64), got dtype {X.dtype}")
+    if X.dtype not in (np.float32, np.float64):
+        X = X.astype(np.float32)
+    return X
+
+
+class Model:
+    """A network of named nodes with CS231n ``forward``/``backward`` (see the module doc).
+
+    Args:
+        input_shape: (C, H, W) the model was made for (H, W are informative: fully
+            convolutional prefixes accept any size).
+        mean: per-channel mean (C,) or mean image (C, H, W) in 0-255 pixel units,
+            subtracted by :meth:`preprocess`.
+        std: per-channel (C,) divisor applied after the mean (default 1: CS231n 2016's
+            "mean subtracted" input space).
+        channel_order: 'RGB' or 'BGR' (of the model's input channels).
+        class_names, wnids: one per class (index = label).
+        name: a label for the model.
+        seed: seeds the initial weights of added layers and the generator used by
+            Dropout (``Model.rng``).
+
+    Example:
+        >>> m = Model(input_shape=(3, 8, 8))
+        >>> m.add('conv1', Conv2d(3, 4, 3, padding=1)).add('relu1', ReLU())
+        >>> m.add('pool', GlobalAvgPool()).add('flat', Flatten()).add('fc', Linear(4, 10))
+        >>> scores, cache = m.forward(X)
+    """
+
+    def __init__(self, input_shape=(3, 64, 64), mean=None, std=None, channel_order="RGB",
+                 class_names=None, wnids=None, name="model", seed=None):
+        self.nodes = []
+        self._index = {}
+        self.params = {}    # 'node.local' -> array
+        self.buffers = {}   # 'node.local' -> array
+        self.input_shape = tuple(int(v) for v in input_shape)
+        c = self.input_shape[0]
+        self.mean = np.zeros(c, np.float32) if mean is None else np.asarray(mean, np.float32)
+        self.std = np.ones(c, np.float32) if std is None else np.asarray(std, np.float32)
+        if self.mean.shape not in ((c,), self.input_shape):
+            raise ValueError(f"mean must have shape ({c},) or {self.input_shape}, got {self.mean.shape}")
+        if self.std.shape != (c,) or not np.all(self.std > 0):
+            raise ValueError(f"std must be {c} positive numbers, got {self.std}")
+        if channel_order not in ("RGB", "BGR"):
+            raise ValueError(f"channel_order must be 'RGB' or 'BGR', got {channel_order!r}")
+        self.channel_order = channel_order
+        self.class_names = list(class_names) if class_names is not None else None
+        self.wnids = list(wnids) if wnids is not None else None
+        self.name = name
+        self.rng = np.random.default_rng(seed)
+        self._init_rng = np.random.default_rng(seed)   # initial weights of added layers
+
+    # ------------------------------------------------------------------ building
+    def add(self, name, layer, inputs=None):
+        """Append a node; ``inputs`` (a name or list of names) defaults to the
+        previous node (or the model input for the first node). Returns self."""
+        if not isinstance(name, str) or not name or "/" in name or name == INPUT:
+            raise ValueError(f"node name must be a non-empty string without '/', not {INPUT!r}; got {name!r}")
+        if name in self._index:
+            raise ValueError(f"a node named {name!r} already exists")
+        if not isinstance(layer, Layer):
+            raise TypeError(f"layer must be a gradvis.model.Layer, got {type(layer).__name__}")
+        if inputs is None:
+            inputs = [self.nodes[-1].name if self.nodes else INPUT]
+        elif isinstance(inputs, str):
+            inputs = [inputs]
+        inputs = list(inputs)
+        for i in inputs:
+            if i != INPUT and i not in self._index:
+                raise ValueError(f"node {name!r} reads {i!r}, which is not an earlier node"
+                                 f"{self._suggest(i)}")
+        n = layer.num_inputs
+        if (n is not None and len(inputs) != n) or len(inputs) < 1:
+            raise ValueError(f"node {name!r}: {layer.type} takes {n or 'one or more'} input(s), got {inputs}")
+        self._index[name] = len(self.nodes)
+        self.nodes.append(Node(name, layer, inputs))
+        for k, v in layer.init_params(self._init_rng, np.float32).items():
+            self.params[f"{name}.{k}"] = v
+        for k, b in layer.init_buffers(np.float32).items():
+            self.buffers[f"{name}.{k}"] = b
+        return self
+
+    def init_params(self, seed=0, dtype=np.float32):
+        """(Re)initialize all parameters (He-normal convs, uniform linears, BN 1/0)
+        and buffers, with a seeded generator."""
+        rng = np.random.default_rng(seed)
+        for node in self.nodes:
+            for k, v in node.layer.init_params(rng, dtype).items():
+                self.params[f"{node.name}.{k}"] = v
+            for k, v in node.layer.init_buffers(dtype).items():
+                self.buffers[f"{node.name}.{k}"] = v
+        return self
+
+    def seed(self, seed):
+        """Reseed the generator used by Dropout."""
+        self.rng = np.random.default_rng(seed)
+        return self
+
+    # ------------------------------------------------------------------ lookup
+    @property
+    def layer_names(self):
+        return [n.name for n in self.nodes]
+
+    def __len__(self):
+        return len(self.nodes)
+
+    def __iter__(self):
+        return iter(self.nodes)
+
+    def __contains__(self, name):
+        return name in self._index
+
+    def _suggest(self, name):
+        close = difflib.get_close_matches(str(name), self.layer_names, n=3, cutoff=0.5)
+        return f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+
+    def index(self, key):
+        """Node index of a name or an index (negative indices count from the end)."""
+        if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+            k = int(key)
+            if not -len(self.nodes) <= k < len(self.nodes):
+                raise IndexError(f"layer index {k} out of range for a model with {len(self.nodes)} layers")
+            return k % len(self.nodes)
+        if isinstance(key, str):
+            if key not in self._index:
+                raise KeyError(f"no layer named {key!r}{self._suggest(key)} "
+                               f"(layers: {', '.join(self.layer_names)})")
+            return self._index[key]
+        raise TypeError(f"a layer is named by a str or an int index, got {type(key).__name__}")
+
+    def __getitem__(self, key):
+        """The layer object of a node, by name or index."""
+        return self.nodes[self.index(key)].layer
+
+    def node(self, key):
+        return self.nodes[self.index(key)]
+
+    def layer_params(self, key):
+        """Parameters of one node, keyed by local name ('weight', ...)."""
+        name = self.nodes[self.index(key)].name
+        return {k.split(".", 1)[1]: v for k, v in self.params.items() if k.split(".", 1)[0] == name}
+
+    def named_parameters(self):
+        """[(name, array)] in node order."""
+        return list(self.params.items())
+
+    def parameters(self):
+        return list(self.params.values())
+
+    def num_parameters(self):
+        return int(sum(p.size for p in self.params.values()))
+
+    @property
+    def num_classes(self):
+        for node in reversed(self.nodes):
+            if isinstance(node.layer, Linear):
+                return node.layer.out_features
+            if isinstance(node.layer, Conv2d):
+                return node.layer.out_channels
+        return None
+
+    def output_shapes(self, input_shape=None):
+        """{node name: output shape without the batch axis} for an input (C, H, W)."""
+        shapes = {INPUT: tuple(input_shape or self.input_shape)}
+        for node in self.nodes:
+            try:
+                shapes[node.name] = tuple(node.layer.output_shape([shapes[i] for i in node.inputs]))
+            except ValueError as e:
+                raise ValueError(f"layer {node.name!r} ({node.layer.type}): {e}") from None
+        return shapes
+
+    def summary(self):
+        """A table of nodes, inputs, output shapes and parameter counts."""
+        shapes = self.output_shapes()
+        rows = [("name", "layer", "inputs", "output", "params")]
+        for node in self.nodes:
+            n = sum(self.params[f"{node.name}.{k}"].size for k in node.layer.param_shapes)
+            ins = ",".join(node.inputs)
+            rows.append((node.name, repr(node.layer), ins, "x".join(map(str, shapes[node.name])), str(n)))
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+        lines.append(f"total parameters: {self.num_parameters():,}")
+        return "\n".join(lines)
+
+    def __repr__(self):
+        return f"<gradvis.Model {self.name!r}: {len(self.nodes)} layers, {self.num_parameters():,} parameters>"
+
+    # ------------------------------------------------------------------ passes
+    def _range(self, start, end):
+        if not self.nodes:
+            raise ValueError("the model has no layers")
+        s = 0 if start is None else self.index(start)
+        e = len(self.nodes) - 1 if end is None else self.index(end)
+        if s > e:
+            raise ValueError(f"start ({self.nodes[s].name!r}, index {s}) comes after end "
+                             f"({self.nodes[e].name!r}, index {e})")
+        return s, e
+
+    def forward(self, X, start=None, end=None, mode="test", outputs=None, rng=None):
+        """Run nodes ``start`` through ``end`` (inclusive, as CS231n).
+
+        Args:
+            X: (N, C, H, W) float32/float64: the model input when ``start`` is None,
+                else the input of node ``start`` (the output of the node before it).
+            start, end: node index or name (default: first, last).
+            mode: 'test' (batch norm uses running statistics, dropout off) or 'train'
+                (batch statistics, running statistics updated, dropout on).
+            outputs: optional list of node names; then ``out`` is a dict name -> tensor
+                of those nodes (and ``end`` defaults to the last of them).
+            rng: a numpy Generator for dropout (default: the model's ``rng``).
+
+        Returns:
+            (out, cache): the last node's output (or the dict), and the cache for
+            :meth:`backward`.
+        """
+        if mode not in ("train", "test"):
+            raise ValueError(f"mode must be 'train' or 'test', got {mode!r}")
+        X = _as_float_input(X)
+        if outputs is not None:
+            outputs = [outputs] if isinstance(outputs, str) else list(outputs)
+            for o in outputs:
+                self.index(o)
+            if end is None:
+                end = max(self.index(o) for o in outputs)
+        s, e = self._range(start, end)
+        if outputs is not None:
+            for o in outputs:
+                if not s <= self.index(o) <= e:
+                    raise ValueError(f"requested output {o!r} is not among the nodes run "
+                                     f"({self.nodes[s].name!r} .. {self.nodes[e].name!r})")
+        if np.isnan(X).any():
+            raise ValueError("X contains NaN")
+        first = self.nodes[s]
+        if s == 0 and start is None:
+            bound = INPUT
+            if X.ndim != 4 or X.shape[1] != self.input_shape[0]:
+                raise ValueError(f"X must be (N, {self.input_shape[0]}, H, W) images, got shape {X.shape}")
+        else:
+            if len(first.inputs) != 1:
+                raise ValueError(f"cannot start at {first.name!r}: it reads several tensors {first.inputs}")
+            bound = first.inputs[0]
+        rng = self.rng if rng is None else rng
+        tensors = {bound: X}
+        caches = []
+        for i in range(s, e + 1):
+            node = self.nodes[i]
+            ins = []
+            for t in node.inputs:
+                if t not in tensors:
+                    raise ValueError(
+                        f"layer {node.name!r} needs {t!r}, which is computed before the start of this "
+                        f"pass ({first.name!r}); a skip connection crosses the cut, start earlier")
+                ins.append(tensors[t])
+            params = {k: self.params[f"{node.name}.{k}"] for k in node.layer.param_shapes}
+            buffers = {k: self.buffers[f"{node.name}.{k}"] for k in node.layer.buffer_shapes}
+            try:
+                out, cache = node.layer.forward(ins, params, buffers, mode, rng)
+            except (ValueError, TypeError) as err:
+                raise type(err)(f"layer {node.name!r} ({node.layer.type}): {err}") from None
+            tensors[node.name] = out
+            caches.append(cache)
+        last = self.nodes[e].name
+        result = {o: tensors[o] for o in outputs} if outputs is not None else tensors[last]
+        cache = {"start": s, "end": e, "bound": bound, "caches": caches, "dtype": X.dtype,
+                 "X_shape": X.shape, "outputs": outputs,
+                 "shapes": {k: v.shape for k, v in tensors.items()}}
+        return result, cache
+
+    def backward(self, dout, cache):
+        """Backward of :meth:`forward`.
+
+        Args:
+            dout: d(loss)/d(out): an array shaped like the last node's output, or,
+                when forward had ``outputs``, a dict name -> gradient (missing = 0).
+            cache: from :meth:`forward`.
+
+        Returns:
+            (dX, grads): the gradient w.r.t. forward's X and a dict parameter name ->
+            gradient for every parameter of the nodes run (zeros where the loss
+            does not depend on it).
+        """
+        s, e = cache["start"], cache["end"]
+        dtype = cache["dtype"]
+        shapes = cache["shapes"]
+        grads_t = {}
+
+        def accumulate(name, g):
+            g = np.asarray(g)
+            if g.shape != shapes[name]:
+                raise ValueError(f"gradient for {name!r} has shape {g.shape}, expected {shapes[name]}")
+            if name in grads_t:
+                grads_t[name] = grads_t[name] + g
+            else:
+                grads_t[name] = g
+
+        if cache["outputs"] is not None:
+            if not isinstance(dout, dict):
+                raise TypeError("forward ran with outputs=[...]; pass dout as a dict name -> gradient")
+            for k, g in dout.items():
+                if k not in cache["outputs"]:
+                    raise ValueError(f"dout has {k!r}, which was not among forward's outputs {cache['outputs']}")
+                accumulate(k, np.asarray(g, dtype=dtype))
+        else:
+            accumulate(self.nodes[e].name, np.asarray(dout, dtype=dtype))
+
+        grads = {}
+        for i in range(e, s - 1, -1):
+            node = self.nodes[i]
+            g = grads_t.pop(node.name, None)
+            if g is None:
+                for k, shp in node.layer.param_shapes.items():
+                    grads[f"{node.name}.{k}"] = np.zeros(shp, dtype)
+                continue
+            dins, dparams = node.layer.backward(g, cache["caches"][i - s])
+            for k, v in dparams.items():
+                grads[f"{node.name}.{k}"] = v
+            for t, d in zip(node.inputs, dins):
+                accumulate(t, d)
+        dX = grads_t.get(cache["bound"])
+        if dX is None:
+            dX = np.zeros(cache["X_shape"], dtype)
+        return dX, grads
+
+    # ------------------------------------------------------------------ loss
+    def loss(self, X, y=None, mode="train", label_smoothing=0.0):
+        """Scores, or the softmax cross-entropy loss and parameter gradients.
+
+        As CS231n's ``PretrainedCNN.loss``: with ``y`` None return the class scores
+        (test mode); else return ``(loss, grads)``. ``label_smoothing`` mixes the
+        one-hot target with the uniform distribution. Weight decay is the
+        optimizer's job (:mod:`gradvis.train`).
+        """
+        if y is None:
+            scores, _ = self.forward(X, mode="test")
+            return scores
+        scores, cache = self.forward(X, mode=mode)
+        loss, dscores = softmax_cross_entropy(scores, y, label_smoothing)
+        _, grads = self.backward(dscores, cache)
+        return loss, grads
+
+    def predict(self, X, batch_size=256):
+        """Class scores of X in test mode, in batches."""
+        X = _as_float_input(X)
+        outs = [self.forward(X[i:i + batch_size])[0] for i in range(0, len(X), batch_size)]
+        return np.concatenate(outs) if outs else np.zeros((0, self.num_classes or 0), X.dtype)
+
+    # ------------------------------------------------------------------ copies
+    def copy(self):
+        import copy as _copy
+        m = _copy.copy(self)
+        m.nodes = list(self.nodes)
+        m._index = dict(self._index)
+        m.params = {k: v.copy() for k, v in self.params.items()}
+        m.buffers = {k: v.copy() for k, v in self.buffers.items()}
+        m.class_names = None if self.class_names is None else list(self.class_names)
+        m.wnids = None if self.wnids is None else list(self.wnids)
+        m.rng = _copy.deepcopy(self.rng)
+        m._init_rng = _copy.deepcopy(self._init_rng)
+        return m
+
+    def astype(self, dtype):
+        """A copy whose parameters and buffers are ``dtype`` (e.g. float64 for gradient checks)."""
+        m = self.copy()
+        m.params = {k: v.astype(dtype) for k, v in m.params.items()}
+        m.buffers = {k: v.astype(dtype) for k, v in m.buffers.items()}
+        return m
+
+    # ------------------------------------------------------------------ pre/post-processing
+    def _mean_for(self, h, w):
+        if self.mean.ndim == 1:
+            return self.mean[:, None, None]
+        if self.mean.shape[1:] == (h, w):
+            return self.mean
+        return self.mean.mean(axis=(1, 2))[:, None, None]   # mean image, other size: its channel means
+
+    def preprocess(self, images):
+        """uint8 images (N, H, W, 3) or (H, W, 3), RGB, -> float32 (N, 3, H, W) model input."""
+        img = np.asarray(images)
+        single = img.ndim == 3
+        if single:
+            img = img[None]
+        if img.ndim != 4 or img.shape[-1] != 3:
+            raise ValueError(f"images must be (N, H, W, 3) or (H, W, 3), got shape {np.asarray(images).shape}")
+        if img.dtype.kind == "f" and np.isnan(img).any():
+            raise ValueError("images contain NaN")
+        x = img.astype(np.float32).transpose(0, 3, 1, 2)
+        if self.channel_order == "BGR":
+            x = x[:, ::-1]
+        x = (x - self._mean_for(*x.shape[2:])) / self.std[:, None, None]
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def deprocess(self, X):
+        """Model input (N, 3, H, W) or (3, H, W) -> uint8 RGB images (N, H, W, 3) / (H, W, 3), clipped."""
+        x = np.asarray(X, dtype=np.float32)
+        single = x.ndim == 3
+        if single:
+            x = x[None]
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"X must be (N, 3, H, W) or (3, H, W), got shape {np.asarray(X).shape}")
+        img = x * self.std[:, None, None] + self._mean_for(*x.shape[2:])
+        if self.channel_order == "BGR":
+            img = img[:, ::-1]
+        img = np.clip(np.rint(img), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+        return np.ascontiguousarray(img[0] if single else img)
+
+    def input_range(self):
+        """(lo, hi) of valid model inputs (images of pixel values 0..255), shaped
+        (C, 1, 1) for a per-channel mean, or (C, H, W) for a mean image, so they
+        broadcast against (N, C, H, W) in ``np.clip``."""
+        m = self.mean[:, None, None] if self.mean.ndim == 1 else self.mean
+        s = self.std[:, None, None]
+        lo, hi = (0.0 - m) / s, (255.0 - m) / s
+        return lo.astype(np.float32), hi.astype(np.float32)
+
+    # ------------------------------------------------------------------ files
+    def save(self, path, overwrite=False):
+        """Write the model to one ``.npz`` file (no pickle); see :mod:`gradvis.serialization`."""
+        from .serialization import save_model
+        return save_model(self, path, overwrite=overwrite)
+
+
+def softmax_cross_entropy(scores, y, label_smoothing=0.0):
+    """Mean softmax cross-entropy and its gradient d(loss)/d(scores), (N, C).
+
+    ``label_smoothing`` = eps uses the target (1 - eps) * onehot + eps / C.
+    """
+    scores = np.asarray(scores)
+    if label_smoothing == 0.0:
+        return L.softmax_loss(scores, y)
+    y = np.asarray(y)
+    n, c = scores.shape
+    if y.shape != (n,) or y.dtype.kind not in "iu" or (n and (y.min() < 0 or y.max() >= c)):
+        raise ValueError(f"y must be ({n},) integer labels in [0, {c}), got {y.dtype} {y.shape}")
+    shifted = scores - scores.max(axis=1, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    target = np.full_like(log_p, label_smoothing / c)
+    target[np.arange(n), y] += 1.0 - label_smoothing
+    loss = -float((target * log_p).sum(dtype=np.float64) / n)
+    dx = (np.exp(log_p) - target) / n
+    return loss, dx.astype(scores.dtype, copy=False)

@@ -57,7 +57,8 @@ def write_arrays(path, arrays, overwrite=False):
                     if arr.dtype.kind == "O":
                         raise TypeError(f"cannot save {key!r}: object arrays need pickle")
                     with zf.open(key + ".npy", "w", force_zip64=True) as member:
-                        np.lib.format.write_array(member, np.ascontiguousarray(arr), allow_pickle=False)
+                        np.lib.format.write_array(member, arr if arr.flags.c_contiguous else arr.copy(order="C"),
+                                                allow_pickle=False)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -7,7 +7,7 @@ augmentation function) and :func:`train` puts them together::
     from gradvis.architectures import default_net
     ds = data.load_tiny_imagenet()
     model = default_net(class_names=ds.class_names, wnids=ds.wnids)
-    cfg = train.TrainConfig(epochs=10)
+    cfg = train.TrainConfig()   # the shipped recipe: 12 epochs, one-cycle SGD
     train.train(model, ds, cfg, run_dir="runs/default", resume=True)
 
 Run from the command line: ``python -m gradvis.train --help``.
@@ -225,10 +225,10 @@ def evaluate(model, X, y, batch_size=500, crop=None):
 @dataclasses.dataclass
 class TrainConfig:
     """Hyperparameters of :func:`train` (all saved in checkpoints)."""
-    epochs: float = 10.0
+    epochs: float = 12.0
     batch_size: int = 128
     optimizer: str = "sgd"          # 'sgd' (Nesterov momentum) or 'adamw'
-    lr: float = 0.4                 # peak learning rate
+    lr: float = 0.2                 # peak learning rate
     momentum: float = 0.9
     weight_decay: float = 5e-4
     schedule: str = "onecycle"      # 'onecycle', 'cosine', 'step', 'constant'
@@ -236,10 +236,12 @@ class TrainConfig:
     milestones: tuple = ()          # epochs, for 'step'
     label_smoothing: float = 0.1
     crop: int = 56                  # train on random crops of this size (0: full images)
+    full_size_epochs: float = 1.0   # ...except the last epochs, on full-size crops of the padded
+                                    # images, so the test-time (full size) statistics are seen
     pad: int = 4                    # reflect padding before cropping
     flip: bool = True
     seed: int = 0
-    eval_every: int = 1             # epochs between held-out evaluations (0: only at the end)
+    eval_every: int = 2             # epochs between held-out evaluations (0: only at the end)
     checkpoint_every: int = 200     # steps between checkpoints (and at each epoch end)
     log_every: int = 20             # steps between progress lines
     num_threads: int = 2
@@ -295,6 +297,7 @@ def train(model, data, config=None, run_dir=None, resume=False, log=print, on_st
     if steps_per_epoch < 1:
         raise ValueError(f"batch_size {cfg.batch_size} is larger than the {n} training images")
     total_steps = int(round(cfg.epochs * steps_per_epoch))
+    full_from = total_steps - int(round(cfg.full_size_epochs * steps_per_epoch)) if cfg.crop else 0
     schedule = make_schedule(cfg.schedule, cfg.lr, total_steps, steps_per_epoch,
                              cfg.warmup_epochs, cfg.milestones)
     opt = _make_optimizer(cfg)
@@ -337,7 +340,8 @@ def train(model, data, config=None, run_dir=None, resume=False, log=print, on_st
             elif perm is None:   # resumed from a checkpoint without a permutation: redraw
                 perm = rng.permutation(n).astype(np.int64)
         idx = perm[k * cfg.batch_size:(k + 1) * cfg.batch_size]
-        xb = augment_batch(X_train[idx], rng, cfg.crop, cfg.pad, cfg.flip)
+        crop = cfg.crop if step < full_from else X_train.shape[1]
+        xb = augment_batch(X_train[idx], rng, crop, cfg.pad, cfg.flip)
         yb = y_train[idx]
         X = model.preprocess(xb)
         scores, cache = model.forward(X, mode="train")
@@ -375,7 +379,7 @@ def train(model, data, config=None, run_dir=None, resume=False, log=print, on_st
     history["final_val_acc"] = acc_v
     if cfg.crop:
         history["final_val_acc_center_crop"] = evaluate(model, data.X_val, data.y_val, crop=cfg.crop)
-    say(f"done: held-out top-1 {acc_v:.4f} at 64x64"
+    say(f"done: held-out top-1 {acc_v:.4f} at {data.X_val.shape[1]}x{data.X_val.shape[2]}"
         + (f", {history['final_val_acc_center_crop']:.4f} on centre {cfg.crop}x{cfg.crop} crops" if cfg.crop else ""))
     if run_dir is not None:
         save_checkpoint()

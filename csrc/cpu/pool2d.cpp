@@ -27,7 +27,7 @@ void for_planes(index_t planes, index_t work_per_plane, F&& f) {
 // first maximum in row-major window order is kept and NaNs propagate.
 template <class T>
 inline bool takes_max(T v, T m) {
-  return v > m || v != v;
+  return (v > m) | (v != v);  // no short-circuit branch: keeps the selects branch-free
 }
 
 // ---- max pool -------------------------------------------------------------------
@@ -44,11 +44,18 @@ void max_pool_plane_2x2(T* out, std::int64_t* am, const T* x, const Pool2dShape&
     std::int64_t* a = am + oh * OW;
     for (index_t ow = 0; ow < OW; ++ow) {
       const T v0 = r0[2 * ow], v1 = r0[2 * ow + 1], v2 = r1[2 * ow], v3 = r1[2 * ow + 1];
+      // Selects, not branches: random data would mispredict every other window.
       T m = v0;
       std::int64_t id = base + 2 * ow;
-      if (takes_max(v1, m)) { m = v1; id = base + 2 * ow + 1; }
-      if (takes_max(v2, m)) { m = v2; id = base + W + 2 * ow; }
-      if (takes_max(v3, m)) { m = v3; id = base + W + 2 * ow + 1; }
+      bool t = takes_max(v1, m);
+      m = t ? v1 : m;
+      id = t ? base + 2 * ow + 1 : id;
+      t = takes_max(v2, m);
+      m = t ? v2 : m;
+      id = t ? base + W + 2 * ow : id;
+      t = takes_max(v3, m);
+      m = t ? v3 : m;
+      id = t ? base + W + 2 * ow + 1 : id;
       o[ow] = m;
       a[ow] = id;
     }
@@ -104,10 +111,11 @@ void max_pool_plane(T* out, std::int64_t* am, const T* x, const Pool2dShape& s) 
         const std::int64_t base = i * W + off;
         for (index_t ow = owa; ow < owb; ++ow) {
           const T v = row[ow * s.sw + off];
-          if (takes_max(v, o[ow])) {
-            o[ow] = v;
-            a[ow] = base + ow * s.sw;
-          }
+          const T m = o[ow];
+          const std::int64_t id = a[ow];
+          const bool t = takes_max(v, m);
+          o[ow] = t ? v : m;  // unconditional stores, so the loop if-converts
+          a[ow] = t ? base + ow * s.sw : id;
         }
       }
     }

@@ -2,6 +2,8 @@
 // the backward passes scatter without atomics.
 #include "ops/pool2d.h"
 
+#include "cpu/simd.h"
+
 #include <algorithm>
 #include <atomic>
 #include <cstring>
@@ -34,7 +36,8 @@ inline bool takes_max(T v, T m) {
 
 // 2x2 stride 2, no padding, every window complete: x (H,W) -> out (OH,OW).
 template <class T>
-void max_pool_plane_2x2(T* out, std::int64_t* am, const T* x, const Pool2dShape& s) {
+[[gnu::always_inline]] inline void max_pool_plane_2x2_body(T* out, std::int64_t* am, const T* x,
+                                                            const Pool2dShape& s) {
   const index_t W = s.W, OW = s.OW;
   for (index_t oh = 0; oh < s.OH; ++oh) {
     const T* r0 = x + 2 * oh * W;
@@ -60,6 +63,30 @@ void max_pool_plane_2x2(T* out, std::int64_t* am, const T* x, const Pool2dShape&
       a[ow] = id;
     }
   }
+}
+
+// The same body compiled for wider vectors, chosen at run time (the library
+// itself is built for baseline x86-64).
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+template <class T>
+__attribute__((target("avx2,fma"))) void max_pool_plane_2x2_avx2(T* out, std::int64_t* am, const T* x,
+                                                                  const Pool2dShape& s) {
+  max_pool_plane_2x2_body(out, am, x, s);
+}
+template <class T>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq"))) void max_pool_plane_2x2_avx512(
+    T* out, std::int64_t* am, const T* x, const Pool2dShape& s) {
+  max_pool_plane_2x2_body(out, am, x, s);
+}
+#endif
+
+template <class T>
+void max_pool_plane_2x2(T* out, std::int64_t* am, const T* x, const Pool2dShape& s, SimdLevel level) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  if (level == SimdLevel::avx512) return max_pool_plane_2x2_avx512(out, am, x, s);
+  if (level == SimdLevel::avx2) return max_pool_plane_2x2_avx2(out, am, x, s);
+#endif
+  max_pool_plane_2x2_body(out, am, x, s);
 }
 
 // Columns [owa, owb) have windows entirely inside the row; the others are clipped.
@@ -187,9 +214,10 @@ void max_pool2d_forward_cpu(T* out, std::int64_t* argmax, const T* x, const Pool
   const index_t in_plane = s.H * s.W, out_plane = s.OH * s.OW;
   const bool fast = s.kh == 2 && s.kw == 2 && s.sh == 2 && s.sw == 2 && s.pt == 0 && s.pb == 0 && s.pl == 0 &&
                     s.pr == 0 && 2 * s.OH <= s.H && 2 * s.OW <= s.W;
+  const SimdLevel level = cpu_level();
   for_planes(s.N * s.C, in_plane, [&](index_t p) {
     if (fast)
-      max_pool_plane_2x2(out + p * out_plane, argmax + p * out_plane, x + p * in_plane, s);
+      max_pool_plane_2x2(out + p * out_plane, argmax + p * out_plane, x + p * in_plane, s, level);
     else
       max_pool_plane(out + p * out_plane, argmax + p * out_plane, x + p * in_plane, s);
   });

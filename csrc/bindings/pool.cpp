@@ -1,5 +1,268 @@
+// Bindings for max / average / global average pooling.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <string>
+#include <utility>
+#include <vector>
+
 #include "bindings/register.h"
+#include "bindings/util.h"
+#include "ops/pool2d.h"
 
 namespace gradvis {
-void register_pool(pybind11::module_& m) { (void)m; }
+
+namespace {
+
+// An int or a sequence of ints. (Parsed here rather than cast to std::vector:
+// that cast needs pybind11/stl.h in every translation unit that uses it.)
+std::vector<std::int64_t> int_list(const py::handle& obj, const char* fn, const char* name) {
+  if (py::isinstance<py::int_>(obj)) return {obj.cast<std::int64_t>()};
+  if (!py::isinstance<py::sequence>(obj) || py::isinstance<py::str>(obj))
+    throw py::type_error(cat(fn, ": ", name, " must be an int or a sequence of ints, got ",
+                             std::string(py::str(py::type::of(obj)))));
+  std::vector<std::int64_t> v;
+  for (auto item : py::reinterpret_borrow<py::sequence>(obj)) {
+    try {
+      v.push_back(item.cast<std::int64_t>());
+    } catch (const py::cast_error&) {
+      throw py::type_error(cat(fn, ": ", name, " must contain ints, got ", std::string(py::repr(obj))));
+    }
+  }
+  return v;
+}
+
+std::pair<index_t, index_t> pool_pair(const py::handle& obj, const char* fn, const char* name, index_t min_value) {
+  const auto v = int_list(obj, fn, name);
+  if (v.size() != 1 && v.size() != 2) throw py::value_error(cat(fn, ": ", name, " must be an int or a pair of ints"));
+  const index_t a = v[0], b = v.size() == 2 ? v[1] : v[0];
+  if (a < min_value || b < min_value)
+    throw py::value_error(cat(fn, ": ", name, " must be >= ", min_value, ", got (", a, ", ", b, ")"));
+  return {a, b};
+}
+
+// (top, bottom, left, right) from an int, (pad_h, pad_w) or four values.
+std::vector<index_t> pool_padding(const py::handle& obj, const char* fn) {
+  auto v = int_list(obj, fn, "padding");
+  if (v.size() == 1) v = {v[0], v[0], v[0], v[0]};
+  else if (v.size() == 2) v = {v[0], v[0], v[1], v[1]};
+  else if (v.size() != 4)
+    throw py::value_error(cat(fn, ": padding must be an int, (pad_h, pad_w) or (top, bottom, left, right)"));
+  for (auto p : v)
+    if (p < 0) throw py::value_error(cat(fn, ": padding must be non-negative, got ", p));
+  return v;
+}
+
+// Checks every geometry argument once and returns the shape the kernels use.
+Pool2dShape pool_shape(const char* fn, index_t N, index_t C, index_t H, index_t W, const py::handle& kernel,
+                       const py::handle& stride, const py::handle& padding, bool ceil_mode) {
+  const auto k = pool_pair(kernel, fn, "kernel", 1);
+  const auto st = pool_pair(stride, fn, "stride", 1);
+  const auto p = pool_padding(padding, fn);
+  Pool2dShape s{N, C, H, W, k.first, k.second, st.first, st.second, p[0], p[1], p[2], p[3], 0, 0};
+  if (s.pt > s.kh / 2 || s.pb > s.kh / 2 || s.pl > s.kw / 2 || s.pr > s.kw / 2)
+    throw py::value_error(cat(fn, ": padding (", s.pt, ", ", s.pb, ", ", s.pl, ", ", s.pr,
+                              ") must be at most half the kernel (", s.kh, ", ", s.kw, ")"));
+  if (s.kh > H + s.pt + s.pb || s.kw > W + s.pl + s.pr)
+    throw py::value_error(cat(fn, ": kernel (", s.kh, ", ", s.kw, ") is larger than the padded input (",
+                              H + s.pt + s.pb, ", ", W + s.pl + s.pr, ")"));
+  s.OH = window_out_size(H, s.kh, s.sh, s.pt, s.pb, 1, ceil_mode);
+  s.OW = window_out_size(W, s.kw, s.sw, s.pl, s.pr, 1, ceil_mode);
+  if (s.OH < 1 || s.OW < 1)
+    throw py::value_error(cat(fn, ": output would be empty for input (", H, ", ", W, ")"));
+  return s;
+}
+
+void check_x4(const py::array& x, const char* fn, const char* name) {
+  check_ndim(x, 4, fn, name, "(N, C, H, W)");
+  check_nonempty(x, fn, name);
+}
+
+std::pair<index_t, index_t> input_hw_arg(const py::handle& obj, const char* fn) {
+  return pool_pair(obj, fn, "input_hw", 1);
+}
+
+std::string hw_str(index_t a, index_t b) { return cat("(", a, ", ", b, ")"); }
+
+template <class T>
+py::tuple max_forward(const py::handle& xo, const py::handle& kernel, const py::handle& stride,
+                      const py::handle& padding, bool ceil_mode) {
+  const char* fn = "max_pool2d_forward";
+  auto x = as_array<T>(xo, fn, "x");
+  check_x4(x, fn, "x");
+  const Pool2dShape s = pool_shape(fn, x.shape(0), x.shape(1), x.shape(2), x.shape(3), kernel, stride, padding, ceil_mode);
+  auto out = empty_array<T>({s.N, s.C, s.OH, s.OW});
+  auto am = empty_array<std::int64_t>({s.N, s.C, s.OH, s.OW});
+  T* po = out.mutable_data();
+  std::int64_t* pa = am.mutable_data();
+  const T* px = x.data();
+  {
+    py::gil_scoped_release nogil;
+    max_pool2d_forward_cpu<T>(po, pa, px, s);
+  }
+  return py::make_tuple(out, am);
+}
+
+template <class T>
+py::array max_backward(const py::handle& douto, const py::handle& argmaxo, const py::handle& input_hw) {
+  const char* fn = "max_pool2d_backward";
+  auto dout = as_array<T>(douto, fn, "dout");
+  check_x4(dout, fn, "dout");
+  if (!py::isinstance<py::array>(argmaxo) || (py::reinterpret_borrow<py::array>(argmaxo).dtype().kind() != 'i' &&
+                                              py::reinterpret_borrow<py::array>(argmaxo).dtype().kind() != 'u'))
+    throw py::type_error(cat(fn, ": argmax must be an integer numpy array (as returned by max_pool2d_forward)"));
+  auto am = as_array<std::int64_t>(argmaxo, fn, "argmax");
+  if (am.ndim() != 4 || am.shape(0) != dout.shape(0) || am.shape(1) != dout.shape(1) ||
+      am.shape(2) != dout.shape(2) || am.shape(3) != dout.shape(3))
+    throw py::value_error(cat(fn, ": argmax shape ", shape_str(am), " does not match dout shape ", shape_str(dout)));
+  const auto hw = input_hw_arg(input_hw, fn);
+  Pool2dShape s{dout.shape(0), dout.shape(1), hw.first, hw.second, 1, 1, 1, 1, 0, 0, 0, 0, dout.shape(2), dout.shape(3)};
+  auto dx = empty_array<T>({s.N, s.C, s.H, s.W});
+  T* pdx = dx.mutable_data();
+  const T* pg = dout.data();
+  const std::int64_t* pa = am.data();
+  bool ok;
+  {
+    py::gil_scoped_release nogil;
+    ok = max_pool2d_backward_cpu<T>(pdx, pg, pa, s);
+  }
+  if (!ok)
+    throw py::value_error(cat(fn, ": argmax has values outside [0, H*W) = [0, ", s.H * s.W, ") for input_hw ",
+                              hw_str(s.H, s.W)));
+  return dx;
+}
+
+template <class T>
+py::array avg_forward(const py::handle& xo, const py::handle& kernel, const py::handle& stride,
+                      const py::handle& padding, bool ceil_mode, bool count_include_pad) {
+  const char* fn = "avg_pool2d_forward";
+  auto x = as_array<T>(xo, fn, "x");
+  check_x4(x, fn, "x");
+  const Pool2dShape s = pool_shape(fn, x.shape(0), x.shape(1), x.shape(2), x.shape(3), kernel, stride, padding, ceil_mode);
+  auto out = empty_array<T>({s.N, s.C, s.OH, s.OW});
+  T* po = out.mutable_data();
+  const T* px = x.data();
+  {
+    py::gil_scoped_release nogil;
+    avg_pool2d_forward_cpu<T>(po, px, s, count_include_pad);
+  }
+  return out;
+}
+
+template <class T>
+py::array avg_backward(const py::handle& douto, const py::handle& input_hw, const py::handle& kernel,
+                       const py::handle& stride, const py::handle& padding, bool ceil_mode, bool count_include_pad) {
+  const char* fn = "avg_pool2d_backward";
+  auto dout = as_array<T>(douto, fn, "dout");
+  check_x4(dout, fn, "dout");
+  const auto hw = input_hw_arg(input_hw, fn);
+  const Pool2dShape s =
+      pool_shape(fn, dout.shape(0), dout.shape(1), hw.first, hw.second, kernel, stride, padding, ceil_mode);
+  if (dout.shape(2) != s.OH || dout.shape(3) != s.OW)
+    throw py::value_error(cat(fn, ": dout shape ", shape_str(dout), " does not match the pooled output ",
+                              hw_str(s.OH, s.OW), " of input_hw ", hw_str(s.H, s.W)));
+  auto dx = empty_array<T>({s.N, s.C, s.H, s.W});
+  T* pdx = dx.mutable_data();
+  const T* pg = dout.data();
+  {
+    py::gil_scoped_release nogil;
+    avg_pool2d_backward_cpu<T>(pdx, pg, s, count_include_pad);
+  }
+  return dx;
+}
+
+template <class T>
+py::array gap_forward(const py::handle& xo) {
+  const char* fn = "global_avg_pool_forward";
+  auto x = as_array<T>(xo, fn, "x");
+  check_x4(x, fn, "x");
+  const index_t N = x.shape(0), C = x.shape(1), HW = x.shape(2) * x.shape(3);
+  auto out = empty_array<T>({N, C, 1, 1});
+  T* po = out.mutable_data();
+  const T* px = x.data();
+  {
+    py::gil_scoped_release nogil;
+    global_avg_pool_forward_cpu<T>(po, px, N * C, HW);
+  }
+  return out;
+}
+
+template <class T>
+py::array gap_backward(const py::handle& douto, const py::handle& input_hw) {
+  const char* fn = "global_avg_pool_backward";
+  auto dout = as_array<T>(douto, fn, "dout");
+  check_x4(dout, fn, "dout");
+  if (dout.shape(2) != 1 || dout.shape(3) != 1)
+    throw py::value_error(cat(fn, ": dout must be (N, C, 1, 1), got shape ", shape_str(dout)));
+  const auto hw = input_hw_arg(input_hw, fn);
+  const index_t N = dout.shape(0), C = dout.shape(1);
+  auto dx = empty_array<T>({N, C, hw.first, hw.second});
+  T* pdx = dx.mutable_data();
+  const T* pg = dout.data();
+  {
+    py::gil_scoped_release nogil;
+    global_avg_pool_backward_cpu<T>(pdx, pg, N * C, hw.first * hw.second);
+  }
+  return dx;
+}
+
+}  // namespace
+
+void register_pool(py::module_& m) {
+  m.def(
+      "max_pool2d_forward",
+      [](py::object x, py::object kernel, py::object stride, py::object padding, bool ceil_mode) {
+        return float_kind(x, "max_pool2d_forward", "x") == FloatKind::f32
+                   ? max_forward<float>(x, kernel, stride, padding, ceil_mode)
+                   : max_forward<double>(x, kernel, stride, padding, ceil_mode);
+      },
+      py::arg("x"), py::arg("kernel"), py::arg("stride"), py::arg("padding") = 0, py::arg("ceil_mode") = false,
+      "2-D max pooling of x (N,C,H,W). Returns (out, argmax); argmax is int64, h*W+w within the input plane.\n"
+      "kernel, stride: int or (h, w); padding: int, (ph, pw) or (top, bottom, left, right).");
+  m.def(
+      "max_pool2d_backward",
+      [](py::object dout, py::object argmax, py::object input_hw) -> py::array {
+        return float_kind(dout, "max_pool2d_backward", "dout") == FloatKind::f32
+                   ? max_backward<float>(dout, argmax, input_hw)
+                   : max_backward<double>(dout, argmax, input_hw);
+      },
+      py::arg("dout"), py::arg("argmax"), py::arg("input_hw"),
+      "Gradient of max_pool2d_forward: scatters dout to argmax in a (N,C,H,W) zero array.");
+  m.def(
+      "avg_pool2d_forward",
+      [](py::object x, py::object kernel, py::object stride, py::object padding, bool ceil_mode,
+         bool count_include_pad) -> py::array {
+        return float_kind(x, "avg_pool2d_forward", "x") == FloatKind::f32
+                   ? avg_forward<float>(x, kernel, stride, padding, ceil_mode, count_include_pad)
+                   : avg_forward<double>(x, kernel, stride, padding, ceil_mode, count_include_pad);
+      },
+      py::arg("x"), py::arg("kernel"), py::arg("stride"), py::arg("padding") = 0, py::arg("ceil_mode") = false,
+      py::arg("count_include_pad") = true, "2-D average pooling of x (N,C,H,W), PyTorch/ONNX divisor rules.");
+  m.def(
+      "avg_pool2d_backward",
+      [](py::object dout, py::object input_hw, py::object kernel, py::object stride, py::object padding,
+         bool ceil_mode, bool count_include_pad) -> py::array {
+        return float_kind(dout, "avg_pool2d_backward", "dout") == FloatKind::f32
+                   ? avg_backward<float>(dout, input_hw, kernel, stride, padding, ceil_mode, count_include_pad)
+                   : avg_backward<double>(dout, input_hw, kernel, stride, padding, ceil_mode, count_include_pad);
+      },
+      py::arg("dout"), py::arg("input_hw"), py::arg("kernel"), py::arg("stride"), py::arg("padding") = 0,
+      py::arg("ceil_mode") = false, py::arg("count_include_pad") = true, "Gradient of avg_pool2d_forward.");
+  m.def(
+      "global_avg_pool_forward",
+      [](py::object x) -> py::array {
+        return float_kind(x, "global_avg_pool_forward", "x") == FloatKind::f32 ? gap_forward<float>(x)
+                                                                             : gap_forward<double>(x);
+      },
+      py::arg("x"), "Mean over H and W: (N,C,H,W) -> (N,C,1,1).");
+  m.def(
+      "global_avg_pool_backward",
+      [](py::object dout, py::object input_hw) -> py::array {
+        return float_kind(dout, "global_avg_pool_backward", "dout") == FloatKind::f32
+                   ? gap_backward<float>(dout, input_hw)
+                   : gap_backward<double>(dout, input_hw);
+      },
+      py::arg("dout"), py::arg("input_hw"), "Gradient of global_avg_pool_forward: (N,C,1,1) -> (N,C,H,W).");
+}
+
 }  // namespace gradvis

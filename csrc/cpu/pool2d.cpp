@@ -1,0 +1,317 @@
+// Pooling kernels: raw pointers, parallel over the N*C independent planes so
+// the backward passes scatter without atomics.
+#include "ops/pool2d.h"
+
+#include "cpu/simd.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <limits>
+
+namespace gradvis {
+
+namespace {
+
+// Below this much work per call the OpenMP fork/join costs more than it saves.
+constexpr index_t kSerialWork = 1 << 14;
+
+template <class F>
+void for_planes(index_t planes, index_t work_per_plane, F&& f) {
+  if (planes * work_per_plane < kSerialWork) {
+    for (index_t p = 0; p < planes; ++p) f(p);
+  } else {
+    parallel_for(planes, f);
+  }
+}
+
+// The running-max update PyTorch uses: a larger value or a NaN wins, so the
+// first maximum in row-major window order is kept and NaNs propagate.
+template <class T>
+inline bool takes_max(T v, T m) {
+  return (v > m) | (v != v);  // no short-circuit branch: keeps the selects branch-free
+}
+
+// ---- max pool -------------------------------------------------------------------
+
+// 2x2 stride 2, no padding, every window complete: x (H,W) -> out (OH,OW).
+template <class T>
+[[gnu::always_inline]] inline void max_pool_plane_2x2_body(T* out, std::int64_t* am, const T* x,
+                                                            const Pool2dShape& s) {
+  const index_t W = s.W, OW = s.OW;
+  for (index_t oh = 0; oh < s.OH; ++oh) {
+    const T* r0 = x + 2 * oh * W;
+    const T* r1 = r0 + W;
+    const std::int64_t base = 2 * oh * W;
+    T* o = out + oh * OW;
+    std::int64_t* a = am + oh * OW;
+    for (index_t ow = 0; ow < OW; ++ow) {
+      const T v0 = r0[2 * ow], v1 = r0[2 * ow + 1], v2 = r1[2 * ow], v3 = r1[2 * ow + 1];
+      // Selects, not branches: random data would mispredict every other window.
+      T m = v0;
+      std::int64_t id = base + 2 * ow;
+      bool t = takes_max(v1, m);
+      m = t ? v1 : m;
+      id = t ? base + 2 * ow + 1 : id;
+      t = takes_max(v2, m);
+      m = t ? v2 : m;
+      id = t ? base + W + 2 * ow : id;
+      t = takes_max(v3, m);
+      m = t ? v3 : m;
+      id = t ? base + W + 2 * ow + 1 : id;
+      o[ow] = m;
+      a[ow] = id;
+    }
+  }
+}
+
+// The same body compiled for wider vectors, chosen at run time (the library
+// itself is built for baseline x86-64).
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+template <class T>
+__attribute__((target("avx2,fma"))) void max_pool_plane_2x2_avx2(T* out, std::int64_t* am, const T* x,
+                                                                  const Pool2dShape& s) {
+  max_pool_plane_2x2_body(out, am, x, s);
+}
+template <class T>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq"))) void max_pool_plane_2x2_avx512(
+    T* out, std::int64_t* am, const T* x, const Pool2dShape& s) {
+  max_pool_plane_2x2_body(out, am, x, s);
+}
+#endif
+
+template <class T>
+void max_pool_plane_2x2(T* out, std::int64_t* am, const T* x, const Pool2dShape& s, SimdLevel level) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  if (level == SimdLevel::avx512) return max_pool_plane_2x2_avx512(out, am, x, s);
+  if (level == SimdLevel::avx2) return max_pool_plane_2x2_avx2(out, am, x, s);
+#endif
+  max_pool_plane_2x2_body(out, am, x, s);
+}
+
+// Columns [owa, owb) have windows entirely inside the row; the others are clipped.
+inline void interior_cols(const Pool2dShape& s, index_t& owa, index_t& owb) {
+  owa = std::min<index_t>((s.pl + s.sw - 1) / s.sw, s.OW);
+  const index_t last = s.W + s.pl - s.kw;  // ow*sw <= last
+  owb = last >= 0 ? std::min<index_t>(last / s.sw + 1, s.OW) : 0;
+  if (owb < owa) owb = owa;
+}
+
+template <class T>
+[[gnu::always_inline]] inline void max_pool_plane_body(T* out, std::int64_t* am, const T* x, const Pool2dShape& s) {
+  const index_t H = s.H, W = s.W, OW = s.OW;
+  const T neg_inf = -std::numeric_limits<T>::infinity();
+  index_t owa, owb;
+  interior_cols(s, owa, owb);
+  for (index_t oh = 0; oh < s.OH; ++oh) {
+    index_t hs = oh * s.sh - s.pt;
+    const index_t he = std::min(hs + s.kh, H);
+    hs = std::max<index_t>(hs, 0);
+    T* o = out + oh * OW;
+    std::int64_t* a = am + oh * OW;
+    // Clipped border windows, one at a time.
+    auto border = [&](index_t ow) {
+      index_t ws = ow * s.sw - s.pl;
+      const index_t we = std::min(ws + s.kw, W);
+      ws = std::max<index_t>(ws, 0);
+      T m = neg_inf;
+      std::int64_t id = hs * W + ws;  // padded cells never win: start at the first real one
+      for (index_t i = hs; i < he; ++i)
+        for (index_t w = ws; w < we; ++w) {
+          const T v = x[i * W + w];
+          if (takes_max(v, m)) { m = v; id = i * W + w; }
+        }
+      o[ow] = m;
+      a[ow] = id;
+    };
+    for (index_t ow = 0; ow < owa; ++ow) border(ow);
+    for (index_t ow = owb; ow < OW; ++ow) border(ow);
+    // Interior: each window's running max lives in registers; the selects
+    // become conditional moves (sweeping the whole output row per window cell
+    // instead re-loaded and re-stored it every cell and was 5x slower).
+    for (index_t ow = owa; ow < owb; ++ow) {
+      const index_t ws = ow * s.sw - s.pl;
+      T m = neg_inf;
+      std::int64_t id = hs * W + ws;
+      for (index_t i = hs; i < he; ++i) {
+        const T* r = x + i * W + ws;
+        for (index_t j = 0; j < s.kw; ++j) {
+          const T v = r[j];
+          const bool t = takes_max(v, m);
+          m = t ? v : m;
+          id = t ? i * W + ws + j : id;
+        }
+      }
+      o[ow] = m;
+      a[ow] = id;
+    }
+  }
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+template <class T>
+__attribute__((target("avx2,fma"))) void max_pool_plane_avx2(T* out, std::int64_t* am, const T* x,
+                                                             const Pool2dShape& s) {
+  max_pool_plane_body(out, am, x, s);
+}
+template <class T>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq"))) void max_pool_plane_avx512(
+    T* out, std::int64_t* am, const T* x, const Pool2dShape& s) {
+  max_pool_plane_body(out, am, x, s);
+}
+#endif
+
+template <class T>
+void max_pool_plane(T* out, std::int64_t* am, const T* x, const Pool2dShape& s, SimdLevel level) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  if (level == SimdLevel::avx512) return max_pool_plane_avx512(out, am, x, s);
+  if (level == SimdLevel::avx2) return max_pool_plane_avx2(out, am, x, s);
+#endif
+  max_pool_plane_body(out, am, x, s);
+}
+
+// ---- average pool ---------------------------------------------------------------
+
+// PyTorch's window and divisor along one axis: the window is first clipped to
+// the padded extent (this is what matters for ceil_mode), then to the input.
+struct Window {
+  index_t lo, hi;   // clipped to the input
+  index_t padded;   // size counting padding (clipped at the padded border)
+};
+inline Window window_at(index_t o, index_t stride, index_t k, index_t pad_lo, index_t pad_hi, index_t n) {
+  const index_t s = o * stride - pad_lo;
+  const index_t e = std::min(s + k, n + pad_hi);
+  return {std::max<index_t>(s, 0), std::min(e, n), e - s};
+}
+
+template <class T>
+void avg_pool_plane(T* out, const T* x, const Pool2dShape& s, bool count_include_pad, T* colsum) {
+  const index_t W = s.W;
+  for (index_t oh = 0; oh < s.OH; ++oh) {
+    const Window wh = window_at(oh, s.sh, s.kh, s.pt, s.pb, s.H);
+    // Column sums over the window's rows, then short row sums per output.
+    std::fill(colsum, colsum + W, T(0));
+    for (index_t i = wh.lo; i < wh.hi; ++i) {
+      const T* r = x + i * W;
+      for (index_t w = 0; w < W; ++w) colsum[w] += r[w];
+    }
+    T* o = out + oh * s.OW;
+    for (index_t ow = 0; ow < s.OW; ++ow) {
+      const Window ww = window_at(ow, s.sw, s.kw, s.pl, s.pr, W);
+      T sum = 0;
+      for (index_t w = ww.lo; w < ww.hi; ++w) sum += colsum[w];
+      const index_t div = count_include_pad ? wh.padded * ww.padded : (wh.hi - wh.lo) * (ww.hi - ww.lo);
+      o[ow] = div > 0 ? sum / T(div) : T(0);
+    }
+  }
+}
+
+template <class T>
+void avg_pool_plane_backward(T* dx, const T* dout, const Pool2dShape& s, bool count_include_pad, T* rowgrad) {
+  const index_t W = s.W;
+  std::fill(dx, dx + s.H * W, T(0));
+  for (index_t oh = 0; oh < s.OH; ++oh) {
+    const Window wh = window_at(oh, s.sh, s.kh, s.pt, s.pb, s.H);
+    std::fill(rowgrad, rowgrad + W, T(0));
+    const T* g = dout + oh * s.OW;
+    for (index_t ow = 0; ow < s.OW; ++ow) {
+      const Window ww = window_at(ow, s.sw, s.kw, s.pl, s.pr, W);
+      const index_t div = count_include_pad ? wh.padded * ww.padded : (wh.hi - wh.lo) * (ww.hi - ww.lo);
+      if (div <= 0) continue;
+      const T v = g[ow] / T(div);
+      for (index_t w = ww.lo; w < ww.hi; ++w) rowgrad[w] += v;
+    }
+    for (index_t i = wh.lo; i < wh.hi; ++i) {
+      T* r = dx + i * W;
+      for (index_t w = 0; w < W; ++w) r[w] += rowgrad[w];
+    }
+  }
+}
+
+}  // namespace
+
+template <class T>
+void max_pool2d_forward_cpu(T* out, std::int64_t* argmax, const T* x, const Pool2dShape& s) {
+  const index_t in_plane = s.H * s.W, out_plane = s.OH * s.OW;
+  const bool fast = s.kh == 2 && s.kw == 2 && s.sh == 2 && s.sw == 2 && s.pt == 0 && s.pb == 0 && s.pl == 0 &&
+                    s.pr == 0 && 2 * s.OH <= s.H && 2 * s.OW <= s.W;
+  const SimdLevel level = cpu_level();
+  for_planes(s.N * s.C, in_plane, [&](index_t p) {
+    if (fast)
+      max_pool_plane_2x2(out + p * out_plane, argmax + p * out_plane, x + p * in_plane, s, level);
+    else
+      max_pool_plane(out + p * out_plane, argmax + p * out_plane, x + p * in_plane, s, level);
+  });
+}
+
+template <class T>
+bool max_pool2d_backward_cpu(T* dx, const T* dout, const std::int64_t* argmax, const Pool2dShape& s) {
+  const index_t in_plane = s.H * s.W, out_plane = s.OH * s.OW;
+  std::atomic<bool> ok{true};
+  for_planes(s.N * s.C, in_plane, [&](index_t p) {
+    T* d = dx + p * in_plane;
+    const T* g = dout + p * out_plane;
+    const std::int64_t* a = argmax + p * out_plane;
+    std::memset(d, 0, sizeof(T) * in_plane);
+    bool plane_ok = true;
+    for (index_t k = 0; k < out_plane; ++k) {
+      const std::uint64_t idx = static_cast<std::uint64_t>(a[k]);
+      if (idx < static_cast<std::uint64_t>(in_plane))
+        d[idx] += g[k];
+      else
+        plane_ok = false;
+    }
+    if (!plane_ok) ok.store(false, std::memory_order_relaxed);
+  });
+  return ok.load();
+}
+
+template <class T>
+void avg_pool2d_forward_cpu(T* out, const T* x, const Pool2dShape& s, bool count_include_pad) {
+  const index_t in_plane = s.H * s.W, out_plane = s.OH * s.OW;
+  for_planes(s.N * s.C, in_plane, [&](index_t p) {
+    T* colsum = scratch<T>(0, s.W);
+    avg_pool_plane(out + p * out_plane, x + p * in_plane, s, count_include_pad, colsum);
+  });
+}
+
+template <class T>
+void avg_pool2d_backward_cpu(T* dx, const T* dout, const Pool2dShape& s, bool count_include_pad) {
+  const index_t in_plane = s.H * s.W, out_plane = s.OH * s.OW;
+  for_planes(s.N * s.C, in_plane, [&](index_t p) {
+    T* rowgrad = scratch<T>(0, s.W);
+    avg_pool_plane_backward(dx + p * in_plane, dout + p * out_plane, s, count_include_pad, rowgrad);
+  });
+}
+
+template <class T>
+void global_avg_pool_forward_cpu(T* out, const T* x, index_t planes, index_t HW) {
+  for_planes(planes, HW, [&](index_t p) {
+    const T* r = x + p * HW;
+    double sum = 0;
+#pragma omp simd reduction(+ : sum)
+    for (index_t i = 0; i < HW; ++i) sum += r[i];
+    out[p] = static_cast<T>(sum / double(HW));
+  });
+}
+
+template <class T>
+void global_avg_pool_backward_cpu(T* dx, const T* dout, index_t planes, index_t HW) {
+  for_planes(planes, HW, [&](index_t p) {
+    const T v = static_cast<T>(double(dout[p]) / double(HW));
+    std::fill(dx + p * HW, dx + (p + 1) * HW, v);
+  });
+}
+
+#define GRADVIS_INSTANTIATE(T)                                                                   \
+  template void max_pool2d_forward_cpu<T>(T*, std::int64_t*, const T*, const Pool2dShape&);      \
+  template bool max_pool2d_backward_cpu<T>(T*, const T*, const std::int64_t*, const Pool2dShape&); \
+  template void avg_pool2d_forward_cpu<T>(T*, const T*, const Pool2dShape&, bool);               \
+  template void avg_pool2d_backward_cpu<T>(T*, const T*, const Pool2dShape&, bool);              \
+  template void global_avg_pool_forward_cpu<T>(T*, const T*, index_t, index_t);                  \
+  template void global_avg_pool_backward_cpu<T>(T*, const T*, index_t, index_t);
+GRADVIS_INSTANTIATE(float)
+GRADVIS_INSTANTIATE(double)
+#undef GRADVIS_INSTANTIATE
+
+}  // namespace gradvis

@@ -1,0 +1,141 @@
+"""Spatial batch norm (train and test mode) against the float64 reference,
+finite differences and torch.nn.functional.batch_norm."""
+import os
+
+import numpy as np
+import pytest
+
+from gradvis import _core
+import reference_ops as ref
+
+DTYPES = [np.float32, np.float64]
+SHAPES = [(4, 3, 5, 7), (1, 2, 9, 4), (2, 5, 1, 1), (6, 4), (3, 17, 6, 5)]
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("torch is required in CI")
+        pytest.skip("torch is not installed")
+    return torch
+
+
+def tol(dtype):
+    return dict(rtol=1e-4, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-11)
+
+
+def params(rng, C):
+    return (rng.standard_normal(C), rng.standard_normal(C), rng.standard_normal(C), rng.uniform(0.5, 2.0, C))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_forward_train_and_test(dtype, shape):
+    rng = np.random.default_rng(sum(shape))
+    x = (rng.standard_normal(shape) * 3 + 1.5).astype(dtype)
+    gamma, beta, rm, rv = params(rng, shape[1])
+    out, mean, var, inv_std = _core.batchnorm_forward_train(x, gamma, beta, 1e-5)
+    r = ref.batchnorm_train(x, gamma, beta, 1e-5)
+    for got, want in zip((out, mean, var, inv_std), r):
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, want, **tol(dtype))
+    out = _core.batchnorm_forward_test(x, gamma, beta, rm, rv, 1e-3)
+    assert out.dtype == dtype and out.shape == shape
+    np.testing.assert_allclose(out, ref.batchnorm_test(x, gamma, beta, rm, rv, 1e-3), **tol(dtype))
+
+
+def test_variance_is_accurate_with_a_large_mean():
+    rng = np.random.default_rng(3)
+    x = (1e4 + rng.standard_normal((8, 2, 16, 16))).astype(np.float32)
+    _, mean, var, _ = _core.batchnorm_forward_train(x, np.ones(2), np.zeros(2), 1e-5)
+    want = x.astype(np.float64).var(axis=(0, 2, 3))
+    np.testing.assert_allclose(var, want, rtol=1e-5)
+
+
+@pytest.mark.parametrize("shape", SHAPES[:4])
+def test_backward_train_matches_finite_differences(shape):
+    rng = np.random.default_rng(40 + len(shape))
+    x = rng.standard_normal(shape) * 2 + 0.5
+    C = shape[1]
+    gamma, beta = rng.standard_normal(C), rng.standard_normal(C)
+    dout = rng.standard_normal(shape)
+    eps = 1e-5
+    _, mean, _, inv_std = _core.batchnorm_forward_train(x, gamma, beta, eps)
+    dx, dgamma, dbeta = _core.batchnorm_backward_train(dout, x, gamma, mean, inv_std)
+    f = lambda v: _core.batchnorm_forward_train(v, gamma, beta, eps)[0]
+    np.testing.assert_allclose(dx, ref.numeric_grad(f, x, dout), rtol=1e-5, atol=1e-7)
+    fg = lambda g: _core.batchnorm_forward_train(x, g, beta, eps)[0]
+    np.testing.assert_allclose(dgamma, ref.numeric_grad(fg, gamma, dout), rtol=1e-6, atol=1e-7)
+    fb = lambda b: _core.batchnorm_forward_train(x, gamma, b, eps)[0]
+    np.testing.assert_allclose(dbeta, ref.numeric_grad(fb, beta, dout), rtol=1e-6, atol=1e-7)
+    # float32 agrees with float64.
+    d32 = _core.batchnorm_backward_train(dout.astype(np.float32), x, gamma, mean, inv_std)
+    for a, b in zip(d32, (dx, dgamma, dbeta)):
+        assert a.dtype == np.float32
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape", SHAPES[:4])
+def test_backward_test_matches_finite_differences(shape):
+    rng = np.random.default_rng(50 + len(shape))
+    x = rng.standard_normal(shape)
+    gamma, beta, rm, rv = params(rng, shape[1])
+    dout = rng.standard_normal(shape)
+    dx, dgamma, dbeta = _core.batchnorm_backward_test(dout, x, gamma, rm, rv, 1e-3)
+    f = lambda v: _core.batchnorm_forward_test(v, gamma, beta, rm, rv, 1e-3)
+    np.testing.assert_allclose(dx, ref.numeric_grad(f, x, dout), rtol=1e-6, atol=1e-8)
+    fg = lambda g: _core.batchnorm_forward_test(x, g, beta, rm, rv, 1e-3)
+    np.testing.assert_allclose(dgamma, ref.numeric_grad(fg, gamma, dout), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(dbeta, dout.sum(axis=ref._bn_axes(x)), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("shape", [(4, 3, 5, 7), (6, 4)])
+def test_matches_torch(dtype, training, shape):
+    torch = _torch()
+    rng = np.random.default_rng(60)
+    x = (rng.standard_normal(shape) * 2 + 1).astype(dtype)
+    gamma, beta, rm, rv = (p.astype(dtype) for p in params(rng, shape[1]))
+    dout = rng.standard_normal(shape).astype(dtype)
+    eps = 1e-5
+    xt, gt, bt = (torch.tensor(a, requires_grad=True) for a in (x, gamma, beta))
+    yt = torch.nn.functional.batch_norm(xt, torch.tensor(rm), torch.tensor(rv), gt, bt, training, 0.1, eps)
+    yt.backward(torch.tensor(dout))
+    if training:
+        out, mean, _, inv_std = _core.batchnorm_forward_train(x, gamma, beta, eps)
+        grads = _core.batchnorm_backward_train(dout, x, gamma, mean, inv_std)
+    else:
+        out = _core.batchnorm_forward_test(x, gamma, beta, rm, rv, eps)
+        grads = _core.batchnorm_backward_test(dout, x, gamma, rm, rv, eps)
+    np.testing.assert_allclose(out, yt.detach().numpy(), **tol(dtype))
+    for got, t in zip(grads, (xt, gt, bt)):
+        np.testing.assert_allclose(got, t.grad.numpy(), **tol(dtype))
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda x, c: _core.batchnorm_forward_train(x[0], c, c, 1e-5), "x must be 2-D .* or 4-D"),
+        (lambda x, c: _core.batchnorm_forward_train(x.astype(np.int16), c, c, 1e-5), "x must be float32"),
+        (lambda x, c: _core.batchnorm_forward_train(x[:0], c, c, 1e-5), "x is empty"),
+        (lambda x, c: _core.batchnorm_forward_train(x, c[:2], c, 1e-5), "gamma must have shape \\(3,\\)"),
+        (lambda x, c: _core.batchnorm_forward_train(x, c, c[:2], 1e-5), "beta must have shape"),
+        (lambda x, c: _core.batchnorm_forward_train(x, c, c, 0.0), "eps must be positive"),
+        (lambda x, c: _core.batchnorm_forward_test(x, c, c, c, c[:1], 1e-5), "running_var must have shape"),
+        (lambda x, c: _core.batchnorm_forward_test(x, c, c, c, -c, 1e-5), "running_var must be non-negative"),
+        (lambda x, c: _core.batchnorm_forward_test(x, c, c, c, c, -1.0), "eps"),
+        (lambda x, c: _core.batchnorm_backward_train(x[:, :2], x, c, c, c), "dout shape"),
+        (lambda x, c: _core.batchnorm_backward_train(x, x, c, c[:1], c), "mean must have shape"),
+        (lambda x, c: _core.batchnorm_backward_train(x, x, c, c, c[:1]), "inv_std must have shape"),
+        (lambda x, c: _core.batchnorm_backward_test(x, x[:1], c, c, c, 1e-5), "dout shape"),
+        (lambda x, c: _core.batchnorm_backward_test(x, x, c, c[:2], c, 1e-5), "running_mean must have shape"),
+    ],
+)
+def test_bad_inputs_raise(call, match):
+    x = np.ones((2, 3, 4, 4))
+    c = np.ones(3)
+    with pytest.raises((ValueError, TypeError), match=match):
+        call(x, c)

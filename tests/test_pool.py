@@ -1,0 +1,260 @@
+"""Max / average / global average pooling against the float64 references,
+finite differences and torch.nn.functional."""
+import os
+import threading
+
+import numpy as np
+import pytest
+
+from gradvis import _core
+import reference_ops as ref
+
+DTYPES = [np.float32, np.float64]
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("torch is required in CI")
+        pytest.skip("torch is not installed")
+    return torch
+
+
+def tol(dtype):
+    return dict(rtol=2e-5, atol=2e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+
+
+# (kernel, stride, padding, ceil_mode): the fast 2x2/2 path, overlapping 3x3/2,
+# stride 1 and 3, ceil_mode, asymmetric padding, rectangular windows.
+CONFIGS = [
+    (2, 2, 0, False),
+    (2, 2, 0, True),
+    (3, 2, 1, False),
+    (3, 2, 1, True),
+    (3, 1, 1, False),
+    (3, 3, 0, True),
+    ((3, 2), (2, 3), (1, 0, 1, 1), True),
+    ((2, 3), 1, (0, 1, 1, 0), False),
+    (4, 3, 2, True),
+]
+
+
+def draw_shape(rng):
+    return (int(rng.integers(1, 3)), int(rng.integers(1, 4)), int(rng.integers(5, 12)), int(rng.integers(5, 12)))
+
+
+def distinct(rng, shape):
+    """Values with no ties, spaced 1/size apart: max pool is differentiable there."""
+    n = int(np.prod(shape))
+    return (rng.permutation(n).reshape(shape) / n - 0.5).astype(np.float64)
+
+
+def torch_pad(padding):
+    """Symmetric padding as torch wants it, or None if it is asymmetric."""
+    p = ref._pads(padding)
+    return (p[0], p[2]) if p[0] == p[1] and p[2] == p[3] else None
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cfg", range(len(CONFIGS)))
+def test_max_pool_forward_matches_reference(dtype, cfg):
+    kernel, stride, padding, ceil_mode = CONFIGS[cfg]
+    rng = np.random.default_rng(100 + cfg)
+    for _ in range(2):
+        x = distinct(rng, draw_shape(rng)).astype(dtype)
+        out, am = _core.max_pool2d_forward(x, kernel, stride, padding, ceil_mode)
+        rout, ram = ref.max_pool2d(x, kernel, stride, padding, ceil_mode)
+        assert out.dtype == dtype and am.dtype == np.int64
+        np.testing.assert_array_equal(out, rout.astype(dtype))
+        np.testing.assert_array_equal(am, ram)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_max_pool_ties_and_infinities_pick_first_real_cell(dtype):
+    x = np.full((1, 1, 4, 4), -np.inf, dtype)
+    out, am = _core.max_pool2d_forward(x, 3, 2, 1, True)
+    rout, ram = ref.max_pool2d(x, 3, 2, 1, True)
+    np.testing.assert_array_equal(am, ram)
+    assert np.all(np.isneginf(out))
+    x = np.zeros((1, 1, 4, 4), dtype)
+    for args in [(2, 2), (3, 1, 1)]:
+        _, am = _core.max_pool2d_forward(x, *args)
+        np.testing.assert_array_equal(am, ref.max_pool2d(x, *args)[1])
+
+
+@pytest.mark.parametrize("cfg", range(len(CONFIGS)))
+def test_max_pool_backward_matches_finite_differences(cfg):
+    kernel, stride, padding, ceil_mode = CONFIGS[cfg]
+    rng = np.random.default_rng(200 + cfg)
+    x = distinct(rng, (2, 2, 7, 8))
+    out, am = _core.max_pool2d_forward(x, kernel, stride, padding, ceil_mode)
+    dout = rng.standard_normal(out.shape)
+    dx = _core.max_pool2d_backward(dout, am, x.shape[2:])
+    num = ref.numeric_grad(lambda v: _core.max_pool2d_forward(v, kernel, stride, padding, ceil_mode)[0], x, dout)
+    np.testing.assert_allclose(dx, num, rtol=1e-6, atol=1e-7)
+    dx32 = _core.max_pool2d_backward(dout.astype(np.float32), am, x.shape[2:])
+    assert dx32.dtype == np.float32
+    np.testing.assert_allclose(dx32, dx, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cfg", range(len(CONFIGS)))
+def test_max_pool_matches_torch(dtype, cfg):
+    torch = _torch()
+    kernel, stride, padding, ceil_mode = CONFIGS[cfg]
+    tp = torch_pad(padding)
+    if tp is None:
+        pytest.skip("torch pads symmetrically only")
+    rng = np.random.default_rng(300 + cfg)
+    x = distinct(rng, draw_shape(rng)).astype(dtype)
+    out, am = _core.max_pool2d_forward(x, kernel, stride, padding, ceil_mode)
+    xt = torch.tensor(x, requires_grad=True)
+    tout, tam = torch.nn.functional.max_pool2d(xt, kernel, stride, tp, 1, ceil_mode, return_indices=True)
+    np.testing.assert_array_equal(out, tout.detach().numpy())
+    np.testing.assert_array_equal(am, tam.numpy())
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    tout.backward(torch.tensor(dout))
+    dx = _core.max_pool2d_backward(dout, am, x.shape[2:])
+    np.testing.assert_allclose(dx, xt.grad.numpy(), **tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("count_include_pad", [True, False])
+@pytest.mark.parametrize("cfg", range(len(CONFIGS)))
+def test_avg_pool_forward_matches_reference(dtype, count_include_pad, cfg):
+    kernel, stride, padding, ceil_mode = CONFIGS[cfg]
+    rng = np.random.default_rng(400 + cfg)
+    for _ in range(2):
+        x = rng.standard_normal(draw_shape(rng)).astype(dtype)
+        out = _core.avg_pool2d_forward(x, kernel, stride, padding, ceil_mode, count_include_pad)
+        assert out.dtype == dtype
+        rout = ref.avg_pool2d(x, kernel, stride, padding, ceil_mode, count_include_pad)
+        np.testing.assert_allclose(out, rout, **tol(dtype))
+
+
+@pytest.mark.parametrize("count_include_pad", [True, False])
+@pytest.mark.parametrize("cfg", range(len(CONFIGS)))
+def test_avg_pool_backward_matches_finite_differences(count_include_pad, cfg):
+    kernel, stride, padding, ceil_mode = CONFIGS[cfg]
+    rng = np.random.default_rng(500 + cfg)
+    x = rng.standard_normal((1, 2, 7, 6))
+    args = (kernel, stride, padding, ceil_mode, count_include_pad)
+    out = _core.avg_pool2d_forward(x, *args)
+    dout = rng.standard_normal(out.shape)
+    dx = _core.avg_pool2d_backward(dout, x.shape[2:], *args)
+    num = ref.numeric_grad(lambda v: _core.avg_pool2d_forward(v, *args), x, dout)
+    np.testing.assert_allclose(dx, num, rtol=1e-6, atol=1e-8)
+    dx32 = _core.avg_pool2d_backward(dout.astype(np.float32), x.shape[2:], *args)
+    np.testing.assert_allclose(dx32, dx, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("count_include_pad", [True, False])
+@pytest.mark.parametrize("cfg", range(len(CONFIGS)))
+def test_avg_pool_matches_torch(dtype, count_include_pad, cfg):
+    torch = _torch()
+    kernel, stride, padding, ceil_mode = CONFIGS[cfg]
+    tp = torch_pad(padding)
+    if tp is None:
+        pytest.skip("torch pads symmetrically only")
+    rng = np.random.default_rng(600 + cfg)
+    x = rng.standard_normal(draw_shape(rng)).astype(dtype)
+    args = (kernel, stride, padding, ceil_mode, count_include_pad)
+    out = _core.avg_pool2d_forward(x, *args)
+    xt = torch.tensor(x, requires_grad=True)
+    tout = torch.nn.functional.avg_pool2d(xt, kernel, stride, tp, ceil_mode, count_include_pad)
+    np.testing.assert_allclose(out, tout.detach().numpy(), **tol(dtype))
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    tout.backward(torch.tensor(dout))
+    np.testing.assert_allclose(_core.avg_pool2d_backward(dout, x.shape[2:], *args), xt.grad.numpy(), **tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_global_avg_pool(dtype):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, 4, 5, 7)).astype(dtype)
+    out = _core.global_avg_pool_forward(x)
+    assert out.shape == (3, 4, 1, 1) and out.dtype == dtype
+    np.testing.assert_allclose(out, x.astype(np.float64).mean(axis=(2, 3), keepdims=True), **tol(dtype))
+    dout = rng.standard_normal((3, 4, 1, 1)).astype(dtype)
+    dx = _core.global_avg_pool_backward(dout, (5, 7))
+    np.testing.assert_allclose(dx, np.broadcast_to(dout.astype(np.float64) / 35, x.shape), **tol(dtype))
+
+
+def test_caller_arrays_are_not_modified_and_array_likes_convert():
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((1, 2, 6, 6))
+    keep = x.copy()
+    out, am = _core.max_pool2d_forward(x, 2, 2)
+    am_keep, out_keep = am.copy(), out.copy()
+    _core.max_pool2d_backward(out, am, [6, 6])
+    _core.avg_pool2d_backward(out, (6, 6), 2, 2)
+    np.testing.assert_array_equal(x, keep)
+    np.testing.assert_array_equal(am, am_keep)
+    np.testing.assert_array_equal(out, out_keep)
+    # Non-contiguous input works.
+    xs = rng.standard_normal((1, 2, 12, 12))[:, :, ::2, ::2]
+    np.testing.assert_array_equal(_core.max_pool2d_forward(xs, 2, 2)[0], ref.max_pool2d(xs, 2, 2)[0])
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda x: _core.max_pool2d_forward(x[0], 2, 2), "x must be 4-D"),
+        (lambda x: _core.max_pool2d_forward(x.astype(np.int32), 2, 2), "x must be float32 or float64"),
+        (lambda x: _core.max_pool2d_forward(x, 0, 2), "kernel must be >= 1"),
+        (lambda x: _core.max_pool2d_forward(x, 2, 0), "stride must be >= 1"),
+        (lambda x: _core.max_pool2d_forward(x, 2, (1, 2, 3)), "stride"),
+        (lambda x: _core.max_pool2d_forward(x, 3, 1, 2), "padding"),
+        (lambda x: _core.max_pool2d_forward(x, 3, 1, -1), "padding"),
+        (lambda x: _core.max_pool2d_forward(x, 9, 1), "kernel .* larger than the padded input"),
+        (lambda x: _core.max_pool2d_forward(x[:, :, :0], 2, 2), "x is empty"),
+        (lambda x: _core.avg_pool2d_forward(x, (2, 9), 1), "kernel"),
+        (lambda x: _core.avg_pool2d_backward(np.zeros((1, 2, 2, 2)), (6, 6), 2, 2), "dout shape"),
+        (lambda x: _core.avg_pool2d_backward(np.zeros((1, 2, 3, 3)), (6, 6), 2, 2, 5), "padding"),
+        (lambda x: _core.max_pool2d_backward(np.zeros((1, 2, 3, 3)), np.zeros((1, 2, 3, 2), np.int64), (6, 6)),
+         "argmax shape"),
+        (lambda x: _core.max_pool2d_backward(np.zeros((1, 2, 3, 3)), np.full((1, 2, 3, 3), 36, np.int64), (6, 6)),
+         "argmax has values outside"),
+        (lambda x: _core.max_pool2d_backward(np.zeros((1, 2, 3, 3)), np.full((1, 2, 3, 3), -1, np.int64), (6, 6)),
+         "argmax has values outside"),
+        (lambda x: _core.max_pool2d_backward(np.zeros((1, 2, 3, 3)), np.zeros((1, 2, 3, 3)), (6, 6)), "argmax"),
+        (lambda x: _core.max_pool2d_backward(np.zeros((1, 2, 3, 3)), np.zeros((1, 2, 3, 3), np.int64), (0, 6)),
+         "input_hw"),
+        (lambda x: _core.global_avg_pool_backward(np.zeros((1, 2, 3, 3)), (6, 6)), "dout must be"),
+        (lambda x: _core.global_avg_pool_forward(x[0]), "x must be 4-D"),
+    ],
+)
+def test_bad_inputs_raise(call, match):
+    x = np.zeros((1, 2, 6, 6))
+    with pytest.raises((ValueError, TypeError), match=match):
+        call(x)
+
+
+def test_concurrent_calls_equal_serial_results():
+    rng = np.random.default_rng(9)
+    xs = [rng.standard_normal((2, 3, 33, 29)).astype(np.float32) for _ in range(4)]
+    serial = [(_core.max_pool2d_forward(x, 3, 2, 1), _core.gaussian_blur(x, 1.5)) for x in xs]
+    results = [None] * 4
+    errors = []
+
+    def work(i):
+        try:
+            for _ in range(20):
+                r = (_core.max_pool2d_forward(xs[i], 3, 2, 1), _core.gaussian_blur(xs[i], 1.5))
+            results[i] = r
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for (s_pool, s_blur), (r_pool, r_blur) in zip(serial, results):
+        np.testing.assert_array_equal(s_pool[0], r_pool[0])
+        np.testing.assert_array_equal(s_pool[1], r_pool[1])
+        np.testing.assert_array_equal(s_blur, r_blur)

@@ -1,5 +1,315 @@
+// _core.conv2d_forward / conv2d_backward_input / conv2d_backward_weight.
+// All validation happens here, once; the kernels trust the shapes.
+#include <limits>
+
 #include "bindings/register.h"
+#include "bindings/util.h"
+#include "ops/conv2d.h"
 
 namespace gradvis {
-void register_conv(pybind11::module_& m) { (void)m; }
+namespace {
+
+// Sizes and hyperparameters past this are refused, so shape arithmetic cannot overflow.
+constexpr std::int64_t kMaxParam = std::int64_t(1) << 31;
+
+// The primary input: any array-like, which must hold float32 or float64.
+py::array primary_array(const py::handle& obj, const char* fn, const char* name, FloatKind& kind) {
+  py::array a;
+  if (py::isinstance<py::array>(obj)) {
+    a = py::reinterpret_borrow<py::array>(obj);
+  } else {
+    a = py::array::ensure(obj);
+    if (!a) {
+      PyErr_Clear();
+      throw py::type_error(cat(fn, ": ", name, " must be an array of float32 or float64, got ",
+                               std::string(py::str(py::type::of(obj)))));
+    }
+  }
+  kind = float_kind(a, fn, name);
+  return a;
+}
+
+// An int, or a sequence of `count` ints (count in {2} or {2, 4}). util.h's
+// pair_arg/padding_arg cast to std::vector, which needs <pybind11/stl.h>; that
+// header is not included there, and including it in one binding file only would
+// give their inline bodies different meanings in different files, so the
+// sequences are read here with the core int caster instead.
+std::vector<std::int64_t> int_or_ints(const py::handle& obj, const char* fn, const char* name, const char* expect) {
+  auto bad = [&]() {
+    return py::type_error(cat(fn, ": ", name, " must be ", expect, ", got ", std::string(py::repr(obj))));
+  };
+  auto one = [&](const py::handle& h) -> std::int64_t {
+    if (py::isinstance<py::float_>(h) || PyBool_Check(h.ptr()) || !PyIndex_Check(h.ptr())) throw bad();
+    // Through __index__, so numpy integer scalars count as ints too.
+    auto idx = py::reinterpret_steal<py::object>(PyNumber_Index(h.ptr()));
+    if (!idx) {
+      PyErr_Clear();
+      throw bad();
+    }
+    const long long v = PyLong_AsLongLong(idx.ptr());
+    if (v == -1 && PyErr_Occurred()) {
+      PyErr_Clear();
+      throw py::value_error(cat(fn, ": ", name, " is out of range: ", std::string(py::repr(obj))));
+    }
+    return std::int64_t(v);
+  };
+  const bool seq = py::isinstance<py::sequence>(obj) && !py::isinstance<py::str>(obj) &&
+                   !(py::isinstance<py::array>(obj) && py::reinterpret_borrow<py::array>(obj).ndim() == 0);
+  if (!seq) return {one(obj)};
+  std::vector<std::int64_t> v;
+  for (auto item : py::reinterpret_borrow<py::sequence>(obj)) v.push_back(one(item));
+  return v;
+}
+
+std::pair<std::int64_t, std::int64_t> checked_pair(const py::handle& obj, const char* fn, const char* name,
+                                                   std::int64_t min_value) {
+  auto v = int_or_ints(obj, fn, name, "an int or a pair of ints");
+  if (v.size() == 1) v.push_back(v[0]);
+  if (v.size() != 2)
+    throw py::value_error(cat(fn, ": ", name, " must be an int or a pair of ints, got ", std::string(py::repr(obj))));
+  if (v[0] < min_value || v[1] < min_value)
+    throw py::value_error(cat(fn, ": ", name, " must be >= ", min_value, ", got (", v[0], ", ", v[1], ")"));
+  if (v[0] > kMaxParam || v[1] > kMaxParam)
+    throw py::value_error(cat(fn, ": ", name, " is too large: (", v[0], ", ", v[1], ")"));
+  return {v[0], v[1]};
+}
+
+// (top, bottom, left, right); an int or (pad_h, pad_w) is symmetric.
+std::vector<std::int64_t> checked_padding(const py::handle& obj, const char* fn) {
+  const char* expect = "an int, (pad_h, pad_w) or (top, bottom, left, right)";
+  auto v = int_or_ints(obj, fn, "padding", expect);
+  std::vector<std::int64_t> p;
+  if (v.size() == 1)
+    p = {v[0], v[0], v[0], v[0]};
+  else if (v.size() == 2)
+    p = {v[0], v[0], v[1], v[1]};
+  else if (v.size() == 4)
+    p = v;
+  else
+    throw py::value_error(cat(fn, ": padding must be ", expect, ", got ", std::string(py::repr(obj))));
+  for (auto x : p) {
+    if (x < 0) throw py::value_error(cat(fn, ": padding must be non-negative, got ", std::string(py::repr(obj))));
+    if (x > kMaxParam) throw py::value_error(cat(fn, ": padding is too large: ", std::string(py::repr(obj))));
+  }
+  return p;
+}
+
+Conv2dParams parse_params(const char* fn, const py::handle& stride, const py::handle& padding,
+                          const py::handle& dilation, const py::handle& groups) {
+  Conv2dParams p;
+  auto st = checked_pair(stride, fn, "stride", 1);
+  auto dl = checked_pair(dilation, fn, "dilation", 1);
+  const std::vector<std::int64_t> pad = checked_padding(padding, fn);
+  if (!PyIndex_Check(groups.ptr()))
+    throw py::type_error(cat(fn, ": groups must be an int, got ", std::string(py::repr(groups))));
+  const auto gv = int_or_ints(groups, fn, "groups", "an int");
+  if (gv.size() != 1) throw py::type_error(cat(fn, ": groups must be an int, got ", std::string(py::repr(groups))));
+  const std::int64_t g = gv[0];
+  if (g < 1) throw py::value_error(cat(fn, ": groups must be >= 1, got ", g));
+  p.stride_h = st.first, p.stride_w = st.second;
+  p.dilation_h = dl.first, p.dilation_w = dl.second;
+  p.pad_top = pad[0], p.pad_bottom = pad[1], p.pad_left = pad[2], p.pad_right = pad[3];
+  p.groups = g;
+  return p;
+}
+
+std::string params_str(const Conv2dParams& p) {
+  return cat("stride=(", p.stride_h, ", ", p.stride_w, "), padding=(", p.pad_top, ", ", p.pad_bottom, ", ",
+             p.pad_left, ", ", p.pad_right, "), dilation=(", p.dilation_h, ", ", p.dilation_w,
+             "), groups=", p.groups);
+}
+
+void check_dims(const py::array& a, const char* fn, const char* name) {
+  for (py::ssize_t i = 0; i < a.ndim(); ++i)
+    if (a.shape(i) > kMaxParam)
+      throw py::value_error(cat(fn, ": ", name, " is too large, shape ", shape_str(a)));
+}
+
+// The shape of the convolution, with the checks every entry point shares.
+// x_name/x_shape describe where C, H, W came from (x itself or input_hw).
+Conv2dShape make_shape(const char* fn, index_t N, index_t C, index_t H, index_t W, index_t F, index_t Cw,
+                       index_t KH, index_t KW, const Conv2dParams& p, const std::string& where) {
+  if (F % p.groups)
+    throw py::value_error(cat(fn, ": the number of filters F=", F, " is not divisible by groups=", p.groups, "; ",
+                              where));
+  if (C % p.groups)
+    throw py::value_error(cat(fn, ": the number of input channels C=", C, " is not divisible by groups=", p.groups,
+                              "; ", where));
+  if (Cw * p.groups != C)
+    throw py::value_error(cat(fn, ": w expects ", Cw, " input channels per group but x has ", C,
+                              " channels (groups=", p.groups, "); ", where));
+  Conv2dShape s = conv2d_shape(N, C, H, W, F, KH, KW, p);
+  if (s.OH < 1 || s.OW < 1)
+    throw py::value_error(cat(fn, ": kernel (", KH, ", ", KW, ") with dilation (", p.dilation_h, ", ", p.dilation_w,
+                              ") is larger than the padded input (", H + p.pad_top + p.pad_bottom, ", ",
+                              W + p.pad_left + p.pad_right, "); ", params_str(p), "; ", where));
+  return s;
+}
+
+// ---- forward ----
+constexpr const char* kFwd = "conv2d_forward";
+
+template <class T>
+py::array forward_impl(const py::array& x_in, const py::handle& w_obj, const py::handle& b_obj,
+                       const Conv2dParams& p) {
+  auto x = as_array<T>(x_in, kFwd, "x");
+  auto w = as_array<T>(w_obj, kFwd, "w");
+  check_ndim(x, 4, kFwd, "x", "(N, C, H, W)");
+  check_ndim(w, 4, kFwd, "w", "(F, C/groups, KH, KW)");
+  check_nonempty(x, kFwd, "x");
+  check_nonempty(w, kFwd, "w");
+  check_dims(x, kFwd, "x");
+  check_dims(w, kFwd, "w");
+  const std::string where = cat("x shape ", shape_str(x), ", w shape ", shape_str(w));
+  Conv2dShape s =
+      make_shape(kFwd, x.shape(0), x.shape(1), x.shape(2), x.shape(3), w.shape(0), w.shape(1), w.shape(2),
+                 w.shape(3), p, where);
+  py::array_t<T, py::array::c_style> b;
+  const T* bp = nullptr;
+  if (!b_obj.is_none()) {
+    b = as_array<T>(b_obj, kFwd, "b");
+    if (b.ndim() != 1 || b.shape(0) != s.F)
+      throw py::value_error(cat(kFwd, ": b must have shape (", s.F, ",) (one per filter), got shape ",
+                                shape_str(b), "; w shape ", shape_str(w)));
+    bp = b.data();
+  }
+  auto out = empty_array<T>({py::ssize_t(s.N), py::ssize_t(s.F), py::ssize_t(s.OH), py::ssize_t(s.OW)});
+  T* op = out.mutable_data();
+  const T* xp = x.data();
+  const T* wp = w.data();
+  {
+    py::gil_scoped_release release;
+    conv2d_forward<T>(op, xp, wp, bp, s);
+  }
+  return out;
+}
+
+// ---- backward input ----
+constexpr const char* kBwdIn = "conv2d_backward_input";
+
+template <class T>
+py::array backward_input_impl(const py::array& d_in, const py::handle& w_obj, const py::handle& hw_obj,
+                              const Conv2dParams& p) {
+  auto dout = as_array<T>(d_in, kBwdIn, "dout");
+  auto w = as_array<T>(w_obj, kBwdIn, "w");
+  check_ndim(dout, 4, kBwdIn, "dout", "(N, F, OH, OW)");
+  check_ndim(w, 4, kBwdIn, "w", "(F, C/groups, KH, KW)");
+  check_nonempty(dout, kBwdIn, "dout");
+  check_nonempty(w, kBwdIn, "w");
+  check_dims(dout, kBwdIn, "dout");
+  check_dims(w, kBwdIn, "w");
+  auto hw = checked_pair(hw_obj, kBwdIn, "input_hw", 1);
+  const index_t N = dout.shape(0), F = w.shape(0), C = w.shape(1) * p.groups;
+  const std::string where = cat("dout shape ", shape_str(dout), ", w shape ", shape_str(w), ", input_hw (",
+                                hw.first, ", ", hw.second, ")");
+  if (F % p.groups)
+    throw py::value_error(cat(kBwdIn, ": the number of filters F=", F, " is not divisible by groups=", p.groups,
+                              "; ", where));
+  Conv2dShape s = make_shape(kBwdIn, N, C, hw.first, hw.second, F, w.shape(1), w.shape(2), w.shape(3), p, where);
+  if (dout.shape(1) != s.F || dout.shape(2) != s.OH || dout.shape(3) != s.OW)
+    throw py::value_error(cat(kBwdIn, ": dout must have shape (", N, ", ", s.F, ", ", s.OH, ", ", s.OW,
+                              ") (the forward output for this input size and w), got ", shape_str(dout), "; ",
+                              params_str(p), "; ", where));
+  auto dx = empty_array<T>({py::ssize_t(N), py::ssize_t(C), py::ssize_t(s.H), py::ssize_t(s.W)});
+  T* dxp = dx.mutable_data();
+  const T* dp = dout.data();
+  const T* wp = w.data();
+  {
+    py::gil_scoped_release release;
+    conv2d_backward_input<T>(dxp, dp, wp, s);
+  }
+  return dx;
+}
+
+// ---- backward weight ----
+constexpr const char* kBwdW = "conv2d_backward_weight";
+
+template <class T>
+py::tuple backward_weight_impl(const py::array& d_in, const py::handle& x_obj, const py::handle& khw_obj,
+                               const Conv2dParams& p, bool bias) {
+  auto dout = as_array<T>(d_in, kBwdW, "dout");
+  auto x = as_array<T>(x_obj, kBwdW, "x");
+  check_ndim(dout, 4, kBwdW, "dout", "(N, F, OH, OW)");
+  check_ndim(x, 4, kBwdW, "x", "(N, C, H, W)");
+  check_nonempty(dout, kBwdW, "dout");
+  check_nonempty(x, kBwdW, "x");
+  check_dims(dout, kBwdW, "dout");
+  check_dims(x, kBwdW, "x");
+  auto khw = checked_pair(khw_obj, kBwdW, "kernel_hw", 1);
+  const index_t N = x.shape(0), C = x.shape(1), F = dout.shape(1);
+  const std::string where = cat("dout shape ", shape_str(dout), ", x shape ", shape_str(x), ", kernel_hw (",
+                                khw.first, ", ", khw.second, ")");
+  if (C % p.groups)
+    throw py::value_error(cat(kBwdW, ": the number of input channels C=", C, " is not divisible by groups=",
+                              p.groups, "; ", where));
+  Conv2dShape s = make_shape(kBwdW, N, C, x.shape(2), x.shape(3), F, C / p.groups, khw.first, khw.second, p, where);
+  if (dout.shape(0) != N || dout.shape(2) != s.OH || dout.shape(3) != s.OW)
+    throw py::value_error(cat(kBwdW, ": dout must have shape (", N, ", ", F, ", ", s.OH, ", ", s.OW,
+                              ") (the forward output for this x and kernel), got ", shape_str(dout), "; ",
+                              params_str(p), "; ", where));
+  auto dw = empty_array<T>({py::ssize_t(F), py::ssize_t(C / p.groups), py::ssize_t(s.KH), py::ssize_t(s.KW)});
+  py::object db = py::none();
+  T* dbp = nullptr;
+  if (bias) {
+    auto dba = empty_array<T>({py::ssize_t(F)});
+    dbp = dba.mutable_data();
+    db = dba;
+  }
+  T* dwp = dw.mutable_data();
+  const T* dp = dout.data();
+  const T* xp = x.data();
+  {
+    py::gil_scoped_release release;
+    conv2d_backward_weight<T>(dwp, dbp, dp, xp, s);
+  }
+  return py::make_tuple(dw, db);
+}
+
+}  // namespace
+
+void register_conv(py::module_& m) {
+  m.def(
+      "conv2d_forward",
+      [](const py::object& x, const py::object& w, const py::object& b, const py::object& stride,
+         const py::object& padding, const py::object& dilation, const py::object& groups) -> py::array {
+        FloatKind k;
+        py::array xa = primary_array(x, kFwd, "x", k);
+        const Conv2dParams p = parse_params(kFwd, stride, padding, dilation, groups);
+        return k == FloatKind::f32 ? forward_impl<float>(xa, w, b, p) : forward_impl<double>(xa, w, b, p);
+      },
+      py::arg("x"), py::arg("w"), py::arg("b") = py::none(), py::arg("stride") = 1, py::arg("padding") = 0,
+      py::arg("dilation") = 1, py::arg("groups") = 1,
+      "2-D convolution (cross-correlation), NCHW.\n\n"
+      "x (N, C, H, W) float32/float64; w (F, C/groups, KH, KW); b (F,) or None.\n"
+      "stride, dilation: int or (h, w); padding: int, (ph, pw) or (top, bottom, left, right).\n"
+      "Returns out (N, F, OH, OW) in x's dtype.");
+  m.def(
+      "conv2d_backward_input",
+      [](const py::object& dout, const py::object& w, const py::object& input_hw, const py::object& stride,
+         const py::object& padding, const py::object& dilation, const py::object& groups) -> py::array {
+        FloatKind k;
+        py::array da = primary_array(dout, kBwdIn, "dout", k);
+        const Conv2dParams p = parse_params(kBwdIn, stride, padding, dilation, groups);
+        return k == FloatKind::f32 ? backward_input_impl<float>(da, w, input_hw, p)
+                                   : backward_input_impl<double>(da, w, input_hw, p);
+      },
+      py::arg("dout"), py::arg("w"), py::arg("input_hw"), py::arg("stride") = 1, py::arg("padding") = 0,
+      py::arg("dilation") = 1, py::arg("groups") = 1,
+      "Gradient of conv2d_forward with respect to x: dout (N, F, OH, OW), w, input_hw = (H, W) -> dx (N, C, H, W).");
+  m.def(
+      "conv2d_backward_weight",
+      [](const py::object& dout, const py::object& x, const py::object& kernel_hw, const py::object& stride,
+         const py::object& padding, const py::object& dilation, const py::object& groups, bool bias) -> py::tuple {
+        FloatKind k;
+        py::array da = primary_array(dout, kBwdW, "dout", k);
+        const Conv2dParams p = parse_params(kBwdW, stride, padding, dilation, groups);
+        return k == FloatKind::f32 ? backward_weight_impl<float>(da, x, kernel_hw, p, bias)
+                                   : backward_weight_impl<double>(da, x, kernel_hw, p, bias);
+      },
+      py::arg("dout"), py::arg("x"), py::arg("kernel_hw"), py::arg("stride") = 1, py::arg("padding") = 0,
+      py::arg("dilation") = 1, py::arg("groups") = 1, py::arg("bias") = true,
+      "Gradients of conv2d_forward with respect to w and b: dout (N, F, OH, OW), x (N, C, H, W),\n"
+      "kernel_hw = (KH, KW) -> (dw (F, C/groups, KH, KW), db (F,) or None when bias=False).");
+}
+
 }  // namespace gradvis

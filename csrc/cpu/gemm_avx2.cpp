@@ -1,0 +1,63 @@
+// AVX2+FMA gemm micro-kernels (float 6x16, double 6x8: 12 ymm accumulators).
+// Compiled for baseline x86-64 like the rest; only these functions carry the
+// AVX2 target, and the driver calls them only when cpu_level() says so.
+#include "cpu/gemm_kernels.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+
+#define GV_TARGET __attribute__((target("avx2,fma")))
+#define GV_INLINE GV_TARGET __attribute__((always_inline)) static inline
+
+namespace gradvis {
+namespace gemm_detail {
+namespace {
+
+struct V256f {
+  using T = float;
+  using reg = __m256;
+  static constexpr int W = 8;
+  GV_INLINE reg zero() { return _mm256_setzero_ps(); }
+  GV_INLINE reg load(const float* p) { return _mm256_loadu_ps(p); }
+  GV_INLINE void store(float* p, reg r) { _mm256_storeu_ps(p, r); }
+  GV_INLINE reg set1(float x) { return _mm256_set1_ps(x); }
+  GV_INLINE reg fmadd(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
+  GV_INLINE reg mul(reg a, reg b) { return _mm256_mul_ps(a, b); }
+};
+
+struct V256d {
+  using T = double;
+  using reg = __m256d;
+  static constexpr int W = 4;
+  GV_INLINE reg zero() { return _mm256_setzero_pd(); }
+  GV_INLINE reg load(const double* p) { return _mm256_loadu_pd(p); }
+  GV_INLINE void store(double* p, reg r) { _mm256_storeu_pd(p, r); }
+  GV_INLINE reg set1(double x) { return _mm256_set1_pd(x); }
+  GV_INLINE reg fmadd(reg a, reg b, reg c) { return _mm256_fmadd_pd(a, b, c); }
+  GV_INLINE reg mul(reg a, reg b) { return _mm256_mul_pd(a, b); }
+};
+
+#include "cpu/gemm_ukernel.inc"
+
+}  // namespace
+
+void ukernel_avx2_f32(index_t kc, const float* a, const float* b, float* c, index_t ldc, float alpha, float beta) {
+  ukernel<V256f, kMR256, kNR256_f32 / 8>(kc, a, b, c, ldc, alpha, beta);
+}
+void ukernel_avx2_f64(index_t kc, const double* a, const double* b, double* c, index_t ldc, double alpha,
+                        double beta) {
+  ukernel<V256d, kMR256, kNR256_f64 / 4>(kc, a, b, c, ldc, alpha, beta);
+}
+
+}  // namespace gemm_detail
+}  // namespace gradvis
+
+#else  // not x86-64: never selected (cpu_level() is scalar), but must link.
+#include <cstdlib>
+namespace gradvis {
+namespace gemm_detail {
+void ukernel_avx2_f32(index_t, const float*, const float*, float*, index_t, float, float) { std::abort(); }
+void ukernel_avx2_f64(index_t, const double*, const double*, double*, index_t, double, double) { std::abort(); }
+}  // namespace gemm_detail
+}  // namespace gradvis
+#endif

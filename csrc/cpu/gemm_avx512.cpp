@@ -1,0 +1,63 @@
+// AVX-512 gemm micro-kernels (float 8x32, double 8x16: 16 zmm accumulators).
+// Compiled for baseline x86-64 like the rest; only these functions carry the
+// AVX-512 target, and the driver calls them only when cpu_level() says so.
+#include "cpu/gemm_kernels.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+
+#define GV_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma")))
+#define GV_INLINE GV_TARGET __attribute__((always_inline)) static inline
+
+namespace gradvis {
+namespace gemm_detail {
+namespace {
+
+struct V512f {
+  using T = float;
+  using reg = __m512;
+  static constexpr int W = 16;
+  GV_INLINE reg zero() { return _mm512_setzero_ps(); }
+  GV_INLINE reg load(const float* p) { return _mm512_loadu_ps(p); }
+  GV_INLINE void store(float* p, reg r) { _mm512_storeu_ps(p, r); }
+  GV_INLINE reg set1(float x) { return _mm512_set1_ps(x); }
+  GV_INLINE reg fmadd(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
+  GV_INLINE reg mul(reg a, reg b) { return _mm512_mul_ps(a, b); }
+};
+
+struct V512d {
+  using T = double;
+  using reg = __m512d;
+  static constexpr int W = 8;
+  GV_INLINE reg zero() { return _mm512_setzero_pd(); }
+  GV_INLINE reg load(const double* p) { return _mm512_loadu_pd(p); }
+  GV_INLINE void store(double* p, reg r) { _mm512_storeu_pd(p, r); }
+  GV_INLINE reg set1(double x) { return _mm512_set1_pd(x); }
+  GV_INLINE reg fmadd(reg a, reg b, reg c) { return _mm512_fmadd_pd(a, b, c); }
+  GV_INLINE reg mul(reg a, reg b) { return _mm512_mul_pd(a, b); }
+};
+
+#include "cpu/gemm_ukernel.inc"
+
+}  // namespace
+
+void ukernel_avx512_f32(index_t kc, const float* a, const float* b, float* c, index_t ldc, float alpha, float beta) {
+  ukernel<V512f, kMR512, kNR512_f32 / 16>(kc, a, b, c, ldc, alpha, beta);
+}
+void ukernel_avx512_f64(index_t kc, const double* a, const double* b, double* c, index_t ldc, double alpha,
+                        double beta) {
+  ukernel<V512d, kMR512, kNR512_f64 / 8>(kc, a, b, c, ldc, alpha, beta);
+}
+
+}  // namespace gemm_detail
+}  // namespace gradvis
+
+#else  // not x86-64: never selected (cpu_level() is scalar), but must link.
+#include <cstdlib>
+namespace gradvis {
+namespace gemm_detail {
+void ukernel_avx512_f32(index_t, const float*, const float*, float*, index_t, float, float) { std::abort(); }
+void ukernel_avx512_f64(index_t, const double*, const double*, double*, index_t, double, double) { std::abort(); }
+}  // namespace gemm_detail
+}  // namespace gradvis
+#endif

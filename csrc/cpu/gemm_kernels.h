@@ -1,0 +1,55 @@
+// Internal to the gemm: the register-blocked micro-kernels, one set per SIMD level.
+// A micro-kernel computes an MR x NR block of C from a packed A sliver (kc x MR,
+// k-major) and a packed B sliver (kc x NR, k-major):
+//   C[i][j] = alpha * sum_k a[k*MR+i] * b[k*NR+j] + beta * C[i][j]   (beta == 0: C not read)
+#pragma once
+
+#include <exception>
+#include <mutex>
+
+#include "common.h"
+
+namespace gradvis {
+namespace gemm_detail {
+
+template <class T>
+using ukernel_fn = void (*)(index_t kc, const T* a, const T* b, T* c, index_t ldc, T alpha, T beta);
+
+// Tile sizes (MR rows x NR columns) per level; NR is a multiple of the vector width.
+constexpr int kMR512 = 8, kNR512_f32 = 32, kNR512_f64 = 16;
+constexpr int kMR256 = 6, kNR256_f32 = 16, kNR256_f64 = 8;
+constexpr int kMRScalar = 4, kNRScalar = 4;
+
+void ukernel_avx512_f32(index_t kc, const float* a, const float* b, float* c, index_t ldc, float alpha, float beta);
+void ukernel_avx512_f64(index_t kc, const double* a, const double* b, double* c, index_t ldc, double alpha,
+                        double beta);
+void ukernel_avx2_f32(index_t kc, const float* a, const float* b, float* c, index_t ldc, float alpha, float beta);
+void ukernel_avx2_f64(index_t kc, const double* a, const double* b, double* c, index_t ldc, double alpha,
+                      double beta);
+
+}  // namespace gemm_detail
+
+// An exception must not escape an OpenMP region (that aborts the process): the
+// work inside a region runs through trap.run(...), and the caller rethrows the
+// first captured exception with trap.rethrow() after the region.
+class ErrorTrap {
+ public:
+  template <class F>
+  void run(F&& f) noexcept {
+    try {
+      f();
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!err_) err_ = std::current_exception();
+    }
+  }
+  void rethrow() {
+    if (err_) std::rethrow_exception(err_);
+  }
+
+ private:
+  std::mutex mu_;
+  std::exception_ptr err_;
+};
+
+}  // namespace gradvis

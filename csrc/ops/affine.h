@@ -1,0 +1,17 @@
+// Fully connected layer on the gemm.
+//   x is (N,D), w is (D,M), b is (M) or null, out is (N,M): out = x w + b
+#pragma once
+
+#include "common.h"
+
+namespace gradvis {
+
+// out (N,M) = x (N,D) @ w (D,M) + b (M)
+template <class T>
+void affine_forward(T* out, const T* x, const T* w, const T* b, index_t N, index_t D, index_t M);
+
+// dx (N,D) = dout w^T, dw (D,M) = x^T dout, db (M) = column sums of dout (db may be null)
+template <class T>
+void affine_backward(T* dx, T* dw, T* db, const T* dout, const T* x, const T* w, index_t N, index_t D, index_t M);
+
+}  // namespace gradvis

@@ -1,0 +1,48 @@
+// 2-D convolution (cross-correlation, as in PyTorch), NCHW, float and double.
+//   x is (N,C,H,W), w is (F,C/groups,KH,KW), b is (F) or null, out is (N,F,OH,OW)
+//   OH = (H + pad_top + pad_bottom - dilation_h*(KH-1) - 1) / stride_h + 1, likewise OW.
+// The kernels trust the shape (the binding validates it); outputs are fully
+// written (never accumulated into), inputs are never modified.
+#pragma once
+
+#include "common.h"
+
+namespace gradvis {
+
+struct Conv2dParams {
+  index_t stride_h = 1, stride_w = 1;
+  index_t pad_top = 0, pad_bottom = 0, pad_left = 0, pad_right = 0;
+  index_t dilation_h = 1, dilation_w = 1;
+  index_t groups = 1;
+};
+
+struct Conv2dShape {
+  index_t N = 0, C = 0, H = 0, W = 0;  // input
+  index_t F = 0, KH = 0, KW = 0;       // filters (each sees C/groups channels)
+  index_t OH = 0, OW = 0;              // output
+  Conv2dParams p;
+};
+
+// Fills OH/OW from the rest (0 when the kernel does not fit the padded input).
+inline Conv2dShape conv2d_shape(index_t N, index_t C, index_t H, index_t W, index_t F, index_t KH, index_t KW,
+                                const Conv2dParams& p) {
+  Conv2dShape s;
+  s.N = N, s.C = C, s.H = H, s.W = W, s.F = F, s.KH = KH, s.KW = KW, s.p = p;
+  s.OH = window_out_size(H, KH, p.stride_h, p.pad_top, p.pad_bottom, p.dilation_h);
+  s.OW = window_out_size(W, KW, p.stride_w, p.pad_left, p.pad_right, p.dilation_w);
+  return s;
+}
+
+// out (N,F,OH,OW) = conv(x, w) + b
+template <class T>
+void conv2d_forward(T* out, const T* x, const T* w, const T* b, const Conv2dShape& s);
+
+// dx (N,C,H,W) = gradient of sum(dout * conv(x, w)) with respect to x
+template <class T>
+void conv2d_backward_input(T* dx, const T* dout, const T* w, const Conv2dShape& s);
+
+// dw (F,C/groups,KH,KW) and db (F) (db may be null) from dout (N,F,OH,OW) and x (N,C,H,W)
+template <class T>
+void conv2d_backward_weight(T* dw, T* db, const T* dout, const T* x, const Conv2dShape& s);
+
+}  // namespace gradvis

@@ -6,7 +6,7 @@ import numbers
 import numpy as np
 
 
-def images(X, model, name="X", allow_any_size=False):
+def images(X, model, name="X"):
     """X as a C-contiguous float32/float64 (N, C, H, W) array, checked against the model."""
     arr = np.asarray(X)
     if arr.dtype.kind != "f":
@@ -19,15 +19,10 @@ def images(X, model, name="X", allow_any_size=False):
         raise ValueError(f"{name} must be 4-D (N, C, H, W), got shape {arr.shape}")
     if arr.size == 0:
         raise ValueError(f"{name} is empty (shape {arr.shape})")
-    channels = getattr(model, "input_channels", None)
-    if channels is not None and arr.shape[1] != channels:
+    channels = model.input_shape[0]
+    if arr.shape[1] != channels:
         raise ValueError(f"{name} has {arr.shape[1]} channels but the model expects {channels}; "
                          f"shape {arr.shape}")
-    if not allow_any_size:
-        size = getattr(model, "input_size", None)
-        if size is not None and tuple(arr.shape[2:]) != tuple(size) and not _size_free(model):
-            raise ValueError(f"{name} is {arr.shape[2]}x{arr.shape[3]} but the model takes "
-                             f"{size[0]}x{size[1]} images")
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} contains NaN or infinite values")
     if arr.dtype not in (np.float32, np.float64):
@@ -35,9 +30,15 @@ def images(X, model, name="X", allow_any_size=False):
     return np.ascontiguousarray(arr)
 
 
-def _size_free(model):
-    f = getattr(model, "accepts_any_size", None)
-    return bool(f() if callable(f) else f)
+def valid_range(model, shape, dtype=np.float32):
+    """(lo, hi) of valid inputs, broadcastable to images of ``shape`` (N, C, H, W)."""
+    lo, hi = model.input_range()
+    lo, hi = np.asarray(lo, dtype), np.asarray(hi, dtype)
+    if lo.ndim == 3 and lo.shape[1:] != tuple(shape[2:]) and lo.shape[1:] != (1, 1):
+        # a mean image of another size: per-channel bounds
+        lo = lo.min(axis=(1, 2), keepdims=True)
+        hi = hi.max(axis=(1, 2), keepdims=True)
+    return lo, hi
 
 
 def labels(y, n, model, name="y"):

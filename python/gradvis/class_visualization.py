@@ -69,15 +69,13 @@ def create_class_visualization(target_y, model, num_iterations=200, learning_rat
     rng = _checks.rng_from(seed)
 
     if init is not None:
-        X = _checks.images(init, model, name="init", allow_any_size=True).astype(np.float32, copy=True)
+        X = _checks.images(init, model, name="init").astype(np.float32, copy=True)
         if X.shape[0] != n:
             raise ValueError(f"init has {X.shape[0]} images but target_y names {n} classes")
     else:
-        h, w = image_size if image_size is not None else model.input_size
-        X = (init_scale * rng.standard_normal((n, model.input_channels, int(h), int(w)))).astype(np.float32)
-    lo, hi = model.input_range()
-    lo = np.asarray(lo, np.float32).reshape(1, -1, 1, 1)
-    hi = np.asarray(hi, np.float32).reshape(1, -1, 1, 1)
+        h, w = image_size if image_size is not None else model.input_shape[1:]
+        X = (init_scale * rng.standard_normal((n, model.input_shape[0], int(h), int(w)))).astype(np.float32)
+    lo, hi = _checks.valid_range(model, X.shape)
     if clip:
         X = np.clip(X, lo, hi)
 

@@ -48,7 +48,7 @@ def deepdream(X, layer, model, num_iterations=20, learning_rate=None, max_jitter
         >>> X_dream = deepdream(X, 'relu5', model, octaves=3)
         >>> plt.imshow(model.deprocess(X_dream)[0])
     """
-    X = _checks.images(X, model, allow_any_size=True).astype(np.float32)
+    X = _checks.images(X, model).astype(np.float32)
     num_iterations = _checks.positive_int(num_iterations, "num_iterations", allow_zero=True)
     if learning_rate is None:
         learning_rate = 0.02 if normalize_grad else 5.0
@@ -59,10 +59,7 @@ def deepdream(X, layer, model, num_iterations=20, learning_rate=None, max_jitter
     if octaves > 1 and octave_scale <= 1.0:
         raise ValueError(f"octave_scale must be > 1 when octaves > 1, got {octave_scale}")
     rng = _checks.rng_from(seed)
-    model.layer_index(layer)
-    lo, hi = model.input_range()
-    lo = np.asarray(lo, np.float32).reshape(1, -1, 1, 1)
-    hi = np.asarray(hi, np.float32).reshape(1, -1, 1, 1)
+    model.index(layer)
 
     bases = [X]
     for _ in range(octaves - 1):
@@ -87,6 +84,7 @@ def deepdream(X, layer, model, num_iterations=20, learning_rate=None, max_jitter
         if o > 0:
             detail = resize(detail, base.shape[2:])
         Xo = base + detail
+        lo, hi = _checks.valid_range(model, base.shape)
         jit = max(0, int(round(max_jitter * base.shape[2] / X.shape[2])))
         for _ in range(num_iterations):
             oy, ox = random_jitter_offsets(rng, jit)

@@ -54,7 +54,7 @@ def make_fooling_image(X, target_y, model, learning_rate=1.0, max_iter=100, norm
         X_fooling: (N, C, H, W), same dtype as X. With ``return_report=True``,
         ``(X_fooling, report)`` where report is a dict of (N,) arrays: 'success',
         'iterations', 'target_prob', 'predicted', 'l2', 'linf' (input units) and
-        'linf_pixels' (0-255 units, when the model knows its input scale).
+        'linf_pixels' (in 0-255 pixel units).
 
     Example:
         >>> X_fool, rep = make_fooling_image(X, 6, model, return_report=True)
@@ -71,9 +71,7 @@ def make_fooling_image(X, target_y, model, learning_rate=1.0, max_iter=100, norm
         eps = _checks.nonneg_float(eps, "eps", positive=True)
     lo, hi = (None, None)
     if clip:
-        lo, hi = model.input_range()
-        lo = np.asarray(lo, X.dtype).reshape(1, -1, 1, 1)
-        hi = np.asarray(hi, X.dtype).reshape(1, -1, 1, 1)
+        lo, hi = _checks.valid_range(model, X.shape, X.dtype)
 
     X_fool = X.copy()
     iterations = np.zeros(n, dtype=np.int64)
@@ -119,9 +117,7 @@ def make_fooling_image(X, target_y, model, learning_rate=1.0, max_iter=100, norm
         "l2": _per_image_norm(delta, "2"),
         "linf": _per_image_norm(delta, "inf"),
     }
-    scale = getattr(model, "pixel_scale", None)
-    if scale is not None:
-        # input units -> 0..255 pixel units, channel by channel
-        s = np.asarray(scale, np.float64).reshape(1, -1, 1, 1)
-        report["linf_pixels"] = np.abs(delta * s).reshape(n, -1).max(axis=1)
+    # input units -> 0..255 pixel units, channel by channel
+    s = np.asarray(model.std, np.float64).reshape(1, -1, 1, 1)
+    report["linf_pixels"] = np.abs(delta * s).reshape(n, -1).max(axis=1)
     return X_fool, report

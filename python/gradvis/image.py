@@ -9,7 +9,7 @@ import numpy as np
 
 from .layers import gaussian_blur, cs231n_blur
 
-__all__ = ["jitter", "unjitter", "resize", "clip_to_range", "blur", "random_jitter_offsets"]
+__all__ = ["jitter", "unjitter", "resize", "blur", "random_jitter_offsets"]
 
 
 def random_jitter_offsets(rng, max_jitter):
@@ -75,13 +75,6 @@ def resize(X, size):
     Rx = _linear_weights(X.shape[3], w, dtype)
     return np.ascontiguousarray(np.einsum("ij,ncjk,lk->ncil", Ry, X.astype(dtype, copy=False), Rx,
                                           optimize=True))
-
-
-def clip_to_range(X, lo, hi):
-    """Clip per channel: lo and hi are scalars or (C,) arrays."""
-    lo = np.asarray(lo, dtype=X.dtype).reshape(1, -1, 1, 1) if np.ndim(lo) else lo
-    hi = np.asarray(hi, dtype=X.dtype).reshape(1, -1, 1, 1) if np.ndim(hi) else hi
-    return np.clip(X, lo, hi)
 
 
 def blur(X, sigma, kind="gaussian"):

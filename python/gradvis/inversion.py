@@ -79,22 +79,20 @@ def invert_features(target_feats, layer, model, num_iterations=300, learning_rat
     blur_every = _checks.positive_int(blur_every, "blur_every", allow_zero=True)
     blur_sigma = _checks.nonneg_float(blur_sigma, "blur_sigma")
     rng = _checks.rng_from(seed)
-    model.layer_index(layer)  # unknown layer: a clear error before any work
+    model.index(layer)  # unknown layer: a clear error before any work
 
     if init is not None:
-        X = _checks.images(init, model, name="init", allow_any_size=True).astype(np.float32, copy=True)
+        X = _checks.images(init, model, name="init").astype(np.float32, copy=True)
         if X.shape[0] != n:
             raise ValueError(f"init has {X.shape[0]} images but target_feats has {n}")
     else:
-        h, w = image_size if image_size is not None else model.input_size
-        X = (init_scale * rng.standard_normal((n, model.input_channels, int(h), int(w)))).astype(np.float32)
+        h, w = image_size if image_size is not None else model.input_shape[1:]
+        X = (init_scale * rng.standard_normal((n, model.input_shape[0], int(h), int(w)))).astype(np.float32)
     probe, _ = model.forward(X, end=layer, mode="test")
     if probe.shape != target.shape:
         raise ValueError(f"target_feats has shape {target.shape} but layer {layer!r} gives "
                          f"{probe.shape} for images of shape {X.shape}")
-    lo, hi = model.input_range()
-    lo = np.asarray(lo, np.float32).reshape(1, -1, 1, 1)
-    hi = np.asarray(hi, np.float32).reshape(1, -1, 1, 1)
+    lo, hi = _checks.valid_range(model, X.shape)
 
     axes = tuple(range(1, target.ndim))
     t_norm2 = np.maximum((target.astype(np.float64) ** 2).sum(axis=axes), 1e-30)

@@ -40,14 +40,22 @@ std::vector<std::int64_t> int_or_ints(const py::handle& obj, const char* fn, con
   };
   auto one = [&](const py::handle& h) -> std::int64_t {
     if (py::isinstance<py::float_>(h) || PyBool_Check(h.ptr()) || !PyIndex_Check(h.ptr())) throw bad();
-    try {
-      return h.cast<std::int64_t>();
-    } catch (const py::cast_error&) {
+    // Through __index__, so numpy integer scalars count as ints too.
+    auto idx = py::reinterpret_steal<py::object>(PyNumber_Index(h.ptr()));
+    if (!idx) {
+      PyErr_Clear();
+      throw bad();
+    }
+    const long long v = PyLong_AsLongLong(idx.ptr());
+    if (v == -1 && PyErr_Occurred()) {
+      PyErr_Clear();
       throw py::value_error(cat(fn, ": ", name, " is out of range: ", std::string(py::repr(obj))));
     }
+    return std::int64_t(v);
   };
-  if (PyIndex_Check(obj.ptr()) && !PyBool_Check(obj.ptr())) return {one(obj)};
-  if (!py::isinstance<py::sequence>(obj) || py::isinstance<py::str>(obj)) throw bad();
+  const bool seq = py::isinstance<py::sequence>(obj) && !py::isinstance<py::str>(obj) &&
+                   !(py::isinstance<py::array>(obj) && py::reinterpret_borrow<py::array>(obj).ndim() == 0);
+  if (!seq) return {one(obj)};
   std::vector<std::int64_t> v;
   for (auto item : py::reinterpret_borrow<py::sequence>(obj)) v.push_back(one(item));
   return v;

@@ -30,7 +30,12 @@ void relu_forward_cpu(T* out, const T* x, index_t n) {
 template <class T>
 void relu_backward_cpu(T* dx, const T* dout, const T* x, index_t n) {
   for_chunks(n, [&](index_t b, index_t e, int) {
-    for (index_t i = b; i < e; ++i) dx[i] = x[i] > T(0) ? dout[i] : T(0);
+    // dout is loaded unconditionally: a conditional load keeps the loop
+    // scalar and branchy (about 20x slower on random signs).
+    for (index_t i = b; i < e; ++i) {
+      const T g = dout[i];
+      dx[i] = x[i] > T(0) ? g : T(0);
+    }
   });
 }
 
@@ -47,7 +52,10 @@ void clamp_forward_cpu(T* out, const T* x, T lo, T hi, index_t n) {
 template <class T>
 void clamp_backward_cpu(T* dx, const T* dout, const T* x, T lo, T hi, index_t n) {
   for_chunks(n, [&](index_t b, index_t e, int) {
-    for (index_t i = b; i < e; ++i) dx[i] = (x[i] > lo && x[i] < hi) ? dout[i] : T(0);
+    for (index_t i = b; i < e; ++i) {
+      const T g = dout[i], v = x[i];
+      dx[i] = ((v > lo) & (v < hi)) ? g : T(0);
+    }
   });
 }
 
@@ -61,7 +69,10 @@ void leaky_relu_forward_cpu(T* out, const T* x, T alpha, index_t n) {
 template <class T>
 void leaky_relu_backward_cpu(T* dx, const T* dout, const T* x, T alpha, index_t n) {
   for_chunks(n, [&](index_t b, index_t e, int) {
-    for (index_t i = b; i < e; ++i) dx[i] = x[i] > T(0) ? dout[i] : dout[i] * alpha;
+    for (index_t i = b; i < e; ++i) {
+      const T g = dout[i];
+      dx[i] = x[i] > T(0) ? g : g * alpha;
+    }
   });
 }
 

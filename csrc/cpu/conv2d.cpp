@@ -3,11 +3,13 @@
 // 1x1 stride-1 unpadded convs use the image as the column matrix directly;
 // depthwise convs use the direct kernels in conv_depthwise.cpp.
 //
-// Threads: parallel over images when the batch splits evenly enough over the
-// team (each thread runs its own serial gemms); otherwise (batch 1 is common)
-// images run one after another and the gemm and im2col are parallel inside.
-// No atomics: backward-input writes whole image planes per thread, and
-// backward-weight sums per-thread partial filters in thread order.
+// Threads: the work is cut into independent items, one OpenMP loop per call,
+// each item running its im2col and a serial gemm:
+//   forward          (image, column chunk)   -> disjoint output columns
+//   backward input   (image, channel block)  -> disjoint dx planes (col2im has no races)
+//   backward weight  (image, column chunk)   -> per-thread partial dw, summed in thread order
+// Column chunks / channel blocks are made small enough that batch 1 still gives
+// every thread work; with fewer items than threads the gemm is parallel inside.
 #include "ops/conv2d.h"
 
 #include <algorithm>
@@ -44,18 +46,26 @@ Geometry geometry(const Conv2dShape& s) {
 }
 
 // Output columns per im2col chunk: the chunk (CK x P) should stay in L2 between
-// being written and being packed by the gemm.
+// being written and being packed by the gemm, and there should be at least
+// `min_chunks` chunks per image so that a small batch still feeds every thread.
 template <class T>
-index_t chunk_cols(const Geometry& g) {
+index_t chunk_cols(const Geometry& g, index_t min_chunks) {
   const index_t budget = index_t(1) << 19;  // bytes
   index_t P = budget / (g.CK * index_t(sizeof(T)));
   P = std::max<index_t>(128, P / 64 * 64);
+  if (min_chunks > 1) P = std::min(P, std::max<index_t>(64, (g.OHW + min_chunks - 1) / min_chunks));
   return std::min(P, g.OHW);
 }
 
-bool batch_parallel(index_t N) {
-  const index_t nt = in_parallel() ? 1 : max_threads();
-  return nt > 1 && N >= nt && (N % nt == 0 || N >= 4 * nt);
+index_t team_size() { return in_parallel() ? 1 : max_threads(); }
+
+// Runs f(i) for i in [0, n) over the team (serially when nested or n == 1),
+// rethrowing the first exception after the loop.
+template <class F>
+void for_each_item(index_t n, F&& f) {
+  ErrorTrap trap;
+  parallel_for(n, [&](index_t i) { trap.run([&] { f(i); }); });
+  trap.rethrow();
 }
 
 // Walks the output positions [p0, p0+P) one output-image row (run) at a time:
@@ -95,7 +105,7 @@ void im2col_rows(T* cols, const T* x, const Conv2dShape& s, index_t r0, index_t 
 }
 
 // The adjoint: x[c][ih][iw] += cols[row][p - p0], for the channels [c0, c1) of the
-// group (each channel's plane is written by one caller only).
+// group, whose rows start at cols (row 0 is channel c0's first tap).
 template <class T>
 void col2im_add(T* x, const T* cols, const Conv2dShape& s, index_t c0, index_t c1, index_t p0, index_t P) {
   const auto& p = s.p;
@@ -103,7 +113,7 @@ void col2im_add(T* x, const T* cols, const Conv2dShape& s, index_t c0, index_t c
     T* xc = x + c * s.H * s.W;
     for (index_t kh = 0; kh < s.KH; ++kh)
       for (index_t kw = 0; kw < s.KW; ++kw) {
-        const T* src = cols + ((c * s.KH + kh) * s.KW + kw) * P;
+        const T* src = cols + (((c - c0) * s.KH + kh) * s.KW + kw) * P;
         index_t oh = p0 / s.OW, ow = p0 % s.OW;
         for (index_t q = 0; q < P;) {
           const index_t run = std::min(s.OW - ow, P - q);
@@ -130,92 +140,67 @@ void col2im_add(T* x, const T* cols, const Conv2dShape& s, index_t c0, index_t c
   }
 }
 
-// Runs f(n) for every image: over the team when batch_parallel, else serially
-// (the gemm and im2col inside then use the team).
-template <class F>
-void for_each_image(index_t N, bool par, F&& f) {
-  if (!par) {
-    for (index_t n = 0; n < N; ++n) f(n);
-    return;
-  }
-  ErrorTrap trap;
-  parallel_for(N, [&](index_t n) { trap.run([&] { f(n); }); });
-  trap.rethrow();
-}
-
-// ---- forward ----
+// ---- forward: item = (image, column chunk) ----
 template <class T>
-void forward_image(T* out, const T* x, const T* w, const T* b, const Conv2dShape& s, const Geometry& g,
-                   index_t n) {
+void forward_chunk(T* out, const T* x, const T* w, const T* b, const Conv2dShape& s, const Geometry& g, index_t n,
+                   index_t p0, index_t pc) {
   for (index_t gi = 0; gi < g.G; ++gi) {
     const T* xg = x + (n * s.C + gi * g.Cg) * g.HW;
     const T* wg = w + gi * g.Fg * g.CK;
-    T* og = out + (n * s.F + gi * g.Fg) * g.OHW;
+    T* og = out + (n * s.F + gi * g.Fg) * g.OHW + p0;
     if (g.pointwise) {
-      gemm<T>(false, false, g.Fg, g.OHW, g.Cg, T(1), wg, g.CK, xg, g.HW, T(0), og, g.OHW);
-      if (b)
-        for (index_t f = 0; f < g.Fg; ++f) {
-          T* o = og + f * g.OHW;
-          const T bv = b[gi * g.Fg + f];
-          for (index_t q = 0; q < g.OHW; ++q) o[q] += bv;
-        }
-      continue;
+      gemm<T>(false, false, g.Fg, pc, g.Cg, T(1), wg, g.CK, xg + p0, g.HW, T(0), og, g.OHW);
+    } else {
+      T* cols = scratch<T>(kColsSlot, std::size_t(g.CK * pc));
+      im2col_rows(cols, xg, s, 0, g.CK, p0, pc);
+      gemm<T>(false, false, g.Fg, pc, g.CK, T(1), wg, g.CK, cols, pc, T(0), og, g.OHW);
     }
-    const index_t P = chunk_cols<T>(g);
-    T* cols = scratch<T>(kColsSlot, std::size_t(g.CK * P));
-    for (index_t p0 = 0; p0 < g.OHW; p0 += P) {
-      const index_t pc = std::min(P, g.OHW - p0);
-      parallel_chunks(g.CK, [&](index_t r0, index_t r1, int) { im2col_rows(cols, xg, s, r0, r1, p0, pc); });
-      gemm<T>(false, false, g.Fg, pc, g.CK, T(1), wg, g.CK, cols, pc, T(0), og + p0, g.OHW);
-      if (b)
-        for (index_t f = 0; f < g.Fg; ++f) {
-          T* o = og + f * g.OHW + p0;
-          const T bv = b[gi * g.Fg + f];
-          for (index_t q = 0; q < pc; ++q) o[q] += bv;
-        }
-    }
+    if (b)
+      for (index_t f = 0; f < g.Fg; ++f) {
+        T* o = og + f * g.OHW;
+        const T bv = b[gi * g.Fg + f];
+        for (index_t q = 0; q < pc; ++q) o[q] += bv;
+      }
   }
 }
 
-// ---- backward input ----
+// ---- backward input: item = (image, block of channels [c0, c1) in every group) ----
 template <class T>
-void backward_input_image(T* dx, const T* dout, const T* w, const Conv2dShape& s, const Geometry& g, index_t n) {
+void backward_input_block(T* dx, const T* dout, const T* w, const Conv2dShape& s, const Geometry& g, index_t n,
+                          index_t c0, index_t c1, index_t P) {
+  const index_t nc = c1 - c0;
   for (index_t gi = 0; gi < g.G; ++gi) {
     T* xg = dx + (n * s.C + gi * g.Cg) * g.HW;
-    const T* wg = w + gi * g.Fg * g.CK;
+    const T* wg = w + gi * g.Fg * g.CK + c0 * g.KK;  // op(A) = rows c0*KK.. of W_g^T
     const T* dg = dout + (n * s.F + gi * g.Fg) * g.OHW;
     if (g.pointwise) {
-      gemm<T>(true, false, g.Cg, g.HW, g.Fg, T(1), wg, g.CK, dg, g.OHW, T(0), xg, g.HW);
+      gemm<T>(true, false, nc, g.HW, g.Fg, T(1), wg, g.CK, dg, g.OHW, T(0), xg + c0 * g.HW, g.HW);
       continue;
     }
-    std::fill(xg, xg + g.Cg * g.HW, T(0));
-    const index_t P = chunk_cols<T>(g);
-    T* cols = scratch<T>(kColsSlot, std::size_t(g.CK * P));
+    std::fill(xg + c0 * g.HW, xg + c1 * g.HW, T(0));
+    T* cols = scratch<T>(kColsSlot, std::size_t(nc * g.KK * P));
     for (index_t p0 = 0; p0 < g.OHW; p0 += P) {
       const index_t pc = std::min(P, g.OHW - p0);
-      gemm<T>(true, false, g.CK, pc, g.Fg, T(1), wg, g.CK, dg + p0, g.OHW, T(0), cols, pc);
-      parallel_chunks(g.Cg, [&](index_t c0, index_t c1, int) { col2im_add(xg, cols, s, c0, c1, p0, pc); });
+      gemm<T>(true, false, nc * g.KK, pc, g.Fg, T(1), wg, g.CK, dg + p0, g.OHW, T(0), cols, pc);
+      col2im_add(xg, cols, s, c0, c1, p0, pc);
     }
   }
 }
 
-// ---- backward weight: dw (F, CK) += dout_n (per group) x cols_n^T ----
+// ---- backward weight: item = (image, column chunk); dw (F, CK) += dout x cols^T ----
 template <class T>
-void backward_weight_image(T* dw, const T* dout, const T* x, const Conv2dShape& s, const Geometry& g, index_t n) {
+void backward_weight_chunk(T* dw, const T* dout, const T* x, const Conv2dShape& s, const Geometry& g, index_t n,
+                           index_t p0, index_t pc) {
   for (index_t gi = 0; gi < g.G; ++gi) {
     const T* xg = x + (n * s.C + gi * g.Cg) * g.HW;
-    const T* dg = dout + (n * s.F + gi * g.Fg) * g.OHW;
+    const T* dg = dout + (n * s.F + gi * g.Fg) * g.OHW + p0;
     T* wg = dw + gi * g.Fg * g.CK;
     if (g.pointwise) {
-      gemm<T>(false, true, g.Fg, g.Cg, g.HW, T(1), dg, g.OHW, xg, g.HW, T(1), wg, g.CK);
-      continue;
-    }
-    const index_t P = chunk_cols<T>(g);
-    T* cols = scratch<T>(kColsSlot, std::size_t(g.CK * P));
-    for (index_t p0 = 0; p0 < g.OHW; p0 += P) {
-      const index_t pc = std::min(P, g.OHW - p0);
-      parallel_chunks(g.CK, [&](index_t r0, index_t r1, int) { im2col_rows(cols, xg, s, r0, r1, p0, pc); });
-      gemm<T>(false, true, g.Fg, g.CK, pc, T(1), dg + p0, g.OHW, cols, pc, T(1), wg, g.CK);
+      gemm<T>(false, true, g.Fg, g.Cg, pc, T(1), dg, g.OHW, xg + p0, g.HW, T(1), wg, g.CK);
+    } else {
+      T* cols = scratch<T>(kColsSlot, std::size_t(g.CK * pc));
+      im2col_rows(cols, xg, s, 0, g.CK, p0, pc);
+      gemm<T>(false, true, g.Fg, g.CK, pc, T(1), dg, g.OHW, cols, pc, T(1), wg, g.CK);
     }
   }
 }
@@ -226,14 +211,26 @@ template <class T>
 void conv2d_forward(T* out, const T* x, const T* w, const T* b, const Conv2dShape& s) {
   if (conv_detail::is_depthwise(s)) return conv_detail::depthwise_forward(out, x, w, b, s);
   const Geometry g = geometry(s);
-  for_each_image(s.N, batch_parallel(s.N), [&](index_t n) { forward_image(out, x, w, b, s, g, n); });
+  const index_t nt = team_size();
+  const index_t P = chunk_cols<T>(g, (nt + s.N - 1) / s.N);
+  const index_t chunks = (g.OHW + P - 1) / P;
+  for_each_item(s.N * chunks, [&](index_t i) {
+    const index_t n = i / chunks, p0 = (i % chunks) * P;
+    forward_chunk(out, x, w, b, s, g, n, p0, std::min(P, g.OHW - p0));
+  });
 }
 
 template <class T>
 void conv2d_backward_input(T* dx, const T* dout, const T* w, const Conv2dShape& s) {
   if (conv_detail::is_depthwise(s)) return conv_detail::depthwise_backward_input(dx, dout, w, s);
   const Geometry g = geometry(s);
-  for_each_image(s.N, batch_parallel(s.N), [&](index_t n) { backward_input_image(dx, dout, w, s, g, n); });
+  const index_t nt = team_size();
+  const index_t blocks = std::min(g.Cg, (nt + s.N - 1) / s.N);
+  const index_t P = chunk_cols<T>(g, 1);
+  for_each_item(s.N * blocks, [&](index_t i) {
+    const index_t n = i / blocks, k = i % blocks;
+    backward_input_block(dx, dout, w, s, g, n, g.Cg * k / blocks, g.Cg * (k + 1) / blocks, P);
+  });
 }
 
 template <class T>
@@ -252,30 +249,40 @@ void conv2d_backward_weight(T* dw, T* db, const T* dout, const T* x, const Conv2
       db[f] = sum;
     });
   }
-  if (!batch_parallel(s.N)) {
+  const index_t nt = team_size();
+  const index_t P = chunk_cols<T>(g, (nt + s.N - 1) / s.N);
+  const index_t chunks = (g.OHW + P - 1) / P;
+  const index_t items = s.N * chunks;
+  if (nt == 1 || items < nt) {
+    // Too few items to share: one after another, the gemm parallel inside.
     std::fill(dw, dw + wsize, T(0));
-    for (index_t n = 0; n < s.N; ++n) backward_weight_image(dw, dout, x, s, g, n);
+    for (index_t i = 0; i < items; ++i) {
+      const index_t n = i / chunks, p0 = (i % chunks) * P;
+      backward_weight_chunk(dw, dout, x, s, g, n, p0, std::min(P, g.OHW - p0));
+    }
     return;
   }
-  // Each thread sums its contiguous share of images into its own partial filter
+  // Each thread sums a contiguous range of items into its own partial filter
   // gradient; the partials are then added in thread order (deterministic for a
   // given thread count).
-  const int nt = max_threads();
   T* parts = scratch<T>(kPartialSlot, std::size_t(wsize) * std::size_t(nt));
   std::vector<char> used(std::size_t(nt), 0);
   ErrorTrap trap;
-  parallel_chunks(s.N, [&](index_t n0, index_t n1, int t) {
+  parallel_chunks(items, [&](index_t i0, index_t i1, int t) {
     trap.run([&] {
       T* part = parts + std::size_t(t) * std::size_t(wsize);
       std::fill(part, part + wsize, T(0));
-      for (index_t n = n0; n < n1; ++n) backward_weight_image(part, dout, x, s, g, n);
+      for (index_t i = i0; i < i1; ++i) {
+        const index_t n = i / chunks, p0 = (i % chunks) * P;
+        backward_weight_chunk(part, dout, x, s, g, n, p0, std::min(P, g.OHW - p0));
+      }
       used[std::size_t(t)] = 1;
     });
   });
   trap.rethrow();
   parallel_chunks(wsize, [&](index_t i0, index_t i1, int) {
     std::fill(dw + i0, dw + i1, T(0));
-    for (int t = 0; t < nt; ++t) {
+    for (index_t t = 0; t < nt; ++t) {
       if (!used[std::size_t(t)]) continue;
       const T* part = parts + std::size_t(t) * std::size_t(wsize);
       for (index_t i = i0; i < i1; ++i) dw[i] += part[i];

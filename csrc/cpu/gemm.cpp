@@ -85,15 +85,22 @@ void pack_b(bool trans, const T* B, index_t ldb, index_t p0, index_t kc, index_t
           for (int j = 0; j < NR; ++j) d[j] = j < nr ? src[j] : T(0);
         }
       }
-    } else {
-      for (int j = 0; j < NR; ++j) {
-        if (j < nr) {
-          const T* src = B + (j0 + js + j) * ldb + p0;
-          for (index_t k = 0; k < kc; ++k) o[k * NR + j] = src[k];
-        } else {
-          for (index_t k = 0; k < kc; ++k) o[k * NR + j] = T(0);
+    } else if (nr == NR) {
+      // A transpose, in blocks of one cache line of each source row so that both
+      // the reads and the writes stay within a few KiB (power-of-two ldb would
+      // otherwise alias NR rows onto the same cache sets).
+      constexpr index_t KB = 64 / sizeof(T);
+      for (index_t k0 = 0; k0 < kc; k0 += KB) {
+        const index_t kb = std::min(KB, kc - k0);
+        for (int j = 0; j < NR; ++j) {
+          const T* src = B + (j0 + js + j) * ldb + p0 + k0;
+          T* d = o + k0 * NR + j;
+          for (index_t k = 0; k < kb; ++k) d[k * NR] = src[k];
         }
       }
+    } else {
+      for (index_t k = 0; k < kc; ++k)
+        for (int j = 0; j < NR; ++j) o[k * NR + j] = j < nr ? B[(j0 + js + j) * ldb + p0 + k] : T(0);
     }
   }
 }

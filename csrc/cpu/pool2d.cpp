@@ -2,6 +2,8 @@
 // the backward passes scatter without atomics.
 #include "ops/pool2d.h"
 
+#include "cpu/simd.h"
+
 #include <algorithm>
 #include <atomic>
 #include <cstring>
@@ -27,14 +29,15 @@ void for_planes(index_t planes, index_t work_per_plane, F&& f) {
 // first maximum in row-major window order is kept and NaNs propagate.
 template <class T>
 inline bool takes_max(T v, T m) {
-  return v > m || v != v;
+  return (v > m) | (v != v);  // no short-circuit branch: keeps the selects branch-free
 }
 
 // ---- max pool -------------------------------------------------------------------
 
 // 2x2 stride 2, no padding, every window complete: x (H,W) -> out (OH,OW).
 template <class T>
-void max_pool_plane_2x2(T* out, std::int64_t* am, const T* x, const Pool2dShape& s) {
+[[gnu::always_inline]] inline void max_pool_plane_2x2_body(T* out, std::int64_t* am, const T* x,
+                                                            const Pool2dShape& s) {
   const index_t W = s.W, OW = s.OW;
   for (index_t oh = 0; oh < s.OH; ++oh) {
     const T* r0 = x + 2 * oh * W;
@@ -44,15 +47,46 @@ void max_pool_plane_2x2(T* out, std::int64_t* am, const T* x, const Pool2dShape&
     std::int64_t* a = am + oh * OW;
     for (index_t ow = 0; ow < OW; ++ow) {
       const T v0 = r0[2 * ow], v1 = r0[2 * ow + 1], v2 = r1[2 * ow], v3 = r1[2 * ow + 1];
+      // Selects, not branches: random data would mispredict every other window.
       T m = v0;
       std::int64_t id = base + 2 * ow;
-      if (takes_max(v1, m)) { m = v1; id = base + 2 * ow + 1; }
-      if (takes_max(v2, m)) { m = v2; id = base + W + 2 * ow; }
-      if (takes_max(v3, m)) { m = v3; id = base + W + 2 * ow + 1; }
+      bool t = takes_max(v1, m);
+      m = t ? v1 : m;
+      id = t ? base + 2 * ow + 1 : id;
+      t = takes_max(v2, m);
+      m = t ? v2 : m;
+      id = t ? base + W + 2 * ow : id;
+      t = takes_max(v3, m);
+      m = t ? v3 : m;
+      id = t ? base + W + 2 * ow + 1 : id;
       o[ow] = m;
       a[ow] = id;
     }
   }
+}
+
+// The same body compiled for wider vectors, chosen at run time (the library
+// itself is built for baseline x86-64).
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+template <class T>
+__attribute__((target("avx2,fma"))) void max_pool_plane_2x2_avx2(T* out, std::int64_t* am, const T* x,
+                                                                  const Pool2dShape& s) {
+  max_pool_plane_2x2_body(out, am, x, s);
+}
+template <class T>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq"))) void max_pool_plane_2x2_avx512(
+    T* out, std::int64_t* am, const T* x, const Pool2dShape& s) {
+  max_pool_plane_2x2_body(out, am, x, s);
+}
+#endif
+
+template <class T>
+void max_pool_plane_2x2(T* out, std::int64_t* am, const T* x, const Pool2dShape& s, SimdLevel level) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  if (level == SimdLevel::avx512) return max_pool_plane_2x2_avx512(out, am, x, s);
+  if (level == SimdLevel::avx2) return max_pool_plane_2x2_avx2(out, am, x, s);
+#endif
+  max_pool_plane_2x2_body(out, am, x, s);
 }
 
 // Columns [owa, owb) have windows entirely inside the row; the others are clipped.
@@ -64,7 +98,7 @@ inline void interior_cols(const Pool2dShape& s, index_t& owa, index_t& owb) {
 }
 
 template <class T>
-void max_pool_plane(T* out, std::int64_t* am, const T* x, const Pool2dShape& s) {
+[[gnu::always_inline]] inline void max_pool_plane_body(T* out, std::int64_t* am, const T* x, const Pool2dShape& s) {
   const index_t H = s.H, W = s.W, OW = s.OW;
   const T neg_inf = -std::numeric_limits<T>::infinity();
   index_t owa, owb;
@@ -92,26 +126,48 @@ void max_pool_plane(T* out, std::int64_t* am, const T* x, const Pool2dShape& s) 
     };
     for (index_t ow = 0; ow < owa; ++ow) border(ow);
     for (index_t ow = owb; ow < OW; ++ow) border(ow);
-    // Interior: sweep the window offsets outside, the output row inside.
+    // Interior: each window's running max lives in registers; the selects
+    // become conditional moves (sweeping the whole output row per window cell
+    // instead re-loaded and re-stored it every cell and was 5x slower).
     for (index_t ow = owa; ow < owb; ++ow) {
-      o[ow] = neg_inf;
-      a[ow] = hs * W + ow * s.sw - s.pl;
-    }
-    for (index_t i = hs; i < he; ++i) {
-      const T* row = x + i * W;
-      for (index_t j = 0; j < s.kw; ++j) {
-        const index_t off = j - s.pl;
-        const std::int64_t base = i * W + off;
-        for (index_t ow = owa; ow < owb; ++ow) {
-          const T v = row[ow * s.sw + off];
-          if (takes_max(v, o[ow])) {
-            o[ow] = v;
-            a[ow] = base + ow * s.sw;
-          }
+      const index_t ws = ow * s.sw - s.pl;
+      T m = neg_inf;
+      std::int64_t id = hs * W + ws;
+      for (index_t i = hs; i < he; ++i) {
+        const T* r = x + i * W + ws;
+        for (index_t j = 0; j < s.kw; ++j) {
+          const T v = r[j];
+          const bool t = takes_max(v, m);
+          m = t ? v : m;
+          id = t ? i * W + ws + j : id;
         }
       }
+      o[ow] = m;
+      a[ow] = id;
     }
   }
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+template <class T>
+__attribute__((target("avx2,fma"))) void max_pool_plane_avx2(T* out, std::int64_t* am, const T* x,
+                                                             const Pool2dShape& s) {
+  max_pool_plane_body(out, am, x, s);
+}
+template <class T>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq"))) void max_pool_plane_avx512(
+    T* out, std::int64_t* am, const T* x, const Pool2dShape& s) {
+  max_pool_plane_body(out, am, x, s);
+}
+#endif
+
+template <class T>
+void max_pool_plane(T* out, std::int64_t* am, const T* x, const Pool2dShape& s, SimdLevel level) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  if (level == SimdLevel::avx512) return max_pool_plane_avx512(out, am, x, s);
+  if (level == SimdLevel::avx2) return max_pool_plane_avx2(out, am, x, s);
+#endif
+  max_pool_plane_body(out, am, x, s);
 }
 
 // ---- average pool ---------------------------------------------------------------
@@ -179,11 +235,12 @@ void max_pool2d_forward_cpu(T* out, std::int64_t* argmax, const T* x, const Pool
   const index_t in_plane = s.H * s.W, out_plane = s.OH * s.OW;
   const bool fast = s.kh == 2 && s.kw == 2 && s.sh == 2 && s.sw == 2 && s.pt == 0 && s.pb == 0 && s.pl == 0 &&
                     s.pr == 0 && 2 * s.OH <= s.H && 2 * s.OW <= s.W;
+  const SimdLevel level = cpu_level();
   for_planes(s.N * s.C, in_plane, [&](index_t p) {
     if (fast)
-      max_pool_plane_2x2(out + p * out_plane, argmax + p * out_plane, x + p * in_plane, s);
+      max_pool_plane_2x2(out + p * out_plane, argmax + p * out_plane, x + p * in_plane, s, level);
     else
-      max_pool_plane(out + p * out_plane, argmax + p * out_plane, x + p * in_plane, s);
+      max_pool_plane(out + p * out_plane, argmax + p * out_plane, x + p * in_plane, s, level);
   });
 }
 

@@ -1,0 +1,128 @@
+"""How fast is gradvis conv2d next to PyTorch and a numpy im2col baseline?
+
+Times forward, backward-input and backward-weight (float32) at 1 and 2 threads
+on a few CNN-like shapes, in one run, and prints a table (ms, GFLOP/s, ratios).
+
+    python bench/bench_conv.py [--quick] [--threads 1 2] [--json out.json]
+"""
+import argparse
+import json
+import platform
+import time
+
+import numpy as np
+
+import gradvis
+from gradvis import _core
+
+try:
+    import torch
+    import torch.nn.functional as TF
+except ImportError:  # the table then has no torch columns
+    torch = None
+
+# (name, x shape, w shape, padding, stride)
+SHAPES = [
+    ("b1 3->32 64x64", (1, 3, 64, 64), (32, 3, 3, 3), 1, 1),
+    ("b64 3->32 64x64", (64, 3, 64, 64), (32, 3, 3, 3), 1, 1),
+    ("b64 32->64 32x32", (64, 32, 32, 32), (64, 32, 3, 3), 1, 1),
+    ("b64 128->256 8x8", (64, 128, 8, 8), (256, 128, 3, 3), 1, 1),
+    ("b1 64->64 224x224", (1, 64, 224, 224), (64, 64, 3, 3), 1, 1),
+]
+QUICK = [SHAPES[0], ("b16 32->64 32x32", (16, 32, 32, 32), (64, 32, 3, 3), 1, 1), SHAPES[3][:1] + ((16, 128, 8, 8),) + SHAPES[3][2:]]
+
+
+def best_time(fn, min_time, max_reps):
+    fn()  # warm-up (scratch, thread pool)
+    times = []
+    t_end = time.perf_counter() + min_time
+    while len(times) < max_reps and (len(times) < 3 or time.perf_counter() < t_end):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def numpy_im2col_forward(x, w, pad, stride):
+    F, C, KH, KW = w.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    win = np.lib.stride_tricks.sliding_window_view(xp, (KH, KW), axis=(2, 3))[:, :, ::stride, ::stride]
+    N, _, OH, OW = win.shape[:4]
+    cols = win.transpose(0, 2, 3, 1, 4, 5).reshape(N * OH * OW, C * KH * KW)
+    return (cols @ w.reshape(F, -1).T).reshape(N, OH, OW, F).transpose(0, 3, 1, 2)
+
+
+def run(shapes, threads, min_time, max_reps):
+    rows = []
+    rng = np.random.default_rng(0)
+    for name, xs, ws, pad, stride in shapes:
+        x = rng.standard_normal(xs).astype(np.float32)
+        w = rng.standard_normal(ws).astype(np.float32)
+        b = rng.standard_normal(ws[0]).astype(np.float32)
+        out = _core.conv2d_forward(x, w, b, stride=stride, padding=pad)
+        dout = rng.standard_normal(out.shape).astype(np.float32)
+        flops = 2.0 * out.size * ws[1] * ws[2] * ws[3]
+        for nt in threads:
+            gradvis.set_num_threads(nt)
+            ops = {
+                "forward": lambda: _core.conv2d_forward(x, w, b, stride=stride, padding=pad),
+                "backward_input": lambda: _core.conv2d_backward_input(dout, w, xs[2:], stride=stride, padding=pad),
+                "backward_weight": lambda: _core.conv2d_backward_weight(dout, x, ws[2:], stride=stride, padding=pad),
+            }
+            t_ref = {}
+            if torch is not None:
+                torch.set_num_threads(nt)
+                xt, wt, bt, dt = (torch.from_numpy(a) for a in (x, w, b, dout))
+                gi = torch.nn.grad.conv2d_input
+                gw = torch.nn.grad.conv2d_weight
+                t_ref = {
+                    "forward": lambda: TF.conv2d(xt, wt, bt, stride=stride, padding=pad),
+                    "backward_input": lambda: gi(xs, wt, dt, stride=stride, padding=pad),
+                    "backward_weight": lambda: gw(xt, ws, dt, stride=stride, padding=pad),
+                }
+            for op, fn in ops.items():
+                t = best_time(fn, min_time, max_reps)
+                row = dict(shape=name, x=xs, w=ws, op=op, threads=nt, ms=t * 1e3, gflops=flops / t / 1e9)
+                if op in t_ref:
+                    tt = best_time(t_ref[op], min_time, max_reps)
+                    row.update(torch_ms=tt * 1e3, torch_gflops=flops / tt / 1e9, vs_torch=tt / t)
+                if op == "forward":
+                    # numpy's matmul uses its own BLAS threads, not set here: an unpinned peer.
+                    tn = best_time(lambda: numpy_im2col_forward(x, w, pad, stride), min_time, max_reps)
+                    row.update(numpy_ms=tn * 1e3, vs_numpy=tn / t)
+                rows.append(row)
+    return rows
+
+
+def print_table(rows):
+    hdr = f"{'shape':<20} {'op':<16} {'thr':>3} {'ms':>9} {'GF/s':>7} {'torch ms':>9} {'torch GF/s':>10} " \
+          f"{'numpy ms':>9} {'x torch':>8} {'x numpy':>8}"
+    print(hdr)
+    print("-" * len(hdr))
+    fmt = lambda r, k, f: (f % r[k]) if k in r else "-"
+    for r in rows:
+        print(f"{r['shape']:<20} {r['op']:<16} {r['threads']:>3} {r['ms']:>9.2f} {r['gflops']:>7.1f} "
+              f"{fmt(r, 'torch_ms', '%.2f'):>9} {fmt(r, 'torch_gflops', '%.1f'):>10} {fmt(r, 'numpy_ms', '%.2f'):>9} "
+              f"{fmt(r, 'vs_torch', '%.2f'):>8} {fmt(r, 'vs_numpy', '%.2f'):>8}")
+    print("x torch / x numpy: peer time / gradvis time (> 1 means gradvis is faster). float32.")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small shapes, few repetitions")
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--json", metavar="PATH", help="write the rows as JSON")
+    args = ap.parse_args()
+    shapes = QUICK if args.quick else SHAPES
+    rows = run(shapes, args.threads, min_time=0.05 if args.quick else 0.3, max_reps=3 if args.quick else 10)
+    meta = dict(simd=gradvis.simd_level(), machine=platform.machine(), processor=platform.processor(),
+                torch=getattr(torch, "__version__", None), numpy=np.__version__)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(meta=meta, rows=rows), f, indent=1)
+    print(f"gradvis conv2d benchmark; simd={meta['simd']}, torch={meta['torch']}")
+    print_table(rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""Argument checks shared by the algorithms (clear errors before any work)."""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+
+def images(X, model, name="X"):
+    """X as a C-contiguous float32/float64 (N, C, H, W) array, checked against the model."""
+    arr = np.asarray(X)
+    if arr.dtype.kind != "f":
+        raise TypeError(f"{name} must be a float array in the model's input space "
+                        f"(use model.preprocess on uint8 images), got dtype {arr.dtype}")
+    if arr.ndim == 3:
+        raise ValueError(f"{name} must be 4-D (N, C, H, W); got 3-D shape {arr.shape} "
+                         f"(add a batch axis: {name}[None])")
+    if arr.ndim != 4:
+        raise ValueError(f"{name} must be 4-D (N, C, H, W), got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty (shape {arr.shape})")
+    channels = model.input_shape[0]
+    if arr.shape[1] != channels:
+        raise ValueError(f"{name} has {arr.shape[1]} channels but the model expects {channels}; "
+                         f"shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    if arr.dtype not in (np.float32, np.float64):
+        arr = arr.astype(np.float32)
+    return np.ascontiguousarray(arr)
+
+
+def valid_range(model, shape, dtype=np.float32):
+    """(lo, hi) of valid inputs, broadcastable to images of ``shape`` (N, C, H, W)."""
+    lo, hi = model.input_range()
+    lo, hi = np.asarray(lo, dtype), np.asarray(hi, dtype)
+    if lo.ndim == 3 and lo.shape[1:] != tuple(shape[2:]) and lo.shape[1:] != (1, 1):
+        # a mean image of another size: per-channel bounds
+        lo = lo.min(axis=(1, 2), keepdims=True)
+        hi = hi.max(axis=(1, 2), keepdims=True)
+    return lo, hi
+
+
+def labels(y, n, model, name="y"):
+    """y as an int64 (n,) array of valid class indices; a scalar is broadcast."""
+    num_classes = model.num_classes
+    arr = np.asarray(y)
+    if arr.dtype.kind == "b" or (arr.dtype.kind not in "iu" and not
+                                 (arr.dtype.kind == "f" and np.all(arr == np.round(arr)))):
+        raise TypeError(f"{name} must hold integer class indices, got dtype {arr.dtype}")
+    arr = arr.astype(np.int64)
+    if arr.ndim == 0:
+        arr = np.full(n, int(arr), dtype=np.int64)
+    if arr.shape != (n,):
+        raise ValueError(f"{name} must have shape ({n},) (one class per image), got {arr.shape}")
+    bad = (arr < 0) | (arr >= num_classes)
+    if bad.any():
+        raise ValueError(f"{name} has class indices out of range [0, {num_classes}): "
+                         f"{arr[bad][:5].tolist()}")
+    return arr
+
+
+def positive_int(value, name, allow_zero=False):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+    return int(value)
+
+
+def nonneg_float(value, name, positive=False):
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number, got {value!r}") from None
+    if not np.isfinite(v) or v < 0 or (positive and v == 0):
+        raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
+    return v
+
+
+def rng_from(seed):
+    """A numpy Generator from a seed, a Generator, or None (fresh entropy)."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    return np.random.default_rng(seed)

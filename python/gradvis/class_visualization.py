@@ -1,0 +1,100 @@
+"""Class visualization: an image the network finds typical of a class
+(Simonyan et al. 2013, section 2; Yosinski et al. 2015)."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _checks
+from ._grad import input_gradient, one_hot, softmax
+from .image import blur, jitter, random_jitter_offsets, unjitter
+
+__all__ = ["create_class_visualization"]
+
+
+def create_class_visualization(target_y, model, num_iterations=200, learning_rate=None, l2_reg=1e-3,
+                               blur_every=10, blur_sigma=0.5, blur_kind="gaussian", max_jitter=4,
+                               normalize_grad=True, clip=True, init=None, init_scale=0.5,
+                               image_size=None, seed=0, callback=None):
+    """Gradient ascent from noise on ``score_y(X) - l2_reg * ||X||^2``.
+
+    Each iteration: roll the image by a random (oy, ox) in [-max_jitter, max_jitter],
+    compute the gradient of the target score, add ``-2 * l2_reg * X``, step,
+    roll back, clip to the model's valid range, and every ``blur_every``
+    iterations blur (Gaussian of ``blur_sigma`` pixels, or CS231n's 3x3
+    smoothing with ``blur_kind='cs231n'``).
+
+    With ``normalize_grad`` (the default) the step is ``learning_rate * g /
+    mean(|g|)``, so one learning rate suits every model and class; set it False
+    and ``learning_rate`` to the course's values (2016: 10000 on 0-255 inputs,
+    2017: 25) for the plain step.
+
+    Args:
+        target_y: class index, or a sequence of class indices (one image each).
+        model: a :class:`gradvis.Model`.
+        num_iterations: gradient steps.
+        learning_rate: step size; default 0.05 normalized (or 25 plain).
+        l2_reg: weight of the L2 penalty on the image.
+        blur_every: blur every this many iterations (0: never).
+        blur_sigma: Gaussian standard deviation in pixels.
+        blur_kind: 'gaussian' or 'cs231n'.
+        max_jitter: largest random roll, in pixels.
+        normalize_grad: normalize the gradient by its mean absolute value.
+        clip: keep the image inside ``model.input_range()``.
+        init: starting images (N, C, H, W) in input space instead of noise.
+        init_scale: standard deviation of the starting noise, in input units.
+        image_size: (H, W) of the image; default the model's input size.
+        seed: int or numpy Generator for the noise and the jitter.
+        callback: ``callback(t, X, info)`` after every iteration; info has
+            'score' and 'prob' (N,) of the target class.
+
+    Returns:
+        X: (N, C, H, W) float32 images in the model's input space; show them
+        with ``model.deprocess(X)``.
+
+    Example:
+        >>> X = create_class_visualization(76, model, seed=0)
+        >>> plt.imshow(model.deprocess(X)[0])
+    """
+    targets = np.atleast_1d(np.asarray(target_y))
+    n = targets.shape[0]
+    targets = _checks.labels(targets, n, model, name="target_y")
+    num_iterations = _checks.positive_int(num_iterations, "num_iterations", allow_zero=True)
+    if learning_rate is None:
+        learning_rate = 0.05 if normalize_grad else 25.0
+    learning_rate = _checks.nonneg_float(learning_rate, "learning_rate", positive=True)
+    l2_reg = _checks.nonneg_float(l2_reg, "l2_reg")
+    blur_every = _checks.positive_int(blur_every, "blur_every", allow_zero=True)
+    blur_sigma = _checks.nonneg_float(blur_sigma, "blur_sigma")
+    max_jitter = _checks.positive_int(max_jitter, "max_jitter", allow_zero=True)
+    rng = _checks.rng_from(seed)
+
+    if init is not None:
+        X = _checks.images(init, model, name="init").astype(np.float32, copy=True)
+        if X.shape[0] != n:
+            raise ValueError(f"init has {X.shape[0]} images but target_y names {n} classes")
+    else:
+        h, w = image_size if image_size is not None else model.input_shape[1:]
+        X = (init_scale * rng.standard_normal((n, model.input_shape[0], int(h), int(w)))).astype(np.float32)
+    lo, hi = _checks.valid_range(model, X.shape)
+    if clip:
+        X = np.clip(X, lo, hi)
+
+    for t in range(num_iterations):
+        oy, ox = random_jitter_offsets(rng, max_jitter)
+        Xj = jitter(X, oy, ox)
+        scores, cache = model.forward(Xj, mode="test")
+        g = input_gradient(model, one_hot(n, scores.shape[1], targets, scores.dtype), cache)
+        g = unjitter(g, oy, ox)
+        if normalize_grad:
+            g = g / np.maximum(np.abs(g).mean(axis=(1, 2, 3), keepdims=True), 1e-12)
+        g = g - 2.0 * l2_reg * X
+        X = X + learning_rate * g
+        if clip:
+            X = np.clip(X, lo, hi)
+        if blur_every and (t + 1) % blur_every == 0:
+            X = blur(X, blur_sigma, blur_kind)
+        if callback is not None:
+            probs = softmax(scores)
+            callback(t, X, {"score": scores[np.arange(n), targets],
+                            "prob": probs[np.arange(n), targets]})
+    return X.astype(np.float32, copy=False)

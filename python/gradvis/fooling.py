@@ -1,0 +1,123 @@
+"""Fooling images: small changes that make the network predict a chosen class."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _checks
+from ._grad import class_score_gradient, softmax
+
+__all__ = ["make_fooling_image"]
+
+
+def _per_image_norm(a, ord_):
+    flat = a.reshape(a.shape[0], -1).astype(np.float64)
+    if ord_ == "inf":
+        return np.abs(flat).max(axis=1)
+    return np.sqrt((flat * flat).sum(axis=1))
+
+
+def _project(delta, eps, norm):
+    """Project each image's change onto the eps-ball of the given norm."""
+    if norm == "inf":
+        return np.clip(delta, -eps, eps)
+    n = _per_image_norm(delta, "2").reshape(-1, 1, 1, 1)
+    scale = np.minimum(1.0, eps / np.maximum(n, 1e-30))
+    return (delta * scale).astype(delta.dtype)
+
+
+def make_fooling_image(X, target_y, model, learning_rate=1.0, max_iter=100, normalize_step=True,
+                       eps=None, norm="inf", clip=True, return_report=False, callback=None):
+    """Gradient ascent on the target class score until the model predicts it.
+
+    Each step adds ``learning_rate * g / ||g||_2`` (per image; ``g`` the gradient
+    of the unnormalized target score) to the images that are not yet fooled, as in
+    CS231n; ``normalize_step=False`` adds ``learning_rate * g`` (the 2016 version).
+    With ``eps`` the total change is projected onto an L-inf (``norm='inf'``) or
+    L2 (``norm='2'``) ball after every step (projected gradient ascent), and with
+    ``clip`` the image stays in the model's valid pixel range. An image stops
+    changing as soon as the model predicts its target.
+
+    Args:
+        X: images in the model's input space, (N, C, H, W).
+        target_y: the class to reach, one int for all images or (N,).
+        model: a :class:`gradvis.Model`.
+        learning_rate: step length (in input units; L2 length when normalized).
+        max_iter: most steps per image.
+        normalize_step: divide the gradient by its L2 norm.
+        eps: budget for the change, in input units, or None for no budget.
+        norm: 'inf' or '2', the norm of the budget.
+        clip: keep the images inside ``model.input_range()``.
+        return_report: also return a per-image report.
+        callback: called as ``callback(t, X_fooling, info)`` after every step.
+
+    Returns:
+        X_fooling: (N, C, H, W), same dtype as X. With ``return_report=True``,
+        ``(X_fooling, report)`` where report is a dict of (N,) arrays: 'success',
+        'iterations', 'target_prob', 'predicted', 'l2', 'linf' (input units) and
+        'linf_pixels' (in 0-255 pixel units).
+
+    Example:
+        >>> X_fool, rep = make_fooling_image(X, 6, model, return_report=True)
+        >>> rep['success'].all(), rep['linf_pixels'].max()
+    """
+    X = _checks.images(X, model)
+    n = X.shape[0]
+    target = _checks.labels(target_y, n, model, name="target_y")
+    learning_rate = _checks.nonneg_float(learning_rate, "learning_rate", positive=True)
+    max_iter = _checks.positive_int(max_iter, "max_iter", allow_zero=True)
+    if norm not in ("inf", "2"):
+        raise ValueError(f"norm must be 'inf' or '2', got {norm!r}")
+    if eps is not None:
+        eps = _checks.nonneg_float(eps, "eps", positive=True)
+    lo, hi = (None, None)
+    if clip:
+        lo, hi = _checks.valid_range(model, X.shape, X.dtype)
+
+    X_fool = X.copy()
+    iterations = np.zeros(n, dtype=np.int64)
+    done = np.zeros(n, dtype=bool)
+    scores = None
+    for t in range(max_iter + 1):
+        active = np.flatnonzero(~done)
+        if active.size == 0:
+            break
+        scores_a, g = class_score_gradient(model, X_fool[active], target[active])
+        if scores is None:
+            scores = np.empty((n, scores_a.shape[1]), dtype=scores_a.dtype)
+        scores[active] = scores_a
+        hit = scores_a.argmax(axis=1) == target[active]
+        done[active[hit]] = True
+        if t == max_iter:
+            break
+        move = active[~hit]
+        if move.size == 0:
+            break
+        g = g[~hit]
+        if normalize_step:
+            g = g / np.maximum(_per_image_norm(g, "2"), 1e-30).reshape(-1, 1, 1, 1).astype(g.dtype)
+        Xm = X_fool[move] + learning_rate * g
+        if eps is not None:
+            Xm = X[move] + _project(Xm - X[move], eps, norm)
+        if clip:
+            Xm = np.clip(Xm, lo, hi)
+        X_fool[move] = Xm
+        iterations[move] += 1
+        if callback is not None:
+            callback(t, X_fool, {"active": move.size, "fooled": int(done.sum())})
+
+    if not return_report:
+        return X_fool
+    probs = softmax(scores)
+    delta = X_fool - X
+    report = {
+        "success": scores.argmax(axis=1) == target,
+        "iterations": iterations,
+        "target_prob": probs[np.arange(n), target],
+        "predicted": scores.argmax(axis=1),
+        "l2": _per_image_norm(delta, "2"),
+        "linf": _per_image_norm(delta, "inf"),
+    }
+    # input units -> 0..255 pixel units, channel by channel
+    s = np.asarray(model.std, np.float64).reshape(1, -1, 1, 1)
+    report["linf_pixels"] = np.abs(delta * s).reshape(n, -1).max(axis=1)
+    return X_fool, report

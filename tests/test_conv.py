@@ -1,0 +1,372 @@
+"""conv2d forward/backward against a float64 numpy reference, finite differences,
+the adjoint identity and PyTorch; input validation; threads; every SIMD path."""
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from gradvis import _core
+import reference_conv as ref
+
+DTYPES = [np.float32, np.float64]
+KINDS = ["plain", "stride2", "asym_pad", "dilation2", "groups2", "depthwise", "pointwise", "pointwise_stride2",
+         "nonsquare", "kernel5"]
+
+
+def draw_configs(n=20, seed=20240601):
+    """n configurations drawn with a seeded generator, cycling over KINDS so each
+    feature is covered; sizes are odd/small/random, batch 1 and > 1."""
+    rng = np.random.default_rng(seed)
+    cfgs = []
+    for i in range(n):
+        kind = KINDS[i % len(KINDS)]
+        N = 1 if i % 3 == 0 else int(rng.integers(2, 4))
+        C = int(rng.integers(1, 6))
+        F = int(rng.integers(1, 7))
+        H, W = int(rng.integers(5, 13)), int(rng.integers(5, 13))
+        k = int(rng.integers(1, 4))
+        KH = KW = k
+        stride, dilation, groups = 1, 1, 1
+        padding = int(rng.integers(0, k))
+        if kind == "stride2":
+            stride = 2
+        elif kind == "asym_pad":
+            KH, KW = 3, 2
+            padding = tuple(int(v) for v in rng.integers(0, 3, 4))
+        elif kind == "dilation2":
+            dilation, KH, KW = 2, 3, 3
+            padding = 2
+        elif kind == "groups2":
+            groups = 2
+            C, F = 2 * C, 2 * F
+        elif kind == "depthwise":
+            C = F = groups = int(rng.integers(2, 7))
+            KH = KW = 3
+            stride = int(rng.integers(1, 3))
+            padding = 1
+        elif kind == "pointwise":
+            KH = KW = 1
+            padding = 0
+        elif kind == "pointwise_stride2":
+            KH = KW = 1
+            stride, padding = 2, 0
+        elif kind == "nonsquare":
+            KH, KW = 2, 4
+            stride = (1, 2)
+            dilation = (2, 1)
+            padding = (1, 2)
+            H, W = H + 3, W + 5
+        elif kind == "kernel5":
+            KH = KW = 5
+            padding = 2
+        cfgs.append(dict(kind=kind, N=N, C=C, H=H, W=W, F=F, KH=KH, KW=KW, stride=stride, padding=padding,
+                         dilation=dilation, groups=groups))
+    return cfgs
+
+
+CONFIGS = draw_configs()
+IDS = [f"{i}-{c['kind']}" for i, c in enumerate(CONFIGS)]
+
+
+def conv_kwargs(cfg):
+    return dict(stride=cfg["stride"], padding=cfg["padding"], dilation=cfg["dilation"], groups=cfg["groups"])
+
+
+def make_inputs(cfg, dtype, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((cfg["N"], cfg["C"], cfg["H"], cfg["W"])).astype(dtype)
+    w = rng.standard_normal((cfg["F"], cfg["C"] // cfg["groups"], cfg["KH"], cfg["KW"])).astype(dtype)
+    b = rng.standard_normal(cfg["F"]).astype(dtype)
+    out_shape = ref.conv2d_forward(x[:1, :, :, :], w, None, **conv_kwargs(cfg)).shape
+    dout = rng.standard_normal((cfg["N"],) + out_shape[1:]).astype(dtype)
+    return x, w, b, dout
+
+
+def close(got, want, dtype, terms):
+    """|got - want| small next to the magnitude of the result, scaled by dtype eps and sqrt(#terms)."""
+    got = np.asarray(got, np.float64)
+    assert got.shape == want.shape
+    scale = max(np.abs(want).max(), 1.0)
+    err = np.abs(got - want).max()
+    bound = 30 * np.finfo(dtype).eps * np.sqrt(terms + 1) * scale
+    assert err <= bound, f"max error {err:.3g} > {bound:.3g}"
+
+
+def run_all(x, w, b, dout, cfg):
+    kw = conv_kwargs(cfg)
+    out = _core.conv2d_forward(x, w, b, **kw)
+    dx = _core.conv2d_backward_input(dout, w, (cfg["H"], cfg["W"]), **kw)
+    dw, db = _core.conv2d_backward_weight(dout, x, (cfg["KH"], cfg["KW"]), **kw)
+    return out, dx, dw, db
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)
+def test_matches_reference(cfg, dtype):
+    x, w, b, dout = make_inputs(cfg, dtype, seed=1)
+    out, dx, dw, db = run_all(x, w, b, dout, cfg)
+    for a in (out, dx, dw, db):
+        assert a.dtype == dtype
+    kw = conv_kwargs(cfg)
+    taps = w.shape[1] * cfg["KH"] * cfg["KW"]
+    close(out, ref.conv2d_forward(x, w, b, **kw), dtype, taps)
+    rdx, rdw, rdb = ref.conv2d_backward(dout, x, w, **kw)
+    close(dx, rdx, dtype, cfg["F"] * cfg["KH"] * cfg["KW"])
+    close(dw, rdw, dtype, dout[:, 0].size)
+    close(db, rdb, dtype, dout[:, 0].size)
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)
+def test_adjoint_identity(cfg):
+    # <conv(x, w), dout> = <x, dx(dout)> = <w, dw(dout, x)>  (conv is bilinear)
+    x, w, _, dout = make_inputs(cfg, np.float64, seed=2)
+    out, dx, dw, db = run_all(x, w, None, dout, cfg)
+    lhs = np.vdot(out, dout)
+    scale = np.abs(out).sum() * np.abs(dout).max() + 1.0
+    assert abs(lhs - np.vdot(x, dx)) < 1e-12 * scale
+    assert abs(lhs - np.vdot(w, dw)) < 1e-12 * scale
+    np.testing.assert_allclose(db, dout.sum(axis=(0, 2, 3)), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("cfg", CONFIGS[:10], ids=IDS[:10])
+def test_finite_differences(cfg):
+    # L = sum(conv(x, w, b) * dout); centred differences at random entries, float64.
+    x, w, b, dout = make_inputs(cfg, np.float64, seed=3)
+    kw = conv_kwargs(cfg)
+    _, dx, dw, db = run_all(x, w, b, dout, cfg)
+    rng = np.random.default_rng(4)
+    h = 1e-5
+
+    def loss(xx, ww, bb):
+        return float(np.vdot(_core.conv2d_forward(xx, ww, bb, **kw), dout))
+
+    for arr, grad, which in ((x, dx, 0), (w, dw, 1), (b, db, 2)):
+        for _ in range(5):
+            idx = tuple(int(rng.integers(0, s)) for s in arr.shape)
+            args_p = [x.copy(), w.copy(), b.copy()]
+            args_m = [x.copy(), w.copy(), b.copy()]
+            args_p[which][idx] += h
+            args_m[which][idx] -= h
+            num = (loss(*args_p) - loss(*args_m)) / (2 * h)
+            assert abs(num - grad[idx]) < 1e-6 * max(1.0, abs(num)), (which, idx, num, grad[idx])
+
+
+def torch_conv(torch, x, w, b, cfg):
+    F = torch.nn.functional
+    p = cfg["padding"]
+    if np.isscalar(p):
+        p = (p, p, p, p)
+    elif len(p) == 2:
+        p = (p[0], p[0], p[1], p[1])
+    xt = torch.from_numpy(x).requires_grad_()
+    wt = torch.from_numpy(w).requires_grad_()
+    bt = torch.from_numpy(b).requires_grad_()
+    xp = F.pad(xt, (p[2], p[3], p[0], p[1]))  # F.pad: (left, right, top, bottom)
+    out = F.conv2d(xp, wt, bt, stride=cfg["stride"], dilation=cfg["dilation"], groups=cfg["groups"])
+    return xt, wt, bt, out
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)
+def test_matches_torch(cfg, dtype, torch):
+    x, w, b, dout = make_inputs(cfg, dtype, seed=5)
+    out, dx, dw, db = run_all(x, w, b, dout, cfg)
+    xt, wt, bt, ot = torch_conv(torch, x, w, b, cfg)
+    ot.backward(torch.from_numpy(dout))
+    taps = w.shape[1] * cfg["KH"] * cfg["KW"]
+    close(out, ot.detach().numpy().astype(np.float64), dtype, taps)
+    close(dx, xt.grad.numpy().astype(np.float64), dtype, cfg["F"] * cfg["KH"] * cfg["KW"])
+    close(dw, wt.grad.numpy().astype(np.float64), dtype, dout[:, 0].size)
+    close(db, bt.grad.numpy().astype(np.float64), dtype, dout[:, 0].size)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [((2, 16, 33, 31), (24, 16, 3, 3), 1, 1), ((1, 8, 70, 70), (16, 8, 3, 3), 1, 1),
+                                   ((3, 32, 20, 20), (64, 32, 1, 1), 0, 1), ((5, 12, 17, 17), (12, 1, 3, 3), 1, 12)])
+def test_larger_shapes(shape, dtype):
+    # Sizes that cross the gemm's tile/panel edges, the im2col chunking and the
+    # batch-parallel split (batch 5 on 2 threads runs serial-over-images).
+    xs, ws, pad, groups = shape
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[0]).astype(dtype)
+    out = _core.conv2d_forward(x, w, b, padding=pad, groups=groups)
+    taps = ws[1] * ws[2] * ws[3]
+    close(out, ref.conv2d_forward(x, w, b, padding=pad, groups=groups), dtype, taps)
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    dx = _core.conv2d_backward_input(dout, w, xs[2:], padding=pad, groups=groups)
+    dw, db = _core.conv2d_backward_weight(dout, x, ws[2:], padding=pad, groups=groups)
+    rdx, rdw, rdb = ref.conv2d_backward(dout, x, w, padding=pad, groups=groups)
+    close(dx, rdx, dtype, ws[0] * ws[2] * ws[3])
+    close(dw, rdw, dtype, out[:, 0].size)
+    close(db, rdb, dtype, out[:, 0].size)
+
+
+def test_bias_false_and_none():
+    x, w, b, dout = make_inputs(CONFIGS[1], np.float32, seed=7)
+    dw, db = _core.conv2d_backward_weight(dout, x, w.shape[2:], **conv_kwargs(CONFIGS[1]), bias=False)
+    assert db is None and dw.shape == w.shape
+    out = _core.conv2d_forward(x, w, None, **conv_kwargs(CONFIGS[1]))
+    close(out, ref.conv2d_forward(x, w, None, **conv_kwargs(CONFIGS[1])), np.float32, w[0].size)
+
+
+# ---- validation -------------------------------------------------------------------
+X = np.zeros((2, 4, 9, 9), np.float32)
+Wt = np.zeros((8, 4, 3, 3), np.float32)
+DOUT = np.zeros((2, 8, 7, 7), np.float32)
+
+BAD = [
+    ("ndim x", _core.conv2d_forward, (X[0], Wt), {}, ValueError, r"x must be 4-D"),
+    ("ndim w", _core.conv2d_forward, (X, Wt[0]), {}, ValueError, r"w must be 4-D"),
+    ("channels", _core.conv2d_forward, (X, np.zeros((8, 3, 3, 3), np.float32)), {}, ValueError,
+     r"w expects 3 input channels per group but x has 4 channels \(groups=1\); x shape \(2, 4, 9, 9\), "
+     r"w shape \(8, 3, 3, 3\)"),
+    ("F % groups", _core.conv2d_forward, (X, np.zeros((7, 2, 3, 3), np.float32)), {"groups": 2}, ValueError,
+     r"F=7 is not divisible by groups=2"),
+    ("C % groups", _core.conv2d_forward, (X, np.zeros((6, 1, 3, 3), np.float32)), {"groups": 3}, ValueError,
+     r"C=4 is not divisible by groups=3"),
+    ("groups 0", _core.conv2d_forward, (X, Wt), {"groups": 0}, ValueError, r"groups must be >= 1"),
+    ("stride 0", _core.conv2d_forward, (X, Wt), {"stride": 0}, ValueError, r"stride must be >= 1"),
+    ("dilation 0", _core.conv2d_forward, (X, Wt), {"dilation": (1, 0)}, ValueError, r"dilation must be >= 1"),
+    ("padding < 0", _core.conv2d_forward, (X, Wt), {"padding": (0, 1, -1, 0)}, ValueError,
+     r"padding must be non-negative"),
+    ("padding len 3", _core.conv2d_forward, (X, Wt), {"padding": (1, 1, 1)}, ValueError, r"padding must be"),
+    ("stride str", _core.conv2d_forward, (X, Wt), {"stride": "2"}, TypeError, r"stride must be"),
+    ("stride float", _core.conv2d_forward, (X, Wt), {"stride": 1.5}, TypeError, r"stride must be"),
+    ("kernel too big", _core.conv2d_forward, (X, np.zeros((8, 4, 12, 3), np.float32)), {}, ValueError,
+     r"larger than the padded input"),
+    ("kernel too big dil", _core.conv2d_forward, (X, Wt), {"dilation": 5}, ValueError,
+     r"larger than the padded input"),
+    ("empty x", _core.conv2d_forward, (np.zeros((0, 4, 9, 9), np.float32), Wt), {}, ValueError, r"x is empty"),
+    ("empty w", _core.conv2d_forward, (X, np.zeros((0, 4, 3, 3), np.float32)), {}, ValueError, r"w is empty"),
+    ("bias length", _core.conv2d_forward, (X, Wt, np.zeros(7)), {}, ValueError, r"b must have shape \(8,\)"),
+    ("bias 2-D", _core.conv2d_forward, (X, Wt, np.zeros((8, 1))), {}, ValueError, r"b must have shape \(8,\)"),
+    ("x int", _core.conv2d_forward, (X.astype(np.int32), Wt), {}, TypeError, r"x must be float32 or float64"),
+    ("x bool", _core.conv2d_forward, (X.astype(bool), Wt), {}, TypeError, r"x must be float32 or float64"),
+    ("x complex", _core.conv2d_forward, (X.astype(np.complex64), Wt), {}, TypeError, r"x must be float32"),
+    ("x float16", _core.conv2d_forward, (X.astype(np.float16), Wt), {}, TypeError, r"x must be float32"),
+    ("x list of ints", _core.conv2d_forward, ([[[[1]]]], Wt), {}, TypeError, r"x must be float32"),
+    ("w complex", _core.conv2d_forward, (X, Wt.astype(np.complex64)), {}, TypeError, r"w has unsupported dtype"),
+    ("bi dout shape", _core.conv2d_backward_input, (DOUT[:, :, :6], Wt, (9, 9)), {}, ValueError,
+     r"dout must have shape \(2, 8, 7, 7\)"),
+    ("bi dout F", _core.conv2d_backward_input, (DOUT[:, :5], Wt, (9, 9)), {}, ValueError, r"dout must have shape"),
+    ("bi hw", _core.conv2d_backward_input, (DOUT, Wt, (9, 0)), {}, ValueError, r"input_hw must be >= 1"),
+    ("bi hw small", _core.conv2d_backward_input, (DOUT, Wt, (2, 9)), {}, ValueError, r"larger than the padded"),
+    ("bi dout int", _core.conv2d_backward_input, (DOUT.astype(np.int64), Wt, (9, 9)), {}, TypeError,
+     r"dout must be float32 or float64"),
+    ("bi ndim", _core.conv2d_backward_input, (DOUT[0], Wt, (9, 9)), {}, ValueError, r"dout must be 4-D"),
+    ("bw dout shape", _core.conv2d_backward_weight, (DOUT[:, :, :, :5], X, (3, 3)), {}, ValueError,
+     r"dout must have shape \(2, 8, 7, 7\)"),
+    ("bw batch", _core.conv2d_backward_weight, (DOUT[:1], X, (3, 3)), {}, ValueError, r"dout must have shape"),
+    ("bw kernel", _core.conv2d_backward_weight, (DOUT, X, (0, 3)), {}, ValueError, r"kernel_hw must be >= 1"),
+    ("bw C % groups", _core.conv2d_backward_weight, (DOUT, X, (3, 3)), {"groups": 3}, ValueError,
+     r"C=4 is not divisible by groups=3"),
+    ("bw F % groups", _core.conv2d_backward_weight, (DOUT[:, :6], X, (3, 3)), {"groups": 4}, ValueError,
+     r"F=6 is not divisible by groups=4"),
+    ("bw empty x", _core.conv2d_backward_weight, (DOUT, X[:, :, :0], (3, 3)), {}, ValueError, r"x is empty"),
+]
+
+
+@pytest.mark.parametrize("case", BAD, ids=[c[0] for c in BAD])
+def test_bad_input_raises(case):
+    _, fn, args, kwargs, exc, pattern = case
+    with pytest.raises(exc, match=pattern):
+        fn(*args, **kwargs)
+
+
+def test_secondary_args_are_converted_and_inputs_untouched():
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((2, 4, 9, 8)).astype(np.float32)
+    w = rng.standard_normal((4, 6, 3, 3)).transpose(1, 0, 3, 2)  # float64, not contiguous: (6, 4, 3, 3)
+    b = np.arange(12, dtype=np.int64)[::2]  # int, strided
+    x_nc = np.asfortranarray(x)  # primary argument non-contiguous too
+    copies = [a.copy() for a in (x_nc, w, b)]
+    out = _core.conv2d_forward(x_nc, w, b, padding=1)
+    assert out.dtype == np.float32
+    close(out, ref.conv2d_forward(x, w, b, padding=1), np.float32, 36)
+    for a, c in zip((x_nc, w, b), copies):
+        np.testing.assert_array_equal(a, c)
+    w16 = w.astype(np.float16)
+    out16 = _core.conv2d_forward(x, w16, None, padding=1)
+    close(out16, ref.conv2d_forward(x, w16.astype(np.float64), None, padding=1), np.float32, 36)
+    dout = rng.standard_normal(out.shape)[:, :, :, ::-1]  # negative strides, float64 primary
+    d0 = dout.copy()
+    dx = _core.conv2d_backward_input(dout, w.astype(np.float32), [9, 8], padding=1)
+    dw, db = _core.conv2d_backward_weight(dout, x, np.array([3, 3]), padding=1)
+    assert dx.dtype == dw.dtype == db.dtype == np.float64
+    rdx, rdw, rdb = ref.conv2d_backward(dout, x, w.astype(np.float32), padding=1)
+    close(dx, rdx, np.float64, 54)
+    close(dw, rdw, np.float64, 72)
+    np.testing.assert_array_equal(dout, d0)
+
+
+def test_threads_give_serial_results():
+    rng = np.random.default_rng(10)
+    jobs = []
+    for i in range(4):
+        x = rng.standard_normal((2 + i % 2, 8, 20 + i, 19)).astype(np.float32)
+        w = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
+        jobs.append((x, w))
+    serial = [_core.conv2d_forward(x, w, None, padding=1) for x, w in jobs]
+    results = [None] * 4
+    errors = []
+
+    def work(i):
+        try:
+            for _ in range(5):
+                results[i] = _core.conv2d_forward(jobs[i][0], jobs[i][1], None, padding=1)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for r, s in zip(results, serial):
+        np.testing.assert_array_equal(r, s)
+
+
+SIMD_SCRIPT = r"""
+import numpy as np, sys
+sys.path.insert(0, {tests!r})
+import reference_conv as ref
+from gradvis import _core
+assert _core.simd_level() == {level!r}, _core.simd_level()
+rng = np.random.default_rng(0)
+for dt, tol in ((np.float32, 1e-4), (np.float64, 1e-11)):
+    x = rng.standard_normal((2, 5, 13, 11)).astype(dt)
+    w = rng.standard_normal((7, 5, 3, 3)).astype(dt)
+    b = rng.standard_normal(7).astype(dt)
+    r = ref.conv2d_forward(x, w, b, stride=(1, 2), padding=(1, 0, 2, 1))
+    o = _core.conv2d_forward(x, w, b, stride=(1, 2), padding=(1, 0, 2, 1))
+    assert np.abs(o - r).max() < tol * np.abs(r).max(), ("forward", dt)
+    dout = rng.standard_normal(o.shape).astype(dt)
+    rdx, rdw, _ = ref.conv2d_backward(dout, x, w, stride=(1, 2), padding=(1, 0, 2, 1))
+    dx = _core.conv2d_backward_input(dout, w, (13, 11), stride=(1, 2), padding=(1, 0, 2, 1))
+    dw, _ = _core.conv2d_backward_weight(dout, x, (3, 3), stride=(1, 2), padding=(1, 0, 2, 1))
+    assert np.abs(dx - rdx).max() < tol * np.abs(rdx).max(), ("dx", dt)
+    assert np.abs(dw - rdw).max() < tol * np.abs(rdw).max(), ("dw", dt)
+    a = rng.standard_normal((37, 45)).astype(dt)
+    c = rng.standard_normal((45, 29)).astype(dt)
+    assert np.abs(_core.gemm(a, c) - a.astype(np.float64) @ c).max() < tol * 10, ("gemm", dt)
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("level", ["avx2", "scalar"])
+def test_simd_paths(level):
+    import gradvis
+
+    if level == "avx2" and gradvis.simd_level() == "scalar":
+        pytest.skip("this CPU has no AVX2")
+    env = dict(os.environ, GRADVIS_SIMD=level)
+    script = SIMD_SCRIPT.format(tests=os.path.dirname(os.path.abspath(__file__)), level=level)
+    res = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "ok" in res.stdout

@@ -1,24 +1,12 @@
 """gradvis.Model: gradients (finite differences, PyTorch), partial passes, errors, pre-processing."""
-import os
-
 import numpy as np
 import pytest
 
 import gradvis
+from conftest import require_torch
 from gradvis.architectures import default_net
 from gradvis.model import (Add, AvgPool2d, BatchNorm1d, BatchNorm2d, Concat, Conv2d, Dropout, Flatten,
                            GlobalAvgPool, LeakyReLU, Linear, MaxPool2d, Model, ReLU, ReLU6)
-
-
-def require_torch():
-    """torch, or skip; under CI (CI set) a missing torch fails instead."""
-    try:
-        import torch
-    except ImportError as e:
-        if os.environ.get("CI"):
-            pytest.fail(f"torch is required when CI is set: {e}")
-        pytest.skip("torch is not installed")
-    return torch
 
 
 def graph_net(seed=0, dropout=0.0):

@@ -9,7 +9,7 @@ from gradvis.serialization import load_model
 from gradvis.train import (SGD, AdamW, CosineWarmup, OneCycle, StepLR, TrainConfig, augment_batch,
                            random_crop, random_flip, train)
 
-from test_model import require_torch
+from conftest import require_torch
 
 
 def _params(seed=0):

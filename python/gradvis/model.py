@@ -104,6 +104,10 @@ class Layer:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
         return f"{self.type}({args})"
 
+    def describe(self):
+        """A short one-line description for :meth:`Model.summary`."""
+        return self.type
+
 
 class Conv2d(Layer):
     """2-D convolution (cross-correlation). weight (F, C // groups, KH, KW), bias (F,).
@@ -169,6 +173,15 @@ class Conv2d(Layer):
     def _param(self):
         return dict(stride=self.stride, pad=self.padding, dilation=self.dilation, groups=self.groups)
 
+    def describe(self):
+        k, st, d = self.kernel_size, self.stride, self.dilation
+        extra = "" if st == (1, 1) else f" stride {st[0]}" if st[0] == st[1] else f" stride {st}"
+        extra += "" if d == (1, 1) else f" dilation {d}"
+        extra += "" if self.groups == 1 else f" groups {self.groups}"
+        extra += "" if self.bias else " no bias"
+        pad = self.padding[0] if len(set(self.padding)) == 1 else self.padding
+        return f"Conv2d {self.in_channels}->{self.out_channels} {k[0]}x{k[1]} pad {pad}{extra}"
+
     def forward(self, inputs, params, buffers, mode, rng):
         x = inputs[0]
         self.output_shape([x.shape[1:]] if x.ndim == 4 else [x.shape])
@@ -192,6 +205,9 @@ class _BatchNorm(Layer):
 
     def config(self):
         return dict(num_features=self.num_features, eps=self.eps, momentum=self.momentum)
+
+    def describe(self):
+        return f"{self.type} {self.num_features}"
 
     @property
     def param_shapes(self):
@@ -294,6 +310,11 @@ class _Pool(Layer):
     def config(self):
         return dict(kernel_size=list(self.kernel_size), stride=list(self.stride),
                     padding=list(self.padding), ceil_mode=self.ceil_mode)
+
+    def describe(self):
+        k, st = self.kernel_size, self.stride
+        pad = "" if not any(self.padding) else f" pad {self.padding}"
+        return f"{self.type} {k[0]}x{k[1]} stride {st[0] if st[0] == st[1] else st}{pad}"
 
     def _param(self):
         return {"pool_height": self.kernel_size[0], "pool_width": self.kernel_size[1],
@@ -399,6 +420,9 @@ class Linear(Layer):
 
     def config(self):
         return dict(in_features=self.in_features, out_features=self.out_features, bias=self.bias)
+
+    def describe(self):
+        return f"Linear {self.in_features}->{self.out_features}" + ("" if self.bias else " no bias")
 
     @property
     def param_shapes(self):
@@ -700,7 +724,7 @@ class Model:
         for node in self.nodes:
             n = sum(self.params[f"{node.name}.{k}"].size for k in node.layer.param_shapes)
             ins = ",".join(node.inputs)
-            rows.append((node.name, repr(node.layer), ins, "x".join(map(str, shapes[node.name])), str(n)))
+            rows.append((node.name, node.layer.describe(), ins, "x".join(map(str, shapes[node.name])), str(n)))
         widths = [max(len(r[i]) for r in rows) for i in range(5)]
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
         lines.append(f"total parameters: {self.num_parameters():,}")

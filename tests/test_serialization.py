@@ -187,6 +187,8 @@ def test_load_cs231n_h5_errors(tmp_path, monkeypatch):
     p = _write_cs231n_h5(tmp_path / "m.h5", (4,) * 9, hidden=6, classes=3, mean_image=False)
     m = load_cs231n_h5(p)
     np.testing.assert_allclose(m.mean, [121.55, 113.05, 99.85])     # TinyImageNet's mean
+    given = np.random.default_rng(0).uniform(0, 255, (64, 64, 3))
+    np.testing.assert_allclose(load_cs231n_h5(p, mean=given).mean, given.transpose(2, 0, 1), rtol=1e-6)
     with h5py.File(p, "a") as f:
         del f["running_var3"]
     with pytest.raises(ValueError, match="running_var3"):

@@ -187,15 +187,16 @@ def load_model(path):
 
 
 # ---------------------------------------------------------------------------- CS231n 2016
-def load_cs231n_h5(path, class_names=None, wnids=None):
+def load_cs231n_h5(path, class_names=None, wnids=None, mean=None):
     """Load CS231n 2016's ``pretrained_model.h5`` as a :class:`Model`.
 
     The file holds ``W0..W10``, ``b0..b10``, ``gamma0..gamma9``, ``beta0..beta9``,
     ``running_mean0..9``, ``running_var0..9`` (conv weights (F, C, k, k), affine
     weights (D, M)); widths and filter sizes are read from the shapes. The input
-    is mean-image subtracted: ``mean_image`` from the file if present (as
-    (3, 64, 64) or (64, 64, 3)), else TinyImageNet-100-A's per-channel mean.
-    Requires h5py.
+    is mean-image subtracted: ``mean`` if given (a (3, 64, 64) / (64, 64, 3) mean
+    image, e.g. ``ds.X_train.mean(0)``, or a per-channel (3,) mean), else
+    ``mean_image`` from the file if present, else TinyImageNet-100-A's
+    per-channel mean. Requires h5py.
     """
     try:
         import h5py
@@ -226,11 +227,12 @@ def load_cs231n_h5(path, class_names=None, wnids=None):
         if hidden is None or last not in f:
             raise ValueError(f"{path}: missing affine weights W{convs}/W{convs + 1}")
         num_classes = f[last].shape[1]
-        mean = None
-        for key in ("mean_image", "mean"):
+        for key in (() if mean is not None else ("mean_image", "mean")):
             if key in f:
                 mean = np.asarray(f[key], dtype=np.float32)
                 break
+        if mean is not None:
+            mean = np.asarray(mean, np.float32)
         if mean is not None and mean.ndim == 3 and mean.shape[-1] == 3 and mean.shape[0] != 3:
             mean = mean.transpose(2, 0, 1)
         input_size = mean.shape[-1] if mean is not None and mean.ndim == 3 else 64

@@ -1,19 +1,40 @@
-"""gradvis: see what a convolutional network sees through its gradients."""
+"""gradvis: see what a convolutional network sees through its gradients.
+
+The five algorithms of CS231n's "image gradients" and "image generation"
+lessons on a fast C++ core: :func:`compute_saliency_maps`,
+:func:`make_fooling_image`, :func:`create_class_visualization`,
+:func:`invert_features` and :func:`deepdream`, on a :class:`Model` such as the
+bundled TinyImageNet-100-A network from :func:`load_pretrained`.
+"""
 from . import _core
 from . import layers
 from ._core import has_cuda, has_openmp, get_num_threads, set_num_threads, simd_level
-from .model import Model
+from .model import (Add, AvgPool2d, BatchNorm1d, BatchNorm2d, Concat, Conv2d, Dropout, Flatten,
+                    GlobalAvgPool, LeakyReLU, Linear, MaxPool2d, Model, ReLU, ReLU6)
 from .serialization import load_model, load_cs231n_h5
 from .models import load_pretrained
+from .saliency import compute_saliency_maps, smoothgrad_saliency_maps
+from .fooling import make_fooling_image
+from .class_visualization import create_class_visualization
+from .inversion import invert_features
+from .deepdream import deepdream
 
 __version__ = "0.1.0"
 
 __all__ = [
     "layers",
     "Model",
+    "Conv2d", "BatchNorm2d", "BatchNorm1d", "ReLU", "ReLU6", "LeakyReLU", "MaxPool2d",
+    "AvgPool2d", "GlobalAvgPool", "Flatten", "Linear", "Dropout", "Add", "Concat",
     "load_model",
     "load_cs231n_h5",
     "load_pretrained",
+    "compute_saliency_maps",
+    "smoothgrad_saliency_maps",
+    "make_fooling_image",
+    "create_class_visualization",
+    "invert_features",
+    "deepdream",
     "has_cuda",
     "has_openmp",
     "get_num_threads",

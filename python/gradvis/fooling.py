@@ -72,6 +72,9 @@ def make_fooling_image(X, target_y, model, learning_rate=1.0, max_iter=100, norm
     lo, hi = (None, None)
     if clip:
         lo, hi = _checks.valid_range(model, X.shape, X.dtype)
+        # A pixel already outside the valid range is not pulled in: that would be
+        # a change the budget did not allow.
+        lo, hi = np.minimum(lo, X), np.maximum(hi, X)
 
     X_fool = X.copy()
     iterations = np.zeros(n, dtype=np.int64)
@@ -99,7 +102,7 @@ def make_fooling_image(X, target_y, model, learning_rate=1.0, max_iter=100, norm
         if eps is not None:
             Xm = X[move] + _project(Xm - X[move], eps, norm)
         if clip:
-            Xm = np.clip(Xm, lo, hi)
+            Xm = np.clip(Xm, lo[move], hi[move])
         X_fool[move] = Xm
         iterations[move] += 1
         if callback is not None:

@@ -17,7 +17,7 @@ import numpy as np
 from . import _core
 
 __all__ = [
-    "conv_forward", "conv_backward",
+    "conv_forward", "conv_backward", "conv_backward_input", "conv_backward_weight",
     "max_pool_forward", "max_pool_backward",
     "avg_pool_forward", "avg_pool_backward",
     "global_avg_pool_forward", "global_avg_pool_backward",
@@ -134,11 +134,23 @@ def conv_forward(x, w, b, conv_param):
 
 def conv_backward(dout, cache):
     """Gradients of :func:`conv_forward`: returns (dx, dw, db); db is None if b was None."""
+    dx = conv_backward_input(dout, cache)
+    dw, db = conv_backward_weight(dout, cache)
+    return dx, dw, db
+
+
+def conv_backward_input(dout, cache):
+    """Only dx of :func:`conv_backward` (what image-gradient algorithms need)."""
     x, w, has_bias, stride, pad, dilation, groups = cache
     dout = _like(dout, x.dtype, "dout")
-    dx = _core.conv2d_backward_input(dout, w, x.shape[2:], stride, pad, dilation, groups)
-    dw, db = _core.conv2d_backward_weight(dout, x, w.shape[2:], stride, pad, dilation, groups, has_bias)
-    return dx, dw, db
+    return _core.conv2d_backward_input(dout, w, x.shape[2:], stride, pad, dilation, groups)
+
+
+def conv_backward_weight(dout, cache):
+    """Only (dw, db) of :func:`conv_backward`; db is None if b was None."""
+    x, w, has_bias, stride, pad, dilation, groups = cache
+    dout = _like(dout, x.dtype, "dout")
+    return _core.conv2d_backward_weight(dout, x, w.shape[2:], stride, pad, dilation, groups, has_bias)
 
 
 # --------------------------------------------------------------------------- pooling

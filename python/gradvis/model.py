@@ -65,6 +65,13 @@ def _pad4(v, what="padding"):
     return (int(v),) * 4
 
 
+class LayerNotFoundError(KeyError, ValueError):
+    """An unknown layer name; both a KeyError (a lookup) and a ValueError (a bad argument)."""
+
+    def __str__(self):
+        return str(self.args[0]) if self.args else ""
+
+
 class Layer:
     """Base class of a node's computation.
 
@@ -95,6 +102,16 @@ class Layer:
 
     def init_buffers(self, dtype):
         return {k: np.zeros(s, dtype) for k, s in self.buffer_shapes.items()}
+
+    def backward_inputs(self, dout, cache):
+        """Only the input gradients (a list); layers whose parameter gradients
+        cost real work override it. Used for gradients with respect to images."""
+        return self.backward(dout, cache)[0]
+
+    def backward_params(self, dout, cache):
+        """Only the parameter gradients (a dict): the first layer of a training
+        pass needs no input gradient."""
+        return self.backward(dout, cache)[1]
 
     def output_shape(self, input_shapes):
         """Shape (without the batch axis) of the output, or raise ValueError."""
@@ -188,11 +205,14 @@ class Conv2d(Layer):
         return L.conv_forward(x, params["weight"], params.get("bias"), self._param())
 
     def backward(self, dout, cache):
-        dx, dw, db = L.conv_backward(dout, cache)
-        grads = {"weight": dw}
-        if self.bias:
-            grads["bias"] = db
-        return [dx], grads
+        return self.backward_inputs(dout, cache), self.backward_params(dout, cache)
+
+    def backward_inputs(self, dout, cache):
+        return [L.conv_backward_input(dout, cache)]
+
+    def backward_params(self, dout, cache):
+        dw, db = L.conv_backward_weight(dout, cache)
+        return {"weight": dw, "bias": db} if self.bias else {"weight": dw}
 
 
 class _BatchNorm(Layer):
@@ -671,7 +691,7 @@ class Model:
             return k % len(self.nodes)
         if isinstance(key, str):
             if key not in self._index:
-                raise KeyError(f"no layer named {key!r}{self._suggest(key)} "
+                raise LayerNotFoundError(f"no layer named {key!r}{self._suggest(key)} "
                                f"(layers: {', '.join(self.layer_names)})")
             return self._index[key]
         raise TypeError(f"a layer is named by a str or an int index, got {type(key).__name__}")
@@ -814,18 +834,23 @@ class Model:
                  "shapes": {k: v.shape for k, v in tensors.items()}}
         return result, cache
 
-    def backward(self, dout, cache):
+    def backward(self, dout, cache, param_grads=True, input_grad=True):
         """Backward of :meth:`forward`.
 
         Args:
             dout: d(loss)/d(out): an array shaped like the last node's output, or,
                 when forward had ``outputs``, a dict name -> gradient (missing = 0).
             cache: from :meth:`forward`.
+            param_grads: compute parameter gradients. The image-gradient
+                algorithms pass False and skip the weight-gradient kernels.
+            input_grad: compute dX. Training passes False and skips the first
+                layer's input gradient.
 
         Returns:
-            (dX, grads): the gradient w.r.t. forward's X and a dict parameter name ->
-            gradient for every parameter of the nodes run (zeros where the loss
-            does not depend on it).
+            (dX, grads): the gradient w.r.t. forward's X (None when input_grad is
+            False) and a dict parameter name -> gradient for every parameter of
+            the nodes run (zeros where the loss does not depend on it; empty when
+            param_grads is False).
         """
         s, e = cache["start"], cache["end"]
         dtype = cache["dtype"]
@@ -856,14 +881,24 @@ class Model:
             node = self.nodes[i]
             g = grads_t.pop(node.name, None)
             if g is None:
-                for k, shp in node.layer.param_shapes.items():
-                    grads[f"{node.name}.{k}"] = np.zeros(shp, dtype)
+                if param_grads:
+                    for k, shp in node.layer.param_shapes.items():
+                        grads[f"{node.name}.{k}"] = np.zeros(shp, dtype)
                 continue
-            dins, dparams = node.layer.backward(g, cache["caches"][i - s])
+            c = cache["caches"][i - s]
+            need_inputs = input_grad or any(t != cache["bound"] for t in node.inputs)
+            if param_grads and need_inputs:
+                dins, dparams = node.layer.backward(g, c)
+            elif param_grads:
+                dins, dparams = [], node.layer.backward_params(g, c)
+            else:
+                dins, dparams = node.layer.backward_inputs(g, c), {}
             for k, v in dparams.items():
                 grads[f"{node.name}.{k}"] = v
             for t, d in zip(node.inputs, dins):
                 accumulate(t, d)
+        if not input_grad:
+            return None, grads
         dX = grads_t.get(cache["bound"])
         if dX is None:
             dX = np.zeros(cache["X_shape"], dtype)
@@ -883,7 +918,7 @@ class Model:
             return scores
         scores, cache = self.forward(X, mode=mode)
         loss, dscores = softmax_cross_entropy(scores, y, label_smoothing)
-        _, grads = self.backward(dscores, cache)
+        _, grads = self.backward(dscores, cache, input_grad=False)
         return loss, grads
 
     def predict(self, X, batch_size=256):

@@ -348,7 +348,7 @@ def train(model, data, config=None, run_dir=None, resume=False, log=print, on_st
         loss, dscores = softmax_cross_entropy(scores, yb, cfg.label_smoothing)
         if not math.isfinite(loss):
             raise FloatingPointError(f"loss became {loss} at step {step}; lower the learning rate")
-        _, grads = model.backward(dscores, cache)
+        _, grads = model.backward(dscores, cache, input_grad=False)
         lr = schedule(step)
         opt.step(model.params, grads, lr)
         step += 1

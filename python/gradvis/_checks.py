@@ -30,6 +30,15 @@ def images(X, model, name="X"):
     return np.ascontiguousarray(arr)
 
 
+def pixel_scale(model, dtype=np.float32):
+    """0-255 pixel units per model input unit, per channel, shaped (1, C, 1, 1).
+
+    Step sizes and budgets given "in pixels" are divided by it, so that one set of
+    defaults suits a model fed 0-255 values and one fed (x/255 - mean)/std alike.
+    """
+    return np.asarray(model.std, dtype).reshape(1, -1, 1, 1)
+
+
 def valid_range(model, shape, dtype=np.float32):
     """(lo, hi) of valid inputs, broadcastable to images of ``shape`` (N, C, H, W)."""
     lo, hi = model.input_range()

@@ -13,7 +13,7 @@ __all__ = ["create_class_visualization"]
 
 def create_class_visualization(target_y, model, num_iterations=200, learning_rate=None, l2_reg=1e-3,
                                blur_every=10, blur_sigma=0.5, blur_kind="gaussian", max_jitter=4,
-                               normalize_grad=True, clip=True, init=None, init_scale=0.5,
+                               normalize_grad=True, clip=True, init=None, init_scale=10.0,
                                image_size=None, seed=0, callback=None):
     """Gradient ascent from noise on ``score_y(X) - l2_reg * ||X||^2``.
 
@@ -23,16 +23,19 @@ def create_class_visualization(target_y, model, num_iterations=200, learning_rat
     iterations blur (Gaussian of ``blur_sigma`` pixels, or CS231n's 3x3
     smoothing with ``blur_kind='cs231n'``).
 
-    With ``normalize_grad`` (the default) the step is ``learning_rate * g /
-    mean(|g|)``, so one learning rate suits every model and class; set it False
-    and ``learning_rate`` to the course's values (2016: 10000 on 0-255 inputs,
-    2017: 25) for the plain step.
+    With ``normalize_grad`` (the default) the ascent works in 0-255 pixel units,
+    whatever the model's input normalization: the step moves pixels by
+    ``learning_rate * g / mean(|g|)`` pixels (g the gradient with respect to pixel
+    values) and the L2 penalty acts on pixel values, so one set of defaults suits
+    every model and class. With ``normalize_grad=False`` the step is the course's
+    plain ``X += learning_rate * (g - 2 * l2_reg * X)`` in the model's input space
+    (2016: learning_rate 10000, l2_reg 1e-6 on 0-255 inputs; 2017: 25 and 1e-3).
 
     Args:
         target_y: class index, or a sequence of class indices (one image each).
         model: a :class:`gradvis.Model`.
         num_iterations: gradient steps.
-        learning_rate: step size; default 0.05 normalized (or 25 plain).
+        learning_rate: step size; default 1.0 pixel normalized (25 plain).
         l2_reg: weight of the L2 penalty on the image.
         blur_every: blur every this many iterations (0: never).
         blur_sigma: Gaussian standard deviation in pixels.
@@ -41,7 +44,7 @@ def create_class_visualization(target_y, model, num_iterations=200, learning_rat
         normalize_grad: normalize the gradient by its mean absolute value.
         clip: keep the image inside ``model.input_range()``.
         init: starting images (N, C, H, W) in input space instead of noise.
-        init_scale: standard deviation of the starting noise, in input units.
+        init_scale: standard deviation of the starting noise, in pixels.
         image_size: (H, W) of the image; default the model's input size.
         seed: int or numpy Generator for the noise and the jitter.
         callback: ``callback(t, X, info)`` after every iteration; info has
@@ -60,7 +63,7 @@ def create_class_visualization(target_y, model, num_iterations=200, learning_rat
     targets = _checks.labels(targets, n, model, name="target_y")
     num_iterations = _checks.positive_int(num_iterations, "num_iterations", allow_zero=True)
     if learning_rate is None:
-        learning_rate = 0.05 if normalize_grad else 25.0
+        learning_rate = 1.0 if normalize_grad else 25.0
     learning_rate = _checks.nonneg_float(learning_rate, "learning_rate", positive=True)
     l2_reg = _checks.nonneg_float(l2_reg, "l2_reg")
     blur_every = _checks.positive_int(blur_every, "blur_every", allow_zero=True)
@@ -74,7 +77,9 @@ def create_class_visualization(target_y, model, num_iterations=200, learning_rat
             raise ValueError(f"init has {X.shape[0]} images but target_y names {n} classes")
     else:
         h, w = image_size if image_size is not None else model.input_shape[1:]
-        X = (init_scale * rng.standard_normal((n, model.input_shape[0], int(h), int(w)))).astype(np.float32)
+        X = (init_scale * rng.standard_normal((n, model.input_shape[0], int(h), int(w)))
+             / _checks.pixel_scale(model)).astype(np.float32)
+    px = _checks.pixel_scale(model)
     lo, hi = _checks.valid_range(model, X.shape)
     if clip:
         X = np.clip(X, lo, hi)
@@ -86,9 +91,12 @@ def create_class_visualization(target_y, model, num_iterations=200, learning_rat
         g = input_gradient(model, one_hot(n, scores.shape[1], targets, scores.dtype), cache)
         g = unjitter(g, oy, ox)
         if normalize_grad:
-            g = g / np.maximum(np.abs(g).mean(axis=(1, 2, 3), keepdims=True), 1e-12)
-        g = g - 2.0 * l2_reg * X
-        X = X + learning_rate * g
+            gp = g / px                      # gradient with respect to pixel values
+            gp = gp / np.maximum(np.abs(gp).mean(axis=(1, 2, 3), keepdims=True), 1e-12)
+            gp = gp - 2.0 * l2_reg * (X * px)
+            X = X + (learning_rate * gp) / px
+        else:
+            X = X + learning_rate * (g - 2.0 * l2_reg * X)
         if clip:
             X = np.clip(X, lo, hi)
         if blur_every and (t + 1) % blur_every == 0:

@@ -16,8 +16,10 @@ def deepdream(X, layer, model, num_iterations=20, learning_rate=None, max_jitter
     """Gradient ascent on ``0.5 * ||a||^2``, the squared activations of ``layer``.
 
     The CS231n version is ``octaves=1, normalize_grad=False`` (step
-    ``learning_rate * g``, learning_rate 5 on 0-255 inputs). The original
-    DeepDream normalizes the step, ``learning_rate * g / mean(|g|)``, and works on
+    ``learning_rate * g`` in the model's input space, learning_rate 5 on 0-255
+    inputs). The original DeepDream normalizes the step, moving pixels by
+    ``learning_rate * g / mean(|g|)`` in 0-255 units (g the gradient with respect
+    to pixel values, whatever the model's input normalization), and works on
     a pyramid of ``octaves`` scales, each ``octave_scale`` times smaller: it starts
     at the smallest, and after ``num_iterations`` steps there carries the *detail*
     it added (result minus that octave's image) up to the next scale. Every step
@@ -29,7 +31,7 @@ def deepdream(X, layer, model, num_iterations=20, learning_rate=None, max_jitter
         layer: name or index of the layer to amplify (its output).
         model: a :class:`gradvis.Model`.
         num_iterations: steps per octave.
-        learning_rate: step size; default 0.02 normalized (5.0 plain), in input units.
+        learning_rate: step size; default 1.5 pixels normalized (5.0 plain, input units).
         max_jitter: largest random roll in pixels (scaled down with the octave).
         octaves: number of scales (1: single scale, as in CS231n).
         octave_scale: ratio between successive scales.
@@ -51,7 +53,7 @@ def deepdream(X, layer, model, num_iterations=20, learning_rate=None, max_jitter
     X = _checks.images(X, model).astype(np.float32)
     num_iterations = _checks.positive_int(num_iterations, "num_iterations", allow_zero=True)
     if learning_rate is None:
-        learning_rate = 0.02 if normalize_grad else 5.0
+        learning_rate = 1.5 if normalize_grad else 5.0
     learning_rate = _checks.nonneg_float(learning_rate, "learning_rate", positive=True)
     max_jitter = _checks.positive_int(max_jitter, "max_jitter", allow_zero=True)
     octaves = _checks.positive_int(octaves, "octaves")
@@ -60,6 +62,7 @@ def deepdream(X, layer, model, num_iterations=20, learning_rate=None, max_jitter
         raise ValueError(f"octave_scale must be > 1 when octaves > 1, got {octave_scale}")
     rng = _checks.rng_from(seed)
     model.index(layer)
+    px = _checks.pixel_scale(model)
 
     bases = [X]
     for _ in range(octaves - 1):
@@ -96,8 +99,11 @@ def deepdream(X, layer, model, num_iterations=20, learning_rate=None, max_jitter
                 dout[:, channel] = act[:, channel]
             g = unjitter(input_gradient(model, dout, cache), oy, ox)
             if normalize_grad:
-                g = g / np.maximum(np.abs(g).mean(axis=(1, 2, 3), keepdims=True), 1e-12)
-            Xo = Xo + learning_rate * g
+                gp = g / px                  # gradient with respect to pixel values
+                gp = gp / np.maximum(np.abs(gp).mean(axis=(1, 2, 3), keepdims=True), 1e-12)
+                Xo = Xo + (learning_rate * gp) / px
+            else:
+                Xo = Xo + learning_rate * g
             if clip:
                 Xo = np.clip(Xo, lo, hi)
             Xo = Xo.astype(np.float32, copy=False)

@@ -20,18 +20,19 @@ def feature_error(X, target_feats, layer, model):
     return np.sqrt((d * d).sum(axis=1)) / np.maximum(np.sqrt((t * t).sum(axis=1)), 1e-30)
 
 
-def invert_features(target_feats, layer, model, num_iterations=300, learning_rate=0.05, l2_reg=1e-4,
-                    tv_reg=5e-3, tv_beta=2.0, blur_every=0, blur_sigma=0.5, clip=True, init=None,
-                    init_scale=0.1, image_size=None, seed=0, callback=None):
+def invert_features(target_feats, layer, model, num_iterations=300, learning_rate=6.0, l2_reg=1e-7,
+                    tv_reg=1e-5, tv_beta=2.0, blur_every=0, blur_sigma=0.5, clip=True, init=None,
+                    init_scale=10.0, image_size=None, seed=0, callback=None):
     """Reconstruct images from one layer's features by gradient descent.
 
     Minimizes, per image,
 
-        ||phi(X) - phi_0||^2 / ||phi_0||^2 + l2_reg * ||X||^2 / P + tv_reg * TV^beta(X) / P
+        ||phi(X) - phi_0||^2 / ||phi_0||^2 + l2_reg * ||x||^2 / P + tv_reg * TV^beta(x) / P
 
-    (P the number of pixel values, so the priors' weights do not depend on the
-    image size) with Adam from small seeded noise; the learning rate decays
-    linearly to a tenth. After each step the image is clipped to the model's valid
+    where x is X in 0-255 pixel units (whatever the model's input normalization)
+    and P the number of pixel values, so the priors' weights depend neither on the
+    model nor on the image size. Adam, from seeded noise; the learning rate, in
+    pixels, decays linearly to a tenth. After each step the image is clipped to the model's valid
     range and, every ``blur_every`` steps, blurred. Shallow layers reconstruct
     the image almost exactly; deep layers keep the parts of the object but lose
     their arrangement.
@@ -42,13 +43,13 @@ def invert_features(target_feats, layer, model, num_iterations=300, learning_rat
         layer: name or index of the layer whose *output* the features are.
         model: a :class:`gradvis.Model`.
         num_iterations: descent steps.
-        learning_rate: Adam step size, in input units.
-        l2_reg, tv_reg: weights of the L2 and total-variation priors.
+        learning_rate: Adam step size, in pixels.
+        l2_reg, tv_reg: weights of the L2 and total-variation priors (on pixel values).
         tv_beta: the TV exponent (2 smooth, 1 sharper edges).
         blur_every, blur_sigma: optional periodic Gaussian blur (0: never).
         clip: keep X in ``model.input_range()``.
         init: starting images instead of noise, (N, C, H, W).
-        init_scale: standard deviation of the starting noise.
+        init_scale: standard deviation of the starting noise, in pixels.
         image_size: (H, W) of the reconstruction; default the model's input size.
         seed: int or numpy Generator.
         callback: ``callback(t, X, info)``; info has 'feature_error' (N,) and 'loss'.
@@ -87,12 +88,14 @@ def invert_features(target_feats, layer, model, num_iterations=300, learning_rat
             raise ValueError(f"init has {X.shape[0]} images but target_feats has {n}")
     else:
         h, w = image_size if image_size is not None else model.input_shape[1:]
-        X = (init_scale * rng.standard_normal((n, model.input_shape[0], int(h), int(w)))).astype(np.float32)
+        X = (init_scale * rng.standard_normal((n, model.input_shape[0], int(h), int(w)))
+             / _checks.pixel_scale(model)).astype(np.float32)
     probe, _ = model.forward(X, end=layer, mode="test")
     if probe.shape != target.shape:
         raise ValueError(f"target_feats has shape {target.shape} but layer {layer!r} gives "
                          f"{probe.shape} for images of shape {X.shape}")
     lo, hi = _checks.valid_range(model, X.shape)
+    px = _checks.pixel_scale(model)
 
     axes = tuple(range(1, target.ndim))
     t_norm2 = np.maximum((target.astype(np.float64) ** 2).sum(axis=axes), 1e-30)
@@ -106,16 +109,16 @@ def invert_features(target_feats, layer, model, num_iterations=300, learning_rat
         diff = feats - target
         g = input_gradient(model, (2.0 / t_norm2_b) * diff, cache)
         if l2_reg:
-            g += (2.0 * l2_reg / pixels) * X
+            g += (2.0 * l2_reg / pixels) * X * (px * px)
         if tv_reg:
-            _, g_tv = total_variation(X, tv_beta)
-            g += (tv_reg / pixels) * g_tv
+            _, g_tv = total_variation(X * px, tv_beta)
+            g += (tv_reg / pixels) * g_tv * px
         m = beta1 * m + (1 - beta1) * g
         v = beta2 * v + (1 - beta2) * g * g
         mhat = m / (1 - beta1 ** (t + 1))
         vhat = v / (1 - beta2 ** (t + 1))
         lr = learning_rate * (1.0 - 0.9 * t / max(1, num_iterations))
-        X = X - lr * mhat / (np.sqrt(vhat) + 1e-8)
+        X = X - (lr / px) * mhat / (np.sqrt(vhat) + 1e-12)
         if clip:
             X = np.clip(X, lo, hi)
         if blur_every and (t + 1) % blur_every == 0:

@@ -567,8 +567,10 @@ void conv2d_backward_input(T* dx, const T* dout, const T* w, const Conv2dShape& 
   if (conv_detail::is_depthwise(s)) return conv_detail::depthwise_backward_input(dx, dout, w, s);
   const auto& p = s.p;
   const index_t eh = p.dilation_h * (s.KH - 1), ew = p.dilation_w * (s.KW - 1);
+  // Few channels per group (the RGB layer) would leave most of the flipped gemm's
+  // MR-row tiles empty: there gemm + col2im is cheaper.
   if (p.stride_h == 1 && p.stride_w == 1 && p.pad_top <= eh && p.pad_bottom <= eh && p.pad_left <= ew &&
-      p.pad_right <= ew) {
+      p.pad_right <= ew && s.C / p.groups >= 16) {
     // Stride 1: dx is the convolution of dout with the flipped, transposed filters
     // and "full" padding (dilation*(K-1) - pad on each side), whose output is H x W.
     Conv2dParams q = p;

@@ -29,6 +29,16 @@ SHAPES = [
     ("b64 128->256 8x8", (64, 128, 8, 8), (256, 128, 3, 3), 1, 1),
     ("b1 64->64 224x224", (1, 64, 224, 224), (64, 64, 3, 3), 1, 1),
 ]
+# The bundled TinyImageNet model's convs (batch 64 in training, 1 in the algorithms).
+MODEL_LAYERS = [("3->32 5x5s2 64x64", 3, 32, 64, 5, 2, 2), ("32->64 32x32", 32, 64, 32, 3, 1, 1),
+                ("64->128 16x16", 64, 128, 16, 3, 1, 1), ("128->128 16x16", 128, 128, 16, 3, 1, 1),
+                ("128->256 8x8", 128, 256, 8, 3, 1, 1), ("256->256 8x8", 256, 256, 8, 3, 1, 1),
+                ("256->384 4x4", 256, 384, 4, 3, 1, 1)]
+MODEL = [(f"b{n} {name}", (n, c, hw, hw), (f, c, k, k), pad, st)
+         for n in (64, 1) for name, c, f, hw, k, pad, st in MODEL_LAYERS]
+# VGG-16 layers at 224x224, batch 1.
+VGG = [(f"vgg {c}->{c} {hw}x{hw}", (1, c, hw, hw), (c, c, 3, 3), 1, 1)
+       for c, hw in ((64, 224), (128, 112), (256, 56), (512, 28), (512, 14))]
 QUICK = [SHAPES[0], ("b16 32->64 32x32", (16, 32, 32, 32), (64, 32, 3, 3), 1, 1), SHAPES[3][:1] + ((16, 128, 8, 8),) + SHAPES[3][2:]]
 
 
@@ -52,7 +62,7 @@ def numpy_im2col_forward(x, w, pad, stride):
     return (cols @ w.reshape(F, -1).T).reshape(N, OH, OW, F).transpose(0, 3, 1, 2)
 
 
-def run(shapes, threads, min_time, max_reps):
+def run(shapes, threads, which_ops, min_time, max_reps):
     rows = []
     rng = np.random.default_rng(0)
     for name, xs, ws, pad, stride in shapes:
@@ -81,6 +91,8 @@ def run(shapes, threads, min_time, max_reps):
                     "backward_weight": lambda: gw(xt, ws, dt, stride=stride, padding=pad),
                 }
             for op, fn in ops.items():
+                if op not in which_ops:
+                    continue
                 t = best_time(fn, min_time, max_reps)
                 row = dict(shape=name, x=xs, w=ws, op=op, threads=nt, ms=t * 1e3, gflops=flops / t / 1e9)
                 if op in t_ref:
@@ -110,11 +122,14 @@ def print_table(rows):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small shapes, few repetitions")
+    ap.add_argument("--set", choices=["default", "model", "vgg"], default="default",
+                    help="shapes: a CNN-like mix, the bundled model's layers (batch 64 and 1), or VGG-16 at 224")
+    ap.add_argument("--ops", nargs="+", default=["forward", "backward_input", "backward_weight"])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--json", metavar="PATH", help="write the rows as JSON")
     args = ap.parse_args()
-    shapes = QUICK if args.quick else SHAPES
-    rows = run(shapes, args.threads, min_time=0.05 if args.quick else 0.3, max_reps=3 if args.quick else 10)
+    shapes = QUICK if args.quick else dict(default=SHAPES, model=MODEL, vgg=VGG)[args.set]
+    rows = run(shapes, args.threads, args.ops, min_time=0.05 if args.quick else 0.3, max_reps=3 if args.quick else 10)
     meta = dict(simd=gradvis.simd_level(), machine=platform.machine(), processor=platform.processor(),
                 torch=getattr(torch, "__version__", None), numpy=np.__version__)
     if args.json:

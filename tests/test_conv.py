@@ -185,7 +185,8 @@ def test_matches_torch(cfg, dtype, torch):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [((2, 16, 33, 31), (24, 16, 3, 3), 1, 1), ((1, 8, 70, 70), (16, 8, 3, 3), 1, 1),
-                                   ((3, 32, 20, 20), (64, 32, 1, 1), 0, 1), ((5, 12, 17, 17), (12, 1, 3, 3), 1, 12)])
+                                   ((3, 32, 20, 20), (64, 32, 1, 1), 0, 1), ((5, 12, 17, 17), (12, 1, 3, 3), 1, 12),
+                                   ((2, 32, 9, 9), (12, 16, 3, 3), 1, 2)])
 def test_larger_shapes(shape, dtype):
     # Sizes that cross the gemm's tile/panel edges, the im2col chunking and the
     # batch-parallel split (batch 5 on 2 threads runs serial-over-images).
@@ -201,6 +202,37 @@ def test_larger_shapes(shape, dtype):
     dx = _core.conv2d_backward_input(dout, w, xs[2:], padding=pad, groups=groups)
     dw, db = _core.conv2d_backward_weight(dout, x, ws[2:], padding=pad, groups=groups)
     rdx, rdw, rdb = ref.conv2d_backward(dout, x, w, padding=pad, groups=groups)
+    close(dx, rdx, dtype, ws[0] * ws[2] * ws[3])
+    close(dw, rdw, dtype, out[:, 0].size)
+    close(db, rdb, dtype, out[:, 0].size)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("shape", [((1, 20, 4, 4), (28, 20, 3, 3), 1, 1), ((3, 17, 7, 7), (40, 17, 3, 3), 1, 1),
+                                   ((2, 3, 16, 16), (19, 3, 5, 5), 2, 2), ((1, 16, 6, 5), (34, 16, 3, 3), (0, 2, 1, 0), 1)])
+def test_small_maps_and_thread_splits(shape, dtype, threads):
+    # Tiny position counts (the forward splits the filters across threads, backward
+    # weight splits dW tiles), maps whose size is not a multiple of the micro-tile
+    # (the output panel), several images per chunk, and stride 2 with a 5x5 filter.
+    import gradvis
+
+    xs, ws, pad, stride = shape
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[0]).astype(dtype)
+    old = gradvis.get_num_threads()
+    gradvis.set_num_threads(threads)
+    try:
+        out = _core.conv2d_forward(x, w, b, padding=pad, stride=stride)
+        dout = rng.standard_normal(out.shape).astype(dtype)
+        dx = _core.conv2d_backward_input(dout, w, xs[2:], padding=pad, stride=stride)
+        dw, db = _core.conv2d_backward_weight(dout, x, ws[2:], padding=pad, stride=stride)
+    finally:
+        gradvis.set_num_threads(old)
+    close(out, ref.conv2d_forward(x, w, b, padding=pad, stride=stride), dtype, ws[1] * ws[2] * ws[3])
+    rdx, rdw, rdb = ref.conv2d_backward(dout, x, w, padding=pad, stride=stride)
     close(dx, rdx, dtype, ws[0] * ws[2] * ws[3])
     close(dw, rdw, dtype, out[:, 0].size)
     close(db, rdb, dtype, out[:, 0].size)
@@ -352,6 +384,14 @@ for dt, tol in ((np.float32, 1e-4), (np.float64, 1e-11)):
     dw, _ = _core.conv2d_backward_weight(dout, x, (3, 3), stride=(1, 2), padding=(1, 0, 2, 1))
     assert np.abs(dx - rdx).max() < tol * np.abs(rdx).max(), ("dx", dt)
     assert np.abs(dw - rdw).max() < tol * np.abs(rdw).max(), ("dw", dt)
+    # stride 1, >= 16 channels: backward-input runs as a forward conv with flipped filters
+    x = rng.standard_normal((2, 17, 13, 11)).astype(dt)
+    w = rng.standard_normal((7, 17, 3, 3)).astype(dt)
+    o1 = _core.conv2d_forward(x, w, b, padding=(1, 0, 2, 1))
+    d1 = rng.standard_normal(o1.shape).astype(dt)
+    rdx1, _, _ = ref.conv2d_backward(d1, x, w, padding=(1, 0, 2, 1))
+    dx1 = _core.conv2d_backward_input(d1, w, (13, 11), padding=(1, 0, 2, 1))
+    assert np.abs(dx1 - rdx1).max() < tol * np.abs(rdx1).max(), ("dx stride 1", dt)
     a = rng.standard_normal((37, 45)).astype(dt)
     c = rng.standard_normal((45, 29)).astype(dt)
     assert np.abs(_core.gemm(a, c) - a.astype(np.float64) @ c).max() < tol * 10, ("gemm", dt)

@@ -1,15 +1,20 @@
-// conv2d on the packed gemm: per image and group, im2col a chunk of output
-// columns into per-thread scratch (CK x P, CK = C/groups*KH*KW) and multiply.
-// 1x1 stride-1 unpadded convs use the image as the column matrix directly;
-// depthwise convs use the direct kernels in conv_depthwise.cpp.
+// conv2d as an implicit gemm: the column matrix (im2col) is never materialized.
+// The gemm's B operand is packed straight from the image into the micro-kernel's
+// NR-wide k-major slivers, one K block (<= kKC rows) and one chunk of output
+// positions at a time, so it is written once and read from L2 by the micro-kernel.
+//   forward          out[f][pos]  = sum_k W[f][k] cols[k][pos]       (A = W, packed once per call)
+//   backward input   stride 1: the forward conv of dout with the flipped, transposed
+//                    weights and "full" padding (no col2im); otherwise gemm + col2im
+//   backward weight  dW[f][k] = sum_pos dout[f][pos] cols[k][pos]   (K of the gemm = positions)
+// Output positions run over the whole batch (pos = n*OH*OW + oh*OW + ow), so small
+// feature maps fill a chunk with several images and every thread gets work at batch 1.
+// Depthwise convs use the direct kernels in conv_depthwise.cpp.
 //
-// Threads: the work is cut into independent items, one OpenMP loop per call,
-// each item running its im2col and a serial gemm:
-//   forward          (image, column chunk)   -> disjoint output columns
-//   backward input   (image, channel block)  -> disjoint dx planes (col2im has no races)
-//   backward weight  (image, column chunk)   -> per-thread partial dw, summed in thread order
-// Column chunks / channel blocks are made small enough that batch 1 still gives
-// every thread work; with fewer items than threads the gemm is parallel inside.
+// Threads: one OpenMP region per call. Forward/backward-input items are (position
+// chunk, block of filters), statically partitioned; the weights are packed by all
+// threads first. Backward weight splits the positions across threads (per-thread
+// partial dW, summed in thread order: deterministic for a thread count) when there
+// are many, else the dW tiles.
 #include "ops/conv2d.h"
 
 #include <algorithm>
@@ -18,6 +23,7 @@
 
 #include "cpu/conv_depthwise.h"
 #include "cpu/gemm_kernels.h"
+#include "cpu/simd.h"
 #include "ops/gemm.h"
 
 namespace gradvis {
@@ -25,6 +31,10 @@ namespace {
 
 constexpr int kColsSlot = 2;     // per-thread im2col buffer
 constexpr int kPartialSlot = 3;  // calling thread: per-thread partial filter gradients
+constexpr int kPackASlot = 4;    // calling thread: the packed weights, shared by the team
+constexpr int kPackBSlot = 5;    // per thread: packed B block
+constexpr int kPackA2Slot = 6;   // per thread: packed A block (backward weight)
+constexpr int kPanelSlot = 7;    // per thread: output panel of a chunk (small maps)
 
 struct Geometry {
   index_t G, Cg, Fg, KK, CK, HW, OHW;
@@ -68,43 +78,7 @@ void for_each_item(index_t n, F&& f) {
   trap.rethrow();
 }
 
-// Walks the output positions [p0, p0+P) one output-image row (run) at a time:
-// cols[row][p - p0] = x[c][ih][iw] (0 outside), for rows [r0, r1) of the group's CK.
-template <class T>
-void im2col_rows(T* cols, const T* x, const Conv2dShape& s, index_t r0, index_t r1, index_t p0, index_t P) {
-  const auto& p = s.p;
-  for (index_t row = r0; row < r1; ++row) {
-    const index_t c = row / (s.KH * s.KW), kh = (row / s.KW) % s.KH, kw = row % s.KW;
-    const T* xc = x + c * s.H * s.W;
-    T* dst = cols + row * P;
-    index_t oh = p0 / s.OW, ow = p0 % s.OW;
-    for (index_t q = 0; q < P;) {
-      const index_t run = std::min(s.OW - ow, P - q);
-      T* d = dst + q;
-      const index_t ih = oh * p.stride_h - p.pad_top + kh * p.dilation_h;
-      if (ih < 0 || ih >= s.H) {
-        std::fill(d, d + run, T(0));
-      } else {
-        const T* xr = xc + ih * s.W;
-        const index_t iw0 = ow * p.stride_w - p.pad_left + kw * p.dilation_w;
-        index_t lo, hi;
-        conv_detail::valid_range(iw0, p.stride_w, s.W, run, lo, hi);
-        std::fill(d, d + lo, T(0));
-        if (p.stride_w == 1) {
-          std::memcpy(d + lo, xr + iw0 + lo, std::size_t(hi - lo) * sizeof(T));
-        } else {
-          for (index_t t = lo; t < hi; ++t) d[t] = xr[iw0 + t * p.stride_w];
-        }
-        std::fill(d + hi, d + run, T(0));
-      }
-      q += run;
-      ow = 0;
-      ++oh;
-    }
-  }
-}
-
-// The adjoint: x[c][ih][iw] += cols[row][p - p0], for the channels [c0, c1) of the
+// col2im: x[c][ih][iw] += cols[row][p - p0], for the channels [c0, c1) of the
 // group, whose rows start at cols (row 0 is channel c0's first tap).
 template <class T>
 void col2im_add(T* x, const T* cols, const Conv2dShape& s, index_t c0, index_t c1, index_t p0, index_t P) {
@@ -140,30 +114,6 @@ void col2im_add(T* x, const T* cols, const Conv2dShape& s, index_t c0, index_t c
   }
 }
 
-// ---- forward: item = (image, column chunk) ----
-template <class T>
-void forward_chunk(T* out, const T* x, const T* w, const T* b, const Conv2dShape& s, const Geometry& g, index_t n,
-                   index_t p0, index_t pc) {
-  for (index_t gi = 0; gi < g.G; ++gi) {
-    const T* xg = x + (n * s.C + gi * g.Cg) * g.HW;
-    const T* wg = w + gi * g.Fg * g.CK;
-    T* og = out + (n * s.F + gi * g.Fg) * g.OHW + p0;
-    if (g.pointwise) {
-      gemm<T>(false, false, g.Fg, pc, g.Cg, T(1), wg, g.CK, xg + p0, g.HW, T(0), og, g.OHW);
-    } else {
-      T* cols = scratch<T>(kColsSlot, std::size_t(g.CK * pc));
-      im2col_rows(cols, xg, s, 0, g.CK, p0, pc);
-      gemm<T>(false, false, g.Fg, pc, g.CK, T(1), wg, g.CK, cols, pc, T(0), og, g.OHW);
-    }
-    if (b)
-      for (index_t f = 0; f < g.Fg; ++f) {
-        T* o = og + f * g.OHW;
-        const T bv = b[gi * g.Fg + f];
-        for (index_t q = 0; q < pc; ++q) o[q] += bv;
-      }
-  }
-}
-
 // ---- backward input: item = (image, block of channels [c0, c1) in every group) ----
 template <class T>
 void backward_input_block(T* dx, const T* dout, const T* w, const Conv2dShape& s, const Geometry& g, index_t n,
@@ -187,21 +137,418 @@ void backward_input_block(T* dx, const T* dout, const T* w, const Conv2dShape& s
   }
 }
 
-// ---- backward weight: item = (image, column chunk); dw (F, CK) += dout x cols^T ----
-template <class T>
-void backward_weight_chunk(T* dw, const T* dout, const T* x, const Conv2dShape& s, const Geometry& g, index_t n,
-                           index_t p0, index_t pc) {
-  for (index_t gi = 0; gi < g.G; ++gi) {
-    const T* xg = x + (n * s.C + gi * g.Cg) * g.HW;
-    const T* dg = dout + (n * s.F + gi * g.Fg) * g.OHW + p0;
-    T* wg = dw + gi * g.Fg * g.CK;
-    if (g.pointwise) {
-      gemm<T>(false, true, g.Fg, g.Cg, pc, T(1), dg, g.OHW, xg + p0, g.HW, T(1), wg, g.CK);
-    } else {
-      T* cols = scratch<T>(kColsSlot, std::size_t(g.CK * pc));
-      im2col_rows(cols, xg, s, 0, g.CK, p0, pc);
-      gemm<T>(false, true, g.Fg, g.CK, pc, T(1), dg, g.OHW, cols, pc, T(1), wg, g.CK);
+// ---- implicit gemm ------------------------------------------------------------------
+
+using gemm_detail::ukernel_fn;
+
+constexpr index_t kKC = 256;  // K block: an A sliver (MR x kKC) stays in L1, the B block in L2
+
+// [0, K) cut into near-equal blocks of at most kKC rows; block b is [begin(b), begin(b+1)).
+struct KBlocks {
+  index_t K, n;
+  index_t begin(index_t b) const { return K * b / n; }
+};
+inline KBlocks kblocks(index_t K) { return {K, (K + kKC - 1) / kKC}; }
+
+// One row of a group's column matrix, k = (c, kh, kw): the channel's offset in the
+// image and the tap's displacement from the window's corner (padding included).
+struct Tap {
+  index_t xoff, dh, dw;
+};
+
+std::vector<Tap> make_taps(const Conv2dShape& s, index_t Cg) {
+  std::vector<Tap> taps(std::size_t(Cg * s.KH * s.KW));
+  std::size_t k = 0;
+  for (index_t c = 0; c < Cg; ++c)
+    for (index_t kh = 0; kh < s.KH; ++kh)
+      for (index_t kw = 0; kw < s.KW; ++kw)
+        taps[k++] = {c * s.H * s.W, kh * s.p.dilation_h - s.p.pad_top, kw * s.p.dilation_w - s.p.pad_left};
+  return taps;
+}
+
+// Calls f(n, oh, ow, i, run) for the runs of output positions [q0, q0+len) (over the
+// batch) that lie in one output row and do not cross a multiple of `cut` counted
+// from q0; i is the run's offset from q0.
+template <class F>
+inline void for_runs(const Conv2dShape& s, index_t q0, index_t len, index_t cut, F&& f) {
+  const index_t OHW = s.OH * s.OW;
+  index_t n = q0 / OHW, r = q0 % OHW, oh = r / s.OW, ow = r % s.OW;
+  for (index_t i = 0; i < len;) {
+    const index_t run = std::min(std::min(s.OW - ow, len - i), cut - i % cut);
+    f(n, oh, ow, i, run);
+    i += run;
+    ow += run;
+    if (ow == s.OW) {
+      ow = 0;
+      if (++oh == s.OH) oh = 0, ++n;
     }
+  }
+}
+
+// d[t*ds] = xr[iw0 + t*sw] for t in [0, run), 0 where the column is outside [0, W)
+// or the whole row is (xr == nullptr).
+template <class T>
+inline void gather_row(T* d, index_t ds, const T* xr, index_t iw0, index_t sw, index_t W, index_t run) {
+  index_t lo = run, hi = run;
+  if (xr) conv_detail::valid_range(iw0, sw, W, run, lo, hi);
+  if (ds == 1) {
+    for (index_t t = 0; t < lo; ++t) d[t] = T(0);
+    if (sw == 1) {
+      const T* src = xr + iw0;
+      for (index_t t = lo; t < hi; ++t) d[t] = src[t];
+    } else {
+      for (index_t t = lo; t < hi; ++t) d[t] = xr[iw0 + t * sw];
+    }
+    for (index_t t = hi; t < run; ++t) d[t] = T(0);
+  } else {
+    for (index_t t = 0; t < lo; ++t) d[t * ds] = T(0);
+    for (index_t t = lo; t < hi; ++t) d[t * ds] = xr[iw0 + t * sw];
+    for (index_t t = hi; t < run; ++t) d[t * ds] = T(0);
+  }
+}
+
+// B = rows taps[0, kc) x positions [q0, q0+P) of the column matrix, packed into
+// NR-wide k-major slivers (the last one zero-padded). x is the group's first channel
+// of image 0; images are img_stride apart.
+template <class T, int NR>
+void pack_b_cols(T* out, const T* x, index_t img_stride, const Conv2dShape& s, const Tap* taps, index_t kc,
+                 index_t q0, index_t P) {
+  const auto& p = s.p;
+  for_runs(s, q0, P, NR, [&](index_t n, index_t oh, index_t ow, index_t i, index_t run) {
+    T* dst = out + (i / NR) * kc * NR + i % NR;
+    const T* xn = x + n * img_stride;
+    const index_t ih0 = oh * p.stride_h, iw0 = ow * p.stride_w;
+    for (index_t k = 0; k < kc; ++k) {
+      const Tap& tp = taps[k];
+      const index_t ih = ih0 + tp.dh;
+      gather_row(dst + k * NR, 1, (ih >= 0 && ih < s.H) ? xn + tp.xoff + ih * s.W : nullptr, iw0 + tp.dw, p.stride_w,
+                 s.W, run);
+    }
+  });
+  if (const index_t tail = P % NR) {
+    T* dst = out + (P / NR) * kc * NR;
+    for (index_t k = 0; k < kc; ++k)
+      for (index_t j = tail; j < NR; ++j) dst[k * NR + j] = T(0);
+  }
+}
+
+// B = positions [q0, q0+kc) x column-matrix rows taps[0, nc) (the transposed column
+// matrix), packed into NR-wide k-major slivers over the taps.
+template <class T, int NR>
+void pack_b_cols_t(T* out, const T* x, index_t img_stride, const Conv2dShape& s, const Tap* taps, index_t nc,
+                   index_t q0, index_t kc) {
+  const auto& p = s.p;
+  for (index_t js = 0; js < nc; js += NR) {
+    T* o = out + js * kc;
+    for (index_t j = 0; j < NR; ++j) {
+      if (js + j >= nc) {
+        for (index_t k = 0; k < kc; ++k) o[k * NR + j] = T(0);
+        continue;
+      }
+      const Tap tp = taps[js + j];
+      for_runs(s, q0, kc, kc, [&](index_t n, index_t oh, index_t ow, index_t i, index_t run) {
+        const index_t ih = oh * p.stride_h + tp.dh;
+        gather_row(o + i * NR + j, NR, (ih >= 0 && ih < s.H) ? x + n * img_stride + tp.xoff + ih * s.W : nullptr,
+                   ow * p.stride_w + tp.dw, p.stride_w, s.W, run);
+      });
+    }
+  }
+}
+
+// A = dout rows [m0, m0+mc) of group gi x positions [q0, q0+kc), in MR-tall k-major slivers.
+template <class T, int MR>
+void pack_a_dout(T* out, const T* dout, const Conv2dShape& s, index_t row0, index_t mc, index_t q0, index_t kc) {
+  const index_t OHW = s.OH * s.OW;
+  for (index_t is = 0; is < mc; is += MR) {
+    T* o = out + is * kc;
+    for (index_t q = q0; q < q0 + kc;) {
+      const index_t n = q / OHW, r = q % OHW, len = std::min(OHW - r, q0 + kc - q);
+      T* d = o + (q - q0) * MR;
+      for (index_t i = 0; i < MR; ++i) {
+        if (is + i < mc) {
+          const T* src = dout + (n * s.F + row0 + is + i) * OHW + r;
+          for (index_t t = 0; t < len; ++t) d[t * MR + i] = src[t];
+        } else {
+          for (index_t t = 0; t < len; ++t) d[t * MR + i] = T(0);
+        }
+      }
+      q += len;
+    }
+  }
+}
+
+// The calling thread's team: f(t, nthreads) on each thread, one parallel region.
+template <class F>
+void team_run(index_t nt, F&& f) {
+#ifdef GRADVIS_HAVE_OPENMP
+  if (nt > 1) {
+#pragma omp parallel num_threads(int(nt))
+    f(index_t(omp_get_thread_num()), index_t(omp_get_num_threads()));
+    return;
+  }
+#endif
+  f(index_t(0), index_t(1));
+}
+
+inline void team_barrier() {
+#ifdef GRADVIS_HAVE_OPENMP
+#pragma omp barrier
+#endif
+}
+
+// out (N,F,OH,OW) = conv(x, W) + b for the shape s, where W[f][k] (per group) is
+// w's row f, or, when `flipped`, the transposed and flipped filters of the conv
+// whose backward-input this is: W[c][(f,kh,kw)] = w[f][c][KH-1-kh][KW-1-kw].
+template <class T, int MR, int NR>
+void implicit_forward(ukernel_fn<T> kern, T* out, const T* x, const T* w, const T* b, const Conv2dShape& s,
+                      bool flipped) {
+  const Geometry g = geometry(s);
+  const index_t M = g.Fg, K = g.CK, Q = s.N * g.OHW;
+  const index_t mslivers = (M + MR - 1) / MR, Mpad = mslivers * MR;
+  const KBlocks kb = kblocks(K);
+  const index_t kc_max = kb.begin(1);
+  const std::vector<Tap> taps = make_taps(s, g.Cg);
+
+  // Positions per chunk: the B block (kc x P) and the C panel (M x P) in L2.
+  const index_t nt = team_size();
+  const index_t budget = (index_t(3) << 17) / index_t(sizeof(T));  // 384 KiB
+  index_t P = std::max<index_t>(NR, std::min<index_t>(4096, budget / std::max(kc_max, M)) / NR * NR);
+  index_t chunks = (Q + P - 1) / P;
+  if (chunks < 8 * nt) {  // few chunks: make their count a multiple of the team
+    chunks = std::max<index_t>(1, (chunks + nt - 1) / nt * nt);
+    P = ((Q + chunks - 1) / chunks + NR - 1) / NR * NR;
+    chunks = (Q + P - 1) / P;
+  }
+  const index_t mblocks = chunks >= nt ? 1 : std::min(mslivers, (nt + chunks - 1) / chunks);
+  const index_t items = chunks * mblocks;
+
+  T* ap = scratch<T>(kPackASlot, std::size_t(g.G * Mpad * K));
+  const index_t a_slivers = g.G * kb.n * mslivers;
+  auto pack_a = [&](index_t id) {
+    const index_t gi = id / (kb.n * mslivers), bk = (id / mslivers) % kb.n, is = id % mslivers;
+    const index_t k0 = kb.begin(bk), kc = kb.begin(bk + 1) - k0, m0 = is * MR;
+    T* o = ap + gi * Mpad * K + k0 * Mpad + m0 * kc;
+    const index_t mr = std::min<index_t>(MR, M - m0);
+    if (!flipped) {
+      const T* src = w + (gi * M + m0) * K + k0;
+      for (index_t k = 0; k < kc; ++k, o += MR) {
+        for (index_t i = 0; i < mr; ++i) o[i] = src[i * K + k];
+        for (index_t i = mr; i < MR; ++i) o[i] = T(0);
+      }
+    } else {
+      // k = f * KK + tap; w is the original (F' = s.C, C'/G = M, KH, KW), f < F'/G = Cg,
+      // and row m of A reads w[f][m][flipped tap]: rows are KK apart.
+      index_t f = k0 / g.KK, tap = k0 % g.KK;
+      for (index_t k = 0; k < kc; ++k, o += MR) {
+        const T* src = w + ((gi * g.Cg + f) * M + m0) * g.KK + (g.KK - 1 - tap);
+        for (index_t i = 0; i < mr; ++i) o[i] = src[i * g.KK];
+        for (index_t i = mr; i < MR; ++i) o[i] = T(0);
+        if (++tap == g.KK) tap = 0, ++f;
+      }
+    }
+  };
+
+  // Small maps whose size is not a multiple of NR (4x4, 7x7...) would put most tiles
+  // across two images: those chunks are computed into a contiguous panel (M x P)
+  // and copied out once, instead of scattering every tile after every K block.
+  const bool panel = g.OHW % NR != 0 && g.OHW < 8 * NR;
+
+  auto item = [&](index_t id, T* bp, T* cp, T* tile) {
+    const index_t chunk = id / mblocks, mb = id % mblocks;
+    const index_t q0 = chunk * P, pc = std::min(P, Q - q0);
+    const index_t is0 = mslivers * mb / mblocks, is1 = mslivers * (mb + 1) / mblocks;
+    const index_t f0 = std::min(M, is0 * MR), f1 = std::min(M, is1 * MR);
+    for (index_t gi = 0; gi < g.G; ++gi) {
+      const T* xg = x + gi * g.Cg * g.HW;
+      const T* ag = ap + gi * Mpad * K;
+      const index_t row0 = gi * M;  // first output channel of the group
+      for (index_t bk = 0; bk < kb.n; ++bk) {
+        const index_t k0 = kb.begin(bk), kc = kb.begin(bk + 1) - k0;
+        pack_b_cols<T, NR>(bp, xg, s.C * g.HW, s, taps.data() + k0, kc, q0, pc);
+        const T beta = bk == 0 ? T(0) : T(1);
+        for (index_t is = is0; is < is1; ++is) {
+          const index_t m = is * MR, mr = std::min<index_t>(MR, M - m);
+          const T* a = ag + k0 * Mpad + m * kc;
+          for (index_t jr = 0; jr < pc; jr += NR) {
+            const index_t nr = std::min<index_t>(NR, pc - jr), q = q0 + jr;
+            if (panel) {  // cp is M x P (ldc P), P a multiple of NR: only the last rows can be partial
+              if (mr == MR) {
+                kern(kc, a, bp + jr * kc, cp + m * P + jr, P, T(1), beta);
+              } else {
+                kern(kc, a, bp + jr * kc, tile, NR, T(1), T(0));
+                for (index_t i = 0; i < mr; ++i)
+                  for (index_t j = 0; j < NR; ++j) {
+                    T& d = cp[(m + i) * P + jr + j];
+                    d = beta == T(0) ? tile[i * NR + j] : d + tile[i * NR + j];
+                  }
+              }
+              continue;
+            }
+            const index_t n = q / g.OHW, r = q % g.OHW;
+            if (mr == MR && nr == NR && r + NR <= g.OHW) {
+              kern(kc, a, bp + jr * kc, out + (n * s.F + row0 + m) * g.OHW + r, g.OHW, T(1), beta);
+              continue;
+            }
+            kern(kc, a, bp + jr * kc, tile, NR, T(1), T(0));
+            for (index_t j = 0; j < nr; ++j) {
+              const index_t nn = (q + j) / g.OHW, rr = (q + j) % g.OHW;
+              T* d = out + (nn * s.F + row0 + m) * g.OHW + rr;
+              for (index_t i = 0; i < mr; ++i)
+                d[i * g.OHW] = beta == T(0) ? tile[i * NR + j] : d[i * g.OHW] + tile[i * NR + j];
+            }
+          }
+        }
+      }
+      if (panel || b) {
+        // Per image of the chunk: copy the panel out and / or add the bias.
+        for (index_t q = q0; q < q0 + pc;) {
+          const index_t n = q / g.OHW, r = q % g.OHW, len = std::min(g.OHW - r, q0 + pc - q);
+          for (index_t f = f0; f < f1; ++f) {
+            T* o = out + (n * s.F + row0 + f) * g.OHW + r;
+            const T bv = b ? b[row0 + f] : T(0);
+            if (panel) {
+              const T* src = cp + f * P + (q - q0);
+              for (index_t t = 0; t < len; ++t) o[t] = src[t] + bv;
+            } else {
+              for (index_t t = 0; t < len; ++t) o[t] += bv;
+            }
+          }
+          q += len;
+        }
+      }
+    }
+  };
+
+  ErrorTrap trap;
+  team_run(nt, [&](index_t t, index_t nth) {
+    trap.run([&] {
+      for (index_t i = a_slivers * t / nth; i < a_slivers * (t + 1) / nth; ++i) pack_a(i);
+    });
+    team_barrier();
+    trap.run([&] {
+      T* bp = scratch<T>(kPackBSlot, std::size_t(kc_max * P));
+      T* cp = panel ? scratch<T>(kPanelSlot, std::size_t(Mpad * P)) : nullptr;
+      alignas(64) T tile[MR * NR];
+      for (index_t i = items * t / nth; i < items * (t + 1) / nth; ++i) item(i, bp, cp, tile);
+    });
+  });
+  trap.rethrow();
+}
+
+// dw (F, CK) = sum over positions of dout[f][pos] * cols[k][pos], per group.
+template <class T, int MR, int NR>
+void implicit_backward_weight(ukernel_fn<T> kern, T* dw, const T* dout, const T* x, const Conv2dShape& s) {
+  const Geometry g = geometry(s);
+  const index_t M = g.Fg, N = g.CK, Q = s.N * g.OHW, wsize = s.F * g.CK;
+  const std::vector<Tap> taps = make_taps(s, g.Cg);
+  constexpr index_t KCq = kKC;                                     // positions per block
+  constexpr index_t NC = (sizeof(T) == 4 ? 512 : 256) / NR * NR;  // taps per B block (L2)
+  constexpr index_t MC = 128 / MR * MR;                            // filters per A block
+
+  // C[m0:m1, n0:n1] of every group (ldc = CK) += the sum over positions [qa, qb).
+  auto block = [&](T* C, index_t m0, index_t m1, index_t n0, index_t n1, index_t qa, index_t qb) {
+    if (m0 >= m1 || n0 >= n1 || qa >= qb) return;
+    T* bp = scratch<T>(kPackBSlot, std::size_t(KCq * std::min(NC, (n1 - n0 + NR - 1) / NR * NR)));
+    T* apk = scratch<T>(kPackA2Slot, std::size_t(KCq * std::min(MC, (m1 - m0 + MR - 1) / MR * MR)));
+    alignas(64) T tile[MR * NR];
+    for (index_t gi = 0; gi < g.G; ++gi) {
+      const T* xg = x + gi * g.Cg * g.HW;
+      T* Cg = C + gi * M * N;
+      for (index_t jc = n0; jc < n1; jc += NC) {
+        const index_t nc = std::min(NC, n1 - jc);
+        for (index_t pc = qa; pc < qb; pc += KCq) {
+          const index_t kc = std::min(KCq, qb - pc);
+          pack_b_cols_t<T, NR>(bp, xg, s.C * g.HW, s, taps.data() + jc, nc, pc, kc);
+          for (index_t ic = m0; ic < m1; ic += MC) {
+            const index_t mc = std::min(MC, m1 - ic);
+            pack_a_dout<T, MR>(apk, dout, s, gi * M + ic, mc, pc, kc);
+            for (index_t ir = 0; ir < mc; ir += MR) {
+              const index_t mr = std::min<index_t>(MR, mc - ir);
+              for (index_t jr = 0; jr < nc; jr += NR) {
+                const index_t nr = std::min<index_t>(NR, nc - jr);
+                T* c = Cg + (ic + ir) * N + jc + jr;
+                if (mr == MR && nr == NR) {
+                  kern(kc, apk + ir * kc, bp + jr * kc, c, N, T(1), T(1));
+                } else {
+                  kern(kc, apk + ir * kc, bp + jr * kc, tile, NR, T(1), T(0));
+                  for (index_t i = 0; i < mr; ++i)
+                    for (index_t j = 0; j < nr; ++j) c[i * N + j] += tile[i * NR + j];
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  };
+  auto zero_rect = [&](T* C, index_t m0, index_t m1, index_t n0, index_t n1) {
+    for (index_t gi = 0; gi < g.G; ++gi)
+      for (index_t m = m0; m < m1; ++m) std::fill(C + (gi * M + m) * N + n0, C + (gi * M + m) * N + n1, T(0));
+  };
+
+  const index_t nt = team_size();
+  ErrorTrap trap;
+  if (nt == 1 || Q >= 512 * nt) {
+    // Positions split across the team; thread 0 sums into dw, the others into
+    // partials that are then added in thread order.
+    T* parts = nt > 1 ? scratch<T>(kPartialSlot, std::size_t(wsize) * std::size_t(nt - 1)) : nullptr;
+    team_run(nt, [&](index_t t, index_t nth) {
+      T* C = t == 0 ? dw : parts + std::size_t(t - 1) * std::size_t(wsize);
+      trap.run([&] {
+        zero_rect(C, 0, M, 0, N);
+        block(C, 0, M, 0, N, Q * t / nth, Q * (t + 1) / nth);
+      });
+      team_barrier();
+      trap.run([&] {
+        const index_t i0 = wsize * t / nth, i1 = wsize * (t + 1) / nth;
+        for (index_t u = 1; u < nth; ++u) {
+          const T* part = parts + std::size_t(u - 1) * std::size_t(wsize);
+          for (index_t i = i0; i < i1; ++i) dw[i] += part[i];
+        }
+      });
+    });
+  } else {
+    // Few positions: split the dw tiles instead (a tm x tn grid, the one whose
+    // largest rectangle is smallest), every thread over all positions.
+    const index_t mt = (M + MR - 1) / MR, ntl = (N + NR - 1) / NR;
+    team_run(nt, [&](index_t t, index_t nth) {
+      index_t tm = 1, best = -1;
+      for (index_t a = 1; a <= nth; ++a) {
+        if (nth % a) continue;
+        const index_t cost = ((mt + a - 1) / a) * ((ntl + nth / a - 1) / (nth / a));
+        if (best < 0 || cost < best) best = cost, tm = a;
+      }
+      const index_t tn = nth / tm, ti = t / tn, tj = t % tn;
+      const index_t m0 = std::min(M, mt * ti / tm * MR), m1 = std::min(M, mt * (ti + 1) / tm * MR);
+      const index_t n0 = std::min(N, ntl * tj / tn * NR), n1 = std::min(N, ntl * (tj + 1) / tn * NR);
+      trap.run([&] {
+        zero_rect(dw, m0, m1, n0, n1);
+        block(dw, m0, m1, n0, n1, 0, Q);
+      });
+    });
+  }
+  trap.rethrow();
+}
+
+// Calls f(kern, MR, NR) with the micro-kernel of the CPU's SIMD level.
+template <class T, class F>
+void with_ukernel(F&& f) {
+  using namespace gemm_detail;
+  using std::integral_constant;
+  constexpr bool f32 = sizeof(T) == 4;
+  switch (cpu_level()) {
+    case SimdLevel::avx512:
+      if constexpr (f32)
+        return f(ukernel_avx512_f32, integral_constant<int, kMR512>{}, integral_constant<int, kNR512_f32>{});
+      else
+        return f(ukernel_avx512_f64, integral_constant<int, kMR512>{}, integral_constant<int, kNR512_f64>{});
+    case SimdLevel::avx2:
+      if constexpr (f32)
+        return f(ukernel_avx2_f32, integral_constant<int, kMR256>{}, integral_constant<int, kNR256_f32>{});
+      else
+        return f(ukernel_avx2_f64, integral_constant<int, kMR256>{}, integral_constant<int, kNR256_f64>{});
+    default:
+      return f(ukernel_scalar<T>, integral_constant<int, kMRScalar>{}, integral_constant<int, kNRScalar>{});
   }
 }
 
@@ -210,19 +557,31 @@ void backward_weight_chunk(T* dw, const T* dout, const T* x, const Conv2dShape& 
 template <class T>
 void conv2d_forward(T* out, const T* x, const T* w, const T* b, const Conv2dShape& s) {
   if (conv_detail::is_depthwise(s)) return conv_detail::depthwise_forward(out, x, w, b, s);
-  const Geometry g = geometry(s);
-  const index_t nt = team_size();
-  const index_t P = chunk_cols<T>(g, (nt + s.N - 1) / s.N);
-  const index_t chunks = (g.OHW + P - 1) / P;
-  for_each_item(s.N * chunks, [&](index_t i) {
-    const index_t n = i / chunks, p0 = (i % chunks) * P;
-    forward_chunk(out, x, w, b, s, g, n, p0, std::min(P, g.OHW - p0));
+  with_ukernel<T>([&](gemm_detail::ukernel_fn<T> kern, auto MR, auto NR) {
+    implicit_forward<T, decltype(MR)::value, decltype(NR)::value>(kern, out, x, w, b, s, false);
   });
 }
 
 template <class T>
 void conv2d_backward_input(T* dx, const T* dout, const T* w, const Conv2dShape& s) {
   if (conv_detail::is_depthwise(s)) return conv_detail::depthwise_backward_input(dx, dout, w, s);
+  const auto& p = s.p;
+  const index_t eh = p.dilation_h * (s.KH - 1), ew = p.dilation_w * (s.KW - 1);
+  // Few channels per group (the RGB layer) would leave most of the flipped gemm's
+  // MR-row tiles empty: there gemm + col2im is cheaper.
+  if (p.stride_h == 1 && p.stride_w == 1 && p.pad_top <= eh && p.pad_bottom <= eh && p.pad_left <= ew &&
+      p.pad_right <= ew && s.C / p.groups >= 16) {
+    // Stride 1: dx is the convolution of dout with the flipped, transposed filters
+    // and "full" padding (dilation*(K-1) - pad on each side), whose output is H x W.
+    Conv2dParams q = p;
+    q.pad_top = eh - p.pad_top, q.pad_bottom = eh - p.pad_bottom;
+    q.pad_left = ew - p.pad_left, q.pad_right = ew - p.pad_right;
+    const Conv2dShape t = conv2d_shape(s.N, s.F, s.OH, s.OW, s.C, s.KH, s.KW, q);
+    with_ukernel<T>([&](gemm_detail::ukernel_fn<T> kern, auto MR, auto NR) {
+      implicit_forward<T, decltype(MR)::value, decltype(NR)::value>(kern, dx, dout, w, nullptr, t, true);
+    });
+    return;
+  }
   const Geometry g = geometry(s);
   const index_t nt = team_size();
   const index_t blocks = std::min(g.Cg, (nt + s.N - 1) / s.N);
@@ -237,7 +596,6 @@ template <class T>
 void conv2d_backward_weight(T* dw, T* db, const T* dout, const T* x, const Conv2dShape& s) {
   if (conv_detail::is_depthwise(s)) return conv_detail::depthwise_backward_weight(dw, db, dout, x, s);
   const Geometry g = geometry(s);
-  const index_t wsize = s.F * g.CK;
   if (db) {
     // Bias gradient: one thread per filter, images and positions in a fixed order.
     parallel_for(s.F, [&](index_t f) {
@@ -249,44 +607,8 @@ void conv2d_backward_weight(T* dw, T* db, const T* dout, const T* x, const Conv2
       db[f] = sum;
     });
   }
-  const index_t nt = team_size();
-  const index_t P = chunk_cols<T>(g, (nt + s.N - 1) / s.N);
-  const index_t chunks = (g.OHW + P - 1) / P;
-  const index_t items = s.N * chunks;
-  if (nt == 1 || items < nt) {
-    // Too few items to share: one after another, the gemm parallel inside.
-    std::fill(dw, dw + wsize, T(0));
-    for (index_t i = 0; i < items; ++i) {
-      const index_t n = i / chunks, p0 = (i % chunks) * P;
-      backward_weight_chunk(dw, dout, x, s, g, n, p0, std::min(P, g.OHW - p0));
-    }
-    return;
-  }
-  // Each thread sums a contiguous range of items into its own partial filter
-  // gradient; the partials are then added in thread order (deterministic for a
-  // given thread count).
-  T* parts = scratch<T>(kPartialSlot, std::size_t(wsize) * std::size_t(nt));
-  std::vector<char> used(std::size_t(nt), 0);
-  ErrorTrap trap;
-  parallel_chunks(items, [&](index_t i0, index_t i1, int t) {
-    trap.run([&] {
-      T* part = parts + std::size_t(t) * std::size_t(wsize);
-      std::fill(part, part + wsize, T(0));
-      for (index_t i = i0; i < i1; ++i) {
-        const index_t n = i / chunks, p0 = (i % chunks) * P;
-        backward_weight_chunk(part, dout, x, s, g, n, p0, std::min(P, g.OHW - p0));
-      }
-      used[std::size_t(t)] = 1;
-    });
-  });
-  trap.rethrow();
-  parallel_chunks(wsize, [&](index_t i0, index_t i1, int) {
-    std::fill(dw + i0, dw + i1, T(0));
-    for (index_t t = 0; t < nt; ++t) {
-      if (!used[std::size_t(t)]) continue;
-      const T* part = parts + std::size_t(t) * std::size_t(wsize);
-      for (index_t i = i0; i < i1; ++i) dw[i] += part[i];
-    }
+  with_ukernel<T>([&](gemm_detail::ukernel_fn<T> kern, auto MR, auto NR) {
+    implicit_backward_weight<T, decltype(MR)::value, decltype(NR)::value>(kern, dw, dout, x, s);
   });
 }
 

@@ -38,10 +38,6 @@ struct VScalar {
 #include "cpu/gemm_ukernel.inc"
 #undef GV_TARGET
 
-template <class T>
-void ukernel_scalar(index_t kc, const T* a, const T* b, T* c, index_t ldc, T alpha, T beta) {
-  ukernel<VScalar<T>, kMRScalar, kNRScalar>(kc, a, b, c, ldc, alpha, beta);
-}
 
 // ---- packing ----
 // op(A)[i0:i0+mc, p0:p0+kc] -> slivers of MR rows, each kc x MR (k-major), zero-padded rows.
@@ -214,6 +210,14 @@ void gemm_driver(ukernel_fn<T> kern, const Problem& P, T alpha, const T* A, cons
 }
 
 }  // namespace
+
+template <class T>
+void ukernel_scalar(index_t kc, const T* a, const T* b, T* c, index_t ldc, T alpha, T beta) {
+  ukernel<VScalar<T>, kMRScalar, kNRScalar>(kc, a, b, c, ldc, alpha, beta);
+}
+template void ukernel_scalar<float>(index_t, const float*, const float*, float*, index_t, float, float);
+template void ukernel_scalar<double>(index_t, const double*, const double*, double*, index_t, double, double);
+
 }  // namespace gemm_detail
 
 template <class T>

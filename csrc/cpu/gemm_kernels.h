@@ -26,6 +26,8 @@ void ukernel_avx512_f64(index_t kc, const double* a, const double* b, double* c,
 void ukernel_avx2_f32(index_t kc, const float* a, const float* b, float* c, index_t ldc, float alpha, float beta);
 void ukernel_avx2_f64(index_t kc, const double* a, const double* b, double* c, index_t ldc, double alpha,
                       double beta);
+template <class T>
+void ukernel_scalar(index_t kc, const T* a, const T* b, T* c, index_t ldc, T alpha, T beta);
 
 }  // namespace gemm_detail
 

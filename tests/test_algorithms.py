@@ -100,16 +100,32 @@ def test_fooling_reaches_target_and_reports(net):
 @pytest.mark.parametrize("norm", ["inf", "2"])
 def test_fooling_budget_and_clipping_hold(net, norm):
     X = images(3, seed=3)
-    eps = 0.05
-    X_fool, rep = make_fooling_image(X, 2, net, eps=eps, norm=norm, max_iter=30, return_report=True)
-    assert (rep["linf" if norm == "inf" else "l2"] <= eps * (1 + 1e-5)).all()
+    eps = 3.0   # grey levels
+    key = "linf_pixels" if norm == "inf" else "l2_pixels"
+    X_fool, rep = make_fooling_image(X, 2, net, eps=eps, norm=norm, max_iter=30, learning_rate=1.0,
+                                     return_report=True)
+    assert (rep[key] <= eps * (1 + 1e-5)).all() and (rep[key] > 0.5 * eps).any()
     lo, hi = net.input_range()
     assert (X_fool >= lo - 1e-6).all() and (X_fool <= hi + 1e-6).all()
     assert np.allclose(rep["linf_pixels"], 60.0 * rep["linf"], rtol=1e-5)
     # Pixels that start outside the valid range are not dragged in beyond the budget.
     X_out = 3.0 * X
     X_fool, rep = make_fooling_image(X_out, 2, net, eps=eps, norm=norm, max_iter=30, return_report=True)
-    assert (rep["linf" if norm == "inf" else "l2"] <= eps * (1 + 1e-5)).all()
+    assert (rep[key] <= eps * (1 + 1e-5)).all()
+
+
+@pytest.mark.parametrize("normalize_step", ["rms", "l2", None])
+def test_fooling_step_kinds(net, normalize_step):
+    X = images(2, seed=9)
+    target = np.argsort(net.forward(X)[0], axis=1)[:, -2]   # the runner-up: reachable in range
+    lr = {"rms": 1.0, "l2": 2.0, None: 50.0}[normalize_step]
+    X_fool, rep = make_fooling_image(X, target, net, normalize_step=normalize_step, learning_rate=lr,
+                                     max_iter=300, return_report=True)
+    assert rep["success"].all()
+    if normalize_step == "rms":
+        # one step moves pixels by learning_rate grey levels, root mean square
+        X1 = make_fooling_image(X[:1], target[:1], net, learning_rate=0.5, max_iter=1, clip=False)
+        assert np.isclose(np.sqrt(np.mean(((X1 - X[:1]) * 60.0) ** 2)), 0.5, rtol=1e-4)
 
 
 def test_fooling_stops_when_already_predicted(net):

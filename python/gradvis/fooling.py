@@ -25,26 +25,35 @@ def _project(delta, eps, norm):
     return (delta * scale).astype(delta.dtype)
 
 
-def make_fooling_image(X, target_y, model, learning_rate=1.0, max_iter=100, normalize_step=True,
+def make_fooling_image(X, target_y, model, learning_rate=None, max_iter=100, normalize_step="rms",
                        eps=None, norm="inf", clip=True, return_report=False, callback=None):
     """Gradient ascent on the target class score until the model predicts it.
 
-    Each step adds ``learning_rate * g / ||g||_2`` (per image; ``g`` the gradient
-    of the unnormalized target score) to the images that are not yet fooled, as in
-    CS231n; ``normalize_step=False`` adds ``learning_rate * g`` (the 2016 version).
-    With ``eps`` the total change is projected onto an L-inf (``norm='inf'``) or
-    L2 (``norm='2'``) ball after every step (projected gradient ascent), and with
-    ``clip`` the image stays in the model's valid pixel range. An image stops
-    changing as soon as the model predicts its target.
+    Each step moves the images that are not yet fooled along the gradient ``g``
+    of the unnormalized target score; an image stops changing as soon as the
+    model predicts its target (the CS231n behaviour). The step is
+
+    - ``normalize_step='rms'`` (default): ``learning_rate * g / rms(g)`` with g
+      taken with respect to 0-255 pixel values, so each step changes pixels by
+      ``learning_rate`` grey levels (root mean square), whatever the model's
+      input normalization; default learning_rate 0.1;
+    - ``'l2'``: ``learning_rate * g / ||g||_2`` in the model's input space
+      (CS231n 2017+; default learning_rate 1);
+    - ``None``: ``learning_rate * g`` (CS231n 2016; default learning_rate 1).
+
+    With ``eps`` the total change is projected, after every step, onto an L-inf
+    (``norm='inf'``) or L2 (``norm='2'``) ball of radius eps grey levels
+    (projected gradient ascent); with ``clip`` the images stay inside the model's
+    valid pixel range (pixels already outside it are not pulled in).
 
     Args:
         X: images in the model's input space, (N, C, H, W).
         target_y: the class to reach, one int for all images or (N,).
         model: a :class:`gradvis.Model`.
-        learning_rate: step length (in input units; L2 length when normalized).
+        learning_rate: step size (see above).
         max_iter: most steps per image.
-        normalize_step: divide the gradient by its L2 norm.
-        eps: budget for the change, in input units, or None for no budget.
+        normalize_step: 'rms', 'l2' or None.
+        eps: budget for the change in 0-255 pixel units, or None for none.
         norm: 'inf' or '2', the norm of the budget.
         clip: keep the images inside ``model.input_range()``.
         return_report: also return a per-image report.
@@ -53,8 +62,8 @@ def make_fooling_image(X, target_y, model, learning_rate=1.0, max_iter=100, norm
     Returns:
         X_fooling: (N, C, H, W), same dtype as X. With ``return_report=True``,
         ``(X_fooling, report)`` where report is a dict of (N,) arrays: 'success',
-        'iterations', 'target_prob', 'predicted', 'l2', 'linf' (input units) and
-        'linf_pixels' (in 0-255 pixel units).
+        'iterations', 'target_prob', 'predicted', 'l2' and 'linf' (model input
+        units) and 'l2_pixels', 'linf_pixels' (0-255 pixel units).
 
     Example:
         >>> X_fool, rep = make_fooling_image(X, 6, model, return_report=True)
@@ -63,12 +72,17 @@ def make_fooling_image(X, target_y, model, learning_rate=1.0, max_iter=100, norm
     X = _checks.images(X, model)
     n = X.shape[0]
     target = _checks.labels(target_y, n, model, name="target_y")
+    if normalize_step not in ("rms", "l2", None):
+        raise ValueError(f"normalize_step must be 'rms', 'l2' or None, got {normalize_step!r}")
+    if learning_rate is None:
+        learning_rate = 0.1 if normalize_step == "rms" else 1.0
     learning_rate = _checks.nonneg_float(learning_rate, "learning_rate", positive=True)
     max_iter = _checks.positive_int(max_iter, "max_iter", allow_zero=True)
     if norm not in ("inf", "2"):
         raise ValueError(f"norm must be 'inf' or '2', got {norm!r}")
     if eps is not None:
         eps = _checks.nonneg_float(eps, "eps", positive=True)
+    px = _checks.pixel_scale(model, X.dtype)
     lo, hi = (None, None)
     if clip:
         lo, hi = _checks.valid_range(model, X.shape, X.dtype)
@@ -96,11 +110,18 @@ def make_fooling_image(X, target_y, model, learning_rate=1.0, max_iter=100, norm
         if move.size == 0:
             break
         g = g[~hit]
-        if normalize_step:
-            g = g / np.maximum(_per_image_norm(g, "2"), 1e-30).reshape(-1, 1, 1, 1).astype(g.dtype)
-        Xm = X_fool[move] + learning_rate * g
+        if normalize_step == "rms":
+            gp = g / px                                   # with respect to pixel values
+            rms = np.sqrt(np.mean(gp.astype(np.float64) ** 2, axis=(1, 2, 3))).reshape(-1, 1, 1, 1)
+            step = (learning_rate * gp / np.maximum(rms, 1e-30)).astype(X.dtype) / px
+        elif normalize_step == "l2":
+            step = learning_rate * g / np.maximum(_per_image_norm(g, "2"), 1e-30).reshape(-1, 1, 1, 1)
+        else:
+            step = learning_rate * g
+        Xm = X_fool[move] + step.astype(X.dtype)
         if eps is not None:
-            Xm = X[move] + _project(Xm - X[move], eps, norm)
+            # project in pixel units, where the budget is given
+            Xm = X[move] + _project((Xm - X[move]) * px, eps, norm) / px
         if clip:
             Xm = np.clip(Xm, lo[move], hi[move])
         X_fool[move] = Xm
@@ -112,15 +133,14 @@ def make_fooling_image(X, target_y, model, learning_rate=1.0, max_iter=100, norm
         return X_fool
     probs = softmax(scores)
     delta = X_fool - X
-    report = {
+    delta_px = delta * px
+    return X_fool, {
         "success": scores.argmax(axis=1) == target,
         "iterations": iterations,
         "target_prob": probs[np.arange(n), target],
         "predicted": scores.argmax(axis=1),
         "l2": _per_image_norm(delta, "2"),
         "linf": _per_image_norm(delta, "inf"),
+        "l2_pixels": _per_image_norm(delta_px, "2"),
+        "linf_pixels": _per_image_norm(delta_px, "inf"),
     }
-    # input units -> 0..255 pixel units, channel by channel
-    s = np.asarray(model.std, np.float64).reshape(1, -1, 1, 1)
-    report["linf_pixels"] = np.abs(delta * s).reshape(n, -1).max(axis=1)
-    return X_fool, report

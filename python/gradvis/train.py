@@ -7,7 +7,7 @@ augmentation function) and :func:`train` puts them together::
     from gradvis.architectures import default_net
     ds = data.load_tiny_imagenet()
     model = default_net(class_names=ds.class_names, wnids=ds.wnids)
-    cfg = train.TrainConfig()   # the shipped recipe: 12 epochs, one-cycle SGD
+    cfg = train.TrainConfig()   # the shipped recipe: 10 epochs, one-cycle SGD
     train.train(model, ds, cfg, run_dir="runs/default", resume=True)
 
 Run from the command line: ``python -m gradvis.train --help``.
@@ -225,7 +225,7 @@ def evaluate(model, X, y, batch_size=500, crop=None):
 @dataclasses.dataclass
 class TrainConfig:
     """Hyperparameters of :func:`train` (all saved in checkpoints)."""
-    epochs: float = 12.0
+    epochs: float = 10.0
     batch_size: int = 128
     optimizer: str = "sgd"          # 'sgd' (Nesterov momentum) or 'adamw'
     lr: float = 0.2                 # peak learning rate

@@ -564,7 +564,9 @@ class Clip(Layer):
         return f"Clip [{self.min:g}, {self.max:g}]"
 
     def forward(self, inputs, params, buffers, mode, rng):
-        return L.relu6_forward(inputs[0], self.min, self.max)
+        # the clamp kernel takes finite bounds: an open end is float32's largest value
+        big = float(np.finfo(np.float32).max)
+        return L.relu6_forward(inputs[0], max(self.min, -big), min(self.max, big))
 
     def backward(self, dout, cache):
         return [L.relu6_backward(dout, cache)], {}

@@ -225,6 +225,12 @@ def _const_eval(node, vals):
     return None
 
 
+def _f32(v):
+    """A C-contiguous float32 array (copied only when needed: VGG's weights are 0.5 GB)."""
+    a = np.asarray(v, np.float32)
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
+
+
 # ============================================================================ the importer
 class _Importer:
     def __init__(self, proto, label, input_shape, output, fold_batchnorm):
@@ -336,7 +342,7 @@ class _Importer:
     def emit(self, node, layer, inputs, params=None, buffers=None, out=None):
         """Add a gradvis node for ONNX ``node``; its value is ONNX tensor ``out``."""
         name = self.names[node.index]
-        params = {k: np.array(v, dtype=np.float32, order="C") for k, v in (params or {}).items()}
+        params = {k: _f32(v) for k, v in (params or {}).items()}
         for k, want in layer.param_shapes.items():
             if k not in params:
                 raise ONNXImportError(f"{node.where()}: missing parameter {k!r}")
@@ -356,7 +362,7 @@ class _Importer:
         finally:
             del layer.init_params
         for k, v in (buffers or {}).items():
-            self.model.buffers[f"{name}.{k}"] = np.ascontiguousarray(v, dtype=np.float32)
+            self.model.buffers[f"{name}.{k}"] = _f32(v)
         self.shape[name] = shape
         self.tensor[out if out is not None else node.outputs[0]] = name
         return name
@@ -460,7 +466,7 @@ class _Importer:
             src, extra = self.pending_pad.pop(t)
         else:
             src = self._input4(node, t)
-        w = self.constant(node, 1, "the weight").astype(np.float64)
+        w = np.asarray(self.constant(node, 1, "the weight"))
         b = self.const.get(node.inputs[2]) if len(node.inputs) > 2 else None
         if w.ndim != 4:
             raise self.unsupported(node, f"only 2-D convolutions are supported (weight shape {w.shape})")
@@ -484,7 +490,7 @@ class _Importer:
                 and not any(self.consumers.get(o) for o in nxt.outputs[1:] if o)):
             gamma, beta, mean, var = (np.asarray(self.const[x], np.float64) for x in nxt.inputs[1:5])
             scale = gamma / np.sqrt(var + float(nxt.attr("epsilon", 1e-5)))
-            w = w * scale[:, None, None, None]
+            w = w.astype(np.float64) * scale[:, None, None, None]
             b = (b - mean) * scale + beta
             has_bias = True
             self.skip.add(nxt.index)
@@ -671,12 +677,14 @@ class _Importer:
         if int(node.attr("transA", 0)):
             raise self.unsupported(node, "Gemm with transA=1 (the activations must be (N, D))")
         src = self.activation(node, node.inputs[0])
-        w = np.asarray(self.constant(node, 1, "B (the weight)"), np.float64)
+        w = np.asarray(self.constant(node, 1, "B (the weight)"))
         if w.ndim != 2:
             raise ONNXImportError(f"{node.where()}: weight B must be 2-D, got {w.shape}")
         if int(node.attr("transB", 0)):
             w = w.T
-        w = w * float(node.attr("alpha", 1.0))
+        alpha = float(node.attr("alpha", 1.0))
+        if alpha != 1.0:
+            w = w.astype(np.float64) * alpha
         b = None
         if len(node.inputs) > 2 and node.inputs[2]:
             c = np.asarray(self.constant(node, 2, "C (the bias)"), np.float64) * float(node.attr("beta", 1.0))
@@ -695,7 +703,7 @@ class _Importer:
             raise self.unsupported(node, "MatMul of a constant by activations (only x @ W with a "
                                          "constant W is supported)")
         src = self.activation(node, node.inputs[0])
-        w = np.asarray(self.constant(node, 1, "the weight"), np.float64)
+        w = np.asarray(self.constant(node, 1, "the weight"))
         if w.ndim != 2:
             raise self.unsupported(node, f"MatMul with a {w.ndim}-D weight {w.shape}")
         self._linear(node, src, w, None)

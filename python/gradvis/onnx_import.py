@@ -52,7 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from .model import (INPUT, Add, AvgPool2d, BatchNorm1d, BatchNorm2d, Bias, Clip, Concat, Conv2d,
-                    Dropout, Flatten, GlobalAvgPool, LeakyReLU, Linear, MaxPool2d, Model, Pad, ReLU,
+                    Flatten, GlobalAvgPool, LeakyReLU, Linear, MaxPool2d, Model, Pad, ReLU,
                     ReLU6, Scale)
 
 __all__ = ["load_onnx", "from_torch", "ONNXImportError", "UnsupportedOperatorError",
@@ -578,7 +578,7 @@ class _Importer:
         if len(node.inputs) > 1:   # opset >= 11: min and max are optional inputs
             lo = self.const.get(node.inputs[1]) if len(node.inputs) > 1 else None
             hi = self.const.get(node.inputs[2]) if len(node.inputs) > 2 else None
-            for i, t in enumerate(node.inputs[1:3], 1):
+            for t in node.inputs[1:3]:
                 if t and t not in self.const:
                     raise self.unsupported(node, f"Clip bound {t!r} must be a constant")
         else:

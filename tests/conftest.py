@@ -17,3 +17,19 @@ def require_torch():
 @pytest.fixture
 def torch():
     return require_torch()
+
+
+def require_onnx():
+    """Import onnx; skip without it, except under CI (CI set), where its absence fails."""
+    try:
+        import onnx
+    except ImportError as e:
+        if os.environ.get("CI"):
+            pytest.fail(f"onnx is required when CI is set: {e}")
+        pytest.skip("onnx is not installed")
+    return onnx
+
+
+@pytest.fixture
+def onnx():
+    return require_onnx()

@@ -9,10 +9,11 @@ bundled TinyImageNet-100-A network from :func:`load_pretrained`.
 from . import _core
 from . import layers
 from ._core import has_cuda, has_openmp, get_num_threads, set_num_threads, simd_level
-from .model import (Add, AvgPool2d, BatchNorm1d, BatchNorm2d, Concat, Conv2d, Dropout, Flatten,
-                    GlobalAvgPool, LeakyReLU, Linear, MaxPool2d, Model, ReLU, ReLU6)
+from .model import (Add, AvgPool2d, BatchNorm1d, BatchNorm2d, Bias, Clip, Concat, Conv2d, Dropout,
+                    Flatten, GlobalAvgPool, LeakyReLU, Linear, MaxPool2d, Model, Pad, ReLU, ReLU6, Scale)
 from .serialization import load_model, load_cs231n_h5
-from .models import load_pretrained
+from .onnx_import import load_onnx, from_torch
+from .models import load_pretrained, load_any
 from .saliency import compute_saliency_maps, smoothgrad_saliency_maps
 from .fooling import make_fooling_image
 from .class_visualization import create_class_visualization
@@ -26,7 +27,11 @@ __all__ = [
     "Model",
     "Conv2d", "BatchNorm2d", "BatchNorm1d", "ReLU", "ReLU6", "LeakyReLU", "MaxPool2d",
     "AvgPool2d", "GlobalAvgPool", "Flatten", "Linear", "Dropout", "Add", "Concat",
+    "Clip", "Pad", "Bias", "Scale",
     "load_model",
+    "load_onnx",
+    "from_torch",
+    "load_any",
     "load_cs231n_h5",
     "load_pretrained",
     "compute_saliency_maps",

@@ -39,7 +39,7 @@ __all__ = [
     "Model", "Layer",
     "Conv2d", "BatchNorm2d", "BatchNorm1d", "ReLU", "ReLU6", "LeakyReLU",
     "MaxPool2d", "AvgPool2d", "GlobalAvgPool", "Flatten", "Linear", "Dropout",
-    "Add", "Concat", "LAYER_TYPES",
+    "Add", "Concat", "Clip", "Pad", "Bias", "Scale", "LAYER_TYPES",
 ]
 
 INPUT = "input"
@@ -545,9 +545,169 @@ class Concat(Layer):
         return [np.ascontiguousarray(d) for d in np.split(dout, splits, axis=1)], {}
 
 
+class Clip(Layer):
+    """Elementwise clamp to [min, max] (either may be infinite); ReLU6 is Clip(0, 6)."""
+    type = "Clip"
+
+    def __init__(self, min=None, max=None):   # noqa: A002 (ONNX's names); None: open end
+        self.min = float("-inf") if min is None else float(min)
+        self.max = float("inf") if max is None else float(max)
+        if not self.min <= self.max:
+            raise ValueError(f"Clip: min ({min}) must not exceed max ({max})")
+
+    def config(self):
+        # JSON has no infinity: None stands for an open end
+        return dict(min=None if math.isinf(self.min) else self.min,
+                    max=None if math.isinf(self.max) else self.max)
+
+    def describe(self):
+        return f"Clip [{self.min:g}, {self.max:g}]"
+
+    def forward(self, inputs, params, buffers, mode, rng):
+        # the clamp kernel takes finite bounds: an open end is float32's largest value
+        big = float(np.finfo(np.float32).max)
+        return L.relu6_forward(inputs[0], max(self.min, -big), min(self.max, big))
+
+    def backward(self, dout, cache):
+        return [L.relu6_backward(dout, cache)], {}
+
+
+class Pad(Layer):
+    """Constant padding of H and W: (top, bottom, left, right) cells of ``value``.
+
+    A zero Pad that feeds a convolution is better folded into the convolution's
+    own padding (the ONNX importer does that); this layer covers the rest.
+    """
+    type = "Pad"
+
+    def __init__(self, padding, value=0.0):
+        self.padding = _pad4(padding)
+        if min(self.padding) < 0:
+            raise ValueError(f"Pad: negative padding {self.padding} (cropping) is not supported")
+        self.value = float(value)
+
+    def config(self):
+        return dict(padding=list(self.padding), value=self.value)
+
+    def describe(self):
+        return f"Pad {self.padding}" + ("" if self.value == 0 else f" value {self.value:g}")
+
+    def output_shape(self, input_shapes):
+        s = input_shapes[0]
+        if len(s) != 3:
+            raise ValueError(f"expects input (N, C, H, W), got (N, {', '.join(map(str, s))})")
+        t, b, l, r = self.padding
+        return (s[0], s[1] + t + b, s[2] + l + r)
+
+    def forward(self, inputs, params, buffers, mode, rng):
+        x = inputs[0]
+        self.output_shape([x.shape[1:]])
+        t, b, l, r = self.padding
+        out = np.pad(x, ((0, 0), (0, 0), (t, b), (l, r)), constant_values=x.dtype.type(self.value))
+        return out, x.shape
+
+    def backward(self, dout, cache):
+        h, w = cache[2:]
+        t, _, l, _ = self.padding
+        return [np.ascontiguousarray(np.asarray(dout)[:, :, t:t + h, l:l + w])], {}
+
+
+def _broadcast_shape(param, input_shape, what):
+    try:
+        out = np.broadcast_shapes(tuple(input_shape), tuple(param))
+    except ValueError:
+        out = None
+    if out != tuple(input_shape):
+        raise ValueError(f"{what} of shape {tuple(param)} does not broadcast to the input "
+                         f"(N, {', '.join(map(str, input_shape))})")
+    return out
+
+
+def _reduce_to(g, shape):
+    """Sum a (N, ...) gradient down to a parameter of ``shape`` (broadcast over N and size-1 axes)."""
+    g = np.asarray(g)
+    g = g.sum(axis=tuple(range(g.ndim - len(shape))))
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
+    return g.sum(axis=axes, keepdims=True).reshape(shape) if axes else g.reshape(shape)
+
+
+class Bias(Layer):
+    """out = x + bias, with ``bias`` of ``shape`` broadcast against one sample
+    (e.g. (C, 1, 1) per channel); a constant addition in an imported graph."""
+    type = "Bias"
+
+    def __init__(self, shape):
+        self.shape = tuple(int(v) for v in shape)
+
+    def config(self):
+        return dict(shape=list(self.shape))
+
+    def describe(self):
+        return f"Bias {'x'.join(map(str, self.shape)) or 'scalar'}"
+
+    @property
+    def param_shapes(self):
+        return {"bias": self.shape}
+
+    def output_shape(self, input_shapes):
+        return _broadcast_shape(self.shape, input_shapes[0], "bias")
+
+    def forward(self, inputs, params, buffers, mode, rng):
+        x = inputs[0]
+        self.output_shape([x.shape[1:]])
+        return x + params["bias"].astype(x.dtype, copy=False), None
+
+    def backward(self, dout, cache):
+        return self.backward_inputs(dout, cache), self.backward_params(dout, cache)
+
+    def backward_inputs(self, dout, cache):
+        return [dout]
+
+    def backward_params(self, dout, cache):
+        return {"bias": _reduce_to(dout, self.shape)}
+
+
+class Scale(Layer):
+    """out = x * scale, with ``scale`` of ``shape`` broadcast against one sample;
+    a constant multiplication (or division) in an imported graph."""
+    type = "Scale"
+
+    def __init__(self, shape):
+        self.shape = tuple(int(v) for v in shape)
+
+    def config(self):
+        return dict(shape=list(self.shape))
+
+    def describe(self):
+        return f"Scale {'x'.join(map(str, self.shape)) or 'scalar'}"
+
+    @property
+    def param_shapes(self):
+        return {"scale": self.shape}
+
+    def init_params(self, rng, dtype):
+        return {"scale": np.ones(self.shape, dtype)}
+
+    def output_shape(self, input_shapes):
+        return _broadcast_shape(self.shape, input_shapes[0], "scale")
+
+    def forward(self, inputs, params, buffers, mode, rng):
+        x = inputs[0]
+        self.output_shape([x.shape[1:]])
+        s = params["scale"].astype(x.dtype, copy=False)
+        return x * s, (x, s)
+
+    def backward(self, dout, cache):
+        x, s = cache
+        return [dout * s], {"scale": _reduce_to(dout * x, self.shape)}
+
+    def backward_inputs(self, dout, cache):
+        return [dout * cache[1]]
+
+
 LAYER_TYPES = {cls.type: cls for cls in (
     Conv2d, BatchNorm2d, BatchNorm1d, ReLU, ReLU6, LeakyReLU, MaxPool2d, AvgPool2d,
-    GlobalAvgPool, Flatten, Linear, Dropout, Add, Concat)}
+    GlobalAvgPool, Flatten, Linear, Dropout, Add, Concat, Clip, Pad, Bias, Scale)}
 
 
 # ============================================================================ model
@@ -615,6 +775,9 @@ class Model:
         self.class_names = list(class_names) if class_names is not None else None
         self.wnids = list(wnids) if wnids is not None else None
         self.name = name
+        # JSON-able notes on where the model came from (e.g. what an importer folded or
+        # dropped); saved with the model
+        self.info = {}
         self.rng = np.random.default_rng(seed)
         self._init_rng = np.random.default_rng(seed)   # initial weights of added layers
 
@@ -764,8 +927,27 @@ class Model:
                              f"({self.nodes[e].name!r}, index {e})")
         return s, e
 
+    def _ancestors(self, targets, s, bound):
+        """Indices (>= s) of the nodes the tensors ``targets`` depend on, themselves included."""
+        needed = set()
+        stack = list(targets)
+        while stack:
+            name = stack.pop()
+            if name == bound or name == INPUT:
+                continue
+            i = self._index[name]
+            if i < s or i in needed:
+                continue    # before the start: forward reports the crossing skip connection
+            needed.add(i)
+            stack.extend(self.nodes[i].inputs)
+        return needed
+
     def forward(self, X, start=None, end=None, mode="test", outputs=None, rng=None):
         """Run nodes ``start`` through ``end`` (inclusive, as CS231n).
+
+        Only the nodes that ``end`` (or ``outputs``) depend on are computed: in a
+        branching graph, side branches listed between start and end are skipped
+        (and get zero parameter gradients in :meth:`backward`).
 
         Args:
             X: (N, C, H, W) float32/float64: the model input when ``start`` is None,
@@ -808,10 +990,14 @@ class Model:
                 raise ValueError(f"cannot start at {first.name!r}: it reads several tensors {first.inputs}")
             bound = first.inputs[0]
         rng = self.rng if rng is None else rng
+        needed = self._ancestors(outputs if outputs is not None else [self.nodes[e].name], s, bound)
         tensors = {bound: X}
         caches = []
         for i in range(s, e + 1):
             node = self.nodes[i]
+            if i not in needed:      # a branch the requested outputs do not depend on
+                caches.append(None)
+                continue
             ins = []
             for t in node.inputs:
                 if t not in tensors:
@@ -937,6 +1123,7 @@ class Model:
         m.buffers = {k: v.copy() for k, v in self.buffers.items()}
         m.class_names = None if self.class_names is None else list(self.class_names)
         m.wnids = None if self.wnids is None else list(self.wnids)
+        m.info = _copy.deepcopy(self.info)
         m.rng = _copy.deepcopy(self.rng)
         m._init_rng = _copy.deepcopy(self._init_rng)
         return m

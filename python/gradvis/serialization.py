@@ -6,7 +6,8 @@ A gradvis model file is a zip archive of ``.npy`` arrays (readable with
 - ``__gradvis__``: the UTF-8 bytes (uint8 array) of a JSON document with
   ``"format": "gradvis-model"``, ``"version": 1``, the nodes (name, layer type,
   constructor config, inputs), the input metadata (input shape, channel order,
-  class names, wnids) and the name and shape of every array;
+  class names, wnids), ``info`` (the model's JSON notes, e.g. what an importer
+  folded or dropped; older files lack it) and the name and shape of every array;
 - ``param/<node>.<name>``, ``buffer/<node>.<name>``: weights and batch-norm statistics;
 - ``meta/mean``, ``meta/std``: the input normalization;
 - ``state/<key>`` (training checkpoints only): optimizer and data-order state.
@@ -91,6 +92,7 @@ def _describe(model):
         "channel_order": model.channel_order,
         "class_names": model.class_names,
         "wnids": model.wnids,
+        "info": getattr(model, "info", None) or {},
         "nodes": [{"name": n.name, "type": n.layer.type, "inputs": list(n.inputs),
                    "config": n.layer.config()} for n in model.nodes],
         "params": {k: list(v.shape) for k, v in model.params.items()},
@@ -147,6 +149,10 @@ def read_model_file(path):
                       std=arrays.get("meta/std"), channel_order=header.get("channel_order", "RGB"),
                       class_names=header.get("class_names"), wnids=header.get("wnids"),
                       name=header.get("name", "model"))
+        info = header.get("info") or {}
+        if not isinstance(info, dict):
+            raise ValueError(f"'info' must be a JSON object, got {type(info).__name__}")
+        model.info = info
         for nd in header["nodes"]:
             cls = LAYER_TYPES.get(nd["type"])
             if cls is None:

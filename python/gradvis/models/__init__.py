@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["load_pretrained", "DEFAULT_WEIGHTS"]
+from .dispatch import load_any
+
+__all__ = ["load_pretrained", "load_any", "DEFAULT_WEIGHTS"]
 
 DEFAULT_WEIGHTS = Path(__file__).with_name("default.npz")
 

@@ -1,0 +1,202 @@
+"""How fast is an imported network in gradvis next to the same network in PyTorch?
+
+VGG-16 and ResNet-18 (random weights, written in plain torch.nn here: no downloads,
+no torchvision) are imported with ``gradvis.from_torch``; then, at 224x224, batch 1,
+float32, 1 and 2 threads, the time of one forward pass plus the backward pass to the
+input (what saliency, fooling, class visualization, inversion and DeepDream do each
+step; no weight gradients on either side) is measured for gradvis and PyTorch in
+the same run. Prints a table (best-of-reps ms and the gradvis / PyTorch ratio) last.
+
+    python bench/bench_imported.py [--models vgg16 resnet18] [--threads 1 2] [--reps 3] [--json out.json]
+"""
+import argparse
+import json
+import platform
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+import gradvis
+
+
+# ---------------------------------------------------------------------------- the networks
+def vgg16(num_classes=1000):
+    cfg = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+    layers, c = [], 3
+    for v in cfg:
+        if v == "M":
+            layers.append(nn.MaxPool2d(2, 2))
+        else:
+            layers += [nn.Conv2d(c, v, 3, padding=1), nn.ReLU(inplace=True)]
+            c = v
+
+    class VGG(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(*layers)
+            self.classifier = nn.Sequential(
+                nn.Linear(512 * 7 * 7, 4096), nn.ReLU(True), nn.Dropout(),
+                nn.Linear(4096, 4096), nn.ReLU(True), nn.Dropout(), nn.Linear(4096, num_classes))
+
+        def forward(self, x):
+            # torchvision's adaptive 7x7 pool is the identity at 224x224; left out
+            x = self.features(x)
+            return self.classifier(torch.flatten(x, 1))
+    return VGG()
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + identity)
+
+
+class ResNet18(nn.Module):
+    def __init__(self, num_classes=1000):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        cin = 64
+        for i, w in enumerate((64, 128, 256, 512)):
+            stride = 1 if i == 0 else 2
+            setattr(self, f"layer{i + 1}", nn.Sequential(BasicBlock(cin, w, stride), BasicBlock(w, w, 1)))
+            cin = w
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(512, num_classes)
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+MODELS = {"vgg16": vgg16, "resnet18": ResNet18}
+
+
+def randomize_bn(net, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            c = m.num_features
+            m.running_mean.copy_(torch.randn(c, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
+
+
+# ---------------------------------------------------------------------------- timing
+def best_time(fn, reps):
+    fn()   # warm-up
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def rel_err(a, b):
+    """||a - b|| / ||b||. (A max-norm error is dominated by the few max-pool windows
+    whose argmax flips between two float32 implementations: a kink, not an error.)"""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+
+def bench(name, threads, reps, size=224):
+    torch.manual_seed(0)
+    net = MODELS[name]().eval()
+    randomize_bn(net)
+    for p in net.parameters():
+        p.requires_grad_(False)   # input gradients only, as in the algorithms
+    t0 = time.perf_counter()
+    model = gradvis.from_torch(net, torch.zeros(1, 3, size, size))
+    t_import = time.perf_counter() - t0
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((1, 3, size, size)).astype(np.float32)
+    R = rng.standard_normal((1, 1000)).astype(np.float32)
+
+    def gv():
+        s, cache = model.forward(X)
+        return s, model.backward(R, cache, param_grads=False)[0]
+
+    xt, rt = torch.from_numpy(X), torch.from_numpy(R)
+
+    def tr():
+        x = xt.clone().requires_grad_(True)
+        s = net(x)
+        (dx,) = torch.autograd.grad((s * rt).sum(), [x])
+        return s.detach().numpy(), dx.numpy()
+
+    rows = []
+    for nt in threads:
+        gradvis.set_num_threads(nt)
+        torch.set_num_threads(nt)
+        t_g = best_time(gv, reps)
+        t_t = best_time(tr, reps)
+        rows.append({"model": name, "threads": nt, "gradvis_ms": 1e3 * t_g, "torch_ms": 1e3 * t_t,
+                     "ratio": t_g / t_t, "import_s": t_import,
+                     "layers": len(model.nodes), "params": model.num_parameters()})
+        print(f"  {name} threads={nt}: gradvis {1e3 * t_g:.1f} ms, torch {1e3 * t_t:.1f} ms", flush=True)
+
+    # accuracy: both float32 results against PyTorch in float64 (the float32 input
+    # gradients of the two differ from each other more than either differs from float64)
+    s_g, dx_g = gv()
+    s_t, dx_t = tr()
+    net.double()
+    x = torch.from_numpy(X.astype(np.float64)).requires_grad_(True)
+    s64 = net(x)
+    (dx64,) = torch.autograd.grad((s64 * rt.double()).sum(), [x])
+    s64, dx64 = s64.detach().numpy(), dx64.numpy()
+    for r in rows:
+        r["err_gradvis"] = max(rel_err(s_g, s64), rel_err(dx_g, dx64))
+        r["err_torch"] = max(rel_err(s_t, s64), rel_err(dx_t, dx64))
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--json", help="write the results here")
+    args = ap.parse_args()
+
+    rows = []
+    for name in args.models:
+        rows += bench(name, args.threads, args.reps)
+
+    if args.json:
+        meta = {"machine": platform.processor() or platform.machine(), "simd": gradvis.simd_level(),
+                "torch": torch.__version__, "gradvis": gradvis.__version__}
+        with open(args.json, "w") as f:
+            json.dump({"meta": meta, "rows": rows}, f, indent=1)
+
+    print(f"\nforward + backward to the input, 224x224, batch 1, float32 (best of {args.reps}); "
+          f"simd {gradvis.simd_level()}, torch {torch.__version__}.\nerr gv / err pt: L2-relative error of "
+          "the float32 logits and input gradient (the larger) against PyTorch in float64; "
+          "import s: from_torch (export + load_onnx)")
+    head = f"{'model':<9} {'threads':>7} {'gradvis ms':>11} {'torch ms':>9} {'gradvis/torch':>13} " \
+           f"{'err gv':>8} {'err pt':>8} {'import s':>8}"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        print(f"{r['model']:<9} {r['threads']:>7} {r['gradvis_ms']:>11.1f} {r['torch_ms']:>9.1f} "
+              f"{r['ratio']:>13.2f} {r['err_gradvis']:>8.1e} {r['err_torch']:>8.1e} {r['import_s']:>8.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,954 @@
+"""Bring your own network: ONNX files and PyTorch modules as gradvis models.
+
+:func:`load_onnx` reads an ONNX graph (with the optional ``onnx`` package) and
+builds a :class:`gradvis.Model` of gradvis layers, so the five algorithms run on
+it with gradvis's own engine; :func:`from_torch` does the same for a PyTorch
+module in memory by exporting it to ONNX first. Neither needs a deep-learning
+framework afterwards: the result saves and loads as a gradvis ``.npz``.
+
+What the importer does with the graph:
+
+- **Batch norm is folded** into the convolution before it when nothing else
+  reads that convolution's output (``W' = W * g / sqrt(v + eps)``, ``b' = (b - m)
+  * g / sqrt(v + eps) + beta``, in float64); any other BatchNormalization becomes
+  a test-mode :class:`~gradvis.model.BatchNorm2d` / ``BatchNorm1d``. (PyTorch's
+  own exporter already folds conv+BN in eval mode.)
+- **Zero padding** (``Pad``) that feeds a convolution becomes that convolution's
+  padding; other constant pads become a :class:`~gradvis.model.Pad` layer.
+- A constant added after a convolution or a ``MatMul`` becomes its bias.
+- ``Dropout`` and ``Identity`` disappear (their output is another name for their
+  input); a ``Softmax`` producing the graph output is dropped, so the model
+  returns scores as the algorithms expect; ``model.info['dropped']`` says so.
+- Shape arithmetic on constants (``Shape``, ``Gather``, ``Unsqueeze``,
+  ``Concat``, ``Cast``, ...) is evaluated at import time; a ``Reshape`` must end
+  up flattening ``(N, ...) -> (N, -1)`` (or be a no-op). The batch size is free:
+  a hard-coded leading 1 in a Reshape (PyTorch's ``x.view(1, -1)`` on a batch-1
+  export) is read as the batch axis.
+- ReLU is not fused into the convolution (each ReLU stays its own node, so its
+  output can be picked by name).
+
+Node names come from the ONNX node names, made readable: PyTorch's scoped names
+``/layer1/layer1.0/conv1/Conv`` become the module path ``layer1.0.conv1`` (an op
+called in a block's ``forward``, like the residual ``Add``, is named after the
+block: ``layer1.0.add`` when the block has several). Other names are sanitized
+(characters outside ``[A-Za-z0-9_.:-]`` become ``_``) and made unique.
+``model.info['tensors']`` maps every ONNX tensor name to the node whose output
+it is (folded and dropped nodes map to the node that now produces the value).
+
+Preprocessing travels with the model. gradvis's :meth:`Model.preprocess` maps
+0-255 pixels to ``(x - mean) / std``; networks trained on torchvision's
+``ToTensor`` + ``Normalize`` take ``(x / 255 - mean) / std``; pass ``scale=255``
+with their 0-1 mean and std and the importer stores ``mean * 255`` and ``std *
+255``, which is the same map.
+"""
+from __future__ import annotations
+
+import io
+import math
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .model import (INPUT, Add, AvgPool2d, BatchNorm1d, BatchNorm2d, Bias, Clip, Concat, Conv2d,
+                    Flatten, GlobalAvgPool, LeakyReLU, Linear, MaxPool2d, Model, Pad, ReLU,
+                    ReLU6, Scale)
+
+__all__ = ["load_onnx", "from_torch", "ONNXImportError", "UnsupportedOperatorError",
+           "SUPPORTED_OPS"]
+
+
+class ONNXImportError(ValueError):
+    """The ONNX graph cannot be turned into a gradvis model (the message says which node and why)."""
+
+
+class UnsupportedOperatorError(ONNXImportError, NotImplementedError):
+    """The graph uses an operator gradvis has no layer for."""
+
+
+SUPPORTED_OPS = (
+    "Conv", "BatchNormalization", "Relu", "Clip", "LeakyRelu", "MaxPool", "AveragePool",
+    "GlobalAveragePool", "Gemm", "MatMul", "Flatten", "Reshape", "Add", "Sub", "Mul", "Div",
+    "Concat", "Dropout", "Pad", "Identity", "Softmax (graph output only)",
+    # evaluated at import time when every input is a constant:
+    "Constant", "Shape", "Gather", "Unsqueeze", "Squeeze", "Cast", "Slice",
+)
+
+
+def _require_onnx():
+    try:
+        import onnx
+    except ImportError:
+        raise ImportError("importing ONNX models needs the onnx package: pip install onnx "
+                          "(or pip install 'gradvis[onnx]')") from None
+    return onnx
+
+
+# ============================================================================ reading
+def _read_proto(source):
+    """(ModelProto, label for messages) from a path, bytes or a ModelProto."""
+    onnx = _require_onnx()
+    if isinstance(source, onnx.ModelProto):
+        return source, "<ONNX model>"
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        label, data = "<ONNX bytes>", bytes(source)
+    else:
+        path = Path(source)
+        label = str(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no such ONNX file: {path}")
+        data = path.read_bytes()
+    try:
+        proto = onnx.load_from_string(data)
+    except Exception as e:   # DecodeError and friends
+        raise ValueError(f"{label} is not a readable ONNX model ({type(e).__name__}: {e})") from None
+    if not proto.graph.node or not proto.graph.output:
+        raise ValueError(f"{label} is not an ONNX model (no graph nodes or outputs); "
+                         "corrupt or a different kind of file?")
+    # onnx.checker is not run: it rejects usable files over details (an output
+    # without a declared shape); the import checks what it relies on itself
+    if not any(i.type.HasField("tensor_type") for i in proto.graph.input):
+        raise ValueError(f"{label} is not a usable ONNX model (no tensor input); corrupt or a "
+                         "different kind of file?")
+    return proto, label
+
+
+class _Node:
+    """An ONNX node in plain Python: op, name, inputs, outputs, attributes."""
+    __slots__ = ("op", "name", "inputs", "outputs", "attrs", "index")
+
+    def __init__(self, proto, index):
+        from onnx import helper
+        self.op = proto.op_type
+        self.name = proto.name or (proto.output[0] if proto.output else f"{proto.op_type}_{index}")
+        self.inputs = list(proto.input)
+        self.outputs = list(proto.output)
+        self.attrs = {a.name: helper.get_attribute_value(a) for a in proto.attribute}
+        self.index = index
+        if proto.domain not in ("", "ai.onnx"):
+            raise UnsupportedOperatorError(
+                f"ONNX node {self.name!r}: operator {proto.domain}::{self.op} is from a custom "
+                "domain, which gradvis cannot run")
+
+    def attr(self, key, default=None):
+        v = self.attrs.get(key, default)
+        return v.decode() if isinstance(v, bytes) else v
+
+    def where(self):
+        return f"ONNX node {self.name!r} ({self.op})"
+
+
+# ============================================================================ naming
+_SAFE = re.compile(r"[^A-Za-z0-9_.:\-]+")
+
+
+def _scope_name(node):
+    """PyTorch's '/layer1/layer1.0/conv1/Conv' -> ('layer1.0.conv1', 'conv'); else (sanitized, '')."""
+    if "/" not in node.name:
+        return _SAFE.sub("_", node.name).strip("_") or node.op.lower(), ""
+    parts = [p for p in node.name.split("/") if p]
+    last = parts.pop() if parts else node.op
+    segs = []
+    for p in parts:   # a Sequential's children repeat its name: 'features', 'features.1', 'conv', 'conv.0'
+        if segs and p.startswith(segs[-1] + "."):
+            segs[-1] = p
+        else:
+            segs.append(p)
+    qual = _SAFE.sub("_", ".".join(segs)).strip("_")
+    op = _SAFE.sub("_", last).strip("_").lower() or node.op.lower()
+    return (qual or op), (op if qual else "")
+
+
+def _assign_names(nodes):
+    """{node index: unique gradvis node name} for the nodes that may become layers."""
+    bases = {n.index: _scope_name(n) for n in nodes}
+    count = {}
+    for base, _ in bases.values():
+        count[base] = count.get(base, 0) + 1
+    scoped = {base for base, op in bases.values() if op}
+    # a scope that contains other scopes is a container (a residual block): an op at
+    # its level was called in its forward (the residual Add), not the block's output
+    containers = {q.rsplit(".", k)[0] for q in scoped for k in range(1, q.count(".") + 1)}
+    names, used = {}, {INPUT}
+    for n in nodes:
+        base, op = bases[n.index]
+        name = f"{base}.{op}" if op and (count[base] > 1 or base in containers) else base
+        cand, k = name, 2
+        while cand in used:
+            cand, k = f"{name}_{k}", k + 1
+        used.add(cand)
+        names[n.index] = cand
+    return names
+
+
+# ============================================================================ constants
+def _const_eval(node, vals):
+    """Evaluate a node whose inputs are all constants (shape arithmetic), or return None."""
+    op, a = node.op, node.attr
+    x = vals[0] if vals else None
+    if op == "Identity":
+        return x
+    if op == "Cast":
+        from onnx import helper
+        return x.astype(helper.tensor_dtype_to_np_dtype(a("to")))
+    if op == "Gather":
+        return np.take(x, vals[1].astype(np.int64), axis=a("axis", 0))
+    if op in ("Unsqueeze", "Squeeze"):
+        axes = a("axes") if len(vals) < 2 else vals[1].tolist()
+        if op == "Squeeze":
+            return np.squeeze(x, axis=None if axes is None else tuple(axes))
+        out = x
+        rank = x.ndim + len(axes)
+        for ax in sorted(ax % rank for ax in axes):
+            out = np.expand_dims(out, ax)
+        return out
+    if op == "Concat":
+        return np.concatenate([np.atleast_1d(v) for v in vals], axis=a("axis"))
+    if op == "Slice":
+        starts, ends = vals[1].tolist(), vals[2].tolist()
+        axes = vals[3].tolist() if len(vals) > 3 else list(range(len(starts)))
+        steps = vals[4].tolist() if len(vals) > 4 else [1] * len(starts)
+        idx = [slice(None)] * x.ndim
+        for s, e, ax, st in zip(starts, ends, axes, steps):
+            idx[ax] = slice(s, e, st)
+        return x[tuple(idx)]
+    if op in ("Add", "Sub", "Mul", "Div"):
+        f = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply,
+             "Div": np.floor_divide if x.dtype.kind in "iu" else np.divide}[op]
+        return f(vals[0], vals[1]).astype(np.result_type(vals[0], vals[1]))
+    if op == "Reshape":
+        return x.reshape([d if d != 0 else x.shape[i] for i, d in enumerate(vals[1].tolist())])
+    if op == "Flatten":
+        ax = a("axis", 1)
+        return x.reshape(int(np.prod(x.shape[:ax])), -1)
+    return None
+
+
+def _f32(v):
+    """A C-contiguous float32 array (copied only when needed: VGG's weights are 0.5 GB)."""
+    a = np.asarray(v, np.float32)
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
+
+
+# ============================================================================ the importer
+class _Importer:
+    def __init__(self, proto, label, input_shape, output, fold_batchnorm):
+        from onnx import numpy_helper
+        self.label = label
+        self.fold_batchnorm = fold_batchnorm
+        g = proto.graph
+        self.opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+        self.const = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+        self.const[""] = None   # an omitted optional input
+        inputs = [i for i in g.input if i.name not in self.const]
+        if len(inputs) != 1:
+            raise ONNXImportError(f"{label}: gradvis models take one image input; this graph has "
+                                  f"{len(inputs)}: {[i.name for i in inputs]}")
+        self.input_name = inputs[0].name
+        self.input_shape = self._input_shape(inputs[0], input_shape)
+        outs = [o.name for o in g.output]
+        if output is None:
+            output = outs[0]
+        elif output not in outs:
+            raise ONNXImportError(f"{label}: output {output!r} is not a graph output ({outs})")
+        self.output = output
+        self.other_outputs = [o for o in outs if o != output]
+        self.nodes = [_Node(n, i) for i, n in enumerate(g.node)]
+        self.producer = {o: n for n in self.nodes for o in n.outputs}
+        self.consumers = {}
+        for n in self.nodes:
+            for t in n.inputs:
+                self.consumers.setdefault(t, []).append(n)
+        self.live = self._live_nodes()
+        self.names = _assign_names([n for n in self.nodes if n.index in self.live
+                                    and not self._is_shape_arithmetic(n)])
+        self.tensor = {self.input_name: INPUT}   # ONNX tensor -> gradvis tensor (node name or INPUT)
+        self.shape = {INPUT: self.input_shape}   # gradvis tensor -> shape without the batch axis
+        self.pending_pad = {}                    # ONNX tensor -> (gradvis source, (t, b, l, r))
+        self.skip = set()                        # node indices folded into an earlier layer
+        self.info = {"source": "onnx", "file": label, "opset": self.opset, "input": self.input_name,
+                     "output": output, "folded": [], "dropped": [], "tensors": {}}
+        if self.other_outputs:
+            self.info["ignored_outputs"] = self.other_outputs
+
+    # ------------------------------------------------------------------ set-up
+    def _input_shape(self, vi, given):
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
+        if given is not None:
+            given = tuple(int(v) for v in given)
+            if len(given) != 3:
+                raise ValueError(f"input_shape must be (C, H, W), got {given}")
+            if dims and len(dims) == 4 and dims[1] is not None and dims[1] != given[0]:
+                raise ONNXImportError(f"{self.label}: input_shape {given} has {given[0]} channels but the "
+                                      f"graph input {vi.name!r} has {dims[1]}")
+            return given
+        if len(dims) != 4:
+            raise ONNXImportError(f"{self.label}: the graph input {vi.name!r} has shape {dims}; gradvis "
+                                  "models take (N, C, H, W) images")
+        if any(d is None or d <= 0 for d in dims[1:]):
+            raise ONNXImportError(f"{self.label}: the graph input {vi.name!r} has dynamic dims {dims}; "
+                                  "pass input_shape=(C, H, W)")
+        return tuple(dims[1:])
+
+    def _is_shape_arithmetic(self, node):
+        """Constants and shape computations (evaluated at import time, never layers)."""
+        if not hasattr(self, "_static"):
+            self._static = set(self.const)
+            for n in self.nodes:
+                if n.op in ("Constant", "Shape") or (n.inputs and all(t in self._static for t in n.inputs)):
+                    self._static.update(n.outputs)
+        return all(t in self._static for t in node.outputs)
+
+    def _live_nodes(self):
+        """Indices of the nodes the chosen output depends on (dead branches are not imported)."""
+        live, stack = set(), [self.output]
+        while stack:
+            n = self.producer.get(stack.pop())
+            if n is not None and n.index not in live:
+                live.add(n.index)
+                stack.extend(t for t in n.inputs if t)
+        return live
+
+    # ------------------------------------------------------------------ helpers
+    def is_const(self, t):
+        return t in self.const
+
+    def sole_consumer(self, t):
+        """The one node that reads ONNX tensor t, if exactly one does and t is not the output."""
+        users = [n for n in self.consumers.get(t, []) if n.index in self.live]
+        if len(users) != 1 or t == self.output:
+            return None
+        return users[0]
+
+    def activation(self, node, t):
+        if t not in self.tensor or self.tensor[t] is None:
+            if t in self.const:
+                raise ONNXImportError(f"{node.where()}: input {t!r} is a constant where gradvis needs "
+                                      "the image's activations")
+            raise ONNXImportError(f"{node.where()}: input {t!r} is not produced by any node before it")
+        return self.tensor[t]
+
+    def constant(self, node, i, what):
+        t = node.inputs[i] if i < len(node.inputs) else ""
+        if t == "" or t not in self.const:
+            raise ONNXImportError(f"{node.where()}: {what} (input {i}, {t!r}) must be a constant "
+                                  "(an initializer); computed weights are not supported")
+        return self.const[t]
+
+    def alias(self, node, onnx_out, gv_tensor):
+        self.tensor[onnx_out] = gv_tensor
+
+    def emit(self, node, layer, inputs, params=None, buffers=None, out=None):
+        """Add a gradvis node for ONNX ``node``; its value is ONNX tensor ``out``."""
+        name = self.names[node.index]
+        params = {k: _f32(v) for k, v in (params or {}).items()}
+        for k, want in layer.param_shapes.items():
+            if k not in params:
+                raise ONNXImportError(f"{node.where()}: missing parameter {k!r}")
+            if params[k].shape != tuple(want):
+                raise ONNXImportError(f"{node.where()}: parameter {k!r} has shape {params[k].shape}, "
+                                      f"the layer needs {tuple(want)}")
+        try:
+            shape = tuple(layer.output_shape([self.shape[i] for i in inputs]))
+        except ValueError as e:
+            ins = ", ".join(f"{i} (N, {', '.join(map(str, self.shape[i]))})" for i in inputs)
+            raise ONNXImportError(f"{node.where()}: shape mismatch: {layer.describe()} on {ins}: {e}") from None
+        # skip Model.add's random initialization (100M+ numbers for a VGG): the
+        # parameters are known
+        layer.init_params = lambda rng, dtype: params
+        try:
+            self.model.add(name, layer, inputs=inputs)
+        finally:
+            del layer.init_params
+        for k, v in (buffers or {}).items():
+            self.model.buffers[f"{name}.{k}"] = _f32(v)
+        self.shape[name] = shape
+        self.tensor[out if out is not None else node.outputs[0]] = name
+        return name
+
+    def unsupported(self, node, why=""):
+        if why:
+            return ONNXImportError(f"{node.where()}: {why}")
+        return UnsupportedOperatorError(
+            f"{node.where()}: operator {node.op!r} is not supported by gradvis's ONNX importer "
+            f"(supported: {', '.join(SUPPORTED_OPS)})")
+
+    # ------------------------------------------------------------------ run
+    def run(self, model):
+        self.model = model
+        missing = {}
+        for node in self.nodes:   # every unsupported operator at once, not just the first
+            if node.index in self.live and not self._is_shape_arithmetic(node) \
+                    and node.op != "Constant" and not hasattr(self, "op_" + node.op):
+                missing.setdefault(node.op, node.name)
+        if missing:
+            listed = ", ".join(f"{op!r} (node {name!r})" for op, name in missing.items())
+            raise UnsupportedOperatorError(
+                f"{self.label}: unsupported ONNX operator{'s' if len(missing) > 1 else ''} {listed}; "
+                f"gradvis's importer supports {', '.join(SUPPORTED_OPS)}")
+        for node in self.nodes:
+            if node.index not in self.live or node.index in self.skip:
+                continue
+            if node.op == "Constant":
+                self.const[node.outputs[0]] = self._constant_value(node)
+                continue
+            if node.inputs and all(t in self.const for t in node.inputs) and node.op != "Shape":
+                val = _const_eval(node, [self.const[t] for t in node.inputs])
+                if val is None:
+                    raise self.unsupported(node, f"cannot evaluate {node.op!r} on constants at import time")
+                self.const[node.outputs[0]] = np.asarray(val)
+                continue
+            handler = getattr(self, "op_" + node.op, None)
+            if handler is None:
+                raise self.unsupported(node)
+            handler(node)
+        if self.output not in self.tensor or self.tensor[self.output] == INPUT:
+            raise ONNXImportError(f"{self.label}: the output {self.output!r} is not computed from the "
+                                  "input by any layer")
+        last = self.tensor[self.output]
+        if not model.nodes or model.nodes[-1].name != last:
+            raise ONNXImportError(f"{self.label}: internal error: output node {last!r} is not the last node")
+        self.info["tensors"] = {k: v for k, v in self.tensor.items()}
+        return model
+
+    def _constant_value(self, node):
+        from onnx import numpy_helper
+        a = node.attrs
+        if "value" in a:
+            return numpy_helper.to_array(a["value"])
+        for k, dt in (("value_float", np.float32), ("value_floats", np.float32),
+                      ("value_int", np.int64), ("value_ints", np.int64)):
+            if k in a:
+                return np.asarray(a[k], dt)
+        raise self.unsupported(node, f"Constant with attributes {sorted(a)} is not supported")
+
+    # ------------------------------------------------------------------ geometry
+    def _window(self, node, kernel, in_hw):
+        """(strides, dilations, (top, bottom, left, right)) of a Conv/Pool node."""
+        strides = tuple(node.attr("strides", [1, 1]))
+        dil = tuple(node.attr("dilations", [1, 1]))
+        if len(kernel) != 2 or len(strides) != 2 or len(dil) != 2:
+            raise self.unsupported(node, f"only 2-D windows are supported (kernel {kernel})")
+        auto = node.attr("auto_pad", "NOTSET")
+        if auto in ("NOTSET", ""):
+            p = list(node.attr("pads", [0, 0, 0, 0]))
+            if len(p) != 4:
+                raise self.unsupported(node, f"pads {p} are not 2-D")
+            pads = (p[0], p[2], p[1], p[3])
+        elif auto == "VALID":
+            pads = (0, 0, 0, 0)
+        elif auto in ("SAME_UPPER", "SAME_LOWER"):
+            pp = []
+            for size, k, s, d in zip(in_hw, kernel, strides, dil):
+                total = max((-(-size // s) - 1) * s + d * (k - 1) + 1 - size, 0)
+                small = total // 2
+                pp.append((small, total - small) if auto == "SAME_UPPER" else (total - small, small))
+            pads = (pp[0][0], pp[0][1], pp[1][0], pp[1][1])
+        else:
+            raise self.unsupported(node, f"auto_pad {auto!r} is not supported")
+        if min(pads) < 0:
+            raise self.unsupported(node, f"negative pads {pads}")
+        return strides, dil, tuple(int(v) for v in pads)
+
+    def _input4(self, node, t):
+        src = self.activation(node, t)
+        if len(self.shape[src]) != 3:
+            raise ONNXImportError(f"{node.where()}: expects (N, C, H, W) input, got (N, "
+                                  f"{', '.join(map(str, self.shape[src]))}) from {t!r}")
+        return src
+
+    # ------------------------------------------------------------------ ops
+    def op_Conv(self, node):
+        extra = (0, 0, 0, 0)
+        t = node.inputs[0]
+        if t in self.pending_pad:
+            src, extra = self.pending_pad.pop(t)
+        else:
+            src = self._input4(node, t)
+        w = np.asarray(self.constant(node, 1, "the weight"))
+        b = self.const.get(node.inputs[2]) if len(node.inputs) > 2 else None
+        if w.ndim != 4:
+            raise self.unsupported(node, f"only 2-D convolutions are supported (weight shape {w.shape})")
+        groups = int(node.attr("group", 1))
+        c = self.shape[src][0]
+        if w.shape[1] * groups != c:
+            raise ONNXImportError(f"{node.where()}: shape mismatch: weight {w.shape} with group={groups} "
+                                  f"expects {w.shape[1] * groups} input channels, the input {src!r} has {c}")
+        kernel = tuple(node.attr("kernel_shape", w.shape[2:]))
+        if kernel != w.shape[2:]:
+            raise ONNXImportError(f"{node.where()}: kernel_shape {kernel} disagrees with the weight {w.shape}")
+        in_hw = (self.shape[src][1] + extra[0] + extra[1], self.shape[src][2] + extra[2] + extra[3])
+        strides, dil, pads = self._window(node, kernel, in_hw)
+        pads = tuple(p + q for p, q in zip(pads, extra))
+        b = np.zeros(w.shape[0]) if b is None else np.asarray(b, np.float64)
+        has_bias = len(node.inputs) > 2 and node.inputs[2] != ""
+        out = node.outputs[0]
+        nxt = self.sole_consumer(out)
+        if (self.fold_batchnorm and nxt is not None and nxt.op == "BatchNormalization"
+                and all(self.is_const(x) for x in nxt.inputs[1:5])
+                and not any(self.consumers.get(o) for o in nxt.outputs[1:] if o)):
+            gamma, beta, mean, var = (np.asarray(self.const[x], np.float64) for x in nxt.inputs[1:5])
+            scale = gamma / np.sqrt(var + float(nxt.attr("epsilon", 1e-5)))
+            w = w.astype(np.float64) * scale[:, None, None, None]
+            b = (b - mean) * scale + beta
+            has_bias = True
+            self.skip.add(nxt.index)
+            self.info["folded"].append(f"{nxt.name} (BatchNormalization) into {node.name} (Conv)")
+            out = nxt.outputs[0]
+        nxt = self.sole_consumer(out)
+        if nxt is not None and nxt.op == "Add":
+            cb = self._channel_constant(nxt, out, w.shape[0])
+            if cb is not None:
+                b = b + cb
+                has_bias = True
+                self.skip.add(nxt.index)
+                self.info["folded"].append(f"{nxt.name} (Add of a constant) into {node.name} (Conv)")
+                out = nxt.outputs[0]
+        layer = Conv2d(c, w.shape[0], kernel, stride=strides, padding=pads, dilation=dil, groups=groups,
+                       bias=has_bias)
+        params = {"weight": w}
+        if has_bias:
+            params["bias"] = b
+        name = self.emit(node, layer, [src], params, out=out)
+        if t in self.tensor and self.tensor[t] is None:
+            self.tensor[t] = name     # a folded Pad's output
+        self._alias_chain(node.outputs[0], out, name)
+
+    def _alias_chain(self, first, last, name):
+        """Every ONNX tensor folded into one layer names that layer's output."""
+        t = first
+        while True:
+            self.tensor[t] = name
+            if t == last:
+                return
+            nxt = self.sole_consumer(t)
+            if nxt is None:
+                return
+            t = nxt.outputs[0]
+
+    def _channel_constant(self, add, src_tensor, channels, spatial=True):
+        """The (channels,) vector of a constant added per channel to src_tensor by ``add``, or None."""
+        other = [t for t in add.inputs if t != src_tensor]
+        if len(other) != 1 or other[0] not in self.const:
+            return None
+        c = np.asarray(self.const[other[0]], np.float64)
+        if c.dtype.kind not in "f" and c.dtype.kind not in "iu":
+            return None
+        if spatial:
+            while c.ndim > 3 and c.shape[0] == 1:
+                c = c[0]
+            if c.ndim == 3 and c.shape[1:] == (1, 1) and c.shape[0] in (1, channels):
+                return np.broadcast_to(c[:, 0, 0], (channels,)).copy()
+            if c.ndim == 0 or (c.ndim == 1 and c.shape[0] == 1):
+                return np.full(channels, float(c.reshape(-1)[0]))
+            return None
+        while c.ndim > 1 and c.shape[0] == 1:
+            c = c[0]
+        if c.ndim <= 1 and c.size in (1, channels):
+            return np.broadcast_to(c.reshape(-1), (channels,)).copy()
+        return None
+
+    def op_BatchNormalization(self, node):
+        if any(self.consumers.get(o) for o in node.outputs[1:] if o):
+            raise self.unsupported(node, "training-mode BatchNormalization (running-stat outputs are read)")
+        src = self.activation(node, node.inputs[0])
+        gamma = self.constant(node, 1, "scale")
+        beta = self.constant(node, 2, "bias")
+        mean = self.constant(node, 3, "running mean")
+        var = self.constant(node, 4, "running variance")
+        s = self.shape[src]
+        cls = BatchNorm2d if len(s) == 3 else BatchNorm1d if len(s) == 1 else None
+        if cls is None:
+            raise self.unsupported(node, f"batch norm of (N, {', '.join(map(str, s))}) inputs")
+        layer = cls(s[0], eps=float(node.attr("epsilon", 1e-5)))
+        self.emit(node, layer, [src], {"gamma": gamma, "beta": beta},
+                  {"running_mean": mean, "running_var": var})
+
+    def _single(self, node, layer):
+        self.emit(node, layer, [self.activation(node, node.inputs[0])])
+
+    def op_Relu(self, node):
+        self._single(node, ReLU())
+
+    def op_LeakyRelu(self, node):
+        self._single(node, LeakyReLU(float(node.attr("alpha", 0.01))))
+
+    def op_Clip(self, node):
+        if len(node.inputs) > 1:   # opset >= 11: min and max are optional inputs
+            lo = self.const.get(node.inputs[1]) if len(node.inputs) > 1 else None
+            hi = self.const.get(node.inputs[2]) if len(node.inputs) > 2 else None
+            for t in node.inputs[1:3]:
+                if t and t not in self.const:
+                    raise self.unsupported(node, f"Clip bound {t!r} must be a constant")
+        else:
+            lo, hi = node.attrs.get("min"), node.attrs.get("max")
+        lo = -math.inf if lo is None else float(np.asarray(lo).reshape(-1)[0])
+        hi = math.inf if hi is None else float(np.asarray(hi).reshape(-1)[0])
+        if lo == 0.0 and hi == 6.0:
+            layer = ReLU6()
+        elif lo == 0.0 and math.isinf(hi):
+            layer = ReLU()
+        else:
+            layer = Clip(None if math.isinf(lo) else lo, None if math.isinf(hi) else hi)
+        self._single(node, layer)
+
+    def _pool(self, node, cls):
+        if len(node.outputs) > 1 and any(self.consumers.get(o) for o in node.outputs[1:] if o):
+            raise self.unsupported(node, "MaxPool's indices output is not supported")
+        src = self._input4(node, node.inputs[0])
+        kernel = tuple(node.attr("kernel_shape"))
+        strides, dil, pads = self._window(node, kernel, self.shape[src][1:])
+        if dil != (1, 1):
+            raise self.unsupported(node, f"dilated pooling (dilations {dil})")
+        kw = dict(stride=strides, padding=pads, ceil_mode=bool(node.attr("ceil_mode", 0)))
+        if cls is AvgPool2d:
+            kw["count_include_pad"] = bool(node.attr("count_include_pad", 0))
+        self.emit(node, cls(kernel, **kw), [src])
+
+    def op_MaxPool(self, node):
+        self._pool(node, MaxPool2d)
+
+    def op_AveragePool(self, node):
+        self._pool(node, AvgPool2d)
+
+    def op_GlobalAveragePool(self, node):
+        self.emit(node, GlobalAvgPool(), [self._input4(node, node.inputs[0])])
+
+    def op_Flatten(self, node):
+        src = self.activation(node, node.inputs[0])
+        rank = len(self.shape[src]) + 1
+        axis = int(node.attr("axis", 1))
+        axis = axis + rank if axis < 0 else axis
+        if axis != 1:
+            raise self.unsupported(node, f"Flatten with axis={node.attr('axis')} (only axis 1, "
+                                         "keeping the batch axis, is supported)")
+        if rank == 2:
+            self.alias(node, node.outputs[0], src)
+            return
+        self.emit(node, Flatten(), [src])
+
+    def op_Reshape(self, node):
+        src = self.activation(node, node.inputs[0])
+        target = [int(v) for v in np.asarray(self.constant(node, 1, "the target shape")).reshape(-1)]
+        s = self.shape[src]
+        feat = int(np.prod(s, dtype=np.int64))
+        allowzero = int(node.attr("allowzero", 0))
+        rest = [s[i - 1] if (d == 0 and not allowzero and 1 <= i <= len(s)) else d
+                for i, d in enumerate(target)][1:]
+        lead = target[0] if target else None
+        lead_ok = lead in (0, -1) or (lead is not None and lead > 0)
+        if lead == -1 and -1 in rest:
+            lead_ok = False
+        if lead_ok and len(rest) == 1 and rest[0] in (-1, feat):
+            if len(s) == 1:
+                self.alias(node, node.outputs[0], src)
+            else:
+                self.emit(node, Flatten(), [src])
+            return
+        if lead_ok and tuple(rest) == tuple(s):
+            self.alias(node, node.outputs[0], src)
+            return
+        raise self.unsupported(node, f"Reshape of (N, {', '.join(map(str, s))}) to {target}: only "
+                                     "flattening to (N, -1) is supported")
+
+    def _linear(self, node, src, w, b):
+        s = self.shape[src]
+        if len(s) != 1:
+            raise ONNXImportError(f"{node.where()}: expects (N, D) input, got (N, {', '.join(map(str, s))}) "
+                                  "(flatten it first)")
+        if w.shape[0] != s[0]:
+            raise ONNXImportError(f"{node.where()}: shape mismatch: weight maps {w.shape[0]} features to "
+                                  f"{w.shape[1]}, the input {src!r} has {s[0]}")
+        out = node.outputs[0]
+        nxt = self.sole_consumer(out)
+        if nxt is not None and nxt.op == "Add":
+            cb = self._channel_constant(nxt, out, w.shape[1], spatial=False)
+            if cb is not None:
+                b = cb if b is None else b + cb
+                self.skip.add(nxt.index)
+                self.info["folded"].append(f"{nxt.name} (Add of a constant) into {node.name} ({node.op})")
+                out = nxt.outputs[0]
+        params = {"weight": w} if b is None else {"weight": w, "bias": b}
+        name = self.emit(node, Linear(w.shape[0], w.shape[1], bias=b is not None), [src], params, out=out)
+        self._alias_chain(node.outputs[0], out, name)
+
+    def op_Gemm(self, node):
+        if int(node.attr("transA", 0)):
+            raise self.unsupported(node, "Gemm with transA=1 (the activations must be (N, D))")
+        src = self.activation(node, node.inputs[0])
+        w = np.asarray(self.constant(node, 1, "B (the weight)"))
+        if w.ndim != 2:
+            raise ONNXImportError(f"{node.where()}: weight B must be 2-D, got {w.shape}")
+        if int(node.attr("transB", 0)):
+            w = w.T
+        alpha = float(node.attr("alpha", 1.0))
+        if alpha != 1.0:
+            w = w.astype(np.float64) * alpha
+        b = None
+        if len(node.inputs) > 2 and node.inputs[2]:
+            c = np.asarray(self.constant(node, 2, "C (the bias)"), np.float64) * float(node.attr("beta", 1.0))
+            if c.size == 1:
+                c = np.full(w.shape[1], float(c.reshape(-1)[0]))
+            elif c.shape in ((w.shape[1],), (1, w.shape[1])):
+                c = c.reshape(-1)
+            else:
+                raise ONNXImportError(f"{node.where()}: bias C of shape {c.shape} must broadcast per "
+                                      f"output feature ({w.shape[1]},)")
+            b = c
+        self._linear(node, src, w, b)
+
+    def op_MatMul(self, node):
+        if node.inputs[0] in self.const:
+            raise self.unsupported(node, "MatMul of a constant by activations (only x @ W with a "
+                                         "constant W is supported)")
+        src = self.activation(node, node.inputs[0])
+        w = np.asarray(self.constant(node, 1, "the weight"))
+        if w.ndim != 2:
+            raise self.unsupported(node, f"MatMul with a {w.ndim}-D weight {w.shape}")
+        self._linear(node, src, w, None)
+
+    def _elementwise_const(self, node):
+        """(gradvis source, constant reshaped per sample, constant is 2nd operand) or None."""
+        a, b = node.inputs[:2]
+        if (a in self.const) == (b in self.const):
+            return None
+        act, c = (a, self.const[b]) if b in self.const else (b, self.const[a])
+        src = self.activation(node, act)
+        c = np.asarray(c, np.float64)
+        rank = len(self.shape[src]) + 1
+        if c.ndim == rank:
+            if c.shape[0] != 1:
+                raise ONNXImportError(f"{node.where()}: constant of shape {c.shape} varies over the "
+                                      "batch axis")
+            c = c[0]
+        elif c.ndim > rank:
+            raise ONNXImportError(f"{node.where()}: constant of shape {c.shape} has more axes than the "
+                                  f"input (N, {', '.join(map(str, self.shape[src]))})")
+        return src, c, b in self.const
+
+    def op_Add(self, node):
+        ec = self._elementwise_const(node)
+        if ec is not None:
+            src, c, _ = ec
+            self.emit(node, Bias(c.shape), [src], {"bias": c})
+            return
+        ins = [self.activation(node, t) for t in node.inputs]
+        self.emit(node, Add(), ins)
+
+    def op_Sub(self, node):
+        ec = self._elementwise_const(node)
+        if ec is None or not ec[2]:
+            raise self.unsupported(node, "Sub is supported only as activations minus a constant")
+        src, c, _ = ec
+        self.emit(node, Bias(c.shape), [src], {"bias": -c})
+
+    def op_Mul(self, node):
+        ec = self._elementwise_const(node)
+        if ec is None:
+            raise self.unsupported(node, "Mul is supported only by a constant")
+        src, c, _ = ec
+        self.emit(node, Scale(c.shape), [src], {"scale": c})
+
+    def op_Div(self, node):
+        ec = self._elementwise_const(node)
+        if ec is None or not ec[2]:
+            raise self.unsupported(node, "Div is supported only as activations divided by a constant")
+        src, c, _ = ec
+        self.emit(node, Scale(c.shape), [src], {"scale": 1.0 / c})
+
+    def op_Concat(self, node):
+        ins = [self.activation(node, t) for t in node.inputs]
+        rank = len(self.shape[ins[0]]) + 1
+        axis = int(node.attr("axis"))
+        axis = axis + rank if axis < 0 else axis
+        if axis != 1:
+            raise self.unsupported(node, f"Concat along axis {node.attr('axis')} (only the channel "
+                                         "axis 1 is supported)")
+        self.emit(node, Concat(), ins)
+
+    def op_Dropout(self, node):
+        if len(node.outputs) > 1 and any(self.consumers.get(o) for o in node.outputs[1:] if o):
+            raise self.unsupported(node, "Dropout's mask output is not supported")
+        self.alias(node, node.outputs[0], self.activation(node, node.inputs[0]))
+        self.info["dropped"].append(f"{node.name} (Dropout: identity at inference)")
+
+    def op_Identity(self, node):
+        self.alias(node, node.outputs[0], self.activation(node, node.inputs[0]))
+
+    def op_Softmax(self, node):
+        if node.outputs[0] != self.output:
+            raise self.unsupported(node, "Softmax inside the network (only a Softmax producing the "
+                                         "output is supported, and dropped)")
+        self.alias(node, node.outputs[0], self.activation(node, node.inputs[0]))
+        self.info["dropped"].append(f"{node.name} (Softmax at the output: the model returns scores)")
+
+    def op_Pad(self, node):
+        src = self._input4(node, node.inputs[0])
+        mode = node.attr("mode", "constant")
+        if mode != "constant":
+            raise self.unsupported(node, f"Pad mode {mode!r} (only 'constant' is supported)")
+        if self.opset is not None and self.opset < 11:
+            pads, value = list(node.attr("pads")), float(node.attr("value", 0.0))
+        else:
+            pads = [int(v) for v in np.asarray(self.constant(node, 1, "pads")).reshape(-1)]
+            value = 0.0
+            if len(node.inputs) > 2 and node.inputs[2]:
+                value = float(np.asarray(self.constant(node, 2, "constant_value")).reshape(-1)[0])
+            if len(node.inputs) > 3 and node.inputs[3]:
+                axes = [int(a) % 4 for a in np.asarray(self.constant(node, 3, "axes")).reshape(-1)]
+                full = [0] * 8
+                for j, ax in enumerate(axes):
+                    full[ax], full[4 + ax] = pads[j], pads[len(axes) + j]
+                pads = full
+        if len(pads) != 8:
+            raise self.unsupported(node, f"pads {pads} are not for an (N, C, H, W) tensor")
+        if pads[0] or pads[1] or pads[4] or pads[5]:
+            raise self.unsupported(node, f"padding the batch or channel axis (pads {pads})")
+        p4 = (pads[2], pads[6], pads[3], pads[7])
+        if min(p4) < 0:
+            raise self.unsupported(node, f"negative pads (cropping) {pads}")
+        nxt = self.sole_consumer(node.outputs[0])
+        if value == 0.0 and nxt is not None and nxt.op == "Conv" and nxt.inputs[0] == node.outputs[0]:
+            self.pending_pad[node.outputs[0]] = (src, p4)
+            self.tensor[node.outputs[0]] = None
+            self.info["folded"].append(f"{node.name} (Pad) into {nxt.name} (Conv)")
+            return
+        self.emit(node, Pad(p4, value), [src])
+
+    def op_Shape(self, node):
+        src = self.activation(node, node.inputs[0])
+        # the batch size is unknown at import time; 0 is Reshape's "copy this dimension"
+        shape = np.array((0,) + tuple(self.shape[src]), np.int64)
+        start, end = node.attr("start", 0), node.attr("end", None)
+        self.const[node.outputs[0]] = shape[start:end]
+
+
+# ============================================================================ public API
+def _preprocessing(channels, mean, std, scale):
+    scale = float(scale)
+    if not scale > 0:
+        raise ValueError(f"scale must be positive, got {scale}")
+    m = np.zeros(channels) if mean is None else np.asarray(mean, np.float64)
+    s = np.ones(channels) if std is None else np.asarray(std, np.float64)
+    if m.ndim == 0:
+        m = np.full(channels, float(m))
+    if s.ndim == 0:
+        s = np.full(channels, float(s))
+    return (m * scale).astype(np.float32), (s * scale).astype(np.float32)
+
+
+def load_onnx(source, input_shape=None, mean=None, std=None, scale=1.0, channel_order="RGB",
+              class_names=None, wnids=None, name=None, output=None, fold_batchnorm=True):
+    """Build a :class:`gradvis.Model` from an ONNX model.
+
+    Args:
+        source: path of a ``.onnx`` file, its bytes, or an ``onnx.ModelProto``.
+        input_shape: (C, H, W) of the input; default: the graph input's static shape
+            (required when the graph's H and W are dynamic).
+        mean, std: per-channel input normalization, in units of ``pixel / scale``
+            (a scalar applies to every channel). Default 0 and 1.
+        scale: pixel values are divided by ``scale`` before ``mean`` and ``std``
+            apply: ``scale=255`` with torchvision's ``mean=(0.485, 0.456, 0.406)``,
+            ``std=(0.229, 0.224, 0.225)`` gives the model ``(x / 255 - mean) /
+            std``. gradvis stores ``mean * scale`` and ``std * scale`` (0-255 units).
+        channel_order: 'RGB' or 'BGR'.
+        class_names, wnids: one per output class.
+        name: the model's name (default: the graph's name or the file's stem).
+        output: which graph output is the model's output (default: the first).
+        fold_batchnorm: fold BatchNormalization into the preceding convolution.
+
+    Returns:
+        A :class:`gradvis.Model`; ``model.info`` records the source, what was
+        folded or dropped, and the ONNX tensor -> node name map.
+
+    Raises:
+        ImportError: the ``onnx`` package is missing.
+        FileNotFoundError: no such file.
+        ValueError: the file is not a (valid) ONNX model, naming the file;
+            :class:`UnsupportedOperatorError` / :class:`ONNXImportError` (both
+            ValueErrors) name the ONNX node, its op type and the problem
+            (unsupported operator or attribute, shape mismatch).
+
+    Example:
+        >>> model = gradvis.load_onnx('resnet18.onnx', mean=(0.485, 0.456, 0.406),
+        ...                           std=(0.229, 0.224, 0.225), scale=255)
+        >>> X = model.preprocess(images)
+        >>> saliency = gradvis.compute_saliency_maps(X, y, model)
+    """
+    proto, label = _read_proto(source)
+    imp = _Importer(proto, label, input_shape, output, fold_batchnorm)
+    c = imp.input_shape[0]
+    m, s = _preprocessing(c, mean, std, scale)
+    if name is None:
+        name = proto.graph.name or (Path(label).stem if not label.startswith("<") else "onnx")
+    try:
+        model = Model(input_shape=imp.input_shape, mean=m, std=s, channel_order=channel_order,
+                      class_names=class_names, wnids=wnids, name=name)
+    except ValueError as e:
+        raise ValueError(f"load_onnx: {e}") from None
+    imp.run(model)
+    imp.info["scale"] = float(scale)
+    model.info = imp.info
+    k = model.num_classes
+    if class_names is not None and k is not None and len(class_names) != k and \
+            model.output_shapes()[model.nodes[-1].name] == (k,):
+        raise ValueError(f"load_onnx: {len(class_names)} class names for a model with {k} outputs")
+    return model
+
+
+def from_torch(module, example_input, input_shape=None, mean=None, std=None, scale=1.0,
+               channel_order="RGB", class_names=None, wnids=None, name=None, opset=17,
+               fold_batchnorm=True):
+    """Build a :class:`gradvis.Model` from a PyTorch module in memory.
+
+    The module is put in eval mode (batch norm uses its running statistics,
+    dropout is off), exported to ONNX in memory with PyTorch's TorchScript-based
+    exporter (``dynamo=False``; opset ``opset`` >= 13) and read by
+    :func:`load_onnx`. The module's training flag is restored afterwards.
+
+    Args:
+        module: a ``torch.nn.Module`` taking one (N, C, H, W) image batch.
+        example_input: a tensor or array (N, C, H, W) used for tracing; its (C, H,
+            W) is the default ``input_shape``.
+        others: as :func:`load_onnx`.
+
+    Example:
+        >>> model = gradvis.from_torch(net, torch.zeros(1, 3, 224, 224),
+        ...                            mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), scale=255)
+    """
+    try:
+        import torch
+    except ImportError:
+        raise ImportError("from_torch needs PyTorch (pip install torch) and onnx (pip install onnx)") from None
+    onnx = _require_onnx()
+    if not isinstance(module, torch.nn.Module):
+        raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+    if int(opset) < 13:
+        raise ValueError(f"opset must be >= 13, got {opset}")
+    x = example_input
+    if not isinstance(x, torch.Tensor):
+        x = torch.from_numpy(np.ascontiguousarray(np.asarray(x, np.float32)))
+    if x.ndim != 4:
+        raise ValueError(f"example_input must be an (N, C, H, W) batch, got shape {tuple(x.shape)}")
+    x = x.float()
+    was_training = module.training
+    module.eval()
+    buf = io.BytesIO()
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # the legacy exporter's deprecation notice
+            torch.onnx.export(module, (x,), buf, dynamo=False, opset_version=int(opset),
+                              input_names=["input"], output_names=["output"], do_constant_folding=True)
+    except Exception as e:
+        raise ValueError(f"from_torch: PyTorch could not export {type(module).__name__} to ONNX "
+                         f"({type(e).__name__}: {e})") from e
+    finally:
+        module.train(was_training)
+    proto = onnx.load_from_string(buf.getvalue())
+    model = load_onnx(proto, input_shape=input_shape or tuple(x.shape[1:]), mean=mean, std=std,
+                      scale=scale, channel_order=channel_order, class_names=class_names, wnids=wnids,
+                      name=name or type(module).__name__, fold_batchnorm=fold_batchnorm)
+    model.info["source"] = "torch"
+    model.info["file"] = f"<{type(module).__name__}>"
+    return model

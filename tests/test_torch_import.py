@@ -291,7 +291,7 @@ def test_five_algorithms_on_imported_resnet(tt, resnet):
     scores = model.forward(X[:1])[0]
     # a random-weight net is not very sensitive to its input: aim for the runner-up
     target = int(np.argsort(scores[0])[-2])
-    X_fool = gradvis.make_fooling_image(X[:1], target, model, max_iter=200)
+    X_fool = gradvis.make_fooling_image(X[:1], target, model, learning_rate=1.0, max_iter=200)
     assert int(model.forward(X_fool)[0].argmax()) == target
 
     cv_scores = []

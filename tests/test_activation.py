@@ -1,23 +1,14 @@
 """ReLU, clamp (ReLU6) and leaky ReLU against numpy, finite differences and torch."""
-import os
 
 import numpy as np
 import pytest
 
 from gradvis import _core
 import reference_ops as ref
+from conftest import require_torch
 
 DTYPES = [np.float32, np.float64]
 
-
-def _torch():
-    try:
-        import torch
-    except ImportError:
-        if os.environ.get("CI"):
-            pytest.fail("torch is required in CI")
-        pytest.skip("torch is not installed")
-    return torch
 
 
 def away_from(rng, shape, kinks, margin=1e-3):
@@ -79,7 +70,7 @@ def test_forward_and_backward(dtype, op, shape):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_matches_torch(dtype):
-    torch = _torch()
+    torch = require_torch()
     F = torch.nn.functional
     rng = np.random.default_rng(11)
     x = away_from(rng, (2, 3, 9, 11), [0.0, 6.0]).astype(dtype)

@@ -1,25 +1,16 @@
 """Spatial batch norm (train and test mode) against the float64 reference,
 finite differences and torch.nn.functional.batch_norm."""
-import os
 
 import numpy as np
 import pytest
 
 from gradvis import _core
 import reference_ops as ref
+from conftest import require_torch
 
 DTYPES = [np.float32, np.float64]
 SHAPES = [(4, 3, 5, 7), (1, 2, 9, 4), (2, 5, 1, 1), (6, 4), (3, 17, 6, 5)]
 
-
-def _torch():
-    try:
-        import torch
-    except ImportError:
-        if os.environ.get("CI"):
-            pytest.fail("torch is required in CI")
-        pytest.skip("torch is not installed")
-    return torch
 
 
 def tol(dtype):
@@ -95,7 +86,7 @@ def test_backward_test_matches_finite_differences(shape):
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("shape", [(4, 3, 5, 7), (6, 4)])
 def test_matches_torch(dtype, training, shape):
-    torch = _torch()
+    torch = require_torch()
     rng = np.random.default_rng(60)
     x = (rng.standard_normal(shape) * 2 + 1).astype(dtype)
     gamma, beta, rm, rv = (p.astype(dtype) for p in params(rng, shape[1]))

@@ -1,6 +1,5 @@
 """Max / average / global average pooling against the float64 references,
 finite differences and torch.nn.functional."""
-import os
 import threading
 
 import numpy as np
@@ -8,18 +7,10 @@ import pytest
 
 from gradvis import _core
 import reference_ops as ref
+from conftest import require_torch
 
 DTYPES = [np.float32, np.float64]
 
-
-def _torch():
-    try:
-        import torch
-    except ImportError:
-        if os.environ.get("CI"):
-            pytest.fail("torch is required in CI")
-        pytest.skip("torch is not installed")
-    return torch
 
 
 def tol(dtype):
@@ -102,7 +93,7 @@ def test_max_pool_backward_matches_finite_differences(cfg):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("cfg", range(len(CONFIGS)))
 def test_max_pool_matches_torch(dtype, cfg):
-    torch = _torch()
+    torch = require_torch()
     kernel, stride, padding, ceil_mode = CONFIGS[cfg]
     tp = torch_pad(padding)
     if tp is None:
@@ -154,7 +145,7 @@ def test_avg_pool_backward_matches_finite_differences(count_include_pad, cfg):
 @pytest.mark.parametrize("count_include_pad", [True, False])
 @pytest.mark.parametrize("cfg", range(len(CONFIGS)))
 def test_avg_pool_matches_torch(dtype, count_include_pad, cfg):
-    torch = _torch()
+    torch = require_torch()
     kernel, stride, padding, ceil_mode = CONFIGS[cfg]
     tp = torch_pad(padding)
     if tp is None:

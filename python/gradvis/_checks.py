@@ -87,6 +87,20 @@ def nonneg_float(value, name, positive=False):
     return v
 
 
+def start_images(init, n, model, image_size, init_scale, rng, what):
+    """The starting images of a generation loop, float32 (n, C, H, W): a copy of
+    ``init``, or seeded noise of ``init_scale`` grey levels at ``image_size``
+    (default the model's input size). ``what`` names what n counts, for errors."""
+    if init is not None:
+        X = images(init, model, name="init").astype(np.float32, copy=True)
+        if X.shape[0] != n:
+            raise ValueError(f"init has {X.shape[0]} images but {what} has {n}")
+        return X
+    h, w = image_size if image_size is not None else model.input_shape[1:]
+    noise = rng.standard_normal((n, model.input_shape[0], int(h), int(w)))
+    return (init_scale * noise / pixel_scale(model)).astype(np.float32)
+
+
 def rng_from(seed):
     """A numpy Generator from a seed, a Generator, or None (fresh entropy)."""
     if isinstance(seed, np.random.Generator):

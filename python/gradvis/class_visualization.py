@@ -71,14 +71,7 @@ def create_class_visualization(target_y, model, num_iterations=200, learning_rat
     max_jitter = _checks.positive_int(max_jitter, "max_jitter", allow_zero=True)
     rng = _checks.rng_from(seed)
 
-    if init is not None:
-        X = _checks.images(init, model, name="init").astype(np.float32, copy=True)
-        if X.shape[0] != n:
-            raise ValueError(f"init has {X.shape[0]} images but target_y names {n} classes")
-    else:
-        h, w = image_size if image_size is not None else model.input_shape[1:]
-        X = (init_scale * rng.standard_normal((n, model.input_shape[0], int(h), int(w)))
-             / _checks.pixel_scale(model)).astype(np.float32)
+    X = _checks.start_images(init, n, model, image_size, init_scale, rng, "target_y")
     px = _checks.pixel_scale(model)
     lo, hi = _checks.valid_range(model, X.shape)
     if clip:

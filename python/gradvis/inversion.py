@@ -82,14 +82,7 @@ def invert_features(target_feats, layer, model, num_iterations=300, learning_rat
     rng = _checks.rng_from(seed)
     model.index(layer)  # unknown layer: a clear error before any work
 
-    if init is not None:
-        X = _checks.images(init, model, name="init").astype(np.float32, copy=True)
-        if X.shape[0] != n:
-            raise ValueError(f"init has {X.shape[0]} images but target_feats has {n}")
-    else:
-        h, w = image_size if image_size is not None else model.input_shape[1:]
-        X = (init_scale * rng.standard_normal((n, model.input_shape[0], int(h), int(w)))
-             / _checks.pixel_scale(model)).astype(np.float32)
+    X = _checks.start_images(init, n, model, image_size, init_scale, rng, "target_feats")
     probe, _ = model.forward(X, end=layer, mode="test")
     if probe.shape != target.shape:
         raise ValueError(f"target_feats has shape {target.shape} but layer {layer!r} gives "

@@ -203,7 +203,12 @@ class Photo:
 
     @property
     def stem(self):
-        return re.sub(r"[^A-Za-z0-9_.-]+", "_", self.path.stem) or "image"
+        return _stem(self.path)
+
+
+def _stem(path):
+    """A file-name-safe stem of an input path, for naming outputs."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(path).stem) or "image"
 
 
 def _to_rgb(im):
@@ -388,6 +393,8 @@ def _slug(text):
 
 def _setup(args):
     run = _Run(args)
+    if run.out.exists() and not run.out.is_dir():       # fail before any work
+        raise UsageError(f"output path {run.out} exists and is not a directory")
     if getattr(args, "threads", None):
         from . import _core
         _core.set_num_threads(int(args.threads))
@@ -447,12 +454,9 @@ def cmd_saliency(args):
     run = _setup(args)
     model = load_model_file(args.model)
     forced = resolve_class(model, args.class_) if args.class_ is not None else None
+    base = f"{_stem(args.images[0])}_saliency" if len(args.images) == 1 else "saliency"
+    paths = run.prepare_outputs([f"{base}.png"] + ([f"{base}.npy"] if args.save_npy else []))
     photos, imgs = _model_photos(run, model, args.images)
-    base = photos[0].stem if len(photos) == 1 else "saliency"
-    names = [f"{base}_saliency.png" if len(photos) == 1 else "saliency.png"]
-    if args.save_npy:
-        names.append(f"{base}_saliency.npy" if len(photos) == 1 else "saliency.npy")
-    paths = run.prepare_outputs(names)
     X = model.preprocess(imgs)
     probs = _softmax(model.predict(X))
     y = np.full(len(photos), forced) if forced is not None else probs.argmax(axis=1)
@@ -479,12 +483,12 @@ def cmd_fool(args):
     run = _setup(args)
     model = load_model_file(args.model)
     target = resolve_class(model, args.target)
-    photos, imgs = _model_photos(run, model, [args.image])
-    stem = photos[0].stem
+    stem = _stem(args.image)
     names = [f"{stem}_fooling.png", f"{stem}_fooled.png"]
     if args.save_npy:
         names.append(f"{stem}_fooled.npy")
     paths = run.prepare_outputs(names)
+    photos, imgs = _model_photos(run, model, [args.image])
     X = model.preprocess(imgs)
     p0 = _softmax(model.predict(X))[0]
     before = int(p0.argmax())
@@ -584,12 +588,12 @@ def cmd_invert(args):
     run = _setup(args)
     model = load_model_file(args.model)
     layers = [resolve_layer(model, s) for s in args.layer]
-    photos, imgs = _model_photos(run, model, [args.image])
-    stem = photos[0].stem
+    stem = _stem(args.image)
     names = [f"{stem}_invert_{_slug(l)}.png" for l in layers] + [f"{stem}_inversion.png"]
     if args.save_npy:
         names += [f"{stem}_invert_{_slug(l)}.npy" for l in layers]
     paths = run.prepare_outputs(names)
+    photos, imgs = _model_photos(run, model, [args.image])
     X = model.preprocess(imgs)
     rows = {}
     for k, layer in enumerate(layers):
@@ -610,6 +614,11 @@ def cmd_dream(args):
     run = _setup(args)
     model = load_model_file(args.model)
     layer = resolve_layer(model, args.layer, spatial=True, purpose="DeepDream")
+    stem = _stem(args.image)
+    names = [f"{stem}_dream_{_slug(layer)}.png", f"{stem}_dream_{_slug(layer)}_snapshots.png"]
+    if args.save_npy:
+        names.append(f"{stem}_dream_{_slug(layer)}.npy")
+    paths = run.prepare_outputs(names)
     ph = read_image(args.image)
     rgb = ph.rgb
     h, w = rgb.shape[:2]
@@ -621,10 +630,6 @@ def cmd_dream(args):
         run.note(f"{ph.name}: dreaming at the photo's own size, {w}x{h}")
     if ph.mode not in ("RGB", "L"):
         run.note(f"{ph.name}: converted from mode {ph.mode} to RGB")
-    names = [f"{ph.stem}_dream_{_slug(layer)}.png", f"{ph.stem}_dream_{_slug(layer)}_snapshots.png"]
-    if args.save_npy:
-        names.append(f"{ph.stem}_dream_{_slug(layer)}.npy")
-    paths = run.prepare_outputs(names)
     X = model.preprocess(rgb)
     total = args.iterations * args.octaves
     steps = [args.iterations * (o + 1) for o in range(args.octaves)]

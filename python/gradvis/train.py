@@ -35,7 +35,7 @@ from .serialization import read_model_file, save_model
 
 __all__ = ["SGD", "AdamW", "OneCycle", "CosineWarmup", "StepLR", "make_schedule",
            "random_crop", "random_flip", "augment_batch", "evaluate", "TrainConfig", "train",
-           "decays"]
+           "decays", "add_config_arguments", "config_from_args"]
 
 
 # ============================================================================ optimizers
@@ -390,27 +390,48 @@ def train(model, data, config=None, run_dir=None, resume=False, log=print, on_st
 
 
 # ============================================================================ command line
+def add_config_arguments(parser, skip=()):
+    """Add one ``--option`` per :class:`TrainConfig` field (except those in ``skip``)
+    to an argparse parser; :func:`config_from_args` reads them back. Shared by
+    ``python -m gradvis.train`` and ``gradvis train``."""
+    defaults = TrainConfig()
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in skip:
+            continue
+        flag = f"--{f.name.replace('_', '-')}"
+        if f.name == "milestones":
+            parser.add_argument(flag, type=float, nargs="*", default=(), metavar="EPOCH")
+        elif f.type in ("bool", bool):
+            parser.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"),
+                                default=getattr(defaults, f.name), metavar="BOOL")
+        else:
+            typ = {"int": int, "float": float, "str": str}.get(str(f.type), type(getattr(defaults, f.name)))
+            parser.add_argument(flag, type=typ, default=getattr(defaults, f.name),
+                                metavar=f.name.upper(), help=f"(default: {getattr(defaults, f.name)})")
+    return parser
+
+
+def config_from_args(args, **overrides):
+    """A :class:`TrainConfig` from parsed :func:`add_config_arguments` options;
+    fields missing from ``args`` keep their defaults; ``overrides`` win."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    values.update(overrides)
+    cfg = TrainConfig(**values)
+    cfg.milestones = tuple(cfg.milestones)
+    return cfg
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m gradvis.train",
                                 description="Train gradvis's default net on TinyImageNet-100-A.")
-    defaults = TrainConfig()
-    for f in dataclasses.fields(TrainConfig):
-        if f.name == "milestones":
-            p.add_argument("--milestones", type=float, nargs="*", default=())
-        elif f.type in ("bool", bool):
-            p.add_argument(f"--{f.name.replace('_', '-')}", type=lambda s: s.lower() in ("1", "true", "yes"),
-                           default=getattr(defaults, f.name))
-        else:
-            typ = {"int": int, "float": float, "str": str}.get(str(f.type), type(getattr(defaults, f.name)))
-            p.add_argument(f"--{f.name.replace('_', '-')}", type=typ, default=getattr(defaults, f.name))
+    add_config_arguments(p)
     p.add_argument("--run-dir", required=True, help="checkpoints, final.npz, history.json")
     p.add_argument("--resume", action="store_true", help="continue from run-dir/checkpoint.npz")
     p.add_argument("--data", default=None, help="path of tiny-imagenet-100-A-train.tar.gz")
     p.add_argument("--export", default=None, help="also save the final model here (e.g. the bundled default.npz)")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
-    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
-    cfg.milestones = tuple(cfg.milestones)
+    cfg = config_from_args(args)
 
     from .architectures import default_net
     from .data import load_tiny_imagenet

@@ -13,9 +13,10 @@ def load_any(path, **kwargs):
     - ``.onnx``: :func:`gradvis.load_onnx` (``kwargs`` are its preprocessing
       arguments: ``mean``, ``std``, ``scale``, ``input_shape``, ``class_names``, ...);
     - ``.h5``: CS231n 2016's model file (:func:`gradvis.load_cs231n_h5`);
-    - anything else (``.npz``): a gradvis model file (:func:`gradvis.load_model`).
+    - ``.npz``: a gradvis model file or training checkpoint (:func:`gradvis.load_model`).
 
-    Raises FileNotFoundError for a missing file, ValueError for an unreadable one,
+    Raises FileNotFoundError for a missing file, ValueError for an unreadable one
+    or an unknown extension,
     TypeError for keyword arguments the file type does not take.
     """
     if str(path) == "default":
@@ -30,6 +31,9 @@ def load_any(path, **kwargs):
     if suffix in (".h5", ".hdf5"):
         from ..serialization import load_cs231n_h5
         return load_cs231n_h5(path, **kwargs)
+    if suffix != ".npz":
+        raise ValueError(f"unknown model format {suffix or '(no extension)'!r} of {path}; expected "
+                         "'.npz' (gradvis), '.onnx' or '.h5' (CS231n 2016)")
     from ..serialization import load_model
     if kwargs:
         raise TypeError(f"a gradvis model file carries its own preprocessing; unexpected {sorted(kwargs)}")

@@ -1,0 +1,252 @@
+"""The gradvis command line, end to end in a temporary directory, on a real photo
+(matplotlib's grace_hopper.jpg) and the bundled model."""
+import os
+import re
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gradvis
+from gradvis import cli
+from gradvis.models import DEFAULT_WEIGHTS
+
+
+def _require_weights():
+    if not DEFAULT_WEIGHTS.is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"the bundled weights {DEFAULT_WEIGHTS} are missing")
+        pytest.skip(f"{DEFAULT_WEIGHTS} not trained yet")
+
+
+@pytest.fixture(scope="module")
+def model():
+    _require_weights()
+    return gradvis.load_pretrained()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Tests run beside other work; one OpenMP thread avoids oversubscription stalls.
+    before = gradvis.get_num_threads()
+    gradvis.set_num_threads(1)
+    yield
+    gradvis.set_num_threads(before)
+
+
+@pytest.fixture
+def photo():
+    return str(cli.sample_photo_path())
+
+
+def run(capsys, *argv):
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_usage_error(code, err, pattern):
+    assert code == 2
+    lines = [l for l in err.strip().splitlines() if l]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("gradvis: error: "), err
+    assert "Traceback" not in err
+    assert re.search(pattern, lines[0]), lines[0]
+
+
+# ----------------------------------------------------------------------------- help
+def test_module_help_subprocess():
+    r = subprocess.run([sys.executable, "-m", "gradvis", "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    for sub in ("predict", "saliency", "fool", "classvis", "invert", "dream", "train", "evaluate", "demo"):
+        assert sub in r.stdout
+
+
+# ----------------------------------------------------------------------------- subcommands
+def test_predict(capsys, model, photo, tmp_path):
+    code, out, err = run(capsys, "predict", photo, "-k", 3, "--out", tmp_path, "--save-npy")
+    assert code == 0, err
+    assert "grace_hopper.jpg" in out and len(re.findall(r"^\s+\d\.", out, re.M)) == 3
+    assert "center-cropped to 64x64" in err        # says what it did to the photo
+    probs = np.load(tmp_path / "predictions.npy")
+    assert probs.shape == (1, model.num_classes) and abs(probs.sum() - 1) < 1e-4
+
+
+def test_saliency_files_and_quiet(capsys, model, photo, tmp_path):
+    code, out, err = run(capsys, "saliency", photo, "--class", "goldfish", "--out", tmp_path,
+                         "--save-npy", "--quiet")
+    assert code == 0, err
+    assert err == ""
+    assert (tmp_path / "grace_hopper_saliency.png").stat().st_size > 1000
+    sal = np.load(tmp_path / "grace_hopper_saliency.npy")
+    assert sal.shape == (1, 64, 64) and (sal >= 0).all() and sal.max() > 0
+    assert "goldfish" in out
+
+
+def test_fool(capsys, model, photo, tmp_path):
+    code, out, err = run(capsys, "fool", photo, "--target", "n01443537", "--eps", 8, "--max-iter", 15,
+                         "--out", tmp_path, "-q")
+    assert code == 0, err
+    assert re.search(r"fooled: (yes|no)", out)
+    assert "within eps 8/255" in out
+    m = re.search(r"max ([\d.]+)", out)
+    assert float(m.group(1)) <= 8.0 + 1e-3
+    assert (tmp_path / "grace_hopper_fooling.png").is_file()
+    from PIL import Image
+    assert Image.open(tmp_path / "grace_hopper_fooled.png").size == (64, 64)
+
+
+def test_classvis_snapshots(capsys, model, tmp_path):
+    code, out, err = run(capsys, "classvis", "22", "-n", 4, "--snapshots", 2, "--out", tmp_path, "-q")
+    assert code == 0, err
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert len(files) == 2 and any(f.endswith("_snapshots.png") for f in files)
+
+
+def test_invert_shallow_and_deep(capsys, model, photo, tmp_path):
+    code, out, err = run(capsys, "invert", photo, "--layer", "relu2", "19", "-n", 3, "--out", tmp_path, "-q")
+    assert code == 0, err
+    assert (tmp_path / "grace_hopper_invert_relu2.png").is_file()
+    assert (tmp_path / f"grace_hopper_invert_{model.layer_names[19]}.png").is_file()
+    assert (tmp_path / "grace_hopper_inversion.png").is_file()
+
+
+def test_dream_keeps_photo_size(capsys, model, tmp_path):
+    from PIL import Image
+    src = tmp_path / "odd.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (50, 70, 4), dtype=np.uint8), "RGBA").save(src)
+    out_dir = tmp_path / "out"
+    code, out, err = run(capsys, "dream", src, "--layer", "relu3", "--octaves", 2, "-n", 1, "--out", out_dir)
+    assert code == 0, err
+    assert "own size, 70x50" in err and "RGBA" in err
+    assert Image.open(out_dir / "odd_dream_relu3.png").size == (70, 50)
+    assert (out_dir / "odd_dream_relu3_snapshots.png").is_file()
+
+
+def test_train_and_evaluate_image_folder(capsys, model, tmp_path):
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    data = tmp_path / "data"
+    # folders named by two of the model's wnids, so the bundled model can be evaluated on them too
+    for k, wnid in enumerate(model.wnids[:2]):
+        (data / wnid).mkdir(parents=True)
+        for i in range(6):
+            img = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+            img[..., k] = 255
+            Image.fromarray(img).save(data / wnid / f"{i}.png")
+    run_dir = tmp_path / "run"
+    code, out, err = run(capsys, "train", data, "--out", run_dir, "--epochs", 1, "--batch-size", 4,
+                         "--image-size", 32, "--val-fraction", 0.34, "--eval-every", 0, "-q")
+    assert code == 0, err
+    assert (run_dir / "final.npz").is_file() and "held-out top-1" in out
+    code, out, err = run(capsys, "evaluate", data, "--model", run_dir / "final.npz", "-q")
+    assert code == 0, err
+    assert re.search(r"top-1 accuracy: [01]\.\d{4}", out) and "12 images" in out
+    code, out, err = run(capsys, "evaluate", data, "-q")     # the bundled model, by wnid
+    assert code == 0, err
+    # existing run outputs are not overwritten
+    code, out, err = run(capsys, "train", data, "--out", run_dir, "--epochs", 1, "--batch-size", 4)
+    assert_usage_error(code, err, "already exists.*--force")
+
+
+def test_demo_writes_complete_gallery(capsys, model, tmp_path):
+    out_dir = tmp_path / "gallery"
+    code, out, err = run(capsys, "demo", "--out", out_dir, "--fast", "-q")
+    assert code == 0, err
+    index = out_dir / "index.html"
+    assert index.is_file()
+
+    class Imgs(HTMLParser):
+        srcs = []
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "img":
+                self.srcs.append(dict(attrs)["src"])
+
+    parser = Imgs()
+    parser.feed(index.read_text())
+    assert len(parser.srcs) >= 6
+    for src in parser.srcs:
+        p = out_dir / src
+        assert p.is_file() and p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", src
+    text = index.read_text()
+    for title in ("Saliency", "Fooling", "Class visualization", "Feature inversion", "DeepDream"):
+        assert title in text
+    assert "iterations" in text            # settings are listed
+
+
+# ----------------------------------------------------------------------------- --force
+def test_force_semantics(capsys, model, photo, tmp_path):
+    target = tmp_path / "grace_hopper_saliency.png"
+    target.write_bytes(b"keep me")
+    code, out, err = run(capsys, "saliency", photo, "--out", tmp_path, "-q")
+    assert_usage_error(code, err, "already exists.*--force")
+    assert target.read_bytes() == b"keep me"
+    code, out, err = run(capsys, "saliency", photo, "--out", tmp_path, "-q", "--force")
+    assert code == 0, err
+    assert target.read_bytes()[:4] == b"\x89PNG"
+
+
+# ----------------------------------------------------------------------------- user errors
+@pytest.mark.parametrize("argv, pattern", [
+    (["predict", "{tmp}/missing.jpg"], "missing.jpg: no such file"),
+    (["predict", "{tmp}/notanimage.jpg"], "not an image"),
+    (["predict", "{tmp}"], "is a directory"),
+    (["saliency", "{photo}", "--class", "no such class"], "unknown class 'no such class'"),
+    (["saliency", "{photo}", "--class", "100"], "out of range"),
+    (["fool", "{photo}", "--target", "b"], "ambiguous"),
+    (["fool", "{photo}", "--target", "gold", "--eps", "abc"], "--eps.*'abc'"),
+    (["fool", "{photo}", "--target", "gold", "--eps", "-1"], "--eps.*must be > 0"),
+    (["fool", "{photo}", "--target", "gold", "--max-iter", "nan"], "--max-iter"),
+    (["dream", "{photo}", "--layer", "relu99"], "no layer named 'relu99'"),
+    (["dream", "{photo}", "--layer", "fc"], "no spatial output"),
+    (["invert", "{photo}", "--layer", "1000"], "out of range"),
+    (["saliency", "{photo}", "--out", "{tmp}/file.txt"], "exists and is not a directory"),
+    (["predict", "{photo}", "--model", "{tmp}/missing.npz"], "no such model file"),
+    (["predict", "{photo}", "--model", "{tmp}/file.txt"], "unknown model format"),
+    (["predict", "{photo}", "--model", "{tmp}/bad.npz"], "cannot load model"),
+    (["classvis"], "required"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_user_errors_exit_2_one_line(capsys, model, photo, tmp_path, argv, pattern):
+    (tmp_path / "notanimage.jpg").write_text("hello")
+    (tmp_path / "file.txt").write_text("x")
+    (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 not really")
+    argv = [a.format(tmp=tmp_path, photo=photo) for a in argv]
+    code, out, err = run(capsys, *argv)
+    assert_usage_error(code, err, pattern)
+
+
+# ----------------------------------------------------------------------------- lookups
+def test_class_lookup(model):
+    gold = model.class_names.index(next(n for n in model.class_names if n.startswith("goldfish")))
+    assert cli.resolve_class(model, str(gold)) == gold
+    assert cli.resolve_class(model, model.wnids[gold]) == gold
+    assert cli.resolve_class(model, model.wnids[gold].upper()) == gold
+    assert cli.resolve_class(model, "goldfish") == gold
+    assert cli.resolve_class(model, "GOLDF") == gold               # prefix, any case
+    assert cli.resolve_class(model, "carassius") == gold           # a synonym's prefix
+    with pytest.raises(cli.UsageError, match="ambiguous.*matches"):
+        cli.resolve_class(model, "b")
+    with pytest.raises(cli.UsageError, match="out of range"):
+        cli.resolve_class(model, "-1")
+
+
+def test_layer_lookup(model):
+    assert cli.resolve_layer(model, "relu2") == "relu2"
+    assert cli.resolve_layer(model, "RELU2") == "relu2"
+    assert cli.resolve_layer(model, "0") == model.layer_names[0]
+    assert cli.resolve_layer(model, "-1") == model.layer_names[-1]
+    with pytest.raises(cli.UsageError, match="did you mean"):
+        cli.resolve_layer(model, "relu22")
+
+
+def test_fit_image():
+    img = np.zeros((600, 512, 3), np.uint8)
+    out, what = cli.fit_image(img, (64, 64))
+    assert out.shape == (64, 64, 3) and "center-cropped" in what
+    out, what = cli.fit_image(np.zeros((64, 64, 3), np.uint8), (64, 64))
+    assert what is None

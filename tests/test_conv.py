@@ -238,6 +238,34 @@ def test_small_maps_and_thread_splits(shape, dtype, threads):
     close(db, rdb, dtype, out[:, 0].size)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("shape", [((1, 40, 5, 5), (37, 40, 3, 3), 1, 1), ((1, 40, 4, 6), (38, 20, 3, 3), 1, 2),
+                                   ((2, 33, 3, 3), (13, 33, 3, 3), 1, 1)])
+def test_weights_read_in_place(shape, dtype, threads):
+    # Few output columns: forward and the flipped backward-input read the weights in
+    # place (no packing), with partial row slivers (37, 19, 13 filters), several K
+    # blocks (K = 360 forward, 333 flipped), groups, and two images in one tile.
+    import gradvis
+
+    xs, ws, pad, groups = shape
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[0]).astype(dtype)
+    old = gradvis.get_num_threads()
+    gradvis.set_num_threads(threads)
+    try:
+        out = _core.conv2d_forward(x, w, b, padding=pad, groups=groups)
+        dout = rng.standard_normal(out.shape).astype(dtype)
+        dx = _core.conv2d_backward_input(dout, w, xs[2:], padding=pad, groups=groups)
+    finally:
+        gradvis.set_num_threads(old)
+    close(out, ref.conv2d_forward(x, w, b, padding=pad, groups=groups), dtype, ws[1] * ws[2] * ws[3])
+    rdx, _, _ = ref.conv2d_backward(dout, x, w, padding=pad, groups=groups)
+    close(dx, rdx, dtype, ws[0] * ws[2] * ws[3])
+
+
 def test_bias_false_and_none():
     x, w, b, dout = make_inputs(CONFIGS[1], np.float32, seed=7)
     dw, db = _core.conv2d_backward_weight(dout, x, w.shape[2:], **conv_kwargs(CONFIGS[1]), bias=False)
@@ -392,6 +420,19 @@ for dt, tol in ((np.float32, 1e-4), (np.float64, 1e-11)):
     rdx1, _, _ = ref.conv2d_backward(d1, x, w, padding=(1, 0, 2, 1))
     dx1 = _core.conv2d_backward_input(d1, w, (13, 11), padding=(1, 0, 2, 1))
     assert np.abs(dx1 - rdx1).max() < tol * np.abs(rdx1).max(), ("dx stride 1", dt)
+    # batch 1 on a 4x4 map: weights read in place (forward and flipped backward-input)
+    x = rng.standard_normal((1, 19, 4, 4)).astype(dt)
+    w = rng.standard_normal((21, 19, 3, 3)).astype(dt)
+    b = rng.standard_normal(21).astype(dt)
+    o2 = _core.conv2d_forward(x, w, b, padding=1)
+    r2 = ref.conv2d_forward(x, w, b, padding=1)
+    assert np.abs(o2 - r2).max() < tol * np.abs(r2).max(), ("forward 4x4", dt)
+    d2 = rng.standard_normal(o2.shape).astype(dt)
+    rdx2, rdw2, _ = ref.conv2d_backward(d2, x, w, padding=1)
+    dx2 = _core.conv2d_backward_input(d2, w, (4, 4), padding=1)
+    assert np.abs(dx2 - rdx2).max() < tol * np.abs(rdx2).max(), ("dx 4x4", dt)
+    dw2, _ = _core.conv2d_backward_weight(d2, x, (3, 3), padding=1)
+    assert np.abs(dw2 - rdw2).max() < tol * np.abs(rdw2).max(), ("dw 4x4", dt)
     a = rng.standard_normal((37, 45)).astype(dt)
     c = rng.standard_normal((45, 29)).astype(dt)
     assert np.abs(_core.gemm(a, c) - a.astype(np.float64) @ c).max() < tol * 10, ("gemm", dt)

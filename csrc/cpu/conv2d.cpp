@@ -140,6 +140,7 @@ void backward_input_block(T* dx, const T* dout, const T* w, const Conv2dShape& s
 // ---- implicit gemm ------------------------------------------------------------------
 
 using gemm_detail::ukernel_fn;
+using gemm_detail::ukernel_rows_fn;
 
 constexpr index_t kKC = 256;  // K block: an A sliver (MR x kKC) stays in L1, the B block in L2
 
@@ -300,7 +301,7 @@ inline void team_barrier() {
 // w's row f, or, when `flipped`, the transposed and flipped filters of the conv
 // whose backward-input this is: W[c][(f,kh,kw)] = w[f][c][KH-1-kh][KW-1-kw].
 template <class T, int MR, int NR>
-void implicit_forward(ukernel_fn<T> kern, T* out, const T* x, const T* w, const T* b, const Conv2dShape& s,
+void implicit_forward(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* out, const T* x, const T* w, const T* b, const Conv2dShape& s,
                       bool flipped) {
   const Geometry g = geometry(s);
   const index_t M = g.Fg, K = g.CK, Q = s.N * g.OHW;
@@ -322,8 +323,20 @@ void implicit_forward(ukernel_fn<T> kern, T* out, const T* x, const T* w, const 
   const index_t mblocks = chunks >= nt ? 1 : std::min(mslivers, (nt + chunks - 1) / chunks);
   const index_t items = chunks * mblocks;
 
-  T* ap = scratch<T>(kPackASlot, std::size_t(g.G * Mpad * K));
-  const index_t a_slivers = g.G * kb.n * mslivers;
+  // Few output columns (batch 1 on small maps): each weight would be used by at
+  // most kDirectTiles column tiles, so packing the weights (up to 3.5 MB) costs as
+  // much as the product; the micro-kernel then reads them in place, row m of A at
+  // arow(gi, m), its k-th element at koff[k].
+  constexpr index_t kDirectTiles = 16;
+  const bool direct = (Q + NR - 1) / NR <= kDirectTiles;
+  const index_t lda = flipped ? g.KK : K;
+  auto arow = [&](index_t gi, index_t m) { return flipped ? w + (gi * g.Cg * M + m) * g.KK : w + (gi * M + m) * K; };
+  std::vector<index_t> koff(direct ? std::size_t(K) : 0);
+  for (index_t k = 0; k < index_t(koff.size()); ++k)  // flipped: k = (f, tap) reads w[f][m][KK-1-tap]
+    koff[std::size_t(k)] = flipped ? (k / g.KK) * M * g.KK + (g.KK - 1 - k % g.KK) : k;
+
+  T* ap = direct ? nullptr : scratch<T>(kPackASlot, std::size_t(g.G * Mpad * K));
+  const index_t a_slivers = direct ? 0 : g.G * kb.n * mslivers;
   auto pack_a = [&](index_t id) {
     const index_t gi = id / (kb.n * mslivers), bk = (id / mslivers) % kb.n, is = id % mslivers;
     const index_t k0 = kb.begin(bk), kc = kb.begin(bk + 1) - k0, m0 = is * MR;
@@ -368,14 +381,21 @@ void implicit_forward(ukernel_fn<T> kern, T* out, const T* x, const T* w, const 
         const T beta = bk == 0 ? T(0) : T(1);
         for (index_t is = is0; is < is1; ++is) {
           const index_t m = is * MR, mr = std::min<index_t>(MR, M - m);
-          const T* a = ag + k0 * Mpad + m * kc;
+          const T* a = direct ? arow(gi, m) : ag + k0 * Mpad + m * kc;
+          // C tile (MR x NR at c, row stride ldc) from the B sliver at bs.
+          auto kern = [&](const T* bs, T* c, index_t ldc, T beta_c) {
+            if (direct)
+              rows_kern(kc, a, lda, mr, koff.data() + k0, bs, c, ldc, T(1), beta_c);
+            else
+              pack_kern(kc, a, bs, c, ldc, T(1), beta_c);
+          };
           for (index_t jr = 0; jr < pc; jr += NR) {
             const index_t nr = std::min<index_t>(NR, pc - jr), q = q0 + jr;
             if (panel) {  // cp is M x P (ldc P), P a multiple of NR: only the last rows can be partial
               if (mr == MR) {
-                kern(kc, a, bp + jr * kc, cp + m * P + jr, P, T(1), beta);
+                kern(bp + jr * kc, cp + m * P + jr, P, beta);
               } else {
-                kern(kc, a, bp + jr * kc, tile, NR, T(1), T(0));
+                kern(bp + jr * kc, tile, NR, T(0));
                 for (index_t i = 0; i < mr; ++i)
                   for (index_t j = 0; j < NR; ++j) {
                     T& d = cp[(m + i) * P + jr + j];
@@ -386,10 +406,10 @@ void implicit_forward(ukernel_fn<T> kern, T* out, const T* x, const T* w, const 
             }
             const index_t n = q / g.OHW, r = q % g.OHW;
             if (mr == MR && nr == NR && r + NR <= g.OHW) {
-              kern(kc, a, bp + jr * kc, out + (n * s.F + row0 + m) * g.OHW + r, g.OHW, T(1), beta);
+              kern(bp + jr * kc, out + (n * s.F + row0 + m) * g.OHW + r, g.OHW, beta);
               continue;
             }
-            kern(kc, a, bp + jr * kc, tile, NR, T(1), T(0));
+            kern(bp + jr * kc, tile, NR, T(0));
             for (index_t j = 0; j < nr; ++j) {
               const index_t nn = (q + j) / g.OHW, rr = (q + j) % g.OHW;
               T* d = out + (nn * s.F + row0 + m) * g.OHW + rr;
@@ -424,7 +444,7 @@ void implicit_forward(ukernel_fn<T> kern, T* out, const T* x, const T* w, const 
     trap.run([&] {
       for (index_t i = a_slivers * t / nth; i < a_slivers * (t + 1) / nth; ++i) pack_a(i);
     });
-    team_barrier();
+    if (!direct) team_barrier();
     trap.run([&] {
       T* bp = scratch<T>(kPackBSlot, std::size_t(kc_max * P));
       T* cp = panel ? scratch<T>(kPanelSlot, std::size_t(Mpad * P)) : nullptr;
@@ -530,7 +550,8 @@ void implicit_backward_weight(ukernel_fn<T> kern, T* dw, const T* dout, const T*
   trap.rethrow();
 }
 
-// Calls f(kern, MR, NR) with the micro-kernel of the CPU's SIMD level.
+// Calls f(kern, rows_kern, MR, NR) with the micro-kernels (packed A, A in place) of
+// the CPU's SIMD level.
 template <class T, class F>
 void with_ukernel(F&& f) {
   using namespace gemm_detail;
@@ -539,16 +560,16 @@ void with_ukernel(F&& f) {
   switch (cpu_level()) {
     case SimdLevel::avx512:
       if constexpr (f32)
-        return f(ukernel_avx512_f32, integral_constant<int, kMR512>{}, integral_constant<int, kNR512_f32>{});
+        return f(ukernel_avx512_f32, ukernel_rows_avx512_f32, integral_constant<int, kMR512>{}, integral_constant<int, kNR512_f32>{});
       else
-        return f(ukernel_avx512_f64, integral_constant<int, kMR512>{}, integral_constant<int, kNR512_f64>{});
+        return f(ukernel_avx512_f64, ukernel_rows_avx512_f64, integral_constant<int, kMR512>{}, integral_constant<int, kNR512_f64>{});
     case SimdLevel::avx2:
       if constexpr (f32)
-        return f(ukernel_avx2_f32, integral_constant<int, kMR256>{}, integral_constant<int, kNR256_f32>{});
+        return f(ukernel_avx2_f32, ukernel_rows_avx2_f32, integral_constant<int, kMR256>{}, integral_constant<int, kNR256_f32>{});
       else
-        return f(ukernel_avx2_f64, integral_constant<int, kMR256>{}, integral_constant<int, kNR256_f64>{});
+        return f(ukernel_avx2_f64, ukernel_rows_avx2_f64, integral_constant<int, kMR256>{}, integral_constant<int, kNR256_f64>{});
     default:
-      return f(ukernel_scalar<T>, integral_constant<int, kMRScalar>{}, integral_constant<int, kNRScalar>{});
+      return f(ukernel_scalar<T>, ukernel_rows_scalar<T>, integral_constant<int, kMRScalar>{}, integral_constant<int, kNRScalar>{});
   }
 }
 
@@ -557,8 +578,8 @@ void with_ukernel(F&& f) {
 template <class T>
 void conv2d_forward(T* out, const T* x, const T* w, const T* b, const Conv2dShape& s) {
   if (conv_detail::is_depthwise(s)) return conv_detail::depthwise_forward(out, x, w, b, s);
-  with_ukernel<T>([&](gemm_detail::ukernel_fn<T> kern, auto MR, auto NR) {
-    implicit_forward<T, decltype(MR)::value, decltype(NR)::value>(kern, out, x, w, b, s, false);
+  with_ukernel<T>([&](gemm_detail::ukernel_fn<T> kern, gemm_detail::ukernel_rows_fn<T> rows, auto MR, auto NR) {
+    implicit_forward<T, decltype(MR)::value, decltype(NR)::value>(kern, rows, out, x, w, b, s, false);
   });
 }
 
@@ -577,8 +598,8 @@ void conv2d_backward_input(T* dx, const T* dout, const T* w, const Conv2dShape& 
     q.pad_top = eh - p.pad_top, q.pad_bottom = eh - p.pad_bottom;
     q.pad_left = ew - p.pad_left, q.pad_right = ew - p.pad_right;
     const Conv2dShape t = conv2d_shape(s.N, s.F, s.OH, s.OW, s.C, s.KH, s.KW, q);
-    with_ukernel<T>([&](gemm_detail::ukernel_fn<T> kern, auto MR, auto NR) {
-      implicit_forward<T, decltype(MR)::value, decltype(NR)::value>(kern, dx, dout, w, nullptr, t, true);
+    with_ukernel<T>([&](gemm_detail::ukernel_fn<T> kern, gemm_detail::ukernel_rows_fn<T> rows, auto MR, auto NR) {
+      implicit_forward<T, decltype(MR)::value, decltype(NR)::value>(kern, rows, dx, dout, w, nullptr, t, true);
     });
     return;
   }
@@ -607,7 +628,7 @@ void conv2d_backward_weight(T* dw, T* db, const T* dout, const T* x, const Conv2
       db[f] = sum;
     });
   }
-  with_ukernel<T>([&](gemm_detail::ukernel_fn<T> kern, auto MR, auto NR) {
+  with_ukernel<T>([&](gemm_detail::ukernel_fn<T> kern, gemm_detail::ukernel_rows_fn<T>, auto MR, auto NR) {
     implicit_backward_weight<T, decltype(MR)::value, decltype(NR)::value>(kern, dw, dout, x, s);
   });
 }

@@ -218,6 +218,14 @@ void ukernel_scalar(index_t kc, const T* a, const T* b, T* c, index_t ldc, T alp
 template void ukernel_scalar<float>(index_t, const float*, const float*, float*, index_t, float, float);
 template void ukernel_scalar<double>(index_t, const double*, const double*, double*, index_t, double, double);
 
+template <class T>
+void ukernel_rows_scalar(index_t kc, const T* a, index_t lda, index_t mr, const index_t* koff, const T* b, T* c,
+                         index_t ldc, T alpha, T beta) {
+  ukernel_rows<VScalar<T>, kMRScalar, kNRScalar>(kc, a, lda, mr, koff, b, c, ldc, alpha, beta);
+}
+template void ukernel_rows_scalar<float>(GV_ROWS_ARGS(float));
+template void ukernel_rows_scalar<double>(GV_ROWS_ARGS(double));
+
 }  // namespace gemm_detail
 
 template <class T>

@@ -15,6 +15,12 @@ namespace gemm_detail {
 template <class T>
 using ukernel_fn = void (*)(index_t kc, const T* a, const T* b, T* c, index_t ldc, T alpha, T beta);
 
+// The same tile from an unpacked A (see ukernel_rows in gemm_ukernel.inc): row i
+// at a + i*lda (rows >= mr repeat row 0), its k-th element at offset koff[k].
+template <class T>
+using ukernel_rows_fn = void (*)(index_t kc, const T* a, index_t lda, index_t mr, const index_t* koff, const T* b,
+                                 T* c, index_t ldc, T alpha, T beta);
+
 // Tile sizes (MR rows x NR columns) per level; NR is a multiple of the vector width.
 constexpr int kMR512 = 8, kNR512_f32 = 32, kNR512_f64 = 16;
 constexpr int kMR256 = 6, kNR256_f32 = 16, kNR256_f64 = 8;
@@ -28,6 +34,14 @@ void ukernel_avx2_f64(index_t kc, const double* a, const double* b, double* c, i
                       double beta);
 template <class T>
 void ukernel_scalar(index_t kc, const T* a, const T* b, T* c, index_t ldc, T alpha, T beta);
+
+#define GV_ROWS_ARGS(T) index_t, const T*, index_t, index_t, const index_t*, const T*, T*, index_t, T, T
+void ukernel_rows_avx512_f32(GV_ROWS_ARGS(float));
+void ukernel_rows_avx512_f64(GV_ROWS_ARGS(double));
+void ukernel_rows_avx2_f32(GV_ROWS_ARGS(float));
+void ukernel_rows_avx2_f64(GV_ROWS_ARGS(double));
+template <class T>
+void ukernel_rows_scalar(GV_ROWS_ARGS(T));
 
 }  // namespace gemm_detail
 

@@ -114,11 +114,11 @@ def test_fooling_budget_and_clipping_hold(net, norm):
     assert (rep[key] <= eps * (1 + 1e-5)).all()
 
 
-@pytest.mark.parametrize("normalize_step", ["rms", "l2", None])
+@pytest.mark.parametrize("normalize_step", ["sign", "rms", "l2", None])
 def test_fooling_step_kinds(net, normalize_step):
     X = images(2, seed=9)
     target = np.argsort(net.forward(X)[0], axis=1)[:, -2]   # the runner-up: reachable in range
-    lr = {"rms": 1.0, "l2": 2.0, None: 50.0}[normalize_step]
+    lr = {"sign": 2.0, "rms": 1.0, "l2": 2.0, None: 50.0}[normalize_step]
     X_fool, rep = make_fooling_image(X, target, net, normalize_step=normalize_step, learning_rate=lr,
                                      max_iter=300, return_report=True)
     assert rep["success"].all()
@@ -126,6 +126,11 @@ def test_fooling_step_kinds(net, normalize_step):
         # one step moves pixels by learning_rate grey levels, root mean square
         X1 = make_fooling_image(X[:1], target[:1], net, learning_rate=0.5, max_iter=1, clip=False)
         assert np.isclose(np.sqrt(np.mean(((X1 - X[:1]) * 60.0) ** 2)), 0.5, rtol=1e-4)
+    if normalize_step == "sign":
+        # every pixel moves by learning_rate grey levels (or none where g is 0)
+        X1 = make_fooling_image(X[:1], target[:1], net, learning_rate=0.5, max_iter=1, clip=False)
+        d = np.abs((X1 - X[:1]) * 60.0)
+        assert np.allclose(d[d > 1e-3], 0.5, rtol=1e-4) and (d > 1e-3).mean() > 0.9
 
 
 def test_fooling_stops_when_already_predicted(net):

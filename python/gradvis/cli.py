@@ -827,7 +827,7 @@ def build_parser():
     sp.add_argument("--norm", choices=("inf", "2"), default="inf", help="norm of --eps (default: inf)")
     sp.add_argument("--max-iter", type=_pos_int, default=100, metavar="N", help="most steps (default: 100)")
     sp.add_argument("--lr", type=_pos_float, default=None,
-                    help="change per step, RMS grey levels (default: the algorithm's, 0.1)")
+                    help="change of each pixel per step, grey levels (default: the algorithm's, 0.25, signed steps)")
     _add_common(sp, seed=False)
 
     sp = add("classvis", "class visualization: an image the model finds typical of a class",

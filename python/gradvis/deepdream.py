@@ -31,7 +31,8 @@ def deepdream(X, layer, model, num_iterations=20, learning_rate=None, max_jitter
         layer: name or index of the layer to amplify (its output).
         model: a :class:`gradvis.Model`.
         num_iterations: steps per octave.
-        learning_rate: step size; default 1.5 pixels normalized (5.0 plain, input units).
+        learning_rate: step size; default 3 grey levels normalized (the original used 1.5
+            on 224-pixel images), 5.0 plain (input units).
         max_jitter: largest random roll in pixels (scaled down with the octave).
         octaves: number of scales (1: single scale, as in CS231n).
         octave_scale: ratio between successive scales.
@@ -53,7 +54,7 @@ def deepdream(X, layer, model, num_iterations=20, learning_rate=None, max_jitter
     X = _checks.images(X, model).astype(np.float32)
     num_iterations = _checks.positive_int(num_iterations, "num_iterations", allow_zero=True)
     if learning_rate is None:
-        learning_rate = 1.5 if normalize_grad else 5.0
+        learning_rate = 3.0 if normalize_grad else 5.0
     learning_rate = _checks.nonneg_float(learning_rate, "learning_rate", positive=True)
     max_jitter = _checks.positive_int(max_jitter, "max_jitter", allow_zero=True)
     octaves = _checks.positive_int(octaves, "octaves")

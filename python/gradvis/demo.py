@@ -35,7 +35,7 @@ _FOOL_TARGET = "goldfish"
 
 # Settings: (normal, --fast). Step sizes are in 0-255 pixel units, as the algorithms take them.
 _SETTINGS = {
-    "fooling": dict(learning_rate=(0.1, 1.0), max_iter=(100, 5)),
+    "fooling": dict(learning_rate=(0.25, 1.0), max_iter=(100, 5)),
     "classvis": dict(num_iterations=(150, 3), learning_rate=(4.0, 4.0), l2_reg=(1e-3, 1e-3),
                      blur_every=(10, 4), max_jitter=(4, 4)),
     # the deep layer gets stronger priors (Mahendran & Vedaldi: deep layers need them)
@@ -168,11 +168,11 @@ def run_demo(run, args):
         f"original: {_class_name(model, int(y[0]))} ({probs[0, y[0]]:.2f})",
         f"fooling: {_class_name(model, int(rep['predicted'][0]))} ({float(rep['target_prob'][0]):.2f})")]), paths["fooling.png"])
     sections.append(dict(title="Fooling image", files=["fooling.png"], seconds=timer.lap(),
-                         text="Gradient ascent on the target class score, in normalized steps, until the "
+                         text="Gradient ascent on the target class score, in small signed steps, until the "
                               "model predicts the target; original | fooling image | difference | "
                               "difference magnified 10x (gray = no change).",
                          settings={"target": _class_name(model, target),
-                                   "step (RMS, grey levels)": st["learning_rate"],
+                                   "step (signed, grey levels per pixel)": st["learning_rate"],
                                    "max steps": st["max_iter"], "budget": "none"},
                          results=[f"fooled: {'yes' if ok else 'no'} after {int(rep['iterations'][0])} steps; "
                                   f"largest change {float(rep['linf_pixels'][0]):.1f}/255"]))

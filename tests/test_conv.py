@@ -451,3 +451,26 @@ def test_simd_paths(level):
     res = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "ok" in res.stdout
+
+
+def test_scratch_sized_for_the_largest_k_block():
+    """Regression: K split into blocks of unequal size (K = 1152 into 5) once packed
+    more than the buffer held at 2 threads and corrupted the heap; run such shapes
+    in a child process so a crash fails the test instead of the test run."""
+    code = (
+        "import numpy as np\n"
+        "from gradvis import _core\n"
+        "rng = np.random.default_rng(0)\n"
+        "for c, f, hw in [(128, 128, 16), (128, 256, 8), (160, 96, 8)]:\n"
+        "    for n in (1, 3, 5):\n"
+        "        x = rng.standard_normal((n, c, hw, hw)).astype(np.float32)\n"
+        "        w = rng.standard_normal((f, c, 3, 3)).astype(np.float32)\n"
+        "        ref = _core.conv2d_forward(x.astype(np.float64), w.astype(np.float64), None, 1, 1)\n"
+        "        for _ in range(10):\n"
+        "            out = _core.conv2d_forward(x, w, None, 1, 1)\n"
+        "            junk = [np.ones(100000, np.float32) for _ in range(4)]\n"
+        "        assert np.allclose(out, ref, rtol=1e-4, atol=1e-3 * np.abs(ref).max())\n"
+        "print('ok')\n")
+    env = dict(os.environ, OMP_NUM_THREADS="2")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]

@@ -148,6 +148,9 @@ constexpr index_t kKC = 256;  // K block: an A sliver (MR x kKC) stays in L1, th
 struct KBlocks {
   index_t K, n;
   index_t begin(index_t b) const { return K * b / n; }
+  // Blocks differ in size by at most one and the first is a smallest one: buffers
+  // must be sized for this, not for begin(1).
+  index_t max_size() const { return (K + n - 1) / n; }
 };
 inline KBlocks kblocks(index_t K) { return {K, (K + kKC - 1) / kKC}; }
 
@@ -307,7 +310,7 @@ void implicit_forward(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* 
   const index_t M = g.Fg, K = g.CK, Q = s.N * g.OHW;
   const index_t mslivers = (M + MR - 1) / MR, Mpad = mslivers * MR;
   const KBlocks kb = kblocks(K);
-  const index_t kc_max = kb.begin(1);
+  const index_t kc_max = kb.max_size();
   const std::vector<Tap> taps = make_taps(s, g.Cg);
 
   // Positions per chunk: the B block (kc x P) and the C panel (M x P) in L2.

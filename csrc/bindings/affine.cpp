@@ -11,23 +11,6 @@ namespace {
 constexpr const char* kFwd = "affine_forward";
 constexpr const char* kBwd = "affine_backward";
 
-// The primary input: any array-like, which must hold float32 or float64.
-py::array primary_array(const py::handle& obj, const char* fn, const char* name, FloatKind& kind) {
-  py::array a;
-  if (py::isinstance<py::array>(obj)) {
-    a = py::reinterpret_borrow<py::array>(obj);
-  } else {
-    a = py::array::ensure(obj);
-    if (!a) {
-      PyErr_Clear();
-      throw py::type_error(cat(fn, ": ", name, " must be an array of float32 or float64, got ",
-                               std::string(py::str(py::type::of(obj)))));
-    }
-  }
-  kind = float_kind(a, fn, name);
-  return a;
-}
-
 template <class T>
 py::array forward_impl(const py::array& x_in, const py::handle& w_obj, const py::handle& b_obj) {
   auto x = as_array<T>(x_in, kFwd, "x");

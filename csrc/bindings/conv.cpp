@@ -12,23 +12,6 @@ namespace {
 // Sizes and hyperparameters past this are refused, so shape arithmetic cannot overflow.
 constexpr std::int64_t kMaxParam = std::int64_t(1) << 31;
 
-// The primary input: any array-like, which must hold float32 or float64.
-py::array primary_array(const py::handle& obj, const char* fn, const char* name, FloatKind& kind) {
-  py::array a;
-  if (py::isinstance<py::array>(obj)) {
-    a = py::reinterpret_borrow<py::array>(obj);
-  } else {
-    a = py::array::ensure(obj);
-    if (!a) {
-      PyErr_Clear();
-      throw py::type_error(cat(fn, ": ", name, " must be an array of float32 or float64, got ",
-                               std::string(py::str(py::type::of(obj)))));
-    }
-  }
-  kind = float_kind(a, fn, name);
-  return a;
-}
-
 // An int, or a sequence of `count` ints (count in {2} or {2, 4}). util.h's
 // pair_arg/padding_arg cast to std::vector, which needs <pybind11/stl.h>; that
 // header is not included there, and including it in one binding file only would

@@ -47,6 +47,23 @@ inline FloatKind float_kind(const py::handle& obj, const char* fn, const char* n
                            std::string(py::str(a.dtype())), " with shape ", shape_str(a)));
 }
 
+// The primary input: any array-like, which must hold float32 or float64.
+inline py::array primary_array(const py::handle& obj, const char* fn, const char* name, FloatKind& kind) {
+  py::array a;
+  if (py::isinstance<py::array>(obj)) {
+    a = py::reinterpret_borrow<py::array>(obj);
+  } else {
+    a = py::array::ensure(obj);
+    if (!a) {
+      PyErr_Clear();
+      throw py::type_error(cat(fn, ": ", name, " must be an array of float32 or float64, got ",
+                               std::string(py::str(py::type::of(obj)))));
+    }
+  }
+  kind = float_kind(a, fn, name);
+  return a;
+}
+
 // Any array-like -> C-contiguous array of T (copies only when needed).
 // Integers convert; complex numbers are refused rather than silently dropping
 // their imaginary part.

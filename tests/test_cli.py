@@ -250,3 +250,15 @@ def test_fit_image():
     assert out.shape == (64, 64, 3) and "center-cropped" in what
     out, what = cli.fit_image(np.zeros((64, 64, 3), np.uint8), (64, 64))
     assert what is None
+
+
+def test_closed_pipe_is_not_an_error():
+    """`gradvis layers | head -1`: the reader closes the pipe early; no traceback."""
+    import subprocess
+    import sys
+    p = subprocess.Popen([sys.executable, "-m", "gradvis", "classes"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    p.stdout.close()   # before the child has written anything: its first write fails
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 0, err
+    assert "Traceback" not in err

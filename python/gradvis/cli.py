@@ -15,6 +15,7 @@ import html
 import json
 import math
 import re
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -925,6 +926,12 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:        # the reader went away (`gradvis layers | head`): not an error
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 0
     except OSError as e:           # writing outputs: permissions, a full disk
         if e.filename is None:
             raise

@@ -1,33 +1,31 @@
+import importlib
 import os
 
 import pytest
 
 
-def require_torch():
-    """Import torch; skip without it, except under CI (CI set), where its absence fails."""
+def require(module):
+    """Import an optional test dependency (torch, onnx, scipy, h5py); skip the test
+    without it, except under CI (the CI variable set), where its absence fails."""
     try:
-        import torch
+        return importlib.import_module(module)
     except ImportError as e:
         if os.environ.get("CI"):
-            pytest.fail(f"torch is required when CI is set: {e}")
-        pytest.skip("torch is not installed")
-    return torch
+            pytest.fail(f"{module} is required when CI is set: {e}")
+        pytest.skip(f"{module} is not installed", allow_module_level=True)
+
+
+def require_torch():
+    return require("torch")
+
+
+def require_onnx():
+    return require("onnx")
 
 
 @pytest.fixture
 def torch():
     return require_torch()
-
-
-def require_onnx():
-    """Import onnx; skip without it, except under CI (CI set), where its absence fails."""
-    try:
-        import onnx
-    except ImportError as e:
-        if os.environ.get("CI"):
-            pytest.fail(f"onnx is required when CI is set: {e}")
-        pytest.skip("onnx is not installed")
-    return onnx
 
 
 @pytest.fixture

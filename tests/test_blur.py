@@ -5,8 +5,9 @@ import pytest
 
 from gradvis import _core
 import reference_ops as ref
+from conftest import require
 
-scipy_ndimage = pytest.importorskip("scipy.ndimage")
+scipy_ndimage = require("scipy.ndimage")
 
 DTYPES = [np.float32, np.float64]
 # (shape, sigma): non-square images, sigma 0.5 / 1 / 2.5, per-axis sigmas,

@@ -6,6 +6,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from gradvis import layers
 from reference_ops import numeric_grad as num_grad
+from conftest import require
 
 
 def conv_ref(x, w, b, stride, pad):
@@ -136,7 +137,7 @@ def test_cs231n_blur_is_the_course_kernel_with_zero_padding():
 
 
 def test_gaussian_blur_matches_scipy_and_adjoint_identity():
-    ndimage = pytest.importorskip("scipy.ndimage")
+    ndimage = require("scipy.ndimage")
     rng = np.random.default_rng(8)
     x = rng.standard_normal((2, 3, 11, 9))
     for s in (0.5, 1.0, 2.5):

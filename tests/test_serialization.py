@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import gradvis
+from conftest import require
 from gradvis.architectures import cs231n_2016, default_net
 from gradvis.serialization import load_cs231n_h5, load_model, write_arrays
 
@@ -126,7 +127,7 @@ def test_structural_problems_are_named(tmp_path):
 
 # ---------------------------------------------------------------------------- CS231n 2016 HDF5
 def _write_cs231n_h5(path, widths, hidden, classes, seed=0, mean_image=True):
-    h5py = pytest.importorskip("h5py")
+    h5py = require("h5py")
     rng = np.random.default_rng(seed)
     filters = [5] + [3] * (len(widths) - 1)
     with h5py.File(path, "w") as f:
@@ -183,7 +184,7 @@ def test_load_cs231n_h5_matches_layer_by_layer(tmp_path):
 
 
 def test_load_cs231n_h5_errors(tmp_path, monkeypatch):
-    h5py = pytest.importorskip("h5py")
+    h5py = require("h5py")
     p = _write_cs231n_h5(tmp_path / "m.h5", (4,) * 9, hidden=6, classes=3, mean_image=False)
     m = load_cs231n_h5(p)
     np.testing.assert_allclose(m.mean, [121.55, 113.05, 99.85])     # TinyImageNet's mean

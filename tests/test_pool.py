@@ -249,3 +249,26 @@ def test_concurrent_calls_equal_serial_results():
         np.testing.assert_array_equal(s_pool[0], r_pool[0])
         np.testing.assert_array_equal(s_pool[1], r_pool[1])
         np.testing.assert_array_equal(s_blur, r_blur)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("args", [(3, 1, 0), (3, 2, 1), (3, 3, 1), (2, 1, 0), ((2, 3), (1, 2), (1, 0, 1, 1))])
+def test_max_pool_wide_rows_with_ties_and_nans(dtype, args):
+    """Rows wide enough for the vectorized interior sweep, with many ties (as after
+    a relu) and NaNs: the first maximum in row-major window order wins, NaN wins."""
+    rng = np.random.default_rng(7)
+    x = np.maximum(rng.integers(-3, 4, (2, 3, 9, 70)), 0).astype(dtype)   # half zeros, small ints
+    out, am = _core.max_pool2d_forward(x, *args)
+    rout, ram = ref.max_pool2d(x, *args)
+    np.testing.assert_array_equal(out, rout.astype(dtype))
+    np.testing.assert_array_equal(am, ram)
+    xn = x.copy()
+    xn[0, 1, 4, 33] = np.nan
+    xn[1, 2, 5, 10] = np.nan
+    out, am = _core.max_pool2d_forward(xn, *args)
+    W = x.shape[3]
+    for (n, c, i, j) in [(0, 1, 4, 33), (1, 2, 5, 10)]:
+        hit = am[n, c] == i * W + j
+        assert hit.any() and np.isnan(out[n, c][hit]).all()
+    assert np.isnan(out).sum() == sum((am[n, c] == i * W + j).sum()
+                                      for (n, c, i, j) in [(0, 1, 4, 33), (1, 2, 5, 10)])

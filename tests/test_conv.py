@@ -207,6 +207,31 @@ def test_larger_shapes(shape, dtype):
     close(db, rdb, dtype, out[:, 0].size)
 
 
+def check_all_passes(xs, ws, dtype, threads, seed, **geometry):
+    """Forward, input gradient and weight/bias gradient at a thread count, each
+    against the float64 reference."""
+    import gradvis
+
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[0]).astype(dtype)
+    old = gradvis.get_num_threads()
+    gradvis.set_num_threads(threads)
+    try:
+        out = _core.conv2d_forward(x, w, b, **geometry)
+        dout = rng.standard_normal(out.shape).astype(dtype)
+        dx = _core.conv2d_backward_input(dout, w, xs[2:], **geometry)
+        dw, db = _core.conv2d_backward_weight(dout, x, ws[2:], **geometry)
+    finally:
+        gradvis.set_num_threads(old)
+    close(out, ref.conv2d_forward(x, w, b, **geometry), dtype, ws[1] * ws[2] * ws[3])
+    rdx, rdw, rdb = ref.conv2d_backward(dout, x, w, **geometry)
+    close(dx, rdx, dtype, ws[0] * ws[2] * ws[3])
+    close(dw, rdw, dtype, out[:, 0].size)
+    close(db, rdb, dtype, out[:, 0].size)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("shape", [((1, 20, 4, 4), (28, 20, 3, 3), 1, 1), ((3, 17, 7, 7), (40, 17, 3, 3), 1, 1),
@@ -215,27 +240,8 @@ def test_small_maps_and_thread_splits(shape, dtype, threads):
     # Tiny position counts (the forward splits the filters across threads, backward
     # weight splits dW tiles), maps whose size is not a multiple of the micro-tile
     # (the output panel), several images per chunk, and stride 2 with a 5x5 filter.
-    import gradvis
-
     xs, ws, pad, stride = shape
-    rng = np.random.default_rng(11)
-    x = rng.standard_normal(xs).astype(dtype)
-    w = rng.standard_normal(ws).astype(dtype)
-    b = rng.standard_normal(ws[0]).astype(dtype)
-    old = gradvis.get_num_threads()
-    gradvis.set_num_threads(threads)
-    try:
-        out = _core.conv2d_forward(x, w, b, padding=pad, stride=stride)
-        dout = rng.standard_normal(out.shape).astype(dtype)
-        dx = _core.conv2d_backward_input(dout, w, xs[2:], padding=pad, stride=stride)
-        dw, db = _core.conv2d_backward_weight(dout, x, ws[2:], padding=pad, stride=stride)
-    finally:
-        gradvis.set_num_threads(old)
-    close(out, ref.conv2d_forward(x, w, b, padding=pad, stride=stride), dtype, ws[1] * ws[2] * ws[3])
-    rdx, rdw, rdb = ref.conv2d_backward(dout, x, w, padding=pad, stride=stride)
-    close(dx, rdx, dtype, ws[0] * ws[2] * ws[3])
-    close(dw, rdw, dtype, out[:, 0].size)
-    close(db, rdb, dtype, out[:, 0].size)
+    check_all_passes(xs, ws, dtype, threads, seed=11, padding=pad, stride=stride)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -246,24 +252,8 @@ def test_weights_read_in_place(shape, dtype, threads):
     # Few output columns: forward and the flipped backward-input read the weights in
     # place (no packing), with partial row slivers (37, 19, 13 filters), several K
     # blocks (K = 360 forward, 333 flipped), groups, and two images in one tile.
-    import gradvis
-
     xs, ws, pad, groups = shape
-    rng = np.random.default_rng(12)
-    x = rng.standard_normal(xs).astype(dtype)
-    w = rng.standard_normal(ws).astype(dtype)
-    b = rng.standard_normal(ws[0]).astype(dtype)
-    old = gradvis.get_num_threads()
-    gradvis.set_num_threads(threads)
-    try:
-        out = _core.conv2d_forward(x, w, b, padding=pad, groups=groups)
-        dout = rng.standard_normal(out.shape).astype(dtype)
-        dx = _core.conv2d_backward_input(dout, w, xs[2:], padding=pad, groups=groups)
-    finally:
-        gradvis.set_num_threads(old)
-    close(out, ref.conv2d_forward(x, w, b, padding=pad, groups=groups), dtype, ws[1] * ws[2] * ws[3])
-    rdx, _, _ = ref.conv2d_backward(dout, x, w, padding=pad, groups=groups)
-    close(dx, rdx, dtype, ws[0] * ws[2] * ws[3])
+    check_all_passes(xs, ws, dtype, threads, seed=12, padding=pad, groups=groups)
 
 
 def test_bias_false_and_none():

@@ -78,6 +78,29 @@ inline void parallel_chunks(index_t n, F&& f) {
   f(index_t(0), n, 0);
 }
 
+// The calling thread's team: f(t, nthreads) on each of nt threads, one parallel
+// region (serial when nt == 1). Phases inside are separated with team_barrier().
+template <class F>
+inline void team_run(index_t nt, F&& f) {
+#ifdef GRADVIS_HAVE_OPENMP
+  if (nt > 1) {
+#pragma omp parallel num_threads(int(nt))
+    f(index_t(omp_get_thread_num()), index_t(omp_get_num_threads()));
+    return;
+  }
+#endif
+  f(index_t(0), index_t(1));
+}
+
+inline void team_barrier() {
+#ifdef GRADVIS_HAVE_OPENMP
+#pragma omp barrier
+#endif
+}
+
+// Threads a kernel may use from here: the team outside a parallel region, 1 inside.
+inline index_t team_size() { return in_parallel() ? 1 : max_threads(); }
+
 // ---- scratch memory -----------------------------------------------------------
 // Per-thread, 64-byte aligned buffers that grow and are never given back, so a
 // gradient loop that calls the same kernel thousands of times does not pay

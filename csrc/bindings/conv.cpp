@@ -293,6 +293,36 @@ void register_conv(py::module_& m) {
       py::arg("dilation") = 1, py::arg("groups") = 1, py::arg("bias") = true,
       "Gradients of conv2d_forward with respect to w and b: dout (N, F, OH, OW), x (N, C, H, W),\n"
       "kernel_hw = (KH, KW) -> (dw (F, C/groups, KH, KW), db (F,) or None when bias=False).");
+  m.def(
+      "set_conv_algorithm",
+      [](const std::string& name) {
+        if (name == "auto")
+          set_conv_algo(ConvAlgo::automatic);
+        else if (name == "direct")
+          set_conv_algo(ConvAlgo::direct);
+        else if (name == "winograd")
+          set_conv_algo(ConvAlgo::winograd);
+        else
+          throw py::value_error("set_conv_algorithm: algorithm must be 'auto', 'direct' or 'winograd', got '" +
+                                name + "'");
+      },
+      py::arg("name"),
+      "Choose the float32 convolution algorithm for the whole process: 'auto' (Winograd F(4x4, 3x3) for\n"
+      "3x3 stride-1 layers where it is expected to be faster), 'direct' (never Winograd) or 'winograd'\n"
+      "(wherever the shape allows).");
+  m.def(
+      "get_conv_algorithm",
+      []() -> std::string {
+        switch (conv_algo()) {
+          case ConvAlgo::direct:
+            return "direct";
+          case ConvAlgo::winograd:
+            return "winograd";
+          default:
+            return "auto";
+        }
+      },
+      "The float32 convolution algorithm set by set_conv_algorithm.");
 }
 
 }  // namespace gradvis

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "cpu/conv_depthwise.h"
+#include "cpu/conv_winograd.h"
 #include "cpu/gemm_kernels.h"
 #include "cpu/simd.h"
 #include "ops/gemm.h"
@@ -66,8 +67,6 @@ index_t chunk_cols(const Geometry& g, index_t min_chunks) {
   if (min_chunks > 1) P = std::min(P, std::max<index_t>(64, (g.OHW + min_chunks - 1) / min_chunks));
   return std::min(P, g.OHW);
 }
-
-index_t team_size() { return in_parallel() ? 1 : max_threads(); }
 
 // Runs f(i) for i in [0, n) over the team (serially when nested or n == 1),
 // rethrowing the first exception after the loop.
@@ -142,17 +141,9 @@ void backward_input_block(T* dx, const T* dout, const T* w, const Conv2dShape& s
 using gemm_detail::ukernel_fn;
 using gemm_detail::ukernel_rows_fn;
 
-constexpr index_t kKC = 256;  // K block: an A sliver (MR x kKC) stays in L1, the B block in L2
-
-// [0, K) cut into near-equal blocks of at most kKC rows; block b is [begin(b), begin(b+1)).
-struct KBlocks {
-  index_t K, n;
-  index_t begin(index_t b) const { return K * b / n; }
-  // Blocks differ in size by at most one and the first is a smallest one: buffers
-  // must be sized for this, not for begin(1).
-  index_t max_size() const { return (K + n - 1) / n; }
-};
-inline KBlocks kblocks(index_t K) { return {K, (K + kKC - 1) / kKC}; }
+using gemm_detail::kblocks;
+using gemm_detail::KBlocks;
+using gemm_detail::kKC;
 
 // One row of a group's column matrix, k = (c, kh, kw): the channel's offset in the
 // image and the tap's displacement from the window's corner (padding included).
@@ -279,25 +270,6 @@ void pack_a_dout(T* out, const T* dout, const Conv2dShape& s, index_t row0, inde
       q += len;
     }
   }
-}
-
-// The calling thread's team: f(t, nthreads) on each thread, one parallel region.
-template <class F>
-void team_run(index_t nt, F&& f) {
-#ifdef GRADVIS_HAVE_OPENMP
-  if (nt > 1) {
-#pragma omp parallel num_threads(int(nt))
-    f(index_t(omp_get_thread_num()), index_t(omp_get_num_threads()));
-    return;
-  }
-#endif
-  f(index_t(0), index_t(1));
-}
-
-inline void team_barrier() {
-#ifdef GRADVIS_HAVE_OPENMP
-#pragma omp barrier
-#endif
 }
 
 // out (N,F,OH,OW) = conv(x, W) + b for the shape s, where W[f][k] (per group) is
@@ -595,14 +567,26 @@ void with_ukernel(F&& f) {
   }
 }
 
+// out = conv(x, W) + b by Winograd (float32, eligible shapes the cost model picks)
+// or the implicit gemm; `flipped` as in implicit_forward.
+template <class T>
+void forward_any(T* out, const T* x, const T* w, const T* b, const Conv2dShape& s, bool flipped) {
+  with_ukernel<T>([&](gemm_detail::ukernel_fn<T> kern, gemm_detail::ukernel_rows_fn<T> rows, auto MR, auto NR) {
+    if constexpr (sizeof(T) == 4) {
+      if (conv_detail::use_winograd(s))
+        return conv_detail::winograd_forward<decltype(MR)::value, decltype(NR)::value>(kern, out, x, w, b, s,
+                                                                                        flipped);
+    }
+    implicit_forward<T, decltype(MR)::value, decltype(NR)::value>(kern, rows, out, x, w, b, s, flipped);
+  });
+}
+
 }  // namespace
 
 template <class T>
 void conv2d_forward(T* out, const T* x, const T* w, const T* b, const Conv2dShape& s) {
   if (conv_detail::is_depthwise(s)) return conv_detail::depthwise_forward(out, x, w, b, s);
-  with_ukernel<T>([&](gemm_detail::ukernel_fn<T> kern, gemm_detail::ukernel_rows_fn<T> rows, auto MR, auto NR) {
-    implicit_forward<T, decltype(MR)::value, decltype(NR)::value>(kern, rows, out, x, w, b, s, false);
-  });
+  forward_any(out, x, w, b, s, false);
 }
 
 template <class T>
@@ -620,10 +604,7 @@ void conv2d_backward_input(T* dx, const T* dout, const T* w, const Conv2dShape& 
     q.pad_top = eh - p.pad_top, q.pad_bottom = eh - p.pad_bottom;
     q.pad_left = ew - p.pad_left, q.pad_right = ew - p.pad_right;
     const Conv2dShape t = conv2d_shape(s.N, s.F, s.OH, s.OW, s.C, s.KH, s.KW, q);
-    with_ukernel<T>([&](gemm_detail::ukernel_fn<T> kern, gemm_detail::ukernel_rows_fn<T> rows, auto MR, auto NR) {
-      implicit_forward<T, decltype(MR)::value, decltype(NR)::value>(kern, rows, dx, dout, w, nullptr, t, true);
-    });
-    return;
+    return forward_any<T>(dx, dout, w, nullptr, t, true);
   }
   const Geometry g = geometry(s);
   const index_t nt = team_size();

@@ -43,6 +43,18 @@ void ukernel_rows_avx2_f64(GV_ROWS_ARGS(double));
 template <class T>
 void ukernel_rows_scalar(GV_ROWS_ARGS(T));
 
+constexpr index_t kKC = 256;  // K block: an A sliver (MR x kKC) stays in L1, the B block in L2
+
+// [0, K) cut into near-equal blocks of at most kKC rows; block b is [begin(b), begin(b+1)).
+struct KBlocks {
+  index_t K, n;
+  index_t begin(index_t b) const { return K * b / n; }
+  // Blocks differ in size by at most one and the first is a smallest one: buffers
+  // must be sized for this, not for begin(1).
+  index_t max_size() const { return (K + n - 1) / n; }
+};
+inline KBlocks kblocks(index_t K) { return {K, (K + kKC - 1) / kKC}; }
+
 }  // namespace gemm_detail
 
 // An exception must not escape an OpenMP region (that aborts the process): the

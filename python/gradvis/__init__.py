@@ -8,7 +8,8 @@ bundled TinyImageNet-100-A network from :func:`load_pretrained`.
 """
 from . import _core
 from . import layers
-from ._core import has_cuda, has_openmp, get_num_threads, set_num_threads, simd_level
+from ._core import (has_cuda, has_openmp, get_num_threads, set_num_threads, simd_level,
+                    get_conv_algorithm, set_conv_algorithm)
 from .model import (Add, AvgPool2d, BatchNorm1d, BatchNorm2d, Bias, Clip, Concat, Conv2d, Dropout,
                     Flatten, GlobalAvgPool, LeakyReLU, Linear, MaxPool2d, Model, Pad, ReLU, ReLU6, Scale)
 from .serialization import load_model, load_cs231n_h5
@@ -45,5 +46,7 @@ __all__ = [
     "get_num_threads",
     "set_num_threads",
     "simd_level",
+    "get_conv_algorithm",
+    "set_conv_algorithm",
     "__version__",
 ]

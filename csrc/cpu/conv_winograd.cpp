@@ -1,0 +1,249 @@
+// Winograd F(4x4, 3x3) for float32 (see conv_winograd.h).
+//
+// Tiles: output tile (n, th, tw) covers rows 4 th.. and columns 4 tw.. of image n
+// and reads the 6x6 input patch 2 larger; tiles past the output's edge read zeros
+// and are not stored. The tile rows (n, th) of the batch are cut into blocks; per
+// block:
+//   1. input transform  V[xi] (C x tiles), packed as the gemm's B operand
+//   2. 36 gemms         M[xi] (F x tiles) = U[xi] (F x C) V[xi]
+//   3. output transform out = A^T M A + bias, cropped to OH x OW
+// U, the filters' transform, is computed once per call (split over the team by
+// row sliver), packed as the gemm's A. Then either each thread runs all three
+// stages on its own blocks (many tile rows: V and M stay near its L2), or the
+// team works on one block at a time (inputs split by channel, gemms by point,
+// outputs by filter, barriers between). Each output element is computed by the
+// same operations in the same order either way: results do not depend on the
+// thread count.
+#include "cpu/conv_winograd.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+
+#include "cpu/simd.h"
+
+namespace gradvis {
+namespace conv_detail {
+
+namespace {
+// The shape of one call as the stages see it. Tile rows r = n * TH + th of the
+// batch are cut into blocks; a block's tiles (at most TBp, a multiple of NR) are
+// the columns of its gemms.
+struct WgGeom {
+  index_t H, W, OH, OW, pt, pl;  // input, output, top/left padding
+  index_t TH, TW;                // tiles per image column / row
+  index_t K, M, Mpad, MR, NR;    // input channels, filters (padded to MR), micro-kernel tile
+  index_t TBp;                   // tile columns of a block's gemms
+  index_t usz, vsz, msz;         // floats per point: U (Mpad x K), V (K x TBp), M (Mpad x TBp)
+};
+
+struct WinogradStages {
+  void (*input)(const WgGeom& g, const float* x, index_t k, index_t k0, index_t kc, index_t r0, index_t r1, float* V,
+                float* buf);
+  void (*output)(const WgGeom& g, float* out, index_t m, float bias, index_t r0, index_t r1, const float* Mo,
+                 float* buf);
+  void (*filter)(const WgGeom& g, const float* w, bool flipped, index_t is, index_t k0, index_t kc, float* U,
+                 float* buf);
+};
+}  // namespace
+
+// The transforms, compiled once per SIMD level (the library targets baseline x86-64).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define GV_WINOGRAD_WIDE 1
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,fma,prefer-vector-width=512")
+namespace wg_avx512 {
+#include "cpu/winograd_transforms.inc"
+}
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+namespace wg_avx2 {
+#include "cpu/winograd_transforms.inc"
+}
+#pragma GCC pop_options
+#endif
+namespace wg_base {
+#include "cpu/winograd_transforms.inc"
+}
+
+namespace {
+
+const WinogradStages& stages() {
+#ifdef GV_WINOGRAD_WIDE
+  switch (cpu_level()) {
+    case SimdLevel::avx512:
+      return wg_avx512::kStages;
+    case SimdLevel::avx2:
+      return wg_avx2::kStages;
+    default:
+      break;
+  }
+#endif
+  return wg_base::kStages;
+}
+
+std::atomic<int> g_algo{int(ConvAlgo::automatic)};
+
+constexpr int kXi = 36;        // points of the transform domain
+constexpr int kSlotU = 2;      // calling thread: transformed filters (shared)
+constexpr int kSlotV = 3;      // transformed inputs of a block (calling thread's when shared)
+constexpr int kSlotM = 4;      // products of a block (calling thread's when shared)
+constexpr int kSlotLocal = 5;  // every thread: transform buffers
+
+}  // namespace
+
+
+bool use_winograd(const Conv2dShape& s) {
+  if (!winograd_eligible(s)) return false;
+  switch (conv_algo()) {
+    case ConvAlgo::direct:
+      return false;
+    case ConvAlgo::winograd:
+      return true;
+    default:
+      break;
+  }
+  // Measured on an AVX-512 machine (2 threads): the gemms need enough tiles to
+  // amortize the transformed filters (36 F C floats, 4x the filters themselves,
+  // and a gemm column block is 32 tiles wide), and enough channels to amortize the
+  // transforms. 8x8 maps at batch 1 (4 tiles) run 3x slower than the direct
+  // gemm, 16x16 (16 tiles) break even, 28x28 and up (49+) run 2-2.6x faster.
+  const index_t tiles = s.N * ((s.OH + 3) / 4) * ((s.OW + 3) / 4);
+  return s.C >= 16 && s.F >= 16 && tiles >= 32;
+}
+
+namespace {
+
+// The 36 gemms of points [xi0, xi1): M[xi] (Mpad x TBp) = U[xi] (Mpad x K) V[xi] (K x TBp).
+template <int MR, int NR>
+void gemms(gemm_detail::ukernel_fn<float> kern, const WgGeom& g, const gemm_detail::KBlocks& kb, const float* U,
+           const float* V, float* Mo, index_t xi0, index_t xi1) {
+  const index_t TBp = g.TBp, Mpad = g.Mpad;
+  for (index_t xi = xi0; xi < xi1; ++xi) {
+    const float* A = U + xi * g.usz;
+    const float* B = V + xi * g.vsz;
+    float* C = Mo + xi * g.msz;
+    for (index_t bk = 0; bk < kb.n; ++bk) {
+      const index_t k0 = kb.begin(bk), kc = kb.begin(bk + 1) - k0;
+      const float beta = bk == 0 ? 0.f : 1.f;
+      for (index_t m = 0; m < Mpad; m += MR) {
+        const float* a = A + k0 * Mpad + m * kc;
+        for (index_t jr = 0; jr < TBp; jr += NR) kern(kc, a, B + k0 * TBp + jr * kc, C + m * TBp + jr, TBp, 1.f, beta);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+template <int MR, int NR>
+void winograd_forward(gemm_detail::ukernel_fn<float> kern, float* out, const float* x, const float* w,
+                      const float* b, const Conv2dShape& s, bool flipped) {
+  const WinogradStages& st = stages();
+  WgGeom g;
+  g.H = s.H, g.W = s.W, g.OH = s.OH, g.OW = s.OW, g.pt = s.p.pad_top, g.pl = s.p.pad_left;
+  g.TH = (s.OH + 3) / 4, g.TW = (s.OW + 3) / 4;
+  g.K = s.C, g.M = s.F, g.MR = MR, g.NR = NR;
+  g.Mpad = (g.M + MR - 1) / MR * MR;
+  const index_t R = s.N * g.TH, K = g.K, M = g.M, TW = g.TW;  // R: tile rows of the batch
+  const index_t mslivers = g.Mpad / MR;
+  const gemm_detail::KBlocks kb = gemm_detail::kblocks(K);
+  const index_t kc_max = kb.max_size();
+  const index_t nt = team_size();
+
+  // Blocks: private to a thread (all three stages on one core, V and M near its
+  // L2) when there are enough tile rows for every thread and a block is wide enough
+  // to amortize reading U again (measured: when Mpad K / (K + Mpad) <= 3 tiles of
+  // the block), else shared by the team (V and M in the L3).
+  constexpr index_t kPrivate = index_t(1) << 19, kShared = index_t(5) << 19;  // floats of V and M per block
+  const index_t per_row = 36 * (K + g.Mpad) * TW;  // V and M floats per tile row
+  index_t rpb = std::max<index_t>(1, kPrivate / per_row);
+  const bool priv = nt > 1 && R >= 2 * nt * rpb && g.Mpad * K <= 3 * rpb * TW * (K + g.Mpad);
+  if (!priv) rpb = std::max<index_t>(1, kShared / per_row);
+  rpb = std::min(rpb, R);
+  index_t nblocks = (R + rpb - 1) / rpb;
+  if (priv) nblocks = (nblocks + nt - 1) / nt * nt;  // an equal count per thread
+  rpb = (R + nblocks - 1) / nblocks;
+  nblocks = (R + rpb - 1) / rpb;
+  g.TBp = (rpb * TW + NR - 1) / NR * NR;
+  g.usz = g.Mpad * K, g.vsz = K * g.TBp, g.msz = g.Mpad * g.TBp;
+
+  float* U = scratch<float>(kSlotU, std::size_t(36 * g.usz));
+  float* Vs = priv ? nullptr : scratch<float>(kSlotV, std::size_t(36 * g.vsz));
+  float* Ms = priv ? nullptr : scratch<float>(kSlotM, std::size_t(36 * g.msz));
+  const std::size_t local =
+      std::size_t(std::max((27 + 36 * MR) * kc_max, std::max(36 * g.TBp + 54 * TW + 24, 40 * g.TBp)));
+
+  ErrorTrap trap;
+  team_run(nt, [&](index_t t, index_t nth) {
+    float *buf = nullptr, *V = Vs, *Mo = Ms;
+    trap.run([&] {
+      buf = scratch<float>(kSlotLocal, local);
+      if (priv) {
+        V = scratch<float>(kSlotV, std::size_t(36 * g.vsz));
+        Mo = scratch<float>(kSlotM, std::size_t(36 * g.msz));
+      }
+    });
+    const bool ok = buf && V && Mo;
+    // ---- filters: U[xi] packed in MR-row slivers per K block, split by sliver ----
+    if (ok) trap.run([&] {
+      for (index_t is = mslivers * t / nth; is < mslivers * (t + 1) / nth; ++is)
+        for (index_t bk = 0; bk < kb.n; ++bk)
+          st.filter(g, w, flipped, is, kb.begin(bk), kb.begin(bk + 1) - kb.begin(bk), U, buf);
+    });
+    team_barrier();
+    auto input = [&](index_t k, index_t r0, index_t r1) {
+      index_t bk = 0;
+      while (kb.begin(bk + 1) <= k) ++bk;
+      st.input(g, x, k, kb.begin(bk), kb.begin(bk + 1) - kb.begin(bk), r0, r1, V, buf);
+    };
+    if (priv) {
+      // ---- each thread its own blocks, all stages ----
+      if (ok) trap.run([&] {
+        for (index_t blk = nblocks * t / nth; blk < nblocks * (t + 1) / nth; ++blk) {
+          const index_t r0 = blk * rpb, r1 = std::min(R, r0 + rpb);
+          for (index_t k = 0; k < K; ++k) input(k, r0, r1);
+          gemms<MR, NR>(kern, g, kb, U, V, Mo, 0, 36);
+          for (index_t m = 0; m < M; ++m) st.output(g, out, m, b ? b[m] : 0.f, r0, r1, Mo, buf);
+        }
+      });
+      return;
+    }
+    for (index_t blk = 0; blk < nblocks; ++blk) {
+      const index_t r0 = blk * rpb, r1 = std::min(R, r0 + rpb);
+      // ---- the team on one block: inputs by channel, gemms by point, outputs by filter ----
+      if (ok) trap.run([&] {
+        for (index_t k = K * t / nth; k < K * (t + 1) / nth; ++k) input(k, r0, r1);
+      });
+      team_barrier();
+      if (ok) trap.run([&] { gemms<MR, NR>(kern, g, kb, U, V, Mo, 36 * t / nth, 36 * (t + 1) / nth); });
+      team_barrier();
+      if (ok) trap.run([&] {
+        for (index_t m = M * t / nth; m < M * (t + 1) / nth; ++m)
+          st.output(g, out, m, b ? b[m] : 0.f, r0, r1, Mo, buf);
+      });
+      // No barrier: the next block's input stage writes V only, and its gemms
+      // (which overwrite M) start after the next barrier.
+    }
+  });
+  trap.rethrow();
+}
+
+template void winograd_forward<gemm_detail::kMR512, gemm_detail::kNR512_f32>(gemm_detail::ukernel_fn<float>, float*,
+                                                                             const float*, const float*,
+                                                                             const float*, const Conv2dShape&, bool);
+template void winograd_forward<gemm_detail::kMR256, gemm_detail::kNR256_f32>(gemm_detail::ukernel_fn<float>, float*,
+                                                                             const float*, const float*,
+                                                                             const float*, const Conv2dShape&, bool);
+template void winograd_forward<gemm_detail::kMRScalar, gemm_detail::kNRScalar>(gemm_detail::ukernel_fn<float>,
+                                                                               float*, const float*, const float*,
+                                                                               const float*, const Conv2dShape&,
+                                                                               bool);
+
+}  // namespace conv_detail
+
+ConvAlgo conv_algo() { return ConvAlgo(conv_detail::g_algo.load(std::memory_order_relaxed)); }
+void set_conv_algo(ConvAlgo a) { conv_detail::g_algo.store(int(a), std::memory_order_relaxed); }
+
+}  // namespace gradvis

@@ -1,0 +1,168 @@
+"""Winograd F(4x4, 3x3) convolution (float32, 3x3 stride-1 ungrouped layers):
+forward and input gradient against the float64 reference on shapes that cross
+its tile, block and gemm edges, both block schedules, thread counts and every
+SIMD path; the algorithm switch."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import gradvis
+from gradvis import _core
+import reference_conv as ref
+
+# Winograd's transforms scale values by up to ~10 and back, so float32 rounding
+# errors are ~1e-6 of the output's largest value instead of ~1e-7; an indexing
+# error would be of order 1.
+TOL = 5e-5
+
+
+@pytest.fixture
+def algorithm():
+    """Set the algorithm for one test and restore the previous one after it."""
+    old = gradvis.get_conv_algorithm()
+    yield gradvis.set_conv_algorithm
+    gradvis.set_conv_algorithm(old)
+
+
+def _check(x, w, b, padding, reference="numpy"):
+    out = _core.conv2d_forward(x, w, b, padding=padding)
+    dout = np.random.default_rng(1).standard_normal(out.shape).astype(np.float32)
+    dx = _core.conv2d_backward_input(dout, w, x.shape[2:], padding=padding)
+    x64, w64, b64, d64 = (a.astype(np.float64) for a in (x, w, b, dout))
+    if reference == "numpy":
+        rout = ref.conv2d_forward(x64, w64, b64, padding=padding)
+        rdx = ref.conv2d_backward(d64, x64, w64, padding=padding)[0]
+    else:  # the float64 core (direct; itself checked against numpy elsewhere)
+        rout = _core.conv2d_forward(x64, w64, b64, padding=padding)
+        rdx = _core.conv2d_backward_input(d64, w64, x.shape[2:], padding=padding)
+    assert out.shape == rout.shape and dx.shape == rdx.shape
+    assert np.abs(out - rout).max() <= TOL * np.abs(rout).max(), "forward"
+    assert np.abs(dx - rdx).max() <= TOL * np.abs(rdx).max(), "input gradient"
+    return out, dx
+
+
+def _inputs(N, C, H, W, F, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((N, C, H, W)).astype(np.float32),
+            rng.standard_normal((F, C, 3, 3)).astype(np.float32),
+            rng.standard_normal(F).astype(np.float32))
+
+
+# (N, C, H, W, F, padding): maps that are and are not multiples of the 4x4 tile,
+# smaller than a tile, no / asymmetric / 2-cell padding, filters not a multiple of
+# the micro-kernel's rows, several K blocks (C > 256, and 333 filters for the
+# flipped input gradient), tile counts that straddle the 32-wide gemm columns.
+SHAPES = [
+    (1, 1, 4, 4, 1, 1),
+    (1, 3, 5, 7, 2, 0),
+    (2, 5, 8, 8, 7, 1),
+    (3, 16, 9, 11, 17, (0, 2, 1, 0)),
+    (1, 8, 3, 3, 9, 2),
+    (2, 20, 13, 6, 24, (2, 1, 0, 2)),
+    (1, 300, 10, 10, 40, 1),
+    (2, 40, 7, 5, 333, 1),
+    (5, 32, 16, 16, 33, 1),
+]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("shape", SHAPES, ids=[str(s) for s in SHAPES])
+def test_matches_reference(shape, threads, algorithm):
+    algorithm("winograd")
+    N, C, H, W, F, pad = shape
+    old = gradvis.get_num_threads()
+    gradvis.set_num_threads(threads)
+    try:
+        _check(*_inputs(N, C, H, W, F), pad)
+    finally:
+        gradvis.set_num_threads(old)
+
+
+@pytest.mark.parametrize("shape", [(48, 16, 32, 32, 16, 1), (6, 64, 40, 40, 64, 1), (1, 64, 64, 64, 32, 1)],
+                         ids=["private-blocks", "several-blocks", "batch1-wide"])
+def test_block_schedules_and_threads_agree(shape, algorithm):
+    # Many tile rows give each thread its own blocks; fewer share blocks across the
+    # team. The arithmetic per output does not depend on the schedule: one and two
+    # threads give bit-identical results.
+    algorithm("winograd")
+    N, C, H, W, F, pad = shape
+    x, w, b = _inputs(N, C, H, W, F, seed=3)
+    old = gradvis.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2):
+            gradvis.set_num_threads(threads)
+            results.append(_check(x, w, b, pad, reference="core"))
+    finally:
+        gradvis.set_num_threads(old)
+    for a, c in zip(*results):
+        np.testing.assert_array_equal(a, c)
+
+
+def test_auto_uses_it_where_it_applies(algorithm):
+    # Large 3x3 stride-1 layers: auto equals winograd bit for bit; direct differs
+    # in rounding. Ineligible layers (stride 2, float64) are never affected.
+    x, w, b = _inputs(4, 32, 32, 32, 32, seed=4)
+    got = {}
+    for name in ("auto", "winograd", "direct"):
+        algorithm(name)
+        got[name] = (_core.conv2d_forward(x, w, b, padding=1),
+                     _core.conv2d_forward(x, w, b, stride=2, padding=1),
+                     _core.conv2d_forward(x.astype(np.float64), w.astype(np.float64), None, padding=1))
+    np.testing.assert_array_equal(got["auto"][0], got["winograd"][0])
+    assert not np.array_equal(got["auto"][0], got["direct"][0])
+    for i in (1, 2):
+        np.testing.assert_array_equal(got["winograd"][i], got["direct"][i])
+
+
+def test_switch_validates_and_reports(algorithm):
+    for name in ("direct", "winograd", "auto"):
+        algorithm(name)
+        assert gradvis.get_conv_algorithm() == name
+    with pytest.raises(ValueError, match="'auto', 'direct' or 'winograd'"):
+        gradvis.set_conv_algorithm("fft")
+    assert gradvis.get_conv_algorithm() == "auto"
+
+
+def test_non_finite_inputs_propagate(algorithm):
+    # A NaN or inf reaches exactly the outputs whose window holds it (here via the
+    # transforms, which mix a whole 6x6 tile) and the rest stay finite.
+    algorithm("winograd")
+    x, w, b = _inputs(1, 16, 12, 12, 16, seed=5)
+    x[0, 3, 5, 6] = np.nan
+    out = _core.conv2d_forward(x, w, b, padding=1)
+    bad = ~np.isfinite(out[0, 0])
+    expect = np.zeros((12, 12), bool)
+    expect[4:7, 5:8] = True
+    # the tile holding the NaN also poisons its other outputs (0 * NaN = NaN)
+    assert bad[expect].all()
+    assert np.isfinite(out[0, :, :, :4]).all() and np.isfinite(out[0, :, :, 12:]).all()
+
+
+SIMD_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+import numpy as np
+import gradvis
+from test_conv_winograd import _check, _inputs
+assert gradvis.simd_level() == {level!r}, gradvis.simd_level()
+gradvis.set_conv_algorithm("winograd")
+for shape in [(2, 20, 13, 6, 24, (2, 1, 0, 2)), (1, 300, 10, 10, 40, 1), (3, 16, 9, 11, 17, 0)]:
+    N, C, H, W, F, pad = shape
+    _check(*_inputs(N, C, H, W, F), pad)
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("level", ["avx2", "scalar"])
+def test_simd_paths(level):
+    if level == "avx2" and gradvis.simd_level() == "scalar":
+        pytest.skip("this CPU has no AVX2")
+    env = dict(os.environ, GRADVIS_SIMD=level)
+    script = SIMD_SCRIPT.format(tests=os.path.dirname(os.path.abspath(__file__)), level=level)
+    res = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "ok" in res.stdout

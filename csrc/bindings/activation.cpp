@@ -3,6 +3,7 @@
 #include <pybind11/pybind11.h>
 
 #include <cmath>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -83,22 +84,27 @@ py::array binary_any(const py::object& dout, const py::object& x, const char* fn
   return binary<double>(dout, x, fn, xname, kernel);
 }
 
+// Binds name_forward(x) and name_backward(dout, <second>) of an activation
+// without parameters; `second` is "x", or "out" where the backward takes the
+// forward's output. pybind11 copies the names and docs.
+template <class Fwd, class Bwd>
+void def_activation(py::module_& m, const std::string& name, const char* second, Fwd fwd, Bwd bwd,
+                    const char* fwd_doc, const char* bwd_doc) {
+  const std::string f = name + "_forward", b = name + "_backward";
+  m.def(f.c_str(), [f, fwd](py::object x) { return unary_any(x, f.c_str(), fwd); }, py::arg("x"), fwd_doc);
+  m.def(
+      b.c_str(),
+      [b, second, bwd](py::object dout, py::object y) { return binary_any(dout, y, b.c_str(), second, bwd); },
+      py::arg("dout"), py::arg(second), bwd_doc);
+}
+
 }  // namespace
 
 void register_activation(py::module_& m) {
-  m.def(
-      "relu_forward",
-      [](py::object x) {
-        return unary_any(x, "relu_forward", [](auto* o, const auto* i, index_t n) { relu_forward_cpu(o, i, n); });
-      },
-      py::arg("x"), "max(x, 0), any shape.");
-  m.def(
-      "relu_backward",
-      [](py::object dout, py::object x) {
-        return binary_any(dout, x, "relu_backward", "x",
-                          [](auto* d, const auto* g, const auto* i, index_t n) { relu_backward_cpu(d, g, i, n); });
-      },
-      py::arg("dout"), py::arg("x"), "dout where x > 0, else 0.");
+  def_activation(
+      m, "relu", "x", [](auto* o, const auto* i, index_t n) { relu_forward_cpu(o, i, n); },
+      [](auto* d, const auto* g, const auto* i, index_t n) { relu_backward_cpu(d, g, i, n); },
+      "max(x, 0), any shape.", "dout where x > 0, else 0.");
   m.def(
       "clamp_forward",
       [](py::object x, double lo, double hi) {
@@ -144,32 +150,14 @@ void register_activation(py::module_& m) {
       },
       py::arg("dout"), py::arg("x"), py::arg("alpha"), "dout where x > 0, else alpha*dout.");
 
-  m.def(
-      "sigmoid_forward",
-      [](py::object x) {
-        return unary_any(x, "sigmoid_forward", [](auto* o, const auto* i, index_t n) { sigmoid_forward_cpu(o, i, n); });
-      },
-      py::arg("x"), "1 / (1 + exp(-x)), any shape.");
-  m.def(
-      "sigmoid_backward",
-      [](py::object dout, py::object out) {
-        return binary_any(dout, out, "sigmoid_backward", "out",
-                          [](auto* d, const auto* g, const auto* y, index_t n) { sigmoid_backward_cpu(d, g, y, n); });
-      },
-      py::arg("dout"), py::arg("out"), "dout * (1 - out) * out, from the forward's output out.");
-  m.def(
-      "tanh_forward",
-      [](py::object x) {
-        return unary_any(x, "tanh_forward", [](auto* o, const auto* i, index_t n) { tanh_forward_cpu(o, i, n); });
-      },
-      py::arg("x"), "tanh(x), any shape.");
-  m.def(
-      "tanh_backward",
-      [](py::object dout, py::object out) {
-        return binary_any(dout, out, "tanh_backward", "out",
-                          [](auto* d, const auto* g, const auto* y, index_t n) { tanh_backward_cpu(d, g, y, n); });
-      },
-      py::arg("dout"), py::arg("out"), "dout * (1 - out**2), from the forward's output out.");
+  def_activation(
+      m, "sigmoid", "out", [](auto* o, const auto* i, index_t n) { sigmoid_forward_cpu(o, i, n); },
+      [](auto* d, const auto* g, const auto* i, index_t n) { sigmoid_backward_cpu(d, g, i, n); },
+      "1 / (1 + exp(-x)), any shape.", "dout * (1 - out) * out, from the forward's output out.");
+  def_activation(
+      m, "tanh", "out", [](auto* o, const auto* i, index_t n) { tanh_forward_cpu(o, i, n); },
+      [](auto* d, const auto* g, const auto* i, index_t n) { tanh_backward_cpu(d, g, i, n); },
+      "tanh(x), any shape.", "dout * (1 - out**2), from the forward's output out.");
   m.def(
       "hardsigmoid_forward",
       [](py::object x, double alpha, double beta) {
@@ -196,33 +184,14 @@ void register_activation(py::module_& m) {
       },
       py::arg("dout"), py::arg("x"), py::arg("alpha"), py::arg("beta"),
       "alpha*dout where 0 < alpha*x + beta < 1, else 0.");
-  m.def(
-      "hardswish_forward",
-      [](py::object x) {
-        return unary_any(x, "hardswish_forward",
-                         [](auto* o, const auto* i, index_t n) { hardswish_forward_cpu(o, i, n); });
-      },
-      py::arg("x"), "x * clamp(x + 3, 0, 6) / 6, any shape.");
-  m.def(
-      "hardswish_backward",
-      [](py::object dout, py::object x) {
-        return binary_any(dout, x, "hardswish_backward", "x",
-                          [](auto* d, const auto* g, const auto* i, index_t n) { hardswish_backward_cpu(d, g, i, n); });
-      },
-      py::arg("dout"), py::arg("x"), "0 where x < -3, dout*(x/3 + 1/2) where x <= 3, else dout.");
-  m.def(
-      "silu_forward",
-      [](py::object x) {
-        return unary_any(x, "silu_forward", [](auto* o, const auto* i, index_t n) { silu_forward_cpu(o, i, n); });
-      },
-      py::arg("x"), "x * sigmoid(x) (SiLU, swish), any shape.");
-  m.def(
-      "silu_backward",
-      [](py::object dout, py::object x) {
-        return binary_any(dout, x, "silu_backward", "x",
-                          [](auto* d, const auto* g, const auto* i, index_t n) { silu_backward_cpu(d, g, i, n); });
-      },
-      py::arg("dout"), py::arg("x"), "dout * s * (1 + x*(1 - s)) with s = sigmoid(x).");
+  def_activation(
+      m, "hardswish", "x", [](auto* o, const auto* i, index_t n) { hardswish_forward_cpu(o, i, n); },
+      [](auto* d, const auto* g, const auto* i, index_t n) { hardswish_backward_cpu(d, g, i, n); },
+      "x * clamp(x + 3, 0, 6) / 6, any shape.", "0 where x < -3, dout*(x/3 + 1/2) where x <= 3, else dout.");
+  def_activation(
+      m, "silu", "x", [](auto* o, const auto* i, index_t n) { silu_forward_cpu(o, i, n); },
+      [](auto* d, const auto* g, const auto* i, index_t n) { silu_backward_cpu(d, g, i, n); },
+      "x * sigmoid(x) (SiLU, swish), any shape.", "dout * s * (1 + x*(1 - s)) with s = sigmoid(x).");
 }
 
 }  // namespace gradvis

@@ -81,6 +81,38 @@ def leaky_relu(x, alpha):
     return np.where(x > 0, x, alpha * x)
 
 
+def sigmoid(x):
+    x = np.asarray(x, np.float64)
+    return 0.5 * (1.0 + np.tanh(0.5 * x))   # no overflow warning for large |x|
+
+
+def tanh(x):
+    return np.tanh(np.asarray(x, np.float64))
+
+
+def hardsigmoid(x, alpha=1.0 / 6.0, beta=0.5):
+    return np.clip(alpha * np.asarray(x, np.float64) + beta, 0.0, 1.0)
+
+
+def hardswish(x):
+    x = np.asarray(x, np.float64)
+    return x * hardsigmoid(x)
+
+
+def silu(x):
+    x = np.asarray(x, np.float64)
+    return x * sigmoid(x)
+
+
+def away_from(rng, shape, kinks, margin=1e-3):
+    """Normal samples (times 4) with every value at least `margin` from each kink."""
+    x = rng.standard_normal(shape) * 4
+    for k in kinks:
+        near = np.abs(x - k) < margin
+        x[near] = k + np.where(x[near] >= k, margin, -margin) * 2
+    return x
+
+
 def _bn_axes(x):
     return (0,) if x.ndim == 2 else (0, 2, 3)
 

@@ -1,8 +1,11 @@
-"""The layers added for imported graphs (Clip, Pad, Bias, Scale): gradients by finite
+"""The layers added for imported graphs (Clip, Pad, Bias, Scale; the activations and
+broadcasting Mul/Sub/Div/Add of squeeze-and-excitation nets): gradients by finite
 differences in float64, and a save/load round trip."""
 import numpy as np
+import pytest
 
-from gradvis.model import Bias, Clip, Conv2d, Flatten, Linear, Model, Pad, Scale
+from gradvis.model import (Add, Bias, Clip, Conv2d, Div, Flatten, GlobalAvgPool, HardSigmoid, HardSwish,
+                           Linear, Model, Mul, Pad, Scale, SiLU, Sigmoid, Sub, Tanh)
 from gradvis.serialization import load_model
 
 
@@ -23,16 +26,35 @@ def net(seed=0):
     return m
 
 
-def test_gradients_match_finite_differences():
-    m = net().astype(np.float64)
-    rng = np.random.default_rng(2)
-    X = rng.standard_normal((2, 2, 5, 5))
-    R = rng.standard_normal((2, 2))
+def se_net(seed=0):
+    """A squeeze-and-excitation block: every new activation, gates broadcast over H, W."""
+    m = Model(input_shape=(3, 6, 6), seed=seed)
+    m.add("conv", Conv2d(3, 4, 3, padding=1))
+    m.add("hswish", HardSwish())
+    m.add("silu", SiLU())
+    m.add("pool", GlobalAvgPool())
+    m.add("hsig", HardSigmoid(0.2, 0.5))                           # ONNX's defaults
+    m.add("sig", Sigmoid(), inputs="pool")
+    m.add("tanh", Tanh(), inputs="pool")
+    m.add("den", Bias(()), inputs="sig")
+    m.add("gate", Mul(), inputs=["silu", "hsig"])                  # (4, 6, 6) * (4, 1, 1)
+    m.add("gate2", Mul(), inputs=["sig", "gate"])                  # (4, 1, 1) * (4, 6, 6)
+    m.add("sub", Sub(), inputs=["gate2", "tanh"])
+    m.add("div", Div(), inputs=["sub", "den"])
+    m.add("add", Add(), inputs=["div", "tanh", "hswish"])          # broadcasting sum of three
+    m.add("pool2", GlobalAvgPool(keepdims=False))
+    m.add("fc", Linear(4, 3))
+    m.params["den.bias"] = np.array(1.5, np.float32)
+    return m
+
+
+def check_finite_differences(m, X, R, param_names, h=1e-6):
+    """d(sum(R * m(X))) w.r.t. X and the named parameters at a few random entries."""
     out, cache = m.forward(X)
     dX, grads = m.backward(R, cache)
     f = lambda: (m.forward(X)[0] * R).sum()   # noqa: E731
-    h = 1e-6
-    for arr, g in [(X, dX)] + [(m.params[k], grads[k]) for k in ("bias.bias", "scale.scale", "bias2.bias")]:
+    rng = np.random.default_rng(0)
+    for arr, g in [(X, dX)] + [(m.params[k], grads[k]) for k in param_names]:
         flat, gflat = arr.reshape(-1), np.asarray(g).reshape(-1)
         for i in rng.choice(flat.size, min(6, flat.size), replace=False):
             old = flat[i]
@@ -42,6 +64,21 @@ def test_gradients_match_finite_differences():
             fm = f()
             flat[i] = old
             assert abs((fp - fm) / (2 * h) - gflat[i]) < 1e-6 * max(1.0, abs(gflat[i]))
+
+
+def test_gradients_match_finite_differences():
+    rng = np.random.default_rng(2)
+    check_finite_differences(net().astype(np.float64), rng.standard_normal((2, 2, 5, 5)),
+                             rng.standard_normal((2, 2)), ("bias.bias", "scale.scale", "bias2.bias"))
+
+
+def test_se_block_gradients_match_finite_differences():
+    rng = np.random.default_rng(3)
+    m = se_net().astype(np.float64)
+    X = rng.standard_normal((2, 3, 6, 6))
+    shapes = m.output_shapes()
+    assert shapes["gate"] == shapes["gate2"] == (4, 6, 6) and shapes["pool2"] == (4,)
+    check_finite_differences(m, X, rng.standard_normal((2, 3)), ("conv.weight", "den.bias", "fc.weight"))
 
 
 def test_clip_with_open_ends_and_pad_shapes():
@@ -59,3 +96,30 @@ def test_round_trip(tmp_path):
     assert back["pad"].padding == (1, 0, 2, 1) and back["pad"].value == 0.3
     X = np.random.default_rng(0).standard_normal((1, 2, 5, 5)).astype(np.float32)
     np.testing.assert_array_equal(back.forward(X)[0], m.forward(X)[0])
+
+
+def test_se_round_trip_and_summary(tmp_path):
+    m = se_net()
+    back = load_model(m.save(tmp_path / "se.npz"))
+    assert [n.layer.type for n in back.nodes] == [n.layer.type for n in m.nodes]
+    assert back["hsig"].alpha == 0.2 and back["hsig"].beta == 0.5 and back["pool2"].keepdims is False
+    assert back.node("add").inputs == ["div", "tanh", "hswish"]
+    X = np.random.default_rng(0).standard_normal((2, 3, 6, 6)).astype(np.float32)
+    np.testing.assert_array_equal(back.forward(X)[0], m.forward(X)[0])
+    assert "HardSigmoid alpha 0.2 beta 0.5" in m.summary() and "GlobalAvgPool flattened" in m.summary()
+
+
+def test_broadcasting_shape_errors():
+    m = Model(input_shape=(3, 6, 6))
+    m.add("conv", Conv2d(3, 4, 1)).add("pool", GlobalAvgPool(keepdims=False))
+    m.add("conv3", Conv2d(3, 3, 1), inputs="input")
+    m.add("bad_rank", Mul(), inputs=["conv", "pool"])
+    with pytest.raises(ValueError, match=r"bad_rank.*same number of axes"):
+        m.output_shapes()
+    m2 = Model(input_shape=(3, 6, 6))
+    m2.add("conv", Conv2d(3, 4, 1)).add("conv3", Conv2d(3, 3, 1), inputs="input")
+    m2.add("bad", Sub(), inputs=["conv", "conv3"])
+    with pytest.raises(ValueError, match=r"'bad' \(Sub\).*do not broadcast"):
+        m2.forward(np.zeros((1, 3, 6, 6), np.float32))
+    with pytest.raises(ValueError, match="takes 2 input"):
+        m2.add("three", Mul(), inputs=["conv", "conv", "conv"])

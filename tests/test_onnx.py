@@ -152,15 +152,19 @@ def test_every_op_matches_reference(ox, fold):
     assert INPUT == model.nodes[0].inputs[0] and model.layer_names[-1] == "fc2"
 
     # gradients flow through every layer type: the input gradient matches finite differences
+    check_input_gradient(model, X[:1])
+
+
+def check_input_gradient(model, X, points=5, h=1e-5):
+    """d(sum(R * scores))/dX of the float64 model against centred differences at a few pixels."""
     m64 = model.astype(np.float64)
-    X64 = X.astype(np.float64)[:1]
-    R = np.random.default_rng(2).standard_normal((1, 5))
+    X64 = X.astype(np.float64)
     s, cache = m64.forward(X64)
+    R = np.random.default_rng(2).standard_normal(s.shape)
     dX, _ = m64.backward(R, cache, param_grads=False)
     rng = np.random.default_rng(3)
-    for _ in range(5):
-        idx = (0,) + tuple(rng.integers(0, d) for d in X64.shape[1:])
-        h = 1e-5
+    for _ in range(points):
+        idx = tuple(rng.integers(0, d) for d in X64.shape)
         Xp, Xm = X64.copy(), X64.copy()
         Xp[idx] += h
         Xm[idx] -= h
@@ -233,6 +237,120 @@ def test_partial_passes_on_a_branchy_graph(ox):
     a = model.forward(X, end="stem")[0]
     y, _ = model.forward(a, start="branch_b")
     assert rel_err(y, reference(ox, proto, X)[0]) < 1e-5 and calls
+
+
+# ============================================================================ gates, SE blocks, ReduceMean
+def se_graph(ox, opset=17, seed=0):
+    """MobileNetV3 / EfficientNet pieces: SiLU as PyTorch exports it, Mul(x, Sigmoid(x));
+    the same pattern with a second reader of the sigmoid (not fused); x * hardsigmoid(x);
+    HardSwish, Tanh; a squeeze-and-excitation gate (N, C, H, W) * (N, C, 1, 1); Sub, Div
+    and a broadcasting Add of activations; ReduceMean with axes as an attribute (opset
+    17) or an input (opset 18), keepdims 1 and 0."""
+    _, helper, _, _ = ox
+    rng = np.random.default_rng(seed)
+    n = helper.make_node
+
+    def reduce_mean(x, y, name, keepdims):
+        if opset >= 18:
+            return n("ReduceMean", [x, "axes23"], [y], name=name, keepdims=keepdims)
+        return n("ReduceMean", [x], [y], name=name, keepdims=keepdims, axes=[-1, 2])
+
+    inits = {"w1": rand(rng, 8, 3, 3, 3, scale=0.5), "b1": rand(rng, 8), "w2": rand(rng, 8, 1, 3, 3, scale=0.5),
+             "se1": rand(rng, 4, 8, 1, 1, scale=0.5), "se1b": rand(rng, 4),
+             "se2": rand(rng, 8, 4, 1, 1, scale=0.5), "se2b": rand(rng, 8),
+             "one": np.array(1.0, F32), "fc": rand(rng, 8, 5), "axes23": np.array([2, 3], np.int64)}
+    nodes = [
+        n("Conv", ["x", "w1", "b1"], ["c1"], name="/stem/conv/Conv", pads=[1, 1, 1, 1]),
+        n("Sigmoid", ["c1"], ["s1"], name="/stem/act/Sigmoid"),
+        n("Mul", ["c1", "s1"], ["a1"], name="/stem/act/Mul"),                 # SiLU
+        n("Conv", ["a1", "w2"], ["c2"], name="dw", group=8, pads=[1, 1, 1, 1]),
+        n("HardSwish", ["c2"], ["h2"], name="hswish"),
+        n("HardSigmoid", ["h2"], ["hs"], name="hsig_torch", alpha=1 / 6, beta=0.5),
+        n("Mul", ["hs", "h2"], ["h3"], name="hswish_by_hand"),                # HardSwish
+        reduce_mean("h3", "p1", "se_pool", 1),
+        n("Conv", ["p1", "se1", "se1b"], ["q1"], name="se_fc1"),
+        n("Relu", ["q1"], ["q2"], name="se_relu"),
+        n("Conv", ["q2", "se2", "se2b"], ["q3"], name="se_fc2"),
+        n("HardSigmoid", ["q3"], ["gate"], name="se_gate"),                   # ONNX's alpha 0.2
+        n("Mul", ["h3", "gate"], ["se"], name="se_mul"),
+        n("Sigmoid", ["se"], ["s2"], name="sig2"),
+        n("Mul", ["se", "s2"], ["m2"], name="silu_shared"),                   # s2 is read again
+        n("Tanh", ["s2"], ["t2"], name="tanh"),
+        n("Sub", ["m2", "t2"], ["d1"], name="sub"),
+        n("Add", ["s2", "one"], ["den"], name="den"),
+        n("Div", ["d1", "den"], ["d2"], name="div"),
+        n("Add", ["d2", "gate"], ["d3"], name="add_gate"),                    # broadcast
+        reduce_mean("d3", "p2", "pool", 0),
+        n("MatMul", ["p2", "fc"], ["y"], name="fc"),
+    ]
+    return make(ox, nodes, inits, in_shape=(1, 3, 10, 10), outputs=("y", "se", "m2"), opset=opset)
+
+
+@pytest.mark.parametrize("opset", [17, 18])
+def test_se_graph_matches_reference(ox, opset):
+    proto = se_graph(ox, opset)
+    model = gradvis.load_onnx(proto)
+    X = np.random.default_rng(1).standard_normal((2, 3, 10, 10)).astype(F32)
+    y_ref, se_ref, m2_ref = reference(ox, proto, X)
+    tensors = model.info["tensors"]
+    out = model.forward(X, outputs=[tensors["se"], tensors["m2"], "fc"])[0]
+    assert out["fc"].shape == (2, 5) and rel_err(out["fc"], y_ref) < 1e-5
+    assert rel_err(out[tensors["se"]], se_ref) < 1e-5 and rel_err(out[tensors["m2"]], m2_ref) < 1e-5
+
+    layers = {nd.name: nd.layer for nd in model.nodes}
+    types = {k: v.type for k, v in layers.items()}
+    assert {"stem.act": "SiLU", "hswish": "HardSwish", "hsig_torch": "HardSwish", "se_gate": "HardSigmoid",
+            "se_mul": "Mul", "sig2": "Sigmoid", "silu_shared": "Mul", "tanh": "Tanh", "sub": "Sub",
+            "den": "Bias", "div": "Div", "add_gate": "Add", "se_pool": "GlobalAvgPool",
+            "pool": "GlobalAvgPool"}.items() <= types.items()
+    assert "stem.act.mul" not in layers and "hswish_by_hand" not in layers
+    assert tensors["a1"] == "stem.act" and tensors["h3"] == "hsig_torch"
+    assert np.isclose(layers["se_gate"].alpha, 0.2) and layers["se_gate"].beta == 0.5
+    assert layers["se_pool"].keepdims and not layers["pool"].keepdims
+    assert model.node("se_mul").inputs == ["hsig_torch", "se_gate"]
+    assert sum("into one SiLU" in f for f in model.info["folded"]) == 1
+    assert sum("into one HardSwish" in f for f in model.info["folded"]) == 1
+    check_input_gradient(model, X[:1])
+
+
+def test_swish_and_noop_reduce_mean(ox):
+    _, helper, _, _ = ox
+    n = helper.make_node
+    proto = make(ox, [n("Swish", ["x"], ["s"], name="swish"),
+                      n("ReduceMean", ["s"], ["y"], name="noop", noop_with_empty_axes=1)], {}, opset=24)
+    model = gradvis.load_onnx(proto)
+    assert [nd.layer.type for nd in model.nodes] == ["SiLU"]
+    X = np.random.default_rng(0).standard_normal((2, 3, 12, 12)).astype(F32) * 3
+    assert rel_err(model.forward(X)[0], reference(ox, proto, X)[0]) < 1e-6
+
+
+@pytest.mark.parametrize("node_kw, match", [
+    (dict(axes=[1]), r"ONNX node 'bad_mean' \(ReduceMean\): ReduceMean over axes \[1\] of an \(N, 3, 12, 12\)"),
+    (dict(axes=[1, 2, 3]), r"'bad_mean'.*axes \[1, 2, 3\].*only the mean over the spatial axes"),
+    (dict(), r"'bad_mean'.*over all axes"),
+    (dict(axes=[2, 4]), r"'bad_mean'.*axes \[2, 4\]"),
+])
+def test_reduce_mean_over_other_axes_is_unsupported(ox, node_kw, match):
+    _, helper, _, _ = ox
+    proto = make(ox, [helper.make_node("ReduceMean", ["x"], ["y"], name="bad_mean", **node_kw)], {})
+    with pytest.raises(gradvis.onnx_import.UnsupportedOperatorError, match=match):
+        gradvis.load_onnx(proto)
+
+
+def test_elementwise_errors(ox):
+    _, helper, _, _ = ox
+    rng = np.random.default_rng(0)
+    n = helper.make_node
+    swish2 = make(ox, [n("Swish", ["x"], ["y"], name="swish2", alpha=2.0)], {}, opset=24)
+    with pytest.raises(gradvis.onnx_import.UnsupportedOperatorError, match=r"'swish2'.*alpha=2"):
+        gradvis.load_onnx(swish2)
+    const_minus = make(ox, [n("Sub", ["c", "x"], ["y"], name="rsub")], {"c": np.array(1.0, F32)})
+    with pytest.raises(ValueError, match=r"'rsub'.*constant - activations is not supported"):
+        gradvis.load_onnx(const_minus)
+    bad_mul = make(ox, [n("Conv", ["x", "w"], ["a"], name="conv", strides=[2, 2]),
+                        n("Mul", ["a", "x"], ["y"], name="mul_bad")], {"w": rand(rng, 3, 3, 3, 3)})
+    with pytest.raises(ValueError, match=r"'mul_bad'.*shape mismatch.*do not broadcast"):
+        gradvis.load_onnx(bad_mul)
 
 
 # ============================================================================ errors

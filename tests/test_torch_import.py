@@ -1,7 +1,8 @@
-"""from_torch: VGG, ResNet-18, MobileNetV2 and SqueezeNet style nets (random weights,
-plain torch.nn, small widths) imported and checked against PyTorch autograd: logits,
-intermediate activations, gradients w.r.t. the input and intermediate layers; the five
-algorithms on an imported ResNet; errors; save/load with the preprocessing metadata."""
+"""from_torch: VGG, ResNet-18, MobileNetV2, SqueezeNet, MobileNetV3 and EfficientNet style
+nets (random weights, plain torch.nn, small widths) imported and checked against PyTorch
+autograd: logits, intermediate activations, gradients w.r.t. the input and intermediate
+layers; the five algorithms on an imported ResNet and EfficientNet; errors; save/load with
+the preprocessing metadata."""
 import numpy as np
 import pytest
 
@@ -154,6 +155,77 @@ def build(torch, family, seed=0):
         with torch.no_grad():   # keep the final ReLU alive so gradients reach the features
             net.classifier[1].bias.fill_(0.5)
         probes = {"features.3": "features.3.concat", "features.6": "features.6.concat", "features.7": "features.7"}
+    elif family in ("mobilenetv3", "efficientnet"):
+        class SqueezeExcitation(nn.Module):
+            """torchvision's SE block; pool_by_mean: x.mean((2, 3), keepdim=True) (ReduceMean)
+            instead of AdaptiveAvgPool2d (GlobalAveragePool)."""
+            def __init__(self, c, squeeze, act, gate, pool_by_mean=False):
+                super().__init__()
+                self.avgpool = None if pool_by_mean else nn.AdaptiveAvgPool2d(1)
+                self.fc1 = nn.Conv2d(c, squeeze, 1)
+                self.fc2 = nn.Conv2d(squeeze, c, 1)
+                self.activation = act()
+                self.scale_activation = gate()
+
+            def forward(self, x):
+                s = x.mean((2, 3), keepdim=True) if self.avgpool is None else self.avgpool(x)
+                s = self.scale_activation(self.fc2(self.activation(self.fc1(s))))
+                return s * x
+
+        class Block(nn.Module):
+            """MobileNetV3's inverted residual / EfficientNet's MBConv: expand, depthwise, SE, project."""
+            def __init__(self, cin, hid, cout, k, stride, act, se):
+                super().__init__()
+                self.use_res = stride == 1 and cin == cout
+                layers = [conv_bn(cin, hid, 1, act=act)] if hid != cin else []
+                layers.append(conv_bn(hid, hid, k, stride, groups=hid, act=act))
+                if se is not None:
+                    layers.append(se(hid))
+                layers.append(conv_bn(hid, cout, 1, act=None))
+                self.block = nn.Sequential(*layers)
+
+            def forward(self, x):
+                return x + self.block(x) if self.use_res else self.block(x)
+
+        if family == "mobilenetv3":
+            HS = nn.Hardswish
+
+            def se(c):
+                return SqueezeExcitation(c, max(c // 4, 4), nn.ReLU, nn.Hardsigmoid)
+
+            class MobileNetV3(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.features = nn.Sequential(
+                        conv_bn(3, 8, 3, 2, act=HS), Block(8, 8, 8, 3, 1, nn.ReLU, se),
+                        Block(8, 24, 16, 3, 2, nn.ReLU, None), Block(16, 48, 16, 5, 1, HS, se),
+                        conv_bn(16, 32, 1, act=HS))
+                    self.avgpool = nn.AdaptiveAvgPool2d(1)
+                    self.classifier = nn.Sequential(nn.Linear(32, 24), HS(), nn.Dropout(0.2), nn.Linear(24, 10))
+
+                def forward(self, x):
+                    return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+            net = MobileNetV3()
+            probes = {"features.1.block.1": "features.1.block.1.mul", "features.3": "features.3.add",
+                      "features.4": "features.4.2"}
+        else:
+            def se(c):
+                return SqueezeExcitation(c, max(c // 4, 2), nn.SiLU, nn.Sigmoid, pool_by_mean=True)
+
+            class EfficientNet(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.features = nn.Sequential(
+                        conv_bn(3, 8, 3, 2, act=nn.SiLU), Block(8, 8, 8, 3, 1, nn.SiLU, se),
+                        Block(8, 32, 16, 3, 2, nn.SiLU, se), Block(16, 64, 16, 5, 1, nn.SiLU, se),
+                        conv_bn(16, 32, 1, act=nn.SiLU))
+                    self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(32, 10))
+
+                def forward(self, x):
+                    return self.classifier(self.features(x).mean((2, 3)))    # ReduceMean, keepdims=0
+            net = EfficientNet()
+            probes = {"features.2.block.2": "features.2.block.2.mul", "features.3": "features.3.add",
+                      "features.4": "features.4.2"}
     else:
         raise ValueError(family)
 
@@ -186,10 +258,11 @@ def torch_reference(torch, net, probes, X, R, probe_for_grad):
             dX.numpy(), dh.numpy())
 
 
-SIZES = {"vgg": 32, "resnet": 32, "mobilenet": 32, "squeezenet": 35}   # 35: ceil_mode pools round up
+SIZES = {"vgg": 32, "resnet": 32, "mobilenet": 32, "squeezenet": 35,   # 35: ceil_mode pools round up
+         "mobilenetv3": 32, "efficientnet": 32}
 
 
-@pytest.mark.parametrize("family", ["vgg", "resnet", "mobilenet", "squeezenet"])
+@pytest.mark.parametrize("family", ["vgg", "resnet", "mobilenet", "squeezenet", "mobilenetv3", "efficientnet"])
 def test_family_matches_pytorch(tt, family):
     torch = tt
     net, probes = build(torch, family)
@@ -233,6 +306,26 @@ def test_batchnorm_folding_and_depthwise_fast_path(tt):
     assert "BatchNorm2d" not in types and {"ReLU6", "Add", "Conv2d"} <= types
     dw = [n.layer for n in model.nodes if n.layer.type == "Conv2d" and n.layer.groups > 1]
     assert dw and all(c.groups == c.in_channels == c.out_channels for c in dw)
+
+
+def test_squeeze_excitation_nets_import_as_gates(tt):
+    """MobileNetV3: Hardswish, Hardsigmoid SE gates on GlobalAveragePool; EfficientNet: SiLU
+    (exported as x * sigmoid(x)) fused into one layer, Sigmoid SE gates on x.mean((2, 3))."""
+    torch = tt
+    v3 = gradvis.from_torch(build(torch, "mobilenetv3")[0], torch.zeros(1, 3, 32, 32))
+    eff = gradvis.from_torch(build(torch, "efficientnet")[0], torch.zeros(1, 3, 32, 32))
+    count = lambda m, t: sum(n.layer.type == t for n in m.nodes)   # noqa: E731
+    assert count(v3, "HardSwish") == 5 and count(v3, "HardSigmoid") == 2 and count(v3, "Mul") == 2
+    assert count(eff, "SiLU") == 10 and count(eff, "Sigmoid") == 3 and count(eff, "Mul") == 3
+    # every Mul is an SE gate: (C, 1, 1) times the (C, H, W) feature map
+    for m in (v3, eff):
+        shapes = m.output_shapes()
+        for n in m.nodes:
+            if n.layer.type == "Mul":
+                gate, feat = (shapes[i] for i in n.inputs)
+                assert gate[1:] == (1, 1) and len(feat) == 3 and feat[1:] != (1, 1)
+    assert eff.nodes[-2].layer.type == "GlobalAvgPool" and not eff.nodes[-2].layer.keepdims
+    assert sum("into one SiLU" in f for f in eff.info["folded"]) == 10
 
 
 @pytest.fixture(scope="module")
@@ -279,8 +372,8 @@ def test_save_load_round_trip(tt, resnet, tmp_path):
 
 
 # ============================================================================ the five algorithms
-def test_five_algorithms_on_imported_resnet(tt, resnet):
-    net, model = resnet
+def check_five_algorithms(model, invert_layer, dream_layer):
+    """Each algorithm runs on an imported model and moves its objective the right way."""
     rng = np.random.default_rng(0)
     X = model.preprocess(rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8))
     y = np.array([1, 2])
@@ -300,18 +393,34 @@ def test_five_algorithms_on_imported_resnet(tt, resnet):
                                            float(model.forward(img)[0][0, 3])))
     assert cv_scores[-1] > cv_scores[0]
 
-    layer = "layer2.1.relu_1"
-    feats, _ = model.forward(X[:1], end=layer)
+    feats, _ = model.forward(X[:1], end=invert_layer)
     errs = []
-    gradvis.invert_features(feats, layer, model, num_iterations=20,
+    gradvis.invert_features(feats, invert_layer, model, num_iterations=20,
                             callback=lambda t, img, info: errs.append(float(info["feature_error"][0])))
     assert errs[-1] < 0.8 * errs[0]
 
-    norms = []
-    gradvis.deepdream(X[:1], "layer3.0.relu_1", model, num_iterations=5,
-                      callback=lambda t, img, info: norms.append(float(info["activation_norm"][0])))
-    a0 = model.forward(X[:1], end="layer3.0.relu_1")[0]
-    assert norms[-1] > np.sqrt((a0.astype(np.float64) ** 2).sum())
+    X_dream = gradvis.deepdream(X[:1], dream_layer, model, num_iterations=5)
+    norm = lambda img: np.linalg.norm(model.forward(img, end=dream_layer)[0].astype(np.float64))  # noqa: E731
+    assert X_dream.shape == X[:1].shape and norm(X_dream) > 1.1 * norm(X[:1])
+    return X, y, sal
+
+
+def test_five_algorithms_on_imported_resnet(tt, resnet):
+    check_five_algorithms(resnet[1], "layer2.1.relu_1", "layer3.0.relu_1")
+
+
+def test_five_algorithms_on_imported_efficientnet(tt, tmp_path):
+    """SiLU, SE gates (Sigmoid * feature map) and ReduceMean pooling: the new layers'
+    input gradients drive every algorithm, after a save and load."""
+    torch = tt
+    net, _ = build(torch, "efficientnet", seed=2)
+    model = gradvis.from_torch(net, torch.zeros(1, 3, 32, 32))
+    model = gradvis.load_model(model.save(tmp_path / "eff.npz"))
+    X, y, sal = check_five_algorithms(model, "features.2.block.2.mul", "features.3.add")
+    # the saliency map is the max over channels of |d score_y / dX|, as torch computes it
+    x_t = torch.from_numpy(X).requires_grad_(True)
+    net(x_t).gather(1, torch.from_numpy(y)[:, None]).sum().backward()
+    assert rel_err(sal, x_t.grad.abs().amax(1).numpy()) < TOL
 
 
 # ============================================================================ errors

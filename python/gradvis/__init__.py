@@ -10,8 +10,9 @@ from . import _core
 from . import layers
 from ._core import (has_cuda, has_openmp, get_num_threads, set_num_threads, simd_level,
                     get_conv_algorithm, set_conv_algorithm)
-from .model import (Add, AvgPool2d, BatchNorm1d, BatchNorm2d, Bias, Clip, Concat, Conv2d, Dropout,
-                    Flatten, GlobalAvgPool, LeakyReLU, Linear, MaxPool2d, Model, Pad, ReLU, ReLU6, Scale)
+from .model import (Add, AvgPool2d, BatchNorm1d, BatchNorm2d, Bias, Clip, Concat, Conv2d, Div, Dropout,
+                    Flatten, GlobalAvgPool, HardSigmoid, HardSwish, LeakyReLU, Linear, MaxPool2d, Model,
+                    Mul, Pad, ReLU, ReLU6, Scale, SiLU, Sigmoid, Sub, Tanh)
 from .serialization import load_model, load_cs231n_h5
 from .onnx_import import load_onnx, from_torch
 from .models import load_pretrained, load_any
@@ -26,9 +27,10 @@ __version__ = "0.1.0"
 __all__ = [
     "layers",
     "Model",
-    "Conv2d", "BatchNorm2d", "BatchNorm1d", "ReLU", "ReLU6", "LeakyReLU", "MaxPool2d",
-    "AvgPool2d", "GlobalAvgPool", "Flatten", "Linear", "Dropout", "Add", "Concat",
-    "Clip", "Pad", "Bias", "Scale",
+    "Conv2d", "BatchNorm2d", "BatchNorm1d", "ReLU", "ReLU6", "LeakyReLU",
+    "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "SiLU", "MaxPool2d",
+    "AvgPool2d", "GlobalAvgPool", "Flatten", "Linear", "Dropout", "Add", "Mul", "Sub", "Div",
+    "Concat", "Clip", "Pad", "Bias", "Scale",
     "load_model",
     "load_onnx",
     "from_torch",

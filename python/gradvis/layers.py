@@ -24,6 +24,11 @@ __all__ = [
     "relu_forward", "relu_backward",
     "relu6_forward", "relu6_backward",
     "leaky_relu_forward", "leaky_relu_backward",
+    "sigmoid_forward", "sigmoid_backward",
+    "tanh_forward", "tanh_backward",
+    "hardsigmoid_forward", "hardsigmoid_backward",
+    "hardswish_forward", "hardswish_backward",
+    "silu_forward", "silu_backward",
     "affine_forward", "affine_backward",
     "batchnorm_forward", "batchnorm_backward",
     "spatial_batchnorm_forward", "spatial_batchnorm_backward",
@@ -241,6 +246,65 @@ def leaky_relu_forward(x, alpha=0.01):
 def leaky_relu_backward(dout, cache):
     x, alpha = cache
     return _core.leaky_relu_backward(_like(dout, x.dtype, "dout"), x, alpha)
+
+
+def sigmoid_forward(x):
+    """1 / (1 + exp(-x)), any shape. Returns (out, cache); the cache is the output."""
+    out = _core.sigmoid_forward(_float_array(x, "x"))
+    return out, out
+
+
+def sigmoid_backward(dout, cache):
+    """dx = dout * (1 - out) * out."""
+    out = cache
+    return _core.sigmoid_backward(_like(dout, out.dtype, "dout"), out)
+
+
+def tanh_forward(x):
+    """tanh(x), any shape. Returns (out, cache); the cache is the output."""
+    out = _core.tanh_forward(_float_array(x, "x"))
+    return out, out
+
+
+def tanh_backward(dout, cache):
+    """dx = dout * (1 - out**2)."""
+    out = cache
+    return _core.tanh_backward(_like(dout, out.dtype, "dout"), out)
+
+
+def hardsigmoid_forward(x, alpha=1.0 / 6.0, beta=0.5):
+    """clamp(alpha * x + beta, 0, 1); the defaults are PyTorch's Hardsigmoid (ONNX's
+    HardSigmoid defaults to alpha=0.2). Returns (out, cache)."""
+    x = _float_array(x, "x")
+    return _core.hardsigmoid_forward(x, float(alpha), float(beta)), (x, float(alpha), float(beta))
+
+
+def hardsigmoid_backward(dout, cache):
+    """dx = alpha * dout where 0 < alpha * x + beta < 1, else 0."""
+    x, alpha, beta = cache
+    return _core.hardsigmoid_backward(_like(dout, x.dtype, "dout"), x, alpha, beta)
+
+
+def hardswish_forward(x):
+    """x * clamp(x + 3, 0, 6) / 6 (MobileNetV3's h-swish), any shape. Returns (out, cache)."""
+    x = _float_array(x, "x")
+    return _core.hardswish_forward(x), x
+
+
+def hardswish_backward(dout, cache):
+    x = cache
+    return _core.hardswish_backward(_like(dout, x.dtype, "dout"), x)
+
+
+def silu_forward(x):
+    """x * sigmoid(x) (SiLU, swish; EfficientNet's activation), any shape. Returns (out, cache)."""
+    x = _float_array(x, "x")
+    return _core.silu_forward(x), x
+
+
+def silu_backward(dout, cache):
+    x = cache
+    return _core.silu_backward(_like(dout, x.dtype, "dout"), x)
 
 
 # --------------------------------------------------------------------------- affine

@@ -3,9 +3,9 @@
 A :class:`Model` is an ordered list of *nodes*. Each node has a unique name, a
 layer object (:class:`Conv2d`, :class:`BatchNorm2d`, :class:`ReLU`, ...) and the
 names of the tensors it reads: by default the output of the node before it (the
-first node reads the model input, named ``"input"``); :class:`Add` and
-:class:`Concat` read several, which is how residual and multi-branch nets are
-written. Nodes run in list order, so a node may only read tensors of nodes
+first node reads the model input, named ``"input"``); :class:`Add`,
+:class:`Mul`, :class:`Sub`, :class:`Div` and :class:`Concat` read several, which
+is how residual, multi-branch and squeeze-and-excitation nets are written. Nodes run in list order, so a node may only read tensors of nodes
 listed before it.
 
 The contract follows CS231n 2016's ``PretrainedCNN``::
@@ -38,8 +38,9 @@ from . import layers as L
 __all__ = [
     "Model", "Layer",
     "Conv2d", "BatchNorm2d", "BatchNorm1d", "ReLU", "ReLU6", "LeakyReLU",
+    "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "SiLU",
     "MaxPool2d", "AvgPool2d", "GlobalAvgPool", "Flatten", "Linear", "Dropout",
-    "Add", "Concat", "Clip", "Pad", "Bias", "Scale", "LAYER_TYPES",
+    "Add", "Mul", "Sub", "Div", "Concat", "Clip", "Pad", "Bias", "Scale", "LAYER_TYPES",
 ]
 
 INPUT = "input"
@@ -284,28 +285,31 @@ class BatchNorm1d(_BatchNorm):
     spatial = False
 
 
-class ReLU(Layer):
+class _Elementwise(Layer):
+    """An elementwise activation: a ``*_forward``/``*_backward`` pair of
+    :mod:`gradvis.layers`, the forward called with ``config()`` as keywords."""
+    _fwd = _bwd = None    # staticmethods in the subclasses
+
+    def forward(self, inputs, params, buffers, mode, rng):
+        return self._fwd(inputs[0], **self.config())
+
+    def backward(self, dout, cache):
+        return [self._bwd(dout, cache)], {}
+
+
+class ReLU(_Elementwise):
     type = "ReLU"
-
-    def forward(self, inputs, params, buffers, mode, rng):
-        return L.relu_forward(inputs[0])
-
-    def backward(self, dout, cache):
-        return [L.relu_backward(dout, cache)], {}
+    _fwd, _bwd = staticmethod(L.relu_forward), staticmethod(L.relu_backward)
 
 
-class ReLU6(Layer):
+class ReLU6(_Elementwise):
     type = "ReLU6"
-
-    def forward(self, inputs, params, buffers, mode, rng):
-        return L.relu6_forward(inputs[0])
-
-    def backward(self, dout, cache):
-        return [L.relu6_backward(dout, cache)], {}
+    _fwd, _bwd = staticmethod(L.relu6_forward), staticmethod(L.relu6_backward)
 
 
-class LeakyReLU(Layer):
+class LeakyReLU(_Elementwise):
     type = "LeakyReLU"
+    _fwd, _bwd = staticmethod(L.leaky_relu_forward), staticmethod(L.leaky_relu_backward)
 
     def __init__(self, alpha=0.01):
         self.alpha = float(alpha)
@@ -313,11 +317,47 @@ class LeakyReLU(Layer):
     def config(self):
         return dict(alpha=self.alpha)
 
-    def forward(self, inputs, params, buffers, mode, rng):
-        return L.leaky_relu_forward(inputs[0], self.alpha)
 
-    def backward(self, dout, cache):
-        return [L.leaky_relu_backward(dout, cache)], {}
+class Sigmoid(_Elementwise):
+    """1 / (1 + exp(-x)) (the squeeze-and-excitation gate of EfficientNet)."""
+    type = "Sigmoid"
+    _fwd, _bwd = staticmethod(L.sigmoid_forward), staticmethod(L.sigmoid_backward)
+
+
+class Tanh(_Elementwise):
+    type = "Tanh"
+    _fwd, _bwd = staticmethod(L.tanh_forward), staticmethod(L.tanh_backward)
+
+
+class HardSigmoid(_Elementwise):
+    """clamp(alpha * x + beta, 0, 1). The defaults are PyTorch's Hardsigmoid (the
+    MobileNetV3 gate); ONNX's HardSigmoid defaults to alpha=0.2, beta=0.5."""
+    type = "HardSigmoid"
+    _fwd, _bwd = staticmethod(L.hardsigmoid_forward), staticmethod(L.hardsigmoid_backward)
+
+    def __init__(self, alpha=1.0 / 6.0, beta=0.5):
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+        if not (math.isfinite(self.alpha) and math.isfinite(self.beta)):
+            raise ValueError(f"HardSigmoid: alpha and beta must be finite, got {alpha}, {beta}")
+
+    def config(self):
+        return dict(alpha=self.alpha, beta=self.beta)
+
+    def describe(self):
+        return f"HardSigmoid alpha {self.alpha:.6g} beta {self.beta:g}"
+
+
+class HardSwish(_Elementwise):
+    """x * clamp(x + 3, 0, 6) / 6 (MobileNetV3's h-swish)."""
+    type = "HardSwish"
+    _fwd, _bwd = staticmethod(L.hardswish_forward), staticmethod(L.hardswish_backward)
+
+
+class SiLU(_Elementwise):
+    """x * sigmoid(x) (swish; EfficientNet's activation)."""
+    type = "SiLU"
+    _fwd, _bwd = staticmethod(L.silu_forward), staticmethod(L.silu_backward)
 
 
 class _Pool(Layer):
@@ -396,21 +436,34 @@ class AvgPool2d(_Pool):
 
 
 class GlobalAvgPool(Layer):
-    """Mean over H and W: (N, C, H, W) -> (N, C, 1, 1)."""
+    """Mean over H and W: (N, C, H, W) -> (N, C, 1, 1), or (N, C) with
+    ``keepdims=False`` (ONNX's ReduceMean over axes [2, 3] with keepdims=0)."""
     type = "GlobalAvgPool"
+
+    def __init__(self, keepdims=True):
+        self.keepdims = bool(keepdims)
+
+    def config(self):
+        return dict(keepdims=self.keepdims)
+
+    def describe(self):
+        return "GlobalAvgPool" + ("" if self.keepdims else " flattened")
 
     def output_shape(self, input_shapes):
         s = input_shapes[0]
         if len(s) != 3:
             raise ValueError(f"expects input (N, C, H, W), got (N, {', '.join(map(str, s))})")
-        return (s[0], 1, 1)
+        return (s[0], 1, 1) if self.keepdims else (s[0],)
 
     def forward(self, inputs, params, buffers, mode, rng):
         x = inputs[0]
         self.output_shape([x.shape[1:]])
-        return L.global_avg_pool_forward(x)
+        out, cache = L.global_avg_pool_forward(x)
+        return (out, cache) if self.keepdims else (out.reshape(out.shape[:2]), cache)
 
     def backward(self, dout, cache):
+        if not self.keepdims:
+            dout = np.asarray(dout).reshape(tuple(cache[0][:2]) + (1, 1))
         return [L.global_avg_pool_backward(dout, cache)], {}
 
 
@@ -503,25 +556,102 @@ class Dropout(Layer):
         return [dout if cache is None else dout * cache], {}
 
 
+def _broadcast_inputs(input_shapes):
+    """The numpy broadcast of activation shapes with the same number of axes, or ValueError."""
+    shapes = [tuple(s) for s in input_shapes]
+    if len({len(s) for s in shapes}) != 1:
+        raise ValueError(f"inputs must have the same number of axes, got {shapes}")
+    try:
+        return np.broadcast_shapes(*shapes)
+    except ValueError:
+        raise ValueError(f"input shapes {shapes} do not broadcast") from None
+
+
+def _sum_to(g, shape):
+    """A gradient of the broadcast output summed back to an input of ``shape`` (batch axis included)."""
+    return g if g.shape == tuple(shape) else _reduce_to(g, shape)
+
+
 class Add(Layer):
-    """Elementwise sum of its inputs (residual connections)."""
+    """Elementwise sum of its inputs (residual connections). Inputs with the same
+    number of axes broadcast as in numpy, e.g. (C, H, W) + (C, 1, 1)."""
     type = "Add"
     num_inputs = None
 
     def output_shape(self, input_shapes):
-        if any(s != input_shapes[0] for s in input_shapes):
-            raise ValueError(f"inputs must have equal shapes, got {input_shapes}")
-        return input_shapes[0]
+        return _broadcast_inputs(input_shapes)
 
     def forward(self, inputs, params, buffers, mode, rng):
-        self.output_shape([x.shape for x in inputs])
-        out = inputs[0].copy()
+        shape = self.output_shape([x.shape for x in inputs])
+        if inputs[0].shape == shape:
+            out = inputs[0].copy()
+        else:
+            out = np.empty(shape, inputs[0].dtype)
+            out[...] = inputs[0]
         for x in inputs[1:]:
             out += x
-        return out, len(inputs)
+        return out, [x.shape for x in inputs]
 
     def backward(self, dout, cache):
-        return [dout] * cache, {}
+        dout = np.asarray(dout)
+        return [_sum_to(dout, s) for s in cache], {}
+
+
+class _Binary(Layer):
+    """Two activation tensors combined elementwise, broadcasting as numpy does when
+    they have the same number of axes: the squeeze-and-excitation gate is
+    (N, C, H, W) * (N, C, 1, 1). Constant operands are :class:`Scale` / :class:`Bias`."""
+    num_inputs = 2
+
+    def output_shape(self, input_shapes):
+        return _broadcast_inputs(input_shapes)
+
+    def _operands(self, inputs):
+        a, b = inputs
+        self.output_shape([a.shape, b.shape])
+        return a, b.astype(a.dtype, copy=False)
+
+
+class Mul(_Binary):
+    """a * b of two activation tensors (broadcasting)."""
+    type = "Mul"
+
+    def forward(self, inputs, params, buffers, mode, rng):
+        a, b = self._operands(inputs)
+        return a * b, (a, b)
+
+    def backward(self, dout, cache):
+        a, b = cache
+        dout = np.asarray(dout)
+        return [_sum_to(dout * b, a.shape), _sum_to(dout * a, b.shape)], {}
+
+
+class Sub(_Binary):
+    """a - b of two activation tensors (broadcasting)."""
+    type = "Sub"
+
+    def forward(self, inputs, params, buffers, mode, rng):
+        a, b = self._operands(inputs)
+        return a - b, (a.shape, b.shape)
+
+    def backward(self, dout, cache):
+        dout = np.asarray(dout)
+        return [_sum_to(dout, cache[0]), -_sum_to(dout, cache[1])], {}
+
+
+class Div(_Binary):
+    """a / b of two activation tensors (broadcasting)."""
+    type = "Div"
+
+    def forward(self, inputs, params, buffers, mode, rng):
+        a, b = self._operands(inputs)
+        out = a / b
+        return out, (a.shape, b, out)
+
+    def backward(self, dout, cache):
+        a_shape, b, out = cache
+        q = np.asarray(dout) / b
+        return [_sum_to(q, a_shape), _sum_to(-q * out, b.shape)], {}
 
 
 class Concat(Layer):
@@ -706,8 +836,9 @@ class Scale(Layer):
 
 
 LAYER_TYPES = {cls.type: cls for cls in (
-    Conv2d, BatchNorm2d, BatchNorm1d, ReLU, ReLU6, LeakyReLU, MaxPool2d, AvgPool2d,
-    GlobalAvgPool, Flatten, Linear, Dropout, Add, Concat, Clip, Pad, Bias, Scale)}
+    Conv2d, BatchNorm2d, BatchNorm1d, ReLU, ReLU6, LeakyReLU, Sigmoid, Tanh, HardSigmoid, HardSwish,
+    SiLU, MaxPool2d, AvgPool2d, GlobalAvgPool, Flatten, Linear, Dropout, Add, Mul, Sub, Div, Concat,
+    Clip, Pad, Bias, Scale)}
 
 
 # ============================================================================ model

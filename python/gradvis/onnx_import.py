@@ -16,6 +16,19 @@ What the importer does with the graph:
 - **Zero padding** (``Pad``) that feeds a convolution becomes that convolution's
   padding; other constant pads become a :class:`~gradvis.model.Pad` layer.
 - A constant added after a convolution or a ``MatMul`` becomes its bias.
+- ``Mul(x, Sigmoid(x))`` (how PyTorch exports ``nn.SiLU``) becomes one
+  :class:`~gradvis.model.SiLU` layer when nothing else reads the Sigmoid, and
+  ``Mul(x, HardSigmoid(x))`` with PyTorch's alpha 1/6, beta 1/2 (``nn.Hardswish``
+  before opset 14) one :class:`~gradvis.model.HardSwish`.
+- ``Add``, ``Sub``, ``Mul`` and ``Div`` by a constant become
+  :class:`~gradvis.model.Bias` / :class:`~gradvis.model.Scale` layers (with the
+  constant as a parameter); of two activation tensors, :class:`~gradvis.model.Add`,
+  :class:`~gradvis.model.Sub`, :class:`~gradvis.model.Mul` and
+  :class:`~gradvis.model.Div` layers that broadcast as numpy does: the
+  squeeze-and-excitation gate ``(N, C, H, W) * (N, C, 1, 1)``.
+- ``ReduceMean`` over the spatial axes [2, 3] (``x.mean((2, 3))``) is global
+  average pooling (flattened when keepdims=0); over other axes it is an
+  :class:`UnsupportedOperatorError`.
 - ``Dropout`` and ``Identity`` disappear (their output is another name for their
   input); a ``Softmax`` producing the graph output is dropped, so the model
   returns scores as the algorithms expect; ``model.info['dropped']`` says so.
@@ -51,9 +64,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .model import (INPUT, Add, AvgPool2d, BatchNorm1d, BatchNorm2d, Bias, Clip, Concat, Conv2d,
-                    Flatten, GlobalAvgPool, LeakyReLU, Linear, MaxPool2d, Model, Pad, ReLU,
-                    ReLU6, Scale)
+from .model import (INPUT, Add, AvgPool2d, BatchNorm1d, BatchNorm2d, Bias, Clip, Concat, Conv2d, Div,
+                    Flatten, GlobalAvgPool, HardSigmoid, HardSwish, LeakyReLU, Linear, MaxPool2d, Model,
+                    Mul, Pad, ReLU, ReLU6, Scale, SiLU, Sigmoid, Sub, Tanh)
 
 __all__ = ["load_onnx", "from_torch", "ONNXImportError", "UnsupportedOperatorError",
            "SUPPORTED_OPS"]
@@ -68,8 +81,9 @@ class UnsupportedOperatorError(ONNXImportError, NotImplementedError):
 
 
 SUPPORTED_OPS = (
-    "Conv", "BatchNormalization", "Relu", "Clip", "LeakyRelu", "MaxPool", "AveragePool",
-    "GlobalAveragePool", "Gemm", "MatMul", "Flatten", "Reshape", "Add", "Sub", "Mul", "Div",
+    "Conv", "BatchNormalization", "Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid",
+    "HardSwish", "Swish (alpha 1)", "MaxPool", "AveragePool", "GlobalAveragePool",
+    "ReduceMean (axes [2, 3])", "Gemm", "MatMul", "Flatten", "Reshape", "Add", "Sub", "Mul", "Div",
     "Concat", "Dropout", "Pad", "Identity", "Softmax (graph output only)",
     # evaluated at import time when every input is a constant:
     "Constant", "Shape", "Gather", "Unsqueeze", "Squeeze", "Cast", "Slice",
@@ -261,12 +275,14 @@ class _Importer:
             for t in n.inputs:
                 self.consumers.setdefault(t, []).append(n)
         self.live = self._live_nodes()
+        self.gated = self._gated_muls()          # gate node index -> the Mul folded into it
+        folded_muls = {m.index for m in self.gated.values()}
         self.names = _assign_names([n for n in self.nodes if n.index in self.live
-                                    and not self._is_shape_arithmetic(n)])
+                                    and not self._is_shape_arithmetic(n) and n.index not in folded_muls])
         self.tensor = {self.input_name: INPUT}   # ONNX tensor -> gradvis tensor (node name or INPUT)
         self.shape = {INPUT: self.input_shape}   # gradvis tensor -> shape without the batch axis
         self.pending_pad = {}                    # ONNX tensor -> (gradvis source, (t, b, l, r))
-        self.skip = set()                        # node indices folded into an earlier layer
+        self.skip = set(folded_muls)             # node indices folded into an earlier layer
         self.info = {"source": "onnx", "file": label, "opset": self.opset, "input": self.input_name,
                      "output": output, "folded": [], "dropped": [], "tensors": {}}
         if self.other_outputs:
@@ -309,6 +325,21 @@ class _Importer:
                 live.add(n.index)
                 stack.extend(t for t in n.inputs if t)
         return live
+
+    def _gated_muls(self):
+        """{index of a Sigmoid or PyTorch-HardSigmoid g: the Mul computing x * g(x)} where
+        that Mul is the gate's only reader: x * sigmoid(x) is SiLU, x * hardsigmoid(x) HardSwish."""
+        out = {}
+        for n in self.nodes:
+            if n.index not in self.live or n.op not in ("Sigmoid", "HardSigmoid") or self._is_shape_arithmetic(n):
+                continue
+            if n.op == "HardSigmoid" and (np.float32(n.attr("alpha", 0.2)) != np.float32(1 / 6)
+                                          or np.float32(n.attr("beta", 0.5)) != np.float32(0.5)):
+                continue
+            mul = self.sole_consumer(n.outputs[0])
+            if mul is not None and mul.op == "Mul" and sorted(mul.inputs) == sorted([n.inputs[0], n.outputs[0]]):
+                out[n.index] = mul
+        return out
 
     # ------------------------------------------------------------------ helpers
     def is_const(self, t):
@@ -574,6 +605,34 @@ class _Importer:
     def op_LeakyRelu(self, node):
         self._single(node, LeakyReLU(float(node.attr("alpha", 0.01))))
 
+    def _gate(self, node, layer, fused):
+        """``node`` as ``layer``; or, with the Mul(x, node(x)) found by _gated_muls, both as ``fused``."""
+        mul = self.gated.get(node.index)
+        if mul is None:
+            self._single(node, layer)
+            return
+        self.emit(node, fused, [self.activation(node, node.inputs[0])], out=mul.outputs[0])
+        self.info["folded"].append(f"{mul.name} (Mul) and {node.name} ({node.op}) into one {fused.type}")
+
+    def op_Sigmoid(self, node):
+        self._gate(node, Sigmoid(), SiLU())
+
+    def op_HardSigmoid(self, node):
+        self._gate(node, HardSigmoid(float(node.attr("alpha", 0.2)), float(node.attr("beta", 0.5))), HardSwish())
+
+    def op_HardSwish(self, node):
+        self._single(node, HardSwish())
+
+    def op_Swish(self, node):
+        alpha = float(node.attr("alpha", 1.0))
+        if alpha != 1.0:
+            raise UnsupportedOperatorError(f"{node.where()}: Swish with alpha={alpha:g} is not supported "
+                                           "(only alpha 1, SiLU)")
+        self._single(node, SiLU())
+
+    def op_Tanh(self, node):
+        self._single(node, Tanh())
+
     def op_Clip(self, node):
         if len(node.inputs) > 1:   # opset >= 11: min and max are optional inputs
             lo = self.const.get(node.inputs[1]) if len(node.inputs) > 1 else None
@@ -614,6 +673,26 @@ class _Importer:
 
     def op_GlobalAveragePool(self, node):
         self.emit(node, GlobalAvgPool(), [self._input4(node, node.inputs[0])])
+
+    def op_ReduceMean(self, node):
+        src = self.activation(node, node.inputs[0])
+        rank = len(self.shape[src]) + 1
+        if len(node.inputs) > 1 and node.inputs[1]:     # opset 18: axes is an input
+            axes = [int(a) for a in np.asarray(self.constant(node, 1, "axes")).reshape(-1)]
+        else:
+            axes = node.attr("axes")
+            axes = [] if axes is None else [int(a) for a in axes]
+        if not axes and int(node.attr("noop_with_empty_axes", 0)):
+            self.alias(node, node.outputs[0], src)
+            return
+        axes_n = sorted({a % rank for a in axes if -rank <= a < rank}) if axes else list(range(rank))
+        if rank != 4 or axes_n != [2, 3] or len(axes_n) != len(set(axes)):
+            what = f"axes {axes}" if axes else "all axes"
+            raise UnsupportedOperatorError(
+                f"{node.where()}: ReduceMean over {what} of an (N, {', '.join(map(str, self.shape[src]))}) "
+                "tensor is not supported; only the mean over the spatial axes [2, 3] of (N, C, H, W) "
+                "(global average pooling) is")
+        self.emit(node, GlobalAvgPool(keepdims=bool(int(node.attr("keepdims", 1)))), [src])
 
     def op_Flatten(self, node):
         src = self.activation(node, node.inputs[0])
@@ -727,35 +806,31 @@ class _Importer:
                                   f"input (N, {', '.join(map(str, self.shape[src]))})")
         return src, c, b in self.const
 
-    def op_Add(self, node):
-        ec = self._elementwise_const(node)
-        if ec is not None:
-            src, c, _ = ec
-            self.emit(node, Bias(c.shape), [src], {"bias": c})
-            return
-        ins = [self.activation(node, t) for t in node.inputs]
-        self.emit(node, Add(), ins)
-
-    def op_Sub(self, node):
-        ec = self._elementwise_const(node)
-        if ec is None or not ec[2]:
-            raise self.unsupported(node, "Sub is supported only as activations minus a constant")
-        src, c, _ = ec
-        self.emit(node, Bias(c.shape), [src], {"bias": -c})
-
-    def op_Mul(self, node):
+    def _elementwise(self, node, layer, const_layer, const_params, const_first_ok=True):
+        """Add/Sub/Mul/Div: of two activation tensors ``layer`` (broadcasting); with one
+        constant operand c, ``const_layer`` with the parameters ``const_params(c)``."""
         ec = self._elementwise_const(node)
         if ec is None:
-            raise self.unsupported(node, "Mul is supported only by a constant")
-        src, c, _ = ec
-        self.emit(node, Scale(c.shape), [src], {"scale": c})
+            self.emit(node, layer, [self.activation(node, t) for t in node.inputs])
+            return
+        src, c, const_second = ec
+        if not (const_second or const_first_ok):
+            op = {"Sub": "-", "Div": "/"}[node.op]
+            raise self.unsupported(node, f"constant {op} activations is not supported (activations {op} "
+                                         f"a constant and activations {op} activations are)")
+        self.emit(node, const_layer(c.shape), [src], const_params(c))
+
+    def op_Add(self, node):
+        self._elementwise(node, Add(), Bias, lambda c: {"bias": c})
+
+    def op_Sub(self, node):
+        self._elementwise(node, Sub(), Bias, lambda c: {"bias": -c}, const_first_ok=False)
+
+    def op_Mul(self, node):
+        self._elementwise(node, Mul(), Scale, lambda c: {"scale": c})
 
     def op_Div(self, node):
-        ec = self._elementwise_const(node)
-        if ec is None or not ec[2]:
-            raise self.unsupported(node, "Div is supported only as activations divided by a constant")
-        src, c, _ = ec
-        self.emit(node, Scale(c.shape), [src], {"scale": 1.0 / c})
+        self._elementwise(node, Div(), Scale, lambda c: {"scale": 1.0 / c}, const_first_ok=False)
 
     def op_Concat(self, node):
         ins = [self.activation(node, t) for t in node.inputs]

@@ -134,7 +134,7 @@ constexpr const char* kFwd = "conv2d_forward";
 
 template <class T>
 py::array forward_impl(const py::array& x_in, const py::handle& w_obj, const py::handle& b_obj,
-                       const Conv2dParams& p) {
+                       const Conv2dParams& p, bool relu) {
   auto x = as_array<T>(x_in, kFwd, "x");
   auto w = as_array<T>(w_obj, kFwd, "w");
   check_ndim(x, 4, kFwd, "x", "(N, C, H, W)");
@@ -162,7 +162,7 @@ py::array forward_impl(const py::array& x_in, const py::handle& w_obj, const py:
   const T* wp = w.data();
   {
     py::gil_scoped_release release;
-    conv2d_forward<T>(op, xp, wp, bp, s);
+    conv2d_forward<T>(op, xp, wp, bp, s, relu);
   }
   return out;
 }
@@ -254,17 +254,18 @@ void register_conv(py::module_& m) {
   m.def(
       "conv2d_forward",
       [](const py::object& x, const py::object& w, const py::object& b, const py::object& stride,
-         const py::object& padding, const py::object& dilation, const py::object& groups) -> py::array {
+         const py::object& padding, const py::object& dilation, const py::object& groups, bool relu) -> py::array {
         FloatKind k;
         py::array xa = primary_array(x, kFwd, "x", k);
         const Conv2dParams p = parse_params(kFwd, stride, padding, dilation, groups);
-        return k == FloatKind::f32 ? forward_impl<float>(xa, w, b, p) : forward_impl<double>(xa, w, b, p);
+        return k == FloatKind::f32 ? forward_impl<float>(xa, w, b, p, relu) : forward_impl<double>(xa, w, b, p, relu);
       },
       py::arg("x"), py::arg("w"), py::arg("b") = py::none(), py::arg("stride") = 1, py::arg("padding") = 0,
-      py::arg("dilation") = 1, py::arg("groups") = 1,
+      py::arg("dilation") = 1, py::arg("groups") = 1, py::arg("relu") = false,
       "2-D convolution (cross-correlation), NCHW.\n\n"
       "x (N, C, H, W) float32/float64; w (F, C/groups, KH, KW); b (F,) or None.\n"
       "stride, dilation: int or (h, w); padding: int, (ph, pw) or (top, bottom, left, right).\n"
+      "relu: return max(conv + b, 0), applied as the output is written (no second pass).\n"
       "Returns out (N, F, OH, OW) in x's dtype.");
   m.def(
       "conv2d_backward_input",

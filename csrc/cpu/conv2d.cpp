@@ -276,8 +276,8 @@ void pack_a_dout(T* out, const T* dout, const Conv2dShape& s, index_t row0, inde
 // w's row f, or, when `flipped`, the transposed and flipped filters of the conv
 // whose backward-input this is: W[c][(f,kh,kw)] = w[f][c][KH-1-kh][KW-1-kw].
 template <class T, int MR, int NR>
-void implicit_forward(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* out, const T* x, const T* w, const T* b, const Conv2dShape& s,
-                      bool flipped) {
+void implicit_forward(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* out, const T* x, const T* w,
+                      const T* b, const Conv2dShape& s, bool flipped, bool relu) {
   const Geometry g = geometry(s);
   const index_t M = g.Fg, K = g.CK, Q = s.N * g.OHW;
   const index_t mslivers = (M + MR - 1) / MR, Mpad = mslivers * MR;
@@ -394,18 +394,18 @@ void implicit_forward(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* 
           }
         }
       }
-      if (panel || b) {
-        // Per image of the chunk: copy the panel out and / or add the bias.
+      if (panel || b || relu) {
+        // Per image of the chunk: copy the panel out and / or add the bias, relu.
         for (index_t q = q0; q < q0 + pc;) {
           const index_t n = q / g.OHW, r = q % g.OHW, len = std::min(g.OHW - r, q0 + pc - q);
           for (index_t f = f0; f < f1; ++f) {
             T* o = out + (n * s.F + row0 + f) * g.OHW + r;
             const T bv = b ? b[row0 + f] : T(0);
-            if (panel) {
-              const T* src = cp + f * P + (q - q0);
-              for (index_t t = 0; t < len; ++t) o[t] = src[t] + bv;
+            const T* src = panel ? cp + f * P + (q - q0) : o;
+            if (relu) {
+              for (index_t t = 0; t < len; ++t) o[t] = std::max(src[t] + bv, T(0));
             } else {
-              for (index_t t = 0; t < len; ++t) o[t] += bv;
+              for (index_t t = 0; t < len; ++t) o[t] = src[t] + bv;
             }
           }
           q += len;
@@ -570,23 +570,23 @@ void with_ukernel(F&& f) {
 // out = conv(x, W) + b by Winograd (float32, eligible shapes the cost model picks)
 // or the implicit gemm; `flipped` as in implicit_forward.
 template <class T>
-void forward_any(T* out, const T* x, const T* w, const T* b, const Conv2dShape& s, bool flipped) {
+void forward_any(T* out, const T* x, const T* w, const T* b, const Conv2dShape& s, bool flipped, bool relu) {
   with_ukernel<T>([&](gemm_detail::ukernel_fn<T> kern, gemm_detail::ukernel_rows_fn<T> rows, auto MR, auto NR) {
     if constexpr (sizeof(T) == 4) {
       if (conv_detail::use_winograd(s))
         return conv_detail::winograd_forward<decltype(MR)::value, decltype(NR)::value>(kern, out, x, w, b, s,
-                                                                                        flipped);
+                                                                                        flipped, relu);
     }
-    implicit_forward<T, decltype(MR)::value, decltype(NR)::value>(kern, rows, out, x, w, b, s, flipped);
+    implicit_forward<T, decltype(MR)::value, decltype(NR)::value>(kern, rows, out, x, w, b, s, flipped, relu);
   });
 }
 
 }  // namespace
 
 template <class T>
-void conv2d_forward(T* out, const T* x, const T* w, const T* b, const Conv2dShape& s) {
-  if (conv_detail::is_depthwise(s)) return conv_detail::depthwise_forward(out, x, w, b, s);
-  forward_any(out, x, w, b, s, false);
+void conv2d_forward(T* out, const T* x, const T* w, const T* b, const Conv2dShape& s, bool relu) {
+  if (conv_detail::is_depthwise(s)) return conv_detail::depthwise_forward(out, x, w, b, s, relu);
+  forward_any(out, x, w, b, s, false, relu);
 }
 
 template <class T>
@@ -604,7 +604,7 @@ void conv2d_backward_input(T* dx, const T* dout, const T* w, const Conv2dShape& 
     q.pad_top = eh - p.pad_top, q.pad_bottom = eh - p.pad_bottom;
     q.pad_left = ew - p.pad_left, q.pad_right = ew - p.pad_right;
     const Conv2dShape t = conv2d_shape(s.N, s.F, s.OH, s.OW, s.C, s.KH, s.KW, q);
-    return forward_any<T>(dx, dout, w, nullptr, t, true);
+    return forward_any<T>(dx, dout, w, nullptr, t, true, false);
   }
   const Geometry g = geometry(s);
   const index_t nt = team_size();
@@ -624,8 +624,9 @@ void conv2d_backward_weight(T* dw, T* db, const T* dout, const T* x, const Conv2
   });
 }
 
-template void conv2d_forward<float>(float*, const float*, const float*, const float*, const Conv2dShape&);
-template void conv2d_forward<double>(double*, const double*, const double*, const double*, const Conv2dShape&);
+template void conv2d_forward<float>(float*, const float*, const float*, const float*, const Conv2dShape&, bool);
+template void conv2d_forward<double>(double*, const double*, const double*, const double*, const Conv2dShape&,
+                                     bool);
 template void conv2d_backward_input<float>(float*, const float*, const float*, const Conv2dShape&);
 template void conv2d_backward_input<double>(double*, const double*, const double*, const Conv2dShape&);
 template void conv2d_backward_weight<float>(float*, float*, const float*, const float*, const Conv2dShape&);

@@ -14,7 +14,7 @@ namespace conv_detail {
 
 // out (N,C,OH,OW), x (N,C,H,W), w (C,1,KH,KW), b (C) or null
 template <class T>
-void depthwise_forward(T* out, const T* x, const T* w, const T* b, const Conv2dShape& s) {
+void depthwise_forward(T* out, const T* x, const T* w, const T* b, const Conv2dShape& s, bool relu) {
   const auto& p = s.p;
   const index_t HW = s.H * s.W, OHW = s.OH * s.OW, KK = s.KH * s.KW;
   parallel_for(s.N * s.C, [&](index_t nc) {
@@ -44,6 +44,8 @@ void depthwise_forward(T* out, const T* x, const T* w, const T* b, const Conv2dS
         }
       }
     }
+    if (relu)
+      for (index_t i = 0; i < OHW; ++i) op[i] = std::max(op[i], T(0));
   });
 }
 
@@ -130,8 +132,9 @@ void depthwise_backward_weight(T* dw, T* db, const T* dout, const T* x, const Co
   trap.rethrow();
 }
 
-template void depthwise_forward<float>(float*, const float*, const float*, const float*, const Conv2dShape&);
-template void depthwise_forward<double>(double*, const double*, const double*, const double*, const Conv2dShape&);
+template void depthwise_forward<float>(float*, const float*, const float*, const float*, const Conv2dShape&, bool);
+template void depthwise_forward<double>(double*, const double*, const double*, const double*, const Conv2dShape&,
+                                        bool);
 template void depthwise_backward_input<float>(float*, const float*, const float*, const Conv2dShape&);
 template void depthwise_backward_input<double>(double*, const double*, const double*, const Conv2dShape&);
 template void depthwise_backward_weight<float>(float*, float*, const float*, const float*, const Conv2dShape&);

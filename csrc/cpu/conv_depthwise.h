@@ -10,7 +10,7 @@ namespace conv_detail {
 inline bool is_depthwise(const Conv2dShape& s) { return s.p.groups > 1 && s.p.groups == s.C && s.C == s.F; }
 
 template <class T>
-void depthwise_forward(T* out, const T* x, const T* w, const T* b, const Conv2dShape& s);
+void depthwise_forward(T* out, const T* x, const T* w, const T* b, const Conv2dShape& s, bool relu);
 template <class T>
 void depthwise_backward_input(T* dx, const T* dout, const T* w, const Conv2dShape& s);
 template <class T>

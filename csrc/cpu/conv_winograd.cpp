@@ -40,8 +40,8 @@ struct WgGeom {
 struct WinogradStages {
   void (*input)(const WgGeom& g, const float* x, index_t k, index_t k0, index_t kc, index_t r0, index_t r1, float* V,
                 float* buf);
-  void (*output)(const WgGeom& g, float* out, index_t m, float bias, index_t r0, index_t r1, const float* Mo,
-                 float* buf);
+  void (*output)(const WgGeom& g, float* out, index_t m, float bias, bool relu, index_t r0, index_t r1,
+                 const float* Mo, float* buf);
   void (*filter)(const WgGeom& g, const float* w, bool flipped, index_t is, index_t k0, index_t kc, float* U,
                  float* buf);
 };
@@ -139,7 +139,7 @@ void gemms(gemm_detail::ukernel_fn<float> kern, const WgGeom& g, const gemm_deta
 
 template <int MR, int NR>
 void winograd_forward(gemm_detail::ukernel_fn<float> kern, float* out, const float* x, const float* w,
-                      const float* b, const Conv2dShape& s, bool flipped) {
+                      const float* b, const Conv2dShape& s, bool flipped, bool relu) {
   const WinogradStages& st = stages();
   WgGeom g;
   g.H = s.H, g.W = s.W, g.OH = s.OH, g.OW = s.OW, g.pt = s.p.pad_top, g.pl = s.p.pad_left;
@@ -205,7 +205,7 @@ void winograd_forward(gemm_detail::ukernel_fn<float> kern, float* out, const flo
           const index_t r0 = blk * rpb, r1 = std::min(R, r0 + rpb);
           for (index_t k = 0; k < K; ++k) input(k, r0, r1);
           gemms<MR, NR>(kern, g, kb, U, V, Mo, 0, 36);
-          for (index_t m = 0; m < M; ++m) st.output(g, out, m, b ? b[m] : 0.f, r0, r1, Mo, buf);
+          for (index_t m = 0; m < M; ++m) st.output(g, out, m, b ? b[m] : 0.f, relu, r0, r1, Mo, buf);
         }
       });
       return;
@@ -221,7 +221,7 @@ void winograd_forward(gemm_detail::ukernel_fn<float> kern, float* out, const flo
       team_barrier();
       if (ok) trap.run([&] {
         for (index_t m = M * t / nth; m < M * (t + 1) / nth; ++m)
-          st.output(g, out, m, b ? b[m] : 0.f, r0, r1, Mo, buf);
+          st.output(g, out, m, b ? b[m] : 0.f, relu, r0, r1, Mo, buf);
       });
       // No barrier: the next block's input stage writes V only, and its gemms
       // (which overwrite M) start after the next barrier.
@@ -232,14 +232,14 @@ void winograd_forward(gemm_detail::ukernel_fn<float> kern, float* out, const flo
 
 template void winograd_forward<gemm_detail::kMR512, gemm_detail::kNR512_f32>(gemm_detail::ukernel_fn<float>, float*,
                                                                              const float*, const float*,
-                                                                             const float*, const Conv2dShape&, bool);
+                                                                             const float*, const Conv2dShape&, bool, bool);
 template void winograd_forward<gemm_detail::kMR256, gemm_detail::kNR256_f32>(gemm_detail::ukernel_fn<float>, float*,
                                                                              const float*, const float*,
-                                                                             const float*, const Conv2dShape&, bool);
+                                                                             const float*, const Conv2dShape&, bool, bool);
 template void winograd_forward<gemm_detail::kMRScalar, gemm_detail::kNRScalar>(gemm_detail::ukernel_fn<float>,
                                                                                float*, const float*, const float*,
                                                                                const float*, const Conv2dShape&,
-                                                                               bool);
+                                                                               bool, bool);
 
 }  // namespace conv_detail
 

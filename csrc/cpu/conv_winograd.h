@@ -20,13 +20,13 @@ inline bool winograd_eligible(const Conv2dShape& s) {
 // Eligible and (unless forced) expected to be faster than the implicit gemm.
 bool use_winograd(const Conv2dShape& s);
 
-// out (N,F,OH,OW) = conv(x, W) + b (b may be null) for an eligible shape s, with W
+// out (N,F,OH,OW) = conv(x, W) + b (b may be null; max(., 0) when relu) for an eligible shape s, with W
 // as in the implicit gemm: w's filters, or when `flipped` the transposed, flipped
 // filters of the conv whose input gradient this is (w is then (C, F, 3, 3) in s's
 // terms: W[f][c][kh][kw] = w[c][f][2-kh][2-kw]). MR x NR is the micro-kernel's tile.
 template <int MR, int NR>
 void winograd_forward(gemm_detail::ukernel_fn<float> kern, float* out, const float* x, const float* w, const float* b,
-                      const Conv2dShape& s, bool flipped);
+                      const Conv2dShape& s, bool flipped, bool relu);
 
 }  // namespace conv_detail
 }  // namespace gradvis

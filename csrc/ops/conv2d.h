@@ -45,9 +45,10 @@ enum class ConvAlgo { automatic = 0, direct = 1, winograd = 2 };
 ConvAlgo conv_algo();
 void set_conv_algo(ConvAlgo a);
 
-// out (N,F,OH,OW) = conv(x, w) + b
+// out (N,F,OH,OW) = conv(x, w) + b, or max(conv(x, w) + b, 0) when relu (applied
+// while the output tile is still in cache, instead of a separate pass)
 template <class T>
-void conv2d_forward(T* out, const T* x, const T* w, const T* b, const Conv2dShape& s);
+void conv2d_forward(T* out, const T* x, const T* w, const T* b, const Conv2dShape& s, bool relu = false);
 
 // dx (N,C,H,W) = gradient of sum(dout * conv(x, w)) with respect to x
 template <class T>

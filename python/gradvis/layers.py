@@ -18,6 +18,7 @@ from . import _core
 
 __all__ = [
     "conv_forward", "conv_backward", "conv_backward_input", "conv_backward_weight",
+    "conv_relu_forward", "conv_relu_backward",
     "max_pool_forward", "max_pool_backward",
     "avg_pool_forward", "avg_pool_backward",
     "global_avg_pool_forward", "global_avg_pool_backward",
@@ -129,12 +130,29 @@ def conv_forward(x, w, b, conv_param):
         out: (N, F, H', W') with H' = 1 + (H + pad_top + pad_bottom - dil*(HH-1) - 1) // stride.
         cache: for :func:`conv_backward`.
     """
+    return _conv_forward(x, w, b, conv_param, relu=False)
+
+
+def _conv_forward(x, w, b, conv_param, relu):
     x = _float_array(x, "x")
     w = _like(w, x.dtype, "w")
     b = _like(b, x.dtype, "b")
     stride, pad, dilation, groups = _conv_geometry(conv_param)
-    out = _core.conv2d_forward(x, w, b, stride, pad, dilation, groups)
+    out = _core.conv2d_forward(x, w, b, stride, pad, dilation, groups, relu)
     return out, (x, w, b is not None, stride, pad, dilation, groups)
+
+
+def conv_relu_forward(x, w, b, conv_param):
+    """relu(conv(x, w) + b) in one pass (the relu is applied as the convolution
+    writes its output). Shapes as :func:`conv_forward`. Returns (out, cache)."""
+    out, conv_cache = _conv_forward(x, w, b, conv_param, relu=True)
+    return out, (conv_cache, out)
+
+
+def conv_relu_backward(dout, cache):
+    """Backward of :func:`conv_relu_forward`: (dx, dw, db)."""
+    conv_cache, out = cache
+    return conv_backward(relu_backward(dout, out), conv_cache)
 
 
 def conv_backward(dout, cache):

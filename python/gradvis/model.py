@@ -200,10 +200,11 @@ class Conv2d(Layer):
         pad = self.padding[0] if len(set(self.padding)) == 1 else self.padding
         return f"Conv2d {self.in_channels}->{self.out_channels} {k[0]}x{k[1]} pad {pad}{extra}"
 
-    def forward(self, inputs, params, buffers, mode, rng):
+    def forward(self, inputs, params, buffers, mode, rng, relu=False):
+        """relu=True returns max(conv, 0) (the model fuses a ReLU that only reads this layer)."""
         x = inputs[0]
         self.output_shape([x.shape[1:]] if x.ndim == 4 else [x.shape])
-        return L.conv_forward(x, params["weight"], params.get("bias"), self._param())
+        return L._conv_forward(x, params["weight"], params.get("bias"), self._param(), relu)
 
     def backward(self, dout, cache):
         return self.backward_inputs(dout, cache), self.backward_params(dout, cache)
@@ -911,6 +912,10 @@ class Model:
         self.info = {}
         self.rng = np.random.default_rng(seed)
         self._init_rng = np.random.default_rng(seed)   # initial weights of added layers
+        # A ReLU that only reads a Conv2d is applied by the convolution as it writes
+        # its output (one pass less over memory) unless the convolution's own output
+        # is asked for; False runs every layer separately (same results).
+        self.fuse_relu = True
 
     # ------------------------------------------------------------------ building
     def add(self, name, layer, inputs=None):
@@ -1122,12 +1127,20 @@ class Model:
             bound = first.inputs[0]
         rng = self.rng if rng is None else rng
         needed = self._ancestors(outputs if outputs is not None else [self.nodes[e].name], s, bound)
+        fused = self._relu_fusions(s, e, needed, outputs)
         tensors = {bound: X}
+        shapes = {}
         caches = []
         for i in range(s, e + 1):
             node = self.nodes[i]
             if i not in needed:      # a branch the requested outputs do not depend on
                 caches.append(None)
+                continue
+            if i - 1 in fused:       # the ReLU was applied by the convolution before it
+                conv = self.nodes[i - 1].name
+                out = tensors[node.name] = tensors.pop(conv)
+                shapes[conv] = out.shape
+                caches.append(out)   # relu's backward masks with out > 0, as with its input
                 continue
             ins = []
             for t in node.inputs:
@@ -1139,17 +1152,41 @@ class Model:
             params = {k: self.params[f"{node.name}.{k}"] for k in node.layer.param_shapes}
             buffers = {k: self.buffers[f"{node.name}.{k}"] for k in node.layer.buffer_shapes}
             try:
-                out, cache = node.layer.forward(ins, params, buffers, mode, rng)
+                if i in fused:
+                    out, cache = node.layer.forward(ins, params, buffers, mode, rng, relu=True)
+                else:
+                    out, cache = node.layer.forward(ins, params, buffers, mode, rng)
             except (ValueError, TypeError) as err:
                 raise type(err)(f"layer {node.name!r} ({node.layer.type}): {err}") from None
             tensors[node.name] = out
             caches.append(cache)
         last = self.nodes[e].name
         result = {o: tensors[o] for o in outputs} if outputs is not None else tensors[last]
+        shapes.update((k, v.shape) for k, v in tensors.items())
         cache = {"start": s, "end": e, "bound": bound, "caches": caches, "dtype": X.dtype,
-                 "X_shape": X.shape, "outputs": outputs,
-                 "shapes": {k: v.shape for k, v in tensors.items()}}
+                 "X_shape": X.shape, "outputs": outputs, "shapes": shapes}
         return result, cache
+
+    def _relu_fusions(self, s, e, needed, outputs):
+        """Indices i in [s, e) of Conv2d nodes that can apply the ReLU of node i + 1
+        themselves: the ReLU reads only node i, nothing else reads node i, and node i
+        is not a requested output (``end`` or ``outputs``). Its pre-activation is
+        then never stored; the ReLU's output and both gradients are unchanged."""
+        if not self.fuse_relu:
+            return set()
+        readers = {}
+        for node in self.nodes:
+            for t in node.inputs:
+                readers[t] = readers.get(t, 0) + 1
+        keep = set(outputs or ())
+        fused = set()
+        for i in range(s, e):
+            node, nxt = self.nodes[i], self.nodes[i + 1]
+            if (type(node.layer) is Conv2d and type(nxt.layer) is ReLU and nxt.inputs == [node.name]
+                    and readers.get(node.name) == 1 and node.name not in keep
+                    and i in needed and i + 1 in needed):
+                fused.add(i)
+        return fused
 
     def backward(self, dout, cache, param_grads=True, input_grad=True):
         """Backward of :meth:`forward`.

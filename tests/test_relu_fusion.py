@@ -1,0 +1,127 @@
+"""A ReLU applied by the convolution before it: the kernel flag on every conv
+path, the CS231n-style conv_relu pair, and the model's fusion (same results as
+running the layers one by one; never when the pre-activation is asked for)."""
+import numpy as np
+import pytest
+
+import gradvis
+from gradvis import _core, layers as L
+from gradvis.model import Add, Conv2d, Flatten, GlobalAvgPool, Linear, MaxPool2d, Model, ReLU
+
+
+# (x shape, w shape, padding, groups, algorithm): direct gemm, Winograd, the
+# small-map output panel, depthwise, float64
+CASES = [
+    ((2, 3, 17, 17), (8, 3, 5, 5), 2, 1, "auto"),
+    ((2, 32, 24, 24), (32, 32, 3, 3), 1, 1, "winograd"),
+    ((3, 16, 7, 7), (20, 16, 3, 3), 1, 1, "direct"),
+    ((2, 12, 9, 9), (12, 1, 3, 3), 1, 12, "auto"),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CASES, ids=["gemm", "winograd", "panel", "depthwise"])
+def test_kernel_flag_equals_separate_relu(case, dtype):
+    xs, ws, pad, groups, algo = case
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[0]).astype(dtype)
+    old = gradvis.get_conv_algorithm()
+    gradvis.set_conv_algorithm(algo)
+    try:
+        plain = _core.conv2d_forward(x, w, b, padding=pad, groups=groups)
+        fused = _core.conv2d_forward(x, w, b, padding=pad, groups=groups, relu=True)
+    finally:
+        gradvis.set_conv_algorithm(old)
+    assert (plain < 0).any() and (plain > 0).any()
+    np.testing.assert_array_equal(fused, np.maximum(plain, 0))
+
+
+def test_conv_relu_pair():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 4, 9, 9))
+    w = rng.standard_normal((6, 4, 3, 3))
+    b = rng.standard_normal(6)
+    param = {"stride": 1, "pad": 1}
+    out, cache = L.conv_relu_forward(x, w, b, param)
+    a, ca = L.conv_forward(x, w, b, param)
+    r, cr = L.relu_forward(a)
+    np.testing.assert_array_equal(out, r)
+    dout = rng.standard_normal(out.shape)
+    for got, want in zip(L.conv_relu_backward(dout, cache), L.conv_backward(L.relu_backward(dout, cr), ca)):
+        np.testing.assert_array_equal(got, want)
+
+
+def _pair_of_models(model):
+    unfused = model.copy()
+    unfused.fuse_relu = False
+    return model, unfused
+
+
+def _vgg_like():
+    """conv -> relu pairs (as an imported network has them after batch-norm folding),
+    with Winograd-sized and small layers."""
+    m = Model(input_shape=(3, 32, 32), seed=0)
+    m.add("conv1", Conv2d(3, 16, 3, padding=1)).add("relu1", ReLU())
+    m.add("conv2", Conv2d(16, 32, 3, padding=1)).add("relu2", ReLU())
+    m.add("pool", MaxPool2d(2, 2))
+    m.add("conv3", Conv2d(32, 32, 3, padding=1)).add("relu3", ReLU())
+    m.add("gap", GlobalAvgPool()).add("flat", Flatten()).add("fc", Linear(32, 10))
+    m.init_params(seed=0)
+    for k, v in m.params.items():   # biases that make some pre-activations negative
+        if k.endswith("bias"):
+            v[...] = np.random.default_rng(1).standard_normal(v.shape)
+    return m
+
+
+def test_model_fused_equals_unfused():
+    model, unfused = _pair_of_models(_vgg_like())
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((4,) + model.input_shape).astype(np.float32)
+    fusions = model._relu_fusions(0, len(model) - 1, set(range(len(model))), None)
+    assert {model.nodes[i].name for i in fusions} == {"conv1", "conv2", "conv3"}
+    results = []
+    for m in (model, unfused):
+        scores, cache = m.forward(X, mode="train")
+        dX, grads = m.backward(np.ones_like(scores), cache)
+        results.append((scores, dX, grads))
+    (s1, d1, g1), (s2, d2, g2) = results
+    np.testing.assert_array_equal(s1, s2)
+    np.testing.assert_array_equal(d1, d2)
+    assert g1.keys() == g2.keys()
+    for k in g1:
+        np.testing.assert_array_equal(g1[k], g2[k], err_msg=k)
+
+
+def test_pre_activation_stays_addressable():
+    model = _vgg_like()
+    conv = next(n.name for i, n in enumerate(model.nodes[:-1])
+                if n.layer.type == "Conv2d" and model.nodes[i + 1].layer.type == "ReLU")
+    relu = model.nodes[model.index(conv) + 1].name
+    X = np.random.default_rng(3).standard_normal((2,) + model.input_shape).astype(np.float32)
+    pre, _ = model.forward(X, end=conv)
+    assert (pre < 0).any()
+    acts, cache = model.forward(X, outputs=[conv, relu])
+    np.testing.assert_array_equal(acts[conv], pre)
+    np.testing.assert_array_equal(acts[relu], np.maximum(pre, 0))
+    # gradients into both the pre-activation and the activation
+    g = {conv: np.ones_like(pre), relu: np.ones_like(pre)}
+    dX, _ = model.backward(g, cache, param_grads=False)
+    unfused = model.copy()
+    unfused.fuse_relu = False
+    _, cache2 = unfused.forward(X, outputs=[conv, relu])
+    dX2, _ = unfused.backward(g, cache2, param_grads=False)
+    np.testing.assert_array_equal(dX, dX2)
+
+
+def test_conv_read_by_another_node_is_not_fused():
+    m = Model(input_shape=(3, 8, 8), seed=0)
+    m.add("conv", Conv2d(3, 4, 3, padding=1)).add("relu", ReLU())
+    m.add("sum", Add(), inputs=["conv", "relu"])
+    m.add("pool", GlobalAvgPool()).add("flat", Flatten()).add("fc", Linear(4, 2))
+    m.init_params(seed=0)
+    assert m._relu_fusions(0, len(m) - 1, set(range(len(m))), None) == set()
+    X = np.random.default_rng(4).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    acts, _ = m.forward(X, outputs=["conv", "relu", "sum"])
+    np.testing.assert_allclose(acts["sum"], acts["conv"] + np.maximum(acts["conv"], 0))

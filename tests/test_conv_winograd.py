@@ -1,5 +1,5 @@
 """Winograd F(4x4, 3x3) convolution (float32, 3x3 stride-1 ungrouped layers):
-forward and input gradient against the float64 reference on shapes that cross
+forward, input gradient and weight/bias gradient against the float64 reference on shapes that cross
 its tile, block and gemm edges, both block schedules, thread counts and every
 SIMD path; the algorithm switch."""
 import os
@@ -31,17 +31,21 @@ def _check(x, w, b, padding, reference="numpy"):
     out = _core.conv2d_forward(x, w, b, padding=padding)
     dout = np.random.default_rng(1).standard_normal(out.shape).astype(np.float32)
     dx = _core.conv2d_backward_input(dout, w, x.shape[2:], padding=padding)
+    dw, db = _core.conv2d_backward_weight(dout, x, (3, 3), padding=padding)
     x64, w64, b64, d64 = (a.astype(np.float64) for a in (x, w, b, dout))
     if reference == "numpy":
         rout = ref.conv2d_forward(x64, w64, b64, padding=padding)
-        rdx = ref.conv2d_backward(d64, x64, w64, padding=padding)[0]
+        rdx, rdw, rdb = ref.conv2d_backward(d64, x64, w64, padding=padding)
     else:  # the float64 core (direct; itself checked against numpy elsewhere)
         rout = _core.conv2d_forward(x64, w64, b64, padding=padding)
         rdx = _core.conv2d_backward_input(d64, w64, x.shape[2:], padding=padding)
-    assert out.shape == rout.shape and dx.shape == rdx.shape
+        rdw, rdb = _core.conv2d_backward_weight(d64, x64, (3, 3), padding=padding)
+    assert out.shape == rout.shape and dx.shape == rdx.shape and dw.shape == rdw.shape
     assert np.abs(out - rout).max() <= TOL * np.abs(rout).max(), "forward"
     assert np.abs(dx - rdx).max() <= TOL * np.abs(rdx).max(), "input gradient"
-    return out, dx
+    assert np.abs(dw - rdw).max() <= TOL * np.abs(rdw).max(), "weight gradient"
+    assert np.abs(db - rdb).max() <= TOL * np.abs(rdb).max(), "bias gradient"
+    return out, dx, dw, db
 
 
 def _inputs(N, C, H, W, F, seed=0):

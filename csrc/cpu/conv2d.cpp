@@ -619,6 +619,9 @@ void conv2d_backward_input(T* dx, const T* dout, const T* w, const Conv2dShape& 
 template <class T>
 void conv2d_backward_weight(T* dw, T* db, const T* dout, const T* x, const Conv2dShape& s) {
   if (conv_detail::is_depthwise(s)) return conv_detail::depthwise_backward_weight(dw, db, dout, x, s);
+  if constexpr (sizeof(T) == 4) {
+    if (conv_detail::use_winograd(s)) return conv_detail::winograd_backward_weight(dw, db, dout, x, s);
+  }
   with_ukernel<T>([&](gemm_detail::ukernel_fn<T> kern, gemm_detail::ukernel_rows_fn<T>, auto MR, auto NR) {
     implicit_backward_weight<T, decltype(MR)::value, decltype(NR)::value>(kern, dw, db, dout, x, s);
   });

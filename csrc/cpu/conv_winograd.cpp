@@ -21,6 +21,7 @@
 #include <cstring>
 
 #include "cpu/simd.h"
+#include "ops/gemm.h"
 
 namespace gradvis {
 namespace conv_detail {
@@ -44,6 +45,10 @@ struct WinogradStages {
                  const float* Mo, float* buf);
   void (*filter)(const WgGeom& g, const float* w, bool flipped, index_t is, index_t k0, index_t kc, float* U,
                  float* buf);
+  // weight gradient
+  void (*input_plain)(const WgGeom& g, const float* x, index_t k, index_t r0, index_t r1, float* V, float* buf);
+  void (*grad)(const WgGeom& g, const float* dout, index_t m, index_t r0, index_t r1, float* Dm, float* buf);
+  void (*filter_grad)(float* dw, const float* du, index_t ldu, index_t n, float* buf);
 };
 }  // namespace
 
@@ -226,6 +231,65 @@ void winograd_forward(gemm_detail::ukernel_fn<float> kern, float* out, const flo
       // No barrier: the next block's input stage writes V only, and its gemms
       // (which overwrite M) start after the next barrier.
     }
+  });
+  trap.rethrow();
+}
+
+void winograd_backward_weight(float* dw, float* db, const float* dout, const float* x, const Conv2dShape& s) {
+  const WinogradStages& st = stages();
+  WgGeom g;
+  g.H = s.H, g.W = s.W, g.OH = s.OH, g.OW = s.OW, g.pt = s.p.pad_top, g.pl = s.p.pad_left;
+  g.TH = (s.OH + 3) / 4, g.TW = (s.OW + 3) / 4;
+  g.K = s.C, g.M = s.F, g.Mpad = s.F, g.MR = 1, g.NR = 1;
+  const index_t R = s.N * g.TH, K = g.K, M = g.M, TW = g.TW;
+  // Blocks of tile rows as in the forward's shared schedule; their size does not
+  // depend on the thread count, so neither do the sums.
+  constexpr index_t kShared = index_t(5) << 19;
+  index_t rpb = std::min(R, std::max<index_t>(1, kShared / (36 * (K + M) * TW)));
+  const index_t nblocks = (R + rpb - 1) / rpb;
+  rpb = (R + nblocks - 1) / nblocks;
+  g.TBp = (rpb * TW + 15) / 16 * 16;
+  g.usz = M * K, g.vsz = K * g.TBp, g.msz = M * g.TBp;
+
+  float* dU = scratch<float>(kSlotU, std::size_t(36 * g.usz));
+  float* V = scratch<float>(kSlotV, std::size_t(36 * g.vsz));
+  float* Dm = scratch<float>(kSlotM, std::size_t(36 * g.msz));
+  const std::size_t local = std::size_t(std::max(std::max(54 * TW + 24, 40 * g.TBp), 27 * K));
+
+  const index_t nt = team_size();
+  ErrorTrap trap;
+  team_run(nt, [&](index_t t, index_t nth) {
+    float* buf = nullptr;
+    trap.run([&] { buf = scratch<float>(kSlotLocal, local); });
+    for (index_t blk = 0; blk < nblocks; ++blk) {
+      const index_t r0 = blk * rpb, r1 = std::min(R, r0 + rpb), TB = (r1 - r0) * TW;
+      // V[xi] (K x TB) by channel, dM[xi] (M x TB) by filter
+      if (buf) trap.run([&] {
+        for (index_t k = K * t / nth; k < K * (t + 1) / nth; ++k) st.input_plain(g, x, k, r0, r1, V, buf);
+        for (index_t m = M * t / nth; m < M * (t + 1) / nth; ++m) st.grad(g, dout, m, r0, r1, Dm, buf);
+      });
+      team_barrier();
+      // dU[xi] (M x K) += dM[xi] V[xi]^T, the sum over the block's tiles, by point
+      trap.run([&] {
+        for (index_t xi = 36 * t / nth; xi < 36 * (t + 1) / nth; ++xi)
+          gemm<float>(false, true, M, K, TB, 1.f, Dm + xi * g.msz, g.TBp, V + xi * g.vsz, g.TBp,
+                      blk == 0 ? 0.f : 1.f, dU + xi * g.usz, K);
+      });
+      team_barrier();
+    }
+    // dW = G^T dU G per filter; db = the sum of dout, by filter
+    if (buf) trap.run([&] {
+      for (index_t m = M * t / nth; m < M * (t + 1) / nth; ++m) {
+        st.filter_grad(dw + m * K * 9, dU + m * K, g.usz, K, buf);
+        if (!db) continue;
+        float sum = 0.f;
+        for (index_t n = 0; n < s.N; ++n) {
+          const float* d = dout + (n * M + m) * s.OH * s.OW;
+          for (index_t q = 0; q < s.OH * s.OW; ++q) sum += d[q];
+        }
+        db[m] = sum;
+      }
+    });
   });
   trap.rethrow();
 }

@@ -28,5 +28,9 @@ template <int MR, int NR>
 void winograd_forward(gemm_detail::ukernel_fn<float> kern, float* out, const float* x, const float* w, const float* b,
                       const Conv2dShape& s, bool flipped, bool relu);
 
+// dw (F, C, 3, 3) and db (F) (db may be null) for an eligible shape s:
+// dU[xi] = sum over tiles of (A dY A^T)[xi] (B^T X B)[xi]^T, then dw = G^T dU G.
+void winograd_backward_weight(float* dw, float* db, const float* dout, const float* x, const Conv2dShape& s);
+
 }  // namespace conv_detail
 }  // namespace gradvis

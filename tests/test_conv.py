@@ -247,11 +247,13 @@ def test_small_maps_and_thread_splits(shape, dtype, threads):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("shape", [((1, 40, 5, 5), (37, 40, 3, 3), 1, 1), ((1, 40, 4, 6), (38, 20, 3, 3), 1, 2),
-                                   ((2, 33, 3, 3), (13, 33, 3, 3), 1, 1)])
+                                   ((2, 33, 3, 3), (13, 33, 3, 3), 1, 1), ((1, 40, 3, 5), (37, 40, 3, 3), 1, 1),
+                                   ((1, 40, 4, 4), (38, 20, 3, 3), 1, 2)])
 def test_weights_read_in_place(shape, dtype, threads):
     # Few output columns: forward and the flipped backward-input read the weights in
     # place (no packing), with partial row slivers (37, 19, 13 filters), several K
-    # blocks (K = 360 forward, 333 flipped), groups, and two images in one tile.
+    # blocks (K = 360 forward, 333 flipped), groups, and two images in one tile; at
+    # most 16 columns (the last two) take the one-vector-wide AVX-512 tiles.
     xs, ws, pad, groups = shape
     check_all_passes(xs, ws, dtype, threads, seed=12, padding=pad, groups=groups)
 

@@ -576,6 +576,11 @@ void forward_any(T* out, const T* x, const T* w, const T* b, const Conv2dShape& 
       if (conv_detail::use_winograd(s))
         return conv_detail::winograd_forward<decltype(MR)::value, decltype(NR)::value>(kern, out, x, w, b, s,
                                                                                         flipped, relu);
+      // At most 16 output columns (4x4 maps at batch 1): one-vector tiles, A in place.
+      if (decltype(NR)::value == gemm_detail::kNR512_f32 && cpu_level() == SimdLevel::avx512 &&
+          s.N * s.OH * s.OW <= gemm_detail::kNR512n_f32)
+        return implicit_forward<T, gemm_detail::kMR512n, gemm_detail::kNR512n_f32>(
+            nullptr, gemm_detail::ukernel_rows_avx512_f32_narrow, out, x, w, b, s, flipped, relu);
     }
     implicit_forward<T, decltype(MR)::value, decltype(NR)::value>(kern, rows, out, x, w, b, s, flipped, relu);
   });

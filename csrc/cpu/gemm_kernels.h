@@ -25,6 +25,9 @@ using ukernel_rows_fn = void (*)(index_t kc, const T* a, index_t lda, index_t mr
 constexpr int kMR512 = 8, kNR512_f32 = 32, kNR512_f64 = 16;
 constexpr int kMR256 = 6, kNR256_f32 = 16, kNR256_f64 = 8;
 constexpr int kMRScalar = 4, kNRScalar = 4;
+// AVX-512 float, A read in place, one vector wide: for at most 16 output columns
+// (batch-1 4x4 maps), where a 32-wide tile would compute half zeros.
+constexpr int kMR512n = 16, kNR512n_f32 = 16;
 
 void ukernel_avx512_f32(index_t kc, const float* a, const float* b, float* c, index_t ldc, float alpha, float beta);
 void ukernel_avx512_f64(index_t kc, const double* a, const double* b, double* c, index_t ldc, double alpha,
@@ -38,6 +41,7 @@ void ukernel_scalar(index_t kc, const T* a, const T* b, T* c, index_t ldc, T alp
 #define GV_ROWS_ARGS(T) index_t, const T*, index_t, index_t, const index_t*, const T*, T*, index_t, T, T
 void ukernel_rows_avx512_f32(GV_ROWS_ARGS(float));
 void ukernel_rows_avx512_f64(GV_ROWS_ARGS(double));
+void ukernel_rows_avx512_f32_narrow(GV_ROWS_ARGS(float));
 void ukernel_rows_avx2_f32(GV_ROWS_ARGS(float));
 void ukernel_rows_avx2_f64(GV_ROWS_ARGS(double));
 template <class T>

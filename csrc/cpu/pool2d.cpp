@@ -100,9 +100,13 @@ inline void interior_cols(const Pool2dShape& s, index_t& owa, index_t& owb) {
 template <class T>
 [[gnu::always_inline]] inline void max_pool_plane_body(T* out, std::int64_t* am, const T* x, const Pool2dShape& s) {
   const index_t H = s.H, W = s.W, OW = s.OW, kw = s.kw, sw = s.sw, pl = s.pl;
-  // Per-thread row buffers of the interior sweep: running max and window cell.
+  // Per-thread row buffers of the interior sweep: running max and window cell,
+  // and for stride 2 the even and odd columns of the input row in hand.
   T* mrow = scratch<T>(0, std::size_t(OW));
   std::int32_t* crow = scratch<std::int32_t>(1, std::size_t(OW));
+  T* even = sw == 2 ? scratch<T>(2, std::size_t(2 * (OW + kw))) : nullptr;
+  T* odd = sw == 2 ? even + OW + kw : nullptr;
+  std::int64_t* celloff = scratch<std::int64_t>(3, std::size_t(s.kh * kw));
   const T neg_inf = -std::numeric_limits<T>::infinity();
   index_t owa, owb;
   interior_cols(s, owa, owb);
@@ -143,21 +147,37 @@ template <class T>
         crow[k] = 0;
       }
       std::int32_t cell = 0;
-      for (index_t i = hs; i < he; ++i)
+      for (index_t i = hs; i < he; ++i) {
+        if (sw == 2) {
+          // De-interleave the row once (the interior windows read columns up to
+          // 2 (n_in - 1) + kw - 1 of it); then every cell's loop is contiguous.
+          const T* r = x0 + i * W;
+          const index_t ne = n_in + (kw - 1) / 2, no = kw >= 2 ? n_in + (kw - 2) / 2 : 0;
+          const index_t both = std::min(ne, no);
+          for (index_t k = 0; k < both; ++k) {
+            even[k] = r[2 * k];
+            odd[k] = r[2 * k + 1];
+          }
+          for (index_t k = both; k < ne; ++k) even[k] = r[2 * k];
+          for (index_t k = both; k < no; ++k) odd[k] = r[2 * k + 1];
+          for (index_t j = 0; j < kw; ++j, ++cell) {
+            const T* src = (j % 2 == 0 ? even : odd) + j / 2;
+#pragma GCC ivdep
+            for (index_t k = 0; k < n_in; ++k) {
+              const T v = src[k];
+              const bool t = takes_max(v, mrow[k]);
+              mrow[k] = t ? v : mrow[k];
+              crow[k] = t ? cell : crow[k];
+            }
+          }
+          continue;
+        }
         for (index_t j = 0; j < kw; ++j, ++cell) {
           const T* r = x0 + i * W + j;
           if (sw == 1) {
 #pragma GCC ivdep
             for (index_t k = 0; k < n_in; ++k) {
               const T v = r[k];
-              const bool t = takes_max(v, mrow[k]);
-              mrow[k] = t ? v : mrow[k];
-              crow[k] = t ? cell : crow[k];
-            }
-          } else if (sw == 2) {
-#pragma GCC ivdep
-            for (index_t k = 0; k < n_in; ++k) {
-              const T v = r[2 * k];
               const bool t = takes_max(v, mrow[k]);
               mrow[k] = t ? v : mrow[k];
               crow[k] = t ? cell : crow[k];
@@ -172,10 +192,14 @@ template <class T>
             }
           }
         }
+      }
+      // cell -> offset from the window's first real cell (a table: a division per
+      // output took longer than the whole sweep)
+      for (index_t c = 0; c < cell; ++c) celloff[c] = (c / kw) * W + c % kw;
+      const std::int64_t base = hs * W + owa * sw - pl;
       for (index_t k = 0; k < n_in; ++k) {
-        const index_t ws = (owa + k) * sw - pl;
         o[owa + k] = mrow[k];
-        a[owa + k] = (hs + crow[k] / kw) * W + ws + crow[k] % kw;
+        a[owa + k] = base + k * sw + celloff[crow[k]];
       }
     }
   }

@@ -5,7 +5,9 @@ from gradvis import _core
 import reference_conv as ref
 
 DTYPES = [np.float32, np.float64]
-SHAPES = [(1, 1, 1), (3, 7, 5), (17, 33, 10), (64, 300, 101)]
+# N <= 4 streams w without the gemm (columns over threads forward, rows for dx);
+# the wide ones cross its 64-column blocks and the thread split.
+SHAPES = [(1, 1, 1), (3, 7, 5), (17, 33, 10), (64, 300, 101), (4, 1000, 130), (1, 5000, 67), (5, 40, 9)]
 
 
 def close(got, want, dtype, terms):
@@ -35,6 +37,30 @@ def test_affine_matches_reference(shape, dtype):
     close(dx, rdx, dtype, M)
     close(dw, rdw, dtype, N)
     close(db, rdb, dtype, N)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("N", [1, 4, 9])
+def test_affine_gradients_on_request(N, threads):
+    import gradvis
+
+    x, w, b, dout = inputs(N, 700, 150, np.float32, 3)
+    old = gradvis.get_num_threads()
+    gradvis.set_num_threads(threads)
+    try:
+        full = _core.affine_backward(dout, x, w)
+        dx, dw, db = _core.affine_backward(dout, x, w, True, False)
+        assert dw is None and db is None
+        np.testing.assert_array_equal(dx, full[0])
+        dx, dw, db = _core.affine_backward(dout, x, w, param_grads=True, input_grad=False)
+        assert dx is None
+        np.testing.assert_array_equal(dw, full[1])
+        np.testing.assert_array_equal(db, full[2])
+    finally:
+        gradvis.set_num_threads(old)
+    rdx, rdw, _ = ref.affine_backward(dout, x, w)
+    close(full[0], rdx, np.float32, 150)
+    close(full[1], rdw, np.float32, N)
 
 
 def test_affine_finite_differences():

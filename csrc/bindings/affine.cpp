@@ -44,7 +44,8 @@ py::array forward_impl(const py::array& x_in, const py::handle& w_obj, const py:
 }
 
 template <class T>
-py::tuple backward_impl(const py::array& d_in, const py::handle& x_obj, const py::handle& w_obj) {
+py::tuple backward_impl(const py::array& d_in, const py::handle& x_obj, const py::handle& w_obj, bool input_grad,
+                        bool param_grads) {
   auto dout = as_array<T>(d_in, kBwd, "dout");
   auto x = as_array<T>(x_obj, kBwd, "x");
   auto w = as_array<T>(w_obj, kBwd, "w");
@@ -61,12 +62,18 @@ py::tuple backward_impl(const py::array& d_in, const py::handle& x_obj, const py
   if (dout.shape(0) != N || dout.shape(1) != M)
     throw py::value_error(cat(kBwd, ": dout must have shape (", N, ", ", M, ") (the forward output), got ",
                               shape_str(dout), "; x shape ", shape_str(x), ", w shape ", shape_str(w)));
-  auto dx = empty_array<T>({py::ssize_t(N), py::ssize_t(D)});
-  auto dw = empty_array<T>({py::ssize_t(D), py::ssize_t(M)});
-  auto db = empty_array<T>({py::ssize_t(M)});
-  T* dxp = dx.mutable_data();
-  T* dwp = dw.mutable_data();
-  T* dbp = db.mutable_data();
+  py::array_t<T, py::array::c_style> dx, dw, db;
+  T *dxp = nullptr, *dwp = nullptr, *dbp = nullptr;
+  if (input_grad) {
+    dx = empty_array<T>({py::ssize_t(N), py::ssize_t(D)});
+    dxp = dx.mutable_data();
+  }
+  if (param_grads) {
+    dw = empty_array<T>({py::ssize_t(D), py::ssize_t(M)});
+    db = empty_array<T>({py::ssize_t(M)});
+    dwp = dw.mutable_data();
+    dbp = db.mutable_data();
+  }
   const T* dp = dout.data();
   const T* xp = x.data();
   const T* wp = w.data();
@@ -74,7 +81,8 @@ py::tuple backward_impl(const py::array& d_in, const py::handle& x_obj, const py
     py::gil_scoped_release release;
     affine_backward<T>(dxp, dwp, dbp, dp, xp, wp, N, D, M);
   }
-  return py::make_tuple(dx, dw, db);
+  auto some = [](const py::array& a, bool made) -> py::object { return made ? py::object(a) : py::object(py::none()); };
+  return py::make_tuple(some(dx, input_grad), some(dw, param_grads), some(db, param_grads));
 }
 
 }  // namespace
@@ -91,13 +99,16 @@ void register_affine(py::module_& m) {
       "Fully connected layer: x (N, D) @ w (D, M) + b (M,) -> (N, M), in x's dtype.");
   m.def(
       "affine_backward",
-      [](const py::object& dout, const py::object& x, const py::object& w) -> py::tuple {
+      [](const py::object& dout, const py::object& x, const py::object& w, bool input_grad,
+         bool param_grads) -> py::tuple {
         FloatKind k;
         py::array da = primary_array(dout, kBwd, "dout", k);
-        return k == FloatKind::f32 ? backward_impl<float>(da, x, w) : backward_impl<double>(da, x, w);
+        return k == FloatKind::f32 ? backward_impl<float>(da, x, w, input_grad, param_grads)
+                                   : backward_impl<double>(da, x, w, input_grad, param_grads);
       },
-      py::arg("dout"), py::arg("x"), py::arg("w"),
-      "Gradients of affine_forward: dout (N, M), x (N, D), w (D, M) -> (dx (N, D), dw (D, M), db (M,)).");
+      py::arg("dout"), py::arg("x"), py::arg("w"), py::arg("input_grad") = true, py::arg("param_grads") = true,
+      "Gradients of affine_forward: dout (N, M), x (N, D), w (D, M) -> (dx (N, D), dw (D, M), db (M,)).\n"
+      "input_grad=False / param_grads=False skip dx / (dw, db) (returned as None).");
 }
 
 }  // namespace gradvis

@@ -6,8 +6,67 @@
 
 namespace gradvis {
 
+namespace {
+
+constexpr index_t kFewRows = 4;
+
+// out (N,M) = x w (+ b) for N <= kFewRows: the columns split over threads, each
+// thread streaming its slice of every row of w once (the sums over d run in
+// order, whatever the thread count).
+template <class T>
+void few_rows_forward(T* out, const T* x, const T* w, const T* b, index_t N, index_t D, index_t M) {
+  const index_t blocks = (M + 63) / 64;
+  parallel_chunks(blocks, [&](index_t b0, index_t b1, int) {
+    const index_t m0 = b0 * 64, m1 = std::min(M, b1 * 64), len = m1 - m0;
+    for (index_t n = 0; n < N; ++n) {
+      T* o = out + n * M + m0;
+      for (index_t m = 0; m < len; ++m) o[m] = b ? b[m0 + m] : T(0);
+    }
+    index_t d = 0;
+    for (; d + 4 <= D; d += 4) {  // four rows per pass over the outputs
+      const T *r0 = w + d * M + m0, *r1 = r0 + M, *r2 = r1 + M, *r3 = r2 + M;
+      for (index_t n = 0; n < N; ++n) {
+        const T* xn = x + n * D + d;
+        const T a0 = xn[0], a1 = xn[1], a2 = xn[2], a3 = xn[3];
+        T* o = out + n * M + m0;
+#pragma omp simd
+        for (index_t m = 0; m < len; ++m) o[m] += ((a0 * r0[m] + a1 * r1[m]) + a2 * r2[m]) + a3 * r3[m];
+      }
+    }
+    for (; d < D; ++d) {
+      const T* row = w + d * M + m0;
+      for (index_t n = 0; n < N; ++n) {
+        const T xv = x[n * D + d];
+        T* o = out + n * M + m0;
+#pragma omp simd
+        for (index_t m = 0; m < len; ++m) o[m] += xv * row[m];
+      }
+    }
+  });
+}
+
+// dx (N,D) = dout w^T for N <= kFewRows: one dot product per row of w and image.
+template <class T>
+void few_rows_backward_input(T* dx, const T* dout, const T* w, index_t N, index_t D, index_t M) {
+  parallel_chunks(D, [&](index_t d0, index_t d1, int) {
+    for (index_t d = d0; d < d1; ++d) {
+      const T* row = w + d * M;
+      for (index_t n = 0; n < N; ++n) {
+        const T* g = dout + n * M;
+        T s = 0;
+#pragma omp simd reduction(+ : s)
+        for (index_t m = 0; m < M; ++m) s += g[m] * row[m];
+        dx[n * D + d] = s;
+      }
+    }
+  });
+}
+
+}  // namespace
+
 template <class T>
 void affine_forward(T* out, const T* x, const T* w, const T* b, index_t N, index_t D, index_t M) {
+  if (N <= kFewRows) return few_rows_forward(out, x, w, b, N, D, M);
   gemm<T>(false, false, N, M, D, T(1), x, D, w, M, T(0), out, M);
   if (b)
     parallel_for(N, [&](index_t n) {
@@ -18,8 +77,13 @@ void affine_forward(T* out, const T* x, const T* w, const T* b, index_t N, index
 
 template <class T>
 void affine_backward(T* dx, T* dw, T* db, const T* dout, const T* x, const T* w, index_t N, index_t D, index_t M) {
-  gemm<T>(false, true, N, D, M, T(1), dout, M, w, M, T(0), dx, D);
-  gemm<T>(true, false, D, M, N, T(1), x, D, dout, M, T(0), dw, M);
+  if (dx) {
+    if (N <= kFewRows)
+      few_rows_backward_input(dx, dout, w, N, D, M);
+    else
+      gemm<T>(false, true, N, D, M, T(1), dout, M, w, M, T(0), dx, D);
+  }
+  if (dw) gemm<T>(true, false, D, M, N, T(1), x, D, dout, M, T(0), dw, M);
   if (db)
     // Columns split over threads; each column summed over rows in order (deterministic).
     parallel_chunks(M, [&](index_t m0, index_t m1, int) {

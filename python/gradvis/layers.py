@@ -30,7 +30,7 @@ __all__ = [
     "hardsigmoid_forward", "hardsigmoid_backward",
     "hardswish_forward", "hardswish_backward",
     "silu_forward", "silu_backward",
-    "affine_forward", "affine_backward",
+    "affine_forward", "affine_backward", "affine_backward_input", "affine_backward_params",
     "batchnorm_forward", "batchnorm_backward",
     "spatial_batchnorm_forward", "spatial_batchnorm_backward",
     "softmax_loss",
@@ -353,6 +353,20 @@ def affine_backward(dout, cache):
     dout = _like(dout, x2.dtype, "dout")
     dx, dw, db = _core.affine_backward(dout, x2, w)
     return dx.reshape(shape), dw, (db if has_bias else None)
+
+
+def affine_backward_input(dout, cache):
+    """Only dx of :func:`affine_backward` (what image-gradient algorithms need)."""
+    shape, x2, w, _ = cache
+    dx, _, _ = _core.affine_backward(_like(dout, x2.dtype, "dout"), x2, w, True, False)
+    return dx.reshape(shape)
+
+
+def affine_backward_params(dout, cache):
+    """Only (dw, db) of :func:`affine_backward`; db is None if b was None."""
+    _, x2, w, has_bias = cache
+    _, dw, db = _core.affine_backward(_like(dout, x2.dtype, "dout"), x2, w, False, True)
+    return dw, (db if has_bias else None)
 
 
 # --------------------------------------------------------------------------- batch norm

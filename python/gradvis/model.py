@@ -531,6 +531,13 @@ class Linear(Layer):
             grads["bias"] = db
         return [dx], grads
 
+    def backward_inputs(self, dout, cache):
+        return [L.affine_backward_input(dout, cache)]
+
+    def backward_params(self, dout, cache):
+        dw, db = L.affine_backward_params(dout, cache)
+        return {"weight": dw, "bias": db} if self.bias else {"weight": dw}
+
 
 class Dropout(Layer):
     """Inverted dropout: in train mode zero each value with probability p and scale

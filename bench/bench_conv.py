@@ -116,7 +116,8 @@ def print_table(rows):
         print(f"{r['shape']:<20} {r['op']:<16} {r['threads']:>3} {r['ms']:>9.2f} {r['gflops']:>7.1f} "
               f"{fmt(r, 'torch_ms', '%.2f'):>9} {fmt(r, 'torch_gflops', '%.1f'):>10} {fmt(r, 'numpy_ms', '%.2f'):>9} "
               f"{fmt(r, 'vs_torch', '%.2f'):>8} {fmt(r, 'vs_numpy', '%.2f'):>8}")
-    print("x torch / x numpy: peer time / gradvis time (> 1 means gradvis is faster). float32.")
+    print("x torch / x numpy: peer time / gradvis time (> 1 means gradvis is faster). float32. GF/s counts the\n"
+          "direct convolution's 2*N*F*C*KH*KW*OH*OW flops, so Winograd (fewer multiplies) can pass the FMA peak.")
 
 
 def main():
@@ -127,15 +128,20 @@ def main():
     ap.add_argument("--ops", nargs="+", default=["forward", "backward_input", "backward_weight"])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--json", metavar="PATH", help="write the rows as JSON")
+    ap.add_argument("--conv-algorithm", choices=["auto", "direct", "winograd"], default="auto",
+                    help="gradvis's float32 convolution algorithm (gradvis.set_conv_algorithm)")
     args = ap.parse_args()
+    gradvis.set_conv_algorithm(args.conv_algorithm)
     shapes = QUICK if args.quick else dict(default=SHAPES, model=MODEL, vgg=VGG)[args.set]
     rows = run(shapes, args.threads, args.ops, min_time=0.05 if args.quick else 0.3, max_reps=3 if args.quick else 10)
-    meta = dict(simd=gradvis.simd_level(), machine=platform.machine(), processor=platform.processor(),
+    meta = dict(simd=gradvis.simd_level(), conv_algorithm=args.conv_algorithm, machine=platform.machine(),
+                processor=platform.processor(),
                 torch=getattr(torch, "__version__", None), numpy=np.__version__)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(meta=meta, rows=rows), f, indent=1)
-    print(f"gradvis conv2d benchmark; simd={meta['simd']}, torch={meta['torch']}")
+    print(f"gradvis conv2d benchmark; simd={meta['simd']}, conv algorithm={args.conv_algorithm}, "
+          f"torch={meta['torch']}")
     print_table(rows)
 
 

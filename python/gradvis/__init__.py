@@ -6,6 +6,17 @@ lessons on a fast C++ core: :func:`compute_saliency_maps`,
 :func:`invert_features` and :func:`deepdream`, on a :class:`Model` such as the
 bundled TinyImageNet-100-A network from :func:`load_pretrained`.
 """
+import os as _os
+
+# GNU OpenMP threads spin for ~300k iterations at every barrier by default; when
+# another process holds a core, a spinning thread burns the time slice its
+# descheduled peer needs, and a batch-1 gradient loop (hundreds of short parallel
+# regions a second) ran 4-40x slower on 2 busy cores. A short spin keeps idle-
+# machine speed within a few percent and bounds the busy case. Must be set before
+# the OpenMP runtime loads (importing _core); a user's own setting wins.
+if "OMP_WAIT_POLICY" not in _os.environ and "GOMP_SPINCOUNT" not in _os.environ:
+    _os.environ["GOMP_SPINCOUNT"] = "1000"
+
 from . import _core
 from . import layers
 from ._core import (has_cuda, has_openmp, get_num_threads, set_num_threads, simd_level,

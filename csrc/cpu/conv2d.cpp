@@ -608,9 +608,15 @@ template <class T>
 void forward_any(T* out, const T* x, const T* w, const T* b, const Conv2dShape& s, bool flipped, bool relu) {
   with_ukernel<T>([&](gemm_detail::ukernel_fn<T> kern, gemm_detail::ukernel_rows_fn<T> rows, auto MR, auto NR) {
     if constexpr (sizeof(T) == 4) {
-      if (conv_detail::use_winograd(s))
+      if (conv_detail::use_winograd(s)) {
+        // At most 16 tiles (16x16 maps at batch 1): one-vector-wide gemm tiles.
+        if (decltype(NR)::value == gemm_detail::kNR512_f32 && cpu_level() == SimdLevel::avx512 &&
+            s.N * ((s.OH + 3) / 4) * ((s.OW + 3) / 4) <= gemm_detail::kNR512n_f32)
+          return conv_detail::winograd_forward<gemm_detail::kMR512n, gemm_detail::kNR512n_f32>(
+              gemm_detail::ukernel_avx512_f32_narrow, out, x, w, b, s, flipped, relu);
         return conv_detail::winograd_forward<decltype(MR)::value, decltype(NR)::value>(kern, out, x, w, b, s,
                                                                                         flipped, relu);
+      }
       // At most 16 output columns (4x4 maps at batch 1): one-vector tiles, A in place.
       if (decltype(NR)::value == gemm_detail::kNR512_f32 && cpu_level() == SimdLevel::avx512 &&
           s.N * s.OH * s.OW <= gemm_detail::kNR512n_f32)

@@ -110,12 +110,17 @@ bool use_winograd(const Conv2dShape& s) {
       break;
   }
   // Measured on an AVX-512 machine (2 threads): the gemms need enough tiles to
-  // amortize the transformed filters (36 F C floats, 4x the filters themselves,
-  // and a gemm column block is 32 tiles wide), and enough channels to amortize the
-  // transforms. 8x8 maps at batch 1 (4 tiles) run 3x slower than the direct
-  // gemm, 16x16 (16 tiles) break even, 28x28 and up (49+) run 2-2.6x faster.
+  // amortize the transformed filters (36 F C floats, 4x the filters themselves)
+  // and to fill the gemm's column tiles (16 wide when there are at most 16 tiles),
+  // and enough channels to amortize the transforms. 8x8 maps at batch 1 (4 tiles)
+  // run 3x slower than the direct gemm; 28x28 and up (49+ tiles) 2-2.6x faster.
+  // With 16-31 tiles (14x14 and 16x16 maps at batch 1) the filter transform is a
+  // large share: it pays for 64x128 to 128x128 filters (1.1-1.45x), not for
+  // 64x64 (even) or for 256x256 and up (U of 9-38 MB: 0.65-0.85x).
   const index_t tiles = s.N * ((s.OH + 3) / 4) * ((s.OW + 3) / 4);
-  return s.C >= 16 && s.F >= 16 && tiles >= 32;
+  if (s.C < 16 || s.F < 16) return false;
+  if (tiles >= 32) return true;
+  return tiles >= 16 && s.C * s.F >= 8192 && s.C * s.F <= 32768;
 }
 
 namespace {
@@ -297,6 +302,10 @@ void winograd_backward_weight(float* dw, float* db, const float* dout, const flo
 template void winograd_forward<gemm_detail::kMR512, gemm_detail::kNR512_f32>(gemm_detail::ukernel_fn<float>, float*,
                                                                              const float*, const float*,
                                                                              const float*, const Conv2dShape&, bool, bool);
+template void winograd_forward<gemm_detail::kMR512n, gemm_detail::kNR512n_f32>(gemm_detail::ukernel_fn<float>,
+                                                                               float*, const float*, const float*,
+                                                                               const float*, const Conv2dShape&,
+                                                                               bool, bool);
 template void winograd_forward<gemm_detail::kMR256, gemm_detail::kNR256_f32>(gemm_detail::ukernel_fn<float>, float*,
                                                                              const float*, const float*,
                                                                              const float*, const Conv2dShape&, bool, bool);

@@ -53,6 +53,10 @@ void ukernel_rows_avx512_f32(index_t kc, const float* a, index_t lda, index_t mr
                           float* c, index_t ldc, float alpha, float beta) {
   ukernel_rows<V512f, kMR512, kNR512_f32 / 16>(kc, a, lda, mr, koff, b, c, ldc, alpha, beta);
 }
+void ukernel_avx512_f32_narrow(index_t kc, const float* a, const float* b, float* c, index_t ldc, float alpha,
+                               float beta) {
+  ukernel<V512f, kMR512n, kNR512n_f32 / 16>(kc, a, b, c, ldc, alpha, beta);
+}
 void ukernel_rows_avx512_f32_narrow(index_t kc, const float* a, index_t lda, index_t mr, const index_t* koff,
                                     const float* b, float* c, index_t ldc, float alpha, float beta) {
   ukernel_rows<V512f, kMR512n, kNR512n_f32 / 16>(kc, a, lda, mr, koff, b, c, ldc, alpha, beta);
@@ -74,6 +78,7 @@ void ukernel_avx512_f64(index_t, const double*, const double*, double*, index_t,
 void ukernel_rows_avx512_f32(GV_ROWS_ARGS(float)) { std::abort(); }
 void ukernel_rows_avx512_f64(GV_ROWS_ARGS(double)) { std::abort(); }
 void ukernel_rows_avx512_f32_narrow(GV_ROWS_ARGS(float)) { std::abort(); }
+void ukernel_avx512_f32_narrow(index_t, const float*, const float*, float*, index_t, float, float) { std::abort(); }
 }  // namespace gemm_detail
 }  // namespace gradvis
 #endif

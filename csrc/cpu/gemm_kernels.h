@@ -42,6 +42,8 @@ void ukernel_scalar(index_t kc, const T* a, const T* b, T* c, index_t ldc, T alp
 void ukernel_rows_avx512_f32(GV_ROWS_ARGS(float));
 void ukernel_rows_avx512_f64(GV_ROWS_ARGS(double));
 void ukernel_rows_avx512_f32_narrow(GV_ROWS_ARGS(float));
+void ukernel_avx512_f32_narrow(index_t kc, const float* a, const float* b, float* c, index_t ldc, float alpha,
+                               float beta);
 void ukernel_rows_avx2_f32(GV_ROWS_ARGS(float));
 void ukernel_rows_avx2_f64(GV_ROWS_ARGS(double));
 template <class T>

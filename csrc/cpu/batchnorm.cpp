@@ -55,20 +55,26 @@ struct BnKernels {
 #define GV_BN_WIDE 1
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,fma,prefer-vector-width=512")
+#define GV_BN_VEC_BYTES 64
 namespace bn_avx512 {
 #include "cpu/batchnorm_kernels.inc"
 }
+#undef GV_BN_VEC_BYTES
 #pragma GCC pop_options
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
+#define GV_BN_VEC_BYTES 32
 namespace bn_avx2 {
 #include "cpu/batchnorm_kernels.inc"
 }
+#undef GV_BN_VEC_BYTES
 #pragma GCC pop_options
 #endif
+#define GV_BN_VEC_BYTES 16
 namespace bn_base {
 #include "cpu/batchnorm_kernels.inc"
 }
+#undef GV_BN_VEC_BYTES
 #pragma GCC diagnostic pop
 
 namespace {

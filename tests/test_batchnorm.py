@@ -111,7 +111,7 @@ def test_output_keeps_its_precision_with_a_large_mean():
     np.testing.assert_allclose(out, ref.batchnorm_train(x, g, b, 1e-5)[0], rtol=0, atol=2e-5)
 
 
-@pytest.mark.parametrize("shape", [(64, 24, 8, 8), (3, 10, 40, 40)])
+@pytest.mark.parametrize("shape", [(64, 24, 8, 8), (3, 10, 40, 40), (8, 3, 40, 40)])
 def test_results_do_not_depend_on_the_thread_count(shape):
     rng = np.random.default_rng(9)
     x = (rng.standard_normal(shape) + 1).astype(np.float32)

@@ -101,10 +101,12 @@ struct BnBlocks {
   index_t N, C, HW, Nb, nbn, Cb, nbc;
 
   BnBlocks(index_t N_, index_t C_, index_t HW_) : N(N_), C(C_), HW(HW_) {
+    // Up to kPiece elements of a channel per block; at least 8 blocks when the
+    // channels allow, for the threads to share; at most 64 channels, whose
+    // running vectors (8 KB of float) stay in L1.
     Nb = std::max<index_t>(1, std::min<index_t>(N, kPiece / HW));
     nbn = (N + Nb - 1) / Nb;
-    // At least 8 blocks when the channels allow, for the threads to share.
-    const index_t want = std::min<index_t>(C, std::max<index_t>(1, (8 + nbn - 1) / nbn));
+    const index_t want = std::min<index_t>(C, std::max<index_t>((8 + nbn - 1) / nbn, (C + 63) / 64));
     Cb = (C + want - 1) / want;
     nbc = (C + Cb - 1) / Cb;
   }
@@ -132,12 +134,13 @@ void for_planes(index_t N, index_t C, index_t HW, F&& f) {
 }
 
 // The mean of up to 16 elements spread over a plane: a pivot near the mean of
-// its channel, for the one-read variance.
+// its channel, for the one-read variance. (The block's first plane: it is
+// read next anyway, where samples from all its images would be cache misses.)
 template <class T>
 T plane_pivot(const T* p, index_t HW) {
-  const index_t J = std::min<index_t>(HW, 16);
+  const index_t J = std::min<index_t>(HW, 16), step = HW / J;
   double s = 0;
-  for (index_t j = 0; j < J; ++j) s += p[j * HW / J];
+  for (index_t j = 0; j < J; ++j) s += p[j * step];
   return T(s / double(J));
 }
 
@@ -208,15 +211,21 @@ void batchnorm_forward_train_cpu(T* out, T* mean, T* var, T* inv_std, const T* x
   // near the mean, so a large mean does not cost the output its low bits.
   std::vector<T> m(C), s(C), h(C);
   const double M = double(N) * double(HW);
-  for (index_t c = 0; c < C; ++c) {  // merge the blocks' (count, mean, M2) in order
-    double na = 0, mu = 0, m2 = 0;
+  // Merging the blocks' (count, mean, M2) in order; the weights depend only on
+  // the counts: 1/nb, nb/n and na*nb/n for block bn, with n = na + nb.
+  std::vector<double> w(3 * bl.nbn);
+  for (index_t bn = 0, na = 0; bn < bl.nbn; ++bn) {
+    const double nb = double(bl.rows(bn)) * double(HW), n = double(na) + nb;
+    w[3 * bn] = 1.0 / nb, w[3 * bn + 1] = nb / n, w[3 * bn + 2] = double(na) * nb / n;
+    na += bl.rows(bn) * HW;
+  }
+  for (index_t c = 0; c < C; ++c) {
+    double mu = 0, m2 = 0;
     for (index_t bn = 0; bn < bl.nbn; ++bn) {
-      const double nb = double(bl.rows(bn)) * double(HW), *tb = t.data() + 2 * (bn * C + c);
-      const double d = tb[0] / nb, mb = double(pivot[bn * C + c]) + d, m2b = tb[1] - tb[0] * d;
-      const double n = na + nb, delta = mb - mu;
-      mu += delta * (nb / n);
-      m2 += m2b + delta * delta * (na * nb / n);
-      na = n;
+      const double* tb = t.data() + 2 * (bn * C + c);
+      const double d = tb[0] * w[3 * bn], mb = double(pivot[bn * C + c]) + d, delta = mb - mu;
+      mu += delta * w[3 * bn + 1];
+      m2 += (tb[1] - tb[0] * d) + delta * delta * w[3 * bn + 2];
     }
     const double v = m2 < 0 ? 0 : m2 / M;  // (a rounding below zero; NaN stays)
     const double is = 1.0 / std::sqrt(v + eps), sc = double(gamma[c]) * is;

@@ -91,16 +91,23 @@ def test_larger_shapes_match_float64(dtype, shape):
 
 
 def test_variance_when_the_pivot_sample_is_far_from_the_mean():
-    # The variance is taken about a sample of each block's first image; here
-    # that image sits 50 standard deviations away from the others.
+    # The variance is taken about the mean of 16 elements spread over a
+    # block's first plane (here rows 0, 16, .., 240 of column 0) and, when that
+    # pivot turns out far from the mean, once more about the mean. Here the
+    # sampled elements sit 100 standard deviations from most others.
     rng = np.random.default_rng(7)
-    x = rng.standard_normal((64, 4, 8, 8)).astype(np.float32)
-    x[0] += 50
-    x[:, 1] = x[:, 1] * 1e-3 + 3e3   # and a channel with a large mean, small spread
-    out, mean, var, _ = _core.batchnorm_forward_train(x, np.ones(4), np.zeros(4), 1e-5)
-    want = ref.batchnorm_train(x, np.ones(4), np.zeros(4), 1e-5)
-    np.testing.assert_allclose(mean, want[1], rtol=1e-6)
-    np.testing.assert_allclose(var, want[2], rtol=1e-5)
+    x = 0.01 * rng.standard_normal((1, 2, 256, 256)).astype(np.float32)
+    x[0, :, ::8, 0] += 1
+    x[0, 1] += 3e3
+    # and every other image far from the rest
+    y = rng.standard_normal((64, 4, 8, 8)).astype(np.float32)
+    y[::2] += 50
+    for a in (x, y):
+        C = a.shape[1]
+        _, mean, var, _ = _core.batchnorm_forward_train(a, np.ones(C), np.zeros(C), 1e-5)
+        want = ref.batchnorm_train(a, np.ones(C), np.zeros(C), 1e-5)
+        np.testing.assert_allclose(mean, want[1], rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(var, want[2], rtol=1e-5)
 
 
 def test_output_keeps_its_precision_with_a_large_mean():

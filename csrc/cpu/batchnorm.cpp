@@ -144,9 +144,10 @@ T plane_pivot(const T* p, index_t HW) {
   return T(s / double(J));
 }
 
-// Moments about a pivot lose little to cancellation when the pivot is within
-// half a standard deviation of the mean: d = mean - pivot, v = variance.
-inline bool pivot_ok(double d, double v) { return d * d <= 0.25 * v; }
+// Moments about a pivot lose little to cancellation when the pivot is within a
+// standard deviation of the mean (the relative rounding of the variance at
+// most doubles): d = mean - pivot, v = variance.
+inline bool pivot_ok(double d, double v) { return d * d <= v; }
 
 // sum dout and sum dout * (x - mu) per channel into sg, sgx; with dx, also
 // dx = dout * k.

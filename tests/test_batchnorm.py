@@ -13,8 +13,9 @@ DTYPES = [np.float32, np.float64]
 SHAPES = [(4, 3, 5, 7), (1, 2, 9, 4), (2, 5, 1, 1), (6, 4), (3, 17, 6, 5)]
 # Large enough to run in parallel blocks: 4x4 planes (a block of all 64
 # images), 7x7 (vector tails), planes longer than a block's float run (cut in
-# pieces), and one image.
-BIG_SHAPES = [(64, 24, 4, 4), (16, 20, 7, 7), (2, 3, 70, 70), (1, 40, 24, 24)]
+# pieces), one image, and (N, D) rows (channels in the vector lanes, and past
+# the last full vector).
+BIG_SHAPES = [(64, 24, 4, 4), (16, 20, 7, 7), (2, 3, 70, 70), (1, 40, 24, 24), (300, 70)]
 
 
 def tol(dtype):
@@ -80,11 +81,11 @@ def test_larger_shapes_match_float64(dtype, shape):
                                ref.batchnorm_test(x, gamma, beta, rm, rv, 1e-5), **tol(dtype))
     k = gamma.astype(np.float64) / np.sqrt(rv.astype(np.float64) + 1e-5)
     dx, dgamma, dbeta = _core.batchnorm_backward_test(dout, x, gamma, rm, rv, 1e-5)
-    kx = ref._bn_shape(x, k)
-    np.testing.assert_allclose(dx, dout * kx, **tol(dtype))
-    np.testing.assert_allclose(dbeta, dout.astype(np.float64).sum(axis=(0, 2, 3)), **tol(dtype))
-    xhat = (x.astype(np.float64) - ref._bn_shape(x, rm)) / np.sqrt(ref._bn_shape(x, rv) + 1e-5)
-    np.testing.assert_allclose(dgamma, (dout * xhat).sum(axis=(0, 2, 3)), **tol(dtype))
+    axes, f = ref._bn_axes(x), lambda v: ref._bn_shape(x, v.astype(np.float64))
+    np.testing.assert_allclose(dx, dout * f(k), **tol(dtype))
+    np.testing.assert_allclose(dbeta, dout.astype(np.float64).sum(axis=axes), **tol(dtype))
+    xhat = (x.astype(np.float64) - f(rm)) / np.sqrt(f(rv) + 1e-5)
+    np.testing.assert_allclose(dgamma, (dout * xhat).sum(axis=axes), **tol(dtype))
     dx_only = _core.batchnorm_backward_test_input(dout, gamma, rv, 1e-5)
     assert dx_only.dtype == dtype and dx_only.shape == shape
     np.testing.assert_array_equal(dx_only, dx)
@@ -118,7 +119,7 @@ def test_output_keeps_its_precision_with_a_large_mean():
     np.testing.assert_allclose(out, ref.batchnorm_train(x, g, b, 1e-5)[0], rtol=0, atol=2e-5)
 
 
-@pytest.mark.parametrize("shape", [(64, 24, 8, 8), (3, 10, 40, 40), (8, 3, 40, 40)])
+@pytest.mark.parametrize("shape", [(64, 24, 8, 8), (3, 10, 40, 40), (8, 3, 40, 40), (300, 70)])
 def test_results_do_not_depend_on_the_thread_count(shape):
     rng = np.random.default_rng(9)
     x = (rng.standard_normal(shape) + 1).astype(np.float32)

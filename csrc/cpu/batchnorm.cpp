@@ -28,6 +28,7 @@ namespace {
 // group before they go into double.
 constexpr index_t kPiece = 4096;
 constexpr int kScratchAcc = 0;  // block_sums' running vectors
+constexpr index_t kMaxBlockChannels = 64;
 
 template <class T>
 struct BnKernels {
@@ -102,12 +103,14 @@ struct BnBlocks {
 
   BnBlocks(index_t N_, index_t C_, index_t HW_) : N(N_), C(C_), HW(HW_) {
     // Up to kPiece elements of a channel per block; at least 8 blocks when the
-    // channels allow, for the threads to share; at most 64 channels, whose
-    // running vectors (8 KB of float) stay in L1.
+    // channels allow, for the threads to share; at most kMaxBlockChannels
+    // channels, whose running vectors (8 KB of float) stay in L1.
     Nb = std::max<index_t>(1, std::min<index_t>(N, kPiece / HW));
     nbn = (N + Nb - 1) / Nb;
-    const index_t want = std::min<index_t>(C, std::max<index_t>((8 + nbn - 1) / nbn, (C + 63) / 64));
+    const index_t want = std::min<index_t>(
+        C, std::max<index_t>((8 + nbn - 1) / nbn, (C + kMaxBlockChannels - 1) / kMaxBlockChannels));
     Cb = (C + want - 1) / want;
+    if (HW == 1) Cb = std::min(kMaxBlockChannels, (Cb + 15) / 16 * 16);  // whole vectors of a row
     nbc = (C + Cb - 1) / Cb;
   }
   index_t rows(index_t bn) const { return std::min(N, (bn + 1) * Nb) - bn * Nb; }
@@ -133,14 +136,22 @@ void for_planes(index_t N, index_t C, index_t HW, F&& f) {
   parallel_chunks(N * C, [&](index_t b, index_t e, int) { f(b, e); });
 }
 
-// The mean of up to 16 elements spread over a plane: a pivot near the mean of
-// its channel, for the one-read variance. (The block's first plane: it is
-// read next anyway, where samples from all its images would be cache misses.)
+// The mean of 16 elements of channel c from the start of block [n0, n1): a
+// pivot near the channel's mean, for the one-read variance. Spread over the
+// first plane, or with planes under 16 elements, the first planes whole.
+// (The block's start is read next anyway; samples from all its images would
+// be cache misses.)
 template <class T>
-T plane_pivot(const T* p, index_t HW) {
-  const index_t J = std::min<index_t>(HW, 16), step = HW / J;
+T block_pivot(const T* x, index_t n0, index_t n1, index_t c, index_t C, index_t HW) {
+  const T* p = x + (n0 * C + c) * HW;
   double s = 0;
-  for (index_t j = 0; j < J; ++j) s += p[j * step];
+  index_t J = 16;
+  if (HW >= J) {
+    for (index_t j = 0, step = HW / J; j < J; ++j) s += p[j * step];
+  } else {
+    J = std::min(n1 - n0, (J + HW - 1) / HW) * HW;
+    for (index_t j = 0; j < J; ++j) s += p[j / HW * C * HW + j % HW];
+  }
   return T(s / double(J));
 }
 
@@ -198,7 +209,7 @@ void batchnorm_forward_train_cpu(T* out, T* mean, T* var, T* inv_std, const T* x
   bl.run([&](index_t bn, index_t n0, index_t n1, index_t c0, index_t c1) {
     T* pv = pivot.data() + bn * C;
     double* tb = t.data() + 2 * bn * C;
-    for (index_t c = c0; c < c1; ++c) pv[c] = plane_pivot(x + (n0 * C + c) * HW, HW);
+    for (index_t c = c0; c < c1; ++c) pv[c] = block_pivot(x, n0, n1, c, C, HW);
     k.block_moments(x, pv, n0, n1, c0, c1, C, HW, tb + 2 * c0);
     const double nb = double(n1 - n0) * double(HW);
     for (index_t c = c0; c < c1; ++c) {

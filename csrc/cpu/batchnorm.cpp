@@ -33,7 +33,7 @@ constexpr index_t kMaxBlockChannels = 64;
 template <class T>
 struct BnKernels {
   // Block [n0, n1) x [c0, c1); t gets two sums per channel:
-  // sum (x - pivot[c]) and sum (x - pivot[c])^2,
+  // sum (x - pivot[c]) and sum (x - pivot[c])^2.
   void (*block_moments)(const T* x, const T* pivot, index_t n0, index_t n1, index_t c0, index_t c1, index_t C,
                         index_t HW, double* t);
   // sum g and sum g * (x - mu[c]); with dx, also dx = k[c] * g.
@@ -136,23 +136,36 @@ void for_planes(index_t N, index_t C, index_t HW, F&& f) {
   parallel_chunks(N * C, [&](index_t b, index_t e, int) { f(b, e); });
 }
 
-// The mean of 16 elements of channel c from the start of block [n0, n1): a
-// pivot near the channel's mean, for the one-read variance. Spread over the
-// first plane, or with planes under 16 elements, the first planes whole.
-// (The block's start is read next anyway; samples from all its images would
-// be cache misses.)
+// Per channel of block [n0, n1) x [c0, c1), the mean of 16 of its first
+// elements into pv[c]: a pivot near the channel's mean, for the one-read
+// variance. Spread over the first plane, or with planes under 16 elements,
+// the first planes whole (read plane by plane, all channels at once: a
+// channel's planes are C*HW apart). The block's start is read next anyway;
+// samples from all its images would be cache misses.
 template <class T>
-T block_pivot(const T* x, index_t n0, index_t n1, index_t c, index_t C, index_t HW) {
-  const T* p = x + (n0 * C + c) * HW;
-  double s = 0;
-  index_t J = 16;
+void block_pivots(T* pv, const T* x, index_t n0, index_t n1, index_t c0, index_t c1, index_t C, index_t HW) {
+  constexpr index_t J = 16;
   if (HW >= J) {
-    for (index_t j = 0, step = HW / J; j < J; ++j) s += p[j * step];
-  } else {
-    J = std::min(n1 - n0, (J + HW - 1) / HW) * HW;
-    for (index_t j = 0; j < J; ++j) s += p[j / HW * C * HW + j % HW];
+    for (index_t c = c0; c < c1; ++c) {
+      const T* p = x + (n0 * C + c) * HW;
+      double s = 0;
+      for (index_t j = 0, step = HW / J; j < J; ++j) s += p[j * step];
+      pv[c] = T(s / double(J));
+    }
+    return;
   }
-  return T(s / double(J));
+  const index_t planes = std::min(n1 - n0, (J + HW - 1) / HW);
+  std::vector<double> s(c1 - c0, 0.0);
+  for (index_t q = 0; q < planes; ++q) {
+    const T* p = x + ((n0 + q) * C + c0) * HW;
+    if (HW == 1) {  // (N, C) rows: one contiguous loop
+      for (index_t c = 0; c < c1 - c0; ++c) s[c] += p[c];
+    } else {
+      for (index_t c = 0; c < c1 - c0; ++c)
+        for (index_t i = 0; i < HW; ++i) s[c] += p[c * HW + i];
+    }
+  }
+  for (index_t c = c0; c < c1; ++c) pv[c] = T(s[c - c0] / double(planes * HW));
 }
 
 // Moments about a pivot lose little to cancellation when the pivot is within a
@@ -209,7 +222,7 @@ void batchnorm_forward_train_cpu(T* out, T* mean, T* var, T* inv_std, const T* x
   bl.run([&](index_t bn, index_t n0, index_t n1, index_t c0, index_t c1) {
     T* pv = pivot.data() + bn * C;
     double* tb = t.data() + 2 * bn * C;
-    for (index_t c = c0; c < c1; ++c) pv[c] = block_pivot(x, n0, n1, c, C, HW);
+    block_pivots(pv, x, n0, n1, c0, c1, C, HW);
     k.block_moments(x, pv, n0, n1, c0, c1, C, HW, tb + 2 * c0);
     const double nb = double(n1 - n0) * double(HW);
     for (index_t c = c0; c < c1; ++c) {

@@ -88,6 +88,55 @@ def _gauss(sigma, truncate=4.0):
     return w / w.sum()
 
 
+# Batch norm: the usual 112x112 image and the default net's layers at batch 64
+# (bn1 .. bn7: 32..384 channels, 32x32 .. 4x4).
+BN_SHAPES = [(1, 64, 112, 112), (64, 32, 32, 32), (64, 128, 16, 16), (64, 256, 8, 8), (64, 384, 4, 4)]
+
+
+def bn_cases(rng, shape):
+    """Train and test mode (running statistics), forward and backward. Test-mode
+    backward is the input gradient only, which is what gradients with respect
+    to an image need (Model.backward_inputs)."""
+    f32 = np.float32
+    C = shape[1]
+    x = rng.standard_normal(shape).astype(f32)
+    dout = rng.standard_normal(shape).astype(f32)
+    g = rng.standard_normal(C).astype(f32)
+    b = rng.standard_normal(C).astype(f32)
+    rm = rng.standard_normal(C).astype(f32)
+    rv = rng.uniform(0.5, 2.0, C).astype(f32)
+    _, mean, var, inv_std = _core.batchnorm_forward_train(x, g, b, 1e-5)
+    tf = tb = tfe = tbe = None
+    if torch:
+        xt, dt = torch.from_numpy(x), torch.from_numpy(dout)
+        gt, bt, rmt, rvt = (torch.from_numpy(a) for a in (g, b, rm, rv))
+        tf = lambda: torch.ops.aten.native_batch_norm(xt, gt, bt, None, None, True, 0.1, 1e-5)
+        _, sm, si = torch.ops.aten.native_batch_norm(xt, gt, bt, None, None, True, 0.1, 1e-5)
+        tb = lambda: torch.ops.aten.native_batch_norm_backward(dt, xt, gt, None, None, sm, si, True, 1e-5,
+                                                               [True, True, True])
+        tfe = lambda: torch.ops.aten.native_batch_norm(xt, gt, bt, rmt, rvt, False, 0.1, 1e-5)
+        tbe = lambda: torch.ops.aten.native_batch_norm_backward(dt, xt, gt, rmt, rvt, None, None, False, 1e-5,
+                                                                [True, False, False])
+    scale = (g / np.sqrt(rv + np.float32(1e-5))).astype(f32)
+    shift = (b - rm * scale).astype(f32)
+    c4 = (None, slice(None), None, None)
+    if hasattr(_core, "batchnorm_backward_test_input"):
+        gv_bwd_test = lambda: _core.batchnorm_backward_test_input(dout, g, rv, 1e-5)
+    else:  # older builds: the full backward (dx, dgamma, dbeta)
+        gv_bwd_test = lambda: _core.batchnorm_backward_test(dout, x, g, rm, rv, 1e-5)
+    return [
+        ("batchnorm train fwd", shape, 2 * x.nbytes, lambda: _core.batchnorm_forward_train(x, g, b, 1e-5),
+         tf, lambda: np_bn_fwd(x, g, b, 1e-5)),
+        ("batchnorm train bwd", shape, 3 * x.nbytes,
+         lambda: _core.batchnorm_backward_train(dout, x, g, mean, inv_std), tb,
+         lambda: np_bn_bwd(dout, x, g, mean, inv_std)),
+        ("batchnorm test fwd", shape, 2 * x.nbytes,
+         lambda: _core.batchnorm_forward_test(x, g, b, rm, rv, 1e-5), tfe,
+         lambda: x * scale[c4] + shift[c4]),
+        ("batchnorm test bwd dx", shape, 2 * x.nbytes, gv_bwd_test, tbe, lambda: dout * scale[c4]),
+    ]
+
+
 # ---- cases ------------------------------------------------------------------------------------
 def cases(rng):
     """(name, shape, bytes moved, gradvis fn, torch fn or None, numpy fn or None)."""
@@ -126,22 +175,8 @@ def cases(rng):
                 (lambda: torch.ops.aten.threshold_backward(gt, xt, 0)) if torch else None,
                 lambda: np.where(x > 0, dout, np.float32(0))))
 
-    C = shape[1]
-    g = rng.standard_normal(C).astype(f32)
-    b = rng.standard_normal(C).astype(f32)
-    _, mean, var, inv_std = _core.batchnorm_forward_train(x, g, b, 1e-5)
-    tf = tb = None
-    if torch:
-        gt_, bt_ = torch.from_numpy(g), torch.from_numpy(b)
-        tf = lambda: torch.ops.aten.native_batch_norm(xt, gt_, bt_, None, None, True, 0.1, 1e-5)
-        _, sm, si = torch.ops.aten.native_batch_norm(xt, gt_, bt_, None, None, True, 0.1, 1e-5)
-        tb = lambda: torch.ops.aten.native_batch_norm_backward(gt, xt, gt_, None, None, sm, si, True, 1e-5,
-                                                               [True, True, True])
-    out.append(("batchnorm train fwd", shape, 3 * x.nbytes, lambda: _core.batchnorm_forward_train(x, g, b, 1e-5),
-                tf, lambda: np_bn_fwd(x, g, b, 1e-5)))
-    out.append(("batchnorm train bwd", shape, 5 * x.nbytes,
-                lambda: _core.batchnorm_backward_train(dout, x, g, mean, inv_std), tb,
-                lambda: np_bn_bwd(dout, x, g, mean, inv_std)))
+    for shape in BN_SHAPES:
+        out += bn_cases(rng, shape)
 
     for hw in (64, 224):
         shape = (1, 3, hw, hw)

@@ -198,6 +198,21 @@ def test_partial_forward_backward_compose():
     assert one.shape == (2, 8, 3, 3)
 
 
+@pytest.mark.parametrize("mode", ["train", "test"])
+def test_input_gradient_alone_matches_the_full_backward(mode):
+    # param_grads=False takes each layer's backward_inputs (batch norm in test
+    # mode: dx = dout * gamma / sqrt(running_var + eps) alone).
+    for dtype in (np.float32, np.float64):
+        m = graph_net().astype(dtype)
+        X = np.random.default_rng(7).standard_normal((4, 3, 12, 12)).astype(dtype) * 3
+        out, cache = m.forward(X, mode=mode)
+        dout = np.random.default_rng(8).standard_normal(out.shape).astype(dtype)
+        dX_full, _ = m.backward(dout, cache)
+        dX, grads = m.backward(dout, cache, param_grads=False)
+        assert grads == {} and dX.dtype == dtype
+        np.testing.assert_array_equal(dX, dX_full)
+
+
 def test_outputs_option():
     m = graph_net().astype(np.float64)
     X = np.random.default_rng(6).standard_normal((2, 3, 12, 12))

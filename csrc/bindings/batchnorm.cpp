@@ -141,6 +141,25 @@ py::tuple backward_test(const py::handle& douto, const py::handle& xo, const py:
   return py::make_tuple(dx, dgamma, dbeta);
 }
 
+template <class T>
+py::array backward_test_input(const py::handle& douto, const py::handle& go, const py::handle& rvo, double eps) {
+  const char* fn = "batchnorm_backward_test_input";
+  auto dout = as_array<T>(douto, fn, "dout");
+  const BnDims d = bn_dims(dout, fn, "dout");
+  auto gamma = channel_arg<T>(go, d.C, fn, "gamma", dout);
+  auto rv = channel_arg<T>(rvo, d.C, fn, "running_var", dout);
+  check_eps(eps, fn);
+  check_var(rv, fn);
+  py::array_t<T> dx(shape_of(dout));
+  T* pdx = dx.mutable_data();
+  const T *pg = dout.data(), *pgam = gamma.data(), *pv = rv.data();
+  {
+    py::gil_scoped_release nogil;
+    batchnorm_backward_test_input_cpu<T>(pdx, pg, pgam, pv, eps, d.N, d.C, d.HW);
+  }
+  return dx;
+}
+
 }  // namespace
 
 void register_batchnorm(py::module_& m) {
@@ -183,6 +202,15 @@ void register_batchnorm(py::module_& m) {
       },
       py::arg("dout"), py::arg("x"), py::arg("gamma"), py::arg("running_mean"), py::arg("running_var"),
       py::arg("eps"), "Gradient of batchnorm_forward_test. Returns (dx, dgamma, dbeta).");
+  m.def(
+      "batchnorm_backward_test_input",
+      [](py::object dout, py::object gamma, py::object running_var, double eps) -> py::array {
+        return float_kind(dout, "batchnorm_backward_test_input", "dout") == FloatKind::f32
+                   ? backward_test_input<float>(dout, gamma, running_var, eps)
+                   : backward_test_input<double>(dout, gamma, running_var, eps);
+      },
+      py::arg("dout"), py::arg("gamma"), py::arg("running_var"), py::arg("eps"),
+      "Only dx of batchnorm_backward_test: dout * gamma / sqrt(running_var + eps), one pass.");
 }
 
 }  // namespace gradvis

@@ -28,4 +28,10 @@ void batchnorm_backward_test_cpu(T* dx, T* dgamma, T* dbeta, const T* dout, cons
                                  const T* running_mean, const T* running_var, double eps, index_t N, index_t C,
                                  index_t HW);
 
+// Only dx = dout * gamma / sqrt(running_var + eps): the gradient with respect to
+// the input, which needs neither x nor sums. dout and dx are (N,C,HW).
+template <class T>
+void batchnorm_backward_test_input_cpu(T* dx, const T* dout, const T* gamma, const T* running_var, double eps,
+                                       index_t N, index_t C, index_t HW);
+
 }  // namespace gradvis

@@ -32,7 +32,7 @@ __all__ = [
     "silu_forward", "silu_backward",
     "affine_forward", "affine_backward", "affine_backward_input", "affine_backward_params",
     "batchnorm_forward", "batchnorm_backward",
-    "spatial_batchnorm_forward", "spatial_batchnorm_backward",
+    "spatial_batchnorm_forward", "spatial_batchnorm_backward", "batchnorm_backward_input",
     "softmax_loss",
     "gaussian_blur", "gaussian_blur_adjoint",
     "cs231n_blur", "cs231n_blur_adjoint",
@@ -411,6 +411,16 @@ def _bn_backward(dout, cache):
         return _core.batchnorm_backward_train(dout, x, gamma, mean, inv_std)
     _, x, gamma, running_mean, running_var, eps = cache
     return _core.batchnorm_backward_test(dout, x, gamma, running_mean, running_var, eps)
+
+
+def batchnorm_backward_input(dout, cache):
+    """Only dx, for a cache of :func:`batchnorm_forward` or
+    :func:`spatial_batchnorm_forward`. In test mode that is dout * gamma /
+    sqrt(running_var + eps): one pass, no sums over the batch."""
+    if cache[0] == "train":
+        return _bn_backward(dout, cache)[0]
+    _, x, gamma, _, running_var, eps = cache
+    return _core.batchnorm_backward_test_input(_like(dout, x.dtype, "dout"), gamma, running_var, eps)
 
 
 def batchnorm_forward(x, gamma, beta, bn_param):

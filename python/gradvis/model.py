@@ -272,6 +272,10 @@ class _BatchNorm(Layer):
         dx, dgamma, dbeta = bwd(dout, cache)
         return [dx], {"gamma": dgamma, "beta": dbeta}
 
+    def backward_inputs(self, dout, cache):
+        # Gradients with respect to an image run in test mode: dx alone is one pass.
+        return [L.batchnorm_backward_input(dout, cache)]
+
 
 class BatchNorm2d(_BatchNorm):
     """Spatial batch norm of (N, C, H, W) over N, H, W; params gamma, beta; buffers

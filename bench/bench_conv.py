@@ -128,11 +128,14 @@ def main():
     ap.add_argument("--ops", nargs="+", default=["forward", "backward_input", "backward_weight"])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--json", metavar="PATH", help="write the rows as JSON")
+    ap.add_argument("--batch", type=int, help="only the shapes of this batch size")
     ap.add_argument("--conv-algorithm", choices=["auto", "direct", "winograd"], default="auto",
                     help="gradvis's float32 convolution algorithm (gradvis.set_conv_algorithm)")
     args = ap.parse_args()
     gradvis.set_conv_algorithm(args.conv_algorithm)
     shapes = QUICK if args.quick else dict(default=SHAPES, model=MODEL, vgg=VGG)[args.set]
+    if args.batch is not None:
+        shapes = [s for s in shapes if s[1][0] == args.batch]
     rows = run(shapes, args.threads, args.ops, min_time=0.05 if args.quick else 0.3, max_reps=3 if args.quick else 10)
     meta = dict(simd=gradvis.simd_level(), conv_algorithm=args.conv_algorithm, machine=platform.machine(),
                 processor=platform.processor(),

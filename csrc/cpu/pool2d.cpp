@@ -101,11 +101,15 @@ template <class T>
 [[gnu::always_inline]] inline void max_pool_plane_body(T* out, std::int64_t* am, const T* x, const Pool2dShape& s) {
   const index_t H = s.H, W = s.W, OW = s.OW, kw = s.kw, sw = s.sw, pl = s.pl;
   // Per-thread row buffers of the interior sweep: running max and window cell,
-  // and for stride 2 the even and odd columns of the input row in hand.
-  T* mrow = scratch<T>(0, std::size_t(OW));
-  std::int32_t* crow = scratch<std::int32_t>(1, std::size_t(OW));
-  T* even = sw == 2 ? scratch<T>(2, std::size_t(2 * (OW + kw))) : nullptr;
-  T* odd = sw == 2 ? even + OW + kw : nullptr;
+  // and for strides 1 and 2 the input row in hand (stride 2: its even and odd
+  // columns), padded with -inf so every cell's loop runs whole vectors (with 55
+  // windows a row, the scalar remainder loops were more than half the time).
+  constexpr index_t kLanes = 16;
+  T* mrow = scratch<T>(0, std::size_t(OW + kLanes));
+  std::int32_t* crow = scratch<std::int32_t>(1, std::size_t(OW + kLanes));
+  const index_t half = OW + kw + 2 * kLanes;
+  T* even = sw <= 2 ? scratch<T>(2, std::size_t(2 * half)) : nullptr;  // stride 1: the row itself
+  T* odd = sw <= 2 ? even + half : nullptr;
   std::int64_t* celloff = scratch<std::int64_t>(3, std::size_t(s.kh * kw));
   const T neg_inf = -std::numeric_limits<T>::infinity();
   index_t owa, owb;
@@ -142,16 +146,38 @@ template <class T>
     const index_t n_in = owb - owa;
     if (n_in > 0) {
       const T* x0 = x + owa * sw - pl;  // column of the first interior window's corner
-      for (index_t k = 0; k < n_in; ++k) {
+      const index_t n_run = sw <= 2 ? (n_in + kLanes - 1) / kLanes * kLanes : n_in;
+      for (index_t k = 0; k < n_run; ++k) {
         mrow[k] = neg_inf;
         crow[k] = 0;
       }
+      // One cell: the running max of lanes [0, n_run) against src[k * step].
+      auto sweep = [&](const T* src, index_t step, std::int32_t cell) {
+#pragma GCC ivdep
+        for (index_t k = 0; k < n_run; ++k) {
+          const T v = src[k * step];
+          const bool t = takes_max(v, mrow[k]);
+          mrow[k] = t ? v : mrow[k];
+          crow[k] = t ? cell : crow[k];
+        }
+      };
+      // Each lane keeps the tag of its winning cell: the cell's offset from the
+      // window's first real cell, (i - hs) W + j (so the argmax needs no table or
+      // division), or, on rows too long for 32 bits, the cell's index.
+      const bool offsets = s.kh * W < (index_t(1) << 31);
       std::int32_t cell = 0;
+      auto tag = [&](index_t i, index_t j) { return offsets ? std::int32_t((i - hs) * W + j) : cell; };
       for (index_t i = hs; i < he; ++i) {
-        if (sw == 2) {
+        const T* r = x0 + i * W;
+        if (sw == 1) {
+          // The row's interior columns [0, n_in + kw - 1), then -inf.
+          const index_t n = n_in + kw - 1;
+          std::copy(r, r + n, even);
+          std::fill(even + n, even + n_run + kw, neg_inf);
+          for (index_t j = 0; j < kw; ++j, ++cell) sweep(even + j, 1, tag(i, j));
+        } else if (sw == 2) {
           // De-interleave the row once (the interior windows read columns up to
           // 2 (n_in - 1) + kw - 1 of it); then every cell's loop is contiguous.
-          const T* r = x0 + i * W;
           const index_t ne = n_in + (kw - 1) / 2, no = kw >= 2 ? n_in + (kw - 2) / 2 : 0;
           const index_t both = std::min(ne, no);
           for (index_t k = 0; k < both; ++k) {
@@ -160,46 +186,20 @@ template <class T>
           }
           for (index_t k = both; k < ne; ++k) even[k] = r[2 * k];
           for (index_t k = both; k < no; ++k) odd[k] = r[2 * k + 1];
-          for (index_t j = 0; j < kw; ++j, ++cell) {
-            const T* src = (j % 2 == 0 ? even : odd) + j / 2;
-#pragma GCC ivdep
-            for (index_t k = 0; k < n_in; ++k) {
-              const T v = src[k];
-              const bool t = takes_max(v, mrow[k]);
-              mrow[k] = t ? v : mrow[k];
-              crow[k] = t ? cell : crow[k];
-            }
-          }
-          continue;
-        }
-        for (index_t j = 0; j < kw; ++j, ++cell) {
-          const T* r = x0 + i * W + j;
-          if (sw == 1) {
-#pragma GCC ivdep
-            for (index_t k = 0; k < n_in; ++k) {
-              const T v = r[k];
-              const bool t = takes_max(v, mrow[k]);
-              mrow[k] = t ? v : mrow[k];
-              crow[k] = t ? cell : crow[k];
-            }
-          } else {
-#pragma GCC ivdep
-            for (index_t k = 0; k < n_in; ++k) {
-              const T v = r[k * sw];
-              const bool t = takes_max(v, mrow[k]);
-              mrow[k] = t ? v : mrow[k];
-              crow[k] = t ? cell : crow[k];
-            }
-          }
+          std::fill(even + ne, even + n_run + kw, neg_inf);
+          std::fill(odd + no, odd + n_run + kw, neg_inf);
+          for (index_t j = 0; j < kw; ++j, ++cell) sweep((j % 2 == 0 ? even : odd) + j / 2, 1, tag(i, j));
+        } else {
+          for (index_t j = 0; j < kw; ++j, ++cell) sweep(r + j, sw, tag(i, j));
         }
       }
-      // cell -> offset from the window's first real cell (a table: a division per
-      // output took longer than the whole sweep)
-      for (index_t c = 0; c < cell; ++c) celloff[c] = (c / kw) * W + c % kw;
       const std::int64_t base = hs * W + owa * sw - pl;
-      for (index_t k = 0; k < n_in; ++k) {
-        o[owa + k] = mrow[k];
-        a[owa + k] = base + k * sw + celloff[crow[k]];
+      for (index_t k = 0; k < n_in; ++k) o[owa + k] = mrow[k];
+      if (offsets) {
+        for (index_t k = 0; k < n_in; ++k) a[owa + k] = base + k * sw + crow[k];
+      } else {
+        for (index_t c = 0; c < cell; ++c) celloff[c] = (c / kw) * W + c % kw;
+        for (index_t k = 0; k < n_in; ++k) a[owa + k] = base + k * sw + celloff[crow[k]];
       }
     }
   }

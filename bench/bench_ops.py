@@ -187,7 +187,7 @@ def cases(rng):
                         lambda x=xb, s=sigma: _core.gaussian_blur(x, s),
                         (lambda xt=xbt, s=sigma: torch_blur(xt, s)) if torch else None,
                         (lambda x=xb, s=sigma: ndi.gaussian_filter(x, (0, 0, s, s), mode="reflect")) if ndi else None))
-        out.append((f"gaussian_blur_adj s=1.0", shape, 2 * xb.nbytes,
+        out.append(("gaussian_blur_adj s=1.0", shape, 2 * xb.nbytes,
                     lambda x=xb: _core.gaussian_blur_adjoint(x, 1.0), None, None))
     return out
 

@@ -1,5 +1,7 @@
 import importlib
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -21,6 +23,21 @@ def require_torch():
 
 def require_onnx():
     return require("onnx")
+
+
+def run_at_simd_level(level, script):
+    """Run ``script`` (Python source; ``{tests}`` and ``{level}`` are filled in) in
+    a child process with GRADVIS_SIMD=level; it must print "ok". Skips avx2 on a CPU
+    without it."""
+    import gradvis
+
+    if level == "avx2" and gradvis.simd_level() == "scalar":
+        pytest.skip("this CPU has no AVX2")
+    env = dict(os.environ, GRADVIS_SIMD=level)
+    code = script.format(tests=os.path.dirname(os.path.abspath(__file__)), level=level)
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "ok" in res.stdout
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import pytest
 
 from gradvis import _core
 import reference_conv as ref
+from conftest import run_at_simd_level
 
 DTYPES = [np.float32, np.float64]
 KINDS = ["plain", "stride2", "asym_pad", "dilation2", "groups2", "depthwise", "pointwise", "pointwise_stride2",
@@ -434,15 +435,7 @@ print("ok")
 
 @pytest.mark.parametrize("level", ["avx2", "scalar"])
 def test_simd_paths(level):
-    import gradvis
-
-    if level == "avx2" and gradvis.simd_level() == "scalar":
-        pytest.skip("this CPU has no AVX2")
-    env = dict(os.environ, GRADVIS_SIMD=level)
-    script = SIMD_SCRIPT.format(tests=os.path.dirname(os.path.abspath(__file__)), level=level)
-    res = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert "ok" in res.stdout
+    run_at_simd_level(level, SIMD_SCRIPT)
 
 
 def test_scratch_sized_for_the_largest_k_block():

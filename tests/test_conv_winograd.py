@@ -2,16 +2,13 @@
 forward, input gradient and weight/bias gradient against the float64 reference on shapes that cross
 its tile, block and gemm edges, both block schedules, thread counts and every
 SIMD path; the algorithm switch."""
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
 import gradvis
 from gradvis import _core
 import reference_conv as ref
+from conftest import run_at_simd_level
 
 # Winograd's transforms scale values by up to ~10 and back, so float32 rounding
 # errors are ~1e-6 of the output's largest value instead of ~1e-7; an indexing
@@ -163,10 +160,4 @@ print("ok")
 
 @pytest.mark.parametrize("level", ["avx2", "scalar"])
 def test_simd_paths(level):
-    if level == "avx2" and gradvis.simd_level() == "scalar":
-        pytest.skip("this CPU has no AVX2")
-    env = dict(os.environ, GRADVIS_SIMD=level)
-    script = SIMD_SCRIPT.format(tests=os.path.dirname(os.path.abspath(__file__)), level=level)
-    res = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert "ok" in res.stdout
+    run_at_simd_level(level, SIMD_SCRIPT)

@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import html
-import json
 import math
 import re
 import os
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 

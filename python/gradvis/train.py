@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .model import Model, softmax_cross_entropy
+from .model import softmax_cross_entropy
 from .serialization import read_model_file, save_model
 
 __all__ = ["SGD", "AdamW", "OneCycle", "CosineWarmup", "StepLR", "make_schedule",
@@ -317,7 +317,7 @@ def train(model, data, config=None, run_dir=None, resume=False, log=print, on_st
         perm = state.get("perm")
         history = extra.get("history", history)
         if extra.get("config") != _json_safe(dataclasses.asdict(cfg)):
-            say(f"note: resuming with a different config than the checkpoint's")
+            say("note: resuming with a different config than the checkpoint's")
         say(f"resumed from {ckpt} at step {step}/{total_steps}")
 
     def save_checkpoint():

@@ -183,7 +183,7 @@ void winograd_forward(gemm_detail::ukernel_fn<float> kern, float* out, const flo
   float* Vs = priv ? nullptr : scratch<float>(kSlotV, std::size_t(36 * g.vsz));
   float* Ms = priv ? nullptr : scratch<float>(kSlotM, std::size_t(36 * g.msz));
   const std::size_t local =
-      std::size_t(std::max((27 + 36 * MR) * kc_max, std::max(36 * g.TBp + 54 * TW + 24, 40 * g.TBp)));
+      std::size_t(std::max(27 * MR * kc_max, std::max(36 * g.TBp + 54 * TW + 24, 40 * g.TBp)));
 
   ErrorTrap trap;
   team_run(nt, [&](index_t t, index_t nth) {

@@ -161,3 +161,52 @@ print("ok")
 @pytest.mark.parametrize("level", ["avx2", "scalar"])
 def test_simd_paths(level):
     run_at_simd_level(level, SIMD_SCRIPT)
+
+
+def test_transformed_filters_follow_the_weights(algorithm):
+    # Transformed filters are kept across calls and matched by the weights' bytes:
+    # weights changed in place (an optimizer step) must be transformed again, equal
+    # weights in another array reuse them with bit-identical results.
+    algorithm("winograd")
+    x, w, b = _inputs(2, 32, 12, 12, 24, seed=6)
+    first = _check(x, w, b, 1)
+    again = _check(x, w.copy(), b, 1)
+    for a, c in zip(first, again):
+        np.testing.assert_array_equal(a, c)
+    w *= 0.5
+    w[3, 7, 1, 1] += 2.0
+    _check(x, w, b, 1)               # against the float64 reference of the new weights
+    w2 = w.copy()
+    w2[0, 0, 0, 0] = np.nextafter(w2[0, 0, 0, 0], np.float32(np.inf))  # one ulp
+    out = _core.conv2d_forward(x, w2, b, padding=1)
+    ref64 = ref.conv2d_forward(*(a.astype(np.float64) for a in (x, w2, b)), padding=1)
+    assert np.abs(out - ref64).max() <= TOL * np.abs(ref64).max()
+
+
+def test_many_layers_and_threads_share_the_filter_cache(algorithm):
+    # More distinct filter banks than the cache keeps, called from several Python
+    # threads at once (the kernels release the GIL): every result stays right.
+    import threading
+
+    algorithm("winograd")
+    # 12 banks of 256 filters x 192-368 channels: 7-13 MB of transformed filters each,
+    # about 120 MB in all, so entries are evicted while others are in use
+    layers = [_inputs(1, 192 + 16 * i, 16, 16, 256, seed=10 + i) for i in range(12)]
+    want = [ref.conv2d_forward(*(a.astype(np.float64) for a in layer), padding=1) for layer in layers]
+    errors = []
+
+    def work(order):
+        try:
+            for i in order:
+                out = _core.conv2d_forward(*layers[i], padding=1)
+                if np.abs(out - want[i]).max() > TOL * np.abs(want[i]).max():
+                    errors.append(i)
+        except Exception as e:  # noqa: BLE001 (reported below)
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=work, args=(list(range(12))[::s],)) for s in (1, -1, 2, 3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors

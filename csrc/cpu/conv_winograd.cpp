@@ -18,7 +18,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <vector>
 
 #include "cpu/simd.h"
 #include "ops/gemm.h"
@@ -91,6 +96,9 @@ const WinogradStages& stages() {
 std::atomic<int> g_algo{int(ConvAlgo::automatic)};
 
 constexpr int kXi = 36;        // points of the transform domain
+// Transformed filters kept across calls (see FilterCache), and the largest entry.
+constexpr std::size_t kCacheBytes = std::size_t(64) << 20;
+constexpr std::size_t kCacheEntryMax = kCacheBytes / 2;
 constexpr int kSlotU = 2;      // calling thread: transformed filters (shared)
 constexpr int kSlotV = 3;      // transformed inputs of a block (calling thread's when shared)
 constexpr int kSlotM = 4;      // products of a block (calling thread's when shared)
@@ -114,16 +122,85 @@ bool use_winograd(const Conv2dShape& s) {
   // and to fill the gemm's column tiles (16 wide when there are at most 16 tiles),
   // and enough channels to amortize the transforms. 8x8 maps at batch 1 (4 tiles)
   // run 3x slower than the direct gemm; 28x28 and up (49+ tiles) 2-2.6x faster.
-  // With 16-31 tiles (14x14 and 16x16 maps at batch 1) the filter transform is a
-  // large share: it pays for 64x128 to 128x128 filters (1.1-1.45x), not for
-  // 64x64 (even) or for 256x256 and up (U of 9-38 MB: 0.65-0.85x).
+  // With 16-31 tiles (14x14 and 16x16 maps at batch 1) the filter transform is
+  // most of a call: it pays when the transformed filters fit the cache below, so
+  // that a loop over the same weights transforms them once (then 1.35-2.6x the
+  // direct gemm, 32x32 to 256x256 filters); 512x512 (38 MB, never cached) runs
+  // at 0.36x.
   const index_t tiles = s.N * ((s.OH + 3) / 4) * ((s.OW + 3) / 4);
   if (s.C < 16 || s.F < 16) return false;
   if (tiles >= 32) return true;
-  return tiles >= 16 && s.C * s.F >= 8192 && s.C * s.F <= 32768;
+  return tiles >= 16 && std::size_t(36 * s.C * s.F) * sizeof(float) <= kCacheEntryMax;
 }
 
 namespace {
+
+// ---- transformed filters kept across calls ----------------------------------------
+// A gradient loop calls the same layers with the same weights hundreds of times;
+// the filter transform writes 4x the weights (14 MB for a 384x256 layer) every
+// call. Entries are found by shape, orientation and tile height and validated by
+// comparing the weights byte for byte with the copy kept in the entry, so weights
+// changed in place (training) are simply transformed again. Least recently used
+// entries go first once the transformed filters pass kCacheBytes.
+struct FilterEntry {
+  index_t F, C, MR;
+  bool flipped;
+  std::vector<float> weights;  // the weights U was computed from
+  float* U = nullptr;          // 36 x Mpad x C, 64-byte aligned
+  std::size_t u_floats = 0;
+  ~FilterEntry() { std::free(U); }
+};
+
+class FilterCache {
+ public:
+  // The entry for these weights, or null (the caller then transforms them into a
+  // fresh entry from make() and offers it with put()).
+  std::shared_ptr<const FilterEntry> find(const float* w, index_t F, index_t C, index_t MR, bool flipped) {
+    std::lock_guard<std::mutex> lock(mu_);
+    const std::size_t n = std::size_t(F * C * 9);
+    for (auto it = entries_.begin(); it != entries_.end(); ++it) {
+      const FilterEntry& e = **it;
+      if (e.F == F && e.C == C && e.MR == MR && e.flipped == flipped &&
+          std::memcmp(e.weights.data(), w, n * sizeof(float)) == 0) {
+        entries_.splice(entries_.begin(), entries_, it);  // most recently used first
+        return entries_.front();
+      }
+    }
+    return nullptr;
+  }
+  static std::shared_ptr<FilterEntry> make(const float* w, index_t F, index_t C, index_t MR, bool flipped,
+                                           std::size_t u_floats) {
+    auto e = std::make_shared<FilterEntry>();
+    e->F = F, e->C = C, e->MR = MR, e->flipped = flipped;
+    e->weights.assign(w, w + F * C * 9);
+    e->U = static_cast<float*>(std::aligned_alloc(64, (u_floats * sizeof(float) + 63) / 64 * 64));
+    if (!e->U) throw std::bad_alloc();
+    e->u_floats = u_floats;
+    return e;
+  }
+  void put(std::shared_ptr<const FilterEntry> e) {
+    if (e->u_floats * sizeof(float) > kCacheEntryMax) return;  // too big to keep
+    std::lock_guard<std::mutex> lock(mu_);
+    entries_.push_front(std::move(e));
+    std::size_t bytes = 0;
+    for (auto it = entries_.begin(); it != entries_.end();) {
+      bytes += (*it)->u_floats * sizeof(float);
+      if (bytes > kCacheBytes && it != entries_.begin())
+        it = entries_.erase(it);  // in-flight users hold their own reference
+      else
+        ++it;
+    }
+  }
+
+ private:
+  std::mutex mu_;
+  std::list<std::shared_ptr<const FilterEntry>> entries_;
+};
+
+FilterCache& filter_cache() {
+  static FilterCache* cache = new FilterCache();  // never destroyed: no order-of-exit issues
+  return *cache;
+}
 
 // The 36 gemms of points [xi0, xi1): M[xi] (Mpad x TBp) = U[xi] (Mpad x K) V[xi] (K x TBp).
 template <int MR, int NR>
@@ -179,7 +256,11 @@ void winograd_forward(gemm_detail::ukernel_fn<float> kern, float* out, const flo
   g.TBp = (rpb * TW + NR - 1) / NR * NR;
   g.usz = g.Mpad * K, g.vsz = K * g.TBp, g.msz = g.Mpad * g.TBp;
 
-  float* U = scratch<float>(kSlotU, std::size_t(36 * g.usz));
+  // Transformed filters: from the cache, or computed below into a new entry.
+  std::shared_ptr<const FilterEntry> cached = filter_cache().find(w, M, K, MR, flipped);
+  std::shared_ptr<FilterEntry> fresh;
+  if (!cached) fresh = FilterCache::make(w, M, K, MR, flipped, std::size_t(36 * g.usz));
+  float* U = cached ? cached->U : fresh->U;
   float* Vs = priv ? nullptr : scratch<float>(kSlotV, std::size_t(36 * g.vsz));
   float* Ms = priv ? nullptr : scratch<float>(kSlotM, std::size_t(36 * g.msz));
   const std::size_t local =
@@ -197,7 +278,7 @@ void winograd_forward(gemm_detail::ukernel_fn<float> kern, float* out, const flo
     });
     const bool ok = buf && V && Mo;
     // ---- filters: U[xi] packed in MR-row slivers per K block, split by sliver ----
-    if (ok) trap.run([&] {
+    if (ok && !cached) trap.run([&] {
       for (index_t is = mslivers * t / nth; is < mslivers * (t + 1) / nth; ++is)
         for (index_t bk = 0; bk < kb.n; ++bk)
           st.filter(g, w, flipped, is, kb.begin(bk), kb.begin(bk + 1) - kb.begin(bk), U, buf);
@@ -238,6 +319,7 @@ void winograd_forward(gemm_detail::ukernel_fn<float> kern, float* out, const flo
     }
   });
   trap.rethrow();
+  if (fresh) filter_cache().put(std::move(fresh));
 }
 
 void winograd_backward_weight(float* dw, float* db, const float* dout, const float* x, const Conv2dShape& s) {

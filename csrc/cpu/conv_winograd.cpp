@@ -20,7 +20,6 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
-#include <list>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -140,61 +139,76 @@ namespace {
 // the filter transform writes 4x the weights (14 MB for a 384x256 layer) every
 // call. Entries are found by shape, orientation and tile height and validated by
 // comparing the weights byte for byte with the copy kept in the entry, so weights
-// changed in place (training) are simply transformed again. Least recently used
-// entries go first once the transformed filters pass kCacheBytes.
+// changed in place (training) are simply transformed again. A new entry is made
+// only if it fits in kCacheBytes after dropping entries unused for kStaleCalls
+// lookups: a network larger than the cache keeps its first layers cached and
+// transforms the rest into scratch memory every call, instead of evicting in a
+// cycle (which would allocate, and page-fault, a fresh entry on every call).
 struct FilterEntry {
   index_t F, C, MR;
   bool flipped;
   std::vector<float> weights;  // the weights U was computed from
   float* U = nullptr;          // 36 x Mpad x C, 64-byte aligned
   std::size_t u_floats = 0;
+  std::uint64_t last_used = 0;
   ~FilterEntry() { std::free(U); }
 };
 
+constexpr std::uint64_t kStaleCalls = 512;
+
 class FilterCache {
  public:
-  // The entry for these weights, or null (the caller then transforms them into a
-  // fresh entry from make() and offers it with put()).
+  // The entry for these weights, or null.
   std::shared_ptr<const FilterEntry> find(const float* w, index_t F, index_t C, index_t MR, bool flipped) {
     std::lock_guard<std::mutex> lock(mu_);
+    ++clock_;
     const std::size_t n = std::size_t(F * C * 9);
-    for (auto it = entries_.begin(); it != entries_.end(); ++it) {
-      const FilterEntry& e = **it;
-      if (e.F == F && e.C == C && e.MR == MR && e.flipped == flipped &&
-          std::memcmp(e.weights.data(), w, n * sizeof(float)) == 0) {
-        entries_.splice(entries_.begin(), entries_, it);  // most recently used first
-        return entries_.front();
+    for (auto& e : entries_) {
+      if (e->F == F && e->C == C && e->MR == MR && e->flipped == flipped &&
+          std::memcmp(e->weights.data(), w, n * sizeof(float)) == 0) {
+        e->last_used = clock_;
+        return e;
       }
     }
     return nullptr;
   }
-  static std::shared_ptr<FilterEntry> make(const float* w, index_t F, index_t C, index_t MR, bool flipped,
-                                           std::size_t u_floats) {
+  // A fresh entry for these weights (U still to be computed; offer it with put()),
+  // or null when it would not fit next to the entries in recent use.
+  std::shared_ptr<FilterEntry> reserve(const float* w, index_t F, index_t C, index_t MR, bool flipped,
+                                       std::size_t u_floats) {
+    const std::size_t need = u_floats * sizeof(float);
+    if (need > kCacheEntryMax) return nullptr;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      std::size_t bytes = 0;
+      for (auto it = entries_.begin(); it != entries_.end();) {
+        if (clock_ - (*it)->last_used > kStaleCalls) {
+          it = entries_.erase(it);  // users in flight hold their own reference
+        } else {
+          bytes += (*it)->u_floats * sizeof(float);
+          ++it;
+        }
+      }
+      if (bytes + need > kCacheBytes) return nullptr;
+    }
     auto e = std::make_shared<FilterEntry>();
     e->F = F, e->C = C, e->MR = MR, e->flipped = flipped;
     e->weights.assign(w, w + F * C * 9);
-    e->U = static_cast<float*>(std::aligned_alloc(64, (u_floats * sizeof(float) + 63) / 64 * 64));
-    if (!e->U) throw std::bad_alloc();
+    e->U = static_cast<float*>(std::aligned_alloc(64, (need + 63) / 64 * 64));
+    if (!e->U) return nullptr;
     e->u_floats = u_floats;
     return e;
   }
-  void put(std::shared_ptr<const FilterEntry> e) {
-    if (e->u_floats * sizeof(float) > kCacheEntryMax) return;  // too big to keep
+  void put(std::shared_ptr<FilterEntry> e) {
     std::lock_guard<std::mutex> lock(mu_);
-    entries_.push_front(std::move(e));
-    std::size_t bytes = 0;
-    for (auto it = entries_.begin(); it != entries_.end();) {
-      bytes += (*it)->u_floats * sizeof(float);
-      if (bytes > kCacheBytes && it != entries_.begin())
-        it = entries_.erase(it);  // in-flight users hold their own reference
-      else
-        ++it;
-    }
+    e->last_used = clock_;
+    entries_.push_back(std::move(e));
   }
 
  private:
   std::mutex mu_;
-  std::list<std::shared_ptr<const FilterEntry>> entries_;
+  std::uint64_t clock_ = 0;
+  std::vector<std::shared_ptr<FilterEntry>> entries_;
 };
 
 FilterCache& filter_cache() {
@@ -259,8 +273,8 @@ void winograd_forward(gemm_detail::ukernel_fn<float> kern, float* out, const flo
   // Transformed filters: from the cache, or computed below into a new entry.
   std::shared_ptr<const FilterEntry> cached = filter_cache().find(w, M, K, MR, flipped);
   std::shared_ptr<FilterEntry> fresh;
-  if (!cached) fresh = FilterCache::make(w, M, K, MR, flipped, std::size_t(36 * g.usz));
-  float* U = cached ? cached->U : fresh->U;
+  if (!cached) fresh = filter_cache().reserve(w, M, K, MR, flipped, std::size_t(36 * g.usz));
+  float* U = cached ? cached->U : fresh ? fresh->U : scratch<float>(kSlotU, std::size_t(36 * g.usz));
   float* Vs = priv ? nullptr : scratch<float>(kSlotV, std::size_t(36 * g.vsz));
   float* Ms = priv ? nullptr : scratch<float>(kSlotM, std::size_t(36 * g.msz));
   const std::size_t local =

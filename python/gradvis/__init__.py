@@ -14,10 +14,16 @@ import os as _os
 # regions a second) ran 4-40x slower on 2 busy cores. A short spin keeps idle-
 # machine speed within a few percent and bounds the busy case. Must be set before
 # the OpenMP runtime loads (importing _core); a user's own setting wins.
-if "OMP_WAIT_POLICY" not in _os.environ and "GOMP_SPINCOUNT" not in _os.environ:
+_spin_set = "OMP_WAIT_POLICY" not in _os.environ and "GOMP_SPINCOUNT" not in _os.environ
+if _spin_set:
     _os.environ["GOMP_SPINCOUNT"] = "1000"
-
-from . import _core
+try:
+    from . import _core
+finally:
+    # libgomp read it when _core loaded it; other runtimes loaded later (PyTorch
+    # ships its own libgomp) and child processes keep their own defaults
+    if _spin_set:
+        _os.environ.pop("GOMP_SPINCOUNT", None)
 from . import layers
 from ._core import (has_cuda, has_openmp, get_num_threads, set_num_threads, simd_level,
                     get_conv_algorithm, set_conv_algorithm)

@@ -134,6 +134,17 @@ bool use_winograd(const Conv2dShape& s) {
 
 namespace {
 
+// The geometry of s for MR x NR micro-tiles (filters padded to MR; the block
+// sizes TBp, usz, vsz and msz are the caller's).
+WgGeom geom(const Conv2dShape& s, index_t MR, index_t NR) {
+  WgGeom g{};
+  g.H = s.H, g.W = s.W, g.OH = s.OH, g.OW = s.OW, g.pt = s.p.pad_top, g.pl = s.p.pad_left;
+  g.TH = (s.OH + 3) / 4, g.TW = (s.OW + 3) / 4;
+  g.K = s.C, g.M = s.F, g.MR = MR, g.NR = NR;
+  g.Mpad = (s.F + MR - 1) / MR * MR;
+  return g;
+}
+
 // ---- transformed filters kept across calls ----------------------------------------
 // A gradient loop calls the same layers with the same weights hundreds of times;
 // the filter transform writes 4x the weights (14 MB for a 384x256 layer) every
@@ -242,11 +253,7 @@ template <int MR, int NR>
 void winograd_forward(gemm_detail::ukernel_fn<float> kern, float* out, const float* x, const float* w,
                       const float* b, const Conv2dShape& s, bool flipped, bool relu) {
   const WinogradStages& st = stages();
-  WgGeom g;
-  g.H = s.H, g.W = s.W, g.OH = s.OH, g.OW = s.OW, g.pt = s.p.pad_top, g.pl = s.p.pad_left;
-  g.TH = (s.OH + 3) / 4, g.TW = (s.OW + 3) / 4;
-  g.K = s.C, g.M = s.F, g.MR = MR, g.NR = NR;
-  g.Mpad = (g.M + MR - 1) / MR * MR;
+  WgGeom g = geom(s, MR, NR);
   const index_t R = s.N * g.TH, K = g.K, M = g.M, TW = g.TW;  // R: tile rows of the batch
   const index_t mslivers = g.Mpad / MR;
   const gemm_detail::KBlocks kb = gemm_detail::kblocks(K);
@@ -338,10 +345,7 @@ void winograd_forward(gemm_detail::ukernel_fn<float> kern, float* out, const flo
 
 void winograd_backward_weight(float* dw, float* db, const float* dout, const float* x, const Conv2dShape& s) {
   const WinogradStages& st = stages();
-  WgGeom g;
-  g.H = s.H, g.W = s.W, g.OH = s.OH, g.OW = s.OW, g.pt = s.p.pad_top, g.pl = s.p.pad_left;
-  g.TH = (s.OH + 3) / 4, g.TW = (s.OW + 3) / 4;
-  g.K = s.C, g.M = s.F, g.Mpad = s.F, g.MR = 1, g.NR = 1;
+  WgGeom g = geom(s, 1, 1);
   const index_t R = s.N * g.TH, K = g.K, M = g.M, TW = g.TW;
   // Blocks of tile rows as in the forward's shared schedule; their size does not
   // depend on the thread count, so neither do the sums.

@@ -129,7 +129,7 @@ def main():
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--json", metavar="PATH", help="write the rows as JSON")
     ap.add_argument("--batch", type=int, help="only the shapes of this batch size")
-    ap.add_argument("--conv-algorithm", choices=["auto", "direct", "winograd"], default="auto",
+    ap.add_argument("--conv-algorithm", choices=["auto", "direct", "winograd", "winograd2x2"], default="auto",
                     help="gradvis's float32 convolution algorithm (gradvis.set_conv_algorithm)")
     args = ap.parse_args()
     gradvis.set_conv_algorithm(args.conv_algorithm)

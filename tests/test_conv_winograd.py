@@ -1,7 +1,8 @@
-"""Winograd F(4x4, 3x3) convolution (float32, 3x3 stride-1 ungrouped layers):
-forward, input gradient and weight/bias gradient against the float64 reference on shapes that cross
-its tile, block and gemm edges, both block schedules, thread counts and every
-SIMD path; the algorithm switch."""
+"""Winograd F(4x4, 3x3) and F(2x2, 3x3) convolutions (float32, 3x3 stride-1
+ungrouped layers): forward, input gradient and weight/bias gradient against the
+float64 reference on shapes that cross their tile, block and gemm edges, both
+block schedules, thread counts and every SIMD path; the algorithm switch and the
+cost model's choices."""
 import numpy as np
 import pytest
 
@@ -69,10 +70,14 @@ SHAPES = [
 ]
 
 
+VARIANTS = ["winograd", "winograd2x2"]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("shape", SHAPES, ids=[str(s) for s in SHAPES])
-def test_matches_reference(shape, threads, algorithm):
-    algorithm("winograd")
+def test_matches_reference(shape, threads, variant, algorithm):
+    algorithm(variant)
     N, C, H, W, F, pad = shape
     old = gradvis.get_num_threads()
     gradvis.set_num_threads(threads)
@@ -84,11 +89,12 @@ def test_matches_reference(shape, threads, algorithm):
 
 @pytest.mark.parametrize("shape", [(48, 16, 32, 32, 16, 1), (6, 64, 40, 40, 64, 1), (1, 64, 64, 64, 32, 1)],
                          ids=["private-blocks", "several-blocks", "batch1-wide"])
-def test_block_schedules_and_threads_agree(shape, algorithm):
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_block_schedules_and_threads_agree(shape, variant, algorithm):
     # Many tile rows give each thread its own blocks; fewer share blocks across the
     # team. The arithmetic per output does not depend on the schedule: one and two
     # threads give bit-identical results.
-    algorithm("winograd")
+    algorithm(variant)
     N, C, H, W, F, pad = shape
     x, w, b = _inputs(N, C, H, W, F, seed=3)
     old = gradvis.get_num_threads()
@@ -119,19 +125,54 @@ def test_auto_uses_it_where_it_applies(algorithm):
         np.testing.assert_array_equal(got["winograd"][i], got["direct"][i])
 
 
+def _passes(x, w, b):
+    out = _core.conv2d_forward(x, w, b, padding=1)
+    dout = np.random.default_rng(2).standard_normal(out.shape).astype(np.float32)
+    return (out, _core.conv2d_backward_input(dout, w, x.shape[2:], padding=1),
+            _core.conv2d_backward_weight(dout, x, (3, 3), padding=1)[0])
+
+
+@pytest.mark.parametrize("case", [
+    # (N, C, H, F), expected variant of (forward and input gradient, weight gradient)
+    ((1, 32, 8, 32), ("winograd2x2", "direct")),       # 4 F(4x4) tiles, 16 F(2x2) tiles
+    ((1, 32, 14, 32), ("winograd", "winograd")),       # 16 F(4x4) tiles, filters cached
+    ((1, 32, 4, 32), ("direct", "direct")),            # 4 F(2x2) tiles
+    ((4, 32, 4, 32), ("winograd2x2", "direct")),       # 16 F(2x2) tiles
+    ((8, 32, 4, 32), ("winograd2x2", "winograd2x2")),  # 8 F(4x4) tiles, 32 F(2x2) tiles
+    ((32, 32, 4, 32), ("winograd", "winograd")),       # 32 F(4x4) tiles
+    ((1, 8, 8, 32), ("direct", "direct")),             # too few channels
+], ids=["b1-8x8", "b1-14x14", "b1-4x4", "b4-4x4", "b8-4x4", "b32-4x4", "few-channels"])
+def test_auto_picks_the_variant(case, algorithm):
+    # auto is bit-identical to the variant its cost model picks, pass by pass.
+    (N, C, H, F), (fwd, wgrad) = case
+    x, w, b = _inputs(N, C, H, H, F, seed=7)
+    got = {}
+    for name in ("auto", "direct", "winograd", "winograd2x2"):
+        algorithm(name)
+        got[name] = _passes(x, w, b)
+    np.testing.assert_array_equal(got["auto"][0], got[fwd][0])
+    np.testing.assert_array_equal(got["auto"][1], got[fwd][1])
+    np.testing.assert_array_equal(got["auto"][2], got[wgrad][2])
+    # the three algorithms really differ in rounding, so the checks above can fail
+    assert not np.array_equal(got["direct"][0], got["winograd"][0])
+    assert not np.array_equal(got["direct"][0], got["winograd2x2"][0])
+    assert not np.array_equal(got["winograd"][0], got["winograd2x2"][0])
+
+
 def test_switch_validates_and_reports(algorithm):
-    for name in ("direct", "winograd", "auto"):
+    for name in ("direct", "winograd", "winograd2x2", "auto"):
         algorithm(name)
         assert gradvis.get_conv_algorithm() == name
-    with pytest.raises(ValueError, match="'auto', 'direct' or 'winograd'"):
+    with pytest.raises(ValueError, match="'auto', 'direct', 'winograd' or 'winograd2x2'"):
         gradvis.set_conv_algorithm("fft")
     assert gradvis.get_conv_algorithm() == "auto"
 
 
-def test_non_finite_inputs_propagate(algorithm):
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_non_finite_inputs_propagate(variant, algorithm):
     # A NaN or inf reaches exactly the outputs whose window holds it (here via the
-    # transforms, which mix a whole 6x6 tile) and the rest stay finite.
-    algorithm("winograd")
+    # transforms, which mix a whole input tile) and the rest stay finite.
+    algorithm(variant)
     x, w, b = _inputs(1, 16, 12, 12, 16, seed=5)
     x[0, 3, 5, 6] = np.nan
     out = _core.conv2d_forward(x, w, b, padding=1)
@@ -150,10 +191,11 @@ import numpy as np
 import gradvis
 from test_conv_winograd import _check, _inputs
 assert gradvis.simd_level() == {level!r}, gradvis.simd_level()
-gradvis.set_conv_algorithm("winograd")
-for shape in [(2, 20, 13, 6, 24, (2, 1, 0, 2)), (1, 300, 10, 10, 40, 1), (3, 16, 9, 11, 17, 0)]:
-    N, C, H, W, F, pad = shape
-    _check(*_inputs(N, C, H, W, F), pad)
+for variant in ("winograd", "winograd2x2"):
+    gradvis.set_conv_algorithm(variant)
+    for shape in [(2, 20, 13, 6, 24, (2, 1, 0, 2)), (1, 300, 10, 10, 40, 1), (3, 16, 9, 11, 17, 0)]:
+        N, C, H, W, F, pad = shape
+        _check(*_inputs(N, C, H, W, F), pad)
 print("ok")
 """
 
@@ -181,6 +223,11 @@ def test_transformed_filters_follow_the_weights(algorithm):
     out = _core.conv2d_forward(x, w2, b, padding=1)
     ref64 = ref.conv2d_forward(*(a.astype(np.float64) for a in (x, w2, b)), padding=1)
     assert np.abs(out - ref64).max() <= TOL * np.abs(ref64).max()
+    # the other variant's transformed filters of the same weights are its own
+    algorithm("winograd2x2")
+    _check(x, w2, b, 1)
+    algorithm("winograd")
+    _check(x, w2, b, 1)
 
 
 def test_many_layers_and_threads_share_the_filter_cache(algorithm):

@@ -303,14 +303,17 @@ void register_conv(py::module_& m) {
           set_conv_algo(ConvAlgo::direct);
         else if (name == "winograd")
           set_conv_algo(ConvAlgo::winograd);
+        else if (name == "winograd2x2")
+          set_conv_algo(ConvAlgo::winograd2x2);
         else
-          throw py::value_error("set_conv_algorithm: algorithm must be 'auto', 'direct' or 'winograd', got '" +
-                                name + "'");
+          throw py::value_error(
+              "set_conv_algorithm: algorithm must be 'auto', 'direct', 'winograd' or 'winograd2x2', got '" + name +
+              "'");
       },
       py::arg("name"),
-      "Choose the float32 convolution algorithm for the whole process: 'auto' (Winograd F(4x4, 3x3) for\n"
-      "3x3 stride-1 layers where it is expected to be faster), 'direct' (never Winograd) or 'winograd'\n"
-      "(wherever the shape allows).");
+      "Choose the float32 convolution algorithm for the whole process: 'auto' (Winograd F(4x4, 3x3) or\n"
+      "F(2x2, 3x3) for 3x3 stride-1 layers where it is expected to be faster), 'direct' (never Winograd),\n"
+      "'winograd' (F(4x4, 3x3) wherever the shape allows) or 'winograd2x2' (F(2x2, 3x3) likewise).");
   m.def(
       "get_conv_algorithm",
       []() -> std::string {
@@ -319,6 +322,8 @@ void register_conv(py::module_& m) {
             return "direct";
           case ConvAlgo::winograd:
             return "winograd";
+          case ConvAlgo::winograd2x2:
+            return "winograd2x2";
           default:
             return "auto";
         }

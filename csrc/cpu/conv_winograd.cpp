@@ -1,11 +1,11 @@
-// Winograd F(4x4, 3x3) for float32 (see conv_winograd.h).
+// Winograd F(TM x TM, 3x3), TM = 4 or 2, for float32 (see conv_winograd.h).
 //
-// Tiles: output tile (n, th, tw) covers rows 4 th.. and columns 4 tw.. of image n
-// and reads the 6x6 input patch 2 larger; tiles past the output's edge read zeros
+// Tiles: output tile (n, th, tw) covers rows TM th.. and columns TM tw.. of image n
+// and reads the A x A input patch 2 larger (A = TM + 2, P = A^2 points); tiles past the output's edge read zeros
 // and are not stored. The tile rows (n, th) of the batch are cut into blocks; per
 // block:
 //   1. input transform  V[xi] (C x tiles), packed as the gemm's B operand
-//   2. 36 gemms         M[xi] (F x tiles) = U[xi] (F x C) V[xi]
+//   2. P gemms          M[xi] (F x tiles) = U[xi] (F x C) V[xi]
 //   3. output transform out = A^T M A + bias, cropped to OH x OW
 // U, the filters' transform, is computed once per call (split over the team by
 // row sliver), packed as the gemm's A. Then either each thread runs all three
@@ -35,6 +35,7 @@ namespace {
 // batch are cut into blocks; a block's tiles (at most TBp, a multiple of NR) are
 // the columns of its gemms.
 struct WgGeom {
+  index_t TM, A, P;              // output tile, input tile (TM + 2), points (A^2)
   index_t H, W, OH, OW, pt, pl;  // input, output, top/left padding
   index_t TH, TW;                // tiles per image column / row
   index_t K, M, Mpad, MR, NR;    // input channels, filters (padded to MR), micro-kernel tile
@@ -78,23 +79,23 @@ namespace wg_base {
 
 namespace {
 
-const WinogradStages& stages() {
+// The stages for output tiles of tm (4 or 2) at the CPU's SIMD level.
+const WinogradStages& stages(index_t tm) {
 #ifdef GV_WINOGRAD_WIDE
   switch (cpu_level()) {
     case SimdLevel::avx512:
-      return wg_avx512::kStages;
+      return tm == 4 ? wg_avx512::kStages4 : wg_avx512::kStages2;
     case SimdLevel::avx2:
-      return wg_avx2::kStages;
+      return tm == 4 ? wg_avx2::kStages4 : wg_avx2::kStages2;
     default:
       break;
   }
 #endif
-  return wg_base::kStages;
+  return tm == 4 ? wg_base::kStages4 : wg_base::kStages2;
 }
 
 std::atomic<int> g_algo{int(ConvAlgo::automatic)};
 
-constexpr int kXi = 36;        // points of the transform domain
 // Transformed filters kept across calls (see FilterCache), and the largest entry.
 constexpr std::size_t kCacheBytes = std::size_t(64) << 20;
 constexpr std::size_t kCacheEntryMax = kCacheBytes / 2;
@@ -106,13 +107,15 @@ constexpr int kSlotLocal = 5;  // every thread: transform buffers
 }  // namespace
 
 
-bool use_winograd(const Conv2dShape& s) {
-  if (!winograd_eligible(s)) return false;
+int winograd_tile(const Conv2dShape& s, bool weight_grad) {
+  if (!winograd_eligible(s)) return 0;
   switch (conv_algo()) {
     case ConvAlgo::direct:
-      return false;
+      return 0;
     case ConvAlgo::winograd:
-      return true;
+      return 4;
+    case ConvAlgo::winograd2x2:
+      return 2;
     default:
       break;
   }
@@ -126,20 +129,31 @@ bool use_winograd(const Conv2dShape& s) {
   // that a loop over the same weights transforms them once (then 1.35-2.6x the
   // direct gemm, 32x32 to 256x256 filters); 512x512 (38 MB, never cached) runs
   // at 0.36x.
-  const index_t tiles = s.N * ((s.OH + 3) / 4) * ((s.OW + 3) / 4);
-  if (s.C < 16 || s.F < 16) return false;
-  if (tiles >= 32) return true;
-  return tiles >= 16 && std::size_t(36 * s.C * s.F) * sizeof(float) <= kCacheEntryMax;
+  // Below that, F(2x2) has 4x the tiles (16 for an 8x8 or 7x7 map at batch 1, 49
+  // for 14x14) and transformed filters of 16 F C floats, 38% less than F(4x4)'s:
+  // with 16 or more tiles and its filters cached it runs forward passes 1.4-1.7x
+  // faster than the direct gemm (8x8: 128x256 and 256x256; 7x7 and 14x14:
+  // 512x512), with 8 tiles about as fast, with 4 (4x4 at batch 1) 0.6x. Its weight
+  // gradient sums over the tiles, a gemm with only as many columns: with 16 tiles it
+  // runs 0.9-1.1x (256x256) and 0.6x (512x512) the direct gemm, with 49 1.25x.
+  if (s.C < 16 || s.F < 16) return 0;
+  const bool cache4 = std::size_t(36 * s.C * s.F) * sizeof(float) <= kCacheEntryMax;
+  const bool cache2 = std::size_t(16 * s.C * s.F) * sizeof(float) <= kCacheEntryMax;
+  const index_t tiles4 = winograd_tiles(s, 4), tiles2 = winograd_tiles(s, 2);
+  if (tiles4 >= 32 || (tiles4 >= 16 && cache4)) return 4;
+  if (tiles2 >= (weight_grad ? 32 : 16) && cache2) return 2;
+  return 0;
 }
 
 namespace {
 
 // The geometry of s for MR x NR micro-tiles (filters padded to MR; the block
 // sizes TBp, usz, vsz and msz are the caller's).
-WgGeom geom(const Conv2dShape& s, index_t MR, index_t NR) {
+WgGeom geom(const Conv2dShape& s, index_t tm, index_t MR, index_t NR) {
   WgGeom g{};
+  g.TM = tm, g.A = tm + 2, g.P = g.A * g.A;
   g.H = s.H, g.W = s.W, g.OH = s.OH, g.OW = s.OW, g.pt = s.p.pad_top, g.pl = s.p.pad_left;
-  g.TH = (s.OH + 3) / 4, g.TW = (s.OW + 3) / 4;
+  g.TH = (s.OH + tm - 1) / tm, g.TW = (s.OW + tm - 1) / tm;
   g.K = s.C, g.M = s.F, g.MR = MR, g.NR = NR;
   g.Mpad = (s.F + MR - 1) / MR * MR;
   return g;
@@ -156,10 +170,10 @@ WgGeom geom(const Conv2dShape& s, index_t MR, index_t NR) {
 // transforms the rest into scratch memory every call, instead of evicting in a
 // cycle (which would allocate, and page-fault, a fresh entry on every call).
 struct FilterEntry {
-  index_t F, C, MR;
+  index_t F, C, MR, TM;
   bool flipped;
   std::vector<float> weights;  // the weights U was computed from
-  float* U = nullptr;          // 36 x Mpad x C, 64-byte aligned
+  float* U = nullptr;          // P x Mpad x C, 64-byte aligned
   std::size_t u_floats = 0;
   std::uint64_t last_used = 0;
   ~FilterEntry() { std::free(U); }
@@ -170,12 +184,13 @@ constexpr std::uint64_t kStaleCalls = 512;
 class FilterCache {
  public:
   // The entry for these weights, or null.
-  std::shared_ptr<const FilterEntry> find(const float* w, index_t F, index_t C, index_t MR, bool flipped) {
+  std::shared_ptr<const FilterEntry> find(const float* w, index_t F, index_t C, index_t MR, index_t TM,
+                                          bool flipped) {
     std::lock_guard<std::mutex> lock(mu_);
     ++clock_;
     const std::size_t n = std::size_t(F * C * 9);
     for (auto& e : entries_) {
-      if (e->F == F && e->C == C && e->MR == MR && e->flipped == flipped &&
+      if (e->F == F && e->C == C && e->MR == MR && e->TM == TM && e->flipped == flipped &&
           std::memcmp(e->weights.data(), w, n * sizeof(float)) == 0) {
         e->last_used = clock_;
         return e;
@@ -185,7 +200,7 @@ class FilterCache {
   }
   // A fresh entry for these weights (U still to be computed; offer it with put()),
   // or null when it would not fit next to the entries in recent use.
-  std::shared_ptr<FilterEntry> reserve(const float* w, index_t F, index_t C, index_t MR, bool flipped,
+  std::shared_ptr<FilterEntry> reserve(const float* w, index_t F, index_t C, index_t MR, index_t TM, bool flipped,
                                        std::size_t u_floats) {
     const std::size_t need = u_floats * sizeof(float);
     if (need > kCacheEntryMax) return nullptr;
@@ -203,7 +218,7 @@ class FilterCache {
       if (bytes + need > kCacheBytes) return nullptr;
     }
     auto e = std::make_shared<FilterEntry>();
-    e->F = F, e->C = C, e->MR = MR, e->flipped = flipped;
+    e->F = F, e->C = C, e->MR = MR, e->TM = TM, e->flipped = flipped;
     e->weights.assign(w, w + F * C * 9);
     e->U = static_cast<float*>(std::aligned_alloc(64, (need + 63) / 64 * 64));
     if (!e->U) return nullptr;
@@ -227,7 +242,7 @@ FilterCache& filter_cache() {
   return *cache;
 }
 
-// The 36 gemms of points [xi0, xi1): M[xi] (Mpad x TBp) = U[xi] (Mpad x K) V[xi] (K x TBp).
+// The gemms of points [xi0, xi1): M[xi] (Mpad x TBp) = U[xi] (Mpad x K) V[xi] (K x TBp).
 template <int MR, int NR>
 void gemms(gemm_detail::ukernel_fn<float> kern, const WgGeom& g, const gemm_detail::KBlocks& kb, const float* U,
            const float* V, float* Mo, index_t xi0, index_t xi1) {
@@ -250,11 +265,11 @@ void gemms(gemm_detail::ukernel_fn<float> kern, const WgGeom& g, const gemm_deta
 }  // namespace
 
 template <int MR, int NR>
-void winograd_forward(gemm_detail::ukernel_fn<float> kern, float* out, const float* x, const float* w,
+void winograd_forward(gemm_detail::ukernel_fn<float> kern, index_t tm, float* out, const float* x, const float* w,
                       const float* b, const Conv2dShape& s, bool flipped, bool relu) {
-  const WinogradStages& st = stages();
-  WgGeom g = geom(s, MR, NR);
-  const index_t R = s.N * g.TH, K = g.K, M = g.M, TW = g.TW;  // R: tile rows of the batch
+  const WinogradStages& st = stages(tm);
+  WgGeom g = geom(s, tm, MR, NR);
+  const index_t R = s.N * g.TH, K = g.K, M = g.M, TW = g.TW, P = g.P, A = g.A;  // R: tile rows of the batch
   const index_t mslivers = g.Mpad / MR;
   const gemm_detail::KBlocks kb = gemm_detail::kblocks(K);
   const index_t kc_max = kb.max_size();
@@ -265,7 +280,7 @@ void winograd_forward(gemm_detail::ukernel_fn<float> kern, float* out, const flo
   // to amortize reading U again (measured: when Mpad K / (K + Mpad) <= 3 tiles of
   // the block), else shared by the team (V and M in the L3).
   constexpr index_t kPrivate = index_t(1) << 19, kShared = index_t(5) << 19;  // floats of V and M per block
-  const index_t per_row = 36 * (K + g.Mpad) * TW;  // V and M floats per tile row
+  const index_t per_row = P * (K + g.Mpad) * TW;  // V and M floats per tile row
   index_t rpb = std::max<index_t>(1, kPrivate / per_row);
   const bool priv = nt > 1 && R >= 2 * nt * rpb && g.Mpad * K <= 3 * rpb * TW * (K + g.Mpad);
   if (!priv) rpb = std::max<index_t>(1, kShared / per_row);
@@ -278,14 +293,16 @@ void winograd_forward(gemm_detail::ukernel_fn<float> kern, float* out, const flo
   g.usz = g.Mpad * K, g.vsz = K * g.TBp, g.msz = g.Mpad * g.TBp;
 
   // Transformed filters: from the cache, or computed below into a new entry.
-  std::shared_ptr<const FilterEntry> cached = filter_cache().find(w, M, K, MR, flipped);
+  std::shared_ptr<const FilterEntry> cached = filter_cache().find(w, M, K, MR, tm, flipped);
   std::shared_ptr<FilterEntry> fresh;
-  if (!cached) fresh = filter_cache().reserve(w, M, K, MR, flipped, std::size_t(36 * g.usz));
-  float* U = cached ? cached->U : fresh ? fresh->U : scratch<float>(kSlotU, std::size_t(36 * g.usz));
-  float* Vs = priv ? nullptr : scratch<float>(kSlotV, std::size_t(36 * g.vsz));
-  float* Ms = priv ? nullptr : scratch<float>(kSlotM, std::size_t(36 * g.msz));
-  const std::size_t local =
-      std::size_t(std::max(27 * MR * kc_max, std::max(36 * g.TBp + 54 * TW + 24, 40 * g.TBp)));
+  if (!cached) fresh = filter_cache().reserve(w, M, K, MR, tm, flipped, std::size_t(P * g.usz));
+  float* U = cached ? cached->U : fresh ? fresh->U : scratch<float>(kSlotU, std::size_t(P * g.usz));
+  float* Vs = priv ? nullptr : scratch<float>(kSlotV, std::size_t(P * g.vsz));
+  float* Ms = priv ? nullptr : scratch<float>(kSlotM, std::size_t(P * g.msz));
+  // transform buffers: filter, input, output stage (see winograd_transforms.inc)
+  const std::size_t local = std::size_t(std::max((9 + 3 * A) * MR * kc_max,
+                                                 std::max(P * g.TBp + 2 * A * (tm * TW + 2) + A * TW,
+                                                          (tm * tm + tm * A) * g.TBp)));
 
   ErrorTrap trap;
   team_run(nt, [&](index_t t, index_t nth) {
@@ -293,8 +310,8 @@ void winograd_forward(gemm_detail::ukernel_fn<float> kern, float* out, const flo
     trap.run([&] {
       buf = scratch<float>(kSlotLocal, local);
       if (priv) {
-        V = scratch<float>(kSlotV, std::size_t(36 * g.vsz));
-        Mo = scratch<float>(kSlotM, std::size_t(36 * g.msz));
+        V = scratch<float>(kSlotV, std::size_t(P * g.vsz));
+        Mo = scratch<float>(kSlotM, std::size_t(P * g.msz));
       }
     });
     const bool ok = buf && V && Mo;
@@ -316,7 +333,7 @@ void winograd_forward(gemm_detail::ukernel_fn<float> kern, float* out, const flo
         for (index_t blk = nblocks * t / nth; blk < nblocks * (t + 1) / nth; ++blk) {
           const index_t r0 = blk * rpb, r1 = std::min(R, r0 + rpb);
           for (index_t k = 0; k < K; ++k) input(k, r0, r1);
-          gemms<MR, NR>(kern, g, kb, U, V, Mo, 0, 36);
+          gemms<MR, NR>(kern, g, kb, U, V, Mo, 0, P);
           for (index_t m = 0; m < M; ++m) st.output(g, out, m, b ? b[m] : 0.f, relu, r0, r1, Mo, buf);
         }
       });
@@ -329,7 +346,7 @@ void winograd_forward(gemm_detail::ukernel_fn<float> kern, float* out, const flo
         for (index_t k = K * t / nth; k < K * (t + 1) / nth; ++k) input(k, r0, r1);
       });
       team_barrier();
-      if (ok) trap.run([&] { gemms<MR, NR>(kern, g, kb, U, V, Mo, 36 * t / nth, 36 * (t + 1) / nth); });
+      if (ok) trap.run([&] { gemms<MR, NR>(kern, g, kb, U, V, Mo, P * t / nth, P * (t + 1) / nth); });
       team_barrier();
       if (ok) trap.run([&] {
         for (index_t m = M * t / nth; m < M * (t + 1) / nth; ++m)
@@ -343,23 +360,26 @@ void winograd_forward(gemm_detail::ukernel_fn<float> kern, float* out, const flo
   if (fresh) filter_cache().put(std::move(fresh));
 }
 
-void winograd_backward_weight(float* dw, float* db, const float* dout, const float* x, const Conv2dShape& s) {
-  const WinogradStages& st = stages();
-  WgGeom g = geom(s, 1, 1);
-  const index_t R = s.N * g.TH, K = g.K, M = g.M, TW = g.TW;
+void winograd_backward_weight(index_t tm, float* dw, float* db, const float* dout, const float* x,
+                              const Conv2dShape& s) {
+  const WinogradStages& st = stages(tm);
+  WgGeom g = geom(s, tm, 1, 1);
+  const index_t R = s.N * g.TH, K = g.K, M = g.M, TW = g.TW, P = g.P, A = g.A;
   // Blocks of tile rows as in the forward's shared schedule; their size does not
   // depend on the thread count, so neither do the sums.
   constexpr index_t kShared = index_t(5) << 19;
-  index_t rpb = std::min(R, std::max<index_t>(1, kShared / (36 * (K + M) * TW)));
+  index_t rpb = std::min(R, std::max<index_t>(1, kShared / (P * (K + M) * TW)));
   const index_t nblocks = (R + rpb - 1) / rpb;
   rpb = (R + nblocks - 1) / nblocks;
   g.TBp = (rpb * TW + 15) / 16 * 16;
   g.usz = M * K, g.vsz = K * g.TBp, g.msz = M * g.TBp;
 
-  float* dU = scratch<float>(kSlotU, std::size_t(36 * g.usz));
-  float* V = scratch<float>(kSlotV, std::size_t(36 * g.vsz));
-  float* Dm = scratch<float>(kSlotM, std::size_t(36 * g.msz));
-  const std::size_t local = std::size_t(std::max(std::max(54 * TW + 24, 40 * g.TBp), 27 * K));
+  float* dU = scratch<float>(kSlotU, std::size_t(P * g.usz));
+  float* V = scratch<float>(kSlotV, std::size_t(P * g.vsz));
+  float* Dm = scratch<float>(kSlotM, std::size_t(P * g.msz));
+  // transform buffers: input, gradient, filter-gradient stage (see winograd_transforms.inc)
+  const std::size_t local = std::size_t(
+      std::max(std::max(2 * A * (tm * TW + 2) + A * TW, (tm * tm + tm * A) * g.TBp), (3 * A + 9) * K));
 
   const index_t nt = team_size();
   ErrorTrap trap;
@@ -376,7 +396,7 @@ void winograd_backward_weight(float* dw, float* db, const float* dout, const flo
       team_barrier();
       // dU[xi] (M x K) += dM[xi] V[xi]^T, the sum over the block's tiles, by point
       trap.run([&] {
-        for (index_t xi = 36 * t / nth; xi < 36 * (t + 1) / nth; ++xi)
+        for (index_t xi = P * t / nth; xi < P * (t + 1) / nth; ++xi)
           gemm<float>(false, true, M, K, TB, 1.f, Dm + xi * g.msz, g.TBp, V + xi * g.vsz, g.TBp,
                       blk == 0 ? 0.f : 1.f, dU + xi * g.usz, K);
       });
@@ -399,18 +419,18 @@ void winograd_backward_weight(float* dw, float* db, const float* dout, const flo
   trap.rethrow();
 }
 
-template void winograd_forward<gemm_detail::kMR512, gemm_detail::kNR512_f32>(gemm_detail::ukernel_fn<float>, float*,
+template void winograd_forward<gemm_detail::kMR512, gemm_detail::kNR512_f32>(gemm_detail::ukernel_fn<float>, index_t, float*,
                                                                              const float*, const float*,
                                                                              const float*, const Conv2dShape&, bool, bool);
 template void winograd_forward<gemm_detail::kMR512n, gemm_detail::kNR512n_f32>(gemm_detail::ukernel_fn<float>,
-                                                                               float*, const float*, const float*,
+                                                                               index_t, float*, const float*, const float*,
                                                                                const float*, const Conv2dShape&,
                                                                                bool, bool);
-template void winograd_forward<gemm_detail::kMR256, gemm_detail::kNR256_f32>(gemm_detail::ukernel_fn<float>, float*,
+template void winograd_forward<gemm_detail::kMR256, gemm_detail::kNR256_f32>(gemm_detail::ukernel_fn<float>, index_t, float*,
                                                                              const float*, const float*,
                                                                              const float*, const Conv2dShape&, bool, bool);
 template void winograd_forward<gemm_detail::kMRScalar, gemm_detail::kNRScalar>(gemm_detail::ukernel_fn<float>,
-                                                                               float*, const float*, const float*,
+                                                                               index_t, float*, const float*, const float*,
                                                                                const float*, const Conv2dShape&,
                                                                                bool, bool);
 

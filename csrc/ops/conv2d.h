@@ -35,14 +35,15 @@ inline Conv2dShape conv2d_shape(index_t N, index_t C, index_t H, index_t W, inde
 
 // The algorithm the float32 convolutions may use (process-wide, default automatic;
 // _core.set_conv_algorithm from Python):
-//   automatic  Winograd F(4x4, 3x3) for 3x3 stride-1 ungrouped layers where a cost
-//              model expects it to win (forward, input and weight gradients), the
-//              implicit gemm elsewhere
-//   direct     the implicit gemm only (float64 always uses it)
-//   winograd   Winograd wherever the shape allows it
+//   automatic    Winograd F(4x4, 3x3) or F(2x2, 3x3) for 3x3 stride-1 ungrouped
+//                layers where a cost model expects it to win (forward, input and
+//                weight gradients), the implicit gemm elsewhere
+//   direct       the implicit gemm only (float64 always uses it)
+//   winograd     Winograd F(4x4, 3x3) wherever the shape allows it
+//   winograd2x2  Winograd F(2x2, 3x3) wherever the shape allows it
 // Winograd's rounding differs from the direct sum's: relative errors of ~1e-6 of
-// the output's scale instead of ~1e-7.
-enum class ConvAlgo { automatic = 0, direct = 1, winograd = 2 };
+// the output's scale instead of ~1e-7 (F(2x2): ~3e-7).
+enum class ConvAlgo { automatic = 0, direct = 1, winograd = 2, winograd2x2 = 3 };
 ConvAlgo conv_algo();
 void set_conv_algo(ConvAlgo a);
 

@@ -329,6 +329,28 @@ void register_conv(py::module_& m) {
         }
       },
       "The float32 convolution algorithm set by set_conv_algorithm.");
+  m.def(
+      "set_winograd_cache_limit",
+      [](long long nbytes) {
+        if (nbytes < 0) throw py::value_error("set_winograd_cache_limit: nbytes must be >= 0, got " + std::to_string(nbytes));
+        set_winograd_cache_limit(std::size_t(nbytes));
+      },
+      py::arg("nbytes"),
+      "Limit the memory kept for Winograd's transformed filters (default 512 MiB; at most half of it per\n"
+      "layer). They are kept for calls with few output tiles (small maps or batches), where transforming\n"
+      "the filters again is a large part of each call. Lowering the limit frees the least recently used;\n"
+      "0 frees all and keeps none (small-map layers then run the direct algorithm).");
+  m.def(
+      "winograd_cache_info",
+      []() {
+        const WinogradCacheInfo i = winograd_cache_info();
+        py::dict d;
+        d["limit"] = i.limit;
+        d["bytes"] = i.bytes;
+        d["entries"] = i.entries;
+        return d;
+      },
+      "The Winograd filter cache: {'limit': bytes allowed, 'bytes': bytes held, 'entries': layers held}.");
 }
 
 }  // namespace gradvis

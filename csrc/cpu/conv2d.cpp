@@ -608,14 +608,17 @@ template <class T>
 void forward_any(T* out, const T* x, const T* w, const T* b, const Conv2dShape& s, bool flipped, bool relu) {
   with_ukernel<T>([&](gemm_detail::ukernel_fn<T> kern, gemm_detail::ukernel_rows_fn<T> rows, auto MR, auto NR) {
     if constexpr (sizeof(T) == 4) {
-      if (const int tm = conv_detail::winograd_tile(s)) {
+      if (const auto c = conv_detail::winograd_choice(s)) {
         // At most 16 tiles (16x16 maps at batch 1): one-vector-wide gemm tiles.
         if (decltype(NR)::value == gemm_detail::kNR512_f32 && cpu_level() == SimdLevel::avx512 &&
-            conv_detail::winograd_tiles(s, tm) <= gemm_detail::kNR512n_f32)
-          return conv_detail::winograd_forward<gemm_detail::kMR512n, gemm_detail::kNR512n_f32>(
-              gemm_detail::ukernel_avx512_f32_narrow, tm, out, x, w, b, s, flipped, relu);
-        return conv_detail::winograd_forward<decltype(MR)::value, decltype(NR)::value>(kern, tm, out, x, w, b, s,
-                                                                                        flipped, relu);
+            conv_detail::winograd_tiles(s, c.tm) <= gemm_detail::kNR512n_f32) {
+          if (conv_detail::winograd_forward<gemm_detail::kMR512n, gemm_detail::kNR512n_f32>(
+                  gemm_detail::ukernel_avx512_f32_narrow, c, out, x, w, b, s, flipped, relu))
+            return;
+        } else if (conv_detail::winograd_forward<decltype(MR)::value, decltype(NR)::value>(kern, c, out, x, w, b, s,
+                                                                                             flipped, relu)) {
+          return;
+        }
       }
       // At most 16 output columns (4x4 maps at batch 1): one-vector tiles, A in place.
       if (decltype(NR)::value == gemm_detail::kNR512_f32 && cpu_level() == SimdLevel::avx512 &&
@@ -666,8 +669,8 @@ template <class T>
 void conv2d_backward_weight(T* dw, T* db, const T* dout, const T* x, const Conv2dShape& s) {
   if (conv_detail::is_depthwise(s)) return conv_detail::depthwise_backward_weight(dw, db, dout, x, s);
   if constexpr (sizeof(T) == 4) {
-    if (const int tm = conv_detail::winograd_tile(s, true))
-      return conv_detail::winograd_backward_weight(tm, dw, db, dout, x, s);
+    if (const auto c = conv_detail::winograd_choice(s, true))
+      return conv_detail::winograd_backward_weight(c.tm, dw, db, dout, x, s);
   }
   with_ukernel<T>([&](gemm_detail::ukernel_fn<T> kern, gemm_detail::ukernel_rows_fn<T>, auto MR, auto NR) {
     implicit_backward_weight<T, decltype(MR)::value, decltype(NR)::value>(kern, dw, db, dout, x, s);

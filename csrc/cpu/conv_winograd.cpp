@@ -96,9 +96,13 @@ const WinogradStages& stages(index_t tm) {
 
 std::atomic<int> g_algo{int(ConvAlgo::automatic)};
 
-// Transformed filters kept across calls (see FilterCache), and the largest entry.
-constexpr std::size_t kCacheBytes = std::size_t(64) << 20;
-constexpr std::size_t kCacheEntryMax = kCacheBytes / 2;
+// Transformed filters kept across calls (see FilterCache): the limit on their
+// bytes (set_winograd_cache_limit), half of it the largest entry.
+std::atomic<std::size_t> g_cache_limit{std::size_t(512) << 20};
+std::size_t cache_entry_max() { return g_cache_limit.load(std::memory_order_relaxed) / 2; }
+// Calls with fewer tiles than this keep their transformed filters: with more, the
+// filter transform is a few percent of the call.
+constexpr index_t kCacheTiles = 128;
 constexpr int kSlotU = 2;      // calling thread: transformed filters (shared)
 constexpr int kSlotV = 3;      // transformed inputs of a block (calling thread's when shared)
 constexpr int kSlotM = 4;      // products of a block (calling thread's when shared)
@@ -107,15 +111,15 @@ constexpr int kSlotLocal = 5;  // every thread: transform buffers
 }  // namespace
 
 
-int winograd_tile(const Conv2dShape& s, bool weight_grad) {
-  if (!winograd_eligible(s)) return 0;
+WinogradChoice winograd_choice(const Conv2dShape& s, bool weight_grad) {
+  if (!winograd_eligible(s)) return {};
   switch (conv_algo()) {
     case ConvAlgo::direct:
-      return 0;
+      return {};
     case ConvAlgo::winograd:
-      return 4;
+      return {4, false};
     case ConvAlgo::winograd2x2:
-      return 2;
+      return {2, false};
     default:
       break;
   }
@@ -136,13 +140,17 @@ int winograd_tile(const Conv2dShape& s, bool weight_grad) {
   // 512x512), with 8 tiles about as fast, with 4 (4x4 at batch 1) 0.6x. Its weight
   // gradient sums over the tiles, a gemm with only as many columns: with 16 tiles it
   // runs 0.9-1.1x (256x256) and 0.6x (512x512) the direct gemm, with 49 1.25x.
-  if (s.C < 16 || s.F < 16) return 0;
-  const bool cache4 = std::size_t(36 * s.C * s.F) * sizeof(float) <= kCacheEntryMax;
-  const bool cache2 = std::size_t(16 * s.C * s.F) * sizeof(float) <= kCacheEntryMax;
+  // Where the filters must come from the cache, a forward pass whose filters are
+  // neither cached nor admitted (the cache is full) runs the direct gemm instead.
+  if (s.C < 16 || s.F < 16) return {};
+  const std::size_t emax = cache_entry_max();
+  const bool cache4 = std::size_t(36 * s.C * s.F) * sizeof(float) <= emax;
+  const bool cache2 = std::size_t(16 * s.C * s.F) * sizeof(float) <= emax;
   const index_t tiles4 = winograd_tiles(s, 4), tiles2 = winograd_tiles(s, 2);
-  if (tiles4 >= 32 || (tiles4 >= 16 && cache4)) return 4;
-  if (tiles2 >= (weight_grad ? 32 : 16) && cache2) return 2;
-  return 0;
+  if (tiles4 >= 32) return {4, false};
+  if (tiles4 >= 16 && cache4) return {4, !weight_grad};
+  if (tiles2 >= (weight_grad ? 32 : 16) && cache2) return {2, !weight_grad};
+  return {};
 }
 
 namespace {
@@ -162,16 +170,19 @@ WgGeom geom(const Conv2dShape& s, index_t tm, index_t MR, index_t NR) {
 // ---- transformed filters kept across calls ----------------------------------------
 // A gradient loop calls the same layers with the same weights hundreds of times;
 // the filter transform writes 4x the weights (14 MB for a 384x256 layer) every
-// call. Entries are found by shape, orientation and tile height and validated by
+// call. Entries are found by shape, orientation and tile size and validated by
 // comparing the weights byte for byte with the copy kept in the entry, so weights
-// changed in place (training) are simply transformed again. A new entry is made
-// only if it fits in kCacheBytes after dropping entries unused for kStaleCalls
-// lookups: a network larger than the cache keeps its first layers cached and
-// transforms the rest into scratch memory every call, instead of evicting in a
-// cycle (which would allocate, and page-fault, a fresh entry on every call).
+// changed in place (training) are simply transformed again, replacing the entry
+// made from the same array. A new entry is made only for calls of few tiles
+// (kCacheTiles) and only if it fits in the limit after dropping entries unused for
+// kStaleCalls lookups: a network larger than the cache keeps its first layers
+// cached and transforms the rest into scratch memory every call (or runs them
+// direct, see winograd_choice), instead of evicting in a cycle (which would
+// allocate, and page-fault, a fresh entry on every call).
 struct FilterEntry {
   index_t F, C, MR, TM;
   bool flipped;
+  const float* src = nullptr;  // the array the weights were read from
   std::vector<float> weights;  // the weights U was computed from
   float* U = nullptr;          // P x Mpad x C, 64-byte aligned
   std::size_t u_floats = 0;
@@ -203,22 +214,26 @@ class FilterCache {
   std::shared_ptr<FilterEntry> reserve(const float* w, index_t F, index_t C, index_t MR, index_t TM, bool flipped,
                                        std::size_t u_floats) {
     const std::size_t need = u_floats * sizeof(float);
-    if (need > kCacheEntryMax) return nullptr;
+    const std::size_t limit = g_cache_limit.load(std::memory_order_relaxed);
+    if (need > limit / 2) return nullptr;
     {
       std::lock_guard<std::mutex> lock(mu_);
       std::size_t bytes = 0;
       for (auto it = entries_.begin(); it != entries_.end();) {
-        if (clock_ - (*it)->last_used > kStaleCalls) {
+        const FilterEntry& e = **it;
+        // stale, or made from this array before its weights changed (find() missed)
+        if (clock_ - e.last_used > kStaleCalls ||
+            (e.src == w && e.F == F && e.C == C && e.MR == MR && e.TM == TM && e.flipped == flipped)) {
           it = entries_.erase(it);  // users in flight hold their own reference
         } else {
-          bytes += (*it)->u_floats * sizeof(float);
+          bytes += e.u_floats * sizeof(float);
           ++it;
         }
       }
-      if (bytes + need > kCacheBytes) return nullptr;
+      if (bytes + need > limit) return nullptr;
     }
     auto e = std::make_shared<FilterEntry>();
-    e->F = F, e->C = C, e->MR = MR, e->TM = TM, e->flipped = flipped;
+    e->F = F, e->C = C, e->MR = MR, e->TM = TM, e->flipped = flipped, e->src = w;
     e->weights.assign(w, w + F * C * 9);
     e->U = static_cast<float*>(std::aligned_alloc(64, (need + 63) / 64 * 64));
     if (!e->U) return nullptr;
@@ -229,6 +244,23 @@ class FilterCache {
     std::lock_guard<std::mutex> lock(mu_);
     e->last_used = clock_;
     entries_.push_back(std::move(e));
+  }
+  // Drops the oldest entries until at most `limit` bytes remain.
+  void trim(std::size_t limit) {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::size_t bytes = 0;
+    for (const auto& e : entries_) bytes += e->u_floats * sizeof(float);
+    std::stable_sort(entries_.begin(), entries_.end(),
+                     [](const auto& a, const auto& b) { return a->last_used < b->last_used; });
+    auto it = entries_.begin();
+    for (; it != entries_.end() && bytes > limit; ++it) bytes -= (*it)->u_floats * sizeof(float);
+    entries_.erase(entries_.begin(), it);
+  }
+  std::pair<std::size_t, std::size_t> usage() {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::size_t bytes = 0;
+    for (const auto& e : entries_) bytes += e->u_floats * sizeof(float);
+    return {bytes, entries_.size()};
   }
 
  private:
@@ -265,8 +297,9 @@ void gemms(gemm_detail::ukernel_fn<float> kern, const WgGeom& g, const gemm_deta
 }  // namespace
 
 template <int MR, int NR>
-void winograd_forward(gemm_detail::ukernel_fn<float> kern, index_t tm, float* out, const float* x, const float* w,
-                      const float* b, const Conv2dShape& s, bool flipped, bool relu) {
+bool winograd_forward(gemm_detail::ukernel_fn<float> kern, WinogradChoice c, float* out, const float* x,
+                      const float* w, const float* b, const Conv2dShape& s, bool flipped, bool relu) {
+  const index_t tm = c.tm;
   const WinogradStages& st = stages(tm);
   WgGeom g = geom(s, tm, MR, NR);
   const index_t R = s.N * g.TH, K = g.K, M = g.M, TW = g.TW, P = g.P, A = g.A;  // R: tile rows of the batch
@@ -295,7 +328,9 @@ void winograd_forward(gemm_detail::ukernel_fn<float> kern, index_t tm, float* ou
   // Transformed filters: from the cache, or computed below into a new entry.
   std::shared_ptr<const FilterEntry> cached = filter_cache().find(w, M, K, MR, tm, flipped);
   std::shared_ptr<FilterEntry> fresh;
-  if (!cached) fresh = filter_cache().reserve(w, M, K, MR, tm, flipped, std::size_t(P * g.usz));
+  if (!cached && (c.cached_only || R * TW < kCacheTiles))
+    fresh = filter_cache().reserve(w, M, K, MR, tm, flipped, std::size_t(P * g.usz));
+  if (c.cached_only && !cached && !fresh) return false;
   float* U = cached ? cached->U : fresh ? fresh->U : scratch<float>(kSlotU, std::size_t(P * g.usz));
   float* Vs = priv ? nullptr : scratch<float>(kSlotV, std::size_t(P * g.vsz));
   float* Ms = priv ? nullptr : scratch<float>(kSlotM, std::size_t(P * g.msz));
@@ -358,6 +393,7 @@ void winograd_forward(gemm_detail::ukernel_fn<float> kern, index_t tm, float* ou
   });
   trap.rethrow();
   if (fresh) filter_cache().put(std::move(fresh));
+  return true;
 }
 
 void winograd_backward_weight(index_t tm, float* dw, float* db, const float* dout, const float* x,
@@ -419,22 +455,32 @@ void winograd_backward_weight(index_t tm, float* dw, float* db, const float* dou
   trap.rethrow();
 }
 
-template void winograd_forward<gemm_detail::kMR512, gemm_detail::kNR512_f32>(gemm_detail::ukernel_fn<float>, index_t, float*,
+template bool winograd_forward<gemm_detail::kMR512, gemm_detail::kNR512_f32>(gemm_detail::ukernel_fn<float>, WinogradChoice, float*,
                                                                              const float*, const float*,
                                                                              const float*, const Conv2dShape&, bool, bool);
-template void winograd_forward<gemm_detail::kMR512n, gemm_detail::kNR512n_f32>(gemm_detail::ukernel_fn<float>,
-                                                                               index_t, float*, const float*, const float*,
+template bool winograd_forward<gemm_detail::kMR512n, gemm_detail::kNR512n_f32>(gemm_detail::ukernel_fn<float>,
+                                                                               WinogradChoice, float*, const float*, const float*,
                                                                                const float*, const Conv2dShape&,
                                                                                bool, bool);
-template void winograd_forward<gemm_detail::kMR256, gemm_detail::kNR256_f32>(gemm_detail::ukernel_fn<float>, index_t, float*,
+template bool winograd_forward<gemm_detail::kMR256, gemm_detail::kNR256_f32>(gemm_detail::ukernel_fn<float>, WinogradChoice, float*,
                                                                              const float*, const float*,
                                                                              const float*, const Conv2dShape&, bool, bool);
-template void winograd_forward<gemm_detail::kMRScalar, gemm_detail::kNRScalar>(gemm_detail::ukernel_fn<float>,
-                                                                               index_t, float*, const float*, const float*,
+template bool winograd_forward<gemm_detail::kMRScalar, gemm_detail::kNRScalar>(gemm_detail::ukernel_fn<float>,
+                                                                               WinogradChoice, float*, const float*, const float*,
                                                                                const float*, const Conv2dShape&,
                                                                                bool, bool);
 
 }  // namespace conv_detail
+
+void set_winograd_cache_limit(std::size_t bytes) {
+  conv_detail::g_cache_limit.store(bytes, std::memory_order_relaxed);
+  conv_detail::filter_cache().trim(bytes);
+}
+
+WinogradCacheInfo winograd_cache_info() {
+  const auto u = conv_detail::filter_cache().usage();
+  return {conv_detail::g_cache_limit.load(std::memory_order_relaxed), u.first, u.second};
+}
 
 ConvAlgo conv_algo() { return ConvAlgo(conv_detail::g_algo.load(std::memory_order_relaxed)); }
 void set_conv_algo(ConvAlgo a) { conv_detail::g_algo.store(int(a), std::memory_order_relaxed); }

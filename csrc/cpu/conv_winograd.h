@@ -19,10 +19,16 @@ inline bool winograd_eligible(const Conv2dShape& s) {
          s.p.dilation_w == 1 && s.p.groups == 1 && s.OH > 0 && s.OW > 0 && s.C > 0 && s.F > 0;
 }
 
-// The output tile size of the Winograd variant to use for s's forward pass (or
-// its weight gradient): 4 (F(4x4, 3x3)), 2 (F(2x2, 3x3)), or 0 for the implicit
-// gemm; by the cost model unless set_conv_algo forces a choice.
-int winograd_tile(const Conv2dShape& s, bool weight_grad = false);
+// The Winograd variant for s's forward pass (or its weight gradient): tm, the
+// output tile size, 4 (F(4x4, 3x3)), 2 (F(2x2, 3x3)) or 0 for the implicit gemm; by
+// the cost model unless set_conv_algo forces a choice. cached_only: it pays only
+// with transformed filters kept across calls; winograd_forward declines otherwise.
+struct WinogradChoice {
+  int tm = 0;
+  bool cached_only = false;
+  explicit operator bool() const { return tm != 0; }
+};
+WinogradChoice winograd_choice(const Conv2dShape& s, bool weight_grad = false);
 
 // Output tiles of s for tile size tm.
 inline index_t winograd_tiles(const Conv2dShape& s, index_t tm) {
@@ -30,13 +36,15 @@ inline index_t winograd_tiles(const Conv2dShape& s, index_t tm) {
 }
 
 // out (N,F,OH,OW) = conv(x, W) + b (b may be null; max(., 0) when relu) for an eligible shape s
-// with tm x tm output tiles (tm = 4 or 2), with W
+// with c.tm x c.tm output tiles, with W
 // as in the implicit gemm: w's filters, or when `flipped` the transposed, flipped
 // filters of the conv whose input gradient this is (w is then (C, F, 3, 3) in s's
 // terms: W[f][c][kh][kw] = w[c][f][2-kh][2-kw]). MR x NR is the micro-kernel's tile.
+// Returns false, having done nothing, when c.cached_only and the transformed
+// filters are neither cached nor can be.
 template <int MR, int NR>
-void winograd_forward(gemm_detail::ukernel_fn<float> kern, index_t tm, float* out, const float* x, const float* w, const float* b,
-                      const Conv2dShape& s, bool flipped, bool relu);
+bool winograd_forward(gemm_detail::ukernel_fn<float> kern, WinogradChoice c, float* out, const float* x,
+                      const float* w, const float* b, const Conv2dShape& s, bool flipped, bool relu);
 
 // dw (F, C, 3, 3) and db (F) (db may be null) for an eligible shape s, tm x tm tiles:
 // dU[xi] = sum over tiles of (A dY A^T)[xi] (B^T X B)[xi]^T, then dw = G^T dU G.

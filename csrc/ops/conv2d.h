@@ -47,6 +47,19 @@ enum class ConvAlgo { automatic = 0, direct = 1, winograd = 2, winograd2x2 = 3 }
 ConvAlgo conv_algo();
 void set_conv_algo(ConvAlgo a);
 
+// Winograd's transformed filters, kept across calls with the same weights (up to
+// `limit` bytes, default 512 MiB; at most half of it per layer): for calls with few
+// output tiles (small maps, small batches), where transforming the filters is a
+// large part of a call. A layer whose transformed filters do not fit runs them
+// through scratch memory, or, where Winograd pays only when they are kept (forward
+// passes with few tiles), by the implicit gemm, whose rounding differs at ~1e-6.
+// Setting the limit drops the least recently used entries above it (0: all).
+struct WinogradCacheInfo {
+  std::size_t limit, bytes, entries;
+};
+void set_winograd_cache_limit(std::size_t bytes);
+WinogradCacheInfo winograd_cache_info();
+
 // out (N,F,OH,OW) = conv(x, w) + b, or max(conv(x, w) + b, 0) when relu (applied
 // while the output tile is still in cache, instead of a separate pass)
 template <class T>

@@ -257,3 +257,47 @@ def test_many_layers_and_threads_share_the_filter_cache(algorithm):
     for t in threads:
         t.join()
     assert not errors, errors
+
+
+@pytest.fixture
+def cache_limit():
+    """Restore the Winograd filter cache's limit after a test."""
+    old = gradvis.winograd_cache_info()["limit"]
+    yield gradvis.set_winograd_cache_limit
+    gradvis.set_winograd_cache_limit(old)
+
+
+def test_filter_cache_limit_and_fallback(algorithm, cache_limit):
+    # Small-map forward passes use F(2x2) only with their transformed filters kept;
+    # with no room for them they run the direct gemm (bit-identical to 'direct').
+    algorithm("auto")
+    x, w, b = _inputs(1, 32, 8, 8, 48, seed=8)
+    cache_limit(0)
+    info = gradvis.winograd_cache_info()
+    assert info["limit"] == 0 and info["bytes"] == 0 and info["entries"] == 0
+    without = _check(x, w, b, 1)
+    cache_limit(64 << 20)
+    with_cache = _check(x, w, b, 1)
+    assert gradvis.winograd_cache_info()["entries"] >= 2       # forward and flipped filters
+    algorithm("direct")
+    direct = _check(x, w, b, 1)
+    algorithm("winograd2x2")
+    f2 = _check(x, w, b, 1)
+    for i in (0, 1):  # forward and input gradient
+        np.testing.assert_array_equal(without[i], direct[i])
+        np.testing.assert_array_equal(with_cache[i], f2[i])
+    with pytest.raises(ValueError, match="nbytes must be >= 0"):
+        gradvis.set_winograd_cache_limit(-1)
+
+
+def test_filter_cache_replaces_weights_updated_in_place(algorithm, cache_limit):
+    # A training loop updates the same array: each update replaces that array's
+    # entry instead of piling up entries until they go stale.
+    algorithm("auto")
+    cache_limit(0)
+    cache_limit(64 << 20)
+    x, w, b = _inputs(1, 32, 8, 8, 48, seed=9)
+    for step in range(5):
+        w *= np.float32(0.9)
+        _check(x, w, b, 1)
+        assert gradvis.winograd_cache_info()["entries"] == 2, step

@@ -272,3 +272,49 @@ def test_max_pool_wide_rows_with_ties_and_nans(dtype, args):
         assert hit.any() and np.isnan(out[n, c][hit]).all()
     assert np.isnan(out).sum() == sum((am[n, c] == i * W + j).sum()
                                       for (n, c, i, j) in [(0, 1, 4, 33), (1, 2, 5, 10)])
+
+
+POOL_2X2_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+import numpy as np
+import gradvis
+from test_pool import check_2x2_rows
+assert gradvis.simd_level() == {level!r}, gradvis.simd_level()
+check_2x2_rows()
+print("ok")
+"""
+
+
+def check_2x2_rows():
+    """2x2 stride-2 pooling (the vectorized path: 16 windows a step, the last step
+    of each row masked) on every row width from 1 to 41 windows, odd widths and
+    heights dropping their last column/row, ties (as after a relu) and NaNs."""
+    rng = np.random.default_rng(11)
+    for dtype in DTYPES:
+        for W in list(range(2, 36)) + [63, 64, 65, 82, 83]:
+            H = int(rng.integers(2, 6))
+            x = np.maximum(rng.integers(-3, 4, (2, 3, H, W)), 0).astype(dtype)
+            out, am = _core.max_pool2d_forward(x, 2, 2, 0, False)
+            rout, ram = ref.max_pool2d(x, 2, 2, 0, False)
+            np.testing.assert_array_equal(out, rout.astype(dtype))
+            np.testing.assert_array_equal(am, ram)
+            xn = x.copy()
+            spots = [(0, 1, H - 1 - (H % 2), W - 1 - (W % 2)), (1, 2, 0, W // 2)]
+            for n, c, i, j in spots:
+                xn[n, c, i, j] = np.nan
+            out, am = _core.max_pool2d_forward(xn, 2, 2, 0, False)
+            for n, c, i, j in spots:
+                hit = am[n, c] == i * W + j
+                assert hit.sum() == 1 and np.isnan(out[n, c][hit]).all(), (W, H)
+            assert np.isnan(out).sum() == len(spots)
+
+
+def test_max_pool_2x2_every_row_width():
+    check_2x2_rows()
+
+
+@pytest.mark.parametrize("level", ["avx2", "scalar"])
+def test_max_pool_2x2_simd_paths(level):
+    from conftest import run_at_simd_level
+    run_at_simd_level(level, POOL_2X2_SCRIPT)

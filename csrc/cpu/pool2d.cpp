@@ -4,6 +4,10 @@
 
 #include "cpu/simd.h"
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
 #include <atomic>
 #include <cstring>
@@ -80,9 +84,63 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq"))) void max_pool_plan
 }
 #endif
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+// float32 with AVX-512, explicitly: 16 windows per step, each row's last step
+// masked. The compiler vectorizes the body above only over whole vectors, so rows
+// of fewer than 16 windows (maps of 30x30 and less: most of a small CNN's pools)
+// ran scalar at ~4.6 cycles a window. Needs the plane to have < 2^31 cells.
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq"))) void max_pool_plane_2x2_avx512_f32(
+    float* out, std::int64_t* am, const float* x, const Pool2dShape& s) {
+  const index_t W = s.W, OW = s.OW;
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  const __m512i dW = _mm512_set1_epi32(std::int32_t(W));
+  for (index_t oh = 0; oh < s.OH; ++oh) {
+    const float* r0 = x + 2 * oh * W;
+    const float* r1 = r0 + W;
+    float* o = out + oh * OW;
+    std::int64_t* a = am + oh * OW;
+    const __m512i base = _mm512_set1_epi64(2 * oh * W);
+    for (index_t ow0 = 0; ow0 < OW; ow0 += 16) {
+      const index_t n = std::min<index_t>(16, OW - ow0);
+      const __mmask16 m = __mmask16((1u << n) - 1);
+      const __mmask16 mlo = __mmask16((1u << std::min<index_t>(16, 2 * n)) - 1);
+      const __mmask16 mhi = __mmask16(n > 8 ? (1u << (2 * n - 16)) - 1 : 0);
+      const __m512 a0 = _mm512_maskz_loadu_ps(mlo, r0 + 2 * ow0), a1 = _mm512_maskz_loadu_ps(mhi, r0 + 2 * ow0 + 16);
+      const __m512 b0 = _mm512_maskz_loadu_ps(mlo, r1 + 2 * ow0), b1 = _mm512_maskz_loadu_ps(mhi, r1 + 2 * ow0 + 16);
+      const __m512 v1 = _mm512_permutex2var_ps(a0, odd, a1), v2 = _mm512_permutex2var_ps(b0, even, b1),
+                   v3 = _mm512_permutex2var_ps(b0, odd, b1);
+      __m512 mx = _mm512_permutex2var_ps(a0, even, a1);
+      // cell offsets from the window's corner: 0, 1, W, W + 1 (takes_max: larger or NaN)
+      __m512i d = _mm512_setzero_si512();
+      __mmask16 t = _mm512_cmp_ps_mask(v1, mx, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v1, v1, _CMP_UNORD_Q);
+      mx = _mm512_mask_mov_ps(mx, t, v1);
+      d = _mm512_mask_mov_epi32(d, t, _mm512_set1_epi32(1));
+      t = _mm512_cmp_ps_mask(v2, mx, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v2, v2, _CMP_UNORD_Q);
+      mx = _mm512_mask_mov_ps(mx, t, v2);
+      d = _mm512_mask_mov_epi32(d, t, dW);
+      t = _mm512_cmp_ps_mask(v3, mx, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v3, v3, _CMP_UNORD_Q);
+      mx = _mm512_mask_mov_ps(mx, t, v3);
+      d = _mm512_mask_mov_epi32(d, t, _mm512_add_epi32(dW, _mm512_set1_epi32(1)));
+      _mm512_mask_storeu_ps(o + ow0, m, mx);
+      // index = 2 oh W + 2 ow + d
+      const __m512i col = _mm512_add_epi32(_mm512_add_epi32(even, _mm512_set1_epi32(std::int32_t(2 * ow0))), d);
+      const __m512i lo = _mm512_add_epi64(base, _mm512_cvtepi32_epi64(_mm512_castsi512_si256(col)));
+      const __m512i hi = _mm512_add_epi64(base, _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(col, 1)));
+      _mm512_mask_storeu_epi64(a + ow0, __mmask8(m & 0xff), lo);
+      _mm512_mask_storeu_epi64(a + ow0 + 8, __mmask8(m >> 8), hi);
+    }
+  }
+}
+#endif
+
 template <class T>
 void max_pool_plane_2x2(T* out, std::int64_t* am, const T* x, const Pool2dShape& s, SimdLevel level) {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  if constexpr (sizeof(T) == 4) {
+    if (level == SimdLevel::avx512 && s.H * s.W < (index_t(1) << 31))
+      return max_pool_plane_2x2_avx512_f32(out, am, x, s);
+  }
   if (level == SimdLevel::avx512) return max_pool_plane_2x2_avx512(out, am, x, s);
   if (level == SimdLevel::avx2) return max_pool_plane_2x2_avx2(out, am, x, s);
 #endif

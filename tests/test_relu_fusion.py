@@ -1,12 +1,14 @@
-"""A ReLU applied by the convolution before it: the kernel flag on every conv
-path, the CS231n-style conv_relu pair, and the model's fusion (same results as
-running the layers one by one; never when the pre-activation is asked for)."""
+"""A ReLU applied by the convolution or batch norm before it: the kernel flag on
+every conv path and both batch-norm modes, the CS231n-style conv_relu pair, and
+the model's fusion (same results as running the layers one by one; never when
+the pre-activation is asked for)."""
 import numpy as np
 import pytest
 
 import gradvis
 from gradvis import _core, layers as L
-from gradvis.model import Add, Conv2d, Flatten, GlobalAvgPool, Linear, MaxPool2d, Model, ReLU
+from gradvis.model import (Add, BatchNorm1d, BatchNorm2d, Conv2d, Flatten, GlobalAvgPool, Linear, MaxPool2d,
+                           Model, ReLU)
 
 
 # (x shape, w shape, padding, groups, algorithm): direct gemm, Winograd, the
@@ -125,3 +127,67 @@ def test_conv_read_by_another_node_is_not_fused():
     X = np.random.default_rng(4).standard_normal((2, 3, 8, 8)).astype(np.float32)
     acts, _ = m.forward(X, outputs=["conv", "relu", "sum"])
     np.testing.assert_allclose(acts["sum"], acts["conv"] + np.maximum(acts["conv"], 0))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("mode", ["train", "test"])
+@pytest.mark.parametrize("shape", [(3, 5, 7, 9), (2, 70, 4, 4), (6, 33), (1, 3, 1, 1)])
+def test_batchnorm_flag_equals_separate_relu(shape, mode, dtype):
+    # every walk of the kernels: long planes, many short planes (channel-vector
+    # steps), the 2-D (N, D) case, scalar tails; NaN falls through like relu_forward
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal(shape) * 3 + 0.5).astype(dtype)
+    x.flat[x.size // 2] = np.nan
+    C = shape[1]
+    gamma, beta = rng.standard_normal(C).astype(dtype), rng.standard_normal(C).astype(dtype)
+    rm, rv = rng.standard_normal(C).astype(dtype), rng.uniform(0.5, 2, C).astype(dtype)
+    if mode == "train":
+        plain = _core.batchnorm_forward_train(x, gamma, beta, 1e-5)
+        fused = _core.batchnorm_forward_train(x, gamma, beta, 1e-5, relu=True)
+        for a, b in zip(plain[1:], fused[1:]):   # the same statistics
+            np.testing.assert_array_equal(a, b)
+        plain, fused = plain[0], fused[0]
+    else:
+        plain = _core.batchnorm_forward_test(x, gamma, beta, rm, rv, 1e-5)
+        fused = _core.batchnorm_forward_test(x, gamma, beta, rm, rv, 1e-5, relu=True)
+    finite = plain[np.isfinite(plain)]
+    assert (finite < 0).any() and (finite > 0).any()
+    np.testing.assert_array_equal(fused, _core.relu_forward(plain))
+
+
+def _bn_net():
+    """conv -> batch norm -> relu blocks, and a batch norm 1-d -> relu head."""
+    m = Model(input_shape=(3, 16, 16), seed=0)
+    m.add("conv1", Conv2d(3, 16, 3, padding=1, bias=False)).add("bn1", BatchNorm2d(16)).add("relu1", ReLU())
+    m.add("pool", MaxPool2d(2, 2))
+    m.add("conv2", Conv2d(16, 32, 3, padding=1, bias=False)).add("bn2", BatchNorm2d(32)).add("relu2", ReLU())
+    m.add("gap", GlobalAvgPool()).add("flat", Flatten())
+    m.add("bn3", BatchNorm1d(32)).add("relu3", ReLU()).add("fc", Linear(32, 10))
+    m.init_params(seed=0)
+    rng = np.random.default_rng(6)
+    for k, v in m.params.items():   # shifts that make some normalized values negative
+        if k.endswith("beta"):
+            v[...] = rng.standard_normal(v.shape)
+    for k, v in m.buffers.items():
+        v[...] = rng.uniform(0.5, 1.5, v.shape) if k.endswith("var") else rng.standard_normal(v.shape)
+    return m
+
+
+@pytest.mark.parametrize("mode", ["train", "test"])
+def test_model_fuses_batchnorm_relu(mode):
+    model, unfused = _pair_of_models(_bn_net())
+    fusions = model._relu_fusions(0, len(model) - 1, set(range(len(model))), None)
+    assert {model.nodes[i].name for i in fusions} == {"bn1", "bn2", "bn3"}
+    X = np.random.default_rng(7).standard_normal((4,) + model.input_shape).astype(np.float32)
+    results = []
+    for m in (model, unfused):
+        scores, cache = m.forward(X, mode=mode)
+        dX, grads = m.backward(np.ones_like(scores), cache)
+        results.append((scores, dX, grads, {k: v.copy() for k, v in m.buffers.items()}))
+    (s1, d1, g1, b1), (s2, d2, g2, b2) = results
+    np.testing.assert_array_equal(s1, s2)
+    np.testing.assert_array_equal(d1, d2)
+    for k in g1:
+        np.testing.assert_array_equal(g1[k], g2[k], err_msg=k)
+    for k in b1:   # running statistics updated the same way in train mode
+        np.testing.assert_array_equal(b1[k], b2[k], err_msg=k)

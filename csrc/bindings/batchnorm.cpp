@@ -58,7 +58,7 @@ void check_same(const py::array& a, const py::array& b, const char* fn, const ch
 std::vector<py::ssize_t> shape_of(const py::array& a) { return std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()); }
 
 template <class T>
-py::tuple forward_train(const py::handle& xo, const py::handle& go, const py::handle& bo, double eps) {
+py::tuple forward_train(const py::handle& xo, const py::handle& go, const py::handle& bo, double eps, bool relu) {
   const char* fn = "batchnorm_forward_train";
   auto x = as_array<T>(xo, fn, "x");
   const BnDims d = bn_dims(x, fn, "x");
@@ -70,14 +70,14 @@ py::tuple forward_train(const py::handle& xo, const py::handle& go, const py::ha
   const T *px = x.data(), *pg = gamma.data(), *pb = beta.data();
   {
     py::gil_scoped_release nogil;
-    batchnorm_forward_train_cpu<T>(po, pm, pv, pi, px, pg, pb, eps, d.N, d.C, d.HW);
+    batchnorm_forward_train_cpu<T>(po, pm, pv, pi, px, pg, pb, eps, d.N, d.C, d.HW, relu);
   }
   return py::make_tuple(out, mean, var, inv_std);
 }
 
 template <class T>
 py::array forward_test(const py::handle& xo, const py::handle& go, const py::handle& bo, const py::handle& rmo,
-                       const py::handle& rvo, double eps) {
+                       const py::handle& rvo, double eps, bool relu) {
   const char* fn = "batchnorm_forward_test";
   auto x = as_array<T>(xo, fn, "x");
   const BnDims d = bn_dims(x, fn, "x");
@@ -92,7 +92,7 @@ py::array forward_test(const py::handle& xo, const py::handle& go, const py::han
   const T *px = x.data(), *pg = gamma.data(), *pb = beta.data(), *pm = rm.data(), *pv = rv.data();
   {
     py::gil_scoped_release nogil;
-    batchnorm_forward_test_cpu<T>(po, px, pg, pb, pm, pv, eps, d.N, d.C, d.HW);
+    batchnorm_forward_test_cpu<T>(po, px, pg, pb, pm, pv, eps, d.N, d.C, d.HW, relu);
   }
   return out;
 }
@@ -165,24 +165,26 @@ py::array backward_test_input(const py::handle& douto, const py::handle& go, con
 void register_batchnorm(py::module_& m) {
   m.def(
       "batchnorm_forward_train",
-      [](py::object x, py::object gamma, py::object beta, double eps) {
+      [](py::object x, py::object gamma, py::object beta, double eps, bool relu) {
         return float_kind(x, "batchnorm_forward_train", "x") == FloatKind::f32
-                   ? forward_train<float>(x, gamma, beta, eps)
-                   : forward_train<double>(x, gamma, beta, eps);
+                   ? forward_train<float>(x, gamma, beta, eps, relu)
+                   : forward_train<double>(x, gamma, beta, eps, relu);
       },
-      py::arg("x"), py::arg("gamma"), py::arg("beta"), py::arg("eps"),
+      py::arg("x"), py::arg("gamma"), py::arg("beta"), py::arg("eps"), py::arg("relu") = false,
       "Batch norm with batch statistics per channel over (N, H, W). Returns (out, mean, var, inv_std);\n"
-      "var is biased, inv_std = 1/sqrt(var + eps). x is (N, C, H, W) or (N, D).");
+      "var is biased, inv_std = 1/sqrt(var + eps). x is (N, C, H, W) or (N, D). relu=True: out is\n"
+      "max(batch norm, 0), written in the same pass.");
   m.def(
       "batchnorm_forward_test",
       [](py::object x, py::object gamma, py::object beta, py::object running_mean, py::object running_var,
-         double eps) -> py::array {
+         double eps, bool relu) -> py::array {
         return float_kind(x, "batchnorm_forward_test", "x") == FloatKind::f32
-                   ? forward_test<float>(x, gamma, beta, running_mean, running_var, eps)
-                   : forward_test<double>(x, gamma, beta, running_mean, running_var, eps);
+                   ? forward_test<float>(x, gamma, beta, running_mean, running_var, eps, relu)
+                   : forward_test<double>(x, gamma, beta, running_mean, running_var, eps, relu);
       },
       py::arg("x"), py::arg("gamma"), py::arg("beta"), py::arg("running_mean"), py::arg("running_var"),
-      py::arg("eps"), "Batch norm with running statistics.");
+      py::arg("eps"), py::arg("relu") = false,
+      "Batch norm with running statistics (relu=True: then max(., 0) in the same pass).");
   m.def(
       "batchnorm_backward_train",
       [](py::object dout, py::object x, py::object gamma, py::object mean, py::object inv_std) {

@@ -39,9 +39,9 @@ struct BnKernels {
   // sum g and sum g * (x - mu[c]); with dx, also dx = k[c] * g.
   void (*block_grad_sums)(const T* g, const T* x, const T* mu, T* dx, const T* k, index_t n0, index_t n1, index_t c0,
                           index_t c1, index_t C, index_t HW, double* t);
-  // Planes [p0, p1): out = (x - m[c]) * s[c] + h[c].
-  void (*planes_affine)(T* out, const T* x, const T* m, const T* s, const T* h, index_t p0, index_t p1, index_t C,
-                        index_t HW);
+  // Planes [p0, p1): out = (x - m[c]) * s[c] + h[c], then max(., 0) when relu.
+  void (*planes_affine)(T* out, const T* x, const T* m, const T* s, const T* h, bool relu, index_t p0, index_t p1,
+                        index_t C, index_t HW);
   // Planes [p0, p1): dx = kd[c] * g + kx[c] * (x - mu[c]) + k0[c].
   void (*planes_grad_input)(T* dx, const T* g, const T* x, const T* mu, const T* kd, const T* kx, const T* k0,
                             index_t p0, index_t p1, index_t C, index_t HW);
@@ -191,14 +191,15 @@ void grad_sums(double* sg, double* sgx, T* dx, const T* k, const T* dout, const 
   }
 }
 
-// out = x * scale[c] + shift[c] (dout * scale[c] for the input gradient).
+// out = x * scale[c] + shift[c] (dout * scale[c] for the input gradient), then
+// max(., 0) when relu.
 template <class T>
 void scale_planes(T* out, const T* x, const std::vector<T>& scale, const std::vector<T>& shift, index_t N, index_t C,
-                  index_t HW) {
+                  index_t HW, bool relu = false) {
   const auto f = kernels<T>().planes_affine;
   const std::vector<T> zero(C, T(0));
   for_planes(N, C, HW, [&](index_t p0, index_t p1) {
-    f(out, x, zero.data(), scale.data(), shift.empty() ? zero.data() : shift.data(), p0, p1, C, HW);
+    f(out, x, zero.data(), scale.data(), shift.empty() ? zero.data() : shift.data(), relu, p0, p1, C, HW);
   });
 }
 
@@ -214,7 +215,7 @@ std::vector<T> running_scale(const T* gamma, const T* running_var, double eps, i
 
 template <class T>
 void batchnorm_forward_train_cpu(T* out, T* mean, T* var, T* inv_std, const T* x, const T* gamma, const T* beta,
-                                 double eps, index_t N, index_t C, index_t HW) {
+                                 double eps, index_t N, index_t C, index_t HW, bool relu) {
   const BnKernels<T>& k = kernels<T>();
   const BnBlocks bl(N, C, HW);
   std::vector<T> pivot(bl.nbn * C);
@@ -258,20 +259,20 @@ void batchnorm_forward_train_cpu(T* out, T* mean, T* var, T* inv_std, const T* x
     m[c] = T(mu), s[c] = T(sc), h[c] = T(double(beta[c]) - (mu - double(m[c])) * sc);
   }
   for_planes(N, C, HW, [&](index_t p0, index_t p1) {
-    k.planes_affine(out, x, m.data(), s.data(), h.data(), p0, p1, C, HW);
+    k.planes_affine(out, x, m.data(), s.data(), h.data(), relu, p0, p1, C, HW);
   });
 }
 
 template <class T>
 void batchnorm_forward_test_cpu(T* out, const T* x, const T* gamma, const T* beta, const T* running_mean,
-                                const T* running_var, double eps, index_t N, index_t C, index_t HW) {
+                                const T* running_var, double eps, index_t N, index_t C, index_t HW, bool relu) {
   const std::vector<T> scale = running_scale(gamma, running_var, eps, C);
   std::vector<T> shift(C);
   for (index_t c = 0; c < C; ++c) {
     const double s = double(gamma[c]) / std::sqrt(double(running_var[c]) + eps);
     shift[c] = T(double(beta[c]) - double(running_mean[c]) * s);
   }
-  scale_planes(out, x, scale, shift, N, C, HW);
+  scale_planes(out, x, scale, shift, N, C, HW, relu);
 }
 
 // With xhat = (x - mean) * inv_std and M = N*HW:
@@ -318,9 +319,9 @@ void batchnorm_backward_test_input_cpu(T* dx, const T* dout, const T* gamma, con
 
 #define GRADVIS_INSTANTIATE(T)                                                                                    \
   template void batchnorm_forward_train_cpu<T>(T*, T*, T*, T*, const T*, const T*, const T*, double, index_t,    \
-                                               index_t, index_t);                                                \
+                                               index_t, index_t, bool);                                          \
   template void batchnorm_forward_test_cpu<T>(T*, const T*, const T*, const T*, const T*, const T*, double,      \
-                                              index_t, index_t, index_t);                                        \
+                                              index_t, index_t, index_t, bool);                                  \
   template void batchnorm_backward_train_cpu<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*,    \
                                                 index_t, index_t, index_t);                                      \
   template void batchnorm_backward_test_cpu<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*,     \

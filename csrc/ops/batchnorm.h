@@ -7,15 +7,18 @@
 namespace gradvis {
 
 // x and out are (N,C,HW); gamma, beta, mean, var, inv_std are (C,).
-// var is the biased batch variance, inv_std = 1/sqrt(var + eps).
+// var is the biased batch variance, inv_std = 1/sqrt(var + eps). relu: out is
+// max(batchnorm(x), 0), written in the same pass (bit-identical to relu_forward
+// of the plain output).
 template <class T>
 void batchnorm_forward_train_cpu(T* out, T* mean, T* var, T* inv_std, const T* x, const T* gamma, const T* beta,
-                                 double eps, index_t N, index_t C, index_t HW);
+                                 double eps, index_t N, index_t C, index_t HW, bool relu = false);
 
 // x and out are (N,C,HW); gamma, beta, running_mean, running_var are (C,).
 template <class T>
 void batchnorm_forward_test_cpu(T* out, const T* x, const T* gamma, const T* beta, const T* running_mean,
-                                const T* running_var, double eps, index_t N, index_t C, index_t HW);
+                                const T* running_var, double eps, index_t N, index_t C, index_t HW,
+                                bool relu = false);
 
 // Gradient through the batch statistics. dout, x, dx are (N,C,HW); the rest (C,).
 template <class T>

@@ -370,7 +370,7 @@ def affine_backward_params(dout, cache):
 
 
 # --------------------------------------------------------------------------- batch norm
-def _bn_forward(x, gamma, beta, bn_param, what):
+def _bn_forward(x, gamma, beta, bn_param, what, relu=False):
     if not isinstance(bn_param, dict):
         raise TypeError(f"bn_param must be a dict, got {type(bn_param).__name__}")
     mode = bn_param.get("mode", "train")
@@ -392,13 +392,13 @@ def _bn_forward(x, gamma, beta, bn_param, what):
     running_var = (np.zeros(channels, dtype=x.dtype) if running_var is None
                    else _like(running_var, x.dtype, "bn_param['running_var']"))
     if mode == "train":
-        out, mean, var, inv_std = _core.batchnorm_forward_train(x, gamma, beta, eps)
+        out, mean, var, inv_std = _core.batchnorm_forward_train(x, gamma, beta, eps, relu=relu)
         # New arrays: the caller's running statistics are never written in place.
         bn_param["running_mean"] = momentum * running_mean + (1.0 - momentum) * mean
         bn_param["running_var"] = momentum * running_var + (1.0 - momentum) * var
         cache = ("train", x, gamma, mean, inv_std)
     else:
-        out = _core.batchnorm_forward_test(x, gamma, beta, running_mean, running_var, eps)
+        out = _core.batchnorm_forward_test(x, gamma, beta, running_mean, running_var, eps, relu=relu)
         cache = ("test", x, gamma, running_mean, running_var, eps)
     return out, cache
 
@@ -423,18 +423,20 @@ def batchnorm_backward_input(dout, cache):
     return _core.batchnorm_backward_test_input(_like(dout, x.dtype, "dout"), gamma, running_var, eps)
 
 
-def batchnorm_forward(x, gamma, beta, bn_param):
+def batchnorm_forward(x, gamma, beta, bn_param, relu=False):
     """Batch normalization of (N, D) features.
 
     bn_param: 'mode' ('train' or 'test'), 'eps' (1e-5), 'momentum' (0.9),
     'running_mean', 'running_var' ((D,), zeros when absent). Train mode uses the
     batch mean and biased variance and stores updated running statistics back
-    into bn_param as new arrays. Returns (out, cache).
+    into bn_param as new arrays. relu=True returns max(out, 0) from the same pass
+    (the cache is the batch norm's own; a following relu_backward masks with the
+    returned out > 0). Returns (out, cache).
     """
     x = _float_array(x, "x")
     if x.ndim != 2:
         raise ValueError(f"batchnorm_forward: x must be 2-D (N, D), got shape {x.shape}")
-    return _bn_forward(x, gamma, beta, bn_param, "batchnorm_forward")
+    return _bn_forward(x, gamma, beta, bn_param, "batchnorm_forward", relu)
 
 
 def batchnorm_backward(dout, cache):
@@ -442,15 +444,16 @@ def batchnorm_backward(dout, cache):
     return _bn_backward(dout, cache)
 
 
-def spatial_batchnorm_forward(x, gamma, beta, bn_param):
+def spatial_batchnorm_forward(x, gamma, beta, bn_param, relu=False):
     """Batch normalization of (N, C, H, W) per channel, over N, H and W.
 
-    gamma, beta: (C,). bn_param as :func:`batchnorm_forward`. Returns (out, cache).
+    gamma, beta: (C,). bn_param and relu as :func:`batchnorm_forward`. Returns
+    (out, cache).
     """
     x = _float_array(x, "x")
     if x.ndim != 4:
         raise ValueError(f"spatial_batchnorm_forward: x must be 4-D (N, C, H, W), got shape {x.shape}")
-    return _bn_forward(x, gamma, beta, bn_param, "spatial_batchnorm_forward")
+    return _bn_forward(x, gamma, beta, bn_param, "spatial_batchnorm_forward", relu)
 
 
 def spatial_batchnorm_backward(dout, cache):

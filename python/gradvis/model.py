@@ -255,13 +255,14 @@ class _BatchNorm(Layer):
                              f"got (N, {', '.join(map(str, s))})")
         return s
 
-    def forward(self, inputs, params, buffers, mode, rng):
+    def forward(self, inputs, params, buffers, mode, rng, relu=False):
+        """relu=True returns max(batch norm, 0) (the model fuses a ReLU that only reads this layer)."""
         x = inputs[0]
         self.output_shape([x.shape[1:]])
         bn_param = {"mode": mode, "eps": self.eps, "momentum": self.momentum,
                     "running_mean": buffers["running_mean"], "running_var": buffers["running_var"]}
         fwd = L.spatial_batchnorm_forward if self.spatial else L.batchnorm_forward
-        out, cache = fwd(x, params["gamma"], params["beta"], bn_param)
+        out, cache = fwd(x, params["gamma"], params["beta"], bn_param, relu=relu)
         if mode == "train":   # keep the buffers' identity and dtype
             buffers["running_mean"][...] = bn_param["running_mean"]
             buffers["running_var"][...] = bn_param["running_var"]
@@ -288,6 +289,10 @@ class BatchNorm1d(_BatchNorm):
     """Batch norm of (N, D) features; as :class:`BatchNorm2d`."""
     type = "BatchNorm1d"
     spatial = False
+
+
+# Layers whose forward takes relu=True (a following ReLU fused into their output pass).
+_FUSES_RELU = (Conv2d, BatchNorm2d, BatchNorm1d)
 
 
 class _Elementwise(Layer):
@@ -1179,10 +1184,11 @@ class Model:
         return result, cache
 
     def _relu_fusions(self, s, e, needed, outputs):
-        """Indices i in [s, e) of Conv2d nodes that can apply the ReLU of node i + 1
-        themselves: the ReLU reads only node i, nothing else reads node i, and node i
-        is not a requested output (``end`` or ``outputs``). Its pre-activation is
-        then never stored; the ReLU's output and both gradients are unchanged."""
+        """Indices i in [s, e) of Conv2d and batch-norm nodes that can apply the ReLU
+        of node i + 1 themselves (their backward passes do not read their output):
+        the ReLU reads only node i, nothing else reads node i, and node i is not a
+        requested output (``end`` or ``outputs``). Its pre-activation is then never
+        stored; the ReLU's output and both gradients are unchanged."""
         if not self.fuse_relu:
             return set()
         readers = {}
@@ -1193,7 +1199,7 @@ class Model:
         fused = set()
         for i in range(s, e):
             node, nxt = self.nodes[i], self.nodes[i + 1]
-            if (type(node.layer) is Conv2d and type(nxt.layer) is ReLU and nxt.inputs == [node.name]
+            if (type(node.layer) in _FUSES_RELU and type(nxt.layer) is ReLU and nxt.inputs == [node.name]
                     and readers.get(node.name) == 1 and node.name not in keep
                     and i in needed and i + 1 in needed):
                 fused.add(i)

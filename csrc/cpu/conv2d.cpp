@@ -526,11 +526,17 @@ void implicit_backward_weight(ukernel_fn<T> kern, T* dw, T* db, const T* dout, c
   auto bias_grad = [&](index_t t, index_t nth) {
     if (!db) return;
     for (index_t f = s.F * t / nth; f < s.F * (t + 1) / nth; ++f) {
-      T sum = 0;
+      // 32 running sums (one serial chain was most of the first layer's call).
+      constexpr int L = 32;
+      T lane[L] = {}, sum = 0;
       for (index_t n = 0; n < s.N; ++n) {
         const T* d = dout + (n * s.F + f) * g.OHW;
-        for (index_t q = 0; q < g.OHW; ++q) sum += d[q];
+        index_t q = 0;
+        for (; q + L <= g.OHW; q += L)
+          for (int l = 0; l < L; ++l) lane[l] += d[q + l];
+        for (; q < g.OHW; ++q) sum += d[q];
       }
+      for (int l = 0; l < L; ++l) sum += lane[l];
       db[f] = sum;
     }
   };

@@ -259,6 +259,74 @@ def test_weights_read_in_place(shape, dtype, threads):
     check_all_passes(xs, ws, dtype, threads, seed=12, padding=pad, groups=groups)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("shape", [
+    # (x, w, geometry): few input channels per group take the phase-split image
+    ((3, 3, 64, 64), (32, 3, 5, 5), dict(stride=2, padding=2)),  # the model's first layer, batch 3
+    ((1, 3, 64, 64), (32, 3, 5, 5), dict(stride=2, padding=2)),  # ... at batch 1
+    ((2, 1, 9, 7), (5, 1, 3, 3), dict(padding=1)),
+    ((3, 2, 11, 13), (7, 2, 4, 4), dict(stride=3)),
+    ((1, 4, 19, 21), (40, 4, 3, 3), dict(stride=2, padding=1)),  # partial slivers, tiles across rows
+    ((2, 3, 17, 17), (9, 3, 5, 5), dict(stride=(2, 1), padding=(2, 1, 0, 3))),
+    ((2, 3, 23, 20), (6, 3, 3, 3), dict(stride=2, dilation=2, padding=2)),
+    ((2, 4, 20, 20), (8, 2, 3, 3), dict(stride=2, padding=1, groups=2)),
+    ((1, 4, 40, 40), (17, 4, 9, 9), dict(stride=1, padding=4)),  # K = 324: two K blocks
+    ((5, 2, 70, 70), (16, 2, 2, 2), dict(stride=2)),  # stride = kernel
+])
+def test_few_input_channels(shape, dtype, threads):
+    xs, ws, geometry = shape
+    check_all_passes(xs, ws, dtype, threads, seed=13, **geometry)
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[0]).astype(dtype)
+    fused = _core.conv2d_forward(x, w, b, relu=True, **geometry)
+    np.testing.assert_array_equal(fused, np.maximum(_core.conv2d_forward(x, w, b, **geometry), 0))
+    close(fused, np.maximum(ref.conv2d_forward(x, w, b, **geometry), 0), dtype, ws[1] * ws[2] * ws[3])
+
+
+FEW_CHANNELS_SCRIPT = r"""
+import numpy as np, sys
+sys.path.insert(0, {tests!r})
+import reference_conv as ref
+import gradvis
+from gradvis import _core
+assert _core.simd_level() == {level!r}, _core.simd_level()
+rng = np.random.default_rng(1)
+cases = [((2, 3, 64, 64), (32, 3, 5, 5), dict(stride=2, padding=2)), ((1, 1, 13, 9), (7, 1, 3, 3), dict(padding=1)),
+         ((2, 4, 19, 21), (40, 4, 3, 3), dict(stride=2, padding=1)),
+         ((1, 4, 30, 30), (13, 4, 9, 9), dict(stride=1, padding=(4, 3, 2, 4)))]
+for threads in (1, 2):
+    gradvis.set_num_threads(threads)
+    for dt, tol in ((np.float32, 1e-4), (np.float64, 1e-11)):
+        for xs, ws, geo in cases:
+            x = rng.standard_normal(xs).astype(dt)
+            w = rng.standard_normal(ws).astype(dt)
+            b = rng.standard_normal(ws[0]).astype(dt)
+            r = ref.conv2d_forward(x, w, b, **geo)
+            o = _core.conv2d_forward(x, w, b, **geo)
+            assert np.abs(o - r).max() < tol * np.abs(r).max(), ("forward", xs, dt)
+            o = _core.conv2d_forward(x, w, b, relu=True, **geo)
+            assert np.abs(o - np.maximum(r, 0)).max() < tol * np.abs(r).max(), ("forward relu", xs, dt)
+            dout = rng.standard_normal(r.shape).astype(dt)
+            _, rdw, rdb = ref.conv2d_backward(dout, x, w, **geo)
+            dw, db = _core.conv2d_backward_weight(dout, x, ws[2:], **geo)
+            assert np.abs(dw - rdw).max() < tol * np.abs(rdw).max(), ("dw", xs, dt)
+            assert np.abs(db - rdb).max() < tol * np.abs(rdb).max(), ("db", xs, dt)
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("level", ["avx512", "avx2", "scalar"])
+def test_few_input_channels_simd_levels(level):
+    import gradvis
+
+    if level == "avx512" and gradvis.simd_level() != "avx512":
+        pytest.skip("this CPU has no AVX-512")
+    run_at_simd_level(level, FEW_CHANNELS_SCRIPT)
+
+
 def test_bias_false_and_none():
     x, w, b, dout = make_inputs(CONFIGS[1], np.float32, seed=7)
     dw, db = _core.conv2d_backward_weight(dout, x, w.shape[2:], **conv_kwargs(CONFIGS[1]), bias=False)

@@ -8,6 +8,9 @@
 //   backward weight  dW[f][k] = sum_pos dout[f][pos] cols[k][pos]   (K of the gemm = positions)
 // Output positions run over the whole batch (pos = n*OH*OW + oh*OW + ow), so small
 // feature maps fill a chunk with several images and every thread gets work at batch 1.
+// Few input channels per group (the RGB layer): the column matrix is read in place
+// from a zero-padded, column-phase-split copy of the image (see Split) instead of
+// being gathered per tap: the forward's B tiles and the weight gradient's A rows.
 // Depthwise convs use the direct kernels in conv_depthwise.cpp.
 //
 // Threads: one OpenMP region per call. Forward/backward-input items are (position
@@ -146,6 +149,8 @@ void backward_input_block(T* dx, const T* dout, const T* w, const Conv2dShape& s
 
 using gemm_detail::ukernel_fn;
 using gemm_detail::ukernel_rows_fn;
+using gemm_detail::ukernel_offs_fn;
+using gemm_detail::ukernel_boffs_fn;
 
 using gemm_detail::kblocks;
 using gemm_detail::KBlocks;
@@ -206,6 +211,34 @@ __attribute__((target("avx512f"))) void gather_stride2_avx512(float* d, const fl
   }
 }
 #endif
+
+// d[t*ldd + j] = src[j*lds + t] for j in [0, rows), t in [0, cols).
+template <class T>
+void transpose_block(T* d, index_t ldd, const T* src, index_t lds, index_t rows, index_t cols) {
+  index_t j = 0;
+#ifdef GV_HAVE_X86
+  if constexpr (std::is_same_v<T, float>) {  // 4x4 SSE transposes (baseline x86-64)
+    for (; j + 4 <= rows; j += 4) {
+      index_t t = 0;
+      for (; t + 4 <= cols; t += 4) {
+        const float* sp = src + j * lds + t;
+        __m128 r0 = _mm_loadu_ps(sp), r1 = _mm_loadu_ps(sp + lds), r2 = _mm_loadu_ps(sp + 2 * lds),
+               r3 = _mm_loadu_ps(sp + 3 * lds);
+        _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+        float* dp = d + t * ldd + j;
+        _mm_storeu_ps(dp, r0);
+        _mm_storeu_ps(dp + ldd, r1);
+        _mm_storeu_ps(dp + 2 * ldd, r2);
+        _mm_storeu_ps(dp + 3 * ldd, r3);
+      }
+      for (; t < cols; ++t)
+        for (index_t i = 0; i < 4; ++i) d[t * ldd + j + i] = src[(j + i) * lds + t];
+    }
+  }
+#endif
+  for (; j < rows; ++j)
+    for (index_t t = 0; t < cols; ++t) d[t * ldd + j] = src[j * lds + t];
+}
 
 // d[t*ds] = xr[iw0 + t*sw] for t in [0, run), 0 where the column is outside [0, W)
 // or the whole row is (xr == nullptr). wide: the CPU has AVX-512.
@@ -307,6 +340,107 @@ void pack_a_dout(T* out, const T* dout, const Conv2dShape& s, index_t row0, inde
   }
 }
 
+// Few input channels per group (the RGB layer): the column matrix has few rows, each
+// output position reads C*KH*KW scattered taps, and gathering them per (tap, run of
+// positions) costs more than the product. There the image is first laid out once,
+// zero-padded and split by column phase (iw mod stride):
+//   split[n][c][r][ph][j] = xpad[n][c][r][j * stride_w + ph]    (xpad: x with the padding)
+// so that column-matrix element (tap, position) = split[roff(tap) + koff(position)],
+// with koff contiguous along an output row: packing B is a plain copy, and the
+// backward weight reads the taps in place (ukernel_offs).
+constexpr index_t kSplitMaxChannels = 4;
+
+struct Split {
+  index_t Hp, Wq, SH, SC, SI;  // rows, columns per phase; row, channel, image strides
+};
+
+inline bool use_split(const Conv2dShape& s, const Geometry& g) { return !g.pointwise && g.Cg <= kSplitMaxChannels; }
+
+Split split_geometry(const Conv2dShape& s) {
+  const auto& p = s.p;
+  Split sp;
+  sp.Hp = (s.OH - 1) * p.stride_h + (s.KH - 1) * p.dilation_h + 1;
+  sp.Wq = s.OW + ((s.KW - 1) * p.dilation_w) / p.stride_w;
+  sp.SH = p.stride_w * sp.Wq;
+  sp.SC = sp.Hp * sp.SH;
+  sp.SI = s.C * sp.SC;
+  return sp;
+}
+
+// Offsets of the taps (c, kh, kw) of one group in the split image.
+std::vector<index_t> split_roff(const Conv2dShape& s, const Split& sp, index_t Cg) {
+  const auto& p = s.p;
+  std::vector<index_t> roff;
+  roff.reserve(std::size_t(Cg * s.KH * s.KW));
+  for (index_t c = 0; c < Cg; ++c)
+    for (index_t kh = 0; kh < s.KH; ++kh)
+      for (index_t kw = 0; kw < s.KW; ++kw) {
+        const index_t d = kw * p.dilation_w;
+        roff.push_back(c * sp.SC + kh * p.dilation_h * sp.SH + (d % p.stride_w) * sp.Wq + d / p.stride_w);
+      }
+  return roff;
+}
+
+// split rows of images [n0, n1), all channels.
+template <class T>
+void build_split(T* split, const T* x, const Conv2dShape& s, const Split& sp, index_t n0, index_t n1) {
+  const auto& p = s.p;
+  const bool wide = cpu_level() == SimdLevel::avx512;
+  for (index_t n = n0; n < n1; ++n)
+    for (index_t c = 0; c < s.C; ++c) {
+      const T* xc = x + (n * s.C + c) * s.H * s.W;
+      T* d = split + n * sp.SI + c * sp.SC;
+      for (index_t r = 0; r < sp.Hp; ++r) {
+        const index_t ih = r - p.pad_top;
+        const T* xr = ih >= 0 && ih < s.H ? xc + ih * s.W : nullptr;
+        for (index_t ph = 0; ph < p.stride_w; ++ph, d += sp.Wq)
+          gather_row(d, 1, xr, ph - p.pad_left, p.stride_w, s.W, sp.Wq, wide);
+      }
+    }
+}
+
+// pack_b_cols from the split image of the group (sg), the taps' offsets roff[0, kc).
+// skip_full: leave out the tiles that lie in one output row (read in place).
+template <class T, int NR>
+void pack_b_split(T* out, const T* sg, const Conv2dShape& s, const Split& sp, const index_t* roff, index_t kc,
+                  index_t q0, index_t P, bool skip_full) {
+  for_runs(s, q0, P, NR, [&](index_t n, index_t oh, index_t ow, index_t i, index_t run) {
+    T* dst = out + (i / NR) * kc * NR + i % NR;
+    const T* src = sg + n * sp.SI + oh * s.p.stride_h * sp.SH + ow;
+    if (run == NR) {
+      if (skip_full) return;
+      for (index_t k = 0; k < kc; ++k) {
+        const T* a = src + roff[k];
+        T* d = dst + k * NR;
+        for (int t = 0; t < NR; ++t) d[t] = a[t];
+      }
+    } else {
+      for (index_t k = 0; k < kc; ++k) std::copy(src + roff[k], src + roff[k] + run, dst + k * NR);
+    }
+  });
+  if (const index_t tail = P % NR) {
+    T* dst = out + (P / NR) * kc * NR;
+    for (index_t k = 0; k < kc; ++k)
+      for (index_t j = tail; j < NR; ++j) dst[k * NR + j] = T(0);
+  }
+}
+
+// The ukernel_boffs whose tile is MR x NR, if any.
+template <class T, int MR, int NR>
+ukernel_boffs_fn<T> boffs_ukernel() {
+  using namespace gemm_detail;
+  constexpr bool f32 = sizeof(T) == 4;
+  if constexpr (MR == kMR512 && NR == (f32 ? kNR512_f32 : kNR512_f64)) {
+    if constexpr (f32) return ukernel_boffs_avx512_f32; else return ukernel_boffs_avx512_f64;
+  } else if constexpr (MR == kMR256 && NR == (f32 ? kNR256_f32 : kNR256_f64)) {
+    if constexpr (f32) return ukernel_boffs_avx2_f32; else return ukernel_boffs_avx2_f64;
+  } else if constexpr (MR == kMRScalar && NR == kNRScalar) {
+    return ukernel_boffs_scalar<T>;
+  } else {
+    return nullptr;
+  }
+}
+
 // out (N,F,OH,OW) = conv(x, W) + b for the shape s, where W[f][k] (per group) is
 // w's row f, or, when `flipped`, the transposed and flipped filters of the conv
 // whose backward-input this is: W[c][(f,kh,kw)] = w[f][c][KH-1-kh][KW-1-kw].
@@ -371,10 +505,27 @@ void implicit_forward(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* 
     }
   };
 
+  const bool split = use_split(s, g);
+  const Split sp = split ? split_geometry(s) : Split{};
+  const std::vector<index_t> roff = split ? split_roff(s, sp, g.Cg) : std::vector<index_t>();
+  T* xs = split ? scratch<T>(kColsSlot, std::size_t(s.N * sp.SI)) : nullptr;
+  const ukernel_boffs_fn<T> boffs_kern = boffs_ukernel<T, MR, NR>();
+  const bool inplace = split && !direct && boffs_kern;
+
   // Small maps whose size is not a multiple of NR (4x4, 7x7...) would put most tiles
   // across two images: those chunks are computed into a contiguous panel (M x P)
   // and copied out once, instead of scattering every tile after every K block.
   const bool panel = g.OHW % NR != 0 && g.OHW < 8 * NR;
+
+  // o[0, len) of output channel f: + bias, relu.
+  auto finish = [&](T* o, index_t len, index_t f) {
+    const T bv = b ? b[f] : T(0);
+    if (relu) {
+      for (index_t t = 0; t < len; ++t) o[t] = std::max(o[t] + bv, T(0));
+    } else {
+      for (index_t t = 0; t < len; ++t) o[t] = o[t] + bv;
+    }
+  };
 
   auto item = [&](index_t id, T* bp, T* cp, T* tile) {
     const index_t chunk = id / mblocks, mb = id % mblocks;
@@ -387,25 +538,38 @@ void implicit_forward(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* 
       const index_t row0 = gi * M;  // first output channel of the group
       for (index_t bk = 0; bk < kb.n; ++bk) {
         const index_t k0 = kb.begin(bk), kc = kb.begin(bk + 1) - k0;
-        pack_b_cols<T, NR>(bp, xg, s.C * g.HW, s, taps.data() + k0, kc, q0, pc);
+        if (split)
+          pack_b_split<T, NR>(bp, xs + gi * g.Cg * sp.SC, s, sp, roff.data() + k0, kc, q0, pc, inplace);
+        else
+          pack_b_cols<T, NR>(bp, xg, s.C * g.HW, s, taps.data() + k0, kc, q0, pc);
         const T beta = bk == 0 ? T(0) : T(1);
         for (index_t is = is0; is < is1; ++is) {
           const index_t m = is * MR, mr = std::min<index_t>(MR, M - m);
           const T* a = direct ? arow(gi, m) : ag + k0 * Mpad + m * kc;
-          // C tile (MR x NR at c, row stride ldc) from the B sliver at bs.
-          auto kern = [&](const T* bs, T* c, index_t ldc, T beta_c) {
-            if (direct)
-              rows_kern(kc, a, lda, mr, koff.data() + k0, bs, c, ldc, T(1), beta_c);
-            else
-              pack_kern(kc, a, bs, c, ldc, T(1), beta_c);
+          // C tile (MR x NR at c, row stride ldc) from B's tile at jr: in place in
+          // the split image when the tile lies in one output row, else packed.
+          // fuse (a full tile into the output): bias and relu may be applied by the
+          // micro-kernel; returns whether they were.
+          auto kern = [&](index_t jr, T* c, index_t ldc, T beta_c, bool fuse = false) {
+            const T* bs = bp + jr * kc;
+            if (direct) return rows_kern(kc, a, lda, mr, koff.data() + k0, bs, c, ldc, T(1), beta_c), false;
+            const index_t q = q0 + jr;
+            if (inplace && pc - jr >= NR && q % s.OW + NR <= s.OW) {
+              const index_t n = q / g.OHW, r = q % g.OHW;
+              const T* src = xs + gi * g.Cg * sp.SC + n * sp.SI + (r / s.OW) * s.p.stride_h * sp.SH + r % s.OW;
+              const T* bias = fuse && b && bk == 0 ? b + row0 + m : nullptr;
+              boffs_kern(kc, a, src, roff.data() + k0, c, ldc, bias, fuse && relu && bk == kb.n - 1, beta_c);
+              return fuse;
+            }
+            return pack_kern(kc, a, bs, c, ldc, T(1), beta_c), false;
           };
           for (index_t jr = 0; jr < pc; jr += NR) {
             const index_t nr = std::min<index_t>(NR, pc - jr), q = q0 + jr;
             if (panel) {  // cp is M x P (ldc P), P a multiple of NR: only the last rows can be partial
               if (mr == MR) {
-                kern(bp + jr * kc, cp + m * P + jr, P, beta);
+                kern(jr, cp + m * P + jr, P, beta);
               } else {
-                kern(bp + jr * kc, tile, NR, T(0));
+                kern(jr, tile, NR, T(0));
                 for (index_t i = 0; i < mr; ++i)
                   for (index_t j = 0; j < NR; ++j) {
                     T& d = cp[(m + i) * P + jr + j];
@@ -415,22 +579,29 @@ void implicit_forward(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* 
               continue;
             }
             const index_t n = q / g.OHW, r = q % g.OHW;
+            // Bias and relu are applied to each tile after the last K block, while it is in L1.
+            const bool last = bk == kb.n - 1 && (b || relu);
             if (mr == MR && nr == NR && r + NR <= g.OHW) {
-              kern(bp + jr * kc, out + (n * s.F + row0 + m) * g.OHW + r, g.OHW, beta);
+              T* c = out + (n * s.F + row0 + m) * g.OHW + r;
+              if (kern(jr, c, g.OHW, beta, true)) continue;
+              if (last)
+                for (index_t i = 0; i < MR; ++i) finish(c + i * g.OHW, NR, row0 + m + i);
               continue;
             }
-            kern(bp + jr * kc, tile, NR, T(0));
+            kern(jr, tile, NR, T(0));
             for (index_t j = 0; j < nr; ++j) {
               const index_t nn = (q + j) / g.OHW, rr = (q + j) % g.OHW;
               T* d = out + (nn * s.F + row0 + m) * g.OHW + rr;
-              for (index_t i = 0; i < mr; ++i)
+              for (index_t i = 0; i < mr; ++i) {
                 d[i * g.OHW] = beta == T(0) ? tile[i * NR + j] : d[i * g.OHW] + tile[i * NR + j];
+                if (last) finish(d + i * g.OHW, 1, row0 + m + i);
+              }
             }
           }
         }
       }
-      if (panel || b || relu) {
-        // Per image of the chunk: copy the panel out and / or add the bias, relu.
+      if (panel) {
+        // Per image of the chunk: copy the panel out and add the bias, relu.
         for (index_t q = q0; q < q0 + pc;) {
           const index_t n = q / g.OHW, r = q % g.OHW, len = std::min(g.OHW - r, q0 + pc - q);
           for (index_t f = f0; f < f1; ++f) {
@@ -453,8 +624,9 @@ void implicit_forward(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* 
   team_run(nt, [&](index_t t, index_t nth) {
     trap.run([&] {
       for (index_t i = a_slivers * t / nth; i < a_slivers * (t + 1) / nth; ++i) pack_a(i);
+      if (split) build_split(xs, x, s, sp, s.N * t / nth, s.N * (t + 1) / nth);
     });
-    if (!direct) team_barrier();
+    if (!direct || split) team_barrier();
     trap.run([&] {
       T* bp = scratch<T>(kPackBSlot, std::size_t(kc_max * P));
       T* cp = panel ? scratch<T>(kPanelSlot, std::size_t(Mpad * P)) : nullptr;
@@ -467,7 +639,8 @@ void implicit_forward(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* 
 
 // dw (F, CK) = sum over positions of dout[f][pos] * cols[k][pos], per group.
 template <class T, int MR, int NR>
-void implicit_backward_weight(ukernel_fn<T> kern, T* dw, T* db, const T* dout, const T* x, const Conv2dShape& s) {
+void implicit_backward_weight(ukernel_fn<T> kern, ukernel_offs_fn<T> offs_kern, T* dw, T* db, const T* dout,
+                              const T* x, const Conv2dShape& s) {
   const Geometry g = geometry(s);
   const index_t M = g.Fg, N = g.CK, Q = s.N * g.OHW, wsize = s.F * g.CK;
   const std::vector<Tap> taps = make_taps(s, g.Cg);
@@ -521,31 +694,90 @@ void implicit_backward_weight(ukernel_fn<T> kern, T* dw, T* db, const T* dout, c
     }
   };
 
+  // Few input channels (see Split): dw^T (taps x filters) as a gemm whose A (the
+  // column matrix, MR taps x positions) is read in place from the split image and
+  // whose B is dout transposed per block of positions (positions x NR filters);
+  // C = the sum over positions [qa, qa+len) for the whole of dw.
+  const index_t nt = team_size();
+  const bool split_positions = nt == 1 || Q >= 512 * nt;
+  const bool split = split_positions && use_split(s, g);
+  const Split sp = split ? split_geometry(s) : Split{};
+  const std::vector<index_t> roff = split ? split_roff(s, sp, g.Cg) : std::vector<index_t>();
+  T* xs = split ? scratch<T>(kColsSlot, std::size_t(s.N * sp.SI)) : nullptr;
+  auto split_block = [&](T* C, index_t qa, index_t qb) {
+    if (qa >= qb) return zero_rect(C, 0, M, 0, N);
+    constexpr index_t KCs = 128;  // positions per block: B (KCs x NR) stays in L1
+    const index_t Mp = (M + NR - 1) / NR * NR, Np = (N + MR - 1) / MR * MR;
+    T* ct = scratch<T>(kPackA2Slot, std::size_t(Np * Mp));
+    T* bt = scratch<T>(kPackBSlot, std::size_t(KCs * NR));
+    index_t koff[KCs];
+    for (index_t gi = 0; gi < g.G; ++gi) {
+      const T* sg = xs + gi * g.Cg * sp.SC;
+      for (index_t pc = qa; pc < qb; pc += KCs) {
+        const index_t kc = std::min(KCs, qb - pc);
+        const T beta = pc == qa ? T(0) : T(1);
+        for_runs(s, pc, kc, kc, [&](index_t n, index_t oh, index_t ow, index_t i, index_t run) {
+          const index_t o = n * sp.SI + oh * s.p.stride_h * sp.SH + ow;
+          for (index_t t = 0; t < run; ++t) koff[i + t] = o + t;
+        });
+        for (index_t f0 = 0; f0 < M; f0 += NR) {
+          const index_t fr = std::min<index_t>(NR, M - f0);
+          for (index_t q = pc; q < pc + kc;) {  // bt[p][j] = dout[n][gi*M + f0 + j][r]
+            const index_t n = q / g.OHW, r = q % g.OHW, len = std::min(g.OHW - r, pc + kc - q);
+            T* d = bt + (q - pc) * NR;
+            const T* src = dout + (n * s.F + gi * M + f0) * g.OHW + r;
+            transpose_block(d, NR, src, g.OHW, fr, len);
+            for (index_t j = fr; j < NR; ++j)
+              for (index_t t = 0; t < len; ++t) d[t * NR + j] = T(0);
+            q += len;
+          }
+          for (index_t ts = 0; ts < N; ts += MR)
+            offs_kern(kc, sg, roff.data() + ts, std::min<index_t>(MR, N - ts), koff, bt, ct + ts * Mp + f0, Mp, T(1),
+                      beta);
+        }
+      }
+      for (index_t f = 0; f < M; ++f)
+        for (index_t k = 0; k < N; ++k) C[(gi * M + f) * N + k] = ct[k * Mp + f];
+    }
+  };
+
   // db[f] (db may be null): filters split over the team inside the same region,
   // each summed over images and positions in a fixed order.
   auto bias_grad = [&](index_t t, index_t nth) {
     if (!db) return;
     for (index_t f = s.F * t / nth; f < s.F * (t + 1) / nth; ++f) {
-      T sum = 0;
+      // 32 running sums (one serial chain was most of the first layer's call).
+      constexpr int L = 32;
+      T lane[L] = {}, sum = 0;
       for (index_t n = 0; n < s.N; ++n) {
         const T* d = dout + (n * s.F + f) * g.OHW;
-        for (index_t q = 0; q < g.OHW; ++q) sum += d[q];
+        index_t q = 0;
+        for (; q + L <= g.OHW; q += L)
+          for (int l = 0; l < L; ++l) lane[l] += d[q + l];
+        for (; q < g.OHW; ++q) sum += d[q];
       }
+      for (int l = 0; l < L; ++l) sum += lane[l];
       db[f] = sum;
     }
   };
 
-  const index_t nt = team_size();
   ErrorTrap trap;
-  if (nt == 1 || Q >= 512 * nt) {
+  if (split_positions) {
     // Positions split across the team; thread 0 sums into dw, the others into
     // partials that are then added in thread order.
     T* parts = nt > 1 ? scratch<T>(kPartialSlot, std::size_t(wsize) * std::size_t(nt - 1)) : nullptr;
     team_run(nt, [&](index_t t, index_t nth) {
       T* C = t == 0 ? dw : parts + std::size_t(t - 1) * std::size_t(wsize);
+      if (split) {
+        trap.run([&] { build_split(xs, x, s, sp, s.N * t / nth, s.N * (t + 1) / nth); });
+        team_barrier();
+      }
       trap.run([&] {
         bias_grad(t, nth);
-        block(C, 0, M, 0, N, Q * t / nth, Q * (t + 1) / nth);
+        if (split)
+          split_block(C, Q * t / nth, Q * (t + 1) / nth);
+        else
+          block(C, 0, M, 0, N, Q * t / nth, Q * (t + 1) / nth);
       });
       team_barrier();
       trap.run([&] {
@@ -599,6 +831,21 @@ void with_ukernel(F&& f) {
         return f(ukernel_avx2_f64, ukernel_rows_avx2_f64, integral_constant<int, kMR256>{}, integral_constant<int, kNR256_f64>{});
     default:
       return f(ukernel_scalar<T>, ukernel_rows_scalar<T>, integral_constant<int, kMRScalar>{}, integral_constant<int, kNRScalar>{});
+  }
+}
+
+// The ukernel_offs of the CPU's SIMD level (tile sizes as with_ukernel's).
+template <class T>
+gemm_detail::ukernel_offs_fn<T> offs_ukernel() {
+  using namespace gemm_detail;
+  constexpr bool f32 = sizeof(T) == 4;
+  switch (cpu_level()) {
+    case SimdLevel::avx512:
+      if constexpr (f32) return ukernel_offs_avx512_f32; else return ukernel_offs_avx512_f64;
+    case SimdLevel::avx2:
+      if constexpr (f32) return ukernel_offs_avx2_f32; else return ukernel_offs_avx2_f64;
+    default:
+      return ukernel_offs_scalar<T>;
   }
 }
 
@@ -673,7 +920,8 @@ void conv2d_backward_weight(T* dw, T* db, const T* dout, const T* x, const Conv2
       return conv_detail::winograd_backward_weight(c.tm, dw, db, dout, x, s);
   }
   with_ukernel<T>([&](gemm_detail::ukernel_fn<T> kern, gemm_detail::ukernel_rows_fn<T>, auto MR, auto NR) {
-    implicit_backward_weight<T, decltype(MR)::value, decltype(NR)::value>(kern, dw, db, dout, x, s);
+    implicit_backward_weight<T, decltype(MR)::value, decltype(NR)::value>(kern, offs_ukernel<T>(), dw, db, dout, x,
+                                                                          s);
   });
 }
 

@@ -32,6 +32,7 @@ struct VScalar {
   static inline reg set1(TT x) { return x; }
   static inline reg fmadd(reg a, reg b, reg c) { return a * b + c; }
   static inline reg mul(reg a, reg b) { return a * b; }
+  static inline reg max(reg a, reg b) { return a > b ? a : b; }
 };
 
 #define GV_TARGET
@@ -225,6 +226,22 @@ void ukernel_rows_scalar(index_t kc, const T* a, index_t lda, index_t mr, const 
 }
 template void ukernel_rows_scalar<float>(GV_ROWS_ARGS(float));
 template void ukernel_rows_scalar<double>(GV_ROWS_ARGS(double));
+
+template <class T>
+void ukernel_offs_scalar(index_t kc, const T* a, const index_t* roff, index_t mr, const index_t* koff, const T* b,
+                         T* c, index_t ldc, T alpha, T beta) {
+  ukernel_offs<VScalar<T>, kMRScalar, kNRScalar>(kc, a, roff, mr, koff, b, c, ldc, alpha, beta);
+}
+template void ukernel_offs_scalar<float>(GV_OFFS_ARGS(float));
+template void ukernel_offs_scalar<double>(GV_OFFS_ARGS(double));
+
+template <class T>
+void ukernel_boffs_scalar(index_t kc, const T* a, const T* b, const index_t* boff, T* c, index_t ldc, const T* bias,
+                          bool relu, T beta) {
+  ukernel_boffs<VScalar<T>, kMRScalar, kNRScalar>(kc, a, b, boff, c, ldc, bias, relu, beta);
+}
+template void ukernel_boffs_scalar<float>(GV_BOFFS_ARGS(float));
+template void ukernel_boffs_scalar<double>(GV_BOFFS_ARGS(double));
 
 }  // namespace gemm_detail
 

@@ -23,6 +23,7 @@ struct V256f {
   GV_INLINE reg set1(float x) { return _mm256_set1_ps(x); }
   GV_INLINE reg fmadd(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
   GV_INLINE reg mul(reg a, reg b) { return _mm256_mul_ps(a, b); }
+  GV_INLINE reg max(reg a, reg b) { return _mm256_max_ps(a, b); }
 };
 
 struct V256d {
@@ -35,6 +36,7 @@ struct V256d {
   GV_INLINE reg set1(double x) { return _mm256_set1_pd(x); }
   GV_INLINE reg fmadd(reg a, reg b, reg c) { return _mm256_fmadd_pd(a, b, c); }
   GV_INLINE reg mul(reg a, reg b) { return _mm256_mul_pd(a, b); }
+  GV_INLINE reg max(reg a, reg b) { return _mm256_max_pd(a, b); }
 };
 
 #include "cpu/gemm_ukernel.inc"
@@ -58,6 +60,23 @@ void ukernel_rows_avx2_f64(index_t kc, const double* a, index_t lda, index_t mr,
   ukernel_rows<V256d, kMR256, kNR256_f64 / 4>(kc, a, lda, mr, koff, b, c, ldc, alpha, beta);
 }
 
+void ukernel_offs_avx2_f32(index_t kc, const float* a, const index_t* roff, index_t mr, const index_t* koff,
+                          const float* b, float* c, index_t ldc, float alpha, float beta) {
+  ukernel_offs<V256f, kMR256, kNR256_f32 / 8>(kc, a, roff, mr, koff, b, c, ldc, alpha, beta);
+}
+void ukernel_offs_avx2_f64(index_t kc, const double* a, const index_t* roff, index_t mr, const index_t* koff,
+                          const double* b, double* c, index_t ldc, double alpha, double beta) {
+  ukernel_offs<V256d, kMR256, kNR256_f64 / 4>(kc, a, roff, mr, koff, b, c, ldc, alpha, beta);
+}
+
+void ukernel_boffs_avx2_f32(index_t kc, const float* a, const float* b, const index_t* boff, float* c, index_t ldc,
+                           const float* bias, bool relu, float beta) {
+  ukernel_boffs<V256f, kMR256, kNR256_f32 / 8>(kc, a, b, boff, c, ldc, bias, relu, beta);
+}
+void ukernel_boffs_avx2_f64(index_t kc, const double* a, const double* b, const index_t* boff, double* c, index_t ldc,
+                           const double* bias, bool relu, double beta) {
+  ukernel_boffs<V256d, kMR256, kNR256_f64 / 4>(kc, a, b, boff, c, ldc, bias, relu, beta);
+}
 }  // namespace gemm_detail
 }  // namespace gradvis
 
@@ -69,6 +88,10 @@ void ukernel_avx2_f32(index_t, const float*, const float*, float*, index_t, floa
 void ukernel_avx2_f64(index_t, const double*, const double*, double*, index_t, double, double) { std::abort(); }
 void ukernel_rows_avx2_f32(GV_ROWS_ARGS(float)) { std::abort(); }
 void ukernel_rows_avx2_f64(GV_ROWS_ARGS(double)) { std::abort(); }
+void ukernel_offs_avx2_f32(GV_OFFS_ARGS(float)) { std::abort(); }
+void ukernel_offs_avx2_f64(GV_OFFS_ARGS(double)) { std::abort(); }
+void ukernel_boffs_avx2_f32(GV_BOFFS_ARGS(float)) { std::abort(); }
+void ukernel_boffs_avx2_f64(GV_BOFFS_ARGS(double)) { std::abort(); }
 }  // namespace gemm_detail
 }  // namespace gradvis
 #endif

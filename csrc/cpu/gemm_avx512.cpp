@@ -23,6 +23,7 @@ struct V512f {
   GV_INLINE reg set1(float x) { return _mm512_set1_ps(x); }
   GV_INLINE reg fmadd(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
   GV_INLINE reg mul(reg a, reg b) { return _mm512_mul_ps(a, b); }
+  GV_INLINE reg max(reg a, reg b) { return _mm512_max_ps(a, b); }
 };
 
 struct V512d {
@@ -35,6 +36,7 @@ struct V512d {
   GV_INLINE reg set1(double x) { return _mm512_set1_pd(x); }
   GV_INLINE reg fmadd(reg a, reg b, reg c) { return _mm512_fmadd_pd(a, b, c); }
   GV_INLINE reg mul(reg a, reg b) { return _mm512_mul_pd(a, b); }
+  GV_INLINE reg max(reg a, reg b) { return _mm512_max_pd(a, b); }
 };
 
 #include "cpu/gemm_ukernel.inc"
@@ -66,6 +68,23 @@ void ukernel_rows_avx512_f64(index_t kc, const double* a, index_t lda, index_t m
   ukernel_rows<V512d, kMR512, kNR512_f64 / 8>(kc, a, lda, mr, koff, b, c, ldc, alpha, beta);
 }
 
+void ukernel_offs_avx512_f32(index_t kc, const float* a, const index_t* roff, index_t mr, const index_t* koff,
+                          const float* b, float* c, index_t ldc, float alpha, float beta) {
+  ukernel_offs<V512f, kMR512, kNR512_f32 / 16>(kc, a, roff, mr, koff, b, c, ldc, alpha, beta);
+}
+void ukernel_offs_avx512_f64(index_t kc, const double* a, const index_t* roff, index_t mr, const index_t* koff,
+                          const double* b, double* c, index_t ldc, double alpha, double beta) {
+  ukernel_offs<V512d, kMR512, kNR512_f64 / 8>(kc, a, roff, mr, koff, b, c, ldc, alpha, beta);
+}
+
+void ukernel_boffs_avx512_f32(index_t kc, const float* a, const float* b, const index_t* boff, float* c, index_t ldc,
+                           const float* bias, bool relu, float beta) {
+  ukernel_boffs<V512f, kMR512, kNR512_f32 / 16>(kc, a, b, boff, c, ldc, bias, relu, beta);
+}
+void ukernel_boffs_avx512_f64(index_t kc, const double* a, const double* b, const index_t* boff, double* c, index_t ldc,
+                           const double* bias, bool relu, double beta) {
+  ukernel_boffs<V512d, kMR512, kNR512_f64 / 8>(kc, a, b, boff, c, ldc, bias, relu, beta);
+}
 }  // namespace gemm_detail
 }  // namespace gradvis
 
@@ -79,6 +98,10 @@ void ukernel_rows_avx512_f32(GV_ROWS_ARGS(float)) { std::abort(); }
 void ukernel_rows_avx512_f64(GV_ROWS_ARGS(double)) { std::abort(); }
 void ukernel_rows_avx512_f32_narrow(GV_ROWS_ARGS(float)) { std::abort(); }
 void ukernel_avx512_f32_narrow(index_t, const float*, const float*, float*, index_t, float, float) { std::abort(); }
+void ukernel_offs_avx512_f32(GV_OFFS_ARGS(float)) { std::abort(); }
+void ukernel_offs_avx512_f64(GV_OFFS_ARGS(double)) { std::abort(); }
+void ukernel_boffs_avx512_f32(GV_BOFFS_ARGS(float)) { std::abort(); }
+void ukernel_boffs_avx512_f64(GV_BOFFS_ARGS(double)) { std::abort(); }
 }  // namespace gemm_detail
 }  // namespace gradvis
 #endif

@@ -21,6 +21,18 @@ template <class T>
 using ukernel_rows_fn = void (*)(index_t kc, const T* a, index_t lda, index_t mr, const index_t* koff, const T* b,
                                  T* c, index_t ldc, T alpha, T beta);
 
+// The same tile with row i of A at a + roff[i] (rows >= mr repeat row 0), its k-th
+// element at offset koff[k] (see ukernel_offs in gemm_ukernel.inc).
+template <class T>
+using ukernel_offs_fn = void (*)(index_t kc, const T* a, const index_t* roff, index_t mr, const index_t* koff,
+                                 const T* b, T* c, index_t ldc, T alpha, T beta);
+
+// The same tile from a packed A and B's k-th row at b + boff[k], rows started
+// from bias[i] (if any), relu on store, alpha 1 (ukernel_boffs).
+template <class T>
+using ukernel_boffs_fn = void (*)(index_t kc, const T* a, const T* b, const index_t* boff, T* c, index_t ldc,
+                                  const T* bias, bool relu, T beta);
+
 // Tile sizes (MR rows x NR columns) per level; NR is a multiple of the vector width.
 constexpr int kMR512 = 8, kNR512_f32 = 32, kNR512_f64 = 16;
 constexpr int kMR256 = 6, kNR256_f32 = 16, kNR256_f64 = 8;
@@ -48,6 +60,21 @@ void ukernel_rows_avx2_f32(GV_ROWS_ARGS(float));
 void ukernel_rows_avx2_f64(GV_ROWS_ARGS(double));
 template <class T>
 void ukernel_rows_scalar(GV_ROWS_ARGS(T));
+
+#define GV_OFFS_ARGS(T) index_t, const T*, const index_t*, index_t, const index_t*, const T*, T*, index_t, T, T
+void ukernel_offs_avx512_f32(GV_OFFS_ARGS(float));
+void ukernel_offs_avx512_f64(GV_OFFS_ARGS(double));
+void ukernel_offs_avx2_f32(GV_OFFS_ARGS(float));
+void ukernel_offs_avx2_f64(GV_OFFS_ARGS(double));
+template <class T>
+void ukernel_offs_scalar(GV_OFFS_ARGS(T));
+#define GV_BOFFS_ARGS(T) index_t, const T*, const T*, const index_t*, T*, index_t, const T*, bool, T
+void ukernel_boffs_avx512_f32(GV_BOFFS_ARGS(float));
+void ukernel_boffs_avx512_f64(GV_BOFFS_ARGS(double));
+void ukernel_boffs_avx2_f32(GV_BOFFS_ARGS(float));
+void ukernel_boffs_avx2_f64(GV_BOFFS_ARGS(double));
+template <class T>
+void ukernel_boffs_scalar(GV_BOFFS_ARGS(T));
 
 constexpr index_t kKC = 256;  // K block: an A sliver (MR x kKC) stays in L1, the B block in L2
 

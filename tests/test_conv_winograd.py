@@ -25,6 +25,14 @@ def algorithm():
     gradvis.set_conv_algorithm(old)
 
 
+@pytest.fixture
+def cache_limit():
+    """Restore the Winograd filter cache's limit after a test."""
+    old = gradvis.winograd_cache_info()["limit"]
+    yield gradvis.set_winograd_cache_limit
+    gradvis.set_winograd_cache_limit(old)
+
+
 def _check(x, w, b, padding, reference="numpy"):
     out = _core.conv2d_forward(x, w, b, padding=padding)
     dout = np.random.default_rng(1).standard_normal(out.shape).astype(np.float32)
@@ -230,12 +238,13 @@ def test_transformed_filters_follow_the_weights(algorithm):
     _check(x, w2, b, 1)
 
 
-def test_many_layers_and_threads_share_the_filter_cache(algorithm):
+def test_many_layers_and_threads_share_the_filter_cache(algorithm, cache_limit):
     # More distinct filter banks than the cache keeps, called from several Python
     # threads at once (the kernels release the GIL): every result stays right.
     import threading
 
     algorithm("winograd")
+    cache_limit(64 << 20)
     # 12 banks of 256 filters x 192-368 channels: 7-13 MB of transformed filters each,
     # about 120 MB in all, so entries are evicted while others are in use
     layers = [_inputs(1, 192 + 16 * i, 16, 16, 256, seed=10 + i) for i in range(12)]
@@ -257,14 +266,6 @@ def test_many_layers_and_threads_share_the_filter_cache(algorithm):
     for t in threads:
         t.join()
     assert not errors, errors
-
-
-@pytest.fixture
-def cache_limit():
-    """Restore the Winograd filter cache's limit after a test."""
-    old = gradvis.winograd_cache_info()["limit"]
-    yield gradvis.set_winograd_cache_limit
-    gradvis.set_winograd_cache_limit(old)
 
 
 def test_filter_cache_limit_and_fallback(algorithm, cache_limit):

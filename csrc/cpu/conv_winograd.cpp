@@ -335,9 +335,9 @@ bool winograd_forward(gemm_detail::ukernel_fn<float> kern, WinogradChoice c, flo
   float* Vs = priv ? nullptr : scratch<float>(kSlotV, std::size_t(P * g.vsz));
   float* Ms = priv ? nullptr : scratch<float>(kSlotM, std::size_t(P * g.msz));
   // transform buffers: filter, input, output stage (see winograd_transforms.inc)
-  const std::size_t local = std::size_t(std::max((9 + 3 * A) * MR * kc_max,
-                                                 std::max(P * g.TBp + 2 * A * (tm * TW + 2) + A * TW,
-                                                          (tm * tm + tm * A) * g.TBp)));
+  const std::size_t local = std::size_t(
+      std::max((9 + 3 * A) * MR * kc_max, std::max(P * g.TBp + std::max(2 * A * (tm * TW + 2) + A * TW, 2 * P * g.TBp),
+                                                   (tm * tm + tm * A) * g.TBp)));
 
   ErrorTrap trap;
   team_run(nt, [&](index_t t, index_t nth) {
@@ -414,8 +414,8 @@ void winograd_backward_weight(index_t tm, float* dw, float* db, const float* dou
   float* V = scratch<float>(kSlotV, std::size_t(P * g.vsz));
   float* Dm = scratch<float>(kSlotM, std::size_t(P * g.msz));
   // transform buffers: input, gradient, filter-gradient stage (see winograd_transforms.inc)
-  const std::size_t local = std::size_t(
-      std::max(std::max(2 * A * (tm * TW + 2) + A * TW, (tm * tm + tm * A) * g.TBp), (3 * A + 9) * K));
+  const std::size_t local = std::size_t(std::max(
+      std::max(std::max(2 * A * (tm * TW + 2) + A * TW, 2 * P * g.TBp), (tm * tm + tm * A) * g.TBp), (3 * A + 9) * K));
 
   const index_t nt = team_size();
   ErrorTrap trap;

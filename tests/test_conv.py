@@ -286,6 +286,23 @@ def test_few_input_channels(shape, dtype, threads):
     close(fused, np.maximum(ref.conv2d_forward(x, w, b, **geometry), 0), dtype, ws[1] * ws[2] * ws[3])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [
+    # column strides > 1 sum the input gradient in column-phase planes: tiny and
+    # odd widths, columns no window covers, padding wider than the stride, dilation
+    ((2, 3, 5, 1), (4, 3, 3, 1), dict(stride=(1, 2), padding=(1, 1, 0, 0))),
+    ((1, 2, 6, 2), (3, 2, 2, 2), dict(stride=3)),
+    ((1, 2, 7, 7), (3, 2, 2, 2), dict(stride=3)),                  # last column uncovered
+    ((2, 5, 9, 10), (4, 5, 3, 3), dict(stride=(1, 3), padding=(0, 0, 2, 0))),
+    ((1, 17, 9, 11), (6, 17, 3, 5), dict(stride=2, padding=(1, 0, 3, 1), dilation=(1, 2))),
+    ((1, 3, 8, 8), (2, 3, 1, 1), dict(stride=2)),
+])
+def test_strided_input_gradient_edges(shape, dtype):
+    xs, ws, geometry = shape
+    for threads in (1, 2):
+        check_all_passes(xs, ws, dtype, threads, seed=15, **geometry)
+
+
 FEW_CHANNELS_SCRIPT = r"""
 import numpy as np, sys
 sys.path.insert(0, {tests!r})

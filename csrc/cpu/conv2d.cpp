@@ -45,6 +45,7 @@ constexpr int kPackASlot = 4;    // calling thread: the packed weights, shared b
 constexpr int kPackBSlot = 5;    // per thread: packed B block
 constexpr int kPackA2Slot = 6;   // per thread: packed A block (backward weight)
 constexpr int kPanelSlot = 7;    // per thread: output panel of a chunk (small maps)
+constexpr int kDxSplitSlot = 7;  // per thread: backward input's phase-split planes (never live with a panel)
 
 struct Geometry {
   index_t G, Cg, Fg, KK, CK, HW, OHW;
@@ -122,6 +123,55 @@ void col2im_add(T* x, const T* cols, const Conv2dShape& s, index_t c0, index_t c
   }
 }
 
+// Column strides > 1: col2im into planes split by column phase, where each tap's
+// run of positions is a contiguous add (the direct scatter was a scalar loop with
+// stride_w). S[c - c0][ih][ph][j] collects x[c][ih][j * stride_w + ph - pad_left]
+// (for the padded columns too); unsplit_planes adds it into x.
+template <class T>
+void col2im_add_split(T* S, index_t Wq, const T* cols, const Conv2dShape& s, index_t c0, index_t c1, index_t p0,
+                      index_t P) {
+  const auto& p = s.p;
+  const index_t sw = p.stride_w, plane = s.H * sw * Wq;
+  for (index_t c = c0; c < c1; ++c) {
+    T* Sc = S + (c - c0) * plane;
+    for (index_t kh = 0; kh < s.KH; ++kh)
+      for (index_t kw = 0; kw < s.KW; ++kw) {
+        const T* src = cols + (((c - c0) * s.KH + kh) * s.KW + kw) * P;
+        const index_t ph = (kw * p.dilation_w) % sw, j0 = (kw * p.dilation_w) / sw;
+        index_t oh = p0 / s.OW, ow = p0 % s.OW;
+        for (index_t q = 0; q < P;) {
+          const index_t run = std::min(s.OW - ow, P - q);
+          const index_t ih = oh * p.stride_h - p.pad_top + kh * p.dilation_h;
+          if (ih >= 0 && ih < s.H) {
+            T* d = Sc + (ih * sw + ph) * Wq + j0 + ow;
+            const T* a = src + q;
+            for (index_t t = 0; t < run; ++t) d[t] += a[t];
+          }
+          q += run;
+          ow = 0;
+          ++oh;
+        }
+      }
+  }
+}
+
+template <class T>
+void unsplit_planes(T* x, const T* S, index_t Wq, const Conv2dShape& s, index_t c0, index_t c1) {
+  const index_t sw = s.p.stride_w, pl = s.p.pad_left;
+  for (index_t c = c0; c < c1; ++c)
+    for (index_t ih = 0; ih < s.H; ++ih) {
+      const T* Sr = S + ((c - c0) * s.H + ih) * sw * Wq;
+      T* xr = x + (c * s.H + ih) * s.W;
+      for (index_t ph = 0; ph < sw; ++ph) {  // iw = j * sw + ph - pl
+        const index_t j0 = pl > ph ? (pl - ph + sw - 1) / sw : 0;
+        const index_t last = s.W - 1 + pl - ph;  // j * sw <= last
+        const index_t j1 = last >= 0 ? std::min(Wq, last / sw + 1) : 0;
+        const T* a = Sr + ph * Wq;
+        for (index_t j = j0; j < j1; ++j) xr[j * sw + ph - pl] += a[j];
+      }
+    }
+}
+
 // ---- backward input: item = (image, block of channels [c0, c1) in every group) ----
 template <class T>
 void backward_input_block(T* dx, const T* dout, const T* w, const Conv2dShape& s, const Geometry& g, index_t n,
@@ -137,11 +187,24 @@ void backward_input_block(T* dx, const T* dout, const T* w, const Conv2dShape& s
     }
     std::fill(xg + c0 * g.HW, xg + c1 * g.HW, T(0));
     T* cols = scratch<T>(kColsSlot, std::size_t(nc * g.KK * P));
+    // column phases of the padded row: iw + pad_left = j * stride_w + phase, j < Wq
+    const index_t sw = s.p.stride_w;
+    const index_t Wq = std::max(s.OW + ((s.KW - 1) * s.p.dilation_w) / sw, (s.W - 1 + s.p.pad_left) / sw + 1);
+    T* S = nullptr;
+    if (sw > 1) {
+      const std::size_t n = std::size_t(nc * s.H * sw * Wq);
+      S = scratch<T>(kDxSplitSlot, n);
+      std::fill(S, S + n, T(0));
+    }
     for (index_t p0 = 0; p0 < g.OHW; p0 += P) {
       const index_t pc = std::min(P, g.OHW - p0);
       gemm<T>(true, false, nc * g.KK, pc, g.Fg, T(1), wg, g.CK, dg + p0, g.OHW, T(0), cols, pc);
-      col2im_add(xg, cols, s, c0, c1, p0, pc);
+      if (S)
+        col2im_add_split(S, Wq, cols, s, c0, c1, p0, pc);
+      else
+        col2im_add(xg, cols, s, c0, c1, p0, pc);
     }
+    if (S) unsplit_planes(xg, S, Wq, s, c0, c1);
   }
 }
 

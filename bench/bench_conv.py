@@ -42,6 +42,11 @@ VGG = [(f"vgg {c}->{c} {hw}x{hw}", (1, c, hw, hw), (c, c, 3, 3), 1, 1)
 QUICK = [SHAPES[0], ("b16 32->64 32x32", (16, 32, 32, 32), (64, 32, 3, 3), 1, 1), SHAPES[3][:1] + ((16, 128, 8, 8),) + SHAPES[3][2:]]
 
 
+# After a peer's calls its idle threads keep spinning for a while (OpenBLAS's for
+# up to ~70 ms) on the cores the next gradvis measurement needs.
+PEER_IDLE_S = 0.2
+
+
 def best_time(fn, min_time, max_reps):
     fn()  # warm-up (scratch, thread pool)
     times = []
@@ -51,6 +56,33 @@ def best_time(fn, min_time, max_reps):
         fn()
         times.append(time.perf_counter() - t0)
     return min(times)
+
+
+def _blas_thread_setter():
+    """numpy's bundled OpenBLAS's set_num_threads, found by symbol in the loaded
+    libraries (no extra package); None if there is none."""
+    import ctypes
+    try:
+        with open("/proc/self/maps") as f:
+            paths = sorted({line.split()[-1] for line in f if "openblas" in line.lower() and ".so" in line})
+    except OSError:
+        return None
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
+                     "openblas_set_num_threads64_", "openblas_set_num_threads"):
+            fn = getattr(lib, name, None)
+            if fn is not None:
+                fn.argtypes = [ctypes.c_int]
+                return fn
+    return None
+
+
+np.ones((2, 2)) @ np.ones((2, 2))   # loads the BLAS
+SET_BLAS_THREADS = _blas_thread_setter()
 
 
 def numpy_im2col_forward(x, w, pad, stride):
@@ -74,6 +106,10 @@ def run(shapes, threads, which_ops, min_time, max_reps):
         flops = 2.0 * out.size * ws[1] * ws[2] * ws[3]
         for nt in threads:
             gradvis.set_num_threads(nt)
+            if SET_BLAS_THREADS is not None:
+                # numpy at the same thread count; its idle BLAS threads would
+                # otherwise spin on the core the next measurement needs
+                SET_BLAS_THREADS(nt)
             ops = {
                 "forward": lambda: _core.conv2d_forward(x, w, b, stride=stride, padding=pad),
                 "backward_input": lambda: _core.conv2d_backward_input(dout, w, xs[2:], stride=stride, padding=pad),
@@ -98,10 +134,11 @@ def run(shapes, threads, which_ops, min_time, max_reps):
                 if op in t_ref:
                     tt = best_time(t_ref[op], min_time, max_reps)
                     row.update(torch_ms=tt * 1e3, torch_gflops=flops / tt / 1e9, vs_torch=tt / t)
+                    time.sleep(PEER_IDLE_S)
                 if op == "forward":
-                    # numpy's matmul uses its own BLAS threads, not set here: an unpinned peer.
                     tn = best_time(lambda: numpy_im2col_forward(x, w, pad, stride), min_time, max_reps)
                     row.update(numpy_ms=tn * 1e3, vs_numpy=tn / t)
+                    time.sleep(PEER_IDLE_S)
                 rows.append(row)
     return rows
 
@@ -138,13 +175,14 @@ def main():
         shapes = [s for s in shapes if s[1][0] == args.batch]
     rows = run(shapes, args.threads, args.ops, min_time=0.05 if args.quick else 0.3, max_reps=3 if args.quick else 10)
     meta = dict(simd=gradvis.simd_level(), conv_algorithm=args.conv_algorithm, machine=platform.machine(),
-                processor=platform.processor(),
+                processor=platform.processor(), numpy_threads_set=SET_BLAS_THREADS is not None,
                 torch=getattr(torch, "__version__", None), numpy=np.__version__)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(meta=meta, rows=rows), f, indent=1)
     print(f"gradvis conv2d benchmark; simd={meta['simd']}, conv algorithm={args.conv_algorithm}, "
-          f"torch={meta['torch']}")
+          f"torch={meta['torch']}, numpy BLAS threads "
+          + ("= the row's threads" if SET_BLAS_THREADS is not None else "not settable (numpy's default)"))
     print_table(rows)
 
 

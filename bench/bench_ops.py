@@ -143,8 +143,8 @@ def cases(rng):
     out = []
     f32 = np.float32
 
-    for k, s, p in [(2, 2, 0), (3, 2, 1)]:
-        shape = (1, 64, 112, 112)
+    # VGG-sized maps, and the bundled model's second pool at batch 64 (8 windows a row)
+    for k, s, p, shape in [(2, 2, 0, (1, 64, 112, 112)), (3, 2, 1, (1, 64, 112, 112)), (2, 2, 0, (64, 128, 16, 16))]:
         x = rng.standard_normal(shape).astype(f32)
         y, am = _core.max_pool2d_forward(x, k, s, p)
         dout = rng.standard_normal(y.shape).astype(f32)
@@ -162,7 +162,7 @@ def cases(rng):
                     lambda x=x, k=k, s=s, p=p: _core.max_pool2d_forward(x, k, s, p), tf,
                     lambda x=x, k=k, s=s, p=p: np_max_pool(x, k, s, p)))
         out.append((f"max_pool {k}x{k}/{s} p{p} bwd", shape, nbytes_b,
-                    lambda d=dout, a=am: _core.max_pool2d_backward(d, a, (112, 112)), tb,
+                    lambda d=dout, a=am, hw=shape[2:]: _core.max_pool2d_backward(d, a, hw), tb,
                     lambda d=dout, a=am, sh=shape: np_max_pool_bwd(d, a, sh)))
 
     shape = (1, 64, 112, 112)

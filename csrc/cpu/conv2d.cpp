@@ -31,6 +31,7 @@
 #endif
 
 #include "cpu/conv_depthwise.h"
+#include "cpu/conv_bias.h"
 #include "cpu/conv_winograd.h"
 #include "cpu/gemm_kernels.h"
 #include "cpu/simd.h"
@@ -808,20 +809,7 @@ void implicit_backward_weight(ukernel_fn<T> kern, ukernel_offs_fn<T> offs_kern, 
   // each summed over images and positions in a fixed order.
   auto bias_grad = [&](index_t t, index_t nth) {
     if (!db) return;
-    for (index_t f = s.F * t / nth; f < s.F * (t + 1) / nth; ++f) {
-      // 32 running sums (one serial chain was most of the first layer's call).
-      constexpr int L = 32;
-      T lane[L] = {}, sum = 0;
-      for (index_t n = 0; n < s.N; ++n) {
-        const T* d = dout + (n * s.F + f) * g.OHW;
-        index_t q = 0;
-        for (; q + L <= g.OHW; q += L)
-          for (int l = 0; l < L; ++l) lane[l] += d[q + l];
-        for (; q < g.OHW; ++q) sum += d[q];
-      }
-      for (int l = 0; l < L; ++l) sum += lane[l];
-      db[f] = sum;
-    }
+    for (index_t f = s.F * t / nth; f < s.F * (t + 1) / nth; ++f) db[f] = conv_detail::bias_sum(dout, s.N, s.F, g.OHW, f);
   };
 
   ErrorTrap trap;

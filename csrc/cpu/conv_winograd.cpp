@@ -16,6 +16,8 @@
 // thread count.
 #include "cpu/conv_winograd.h"
 
+#include "cpu/conv_bias.h"
+
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
@@ -452,13 +454,7 @@ void winograd_backward_weight(index_t tm, float* dw, float* db, const float* dou
     if (buf) trap.run([&] {
       for (index_t m = M * t / nth; m < M * (t + 1) / nth; ++m) {
         st.filter_grad(dw + m * K * 9, dU + m * K, g.usz, K, buf);
-        if (!db) continue;
-        float sum = 0.f;
-        for (index_t n = 0; n < s.N; ++n) {
-          const float* d = dout + (n * M + m) * s.OH * s.OW;
-          for (index_t q = 0; q < s.OH * s.OW; ++q) sum += d[q];
-        }
-        db[m] = sum;
+        if (db) db[m] = bias_sum(dout, s.N, M, s.OH * s.OW, m);
       }
     });
   });

@@ -29,6 +29,10 @@
 #include "cpu/simd.h"
 #include "ops/gemm.h"
 
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#include <immintrin.h>
+#endif
+
 namespace gradvis {
 namespace conv_detail {
 
@@ -64,9 +68,11 @@ struct WinogradStages {
 #define GV_WINOGRAD_WIDE 1
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,fma,prefer-vector-width=512")
+#define GV_WG_AVX512 1
 namespace wg_avx512 {
 #include "cpu/winograd_transforms.inc"
 }
+#undef GV_WG_AVX512
 #pragma GCC pop_options
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")

@@ -140,13 +140,14 @@ WinogradChoice winograd_choice(const Conv2dShape& s, bool weight_grad) {
   // With 16-31 tiles (14x14 and 16x16 maps at batch 1) the filter transform is
   // most of a call: it pays when the transformed filters fit the cache below, so
   // that a loop over the same weights transforms them once (then 1.35-2.6x the
-  // direct gemm, 32x32 to 256x256 filters); 512x512 (38 MB, never cached) runs
-  // at 0.36x.
-  // Below that, F(2x2) has 4x the tiles (16 for an 8x8 or 7x7 map at batch 1, 49
-  // for 14x14) and transformed filters of 16 F C floats, 38% less than F(4x4)'s:
-  // with 16 or more tiles and its filters cached it runs forward passes 1.4-1.7x
-  // faster than the direct gemm (8x8: 128x256 and 256x256; 7x7 and 14x14:
-  // 512x512), with 8 tiles about as fast, with 4 (4x4 at batch 1) 0.6x. Its weight
+  // direct gemm, 32x32 to 256x256 filters; 512x512 at 14x14: 2.2x); uncached,
+  // 512x512 runs at 0.36x.
+  // Below that, F(2x2) has 4x the tiles (16 for an 8x8 or 7x7 map at batch 1) and
+  // transformed filters of 16 F C floats, less than half of F(4x4)'s: with 16 or
+  // more tiles and its filters cached it runs forward passes 1.4-1.7x faster than
+  // the direct gemm (8x8: 128x256 and 256x256; 7x7 and 14x14: 512x512, though at
+  // 14x14 cached F(4x4) is faster still), with 8 tiles about as fast, with 4 (4x4
+  // at batch 1) 0.6x. Its weight
   // gradient sums over the tiles, a gemm with only as many columns: with 16 tiles it
   // runs 0.9-1.1x (256x256) and 0.6x (512x512) the direct gemm, with 49 1.25x.
   // Where the filters must come from the cache, a forward pass whose filters are

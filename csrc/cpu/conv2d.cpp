@@ -489,6 +489,22 @@ void pack_b_split(T* out, const T* sg, const Conv2dShape& s, const Split& sp, co
   }
 }
 
+// The ukernel_offs whose tile is MR x NR, if any.
+template <class T, int MR, int NR>
+ukernel_offs_fn<T> offs_ukernel() {
+  using namespace gemm_detail;
+  constexpr bool f32 = sizeof(T) == 4;
+  if constexpr (MR == kMR512 && NR == (f32 ? kNR512_f32 : kNR512_f64)) {
+    if constexpr (f32) return ukernel_offs_avx512_f32; else return ukernel_offs_avx512_f64;
+  } else if constexpr (MR == kMR256 && NR == (f32 ? kNR256_f32 : kNR256_f64)) {
+    if constexpr (f32) return ukernel_offs_avx2_f32; else return ukernel_offs_avx2_f64;
+  } else if constexpr (MR == kMRScalar && NR == kNRScalar) {
+    return ukernel_offs_scalar<T>;
+  } else {
+    return nullptr;
+  }
+}
+
 // The ukernel_boffs whose tile is MR x NR, if any.
 template <class T, int MR, int NR>
 ukernel_boffs_fn<T> boffs_ukernel() {
@@ -703,8 +719,7 @@ void implicit_forward(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* 
 
 // dw (F, CK) = sum over positions of dout[f][pos] * cols[k][pos], per group.
 template <class T, int MR, int NR>
-void implicit_backward_weight(ukernel_fn<T> kern, ukernel_offs_fn<T> offs_kern, T* dw, T* db, const T* dout,
-                              const T* x, const Conv2dShape& s) {
+void implicit_backward_weight(ukernel_fn<T> kern, T* dw, T* db, const T* dout, const T* x, const Conv2dShape& s) {
   const Geometry g = geometry(s);
   const index_t M = g.Fg, N = g.CK, Q = s.N * g.OHW, wsize = s.F * g.CK;
   const std::vector<Tap> taps = make_taps(s, g.Cg);
@@ -764,7 +779,8 @@ void implicit_backward_weight(ukernel_fn<T> kern, ukernel_offs_fn<T> offs_kern, 
   // C = the sum over positions [qa, qa+len) for the whole of dw.
   const index_t nt = team_size();
   const bool split_positions = nt == 1 || Q >= 512 * nt;
-  const bool split = split_positions && use_split(s, g);
+  const ukernel_offs_fn<T> offs_kern = offs_ukernel<T, MR, NR>();
+  const bool split = split_positions && offs_kern && use_split(s, g);
   const Split sp = split ? split_geometry(s) : Split{};
   const std::vector<index_t> roff = split ? split_roff(s, sp, g.Cg) : std::vector<index_t>();
   T* xs = split ? scratch<T>(kColsSlot, std::size_t(s.N * sp.SI)) : nullptr;
@@ -885,21 +901,6 @@ void with_ukernel(F&& f) {
   }
 }
 
-// The ukernel_offs of the CPU's SIMD level (tile sizes as with_ukernel's).
-template <class T>
-gemm_detail::ukernel_offs_fn<T> offs_ukernel() {
-  using namespace gemm_detail;
-  constexpr bool f32 = sizeof(T) == 4;
-  switch (cpu_level()) {
-    case SimdLevel::avx512:
-      if constexpr (f32) return ukernel_offs_avx512_f32; else return ukernel_offs_avx512_f64;
-    case SimdLevel::avx2:
-      if constexpr (f32) return ukernel_offs_avx2_f32; else return ukernel_offs_avx2_f64;
-    default:
-      return ukernel_offs_scalar<T>;
-  }
-}
-
 // out = conv(x, W) + b by Winograd (float32, eligible shapes the cost model picks)
 // or the implicit gemm; `flipped` as in implicit_forward.
 template <class T>
@@ -971,8 +972,7 @@ void conv2d_backward_weight(T* dw, T* db, const T* dout, const T* x, const Conv2
       return conv_detail::winograd_backward_weight(c.tm, dw, db, dout, x, s);
   }
   with_ukernel<T>([&](gemm_detail::ukernel_fn<T> kern, gemm_detail::ukernel_rows_fn<T>, auto MR, auto NR) {
-    implicit_backward_weight<T, decltype(MR)::value, decltype(NR)::value>(kern, offs_ukernel<T>(), dw, db, dout, x,
-                                                                          s);
+    implicit_backward_weight<T, decltype(MR)::value, decltype(NR)::value>(kern, dw, db, dout, x, s);
   });
 }
 

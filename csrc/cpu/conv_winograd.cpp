@@ -1,8 +1,8 @@
 // Winograd F(TM x TM, 3x3), TM = 4 or 2, for float32 (see conv_winograd.h).
 //
 // Tiles: output tile (n, th, tw) covers rows TM th.. and columns TM tw.. of image n
-// and reads the A x A input patch 2 larger (A = TM + 2, P = A^2 points); tiles past the output's edge read zeros
-// and are not stored. The tile rows (n, th) of the batch are cut into blocks; per
+// and reads the A x A input patch 2 larger (A = TM + 2, P = A^2 points); tiles
+// past the output's edge read zeros and are not stored. The tile rows (n, th) of the batch are cut into blocks; per
 // block:
 //   1. input transform  V[xi] (C x tiles), packed as the gemm's B operand
 //   2. P gemms          M[xi] (F x tiles) = U[xi] (F x C) V[xi]
@@ -147,9 +147,9 @@ WinogradChoice winograd_choice(const Conv2dShape& s, bool weight_grad) {
   // more tiles and its filters cached it runs forward passes 1.4-1.7x faster than
   // the direct gemm (8x8: 128x256 and 256x256; 7x7 and 14x14: 512x512, though at
   // 14x14 cached F(4x4) is faster still), with 8 tiles about as fast, with 4 (4x4
-  // at batch 1) 0.6x. Its weight
-  // gradient sums over the tiles, a gemm with only as many columns: with 16 tiles it
-  // runs 0.9-1.1x (256x256) and 0.6x (512x512) the direct gemm, with 49 1.25x.
+  // at batch 1) 0.6x. Its weight gradient sums over the tiles, a gemm with only as
+  // many columns: with 16 tiles it runs 0.9-1.1x (256x256) and 0.6x (512x512) the
+  // direct gemm, with 49 1.25x.
   // Where the filters must come from the cache, a forward pass whose filters are
   // neither cached nor admitted (the cache is full) runs the direct gemm instead.
   if (s.C < 16 || s.F < 16) return {};
@@ -184,9 +184,8 @@ WgGeom geom(const Conv2dShape& s, index_t tm, index_t MR, index_t NR) {
 // comparing the weights byte for byte with the copy kept in the entry, so weights
 // changed in place (training) are simply transformed again, replacing the entry
 // made from the same array (in its memory when no other thread is using it). A
-// new entry is made only for calls of few tiles
-// (kCacheTiles) and only if it fits in the limit after dropping entries unused for
-// kStaleCalls lookups: a network larger than the cache keeps its first layers
+// new entry is made only for calls of few tiles (kCacheTiles) and only if it fits
+// in the limit after dropping entries unused for kStaleCalls lookups: a network larger than the cache keeps its first layers
 // cached and transforms the rest into scratch memory every call (or runs them
 // direct, see winograd_choice), instead of evicting in a cycle (which would
 // allocate, and page-fault, a fresh entry on every call).

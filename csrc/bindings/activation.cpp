@@ -37,7 +37,7 @@ template <class T, class K>
 py::array unary(const py::handle& xo, const char* fn, K&& kernel) {
   auto x = as_array<T>(xo, fn, "x");
   check_nonempty(x, fn, "x");
-  py::array_t<T> out(shape_of(x));
+  auto out = empty_array<T>(shape_of(x));
   T* po = out.mutable_data();
   const T* px = x.data();
   const index_t n = x.size();
@@ -56,7 +56,7 @@ py::array binary(const py::handle& douto, const py::handle& xo, const char* fn, 
   auto x = as_array<T>(xo, fn, xname);
   check_nonempty(dout, fn, "dout");
   check_same_shape(dout, x, fn, "dout", xname);
-  py::array_t<T> dx(shape_of(x));
+  auto dx = empty_array<T>(shape_of(x));
   T* pdx = dx.mutable_data();
   const T* pg = dout.data();
   const T* px = x.data();

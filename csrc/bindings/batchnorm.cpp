@@ -65,7 +65,8 @@ py::tuple forward_train(const py::handle& xo, const py::handle& go, const py::ha
   auto gamma = channel_arg<T>(go, d.C, fn, "gamma", x);
   auto beta = channel_arg<T>(bo, d.C, fn, "beta", x);
   check_eps(eps, fn);
-  py::array_t<T> out(shape_of(x)), mean(d.C), var(d.C), inv_std(d.C);
+  auto out = empty_array<T>(shape_of(x));
+  py::array_t<T> mean(d.C), var(d.C), inv_std(d.C);
   T *po = out.mutable_data(), *pm = mean.mutable_data(), *pv = var.mutable_data(), *pi = inv_std.mutable_data();
   const T *px = x.data(), *pg = gamma.data(), *pb = beta.data();
   {
@@ -87,7 +88,7 @@ py::array forward_test(const py::handle& xo, const py::handle& go, const py::han
   auto rv = channel_arg<T>(rvo, d.C, fn, "running_var", x);
   check_eps(eps, fn);
   check_var(rv, fn);
-  py::array_t<T> out(shape_of(x));
+  auto out = empty_array<T>(shape_of(x));
   T* po = out.mutable_data();
   const T *px = x.data(), *pg = gamma.data(), *pb = beta.data(), *pm = rm.data(), *pv = rv.data();
   {
@@ -108,7 +109,8 @@ py::tuple backward_train(const py::handle& douto, const py::handle& xo, const py
   auto gamma = channel_arg<T>(go, d.C, fn, "gamma", x);
   auto mean = channel_arg<T>(mo, d.C, fn, "mean", x);
   auto inv_std = channel_arg<T>(io, d.C, fn, "inv_std", x);
-  py::array_t<T> dx(shape_of(x)), dgamma(d.C), dbeta(d.C);
+  auto dx = empty_array<T>(shape_of(x));
+  py::array_t<T> dgamma(d.C), dbeta(d.C);
   T *pdx = dx.mutable_data(), *pdg = dgamma.mutable_data(), *pdb = dbeta.mutable_data();
   const T *pg = dout.data(), *px = x.data(), *pgam = gamma.data(), *pm = mean.data(), *pi = inv_std.data();
   {
@@ -131,7 +133,8 @@ py::tuple backward_test(const py::handle& douto, const py::handle& xo, const py:
   auto rv = channel_arg<T>(rvo, d.C, fn, "running_var", x);
   check_eps(eps, fn);
   check_var(rv, fn);
-  py::array_t<T> dx(shape_of(x)), dgamma(d.C), dbeta(d.C);
+  auto dx = empty_array<T>(shape_of(x));
+  py::array_t<T> dgamma(d.C), dbeta(d.C);
   T *pdx = dx.mutable_data(), *pdg = dgamma.mutable_data(), *pdb = dbeta.mutable_data();
   const T *pg = dout.data(), *px = x.data(), *pgam = gamma.data(), *pm = rm.data(), *pv = rv.data();
   {
@@ -150,7 +153,7 @@ py::array backward_test_input(const py::handle& douto, const py::handle& go, con
   auto rv = channel_arg<T>(rvo, d.C, fn, "running_var", dout);
   check_eps(eps, fn);
   check_var(rv, fn);
-  py::array_t<T> dx(shape_of(dout));
+  auto dx = empty_array<T>(shape_of(dout));
   T* pdx = dx.mutable_data();
   const T *pg = dout.data(), *pgam = gamma.data(), *pv = rv.data();
   {

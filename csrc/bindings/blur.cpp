@@ -57,7 +57,7 @@ py::array blur(const py::handle& xo, const py::handle& sigma, double truncate, b
   const auto wh = gaussian_kernel1d(s.first, truncate);
   const auto ww = gaussian_kernel1d(s.second, truncate);
   const index_t N = x.shape(0), C = x.shape(1), H = x.shape(2), W = x.shape(3);
-  py::array_t<T> out({N, C, H, W});
+  auto out = empty_array<T>({N, C, H, W});
   T* po = out.mutable_data();
   const T* px = x.data();
   {

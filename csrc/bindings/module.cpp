@@ -2,6 +2,9 @@
 // file under bindings/; this file adds the build and machine facts.
 #include <pybind11/pybind11.h>
 
+#include <string>
+
+#include "bindings/array_pool.h"
 #include "bindings/register.h"
 #include "common.h"
 #include "cpu/simd.h"
@@ -31,6 +34,33 @@ PYBIND11_MODULE(_core, m) {
   }, py::arg("n"), "Set the number of threads the kernels use (OpenMP builds).");
   m.def("simd_level", []() { return std::string(gradvis::simd_level_name(gradvis::cpu_level())); },
         "The SIMD path chosen at run time: 'avx512', 'avx2' or 'scalar' (capped by GRADVIS_SIMD).");
+  m.def(
+      "set_array_pool_limit",
+      [](long long nbytes) {
+        if (nbytes < 0) throw py::value_error("set_array_pool_limit: nbytes must be >= 0, got " + std::to_string(nbytes));
+        gradvis::set_pool_limit(std::size_t(nbytes));
+      },
+      py::arg("nbytes"),
+      "Limit the memory kept for reuse by the kernels' large outputs (default 512 MiB). Output arrays of\n"
+      "256 KiB or more are taken from a pool and go back to it when the array is freed, so a loop that\n"
+      "allocates the same activations every iteration reuses warm pages instead of having the OS zero\n"
+      "fresh ones. Lowering the limit frees the least recently released blocks; 0 frees all and keeps\n"
+      "none. Arrays in use are never affected.");
+  m.def(
+      "array_pool_info",
+      []() {
+        const gradvis::PoolInfo i = gradvis::pool_info();
+        py::dict d;
+        d["limit"] = i.limit;
+        d["free_bytes"] = i.free_bytes;
+        d["free_blocks"] = i.free_blocks;
+        d["used_bytes"] = i.used_bytes;
+        d["reused"] = i.reused;
+        d["fresh"] = i.fresh;
+        return d;
+      },
+      "The output pool: {'limit', 'free_bytes', 'free_blocks' (kept for reuse), 'used_bytes' (held by\n"
+      "live arrays), 'reused', 'fresh' (blocks handed out from the pool / newly mapped)}.");
   gradvis::register_gemm(m);
   gradvis::register_conv(m);
   gradvis::register_affine(m);

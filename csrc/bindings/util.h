@@ -7,6 +7,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include "bindings/array_pool.h"
+
 #include <cstdint>
 #include <sstream>
 #include <string>
@@ -128,10 +130,17 @@ inline std::vector<std::int64_t> padding_arg(const py::handle& obj, const char* 
   return p;
 }
 
-// Allocate an uninitialized C-contiguous output.
+// Allocate an uninitialized C-contiguous output. Large ones come from the
+// output pool (array_pool.h): the array's base is a capsule that returns the
+// block to the pool when the array (and every view of it) is gone.
 template <class T>
 inline py::array_t<T> empty_array(std::vector<py::ssize_t> shape) {
-  return py::array_t<T>(shape);
+  std::size_t n = 1;
+  for (auto d : shape) n *= std::size_t(d);
+  if (n * sizeof(T) < kPoolMinBytes) return py::array_t<T>(shape);
+  PoolBlock* b = pool_acquire(n * sizeof(T));
+  py::capsule owner(b, [](void* p) { pool_release(static_cast<PoolBlock*>(p)); });
+  return py::array_t<T>(shape, static_cast<T*>(b->ptr), owner);
 }
 
 }  // namespace gradvis

@@ -27,7 +27,7 @@ finally:
 from . import layers
 from ._core import (has_cuda, has_openmp, get_num_threads, set_num_threads, simd_level,
                     get_conv_algorithm, set_conv_algorithm, set_winograd_cache_limit,
-                    winograd_cache_info)
+                    winograd_cache_info, set_array_pool_limit, array_pool_info)
 from .model import (Add, AvgPool2d, BatchNorm1d, BatchNorm2d, Bias, Clip, Concat, Conv2d, Div, Dropout,
                     Flatten, GlobalAvgPool, HardSigmoid, HardSwish, LeakyReLU, Linear, MaxPool2d, Model,
                     Mul, Pad, ReLU, ReLU6, Scale, SiLU, Sigmoid, Sub, Tanh)
@@ -70,5 +70,7 @@ __all__ = [
     "set_conv_algorithm",
     "set_winograd_cache_limit",
     "winograd_cache_info",
+    "set_array_pool_limit",
+    "array_pool_info",
     "__version__",
 ]

@@ -302,3 +302,74 @@ def test_filter_cache_replaces_weights_updated_in_place(algorithm, cache_limit):
         w *= np.float32(0.9)
         _check(x, w, b, 1)
         assert gradvis.winograd_cache_info()["entries"] == 2, step
+
+
+# In-place changes the filter cache must notice (entries are matched by a digest
+# of the weights' bytes): each keeps the weights' shape and array.
+def _bump(flat, i):
+    flat[i] += np.float32(0.25)  # small, yet it shows in the float32 output
+
+
+WEIGHT_CHANGES = {
+    "first word": lambda f: _bump(f, 0),
+    "last word": lambda f: _bump(f, f.size - 1),
+    "middle of a later chunk": lambda f: _bump(f, 5 * 65536 + 12345),
+    "lowest mantissa bits of 16 words": lambda f: f.view(np.uint32).__setitem__(
+        slice(1000, 1016), f.view(np.uint32)[1000:1016] ^ np.uint32(0x7f)),
+    "two signs 64 words apart": lambda f: f.__setitem__([100, 164], -f[[100, 164]]),
+    "swap of words 64 apart": lambda f: f.__setitem__([7, 71], f[[71, 7]]),
+    "swap of neighbours": lambda f: f.__setitem__([7, 8], f[[8, 7]]),
+    "swap across chunks": lambda f: f.__setitem__([3, 65536 + 3], f[[65536 + 3, 3]]),
+    "every weight scaled": lambda f: f.__imul__(np.float32(0.999)),
+    "a zero set to -0.0": lambda f: (f.__setitem__(9, 0.0), None),
+}
+
+
+def check_cache_follows_changes(change):
+    """The forward pass and input gradient after `change` (in place) equal those
+    computed with no cache at all, bit for bit (run with 'winograd2x2' forced)."""
+    x, w, b = _inputs(1, 256, 8, 8, 256, seed=3)
+    dout = np.random.default_rng(4).standard_normal((1, 256, 8, 8)).astype(np.float32)
+    flat = w.reshape(-1)
+    if change == "a zero set to -0.0":
+        flat[9] = 0.0
+        WEIGHT_CHANGES[change] = lambda f: f.__setitem__(9, np.float32(-0.0))
+    limit = gradvis.winograd_cache_info()["limit"]
+    gradvis.set_winograd_cache_limit(0)
+    gradvis.set_winograd_cache_limit(256 << 20)
+    before = _core.conv2d_forward(x, w, b, padding=1)  # cached now
+    _core.conv2d_backward_input(dout, w, (8, 8), padding=1)
+    assert gradvis.winograd_cache_info()["entries"] == 2
+    WEIGHT_CHANGES[change](flat)
+    got = (_core.conv2d_forward(x, w, b, padding=1), _core.conv2d_backward_input(dout, w, (8, 8), padding=1))
+    gradvis.set_winograd_cache_limit(0)
+    want = (_core.conv2d_forward(x, w, b, padding=1), _core.conv2d_backward_input(dout, w, (8, 8), padding=1))
+    gradvis.set_winograd_cache_limit(limit)
+    if change != "a zero set to -0.0":  # -0.0 * x == 0.0 * x: the output may not move
+        assert not np.array_equal(want[0], before), "the change should show in the output"
+    for g, r in zip(got, want):
+        np.testing.assert_array_equal(g, r)
+
+
+@pytest.mark.parametrize("change", sorted(WEIGHT_CHANGES))
+def test_filter_cache_notices_every_in_place_change(change, algorithm, cache_limit):
+    algorithm("winograd2x2")
+    check_cache_follows_changes(change)
+
+
+CHANGES_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+import gradvis
+from test_conv_winograd import check_cache_follows_changes, WEIGHT_CHANGES
+assert gradvis.simd_level() == {level!r}, gradvis.simd_level()
+gradvis.set_conv_algorithm("winograd2x2")
+for change in sorted(WEIGHT_CHANGES):
+    check_cache_follows_changes(change)
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("level", ["avx2", "scalar"])
+def test_filter_cache_notices_changes_on_every_simd_path(level):
+    run_at_simd_level(level, CHANGES_SCRIPT)

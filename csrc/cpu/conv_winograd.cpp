@@ -26,6 +26,7 @@
 #include <mutex>
 #include <vector>
 
+#include "cpu/digest.h"
 #include "cpu/simd.h"
 #include "ops/gemm.h"
 
@@ -180,10 +181,12 @@ WgGeom geom(const Conv2dShape& s, index_t tm, index_t MR, index_t NR) {
 // ---- transformed filters kept across calls ----------------------------------------
 // A gradient loop calls the same layers with the same weights hundreds of times;
 // the filter transform writes 4x the weights (14 MB for a 384x256 layer) every
-// call. Entries are found by shape, orientation and tile size and validated by
-// comparing the weights byte for byte with the copy kept in the entry, so weights
-// changed in place (training) are simply transformed again, replacing the entry
-// made from the same array (in its memory when no other thread is using it). A
+// call. Entries are found by shape, orientation, tile size and a digest of the
+// weights' bytes (digest.h: read once, by all threads; comparing with a copy of
+// the weights had read twice the bytes on one thread, a fifth of a batch-1 class
+// visualization step), so weights changed in place (training) are simply
+// transformed again, replacing the entry made from the same array (in its
+// memory when no other thread is using it). A
 // new entry is made only for calls of few tiles (kCacheTiles) and only if it fits
 // in the limit after dropping entries unused for kStaleCalls lookups: a network larger than the cache keeps its first layers
 // cached and transforms the rest into scratch memory every call (or runs them
@@ -193,7 +196,7 @@ struct FilterEntry {
   index_t F, C, MR, TM;
   bool flipped;
   const float* src = nullptr;  // the array the weights were read from
-  std::vector<float> weights;  // the weights U was computed from
+  std::uint64_t digest = 0;    // of the weights U was computed from
   float* U = nullptr;          // P x Mpad x C, 64-byte aligned
   std::size_t u_floats = 0;
   std::uint64_t last_used = 0;
@@ -204,15 +207,20 @@ constexpr std::uint64_t kStaleCalls = 512;
 
 class FilterCache {
  public:
+  // Whether an entry of this shape is held.
+  bool holds(index_t F, index_t C, index_t MR, index_t TM, bool flipped) {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& e : entries_)
+      if (e->F == F && e->C == C && e->MR == MR && e->TM == TM && e->flipped == flipped) return true;
+    return false;
+  }
   // The entry for these weights, or null.
-  std::shared_ptr<const FilterEntry> find(const float* w, index_t F, index_t C, index_t MR, index_t TM,
+  std::shared_ptr<const FilterEntry> find(std::uint64_t digest, index_t F, index_t C, index_t MR, index_t TM,
                                           bool flipped) {
     std::lock_guard<std::mutex> lock(mu_);
     ++clock_;
-    const std::size_t n = std::size_t(F * C * 9);
     for (auto& e : entries_) {
-      if (e->F == F && e->C == C && e->MR == MR && e->TM == TM && e->flipped == flipped &&
-          std::memcmp(e->weights.data(), w, n * sizeof(float)) == 0) {
+      if (e->F == F && e->C == C && e->MR == MR && e->TM == TM && e->flipped == flipped && e->digest == digest) {
         e->last_used = clock_;
         return e;
       }
@@ -221,8 +229,8 @@ class FilterCache {
   }
   // A fresh entry for these weights (U still to be computed; offer it with put()),
   // or null when it would not fit next to the entries in recent use.
-  std::shared_ptr<FilterEntry> reserve(const float* w, index_t F, index_t C, index_t MR, index_t TM, bool flipped,
-                                       std::size_t u_floats) {
+  std::shared_ptr<FilterEntry> reserve(const float* w, std::uint64_t digest, index_t F, index_t C, index_t MR,
+                                       index_t TM, bool flipped, std::size_t u_floats) {
     const std::size_t need = u_floats * sizeof(float);
     const std::size_t limit = g_cache_limit.load(std::memory_order_relaxed);
     if (need > limit / 2) return nullptr;
@@ -247,12 +255,11 @@ class FilterCache {
       if (bytes + need > limit) return nullptr;
     }
     if (reuse) {
-      std::memcpy(reuse->weights.data(), w, reuse->weights.size() * sizeof(float));
+      reuse->digest = digest;
       return reuse;
     }
     auto e = std::make_shared<FilterEntry>();
-    e->F = F, e->C = C, e->MR = MR, e->TM = TM, e->flipped = flipped, e->src = w;
-    e->weights.assign(w, w + F * C * 9);
+    e->F = F, e->C = C, e->MR = MR, e->TM = TM, e->flipped = flipped, e->src = w, e->digest = digest;
     e->U = static_cast<float*>(std::aligned_alloc(64, (need + 63) / 64 * 64));
     if (!e->U) return nullptr;
     e->u_floats = u_floats;
@@ -344,10 +351,16 @@ bool winograd_forward(gemm_detail::ukernel_fn<float> kern, WinogradChoice c, flo
   g.usz = g.Mpad * K, g.vsz = K * g.TBp, g.msz = g.Mpad * g.TBp;
 
   // Transformed filters: from the cache, or computed below into a new entry.
-  std::shared_ptr<const FilterEntry> cached = filter_cache().find(w, M, K, MR, tm, flipped);
+  // (Calls of many tiles neither make entries nor, usually, find one of their
+  // shape: they skip reading the weights for the digest.)
+  const bool admit = c.cached_only || R * TW <= kCacheTiles;
+  std::shared_ptr<const FilterEntry> cached;
   std::shared_ptr<FilterEntry> fresh;
-  if (!cached && (c.cached_only || R * TW <= kCacheTiles))
-    fresh = filter_cache().reserve(w, M, K, MR, tm, flipped, std::size_t(P * g.usz));
+  if (admit || filter_cache().holds(M, K, MR, tm, flipped)) {
+    const std::uint64_t digest = digest_bytes(w, std::size_t(M * K * 9) * sizeof(float));
+    cached = filter_cache().find(digest, M, K, MR, tm, flipped);
+    if (!cached && admit) fresh = filter_cache().reserve(w, digest, M, K, MR, tm, flipped, std::size_t(P * g.usz));
+  }
   if (c.cached_only && !cached && !fresh) return false;
   float* U = cached ? cached->U : fresh ? fresh->U : scratch<float>(kSlotU, std::size_t(P * g.usz));
   float* Vs = priv ? nullptr : scratch<float>(kSlotV, std::size_t(P * g.vsz));

@@ -48,6 +48,10 @@ PEER_IDLE_S = 0.2
 
 
 def best_time(fn, min_time, max_reps):
+    """Best of as many calls as fit in min_time (at least 3, at most max_reps).
+    Short 2-thread calls need many: after an idle pause the OS may run both
+    threads on one core for a while (seen on the 2-vCPU host: 0.5-0.65 ms instead of
+    0.23 for a batch-1 4x4 layer, PyTorch's rows alike)."""
     fn()  # warm-up (scratch, thread pool)
     times = []
     t_end = time.perf_counter() + min_time
@@ -173,7 +177,7 @@ def main():
     shapes = QUICK if args.quick else dict(default=SHAPES, model=MODEL, vgg=VGG)[args.set]
     if args.batch is not None:
         shapes = [s for s in shapes if s[1][0] == args.batch]
-    rows = run(shapes, args.threads, args.ops, min_time=0.05 if args.quick else 0.3, max_reps=3 if args.quick else 10)
+    rows = run(shapes, args.threads, args.ops, min_time=0.05 if args.quick else 0.3, max_reps=3 if args.quick else 300)
     meta = dict(simd=gradvis.simd_level(), conv_algorithm=args.conv_algorithm, machine=platform.machine(),
                 processor=platform.processor(), numpy_threads_set=SET_BLAS_THREADS is not None,
                 torch=getattr(torch, "__version__", None), numpy=np.__version__)

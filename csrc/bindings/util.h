@@ -139,7 +139,13 @@ inline py::array_t<T> empty_array(std::vector<py::ssize_t> shape) {
   for (auto d : shape) n *= std::size_t(d);
   if (n * sizeof(T) < kPoolMinBytes) return py::array_t<T>(shape);
   PoolBlock* b = pool_acquire(n * sizeof(T));
-  py::capsule owner(b, [](void* p) { pool_release(static_cast<PoolBlock*>(p)); });
+  py::capsule owner;
+  try {
+    owner = py::capsule(b, [](void* p) { pool_release(static_cast<PoolBlock*>(p)); });
+  } catch (...) {
+    pool_release(b);
+    throw;
+  }
   return py::array_t<T>(shape, static_cast<T*>(b->ptr), owner);
 }
 

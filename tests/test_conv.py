@@ -259,6 +259,32 @@ def test_weights_read_in_place(shape, dtype, threads):
     check_all_passes(xs, ws, dtype, threads, seed=12, padding=pad, groups=groups)
 
 
+# At most 16 output positions with rows of at most 8: the float32 AVX-512 path
+# packs the column matrix by gathers, or by permutes of one channel's plane when
+# the positions lie in one image of at most 16 pixels. (x shape, w shape, geometry)
+SHORT_ROWS = [
+    ((1, 24, 4, 4), (30, 24, 3, 3), dict(padding=1)),                 # one 4x4 plane: permutes
+    ((4, 12, 2, 2), (20, 12, 3, 3), dict(padding=1)),                 # four images in a sliver: gathers
+    ((1, 10, 7, 7), (18, 10, 3, 3), dict(padding=1, stride=2)),       # 49-pixel planes
+    ((1, 9, 4, 4), (17, 9, 3, 3), dict(padding=2, dilation=2)),       # dilated, in one plane
+    ((2, 20, 2, 4), (22, 20, 1, 1), dict(padding=0)),                 # 1x1 across two images
+    ((1, 16, 3, 3), (21, 16, 3, 3), dict(padding=(0, 2, 1, 0))),      # asymmetric padding
+    ((1, 24, 4, 4), (19, 24, 7, 7), dict(padding=3)),                 # 49 taps
+    ((1, 16, 4, 4), (18, 16, 9, 9), dict(padding=4)),                 # 81 taps: run-by-run packing
+    ((4, 16, 2, 2), (24, 4, 3, 3), dict(padding=1, groups=4)),        # groups across images
+    ((1, 8, 16, 1), (12, 8, 3, 3), dict(padding=1)),                  # one column, 16 rows
+    ((3, 20, 5, 1), (14, 20, 3, 1), dict(padding=(1, 1, 0, 0))),      # 15 positions, three images
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("case", SHORT_ROWS, ids=[f"{c[0]}-{c[1]}-{sorted(c[2].items())}" for c in SHORT_ROWS])
+def test_short_output_rows(case, dtype, threads):
+    xs, ws, geometry = case
+    check_all_passes(xs, ws, dtype, threads, seed=13, **geometry)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("shape", [

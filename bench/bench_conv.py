@@ -177,7 +177,7 @@ def main():
     shapes = QUICK if args.quick else dict(default=SHAPES, model=MODEL, vgg=VGG)[args.set]
     if args.batch is not None:
         shapes = [s for s in shapes if s[1][0] == args.batch]
-    rows = run(shapes, args.threads, args.ops, min_time=0.05 if args.quick else 0.3, max_reps=3 if args.quick else 300)
+    rows = run(shapes, args.threads, args.ops, min_time=0.05 if args.quick else 0.3, max_reps=3 if args.quick else 2000)
     meta = dict(simd=gradvis.simd_level(), conv_algorithm=args.conv_algorithm, machine=platform.machine(),
                 processor=platform.processor(), numpy_threads_set=SET_BLAS_THREADS is not None,
                 torch=getattr(torch, "__version__", None), numpy=np.__version__)

@@ -196,6 +196,7 @@ def test_limit_argument_is_checked():
 def test_pooled_arrays_behave_like_numpy_arrays():
     gradvis.set_array_pool_limit(1 << 30)
     y = _core.relu_forward(x_pool)
+    assert type(y.base).__name__ == "PyCapsule"  # a pooled block
     y += 1  # writeable
     import pickle
     z = pickle.loads(pickle.dumps(y))

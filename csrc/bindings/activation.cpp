@@ -15,8 +15,6 @@ namespace gradvis {
 
 namespace {
 
-std::vector<py::ssize_t> shape_of(const py::array& a) { return std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()); }
-
 void check_same_shape(const py::array& a, const py::array& b, const char* fn, const char* an, const char* bn) {
   if (shape_of(a) != shape_of(b))
     throw py::value_error(cat(fn, ": ", an, " shape ", shape_str(a), " does not match ", bn, " shape ", shape_str(b)));
@@ -37,7 +35,7 @@ template <class T, class K>
 py::array unary(const py::handle& xo, const char* fn, K&& kernel) {
   auto x = as_array<T>(xo, fn, "x");
   check_nonempty(x, fn, "x");
-  auto out = empty_array<T>(shape_of(x));
+  auto out = empty_like<T>(x);
   T* po = out.mutable_data();
   const T* px = x.data();
   const index_t n = x.size();
@@ -56,7 +54,7 @@ py::array binary(const py::handle& douto, const py::handle& xo, const char* fn, 
   auto x = as_array<T>(xo, fn, xname);
   check_nonempty(dout, fn, "dout");
   check_same_shape(dout, x, fn, "dout", xname);
-  auto dx = empty_array<T>(shape_of(x));
+  auto dx = empty_like<T>(x);
   T* pdx = dx.mutable_data();
   const T* pg = dout.data();
   const T* px = x.data();

@@ -55,8 +55,6 @@ void check_same(const py::array& a, const py::array& b, const char* fn, const ch
     throw py::value_error(cat(fn, ": ", an, " shape ", shape_str(a), " does not match ", bn, " shape ", shape_str(b)));
 }
 
-std::vector<py::ssize_t> shape_of(const py::array& a) { return std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()); }
-
 template <class T>
 py::tuple forward_train(const py::handle& xo, const py::handle& go, const py::handle& bo, double eps, bool relu) {
   const char* fn = "batchnorm_forward_train";
@@ -65,7 +63,7 @@ py::tuple forward_train(const py::handle& xo, const py::handle& go, const py::ha
   auto gamma = channel_arg<T>(go, d.C, fn, "gamma", x);
   auto beta = channel_arg<T>(bo, d.C, fn, "beta", x);
   check_eps(eps, fn);
-  auto out = empty_array<T>(shape_of(x));
+  auto out = empty_like<T>(x);
   py::array_t<T> mean(d.C), var(d.C), inv_std(d.C);
   T *po = out.mutable_data(), *pm = mean.mutable_data(), *pv = var.mutable_data(), *pi = inv_std.mutable_data();
   const T *px = x.data(), *pg = gamma.data(), *pb = beta.data();
@@ -88,7 +86,7 @@ py::array forward_test(const py::handle& xo, const py::handle& go, const py::han
   auto rv = channel_arg<T>(rvo, d.C, fn, "running_var", x);
   check_eps(eps, fn);
   check_var(rv, fn);
-  auto out = empty_array<T>(shape_of(x));
+  auto out = empty_like<T>(x);
   T* po = out.mutable_data();
   const T *px = x.data(), *pg = gamma.data(), *pb = beta.data(), *pm = rm.data(), *pv = rv.data();
   {
@@ -109,7 +107,7 @@ py::tuple backward_train(const py::handle& douto, const py::handle& xo, const py
   auto gamma = channel_arg<T>(go, d.C, fn, "gamma", x);
   auto mean = channel_arg<T>(mo, d.C, fn, "mean", x);
   auto inv_std = channel_arg<T>(io, d.C, fn, "inv_std", x);
-  auto dx = empty_array<T>(shape_of(x));
+  auto dx = empty_like<T>(x);
   py::array_t<T> dgamma(d.C), dbeta(d.C);
   T *pdx = dx.mutable_data(), *pdg = dgamma.mutable_data(), *pdb = dbeta.mutable_data();
   const T *pg = dout.data(), *px = x.data(), *pgam = gamma.data(), *pm = mean.data(), *pi = inv_std.data();
@@ -133,7 +131,7 @@ py::tuple backward_test(const py::handle& douto, const py::handle& xo, const py:
   auto rv = channel_arg<T>(rvo, d.C, fn, "running_var", x);
   check_eps(eps, fn);
   check_var(rv, fn);
-  auto dx = empty_array<T>(shape_of(x));
+  auto dx = empty_like<T>(x);
   py::array_t<T> dgamma(d.C), dbeta(d.C);
   T *pdx = dx.mutable_data(), *pdg = dgamma.mutable_data(), *pdb = dbeta.mutable_data();
   const T *pg = dout.data(), *px = x.data(), *pgam = gamma.data(), *pm = rm.data(), *pv = rv.data();
@@ -153,7 +151,7 @@ py::array backward_test_input(const py::handle& douto, const py::handle& go, con
   auto rv = channel_arg<T>(rvo, d.C, fn, "running_var", dout);
   check_eps(eps, fn);
   check_var(rv, fn);
-  auto dx = empty_array<T>(shape_of(dout));
+  auto dx = empty_like<T>(dout);
   T* pdx = dx.mutable_data();
   const T *pg = dout.data(), *pgam = gamma.data(), *pv = rv.data();
   {

@@ -130,6 +130,10 @@ inline std::vector<std::int64_t> padding_arg(const py::handle& obj, const char* 
   return p;
 }
 
+inline std::vector<py::ssize_t> shape_of(const py::array& a) {
+  return std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim());
+}
+
 // Allocate an uninitialized C-contiguous output. Large ones come from the
 // output pool (array_pool.h): the array's base is a capsule that returns the
 // block to the pool when the array (and every view of it) is gone.
@@ -147,6 +151,12 @@ inline py::array_t<T> empty_array(std::vector<py::ssize_t> shape) {
     throw;
   }
   return py::array_t<T>(shape, static_cast<T*>(b->ptr), owner);
+}
+
+// empty_array of a's shape.
+template <class T>
+inline py::array_t<T> empty_like(const py::array& a) {
+  return empty_array<T>(shape_of(a));
 }
 
 }  // namespace gradvis

@@ -357,8 +357,9 @@ __attribute__((target("avx512f"))) bool pack_b_gather_avx512(float* out, const f
   if ((n_last - n_first + 1) * img_stride >= (index_t(1) << 31)) return false;
   const float* xb = x + n_first * img_stride;  // offsets from image n_first
   const index_t HW = s.H * s.W;
-  alignas(64) std::int32_t off[kGatherMaxTaps][16];  // from image n_first's channel origin
-  alignas(64) std::int32_t loc[kGatherMaxTaps][16];  // within the plane
+  // per (kh, kw): the positions' offsets, within the plane for permutes, else from
+  // image n_first's channel origin for gathers; mask: those inside the image
+  alignas(64) std::int32_t off[kGatherMaxTaps][16];
   __mmask16 mask[kGatherMaxTaps];
   for (index_t sb = 0; sb * 16 < P; ++sb) {
     const index_t i0 = sb * 16, i1 = std::min(P, i0 + 16);
@@ -368,7 +369,7 @@ __attribute__((target("avx512f"))) bool pack_b_gather_avx512(float* out, const f
     for (index_t j = 0; j < 16; ++j) {
       const index_t i = i0 + j;
       if (i >= P) {
-        for (index_t t = 0; t < KK; ++t) off[t][j] = loc[t][j] = 0;
+        for (index_t t = 0; t < KK; ++t) off[t][j] = 0;
         continue;
       }
       const index_t q = q0 + i, n = q / OHW, r = q % OHW, oh = r / s.OW, ow = r % s.OW;
@@ -377,8 +378,7 @@ __attribute__((target("avx512f"))) bool pack_b_gather_avx512(float* out, const f
           const index_t ih = oh * p.stride_h + kh * p.dilation_h - p.pad_top;
           const index_t iw = ow * p.stride_w + kw * p.dilation_w - p.pad_left;
           const bool in = ih >= 0 && ih < s.H && iw >= 0 && iw < s.W;
-          loc[t][j] = in ? std::int32_t(ih * s.W + iw) : 0;
-          off[t][j] = in ? std::int32_t((n - n_first) * img_stride + ih * s.W + iw) : 0;
+          off[t][j] = in ? std::int32_t((one_plane ? 0 : (n - n_first) * img_stride) + ih * s.W + iw) : 0;
           if (in) mask[t] = __mmask16(mask[t] | (1u << j));
         }
     }
@@ -395,7 +395,7 @@ __attribute__((target("avx512f"))) bool pack_b_gather_avx512(float* out, const f
         const Tap& tp = taps[k];
         if (tp.xoff != plane_off) plane = _mm512_maskz_loadu_ps(whole, xn + tp.xoff), plane_off = tp.xoff;
         const index_t t = tap_index(tp);
-        _mm512_storeu_ps(dst + k * 16, _mm512_maskz_permutexvar_ps(mask[t], _mm512_load_si512(loc[t]), plane));
+        _mm512_storeu_ps(dst + k * 16, _mm512_maskz_permutexvar_ps(mask[t], _mm512_load_si512(off[t]), plane));
       }
       continue;
     }

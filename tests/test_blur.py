@@ -102,9 +102,18 @@ def test_input_untouched_and_noncontiguous():
         (lambda x: _core.gaussian_blur(x, "big"), "sigma"),
         (lambda x: _core.gaussian_blur(x, 1.0, -1.0), "truncate"),
         (lambda x: _core.gaussian_blur(x, 1e12), "too large"),
+        (lambda x: _core.gaussian_blur(x, np.array([1.0])), "sigma must be a number or a pair"),
+        (lambda x: _core.gaussian_blur(x, [1.0, None]), "sigma must be a number or a pair"),
     ],
 )
 def test_bad_inputs_raise(call, match):
     x = np.zeros((1, 2, 6, 6))
     with pytest.raises((ValueError, TypeError), match=match):
         call(x)
+
+
+def test_sigma_as_numpy_scalar_or_0d_array():
+    x = np.random.default_rng(5).standard_normal((1, 2, 9, 9))
+    want = _core.gaussian_blur(x, 1.5)
+    for sigma in (np.float32(1.5), np.array(1.5), np.array([1.5, 1.5]), (np.float64(1.5), 1.5)):
+        np.testing.assert_array_equal(_core.gaussian_blur(x, sigma), want)

@@ -442,6 +442,64 @@ def test_bad_input_raises(case):
         fn(*args, **kwargs)
 
 
+@pytest.mark.parametrize("c", [3, 16])   # 3: the few-channel path, whose buffers are laid out by stride
+@pytest.mark.parametrize("stride", [(2 ** 30, 2 ** 30), (2 ** 31, 1), (1, 2 ** 28), (7, 5)])
+def test_stride_past_the_input(c, stride):
+    """A stride larger than the padded input leaves one output along that axis: the
+    results are the reference's, and memory does not grow with the stride (2**31
+    used to allocate gigabytes or fail with bad_alloc)."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, c, 6, 7))
+    w = rng.standard_normal((4, c, 3, 3))
+    kw = dict(stride=stride, padding=1)
+    want = ref.conv2d_forward(x, w, None, **kw)
+    assert want.shape[2] == 1 or want.shape[3] == 1
+    dout = rng.standard_normal(want.shape)
+    rdx, rdw, _ = ref.conv2d_backward(dout, x, w, **kw)
+    for dtype in DTYPES:
+        xd, wd, dd = (a.astype(dtype) for a in (x, w, dout))
+        close(_core.conv2d_forward(xd, wd, None, **kw), want, dtype, w[0].size)
+        close(_core.conv2d_backward_input(dd, wd, (6, 7), **kw), rdx, dtype, w[:, 0].size)
+        close(_core.conv2d_backward_weight(dd, xd, (3, 3), **kw, bias=False)[0], rdw, dtype, dout[:, 0].size)
+
+
+def test_numpy_integer_geometry():
+    """Geometry arguments take numpy integers and 0-d integer arrays like ints."""
+    x, w = X + 1, Wt + 1
+    want = _core.conv2d_forward(x, w, None, stride=2, padding=(1, 0))
+    got = _core.conv2d_forward(x, w, None, stride=np.int64(2), padding=(np.int32(1), np.array(0)),
+                               dilation=np.uint8(1), groups=np.int16(1))
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("call, exc, match", [
+    (lambda: _core.set_num_threads(0), ValueError, r"n must be in \[1, \d+\], got 0"),
+    (lambda: _core.set_num_threads(100000), ValueError, r"n must be in \[1, \d+\], got 100000"),
+    (lambda: _core.set_num_threads(2 ** 70), ValueError, r"n is out of range"),
+    (lambda: _core.set_num_threads(2.0), TypeError, r"n must be an int, got 2.0"),
+    (lambda: _core.set_winograd_cache_limit(-1), ValueError, r"nbytes must be in \[0, "),
+    (lambda: _core.set_winograd_cache_limit(2 ** 70), ValueError, r"nbytes is out of range"),
+    (lambda: _core.set_array_pool_limit(2 ** 63), ValueError, r"nbytes is out of range"),
+    (lambda: _core.set_array_pool_limit("1G"), TypeError, r"nbytes must be an int"),
+])
+def test_process_settings_refuse_bad_values(call, exc, match):
+    """Thread counts the OpenMP runtime cannot create (it ends the process) and byte
+    limits that overflow are refused; the settings stay as they were."""
+    before = (_core.get_num_threads(), _core.winograd_cache_info()["limit"])
+    with pytest.raises(exc, match=match):
+        call()
+    assert (_core.get_num_threads(), _core.winograd_cache_info()["limit"]) == before
+
+
+def test_process_settings_take_numpy_integers():
+    before = _core.get_num_threads()
+    try:
+        _core.set_num_threads(np.int64(1))
+        assert _core.get_num_threads() == 1
+    finally:
+        _core.set_num_threads(before)
+
+
 def test_secondary_args_are_converted_and_inputs_untouched():
     rng = np.random.default_rng(9)
     x = rng.standard_normal((2, 4, 9, 8)).astype(np.float32)

@@ -216,12 +216,27 @@ def test_caller_arrays_are_not_modified_and_array_likes_convert():
          "input_hw"),
         (lambda x: _core.global_avg_pool_backward(np.zeros((1, 2, 3, 3)), (6, 6)), "dout must be"),
         (lambda x: _core.global_avg_pool_forward(x[0]), "x must be 4-D"),
+        (lambda x: _core.max_pool2d_forward(x, 2.0, 2), "kernel must be an int or a pair of ints, got 2.0"),
+        (lambda x: _core.max_pool2d_forward(x, 2, True), "stride must be an int"),
+        (lambda x: _core.max_pool2d_forward(x, 2 ** 64, 1), "kernel is out of range"),
+        (lambda x: _core.max_pool2d_forward(x, 2, 2 ** 40), "stride is too large"),
+        (lambda x: _core.avg_pool2d_forward(x, 2, 2, (0, "1")), "padding must be"),
     ],
 )
 def test_bad_inputs_raise(call, match):
     x = np.zeros((1, 2, 6, 6))
     with pytest.raises((ValueError, TypeError), match=match):
         call(x)
+
+
+def test_numpy_integer_geometry():
+    """Kernel, stride and padding take numpy integers and 0-d integer arrays like ints."""
+    x = np.random.default_rng(2).standard_normal((1, 2, 7, 7))
+    out, am = _core.max_pool2d_forward(x, np.int64(3), (np.int32(2), 2), np.array(1))
+    want, want_am = _core.max_pool2d_forward(x, 3, 2, 1)
+    np.testing.assert_array_equal(out, want)
+    np.testing.assert_array_equal(am, want_am)
+    np.testing.assert_array_equal(_core.avg_pool2d_forward(x, np.uint8(2), np.int16(2)), _core.avg_pool2d_forward(x, 2, 2))
 
 
 def test_concurrent_calls_equal_serial_results():

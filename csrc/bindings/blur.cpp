@@ -19,7 +19,9 @@ constexpr double kMaxRadius = 1e6;
 
 std::pair<double, double> sigma_arg(const py::handle& obj, const char* fn) {
   double a, b;
-  if (!py::isinstance<py::sequence>(obj) || py::isinstance<py::str>(obj)) {
+  const bool scalar = !py::isinstance<py::sequence>(obj) || py::isinstance<py::str>(obj) ||
+                      (py::isinstance<py::array>(obj) && py::reinterpret_borrow<py::array>(obj).ndim() == 0);
+  if (scalar) {
     try {
       a = b = obj.cast<double>();
     } catch (const py::cast_error&) {
@@ -28,12 +30,10 @@ std::pair<double, double> sigma_arg(const py::handle& obj, const char* fn) {
   } else {
     // Parsed by hand: casting to std::vector needs pybind11/stl.h.
     std::vector<double> seq;
-    for (auto item : py::reinterpret_borrow<py::sequence>(obj)) {
-      try {
-        seq.push_back(item.cast<double>());
-      } catch (const py::cast_error&) {
-        throw py::type_error(cat(fn, ": sigma must be a number or a pair (sigma_h, sigma_w)"));
-      }
+    try {
+      for (auto item : py::reinterpret_borrow<py::sequence>(obj)) seq.push_back(item.cast<double>());
+    } catch (const std::exception&) {  // a failed cast or an item that cannot be read
+      throw py::type_error(cat(fn, ": sigma must be a number or a pair (sigma_h, sigma_w)"));
     }
     if (seq.size() != 2) throw py::value_error(cat(fn, ": sigma must be a number or a pair (sigma_h, sigma_w)"));
     a = seq[0];

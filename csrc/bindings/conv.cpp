@@ -12,41 +12,9 @@ namespace {
 // Sizes and hyperparameters past this are refused, so shape arithmetic cannot overflow.
 constexpr std::int64_t kMaxParam = std::int64_t(1) << 31;
 
-// An int, or a sequence of `count` ints (count in {2} or {2, 4}). util.h's
-// pair_arg/padding_arg cast to std::vector, which needs <pybind11/stl.h>; that
-// header is not included there, and including it in one binding file only would
-// give their inline bodies different meanings in different files, so the
-// sequences are read here with the core int caster instead.
-std::vector<std::int64_t> int_or_ints(const py::handle& obj, const char* fn, const char* name, const char* expect) {
-  auto bad = [&]() {
-    return py::type_error(cat(fn, ": ", name, " must be ", expect, ", got ", std::string(py::repr(obj))));
-  };
-  auto one = [&](const py::handle& h) -> std::int64_t {
-    if (py::isinstance<py::float_>(h) || PyBool_Check(h.ptr()) || !PyIndex_Check(h.ptr())) throw bad();
-    // Through __index__, so numpy integer scalars count as ints too.
-    auto idx = py::reinterpret_steal<py::object>(PyNumber_Index(h.ptr()));
-    if (!idx) {
-      PyErr_Clear();
-      throw bad();
-    }
-    const long long v = PyLong_AsLongLong(idx.ptr());
-    if (v == -1 && PyErr_Occurred()) {
-      PyErr_Clear();
-      throw py::value_error(cat(fn, ": ", name, " is out of range: ", std::string(py::repr(obj))));
-    }
-    return std::int64_t(v);
-  };
-  const bool seq = py::isinstance<py::sequence>(obj) && !py::isinstance<py::str>(obj) &&
-                   !(py::isinstance<py::array>(obj) && py::reinterpret_borrow<py::array>(obj).ndim() == 0);
-  if (!seq) return {one(obj)};
-  std::vector<std::int64_t> v;
-  for (auto item : py::reinterpret_borrow<py::sequence>(obj)) v.push_back(one(item));
-  return v;
-}
-
 std::pair<std::int64_t, std::int64_t> checked_pair(const py::handle& obj, const char* fn, const char* name,
                                                    std::int64_t min_value) {
-  auto v = int_or_ints(obj, fn, name, "an int or a pair of ints");
+  auto v = int_values(obj, fn, name, "an int or a pair of ints");
   if (v.size() == 1) v.push_back(v[0]);
   if (v.size() != 2)
     throw py::value_error(cat(fn, ": ", name, " must be an int or a pair of ints, got ", std::string(py::repr(obj))));
@@ -60,7 +28,7 @@ std::pair<std::int64_t, std::int64_t> checked_pair(const py::handle& obj, const 
 // (top, bottom, left, right); an int or (pad_h, pad_w) is symmetric.
 std::vector<std::int64_t> checked_padding(const py::handle& obj, const char* fn) {
   const char* expect = "an int, (pad_h, pad_w) or (top, bottom, left, right)";
-  auto v = int_or_ints(obj, fn, "padding", expect);
+  auto v = int_values(obj, fn, "padding", expect);
   std::vector<std::int64_t> p;
   if (v.size() == 1)
     p = {v[0], v[0], v[0], v[0]};
@@ -85,7 +53,7 @@ Conv2dParams parse_params(const char* fn, const py::handle& stride, const py::ha
   const std::vector<std::int64_t> pad = checked_padding(padding, fn);
   if (!PyIndex_Check(groups.ptr()))
     throw py::type_error(cat(fn, ": groups must be an int, got ", std::string(py::repr(groups))));
-  const auto gv = int_or_ints(groups, fn, "groups", "an int");
+  const auto gv = int_values(groups, fn, "groups", "an int");
   if (gv.size() != 1) throw py::type_error(cat(fn, ": groups must be an int, got ", std::string(py::repr(groups))));
   const std::int64_t g = gv[0];
   if (g < 1) throw py::value_error(cat(fn, ": groups must be >= 1, got ", g));
@@ -331,9 +299,9 @@ void register_conv(py::module_& m) {
       "The float32 convolution algorithm set by set_conv_algorithm.");
   m.def(
       "set_winograd_cache_limit",
-      [](long long nbytes) {
-        if (nbytes < 0) throw py::value_error("set_winograd_cache_limit: nbytes must be >= 0, got " + std::to_string(nbytes));
-        set_winograd_cache_limit(std::size_t(nbytes));
+      [](py::object nbytes) {
+        set_winograd_cache_limit(
+            std::size_t(int_arg(nbytes, "set_winograd_cache_limit", "nbytes", 0, std::int64_t(1) << 62)));
       },
       py::arg("nbytes"),
       "Limit the memory kept for Winograd's transformed filters (default 512 MiB; at most half of it per\n"

@@ -2,14 +2,26 @@
 // file under bindings/; this file adds the build and machine facts.
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <string>
+#include <thread>
 
 #include "bindings/array_pool.h"
 #include "bindings/register.h"
+#include "bindings/util.h"
 #include "common.h"
 #include "cpu/simd.h"
 
 namespace py = pybind11;
+
+namespace {
+// More threads than this are refused: past a few per CPU they only cost, and far
+// past it the OpenMP runtime cannot create them (and ends the process).
+std::int64_t thread_limit() { return std::max<std::int64_t>(1024, 4 * std::int64_t(std::thread::hardware_concurrency())); }
+// Byte limits past this are refused (they would overflow size arithmetic).
+constexpr std::int64_t kMaxBytes = std::int64_t(1) << 62;
+}  // namespace
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "gradvis compiled kernels (C++17, OpenMP). Use gradvis.layers for the array-level API.";
@@ -28,17 +40,17 @@ PYBIND11_MODULE(_core, m) {
 #endif
   }, "Whether the core was built with CUDA kernels.");
   m.def("get_num_threads", &gradvis::max_threads, "Threads the kernels use.");
-  m.def("set_num_threads", [](int n) {
-    if (n < 1) throw py::value_error("set_num_threads: n must be >= 1");
-    gradvis::set_num_threads(n);
-  }, py::arg("n"), "Set the number of threads the kernels use (OpenMP builds).");
+  m.def("set_num_threads", [](py::object n) {
+    gradvis::set_num_threads(int(gradvis::int_arg(n, "set_num_threads", "n", 1, thread_limit())));
+  }, py::arg("n"),
+  "Set the number of threads the kernels use (OpenMP builds): 1 up to 1024 or 4 per logical CPU,\n"
+  "whichever is more.");
   m.def("simd_level", []() { return std::string(gradvis::simd_level_name(gradvis::cpu_level())); },
         "The SIMD path chosen at run time: 'avx512', 'avx2' or 'scalar' (capped by GRADVIS_SIMD).");
   m.def(
       "set_array_pool_limit",
-      [](long long nbytes) {
-        if (nbytes < 0) throw py::value_error("set_array_pool_limit: nbytes must be >= 0, got " + std::to_string(nbytes));
-        gradvis::set_pool_limit(std::size_t(nbytes));
+      [](py::object nbytes) {
+        gradvis::set_pool_limit(std::size_t(gradvis::int_arg(nbytes, "set_array_pool_limit", "nbytes", 0, kMaxBytes)));
       },
       py::arg("nbytes"),
       "Limit the memory kept for reuse by the kernels' large outputs (default 512 MiB). Output arrays of\n"

@@ -14,42 +14,31 @@ namespace gradvis {
 
 namespace {
 
-// An int or a sequence of ints. (Parsed here rather than cast to std::vector:
-// that cast needs pybind11/stl.h in every translation unit that uses it.)
-std::vector<std::int64_t> int_list(const py::handle& obj, const char* fn, const char* name) {
-  if (py::isinstance<py::int_>(obj)) return {obj.cast<std::int64_t>()};
-  if (!py::isinstance<py::sequence>(obj) || py::isinstance<py::str>(obj))
-    throw py::type_error(cat(fn, ": ", name, " must be an int or a sequence of ints, got ",
-                             std::string(py::str(py::type::of(obj)))));
-  std::vector<std::int64_t> v;
-  for (auto item : py::reinterpret_borrow<py::sequence>(obj)) {
-    try {
-      v.push_back(item.cast<std::int64_t>());
-    } catch (const py::cast_error&) {
-      throw py::type_error(cat(fn, ": ", name, " must contain ints, got ", std::string(py::repr(obj))));
-    }
-  }
-  return v;
-}
+// Kernels, strides and paddings past this are refused, so shape arithmetic cannot overflow.
+constexpr index_t kMaxGeometry = index_t(1) << 31;
 
 std::pair<index_t, index_t> pool_pair(const py::handle& obj, const char* fn, const char* name, index_t min_value) {
-  const auto v = int_list(obj, fn, name);
+  const auto v = int_values(obj, fn, name, "an int or a pair of ints");
   if (v.size() != 1 && v.size() != 2) throw py::value_error(cat(fn, ": ", name, " must be an int or a pair of ints"));
   const index_t a = v[0], b = v.size() == 2 ? v[1] : v[0];
   if (a < min_value || b < min_value)
     throw py::value_error(cat(fn, ": ", name, " must be >= ", min_value, ", got (", a, ", ", b, ")"));
+  if (a > kMaxGeometry || b > kMaxGeometry)
+    throw py::value_error(cat(fn, ": ", name, " is too large: (", a, ", ", b, ")"));
   return {a, b};
 }
 
 // (top, bottom, left, right) from an int, (pad_h, pad_w) or four values.
 std::vector<index_t> pool_padding(const py::handle& obj, const char* fn) {
-  auto v = int_list(obj, fn, "padding");
+  auto v = int_values(obj, fn, "padding", "an int, (pad_h, pad_w) or (top, bottom, left, right)");
   if (v.size() == 1) v = {v[0], v[0], v[0], v[0]};
   else if (v.size() == 2) v = {v[0], v[0], v[1], v[1]};
   else if (v.size() != 4)
     throw py::value_error(cat(fn, ": padding must be an int, (pad_h, pad_w) or (top, bottom, left, right)"));
-  for (auto p : v)
+  for (auto p : v) {
     if (p < 0) throw py::value_error(cat(fn, ": padding must be non-negative, got ", p));
+    if (p > kMaxGeometry) throw py::value_error(cat(fn, ": padding is too large: ", p));
+  }
   return v;
 }
 

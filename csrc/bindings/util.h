@@ -94,40 +94,45 @@ inline void check_nonempty(const py::array& a, const char* fn, const char* name)
   if (a.size() == 0) throw py::value_error(cat(fn, ": ", name, " is empty (shape ", shape_str(a), ")"));
 }
 
-inline std::pair<std::int64_t, std::int64_t> pair_arg(const py::handle& obj, const char* fn, const char* name,
-                                                      std::int64_t min_value) {
-  std::int64_t a, b;
-  if (py::isinstance<py::int_>(obj)) {
-    a = b = obj.cast<std::int64_t>();
-  } else {
-    auto seq = obj.cast<std::vector<std::int64_t>>();
-    if (seq.size() != 2) throw py::value_error(cat(fn, ": ", name, " must be an int or a pair of ints"));
-    a = seq[0];
-    b = seq[1];
+// Integer arguments: a Python int or anything with __index__ (numpy integer
+// scalars, 0-d integer arrays); floats, bools and strings are refused.
+inline std::int64_t int_value(const py::handle& h, const py::handle& whole, const char* fn, const char* name,
+                              const char* expect) {
+  auto bad = [&]() {
+    return py::type_error(cat(fn, ": ", name, " must be ", expect, ", got ", std::string(py::repr(whole))));
+  };
+  if (py::isinstance<py::float_>(h) || PyBool_Check(h.ptr()) || !PyIndex_Check(h.ptr())) throw bad();
+  auto idx = py::reinterpret_steal<py::object>(PyNumber_Index(h.ptr()));
+  if (!idx) {
+    PyErr_Clear();
+    throw bad();
   }
-  if (a < min_value || b < min_value)
-    throw py::value_error(cat(fn, ": ", name, " must be >= ", min_value, ", got (", a, ", ", b, ")"));
-  return {a, b};
+  const long long v = PyLong_AsLongLong(idx.ptr());
+  if (v == -1 && PyErr_Occurred()) {
+    PyErr_Clear();
+    throw py::value_error(cat(fn, ": ", name, " is out of range: ", std::string(py::repr(whole))));
+  }
+  return std::int64_t(v);
 }
 
-// Padding as (top, bottom, left, right); an int or a pair (pad_h, pad_w) is symmetric.
-inline std::vector<std::int64_t> padding_arg(const py::handle& obj, const char* fn) {
-  std::vector<std::int64_t> p;
-  if (py::isinstance<py::int_>(obj)) {
-    auto v = obj.cast<std::int64_t>();
-    p = {v, v, v, v};
-  } else {
-    auto seq = obj.cast<std::vector<std::int64_t>>();
-    if (seq.size() == 2)
-      p = {seq[0], seq[0], seq[1], seq[1]};
-    else if (seq.size() == 4)
-      p = seq;
-    else
-      throw py::value_error(cat(fn, ": padding must be an int, (pad_h, pad_w) or (top, bottom, left, right)"));
-  }
-  for (auto v : p)
-    if (v < 0) throw py::value_error(cat(fn, ": padding must be non-negative, got ", v));
-  return p;
+// An int, or a sequence of ints (the caller checks how many).
+inline std::vector<std::int64_t> int_values(const py::handle& obj, const char* fn, const char* name,
+                                            const char* expect) {
+  const bool seq = py::isinstance<py::sequence>(obj) && !py::isinstance<py::str>(obj) &&
+                   !(py::isinstance<py::array>(obj) && py::reinterpret_borrow<py::array>(obj).ndim() == 0);
+  if (!seq) return {int_value(obj, obj, fn, name, expect)};
+  std::vector<std::int64_t> v;
+  for (auto item : py::reinterpret_borrow<py::sequence>(obj)) v.push_back(int_value(item, obj, fn, name, expect));
+  return v;
+}
+
+// One int in [lo, hi].
+inline std::int64_t int_arg(const py::handle& obj, const char* fn, const char* name, std::int64_t lo,
+                            std::int64_t hi) {
+  const std::int64_t v = int_value(obj, obj, fn, name, "an int");
+  if (v < lo || v > hi)
+    throw py::value_error(cat(fn, ": ", name, " must be in [", lo, ", ", hi, "], got ", v));
+  return v;
 }
 
 inline std::vector<py::ssize_t> shape_of(const py::array& a) {

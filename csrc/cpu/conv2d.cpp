@@ -192,7 +192,7 @@ void backward_input_block(T* dx, const T* dout, const T* w, const Conv2dShape& s
     const index_t sw = s.p.stride_w;
     const index_t Wq = std::max(s.OW + ((s.KW - 1) * s.p.dilation_w) / sw, (s.W - 1 + s.p.pad_left) / sw + 1);
     T* S = nullptr;
-    if (sw > 1) {
+    if (sw > 1 && s.OW > 1) {  // (one output per row: col2im_add, whatever the stride)
       const std::size_t n = std::size_t(nc * s.H * sw * Wq);
       S = scratch<T>(kDxSplitSlot, n);
       std::fill(S, S + n, T(0));
@@ -503,7 +503,12 @@ struct Split {
   index_t Hp, Wq, SH, SC, SI;  // rows, columns per phase; row, channel, image strides
 };
 
-inline bool use_split(const Conv2dShape& s, const Geometry& g) { return !g.pointwise && g.Cg <= kSplitMaxChannels; }
+// Not for a stride with one output along the row: its rows would be stride_w
+// floats long (a stride past the input is legal), and the plain packing reads the
+// one window directly.
+inline bool use_split(const Conv2dShape& s, const Geometry& g) {
+  return !g.pointwise && g.Cg <= kSplitMaxChannels && (s.OW > 1 || s.p.stride_w == 1);
+}
 
 Split split_geometry(const Conv2dShape& s) {
   const auto& p = s.p;

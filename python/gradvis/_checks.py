@@ -69,15 +69,61 @@ def labels(y, n, model, name="y"):
     return arr
 
 
-def positive_int(value, name, allow_zero=False):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+def integer(value, name, lo=None, hi=None):
+    """``value`` as a Python int: an int or a numpy integer (not a bool, a float
+    or a string), within [lo, hi] where given; else TypeError/ValueError naming it."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
+        hint = " (use // for integer division)" if isinstance(value, (float, np.floating)) else ""
+        raise TypeError(f"{name} must be an integer, got {value!r}{hint}")
+    v = int(value)
+    if lo is not None and v < lo:
+        raise ValueError(f"{name} must be >= {lo}, got {v}")
+    if hi is not None and v > hi:
+        raise ValueError(f"{name} must be <= {hi}, got {v}")
+    return v
+
+
+def positive_int(value, name, allow_zero=False, hi=None):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
         raise TypeError(f"{name} must be an integer, got {value!r}")
     if value < 0 or (value == 0 and not allow_zero):
         raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+    if hi is not None and value > hi:
+        raise ValueError(f"{name} must be <= {hi}, got {value}")
     return int(value)
 
 
+def int_pair(value, name, lo=1):
+    """An int or a pair of ints (each >= lo) as a pair (a, b)."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+        return integer(value[0], name, lo), integer(value[1], name, lo)
+    v = integer(value, name, lo)
+    return v, v
+
+
+def finite_float(value, name):
+    """``value`` as a finite Python float (numbers only: not a bool or a string)."""
+    if isinstance(value, (bool, np.bool_, str, bytes)):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number, got {value!r}") from None
+    if not np.isfinite(v):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return v
+
+
+# Largest random roll, in pixels: rolls wrap around, so anything near an image's
+# size already covers every offset; the bound keeps the offsets in int32.
+MAX_JITTER = 2**31 - 1
+
+
 def nonneg_float(value, name, positive=False):
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"{name} must be a number, got {value!r}")
     try:
         v = float(value)
     except (TypeError, ValueError):
@@ -87,22 +133,73 @@ def nonneg_float(value, name, positive=False):
     return v
 
 
+def size_pair(value, name="image_size"):
+    """(H, W) from a pair of positive ints, or one int for a square image; None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, np.ndarray):
+        value = value.tolist() if value.ndim == 1 else value
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be (H, W) or one int for a square image, got {value!r}")
+        return integer(value[0], name, 1), integer(value[1], name, 1)
+    v = integer(value, name, 1)
+    return v, v
+
+
 def start_images(init, n, model, image_size, init_scale, rng, what):
     """The starting images of a generation loop, float32 (n, C, H, W): a copy of
     ``init``, or seeded noise of ``init_scale`` grey levels at ``image_size``
     (default the model's input size). ``what`` names what n counts, for errors."""
+    size = size_pair(image_size)
+    init_scale = nonneg_float(init_scale, "init_scale")
     if init is not None:
         X = images(init, model, name="init").astype(np.float32, copy=True)
         if X.shape[0] != n:
             raise ValueError(f"init has {X.shape[0]} images but {what} has {n}")
+        if size is not None and size != X.shape[2:]:
+            raise ValueError(f"image_size {size} conflicts with init of size {X.shape[2:]}; "
+                             f"give one of them")
         return X
-    h, w = image_size if image_size is not None else model.input_shape[1:]
-    noise = rng.standard_normal((n, model.input_shape[0], int(h), int(w)))
+    h, w = size if size is not None else model.input_shape[1:]
+    noise = rng.standard_normal((n, model.input_shape[0], h, w))
     return (init_scale * noise / pixel_scale(model)).astype(np.float32)
 
 
-def rng_from(seed):
+def rng_from(seed, name="seed"):
     """A numpy Generator from a seed, a Generator, or None (fresh entropy)."""
     if isinstance(seed, np.random.Generator):
         return seed
-    return np.random.default_rng(seed)
+    if isinstance(seed, (bool, np.bool_, float, np.floating, str, bytes)):
+        raise TypeError(f"{name} must be None, a non-negative integer or a numpy Generator, got {seed!r}")
+    try:
+        return np.random.default_rng(seed)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"{name} must be None, a non-negative integer or a numpy Generator, "
+                      f"got {seed!r} ({e})") from None
+
+
+def model(value, name="model"):
+    """``value`` if it is a :class:`gradvis.Model`, else TypeError naming it."""
+    from .model import Model
+    if not isinstance(value, Model):
+        raise TypeError(f"{name} must be a gradvis.Model, got {type(value).__name__}")
+    return value
+
+
+def classifier(value, what, name="model"):
+    """``value`` if it is a Model whose output is one score per class, (N, num_classes);
+    else an error saying that ``what`` needs such a model."""
+    m = model(value, name)
+    if m.num_classes is None:
+        raise ValueError(f"{what} needs a classifier, but the model has no Linear or Conv2d layer "
+                         f"to give class scores")
+    try:
+        out = m.output_shapes()[m.nodes[-1].name]
+    except ValueError:
+        return m    # its nominal input size does not fit; forward reports the problem
+    if len(out) != 1:
+        raise ValueError(f"{what} needs a model whose output is class scores (N, num_classes), but "
+                         f"its last layer {m.nodes[-1].name!r} outputs (N, {', '.join(map(str, out))}) "
+                         f"for its input size {m.input_shape}")
+    return m

@@ -44,8 +44,9 @@ def create_class_visualization(target_y, model, num_iterations=200, learning_rat
         normalize_grad: normalize the gradient by its mean absolute value.
         clip: keep the image inside ``model.input_range()``.
         init: starting images (N, C, H, W) in input space instead of noise.
-        init_scale: standard deviation of the starting noise, in pixels.
-        image_size: (H, W) of the image; default the model's input size.
+        init_scale: standard deviation of the starting noise, in pixels (>= 0).
+        image_size: (H, W) of the image, or one int for a square image; default
+            the model's input size (or init's, which it must then match).
         seed: int or numpy Generator for the noise and the jitter.
         callback: ``callback(t, X, info)`` after every iteration; info has
             'score' and 'prob' (N,) of the target class.
@@ -58,6 +59,7 @@ def create_class_visualization(target_y, model, num_iterations=200, learning_rat
         >>> X = create_class_visualization(76, model, seed=0)
         >>> plt.imshow(model.deprocess(X)[0])
     """
+    _checks.classifier(model, "create_class_visualization")
     targets = np.atleast_1d(np.asarray(target_y))
     n = targets.shape[0]
     targets = _checks.labels(targets, n, model, name="target_y")
@@ -68,7 +70,9 @@ def create_class_visualization(target_y, model, num_iterations=200, learning_rat
     l2_reg = _checks.nonneg_float(l2_reg, "l2_reg")
     blur_every = _checks.positive_int(blur_every, "blur_every", allow_zero=True)
     blur_sigma = _checks.nonneg_float(blur_sigma, "blur_sigma")
-    max_jitter = _checks.positive_int(max_jitter, "max_jitter", allow_zero=True)
+    max_jitter = _checks.positive_int(max_jitter, "max_jitter", allow_zero=True, hi=_checks.MAX_JITTER)
+    if blur_kind not in ("gaussian", "cs231n"):
+        raise ValueError(f"blur_kind must be 'gaussian' or 'cs231n', got {blur_kind!r}")
     rng = _checks.rng_from(seed)
 
     X = _checks.start_images(init, n, model, image_size, init_scale, rng, "target_y")

@@ -37,8 +37,8 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
-def _number(kind, lo=None, lo_open=False, name=None):
-    """An argparse type: a finite int/float, optionally bounded below."""
+def _number(kind, lo=None, lo_open=False, name=None, hi=None):
+    """An argparse type: a finite int/float, optionally bounded below (and above by ``hi``)."""
     def parse(text):
         try:
             v = int(text) if kind is int else float(text)
@@ -49,12 +49,16 @@ def _number(kind, lo=None, lo_open=False, name=None):
             raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
         if lo is not None and (v < lo or (lo_open and v == lo)):
             raise argparse.ArgumentTypeError(f"must be {'>' if lo_open else '>='} {lo}, got {text!r}")
+        if hi is not None and v > hi:
+            raise argparse.ArgumentTypeError(f"must be <= {hi}, got {text!r}")
         return v
     parse.__name__ = name or ("int" if kind is int else "float")
     return parse
 
 
 _pos_int = _number(int, 1)
+MAX_THREADS = 1024      # far above any machine's cores; more threads only exhaust the OS
+_threads = _number(int, 1, hi=MAX_THREADS, name="int")
 _nonneg_int = _number(int, 0)
 _pos_float = _number(float, 0, lo_open=True)
 _nonneg_float = _number(float, 0)
@@ -71,8 +75,8 @@ def _add_common(p, seed=True, save_npy=True):
         g.add_argument("--save-npy", action="store_true", help="also save the raw arrays as .npy files")
     g.add_argument("--force", "-f", action="store_true", help="overwrite existing output files")
     g.add_argument("--quiet", "-q", action="store_true", help="no progress bars or notes on stderr")
-    g.add_argument("--threads", type=_pos_int, default=None, metavar="N",
-                   help="OpenMP threads (default: OMP_NUM_THREADS or all cores)")
+    g.add_argument("--threads", type=_threads, default=None, metavar="N",
+                   help=f"OpenMP threads, 1 to {MAX_THREADS} (default: OMP_NUM_THREADS or all cores)")
 
 
 # ============================================================================ helpers: model, classes, layers
@@ -93,6 +97,15 @@ def load_model_file(path=None):
         raise UsageError(f"cannot load model {path}: {e}") from None
     except (FileNotFoundError, ValueError, OSError) as e:
         raise UsageError(str(e) if path is None else f"cannot load model {path}: {e}") from None
+
+
+def _need_classes(model, what):
+    """``model`` if it gives class scores (what ``what`` needs), else :class:`UsageError`."""
+    from . import _checks
+    try:
+        return _checks.classifier(model, what)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def _class_name(model, i):
@@ -217,6 +230,8 @@ def read_image(path):
             rgb = _to_rgb(im)
     except UnidentifiedImageError:
         raise UsageError(f"{path}: not an image file that Pillow can read") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise UsageError(f"{path}: image too large to read safely ({e})") from None
     except (OSError, ValueError, SyntaxError) as e:   # truncated or damaged files, permissions
         raise UsageError(f"{path}: cannot read image ({e})") from None
     if rgb.ndim != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
@@ -405,7 +420,7 @@ def _softmax(scores):
 # ============================================================================ subcommands
 def cmd_predict(args):
     run = _setup(args)
-    model = load_model_file(args.model)
+    model = _need_classes(load_model_file(args.model), "'predict'")
     photos, imgs = _model_photos(run, model, args.images)
     k = min(args.top_k, model.num_classes)
     if args.save_npy:
@@ -425,7 +440,7 @@ def cmd_saliency(args):
     from . import plot
     from .saliency import compute_saliency_maps, smoothgrad_saliency_maps
     run = _setup(args)
-    model = load_model_file(args.model)
+    model = _need_classes(load_model_file(args.model), "'saliency'")
     forced = resolve_class(model, args.class_) if args.class_ is not None else None
     base = f"{_stem(args.images[0])}_saliency" if len(args.images) == 1 else "saliency"
     paths = run.prepare_outputs([f"{base}.png"] + ([f"{base}.npy"] if args.save_npy else []))
@@ -454,7 +469,7 @@ def cmd_fool(args):
     from . import plot
     from .fooling import make_fooling_image
     run = _setup(args)
-    model = load_model_file(args.model)
+    model = _need_classes(load_model_file(args.model), "'fool'")
     target = resolve_class(model, args.target)
     stem = _stem(args.image)
     names = [f"{stem}_fooling.png", f"{stem}_fooled.png"]
@@ -502,7 +517,7 @@ def cmd_classvis(args):
     from . import plot
     from .class_visualization import create_class_visualization
     run = _setup(args)
-    model = load_model_file(args.model)
+    model = _need_classes(load_model_file(args.model), "'classvis'")
     targets = [resolve_class(model, c) for c in args.classes]
     slugs = [_slug(model.wnids[t] if model.wnids else t) + "_" + _slug(_class_name(model, t)) for t in targets]
     names = []
@@ -662,7 +677,10 @@ def cmd_train(args):
     crop = args.crop if args.crop is not None else int(round(args.image_size * 0.875))
     if crop > args.image_size + 2 * args.pad:
         raise UsageError(f"--crop {crop} is larger than the padded images ({args.image_size} + 2 x {args.pad})")
-    cfg = T.config_from_args(args, crop=crop, seed=args.seed)
+    try:
+        cfg = T.config_from_args(args, crop=crop, seed=args.seed)
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"training options: {e}") from None
     names = ["final.npz", "history.json"] + ([] if args.resume else ["checkpoint.npz"])
     paths = run.prepare_outputs(names)
     if args.resume and not (run.out / "checkpoint.npz").is_file():
@@ -720,7 +738,7 @@ def _map_labels(model, names, what):
 
 def cmd_evaluate(args):
     run = _setup(args)
-    model = load_model_file(args.model)
+    model = _need_classes(load_model_file(args.model), "'evaluate'")
     size = tuple(model.input_shape[1:])
     if args.save_npy:
         (npy,) = run.prepare_outputs(["evaluate_probs.npy"])
@@ -754,7 +772,7 @@ def cmd_evaluate(args):
 
 
 def cmd_classes(args):
-    model = load_model_file(args.model)
+    model = _need_classes(load_model_file(args.model), "'classes'")
     q = (args.query or "").lower()
     for i in range(model.num_classes):
         wn = model.wnids[i] if model.wnids else ""
@@ -920,6 +938,9 @@ def main(argv=None):
         return 2
     except SystemExit as e:        # --help, --version
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    except MemoryError:            # e.g. --size or a photo far larger than memory allows
+        print(f"{PROG}: error: out of memory (use smaller images, --size or --max-size)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130

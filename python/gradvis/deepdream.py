@@ -37,7 +37,7 @@ def deepdream(X, layer, model, num_iterations=20, learning_rate=None, max_jitter
         octaves: number of scales (1: single scale, as in CS231n).
         octave_scale: ratio between successive scales.
         normalize_grad: divide the step by the mean absolute gradient.
-        channel: amplify only this channel of the layer (None: all).
+        channel: amplify only this channel of the layer, an int (None: all).
         clip: keep the images inside ``model.input_range()``.
         seed: int or numpy Generator for the jitter.
         callback: ``callback(t, X, info)`` after every step; info has 'octave'
@@ -51,12 +51,15 @@ def deepdream(X, layer, model, num_iterations=20, learning_rate=None, max_jitter
         >>> X_dream = deepdream(X, 'relu5', model, octaves=3)
         >>> plt.imshow(model.deprocess(X_dream)[0])
     """
+    _checks.model(model)
     X = _checks.images(X, model).astype(np.float32)
     num_iterations = _checks.positive_int(num_iterations, "num_iterations", allow_zero=True)
     if learning_rate is None:
         learning_rate = 3.0 if normalize_grad else 5.0
     learning_rate = _checks.nonneg_float(learning_rate, "learning_rate", positive=True)
-    max_jitter = _checks.positive_int(max_jitter, "max_jitter", allow_zero=True)
+    max_jitter = _checks.positive_int(max_jitter, "max_jitter", allow_zero=True, hi=_checks.MAX_JITTER)
+    if channel is not None:
+        channel = _checks.positive_int(channel, "channel", allow_zero=True)
     octaves = _checks.positive_int(octaves, "octaves")
     octave_scale = _checks.nonneg_float(octave_scale, "octave_scale")
     if octaves > 1 and octave_scale <= 1.0:
@@ -77,10 +80,9 @@ def deepdream(X, layer, model, num_iterations=20, learning_rate=None, max_jitter
         raise ValueError(f"deepdream: the smallest octave ({smallest.shape[2]}x{smallest.shape[3]}) "
                          f"does not fit layer {layer!r}: {e}; use fewer octaves or a larger image") from e
     if channel is not None:
-        if probe.ndim < 2 or not 0 <= int(channel) < probe.shape[1]:
+        if probe.ndim < 2 or not channel < probe.shape[1]:
             raise ValueError(f"channel {channel} is out of range for layer {layer!r} with output "
                              f"shape {probe.shape[1:]}")
-        channel = int(channel)
 
     detail = np.zeros_like(smallest)
     t_global = 0

@@ -73,6 +73,7 @@ def make_fooling_image(X, target_y, model, learning_rate=None, max_iter=100, nor
         >>> X_fool, rep = make_fooling_image(X, 6, model, return_report=True)
         >>> rep['success'].all(), rep['linf_pixels'].max()
     """
+    _checks.classifier(model, "make_fooling_image")
     X = _checks.images(X, model)
     n = X.shape[0]
     target = _checks.labels(target_y, n, model, name="target_y")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _checks
 from .layers import gaussian_blur, cs231n_blur
 
 __all__ = ["jitter", "unjitter", "resize", "blur", "random_jitter_offsets"]
@@ -79,9 +80,12 @@ def resize(X, size):
 
 def blur(X, sigma, kind="gaussian"):
     """Blur the images: ``kind='gaussian'`` with standard deviation ``sigma``
-    pixels, or ``kind='cs231n'`` for the course's light 3x3 smoothing (sigma unused)."""
+    pixels (a number >= 0 or a pair (sigma_h, sigma_w); 0 leaves the images as they
+    are), or ``kind='cs231n'`` for the course's light 3x3 smoothing (sigma unused)."""
     if kind == "gaussian":
-        return gaussian_blur(X, sigma) if sigma > 0 else X
+        pair = sigma if isinstance(sigma, (tuple, list)) and len(sigma) == 2 else (sigma,)
+        sigmas = [_checks.nonneg_float(v, "sigma") for v in pair]
+        return gaussian_blur(X, sigma) if any(sigmas) else X
     if kind == "cs231n":
         return cs231n_blur(X)
     raise ValueError(f"blur kind must be 'gaussian' or 'cs231n', got {kind!r}")

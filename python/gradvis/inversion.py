@@ -45,12 +45,13 @@ def invert_features(target_feats, layer, model, num_iterations=300, learning_rat
         num_iterations: descent steps.
         learning_rate: Adam step size, in pixels.
         l2_reg, tv_reg: weights of the L2 and total-variation priors (on pixel values).
-        tv_beta: the TV exponent (2 smooth, 1 sharper edges).
+        tv_beta: the TV exponent, a finite number >= 1 (2 smooth, 1 sharper edges).
         blur_every, blur_sigma: optional periodic Gaussian blur (0: never).
         clip: keep X in ``model.input_range()``.
         init: starting images instead of noise, (N, C, H, W).
-        init_scale: standard deviation of the starting noise, in pixels.
-        image_size: (H, W) of the reconstruction; default the model's input size.
+        init_scale: standard deviation of the starting noise, in pixels (>= 0).
+        image_size: (H, W) of the reconstruction, or one int for a square image;
+            default the model's input size (or init's, which it must then match).
         seed: int or numpy Generator.
         callback: ``callback(t, X, info)``; info has 'feature_error' (N,) and 'loss'.
 
@@ -64,6 +65,7 @@ def invert_features(target_feats, layer, model, num_iterations=300, learning_rat
     Reference: A. Mahendran, A. Vedaldi, "Understanding Deep Image Representations
     by Inverting Them", CVPR 2015.
     """
+    _checks.model(model)
     target = np.asarray(target_feats)
     if target.dtype.kind != "f":
         raise TypeError(f"target_feats must be a float array, got dtype {target.dtype}")
@@ -77,6 +79,9 @@ def invert_features(target_feats, layer, model, num_iterations=300, learning_rat
     learning_rate = _checks.nonneg_float(learning_rate, "learning_rate", positive=True)
     l2_reg = _checks.nonneg_float(l2_reg, "l2_reg")
     tv_reg = _checks.nonneg_float(tv_reg, "tv_reg")
+    tv_beta = _checks.finite_float(tv_beta, "tv_beta")
+    if tv_beta < 1:
+        raise ValueError(f"tv_beta must be >= 1, got {tv_beta!r}")
     blur_every = _checks.positive_int(blur_every, "blur_every", allow_zero=True)
     blur_sigma = _checks.nonneg_float(blur_sigma, "blur_sigma")
     rng = _checks.rng_from(seed)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _core
+from . import _checks, _core
 
 __all__ = [
     "conv_forward", "conv_backward", "conv_backward_input", "conv_backward_weight",
@@ -63,23 +63,21 @@ def _like(a, dtype, name):
     return np.ascontiguousarray(arr, dtype=dtype)
 
 
-def _pair(value, name):
-    if isinstance(value, (tuple, list)):
-        if len(value) != 2:
-            raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-        return int(value[0]), int(value[1])
-    return int(value), int(value)
+def _pair(value, name, lo=1):
+    """An int or a pair of ints (ints or numpy integers, each >= lo; floats are refused)."""
+    return _checks.int_pair(value, name, lo)
 
 
-def _padding(value):
-    """CS231n 'pad': an int, (pad_h, pad_w) or (top, bottom, left, right)."""
+def _padding(value, name="pad"):
+    """CS231n 'pad': an int, (pad_h, pad_w) or (top, bottom, left, right), each >= 0."""
     if isinstance(value, (tuple, list)):
         if len(value) == 2:
-            return int(value[0]), int(value[0]), int(value[1]), int(value[1])
+            ph, pw = (_checks.integer(v, name, 0) for v in value)
+            return ph, ph, pw, pw
         if len(value) == 4:
-            return tuple(int(v) for v in value)
-        raise ValueError(f"pad must be an int, (pad_h, pad_w) or (top, bottom, left, right), got {value!r}")
-    v = int(value)
+            return tuple(_checks.integer(v, name, 0) for v in value)
+        raise ValueError(f"{name} must be an int, (pad_h, pad_w) or (top, bottom, left, right), got {value!r}")
+    v = _checks.integer(value, name, 0)
     return v, v, v, v
 
 
@@ -91,9 +89,9 @@ def _conv_geometry(conv_param):
         raise ValueError(f"conv_param has unknown keys {sorted(unknown)}; "
                          "expected 'stride', 'pad', 'dilation', 'groups'")
     stride = _pair(conv_param.get("stride", 1), "conv_param['stride']")
-    pad = _padding(conv_param.get("pad", 0))
+    pad = _padding(conv_param.get("pad", 0), "conv_param['pad']")
     dilation = _pair(conv_param.get("dilation", 1), "conv_param['dilation']")
-    groups = int(conv_param.get("groups", 1))
+    groups = _checks.integer(conv_param.get("groups", 1), "conv_param['groups']", 1)
     return stride, pad, dilation, groups
 
 
@@ -107,9 +105,10 @@ def _pool_geometry(pool_param, extra=()):
     for key in ("pool_height", "pool_width", "stride"):
         if key not in pool_param:
             raise ValueError(f"pool_param needs '{key}'")
-    kernel = (int(pool_param["pool_height"]), int(pool_param["pool_width"]))
+    kernel = (_checks.integer(pool_param["pool_height"], "pool_param['pool_height']", 1),
+              _checks.integer(pool_param["pool_width"], "pool_param['pool_width']", 1))
     stride = _pair(pool_param["stride"], "pool_param['stride']")
-    pad = _padding(pool_param.get("pad", 0))
+    pad = _padding(pool_param.get("pad", 0), "pool_param['pad']")
     ceil_mode = bool(pool_param.get("ceil_mode", False))
     return kernel, stride, pad, ceil_mode
 

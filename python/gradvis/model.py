@@ -33,6 +33,7 @@ import math
 
 import numpy as np
 
+from . import _checks
 from . import layers as L
 
 __all__ = [
@@ -47,23 +48,21 @@ INPUT = "input"
 
 
 # ============================================================================ layers
-def _pair(v, what):
-    if isinstance(v, (tuple, list)):
-        if len(v) != 2:
-            raise ValueError(f"{what} must be an int or a pair of ints, got {v!r}")
-        return (int(v[0]), int(v[1]))
-    return (int(v), int(v))
+def _pair(v, what, lo=1):
+    """An int or a pair of ints, each >= lo (ints or numpy integers, not floats)."""
+    return _checks.int_pair(v, what, lo)
 
 
-def _pad4(v, what="padding"):
-    """int, (ph, pw) or (top, bottom, left, right) -> (top, bottom, left, right)."""
+def _pad4(v, what="padding", lo=0):
+    """int, (ph, pw) or (top, bottom, left, right) -> (top, bottom, left, right), each >= lo."""
     if isinstance(v, (tuple, list)):
         if len(v) == 2:
-            return (int(v[0]), int(v[0]), int(v[1]), int(v[1]))
+            ph, pw = (_checks.integer(x, what, lo) for x in v)
+            return (ph, ph, pw, pw)
         if len(v) == 4:
-            return tuple(int(x) for x in v)
+            return tuple(_checks.integer(x, what, lo) for x in v)
         raise ValueError(f"{what} must be an int, (pad_h, pad_w) or (top, bottom, left, right), got {v!r}")
-    return (int(v),) * 4
+    return (_checks.integer(v, what, lo),) * 4
 
 
 class LayerNotFoundError(KeyError, ValueError):
@@ -137,21 +136,21 @@ class Conv2d(Layer):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  dilation=1, groups=1, bias=True):
-        self.in_channels = int(in_channels)
-        self.out_channels = int(out_channels)
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.stride = _pair(stride, "stride")
-        self.dilation = _pair(dilation, "dilation")
+        self.in_channels = _checks.integer(in_channels, "Conv2d: in_channels", 1)
+        self.out_channels = _checks.integer(out_channels, "Conv2d: out_channels", 1)
+        self.kernel_size = _pair(kernel_size, "Conv2d: kernel_size")
+        self.stride = _pair(stride, "Conv2d: stride")
+        self.dilation = _pair(dilation, "Conv2d: dilation")
         if isinstance(padding, str):
             if padding != "same":
                 raise ValueError(f"padding must be a number, a tuple or 'same', got {padding!r}")
             ph = self.dilation[0] * (self.kernel_size[0] - 1)
             pw = self.dilation[1] * (self.kernel_size[1] - 1)
             padding = (ph // 2, ph - ph // 2, pw // 2, pw - pw // 2)
-        self.padding = _pad4(padding)
-        self.groups = int(groups)
+        self.padding = _pad4(padding, "Conv2d: padding")
+        self.groups = _checks.integer(groups, "Conv2d: groups", 1)
         self.bias = bool(bias)
-        if self.groups < 1 or self.in_channels % self.groups or self.out_channels % self.groups:
+        if self.in_channels % self.groups or self.out_channels % self.groups:
             raise ValueError(f"Conv2d: groups={groups} must divide in_channels={in_channels} "
                              f"and out_channels={out_channels}")
 
@@ -221,9 +220,13 @@ class _BatchNorm(Layer):
     spatial = True
 
     def __init__(self, num_features, eps=1e-5, momentum=0.9):
-        self.num_features = int(num_features)
-        self.eps = float(eps)
-        self.momentum = float(momentum)
+        self.num_features = _checks.integer(num_features, f"{self.type}: num_features", 1)
+        self.eps = _checks.finite_float(eps, f"{self.type}: eps")
+        self.momentum = _checks.finite_float(momentum, f"{self.type}: momentum")
+        if self.eps <= 0:
+            raise ValueError(f"{self.type}: eps must be > 0, got {eps!r}")
+        if not 0.0 <= self.momentum <= 1.0:
+            raise ValueError(f"{self.type}: momentum must be in [0, 1], got {momentum!r}")
 
     def config(self):
         return dict(num_features=self.num_features, eps=self.eps, momentum=self.momentum)
@@ -322,7 +325,7 @@ class LeakyReLU(_Elementwise):
     _fwd, _bwd = staticmethod(L.leaky_relu_forward), staticmethod(L.leaky_relu_backward)
 
     def __init__(self, alpha=0.01):
-        self.alpha = float(alpha)
+        self.alpha = _checks.finite_float(alpha, "LeakyReLU: alpha")
 
     def config(self):
         return dict(alpha=self.alpha)
@@ -372,9 +375,9 @@ class SiLU(_Elementwise):
 
 class _Pool(Layer):
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False):
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.stride = _pair(stride, "stride") if stride is not None else self.kernel_size
-        self.padding = _pad4(padding)
+        self.kernel_size = _pair(kernel_size, f"{self.type}: kernel_size")
+        self.stride = _pair(stride, f"{self.type}: stride") if stride is not None else self.kernel_size
+        self.padding = _pad4(padding, f"{self.type}: padding")
         self.ceil_mode = bool(ceil_mode)
 
     def config(self):
@@ -497,8 +500,8 @@ class Linear(Layer):
     type = "Linear"
 
     def __init__(self, in_features, out_features, bias=True):
-        self.in_features = int(in_features)
-        self.out_features = int(out_features)
+        self.in_features = _checks.integer(in_features, "Linear: in_features", 1)
+        self.out_features = _checks.integer(out_features, "Linear: out_features", 1)
         self.bias = bool(bias)
 
     def config(self):
@@ -555,7 +558,7 @@ class Dropout(Layer):
     type = "Dropout"
 
     def __init__(self, p=0.5):
-        self.p = float(p)
+        self.p = _checks.finite_float(p, "Dropout: p")
         if not 0.0 <= self.p < 1.0:
             raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
 
@@ -728,10 +731,14 @@ class Pad(Layer):
     type = "Pad"
 
     def __init__(self, padding, value=0.0):
-        self.padding = _pad4(padding)
+        self.padding = _pad4(padding, "Pad: padding", lo=None)
         if min(self.padding) < 0:
             raise ValueError(f"Pad: negative padding {self.padding} (cropping) is not supported")
+        if isinstance(value, (str, bytes)):
+            raise TypeError(f"Pad: value must be a number, got {value!r}")
         self.value = float(value)
+        if math.isnan(self.value):
+            raise ValueError(f"Pad: value must be a number, got {value!r}")
 
     def config(self):
         return dict(padding=list(self.padding), value=self.value)
@@ -778,13 +785,19 @@ def _reduce_to(g, shape):
     return g.sum(axis=axes, keepdims=True).reshape(shape) if axes else g.reshape(shape)
 
 
+def _shape(shape, what):
+    if isinstance(shape, (str, bytes)) or not hasattr(shape, "__iter__"):
+        raise TypeError(f"{what} must be a sequence of ints, got {shape!r}")
+    return tuple(_checks.integer(v, what, 1) for v in shape)
+
+
 class Bias(Layer):
     """out = x + bias, with ``bias`` of ``shape`` broadcast against one sample
     (e.g. (C, 1, 1) per channel); a constant addition in an imported graph."""
     type = "Bias"
 
     def __init__(self, shape):
-        self.shape = tuple(int(v) for v in shape)
+        self.shape = _shape(shape, f"{self.type}: shape")
 
     def config(self):
         return dict(shape=list(self.shape))
@@ -820,7 +833,7 @@ class Scale(Layer):
     type = "Scale"
 
     def __init__(self, shape):
-        self.shape = tuple(int(v) for v in shape)
+        self.shape = _shape(shape, f"{self.type}: shape")
 
     def config(self):
         return dict(shape=list(self.shape))
@@ -880,6 +893,20 @@ def _as_float_input(X, what="X"):
     return X
 
 
+def _names(names, what):
+    """A list of strings (one per class), or None."""
+    if names is None:
+        return None
+    if isinstance(names, (str, bytes, dict)) or not hasattr(names, "__iter__"):
+        raise TypeError(f"{what} must be a list of strings (one per class), got {type(names).__name__}")
+    names = list(names)
+    bad = [v for v in names if not isinstance(v, str)]
+    if bad:
+        raise TypeError(f"{what} must be a list of strings (one per class), got {bad[0]!r} "
+                        f"({type(bad[0]).__name__})")
+    return names
+
+
 class Model:
     """A network of named nodes with CS231n ``forward``/``backward`` (see the module doc).
 
@@ -909,25 +936,36 @@ class Model:
         self._index = {}
         self.params = {}    # 'node.local' -> array
         self.buffers = {}   # 'node.local' -> array
-        self.input_shape = tuple(int(v) for v in input_shape)
+        try:
+            ok = not isinstance(input_shape, (str, bytes)) and len(input_shape) == 3
+        except TypeError:     # no length: a number, None, a 0-d array
+            ok = False
+        if not ok:
+            raise ValueError(f"input_shape must be (C, H, W), got {input_shape!r}")
+        self.input_shape = tuple(_checks.integer(v, "input_shape", 1) for v in input_shape)
         c = self.input_shape[0]
-        self.mean = np.zeros(c, np.float32) if mean is None else np.asarray(mean, np.float32)
-        self.std = np.ones(c, np.float32) if std is None else np.asarray(std, np.float32)
+        try:
+            self.mean = np.zeros(c, np.float32) if mean is None else np.asarray(mean, np.float32)
+            self.std = np.ones(c, np.float32) if std is None else np.asarray(std, np.float32)
+        except (TypeError, ValueError):
+            raise TypeError(f"mean and std must be numbers, got mean {mean!r}, std {std!r}") from None
         if self.mean.shape not in ((c,), self.input_shape):
             raise ValueError(f"mean must have shape ({c},) or {self.input_shape}, got {self.mean.shape}")
-        if self.std.shape != (c,) or not np.all(self.std > 0):
-            raise ValueError(f"std must be {c} positive numbers, got {self.std}")
+        if not np.all(np.isfinite(self.mean)):
+            raise ValueError(f"mean contains NaN or infinite values: {self.mean.ravel()[:5]}")
+        if self.std.shape != (c,) or not np.all((self.std > 0) & np.isfinite(self.std)):
+            raise ValueError(f"std must be {c} positive finite numbers, got {self.std}")
         if channel_order not in ("RGB", "BGR"):
             raise ValueError(f"channel_order must be 'RGB' or 'BGR', got {channel_order!r}")
         self.channel_order = channel_order
-        self.class_names = list(class_names) if class_names is not None else None
-        self.wnids = list(wnids) if wnids is not None else None
+        self.class_names = _names(class_names, "class_names")
+        self.wnids = _names(wnids, "wnids")
         self.name = name
         # JSON-able notes on where the model came from (e.g. what an importer folded or
         # dropped); saved with the model
         self.info = {}
-        self.rng = np.random.default_rng(seed)
-        self._init_rng = np.random.default_rng(seed)   # initial weights of added layers
+        self.rng = _checks.rng_from(seed)
+        self._init_rng = _checks.rng_from(seed)   # initial weights of added layers
         # A ReLU that only reads a Conv2d is applied by the convolution as it writes
         # its output (one pass less over memory) unless the convolution's own output
         # is asked for; False runs every layer separately (same results).
@@ -937,6 +975,12 @@ class Model:
     def add(self, name, layer, inputs=None):
         """Append a node; ``inputs`` (a name or list of names) defaults to the
         previous node (or the model input for the first node). Returns self."""
+        inputs = self._check_node(name, layer, inputs)
+        return self._append(name, layer, inputs, layer.init_params(self._init_rng, np.float32),
+                            layer.init_buffers(np.float32))
+
+    def _check_node(self, name, layer, inputs):
+        """The node's input list, after checking that ``add`` may append it."""
         if not isinstance(name, str) or not name or "/" in name or name == INPUT:
             raise ValueError(f"node name must be a non-empty string without '/', not {INPUT!r}; got {name!r}")
         if name in self._index:
@@ -955,18 +999,22 @@ class Model:
         n = layer.num_inputs
         if (n is not None and len(inputs) != n) or len(inputs) < 1:
             raise ValueError(f"node {name!r}: {layer.type} takes {n or 'one or more'} input(s), got {inputs}")
+        return inputs
+
+    def _append(self, name, layer, inputs, params, buffers):
+        """Append a checked node with its parameter and buffer arrays."""
         self._index[name] = len(self.nodes)
         self.nodes.append(Node(name, layer, inputs))
-        for k, v in layer.init_params(self._init_rng, np.float32).items():
+        for k, v in params.items():
             self.params[f"{name}.{k}"] = v
-        for k, b in layer.init_buffers(np.float32).items():
+        for k, b in buffers.items():
             self.buffers[f"{name}.{k}"] = b
         return self
 
     def init_params(self, seed=0, dtype=np.float32):
         """(Re)initialize all parameters (He-normal convs, uniform linears, BN 1/0)
         and buffers, with a seeded generator."""
-        rng = np.random.default_rng(seed)
+        rng = _checks.rng_from(seed)
         for node in self.nodes:
             for k, v in node.layer.init_params(rng, dtype).items():
                 self.params[f"{node.name}.{k}"] = v
@@ -976,7 +1024,7 @@ class Model:
 
     def seed(self, seed):
         """Reseed the generator used by Dropout."""
-        self.rng = np.random.default_rng(seed)
+        self.rng = _checks.rng_from(seed)
         return self
 
     # ------------------------------------------------------------------ lookup
@@ -1120,6 +1168,8 @@ class Model:
         X = _as_float_input(X)
         if outputs is not None:
             outputs = [outputs] if isinstance(outputs, str) else list(outputs)
+            if not outputs:
+                raise ValueError("outputs must name at least one node (or be None for the last node's output)")
             for o in outputs:
                 self.index(o)
             if end is None:
@@ -1130,8 +1180,8 @@ class Model:
                 if not s <= self.index(o) <= e:
                     raise ValueError(f"requested output {o!r} is not among the nodes run "
                                      f"({self.nodes[s].name!r} .. {self.nodes[e].name!r})")
-        if np.isnan(X).any():
-            raise ValueError("X contains NaN")
+        if not np.isfinite(X).all():
+            raise ValueError("X contains NaN or infinite values")
         first = self.nodes[s]
         if s == 0 and start is None:
             bound = INPUT
@@ -1180,7 +1230,7 @@ class Model:
         result = {o: tensors[o] for o in outputs} if outputs is not None else tensors[last]
         shapes.update((k, v.shape) for k, v in tensors.items())
         cache = {"start": s, "end": e, "bound": bound, "caches": caches, "dtype": X.dtype,
-                 "X_shape": X.shape, "outputs": outputs, "shapes": shapes}
+                 "X_shape": X.shape, "outputs": outputs, "shapes": shapes, "last": self.nodes[e]}
         return result, cache
 
     def _relu_fusions(self, s, e, needed, outputs):
@@ -1223,7 +1273,13 @@ class Model:
             the nodes run (zeros where the loss does not depend on it; empty when
             param_grads is False).
         """
+        if not isinstance(cache, dict) or "last" not in cache:
+            got = "a dict without forward's entries" if isinstance(cache, dict) else type(cache).__name__
+            raise TypeError(f"cache must be the cache returned by this model's forward, got {got}")
         s, e = cache["start"], cache["end"]
+        if e >= len(self.nodes) or self.nodes[e] is not cache["last"]:
+            raise ValueError("cache comes from another model's forward (or from before this "
+                             "model's layers changed); pass the cache of this model's forward")
         dtype = cache["dtype"]
         shapes = cache["shapes"]
         grads_t = {}
@@ -1293,7 +1349,8 @@ class Model:
         return loss, grads
 
     def predict(self, X, batch_size=256):
-        """Class scores of X in test mode, in batches."""
+        """Class scores of X in test mode, in batches of ``batch_size`` (an int >= 1)."""
+        batch_size = _checks.positive_int(batch_size, "batch_size")
         X = _as_float_input(X)
         outs = [self.forward(X[i:i + batch_size])[0] for i in range(0, len(X), batch_size)]
         return np.concatenate(outs) if outs else np.zeros((0, self.num_classes or 0), X.dtype)
@@ -1314,7 +1371,14 @@ class Model:
         return m
 
     def astype(self, dtype):
-        """A copy whose parameters and buffers are ``dtype`` (e.g. float64 for gradient checks)."""
+        """A copy whose parameters and buffers are ``dtype``: float32 or float64 (e.g.
+        float64 for gradient checks); other dtypes raise TypeError."""
+        try:
+            dt = np.dtype(dtype)
+        except TypeError:
+            raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
+        if dt not in (np.float32, np.float64):
+            raise TypeError(f"dtype must be float32 or float64, got {dt}")
         m = self.copy()
         m.params = {k: v.astype(dtype) for k, v in m.params.items()}
         m.buffers = {k: v.astype(dtype) for k, v in m.buffers.items()}
@@ -1336,8 +1400,10 @@ class Model:
             img = img[None]
         if img.ndim != 4 or img.shape[-1] != 3:
             raise ValueError(f"images must be (N, H, W, 3) or (H, W, 3), got shape {np.asarray(images).shape}")
-        if img.dtype.kind == "f" and np.isnan(img).any():
-            raise ValueError("images contain NaN")
+        if img.dtype.kind not in "buif":
+            raise TypeError(f"images must be a numeric array (uint8 pixel values), got dtype {img.dtype}")
+        if img.dtype.kind == "f" and not np.isfinite(img).all():
+            raise ValueError("images contain NaN or infinite values")
         x = img.astype(np.float32).transpose(0, 3, 1, 2)
         if self.channel_order == "BGR":
             x = x[:, ::-1]
@@ -1380,6 +1446,9 @@ def softmax_cross_entropy(scores, y, label_smoothing=0.0):
     ``label_smoothing`` = eps uses the target (1 - eps) * onehot + eps / C.
     """
     scores = np.asarray(scores)
+    label_smoothing = _checks.finite_float(label_smoothing, "label_smoothing")
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
     if label_smoothing == 0.0:
         return L.softmax_loss(scores, y)
     y = np.asarray(y)

@@ -24,8 +24,8 @@ def total_variation(X, beta=2.0, eps=1e-8):
     Returns:
         (value, gradient) with gradient of X's shape and dtype.
     """
-    if beta < 1:
-        raise ValueError(f"total_variation: beta must be >= 1, got {beta}")
+    if isinstance(beta, (str, bytes)) or not np.isfinite(beta) or beta < 1:
+        raise ValueError(f"total_variation: beta must be a finite number >= 1, got {beta!r}")
     dx = X[:, :, :-1, 1:] - X[:, :, :-1, :-1]
     dy = X[:, :, 1:, :-1] - X[:, :, :-1, :-1]
     D = dx * dx + dy * dy

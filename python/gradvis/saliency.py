@@ -38,6 +38,7 @@ def compute_saliency_maps(X, y, model, batch_size=64):
     Reference: K. Simonyan, A. Vedaldi, A. Zisserman, "Deep Inside Convolutional
     Networks: Visualising Image Classification Models and Saliency Maps", 2013.
     """
+    _checks.classifier(model, "compute_saliency_maps")
     X = _checks.images(X, model)
     y = _checks.labels(y, X.shape[0], model)
     batch_size = _checks.positive_int(batch_size, "batch_size")
@@ -62,6 +63,7 @@ def smoothgrad_saliency_maps(X, y, model, num_samples=25, noise_level=0.15, seed
     Returns:
         saliency: (N, H, W).
     """
+    _checks.classifier(model, "smoothgrad_saliency_maps")
     X = _checks.images(X, model)
     y = _checks.labels(y, X.shape[0], model)
     num_samples = _checks.positive_int(num_samples, "num_samples")

@@ -75,9 +75,22 @@ def _read_arrays(path):
     if not path.is_file():
         raise FileNotFoundError(f"no such model file: {path}")
     try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+    except OSError as e:
+        raise ValueError(f"{path} is not a readable gradvis model file ({e.strerror or e})") from None
+    if not magic.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        what = ("an empty file" if not magic else "a single .npy array" if magic == b"\x93NUMPY"
+                else "not a zip archive of .npy arrays")
+        raise ValueError(f"{path} is not a gradvis model file ({what})")
+    try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except Exception as e:   # BadZipFile, CRC errors, truncated members, pickled arrays, ...
+        if "pickle" in str(e):
+            raise ValueError(f"{path} is not a gradvis model file: it holds a pickled (object) "
+                             f"array; model files hold plain numeric arrays only, and gradvis never "
+                             f"unpickles") from None
         raise ValueError(f"{path} is not a readable gradvis model file "
                          f"({type(e).__name__}: {e})") from None
 
@@ -141,39 +154,65 @@ def read_model_file(path):
         raise bad(f"damaged header ({e})") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise bad(f"not a gradvis model file (format {header.get('format') if isinstance(header, dict) else None!r})")
-    if not isinstance(header.get("version"), int) or header["version"] > VERSION:
-        raise bad(f"file format version {header.get('version')!r} is newer than this gradvis "
+    version = header.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise bad(f"unknown file format version {version!r} (this gradvis reads version "
+                  f"{VERSION if VERSION == 1 else f'1 to {VERSION}'})")
+    if version > VERSION:
+        raise bad(f"file format version {version!r} is newer than this gradvis "
                   f"reads (up to {VERSION}); upgrade gradvis")
+
+    def stored(kind, name, shape):
+        """The file's array for a parameter or buffer of the declared ``shape``, checked."""
+        key = f"{kind}/{name}"
+        if key not in arrays:
+            raise bad(f"missing array {key!r}")
+        arr = arrays[key]
+        if arr.shape != tuple(shape):
+            raise bad(f"array {key!r} has shape {arr.shape}, the architecture needs {tuple(shape)}")
+        if arr.dtype.kind != "f":
+            raise bad(f"array {key!r} has dtype {arr.dtype}, expected floating point")
+        if not np.all(np.isfinite(arr)):
+            raise bad(f"array {key!r} contains NaN or infinity")
+        return np.array(arr, dtype=np.float32 if arr.dtype.itemsize <= 4 else arr.dtype)
+
     try:
         model = Model(input_shape=header["input_shape"], mean=arrays.get("meta/mean"),
                       std=arrays.get("meta/std"), channel_order=header.get("channel_order", "RGB"),
                       class_names=header.get("class_names"), wnids=header.get("wnids"),
                       name=header.get("name", "model"))
+    except (KeyError, TypeError, ValueError) as e:
+        raise bad(f"bad input description ({type(e).__name__}: {e})") from None
+    try:
         info = header.get("info") or {}
         if not isinstance(info, dict):
             raise ValueError(f"'info' must be a JSON object, got {type(info).__name__}")
         model.info = info
-        for nd in header["nodes"]:
-            cls = LAYER_TYPES.get(nd["type"])
+        nodes = header["nodes"]
+        if not isinstance(nodes, list):
+            raise TypeError(f"'nodes' must be a list, got {type(nodes).__name__}")
+        for nd in nodes:
+            if not isinstance(nd, dict) or not isinstance(nd.get("config"), dict):
+                raise TypeError(f"each node must be an object with a 'config' object, got {nd!r:.80}")
+            cls = LAYER_TYPES.get(nd["type"]) if isinstance(nd.get("type"), str) else None
             if cls is None:
-                raise ValueError(f"unknown layer type {nd['type']!r} for node {nd['name']!r}")
-            model.add(nd["name"], cls(**nd["config"]), inputs=nd["inputs"])
-    except (KeyError, TypeError, ValueError) as e:
+                raise ValueError(f"unknown layer type {nd.get('type')!r} for node {nd.get('name')!r}")
+            layer = cls(**nd["config"])
+            inputs = model._check_node(nd["name"], layer, nd["inputs"])
+            # The declared shapes are checked against the stored arrays before anything
+            # of that size is allocated: a header cannot make loading build huge layers.
+            params = {k: stored("param", f"{nd['name']}.{k}", shp) for k, shp in layer.param_shapes.items()}
+            buffers = {k: stored("buffer", f"{nd['name']}.{k}", shp) for k, shp in layer.buffer_shapes.items()}
+            model._append(nd["name"], layer, inputs, params, buffers)
+    except (KeyError, TypeError, ValueError, ArithmeticError, IndexError) as e:
+        if isinstance(e, ValueError) and str(e).startswith(f"{path}: "):
+            raise        # a problem with the stored arrays, already described
         raise bad(f"bad architecture description ({type(e).__name__}: {e})") from None
-
-    for kind, table in (("param", model.params), ("buffer", model.buffers)):
-        for name, default in table.items():
-            key = f"{kind}/{name}"
-            if key not in arrays:
-                raise bad(f"missing array {key!r}")
-            arr = arrays[key]
-            if arr.shape != default.shape:
-                raise bad(f"array {key!r} has shape {arr.shape}, the architecture needs {default.shape}")
-            if arr.dtype.kind != "f":
-                raise bad(f"array {key!r} has dtype {arr.dtype}, expected floating point")
-            if not np.all(np.isfinite(arr)):
-                raise bad(f"array {key!r} contains NaN or infinity")
-            table[name] = np.array(arr, dtype=np.float32 if arr.dtype.itemsize <= 4 else arr.dtype)
+    num_classes = model.num_classes
+    for what in ("class_names", "wnids"):
+        names = getattr(model, what)
+        if names is not None and num_classes is not None and len(names) != num_classes:
+            raise bad(f"{what} has {len(names)} entries but the model has {num_classes} classes")
     known = {_HEADER, "meta/mean", "meta/std"} | {"param/" + k for k in model.params} \
         | {"buffer/" + k for k in model.buffers}
     unexpected = sorted(k for k in arrays if k not in known and not k.startswith("state/"))

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import _checks
 from .model import softmax_cross_entropy
 from .serialization import read_model_file, save_model
 
@@ -247,6 +248,28 @@ class TrainConfig:
     num_threads: int = 2
     max_train: int = 0              # use only the first N training images (0: all), for pilots
 
+    def validate(self):
+        """Check every field; raises TypeError/ValueError naming the bad one. Returns self."""
+        for name in ("batch_size", "checkpoint_every", "log_every"):
+            _checks.positive_int(getattr(self, name), name)
+        for name in ("crop", "pad", "seed", "eval_every", "max_train"):
+            _checks.positive_int(getattr(self, name), name, allow_zero=True)
+        _checks.positive_int(self.num_threads, "num_threads", hi=1024)
+        _checks.nonneg_float(self.lr, "lr", positive=True)
+        for name in ("epochs", "weight_decay", "warmup_epochs", "full_size_epochs"):
+            _checks.nonneg_float(getattr(self, name), name)
+        if not 0.0 <= _checks.finite_float(self.momentum, "momentum") < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        if not 0.0 <= _checks.finite_float(self.label_smoothing, "label_smoothing") < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        for m in self.milestones:
+            _checks.nonneg_float(m, "milestones")
+        if self.optimizer not in ("sgd", "adamw"):
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; use 'sgd' or 'adamw'")
+        if self.schedule not in ("onecycle", "cosine", "step", "constant"):
+            raise ValueError(f"unknown schedule {self.schedule!r}; use 'onecycle', 'cosine', 'step' or 'constant'")
+        return self
+
 
 def _make_optimizer(cfg):
     if cfg.optimizer == "sgd":
@@ -282,7 +305,7 @@ def train(model, data, config=None, run_dir=None, resume=False, log=print, on_st
         (model, history): the trained model (a new object when resumed) and a dict
         with per-epoch 'val_acc' and the training curve.
     """
-    cfg = config or TrainConfig()
+    cfg = (config or TrainConfig()).validate()
     say = log or (lambda *a, **k: None)
     try:
         from . import _core
@@ -418,7 +441,7 @@ def config_from_args(args, **overrides):
     values.update(overrides)
     cfg = TrainConfig(**values)
     cfg.milestones = tuple(cfg.milestones)
-    return cfg
+    return cfg.validate()
 
 
 def main(argv=None):

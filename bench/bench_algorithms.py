@@ -19,6 +19,7 @@ import time
 import numpy as np
 
 import gradvis
+from bench_conv import warm_malloc
 from gradvis import Conv2d, BatchNorm2d, ReLU, MaxPool2d, GlobalAvgPool, Flatten, Linear, Dropout
 from gradvis._grad import input_gradient, one_hot
 from gradvis.architectures import default_net
@@ -194,6 +195,7 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
+    warm_malloc()
     if torch is None:
         raise SystemExit("this benchmark compares with PyTorch: pip install torch==2.13.0")
     m = load_model()

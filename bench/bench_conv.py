@@ -85,6 +85,17 @@ def _blas_thread_setter():
     return None
 
 
+def warm_malloc():
+    """Raise glibc malloc's mmap threshold to its 32 MB ceiling, as a process that has
+    freed a large array has it: until then every output of 128 KB or more that PyTorch
+    allocates is a fresh mmap whose pages the kernel zeroes on first touch (a batch-64
+    first-layer forward measured 12 ms instead of 3.3 on 1 thread), and which state a
+    run is in would depend on what it happened to free before. gradvis's large outputs
+    come from its own pool either way."""
+    a = np.ones(30 << 18, np.float32)   # 30 MB: mmapped, then freed
+    del a
+
+
 np.ones((2, 2)) @ np.ones((2, 2))   # loads the BLAS
 SET_BLAS_THREADS = _blas_thread_setter()
 
@@ -173,6 +184,7 @@ def main():
     ap.add_argument("--conv-algorithm", choices=["auto", "direct", "winograd", "winograd2x2"], default="auto",
                     help="gradvis's float32 convolution algorithm (gradvis.set_conv_algorithm)")
     args = ap.parse_args()
+    warm_malloc()
     gradvis.set_conv_algorithm(args.conv_algorithm)
     shapes = QUICK if args.quick else dict(default=SHAPES, model=MODEL, vgg=VGG)[args.set]
     if args.batch is not None:

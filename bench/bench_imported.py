@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 
 import gradvis
+from bench_conv import warm_malloc
 
 
 # ---------------------------------------------------------------------------- the networks
@@ -109,6 +110,28 @@ def best_time(fn, reps):
     return min(times)
 
 
+def pass_gflop(net, x):
+    """Direct-equivalent GFLOP of one forward pass plus the backward pass to the input:
+    2 flops per multiply-add of every convolution and linear layer, once forward and once
+    for the input gradient (the first layer's included: the algorithms need the image's
+    gradient). Winograd does fewer multiplies, so its GFLOP/s can pass the FMA peak."""
+    macs = []
+
+    def hook(m, inp, out):
+        if isinstance(m, nn.Conv2d):
+            kh, kw = m.kernel_size
+            macs.append(out.numel() * (m.in_channels // m.groups) * kh * kw)
+        elif isinstance(m, nn.Linear):
+            macs.append(out.numel() * m.in_features)
+
+    hs = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        net(x)
+    for h in hs:
+        h.remove()
+    return 4 * sum(macs) / 1e9
+
+
 def rel_err(a, b):
     """||a - b|| / ||b||. (A max-norm error is dominated by the few max-pool windows
     whose argmax flips between two float32 implementations: a kink, not an error.)"""
@@ -128,6 +151,7 @@ def bench(name, threads, reps, size=224):
     rng = np.random.default_rng(0)
     X = rng.standard_normal((1, 3, size, size)).astype(np.float32)
     R = rng.standard_normal((1, 1000)).astype(np.float32)
+    gflop = pass_gflop(net, torch.from_numpy(X))
 
     def gv():
         s, cache = model.forward(X)
@@ -148,9 +172,11 @@ def bench(name, threads, reps, size=224):
         t_g = best_time(gv, reps)
         t_t = best_time(tr, reps)
         rows.append({"model": name, "threads": nt, "gradvis_ms": 1e3 * t_g, "torch_ms": 1e3 * t_t,
-                     "ratio": t_g / t_t, "import_s": t_import,
+                     "ratio": t_g / t_t, "import_s": t_import, "gflop": gflop,
+                     "gradvis_gflops": gflop / t_g, "torch_gflops": gflop / t_t,
                      "layers": len(model.nodes), "params": model.num_parameters()})
-        print(f"  {name} threads={nt}: gradvis {1e3 * t_g:.1f} ms, torch {1e3 * t_t:.1f} ms", flush=True)
+        print(f"  {name} threads={nt}: gradvis {1e3 * t_g:.1f} ms, torch {1e3 * t_t:.1f} ms "
+              f"({gflop:.1f} GFLOP)", flush=True)
 
     # accuracy: both float32 results against PyTorch in float64 (the float32 input
     # gradients of the two differ from each other more than either differs from float64)
@@ -174,6 +200,7 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
+    warm_malloc()
 
     rows = []
     for name in args.models:
@@ -188,14 +215,15 @@ def main():
     print(f"\nforward + backward to the input, 224x224, batch 1, float32 (best of {args.reps}); "
           f"simd {gradvis.simd_level()}, torch {torch.__version__}.\nerr gv / err pt: L2-relative error of "
           "the float32 logits and input gradient (the larger) against PyTorch in float64; "
-          "import s: from_torch (export + load_onnx)")
-    head = f"{'model':<9} {'threads':>7} {'gradvis ms':>11} {'torch ms':>9} {'gradvis/torch':>13} " \
-           f"{'err gv':>8} {'err pt':>8} {'import s':>8}"
+          "import s: from_torch (export + load_onnx); GFLOP: direct-equivalent flops of the convolutions and\n"
+          "linear layers, forward and input gradient (2 per multiply-add; Winograd's GF/s can pass the FMA peak)")
+    head = f"{'model':<9} {'threads':>7} {'GFLOP':>6} {'gradvis ms':>11} {'GF/s':>6} {'torch ms':>9} {'GF/s':>6} " \
+           f"{'gradvis/torch':>13} {'err gv':>8} {'err pt':>8} {'import s':>8}"
     print(head)
     print("-" * len(head))
     for r in rows:
-        print(f"{r['model']:<9} {r['threads']:>7} {r['gradvis_ms']:>11.1f} {r['torch_ms']:>9.1f} "
-              f"{r['ratio']:>13.2f} {r['err_gradvis']:>8.1e} {r['err_torch']:>8.1e} {r['import_s']:>8.1f}")
+        print(f"{r['model']:<9} {r['threads']:>7} {r['gflop']:>6.1f} {r['gradvis_ms']:>11.1f} "
+              f"{r['gradvis_gflops']:>6.0f} {r['torch_ms']:>9.1f} {r['torch_gflops']:>6.0f} {r['ratio']:>13.2f} {r['err_gradvis']:>8.1e} {r['err_torch']:>8.1e} {r['import_s']:>8.1f}")
 
 
 if __name__ == "__main__":

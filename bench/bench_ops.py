@@ -16,6 +16,7 @@ import time
 import numpy as np
 
 import gradvis
+from bench_conv import warm_malloc
 from gradvis import _core
 
 try:
@@ -198,6 +199,7 @@ def main():
     ap.add_argument("--json", metavar="PATH", help="write the results here")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     args = ap.parse_args()
+    warm_malloc()
     reps = 5 if args.quick else 25
     rng = np.random.default_rng(0)
     all_cases = cases(rng)

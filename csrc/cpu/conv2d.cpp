@@ -553,16 +553,43 @@ void build_split(T* split, const T* x, const Conv2dShape& s, const Split& sp, in
     }
 }
 
+#ifdef GV_HAVE_X86
+// dst[k * 32 + t] = src[roff[k] + t] for t < run <= 32, k < kc: a run of a 32-wide
+// sliver that is cut by the end of an output row (rows of 28 or 56 outputs put
+// every sliver across two), by masked loads and stores; the per-run memmove it
+// replaces cost about as much as the micro-kernel on these slivers (K = 75).
+__attribute__((target("avx512f"))) void copy_run32_avx512(float* dst, const float* src, const index_t* roff,
+                                                          index_t kc, index_t run) {
+  const __mmask16 lo = __mmask16(run >= 16 ? 0xFFFF : (1u << run) - 1);
+  const __mmask16 hi = __mmask16(run >= 32 ? 0xFFFF : run > 16 ? (1u << (run - 16)) - 1 : 0);
+  for (index_t k = 0; k < kc; ++k) {
+    const float* a = src + roff[k];
+    float* d = dst + k * 32;
+    _mm512_mask_storeu_ps(d, lo, _mm512_maskz_loadu_ps(lo, a));
+    _mm512_mask_storeu_ps(d + 16, hi, _mm512_maskz_loadu_ps(hi, a + 16));
+  }
+}
+#endif
+
 // pack_b_cols from the split image of the group (sg), the taps' offsets roff[0, kc).
 // skip_full: leave out the tiles that lie in one output row (read in place).
 template <class T, int NR>
 void pack_b_split(T* out, const T* sg, const Conv2dShape& s, const Split& sp, const index_t* roff, index_t kc,
                   index_t q0, index_t P, bool skip_full) {
+#ifdef GV_HAVE_X86
+  constexpr bool vec32 = std::is_same_v<T, float> && NR == 32;
+  const bool vec = vec32 && cpu_level() == SimdLevel::avx512;
+#endif
   for_runs(s, q0, P, NR, [&](index_t n, index_t oh, index_t ow, index_t i, index_t run) {
     T* dst = out + (i / NR) * kc * NR + i % NR;
     const T* src = sg + n * sp.SI + oh * s.p.stride_h * sp.SH + ow;
+    if (run == NR && skip_full) return;
+#ifdef GV_HAVE_X86
+    if constexpr (vec32) {
+      if (vec) return copy_run32_avx512(dst, src, roff, kc, run);
+    }
+#endif
     if (run == NR) {
-      if (skip_full) return;
       for (index_t k = 0; k < kc; ++k) {
         const T* a = src + roff[k];
         T* d = dst + k * NR;

@@ -407,6 +407,18 @@ def test_model_file_normalization_must_be_finite(tmp_path, key, value):
         load_model(p)
 
 
+def test_model_file_variances_must_not_be_negative(tmp_path):
+    m = Model(input_shape=(3, 8, 8), seed=0)
+    m.add("conv1", Conv2d(3, 4, 3, padding=1)).add("bn1", BatchNorm2d(4)).add("gap", GlobalAvgPool())
+    m.add("flat", Flatten()).add("fc", Linear(4, 5))
+    good = m.save(tmp_path / "good.npz")
+    load_model(good)
+    var = np.array([1, 0.5, -0.25, 2], np.float32)
+    p = _rewrite(good, tmp_path / "bad.npz", lambda a: a.__setitem__("buffer/bn1.running_var", var))
+    with pytest.raises(ValueError, match=r"bad\.npz: node 'bn1': BatchNorm2d: running_var has negative entries"):
+        load_model(p)
+
+
 @pytest.mark.parametrize("field, names", [("class_names", ["a"]), ("class_names", [f"c{i}" for i in range(6)]),
                                           ("wnids", ["n1", "n2"])])
 def test_model_file_names_must_match_the_classes(tmp_path, field, names):

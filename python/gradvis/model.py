@@ -97,6 +97,10 @@ class Layer:
     def buffer_shapes(self):
         return {}
 
+    def check_arrays(self, params, buffers):
+        """Raise ValueError if stored ``params``/``buffers`` (by local name) are values the
+        layer cannot use; shapes and finiteness are checked by the caller."""
+
     def init_params(self, rng, dtype):
         return {k: np.zeros(s, dtype) for k, s in self.param_shapes.items()}
 
@@ -248,6 +252,12 @@ class _BatchNorm(Layer):
     def init_buffers(self, dtype):
         return {"running_mean": np.zeros(self.num_features, dtype),
                 "running_var": np.ones(self.num_features, dtype)}
+
+    def check_arrays(self, params, buffers):
+        var = buffers["running_var"]
+        if (var < 0).any():
+            raise ValueError(f"{self.type}: running_var has negative entries (min {float(var.min()):g}); "
+                             f"a variance is >= 0")
 
     def output_shape(self, input_shapes):
         s = input_shapes[0]

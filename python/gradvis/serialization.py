@@ -203,6 +203,10 @@ def read_model_file(path):
             # of that size is allocated: a header cannot make loading build huge layers.
             params = {k: stored("param", f"{nd['name']}.{k}", shp) for k, shp in layer.param_shapes.items()}
             buffers = {k: stored("buffer", f"{nd['name']}.{k}", shp) for k, shp in layer.buffer_shapes.items()}
+            try:
+                layer.check_arrays(params, buffers)
+            except ValueError as e:
+                raise bad(f"node {nd['name']!r}: {e}") from None
             model._append(nd["name"], layer, inputs, params, buffers)
     except (KeyError, TypeError, ValueError, ArithmeticError, IndexError) as e:
         if isinstance(e, ValueError) and str(e).startswith(f"{path}: "):

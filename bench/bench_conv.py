@@ -36,6 +36,11 @@ MODEL_LAYERS = [("3->32 5x5s2 64x64", 3, 32, 64, 5, 2, 2), ("32->64 32x32", 32, 
                 ("256->384 4x4", 256, 384, 4, 3, 1, 1)]
 MODEL = [(f"b{n} {name}", (n, c, hw, hw), (f, c, k, k), pad, st)
          for n in (64, 1) for name, c, f, hw, k, pad, st in MODEL_LAYERS]
+# The same layers in a training step: batch 128 of 56x56 crops (bench_algorithms.py's
+# training workload).
+TRAIN = [(f"b128 {name.split(' ')[0]}{' 5x5s2' if k == 5 else ''} {hw * 56 // 64}x{hw * 56 // 64}",
+          (128, c, hw * 56 // 64, hw * 56 // 64), (f, c, k, k), pad, st)
+         for name, c, f, hw, k, pad, st in MODEL_LAYERS]
 # VGG-16 layers at 224x224, batch 1.
 VGG = [(f"vgg {c}->{c} {hw}x{hw}", (1, c, hw, hw), (c, c, 3, 3), 1, 1)
        for c, hw in ((64, 224), (128, 112), (256, 56), (512, 28), (512, 14))]
@@ -175,8 +180,9 @@ def print_table(rows):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small shapes, few repetitions")
-    ap.add_argument("--set", choices=["default", "model", "vgg"], default="default",
-                    help="shapes: a CNN-like mix, the bundled model's layers (batch 64 and 1), or VGG-16 at 224")
+    ap.add_argument("--set", choices=["default", "model", "train", "vgg"], default="default",
+                    help="shapes: a CNN-like mix, the bundled model's layers (batch 64 and 1), the same on a "
+                         "training step's batch of 128 56x56 crops, or VGG-16 at 224")
     ap.add_argument("--ops", nargs="+", default=["forward", "backward_input", "backward_weight"])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--json", metavar="PATH", help="write the rows as JSON")
@@ -186,7 +192,7 @@ def main():
     args = ap.parse_args()
     warm_malloc()
     gradvis.set_conv_algorithm(args.conv_algorithm)
-    shapes = QUICK if args.quick else dict(default=SHAPES, model=MODEL, vgg=VGG)[args.set]
+    shapes = QUICK if args.quick else dict(default=SHAPES, model=MODEL, train=TRAIN, vgg=VGG)[args.set]
     if args.batch is not None:
         shapes = [s for s in shapes if s[1][0] == args.batch]
     rows = run(shapes, args.threads, args.ops, min_time=0.05 if args.quick else 0.3, max_reps=3 if args.quick else 2000)

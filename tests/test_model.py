@@ -312,3 +312,30 @@ def test_dropout_is_seeded_and_off_in_test_mode():
 def test_public_names():
     assert gradvis.Model is Model
     assert callable(gradvis.load_model) and callable(gradvis.load_cs231n_h5) and callable(gradvis.load_pretrained)
+
+
+def test_passes_follow_changes_to_the_graph():
+    """What a pass computes is kept per range and setting (a gradient loop repeats
+    one pass); adding a node, turning ReLU fusion off or copying the model must not
+    reuse a stale plan."""
+    rng = np.random.default_rng(4)
+    m = Model(input_shape=(3, 8, 8), seed=0)
+    m.add("conv", Conv2d(3, 4, 3, padding=1)).add("relu", ReLU())
+    X = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    out, _ = m.forward(X)
+    feats, cache = m.forward(X, outputs=["conv", "relu"])
+    np.testing.assert_array_equal(feats["relu"], np.maximum(feats["conv"], 0))
+    np.testing.assert_array_equal(out, feats["relu"])
+    m.add("pool", MaxPool2d(2)).add("flat", Flatten()).add("fc", Linear(64, 5))
+    scores, cache = m.forward(X)
+    assert scores.shape == (2, 5)
+    dX, grads = m.backward(np.ones_like(scores), cache)
+    assert dX.shape == X.shape and set(grads) == set(m.params)
+    m.fuse_relu = False
+    np.testing.assert_array_equal(m.forward(X)[0], scores)
+    m.fuse_relu = True
+    c = m.copy()
+    c.add("extra", ReLU())
+    assert c.forward(X)[0].shape == (2, 5) and m.forward(X)[0].shape == (2, 5)
+    np.testing.assert_array_equal(c.forward(X)[0], np.maximum(scores, 0))
+    np.testing.assert_array_equal(m.forward(X, end="relu")[0], out)

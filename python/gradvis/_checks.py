@@ -71,11 +71,15 @@ def labels(y, n, model, name="y"):
 
 def integer(value, name, lo=None, hi=None):
     """``value`` as a Python int: an int or a numpy integer (not a bool, a float
-    or a string), within [lo, hi] where given; else TypeError/ValueError naming it."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
+    or a string), within [lo, hi] where given; else TypeError/ValueError naming it.
+    (Layers call it on every pass: a plain int takes the short way.)"""
+    if type(value) is int:
+        v = value
+    elif isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
         hint = " (use // for integer division)" if isinstance(value, (float, np.floating)) else ""
         raise TypeError(f"{name} must be an integer, got {value!r}{hint}")
-    v = int(value)
+    else:
+        v = int(value)
     if lo is not None and v < lo:
         raise ValueError(f"{name} must be >= {lo}, got {v}")
     if hi is not None and v > hi:
@@ -95,6 +99,8 @@ def positive_int(value, name, allow_zero=False, hi=None):
 
 def int_pair(value, name, lo=1):
     """An int or a pair of ints (each >= lo) as a pair (a, b)."""
+    if type(value) is int and value >= lo:
+        return value, value
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
             raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")

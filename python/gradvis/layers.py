@@ -70,6 +70,8 @@ def _pair(value, name, lo=1):
 
 def _padding(value, name="pad"):
     """CS231n 'pad': an int, (pad_h, pad_w) or (top, bottom, left, right), each >= 0."""
+    if type(value) is int and value >= 0:
+        return value, value, value, value
     if isinstance(value, (tuple, list)):
         if len(value) == 2:
             ph, pw = (_checks.integer(v, name, 0) for v in value)
@@ -81,10 +83,13 @@ def _padding(value, name="pad"):
     return v, v, v, v
 
 
+_CONV_KEYS = frozenset(("stride", "pad", "dilation", "groups"))
+
+
 def _conv_geometry(conv_param):
     if not isinstance(conv_param, dict):
         raise TypeError(f"conv_param must be a dict, got {type(conv_param).__name__}")
-    unknown = set(conv_param) - {"stride", "pad", "dilation", "groups"}
+    unknown = conv_param.keys() - _CONV_KEYS
     if unknown:
         raise ValueError(f"conv_param has unknown keys {sorted(unknown)}; "
                          "expected 'stride', 'pad', 'dilation', 'groups'")

@@ -980,6 +980,7 @@ class Model:
         # its output (one pass less over memory) unless the convolution's own output
         # is asked for; False runs every layer separately (same results).
         self.fuse_relu = True
+        self._plans = {}    # see _plan
 
     # ------------------------------------------------------------------ building
     def add(self, name, layer, inputs=None):
@@ -1015,6 +1016,7 @@ class Model:
         """Append a checked node with its parameter and buffer arrays."""
         self._index[name] = len(self.nodes)
         self.nodes.append(Node(name, layer, inputs))
+        self._plans = {}
         for k, v in params.items():
             self.params[f"{name}.{k}"] = v
         for k, b in buffers.items():
@@ -1202,8 +1204,7 @@ class Model:
                 raise ValueError(f"cannot start at {first.name!r}: it reads several tensors {first.inputs}")
             bound = first.inputs[0]
         rng = self.rng if rng is None else rng
-        needed = self._ancestors(outputs if outputs is not None else [self.nodes[e].name], s, bound)
-        fused = self._relu_fusions(s, e, needed, outputs)
+        needed, fused, keys = self._plan(s, e, outputs, bound)
         tensors = {bound: X}
         shapes = {}
         caches = []
@@ -1225,8 +1226,9 @@ class Model:
                         f"layer {node.name!r} needs {t!r}, which is computed before the start of this "
                         f"pass ({first.name!r}); a skip connection crosses the cut, start earlier")
                 ins.append(tensors[t])
-            params = {k: self.params[f"{node.name}.{k}"] for k in node.layer.param_shapes}
-            buffers = {k: self.buffers[f"{node.name}.{k}"] for k in node.layer.buffer_shapes}
+            pkeys, bkeys = keys[i]
+            params = {k: self.params[pk] for k, pk in pkeys}
+            buffers = {k: self.buffers[bk] for k, bk in bkeys}
             try:
                 if i in fused:
                     out, cache = node.layer.forward(ins, params, buffers, mode, rng, relu=True)
@@ -1242,6 +1244,24 @@ class Model:
         cache = {"start": s, "end": e, "bound": bound, "caches": caches, "dtype": X.dtype,
                  "X_shape": X.shape, "outputs": outputs, "shapes": shapes, "last": self.nodes[e]}
         return result, cache
+
+    def _plan(self, s, e, outputs, bound):
+        """What a forward pass over nodes s..e needs besides the tensors, which depends
+        only on the graph: the nodes it computes, the ReLU fusions, and each node's
+        parameter and buffer keys. Kept per (range, outputs, fusion setting); a gradient
+        loop runs the same pass hundreds of times (rebuilding this was ~40 us a pass)."""
+        key = (s, e, None if outputs is None else tuple(outputs), bound, self.fuse_relu, len(self.nodes))
+        plans = self.__dict__.setdefault("_plans", {})
+        plan = plans.get(key)
+        if plan is None:
+            needed = self._ancestors(outputs if outputs is not None else [self.nodes[e].name], s, bound)
+            fused = self._relu_fusions(s, e, needed, outputs)
+            keys = [([(k, f"{n.name}.{k}") for k in n.layer.param_shapes],
+                     [(k, f"{n.name}.{k}") for k in n.layer.buffer_shapes]) for n in self.nodes]
+            if len(plans) >= 64:
+                plans.clear()
+            plan = plans[key] = (needed, fused, keys)
+        return plan
 
     def _relu_fusions(self, s, e, needed, outputs):
         """Indices i in [s, e) of Conv2d and batch-norm nodes that can apply the ReLU
@@ -1378,6 +1398,7 @@ class Model:
         m.info = _copy.deepcopy(self.info)
         m.rng = _copy.deepcopy(self.rng)
         m._init_rng = _copy.deepcopy(self._init_rng)
+        m._plans = {}
         return m
 
     def astype(self, dtype):

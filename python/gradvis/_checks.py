@@ -101,6 +101,9 @@ def int_pair(value, name, lo=1):
     """An int or a pair of ints (each >= lo) as a pair (a, b)."""
     if type(value) is int and value >= lo:
         return value, value
+    if (type(value) is tuple and len(value) == 2 and type(value[0]) is int and type(value[1]) is int
+            and value[0] >= lo and value[1] >= lo):
+        return value
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
             raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")

@@ -72,6 +72,8 @@ def _padding(value, name="pad"):
     """CS231n 'pad': an int, (pad_h, pad_w) or (top, bottom, left, right), each >= 0."""
     if type(value) is int and value >= 0:
         return value, value, value, value
+    if type(value) is tuple and len(value) == 4 and all(type(v) is int and v >= 0 for v in value):
+        return value
     if isinstance(value, (tuple, list)):
         if len(value) == 2:
             ph, pw = (_checks.integer(v, name, 0) for v in value)

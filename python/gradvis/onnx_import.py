@@ -103,20 +103,24 @@ def _require_onnx():
 def _read_proto(source):
     """(ModelProto, label for messages) from a path, bytes or a ModelProto."""
     onnx = _require_onnx()
+    base = None
     if isinstance(source, onnx.ModelProto):
-        return source, "<ONNX model>"
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        label, data = "<ONNX bytes>", bytes(source)
+        proto, label = source, "<ONNX model>"
     else:
-        path = Path(source)
-        label = str(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no such ONNX file: {path}")
-        data = path.read_bytes()
-    try:
-        proto = onnx.load_from_string(data)
-    except Exception as e:   # DecodeError and friends
-        raise ValueError(f"{label} is not a readable ONNX model ({type(e).__name__}: {e})") from None
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            label, data = "<ONNX bytes>", bytes(source)
+        else:
+            path = Path(source)
+            label = str(path)
+            if not path.is_file():
+                raise FileNotFoundError(f"no such ONNX file: {path}")
+            data = path.read_bytes()
+            base = path.parent
+        try:
+            proto = onnx.load_from_string(data)
+        except Exception as e:   # DecodeError and friends
+            raise ValueError(f"{label} is not a readable ONNX model ({type(e).__name__}: {e})") from None
+    _load_external_data(onnx, proto, label, base)
     if not proto.graph.node or not proto.graph.output:
         raise ValueError(f"{label} is not an ONNX model (no graph nodes or outputs); "
                          "corrupt or a different kind of file?")
@@ -126,6 +130,24 @@ def _read_proto(source):
         raise ValueError(f"{label} is not a usable ONNX model (no tensor input); corrupt or a "
                          "different kind of file?")
     return proto, label
+
+
+def _load_external_data(onnx, proto, label, base):
+    """Read the weights of ``proto`` kept in side files (ONNX's external-data format,
+    used for models over 2 GB), from the directory of the .onnx file, not the current one."""
+    from onnx import external_data_helper as ext
+    external = [t for t in ext._get_all_tensors(proto) if ext.uses_external_data(t)]
+    if not external:
+        return
+    if base is None:
+        raise ValueError(f"{label} keeps its weights in external data files "
+                         f"({', '.join(sorted({ext.ExternalDataInfo(t).location for t in external}))}); "
+                         "load it from its .onnx path so that they can be found")
+    try:
+        ext.load_external_data_for_model(proto, str(base))
+    except Exception as e:   # a missing side file, a location outside the model's directory
+        raise ValueError(f"{label}: cannot read its external weight data from {base} "
+                         f"({type(e).__name__}: {e})") from None
 
 
 class _Node:
@@ -398,6 +420,12 @@ class _Importer:
         self.tensor[out if out is not None else node.outputs[0]] = name
         return name
 
+    @staticmethod
+    def _malformed(node, err):
+        """A node the importer could not read (a required attribute or input missing, an
+        index out of range), named with the error it raised."""
+        return ONNXImportError(f"{node.where()}: malformed or unsupported node ({type(err).__name__}: {err})")
+
     def unsupported(self, node, why=""):
         if why:
             return ONNXImportError(f"{node.where()}: {why}")
@@ -425,7 +453,10 @@ class _Importer:
                 self.const[node.outputs[0]] = self._constant_value(node)
                 continue
             if node.inputs and all(t in self.const for t in node.inputs) and node.op != "Shape":
-                val = _const_eval(node, [self.const[t] for t in node.inputs])
+                try:
+                    val = _const_eval(node, [self.const[t] for t in node.inputs])
+                except (ValueError, TypeError, KeyError, IndexError, AttributeError, ArithmeticError) as e:
+                    raise self._malformed(node, e) from None
                 if val is None:
                     raise self.unsupported(node, f"cannot evaluate {node.op!r} on constants at import time")
                 self.const[node.outputs[0]] = np.asarray(val)
@@ -433,7 +464,12 @@ class _Importer:
             handler = getattr(self, "op_" + node.op, None)
             if handler is None:
                 raise self.unsupported(node)
-            handler(node)
+            try:
+                handler(node)
+            except ONNXImportError:
+                raise
+            except (ValueError, TypeError, KeyError, IndexError, AttributeError, ArithmeticError) as e:
+                raise self._malformed(node, e) from None
         if self.output not in self.tensor or self.tensor[self.output] == INPUT:
             raise ONNXImportError(f"{self.label}: the output {self.output!r} is not computed from the "
                                   "input by any layer")
@@ -520,6 +556,9 @@ class _Importer:
                 and all(self.is_const(x) for x in nxt.inputs[1:5])
                 and not any(self.consumers.get(o) for o in nxt.outputs[1:] if o)):
             gamma, beta, mean, var = (np.asarray(self.const[x], np.float64) for x in nxt.inputs[1:5])
+            if (var < 0).any():
+                raise ONNXImportError(f"{nxt.where()}: running variance has negative entries "
+                                      f"(min {var.min():g}); a variance is >= 0")
             scale = gamma / np.sqrt(var + float(nxt.attr("epsilon", 1e-5)))
             w = w.astype(np.float64) * scale[:, None, None, None]
             b = (b - mean) * scale + beta
@@ -913,6 +952,22 @@ def _preprocessing(channels, mean, std, scale):
     return (m * scale).astype(np.float32), (s * scale).astype(np.float32)
 
 
+def _check_arrays(model, label):
+    """Every parameter and buffer finite, and each layer's own checks (e.g. batch norm's
+    variances >= 0): a file with NaN weights would give NaN scores, never an error."""
+    for table in (model.params, model.buffers):
+        for k, v in table.items():
+            if not np.isfinite(v).all():
+                raise ONNXImportError(f"{label}: {k!r} (shape {v.shape}) has NaN or infinite values")
+    for node in model.nodes:
+        lay = node.layer
+        try:
+            lay.check_arrays({k: model.params[f"{node.name}.{k}"] for k in lay.param_shapes},
+                             {k: model.buffers[f"{node.name}.{k}"] for k in lay.buffer_shapes})
+        except ValueError as e:
+            raise ONNXImportError(f"{label}: node {node.name!r}: {e}") from None
+
+
 def load_onnx(source, input_shape=None, mean=None, std=None, scale=1.0, channel_order="RGB",
               class_names=None, wnids=None, name=None, output=None, fold_batchnorm=True):
     """Build a :class:`gradvis.Model` from an ONNX model.
@@ -963,6 +1018,7 @@ def load_onnx(source, input_shape=None, mean=None, std=None, scale=1.0, channel_
     except ValueError as e:
         raise ValueError(f"load_onnx: {e}") from None
     imp.run(model)
+    _check_arrays(model, label)
     imp.info["scale"] = float(scale)
     model.info = imp.info
     k = model.num_classes
@@ -980,7 +1036,8 @@ def from_torch(module, example_input, input_shape=None, mean=None, std=None, sca
     The module is put in eval mode (batch norm uses its running statistics,
     dropout is off), exported to ONNX in memory with PyTorch's TorchScript-based
     exporter (``dynamo=False``; opset ``opset`` >= 13) and read by
-    :func:`load_onnx`. The module's training flag is restored afterwards.
+    :func:`load_onnx`. The training flag of the module and of each submodule is
+    restored afterwards.
 
     Args:
         module: a ``torch.nn.Module`` taking one (N, C, H, W) image batch.
@@ -1007,7 +1064,7 @@ def from_torch(module, example_input, input_shape=None, mean=None, std=None, sca
     if x.ndim != 4:
         raise ValueError(f"example_input must be an (N, C, H, W) batch, got shape {tuple(x.shape)}")
     x = x.float()
-    was_training = module.training
+    flags = [(m, m.training) for m in module.modules()]   # each submodule's own mode
     module.eval()
     buf = io.BytesIO()
     try:
@@ -1019,7 +1076,8 @@ def from_torch(module, example_input, input_shape=None, mean=None, std=None, sca
         raise ValueError(f"from_torch: PyTorch could not export {type(module).__name__} to ONNX "
                          f"({type(e).__name__}: {e})") from e
     finally:
-        module.train(was_training)
+        for m, training in flags:
+            m.training = training
     proto = onnx.load_from_string(buf.getvalue())
     model = load_onnx(proto, input_shape=input_shape or tuple(x.shape[1:]), mean=mean, std=std,
                       scale=scale, channel_order=channel_order, class_names=class_names, wnids=wnids,

@@ -260,22 +260,44 @@ def load_cs231n_h5(path, class_names=None, wnids=None, mean=None):
     except Exception as e:
         raise ValueError(f"{path} is not a readable HDF5 file ({e})") from None
     with f:
-        def get(key):
-            if key not in f:
+        def dataset(key, ndim=None):
+            """The dataset ``key``, checked before anything of its size is read or built."""
+            d = f.get(key)
+            if d is None:
                 raise ValueError(f"{path}: missing dataset {key!r} (not a CS231n 2016 model file?)")
-            return np.asarray(f[key], dtype=np.float32)
+            if not isinstance(d, h5py.Dataset):
+                raise ValueError(f"{path}: {key!r} is a {type(d).__name__}, not a dataset")
+            if ndim is not None and d.ndim != ndim:
+                raise ValueError(f"{path}: {key!r} must be {ndim}-D, got shape {d.shape}")
+            if d.dtype.kind not in "fiu":
+                raise ValueError(f"{path}: {key!r} holds {d.dtype} values, not numbers")
+            if d.size and d.id.get_storage_size() == 0:   # declared, never written
+                raise ValueError(f"{path}: {key!r} declares shape {d.shape} but holds no data")
+            return d
+
+        def get(key):
+            arr = np.asarray(dataset(key), dtype=np.float32)
+            if not np.isfinite(arr).all():
+                raise ValueError(f"{path}: {key!r} has NaN or infinite values")
+            return arr
         convs = 0
         while f"W{convs}" in f and np.ndim(f[f"W{convs}"]) == 4:
             convs += 1
         if convs == 0:
             raise ValueError(f"{path}: no 4-D 'W0' convolution weights; not a CS231n 2016 model file")
-        widths = [f[f"W{i}"].shape[0] for i in range(convs)]
+        widths = [dataset(f"W{i}", 4).shape[0] for i in range(convs)]
         filters = [f[f"W{i}"].shape[2] for i in range(convs)]
-        hidden = f[f"W{convs}"].shape[1] if f"W{convs}" in f else None
         last = f"W{convs + 1}"
-        if hidden is None or last not in f:
+        if f"W{convs}" not in f or last not in f:
             raise ValueError(f"{path}: missing affine weights W{convs}/W{convs + 1}")
-        num_classes = f[last].shape[1]
+        hidden = dataset(f"W{convs}", 2).shape[1]
+        num_classes = dataset(last, 2).shape[1]
+        # every array the model needs, present and holding data, before the model (of
+        # the sizes these declare) is built
+        for i in range(convs + 1):
+            for key in (f"b{i}", f"gamma{i}", f"beta{i}", f"running_mean{i}", f"running_var{i}"):
+                dataset(key, 1)
+        dataset(f"b{convs + 1}", 1)
         for key in (() if mean is not None else ("mean_image", "mean")):
             if key in f:
                 mean = np.asarray(f[key], dtype=np.float32)
@@ -312,5 +334,7 @@ def load_cs231n_h5(path, class_names=None, wnids=None, mean=None):
                 want = model.buffers[f"bn{i}.{stat}"].shape
                 if arr.shape != want:
                     raise ValueError(f"{path}: '{stat}{i}' has shape {arr.shape}, expected {want}")
+                if stat == "running_var" and (arr < 0).any():
+                    raise ValueError(f"{path}: 'running_var{i}' has negative entries (min {arr.min():g})")
                 model.buffers[f"bn{i}.{stat}"] = arr
     return model

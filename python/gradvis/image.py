@@ -60,7 +60,7 @@ def _linear_weights(n_in, n_out, dtype):
 
 
 def resize(X, size):
-    """Resize (N, C, H, W) images to size = (H', W').
+    """Resize (N, C, H, W) images (H, W >= 1) to size = (H', W'), a pair of positive ints.
 
     Bilinear when enlarging, area averaging when shrinking; separable, so it
     costs two small matrix products. Used by DeepDream's octaves.
@@ -68,7 +68,18 @@ def resize(X, size):
     X = np.asarray(X)
     if X.ndim != 4:
         raise ValueError(f"resize: X must be 4-D (N, C, H, W), got shape {X.shape}")
-    h, w = int(size[0]), int(size[1])
+    if X.shape[2] < 1 or X.shape[3] < 1:
+        raise ValueError(f"resize: X has no pixels to resize (shape {X.shape})")
+    if isinstance(size, (str, bytes)) or not hasattr(size, "__len__"):
+        raise TypeError(f"resize: size must be a pair (H', W') of integers, got {size!r}")
+    if len(size) != 2:
+        raise ValueError(f"resize: size must be a pair (H', W'), got {len(size)} values: {size!r}")
+    try:
+        h, w = int(size[0]), int(size[1])
+    except TypeError:
+        raise TypeError(f"resize: size must be a pair (H', W') of integers, got {size!r}") from None
+    except (ValueError, OverflowError):
+        raise ValueError(f"resize: size must be a pair of finite integers, got {size!r}") from None
     if h < 1 or w < 1:
         raise ValueError(f"resize: size must be positive, got {size}")
     dtype = X.dtype if X.dtype.kind == "f" else np.float32

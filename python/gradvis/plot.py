@@ -3,8 +3,19 @@
 Display only: every function takes images that are ready to show (uint8 RGB
 ``(H, W, 3)``, or floats in [0, 1]; use ``model.deprocess(X)`` on model inputs)
 and the arrays an algorithm returned, draws a figure, returns the
-:class:`matplotlib.figure.Figure` and, given ``path``, also writes it as a PNG.
+:class:`matplotlib.figure.Figure` and, given ``path``, also writes it (see
+:func:`save_figure`: PNG unless the name says otherwise; a file that exists is
+overwritten, as matplotlib does, but only once the figure has been rendered).
 Nothing here computes gradients, and the algorithms never import this module.
+
+Accepted images (see :func:`to_display`): ``(H, W, 3)``, ``(H, W, 4)`` (RGBA),
+``(H, W)`` or ``(H, W, 1)`` (grayscale), and channels-first ``(3, H, W)`` /
+``(1, H, W)``; uint8 (other integers are clipped to [0, 255]) or floats in
+[0, 1] (clipped). Where several images are taken, give a list of such images or
+one array ``(N, H, W, 3)``, ``(N, 3, H, W)`` or ``(N, H, W)``. A 3-D array whose
+first or last axis is 1 or 3 is one image, never a stack: pass three grayscale
+images as a list, not as one ``(3, H, W)`` array. Empty images, NaN or infinite
+values and non-numeric arrays raise ValueError/TypeError naming the argument.
 
 Figures are made without pyplot (so no display is needed and nothing global is
 touched: the Agg canvas renders them) unless ``matplotlib.pyplot`` has already
@@ -18,9 +29,17 @@ Example:
 """
 from __future__ import annotations
 
+import io
+import numbers
+import os
+import secrets
+import shutil
 import sys
+from collections.abc import Mapping
 
 import numpy as np
+
+from . import _checks
 
 __all__ = ["saliency_figure", "fooling_figure", "snapshots_figure", "inversion_figure",
            "predictions_figure", "image_grid", "save_figure", "to_display", "DPI"]
@@ -40,17 +59,116 @@ def _new_figure(figsize):
     return fig
 
 
-def save_figure(fig, path, dpi=DPI, compact=False):
-    """Write ``fig`` as a PNG to ``path`` (str or Path) and return the path.
+def _format_of(fig, format, name):
+    """The file format to write: ``format``, else ``path``'s extension, else png."""
+    supported = fig.canvas.get_supported_filetypes()
+    if format is not None:
+        if not isinstance(format, str):
+            raise TypeError(f"format must be a string such as 'png', got {format!r}")
+        fmt = format.lower().lstrip(".")
+        if fmt not in supported:
+            raise ValueError(f"format {format!r} is not supported; use one of {', '.join(sorted(supported))}")
+        return fmt
+    ext = os.path.splitext(name)[1][1:].lower() if name is not None else ""
+    if not ext:
+        return "png"
+    if ext not in supported:
+        raise ValueError(f"path {name!r}: unknown image format {ext!r} (supported extensions: "
+                         f"{', '.join(sorted(supported))}); use a .png name or pass format=")
+    return ext
 
-    ``compact``: quantize to a 256-colour palette (about 3x smaller files, for
-    galleries and docs; the pictures look the same at a glance)."""
-    fig.savefig(str(path), dpi=dpi, format="png", bbox_inches="tight", pad_inches=0.05)
+
+def _figure_bytes(fig, fmt, dpi, compact):
+    """The figure rendered to bytes; nothing is written anywhere yet."""
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=dpi, format=fmt, bbox_inches="tight", pad_inches=0.05)
     if compact:
         from PIL import Image
-        with Image.open(path) as im:
+        buf.seek(0)
+        with Image.open(buf) as im:
             q = im.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
-        q.save(path, optimize=True)
+        buf = io.BytesIO()
+        q.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def _write_file(name, data):
+    """Write ``data`` to the file ``name``: to a new file in the same folder that
+    then replaces it, so that a failed write leaves an existing file as it was."""
+    target = os.path.realpath(name)   # write through a symlink, as open() would
+    if os.path.isdir(target):
+        raise IsADirectoryError(f"path {name!r} is a directory")
+    folder = os.path.dirname(target)
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"path {name!r}: folder {folder!r} does not exist")
+    tmp = os.path.join(folder, f".{os.path.basename(target)}.{secrets.token_hex(4)}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    except OSError:
+        # no new file allowed in that folder (e.g. no write permission on it, only on the file):
+        # write in place; the data is complete already, so only the write itself can fail
+        with open(target, "wb") as f:
+            f.write(data)
+        return
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        if os.path.exists(target):
+            try:
+                shutil.copymode(target, tmp)
+            except OSError:
+                pass
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def save_figure(fig, path, dpi=DPI, compact=False, format=None):
+    """Write ``fig`` to ``path`` and return ``path``.
+
+    Args:
+        fig: a :class:`matplotlib.figure.Figure`.
+        path: a file name (str, bytes or ``os.PathLike``), or a writable binary file
+            object (``io.BytesIO``, ``open(name, "wb")``): the bytes are written at its
+            position and it is left open. A file that exists is overwritten (as
+            matplotlib's ``savefig`` does), but the figure is rendered first and
+            written to a new file in the same folder that then replaces it: if
+            saving fails, an existing file is left as it was.
+        dpi: resolution, dots per inch (a positive number).
+        compact: quantize to a 256-colour palette (about 3x smaller files, for
+            galleries and docs; the pictures look the same at a glance). PNG only.
+        format: ``'png'``, ``'jpg'``, ``'svg'``, ``'pdf'``, ... (what matplotlib can
+            write); default: from ``path``'s extension, PNG when it has none or
+            ``path`` is a file object. An unknown extension is a ValueError.
+    """
+    if not (hasattr(fig, "savefig") and hasattr(fig, "canvas")):
+        raise TypeError(f"fig must be a matplotlib Figure, got {type(fig).__name__}")
+    if isinstance(path, io.TextIOBase):
+        raise TypeError("path is a text-mode file; open it in binary mode ('wb') or use io.BytesIO")
+    if hasattr(path, "write"):
+        name = None
+    elif isinstance(path, (str, bytes, os.PathLike)):
+        name = os.fsdecode(os.fspath(path))
+        if not name:
+            raise ValueError("path is empty")
+    else:
+        raise TypeError(f"path must be a file name (str or os.PathLike) or a binary file object, "
+                        f"got {type(path).__name__}")
+    if not (isinstance(dpi, str) and dpi == "figure"):
+        dpi = _checks.nonneg_float(dpi, "dpi", positive=True)
+    fmt = _format_of(fig, format, name)
+    if compact and fmt != "png":
+        raise ValueError(f"compact=True writes a palette PNG; it cannot write format {fmt!r}"
+                         + (f" (path {name!r})" if name is not None else ""))
+    data = _figure_bytes(fig, fmt, dpi, compact)
+    if name is None:
+        path.write(data)
+    else:
+        _write_file(name, data)
     return path
 
 
@@ -60,31 +178,76 @@ def _finish(fig, path):
     return fig
 
 
-def to_display(img):
-    """An image as imshow wants it: uint8 or float [0, 1] ``(H, W, 3)``; also
-    accepts ``(3, H, W)`` and ``(H, W)`` (grayscale)."""
-    a = np.asarray(img)
+def to_display(img, name="image"):
+    """An image as imshow wants it: uint8 or float [0, 1] ``(H, W, 3)`` or
+    ``(H, W, 4)``, or ``(H, W)`` (grayscale).
+
+    Accepts ``(H, W, 3)``, ``(H, W, 4)`` (RGBA), ``(H, W, 1)``, ``(H, W)`` and
+    channels-first ``(3, H, W)`` / ``(1, H, W)``. Floats are clipped to [0, 1],
+    other integers to [0, 255]; booleans show as black/white. A non-numeric
+    array is a TypeError; another shape, an empty image or NaN/infinite values a
+    ValueError naming ``name``."""
+    try:
+        a = np.asarray(img)
+    except ValueError as e:   # ragged nested lists
+        raise ValueError(f"{name} is not an array of pixels: {e}") from None
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be a numeric image array, got {type(img).__name__}"
+                        + (f" of dtype {a.dtype}" if a.dtype.kind != "O" else ""))
+    if a.dtype.kind == "b":
+        a = a.astype(np.uint8) * np.uint8(255)
     if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[-1] not in (1, 3):
         a = a.transpose(1, 2, 0)
     if a.ndim == 3 and a.shape[-1] == 1:
         a = a[..., 0]
-    if a.ndim not in (2, 3):
-        raise ValueError(f"an image must be (H, W, 3), (3, H, W) or (H, W), got shape {a.shape}")
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)):
+        raise ValueError(f"{name} must be an image (H, W, 3), (3, H, W) or (H, W), got shape {np.shape(img)}")
+    if a.size == 0:
+        raise ValueError(f"{name} is empty (shape {np.shape(img)})")
     if a.dtype.kind == "f":
+        if not np.isfinite(a).all():
+            raise ValueError(f"{name} contains NaN or infinite values")
         return np.clip(a, 0.0, 1.0)
     if a.dtype != np.uint8:
         return np.clip(a, 0, 255).astype(np.uint8)
     return a
 
 
-def _as_list(images):
-    """A single image or a stack (N, H, W, 3) / list -> list of images."""
+def _as_list(images, name="images"):
+    """One image or several -> a non-empty list of display images (:func:`to_display`).
+
+    A list/tuple holds one image per entry. An array: 4-D is a stack
+    (N, H, W, C) or (N, C, H, W); 3-D is one image when its last axis is 1, 3 or 4
+    (H, W, C) or else its first is 1 or 3 (C, H, W), and otherwise a stack of
+    (N, H, W) grayscale images; 2-D is one grayscale image."""
     if isinstance(images, (list, tuple)):
-        return list(images)
-    a = np.asarray(images)
-    if a.ndim == 4 or (a.ndim == 3 and a.shape[-1] not in (1, 3)):
-        return list(a)
-    return [a]
+        items = list(images)
+    else:
+        try:
+            a = np.asarray(images)
+        except ValueError as e:
+            raise ValueError(f"{name} is not an array of images: {e}") from None
+        if a.dtype.kind not in "biuf":
+            raise TypeError(f"{name} must be an image array or a list of images, got {type(images).__name__}")
+        if a.ndim == 4 or (a.ndim == 3 and a.shape[-1] not in (1, 3, 4) and a.shape[0] not in (1, 3)):
+            items = list(a)
+        else:
+            return [to_display(a, name)]
+    if not items:
+        raise ValueError(f"{name} is empty (no images)")
+    return [to_display(im, f"{name}[{i}]") for i, im in enumerate(items)]
+
+
+def _titles(titles, n, name="titles", what="images"):
+    """``titles`` as a list of ``n`` entries (None: no titles)."""
+    if titles is None:
+        return None
+    if isinstance(titles, (str, bytes)) or not hasattr(titles, "__len__"):
+        raise TypeError(f"{name} must be a list of {n} titles (one per image), got {type(titles).__name__}")
+    titles = list(titles)
+    if len(titles) != n:
+        raise ValueError(f"{name} has {len(titles)} {'entry' if len(titles) == 1 else 'entries'} for {n} {what}")
+    return titles
 
 
 def _axis_off(ax):
@@ -112,25 +275,43 @@ def _cell(n_px, lo=1.6, hi=3.2):
 
 
 # ----------------------------------------------------------------------------- figures
+def _numeric(x, name):
+    """``x`` as a float64 array; TypeError naming ``name`` if it is not numbers."""
+    try:
+        a = np.asarray(x)
+    except ValueError as e:
+        raise ValueError(f"{name} is not an array: {e}") from None
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be a numeric array, got {type(x).__name__}")
+    return a.astype(np.float64, copy=False)
+
+
 def saliency_figure(images, saliency, titles=None, overlay=True, cmap="hot", path=None):
     """Images over their saliency maps (CS231n's layout): one column per image,
     rows: the image, its saliency map and (``overlay``) the map over the image.
 
     Args:
-        images: N display images (N, H, W, 3).
-        saliency: (N, H, W) maps, as from :func:`gradvis.compute_saliency_maps`.
+        images: N display images: (N, H, W, 3), (N, 3, H, W) or a list; one image
+            (H, W, 3) or (3, H, W) (see the module docstring).
+        saliency: (N, H, W) maps, as from :func:`gradvis.compute_saliency_maps`
+            ((H, W) for one image); finite values.
         titles: N column titles (e.g. class names).
         overlay: add a row with the map blended over the image.
         cmap: colour map of the saliency rows.
-        path: write a PNG here.
+        path: write the figure here (:func:`save_figure`; overwrites ``path`` if it exists).
     """
-    imgs = _as_list(images)
-    sal = np.asarray(saliency, dtype=np.float64)
+    imgs = _as_list(images, "images")
+    sal = _numeric(saliency, "saliency")
     if sal.ndim == 2:
         sal = sal[None]
     if sal.ndim != 3 or len(imgs) != sal.shape[0]:
         raise ValueError(f"saliency must be (N, H, W) for {len(imgs)} images, got shape {np.shape(saliency)}")
+    if sal.size == 0:
+        raise ValueError(f"saliency is empty (shape {np.shape(saliency)})")
+    if not np.isfinite(sal).all():
+        raise ValueError("saliency contains NaN or infinite values")
     n, rows = len(imgs), 3 if overlay else 2
+    titles = _titles(titles, n)
     c = _cell(sal.shape[1])
     fig = _new_figure((c * n, c * rows + 0.3))
     for i, (img, s) in enumerate(zip(imgs, sal)):
@@ -144,7 +325,7 @@ def saliency_figure(images, saliency, titles=None, overlay=True, cmap="hot", pat
             ax.set_ylabel("saliency", fontsize=9)
         if overlay:
             ax = fig.add_subplot(rows, n, 2 * n + i + 1)
-            base = to_display(img)
+            base = img[..., :3] if img.ndim == 3 else img
             base = base.astype(np.float64) / (255.0 if base.dtype == np.uint8 else 1.0)
             if base.ndim == 2:
                 base = np.repeat(base[..., None], 3, axis=2)
@@ -168,19 +349,35 @@ def fooling_figure(original, fooling, magnify=10, titles=None, path=None):
     pixel units, clipped), so no change is gray. Several images give one row each.
 
     Args:
-        original, fooling: uint8 display images, (H, W, 3) or (N, H, W, 3).
-        magnify: factor of the last panel.
+        original, fooling: display images of the same shapes: one image (H, W, 3)
+            or (3, H, W), or several, (N, H, W, 3) / (N, 3, H, W) / a list.
+        magnify: factor of the last panel (a finite number).
         titles: optional titles of the first two panels, per row: [(orig, fool), ...].
-        path: write a PNG here.
+        path: write the figure here (:func:`save_figure`; overwrites ``path`` if it exists).
     """
-    origs, fools = _as_list(original), _as_list(fooling)
+    origs, fools = _as_list(original, "original"), _as_list(fooling, "fooling")
     if len(origs) != len(fools):
         raise ValueError(f"{len(origs)} original images but {len(fools)} fooling images")
+    magnify = _checks.finite_float(magnify, "magnify")
     n = len(origs)
-    c = max(2.0, _cell(np.asarray(origs[0]).shape[0]))
+    if titles is not None:
+        if n == 1 and isinstance(titles, (list, tuple)) and len(titles) == 2 and all(
+                isinstance(t, str) for t in titles):
+            raise ValueError("titles must hold one (original title, fooling title) pair per row: "
+                             "for one image use titles=[(orig, fool)]")
+        titles = _titles(titles, n, what="rows")
+        for r, t in enumerate(titles):
+            if isinstance(t, (str, bytes)) or not hasattr(t, "__len__"):
+                raise TypeError(f"titles[{r}] must be a pair (original title, fooling title), got {t!r}")
+            if len(t) != 2:
+                raise ValueError(f"titles[{r}] must be a pair (original title, fooling title), "
+                                 f"got {len(t)} entries")
+    c = max(2.0, _cell(origs[0].shape[0]))
     fig = _new_figure((4 * c, n * (c + 0.5)))
-    for r, (o, f) in enumerate(zip(origs, fools)):
-        o8, f8 = to_display(o), to_display(f)
+    for r, (o8, f8) in enumerate(zip(origs, fools)):
+        if o8.shape != f8.shape:
+            raise ValueError(f"original[{r}] and fooling[{r}] differ in shape: {o8.shape} and {f8.shape}"
+                             if n > 1 else f"original and fooling differ in shape: {o8.shape} and {f8.shape}")
         if o8.dtype.kind == "f":
             o8 = np.rint(o8 * 255).astype(np.uint8)
         if f8.dtype.kind == "f":
@@ -201,26 +398,45 @@ def snapshots_figure(frames, labels=None, title=None, ncols=None, path=None):
     of images with a label under each (e.g. ``"t = 50"``).
 
     Args:
-        frames: a list of display images (sizes may differ).
+        frames: a list of display images (sizes may differ), or one array
+            (N, H, W, 3) / (N, 3, H, W).
         labels: one label per frame.
         title: figure title.
-        ncols: columns (default: all in one row up to 8).
-        path: write a PNG here.
+        ncols: columns (a positive integer; default: all in one row up to 8).
+        path: write the figure here (:func:`save_figure`; overwrites ``path`` if it exists).
     """
-    return image_grid(frames, labels, title=title, ncols=ncols, path=path, labels_below=True)
+    return _grid(frames, labels, title, ncols, path, True, "frames", "labels")
 
 
 def image_grid(images, titles=None, title=None, ncols=None, path=None, labels_below=False):
-    """A grid of images with optional per-image titles and a figure title."""
-    imgs = _as_list(images)
-    if not imgs:
-        raise ValueError("no images to show")
-    if titles is not None and len(titles) != len(imgs):
-        raise ValueError(f"{len(titles)} titles for {len(imgs)} images")
+    """A grid of images with optional per-image titles and a figure title.
+
+    Args:
+        images: a list of display images (sizes may differ), or one array
+            (N, H, W, 3) / (N, 3, H, W); a single image (H, W, 3) or (3, H, W) is one panel.
+        titles: one title per image.
+        title: figure title.
+        ncols: columns (a positive integer; default: all in one row up to 8).
+        path: write the figure here (:func:`save_figure`; overwrites ``path`` if it exists).
+        labels_below: put the titles under the images.
+    """
+    return _grid(images, titles, title, ncols, path, labels_below, "images", "titles")
+
+
+def _grid(images, titles, title, ncols, path, labels_below, name, titles_name):
+    imgs = _as_list(images, name)
     n = len(imgs)
-    ncols = min(n, 8) if ncols is None else max(1, int(ncols))
+    titles = _titles(titles, n, titles_name)
+    if ncols is None:
+        ncols = min(n, 8)
+    else:
+        if isinstance(ncols, (bool, np.bool_)) or not isinstance(ncols, numbers.Real):
+            raise TypeError(f"ncols must be a positive integer, got {ncols!r}")
+        if not np.isfinite(ncols) or ncols < 1:
+            raise ValueError(f"ncols must be a positive integer, got {ncols!r}")
+        ncols = int(ncols)
     nrows = -(-n // ncols)
-    h, w = np.asarray(imgs[0]).shape[:2]
+    h, w = imgs[0].shape[:2]
     c = _cell(max(h, w), hi=2.6)
     fig = _new_figure((c * ncols * (w / max(h, w)), (c * h / max(h, w) + 0.3) * nrows + (0.3 if title else 0)))
     for i, img in enumerate(imgs):
@@ -239,33 +455,52 @@ def inversion_figure(original, reconstructions, title=None, path=None):
     from each layer.
 
     Args:
-        original: the display image whose features were inverted.
-        reconstructions: ``{label: image}`` (e.g. ``{"relu2": ..., "relu6": ...}``)
+        original: the display image whose features were inverted, (H, W, 3) or (3, H, W).
+        reconstructions: a dict ``{label: image}`` (e.g. ``{"relu2": ..., "relu6": ...}``)
             in order, shallow first; or ``{label: [snapshots]}`` to show each
-            layer's progress as a row (the last snapshot is the result).
+            layer's progress as a row (the last snapshot is the result; a snapshot
+            may be an ``(image, caption)`` pair).
         title: figure title.
-        path: write a PNG here.
+        path: write the figure here (:func:`save_figure`; overwrites ``path`` if it exists).
     """
+    if not isinstance(reconstructions, Mapping):
+        raise TypeError(f"reconstructions must be a dict {{label: image}} or {{label: [snapshots]}}, "
+                        f"got {type(reconstructions).__name__}")
     items = list(reconstructions.items())
     if not items:
         raise ValueError("no reconstructions to show")
-    rows_of_snapshots = all(isinstance(v, (list, tuple)) for _, v in items)
-    if not rows_of_snapshots:
-        frames = [original] + [v for _, v in items]
+    original = to_display(original, "original")
+    is_row = [isinstance(v, (list, tuple)) for _, v in items]
+    if not all(is_row):
+        if any(is_row):
+            raise ValueError("reconstructions mixes single images and lists of snapshots; "
+                             "give all labels an image, or all a list")
+        frames = [original] + [to_display(v, f"reconstructions[{k!r}]") for k, v in items]
         labels = ["original"] + [f"from {k}" for k, _ in items]
         return image_grid(frames, labels, title=title, path=path)
-    ncols = 1 + max(len(v) for _, v in items)
-    nrows = len(items)
-    c = _cell(np.asarray(original).shape[0])
-    fig = _new_figure((c * ncols, (c + 0.3) * nrows + (0.3 if title else 0)))
-    for r, (label, frames) in enumerate(items):
-        ax = fig.add_subplot(nrows, ncols, r * ncols + 1)
-        _show(ax, original, "original" if r == 0 else None)
-        ax.set_ylabel(label, fontsize=10)
+    rows = []
+    for label, frames in items:
+        if not frames:
+            raise ValueError(f"reconstructions[{label!r}] is an empty list")
+        row = []
         for k, fr in enumerate(frames):
             lab = None
             if isinstance(fr, tuple):
+                if len(fr) != 2:
+                    raise ValueError(f"reconstructions[{label!r}][{k}] must be an image or an "
+                                     f"(image, caption) pair, got a tuple of {len(fr)}")
                 fr, lab = fr
+            row.append((to_display(fr, f"reconstructions[{label!r}][{k}]"), lab))
+        rows.append((label, row))
+    ncols = 1 + max(len(row) for _, row in rows)
+    nrows = len(rows)
+    c = _cell(original.shape[0])
+    fig = _new_figure((c * ncols, (c + 0.3) * nrows + (0.3 if title else 0)))
+    for r, (label, row) in enumerate(rows):
+        ax = fig.add_subplot(nrows, ncols, r * ncols + 1)
+        _show(ax, original, "original" if r == 0 else None)
+        ax.set_ylabel(label, fontsize=10)
+        for k, (fr, lab) in enumerate(row):
             ax = fig.add_subplot(nrows, ncols, r * ncols + k + 2)
             _show(ax, fr)
             if lab:
@@ -276,25 +511,47 @@ def inversion_figure(original, reconstructions, title=None, path=None):
     return _finish(fig, path)
 
 
+def _predictions(predictions, n):
+    """``predictions`` as n lists of (name, probability) pairs, checked."""
+    if isinstance(predictions, (str, bytes)) or not hasattr(predictions, "__len__"):
+        raise TypeError(f"predictions must be a list (one per image) of [(class name, probability), ...] "
+                        f"lists, got {type(predictions).__name__}")
+    if len(predictions) != n:
+        raise ValueError(f"{len(predictions)} prediction lists for {n} images")
+    out = []
+    for i, preds in enumerate(predictions):
+        if isinstance(preds, (str, bytes)) or not hasattr(preds, "__len__"):
+            raise TypeError(f"predictions[{i}] must be a list of (class name, probability) pairs, "
+                            f"got {type(preds).__name__}")
+        row = []
+        for j, p in enumerate(preds):
+            if isinstance(p, (str, bytes)) or not hasattr(p, "__len__") or len(p) != 2:
+                raise ValueError(f"predictions[{i}][{j}] must be a (class name, probability) pair, got {p!r}")
+            row.append((str(p[0]), _checks.finite_float(p[1], f"predictions[{i}][{j}] probability")))
+        out.append(row)
+    return out
+
+
 def predictions_figure(images, predictions, titles=None, path=None):
     """Each image beside a bar chart of its top classes.
 
     Args:
-        images: N display images.
+        images: N display images (a list, (N, H, W, 3) or (N, 3, H, W)); one image
+            (H, W, 3) or (3, H, W).
         predictions: per image, a list of ``(class name, probability)``, best first.
-        titles: optional image titles.
-        path: write a PNG here.
+        titles: optional image titles, one per image.
+        path: write the figure here (:func:`save_figure`; overwrites ``path`` if it exists).
     """
-    imgs = _as_list(images)
-    if len(imgs) != len(predictions):
-        raise ValueError(f"{len(predictions)} prediction lists for {len(imgs)} images")
+    imgs = _as_list(images, "images")
     n = len(imgs)
+    predictions = _predictions(predictions, n)
+    titles = _titles(titles, n)
     fig = _new_figure((6.4, 1.9 * n))
     for i, (img, preds) in enumerate(zip(imgs, predictions)):
         _show(fig.add_subplot(n, 2, 2 * i + 1), img, titles[i] if titles else None)
         ax = fig.add_subplot(n, 2, 2 * i + 2)
-        names = [str(p[0]) if len(str(p[0])) <= 28 else str(p[0])[:27] + "…" for p in preds]
-        probs = [float(p[1]) for p in preds]
+        names = [p[0] if len(p[0]) <= 28 else p[0][:27] + "…" for p in preds]
+        probs = [p[1] for p in preds]
         y = np.arange(len(preds))
         ax.barh(y, probs, color="#4c72b0")
         ax.set_yticks(y)

@@ -64,10 +64,11 @@ _pos_float = _number(float, 0, lo_open=True)
 _nonneg_float = _number(float, 0)
 
 
-def _add_common(p, seed=True, save_npy=True):
+def _add_common(p, seed=True, save_npy=True, model=True):
     g = p.add_argument_group("common options")
-    g.add_argument("--model", metavar="PATH", default=None,
-                   help="model file: a gradvis .npz (default: the bundled TinyImageNet-100-A model)")
+    if model:
+        g.add_argument("--model", metavar="PATH", default=None,
+                       help="model file: a gradvis .npz (default: the bundled TinyImageNet-100-A model)")
     g.add_argument("--out", "-o", metavar="DIR", default=".", help="output directory (default: .)")
     if seed:
         g.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default: 0)")
@@ -198,45 +199,21 @@ def _stem(path):
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(path).stem) or "image"
 
 
-def _to_rgb(im):
-    from PIL import Image
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-        rgba = im.convert("RGBA")
-        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return np.asarray(Image.alpha_composite(bg, rgba).convert("RGB"))
-    if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        a = np.asarray(im, dtype=np.float64)
-        lo, hi = float(a.min()), float(a.max())
-        a = np.rint((a - lo) / (hi - lo if hi > lo else 1.0) * 255).astype(np.uint8)
-        return np.repeat(a[..., None], 3, axis=2)
-    return np.asarray(im.convert("RGB"))
-
-
 def read_image(path):
     """Any image Pillow reads, as RGB uint8 (EXIF rotation applied, transparency
     composited over white, 16-bit and float images rescaled). Raises
     :class:`UsageError` for a missing or unreadable file."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from .image import read_rgb
     p = Path(path)
     if not p.exists():
         raise UsageError(f"{path}: no such file")
     if p.is_dir():
         raise UsageError(f"{path}: is a directory, not an image")
     try:
-        with Image.open(p) as im:
-            mode = im.mode
-            im = ImageOps.exif_transpose(im)
-            im.load()
-            rgb = _to_rgb(im)
-    except UnidentifiedImageError:
-        raise UsageError(f"{path}: not an image file that Pillow can read") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise UsageError(f"{path}: image too large to read safely ({e})") from None
-    except (OSError, ValueError, SyntaxError) as e:   # truncated or damaged files, permissions
-        raise UsageError(f"{path}: cannot read image ({e})") from None
-    if rgb.ndim != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
-        raise UsageError(f"{path}: empty image")
-    return Photo(p, np.ascontiguousarray(rgb, dtype=np.uint8), mode)
+        rgb, mode = read_rgb(p)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return Photo(p, rgb, mode)
 
 
 def _resize(rgb, size):
@@ -664,28 +641,74 @@ def _load_dataset(run, path, size, val_fraction, seed):
     except UsageError:
         raise
     except (ValueError, OSError) as e:
-        raise UsageError(f"cannot read the data set {path}: {e}") from None
+        msg = str(e)
+        raise UsageError(msg if str(p) in msg else f"cannot read the data set {path}: {msg}") from None
     raise UsageError(f"{path}: expected an image folder (one sub-folder of images per class) "
                      f"or the TinyImageNet .tar.gz archive")
+
+
+MAX_IMAGE_SIZE = 1024   # training images are held in memory at this size, all of them
+
+
+def _check_train_sizes(args, crop):
+    """Refuse, before any work, sizes the training or its final evaluation cannot use."""
+    from .architectures import default_net
+    crop_opt = f"--crop {crop}" if args.crop is not None else f"the crop {crop} (7/8 of --image-size)"
+    if args.pad > args.image_size:
+        raise UsageError(f"--pad {args.pad} is larger than --image-size {args.image_size}")
+    if crop > args.image_size:
+        raise UsageError(f"{crop_opt} is larger than --image-size {args.image_size} (the held-out "
+                         f"evaluation uses centre crops of that size)")
+    probe = default_net(num_classes=2, widths=(1,) * 7, input_size=args.image_size)   # the geometry only
+
+    def fits(px):
+        try:
+            probe.output_shapes((3, px, px))
+            return None
+        except ValueError as e:
+            return e
+
+    for what, px in ((crop_opt, crop), (f"--image-size {args.image_size}", args.image_size)):
+        e = fits(px) if px else None
+        if e is not None:
+            least = next(s for s in range(px + 1, MAX_IMAGE_SIZE + 1) if fits(s) is None)
+            raise UsageError(f"{what} is too small for the net, which needs at least {least} px ({e})")
 
 
 def cmd_train(args):
     from . import train as T
     from .architectures import default_net
-    run = _setup(args)
-    size = (args.image_size, args.image_size)
+    if args.val_fraction >= 1:
+        raise UsageError(f"--val-fraction {args.val_fraction} leaves no training images; use less than 1")
     crop = args.crop if args.crop is not None else int(round(args.image_size * 0.875))
-    if crop > args.image_size + 2 * args.pad:
-        raise UsageError(f"--crop {crop} is larger than the padded images ({args.image_size} + 2 x {args.pad})")
+    _check_train_sizes(args, crop)
+    overrides = {"crop": crop, "seed": args.seed}
+    if args.threads:            # --threads, when given, wins over --num-threads' default
+        overrides["num_threads"] = args.threads
     try:
-        cfg = T.config_from_args(args, crop=crop, seed=args.seed)
+        cfg = T.config_from_args(args, **overrides)
     except (TypeError, ValueError) as e:
         raise UsageError(f"training options: {e}") from None
+    run = _setup(args)
+    ckpt = run.out / "checkpoint.npz"
+    if args.resume and ckpt.is_file():
+        try:
+            m, _, _ = T.read_checkpoint(ckpt)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        if tuple(m.input_shape[1:]) != (args.image_size, args.image_size):
+            raise UsageError(f"{ckpt}: the checkpoint's model takes {m.input_shape[2]}x{m.input_shape[1]} "
+                             f"images, not --image-size {args.image_size}")
     names = ["final.npz", "history.json"] + ([] if args.resume else ["checkpoint.npz"])
     paths = run.prepare_outputs(names)
-    if args.resume and not (run.out / "checkpoint.npz").is_file():
-        run.note(f"--resume: no {run.out / 'checkpoint.npz'}; starting from scratch")
-    ds = _load_dataset(run, args.data, size, args.val_fraction, args.seed)
+    if args.resume and not ckpt.is_file():
+        run.note(f"--resume: no {ckpt}; starting from scratch")
+    size = (args.image_size, args.image_size)
+    oom = "out of memory (use a smaller --image-size or --batch-size, or fewer images)"
+    try:
+        ds = _load_dataset(run, args.data, size, args.val_fraction, args.seed)
+    except MemoryError:
+        raise UsageError(oom) from None
     n_train = len(ds.X_train) if not cfg.max_train else min(cfg.max_train, len(ds.X_train))
     if n_train < cfg.batch_size:
         raise UsageError(f"--batch-size {cfg.batch_size} is larger than the {n_train} training images")
@@ -704,6 +727,10 @@ def cmd_train(args):
     try:
         model, history = T.train(model, ds, cfg, run_dir=run.out, resume=args.resume, log=log,
                                  on_step=lambda step, loss: prog(step - 1, None, {"loss": loss}))
+    except (ValueError, FloatingPointError) as e:
+        raise UsageError(str(e)) from None
+    except MemoryError:
+        raise UsageError(oom) from None
     finally:
         prog.close()
     acc = history.get("final_val_acc")
@@ -742,7 +769,10 @@ def cmd_evaluate(args):
     size = tuple(model.input_shape[1:])
     if args.save_npy:
         (npy,) = run.prepare_outputs(["evaluate_probs.npy"])
-    ds = _load_dataset(run, args.data, size, 0.0, args.seed)
+    try:
+        ds = _load_dataset(run, args.data, size, 0.0, args.seed)
+    except MemoryError:
+        raise UsageError("out of memory reading the data set") from None
     if _is_archive(args.data):
         X, y_ds, split = ds.X_val, ds.y_val, "held-out split (images 450-499 of each class)"
     else:
@@ -757,6 +787,8 @@ def cmd_evaluate(args):
         for k, i in enumerate(range(0, len(X), bs)):
             probs.append(_softmax(model.forward(model.preprocess(X[i:i + bs]), mode="test")[0]).astype(np.float32))
             prog(k, None, {})
+    except MemoryError:
+        raise UsageError("out of memory (use a smaller --batch-size)") from None
     finally:
         prog.close()
     probs = np.concatenate(probs)
@@ -894,17 +926,20 @@ def build_parser():
     sp = add("train", "train gradvis's default net on an image folder (one sub-folder of images "
              "per class) or the TinyImageNet archive", cmd_train)
     sp.add_argument("data", metavar="DATA")
-    sp.add_argument("--image-size", type=_pos_int, default=64, metavar="PX", help="(default: 64)")
-    sp.add_argument("--val-fraction", type=_number(float, 0), default=0.1,
-                    help="held out per class of an image folder (default: 0.1)")
+    sp.add_argument("--image-size", type=_number(int, 1, hi=MAX_IMAGE_SIZE, name="int"), default=64,
+                    metavar="PX", help=f"1 to {MAX_IMAGE_SIZE} (default: 64)")
+    sp.add_argument("--val-fraction", type=_number(float, 0, hi=1), default=0.1,
+                    help="held out per class of an image folder, 0 to below 1 (default: 0.1)")
     sp.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
     from .train import add_config_arguments
     tg = sp.add_argument_group("training options (gradvis.train.TrainConfig)")
     add_config_arguments(tg, skip=("seed",))
     for a in tg._group_actions:
         if a.dest == "crop":
-            a.default, a.help = None, "random-crop size (default: 7/8 of --image-size)"
-    _add_common(sp, save_npy=False)
+            a.default, a.help = None, "random-crop size, at most --image-size (default: 7/8 of --image-size)"
+        elif a.dest == "num_threads":
+            a.help = f"{a.help[:-1]}; --threads, when given, wins)"
+    _add_common(sp, save_npy=False, model=False)
 
     sp = add("evaluate", "accuracy of a model on an image folder, or on the TinyImageNet archive's "
              "held-out split", cmd_evaluate)

@@ -36,7 +36,7 @@ from .serialization import read_model_file, save_model
 
 __all__ = ["SGD", "AdamW", "OneCycle", "CosineWarmup", "StepLR", "make_schedule",
            "random_crop", "random_flip", "augment_batch", "evaluate", "TrainConfig", "train",
-           "decays", "add_config_arguments", "config_from_args"]
+           "decays", "add_config_arguments", "config_from_args", "read_checkpoint", "check_sizes"]
 
 
 # ============================================================================ optimizers
@@ -288,6 +288,53 @@ def _json_safe(obj):
     return json.loads(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
 
 
+def read_checkpoint(path):
+    """(model, extra, state) from a training checkpoint written by :func:`train`,
+    checked: ValueError naming ``path`` if it is not a gradvis file, or a model file
+    rather than a training checkpoint, or its training state is damaged."""
+    try:
+        model, extra, state = read_model_file(path)
+    except (ValueError, OSError) as e:
+        msg = str(e)
+        raise ValueError(msg if str(path) in msg else f"{path}: {msg}") from None
+    missing = [k for k in ("step", "rng", "model_rng") if not isinstance(extra, dict) or k not in extra]
+    if missing:
+        raise ValueError(f"{path} is not a training checkpoint (no {', '.join(map(repr, missing))} "
+                         f"in it: a model file?)")
+    step = extra["step"]
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ValueError(f"{path}: damaged training checkpoint (step {step!r})")
+    for key in ("rng", "model_rng"):
+        try:
+            np.random.default_rng().bit_generator.state = extra[key]
+        except (TypeError, ValueError, KeyError) as e:
+            raise ValueError(f"{path}: damaged training checkpoint ({key}: {e})") from None
+    perm = state.get("perm")
+    if perm is not None and (perm.ndim != 1 or perm.dtype.kind not in "iu"):
+        raise ValueError(f"{path}: damaged training checkpoint (perm of shape {perm.shape}, dtype {perm.dtype})")
+    return model, extra, state
+
+
+def check_sizes(model, image_size, crop, pad=0):
+    """Check, before any training, that ``model`` takes both the ``crop`` x ``crop``
+    training crops and the full (H, W) ``image_size`` images (the held-out
+    evaluation and the last full-size epochs), and that the centre-crop evaluation
+    can cut ``crop`` from the images. ValueError naming the problem."""
+    h, w = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    if crop and crop > min(h, w):
+        raise ValueError(f"crop {crop} is larger than the {w}x{h} images (the held-out evaluation "
+                         f"uses centre crops of this size); use a crop of at most {min(h, w)}")
+    if pad > min(h, w):
+        raise ValueError(f"pad {pad} is larger than the {w}x{h} images; use a pad of at most {min(h, w)}")
+    c = model.input_shape[0]
+    sizes = ([(f"crop {crop}", (c, crop, crop))] if crop else []) + [(f"the {w}x{h} images", (c, h, w))]
+    for what, shape in sizes:
+        try:
+            model.output_shapes(shape)
+        except ValueError as e:
+            raise ValueError(f"{what}: too small for the model ({e})") from None
+
+
 def train(model, data, config=None, run_dir=None, resume=False, log=print, on_step=None):
     """Train ``model`` on ``data`` (an object with X_train, y_train, X_val, y_val as
     uint8 images / int labels, e.g. :func:`gradvis.data.load_tiny_imagenet`).
@@ -313,6 +360,8 @@ def train(model, data, config=None, run_dir=None, resume=False, log=print, on_st
     except Exception:   # a build without the setter keeps its default
         pass
     X_train, y_train = data.X_train, np.asarray(data.y_train)
+    if getattr(X_train, "ndim", 0) != 4:
+        raise ValueError(f"X_train must be uint8 images (N, H, W, 3), got shape {np.shape(X_train)}")
     if cfg.max_train:
         X_train, y_train = X_train[:cfg.max_train], y_train[:cfg.max_train]
     n = len(X_train)
@@ -332,7 +381,16 @@ def train(model, data, config=None, run_dir=None, resume=False, log=print, on_st
     ckpt = run_dir / "checkpoint.npz" if run_dir else None
 
     if resume and ckpt is not None and ckpt.is_file():
-        model, extra, state = read_model_file(ckpt)
+        model, extra, state = read_checkpoint(ckpt)
+        num_classes = getattr(data, "num_classes", None)
+        if num_classes is not None and model.num_classes != num_classes:
+            raise ValueError(f"{ckpt}: the checkpoint's model has {model.num_classes} classes, "
+                             f"the data {num_classes}")
+        if tuple(model.input_shape[1:]) != tuple(X_train.shape[1:3]):
+            raise ValueError(f"{ckpt}: the checkpoint's model takes {model.input_shape[2]}x{model.input_shape[1]} "
+                             f"images, the data are {X_train.shape[2]}x{X_train.shape[1]}")
+    check_sizes(model, tuple(X_train.shape[1:3]), cfg.crop, cfg.pad)
+    if resume and ckpt is not None and ckpt.is_file():
         opt.load_state_arrays(state)
         rng.bit_generator.state = extra["rng"]
         model.rng.bit_generator.state = extra["model_rng"]
@@ -400,19 +458,36 @@ def train(model, data, config=None, run_dir=None, resume=False, log=print, on_st
     acc_v = evaluate(model, data.X_val, data.y_val)
     history["val_acc"].append([step / steps_per_epoch, acc_v])
     history["final_val_acc"] = acc_v
+    if run_dir is not None:   # the trained model first: the extra evaluation below cannot lose it
+        save_checkpoint()
+        save_model(model, run_dir / "final.npz", overwrite=True,
+                   extra_json={"val_acc": acc_v, "config": _json_safe(dataclasses.asdict(cfg))})
     if cfg.crop:
         history["final_val_acc_center_crop"] = evaluate(model, data.X_val, data.y_val, crop=cfg.crop)
     say(f"done: held-out top-1 {acc_v:.4f} at {data.X_val.shape[1]}x{data.X_val.shape[2]}"
         + (f", {history['final_val_acc_center_crop']:.4f} on centre {cfg.crop}x{cfg.crop} crops" if cfg.crop else ""))
     if run_dir is not None:
-        save_checkpoint()
-        save_model(model, run_dir / "final.npz", overwrite=True,
-                   extra_json={"val_acc": acc_v, "config": _json_safe(dataclasses.asdict(cfg))})
         (run_dir / "history.json").write_text(json.dumps(_json_safe(history), indent=1))
     return model, history
 
 
 # ============================================================================ command line
+_TRUE, _FALSE = ("1", "true", "yes", "on", "y", "t"), ("0", "false", "no", "off", "n", "f")
+
+
+def _parse_bool(text):
+    """An argparse type for a yes/no option; anything unrecognised is an error."""
+    t = str(text).strip().lower()
+    if t in _TRUE:
+        return True
+    if t in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false (or yes/no, on/off, 1/0), got {text!r}")
+
+
+_parse_bool.__name__ = "bool"
+
+
 def add_config_arguments(parser, skip=()):
     """Add one ``--option`` per :class:`TrainConfig` field (except those in ``skip``)
     to an argparse parser; :func:`config_from_args` reads them back. Shared by
@@ -425,8 +500,8 @@ def add_config_arguments(parser, skip=()):
         if f.name == "milestones":
             parser.add_argument(flag, type=float, nargs="*", default=(), metavar="EPOCH")
         elif f.type in ("bool", bool):
-            parser.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"),
-                                default=getattr(defaults, f.name), metavar="BOOL")
+            parser.add_argument(flag, type=_parse_bool, default=getattr(defaults, f.name), metavar="BOOL",
+                                help=f"true/false, yes/no, on/off or 1/0 (default: {getattr(defaults, f.name)})")
         else:
             typ = {"int": int, "float": float, "str": str}.get(str(f.type), type(getattr(defaults, f.name)))
             parser.add_argument(flag, type=typ, default=getattr(defaults, f.name),

@@ -42,6 +42,8 @@ __all__ = [
 # --------------------------------------------------------------------------- helpers
 def _float_array(a, name):
     """``a`` as a float32/float64 ndarray (no copy when it already is one)."""
+    if type(a) is np.ndarray and a.dtype.char in "fd" and a.flags.c_contiguous:
+        return a   # the common case, taken on every layer of every pass
     arr = np.asarray(a)
     kind = arr.dtype.kind
     if kind != "f":
@@ -57,6 +59,8 @@ def _like(a, dtype, name):
     """A secondary argument (weights, gradients) in the dtype of the primary input."""
     if a is None:
         return None
+    if type(a) is np.ndarray and a.dtype is dtype and a.flags.c_contiguous:
+        return a
     arr = np.asarray(a)
     if arr.dtype.kind not in "fiub":
         raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
@@ -140,10 +144,16 @@ def conv_forward(x, w, b, conv_param):
 
 
 def _conv_forward(x, w, b, conv_param, relu):
+    return _conv_run(x, w, b, _conv_geometry(conv_param), relu)
+
+
+def _conv_run(x, w, b, geometry, relu):
+    """The convolution with checked ``geometry`` = (stride, pad, dilation, groups), as
+    :func:`_conv_geometry` returns it (a Model's Conv2d holds it checked already)."""
     x = _float_array(x, "x")
     w = _like(w, x.dtype, "w")
     b = _like(b, x.dtype, "b")
-    stride, pad, dilation, groups = _conv_geometry(conv_param)
+    stride, pad, dilation, groups = geometry
     out = _core.conv2d_forward(x, w, b, stride, pad, dilation, groups, relu)
     return out, (x, w, b is not None, stride, pad, dilation, groups)
 
@@ -195,8 +205,13 @@ def max_pool_forward(x, pool_param):
         out: (N, C, H', W') with H' = 1 + (H + pads - pool_height) // stride.
         cache: for :func:`max_pool_backward` (keeps the argmax of each window).
     """
+    return _max_pool_run(x, _pool_geometry(pool_param))
+
+
+def _max_pool_run(x, geometry):
+    """Max pooling with checked ``geometry`` = (kernel, stride, pad, ceil_mode)."""
     x = _float_array(x, "x")
-    kernel, stride, pad, ceil_mode = _pool_geometry(pool_param)
+    kernel, stride, pad, ceil_mode = geometry
     out, argmax = _core.max_pool2d_forward(x, kernel, stride, pad, ceil_mode)
     return out, (x.shape, x.dtype, argmax)
 
@@ -404,9 +419,19 @@ def _bn_forward(x, gamma, beta, bn_param, what, relu=False):
         bn_param["running_var"] = momentum * running_var + (1.0 - momentum) * var
         cache = ("train", x, gamma, mean, inv_std)
     else:
-        out = _core.batchnorm_forward_test(x, gamma, beta, running_mean, running_var, eps, relu=relu)
-        cache = ("test", x, gamma, running_mean, running_var, eps)
+        return _bn_test_run(x, gamma, beta, running_mean, running_var, eps, relu)
     return out, cache
+
+
+def _bn_test_run(x, gamma, beta, running_mean, running_var, eps, relu):
+    """Test-mode batch norm of a float array x with checked eps (what a Model's layer
+    runs in every pass of a gradient loop); the arrays are taken in x's dtype."""
+    dt = x.dtype
+    gamma, beta = _like(gamma, dt, "gamma"), _like(beta, dt, "beta")
+    running_mean = _like(running_mean, dt, "running_mean")
+    running_var = _like(running_var, dt, "running_var")
+    out = _core.batchnorm_forward_test(x, gamma, beta, running_mean, running_var, eps, relu=relu)
+    return out, ("test", x, gamma, running_mean, running_var, eps)
 
 
 def _bn_backward(dout, cache):

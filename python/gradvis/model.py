@@ -207,7 +207,8 @@ class Conv2d(Layer):
         """relu=True returns max(conv, 0) (the model fuses a ReLU that only reads this layer)."""
         x = inputs[0]
         self.output_shape([x.shape[1:]] if x.ndim == 4 else [x.shape])
-        return L._conv_forward(x, params["weight"], params.get("bias"), self._param(), relu)
+        return L._conv_run(x, params["weight"], params.get("bias"),
+                           (self.stride, self.padding, self.dilation, self.groups), relu)
 
     def backward(self, dout, cache):
         return self.backward_inputs(dout, cache), self.backward_params(dout, cache)
@@ -272,6 +273,9 @@ class _BatchNorm(Layer):
         """relu=True returns max(batch norm, 0) (the model fuses a ReLU that only reads this layer)."""
         x = inputs[0]
         self.output_shape([x.shape[1:]])
+        if mode == "test" and x.ndim == (4 if self.spatial else 2):
+            return L._bn_test_run(L._float_array(x, "x"), params["gamma"], params["beta"],
+                                  buffers["running_mean"], buffers["running_var"], self.eps, relu)
         bn_param = {"mode": mode, "eps": self.eps, "momentum": self.momentum,
                     "running_mean": buffers["running_mean"], "running_var": buffers["running_var"]}
         fwd = L.spatial_batchnorm_forward if self.spatial else L.batchnorm_forward
@@ -428,7 +432,7 @@ class MaxPool2d(_Pool):
     def forward(self, inputs, params, buffers, mode, rng):
         x = inputs[0]
         self.output_shape([x.shape[1:]])
-        return L.max_pool_forward(x, self._param())
+        return L._max_pool_run(x, (self.kernel_size, self.stride, self.padding, self.ceil_mode))
 
     def backward(self, dout, cache):
         return [L.max_pool_backward(dout, cache)], {}

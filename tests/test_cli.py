@@ -210,6 +210,10 @@ def test_force_semantics(capsys, model, photo, tmp_path):
     (["predict", "{photo}", "--model", "{tmp}/bad.npz"], "cannot load model"),
     (["classvis"], "required"),
     (["frobnicate"], "invalid choice"),
+    (["predict", "{photo}", "--mean", "0.5"], "--mean applies to .onnx models only; the bundled model"),
+    (["layers", "--model", "{tmp}/bad.npz", "--std", "0.2", "--scale", "255"], "--std/--scale apply to .onnx"),
+    (["layers", "--model", ""], "--model is empty"),
+    (["layers", "--std", "0"], "--std.*must be > 0"),
 ])
 def test_user_errors_exit_2_one_line(capsys, model, photo, tmp_path, argv, pattern):
     (tmp_path / "notanimage.jpg").write_text("hello")
@@ -262,3 +266,25 @@ def test_closed_pipe_is_not_an_error():
     err = p.stderr.read().decode()
     assert p.wait(timeout=120) == 0, err
     assert "Traceback" not in err
+
+
+def test_onnx_models_take_their_preprocessing(capsys, model, tmp_path):
+    """An ONNX export does not record its input normalization: --scale, --mean and
+    --std give it (one value or one per channel); 'default' names the bundled model."""
+    from conftest import require_onnx
+    onnx = require_onnx()
+    from onnx import TensorProto, helper, numpy_helper
+    w = numpy_helper.from_array(np.ones((4, 3, 1, 1), np.float32), "W")
+    g = helper.make_graph([helper.make_node("Conv", ["x", "W"], ["y"], name="conv")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=[w])
+    path = tmp_path / "net.onnx"
+    onnx.save_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    m = cli._model(cli.build_parser().parse_args(
+        ["layers", "--model", str(path), "--scale", "255", "--mean", "0.5", "0.25", "0.125", "--std", "0.5"]))
+    np.testing.assert_allclose(m.mean.ravel(), [127.5, 63.75, 31.875])
+    np.testing.assert_allclose(m.std, [127.5] * 3)
+    code, out, err = run(capsys, "layers", "--model", path, "--mean", "1", "2")
+    assert_usage_error(code, err, r"cannot load model .*net\.onnx: .*mean")
+    code, out, err = run(capsys, "classes", "--model", "default", "goldfish")
+    assert code == 0 and "goldfish" in out

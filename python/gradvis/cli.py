@@ -67,8 +67,7 @@ _nonneg_float = _number(float, 0)
 def _add_common(p, seed=True, save_npy=True, model=True):
     g = p.add_argument_group("common options")
     if model:
-        g.add_argument("--model", metavar="PATH", default=None,
-                       help="model file: a gradvis .npz (default: the bundled TinyImageNet-100-A model)")
+        _add_model_options(g)
     g.add_argument("--out", "-o", metavar="DIR", default=".", help="output directory (default: .)")
     if seed:
         g.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default: 0)")
@@ -80,12 +79,47 @@ def _add_common(p, seed=True, save_npy=True, model=True):
                    help=f"OpenMP threads, 1 to {MAX_THREADS} (default: OMP_NUM_THREADS or all cores)")
 
 
+def _add_model_options(g):
+    g.add_argument("--model", metavar="PATH", default=None,
+                   help="model file: a gradvis .npz or training checkpoint, an .onnx export or "
+                        "CS231n's .h5 (default, or 'default': the bundled TinyImageNet-100-A model)")
+    g.add_argument("--mean", type=_number(float), nargs="+", metavar="M", default=None,
+                   help="for an .onnx model: the per-channel mean it was trained with, in units of "
+                        "pixel / --scale (one value or one per channel)")
+    g.add_argument("--std", type=_number(float, 0, lo_open=True), nargs="+", metavar="S", default=None,
+                   help="for an .onnx model: the per-channel standard deviation, like --mean")
+    g.add_argument("--scale", type=_pos_float, default=None, metavar="S",
+                   help="for an .onnx model: pixels are divided by S before --mean and --std apply "
+                        "(torchvision: --scale 255 --mean 0.485 0.456 0.406 --std 0.229 0.224 0.225)")
+
+
 # ============================================================================ helpers: model, classes, layers
-def load_model_file(path=None):
-    """The model for the CLI: the bundled one (``path`` None) or a file by its
-    extension (see :func:`gradvis.load_any`: gradvis ``.npz`` files and training
-    checkpoints, ``.onnx``, CS231n's ``.h5``). User errors raise :class:`UsageError`."""
+def _model(args):
+    """The model that ``args`` name (--model, and --mean/--std/--scale for ONNX files)."""
+    pre = {k: getattr(args, k, None) for k in ("mean", "std", "scale")}
+    return load_model_file(args.model, {k: v for k, v in pre.items() if v is not None})
+
+
+def load_model_file(path=None, preprocessing=None):
+    """The model for the CLI: the bundled one (``path`` None or ``'default'``) or a
+    file by its extension (see :func:`gradvis.load_any`: gradvis ``.npz`` files and
+    training checkpoints, ``.onnx``, CS231n's ``.h5``). ``preprocessing`` (``mean``,
+    ``std``, ``scale``) applies to ONNX files, which do not record it. User errors
+    raise :class:`UsageError`."""
     from .models import load_any
+    if path == "default":
+        path = None
+    if path is not None and not str(path):
+        raise UsageError("--model is empty; give a model file or leave it out for the bundled model")
+    if preprocessing:
+        opts = "/".join(f"--{k}" for k in preprocessing)
+        if path is None or Path(path).suffix.lower() != ".onnx":
+            raise UsageError(f"{opts} appl{'y' if len(preprocessing) > 1 else 'ies'} to .onnx models only; "
+                             f"{'the bundled model' if path is None else path} carries its own preprocessing")
+        if "mean" in preprocessing and len(preprocessing["mean"]) == 1:
+            preprocessing["mean"] = preprocessing["mean"][0]
+        if "std" in preprocessing and len(preprocessing["std"]) == 1:
+            preprocessing["std"] = preprocessing["std"][0]
     if path is not None:
         p = Path(path)
         if not p.exists():
@@ -93,7 +127,7 @@ def load_model_file(path=None):
         if p.is_dir():
             raise UsageError(f"{path}: is a directory, not a model file")
     try:
-        return load_any("default" if path is None else path)
+        return load_any("default" if path is None else path, **(preprocessing or {}))
     except ImportError as e:   # an optional reader (onnx, h5py) is not installed
         raise UsageError(f"cannot load model {path}: {e}") from None
     except (FileNotFoundError, ValueError, OSError) as e:
@@ -397,7 +431,7 @@ def _softmax(scores):
 # ============================================================================ subcommands
 def cmd_predict(args):
     run = _setup(args)
-    model = _need_classes(load_model_file(args.model), "'predict'")
+    model = _need_classes(_model(args), "'predict'")
     photos, imgs = _model_photos(run, model, args.images)
     k = min(args.top_k, model.num_classes)
     if args.save_npy:
@@ -417,7 +451,7 @@ def cmd_saliency(args):
     from . import plot
     from .saliency import compute_saliency_maps, smoothgrad_saliency_maps
     run = _setup(args)
-    model = _need_classes(load_model_file(args.model), "'saliency'")
+    model = _need_classes(_model(args), "'saliency'")
     forced = resolve_class(model, args.class_) if args.class_ is not None else None
     base = f"{_stem(args.images[0])}_saliency" if len(args.images) == 1 else "saliency"
     paths = run.prepare_outputs([f"{base}.png"] + ([f"{base}.npy"] if args.save_npy else []))
@@ -446,7 +480,7 @@ def cmd_fool(args):
     from . import plot
     from .fooling import make_fooling_image
     run = _setup(args)
-    model = _need_classes(load_model_file(args.model), "'fool'")
+    model = _need_classes(_model(args), "'fool'")
     target = resolve_class(model, args.target)
     stem = _stem(args.image)
     names = [f"{stem}_fooling.png", f"{stem}_fooled.png"]
@@ -494,7 +528,7 @@ def cmd_classvis(args):
     from . import plot
     from .class_visualization import create_class_visualization
     run = _setup(args)
-    model = _need_classes(load_model_file(args.model), "'classvis'")
+    model = _need_classes(_model(args), "'classvis'")
     targets = [resolve_class(model, c) for c in args.classes]
     slugs = [_slug(model.wnids[t] if model.wnids else t) + "_" + _slug(_class_name(model, t)) for t in targets]
     names = []
@@ -549,7 +583,7 @@ def _run_inversion(run, model, X, layer, args, snapshots=5, desc=None):
 def cmd_invert(args):
     from . import plot
     run = _setup(args)
-    model = load_model_file(args.model)
+    model = _model(args)
     layers = [resolve_layer(model, s) for s in args.layer]
     stem = _stem(args.image)
     names = [f"{stem}_invert_{_slug(l)}.png" for l in layers] + [f"{stem}_inversion.png"]
@@ -575,7 +609,7 @@ def cmd_dream(args):
     from . import plot
     from .deepdream import deepdream
     run = _setup(args)
-    model = load_model_file(args.model)
+    model = _model(args)
     layer = resolve_layer(model, args.layer, spatial=True, purpose="DeepDream")
     stem = _stem(args.image)
     names = [f"{stem}_dream_{_slug(layer)}.png", f"{stem}_dream_{_slug(layer)}_snapshots.png"]
@@ -765,7 +799,7 @@ def _map_labels(model, names, what):
 
 def cmd_evaluate(args):
     run = _setup(args)
-    model = _need_classes(load_model_file(args.model), "'evaluate'")
+    model = _need_classes(_model(args), "'evaluate'")
     size = tuple(model.input_shape[1:])
     if args.save_npy:
         (npy,) = run.prepare_outputs(["evaluate_probs.npy"])
@@ -804,7 +838,7 @@ def cmd_evaluate(args):
 
 
 def cmd_classes(args):
-    model = _need_classes(load_model_file(args.model), "'classes'")
+    model = _need_classes(_model(args), "'classes'")
     q = (args.query or "").lower()
     for i in range(model.num_classes):
         wn = model.wnids[i] if model.wnids else ""
@@ -816,7 +850,7 @@ def cmd_classes(args):
 
 
 def cmd_layers(args):
-    model = load_model_file(args.model)
+    model = _model(args)
     for i, (name, shape) in enumerate(list(model.output_shapes().items())[1:]):
         print(f"{i:4d}  {name:10s} {model[name].describe():40s} {'x'.join(map(str, shape))}")
     return 0
@@ -949,10 +983,10 @@ def build_parser():
 
     sp = add("classes", "list the model's classes (optionally those matching QUERY)", cmd_classes)
     sp.add_argument("query", nargs="?", default=None)
-    sp.add_argument("--model", metavar="PATH", default=None)
+    _add_model_options(sp)
 
     sp = add("layers", "list the model's layers and their output shapes", cmd_layers)
-    sp.add_argument("--model", metavar="PATH", default=None)
+    _add_model_options(sp)
 
     sp = add("demo", "run all five algorithms on the bundled model and a sample photo; write a "
              "gallery (PNG figures and index.html)", cmd_demo)

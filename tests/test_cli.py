@@ -286,5 +286,11 @@ def test_onnx_models_take_their_preprocessing(capsys, model, tmp_path):
     np.testing.assert_allclose(m.std, [127.5] * 3)
     code, out, err = run(capsys, "layers", "--model", path, "--mean", "1", "2")
     assert_usage_error(code, err, r"cannot load model .*net\.onnx: .*mean")
+    g.input[0].type.tensor_type.shape.dim[2].dim_param = "height"   # a dynamic size
+    onnx.save_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    code, out, err = run(capsys, "layers", "--model", path)
+    assert_usage_error(code, err, r"dynamic dims.*--input-shape C H W")
+    code, out, err = run(capsys, "layers", "--model", path, "--input-shape", "3", "16", "8")
+    assert code == 0 and out.split()[-1] == "4x16x8"
     code, out, err = run(capsys, "classes", "--model", "default", "goldfish")
     assert code == 0 and "goldfish" in out

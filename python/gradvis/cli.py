@@ -88,6 +88,8 @@ def _add_model_options(g):
                         "pixel / --scale (one value or one per channel)")
     g.add_argument("--std", type=_number(float, 0, lo_open=True), nargs="+", metavar="S", default=None,
                    help="for an .onnx model: the per-channel standard deviation, like --mean")
+    g.add_argument("--input-shape", type=_pos_int, nargs=3, metavar=("C", "H", "W"), default=None,
+                   help="for an .onnx model whose input size is not fixed: the (C, H, W) to build it for")
     g.add_argument("--scale", type=_pos_float, default=None, metavar="S",
                    help="for an .onnx model: pixels are divided by S before --mean and --std apply "
                         "(torchvision: --scale 255 --mean 0.485 0.456 0.406 --std 0.229 0.224 0.225)")
@@ -96,7 +98,7 @@ def _add_model_options(g):
 # ============================================================================ helpers: model, classes, layers
 def _model(args):
     """The model that ``args`` name (--model, and --mean/--std/--scale for ONNX files)."""
-    pre = {k: getattr(args, k, None) for k in ("mean", "std", "scale")}
+    pre = {k: getattr(args, k, None) for k in ("mean", "std", "scale", "input_shape")}
     return load_model_file(args.model, {k: v for k, v in pre.items() if v is not None})
 
 
@@ -104,7 +106,7 @@ def load_model_file(path=None, preprocessing=None):
     """The model for the CLI: the bundled one (``path`` None or ``'default'``) or a
     file by its extension (see :func:`gradvis.load_any`: gradvis ``.npz`` files and
     training checkpoints, ``.onnx``, CS231n's ``.h5``). ``preprocessing`` (``mean``,
-    ``std``, ``scale``) applies to ONNX files, which do not record it. User errors
+    ``std``, ``scale``, ``input_shape``) applies to ONNX files, which do not record it. User errors
     raise :class:`UsageError`."""
     from .models import load_any
     if path == "default":
@@ -112,7 +114,7 @@ def load_model_file(path=None, preprocessing=None):
     if path is not None and not str(path):
         raise UsageError("--model is empty; give a model file or leave it out for the bundled model")
     if preprocessing:
-        opts = "/".join(f"--{k}" for k in preprocessing)
+        opts = "/".join(f"--{k.replace('_', '-')}" for k in preprocessing)
         if path is None or Path(path).suffix.lower() != ".onnx":
             raise UsageError(f"{opts} appl{'y' if len(preprocessing) > 1 else 'ies'} to .onnx models only; "
                              f"{'the bundled model' if path is None else path} carries its own preprocessing")

@@ -326,7 +326,7 @@ class _Importer:
                                   "models take (N, C, H, W) images")
         if any(d is None or d <= 0 for d in dims[1:]):
             raise ONNXImportError(f"{self.label}: the graph input {vi.name!r} has dynamic dims {dims}; "
-                                  "pass input_shape=(C, H, W)")
+                                  "pass input_shape=(C, H, W) (the CLI's --input-shape C H W)")
         return tuple(dims[1:])
 
     def _is_shape_arithmetic(self, node):

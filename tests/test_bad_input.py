@@ -13,8 +13,9 @@ from gradvis.image import blur
 from gradvis.model import (AvgPool2d, BatchNorm2d, Bias, Conv2d, Flatten, GlobalAvgPool, Linear,
                            MaxPool2d, Model, Pad, ReLU, softmax_cross_entropy)
 from gradvis.regularizers import total_variation
-from gradvis.serialization import load_model, write_arrays
+from gradvis.serialization import load_model
 from gradvis.train import TrainConfig
+from test_serialization import _rewrite
 
 
 def small_net(seed=0, classes=5, class_names=True):
@@ -34,14 +35,6 @@ def fully_conv_net():
 
 def images(n=2, seed=0):
     return np.random.default_rng(seed).standard_normal((n, 3, 8, 8)).astype(np.float32)
-
-
-def _rewrite(src, dst, edit):
-    with np.load(src, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
-    edit(arrays)
-    write_arrays(dst, arrays)
-    return dst
 
 
 def _edit_header(edit):

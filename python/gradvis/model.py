@@ -1254,7 +1254,7 @@ class Model:
         only on the graph: the nodes it computes, the ReLU fusions, and each node's
         parameter and buffer keys. Kept per (range, outputs, fusion setting); a gradient
         loop runs the same pass hundreds of times (rebuilding this was ~40 us a pass)."""
-        key = (s, e, None if outputs is None else tuple(outputs), bound, self.fuse_relu, len(self.nodes))
+        key = (s, e, None if outputs is None else tuple(outputs), bound, self.fuse_relu)
         plans = self.__dict__.setdefault("_plans", {})
         plan = plans.get(key)
         if plan is None:

@@ -178,6 +178,19 @@ def _finish(fig, path):
     return fig
 
 
+def _array(x, name, what):
+    """``x`` as a numeric ndarray; ValueError for ragged nested lists, TypeError
+    naming ``name`` (which must be ``what``) for anything that is not numbers."""
+    try:
+        a = np.asarray(x)
+    except ValueError as e:
+        raise ValueError(f"{name} is not an array: {e}") from None
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be {what}, got {type(x).__name__}"
+                        + (f" of dtype {a.dtype}" if a.dtype.kind != "O" else ""))
+    return a
+
+
 def to_display(img, name="image"):
     """An image as imshow wants it: uint8 or float [0, 1] ``(H, W, 3)`` or
     ``(H, W, 4)``, or ``(H, W)`` (grayscale).
@@ -187,13 +200,7 @@ def to_display(img, name="image"):
     other integers to [0, 255]; booleans show as black/white. A non-numeric
     array is a TypeError; another shape, an empty image or NaN/infinite values a
     ValueError naming ``name``."""
-    try:
-        a = np.asarray(img)
-    except ValueError as e:   # ragged nested lists
-        raise ValueError(f"{name} is not an array of pixels: {e}") from None
-    if a.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must be a numeric image array, got {type(img).__name__}"
-                        + (f" of dtype {a.dtype}" if a.dtype.kind != "O" else ""))
+    a = _array(img, name, "a numeric image array")
     if a.dtype.kind == "b":
         a = a.astype(np.uint8) * np.uint8(255)
     if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[-1] not in (1, 3):
@@ -223,12 +230,7 @@ def _as_list(images, name="images"):
     if isinstance(images, (list, tuple)):
         items = list(images)
     else:
-        try:
-            a = np.asarray(images)
-        except ValueError as e:
-            raise ValueError(f"{name} is not an array of images: {e}") from None
-        if a.dtype.kind not in "biuf":
-            raise TypeError(f"{name} must be an image array or a list of images, got {type(images).__name__}")
+        a = _array(images, name, "an image array or a list of images")
         if a.ndim == 4 or (a.ndim == 3 and a.shape[-1] not in (1, 3, 4) and a.shape[0] not in (1, 3)):
             items = list(a)
         else:
@@ -277,13 +279,7 @@ def _cell(n_px, lo=1.6, hi=3.2):
 # ----------------------------------------------------------------------------- figures
 def _numeric(x, name):
     """``x`` as a float64 array; TypeError naming ``name`` if it is not numbers."""
-    try:
-        a = np.asarray(x)
-    except ValueError as e:
-        raise ValueError(f"{name} is not an array: {e}") from None
-    if a.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must be a numeric array, got {type(x).__name__}")
-    return a.astype(np.float64, copy=False)
+    return _array(x, name, "a numeric array").astype(np.float64, copy=False)
 
 
 def saliency_figure(images, saliency, titles=None, overlay=True, cmap="hot", path=None):

@@ -1,7 +1,8 @@
-// Shared helpers for the CPU kernels: index types, OpenMP wrappers and the
-// per-thread scratch arena. Nothing here knows about Python.
+// Shared helpers for the CPU kernels: index types, OpenMP wrappers, the memory
+// limit and the per-thread scratch arena. Nothing here knows about Python.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -9,6 +10,10 @@
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <unistd.h>
+#endif
 
 #ifdef GRADVIS_HAVE_OPENMP
 #include <omp.h>
@@ -19,13 +24,23 @@ namespace gradvis {
 using index_t = std::int64_t;
 
 // ---- threading --------------------------------------------------------------
-inline int max_threads() {
+// The kernels' thread count is one process-wide setting (set_num_threads), passed
+// as num_threads(...) to every parallel region: OpenMP's own count is per calling
+// thread (a Python thread pool would see the default) and is shared with other
+// libraries on the same runtime (torch.set_num_threads), so it is read once, at
+// the first use, and never again.
+inline int omp_default_threads() {
 #ifdef GRADVIS_HAVE_OPENMP
   return omp_get_max_threads();
 #else
   return 1;
 #endif
 }
+inline std::atomic<int>& thread_count() {
+  static std::atomic<int> n{omp_default_threads()};
+  return n;
+}
+inline int max_threads() { return thread_count().load(std::memory_order_relaxed); }
 inline int thread_id() {
 #ifdef GRADVIS_HAVE_OPENMP
   return omp_get_thread_num();
@@ -42,7 +57,7 @@ inline bool in_parallel() {
 }
 inline void set_num_threads(int n) {
 #ifdef GRADVIS_HAVE_OPENMP
-  if (n > 0) omp_set_num_threads(n);
+  if (n > 0) thread_count().store(n, std::memory_order_relaxed);
 #else
   (void)n;
 #endif
@@ -52,8 +67,9 @@ inline void set_num_threads(int n) {
 template <class F>
 inline void parallel_for(index_t n, F&& f) {
 #ifdef GRADVIS_HAVE_OPENMP
-  if (n > 1 && !omp_in_parallel() && omp_get_max_threads() > 1) {
-#pragma omp parallel for schedule(static)
+  const int nt = max_threads();
+  if (n > 1 && !omp_in_parallel() && nt > 1) {
+#pragma omp parallel for schedule(static) num_threads(nt)
     for (index_t i = 0; i < n; ++i) f(i);
     return;
   }
@@ -65,8 +81,9 @@ inline void parallel_for(index_t n, F&& f) {
 template <class F>
 inline void parallel_chunks(index_t n, F&& f) {
 #ifdef GRADVIS_HAVE_OPENMP
-  if (n > 1 && !omp_in_parallel() && omp_get_max_threads() > 1) {
-#pragma omp parallel
+  const int nt_max = max_threads();
+  if (n > 1 && !omp_in_parallel() && nt_max > 1) {
+#pragma omp parallel num_threads(nt_max)
     {
       const index_t nt = omp_get_num_threads(), t = omp_get_thread_num();
       const index_t b = n * t / nt, e = n * (t + 1) / nt;
@@ -101,27 +118,101 @@ inline void team_barrier() {
 // Threads a kernel may use from here: the team outside a parallel region, 1 inside.
 inline index_t team_size() { return in_parallel() ? 1 : max_threads(); }
 
+// ---- memory limit -------------------------------------------------------------
+// Outputs and workspaces larger than this are refused before anything is
+// allocated (set_memory_limit; default: the machine's physical memory), so a
+// shape whose size overflows or is absurd ends in an error, not in swapping.
+inline std::size_t physical_memory() {
+#if defined(__unix__) || defined(__APPLE__)
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+  if (pages > 0 && page > 0) return std::size_t(pages) * std::size_t(page);
+#endif
+  return std::size_t(1) << 36;  // unknown: 64 GiB
+}
+inline std::atomic<std::size_t>& memory_limit_ref() {
+  static std::atomic<std::size_t> limit{physical_memory()};
+  return limit;
+}
+inline std::size_t memory_limit() { return memory_limit_ref().load(std::memory_order_relaxed); }
+inline void set_memory_limit(std::size_t bytes) { memory_limit_ref().store(bytes, std::memory_order_relaxed); }
+
+// a * b, or false when it overflows std::size_t.
+inline bool checked_mul(std::size_t a, std::size_t b, std::size_t& out) { return !__builtin_mul_overflow(a, b, &out); }
+
+// Bytes of an array of `item` bytes per element and dimensions dims[0, ndim), or
+// false when the product overflows or a dimension is negative.
+inline bool checked_bytes(const std::int64_t* dims, int ndim, std::size_t item, std::size_t& out) {
+  std::size_t n = item;
+  for (int i = 0; i < ndim; ++i) {
+    if (dims[i] < 0 || !checked_mul(n, std::size_t(dims[i]), n)) return false;
+  }
+  out = n;
+  return true;
+}
+
 // ---- scratch memory -----------------------------------------------------------
 // Per-thread, 64-byte aligned buffers that grow and are never given back, so a
 // gradient loop that calls the same kernel thousands of times does not pay
 // for fresh pages (glibc returns large blocks to the OS on free) every call.
-// `slot` lets one kernel hold several buffers at once.
+// One kernel holds several buffers at once, each in its own slot. Kernels that
+// never run nested in one another share slot numbers; a kernel that holds
+// buffers across a gemm_cpu call uses slots other than the gemm's.
+enum class ScratchSlot : int {
+  // gemm_cpu's packed panels
+  gemm_a = 0,
+  gemm_b = 1,
+  // conv2d (implicit gemm, gemm + col2im); calls gemm_cpu
+  conv_cols = 2,       // per thread: im2col columns; calling thread: the phase-split image
+  conv_partial = 3,    // calling thread: per-thread partial filter gradients
+  conv_pack_a = 4,     // calling thread: the packed weights, shared by the team
+  conv_pack_b = 5,     // per thread: packed B block
+  conv_pack_a2 = 6,    // per thread: packed A block (weight gradient)
+  conv_panel = 7,      // per thread: output panel of a chunk (small maps)
+  conv_dx_split = 7,   // per thread: input gradient's phase-split planes (never live with a panel)
+  // depthwise conv (never nested in the above)
+  depthwise_acc = 2,
+  // Winograd (calls gemm_cpu)
+  winograd_u = 2,      // calling thread: transformed filters (shared)
+  winograd_v = 3,      // transformed inputs of a block (calling thread's when shared)
+  winograd_m = 4,      // products of a block (calling thread's when shared)
+  winograd_local = 5,  // every thread: transform buffers
+  // pooling
+  pool_row = 0,        // max pool: a row of maxima; avg pool: a row's column sums or gradients
+  pool_count = 1,      // max pool: a row's window counts
+  pool_even = 2,       // max pool: the row's even/odd split (stride 2)
+  pool_cell = 3,       // max pool: window cell offsets
+  // batch norm
+  batchnorm_acc = 0,   // per-block running sums
+  // gaussian blur
+  blur_mid = 0,        // the intermediate image
+  blur_row = 1,        // per thread: a padded row
+  blur_v_plan = 2,     // the vertical pass's plan (CSR)
+  blur_v_plan_t = 3,   // its transpose (adjoint)
+  blur_plan_tmp = 4,   // plan construction
+  blur_h_plan = 5,     // the horizontal pass's plan
+  blur_h_plan_t = 6,   // its transpose, or the reflected column index
+  blur_row2 = 7,       // per thread: the adjoint's second row buffer
+};
+
 class Scratch {
  public:
   static constexpr int kSlots = 8;
   ~Scratch() {
     for (auto& b : bufs_) std::free(b.ptr);
   }
-  void* get(int slot, std::size_t bytes) {
-    Buf& b = bufs_[slot];
+  void* get(ScratchSlot slot, std::size_t bytes) {
+    Buf& b = bufs_[int(slot)];
     if (b.size < bytes) {
+      if (bytes > memory_limit() || bytes > (std::size_t(-1) >> 2))
+        throw std::length_error("a workspace of " + std::to_string(bytes) +
+                                " bytes is above the memory limit of " + std::to_string(memory_limit()) +
+                                " bytes (gradvis.set_memory_limit)");
       std::free(b.ptr);
+      b.ptr = nullptr;
+      b.size = 0;
       std::size_t sz = (bytes + 63) / 64 * 64;
       b.ptr = std::aligned_alloc(64, sz);
-      if (!b.ptr) {
-        b.size = 0;
-        throw std::bad_alloc();
-      }
+      if (!b.ptr) throw std::bad_alloc();
       b.size = sz;
     }
     return b.ptr;
@@ -141,8 +232,10 @@ inline Scratch& thread_scratch() {
 }
 
 template <class T>
-inline T* scratch(int slot, std::size_t count) {
-  return static_cast<T*>(thread_scratch().get(slot, count * sizeof(T)));
+inline T* scratch(ScratchSlot slot, std::size_t count) {
+  std::size_t bytes;
+  if (!checked_mul(count, sizeof(T), bytes)) bytes = std::size_t(-1);
+  return static_cast<T*>(thread_scratch().get(slot, bytes));
 }
 
 // ---- shapes -----------------------------------------------------------------------

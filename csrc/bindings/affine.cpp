@@ -38,7 +38,7 @@ py::array forward_impl(const py::array& x_in, const py::handle& w_obj, const py:
   const T* wp = w.data();
   {
     py::gil_scoped_release release;
-    affine_forward<T>(op, xp, wp, bp, N, D, M);
+    affine_forward_cpu<T>(op, xp, wp, bp, N, D, M);
   }
   return out;
 }
@@ -79,7 +79,7 @@ py::tuple backward_impl(const py::array& d_in, const py::handle& x_obj, const py
   const T* wp = w.data();
   {
     py::gil_scoped_release release;
-    affine_backward<T>(dxp, dwp, dbp, dp, xp, wp, N, D, M);
+    affine_backward_cpu<T>(dxp, dwp, dbp, dp, xp, wp, N, D, M);
   }
   auto some = [](const py::array& a, bool made) -> py::object { return made ? py::object(a) : py::object(py::none()); };
   return py::make_tuple(some(dx, input_grad), some(dw, param_grads), some(db, param_grads));

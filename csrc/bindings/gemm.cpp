@@ -26,7 +26,7 @@ py::array gemm_impl(const py::handle& a_obj, const py::handle& b_obj, bool ta, b
   T* pc = c.mutable_data();
   {
     py::gil_scoped_release release;
-    gemm<T>(ta, tb, M, N, K, T(1), pa, a.shape(1), pb, b.shape(1), T(0), pc, N);
+    gemm_cpu<T>(ta, tb, M, N, K, T(1), pa, a.shape(1), pb, b.shape(1), T(0), pc, N);
   }
   return c;
 }

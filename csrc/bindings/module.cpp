@@ -7,7 +7,7 @@
 #include <string>
 #include <thread>
 
-#include "bindings/array_pool.h"
+#include "bindings/block_cache.h"
 #include "bindings/register.h"
 #include "bindings/util.h"
 #include "common.h"
@@ -39,44 +39,64 @@ PYBIND11_MODULE(_core, m) {
     return false;
 #endif
   }, "Whether the core was built with CUDA kernels.");
-  m.def("get_num_threads", &gradvis::max_threads, "Threads the kernels use.");
+  gradvis::max_threads();  // the process-wide count starts as OpenMP's default at import
+  m.def("get_num_threads", &gradvis::max_threads, "Threads the kernels use (one count for the whole process).");
   m.def("set_num_threads", [](py::object n) {
     gradvis::set_num_threads(int(gradvis::int_arg(n, "set_num_threads", "n", 1, thread_limit())));
   }, py::arg("n"),
   "Set the number of threads the kernels use (OpenMP builds): 1 up to 1024 or 4 per logical CPU,\n"
-  "whichever is more.");
+  "whichever is more. The count holds for the whole process, for calls from any Python thread, and\n"
+  "is not changed by other libraries' OpenMP settings (torch.set_num_threads).");
   m.def("simd_level", []() { return std::string(gradvis::simd_level_name(gradvis::cpu_level())); },
         "The SIMD path chosen at run time: 'avx512', 'avx2' or 'scalar' (capped by GRADVIS_SIMD).");
+  const char* cache_limit_doc =
+      "Limit the memory kept for reuse by the kernels' large outputs (default 512 MiB). Output arrays of\n"
+      "256 KiB or more take their memory from a block cache and give it back when the array is freed, so\n"
+      "a loop that allocates the same activations every iteration reuses warm pages instead of having the\n"
+      "OS zero fresh ones. Lowering the limit frees the least recently released blocks; 0 frees all and\n"
+      "keeps none. Arrays in use are never affected.";
+  const char* cache_info_doc =
+      "The output block cache: {'limit', 'free_bytes', 'free_blocks' (kept for reuse), 'used_bytes' (held\n"
+      "by live arrays), 'reused', 'fresh' (blocks handed out from the cache / newly mapped)}.";
+  for (const char* name : {"set_block_cache_limit", "set_array_pool_limit"}) {
+    m.def(
+        name,
+        [name](py::object nbytes) {
+          gradvis::set_block_cache_limit(std::size_t(gradvis::int_arg(nbytes, name, "nbytes", 0, kMaxBytes)));
+        },
+        py::arg("nbytes"), cache_limit_doc);
+  }
+  for (const char* name : {"block_cache_info", "array_pool_info"}) {
+    m.def(
+        name,
+        []() {
+          const gradvis::BlockCacheInfo i = gradvis::block_cache_info();
+          py::dict d;
+          d["limit"] = i.limit;
+          d["free_bytes"] = i.free_bytes;
+          d["free_blocks"] = i.free_blocks;
+          d["used_bytes"] = i.used_bytes;
+          d["reused"] = i.reused;
+          d["fresh"] = i.fresh;
+          return d;
+        },
+        cache_info_doc);
+  }
   m.def(
-      "set_array_pool_limit",
+      "set_memory_limit",
       [](py::object nbytes) {
-        gradvis::set_pool_limit(std::size_t(gradvis::int_arg(nbytes, "set_array_pool_limit", "nbytes", 0, kMaxBytes)));
+        gradvis::set_memory_limit(std::size_t(gradvis::int_arg(nbytes, "set_memory_limit", "nbytes", 1, kMaxBytes)));
       },
       py::arg("nbytes"),
-      "Limit the memory kept for reuse by the kernels' large outputs (default 512 MiB). Output arrays of\n"
-      "256 KiB or more are taken from a pool and go back to it when the array is freed, so a loop that\n"
-      "allocates the same activations every iteration reuses warm pages instead of having the OS zero\n"
-      "fresh ones. Lowering the limit frees the least recently released blocks; 0 frees all and keeps\n"
-      "none. Arrays in use are never affected.");
+      "Refuse (ValueError naming the shape) any kernel output or workspace larger than nbytes bytes,\n"
+      "before allocating it. The default is the machine's physical memory.");
   m.def(
-      "array_pool_info",
-      []() {
-        const gradvis::PoolInfo i = gradvis::pool_info();
-        py::dict d;
-        d["limit"] = i.limit;
-        d["free_bytes"] = i.free_bytes;
-        d["free_blocks"] = i.free_blocks;
-        d["used_bytes"] = i.used_bytes;
-        d["reused"] = i.reused;
-        d["fresh"] = i.fresh;
-        return d;
-      },
-      "The output pool: {'limit', 'free_bytes', 'free_blocks' (kept for reuse), 'used_bytes' (held by\n"
-      "live arrays), 'reused', 'fresh' (blocks handed out from the pool / newly mapped)}.");
+      "get_memory_limit", []() { return gradvis::memory_limit(); },
+      "The largest output or workspace, in bytes, the kernels allocate (set_memory_limit).");
   gradvis::register_gemm(m);
-  gradvis::register_conv(m);
+  gradvis::register_conv2d(m);
   gradvis::register_affine(m);
-  gradvis::register_pool(m);
+  gradvis::register_pool2d(m);
   gradvis::register_activation(m);
   gradvis::register_batchnorm(m);
   gradvis::register_blur(m);

@@ -4,9 +4,9 @@
 
 namespace gradvis {
 void register_gemm(pybind11::module_& m);
-void register_conv(pybind11::module_& m);
+void register_conv2d(pybind11::module_& m);
 void register_affine(pybind11::module_& m);
-void register_pool(pybind11::module_& m);
+void register_pool2d(pybind11::module_& m);
 void register_activation(pybind11::module_& m);
 void register_batchnorm(pybind11::module_& m);
 void register_blur(pybind11::module_& m);

@@ -7,11 +7,13 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
-#include "bindings/array_pool.h"
+#include "bindings/block_cache.h"
+#include "common.h"
 
 #include <cstdint>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -33,6 +35,9 @@ inline std::string cat(Args&&... args) {
   (s << ... << args);
   return s.str();
 }
+
+// numpy's NPY_ARRAY_ALIGNED, passed to PyArray_FromAny through array_t's flags.
+constexpr int kNpyAligned = 0x0100;
 
 // The floating dtype a kernel runs in, taken from its primary input.
 enum class FloatKind { f32, f64 };
@@ -66,9 +71,10 @@ inline py::array primary_array(const py::handle& obj, const char* fn, const char
   return a;
 }
 
-// Any array-like -> C-contiguous array of T (copies only when needed).
-// Integers convert; complex numbers are refused rather than silently dropping
-// their imaginary part.
+// Any array-like -> C-contiguous, aligned array of T (copies only when needed:
+// a view at an odd byte offset, np.frombuffer(buf, offset=1), is copied, as the
+// SIMD kernels load whole elements). Integers convert; complex numbers are
+// refused rather than silently dropping their imaginary part.
 template <class T>
 inline py::array_t<T, py::array::c_style> as_array(const py::handle& obj, const char* fn, const char* name) {
   if (py::isinstance<py::array>(obj)) {
@@ -77,7 +83,7 @@ inline py::array_t<T, py::array::c_style> as_array(const py::handle& obj, const 
     if (k == 'c' || k == 'O' || k == 'U' || k == 'S' || k == 'V' || k == 'M' || k == 'm')
       throw py::type_error(cat(fn, ": ", name, " has unsupported dtype ", std::string(py::str(a.dtype()))));
   }
-  auto out = py::array_t<T, py::array::c_style | py::array::forcecast>::ensure(obj);
+  auto out = py::array_t<T, py::array::c_style | py::array::forcecast | kNpyAligned>::ensure(obj);
   if (!out) {
     PyErr_Clear();
     throw py::type_error(cat(fn, ": ", name, " cannot be converted to a numeric array"));
@@ -139,20 +145,53 @@ inline std::vector<py::ssize_t> shape_of(const py::array& a) {
   return std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim());
 }
 
-// Allocate an uninitialized C-contiguous output. Large ones come from the
-// output pool (array_pool.h): the array's base is a capsule that returns the
-// block to the pool when the array (and every view of it) is gone.
+inline std::string shape_str(const std::vector<py::ssize_t>& shape) {
+  std::ostringstream s;
+  s << "(";
+  for (std::size_t i = 0; i < shape.size(); ++i) s << (i ? ", " : "") << shape[i];
+  if (shape.size() == 1) s << ",";
+  s << ")";
+  return s.str();
+}
+
+// The bytes of an output of this shape, refused (ValueError naming the shape)
+// when the count overflows or is above the memory limit (common.h).
+inline std::size_t checked_output_bytes(const std::vector<py::ssize_t>& shape, std::size_t item,
+                                        const char* dtype) {
+  std::vector<std::int64_t> dims(shape.begin(), shape.end());
+  std::size_t bytes = 0;
+  if (!checked_bytes(dims.data(), int(dims.size()), item, bytes))
+    throw py::value_error(cat("an output of shape ", shape_str(shape), " (", dtype,
+                              ") is too large: its size overflows"));
+  if (bytes > memory_limit())
+    throw py::value_error(cat("an output of shape ", shape_str(shape), " (", dtype, ") needs ", bytes,
+                              " bytes, more than the memory limit of ", memory_limit(),
+                              " bytes (gradvis.set_memory_limit)"));
+  return bytes;
+}
+
+template <class T>
+inline const char* dtype_name() {
+  if (std::is_same<T, float>::value) return "float32";
+  if (std::is_same<T, double>::value) return "float64";
+  if (std::is_same<T, std::int64_t>::value) return "int64";
+  return "?";
+}
+
+// Allocate an uninitialized C-contiguous output, after checking its size (see
+// checked_output_bytes). Large ones come from the output block cache
+// (block_cache.h): the array's base is a capsule that returns the block to the
+// cache when the array (and every view of it) is gone.
 template <class T>
 inline py::array_t<T> empty_array(std::vector<py::ssize_t> shape) {
-  std::size_t n = 1;
-  for (auto d : shape) n *= std::size_t(d);
-  if (n * sizeof(T) < kPoolMinBytes) return py::array_t<T>(shape);
-  PoolBlock* b = pool_acquire(n * sizeof(T));
+  const std::size_t bytes = checked_output_bytes(shape, sizeof(T), dtype_name<T>());
+  if (bytes < kCachedMinBytes) return py::array_t<T>(shape);
+  CachedBlock* b = block_acquire(bytes);
   py::capsule owner;
   try {
-    owner = py::capsule(b, [](void* p) { pool_release(static_cast<PoolBlock*>(p)); });
+    owner = py::capsule(b, [](void* p) { block_release(static_cast<CachedBlock*>(p)); });
   } catch (...) {
-    pool_release(b);
+    block_release(b);
     throw;
   }
   return py::array_t<T>(shape, static_cast<T*>(b->ptr), owner);

@@ -65,9 +65,9 @@ void few_rows_backward_input(T* dx, const T* dout, const T* w, index_t N, index_
 }  // namespace
 
 template <class T>
-void affine_forward(T* out, const T* x, const T* w, const T* b, index_t N, index_t D, index_t M) {
+void affine_forward_cpu(T* out, const T* x, const T* w, const T* b, index_t N, index_t D, index_t M) {
   if (N <= kFewRows) return few_rows_forward(out, x, w, b, N, D, M);
-  gemm<T>(false, false, N, M, D, T(1), x, D, w, M, T(0), out, M);
+  gemm_cpu<T>(false, false, N, M, D, T(1), x, D, w, M, T(0), out, M);
   if (b)
     parallel_for(N, [&](index_t n) {
       T* o = out + n * M;
@@ -76,14 +76,14 @@ void affine_forward(T* out, const T* x, const T* w, const T* b, index_t N, index
 }
 
 template <class T>
-void affine_backward(T* dx, T* dw, T* db, const T* dout, const T* x, const T* w, index_t N, index_t D, index_t M) {
+void affine_backward_cpu(T* dx, T* dw, T* db, const T* dout, const T* x, const T* w, index_t N, index_t D, index_t M) {
   if (dx) {
     if (N <= kFewRows)
       few_rows_backward_input(dx, dout, w, N, D, M);
     else
-      gemm<T>(false, true, N, D, M, T(1), dout, M, w, M, T(0), dx, D);
+      gemm_cpu<T>(false, true, N, D, M, T(1), dout, M, w, M, T(0), dx, D);
   }
-  if (dw) gemm<T>(true, false, D, M, N, T(1), x, D, dout, M, T(0), dw, M);
+  if (dw) gemm_cpu<T>(true, false, D, M, N, T(1), x, D, dout, M, T(0), dw, M);
   if (db)
     // Columns split over threads; each column summed over rows in order (deterministic).
     parallel_chunks(M, [&](index_t m0, index_t m1, int) {
@@ -95,11 +95,11 @@ void affine_backward(T* dx, T* dw, T* db, const T* dout, const T* x, const T* w,
     });
 }
 
-template void affine_forward<float>(float*, const float*, const float*, const float*, index_t, index_t, index_t);
-template void affine_forward<double>(double*, const double*, const double*, const double*, index_t, index_t, index_t);
-template void affine_backward<float>(float*, float*, float*, const float*, const float*, const float*, index_t,
+template void affine_forward_cpu<float>(float*, const float*, const float*, const float*, index_t, index_t, index_t);
+template void affine_forward_cpu<double>(double*, const double*, const double*, const double*, index_t, index_t, index_t);
+template void affine_backward_cpu<float>(float*, float*, float*, const float*, const float*, const float*, index_t,
                                      index_t, index_t);
-template void affine_backward<double>(double*, double*, double*, const double*, const double*, const double*,
+template void affine_backward_cpu<double>(double*, double*, double*, const double*, const double*, const double*,
                                       index_t, index_t, index_t);
 
 }  // namespace gradvis

@@ -27,7 +27,6 @@ namespace {
 // The elements of one channel whose float sums a block lets pile up in a lane
 // group before they go into double.
 constexpr index_t kPiece = 4096;
-constexpr int kScratchAcc = 0;  // block_sums' running vectors
 constexpr index_t kMaxBlockChannels = 64;
 
 template <class T>

@@ -56,7 +56,7 @@ struct Csr {
 };
 
 // Scratch block for a CSR with n rows and E entries, in one slot.
-inline void csr_block(int slot, index_t n, index_t E, index_t*& start, index_t*& src, double*& w) {
+inline void csr_block(ScratchSlot slot, index_t n, index_t E, index_t*& start, index_t*& src, double*& w) {
   const std::size_t bytes = sizeof(index_t) * std::size_t(n + 1 + E) + sizeof(double) * std::size_t(E);
   char* mem = static_cast<char*>(thread_scratch().get(slot, bytes));
   start = reinterpret_cast<index_t*>(mem);
@@ -65,7 +65,7 @@ inline void csr_block(int slot, index_t n, index_t E, index_t*& start, index_t*&
 }
 
 // The filter along an axis of n points: out[i] = sum_k wt[k] * in[reflect(i - r + k)].
-Csr build_csr(int slot, int tmp_slot, index_t n, const std::vector<double>& wt) {
+Csr build_csr(ScratchSlot slot, ScratchSlot tmp_slot, index_t n, const std::vector<double>& wt) {
   const index_t taps = index_t(wt.size()), r = (taps - 1) / 2;
   const index_t E = n * std::min(taps, n);
   index_t *start, *src;
@@ -92,7 +92,7 @@ Csr build_csr(int slot, int tmp_slot, index_t n, const std::vector<double>& wt) 
   return {start, src, w};
 }
 
-Csr transpose_csr(const Csr& a, index_t n, int slot) {
+Csr transpose_csr(const Csr& a, index_t n, ScratchSlot slot) {
   const index_t E = a.start[n];
   index_t *start, *src;
   double* w;
@@ -165,29 +165,28 @@ void gaussian_blur_cpu(T* out, const T* x, index_t planes, index_t H, index_t W,
     std::memcpy(out, x, sizeof(T) * std::size_t(rows * W));
     return;
   }
-  // Plans, built on the calling thread and read by the team. Scratch slots:
-  // 0 intermediate image, 1 and 7 per-thread row buffers, 2..6 plans.
+  // Plans, built on the calling thread and read by the team (ScratchSlot::blur_*).
   Csr vm, hm;
   if (do_v) {
-    vm = build_csr(2, 4, H, wh);
-    if (adjoint) vm = transpose_csr(vm, H, 3);
+    vm = build_csr(ScratchSlot::blur_v_plan, ScratchSlot::blur_plan_tmp, H, wh);
+    if (adjoint) vm = transpose_csr(vm, H, ScratchSlot::blur_v_plan_t);
   }
   const index_t rw = (index_t(ww.size()) - 1) / 2;
   const bool h_sparse = do_h && 2 * rw + 1 > W;
   const index_t* reflect_idx = nullptr;  // padded position q -> column, q in [0, W + 2r)
   std::vector<T> wt_h;
   if (h_sparse) {
-    hm = build_csr(5, 4, W, ww);
-    if (adjoint) hm = transpose_csr(hm, W, 6);
+    hm = build_csr(ScratchSlot::blur_h_plan, ScratchSlot::blur_plan_tmp, W, ww);
+    if (adjoint) hm = transpose_csr(hm, W, ScratchSlot::blur_h_plan_t);
   } else if (do_h) {
-    index_t* idx = scratch<index_t>(6, W + 2 * rw);
+    index_t* idx = scratch<index_t>(ScratchSlot::blur_h_plan_t, W + 2 * rw);
     for (index_t q = 0; q < W + 2 * rw; ++q) idx[q] = reflect(q - rw, W);
     reflect_idx = idx;
     wt_h.assign(ww.begin(), ww.end());
   }
 
   // Along W first (rows are independent), into the intermediate image.
-  T* mid = do_v ? scratch<T>(0, std::size_t(rows * W)) : out;
+  T* mid = do_v ? scratch<T>(ScratchSlot::blur_mid, std::size_t(rows * W)) : out;
   if (do_h) {
     for_rows(rows, W * (2 * rw + 1), [&](index_t g) {
       const T* in = x + g * W;
@@ -195,7 +194,7 @@ void gaussian_blur_cpu(T* out, const T* x, index_t planes, index_t H, index_t W,
       if (h_sparse) {
         apply_gather(o, in, hm, W);
       } else if (!adjoint) {
-        T* pad = scratch<T>(1, W + 2 * rw);
+        T* pad = scratch<T>(ScratchSlot::blur_row, W + 2 * rw);
         for (index_t q = 0; q < rw; ++q) pad[q] = in[reflect_idx[q]];
         std::memcpy(pad + rw, in, sizeof(T) * W);
         for (index_t q = W + rw; q < W + 2 * rw; ++q) pad[q] = in[reflect_idx[q]];
@@ -203,8 +202,8 @@ void gaussian_blur_cpu(T* out, const T* x, index_t planes, index_t H, index_t W,
       } else {
         // Transpose of (gather into pad, correlate): correlate the zero-padded
         // row, then fold the padded cells back onto the columns they came from.
-        T* ypad = scratch<T>(1, W + 4 * rw);
-        T* z = scratch<T>(7, W + 2 * rw);
+        T* ypad = scratch<T>(ScratchSlot::blur_row, W + 4 * rw);
+        T* z = scratch<T>(ScratchSlot::blur_row2, W + 2 * rw);
         std::fill(ypad, ypad + 2 * rw, T(0));
         std::memcpy(ypad + 2 * rw, in, sizeof(T) * W);
         std::fill(ypad + 2 * rw + W, ypad + W + 4 * rw, T(0));

@@ -40,13 +40,6 @@
 namespace gradvis {
 namespace {
 
-constexpr int kColsSlot = 2;     // per-thread im2col buffer
-constexpr int kPartialSlot = 3;  // calling thread: per-thread partial filter gradients
-constexpr int kPackASlot = 4;    // calling thread: the packed weights, shared by the team
-constexpr int kPackBSlot = 5;    // per thread: packed B block
-constexpr int kPackA2Slot = 6;   // per thread: packed A block (backward weight)
-constexpr int kPanelSlot = 7;    // per thread: output panel of a chunk (small maps)
-constexpr int kDxSplitSlot = 7;  // per thread: backward input's phase-split planes (never live with a panel)
 
 struct Geometry {
   index_t G, Cg, Fg, KK, CK, HW, OHW;
@@ -183,23 +176,23 @@ void backward_input_block(T* dx, const T* dout, const T* w, const Conv2dShape& s
     const T* wg = w + gi * g.Fg * g.CK + c0 * g.KK;  // op(A) = rows c0*KK.. of W_g^T
     const T* dg = dout + (n * s.F + gi * g.Fg) * g.OHW;
     if (g.pointwise) {
-      gemm<T>(true, false, nc, g.HW, g.Fg, T(1), wg, g.CK, dg, g.OHW, T(0), xg + c0 * g.HW, g.HW);
+      gemm_cpu<T>(true, false, nc, g.HW, g.Fg, T(1), wg, g.CK, dg, g.OHW, T(0), xg + c0 * g.HW, g.HW);
       continue;
     }
     std::fill(xg + c0 * g.HW, xg + c1 * g.HW, T(0));
-    T* cols = scratch<T>(kColsSlot, std::size_t(nc * g.KK * P));
+    T* cols = scratch<T>(ScratchSlot::conv_cols, std::size_t(nc * g.KK * P));
     // column phases of the padded row: iw + pad_left = j * stride_w + phase, j < Wq
     const index_t sw = s.p.stride_w;
     const index_t Wq = std::max(s.OW + ((s.KW - 1) * s.p.dilation_w) / sw, (s.W - 1 + s.p.pad_left) / sw + 1);
     T* S = nullptr;
     if (sw > 1 && s.OW > 1) {  // (one output per row: col2im_add, whatever the stride)
       const std::size_t n = std::size_t(nc * s.H * sw * Wq);
-      S = scratch<T>(kDxSplitSlot, n);
+      S = scratch<T>(ScratchSlot::conv_dx_split, n);
       std::fill(S, S + n, T(0));
     }
     for (index_t p0 = 0; p0 < g.OHW; p0 += P) {
       const index_t pc = std::min(P, g.OHW - p0);
-      gemm<T>(true, false, nc * g.KK, pc, g.Fg, T(1), wg, g.CK, dg + p0, g.OHW, T(0), cols, pc);
+      gemm_cpu<T>(true, false, nc * g.KK, pc, g.Fg, T(1), wg, g.CK, dg + p0, g.OHW, T(0), cols, pc);
       if (S)
         col2im_add_split(S, Wq, cols, s, c0, c1, p0, pc);
       else
@@ -314,8 +307,7 @@ inline void gather_row(T* d, index_t ds, const T* xr, index_t iw0, index_t sw, i
   if (ds == 1) {
     for (index_t t = 0; t < lo; ++t) d[t] = T(0);
     if (sw == 1) {
-      const T* src = xr + iw0;
-      for (index_t t = lo; t < hi; ++t) d[t] = src[t];
+      for (index_t t = lo; t < hi; ++t) d[t] = xr[iw0 + t];  // (lo == hi when xr is null)
 #ifdef GV_HAVE_X86
     } else if (std::is_same_v<T, float> && sw == 2 && wide) {
       if (hi > lo)
@@ -676,7 +668,7 @@ void implicit_forward(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* 
   for (index_t k = 0; k < index_t(koff.size()); ++k)  // flipped: k = (f, tap) reads w[f][m][KK-1-tap]
     koff[std::size_t(k)] = flipped ? (k / g.KK) * M * g.KK + (g.KK - 1 - k % g.KK) : k;
 
-  T* ap = direct ? nullptr : scratch<T>(kPackASlot, std::size_t(g.G * Mpad * K));
+  T* ap = direct ? nullptr : scratch<T>(ScratchSlot::conv_pack_a, std::size_t(g.G * Mpad * K));
   const index_t a_slivers = direct ? 0 : g.G * kb.n * mslivers;
   auto pack_a = [&](index_t id) {
     const index_t gi = id / (kb.n * mslivers), bk = (id / mslivers) % kb.n, is = id % mslivers;
@@ -705,7 +697,7 @@ void implicit_forward(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* 
   const bool split = use_split(s, g);
   const Split sp = split ? split_geometry(s) : Split{};
   const std::vector<index_t> roff = split ? split_roff(s, sp, g.Cg) : std::vector<index_t>();
-  T* xs = split ? scratch<T>(kColsSlot, std::size_t(s.N * sp.SI)) : nullptr;
+  T* xs = split ? scratch<T>(ScratchSlot::conv_cols, std::size_t(s.N * sp.SI)) : nullptr;
   const ukernel_boffs_fn<T> boffs_kern = boffs_ukernel<T, MR, NR>();
   const bool inplace = split && !direct && boffs_kern;
 
@@ -825,8 +817,8 @@ void implicit_forward(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* 
     });
     if (!direct || split) team_barrier();
     trap.run([&] {
-      T* bp = scratch<T>(kPackBSlot, std::size_t(kc_max * P));
-      T* cp = panel ? scratch<T>(kPanelSlot, std::size_t(Mpad * P)) : nullptr;
+      T* bp = scratch<T>(ScratchSlot::conv_pack_b, std::size_t(kc_max * P));
+      T* cp = panel ? scratch<T>(ScratchSlot::conv_panel, std::size_t(Mpad * P)) : nullptr;
       alignas(64) T tile[MR * NR];
       for (index_t i = items * t / nth; i < items * (t + 1) / nth; ++i) item(i, bp, cp, tile);
     });
@@ -854,8 +846,8 @@ void implicit_backward_weight(ukernel_fn<T> kern, T* dw, T* db, const T* dout, c
   auto block = [&](T* C, index_t m0, index_t m1, index_t n0, index_t n1, index_t qa, index_t qb) {
     if (m0 >= m1 || n0 >= n1) return;
     if (qa >= qb) return zero_rect(C, m0, m1, n0, n1);
-    T* bp = scratch<T>(kPackBSlot, std::size_t(KCq * std::min(NC, (n1 - n0 + NR - 1) / NR * NR)));
-    T* apk = scratch<T>(kPackA2Slot, std::size_t(KCq * std::min(MC, (m1 - m0 + MR - 1) / MR * MR)));
+    T* bp = scratch<T>(ScratchSlot::conv_pack_b, std::size_t(KCq * std::min(NC, (n1 - n0 + NR - 1) / NR * NR)));
+    T* apk = scratch<T>(ScratchSlot::conv_pack_a2, std::size_t(KCq * std::min(MC, (m1 - m0 + MR - 1) / MR * MR)));
     alignas(64) T tile[MR * NR];
     for (index_t gi = 0; gi < g.G; ++gi) {
       const T* xg = x + gi * g.Cg * g.HW;
@@ -900,13 +892,13 @@ void implicit_backward_weight(ukernel_fn<T> kern, T* dw, T* db, const T* dout, c
   const bool split = split_positions && offs_kern && use_split(s, g);
   const Split sp = split ? split_geometry(s) : Split{};
   const std::vector<index_t> roff = split ? split_roff(s, sp, g.Cg) : std::vector<index_t>();
-  T* xs = split ? scratch<T>(kColsSlot, std::size_t(s.N * sp.SI)) : nullptr;
+  T* xs = split ? scratch<T>(ScratchSlot::conv_cols, std::size_t(s.N * sp.SI)) : nullptr;
   auto split_block = [&](T* C, index_t qa, index_t qb) {
     if (qa >= qb) return zero_rect(C, 0, M, 0, N);
     constexpr index_t KCs = 128;  // positions per block: B (KCs x NR) stays in L1
     const index_t Mp = (M + NR - 1) / NR * NR, Np = (N + MR - 1) / MR * MR;
-    T* ct = scratch<T>(kPackA2Slot, std::size_t(Np * Mp));
-    T* bt = scratch<T>(kPackBSlot, std::size_t(KCs * NR));
+    T* ct = scratch<T>(ScratchSlot::conv_pack_a2, std::size_t(Np * Mp));
+    T* bt = scratch<T>(ScratchSlot::conv_pack_b, std::size_t(KCs * NR));
     index_t koff[KCs];
     for (index_t gi = 0; gi < g.G; ++gi) {
       const T* sg = xs + gi * g.Cg * sp.SC;
@@ -949,7 +941,7 @@ void implicit_backward_weight(ukernel_fn<T> kern, T* dw, T* db, const T* dout, c
   if (split_positions) {
     // Positions split across the team; thread 0 sums into dw, the others into
     // partials that are then added in thread order.
-    T* parts = nt > 1 ? scratch<T>(kPartialSlot, std::size_t(wsize) * std::size_t(nt - 1)) : nullptr;
+    T* parts = nt > 1 ? scratch<T>(ScratchSlot::conv_partial, std::size_t(wsize) * std::size_t(nt - 1)) : nullptr;
     team_run(nt, [&](index_t t, index_t nth) {
       T* C = t == 0 ? dw : parts + std::size_t(t - 1) * std::size_t(wsize);
       if (split) {
@@ -1027,14 +1019,11 @@ void forward_any(T* out, const T* x, const T* w, const T* b, const Conv2dShape& 
       if (const auto c = conv_detail::winograd_choice(s)) {
         // At most 16 tiles (16x16 maps at batch 1): one-vector-wide gemm tiles.
         if (decltype(NR)::value == gemm_detail::kNR512_f32 && cpu_level() == SimdLevel::avx512 &&
-            conv_detail::winograd_tiles(s, c.tm) <= gemm_detail::kNR512n_f32) {
-          if (conv_detail::winograd_forward<gemm_detail::kMR512n, gemm_detail::kNR512n_f32>(
-                  gemm_detail::ukernel_avx512_f32_narrow, c, out, x, w, b, s, flipped, relu))
-            return;
-        } else if (conv_detail::winograd_forward<decltype(MR)::value, decltype(NR)::value>(kern, c, out, x, w, b, s,
-                                                                                             flipped, relu)) {
-          return;
-        }
+            conv_detail::winograd_tiles(s, c.tm) <= gemm_detail::kNR512n_f32)
+          return conv_detail::winograd_forward<gemm_detail::kMR512n, gemm_detail::kNR512n_f32>(
+              gemm_detail::ukernel_avx512_f32_narrow, c, out, x, w, b, s, flipped, relu);
+        return conv_detail::winograd_forward<decltype(MR)::value, decltype(NR)::value>(kern, c, out, x, w, b, s,
+                                                                                         flipped, relu);
       }
       // At most 16 output columns (4x4 maps at batch 1): one-vector tiles, A in place.
       if (decltype(NR)::value == gemm_detail::kNR512_f32 && cpu_level() == SimdLevel::avx512 &&
@@ -1049,13 +1038,13 @@ void forward_any(T* out, const T* x, const T* w, const T* b, const Conv2dShape& 
 }  // namespace
 
 template <class T>
-void conv2d_forward(T* out, const T* x, const T* w, const T* b, const Conv2dShape& s, bool relu) {
+void conv2d_forward_cpu(T* out, const T* x, const T* w, const T* b, const Conv2dShape& s, bool relu) {
   if (conv_detail::is_depthwise(s)) return conv_detail::depthwise_forward(out, x, w, b, s, relu);
   forward_any(out, x, w, b, s, false, relu);
 }
 
 template <class T>
-void conv2d_backward_input(T* dx, const T* dout, const T* w, const Conv2dShape& s) {
+void conv2d_backward_input_cpu(T* dx, const T* dout, const T* w, const Conv2dShape& s) {
   if (conv_detail::is_depthwise(s)) return conv_detail::depthwise_backward_input(dx, dout, w, s);
   const auto& p = s.p;
   const index_t eh = p.dilation_h * (s.KH - 1), ew = p.dilation_w * (s.KW - 1);
@@ -1082,7 +1071,7 @@ void conv2d_backward_input(T* dx, const T* dout, const T* w, const Conv2dShape& 
 }
 
 template <class T>
-void conv2d_backward_weight(T* dw, T* db, const T* dout, const T* x, const Conv2dShape& s) {
+void conv2d_backward_weight_cpu(T* dw, T* db, const T* dout, const T* x, const Conv2dShape& s) {
   if (conv_detail::is_depthwise(s)) return conv_detail::depthwise_backward_weight(dw, db, dout, x, s);
   if constexpr (sizeof(T) == 4) {
     if (const auto c = conv_detail::winograd_choice(s, true))
@@ -1093,12 +1082,12 @@ void conv2d_backward_weight(T* dw, T* db, const T* dout, const T* x, const Conv2
   });
 }
 
-template void conv2d_forward<float>(float*, const float*, const float*, const float*, const Conv2dShape&, bool);
-template void conv2d_forward<double>(double*, const double*, const double*, const double*, const Conv2dShape&,
+template void conv2d_forward_cpu<float>(float*, const float*, const float*, const float*, const Conv2dShape&, bool);
+template void conv2d_forward_cpu<double>(double*, const double*, const double*, const double*, const Conv2dShape&,
                                      bool);
-template void conv2d_backward_input<float>(float*, const float*, const float*, const Conv2dShape&);
-template void conv2d_backward_input<double>(double*, const double*, const double*, const Conv2dShape&);
-template void conv2d_backward_weight<float>(float*, float*, const float*, const float*, const Conv2dShape&);
-template void conv2d_backward_weight<double>(double*, double*, const double*, const double*, const Conv2dShape&);
+template void conv2d_backward_input_cpu<float>(float*, const float*, const float*, const Conv2dShape&);
+template void conv2d_backward_input_cpu<double>(double*, const double*, const double*, const Conv2dShape&);
+template void conv2d_backward_weight_cpu<float>(float*, float*, const float*, const float*, const Conv2dShape&);
+template void conv2d_backward_weight_cpu<double>(double*, double*, const double*, const double*, const Conv2dShape&);
 
 }  // namespace gradvis

@@ -91,7 +91,7 @@ void depthwise_backward_weight(T* dw, T* db, const T* dout, const T* x, const Co
   const index_t HW = s.H * s.W, OHW = s.OH * s.OW, KK = s.KH * s.KW;
   ErrorTrap trap;  // the scratch allocation may throw; not out of the OpenMP region
   parallel_for(s.C, [&](index_t c) { trap.run([&] {
-    T* acc = scratch<T>(2, std::size_t(KK * s.OW));
+    T* acc = scratch<T>(ScratchSlot::depthwise_acc, std::size_t(KK * s.OW));
     std::fill(acc, acc + KK * s.OW, T(0));
     T bias_sum = 0;
     for (index_t n = 0; n < s.N; ++n) {

@@ -113,10 +113,6 @@ std::size_t cache_entry_max() { return g_cache_limit.load(std::memory_order_rela
 // the filter transform is about 1% of the call or less (with 128-1024 tiles
 // keeping them made DeepDream on a 256x256 photo 5% faster).
 constexpr index_t kCacheTiles = 1024;
-constexpr int kSlotU = 2;      // calling thread: transformed filters (shared)
-constexpr int kSlotV = 3;      // transformed inputs of a block (calling thread's when shared)
-constexpr int kSlotM = 4;      // products of a block (calling thread's when shared)
-constexpr int kSlotLocal = 5;  // every thread: transform buffers
 
 }  // namespace
 
@@ -151,8 +147,9 @@ WinogradChoice winograd_choice(const Conv2dShape& s, bool weight_grad) {
   // at batch 1) 0.6x. Its weight gradient sums over the tiles, a gemm with only as
   // many columns: with 16 tiles it runs 0.9-1.1x (256x256) and 0.6x (512x512) the
   // direct gemm, with 49 1.25x.
-  // Where the filters must come from the cache, a forward pass whose filters are
-  // neither cached nor admitted (the cache is full) runs the direct gemm instead.
+  // Where the filters should come from the cache but it is full, they are
+  // transformed every call (slower, but the choice never depends on what the cache
+  // holds: two threads, or two calls, with equal inputs get equal bits).
   if (s.C < 16 || s.F < 16) return {};
   const std::size_t emax = cache_entry_max();
   const bool cache4 = std::size_t(36 * s.C * s.F) * sizeof(float) <= emax;
@@ -322,7 +319,7 @@ void gemms(gemm_detail::ukernel_fn<float> kern, const WgGeom& g, const gemm_deta
 }  // namespace
 
 template <int MR, int NR>
-bool winograd_forward(gemm_detail::ukernel_fn<float> kern, WinogradChoice c, float* out, const float* x,
+void winograd_forward(gemm_detail::ukernel_fn<float> kern, WinogradChoice c, float* out, const float* x,
                       const float* w, const float* b, const Conv2dShape& s, bool flipped, bool relu) {
   const index_t tm = c.tm;
   const WinogradStages& st = stages(tm);
@@ -361,10 +358,12 @@ bool winograd_forward(gemm_detail::ukernel_fn<float> kern, WinogradChoice c, flo
     cached = filter_cache().find(digest, M, K, MR, tm, flipped);
     if (!cached && admit) fresh = filter_cache().reserve(w, digest, M, K, MR, tm, flipped, std::size_t(P * g.usz));
   }
-  if (c.cached_only && !cached && !fresh) return false;
-  float* U = cached ? cached->U : fresh ? fresh->U : scratch<float>(kSlotU, std::size_t(P * g.usz));
-  float* Vs = priv ? nullptr : scratch<float>(kSlotV, std::size_t(P * g.vsz));
-  float* Ms = priv ? nullptr : scratch<float>(kSlotM, std::size_t(P * g.msz));
+  // Filters neither cached nor admitted (the cache is full) are transformed into
+  // scratch memory: slower, but the result is the same bits whatever the cache
+  // holds, so the algorithm is a function of the shape and the settings only.
+  float* U = cached ? cached->U : fresh ? fresh->U : scratch<float>(ScratchSlot::winograd_u, std::size_t(P * g.usz));
+  float* Vs = priv ? nullptr : scratch<float>(ScratchSlot::winograd_v, std::size_t(P * g.vsz));
+  float* Ms = priv ? nullptr : scratch<float>(ScratchSlot::winograd_m, std::size_t(P * g.msz));
   // transform buffers: filter, input, output stage (see winograd_transforms.inc)
   const std::size_t local = std::size_t(
       std::max((9 + 3 * A) * MR * kc_max, std::max(P * g.TBp + std::max(2 * A * (tm * TW + 2) + A * TW, 2 * P * g.TBp),
@@ -374,10 +373,10 @@ bool winograd_forward(gemm_detail::ukernel_fn<float> kern, WinogradChoice c, flo
   team_run(nt, [&](index_t t, index_t nth) {
     float *buf = nullptr, *V = Vs, *Mo = Ms;
     trap.run([&] {
-      buf = scratch<float>(kSlotLocal, local);
+      buf = scratch<float>(ScratchSlot::winograd_local, local);
       if (priv) {
-        V = scratch<float>(kSlotV, std::size_t(P * g.vsz));
-        Mo = scratch<float>(kSlotM, std::size_t(P * g.msz));
+        V = scratch<float>(ScratchSlot::winograd_v, std::size_t(P * g.vsz));
+        Mo = scratch<float>(ScratchSlot::winograd_m, std::size_t(P * g.msz));
       }
     });
     const bool ok = buf && V && Mo;
@@ -424,7 +423,6 @@ bool winograd_forward(gemm_detail::ukernel_fn<float> kern, WinogradChoice c, flo
   });
   trap.rethrow();
   if (fresh) filter_cache().put(std::move(fresh));
-  return true;
 }
 
 void winograd_backward_weight(index_t tm, float* dw, float* db, const float* dout, const float* x,
@@ -441,9 +439,9 @@ void winograd_backward_weight(index_t tm, float* dw, float* db, const float* dou
   g.TBp = (rpb * TW + 15) / 16 * 16;
   g.usz = M * K, g.vsz = K * g.TBp, g.msz = M * g.TBp;
 
-  float* dU = scratch<float>(kSlotU, std::size_t(P * g.usz));
-  float* V = scratch<float>(kSlotV, std::size_t(P * g.vsz));
-  float* Dm = scratch<float>(kSlotM, std::size_t(P * g.msz));
+  float* dU = scratch<float>(ScratchSlot::winograd_u, std::size_t(P * g.usz));
+  float* V = scratch<float>(ScratchSlot::winograd_v, std::size_t(P * g.vsz));
+  float* Dm = scratch<float>(ScratchSlot::winograd_m, std::size_t(P * g.msz));
   // transform buffers: input, gradient, filter-gradient stage (see winograd_transforms.inc)
   const std::size_t local = std::size_t(std::max(
       std::max(std::max(2 * A * (tm * TW + 2) + A * TW, 2 * P * g.TBp), (tm * tm + tm * A) * g.TBp), (3 * A + 9) * K));
@@ -452,7 +450,7 @@ void winograd_backward_weight(index_t tm, float* dw, float* db, const float* dou
   ErrorTrap trap;
   team_run(nt, [&](index_t t, index_t nth) {
     float* buf = nullptr;
-    trap.run([&] { buf = scratch<float>(kSlotLocal, local); });
+    trap.run([&] { buf = scratch<float>(ScratchSlot::winograd_local, local); });
     for (index_t blk = 0; blk < nblocks; ++blk) {
       const index_t r0 = blk * rpb, r1 = std::min(R, r0 + rpb), TB = (r1 - r0) * TW;
       // V[xi] (K x TB) by channel, dM[xi] (M x TB) by filter
@@ -464,7 +462,7 @@ void winograd_backward_weight(index_t tm, float* dw, float* db, const float* dou
       // dU[xi] (M x K) += dM[xi] V[xi]^T, the sum over the block's tiles, by point
       trap.run([&] {
         for (index_t xi = P * t / nth; xi < P * (t + 1) / nth; ++xi)
-          gemm<float>(false, true, M, K, TB, 1.f, Dm + xi * g.msz, g.TBp, V + xi * g.vsz, g.TBp,
+          gemm_cpu<float>(false, true, M, K, TB, 1.f, Dm + xi * g.msz, g.TBp, V + xi * g.vsz, g.TBp,
                       blk == 0 ? 0.f : 1.f, dU + xi * g.usz, K);
       });
       team_barrier();
@@ -480,17 +478,17 @@ void winograd_backward_weight(index_t tm, float* dw, float* db, const float* dou
   trap.rethrow();
 }
 
-template bool winograd_forward<gemm_detail::kMR512, gemm_detail::kNR512_f32>(gemm_detail::ukernel_fn<float>, WinogradChoice, float*,
+template void winograd_forward<gemm_detail::kMR512, gemm_detail::kNR512_f32>(gemm_detail::ukernel_fn<float>, WinogradChoice, float*,
                                                                              const float*, const float*,
                                                                              const float*, const Conv2dShape&, bool, bool);
-template bool winograd_forward<gemm_detail::kMR512n, gemm_detail::kNR512n_f32>(gemm_detail::ukernel_fn<float>,
+template void winograd_forward<gemm_detail::kMR512n, gemm_detail::kNR512n_f32>(gemm_detail::ukernel_fn<float>,
                                                                                WinogradChoice, float*, const float*, const float*,
                                                                                const float*, const Conv2dShape&,
                                                                                bool, bool);
-template bool winograd_forward<gemm_detail::kMR256, gemm_detail::kNR256_f32>(gemm_detail::ukernel_fn<float>, WinogradChoice, float*,
+template void winograd_forward<gemm_detail::kMR256, gemm_detail::kNR256_f32>(gemm_detail::ukernel_fn<float>, WinogradChoice, float*,
                                                                              const float*, const float*,
                                                                              const float*, const Conv2dShape&, bool, bool);
-template bool winograd_forward<gemm_detail::kMRScalar, gemm_detail::kNRScalar>(gemm_detail::ukernel_fn<float>,
+template void winograd_forward<gemm_detail::kMRScalar, gemm_detail::kNRScalar>(gemm_detail::ukernel_fn<float>,
                                                                                WinogradChoice, float*, const float*, const float*,
                                                                                const float*, const Conv2dShape&,
                                                                                bool, bool);

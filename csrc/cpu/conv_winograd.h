@@ -22,7 +22,8 @@ inline bool winograd_eligible(const Conv2dShape& s) {
 // The Winograd variant for s's forward pass (or its weight gradient): tm, the
 // output tile size, 4 (F(4x4, 3x3)), 2 (F(2x2, 3x3)) or 0 for the implicit gemm; by
 // the cost model unless set_conv_algo forces a choice. cached_only: it pays only
-// with transformed filters kept across calls; winograd_forward declines otherwise.
+// with transformed filters kept across calls (when the cache is full they are
+// transformed every call: the choice never depends on the cache's state).
 struct WinogradChoice {
   int tm = 0;
   bool cached_only = false;
@@ -40,10 +41,8 @@ inline index_t winograd_tiles(const Conv2dShape& s, index_t tm) {
 // as in the implicit gemm: w's filters, or when `flipped` the transposed, flipped
 // filters of the conv whose input gradient this is (w is then (C, F, 3, 3) in s's
 // terms: W[f][c][kh][kw] = w[c][f][2-kh][2-kw]). MR x NR is the micro-kernel's tile.
-// Returns false, having done nothing, when c.cached_only and the transformed
-// filters are neither cached nor can be.
 template <int MR, int NR>
-bool winograd_forward(gemm_detail::ukernel_fn<float> kern, WinogradChoice c, float* out, const float* x,
+void winograd_forward(gemm_detail::ukernel_fn<float> kern, WinogradChoice c, float* out, const float* x,
                       const float* w, const float* b, const Conv2dShape& s, bool flipped, bool relu);
 
 // dw (F, C, 3, 3) and db (F) (db may be null) for an eligible shape s, tm x tm tiles:

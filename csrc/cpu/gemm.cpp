@@ -119,8 +119,8 @@ void gemm_block(ukernel_fn<T> kern, const Problem& P, T alpha, const T* A, const
   const index_t kc_max = std::min(KC, K);
   const index_t nc_max = std::min<index_t>(NC, (n1 - n0 + NR - 1) / NR * NR);
   const index_t mc_max = std::min<index_t>(MC, (m1 - m0 + MR - 1) / MR * MR);
-  T* ap = scratch<T>(kGemmScratchA, std::size_t(mc_max * kc_max));
-  T* bp = scratch<T>(kGemmScratchB, std::size_t(nc_max * kc_max));
+  T* ap = scratch<T>(ScratchSlot::gemm_a, std::size_t(mc_max * kc_max));
+  T* bp = scratch<T>(ScratchSlot::gemm_b, std::size_t(nc_max * kc_max));
   alignas(64) T tile[MR * NR];
 
   for (index_t jc = n0; jc < n1; jc += NC) {
@@ -246,7 +246,7 @@ template void ukernel_boffs_scalar<double>(GV_BOFFS_ARGS(double));
 }  // namespace gemm_detail
 
 template <class T>
-void gemm(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, T alpha, const T* A, index_t lda,
+void gemm_cpu(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, T alpha, const T* A, index_t lda,
           const T* B, index_t ldb, T beta, T* C, index_t ldc) {
   using namespace gemm_detail;
   if (M <= 0 || N <= 0) return;
@@ -275,9 +275,9 @@ void gemm(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, T alpha, 
   }
 }
 
-template void gemm<float>(bool, bool, index_t, index_t, index_t, float, const float*, index_t, const float*, index_t,
+template void gemm_cpu<float>(bool, bool, index_t, index_t, index_t, float, const float*, index_t, const float*, index_t,
                           float, float*, index_t);
-template void gemm<double>(bool, bool, index_t, index_t, index_t, double, const double*, index_t, const double*,
+template void gemm_cpu<double>(bool, bool, index_t, index_t, index_t, double, const double*, index_t, const double*,
                            index_t, double, double*, index_t);
 
 }  // namespace gradvis

@@ -163,12 +163,12 @@ template <class T>
   // columns), padded with -inf so every cell's loop runs whole vectors (with 55
   // windows a row, the scalar remainder loops were more than half the time).
   constexpr index_t kLanes = 16;
-  T* mrow = scratch<T>(0, std::size_t(OW + kLanes));
-  std::int32_t* crow = scratch<std::int32_t>(1, std::size_t(OW + kLanes));
+  T* mrow = scratch<T>(ScratchSlot::pool_row, std::size_t(OW + kLanes));
+  std::int32_t* crow = scratch<std::int32_t>(ScratchSlot::pool_count, std::size_t(OW + kLanes));
   const index_t half = OW + kw + 2 * kLanes;
-  T* even = sw <= 2 ? scratch<T>(2, std::size_t(2 * half)) : nullptr;  // stride 1: the row itself
+  T* even = sw <= 2 ? scratch<T>(ScratchSlot::pool_even, std::size_t(2 * half)) : nullptr;  // stride 1: the row itself
   T* odd = sw <= 2 ? even + half : nullptr;
-  std::int64_t* celloff = scratch<std::int64_t>(3, std::size_t(s.kh * kw));
+  std::int64_t* celloff = scratch<std::int64_t>(ScratchSlot::pool_cell, std::size_t(s.kh * kw));
   const T neg_inf = -std::numeric_limits<T>::infinity();
   index_t owa, owb;
   interior_cols(s, owa, owb);
@@ -385,7 +385,7 @@ template <class T>
 void avg_pool2d_forward_cpu(T* out, const T* x, const Pool2dShape& s, bool count_include_pad) {
   const index_t in_plane = s.H * s.W, out_plane = s.OH * s.OW;
   for_planes(s.N * s.C, in_plane, [&](index_t p) {
-    T* colsum = scratch<T>(0, s.W);
+    T* colsum = scratch<T>(ScratchSlot::pool_row, s.W);
     avg_pool_plane(out + p * out_plane, x + p * in_plane, s, count_include_pad, colsum);
   });
 }
@@ -394,7 +394,7 @@ template <class T>
 void avg_pool2d_backward_cpu(T* dx, const T* dout, const Pool2dShape& s, bool count_include_pad) {
   const index_t in_plane = s.H * s.W, out_plane = s.OH * s.OW;
   for_planes(s.N * s.C, in_plane, [&](index_t p) {
-    T* rowgrad = scratch<T>(0, s.W);
+    T* rowgrad = scratch<T>(ScratchSlot::pool_row, s.W);
     avg_pool_plane_backward(dx + p * in_plane, dout + p * out_plane, s, count_include_pad, rowgrad);
   });
 }

@@ -8,7 +8,7 @@ namespace gradvis {
 
 // out (N,M) = x (N,D) @ w (D,M) + b (M)
 template <class T>
-void affine_forward(T* out, const T* x, const T* w, const T* b, index_t N, index_t D, index_t M);
+void affine_forward_cpu(T* out, const T* x, const T* w, const T* b, index_t N, index_t D, index_t M);
 
 // dx (N,D) = dout w^T, dw (D,M) = x^T dout, db (M) = column sums of dout; any of
 // dx, dw, db may be null (not computed; x is only read for dw).
@@ -16,6 +16,6 @@ void affine_forward(T* out, const T* x, const T* w, const T* b, index_t N, index
 // once without packing it: w is then most of the memory traffic (VGG-16's first
 // classifier layer is 411 MB).
 template <class T>
-void affine_backward(T* dx, T* dw, T* db, const T* dout, const T* x, const T* w, index_t N, index_t D, index_t M);
+void affine_backward_cpu(T* dx, T* dw, T* db, const T* dout, const T* x, const T* w, index_t N, index_t D, index_t M);
 
 }  // namespace gradvis

@@ -63,14 +63,14 @@ WinogradCacheInfo winograd_cache_info();
 // out (N,F,OH,OW) = conv(x, w) + b, or max(conv(x, w) + b, 0) when relu (applied
 // while the output tile is still in cache, instead of a separate pass)
 template <class T>
-void conv2d_forward(T* out, const T* x, const T* w, const T* b, const Conv2dShape& s, bool relu = false);
+void conv2d_forward_cpu(T* out, const T* x, const T* w, const T* b, const Conv2dShape& s, bool relu = false);
 
 // dx (N,C,H,W) = gradient of sum(dout * conv(x, w)) with respect to x
 template <class T>
-void conv2d_backward_input(T* dx, const T* dout, const T* w, const Conv2dShape& s);
+void conv2d_backward_input_cpu(T* dx, const T* dout, const T* w, const Conv2dShape& s);
 
 // dw (F,C/groups,KH,KW) and db (F) (db may be null) from dout (N,F,OH,OW) and x (N,C,H,W)
 template <class T>
-void conv2d_backward_weight(T* dw, T* db, const T* dout, const T* x, const Conv2dShape& s);
+void conv2d_backward_weight_cpu(T* dw, T* db, const T* dout, const T* x, const Conv2dShape& s);
 
 }  // namespace gradvis

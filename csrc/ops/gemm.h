@@ -4,7 +4,7 @@
 // beta == 0 never reads C (it may hold garbage or NaN).
 // Multi-threaded over blocks of C when called outside an OpenMP parallel region;
 // single-threaded when called from inside one (e.g. a conv parallel over images).
-// Uses per-thread scratch slots 0 and 1 for the packed panels.
+// Uses the scratch slots ScratchSlot::gemm_a and gemm_b for the packed panels.
 #pragma once
 
 #include "common.h"
@@ -12,16 +12,13 @@
 namespace gradvis {
 
 template <class T>
-void gemm(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, T alpha, const T* A, index_t lda,
+void gemm_cpu(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, T alpha, const T* A, index_t lda,
           const T* B, index_t ldb, T beta, T* C, index_t ldc);
 
-extern template void gemm<float>(bool, bool, index_t, index_t, index_t, float, const float*, index_t,
+extern template void gemm_cpu<float>(bool, bool, index_t, index_t, index_t, float, const float*, index_t,
                                  const float*, index_t, float, float*, index_t);
-extern template void gemm<double>(bool, bool, index_t, index_t, index_t, double, const double*, index_t,
+extern template void gemm_cpu<double>(bool, bool, index_t, index_t, index_t, double, const double*, index_t,
                                   const double*, index_t, double, double*, index_t);
 
-// Scratch slots the gemm owns; callers that hold buffers across a gemm call use others.
-constexpr int kGemmScratchA = 0;
-constexpr int kGemmScratchB = 1;
 
 }  // namespace gradvis

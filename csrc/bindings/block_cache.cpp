@@ -1,9 +1,10 @@
-// The output-array pool (see array_pool.h). Blocks are rounded up to size
+// The output block cache (see block_cache.h). Blocks are rounded up to size
 // classes an eighth of a power of two apart (at most 12.5% unused), so arrays
 // of nearly the same size share blocks; each class keeps a list of free blocks.
-#include "bindings/array_pool.h"
+#include "bindings/block_cache.h"
 
 #include <algorithm>
+#include <limits>
 #include <cstdlib>
 #include <map>
 #include <mutex>
@@ -20,10 +21,14 @@ namespace {
 
 constexpr std::size_t kPage = 4096;
 
+// The size class of `bytes`, or 0 when rounding up would overflow (the caller
+// refuses such sizes long before; this keeps the loop finite whatever it gets).
 std::size_t size_class(std::size_t bytes) {
+  constexpr std::size_t kMax = std::numeric_limits<std::size_t>::max() / 4;
+  if (bytes == 0 || bytes > kMax) return 0;
   bytes = (bytes + kPage - 1) / kPage * kPage;
   std::size_t top = 1;
-  while ((top << 1) <= bytes) top <<= 1;
+  while (top <= bytes / 2) top <<= 1;
   const std::size_t step = std::max(kPage, top / 8);
   return (bytes + step - 1) / step * step;
 }
@@ -51,11 +56,12 @@ void unmap_block(void* p, std::size_t bytes) {
 #endif
 }
 
-class Pool {
+class BlockCache {
  public:
-  PoolBlock* acquire(std::size_t bytes) {
+  CachedBlock* acquire(std::size_t bytes) {
     const std::size_t cls = size_class(bytes);
-    auto* b = new PoolBlock{nullptr, cls};
+    if (cls == 0) throw std::bad_alloc();
+    auto* b = new CachedBlock{nullptr, cls};
     {
       std::lock_guard<std::mutex> lock(mu_);
       auto it = free_.find(cls);
@@ -80,7 +86,7 @@ class Pool {
     return b;
   }
 
-  void release(PoolBlock* b) noexcept {
+  void release(CachedBlock* b) noexcept {
     std::vector<Free> drop;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -108,7 +114,7 @@ class Pool {
     for (const Free& f : drop) unmap_block(f.ptr, f.bytes);
   }
 
-  PoolInfo info() {
+  BlockCacheInfo info() {
     std::lock_guard<std::mutex> lock(mu_);
     return {limit_, free_bytes_, free_blocks_, used_bytes_, reused_, fresh_};
   }
@@ -147,16 +153,16 @@ class Pool {
   std::uint64_t clock_ = 0, reused_ = 0, fresh_ = 0;
 };
 
-Pool& pool() {
-  static Pool* p = new Pool();  // never destroyed: arrays may outlive the module's teardown
+BlockCache& cache() {
+  static BlockCache* p = new BlockCache();  // never destroyed: arrays may outlive the module's teardown
   return *p;
 }
 
 }  // namespace
 
-PoolBlock* pool_acquire(std::size_t bytes) { return pool().acquire(bytes); }
-void pool_release(PoolBlock* b) noexcept { pool().release(b); }
-void set_pool_limit(std::size_t bytes) { pool().set_limit(bytes); }
-PoolInfo pool_info() { return pool().info(); }
+CachedBlock* block_acquire(std::size_t bytes) { return cache().acquire(bytes); }
+void block_release(CachedBlock* b) noexcept { cache().release(b); }
+void set_block_cache_limit(std::size_t bytes) { cache().set_limit(bytes); }
+BlockCacheInfo block_cache_info() { return cache().info(); }
 
 }  // namespace gradvis

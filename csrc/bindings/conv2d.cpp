@@ -130,7 +130,7 @@ py::array forward_impl(const py::array& x_in, const py::handle& w_obj, const py:
   const T* wp = w.data();
   {
     py::gil_scoped_release release;
-    conv2d_forward<T>(op, xp, wp, bp, s, relu);
+    conv2d_forward_cpu<T>(op, xp, wp, bp, s, relu);
   }
   return out;
 }
@@ -149,8 +149,16 @@ py::array backward_input_impl(const py::array& d_in, const py::handle& w_obj, co
   check_nonempty(w, kBwdIn, "w");
   check_dims(dout, kBwdIn, "dout");
   check_dims(w, kBwdIn, "w");
-  auto hw = checked_pair(hw_obj, kBwdIn, "input_hw", 1);
+  // input_hw: (H, W), or x's whole shape (N, C, H, W), checked against dout and w
+  const auto full = int_values(hw_obj, kBwdIn, "input_hw", "(H, W) or the input's shape (N, C, H, W)");
+  const bool whole = full.size() == 4;
+  auto hw = whole ? checked_pair(py::make_tuple(full[2], full[3]), kBwdIn, "input_hw", 1)
+                  : checked_pair(hw_obj, kBwdIn, "input_hw", 1);
   const index_t N = dout.shape(0), F = w.shape(0), C = w.shape(1) * p.groups;
+  if (whole && (full[0] != N || full[1] != C))
+    throw py::value_error(cat(kBwdIn, ": dout shape ", shape_str(dout), " and w shape ", shape_str(w), " (groups=",
+                              p.groups, ") give dx of shape (", N, ", ", C, ", ", hw.first, ", ", hw.second,
+                              "), not the input shape (", full[0], ", ", full[1], ", ", full[2], ", ", full[3], ")"));
   const std::string where = cat("dout shape ", shape_str(dout), ", w shape ", shape_str(w), ", input_hw (",
                                 hw.first, ", ", hw.second, ")");
   if (F % p.groups)
@@ -167,7 +175,7 @@ py::array backward_input_impl(const py::array& d_in, const py::handle& w_obj, co
   const T* wp = w.data();
   {
     py::gil_scoped_release release;
-    conv2d_backward_input<T>(dxp, dp, wp, s);
+    conv2d_backward_input_cpu<T>(dxp, dp, wp, s);
   }
   return dx;
 }
@@ -211,14 +219,14 @@ py::tuple backward_weight_impl(const py::array& d_in, const py::handle& x_obj, c
   const T* xp = x.data();
   {
     py::gil_scoped_release release;
-    conv2d_backward_weight<T>(dwp, dbp, dp, xp, s);
+    conv2d_backward_weight_cpu<T>(dwp, dbp, dp, xp, s);
   }
   return py::make_tuple(dw, db);
 }
 
 }  // namespace
 
-void register_conv(py::module_& m) {
+void register_conv2d(py::module_& m) {
   m.def(
       "conv2d_forward",
       [](const py::object& x, const py::object& w, const py::object& b, const py::object& stride,
@@ -247,7 +255,8 @@ void register_conv(py::module_& m) {
       },
       py::arg("dout"), py::arg("w"), py::arg("input_hw"), py::arg("stride") = 1, py::arg("padding") = 0,
       py::arg("dilation") = 1, py::arg("groups") = 1,
-      "Gradient of conv2d_forward with respect to x: dout (N, F, OH, OW), w, input_hw = (H, W) -> dx (N, C, H, W).");
+      "Gradient of conv2d_forward with respect to x: dout (N, F, OH, OW), w, input_hw = (H, W) -> dx (N, C, H, W).\n"
+      "input_hw may be x's whole shape (N, C, H, W): then dout's batch and w's channels are checked against it.");
   m.def(
       "conv2d_backward_weight",
       [](const py::object& dout, const py::object& x, const py::object& kernel_hw, const py::object& stride,

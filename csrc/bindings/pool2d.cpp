@@ -67,8 +67,15 @@ void check_x4(const py::array& x, const char* fn, const char* name) {
   check_nonempty(x, fn, name);
 }
 
-std::pair<index_t, index_t> input_hw_arg(const py::handle& obj, const char* fn) {
-  return pool_pair(obj, fn, "input_hw", 1);
+// input_hw: (H, W), or the whole input shape (N, C, H, W), which must then agree
+// with dout's batch and channels.
+std::pair<index_t, index_t> input_hw_arg(const py::handle& obj, const char* fn, const py::array& dout) {
+  const auto v = int_values(obj, fn, "input_hw", "(H, W) or the input's shape (N, C, H, W)");
+  if (v.size() != 4) return pool_pair(obj, fn, "input_hw", 1);
+  if (v[0] != dout.shape(0) || v[1] != dout.shape(1))
+    throw py::value_error(cat(fn, ": dout shape ", shape_str(dout), " does not match the input shape (", v[0], ", ",
+                              v[1], ", ", v[2], ", ", v[3], "): batch and channels must agree"));
+  return pool_pair(py::make_tuple(v[2], v[3]), fn, "input_hw", 1);
 }
 
 std::string hw_str(index_t a, index_t b) { return cat("(", a, ", ", b, ")"); }
@@ -104,7 +111,7 @@ py::array max_backward(const py::handle& douto, const py::handle& argmaxo, const
   if (am.ndim() != 4 || am.shape(0) != dout.shape(0) || am.shape(1) != dout.shape(1) ||
       am.shape(2) != dout.shape(2) || am.shape(3) != dout.shape(3))
     throw py::value_error(cat(fn, ": argmax shape ", shape_str(am), " does not match dout shape ", shape_str(dout)));
-  const auto hw = input_hw_arg(input_hw, fn);
+  const auto hw = input_hw_arg(input_hw, fn, dout);
   Pool2dShape s{dout.shape(0), dout.shape(1), hw.first, hw.second, 1, 1, 1, 1, 0, 0, 0, 0, dout.shape(2), dout.shape(3)};
   auto dx = empty_array<T>({s.N, s.C, s.H, s.W});
   T* pdx = dx.mutable_data();
@@ -144,7 +151,7 @@ py::array avg_backward(const py::handle& douto, const py::handle& input_hw, cons
   const char* fn = "avg_pool2d_backward";
   auto dout = as_array<T>(douto, fn, "dout");
   check_x4(dout, fn, "dout");
-  const auto hw = input_hw_arg(input_hw, fn);
+  const auto hw = input_hw_arg(input_hw, fn, dout);
   const Pool2dShape s =
       pool_shape(fn, dout.shape(0), dout.shape(1), hw.first, hw.second, kernel, stride, padding, ceil_mode);
   if (dout.shape(2) != s.OH || dout.shape(3) != s.OW)
@@ -183,7 +190,7 @@ py::array gap_backward(const py::handle& douto, const py::handle& input_hw) {
   check_x4(dout, fn, "dout");
   if (dout.shape(2) != 1 || dout.shape(3) != 1)
     throw py::value_error(cat(fn, ": dout must be (N, C, 1, 1), got shape ", shape_str(dout)));
-  const auto hw = input_hw_arg(input_hw, fn);
+  const auto hw = input_hw_arg(input_hw, fn, dout);
   const index_t N = dout.shape(0), C = dout.shape(1);
   auto dx = empty_array<T>({N, C, hw.first, hw.second});
   T* pdx = dx.mutable_data();
@@ -197,7 +204,7 @@ py::array gap_backward(const py::handle& douto, const py::handle& input_hw) {
 
 }  // namespace
 
-void register_pool(py::module_& m) {
+void register_pool2d(py::module_& m) {
   m.def(
       "max_pool2d_forward",
       [](py::object x, py::object kernel, py::object stride, py::object padding, bool ceil_mode) {
@@ -216,7 +223,8 @@ void register_pool(py::module_& m) {
                    : max_backward<double>(dout, argmax, input_hw);
       },
       py::arg("dout"), py::arg("argmax"), py::arg("input_hw"),
-      "Gradient of max_pool2d_forward: scatters dout to argmax in a (N,C,H,W) zero array.");
+      "Gradient of max_pool2d_forward: scatters dout to argmax in a (N,C,H,W) zero array.\n"
+      "input_hw: (H, W), or x's shape (N, C, H, W) (then dout's batch and channels are checked).");
   m.def(
       "avg_pool2d_forward",
       [](py::object x, py::object kernel, py::object stride, py::object padding, bool ceil_mode,
@@ -236,7 +244,8 @@ void register_pool(py::module_& m) {
                    : avg_backward<double>(dout, input_hw, kernel, stride, padding, ceil_mode, count_include_pad);
       },
       py::arg("dout"), py::arg("input_hw"), py::arg("kernel"), py::arg("stride"), py::arg("padding") = 0,
-      py::arg("ceil_mode") = false, py::arg("count_include_pad") = true, "Gradient of avg_pool2d_forward.");
+      py::arg("ceil_mode") = false, py::arg("count_include_pad") = true, "Gradient of avg_pool2d_forward. input_hw: (H, W), or x's shape (N, C, H, W) (then dout's\n"
+      "batch and channels are checked).");
   m.def(
       "global_avg_pool_forward",
       [](py::object x) -> py::array {
@@ -251,7 +260,8 @@ void register_pool(py::module_& m) {
                    ? gap_backward<float>(dout, input_hw)
                    : gap_backward<double>(dout, input_hw);
       },
-      py::arg("dout"), py::arg("input_hw"), "Gradient of global_avg_pool_forward: (N,C,1,1) -> (N,C,H,W).");
+      py::arg("dout"), py::arg("input_hw"), "Gradient of global_avg_pool_forward: (N,C,1,1) -> (N,C,H,W). input_hw: (H, W), or x's shape\n"
+      "(N, C, H, W) (then dout's batch and channels are checked).");
 }
 
 }  // namespace gradvis

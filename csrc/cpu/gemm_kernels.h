@@ -8,6 +8,7 @@
 #include <mutex>
 
 #include "common.h"
+#include "cpu/simd.h"
 
 namespace gradvis {
 namespace gemm_detail {
@@ -87,6 +88,29 @@ struct KBlocks {
   index_t max_size() const { return (K + n - 1) / n; }
 };
 inline KBlocks kblocks(index_t K) { return {K, (K + kKC - 1) / kKC}; }
+
+
+// Calls f(kern, rows_kern, MR, NR) with the micro-kernels (packed A, A in place) of
+// the CPU's SIMD level.
+template <class T, class F>
+void with_ukernel(F&& f) {
+  using std::integral_constant;
+  constexpr bool f32 = sizeof(T) == 4;
+  switch (cpu_level()) {
+    case SimdLevel::avx512:
+      if constexpr (f32)
+        return f(ukernel_avx512_f32, ukernel_rows_avx512_f32, integral_constant<int, kMR512>{}, integral_constant<int, kNR512_f32>{});
+      else
+        return f(ukernel_avx512_f64, ukernel_rows_avx512_f64, integral_constant<int, kMR512>{}, integral_constant<int, kNR512_f64>{});
+    case SimdLevel::avx2:
+      if constexpr (f32)
+        return f(ukernel_avx2_f32, ukernel_rows_avx2_f32, integral_constant<int, kMR256>{}, integral_constant<int, kNR256_f32>{});
+      else
+        return f(ukernel_avx2_f64, ukernel_rows_avx2_f64, integral_constant<int, kMR256>{}, integral_constant<int, kNR256_f64>{});
+    default:
+      return f(ukernel_scalar<T>, ukernel_rows_scalar<T>, integral_constant<int, kMRScalar>{}, integral_constant<int, kNRScalar>{});
+  }
+}
 
 }  // namespace gemm_detail
 

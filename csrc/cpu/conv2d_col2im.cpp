@@ -1,0 +1,176 @@
+// The input gradient of conv2d by gemm + col2im, for the layers where the flipped
+// forward pass (conv2d.cpp) does not apply or pays less: strides above 1 and few
+// channels per group. Items are (image, block of channels in every group); per
+// item and chunk of output positions, cols = W^T dout (a gemm), then col2im adds
+// the columns into dx. Strided rows are added into column-phase-split planes
+// first, so that the adds run over contiguous memory.
+#include "cpu/conv2d_implicit.h"
+
+#include "cpu/conv2d_pack.h"
+#include "ops/gemm.h"
+
+namespace gradvis {
+namespace conv_detail {
+namespace {
+
+// Output columns per im2col chunk: the chunk (CK x P) should stay in L2 between
+// being written and being packed by the gemm, and there should be at least
+// `min_chunks` chunks per image so that a small batch still feeds every thread.
+template <class T>
+index_t chunk_cols(const Geometry& g, index_t min_chunks) {
+  const index_t budget = index_t(1) << 19;  // bytes
+  index_t P = budget / (g.CK * index_t(sizeof(T)));
+  P = std::max<index_t>(128, P / 64 * 64);
+  if (min_chunks > 1) P = std::min(P, std::max<index_t>(64, (g.OHW + min_chunks - 1) / min_chunks));
+  return std::min(P, g.OHW);
+}
+
+// Runs f(i) for i in [0, n) over the team (serially when nested or n == 1),
+// rethrowing the first exception after the loop.
+template <class F>
+void for_each_item(index_t n, F&& f) {
+  ErrorTrap trap;
+  parallel_for(n, [&](index_t i) { trap.run([&] { f(i); }); });
+  trap.rethrow();
+}
+
+// col2im: x[c][ih][iw] += cols[row][p - p0], for the channels [c0, c1) of the
+// group, whose rows start at cols (row 0 is channel c0's first tap).
+template <class T>
+void col2im_add(T* x, const T* cols, const Conv2dShape& s, index_t c0, index_t c1, index_t p0, index_t P) {
+  const auto& p = s.p;
+  for (index_t c = c0; c < c1; ++c) {
+    T* xc = x + c * s.H * s.W;
+    for (index_t kh = 0; kh < s.KH; ++kh)
+      for (index_t kw = 0; kw < s.KW; ++kw) {
+        const T* src = cols + (((c - c0) * s.KH + kh) * s.KW + kw) * P;
+        index_t oh = p0 / s.OW, ow = p0 % s.OW;
+        for (index_t q = 0; q < P;) {
+          const index_t run = std::min(s.OW - ow, P - q);
+          const index_t ih = oh * p.stride_h - p.pad_top + kh * p.dilation_h;
+          if (ih >= 0 && ih < s.H) {
+            T* xr = xc + ih * s.W;
+            const T* d = src + q;
+            const index_t iw0 = ow * p.stride_w - p.pad_left + kw * p.dilation_w;
+            index_t lo, hi;
+            conv_detail::valid_range(iw0, p.stride_w, s.W, run, lo, hi);
+            if (p.stride_w == 1) {
+              T* xs = xr + (iw0 + lo);
+              const T* ds = d + lo;
+              for (index_t t = 0; t < hi - lo; ++t) xs[t] += ds[t];
+            } else {
+              for (index_t t = lo; t < hi; ++t) xr[iw0 + t * p.stride_w] += d[t];
+            }
+          }
+          q += run;
+          ow = 0;
+          ++oh;
+        }
+      }
+  }
+}
+
+// Column strides > 1: col2im into planes split by column phase, where each tap's
+// run of positions is a contiguous add (the direct scatter was a scalar loop with
+// stride_w). S[c - c0][ih][ph][j] collects x[c][ih][j * stride_w + ph - pad_left]
+// (for the padded columns too); unsplit_planes adds it into x.
+template <class T>
+void col2im_add_split(T* S, index_t Wq, const T* cols, const Conv2dShape& s, index_t c0, index_t c1, index_t p0,
+                      index_t P) {
+  const auto& p = s.p;
+  const index_t sw = p.stride_w, plane = s.H * sw * Wq;
+  for (index_t c = c0; c < c1; ++c) {
+    T* Sc = S + (c - c0) * plane;
+    for (index_t kh = 0; kh < s.KH; ++kh)
+      for (index_t kw = 0; kw < s.KW; ++kw) {
+        const T* src = cols + (((c - c0) * s.KH + kh) * s.KW + kw) * P;
+        const index_t ph = (kw * p.dilation_w) % sw, j0 = (kw * p.dilation_w) / sw;
+        index_t oh = p0 / s.OW, ow = p0 % s.OW;
+        for (index_t q = 0; q < P;) {
+          const index_t run = std::min(s.OW - ow, P - q);
+          const index_t ih = oh * p.stride_h - p.pad_top + kh * p.dilation_h;
+          if (ih >= 0 && ih < s.H) {
+            T* d = Sc + (ih * sw + ph) * Wq + j0 + ow;
+            const T* a = src + q;
+            for (index_t t = 0; t < run; ++t) d[t] += a[t];
+          }
+          q += run;
+          ow = 0;
+          ++oh;
+        }
+      }
+  }
+}
+
+template <class T>
+void unsplit_planes(T* x, const T* S, index_t Wq, const Conv2dShape& s, index_t c0, index_t c1) {
+  const index_t sw = s.p.stride_w, pl = s.p.pad_left;
+  for (index_t c = c0; c < c1; ++c)
+    for (index_t ih = 0; ih < s.H; ++ih) {
+      const T* Sr = S + ((c - c0) * s.H + ih) * sw * Wq;
+      T* xr = x + (c * s.H + ih) * s.W;
+      for (index_t ph = 0; ph < sw; ++ph) {  // iw = j * sw + ph - pl
+        const index_t j0 = pl > ph ? (pl - ph + sw - 1) / sw : 0;
+        const index_t last = s.W - 1 + pl - ph;  // j * sw <= last
+        const index_t j1 = last >= 0 ? std::min(Wq, last / sw + 1) : 0;
+        const T* a = Sr + ph * Wq;
+        for (index_t j = j0; j < j1; ++j) xr[j * sw + ph - pl] += a[j];
+      }
+    }
+}
+
+// ---- backward input: item = (image, block of channels [c0, c1) in every group) ----
+template <class T>
+void backward_input_block(T* dx, const T* dout, const T* w, const Conv2dShape& s, const Geometry& g, index_t n,
+                          index_t c0, index_t c1, index_t P) {
+  const index_t nc = c1 - c0;
+  for (index_t gi = 0; gi < g.G; ++gi) {
+    T* xg = dx + (n * s.C + gi * g.Cg) * g.HW;
+    const T* wg = w + gi * g.Fg * g.CK + c0 * g.KK;  // op(A) = rows c0*KK.. of W_g^T
+    const T* dg = dout + (n * s.F + gi * g.Fg) * g.OHW;
+    if (g.pointwise) {
+      gemm_cpu<T>(true, false, nc, g.HW, g.Fg, T(1), wg, g.CK, dg, g.OHW, T(0), xg + c0 * g.HW, g.HW);
+      continue;
+    }
+    std::fill(xg + c0 * g.HW, xg + c1 * g.HW, T(0));
+    T* cols = scratch<T>(ScratchSlot::conv_cols, std::size_t(nc * g.KK * P));
+    // column phases of the padded row: iw + pad_left = j * stride_w + phase, j < Wq
+    const index_t sw = s.p.stride_w;
+    const index_t Wq = std::max(s.OW + ((s.KW - 1) * s.p.dilation_w) / sw, (s.W - 1 + s.p.pad_left) / sw + 1);
+    T* S = nullptr;
+    if (sw > 1 && s.OW > 1) {  // (one output per row: col2im_add, whatever the stride)
+      const std::size_t n = std::size_t(nc * s.H * sw * Wq);
+      S = scratch<T>(ScratchSlot::conv_dx_split, n);
+      std::fill(S, S + n, T(0));
+    }
+    for (index_t p0 = 0; p0 < g.OHW; p0 += P) {
+      const index_t pc = std::min(P, g.OHW - p0);
+      gemm_cpu<T>(true, false, nc * g.KK, pc, g.Fg, T(1), wg, g.CK, dg + p0, g.OHW, T(0), cols, pc);
+      if (S)
+        col2im_add_split(S, Wq, cols, s, c0, c1, p0, pc);
+      else
+        col2im_add(xg, cols, s, c0, c1, p0, pc);
+    }
+    if (S) unsplit_planes(xg, S, Wq, s, c0, c1);
+  }
+}
+
+}  // namespace
+
+template <class T>
+void col2im_backward_input(T* dx, const T* dout, const T* w, const Conv2dShape& s) {
+  const Geometry g = geometry(s);
+  const index_t nt = team_size();
+  const index_t blocks = std::min(g.Cg, (nt + s.N - 1) / s.N);
+  const index_t P = chunk_cols<T>(g, 1);
+  for_each_item(s.N * blocks, [&](index_t i) {
+    const index_t n = i / blocks, k = i % blocks;
+    backward_input_block(dx, dout, w, s, g, n, g.Cg * k / blocks, g.Cg * (k + 1) / blocks, P);
+  });
+}
+
+template void col2im_backward_input<float>(float*, const float*, const float*, const Conv2dShape&);
+template void col2im_backward_input<double>(double*, const double*, const double*, const Conv2dShape&);
+
+}  // namespace conv_detail
+}  // namespace gradvis

@@ -1,0 +1,448 @@
+// conv2d as an implicit gemm: the column matrix (im2col) is never materialized.
+// The gemm's B operand is packed straight from the image into the micro-kernel's
+// NR-wide k-major slivers (conv2d_pack.h), one K block (<= kKC rows) and one chunk
+// of output positions at a time, so it is written once and read from L2 by the
+// micro-kernel.
+//   forward          out[f][pos]  = sum_k W[f][k] cols[k][pos]       (A = W, packed once per call)
+//   backward weight  dW[f][k] = sum_pos dout[f][pos] cols[k][pos]   (K of the gemm = positions)
+// (The input gradient of a stride-1 layer is a forward pass with flipped weights;
+// see conv2d.cpp.) Output positions run over the whole batch, so small feature
+// maps fill a chunk with several images and every thread gets work at batch 1.
+// Few input channels per group (the RGB layer): the column matrix is read in place
+// from a zero-padded, column-phase-split copy of the image (see Split) instead of
+// being gathered per tap: the forward's B tiles and the weight gradient's A rows.
+//
+// Threads: one OpenMP region per call. Forward items are (position chunk, block of
+// filters), statically partitioned; the weights are packed by all threads first.
+// Backward weight splits the positions across threads (per-thread partial dW,
+// summed in thread order: deterministic for a thread count) when there are many,
+// else the dW tiles.
+#include "cpu/conv2d_implicit.h"
+
+#include "cpu/conv2d_pack.h"
+
+namespace gradvis {
+namespace conv_detail {
+namespace {
+
+// The ukernel_offs whose tile is MR x NR, if any.
+template <class T, int MR, int NR>
+ukernel_offs_fn<T> offs_ukernel() {
+  using namespace gemm_detail;
+  constexpr bool f32 = sizeof(T) == 4;
+  if constexpr (MR == kMR512 && NR == (f32 ? kNR512_f32 : kNR512_f64)) {
+    if constexpr (f32) return ukernel_offs_avx512_f32; else return ukernel_offs_avx512_f64;
+  } else if constexpr (MR == kMR256 && NR == (f32 ? kNR256_f32 : kNR256_f64)) {
+    if constexpr (f32) return ukernel_offs_avx2_f32; else return ukernel_offs_avx2_f64;
+  } else if constexpr (MR == kMRScalar && NR == kNRScalar) {
+    return ukernel_offs_scalar<T>;
+  } else {
+    return nullptr;
+  }
+}
+
+// The ukernel_boffs whose tile is MR x NR, if any.
+template <class T, int MR, int NR>
+ukernel_boffs_fn<T> boffs_ukernel() {
+  using namespace gemm_detail;
+  constexpr bool f32 = sizeof(T) == 4;
+  if constexpr (MR == kMR512 && NR == (f32 ? kNR512_f32 : kNR512_f64)) {
+    if constexpr (f32) return ukernel_boffs_avx512_f32; else return ukernel_boffs_avx512_f64;
+  } else if constexpr (MR == kMR256 && NR == (f32 ? kNR256_f32 : kNR256_f64)) {
+    if constexpr (f32) return ukernel_boffs_avx2_f32; else return ukernel_boffs_avx2_f64;
+  } else if constexpr (MR == kMRScalar && NR == kNRScalar) {
+    return ukernel_boffs_scalar<T>;
+  } else {
+    return nullptr;
+  }
+}
+
+// out (N,F,OH,OW) = conv(x, W) + b for the shape s, where W[f][k] (per group) is
+// w's row f, or, when `flipped`, the transposed and flipped filters of the conv
+// whose backward-input this is: W[c][(f,kh,kw)] = w[f][c][KH-1-kh][KW-1-kw].
+template <class T, int MR, int NR>
+void forward_tiled(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* out, const T* x, const T* w,
+                      const T* b, const Conv2dShape& s, bool flipped, bool relu) {
+  const Geometry g = geometry(s);
+  const index_t M = g.Fg, K = g.CK, Q = s.N * g.OHW;
+  const index_t mslivers = (M + MR - 1) / MR, Mpad = mslivers * MR;
+  const KBlocks kb = kblocks(K);
+  const index_t kc_max = kb.max_size();
+  const std::vector<Tap> taps = make_taps(s, g.Cg);
+
+  // Positions per chunk: the B block (kc x P) and the C panel (M x P) in L2.
+  const index_t nt = team_size();
+  const index_t budget = (index_t(3) << 17) / index_t(sizeof(T));  // 384 KiB
+  index_t P = std::max<index_t>(NR, std::min<index_t>(4096, budget / std::max(kc_max, M)) / NR * NR);
+  index_t chunks = (Q + P - 1) / P;
+  if (chunks < 8 * nt) {  // few chunks: make their count a multiple of the team
+    chunks = std::max<index_t>(1, (chunks + nt - 1) / nt * nt);
+    P = ((Q + chunks - 1) / chunks + NR - 1) / NR * NR;
+    chunks = (Q + P - 1) / P;
+  }
+  const index_t mblocks = chunks >= nt ? 1 : std::min(mslivers, (nt + chunks - 1) / chunks);
+  const index_t items = chunks * mblocks;
+
+  // Few output columns (batch 1 on small maps): each weight would be used by at
+  // most kDirectTiles column tiles, so packing the weights (up to 3.5 MB) costs as
+  // much as the product; the micro-kernel then reads them in place, row m of A at
+  // arow(gi, m), its k-th element at koff[k].
+  constexpr index_t kDirectTiles = 16;
+  const bool direct = (Q + NR - 1) / NR <= kDirectTiles;
+  const index_t lda = flipped ? g.KK : K;
+  auto arow = [&](index_t gi, index_t m) { return flipped ? w + (gi * g.Cg * M + m) * g.KK : w + (gi * M + m) * K; };
+  std::vector<index_t> koff(direct ? std::size_t(K) : 0);
+  for (index_t k = 0; k < index_t(koff.size()); ++k)  // flipped: k = (f, tap) reads w[f][m][KK-1-tap]
+    koff[std::size_t(k)] = flipped ? (k / g.KK) * M * g.KK + (g.KK - 1 - k % g.KK) : k;
+
+  T* ap = direct ? nullptr : scratch<T>(ScratchSlot::conv_pack_a, std::size_t(g.G * Mpad * K));
+  const index_t a_slivers = direct ? 0 : g.G * kb.n * mslivers;
+  auto pack_a = [&](index_t id) {
+    const index_t gi = id / (kb.n * mslivers), bk = (id / mslivers) % kb.n, is = id % mslivers;
+    const index_t k0 = kb.begin(bk), kc = kb.begin(bk + 1) - k0, m0 = is * MR;
+    T* o = ap + gi * Mpad * K + k0 * Mpad + m0 * kc;
+    const index_t mr = std::min<index_t>(MR, M - m0);
+    if (!flipped) {
+      const T* src = w + (gi * M + m0) * K + k0;
+      for (index_t k = 0; k < kc; ++k, o += MR) {
+        for (index_t i = 0; i < mr; ++i) o[i] = src[i * K + k];
+        for (index_t i = mr; i < MR; ++i) o[i] = T(0);
+      }
+    } else {
+      // k = f * KK + tap; w is the original (F' = s.C, C'/G = M, KH, KW), f < F'/G = Cg,
+      // and row m of A reads w[f][m][flipped tap]: rows are KK apart.
+      index_t f = k0 / g.KK, tap = k0 % g.KK;
+      for (index_t k = 0; k < kc; ++k, o += MR) {
+        const T* src = w + ((gi * g.Cg + f) * M + m0) * g.KK + (g.KK - 1 - tap);
+        for (index_t i = 0; i < mr; ++i) o[i] = src[i * g.KK];
+        for (index_t i = mr; i < MR; ++i) o[i] = T(0);
+        if (++tap == g.KK) tap = 0, ++f;
+      }
+    }
+  };
+
+  const bool split = use_split(s, g);
+  const Split sp = split ? split_geometry(s) : Split{};
+  const std::vector<index_t> roff = split ? split_roff(s, sp, g.Cg) : std::vector<index_t>();
+  T* xs = split ? scratch<T>(ScratchSlot::conv_cols, std::size_t(s.N * sp.SI)) : nullptr;
+  const ukernel_boffs_fn<T> boffs_kern = boffs_ukernel<T, MR, NR>();
+  const bool inplace = split && !direct && boffs_kern;
+
+  // Small maps whose size is not a multiple of NR (4x4, 7x7...) would put most tiles
+  // across two images: those chunks are computed into a contiguous panel (M x P)
+  // and copied out once, instead of scattering every tile after every K block.
+  const bool panel = g.OHW % NR != 0 && g.OHW < 8 * NR;
+
+  // o[0, len) of output channel f: + bias, relu.
+  auto finish = [&](T* o, index_t len, index_t f) {
+    const T bv = b ? b[f] : T(0);
+    if (relu) {
+      for (index_t t = 0; t < len; ++t) o[t] = std::max(o[t] + bv, T(0));
+    } else {
+      for (index_t t = 0; t < len; ++t) o[t] = o[t] + bv;
+    }
+  };
+
+  auto item = [&](index_t id, T* bp, T* cp, T* tile) {
+    const index_t chunk = id / mblocks, mb = id % mblocks;
+    const index_t q0 = chunk * P, pc = std::min(P, Q - q0);
+    const index_t is0 = mslivers * mb / mblocks, is1 = mslivers * (mb + 1) / mblocks;
+    const index_t f0 = std::min(M, is0 * MR), f1 = std::min(M, is1 * MR);
+    for (index_t gi = 0; gi < g.G; ++gi) {
+      const T* xg = x + gi * g.Cg * g.HW;
+      const T* ag = ap + gi * Mpad * K;
+      const index_t row0 = gi * M;  // first output channel of the group
+      for (index_t bk = 0; bk < kb.n; ++bk) {
+        const index_t k0 = kb.begin(bk), kc = kb.begin(bk + 1) - k0;
+        if (split)
+          pack_b_split<T, NR>(bp, xs + gi * g.Cg * sp.SC, s, sp, roff.data() + k0, kc, q0, pc, inplace);
+        else
+          pack_b_cols<T, NR>(bp, xg, s.C * g.HW, s, taps.data() + k0, kc, q0, pc);
+        const T beta = bk == 0 ? T(0) : T(1);
+        for (index_t is = is0; is < is1; ++is) {
+          const index_t m = is * MR, mr = std::min<index_t>(MR, M - m);
+          const T* a = direct ? arow(gi, m) : ag + k0 * Mpad + m * kc;
+          // C tile (MR x NR at c, row stride ldc) from B's tile at jr: in place in
+          // the split image when the tile lies in one output row, else packed.
+          // fuse (a full tile into the output): bias and relu may be applied by the
+          // micro-kernel; returns whether they were.
+          auto kern = [&](index_t jr, T* c, index_t ldc, T beta_c, bool fuse = false) {
+            const T* bs = bp + jr * kc;
+            if (direct) return rows_kern(kc, a, lda, mr, koff.data() + k0, bs, c, ldc, T(1), beta_c), false;
+            const index_t q = q0 + jr;
+            if (inplace && pc - jr >= NR && q % s.OW + NR <= s.OW) {
+              const index_t n = q / g.OHW, r = q % g.OHW;
+              const T* src = xs + gi * g.Cg * sp.SC + n * sp.SI + (r / s.OW) * s.p.stride_h * sp.SH + r % s.OW;
+              const T* bias = fuse && b && bk == 0 ? b + row0 + m : nullptr;
+              boffs_kern(kc, a, src, roff.data() + k0, c, ldc, bias, fuse && relu && bk == kb.n - 1, beta_c);
+              return fuse;
+            }
+            return pack_kern(kc, a, bs, c, ldc, T(1), beta_c), false;
+          };
+          for (index_t jr = 0; jr < pc; jr += NR) {
+            const index_t nr = std::min<index_t>(NR, pc - jr), q = q0 + jr;
+            if (panel) {  // cp is M x P (ldc P), P a multiple of NR: only the last rows can be partial
+              if (mr == MR) {
+                kern(jr, cp + m * P + jr, P, beta);
+              } else {
+                kern(jr, tile, NR, T(0));
+                for (index_t i = 0; i < mr; ++i)
+                  for (index_t j = 0; j < NR; ++j) {
+                    T& d = cp[(m + i) * P + jr + j];
+                    d = beta == T(0) ? tile[i * NR + j] : d + tile[i * NR + j];
+                  }
+              }
+              continue;
+            }
+            const index_t n = q / g.OHW, r = q % g.OHW;
+            // Bias and relu are applied to each tile after the last K block, while it is in L1.
+            const bool last = bk == kb.n - 1 && (b || relu);
+            if (mr == MR && nr == NR && r + NR <= g.OHW) {
+              T* c = out + (n * s.F + row0 + m) * g.OHW + r;
+              if (kern(jr, c, g.OHW, beta, true)) continue;
+              if (last)
+                for (index_t i = 0; i < MR; ++i) finish(c + i * g.OHW, NR, row0 + m + i);
+              continue;
+            }
+            kern(jr, tile, NR, T(0));
+            for (index_t j = 0; j < nr; ++j) {
+              const index_t nn = (q + j) / g.OHW, rr = (q + j) % g.OHW;
+              T* d = out + (nn * s.F + row0 + m) * g.OHW + rr;
+              for (index_t i = 0; i < mr; ++i) {
+                d[i * g.OHW] = beta == T(0) ? tile[i * NR + j] : d[i * g.OHW] + tile[i * NR + j];
+                if (last) finish(d + i * g.OHW, 1, row0 + m + i);
+              }
+            }
+          }
+        }
+      }
+      if (panel) {
+        // Per image of the chunk: copy the panel out and add the bias, relu.
+        for (index_t q = q0; q < q0 + pc;) {
+          const index_t n = q / g.OHW, r = q % g.OHW, len = std::min(g.OHW - r, q0 + pc - q);
+          for (index_t f = f0; f < f1; ++f) {
+            T* o = out + (n * s.F + row0 + f) * g.OHW + r;
+            const T bv = b ? b[row0 + f] : T(0);
+            const T* src = panel ? cp + f * P + (q - q0) : o;
+            if (relu) {
+              for (index_t t = 0; t < len; ++t) o[t] = std::max(src[t] + bv, T(0));
+            } else {
+              for (index_t t = 0; t < len; ++t) o[t] = src[t] + bv;
+            }
+          }
+          q += len;
+        }
+      }
+    }
+  };
+
+  ErrorTrap trap;
+  team_run(nt, [&](index_t t, index_t nth) {
+    trap.run([&] {
+      for (index_t i = a_slivers * t / nth; i < a_slivers * (t + 1) / nth; ++i) pack_a(i);
+      if (split) build_split(xs, x, s, sp, s.N * t / nth, s.N * (t + 1) / nth);
+    });
+    if (!direct || split) team_barrier();
+    trap.run([&] {
+      T* bp = scratch<T>(ScratchSlot::conv_pack_b, std::size_t(kc_max * P));
+      T* cp = panel ? scratch<T>(ScratchSlot::conv_panel, std::size_t(Mpad * P)) : nullptr;
+      alignas(64) T tile[MR * NR];
+      for (index_t i = items * t / nth; i < items * (t + 1) / nth; ++i) item(i, bp, cp, tile);
+    });
+  });
+  trap.rethrow();
+}
+
+// dw (F, CK) = sum over positions of dout[f][pos] * cols[k][pos], per group.
+template <class T, int MR, int NR>
+void backward_weight_tiled(ukernel_fn<T> kern, T* dw, T* db, const T* dout, const T* x, const Conv2dShape& s) {
+  const Geometry g = geometry(s);
+  const index_t M = g.Fg, N = g.CK, Q = s.N * g.OHW, wsize = s.F * g.CK;
+  const std::vector<Tap> taps = make_taps(s, g.Cg);
+  constexpr index_t KCq = kKC;                                     // positions per block
+  constexpr index_t NC = (sizeof(T) == 4 ? 512 : 256) / NR * NR;  // taps per B block (L2)
+  constexpr index_t MC = 128 / MR * MR;                            // filters per A block
+
+  auto zero_rect = [&](T* C, index_t m0, index_t m1, index_t n0, index_t n1) {
+    for (index_t gi = 0; gi < g.G; ++gi)
+      for (index_t m = m0; m < m1; ++m) std::fill(C + (gi * M + m) * N + n0, C + (gi * M + m) * N + n1, T(0));
+  };
+  // C[m0:m1, n0:n1] of every group (ldc = CK) = the sum over positions [qa, qb).
+  // The first position block overwrites C: no zeroing pass over dW (at 4x4 and
+  // batch 1 that memset was a third of the call).
+  auto block = [&](T* C, index_t m0, index_t m1, index_t n0, index_t n1, index_t qa, index_t qb) {
+    if (m0 >= m1 || n0 >= n1) return;
+    if (qa >= qb) return zero_rect(C, m0, m1, n0, n1);
+    T* bp = scratch<T>(ScratchSlot::conv_pack_b, std::size_t(KCq * std::min(NC, (n1 - n0 + NR - 1) / NR * NR)));
+    T* apk = scratch<T>(ScratchSlot::conv_pack_a2, std::size_t(KCq * std::min(MC, (m1 - m0 + MR - 1) / MR * MR)));
+    alignas(64) T tile[MR * NR];
+    for (index_t gi = 0; gi < g.G; ++gi) {
+      const T* xg = x + gi * g.Cg * g.HW;
+      T* Cg = C + gi * M * N;
+      for (index_t jc = n0; jc < n1; jc += NC) {
+        const index_t nc = std::min(NC, n1 - jc);
+        for (index_t pc = qa; pc < qb; pc += KCq) {
+          const index_t kc = std::min(KCq, qb - pc);
+          const T beta = pc == qa ? T(0) : T(1);
+          pack_b_cols_t<T, NR>(bp, xg, s.C * g.HW, s, taps.data() + jc, nc, pc, kc);
+          for (index_t ic = m0; ic < m1; ic += MC) {
+            const index_t mc = std::min(MC, m1 - ic);
+            pack_a_dout<T, MR>(apk, dout, s, gi * M + ic, mc, pc, kc);
+            for (index_t ir = 0; ir < mc; ir += MR) {
+              const index_t mr = std::min<index_t>(MR, mc - ir);
+              for (index_t jr = 0; jr < nc; jr += NR) {
+                const index_t nr = std::min<index_t>(NR, nc - jr);
+                T* c = Cg + (ic + ir) * N + jc + jr;
+                if (mr == MR && nr == NR) {
+                  kern(kc, apk + ir * kc, bp + jr * kc, c, N, T(1), beta);
+                } else {
+                  kern(kc, apk + ir * kc, bp + jr * kc, tile, NR, T(1), T(0));
+                  for (index_t i = 0; i < mr; ++i)
+                    for (index_t j = 0; j < nr; ++j)
+                      c[i * N + j] = beta == T(0) ? tile[i * NR + j] : c[i * N + j] + tile[i * NR + j];
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  };
+
+  // Few input channels (see Split): dw^T (taps x filters) as a gemm whose A (the
+  // column matrix, MR taps x positions) is read in place from the split image and
+  // whose B is dout transposed per block of positions (positions x NR filters);
+  // C = the sum over positions [qa, qa+len) for the whole of dw.
+  const index_t nt = team_size();
+  const bool split_positions = nt == 1 || Q >= 512 * nt;
+  const ukernel_offs_fn<T> offs_kern = offs_ukernel<T, MR, NR>();
+  const bool split = split_positions && offs_kern && use_split(s, g);
+  const Split sp = split ? split_geometry(s) : Split{};
+  const std::vector<index_t> roff = split ? split_roff(s, sp, g.Cg) : std::vector<index_t>();
+  T* xs = split ? scratch<T>(ScratchSlot::conv_cols, std::size_t(s.N * sp.SI)) : nullptr;
+  auto split_block = [&](T* C, index_t qa, index_t qb) {
+    if (qa >= qb) return zero_rect(C, 0, M, 0, N);
+    constexpr index_t KCs = 128;  // positions per block: B (KCs x NR) stays in L1
+    const index_t Mp = (M + NR - 1) / NR * NR, Np = (N + MR - 1) / MR * MR;
+    T* ct = scratch<T>(ScratchSlot::conv_pack_a2, std::size_t(Np * Mp));
+    T* bt = scratch<T>(ScratchSlot::conv_pack_b, std::size_t(KCs * NR));
+    index_t koff[KCs];
+    for (index_t gi = 0; gi < g.G; ++gi) {
+      const T* sg = xs + gi * g.Cg * sp.SC;
+      for (index_t pc = qa; pc < qb; pc += KCs) {
+        const index_t kc = std::min(KCs, qb - pc);
+        const T beta = pc == qa ? T(0) : T(1);
+        for_runs(s, pc, kc, kc, [&](index_t n, index_t oh, index_t ow, index_t i, index_t run) {
+          const index_t o = n * sp.SI + oh * s.p.stride_h * sp.SH + ow;
+          for (index_t t = 0; t < run; ++t) koff[i + t] = o + t;
+        });
+        for (index_t f0 = 0; f0 < M; f0 += NR) {
+          const index_t fr = std::min<index_t>(NR, M - f0);
+          for (index_t q = pc; q < pc + kc;) {  // bt[p][j] = dout[n][gi*M + f0 + j][r]
+            const index_t n = q / g.OHW, r = q % g.OHW, len = std::min(g.OHW - r, pc + kc - q);
+            T* d = bt + (q - pc) * NR;
+            const T* src = dout + (n * s.F + gi * M + f0) * g.OHW + r;
+            transpose_block(d, NR, src, g.OHW, fr, len);
+            for (index_t j = fr; j < NR; ++j)
+              for (index_t t = 0; t < len; ++t) d[t * NR + j] = T(0);
+            q += len;
+          }
+          for (index_t ts = 0; ts < N; ts += MR)
+            offs_kern(kc, sg, roff.data() + ts, std::min<index_t>(MR, N - ts), koff, bt, ct + ts * Mp + f0, Mp, T(1),
+                      beta);
+        }
+      }
+      for (index_t f = 0; f < M; ++f)
+        for (index_t k = 0; k < N; ++k) C[(gi * M + f) * N + k] = ct[k * Mp + f];
+    }
+  };
+
+  // db[f] (db may be null): filters split over the team inside the same region,
+  // each summed over images and positions in a fixed order.
+  auto bias_grad = [&](index_t t, index_t nth) {
+    if (!db) return;
+    for (index_t f = s.F * t / nth; f < s.F * (t + 1) / nth; ++f) db[f] = conv_detail::bias_sum(dout, s.N, s.F, g.OHW, f);
+  };
+
+  ErrorTrap trap;
+  if (split_positions) {
+    // Positions split across the team; thread 0 sums into dw, the others into
+    // partials that are then added in thread order.
+    T* parts = nt > 1 ? scratch<T>(ScratchSlot::conv_partial, std::size_t(wsize) * std::size_t(nt - 1)) : nullptr;
+    team_run(nt, [&](index_t t, index_t nth) {
+      T* C = t == 0 ? dw : parts + std::size_t(t - 1) * std::size_t(wsize);
+      if (split) {
+        trap.run([&] { build_split(xs, x, s, sp, s.N * t / nth, s.N * (t + 1) / nth); });
+        team_barrier();
+      }
+      trap.run([&] {
+        bias_grad(t, nth);
+        if (split)
+          split_block(C, Q * t / nth, Q * (t + 1) / nth);
+        else
+          block(C, 0, M, 0, N, Q * t / nth, Q * (t + 1) / nth);
+      });
+      team_barrier();
+      trap.run([&] {
+        const index_t i0 = wsize * t / nth, i1 = wsize * (t + 1) / nth;
+        for (index_t u = 1; u < nth; ++u) {
+          const T* part = parts + std::size_t(u - 1) * std::size_t(wsize);
+          for (index_t i = i0; i < i1; ++i) dw[i] += part[i];
+        }
+      });
+    });
+  } else {
+    // Few positions: split the dw tiles instead (a tm x tn grid, the one whose
+    // largest rectangle is smallest), every thread over all positions.
+    const index_t mt = (M + MR - 1) / MR, ntl = (N + NR - 1) / NR;
+    team_run(nt, [&](index_t t, index_t nth) {
+      index_t tm = 1, best = -1;
+      for (index_t a = 1; a <= nth; ++a) {
+        if (nth % a) continue;
+        const index_t cost = ((mt + a - 1) / a) * ((ntl + nth / a - 1) / (nth / a));
+        if (best < 0 || cost < best) best = cost, tm = a;
+      }
+      const index_t tn = nth / tm, ti = t / tn, tj = t % tn;
+      const index_t m0 = std::min(M, mt * ti / tm * MR), m1 = std::min(M, mt * (ti + 1) / tm * MR);
+      const index_t n0 = std::min(N, ntl * tj / tn * NR), n1 = std::min(N, ntl * (tj + 1) / tn * NR);
+      trap.run([&] {
+        bias_grad(t, nth);
+        block(dw, m0, m1, n0, n1, 0, Q);
+      });
+    });
+  }
+  trap.rethrow();
+}
+
+}  // namespace
+
+template <class T>
+void implicit_forward(T* out, const T* x, const T* w, const T* b, const Conv2dShape& s, bool flipped, bool relu) {
+  gemm_detail::with_ukernel<T>([&](ukernel_fn<T> kern, ukernel_rows_fn<T> rows, auto MR, auto NR) {
+    if constexpr (sizeof(T) == 4) {
+      // At most 16 output columns (4x4 maps at batch 1): one-vector tiles, A in place.
+      if (decltype(NR)::value == gemm_detail::kNR512_f32 && cpu_level() == SimdLevel::avx512 &&
+          s.N * s.OH * s.OW <= gemm_detail::kNR512n_f32)
+        return forward_tiled<T, gemm_detail::kMR512n, gemm_detail::kNR512n_f32>(
+            nullptr, gemm_detail::ukernel_rows_avx512_f32_narrow, out, x, w, b, s, flipped, relu);
+    }
+    forward_tiled<T, decltype(MR)::value, decltype(NR)::value>(kern, rows, out, x, w, b, s, flipped, relu);
+  });
+}
+
+template <class T>
+void implicit_backward_weight(T* dw, T* db, const T* dout, const T* x, const Conv2dShape& s) {
+  gemm_detail::with_ukernel<T>([&](ukernel_fn<T> kern, ukernel_rows_fn<T>, auto MR, auto NR) {
+    backward_weight_tiled<T, decltype(MR)::value, decltype(NR)::value>(kern, dw, db, dout, x, s);
+  });
+}
+
+template void implicit_forward<float>(float*, const float*, const float*, const float*, const Conv2dShape&, bool,
+                                      bool);
+template void implicit_forward<double>(double*, const double*, const double*, const double*, const Conv2dShape&,
+                                       bool, bool);
+template void implicit_backward_weight<float>(float*, float*, const float*, const float*, const Conv2dShape&);
+template void implicit_backward_weight<double>(double*, double*, const double*, const double*, const Conv2dShape&);
+
+}  // namespace conv_detail
+}  // namespace gradvis

@@ -1,0 +1,101 @@
+// The AVX-512 packing routines of conv2d_pack.h, compiled for that target only
+// (the library targets baseline x86-64; callers check cpu_level() first).
+#include "cpu/conv2d_pack.h"
+
+namespace gradvis {
+namespace conv_detail {
+
+#ifdef GV_HAVE_X86
+__attribute__((target("avx512f"))) void gather_stride2_avx512(float* d, const float* src, index_t n) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  index_t t = 0;
+  for (; t + 16 < n; t += 16) {  // strictly: the second load's last element, src[2 t + 31], is needed
+    const __m512 a = _mm512_loadu_ps(src + 2 * t), b = _mm512_loadu_ps(src + 2 * t + 16);
+    _mm512_storeu_ps(d + t, _mm512_permutex2var_ps(a, even, b));
+  }
+  if (t < n) {
+    const index_t m = 2 * (n - t) - 1;  // source elements still needed: src[2 t .. 2 n - 2]
+    const __mmask16 ma = m >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << m) - 1);
+    const __mmask16 mb = m > 16 ? __mmask16((1u << (m - 16)) - 1) : __mmask16(0);
+    const __m512 a = _mm512_maskz_loadu_ps(ma, src + 2 * t), b = _mm512_maskz_loadu_ps(mb, src + 2 * t + 16);
+    _mm512_mask_storeu_ps(d + t, __mmask16((1u << (n - t)) - 1), _mm512_permutex2var_ps(a, even, b));
+  }
+}
+
+__attribute__((target("avx512f"))) bool pack_b_gather_avx512(float* out, const float* x, index_t img_stride,
+                                                             const Conv2dShape& s, const Tap* taps, index_t kc,
+                                                             index_t q0, index_t P) {
+  const auto& p = s.p;
+  const index_t KK = s.KH * s.KW, OHW = s.OH * s.OW;
+  if (KK > kGatherMaxTaps) return false;
+  const index_t n_last = (q0 + P - 1) / OHW, n_first = q0 / OHW;
+  if ((n_last - n_first + 1) * img_stride >= (index_t(1) << 31)) return false;
+  const float* xb = x + n_first * img_stride;  // offsets from image n_first
+  const index_t HW = s.H * s.W;
+  // per (kh, kw): the positions' offsets, within the plane for permutes, else from
+  // image n_first's channel origin for gathers; mask: those inside the image
+  alignas(64) std::int32_t off[kGatherMaxTaps][16];
+  __mmask16 mask[kGatherMaxTaps];
+  for (index_t sb = 0; sb * 16 < P; ++sb) {
+    const index_t i0 = sb * 16, i1 = std::min(P, i0 + 16);
+    const index_t n0 = (q0 + i0) / OHW;
+    const bool one_plane = HW <= 16 && (q0 + i1 - 1) / OHW == n0;
+    for (index_t t = 0; t < KK; ++t) mask[t] = 0;
+    for (index_t j = 0; j < 16; ++j) {
+      const index_t i = i0 + j;
+      if (i >= P) {
+        for (index_t t = 0; t < KK; ++t) off[t][j] = 0;
+        continue;
+      }
+      const index_t q = q0 + i, n = q / OHW, r = q % OHW, oh = r / s.OW, ow = r % s.OW;
+      for (index_t kh = 0, t = 0; kh < s.KH; ++kh)
+        for (index_t kw = 0; kw < s.KW; ++kw, ++t) {
+          const index_t ih = oh * p.stride_h + kh * p.dilation_h - p.pad_top;
+          const index_t iw = ow * p.stride_w + kw * p.dilation_w - p.pad_left;
+          const bool in = ih >= 0 && ih < s.H && iw >= 0 && iw < s.W;
+          off[t][j] = in ? std::int32_t((one_plane ? 0 : (n - n_first) * img_stride) + ih * s.W + iw) : 0;
+          if (in) mask[t] = __mmask16(mask[t] | (1u << j));
+        }
+    }
+    float* dst = out + sb * kc * 16;
+    auto tap_index = [&](const Tap& tp) {
+      return ((tp.dh + p.pad_top) / p.dilation_h) * s.KW + (tp.dw + p.pad_left) / p.dilation_w;
+    };
+    if (one_plane) {
+      const float* xn = xb + (n0 - n_first) * img_stride;
+      const __mmask16 whole = __mmask16((1u << HW) - 1);
+      index_t plane_off = -1;
+      __m512 plane = _mm512_setzero_ps();
+      for (index_t k = 0; k < kc; ++k) {
+        const Tap& tp = taps[k];
+        if (tp.xoff != plane_off) plane = _mm512_maskz_loadu_ps(whole, xn + tp.xoff), plane_off = tp.xoff;
+        const index_t t = tap_index(tp);
+        _mm512_storeu_ps(dst + k * 16, _mm512_maskz_permutexvar_ps(mask[t], _mm512_load_si512(off[t]), plane));
+      }
+      continue;
+    }
+    for (index_t k = 0; k < kc; ++k) {
+      const Tap& tp = taps[k];
+      const index_t t = tap_index(tp);
+      const __m512i o = _mm512_load_si512(off[t]);
+      _mm512_storeu_ps(dst + k * 16, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask[t], o, xb + tp.xoff, 4));
+    }
+  }
+  return true;
+}
+
+__attribute__((target("avx512f"))) void copy_run32_avx512(float* dst, const float* src, const index_t* roff,
+                                                          index_t kc, index_t run) {
+  const __mmask16 lo = __mmask16(run >= 16 ? 0xFFFF : (1u << run) - 1);
+  const __mmask16 hi = __mmask16(run >= 32 ? 0xFFFF : run > 16 ? (1u << (run - 16)) - 1 : 0);
+  for (index_t k = 0; k < kc; ++k) {
+    const float* a = src + roff[k];
+    float* d = dst + k * 32;
+    _mm512_mask_storeu_ps(d, lo, _mm512_maskz_loadu_ps(lo, a));
+    _mm512_mask_storeu_ps(d + 16, hi, _mm512_maskz_loadu_ps(hi, a + 16));
+  }
+}
+#endif
+
+}  // namespace conv_detail
+}  // namespace gradvis

@@ -1,0 +1,368 @@
+// Internal to conv2d: the column matrix (im2col) of a convolution, never
+// materialized, and its packing into the gemm micro-kernel's operands:
+//   Geometry      the per-group sizes of the column matrix
+//   Tap           one row k = (c, kh, kw) of a group's column matrix
+//   pack_b_cols   B = rows of the column matrix x a chunk of output positions,
+//                 gathered from the image into NR-wide k-major slivers
+//   pack_b_cols_t the same, transposed (the weight gradient's A operand)
+//   pack_a_dout   MR-row slivers of dout (the weight gradient's A operand)
+//   Split         the image zero-padded and split by column phase, for layers of
+//                 few channels per group (the RGB layer): B is then a plain copy
+//                 (pack_b_split), or read in place by the offset micro-kernels
+// Positions run over the whole batch: pos = n*OH*OW + oh*OW + ow.
+#pragma once
+
+#include <algorithm>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define GV_HAVE_X86 1
+#endif
+
+#include "cpu/conv_bias.h"
+#include "cpu/conv_depthwise.h"
+#include "cpu/gemm_kernels.h"
+#include "cpu/simd.h"
+#include "ops/conv2d.h"
+
+namespace gradvis {
+namespace conv_detail {
+
+struct Geometry {
+  index_t G, Cg, Fg, KK, CK, HW, OHW;
+  bool pointwise;  // 1x1, stride 1, no padding: the image is its own column matrix
+};
+
+inline Geometry geometry(const Conv2dShape& s) {
+  Geometry g;
+  g.G = s.p.groups;
+  g.Cg = s.C / g.G;
+  g.Fg = s.F / g.G;
+  g.KK = s.KH * s.KW;
+  g.CK = g.Cg * g.KK;
+  g.HW = s.H * s.W;
+  g.OHW = s.OH * s.OW;
+  g.pointwise = s.KH == 1 && s.KW == 1 && s.p.stride_h == 1 && s.p.stride_w == 1 && s.p.pad_top == 0 &&
+                s.p.pad_bottom == 0 && s.p.pad_left == 0 && s.p.pad_right == 0;
+  return g;
+}
+
+
+using gemm_detail::ukernel_fn;
+using gemm_detail::ukernel_rows_fn;
+using gemm_detail::ukernel_offs_fn;
+using gemm_detail::ukernel_boffs_fn;
+
+using gemm_detail::kblocks;
+using gemm_detail::KBlocks;
+using gemm_detail::kKC;
+
+// One row of a group's column matrix, k = (c, kh, kw): the channel's offset in the
+// image and the tap's displacement from the window's corner (padding included).
+struct Tap {
+  index_t xoff, dh, dw;
+};
+
+inline std::vector<Tap> make_taps(const Conv2dShape& s, index_t Cg) {
+  std::vector<Tap> taps(std::size_t(Cg * s.KH * s.KW));
+  std::size_t k = 0;
+  for (index_t c = 0; c < Cg; ++c)
+    for (index_t kh = 0; kh < s.KH; ++kh)
+      for (index_t kw = 0; kw < s.KW; ++kw)
+        taps[k++] = {c * s.H * s.W, kh * s.p.dilation_h - s.p.pad_top, kw * s.p.dilation_w - s.p.pad_left};
+  return taps;
+}
+
+// Calls f(n, oh, ow, i, run) for the runs of output positions [q0, q0+len) (over the
+// batch) that lie in one output row and do not cross a multiple of `cut` counted
+// from q0; i is the run's offset from q0.
+template <class F>
+inline void for_runs(const Conv2dShape& s, index_t q0, index_t len, index_t cut, F&& f) {
+  const index_t OHW = s.OH * s.OW;
+  index_t n = q0 / OHW, r = q0 % OHW, oh = r / s.OW, ow = r % s.OW;
+  for (index_t i = 0; i < len;) {
+    const index_t run = std::min(std::min(s.OW - ow, len - i), cut - i % cut);
+    f(n, oh, ow, i, run);
+    i += run;
+    ow += run;
+    if (ow == s.OW) {
+      ow = 0;
+      if (++oh == s.OH) oh = 0, ++n;
+    }
+  }
+}
+
+#ifdef GV_HAVE_X86
+// d[t] = src[2 t] for t in [0, n), reading nothing past src[2 n - 2]: two loads
+// and one two-source permute per 16 values (the stride-2 first layer's packing
+// was 40% of its time as a scalar loop).
+__attribute__((target("avx512f"))) void gather_stride2_avx512(float* d, const float* src, index_t n);
+#endif
+
+// d[t*ldd + j] = src[j*lds + t] for j in [0, rows), t in [0, cols).
+template <class T>
+void transpose_block(T* d, index_t ldd, const T* src, index_t lds, index_t rows, index_t cols) {
+  index_t j = 0;
+#ifdef GV_HAVE_X86
+  if constexpr (std::is_same_v<T, float>) {  // 4x4 SSE transposes (baseline x86-64)
+    for (; j + 4 <= rows; j += 4) {
+      index_t t = 0;
+      for (; t + 4 <= cols; t += 4) {
+        const float* sp = src + j * lds + t;
+        __m128 r0 = _mm_loadu_ps(sp), r1 = _mm_loadu_ps(sp + lds), r2 = _mm_loadu_ps(sp + 2 * lds),
+               r3 = _mm_loadu_ps(sp + 3 * lds);
+        _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+        float* dp = d + t * ldd + j;
+        _mm_storeu_ps(dp, r0);
+        _mm_storeu_ps(dp + ldd, r1);
+        _mm_storeu_ps(dp + 2 * ldd, r2);
+        _mm_storeu_ps(dp + 3 * ldd, r3);
+      }
+      for (; t < cols; ++t)
+        for (index_t i = 0; i < 4; ++i) d[t * ldd + j + i] = src[(j + i) * lds + t];
+    }
+  }
+#endif
+  for (; j < rows; ++j)
+    for (index_t t = 0; t < cols; ++t) d[t * ldd + j] = src[j * lds + t];
+}
+
+// d[t*ds] = xr[iw0 + t*sw] for t in [0, run), 0 where the column is outside [0, W)
+// or the whole row is (xr == nullptr). wide: the CPU has AVX-512.
+template <class T>
+inline void gather_row(T* d, index_t ds, const T* xr, index_t iw0, index_t sw, index_t W, index_t run,
+                       bool wide = false) {
+  index_t lo = run, hi = run;
+  if (xr) conv_detail::valid_range(iw0, sw, W, run, lo, hi);
+  if (ds == 1) {
+    for (index_t t = 0; t < lo; ++t) d[t] = T(0);
+    if (sw == 1) {
+      for (index_t t = lo; t < hi; ++t) d[t] = xr[iw0 + t];  // (lo == hi when xr is null)
+#ifdef GV_HAVE_X86
+    } else if (std::is_same_v<T, float> && sw == 2 && wide) {
+      if (hi > lo)
+        gather_stride2_avx512(reinterpret_cast<float*>(d) + lo, reinterpret_cast<const float*>(xr) + iw0 + 2 * lo,
+                              hi - lo);
+#endif
+    } else {
+      for (index_t t = lo; t < hi; ++t) d[t] = xr[iw0 + t * sw];
+    }
+    for (index_t t = hi; t < run; ++t) d[t] = T(0);
+  } else {
+    for (index_t t = 0; t < lo; ++t) d[t * ds] = T(0);
+    for (index_t t = lo; t < hi; ++t) d[t * ds] = xr[iw0 + t * sw];
+    for (index_t t = hi; t < run; ++t) d[t * ds] = T(0);
+  }
+}
+
+#ifdef GV_HAVE_X86
+// Output rows of at most this many positions pack by gathers (below): run by run,
+// a 4x4 map copied 4 floats at a time and packing was 11% of the batch-1 4x4
+// layer's forward pass.
+constexpr index_t kGatherMaxOW = 8;
+constexpr index_t kGatherMaxTaps = 64;
+
+// pack_b_cols for 16-wide float slivers by one masked gather per tap row: for each
+// sliver, every (kh, kw) gets the 16 positions' offsets from a channel's origin and
+// a mask of those inside the image (and inside [q0, q0+P)). When the sliver lies in
+// one image whose planes have at most 16 pixels (a 4x4 map), each channel's plane
+// is loaded once and its rows are permutes of it instead (gathers cost about 25
+// cycles each here). False when the offsets would not fit in 32 bits or the kernel
+// has too many taps (the caller packs run by run instead).
+__attribute__((target("avx512f"))) bool pack_b_gather_avx512(float* out, const float* x, index_t img_stride,
+                                                             const Conv2dShape& s, const Tap* taps, index_t kc,
+                                                             index_t q0, index_t P);
+#endif
+
+// B = rows taps[0, kc) x positions [q0, q0+P) of the column matrix, packed into
+// NR-wide k-major slivers (the last one zero-padded). x is the group's first channel
+// of image 0; images are img_stride apart.
+template <class T, int NR>
+void pack_b_cols(T* out, const T* x, index_t img_stride, const Conv2dShape& s, const Tap* taps, index_t kc,
+                 index_t q0, index_t P) {
+  const auto& p = s.p;
+  const bool wide = cpu_level() == SimdLevel::avx512;
+#ifdef GV_HAVE_X86
+  if constexpr (std::is_same_v<T, float> && NR == 16) {
+    if (wide && s.OW <= kGatherMaxOW &&
+        pack_b_gather_avx512(reinterpret_cast<float*>(out), reinterpret_cast<const float*>(x), img_stride, s, taps,
+                             kc, q0, P))
+      return;
+  }
+#endif
+  for_runs(s, q0, P, NR, [&](index_t n, index_t oh, index_t ow, index_t i, index_t run) {
+    T* dst = out + (i / NR) * kc * NR + i % NR;
+    const T* xn = x + n * img_stride;
+    const index_t ih0 = oh * p.stride_h, iw0 = ow * p.stride_w;
+    for (index_t k = 0; k < kc; ++k) {
+      const Tap& tp = taps[k];
+      const index_t ih = ih0 + tp.dh;
+      gather_row(dst + k * NR, 1, (ih >= 0 && ih < s.H) ? xn + tp.xoff + ih * s.W : nullptr, iw0 + tp.dw, p.stride_w,
+                 s.W, run, wide);
+    }
+  });
+  if (const index_t tail = P % NR) {
+    T* dst = out + (P / NR) * kc * NR;
+    for (index_t k = 0; k < kc; ++k)
+      for (index_t j = tail; j < NR; ++j) dst[k * NR + j] = T(0);
+  }
+}
+
+// B = positions [q0, q0+kc) x column-matrix rows taps[0, nc) (the transposed column
+// matrix), packed into NR-wide k-major slivers over the taps.
+template <class T, int NR>
+void pack_b_cols_t(T* out, const T* x, index_t img_stride, const Conv2dShape& s, const Tap* taps, index_t nc,
+                   index_t q0, index_t kc) {
+  const auto& p = s.p;
+  for (index_t js = 0; js < nc; js += NR) {
+    T* o = out + js * kc;
+    for (index_t j = 0; j < NR; ++j) {
+      if (js + j >= nc) {
+        for (index_t k = 0; k < kc; ++k) o[k * NR + j] = T(0);
+        continue;
+      }
+      const Tap tp = taps[js + j];
+      for_runs(s, q0, kc, kc, [&](index_t n, index_t oh, index_t ow, index_t i, index_t run) {
+        const index_t ih = oh * p.stride_h + tp.dh;
+        gather_row(o + i * NR + j, NR, (ih >= 0 && ih < s.H) ? x + n * img_stride + tp.xoff + ih * s.W : nullptr,
+                   ow * p.stride_w + tp.dw, p.stride_w, s.W, run);
+      });
+    }
+  }
+}
+
+// A = dout rows [m0, m0+mc) of group gi x positions [q0, q0+kc), in MR-tall k-major slivers.
+template <class T, int MR>
+void pack_a_dout(T* out, const T* dout, const Conv2dShape& s, index_t row0, index_t mc, index_t q0, index_t kc) {
+  const index_t OHW = s.OH * s.OW;
+  for (index_t is = 0; is < mc; is += MR) {
+    T* o = out + is * kc;
+    for (index_t q = q0; q < q0 + kc;) {
+      const index_t n = q / OHW, r = q % OHW, len = std::min(OHW - r, q0 + kc - q);
+      T* d = o + (q - q0) * MR;
+      for (index_t i = 0; i < MR; ++i) {
+        if (is + i < mc) {
+          const T* src = dout + (n * s.F + row0 + is + i) * OHW + r;
+          for (index_t t = 0; t < len; ++t) d[t * MR + i] = src[t];
+        } else {
+          for (index_t t = 0; t < len; ++t) d[t * MR + i] = T(0);
+        }
+      }
+      q += len;
+    }
+  }
+}
+
+// Few input channels per group (the RGB layer): the column matrix has few rows, each
+// output position reads C*KH*KW scattered taps, and gathering them per (tap, run of
+// positions) costs more than the product. There the image is first laid out once,
+// zero-padded and split by column phase (iw mod stride):
+//   split[n][c][r][ph][j] = xpad[n][c][r][j * stride_w + ph]    (xpad: x with the padding)
+// so that column-matrix element (tap, position) = split[roff(tap) + koff(position)],
+// with koff contiguous along an output row: packing B is a plain copy, and the
+// backward weight reads the taps in place (ukernel_offs).
+constexpr index_t kSplitMaxChannels = 4;
+
+struct Split {
+  index_t Hp, Wq, SH, SC, SI;  // rows, columns per phase; row, channel, image strides
+};
+
+// Not for a stride with one output along the row: its rows would be stride_w
+// floats long (a stride past the input is legal), and the plain packing reads the
+// one window directly.
+inline bool use_split(const Conv2dShape& s, const Geometry& g) {
+  return !g.pointwise && g.Cg <= kSplitMaxChannels && (s.OW > 1 || s.p.stride_w == 1);
+}
+
+inline Split split_geometry(const Conv2dShape& s) {
+  const auto& p = s.p;
+  Split sp;
+  sp.Hp = (s.OH - 1) * p.stride_h + (s.KH - 1) * p.dilation_h + 1;
+  sp.Wq = s.OW + ((s.KW - 1) * p.dilation_w) / p.stride_w;
+  sp.SH = p.stride_w * sp.Wq;
+  sp.SC = sp.Hp * sp.SH;
+  sp.SI = s.C * sp.SC;
+  return sp;
+}
+
+// Offsets of the taps (c, kh, kw) of one group in the split image.
+inline std::vector<index_t> split_roff(const Conv2dShape& s, const Split& sp, index_t Cg) {
+  const auto& p = s.p;
+  std::vector<index_t> roff;
+  roff.reserve(std::size_t(Cg * s.KH * s.KW));
+  for (index_t c = 0; c < Cg; ++c)
+    for (index_t kh = 0; kh < s.KH; ++kh)
+      for (index_t kw = 0; kw < s.KW; ++kw) {
+        const index_t d = kw * p.dilation_w;
+        roff.push_back(c * sp.SC + kh * p.dilation_h * sp.SH + (d % p.stride_w) * sp.Wq + d / p.stride_w);
+      }
+  return roff;
+}
+
+// split rows of images [n0, n1), all channels.
+template <class T>
+void build_split(T* split, const T* x, const Conv2dShape& s, const Split& sp, index_t n0, index_t n1) {
+  const auto& p = s.p;
+  const bool wide = cpu_level() == SimdLevel::avx512;
+  for (index_t n = n0; n < n1; ++n)
+    for (index_t c = 0; c < s.C; ++c) {
+      const T* xc = x + (n * s.C + c) * s.H * s.W;
+      T* d = split + n * sp.SI + c * sp.SC;
+      for (index_t r = 0; r < sp.Hp; ++r) {
+        const index_t ih = r - p.pad_top;
+        const T* xr = ih >= 0 && ih < s.H ? xc + ih * s.W : nullptr;
+        for (index_t ph = 0; ph < p.stride_w; ++ph, d += sp.Wq)
+          gather_row(d, 1, xr, ph - p.pad_left, p.stride_w, s.W, sp.Wq, wide);
+      }
+    }
+}
+
+#ifdef GV_HAVE_X86
+// dst[k * 32 + t] = src[roff[k] + t] for t < run <= 32, k < kc: a run of a 32-wide
+// sliver that is cut by the end of an output row (rows of 28 or 56 outputs put
+// every sliver across two), by masked loads and stores; the per-run memmove it
+// replaces cost about as much as the micro-kernel on these slivers (K = 75).
+__attribute__((target("avx512f"))) void copy_run32_avx512(float* dst, const float* src, const index_t* roff,
+                                                          index_t kc, index_t run);
+#endif
+
+// pack_b_cols from the split image of the group (sg), the taps' offsets roff[0, kc).
+// skip_full: leave out the tiles that lie in one output row (read in place).
+template <class T, int NR>
+void pack_b_split(T* out, const T* sg, const Conv2dShape& s, const Split& sp, const index_t* roff, index_t kc,
+                  index_t q0, index_t P, bool skip_full) {
+#ifdef GV_HAVE_X86
+  constexpr bool vec32 = std::is_same_v<T, float> && NR == 32;
+  const bool vec = vec32 && cpu_level() == SimdLevel::avx512;
+#endif
+  for_runs(s, q0, P, NR, [&](index_t n, index_t oh, index_t ow, index_t i, index_t run) {
+    T* dst = out + (i / NR) * kc * NR + i % NR;
+    const T* src = sg + n * sp.SI + oh * s.p.stride_h * sp.SH + ow;
+    if (run == NR && skip_full) return;
+#ifdef GV_HAVE_X86
+    if constexpr (vec32) {
+      if (vec) return copy_run32_avx512(dst, src, roff, kc, run);
+    }
+#endif
+    if (run == NR) {
+      for (index_t k = 0; k < kc; ++k) {
+        const T* a = src + roff[k];
+        T* d = dst + k * NR;
+        for (int t = 0; t < NR; ++t) d[t] = a[t];
+      }
+    } else {
+      for (index_t k = 0; k < kc; ++k) std::copy(src + roff[k], src + roff[k] + run, dst + k * NR);
+    }
+  });
+  if (const index_t tail = P % NR) {
+    T* dst = out + (P / NR) * kc * NR;
+    for (index_t k = 0; k < kc; ++k)
+      for (index_t j = tail; j < NR; ++j) dst[k * NR + j] = T(0);
+  }
+}
+
+}  // namespace conv_detail
+}  // namespace gradvis

@@ -202,11 +202,10 @@ class Scratch {
   }
   void* get(ScratchSlot slot, std::size_t bytes) {
     Buf& b = bufs_[int(slot)];
+    if (bytes > memory_limit() || bytes > (std::size_t(-1) >> 2))
+      throw std::length_error("a workspace of " + std::to_string(bytes) + " bytes is above the memory limit of " +
+                              std::to_string(memory_limit()) + " bytes (gradvis.set_memory_limit)");
     if (b.size < bytes) {
-      if (bytes > memory_limit() || bytes > (std::size_t(-1) >> 2))
-        throw std::length_error("a workspace of " + std::to_string(bytes) +
-                                " bytes is above the memory limit of " + std::to_string(memory_limit()) +
-                                " bytes (gradvis.set_memory_limit)");
       std::free(b.ptr);
       b.ptr = nullptr;
       b.size = 0;

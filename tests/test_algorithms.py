@@ -8,7 +8,7 @@ import gradvis
 from gradvis import (BatchNorm2d, Conv2d, Flatten, GlobalAvgPool, Linear, MaxPool2d, Model, ReLU,
                      compute_saliency_maps, create_class_visualization, deepdream, invert_features,
                      make_fooling_image, smoothgrad_saliency_maps)
-from gradvis.inversion import feature_error
+from gradvis.generation.inversion import feature_error
 
 
 def small_net(seed=0, size=16, classes=5):

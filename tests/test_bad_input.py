@@ -8,12 +8,14 @@ import pytest
 
 import gradvis
 from gradvis import cli
+from gradvis.cli import common as cli_common
 from gradvis import layers as L
-from gradvis.image import blur
-from gradvis.model import (AvgPool2d, BatchNorm2d, Bias, Conv2d, Flatten, GlobalAvgPool, Linear,
-                           MaxPool2d, Model, Pad, ReLU, softmax_cross_entropy)
-from gradvis.regularizers import total_variation
-from gradvis.serialization import load_model
+from gradvis.nn.imageops import blur
+from gradvis.nn import (AvgPool2d, BatchNorm2d, Bias, Conv2d, Flatten, GlobalAvgPool, Linear,
+                           MaxPool2d, Model, Pad, ReLU)
+from gradvis.nn.losses import softmax_cross_entropy
+from gradvis.generation.regularizers import total_variation
+from gradvis.io.model_file import load_model
 from gradvis.train import TrainConfig
 from test_serialization import _rewrite
 
@@ -546,7 +548,7 @@ def test_cli_decompression_bomb_warning_as_error_ends_in_one_line(tmp_path, caps
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         with pytest.raises(cli.UsageError, match="too large"):
-            cli.read_image(photo)
+            cli_common.read_image(photo)
 
 
 def test_cli_train_options_are_checked(tmp_path, capsys):

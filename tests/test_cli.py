@@ -12,7 +12,8 @@ import pytest
 
 import gradvis
 from gradvis import cli
-from gradvis.models import DEFAULT_WEIGHTS
+from gradvis.cli import common as cli_common
+from gradvis.io.pretrained import DEFAULT_WEIGHTS
 
 
 def _require_weights():
@@ -39,7 +40,7 @@ def one_thread():
 
 @pytest.fixture
 def photo():
-    return str(cli.sample_photo_path())
+    return str(cli_common.sample_photo_path())
 
 
 def run(capsys, *argv):
@@ -227,32 +228,32 @@ def test_user_errors_exit_2_one_line(capsys, model, photo, tmp_path, argv, patte
 # ----------------------------------------------------------------------------- lookups
 def test_class_lookup(model):
     gold = model.class_names.index(next(n for n in model.class_names if n.startswith("goldfish")))
-    assert cli.resolve_class(model, str(gold)) == gold
-    assert cli.resolve_class(model, model.wnids[gold]) == gold
-    assert cli.resolve_class(model, model.wnids[gold].upper()) == gold
-    assert cli.resolve_class(model, "goldfish") == gold
-    assert cli.resolve_class(model, "GOLDF") == gold               # prefix, any case
-    assert cli.resolve_class(model, "carassius") == gold           # a synonym's prefix
+    assert cli_common.resolve_class(model, str(gold)) == gold
+    assert cli_common.resolve_class(model, model.wnids[gold]) == gold
+    assert cli_common.resolve_class(model, model.wnids[gold].upper()) == gold
+    assert cli_common.resolve_class(model, "goldfish") == gold
+    assert cli_common.resolve_class(model, "GOLDF") == gold               # prefix, any case
+    assert cli_common.resolve_class(model, "carassius") == gold           # a synonym's prefix
     with pytest.raises(cli.UsageError, match="ambiguous.*matches"):
-        cli.resolve_class(model, "b")
+        cli_common.resolve_class(model, "b")
     with pytest.raises(cli.UsageError, match="out of range"):
-        cli.resolve_class(model, "-1")
+        cli_common.resolve_class(model, "-1")
 
 
 def test_layer_lookup(model):
-    assert cli.resolve_layer(model, "relu2") == "relu2"
-    assert cli.resolve_layer(model, "RELU2") == "relu2"
-    assert cli.resolve_layer(model, "0") == model.layer_names[0]
-    assert cli.resolve_layer(model, "-1") == model.layer_names[-1]
+    assert cli_common.resolve_layer(model, "relu2") == "relu2"
+    assert cli_common.resolve_layer(model, "RELU2") == "relu2"
+    assert cli_common.resolve_layer(model, "0") == model.layer_names[0]
+    assert cli_common.resolve_layer(model, "-1") == model.layer_names[-1]
     with pytest.raises(cli.UsageError, match="did you mean"):
-        cli.resolve_layer(model, "relu22")
+        cli_common.resolve_layer(model, "relu22")
 
 
 def test_fit_image():
     img = np.zeros((600, 512, 3), np.uint8)
-    out, what = cli.fit_image(img, (64, 64))
+    out, what = cli_common.fit_image(img, (64, 64))
     assert out.shape == (64, 64, 3) and "center-cropped" in what
-    out, what = cli.fit_image(np.zeros((64, 64, 3), np.uint8), (64, 64))
+    out, what = cli_common.fit_image(np.zeros((64, 64, 3), np.uint8), (64, 64))
     assert what is None
 
 
@@ -280,7 +281,7 @@ def test_onnx_models_take_their_preprocessing(capsys, model, tmp_path):
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=[w])
     path = tmp_path / "net.onnx"
     onnx.save_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-    m = cli._model(cli.build_parser().parse_args(
+    m = cli_common.model_from_args(cli.build_parser().parse_args(
         ["layers", "--model", str(path), "--scale", "255", "--mean", "0.5", "0.25", "0.125", "--std", "0.5"]))
     np.testing.assert_allclose(m.mean.ravel(), [127.5, 63.75, 31.875])
     np.testing.assert_allclose(m.std, [127.5] * 3)

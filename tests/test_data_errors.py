@@ -12,9 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gradvis import cli, data
-from gradvis import train as T
-from gradvis.architectures import default_net
+from gradvis import cli
+from gradvis.io import datasets as data
+from gradvis.cli import common as cli_common
+from gradvis.cli import training as cli_training
+from gradvis.train import trainer as T
+from gradvis.nn.architectures import default_net
 
 WNIDS = ["n01443537", "n01629819"]
 
@@ -366,7 +369,7 @@ def test_train_threads_option_wins(capsys, tmp_path, folder, monkeypatch):
         return model, {}
 
     monkeypatch.setattr(T, "train", fake_train)
-    monkeypatch.setattr(cli, "_setup", lambda args: cli._Run(args))   # leave the process's threads alone
+    monkeypatch.setattr(cli_training, "setup", lambda args: cli_common.Run(args))   # leave the process's threads alone
     code, _, err = _cli(capsys, "train", folder, "--out", tmp_path / "run", "-q", "--threads", 1,
                         "--batch-size", 4, "--image-size", 32)
     assert code == 0, err

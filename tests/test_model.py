@@ -4,8 +4,8 @@ import pytest
 
 import gradvis
 from conftest import require_torch
-from gradvis.architectures import default_net
-from gradvis.model import (Add, AvgPool2d, BatchNorm1d, BatchNorm2d, Concat, Conv2d, Dropout, Flatten,
+from gradvis.nn.architectures import default_net
+from gradvis.nn import (Add, AvgPool2d, BatchNorm1d, BatchNorm2d, Concat, Conv2d, Dropout, Flatten,
                            GlobalAvgPool, LeakyReLU, Linear, MaxPool2d, Model, ReLU, ReLU6)
 
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import gradvis
-from gradvis._grad import softmax
-from gradvis.inversion import feature_error
-from gradvis.models import DEFAULT_WEIGHTS
+from gradvis.nn.losses import softmax
+from gradvis.generation.inversion import feature_error
+from gradvis.io.pretrained import DEFAULT_WEIGHTS
 
 pytestmark = pytest.mark.data
 
@@ -24,7 +24,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def held_out():
-    from gradvis.data import find_tiny_imagenet, load_tiny_imagenet
+    from gradvis.io.datasets import find_tiny_imagenet, load_tiny_imagenet
     try:
         find_tiny_imagenet()
     except FileNotFoundError:

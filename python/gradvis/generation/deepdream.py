@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _checks
-from ._grad import input_gradient
-from .image import jitter, random_jitter_offsets, resize, unjitter
+from .. import _checks
+from ..nn.gradients import input_gradient
+from ..nn.graph import check_model
+from ..nn.imageops import jitter, random_jitter_offsets, resize, unjitter
 
 __all__ = ["deepdream"]
 
@@ -51,7 +52,7 @@ def deepdream(X, layer, model, num_iterations=20, learning_rate=None, max_jitter
         >>> X_dream = deepdream(X, 'relu5', model, octaves=3)
         >>> plt.imshow(model.deprocess(X_dream)[0])
     """
-    _checks.model(model)
+    check_model(model)
     X = _checks.images(X, model).astype(np.float32)
     num_iterations = _checks.positive_int(num_iterations, "num_iterations", allow_zero=True)
     if learning_rate is None:

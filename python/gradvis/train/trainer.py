@@ -3,16 +3,17 @@
 The pieces are small and separate (an optimizer, a learning-rate schedule, an
 augmentation function) and :func:`train` puts them together::
 
-    from gradvis import data, train
-    from gradvis.architectures import default_net
-    ds = data.load_tiny_imagenet()
+    from gradvis import train
+    from gradvis.io.datasets import load_tiny_imagenet
+    from gradvis.nn.architectures import default_net
+    ds = load_tiny_imagenet()
     model = default_net(class_names=ds.class_names, wnids=ds.wnids)
     cfg = train.TrainConfig()   # the shipped recipe: 10 epochs, one-cycle SGD
     train.train(model, ds, cfg, run_dir="runs/default", resume=True)
 
 Run from the command line: ``python -m gradvis.train --help``.
 
-Checkpoints are gradvis model files (:mod:`gradvis.serialization`, no pickle)
+Checkpoints are gradvis model files (:mod:`gradvis.nn.fileformat`, no pickle)
 holding the weights, the optimizer's state, the data-order generator's state,
 the epoch's permutation and the step, written atomically; with ``resume=True``
 a stopped run continues from its latest checkpoint and ends where an
@@ -30,9 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _checks
-from .model import softmax_cross_entropy
-from .serialization import read_model_file, save_model
+from .. import _checks
+from ..io.model_file import read_model_file
+from ..nn.fileformat import save_model
+from ..nn.losses import softmax_cross_entropy
 
 __all__ = ["SGD", "AdamW", "OneCycle", "CosineWarmup", "StepLR", "make_schedule",
            "random_crop", "random_flip", "augment_batch", "evaluate", "TrainConfig", "train",
@@ -337,7 +339,7 @@ def check_sizes(model, image_size, crop, pad=0):
 
 def train(model, data, config=None, run_dir=None, resume=False, log=print, on_step=None):
     """Train ``model`` on ``data`` (an object with X_train, y_train, X_val, y_val as
-    uint8 images / int labels, e.g. :func:`gradvis.data.load_tiny_imagenet`).
+    uint8 images / int labels, e.g. :func:`gradvis.io.datasets.load_tiny_imagenet`).
 
     Args:
         config: :class:`TrainConfig`.
@@ -355,7 +357,7 @@ def train(model, data, config=None, run_dir=None, resume=False, log=print, on_st
     cfg = (config or TrainConfig()).validate()
     say = log or (lambda *a, **k: None)
     try:
-        from . import _core
+        from .. import _core
         _core.set_num_threads(int(cfg.num_threads))
     except Exception:   # a build without the setter keeps its default
         pass
@@ -531,8 +533,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     cfg = config_from_args(args)
 
-    from .architectures import default_net
-    from .data import load_tiny_imagenet
+    from ..io.datasets import load_tiny_imagenet
+    from ..nn.architectures import default_net
     ds = load_tiny_imagenet(args.data)
     model = default_net(num_classes=ds.num_classes, class_names=ds.class_names, wnids=ds.wnids,
                         seed=cfg.seed)
@@ -546,7 +548,3 @@ def main(argv=None):
         if log:
             log(f"saved {args.export}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _checks
-from ._grad import input_gradient
-from .image import blur
+from .. import _checks
+from ..nn.gradients import input_gradient
+from ..nn.graph import check_model
+from ..nn.imageops import blur
 from .regularizers import total_variation
 
 __all__ = ["invert_features", "feature_error"]
@@ -65,7 +66,7 @@ def invert_features(target_feats, layer, model, num_iterations=300, learning_rat
     Reference: A. Mahendran, A. Vedaldi, "Understanding Deep Image Representations
     by Inverting Them", CVPR 2015.
     """
-    _checks.model(model)
+    check_model(model)
     target = np.asarray(target_feats)
     if target.dtype.kind != "f":
         raise TypeError(f"target_feats must be a float array, got dtype {target.dtype}")

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _checks
-from ._grad import class_score_gradient
+from .. import _checks
+from ..nn.gradients import class_score_gradient
+from ..nn.graph import check_classifier
 
 __all__ = ["compute_saliency_maps", "smoothgrad_saliency_maps"]
 
@@ -38,7 +39,7 @@ def compute_saliency_maps(X, y, model, batch_size=64):
     Reference: K. Simonyan, A. Vedaldi, A. Zisserman, "Deep Inside Convolutional
     Networks: Visualising Image Classification Models and Saliency Maps", 2013.
     """
-    _checks.classifier(model, "compute_saliency_maps")
+    check_classifier(model, "compute_saliency_maps")
     X = _checks.images(X, model)
     y = _checks.labels(y, X.shape[0], model)
     batch_size = _checks.positive_int(batch_size, "batch_size")
@@ -63,7 +64,7 @@ def smoothgrad_saliency_maps(X, y, model, num_samples=25, noise_level=0.15, seed
     Returns:
         saliency: (N, H, W).
     """
-    _checks.classifier(model, "smoothgrad_saliency_maps")
+    check_classifier(model, "smoothgrad_saliency_maps")
     X = _checks.images(X, model)
     y = _checks.labels(y, X.shape[0], model)
     num_samples = _checks.positive_int(num_samples, "num_samples")

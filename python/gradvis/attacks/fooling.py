@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _checks
-from ._grad import class_score_gradient, softmax
+from .. import _checks
+from ..nn.gradients import class_score_gradient
+from ..nn.graph import check_classifier
+from ..nn.losses import softmax
 
 __all__ = ["make_fooling_image"]
 
@@ -73,7 +75,7 @@ def make_fooling_image(X, target_y, model, learning_rate=None, max_iter=100, nor
         >>> X_fool, rep = make_fooling_image(X, 6, model, return_report=True)
         >>> rep['success'].all(), rep['linf_pixels'].max()
     """
-    _checks.classifier(model, "make_fooling_image")
+    check_classifier(model, "make_fooling_image")
     X = _checks.images(X, model)
     n = X.shape[0]
     target = _checks.labels(target_y, n, model, name="target_y")

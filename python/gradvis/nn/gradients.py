@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+__all__ = ["input_gradient", "one_hot", "class_score_gradient"]
+
 
 def input_gradient(model, dout, cache):
     """d(objective)/dX for the cached forward pass, without parameter gradients."""
@@ -10,15 +12,10 @@ def input_gradient(model, dout, cache):
 
 
 def one_hot(n, num_classes, y, dtype):
+    """(n, num_classes) array of ``dtype``, 1 at (i, y[i]) and 0 elsewhere."""
     d = np.zeros((n, num_classes), dtype=dtype)
     d[np.arange(n), y] = 1
     return d
-
-
-def softmax(scores):
-    s = scores.astype(np.float64) - scores.max(axis=1, keepdims=True)
-    e = np.exp(s)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def class_score_gradient(model, X, y):

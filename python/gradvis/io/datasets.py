@@ -379,10 +379,10 @@ _IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"
 
 def _read_folder_image(path, size):
     """One image of an image folder as uint8 (H, W, 3) of ``size``: read as the CLI's
-    :func:`gradvis.image.read_rgb` does (EXIF rotation, transparency over white,
+    :func:`gradvis.io.images.read_rgb` does (EXIF rotation, transparency over white,
     16-bit and float images rescaled), then resized. ValueError names the file."""
     from PIL import Image
-    from .image import read_rgb
+    from .images import read_rgb
     rgb, _ = read_rgb(path)
     return np.asarray(Image.fromarray(rgb).resize((size[1], size[0]), Image.BILINEAR))
 
@@ -395,7 +395,7 @@ def load_image_folder(root, size=(64, 64), val_fraction=0.1, seed=0):
     ``size`` (H, W). A seeded ``val_fraction`` (0 to 1) of each class is held out.
     An unreadable, damaged or too large image raises ValueError naming the file.
     """
-    from . import _checks
+    from .. import _checks
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"not a directory: {root}")

@@ -1,274 +1,20 @@
-"""Bring your own network: ONNX files and PyTorch modules as gradvis models.
-
-:func:`load_onnx` reads an ONNX graph (with the optional ``onnx`` package) and
-builds a :class:`gradvis.Model` of gradvis layers, so the five algorithms run on
-it with gradvis's own engine; :func:`from_torch` does the same for a PyTorch
-module in memory by exporting it to ONNX first. Neither needs a deep-learning
-framework afterwards: the result saves and loads as a gradvis ``.npz``.
-
-What the importer does with the graph:
-
-- **Batch norm is folded** into the convolution before it when nothing else
-  reads that convolution's output (``W' = W * g / sqrt(v + eps)``, ``b' = (b - m)
-  * g / sqrt(v + eps) + beta``, in float64); any other BatchNormalization becomes
-  a test-mode :class:`~gradvis.model.BatchNorm2d` / ``BatchNorm1d``. (PyTorch's
-  own exporter already folds conv+BN in eval mode.)
-- **Zero padding** (``Pad``) that feeds a convolution becomes that convolution's
-  padding; other constant pads become a :class:`~gradvis.model.Pad` layer.
-- A constant added after a convolution or a ``MatMul`` becomes its bias.
-- ``Mul(x, Sigmoid(x))`` (how PyTorch exports ``nn.SiLU``) becomes one
-  :class:`~gradvis.model.SiLU` layer when nothing else reads the Sigmoid, and
-  ``Mul(x, HardSigmoid(x))`` with PyTorch's alpha 1/6, beta 1/2 (``nn.Hardswish``
-  before opset 14) one :class:`~gradvis.model.HardSwish`.
-- ``Add``, ``Sub``, ``Mul`` and ``Div`` by a constant become
-  :class:`~gradvis.model.Bias` / :class:`~gradvis.model.Scale` layers (with the
-  constant as a parameter); of two activation tensors, :class:`~gradvis.model.Add`,
-  :class:`~gradvis.model.Sub`, :class:`~gradvis.model.Mul` and
-  :class:`~gradvis.model.Div` layers that broadcast as numpy does: the
-  squeeze-and-excitation gate ``(N, C, H, W) * (N, C, 1, 1)``.
-- ``ReduceMean`` over the spatial axes [2, 3] (``x.mean((2, 3))``) is global
-  average pooling (flattened when keepdims=0); over other axes it is an
-  :class:`UnsupportedOperatorError`.
-- ``Dropout`` and ``Identity`` disappear (their output is another name for their
-  input); a ``Softmax`` producing the graph output is dropped, so the model
-  returns scores as the algorithms expect; ``model.info['dropped']`` says so.
-- Shape arithmetic on constants (``Shape``, ``Gather``, ``Unsqueeze``,
-  ``Concat``, ``Cast``, ...) is evaluated at import time; a ``Reshape`` must end
-  up flattening ``(N, ...) -> (N, -1)`` (or be a no-op). The batch size is free:
-  a hard-coded leading 1 in a Reshape (PyTorch's ``x.view(1, -1)`` on a batch-1
-  export) is read as the batch axis.
-- ReLU is not fused into the convolution (each ReLU stays its own node, so its
-  output can be picked by name).
-
-Node names come from the ONNX node names, made readable: PyTorch's scoped names
-``/layer1/layer1.0/conv1/Conv`` become the module path ``layer1.0.conv1`` (an op
-called in a block's ``forward``, like the residual ``Add``, is named after the
-block: ``layer1.0.add`` when the block has several). Other names are sanitized
-(characters outside ``[A-Za-z0-9_.:-]`` become ``_``) and made unique.
-``model.info['tensors']`` maps every ONNX tensor name to the node whose output
-it is (folded and dropped nodes map to the node that now produces the value).
-
-Preprocessing travels with the model. gradvis's :meth:`Model.preprocess` maps
-0-255 pixels to ``(x - mean) / std``; networks trained on torchvision's
-``ToTensor`` + ``Normalize`` take ``(x / 255 - mean) / std``; pass ``scale=255``
-with their 0-1 mean and std and the importer stores ``mean * 255`` and ``std *
-255``, which is the same map.
-"""
+"""Turning an ONNX graph into gradvis layers: one ``op_<OpType>`` method per operator,
+with the import-time folds described in :mod:`gradvis.io.onnx_import`."""
 from __future__ import annotations
 
-import io
 import math
-import re
-import warnings
-from pathlib import Path
 
 import numpy as np
 
-from .model import (INPUT, Add, AvgPool2d, BatchNorm1d, BatchNorm2d, Bias, Clip, Concat, Conv2d, Div,
-                    Flatten, GlobalAvgPool, HardSigmoid, HardSwish, LeakyReLU, Linear, MaxPool2d, Model,
-                    Mul, Pad, ReLU, ReLU6, Scale, SiLU, Sigmoid, Sub, Tanh)
+from ...nn import (INPUT, Add, AvgPool2d, BatchNorm1d, BatchNorm2d, Bias, Clip, Concat, Conv2d, Div,
+                   Flatten, GlobalAvgPool, HardSigmoid, HardSwish, LeakyReLU, Linear, MaxPool2d,
+                   Mul, Pad, ReLU, ReLU6, Scale, SiLU, Sigmoid, Sub, Tanh)
+from .reader import (SUPPORTED_OPS, ONNXImportError, OnnxNode, UnsupportedOperatorError, assign_names, const_eval, f32)
 
-__all__ = ["load_onnx", "from_torch", "ONNXImportError", "UnsupportedOperatorError",
-           "SUPPORTED_OPS"]
-
-
-class ONNXImportError(ValueError):
-    """The ONNX graph cannot be turned into a gradvis model (the message says which node and why)."""
+__all__ = ["Importer", "preprocessing", "check_arrays"]
 
 
-class UnsupportedOperatorError(ONNXImportError, NotImplementedError):
-    """The graph uses an operator gradvis has no layer for."""
-
-
-SUPPORTED_OPS = (
-    "Conv", "BatchNormalization", "Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid",
-    "HardSwish", "Swish (alpha 1)", "MaxPool", "AveragePool", "GlobalAveragePool",
-    "ReduceMean (axes [2, 3])", "Gemm", "MatMul", "Flatten", "Reshape", "Add", "Sub", "Mul", "Div",
-    "Concat", "Dropout", "Pad", "Identity", "Softmax (graph output only)",
-    # evaluated at import time when every input is a constant:
-    "Constant", "Shape", "Gather", "Unsqueeze", "Squeeze", "Cast", "Slice",
-)
-
-
-def _require_onnx():
-    try:
-        import onnx
-    except ImportError:
-        raise ImportError("importing ONNX models needs the onnx package: pip install onnx "
-                          "(or pip install 'gradvis[onnx]')") from None
-    return onnx
-
-
-# ============================================================================ reading
-def _read_proto(source):
-    """(ModelProto, label for messages) from a path, bytes or a ModelProto."""
-    onnx = _require_onnx()
-    base = None
-    if isinstance(source, onnx.ModelProto):
-        proto, label = source, "<ONNX model>"
-    else:
-        if isinstance(source, (bytes, bytearray, memoryview)):
-            label, data = "<ONNX bytes>", bytes(source)
-        else:
-            path = Path(source)
-            label = str(path)
-            if not path.is_file():
-                raise FileNotFoundError(f"no such ONNX file: {path}")
-            data = path.read_bytes()
-            base = path.parent
-        try:
-            proto = onnx.load_from_string(data)
-        except Exception as e:   # DecodeError and friends
-            raise ValueError(f"{label} is not a readable ONNX model ({type(e).__name__}: {e})") from None
-    _load_external_data(onnx, proto, label, base)
-    if not proto.graph.node or not proto.graph.output:
-        raise ValueError(f"{label} is not an ONNX model (no graph nodes or outputs); "
-                         "corrupt or a different kind of file?")
-    # onnx.checker is not run: it rejects usable files over details (an output
-    # without a declared shape); the import checks what it relies on itself
-    if not any(i.type.HasField("tensor_type") for i in proto.graph.input):
-        raise ValueError(f"{label} is not a usable ONNX model (no tensor input); corrupt or a "
-                         "different kind of file?")
-    return proto, label
-
-
-def _load_external_data(onnx, proto, label, base):
-    """Read the weights of ``proto`` kept in side files (ONNX's external-data format,
-    used for models over 2 GB), from the directory of the .onnx file, not the current one."""
-    from onnx import external_data_helper as ext
-    external = [t for t in ext._get_all_tensors(proto) if ext.uses_external_data(t)]
-    if not external:
-        return
-    if base is None:
-        raise ValueError(f"{label} keeps its weights in external data files "
-                         f"({', '.join(sorted({ext.ExternalDataInfo(t).location for t in external}))}); "
-                         "load it from its .onnx path so that they can be found")
-    try:
-        ext.load_external_data_for_model(proto, str(base))
-    except Exception as e:   # a missing side file, a location outside the model's directory
-        raise ValueError(f"{label}: cannot read its external weight data from {base} "
-                         f"({type(e).__name__}: {e})") from None
-
-
-class _Node:
-    """An ONNX node in plain Python: op, name, inputs, outputs, attributes."""
-    __slots__ = ("op", "name", "inputs", "outputs", "attrs", "index")
-
-    def __init__(self, proto, index):
-        from onnx import helper
-        self.op = proto.op_type
-        self.name = proto.name or (proto.output[0] if proto.output else f"{proto.op_type}_{index}")
-        self.inputs = list(proto.input)
-        self.outputs = list(proto.output)
-        self.attrs = {a.name: helper.get_attribute_value(a) for a in proto.attribute}
-        self.index = index
-        if proto.domain not in ("", "ai.onnx"):
-            raise UnsupportedOperatorError(
-                f"ONNX node {self.name!r}: operator {proto.domain}::{self.op} is from a custom "
-                "domain, which gradvis cannot run")
-
-    def attr(self, key, default=None):
-        v = self.attrs.get(key, default)
-        return v.decode() if isinstance(v, bytes) else v
-
-    def where(self):
-        return f"ONNX node {self.name!r} ({self.op})"
-
-
-# ============================================================================ naming
-_SAFE = re.compile(r"[^A-Za-z0-9_.:\-]+")
-
-
-def _scope_name(node):
-    """PyTorch's '/layer1/layer1.0/conv1/Conv' -> ('layer1.0.conv1', 'conv'); else (sanitized, '')."""
-    if "/" not in node.name:
-        return _SAFE.sub("_", node.name).strip("_") or node.op.lower(), ""
-    parts = [p for p in node.name.split("/") if p]
-    last = parts.pop() if parts else node.op
-    segs = []
-    for p in parts:   # a Sequential's children repeat its name: 'features', 'features.1', 'conv', 'conv.0'
-        if segs and p.startswith(segs[-1] + "."):
-            segs[-1] = p
-        else:
-            segs.append(p)
-    qual = _SAFE.sub("_", ".".join(segs)).strip("_")
-    op = _SAFE.sub("_", last).strip("_").lower() or node.op.lower()
-    return (qual or op), (op if qual else "")
-
-
-def _assign_names(nodes):
-    """{node index: unique gradvis node name} for the nodes that may become layers."""
-    bases = {n.index: _scope_name(n) for n in nodes}
-    count = {}
-    for base, _ in bases.values():
-        count[base] = count.get(base, 0) + 1
-    scoped = {base for base, op in bases.values() if op}
-    # a scope that contains other scopes is a container (a residual block): an op at
-    # its level was called in its forward (the residual Add), not the block's output
-    containers = {q.rsplit(".", k)[0] for q in scoped for k in range(1, q.count(".") + 1)}
-    names, used = {}, {INPUT}
-    for n in nodes:
-        base, op = bases[n.index]
-        name = f"{base}.{op}" if op and (count[base] > 1 or base in containers) else base
-        cand, k = name, 2
-        while cand in used:
-            cand, k = f"{name}_{k}", k + 1
-        used.add(cand)
-        names[n.index] = cand
-    return names
-
-
-# ============================================================================ constants
-def _const_eval(node, vals):
-    """Evaluate a node whose inputs are all constants (shape arithmetic), or return None."""
-    op, a = node.op, node.attr
-    x = vals[0] if vals else None
-    if op == "Identity":
-        return x
-    if op == "Cast":
-        from onnx import helper
-        return x.astype(helper.tensor_dtype_to_np_dtype(a("to")))
-    if op == "Gather":
-        return np.take(x, vals[1].astype(np.int64), axis=a("axis", 0))
-    if op in ("Unsqueeze", "Squeeze"):
-        axes = a("axes") if len(vals) < 2 else vals[1].tolist()
-        if op == "Squeeze":
-            return np.squeeze(x, axis=None if axes is None else tuple(axes))
-        out = x
-        rank = x.ndim + len(axes)
-        for ax in sorted(ax % rank for ax in axes):
-            out = np.expand_dims(out, ax)
-        return out
-    if op == "Concat":
-        return np.concatenate([np.atleast_1d(v) for v in vals], axis=a("axis"))
-    if op == "Slice":
-        starts, ends = vals[1].tolist(), vals[2].tolist()
-        axes = vals[3].tolist() if len(vals) > 3 else list(range(len(starts)))
-        steps = vals[4].tolist() if len(vals) > 4 else [1] * len(starts)
-        idx = [slice(None)] * x.ndim
-        for s, e, ax, st in zip(starts, ends, axes, steps):
-            idx[ax] = slice(s, e, st)
-        return x[tuple(idx)]
-    if op in ("Add", "Sub", "Mul", "Div"):
-        f = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply,
-             "Div": np.floor_divide if x.dtype.kind in "iu" else np.divide}[op]
-        return f(vals[0], vals[1]).astype(np.result_type(vals[0], vals[1]))
-    if op == "Reshape":
-        return x.reshape([d if d != 0 else x.shape[i] for i, d in enumerate(vals[1].tolist())])
-    if op == "Flatten":
-        ax = a("axis", 1)
-        return x.reshape(int(np.prod(x.shape[:ax])), -1)
-    return None
-
-
-def _f32(v):
-    """A C-contiguous float32 array (copied only when needed: VGG's weights are 0.5 GB)."""
-    a = np.asarray(v, np.float32)
-    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
-
-
-# ============================================================================ the importer
-class _Importer:
+class Importer:
     def __init__(self, proto, label, input_shape, output, fold_batchnorm):
         from onnx import numpy_helper
         self.label = label
@@ -290,7 +36,7 @@ class _Importer:
             raise ONNXImportError(f"{label}: output {output!r} is not a graph output ({outs})")
         self.output = output
         self.other_outputs = [o for o in outs if o != output]
-        self.nodes = [_Node(n, i) for i, n in enumerate(g.node)]
+        self.nodes = [OnnxNode(n, i) for i, n in enumerate(g.node)]
         self.producer = {o: n for n in self.nodes for o in n.outputs}
         self.consumers = {}
         for n in self.nodes:
@@ -299,7 +45,7 @@ class _Importer:
         self.live = self._live_nodes()
         self.gated = self._gated_muls()          # gate node index -> the Mul folded into it
         folded_muls = {m.index for m in self.gated.values()}
-        self.names = _assign_names([n for n in self.nodes if n.index in self.live
+        self.names = assign_names([n for n in self.nodes if n.index in self.live
                                     and not self._is_shape_arithmetic(n) and n.index not in folded_muls])
         self.tensor = {self.input_name: INPUT}   # ONNX tensor -> gradvis tensor (node name or INPUT)
         self.shape = {INPUT: self.input_shape}   # gradvis tensor -> shape without the batch axis
@@ -395,7 +141,7 @@ class _Importer:
     def emit(self, node, layer, inputs, params=None, buffers=None, out=None):
         """Add a gradvis node for ONNX ``node``; its value is ONNX tensor ``out``."""
         name = self.names[node.index]
-        params = {k: _f32(v) for k, v in (params or {}).items()}
+        params = {k: f32(v) for k, v in (params or {}).items()}
         for k, want in layer.param_shapes.items():
             if k not in params:
                 raise ONNXImportError(f"{node.where()}: missing parameter {k!r}")
@@ -415,7 +161,7 @@ class _Importer:
         finally:
             del layer.init_params
         for k, v in (buffers or {}).items():
-            self.model.buffers[f"{name}.{k}"] = _f32(v)
+            self.model.buffers[f"{name}.{k}"] = f32(v)
         self.shape[name] = shape
         self.tensor[out if out is not None else node.outputs[0]] = name
         return name
@@ -454,7 +200,7 @@ class _Importer:
                 continue
             if node.inputs and all(t in self.const for t in node.inputs) and node.op != "Shape":
                 try:
-                    val = _const_eval(node, [self.const[t] for t in node.inputs])
+                    val = const_eval(node, [self.const[t] for t in node.inputs])
                 except (ValueError, TypeError, KeyError, IndexError, AttributeError, ArithmeticError) as e:
                     raise self._malformed(node, e) from None
                 if val is None:
@@ -938,8 +684,7 @@ class _Importer:
         self.const[node.outputs[0]] = shape[start:end]
 
 
-# ============================================================================ public API
-def _preprocessing(channels, mean, std, scale):
+def preprocessing(channels, mean, std, scale):
     scale = float(scale)
     if not scale > 0:
         raise ValueError(f"scale must be positive, got {scale}")
@@ -952,7 +697,7 @@ def _preprocessing(channels, mean, std, scale):
     return (m * scale).astype(np.float32), (s * scale).astype(np.float32)
 
 
-def _check_arrays(model, label):
+def check_arrays(model, label):
     """Every parameter and buffer finite, and each layer's own checks (e.g. batch norm's
     variances >= 0): a file with NaN weights would give NaN scores, never an error."""
     for table in (model.params, model.buffers):
@@ -966,122 +711,3 @@ def _check_arrays(model, label):
                              {k: model.buffers[f"{node.name}.{k}"] for k in lay.buffer_shapes})
         except ValueError as e:
             raise ONNXImportError(f"{label}: node {node.name!r}: {e}") from None
-
-
-def load_onnx(source, input_shape=None, mean=None, std=None, scale=1.0, channel_order="RGB",
-              class_names=None, wnids=None, name=None, output=None, fold_batchnorm=True):
-    """Build a :class:`gradvis.Model` from an ONNX model.
-
-    Args:
-        source: path of a ``.onnx`` file, its bytes, or an ``onnx.ModelProto``.
-        input_shape: (C, H, W) of the input; default: the graph input's static shape
-            (required when the graph's H and W are dynamic).
-        mean, std: per-channel input normalization, in units of ``pixel / scale``
-            (a scalar applies to every channel). Default 0 and 1.
-        scale: pixel values are divided by ``scale`` before ``mean`` and ``std``
-            apply: ``scale=255`` with torchvision's ``mean=(0.485, 0.456, 0.406)``,
-            ``std=(0.229, 0.224, 0.225)`` gives the model ``(x / 255 - mean) /
-            std``. gradvis stores ``mean * scale`` and ``std * scale`` (0-255 units).
-        channel_order: 'RGB' or 'BGR'.
-        class_names, wnids: one per output class.
-        name: the model's name (default: the graph's name or the file's stem).
-        output: which graph output is the model's output (default: the first).
-        fold_batchnorm: fold BatchNormalization into the preceding convolution.
-
-    Returns:
-        A :class:`gradvis.Model`; ``model.info`` records the source, what was
-        folded or dropped, and the ONNX tensor -> node name map.
-
-    Raises:
-        ImportError: the ``onnx`` package is missing.
-        FileNotFoundError: no such file.
-        ValueError: the file is not a (valid) ONNX model, naming the file;
-            :class:`UnsupportedOperatorError` / :class:`ONNXImportError` (both
-            ValueErrors) name the ONNX node, its op type and the problem
-            (unsupported operator or attribute, shape mismatch).
-
-    Example:
-        >>> model = gradvis.load_onnx('resnet18.onnx', mean=(0.485, 0.456, 0.406),
-        ...                           std=(0.229, 0.224, 0.225), scale=255)
-        >>> X = model.preprocess(images)
-        >>> saliency = gradvis.compute_saliency_maps(X, y, model)
-    """
-    proto, label = _read_proto(source)
-    imp = _Importer(proto, label, input_shape, output, fold_batchnorm)
-    c = imp.input_shape[0]
-    m, s = _preprocessing(c, mean, std, scale)
-    if name is None:
-        name = proto.graph.name or (Path(label).stem if not label.startswith("<") else "onnx")
-    try:
-        model = Model(input_shape=imp.input_shape, mean=m, std=s, channel_order=channel_order,
-                      class_names=class_names, wnids=wnids, name=name)
-    except ValueError as e:
-        raise ValueError(f"load_onnx: {e}") from None
-    imp.run(model)
-    _check_arrays(model, label)
-    imp.info["scale"] = float(scale)
-    model.info = imp.info
-    k = model.num_classes
-    if class_names is not None and k is not None and len(class_names) != k and \
-            model.output_shapes()[model.nodes[-1].name] == (k,):
-        raise ValueError(f"load_onnx: {len(class_names)} class names for a model with {k} outputs")
-    return model
-
-
-def from_torch(module, example_input, input_shape=None, mean=None, std=None, scale=1.0,
-               channel_order="RGB", class_names=None, wnids=None, name=None, opset=17,
-               fold_batchnorm=True):
-    """Build a :class:`gradvis.Model` from a PyTorch module in memory.
-
-    The module is put in eval mode (batch norm uses its running statistics,
-    dropout is off), exported to ONNX in memory with PyTorch's TorchScript-based
-    exporter (``dynamo=False``; opset ``opset`` >= 13) and read by
-    :func:`load_onnx`. The training flag of the module and of each submodule is
-    restored afterwards.
-
-    Args:
-        module: a ``torch.nn.Module`` taking one (N, C, H, W) image batch.
-        example_input: a tensor or array (N, C, H, W) used for tracing; its (C, H,
-            W) is the default ``input_shape``.
-        others: as :func:`load_onnx`.
-
-    Example:
-        >>> model = gradvis.from_torch(net, torch.zeros(1, 3, 224, 224),
-        ...                            mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), scale=255)
-    """
-    try:
-        import torch
-    except ImportError:
-        raise ImportError("from_torch needs PyTorch (pip install torch) and onnx (pip install onnx)") from None
-    onnx = _require_onnx()
-    if not isinstance(module, torch.nn.Module):
-        raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
-    if int(opset) < 13:
-        raise ValueError(f"opset must be >= 13, got {opset}")
-    x = example_input
-    if not isinstance(x, torch.Tensor):
-        x = torch.from_numpy(np.ascontiguousarray(np.asarray(x, np.float32)))
-    if x.ndim != 4:
-        raise ValueError(f"example_input must be an (N, C, H, W) batch, got shape {tuple(x.shape)}")
-    x = x.float()
-    flags = [(m, m.training) for m in module.modules()]   # each submodule's own mode
-    module.eval()
-    buf = io.BytesIO()
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")   # the legacy exporter's deprecation notice
-            torch.onnx.export(module, (x,), buf, dynamo=False, opset_version=int(opset),
-                              input_names=["input"], output_names=["output"], do_constant_folding=True)
-    except Exception as e:
-        raise ValueError(f"from_torch: PyTorch could not export {type(module).__name__} to ONNX "
-                         f"({type(e).__name__}: {e})") from e
-    finally:
-        for m, training in flags:
-            m.training = training
-    proto = onnx.load_from_string(buf.getvalue())
-    model = load_onnx(proto, input_shape=input_shape or tuple(x.shape[1:]), mean=mean, std=std,
-                      scale=scale, channel_order=channel_order, class_names=class_names, wnids=wnids,
-                      name=name or type(module).__name__, fold_batchnorm=fold_batchnorm)
-    model.info["source"] = "torch"
-    model.info["file"] = f"<{type(module).__name__}>"
-    return model

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .model import (BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, GlobalAvgPool, Linear,
+from . import (BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, GlobalAvgPool, Linear,
                     MaxPool2d, Model, ReLU)
 
 __all__ = ["default_net", "DEFAULT_WIDTHS", "TINY_IMAGENET_MEAN",

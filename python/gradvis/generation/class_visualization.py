@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _checks
-from ._grad import input_gradient, one_hot, softmax
-from .image import blur, jitter, random_jitter_offsets, unjitter
+from .. import _checks
+from ..nn.gradients import input_gradient, one_hot
+from ..nn.graph import check_classifier
+from ..nn.imageops import blur, jitter, random_jitter_offsets, unjitter
+from ..nn.losses import softmax
 
 __all__ = ["create_class_visualization"]
 
@@ -59,7 +61,7 @@ def create_class_visualization(target_y, model, num_iterations=200, learning_rat
         >>> X = create_class_visualization(76, model, seed=0)
         >>> plt.imshow(model.deprocess(X)[0])
     """
-    _checks.classifier(model, "create_class_visualization")
+    check_classifier(model, "create_class_visualization")
     targets = np.atleast_1d(np.asarray(target_y))
     n = targets.shape[0]
     targets = _checks.labels(targets, n, model, name="target_y")

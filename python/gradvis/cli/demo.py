@@ -2,7 +2,7 @@
 install has (Grace Hopper's portrait from matplotlib's sample data), written as
 a gallery: PNG figures and an ``index.html`` with the settings used.
 
-Part of the command line (it uses :mod:`gradvis.cli`'s helpers); the
+Part of the command line (it uses :mod:`gradvis.cli.common`'s helpers); the
 algorithms and :mod:`gradvis.plot` know nothing of it.
 """
 from __future__ import annotations
@@ -14,16 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-from . import plot
-from .class_visualization import create_class_visualization
-from .cli import (UsageError, _class_name, _resize, _snapshot_steps, _softmax, fit_image,
-                  load_model_file, read_image, resolve_class, sample_photo_path)
-from .deepdream import deepdream
-from .fooling import make_fooling_image
-from .inversion import invert_features
-from .saliency import compute_saliency_maps
+from .. import plot
+from ..attacks import make_fooling_image
+from ..attribution import compute_saliency_maps
+from ..generation import create_class_visualization, deepdream, invert_features
+from ..nn.losses import softmax
+from .common import (UsageError, add_command, add_common, class_name, fit_image, load_model_file, read_image,
+                     resize_rgb, resolve_class, sample_photo_path, setup, snapshot_steps)
 
-__all__ = ["run_demo", "DEMO_FILES"]
+__all__ = ["run_demo", "DEMO_FILES", "register"]
 
 DEMO_FILES = ["predictions.png", "saliency.png", "fooling.png", "classvis.png", "classvis_snapshots.png",
               "inversion.png", "deepdream.png", "deepdream_snapshots.png", "index.html"]
@@ -78,13 +77,12 @@ def _demo_classes(model, names, count):
 def _extra_images(photo_rgb, size):
     """Two more 64x64 views for saliency: a close-up of the face, and matplotlib's
     sample 'present' clip art when the install has it."""
-    from .cli import sample_photo_path as _sp
     out = []
     h, w = photo_rgb.shape[:2]
     # Grace Hopper's face: the upper-middle of the portrait
     face = photo_rgb[int(0.12 * h):int(0.62 * h), int(0.2 * w):int(0.8 * w)]
     out.append(("grace_hopper.jpg, face close-up", fit_image(face, size)[0]))
-    present = Path(_sp()).with_name("Minduka_Present_Blue_Pack.png")
+    present = Path(sample_photo_path()).with_name("Minduka_Present_Blue_Pack.png")
     if present.is_file():
         try:
             out.append((present.name, fit_image(read_image(present).rgb, size)[0]))
@@ -132,8 +130,8 @@ def run_demo(run, args):
     views = [("grace_hopper.jpg", img)] + _extra_images(photo.rgb, size)
     imgs = np.stack([v[1] for v in views])
     X = model.preprocess(imgs)
-    probs = _softmax(model.predict(X))
-    top = [[(_class_name(model, i), float(p[i])) for i in np.argsort(-p)[:5]] for p in probs]
+    probs = softmax(model.predict(X))
+    top = [[(class_name(model, i), float(p[i])) for i in np.argsort(-p)[:5]] for p in probs]
     _save(run, plot.predictions_figure(imgs, top, titles=[v[0] for v in views]), paths["predictions.png"])
     lines = [f"{v[0]}: " + ", ".join(f"{n} {p:.2f}" for n, p in t[:3]) for v, t in zip(views, top)]
     sections.append(dict(title="Predictions", files=["predictions.png"], seconds=timer.lap(),
@@ -144,7 +142,7 @@ def run_demo(run, args):
                          results=lines))
     y = probs.argmax(axis=1)
     sal = compute_saliency_maps(X, y, model)
-    _save(run, plot.saliency_figure(imgs, sal, titles=[f"{_class_name(model, c)} ({probs[i, c]:.2f})"
+    _save(run, plot.saliency_figure(imgs, sal, titles=[f"{class_name(model, c)} ({probs[i, c]:.2f})"
                                             for i, c in enumerate(y)]), paths["saliency.png"])
     sections.append(dict(title="Saliency maps", files=["saliency.png"], seconds=timer.lap(),
                          text="|d score / d image| of each image's predicted class, maximum over the "
@@ -156,7 +154,7 @@ def run_demo(run, args):
     target = _demo_classes(model, [_FOOL_TARGET], 1)[0]
     if target == int(y[0]):
         target = (target + 1) % model.num_classes
-    prog = run.progress(st["max_iter"], f"fooling -> {_class_name(model, target)}")
+    prog = run.progress(st["max_iter"], f"fooling -> {class_name(model, target)}")
     try:
         Xf, rep = make_fooling_image(X[:1], target, model, learning_rate=st["learning_rate"],
                                      max_iter=st["max_iter"], return_report=True, callback=prog)
@@ -165,13 +163,13 @@ def run_demo(run, args):
     fooled = model.deprocess(Xf)[0]
     ok = bool(rep["success"][0])
     _save(run, plot.fooling_figure(img, fooled, titles=[(
-        f"original: {_class_name(model, int(y[0]))} ({probs[0, y[0]]:.2f})",
-        f"fooling: {_class_name(model, int(rep['predicted'][0]))} ({float(rep['target_prob'][0]):.2f})")]), paths["fooling.png"])
+        f"original: {class_name(model, int(y[0]))} ({probs[0, y[0]]:.2f})",
+        f"fooling: {class_name(model, int(rep['predicted'][0]))} ({float(rep['target_prob'][0]):.2f})")]), paths["fooling.png"])
     sections.append(dict(title="Fooling image", files=["fooling.png"], seconds=timer.lap(),
                          text="Gradient ascent on the target class score, in small signed steps, until the "
                               "model predicts the target; original | fooling image | difference | "
                               "difference magnified 10x (gray = no change).",
-                         settings={"target": _class_name(model, target),
+                         settings={"target": class_name(model, target),
                                    "step (signed, grey levels per pixel)": st["learning_rate"],
                                    "max steps": st["max_iter"], "budget": "none"},
                          results=[f"fooled: {'yes' if ok else 'no'} after {int(rep['iterations'][0])} steps; "
@@ -180,7 +178,7 @@ def run_demo(run, args):
     # -------------------------------------------------------------- class visualization
     st = _settings("classvis", fast)
     classes = _demo_classes(model, _DEMO_CLASSES, 4)
-    steps = _snapshot_steps(st["num_iterations"], 6)
+    steps = snapshot_steps(st["num_iterations"], 6)
     prog = run.progress(st["num_iterations"], "class visualization", model, steps)
     try:
         Xc = create_class_visualization(classes, model, num_iterations=st["num_iterations"],
@@ -189,8 +187,8 @@ def run_demo(run, args):
                                         seed=seed, callback=prog)
     finally:
         prog.close()
-    pc = _softmax(model.predict(Xc))
-    names = [_class_name(model, c) for c in classes]
+    pc = softmax(model.predict(Xc))
+    names = [class_name(model, c) for c in classes]
     _save(run, plot.image_grid(list(model.deprocess(Xc)), [f"{n} ({pc[i, c]:.2f})" for i, (n, c) in
                                                 enumerate(zip(names, classes))]), paths["classvis.png"])
     _save(run, plot.snapshots_figure([s[0] for _, s in prog.snapshots], [f"t = {t}" for t, _ in prog.snapshots],
@@ -210,7 +208,7 @@ def run_demo(run, args):
     rows, errs = {}, []
     for layer in (shallow, deep):
         feats, _ = model.forward(X[:1], end=layer, mode="test")
-        steps = _snapshot_steps(st["num_iterations"], 5)
+        steps = snapshot_steps(st["num_iterations"], 5)
         prog = run.progress(st["num_iterations"], f"inverting {layer}", model, steps)
         is_deep = layer == deep
         try:
@@ -241,7 +239,7 @@ def run_demo(run, args):
     st = _settings("deepdream", fast)
     h, w = photo.rgb.shape[:2]
     s = min(1.0, st["max_size"] / max(h, w))
-    rgb = _resize(photo.rgb, (max(1, round(h * s)), max(1, round(w * s))))
+    rgb = resize_rgb(photo.rgb, (max(1, round(h * s)), max(1, round(w * s))))
     run.note(f"DeepDream on the photo at {rgb.shape[1]}x{rgb.shape[0]} (shrunk from {w}x{h} to keep the demo quick)")
     total = st["octaves"] * st["num_iterations"]
     steps = [st["num_iterations"] * (o + 1) for o in range(st["octaves"])]
@@ -254,7 +252,7 @@ def run_demo(run, args):
         prog.close()
     dream = model.deprocess(Xd)[0]
     _save_png_compact(run, dream, paths["deepdream.png"])
-    _save(run, plot.snapshots_figure([rgb] + [_resize(sn[0], rgb.shape[:2]) for _, sn in prog.snapshots],
+    _save(run, plot.snapshots_figure([rgb] + [resize_rgb(sn[0], rgb.shape[:2]) for _, sn in prog.snapshots],
                           ["original"] + [f"octave {o + 1}/{st['octaves']}" for o in range(len(prog.snapshots))],
                           title=f"DeepDream, layer {middle}"), paths["deepdream_snapshots.png"])
     sections.append(dict(title="DeepDream", files=["deepdream.png", "deepdream_snapshots.png"],
@@ -276,7 +274,7 @@ def run_demo(run, args):
 
 
 def _write_index(path, sections, model, args, photo_path, fast, seconds):
-    from . import __version__
+    from .. import __version__
     e = html.escape
     model_desc = e(str(args.model) if args.model else "the bundled TinyImageNet-100-A model")
     parts = [
@@ -309,3 +307,16 @@ def _write_index(path, sections, model, args, photo_path, fast, seconds):
 
 def _anchor(title):
     return "".join(c if c.isalnum() else "-" for c in title.lower())
+
+
+def cmd_demo(args):
+    run = setup(args)
+    return run_demo(run, args)
+
+
+def register(sub):
+    """Add this module's commands to the ``gradvis`` parser's subparsers."""
+    sp = add_command(sub, "demo", "run all five algorithms on the bundled model and a sample photo; write a "
+             "gallery (PNG figures and index.html)", cmd_demo)
+    sp.add_argument("--fast", action="store_true", help="few iterations (a quick check, rough pictures)")
+    add_common(sp, save_npy=False)

@@ -21,9 +21,9 @@ import numpy as np
 import gradvis
 from bench_conv import warm_malloc
 from gradvis import Conv2d, BatchNorm2d, ReLU, MaxPool2d, GlobalAvgPool, Flatten, Linear, Dropout
-from gradvis._grad import input_gradient, one_hot
-from gradvis.architectures import default_net
-from gradvis.image import jitter, unjitter
+from gradvis.nn.gradients import input_gradient, one_hot
+from gradvis.nn.architectures import default_net
+from gradvis.nn.imageops import jitter, unjitter
 from gradvis.layers import gaussian_blur, softmax_loss
 
 try:

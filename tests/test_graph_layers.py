@@ -4,9 +4,9 @@ differences in float64, and a save/load round trip."""
 import numpy as np
 import pytest
 
-from gradvis.model import (Add, Bias, Clip, Conv2d, Div, Flatten, GlobalAvgPool, HardSigmoid, HardSwish,
+from gradvis.nn import (Add, Bias, Clip, Conv2d, Div, Flatten, GlobalAvgPool, HardSigmoid, HardSwish,
                            Linear, Model, Mul, Pad, Scale, SiLU, Sigmoid, Sub, Tanh)
-from gradvis.serialization import load_model
+from gradvis.io.model_file import load_model
 
 
 def net(seed=0):

@@ -9,7 +9,7 @@ import pytest
 
 import gradvis
 from conftest import require_onnx
-from gradvis.model import INPUT
+from gradvis.nn import INPUT
 
 F32 = np.float32
 
@@ -333,7 +333,7 @@ def test_swish_and_noop_reduce_mean(ox):
 def test_reduce_mean_over_other_axes_is_unsupported(ox, node_kw, match):
     _, helper, _, _ = ox
     proto = make(ox, [helper.make_node("ReduceMean", ["x"], ["y"], name="bad_mean", **node_kw)], {})
-    with pytest.raises(gradvis.onnx_import.UnsupportedOperatorError, match=match):
+    with pytest.raises(gradvis.io.onnx_import.UnsupportedOperatorError, match=match):
         gradvis.load_onnx(proto)
 
 
@@ -342,7 +342,7 @@ def test_elementwise_errors(ox):
     rng = np.random.default_rng(0)
     n = helper.make_node
     swish2 = make(ox, [n("Swish", ["x"], ["y"], name="swish2", alpha=2.0)], {}, opset=24)
-    with pytest.raises(gradvis.onnx_import.UnsupportedOperatorError, match=r"'swish2'.*alpha=2"):
+    with pytest.raises(gradvis.io.onnx_import.UnsupportedOperatorError, match=r"'swish2'.*alpha=2"):
         gradvis.load_onnx(swish2)
     const_minus = make(ox, [n("Sub", ["c", "x"], ["y"], name="rsub")], {"c": np.array(1.0, F32)})
     with pytest.raises(ValueError, match=r"'rsub'.*constant - activations is not supported"):
@@ -358,7 +358,7 @@ def test_unsupported_operator_names_op_and_node(ox):
     _, helper, _, _ = ox
     proto = make(ox, [helper.make_node("Sin", ["x"], ["s"], name="my_sine"),
                       helper.make_node("Relu", ["s"], ["y"], name="relu")], {})
-    with pytest.raises(gradvis.onnx_import.UnsupportedOperatorError, match=r"'Sin' \(node 'my_sine'\)"):
+    with pytest.raises(gradvis.io.onnx_import.UnsupportedOperatorError, match=r"'Sin' \(node 'my_sine'\)"):
         gradvis.load_onnx(proto)
 
 
@@ -417,7 +417,7 @@ def test_load_any_dispatches_onnx(ox, tmp_path):
     assert model.info["source"] == "onnx" and model.name == "test_graph"
     np.testing.assert_allclose(model.std, [63.75] * 3)
     saved = model.save(tmp_path / "net.npz")
-    assert gradvis.models.load_any(saved).layer_names == model.layer_names
+    assert gradvis.load_any(saved).layer_names == model.layer_names
     with pytest.raises(TypeError):
         gradvis.load_any(saved, scale=2)
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from gradvis import image, plot
+from gradvis import plot
+from gradvis.nn import imageops as image
 
 matplotlib.use("Agg")
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import gradvis
-from gradvis.models import DEFAULT_WEIGHTS
+from gradvis.io.pretrained import DEFAULT_WEIGHTS
 
 
 def _require_weights():
@@ -16,7 +16,7 @@ def _require_weights():
 
 
 def test_missing_weights_error_says_how_to_make_them(monkeypatch, tmp_path):
-    import gradvis.models as models
+    import gradvis.io.pretrained as models
     monkeypatch.setattr(models, "DEFAULT_WEIGHTS", tmp_path / "default.npz")
     with pytest.raises(FileNotFoundError, match="gradvis.train"):
         gradvis.load_pretrained()
@@ -35,7 +35,7 @@ def test_pretrained_metadata():
 @pytest.mark.data
 def test_pretrained_held_out_accuracy():
     _require_weights()
-    from gradvis.data import find_tiny_imagenet, load_tiny_imagenet
+    from gradvis.io.datasets import find_tiny_imagenet, load_tiny_imagenet
     try:
         find_tiny_imagenet()
     except FileNotFoundError:

@@ -7,7 +7,7 @@ import pytest
 
 import gradvis
 from gradvis import _core, layers as L
-from gradvis.model import (Add, BatchNorm1d, BatchNorm2d, Conv2d, Flatten, GlobalAvgPool, Linear, MaxPool2d,
+from gradvis.nn import (Add, BatchNorm1d, BatchNorm2d, Conv2d, Flatten, GlobalAvgPool, Linear, MaxPool2d,
                            Model, ReLU)
 
 

@@ -1,16 +1,16 @@
 """Model files: round trip, refusal to overwrite, clear errors on bad files; CS231n 2016 HDF5."""
-import io
 import json
 import sys
-import zipfile
 
 import numpy as np
 import pytest
 
 import gradvis
 from conftest import require
-from gradvis.architectures import cs231n_2016, default_net
-from gradvis.serialization import load_cs231n_h5, load_model, write_arrays
+from gradvis.nn.architectures import cs231n_2016, default_net
+from gradvis.io.cs231n_h5 import load_cs231n_h5
+from gradvis.io.model_file import load_model
+from gradvis.nn.fileformat import write_arrays
 
 from test_model import graph_net
 

@@ -436,7 +436,7 @@ def test_unsupported_operators_are_named(tt):
         def forward(self, x):
             return torch.sin(self.conv(x))
 
-    with pytest.raises(gradvis.onnx_import.UnsupportedOperatorError, match=r"'Sin'.*|Sin") as e:
+    with pytest.raises(gradvis.io.onnx_import.UnsupportedOperatorError, match=r"'Sin'.*|Sin") as e:
         gradvis.from_torch(Sine(), torch.zeros(1, 3, 8, 8))
     assert "Sin" in str(e.value) and "node" in str(e.value)
 

@@ -4,8 +4,8 @@ import types
 import numpy as np
 import pytest
 
-from gradvis.architectures import default_net
-from gradvis.serialization import load_model
+from gradvis.nn.architectures import default_net
+from gradvis.io.model_file import load_model
 from gradvis.train import (SGD, AdamW, CosineWarmup, OneCycle, StepLR, TrainConfig, augment_batch,
                            random_crop, random_flip, train)
 

@@ -5,14 +5,22 @@ lessons on a fast C++ core: :func:`compute_saliency_maps`,
 :func:`make_fooling_image`, :func:`create_class_visualization`,
 :func:`invert_features` and :func:`deepdream`, on a :class:`Model` such as the
 bundled TinyImageNet-100-A network from :func:`load_pretrained`.
+
+The package by role, each part importing only the parts listed after it:
+:mod:`gradvis.cli` (the ``gradvis`` command), :mod:`gradvis.plot` (figures), the
+algorithm families :mod:`gradvis.attribution`, :mod:`gradvis.generation`,
+:mod:`gradvis.attacks` and :mod:`gradvis.train`, :mod:`gradvis.io` (model files,
+importers, images, datasets), :mod:`gradvis.nn` (the layers and the graph
+:class:`Model`) and the compiled core. :mod:`gradvis.layers` is the CS231n
+layer API.
 """
 import os as _os
 
-# GNU OpenMP threads spin for ~300k iterations at every barrier by default; when
+# GNU OpenMP threads spin for a long time at every barrier by default; when
 # another process holds a core, a spinning thread burns the time slice its
-# descheduled peer needs, and a batch-1 gradient loop (hundreds of short parallel
-# regions a second) ran 4-40x slower on 2 busy cores. A short spin keeps idle-
-# machine speed within a few percent and bounds the busy case. Must be set before
+# descheduled peer needs, and loops of short parallel regions (a batch-1 gradient
+# loop) slow down many times over. A short spin keeps idle-machine speed and bounds
+# the busy case (bench/RESULTS.md, "Design measurements"). It must be set before
 # the OpenMP runtime loads (importing _core); a user's own setting wins.
 _spin_set = "OMP_WAIT_POLICY" not in _os.environ and "GOMP_SPINCOUNT" not in _os.environ
 if _spin_set:
@@ -28,23 +36,19 @@ from . import layers
 from ._core import (has_cuda, has_openmp, get_num_threads, set_num_threads, simd_level,
                     get_conv_algorithm, set_conv_algorithm, set_winograd_cache_limit,
                     winograd_cache_info, set_array_pool_limit, array_pool_info)
-from .model import (Add, AvgPool2d, BatchNorm1d, BatchNorm2d, Bias, Clip, Concat, Conv2d, Div, Dropout,
-                    Flatten, GlobalAvgPool, HardSigmoid, HardSwish, LeakyReLU, Linear, MaxPool2d, Model,
-                    Mul, Pad, ReLU, ReLU6, Scale, SiLU, Sigmoid, Sub, Tanh)
-from .serialization import load_model, load_cs231n_h5
-from .onnx_import import load_onnx, from_torch
-from .models import load_pretrained, load_any
-from .saliency import compute_saliency_maps, smoothgrad_saliency_maps
-from .fooling import make_fooling_image
-from .class_visualization import create_class_visualization
-from .inversion import invert_features
-from .deepdream import deepdream
+from .nn import (Add, AvgPool2d, BatchNorm1d, BatchNorm2d, Bias, Clip, Concat, Conv2d, Div, Dropout,
+                 Flatten, GlobalAvgPool, HardSigmoid, HardSwish, Layer, LayerNotFoundError, LeakyReLU,
+                 Linear, MaxPool2d, Model, Mul, Pad, ReLU, ReLU6, Scale, SiLU, Sigmoid, Sub, Tanh)
+from .io import from_torch, load_any, load_cs231n_h5, load_model, load_onnx, load_pretrained
+from .attribution import compute_saliency_maps, smoothgrad_saliency_maps
+from .attacks import make_fooling_image
+from .generation import create_class_visualization, deepdream, invert_features
 
 __version__ = "0.1.0"
 
 __all__ = [
     "layers",
-    "Model",
+    "Model", "Layer", "LayerNotFoundError",
     "Conv2d", "BatchNorm2d", "BatchNorm1d", "ReLU", "ReLU6", "LeakyReLU",
     "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "SiLU", "MaxPool2d",
     "AvgPool2d", "GlobalAvgPool", "Flatten", "Linear", "Dropout", "Add", "Mul", "Sub", "Div",

@@ -1,4 +1,8 @@
-"""Argument checks shared by the algorithms (clear errors before any work)."""
+"""Argument checks shared by every part of gradvis (clear errors before any work).
+
+This module imports no other part of gradvis; checks that need the model class
+live beside it (:func:`gradvis.nn.graph.check_model`).
+"""
 from __future__ import annotations
 
 import numbers
@@ -186,29 +190,3 @@ def rng_from(seed, name="seed"):
     except (TypeError, ValueError) as e:
         raise type(e)(f"{name} must be None, a non-negative integer or a numpy Generator, "
                       f"got {seed!r} ({e})") from None
-
-
-def model(value, name="model"):
-    """``value`` if it is a :class:`gradvis.Model`, else TypeError naming it."""
-    from .model import Model
-    if not isinstance(value, Model):
-        raise TypeError(f"{name} must be a gradvis.Model, got {type(value).__name__}")
-    return value
-
-
-def classifier(value, what, name="model"):
-    """``value`` if it is a Model whose output is one score per class, (N, num_classes);
-    else an error saying that ``what`` needs such a model."""
-    m = model(value, name)
-    if m.num_classes is None:
-        raise ValueError(f"{what} needs a classifier, but the model has no Linear or Conv2d layer "
-                         f"to give class scores")
-    try:
-        out = m.output_shapes()[m.nodes[-1].name]
-    except ValueError:
-        return m    # its nominal input size does not fit; forward reports the problem
-    if len(out) != 1:
-        raise ValueError(f"{what} needs a model whose output is class scores (N, num_classes), but "
-                         f"its last layer {m.nodes[-1].name!r} outputs (N, {', '.join(map(str, out))}) "
-                         f"for its input size {m.input_shape}")
-    return m

@@ -1,0 +1,119 @@
+"""DeepDream: amplify what one layer sees in a real photo (Mordvintsev, Olah &
+Tyka 2015)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _checks
+from ..nn.gradients import input_gradient
+from ..nn.graph import check_model
+from ..nn.imageops import jitter, random_jitter_offsets, resize, unjitter
+
+__all__ = ["deepdream"]
+
+
+def deepdream(X, layer, model, num_iterations=20, learning_rate=None, max_jitter=16, octaves=1,
+              octave_scale=1.4, normalize_grad=True, channel=None, clip=True, seed=0, callback=None):
+    """Gradient ascent on ``0.5 * ||a||^2``, the squared activations of ``layer``.
+
+    The CS231n version is ``octaves=1, normalize_grad=False`` (step
+    ``learning_rate * g`` in the model's input space, learning_rate 5 on 0-255
+    inputs). The original DeepDream normalizes the step, moving pixels by
+    ``learning_rate * g / mean(|g|)`` in 0-255 units (g the gradient with respect
+    to pixel values, whatever the model's input normalization), and works on
+    a pyramid of ``octaves`` scales, each ``octave_scale`` times smaller: it starts
+    at the smallest, and after ``num_iterations`` steps there carries the *detail*
+    it added (result minus that octave's image) up to the next scale. Every step
+    rolls the image by a random offset up to ``max_jitter`` pixels and back.
+    Images of any size work as long as ``layer`` is convolutional.
+
+    Args:
+        X: images in the model's input space, (N, C, H, W), any H and W.
+        layer: name or index of the layer to amplify (its output).
+        model: a :class:`gradvis.Model`.
+        num_iterations: steps per octave.
+        learning_rate: step size; default 3 grey levels normalized (the original used 1.5
+            on 224-pixel images), 5.0 plain (input units).
+        max_jitter: largest random roll in pixels (scaled down with the octave).
+        octaves: number of scales (1: single scale, as in CS231n).
+        octave_scale: ratio between successive scales.
+        normalize_grad: divide the step by the mean absolute gradient.
+        channel: amplify only this channel of the layer, an int (None: all).
+        clip: keep the images inside ``model.input_range()``.
+        seed: int or numpy Generator for the jitter.
+        callback: ``callback(t, X, info)`` after every step; info has 'octave'
+            and 'activation_norm' (N,).
+
+    Returns:
+        X_dream: (N, C, H, W) float32, same size as X.
+
+    Example:
+        >>> X = model.preprocess(photo)                       # any size
+        >>> X_dream = deepdream(X, 'relu5', model, octaves=3)
+        >>> plt.imshow(model.deprocess(X_dream)[0])
+    """
+    check_model(model)
+    X = _checks.images(X, model).astype(np.float32)
+    num_iterations = _checks.positive_int(num_iterations, "num_iterations", allow_zero=True)
+    if learning_rate is None:
+        learning_rate = 3.0 if normalize_grad else 5.0
+    learning_rate = _checks.nonneg_float(learning_rate, "learning_rate", positive=True)
+    max_jitter = _checks.positive_int(max_jitter, "max_jitter", allow_zero=True, hi=_checks.MAX_JITTER)
+    if channel is not None:
+        channel = _checks.positive_int(channel, "channel", allow_zero=True)
+    octaves = _checks.positive_int(octaves, "octaves")
+    octave_scale = _checks.nonneg_float(octave_scale, "octave_scale")
+    if octaves > 1 and octave_scale <= 1.0:
+        raise ValueError(f"octave_scale must be > 1 when octaves > 1, got {octave_scale}")
+    rng = _checks.rng_from(seed)
+    model.index(layer)
+    px = _checks.pixel_scale(model)
+
+    bases = [X]
+    for _ in range(octaves - 1):
+        h, w = bases[-1].shape[2:]
+        bases.append(resize(bases[-1], (max(1, int(round(h / octave_scale))),
+                                        max(1, int(round(w / octave_scale))))))
+    smallest = bases[-1]
+    try:
+        probe, _ = model.forward(smallest[:1], end=layer, mode="test")
+    except ValueError as e:
+        raise ValueError(f"deepdream: the smallest octave ({smallest.shape[2]}x{smallest.shape[3]}) "
+                         f"does not fit layer {layer!r}: {e}; use fewer octaves or a larger image") from e
+    if channel is not None:
+        if probe.ndim < 2 or not channel < probe.shape[1]:
+            raise ValueError(f"channel {channel} is out of range for layer {layer!r} with output "
+                             f"shape {probe.shape[1:]}")
+
+    detail = np.zeros_like(smallest)
+    t_global = 0
+    for o, base in enumerate(reversed(bases)):
+        if o > 0:
+            detail = resize(detail, base.shape[2:])
+        Xo = base + detail
+        lo, hi = _checks.valid_range(model, base.shape)
+        jit = max(0, int(round(max_jitter * base.shape[2] / X.shape[2])))
+        for _ in range(num_iterations):
+            oy, ox = random_jitter_offsets(rng, jit)
+            Xj = jitter(Xo, oy, ox)
+            act, cache = model.forward(Xj, end=layer, mode="test")
+            dout = act
+            if channel is not None:
+                dout = np.zeros_like(act)
+                dout[:, channel] = act[:, channel]
+            g = unjitter(input_gradient(model, dout, cache), oy, ox)
+            if normalize_grad:
+                gp = g / px                  # gradient with respect to pixel values
+                gp = gp / np.maximum(np.abs(gp).mean(axis=(1, 2, 3), keepdims=True), 1e-12)
+                Xo = Xo + (learning_rate * gp) / px
+            else:
+                Xo = Xo + learning_rate * g
+            if clip:
+                Xo = np.clip(Xo, lo, hi)
+            Xo = Xo.astype(np.float32, copy=False)
+            if callback is not None:
+                a = dout.reshape(dout.shape[0], -1).astype(np.float64)
+                callback(t_global, Xo, {"octave": o, "activation_norm": np.sqrt((a * a).sum(axis=1))})
+            t_global += 1
+        detail = Xo - base
+    return Xo

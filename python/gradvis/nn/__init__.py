@@ -1,0 +1,34 @@
+"""The engine's Python side: checked ops over the compiled core, layer classes and
+the graph :class:`Model`.
+
+- :mod:`~gradvis.nn.functional`: the ops with the CS231n ``forward -> (out, cache)``,
+  ``backward(dout, cache)`` contract (re-exported as :mod:`gradvis.layers`);
+- :mod:`~gradvis.nn.geometry`: the one parser of kernel sizes, strides and padding;
+- layer classes by kind: :mod:`~gradvis.nn.conv`, :mod:`~gradvis.nn.norm`,
+  :mod:`~gradvis.nn.activation`, :mod:`~gradvis.nn.pooling`,
+  :mod:`~gradvis.nn.linear`, :mod:`~gradvis.nn.elementwise`, on the base class of
+  :mod:`~gradvis.nn.module`, listed by saved name in :mod:`~gradvis.nn.registry`;
+- :mod:`~gradvis.nn.graph`: :class:`Model`, a graph of named nodes;
+- :mod:`~gradvis.nn.fileformat`: the model file format (writing; reading is in
+  :mod:`gradvis.io.model_file`);
+- :mod:`~gradvis.nn.losses`, :mod:`~gradvis.nn.gradients`, :mod:`~gradvis.nn.imageops`:
+  what the algorithms share (softmax and losses, image gradients, jitter/resize/blur);
+- :mod:`~gradvis.nn.architectures`: the bundled model's network and CS231n 2016's.
+"""
+from .activation import HardSigmoid, HardSwish, LeakyReLU, ReLU, ReLU6, Sigmoid, SiLU, Tanh
+from .conv import Conv2d
+from .elementwise import Add, Bias, Clip, Concat, Div, Mul, Pad, Scale, Sub
+from .graph import Model, Node
+from .linear import Dropout, Flatten, Linear
+from .module import INPUT, Layer, LayerNotFoundError
+from .norm import BatchNorm1d, BatchNorm2d
+from .pooling import AvgPool2d, GlobalAvgPool, MaxPool2d
+from .registry import LAYER_TYPES
+
+__all__ = [
+    "Model", "Node", "Layer", "LayerNotFoundError", "INPUT", "LAYER_TYPES",
+    "Conv2d", "BatchNorm2d", "BatchNorm1d", "ReLU", "ReLU6", "LeakyReLU",
+    "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "SiLU",
+    "MaxPool2d", "AvgPool2d", "GlobalAvgPool", "Flatten", "Linear", "Dropout",
+    "Add", "Mul", "Sub", "Div", "Concat", "Clip", "Pad", "Bias", "Scale",
+]

@@ -1,0 +1,303 @@
+"""Layers that combine or reshape tensors elementwise: Add, Mul, Sub, Div (numpy
+broadcasting), Concat, Clip, Pad, and the constant Bias and Scale."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import _checks
+from . import functional as F
+from .geometry import pad4
+from .module import Layer
+
+__all__ = ["Add", "Mul", "Sub", "Div", "Concat", "Clip", "Pad", "Bias", "Scale"]
+
+
+def _broadcast_inputs(input_shapes):
+    """The numpy broadcast of activation shapes with the same number of axes, or ValueError."""
+    shapes = [tuple(s) for s in input_shapes]
+    if len({len(s) for s in shapes}) != 1:
+        raise ValueError(f"inputs must have the same number of axes, got {shapes}")
+    try:
+        return np.broadcast_shapes(*shapes)
+    except ValueError:
+        raise ValueError(f"input shapes {shapes} do not broadcast") from None
+
+
+def _sum_to(g, shape):
+    """A gradient of the broadcast output summed back to an input of ``shape`` (batch axis included)."""
+    return g if g.shape == tuple(shape) else _reduce_to(g, shape)
+
+
+class Add(Layer):
+    """Elementwise sum of its inputs (residual connections). Inputs with the same
+    number of axes broadcast as in numpy, e.g. (C, H, W) + (C, 1, 1)."""
+    type = "Add"
+    num_inputs = None
+
+    def output_shape(self, input_shapes):
+        return _broadcast_inputs(input_shapes)
+
+    def forward(self, inputs, params, buffers, mode, rng):
+        shape = self.output_shape([x.shape for x in inputs])
+        if inputs[0].shape == shape:
+            out = inputs[0].copy()
+        else:
+            out = np.empty(shape, inputs[0].dtype)
+            out[...] = inputs[0]
+        for x in inputs[1:]:
+            out += x
+        return out, [x.shape for x in inputs]
+
+    def backward(self, dout, cache):
+        dout = np.asarray(dout)
+        return [_sum_to(dout, s) for s in cache], {}
+
+
+class _Binary(Layer):
+    """Two activation tensors combined elementwise, broadcasting as numpy does when
+    they have the same number of axes: the squeeze-and-excitation gate is
+    (N, C, H, W) * (N, C, 1, 1). Constant operands are :class:`Scale` / :class:`Bias`."""
+    num_inputs = 2
+
+    def output_shape(self, input_shapes):
+        return _broadcast_inputs(input_shapes)
+
+    def _operands(self, inputs):
+        a, b = inputs
+        self.output_shape([a.shape, b.shape])
+        return a, b.astype(a.dtype, copy=False)
+
+
+class Mul(_Binary):
+    """a * b of two activation tensors (broadcasting)."""
+    type = "Mul"
+
+    def forward(self, inputs, params, buffers, mode, rng):
+        a, b = self._operands(inputs)
+        return a * b, (a, b)
+
+    def backward(self, dout, cache):
+        a, b = cache
+        dout = np.asarray(dout)
+        return [_sum_to(dout * b, a.shape), _sum_to(dout * a, b.shape)], {}
+
+
+class Sub(_Binary):
+    """a - b of two activation tensors (broadcasting)."""
+    type = "Sub"
+
+    def forward(self, inputs, params, buffers, mode, rng):
+        a, b = self._operands(inputs)
+        return a - b, (a.shape, b.shape)
+
+    def backward(self, dout, cache):
+        dout = np.asarray(dout)
+        return [_sum_to(dout, cache[0]), -_sum_to(dout, cache[1])], {}
+
+
+class Div(_Binary):
+    """a / b of two activation tensors (broadcasting)."""
+    type = "Div"
+
+    def forward(self, inputs, params, buffers, mode, rng):
+        a, b = self._operands(inputs)
+        out = a / b
+        return out, (a.shape, b, out)
+
+    def backward(self, dout, cache):
+        a_shape, b, out = cache
+        q = np.asarray(dout) / b
+        return [_sum_to(q, a_shape), _sum_to(-q * out, b.shape)], {}
+
+
+class Concat(Layer):
+    """Concatenation of its inputs along the channel axis (axis 1)."""
+    type = "Concat"
+    num_inputs = None
+
+    def output_shape(self, input_shapes):
+        rest = [s[1:] for s in input_shapes]
+        if any(r != rest[0] for r in rest):
+            raise ValueError(f"inputs must agree on all but the channel axis, got {input_shapes}")
+        return (sum(s[0] for s in input_shapes),) + tuple(rest[0])
+
+    def forward(self, inputs, params, buffers, mode, rng):
+        self.output_shape([x.shape[1:] for x in inputs])
+        sizes = [x.shape[1] for x in inputs]
+        return np.concatenate(inputs, axis=1), sizes
+
+    def backward(self, dout, cache):
+        splits = np.cumsum(cache)[:-1]
+        return [np.ascontiguousarray(d) for d in np.split(dout, splits, axis=1)], {}
+
+
+class Clip(Layer):
+    """Elementwise clamp to [min, max] (either may be infinite); ReLU6 is Clip(0, 6)."""
+    type = "Clip"
+
+    def __init__(self, min=None, max=None):   # noqa: A002 (ONNX's names); None: open end
+        self.min = float("-inf") if min is None else float(min)
+        self.max = float("inf") if max is None else float(max)
+        if not self.min <= self.max:
+            raise ValueError(f"Clip: min ({min}) must not exceed max ({max})")
+
+    def config(self):
+        # JSON has no infinity: None stands for an open end
+        return dict(min=None if math.isinf(self.min) else self.min,
+                    max=None if math.isinf(self.max) else self.max)
+
+    def describe(self):
+        return f"Clip [{self.min:g}, {self.max:g}]"
+
+    def forward(self, inputs, params, buffers, mode, rng):
+        # the clamp kernel takes finite bounds: an open end is float32's largest value
+        big = float(np.finfo(np.float32).max)
+        return F.relu6_forward(inputs[0], max(self.min, -big), min(self.max, big))
+
+    def backward(self, dout, cache):
+        return [F.relu6_backward(dout, cache)], {}
+
+
+class Pad(Layer):
+    """Constant padding of H and W: (top, bottom, left, right) cells of ``value``.
+
+    A zero Pad that feeds a convolution is better folded into the convolution's
+    own padding (the ONNX importer does that); this layer covers the rest.
+    """
+    type = "Pad"
+
+    def __init__(self, padding, value=0.0):
+        self.padding = pad4(padding, "Pad: padding", lo=None)
+        if min(self.padding) < 0:
+            raise ValueError(f"Pad: negative padding {self.padding} (cropping) is not supported")
+        if isinstance(value, (str, bytes)):
+            raise TypeError(f"Pad: value must be a number, got {value!r}")
+        self.value = float(value)
+        if math.isnan(self.value):
+            raise ValueError(f"Pad: value must be a number, got {value!r}")
+
+    def config(self):
+        return dict(padding=list(self.padding), value=self.value)
+
+    def describe(self):
+        return f"Pad {self.padding}" + ("" if self.value == 0 else f" value {self.value:g}")
+
+    def output_shape(self, input_shapes):
+        s = input_shapes[0]
+        if len(s) != 3:
+            raise ValueError(f"expects input (N, C, H, W), got (N, {', '.join(map(str, s))})")
+        t, b, l, r = self.padding
+        return (s[0], s[1] + t + b, s[2] + l + r)
+
+    def forward(self, inputs, params, buffers, mode, rng):
+        x = inputs[0]
+        self.output_shape([x.shape[1:]])
+        t, b, l, r = self.padding
+        out = np.pad(x, ((0, 0), (0, 0), (t, b), (l, r)), constant_values=x.dtype.type(self.value))
+        return out, x.shape
+
+    def backward(self, dout, cache):
+        h, w = cache[2:]
+        t, _, l, _ = self.padding
+        return [np.ascontiguousarray(np.asarray(dout)[:, :, t:t + h, l:l + w])], {}
+
+
+def _broadcast_shape(param, input_shape, what):
+    try:
+        out = np.broadcast_shapes(tuple(input_shape), tuple(param))
+    except ValueError:
+        out = None
+    if out != tuple(input_shape):
+        raise ValueError(f"{what} of shape {tuple(param)} does not broadcast to the input "
+                         f"(N, {', '.join(map(str, input_shape))})")
+    return out
+
+
+def _reduce_to(g, shape):
+    """Sum a (N, ...) gradient down to a parameter of ``shape`` (broadcast over N and size-1 axes)."""
+    g = np.asarray(g)
+    g = g.sum(axis=tuple(range(g.ndim - len(shape))))
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
+    return g.sum(axis=axes, keepdims=True).reshape(shape) if axes else g.reshape(shape)
+
+
+def _shape(shape, what):
+    if isinstance(shape, (str, bytes)) or not hasattr(shape, "__iter__"):
+        raise TypeError(f"{what} must be a sequence of ints, got {shape!r}")
+    return tuple(_checks.integer(v, what, 1) for v in shape)
+
+
+class Bias(Layer):
+    """out = x + bias, with ``bias`` of ``shape`` broadcast against one sample
+    (e.g. (C, 1, 1) per channel); a constant addition in an imported graph."""
+    type = "Bias"
+
+    def __init__(self, shape):
+        self.shape = _shape(shape, f"{self.type}: shape")
+
+    def config(self):
+        return dict(shape=list(self.shape))
+
+    def describe(self):
+        return f"Bias {'x'.join(map(str, self.shape)) or 'scalar'}"
+
+    @property
+    def param_shapes(self):
+        return {"bias": self.shape}
+
+    def output_shape(self, input_shapes):
+        return _broadcast_shape(self.shape, input_shapes[0], "bias")
+
+    def forward(self, inputs, params, buffers, mode, rng):
+        x = inputs[0]
+        self.output_shape([x.shape[1:]])
+        return x + params["bias"].astype(x.dtype, copy=False), None
+
+    def backward(self, dout, cache):
+        return self.backward_inputs(dout, cache), self.backward_params(dout, cache)
+
+    def backward_inputs(self, dout, cache):
+        return [dout]
+
+    def backward_params(self, dout, cache):
+        return {"bias": _reduce_to(dout, self.shape)}
+
+
+class Scale(Layer):
+    """out = x * scale, with ``scale`` of ``shape`` broadcast against one sample;
+    a constant multiplication (or division) in an imported graph."""
+    type = "Scale"
+
+    def __init__(self, shape):
+        self.shape = _shape(shape, f"{self.type}: shape")
+
+    def config(self):
+        return dict(shape=list(self.shape))
+
+    def describe(self):
+        return f"Scale {'x'.join(map(str, self.shape)) or 'scalar'}"
+
+    @property
+    def param_shapes(self):
+        return {"scale": self.shape}
+
+    def init_params(self, rng, dtype):
+        return {"scale": np.ones(self.shape, dtype)}
+
+    def output_shape(self, input_shapes):
+        return _broadcast_shape(self.shape, input_shapes[0], "scale")
+
+    def forward(self, inputs, params, buffers, mode, rng):
+        x = inputs[0]
+        self.output_shape([x.shape[1:]])
+        s = params["scale"].astype(x.dtype, copy=False)
+        return x * s, (x, s)
+
+    def backward(self, dout, cache):
+        x, s = cache
+        return [dout * s], {"scale": _reduce_to(dout * x, self.shape)}
+
+    def backward_inputs(self, dout, cache):
+        return [dout * cache[1]]

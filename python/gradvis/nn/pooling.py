@@ -1,0 +1,117 @@
+"""Pooling layers: max, average and global average pooling."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import functional as F
+from .geometry import pad4, pair
+from .module import Layer
+
+__all__ = ["MaxPool2d", "AvgPool2d", "GlobalAvgPool"]
+
+
+class _Pool(Layer):
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False):
+        self.kernel_size = pair(kernel_size, f"{self.type}: kernel_size")
+        self.stride = pair(stride, f"{self.type}: stride") if stride is not None else self.kernel_size
+        self.padding = pad4(padding, f"{self.type}: padding")
+        self.ceil_mode = bool(ceil_mode)
+
+    def config(self):
+        return dict(kernel_size=list(self.kernel_size), stride=list(self.stride),
+                    padding=list(self.padding), ceil_mode=self.ceil_mode)
+
+    def describe(self):
+        k, st = self.kernel_size, self.stride
+        pad = "" if not any(self.padding) else f" pad {self.padding}"
+        return f"{self.type} {k[0]}x{k[1]} stride {st[0] if st[0] == st[1] else st}{pad}"
+
+    def _param(self):
+        return {"pool_height": self.kernel_size[0], "pool_width": self.kernel_size[1],
+                "stride": self.stride, "pad": self.padding, "ceil_mode": self.ceil_mode}
+
+    def output_shape(self, input_shapes):
+        s = input_shapes[0]
+        if len(s) != 3:
+            raise ValueError(f"expects input (N, C, H, W), got (N, {', '.join(map(str, s))})")
+        t, b, l, r = self.padding
+        dims = []
+        for size, k, st, p in ((s[1], self.kernel_size[0], self.stride[0], t + b),
+                               (s[2], self.kernel_size[1], self.stride[1], l + r)):
+            span = size + p - k
+            o = (-(-span // st) if self.ceil_mode else span // st) + 1
+            if self.ceil_mode and (o - 1) * st >= size + p // 2:   # PyTorch's rule
+                o -= 1
+            if span < 0 or o < 1:
+                raise ValueError(f"input {s[1]}x{s[2]} is too small for a {self.kernel_size} window")
+            dims.append(o)
+        return (s[0], dims[0], dims[1])
+
+
+class MaxPool2d(_Pool):
+    """Max pooling; stride defaults to the window size; padded cells never win."""
+    type = "MaxPool2d"
+
+    def forward(self, inputs, params, buffers, mode, rng):
+        x = inputs[0]
+        self.output_shape([x.shape[1:]])
+        return F.max_pool2d_run(x, (self.kernel_size, self.stride, self.padding, self.ceil_mode))
+
+    def backward(self, dout, cache):
+        return [F.max_pool_backward(dout, cache)], {}
+
+
+class AvgPool2d(_Pool):
+    """Average pooling; count_include_pad as PyTorch (default True)."""
+    type = "AvgPool2d"
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
+        super().__init__(kernel_size, stride, padding, ceil_mode)
+        self.count_include_pad = bool(count_include_pad)
+
+    def config(self):
+        c = super().config()
+        c["count_include_pad"] = self.count_include_pad
+        return c
+
+    def forward(self, inputs, params, buffers, mode, rng):
+        x = inputs[0]
+        self.output_shape([x.shape[1:]])
+        p = self._param()
+        p["count_include_pad"] = self.count_include_pad
+        return F.avg_pool_forward(x, p)
+
+    def backward(self, dout, cache):
+        return [F.avg_pool_backward(dout, cache)], {}
+
+
+class GlobalAvgPool(Layer):
+    """Mean over H and W: (N, C, H, W) -> (N, C, 1, 1), or (N, C) with
+    ``keepdims=False`` (ONNX's ReduceMean over axes [2, 3] with keepdims=0)."""
+    type = "GlobalAvgPool"
+
+    def __init__(self, keepdims=True):
+        self.keepdims = bool(keepdims)
+
+    def config(self):
+        return dict(keepdims=self.keepdims)
+
+    def describe(self):
+        return "GlobalAvgPool" + ("" if self.keepdims else " flattened")
+
+    def output_shape(self, input_shapes):
+        s = input_shapes[0]
+        if len(s) != 3:
+            raise ValueError(f"expects input (N, C, H, W), got (N, {', '.join(map(str, s))})")
+        return (s[0], 1, 1) if self.keepdims else (s[0],)
+
+    def forward(self, inputs, params, buffers, mode, rng):
+        x = inputs[0]
+        self.output_shape([x.shape[1:]])
+        out, cache = F.global_avg_pool_forward(x)
+        return (out, cache) if self.keepdims else (out.reshape(out.shape[:2]), cache)
+
+    def backward(self, dout, cache):
+        if not self.keepdims:
+            dout = np.asarray(dout).reshape(tuple(cache[0][:2]) + (1, 1))
+        return [F.global_avg_pool_backward(dout, cache)], {}

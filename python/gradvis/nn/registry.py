@@ -1,0 +1,17 @@
+"""The table of layer types by the name saved in model files."""
+from __future__ import annotations
+
+from .activation import HardSigmoid, HardSwish, LeakyReLU, ReLU, ReLU6, Sigmoid, SiLU, Tanh
+from .conv import Conv2d
+from .elementwise import Add, Bias, Clip, Concat, Div, Mul, Pad, Scale, Sub
+from .linear import Dropout, Flatten, Linear
+from .norm import BatchNorm1d, BatchNorm2d
+from .pooling import AvgPool2d, GlobalAvgPool, MaxPool2d
+
+__all__ = ["LAYER_TYPES"]
+
+# Nothing in a model file is executed: its layer types are looked up here.
+LAYER_TYPES = {cls.type: cls for cls in (
+    Conv2d, BatchNorm2d, BatchNorm1d, ReLU, ReLU6, LeakyReLU, Sigmoid, Tanh, HardSigmoid, HardSwish,
+    SiLU, MaxPool2d, AvgPool2d, GlobalAvgPool, Flatten, Linear, Dropout, Add, Mul, Sub, Div, Concat,
+    Clip, Pad, Bias, Scale)}

@@ -1,0 +1,550 @@
+"""Training on gradvis's own kernels: optimizers, schedules, augmentation, checkpoints.
+
+The pieces are small and separate (an optimizer, a learning-rate schedule, an
+augmentation function) and :func:`train` puts them together::
+
+    from gradvis import train
+    from gradvis.io.datasets import load_tiny_imagenet
+    from gradvis.nn.architectures import default_net
+    ds = load_tiny_imagenet()
+    model = default_net(class_names=ds.class_names, wnids=ds.wnids)
+    cfg = train.TrainConfig()   # the shipped recipe: 10 epochs, one-cycle SGD
+    train.train(model, ds, cfg, run_dir="runs/default", resume=True)
+
+Run from the command line: ``python -m gradvis.train --help``.
+
+Checkpoints are gradvis model files (:mod:`gradvis.nn.fileformat`, no pickle)
+holding the weights, the optimizer's state, the data-order generator's state,
+the epoch's permutation and the step, written atomically; with ``resume=True``
+a stopped run continues from its latest checkpoint and ends where an
+uninterrupted run would have.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .. import _checks
+from ..io.model_file import read_model_file
+from ..nn.fileformat import save_model
+from ..nn.losses import softmax_cross_entropy
+
+__all__ = ["SGD", "AdamW", "OneCycle", "CosineWarmup", "StepLR", "make_schedule",
+           "random_crop", "random_flip", "augment_batch", "evaluate", "TrainConfig", "train",
+           "decays", "add_config_arguments", "config_from_args", "read_checkpoint", "check_sizes"]
+
+
+# ============================================================================ optimizers
+def decays(name, value):
+    """Weight decay applies to conv/linear weights, not to biases or batch-norm parameters."""
+    return value.ndim > 1
+
+
+class SGD:
+    """SGD with (Nesterov) momentum and decoupled-from-BN L2 weight decay.
+
+    v = momentum * v + (g + wd * w);  w -= lr * (g + wd * w + momentum * v) if nesterov
+    else w -= lr * v (PyTorch's formulation).
+    """
+    kind = "sgd"
+
+    def __init__(self, momentum=0.9, nesterov=True, weight_decay=0.0):
+        self.momentum = float(momentum)
+        self.nesterov = bool(nesterov)
+        self.weight_decay = float(weight_decay)
+        self.state = {}
+
+    def step(self, params, grads, lr):
+        mu, wd = self.momentum, self.weight_decay
+        for name, w in params.items():
+            g = grads[name]
+            if g.dtype != w.dtype:
+                g = g.astype(w.dtype)
+            if wd and decays(name, w):
+                g = g + wd * w
+            v = self.state.get(name)
+            if v is None:
+                v = self.state[name] = np.zeros_like(w)
+            v *= mu
+            v += g
+            if self.nesterov:
+                w -= lr * (g + mu * v)
+            else:
+                w -= lr * v
+
+    def state_arrays(self):
+        return {f"sgd.v/{k}": v for k, v in self.state.items()}
+
+    def load_state_arrays(self, arrays):
+        self.state = {k[len("sgd.v/"):]: v.copy() for k, v in arrays.items() if k.startswith("sgd.v/")}
+
+
+class AdamW:
+    """Adam with decoupled weight decay (Loshchilov & Hutter): w -= lr * wd * w (decayed
+    parameters only), then the Adam step."""
+    kind = "adamw"
+
+    def __init__(self, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
+        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
+        self.weight_decay = float(weight_decay)
+        self.t = 0
+        self.m, self.v = {}, {}
+
+    def step(self, params, grads, lr):
+        self.t += 1
+        b1, b2 = self.beta1, self.beta2
+        c1, c2 = 1 - b1 ** self.t, 1 - b2 ** self.t
+        for name, w in params.items():
+            g = grads[name].astype(w.dtype, copy=False)
+            if self.weight_decay and decays(name, w):
+                w -= lr * self.weight_decay * w
+            m = self.m.setdefault(name, np.zeros_like(w))
+            v = self.v.setdefault(name, np.zeros_like(w))
+            m *= b1
+            m += (1 - b1) * g
+            v *= b2
+            v += (1 - b2) * g * g
+            w -= lr * (m / c1) / (np.sqrt(v / c2) + self.eps)
+
+    def state_arrays(self):
+        out = {"adamw.t": np.array(self.t, np.int64)}
+        out.update({f"adamw.m/{k}": v for k, v in self.m.items()})
+        out.update({f"adamw.v/{k}": v for k, v in self.v.items()})
+        return out
+
+    def load_state_arrays(self, arrays):
+        self.t = int(arrays.get("adamw.t", 0))
+        self.m = {k[len("adamw.m/"):]: v.copy() for k, v in arrays.items() if k.startswith("adamw.m/")}
+        self.v = {k[len("adamw.v/"):]: v.copy() for k, v in arrays.items() if k.startswith("adamw.v/")}
+
+
+# ============================================================================ schedules
+class OneCycle:
+    """Warm up from max_lr / div to max_lr over pct_start of the steps (cosine), then
+    anneal (cosine) to max_lr / (div * final_div) — Smith's one-cycle, as PyTorch's."""
+
+    def __init__(self, max_lr, total_steps, pct_start=0.25, div=10.0, final_div=100.0):
+        self.max_lr, self.total = float(max_lr), int(total_steps)
+        self.up = max(1, int(pct_start * self.total))
+        self.lo, self.end = self.max_lr / div, self.max_lr / (div * final_div)
+
+    def __call__(self, step):
+        if step < self.up:
+            a, b, t = self.lo, self.max_lr, step / self.up
+        else:
+            a, b, t = self.max_lr, self.end, min(1.0, (step - self.up) / max(1, self.total - self.up))
+        return b + (a - b) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+class CosineWarmup:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to min_lr."""
+
+    def __init__(self, lr, total_steps, warmup=0, min_lr=0.0):
+        self.lr, self.total, self.warmup, self.min_lr = float(lr), int(total_steps), int(warmup), float(min_lr)
+
+    def __call__(self, step):
+        if step < self.warmup:
+            return self.lr * (step + 1) / self.warmup
+        t = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        return self.min_lr + (self.lr - self.min_lr) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+class StepLR:
+    """lr * gamma ** (number of milestones (in steps) passed)."""
+
+    def __init__(self, lr, milestones, gamma=0.1):
+        self.lr, self.milestones, self.gamma = float(lr), sorted(int(m) for m in milestones), float(gamma)
+
+    def __call__(self, step):
+        return self.lr * self.gamma ** sum(step >= m for m in self.milestones)
+
+
+def make_schedule(name, lr, total_steps, steps_per_epoch=1, warmup_epochs=0.0,
+                  milestones=(), gamma=0.1):
+    """A schedule by name: 'onecycle', 'cosine', 'step' (milestones in epochs) or 'constant'."""
+    if name == "onecycle":
+        return OneCycle(lr, total_steps)
+    if name == "cosine":
+        return CosineWarmup(lr, total_steps, warmup=int(warmup_epochs * steps_per_epoch))
+    if name == "step":
+        return StepLR(lr, [m * steps_per_epoch for m in milestones], gamma)
+    if name == "constant":
+        return lambda step: lr
+    raise ValueError(f"unknown schedule {name!r}; use 'onecycle', 'cosine', 'step' or 'constant'")
+
+
+# ============================================================================ augmentation
+def random_crop(images, size, pad, rng, pad_mode="reflect"):
+    """Random ``size`` x ``size`` crops of uint8 (N, H, W, C) images, after padding
+    each side by ``pad`` (reflect). One offset per image, drawn from ``rng``."""
+    n, h, w = images.shape[:3]
+    if pad:
+        images = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode=pad_mode)
+        h, w = h + 2 * pad, w + 2 * pad
+    if size > h or size > w:
+        raise ValueError(f"crop size {size} is larger than the (padded) images {h}x{w}")
+    oy = rng.integers(0, h - size + 1, n)
+    ox = rng.integers(0, w - size + 1, n)
+    ar = np.arange(size)
+    return images[np.arange(n)[:, None, None], (oy[:, None] + ar)[:, :, None], (ox[:, None] + ar)[:, None, :]]
+
+
+def random_flip(images, rng, p=0.5):
+    """Mirror each (N, H, W, C) image left-right with probability p (a new array)."""
+    images = images.copy()
+    flip = rng.random(len(images)) < p
+    images[flip] = images[flip, :, ::-1]
+    return images
+
+
+def augment_batch(images, rng, crop=56, pad=4, flip=True):
+    """Random crop (after padding) and horizontal flip of uint8 (N, H, W, C) images."""
+    out = random_crop(images, crop, pad, rng) if crop else images
+    return random_flip(out, rng) if flip else out
+
+
+def evaluate(model, X, y, batch_size=500, crop=None):
+    """Top-1 accuracy of ``model`` (test mode) on uint8 images X (N, H, W, 3), labels y.
+    ``crop``: evaluate on centre crops of that size (default: full images)."""
+    correct = 0
+    for i in range(0, len(X), batch_size):
+        xb = X[i:i + batch_size]
+        if crop:
+            oy, ox = (xb.shape[1] - crop) // 2, (xb.shape[2] - crop) // 2
+            xb = xb[:, oy:oy + crop, ox:ox + crop]
+        scores, _ = model.forward(model.preprocess(xb), mode="test")
+        correct += int((scores.argmax(1) == y[i:i + batch_size]).sum())
+    return correct / max(1, len(X))
+
+
+# ============================================================================ training loop
+@dataclasses.dataclass
+class TrainConfig:
+    """Hyperparameters of :func:`train` (all saved in checkpoints)."""
+    epochs: float = 10.0
+    batch_size: int = 128
+    optimizer: str = "sgd"          # 'sgd' (Nesterov momentum) or 'adamw'
+    lr: float = 0.2                 # peak learning rate
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "onecycle"      # 'onecycle', 'cosine', 'step', 'constant'
+    warmup_epochs: float = 1.0      # for 'cosine'
+    milestones: tuple = ()          # epochs, for 'step'
+    label_smoothing: float = 0.1
+    crop: int = 56                  # train on random crops of this size (0: full images)
+    full_size_epochs: float = 1.0   # ...except the last epochs, on full-size crops of the padded
+                                    # images, so the test-time (full size) statistics are seen
+    pad: int = 4                    # reflect padding before cropping
+    flip: bool = True
+    seed: int = 0
+    eval_every: int = 2             # epochs between held-out evaluations (0: only at the end)
+    checkpoint_every: int = 200     # steps between checkpoints (and at each epoch end)
+    log_every: int = 20             # steps between progress lines
+    num_threads: int = 2
+    max_train: int = 0              # use only the first N training images (0: all), for pilots
+
+    def validate(self):
+        """Check every field; raises TypeError/ValueError naming the bad one. Returns self."""
+        for name in ("batch_size", "checkpoint_every", "log_every"):
+            _checks.positive_int(getattr(self, name), name)
+        for name in ("crop", "pad", "seed", "eval_every", "max_train"):
+            _checks.positive_int(getattr(self, name), name, allow_zero=True)
+        _checks.positive_int(self.num_threads, "num_threads", hi=1024)
+        _checks.nonneg_float(self.lr, "lr", positive=True)
+        for name in ("epochs", "weight_decay", "warmup_epochs", "full_size_epochs"):
+            _checks.nonneg_float(getattr(self, name), name)
+        if not 0.0 <= _checks.finite_float(self.momentum, "momentum") < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        if not 0.0 <= _checks.finite_float(self.label_smoothing, "label_smoothing") < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        for m in self.milestones:
+            _checks.nonneg_float(m, "milestones")
+        if self.optimizer not in ("sgd", "adamw"):
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; use 'sgd' or 'adamw'")
+        if self.schedule not in ("onecycle", "cosine", "step", "constant"):
+            raise ValueError(f"unknown schedule {self.schedule!r}; use 'onecycle', 'cosine', 'step' or 'constant'")
+        return self
+
+
+def _make_optimizer(cfg):
+    if cfg.optimizer == "sgd":
+        return SGD(cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return AdamW(weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; use 'sgd' or 'adamw'")
+
+
+def _fmt_time(s):
+    s = int(max(0, s))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def _json_safe(obj):
+    return json.loads(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+
+
+def read_checkpoint(path):
+    """(model, extra, state) from a training checkpoint written by :func:`train`,
+    checked: ValueError naming ``path`` if it is not a gradvis file, or a model file
+    rather than a training checkpoint, or its training state is damaged."""
+    try:
+        model, extra, state = read_model_file(path)
+    except (ValueError, OSError) as e:
+        msg = str(e)
+        raise ValueError(msg if str(path) in msg else f"{path}: {msg}") from None
+    missing = [k for k in ("step", "rng", "model_rng") if not isinstance(extra, dict) or k not in extra]
+    if missing:
+        raise ValueError(f"{path} is not a training checkpoint (no {', '.join(map(repr, missing))} "
+                         f"in it: a model file?)")
+    step = extra["step"]
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ValueError(f"{path}: damaged training checkpoint (step {step!r})")
+    for key in ("rng", "model_rng"):
+        try:
+            np.random.default_rng().bit_generator.state = extra[key]
+        except (TypeError, ValueError, KeyError) as e:
+            raise ValueError(f"{path}: damaged training checkpoint ({key}: {e})") from None
+    perm = state.get("perm")
+    if perm is not None and (perm.ndim != 1 or perm.dtype.kind not in "iu"):
+        raise ValueError(f"{path}: damaged training checkpoint (perm of shape {perm.shape}, dtype {perm.dtype})")
+    return model, extra, state
+
+
+def check_sizes(model, image_size, crop, pad=0):
+    """Check, before any training, that ``model`` takes both the ``crop`` x ``crop``
+    training crops and the full (H, W) ``image_size`` images (the held-out
+    evaluation and the last full-size epochs), and that the centre-crop evaluation
+    can cut ``crop`` from the images. ValueError naming the problem."""
+    h, w = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    if crop and crop > min(h, w):
+        raise ValueError(f"crop {crop} is larger than the {w}x{h} images (the held-out evaluation "
+                         f"uses centre crops of this size); use a crop of at most {min(h, w)}")
+    if pad > min(h, w):
+        raise ValueError(f"pad {pad} is larger than the {w}x{h} images; use a pad of at most {min(h, w)}")
+    c = model.input_shape[0]
+    sizes = ([(f"crop {crop}", (c, crop, crop))] if crop else []) + [(f"the {w}x{h} images", (c, h, w))]
+    for what, shape in sizes:
+        try:
+            model.output_shapes(shape)
+        except ValueError as e:
+            raise ValueError(f"{what}: too small for the model ({e})") from None
+
+
+def train(model, data, config=None, run_dir=None, resume=False, log=print, on_step=None):
+    """Train ``model`` on ``data`` (an object with X_train, y_train, X_val, y_val as
+    uint8 images / int labels, e.g. :func:`gradvis.io.datasets.load_tiny_imagenet`).
+
+    Args:
+        config: :class:`TrainConfig`.
+        run_dir: directory for ``checkpoint.npz`` (every ``checkpoint_every`` steps and
+            each epoch), ``final.npz`` and ``history.json``; None: no files.
+        resume: continue from ``run_dir/checkpoint.npz`` if it exists (the model's
+            weights are replaced by the checkpoint's).
+        log: called with each progress line (None: silent).
+        on_step: optional callback ``on_step(step, loss)``, e.g. to stop a run in tests.
+
+    Returns:
+        (model, history): the trained model (a new object when resumed) and a dict
+        with per-epoch 'val_acc' and the training curve.
+    """
+    cfg = (config or TrainConfig()).validate()
+    say = log or (lambda *a, **k: None)
+    try:
+        from .. import _core
+        _core.set_num_threads(int(cfg.num_threads))
+    except Exception:   # a build without the setter keeps its default
+        pass
+    X_train, y_train = data.X_train, np.asarray(data.y_train)
+    if getattr(X_train, "ndim", 0) != 4:
+        raise ValueError(f"X_train must be uint8 images (N, H, W, 3), got shape {np.shape(X_train)}")
+    if cfg.max_train:
+        X_train, y_train = X_train[:cfg.max_train], y_train[:cfg.max_train]
+    n = len(X_train)
+    steps_per_epoch = n // cfg.batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(f"batch_size {cfg.batch_size} is larger than the {n} training images")
+    total_steps = int(round(cfg.epochs * steps_per_epoch))
+    full_from = total_steps - int(round(cfg.full_size_epochs * steps_per_epoch)) if cfg.crop else 0
+    schedule = make_schedule(cfg.schedule, cfg.lr, total_steps, steps_per_epoch,
+                             cfg.warmup_epochs, cfg.milestones)
+    opt = _make_optimizer(cfg)
+    rng = np.random.default_rng(cfg.seed)
+    model.seed(cfg.seed + 1)
+    step, perm = 0, None
+    history = {"config": dataclasses.asdict(cfg), "val_acc": [], "curve": []}
+    run_dir = Path(run_dir) if run_dir is not None else None
+    ckpt = run_dir / "checkpoint.npz" if run_dir else None
+
+    if resume and ckpt is not None and ckpt.is_file():
+        model, extra, state = read_checkpoint(ckpt)
+        num_classes = getattr(data, "num_classes", None)
+        if num_classes is not None and model.num_classes != num_classes:
+            raise ValueError(f"{ckpt}: the checkpoint's model has {model.num_classes} classes, "
+                             f"the data {num_classes}")
+        if tuple(model.input_shape[1:]) != tuple(X_train.shape[1:3]):
+            raise ValueError(f"{ckpt}: the checkpoint's model takes {model.input_shape[2]}x{model.input_shape[1]} "
+                             f"images, the data are {X_train.shape[2]}x{X_train.shape[1]}")
+    check_sizes(model, tuple(X_train.shape[1:3]), cfg.crop, cfg.pad)
+    if resume and ckpt is not None and ckpt.is_file():
+        opt.load_state_arrays(state)
+        rng.bit_generator.state = extra["rng"]
+        model.rng.bit_generator.state = extra["model_rng"]
+        step = int(extra["step"])
+        perm = state.get("perm")
+        history = extra.get("history", history)
+        if extra.get("config") != _json_safe(dataclasses.asdict(cfg)):
+            say("note: resuming with a different config than the checkpoint's")
+        say(f"resumed from {ckpt} at step {step}/{total_steps}")
+
+    def save_checkpoint():
+        if ckpt is None:
+            return
+        extra = {"step": step, "rng": rng.bit_generator.state, "model_rng": model.rng.bit_generator.state,
+                 "config": dataclasses.asdict(cfg), "history": history}
+        arrays = dict(opt.state_arrays())
+        if perm is not None:
+            arrays["perm"] = perm
+        save_model(model, ckpt, overwrite=True, extra_json=_json_safe(extra), extra_arrays=arrays)
+
+    t_start, step_start = time.time(), step
+    loss_ema = acc_ema = None
+    while step < total_steps:
+        epoch, k = divmod(step, steps_per_epoch)
+        if k == 0 or perm is None:
+            if k == 0:
+                perm = rng.permutation(n).astype(np.int64)
+            elif perm is None:   # resumed from a checkpoint without a permutation: redraw
+                perm = rng.permutation(n).astype(np.int64)
+        idx = perm[k * cfg.batch_size:(k + 1) * cfg.batch_size]
+        crop = cfg.crop if step < full_from else X_train.shape[1]
+        xb = augment_batch(X_train[idx], rng, crop, cfg.pad, cfg.flip)
+        yb = y_train[idx]
+        X = model.preprocess(xb)
+        scores, cache = model.forward(X, mode="train")
+        loss, dscores = softmax_cross_entropy(scores, yb, cfg.label_smoothing)
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss} at step {step}; lower the learning rate")
+        _, grads = model.backward(dscores, cache, input_grad=False)
+        lr = schedule(step)
+        opt.step(model.params, grads, lr)
+        step += 1
+        acc = float((scores.argmax(1) == yb).mean())
+        loss_ema = loss if loss_ema is None else 0.95 * loss_ema + 0.05 * loss
+        acc_ema = acc if acc_ema is None else 0.95 * acc_ema + 0.05 * acc
+        if on_step is not None and on_step(step, loss) is False:
+            save_checkpoint()
+            return model, history
+        if step % cfg.log_every == 0 or step == total_steps:
+            elapsed = time.time() - t_start
+            ips = (step - step_start) * cfg.batch_size / max(elapsed, 1e-9)
+            eta = (total_steps - step) * cfg.batch_size / max(ips, 1e-9)
+            say(f"epoch {step / steps_per_epoch:6.2f}  step {step}/{total_steps}  loss {loss_ema:.3f}  "
+                f"train acc {acc_ema:.3f}  lr {lr:.4f}  {ips:.0f} img/s  ETA {_fmt_time(eta)}")
+            history["curve"].append([step, round(loss_ema, 4), round(acc_ema, 4)])
+        end_of_epoch = step % steps_per_epoch == 0
+        if end_of_epoch and cfg.eval_every and (step // steps_per_epoch) % cfg.eval_every == 0 \
+                and step < total_steps:
+            acc_v = evaluate(model, data.X_val, data.y_val)
+            history["val_acc"].append([step / steps_per_epoch, acc_v])
+            say(f"epoch {step / steps_per_epoch:.2f}: held-out top-1 {acc_v:.4f}")
+        if end_of_epoch or step % cfg.checkpoint_every == 0:
+            save_checkpoint()
+
+    acc_v = evaluate(model, data.X_val, data.y_val)
+    history["val_acc"].append([step / steps_per_epoch, acc_v])
+    history["final_val_acc"] = acc_v
+    if run_dir is not None:   # the trained model first: the extra evaluation below cannot lose it
+        save_checkpoint()
+        save_model(model, run_dir / "final.npz", overwrite=True,
+                   extra_json={"val_acc": acc_v, "config": _json_safe(dataclasses.asdict(cfg))})
+    if cfg.crop:
+        history["final_val_acc_center_crop"] = evaluate(model, data.X_val, data.y_val, crop=cfg.crop)
+    say(f"done: held-out top-1 {acc_v:.4f} at {data.X_val.shape[1]}x{data.X_val.shape[2]}"
+        + (f", {history['final_val_acc_center_crop']:.4f} on centre {cfg.crop}x{cfg.crop} crops" if cfg.crop else ""))
+    if run_dir is not None:
+        (run_dir / "history.json").write_text(json.dumps(_json_safe(history), indent=1))
+    return model, history
+
+
+# ============================================================================ command line
+_TRUE, _FALSE = ("1", "true", "yes", "on", "y", "t"), ("0", "false", "no", "off", "n", "f")
+
+
+def _parse_bool(text):
+    """An argparse type for a yes/no option; anything unrecognised is an error."""
+    t = str(text).strip().lower()
+    if t in _TRUE:
+        return True
+    if t in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false (or yes/no, on/off, 1/0), got {text!r}")
+
+
+_parse_bool.__name__ = "bool"
+
+
+def add_config_arguments(parser, skip=()):
+    """Add one ``--option`` per :class:`TrainConfig` field (except those in ``skip``)
+    to an argparse parser; :func:`config_from_args` reads them back. Shared by
+    ``python -m gradvis.train`` and ``gradvis train``."""
+    defaults = TrainConfig()
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in skip:
+            continue
+        flag = f"--{f.name.replace('_', '-')}"
+        if f.name == "milestones":
+            parser.add_argument(flag, type=float, nargs="*", default=(), metavar="EPOCH")
+        elif f.type in ("bool", bool):
+            parser.add_argument(flag, type=_parse_bool, default=getattr(defaults, f.name), metavar="BOOL",
+                                help=f"true/false, yes/no, on/off or 1/0 (default: {getattr(defaults, f.name)})")
+        else:
+            typ = {"int": int, "float": float, "str": str}.get(str(f.type), type(getattr(defaults, f.name)))
+            parser.add_argument(flag, type=typ, default=getattr(defaults, f.name),
+                                metavar=f.name.upper(), help=f"(default: {getattr(defaults, f.name)})")
+    return parser
+
+
+def config_from_args(args, **overrides):
+    """A :class:`TrainConfig` from parsed :func:`add_config_arguments` options;
+    fields missing from ``args`` keep their defaults; ``overrides`` win."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    values.update(overrides)
+    cfg = TrainConfig(**values)
+    cfg.milestones = tuple(cfg.milestones)
+    return cfg.validate()
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m gradvis.train",
+                                description="Train gradvis's default net on TinyImageNet-100-A.")
+    add_config_arguments(p)
+    p.add_argument("--run-dir", required=True, help="checkpoints, final.npz, history.json")
+    p.add_argument("--resume", action="store_true", help="continue from run-dir/checkpoint.npz")
+    p.add_argument("--data", default=None, help="path of tiny-imagenet-100-A-train.tar.gz")
+    p.add_argument("--export", default=None, help="also save the final model here (e.g. the bundled default.npz)")
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(argv)
+    cfg = config_from_args(args)
+
+    from ..io.datasets import load_tiny_imagenet
+    from ..nn.architectures import default_net
+    ds = load_tiny_imagenet(args.data)
+    model = default_net(num_classes=ds.num_classes, class_names=ds.class_names, wnids=ds.wnids,
+                        seed=cfg.seed)
+    log = None if args.quiet else (lambda s: print(time.strftime("%H:%M:%S"), s, flush=True))
+    if log:
+        log(f"config: {json.dumps(dataclasses.asdict(cfg))}")
+        log(f"{model!r}; {len(ds.X_train)} train / {len(ds.X_val)} held-out images")
+    model, history = train(model, ds, cfg, run_dir=args.run_dir, resume=args.resume, log=log)
+    if args.export:
+        save_model(model, args.export, overwrite=True)
+        if log:
+            log(f"saved {args.export}")
+    return 0

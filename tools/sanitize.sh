@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Builds the C++ core with AddressSanitizer + UndefinedBehaviorSanitizer and runs
+# the kernel tests against it at every SIMD level (GRADVIS_SIMD=scalar, avx2, and
+# unset: the CPU's best). Fails if a test fails or a sanitizer reports anything.
+#
+#   tools/sanitize.sh           all kernel tests at the three levels
+#   tools/sanitize.sh --quick   a short subset (CI)
+#
+# The sanitizer runtimes must be loaded before Python: LD_PRELOAD names libasan
+# and libstdc++ (else ASan's interceptors miss the C++ allocations of the
+# module). Reports go to build/sanitize/logs/ and are printed at the end; pytest
+# runs with -s so that nothing a child process prints is swallowed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+quick=0
+case "${1:-}" in
+  --quick) quick=1 ;;
+  "") ;;
+  *) echo "usage: tools/sanitize.sh [--quick]" >&2; exit 2 ;;
+esac
+
+B=build/sanitize
+mkdir -p "$B"
+gen=()
+command -v ninja >/dev/null && gen=(-G Ninja)
+cmake -S . -B "$B" "${gen[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGRADVIS_SANITIZE=ON \
+  -Dpybind11_DIR="$(python3 -m pybind11 --cmakedir)" >"$B/configure.log"
+cmake --build "$B" -j"${JOBS:-2}" >"$B/build.log" || { tail -50 "$B/build.log"; exit 1; }
+
+# A copy of the Python package holding the sanitized module.
+pkg="$PWD/$B/py"
+rm -rf "$pkg" && mkdir -p "$pkg"
+cp -r python/gradvis "$pkg/"
+rm -f "$pkg"/gradvis/_core*.so
+cp "$B"/_core*.so "$pkg/gradvis/"
+
+logs="$PWD/$B/logs"
+rm -rf "$logs" && mkdir -p "$logs"
+CXX_BIN="${CXX:-g++}"
+export LD_PRELOAD="$("$CXX_BIN" -print-file-name=libasan.so) $("$CXX_BIN" -print-file-name=libstdc++.so)"
+# Python's own allocations are never freed at exit: leaks are not checked.
+export ASAN_OPTIONS="detect_leaks=0:log_path=$logs/asan:handle_segv=1"
+export UBSAN_OPTIONS="print_stacktrace=1:log_path=$logs/ubsan"
+export PYTHONPATH="$pkg"
+export PYTHONDONTWRITEBYTECODE=1
+
+if [ "$quick" = 1 ]; then
+  levels=(scalar native)
+  tests=(tests/test_core_limits.py tests/test_core_threads.py tests/test_gemm.py
+         tests/test_conv.py::test_matches_reference tests/test_conv.py::test_few_input_channels
+         tests/test_conv.py::test_strided_input_gradient_edges tests/test_conv.py::test_short_output_rows)
+else
+  levels=(scalar avx2 native)
+  tests=(tests/test_conv.py tests/test_conv_winograd.py tests/test_pool.py tests/test_activation.py
+         tests/test_activation_gates.py tests/test_affine.py tests/test_batchnorm.py tests/test_blur.py
+         tests/test_gemm.py tests/test_array_pool.py tests/test_relu_fusion.py tests/test_core_limits.py
+         tests/test_core_threads.py tests/test_layers.py)
+fi
+
+status=0
+for level in "${levels[@]}"; do
+  echo "== GRADVIS_SIMD=${level/native/(unset)}"
+  if [ "$level" = native ]; then unset GRADVIS_SIMD; else export GRADVIS_SIMD="$level"; fi
+  python3 -m pytest -q -s -p no:cacheprovider "${tests[@]}" || status=1
+done
+
+if compgen -G "$logs/*" >/dev/null; then
+  echo "== sanitizer reports (build/sanitize/logs):"
+  cat "$logs"/*
+  status=1
+else
+  echo "== no sanitizer reports"
+fi
+exit $status

@@ -194,3 +194,28 @@ def test_zero_d_arrays_keep_their_shape(name):
     np.testing.assert_array_equal(out, getattr(_core, name)(x.reshape(1))[0])
     dx = _core.relu_backward(np.array(2.0, F32), x)
     assert dx.shape == () and dx == 2.0
+
+
+@pytest.mark.parametrize("stride", [2**31, 2**30, 2**29 + 3])
+def test_padding_far_beyond_a_few_channel_image(stride):
+    # The RGB-layer paths lay out a padded copy of the image; with padding and
+    # strides this far beyond the image they read it in place instead (the copy's
+    # size overflowed 64 bits).
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((1, 3, 1, 1)).astype(F32)
+    w = rng.standard_normal((2, 3, 1, 1)).astype(F32)
+    pad = 2**31
+    out = _core.conv2d_forward(x, w, None, stride, pad)
+    n = out.shape[2]
+    assert out.shape == (1, 2, n, n) and n == (1 + 2 * pad - 1) // stride + 1
+    # Only the window whose corner lands on the pixel sees it: oh * stride == pad.
+    expected = np.zeros(out.shape, F32)
+    if pad % stride == 0:
+        expected[0, :, pad // stride, pad // stride] = w[:, :, 0, 0] @ x[0, :, 0, 0]
+    np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-6)
+    dout = rng.standard_normal(out.shape).astype(F32)
+    dx = _core.conv2d_backward_input(dout, w, x.shape, stride, pad)
+    want = np.zeros(x.shape, F32)
+    if pad % stride == 0:
+        want[0, :, 0, 0] = w[:, :, 0, 0].T @ dout[0, :, pad // stride, pad // stride]
+    np.testing.assert_allclose(dx, want, rtol=1e-6, atol=1e-6)

@@ -138,7 +138,9 @@ void backward_input_block(T* dx, const T* dout, const T* w, const Conv2dShape& s
     const index_t sw = s.p.stride_w;
     const index_t Wq = std::max(s.OW + ((s.KW - 1) * s.p.dilation_w) / sw, (s.W - 1 + s.p.pad_left) / sw + 1);
     T* S = nullptr;
-    if (sw > 1 && s.OW > 1) {  // (one output per row: col2im_add, whatever the stride)
+    // (one output per row: col2im_add, whatever the stride; likewise where the
+    // split planes would be mostly padding)
+    if (sw > 1 && s.OW > 1 && copy_is_modest(double(nc) * double(s.H) * double(sw) * double(Wq), s)) {
       const std::size_t n = std::size_t(nc * s.H * sw * Wq);
       S = scratch<T>(ScratchSlot::conv_dx_split, n);
       std::fill(S, S + n, T(0));

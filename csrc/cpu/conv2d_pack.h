@@ -270,11 +270,24 @@ struct Split {
   index_t Hp, Wq, SH, SC, SI;  // rows, columns per phase; row, channel, image strides
 };
 
+// Whether a copy of n elements is small next to the call's input and output (at
+// most 4 times both, plus 1 MiB): copies laid out over the padding are not made
+// where padding or strides are far larger than the image (their sizes could even
+// overflow); n is computed in double for that reason.
+inline bool copy_is_modest(double n, const Conv2dShape& s) {
+  const double io = double(s.N) * (double(s.C) * double(s.H) * double(s.W) + double(s.F) * double(s.OH) * double(s.OW));
+  return n <= 4.0 * io + double(1 << 18);
+}
+
 // Not for a stride with one output along the row: its rows would be stride_w
 // floats long (a stride past the input is legal), and the plain packing reads the
-// one window directly.
+// one window directly; nor where the split image would be mostly padding.
 inline bool use_split(const Conv2dShape& s, const Geometry& g) {
-  return !g.pointwise && g.Cg <= kSplitMaxChannels && (s.OW > 1 || s.p.stride_w == 1);
+  if (g.pointwise || g.Cg > kSplitMaxChannels || !(s.OW > 1 || s.p.stride_w == 1)) return false;
+  const auto& p = s.p;
+  const double Hp = double(s.OH - 1) * double(p.stride_h) + double(s.KH - 1) * double(p.dilation_h) + 1;
+  const double Wq = double(s.OW) + double((s.KW - 1) * p.dilation_w / p.stride_w);
+  return copy_is_modest(double(s.N) * double(s.C) * Hp * double(p.stride_w) * Wq, s);
 }
 
 inline Split split_geometry(const Conv2dShape& s) {

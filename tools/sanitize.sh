@@ -64,12 +64,16 @@ status=0
 for level in "${levels[@]}"; do
   echo "== GRADVIS_SIMD=${level/native/(unset)}"
   if [ "$level" = native ]; then unset GRADVIS_SIMD; else export GRADVIS_SIMD="$level"; fi
-  python3 -m pytest -q -s -p no:cacheprovider "${tests[@]}" || status=1
+  python3 -m pytest -q -s -p no:cacheprovider "${tests[@]}" 2>&1 | tee "$B/pytest-$level.log" || status=1
 done
 
-if compgen -G "$logs/*" >/dev/null; then
-  echo "== sanitizer reports ($B/logs):"
-  cat "$logs"/*
+# UBSan, linked beside ASan, may write to stderr whatever log_path says: look in
+# both places.
+reports=$(grep -h -E "runtime error:|ERROR: AddressSanitizer|ERROR: LeakSanitizer" "$B"/pytest-*.log || true)
+if compgen -G "$logs/*" >/dev/null || [ -n "$reports" ]; then
+  echo "== sanitizer reports:"
+  [ -n "$reports" ] && echo "$reports"
+  compgen -G "$logs/*" >/dev/null && cat "$logs"/*
   status=1
 else
   echo "== no sanitizer reports"

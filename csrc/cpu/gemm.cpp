@@ -247,7 +247,7 @@ template void ukernel_boffs_scalar<double>(GV_BOFFS_ARGS(double));
 
 template <class T>
 void gemm_cpu(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, T alpha, const T* A, index_t lda,
-          const T* B, index_t ldb, T beta, T* C, index_t ldc) {
+              const T* B, index_t ldb, T beta, T* C, index_t ldc) {
   using namespace gemm_detail;
   if (M <= 0 || N <= 0) return;
   if (K <= 0 || alpha == T(0)) {
@@ -276,8 +276,8 @@ void gemm_cpu(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, T alp
 }
 
 template void gemm_cpu<float>(bool, bool, index_t, index_t, index_t, float, const float*, index_t, const float*, index_t,
-                          float, float*, index_t);
+                              float, float*, index_t);
 template void gemm_cpu<double>(bool, bool, index_t, index_t, index_t, double, const double*, index_t, const double*,
-                           index_t, double, double*, index_t);
+                               index_t, double, double*, index_t);
 
 }  // namespace gradvis

@@ -13,12 +13,12 @@ namespace gradvis {
 
 template <class T>
 void gemm_cpu(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, T alpha, const T* A, index_t lda,
-          const T* B, index_t ldb, T beta, T* C, index_t ldc);
+              const T* B, index_t ldb, T beta, T* C, index_t ldc);
 
 extern template void gemm_cpu<float>(bool, bool, index_t, index_t, index_t, float, const float*, index_t,
-                                 const float*, index_t, float, float*, index_t);
+                                     const float*, index_t, float, float*, index_t);
 extern template void gemm_cpu<double>(bool, bool, index_t, index_t, index_t, double, const double*, index_t,
-                                  const double*, index_t, double, double*, index_t);
+                                      const double*, index_t, double, double*, index_t);
 
 
 }  // namespace gradvis

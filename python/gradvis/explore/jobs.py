@@ -115,6 +115,9 @@ class JobQueue:
         self._count = itertools.count()
         self._thread = threading.Thread(target=self._loop, name="gradvis-explore-worker", daemon=True)
         self._thread.start()
+        # finds abandoned jobs while the worker is busy with a long one
+        self._reaper = threading.Thread(target=self._reap, name="gradvis-explore-reaper", daemon=True)
+        self._reaper.start()
 
     # ------------------------------------------------------------------ client side
     def submit(self, func, kind="", long=False, meta=None):
@@ -173,6 +176,15 @@ class JobQueue:
                 j._cancel.set()
             self._wake.notify_all()
         self._thread.join(timeout)
+
+    def _reap(self):
+        period = min(1.0, max(0.05, self.abandon_s / 4))
+        while True:
+            with self._lock:
+                if self._stop:
+                    return
+                self._cleanup_locked()
+                self._wake.wait(timeout=period)
 
     # ------------------------------------------------------------------ worker side
     def _finish_locked(self, job, status, result=None, error=None):

@@ -82,7 +82,7 @@ class Param:
         return d
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Method:
     """One method the explorer offers (see the module docstring).
 
@@ -108,6 +108,7 @@ class Method:
     command: Optional[str] = None
     reference: str = ""
     description: str = ""
+    small_params: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -461,6 +462,7 @@ register(Method(
     call="saliency = gradvis.smoothgrad_saliency_maps(X, np.array([{target}]), model{kwargs})[0]",
     command="gradvis saliency {image} --class {target} --save-npy",
     reference="Smilkov et al. 2017, arXiv:1706.03825",
+    small_params={"num_samples": 3},
     description="Saliency averaged over noisy copies of the image."))
 
 register(Method(
@@ -472,6 +474,7 @@ register(Method(
     call="X_fool, report = gradvis.make_fooling_image(X, {target}, model{kwargs}, return_report=True)",
     command="gradvis fool {image} --target {target} --save-npy",
     reference="Szegedy et al. 2013, arXiv:1312.6199",
+    small_params={"max_iter": 5},
     description="A small change of the photo that makes the model predict the target class."))
 
 register(Method(
@@ -484,6 +487,7 @@ register(Method(
     call="X_vis = gradvis.create_class_visualization({target}, model{kwargs})",
     command="gradvis classvis {target} --save-npy",
     reference="Simonyan, Vedaldi & Zisserman 2013; Yosinski et al. 2015",
+    small_params={"iterations": 5},
     description="An image grown from noise that the model finds typical of the target class."))
 
 register(Method(
@@ -497,6 +501,7 @@ register(Method(
          "X_rec = gradvis.invert_features(feats, {layer!r}, model{kwargs})",
     command="gradvis invert {image} --save-npy",
     reference="Mahendran & Vedaldi 2015, arXiv:1412.0035",
+    small_params={"iterations": 5},
     description="An image whose features at one layer match the photo's."))
 
 register(Method(
@@ -516,4 +521,5 @@ register(Method(
          "X_dream = gradvis.deepdream(model.preprocess(rgb), {layer!r}, model{kwargs})",
     command="gradvis dream {image} --save-npy",
     reference="Mordvintsev, Olah & Tyka 2015",
+    small_params={"iterations": 2, "octaves": 2, "max_size": 96},
     description="Amplify what a layer sees, at the photo's own size (shrunk to the longest side given)."))

@@ -390,10 +390,11 @@ def create_app(model=None, model_path=None, images_dir=None, token=None, allowed
         n = request.headers.get("content-length")
         if n is not None:
             try:
-                if int(n) > limit:
-                    raise HTTPError(413, f"the upload is {int(n)} bytes, more than the {limit} allowed")
+                n = int(n)
             except ValueError:
                 raise HTTPError(400, "bad Content-Length header") from None
+            if n > limit:
+                raise HTTPError(413, f"the upload is {n} bytes, more than the {limit} allowed")
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)

@@ -18,7 +18,7 @@ from conftest import require
 require("starlette")
 require("httpx")
 # Starlette 1.x suggests another HTTP client for its test client; httpx still works
-warnings.filterwarnings("ignore", message=".*httpx.*", category=DeprecationWarning)
+warnings.filterwarnings("ignore", message=".*httpx.*")
 
 from starlette.testclient import TestClient  # noqa: E402
 
@@ -162,6 +162,18 @@ def test_upload_refusals(client):
         assert words in r.json()["error"], (what, r.json())
         r = client.post("/api/predict", content=data)
         assert r.status_code == status, what
+
+
+def test_kept_images_are_bounded(model):
+    app = create_app(model, max_images=3, max_image_bytes=10 ** 9)
+    ex = app.state.explorer
+    with TestClient(app) as c:
+        ids = [c.post("/api/images", content=encode(photo(seed=k))).json()["id"] for k in range(5)]
+        assert list(ex.images) == ids[2:]
+        assert c.post("/api/predict", json={"image": ids[0]}).status_code == 404
+        ex.max_image_bytes = 1
+        ids.append(c.post("/api/images", content=encode(photo())).json()["id"])
+        assert list(ex.images) == ids[-1:]      # the newest is kept whatever its size
 
 
 def test_upload_length_header_checked_before_reading(client):
@@ -389,6 +401,18 @@ def test_queue_bounds_waiting_abandoned_and_finished_jobs():
         with q._lock:
             q._cleanup_locked()
         assert sum(j.done for j in q.jobs.values()) <= 3 and len(q.jobs) <= 3
+        # and at most max_bytes of results
+        q.max_bytes = 3000
+        for k in range(3):
+            job = q.submit(lambda job: np.zeros(1000, np.uint8))
+            t0 = time.monotonic()
+            while not job.done:
+                assert time.monotonic() - t0 < 5
+                time.sleep(0.005)
+            assert job.nbytes >= 1000
+        with q._lock:
+            q._cleanup_locked()
+        assert sum(j.nbytes for j in q.jobs.values()) <= 3000 and job.id in q.jobs
     finally:
         gate.set()
         q.close()

@@ -8,9 +8,10 @@ while a DeepDream runs. A job is cancelled within one step: its step callback
 raises :class:`gradvis.explore.methods.Cancelled`.
 
 Memory is bounded: at most ``max_queued`` jobs wait (more are refused), finished
-jobs are kept for ``keep_s`` seconds and at most ``max_finished`` of them, and
-a queued or running job that nobody has asked about for ``abandon_s`` seconds
-(its client went away) is cancelled.
+jobs are kept for ``keep_s`` seconds, at most ``max_finished`` of them and
+``max_bytes`` of their results (oldest dropped first), and a queued or running
+job that nobody has asked about for ``abandon_s`` seconds (its client went away)
+is cancelled.
 """
 from __future__ import annotations
 
@@ -30,6 +31,24 @@ log = logging.getLogger("gradvis.explore")
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED, ERROR = "queued", "running", "done", "failed", "cancelled", "error"
 FINISHED = (DONE, FAILED, CANCELLED, ERROR)
+
+
+def _nbytes(obj, depth=0):
+    """The bytes held by the arrays and byte strings in ``obj`` (a result, its fields)."""
+    import numpy as np
+    if isinstance(obj, np.ndarray):
+        return obj.nbytes
+    if isinstance(obj, (bytes, bytearray)):
+        return len(obj)
+    if depth > 3:
+        return 0
+    if isinstance(obj, dict):
+        return sum(_nbytes(v, depth + 1) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_nbytes(v, depth + 1) for v in obj)
+    if hasattr(obj, "__dict__"):
+        return _nbytes(vars(obj), depth + 1)
+    return 0
 
 
 class QueueFull(Exception):
@@ -62,6 +81,7 @@ class Job:
         self.started = None
         self.finished = None
         self.seen = self.created      # the last time a client asked about it
+        self.nbytes = 0               # the memory its result holds, once finished
         self.version = 0              # bumped on every change, for event streams
         self._cancel = threading.Event()
         self._changed = threading.Condition()
@@ -100,9 +120,10 @@ class Job:
 class JobQueue:
     """A queue of :class:`Job` run by one worker thread (see the module docstring)."""
 
-    def __init__(self, max_queued=16, max_finished=64, keep_s=600.0, abandon_s=60.0):
+    def __init__(self, max_queued=16, max_finished=64, keep_s=600.0, abandon_s=180.0, max_bytes=256 * 2 ** 20):
         self.max_queued = int(max_queued)
         self.max_finished = int(max_finished)
+        self.max_bytes = int(max_bytes)
         self.keep_s = float(keep_s)
         self.abandon_s = float(abandon_s)
         self.jobs = collections.OrderedDict()
@@ -190,6 +211,7 @@ class JobQueue:
     def _finish_locked(self, job, status, result=None, error=None):
         job.status, job.result, job.error = status, result, error
         job.finished = time.monotonic()
+        job.nbytes = _nbytes(result) + _nbytes(job.meta) + len(job.preview or b"")
         job.func = None
         fut = job.meta.pop("future", None)
         if fut is not None and not fut.done():
@@ -215,6 +237,13 @@ class JobQueue:
                 self.jobs.pop(j.id, None)
         finished = [j for j in self.jobs.values() if j.done]
         for j in finished[:max(0, len(finished) - self.max_finished)]:
+            self.jobs.pop(j.id, None)
+        finished = [j for j in self.jobs.values() if j.done]
+        total = sum(j.nbytes for j in finished)
+        for j in finished[:-1]:          # the newest result is kept whatever its size
+            if total <= self.max_bytes:
+                break
+            total -= j.nbytes
             self.jobs.pop(j.id, None)
 
     def _next_locked(self, quick_only):

@@ -121,17 +121,19 @@ class Explorer:
         max_upload_bytes: largest upload or image file.
         max_pixels: largest image (width x height) decoded.
         max_images: uploads kept (least recently used dropped first).
+        max_image_bytes: the memory the kept images may take (the newest is kept whatever its size).
         queue: a :class:`JobQueue` (default: a new one).
     """
 
     def __init__(self, model, model_path=None, images_dir=None, token=None, max_upload_bytes=20 * 2 ** 20,
-                 max_pixels=40_000_000, max_images=32, queue=None):
+                 max_pixels=40_000_000, max_images=32, max_image_bytes=256 * 2 ** 20, queue=None):
         self.model = model
         self.model_path = None if model_path in (None, "default") else str(model_path)
         self.token = token or None
         self.max_upload_bytes = int(max_upload_bytes)
         self.max_pixels = int(max_pixels)
         self.max_images = int(max_images)
+        self.max_image_bytes = int(max_image_bytes)
         self.queue = queue or JobQueue()
         self.images = collections.OrderedDict()      # id -> ImageInput
         self._lock = threading.Lock()
@@ -216,8 +218,11 @@ class Explorer:
         with self._lock:
             self.images[image_id] = image
             self.images.move_to_end(image_id)
-            while len(self.images) > self.max_images:
-                self.images.popitem(last=False)
+            size = lambda im: im.original.nbytes + im.rgb.nbytes + im.X.nbytes   # noqa: E731
+            total = sum(size(im) for im in self.images.values())
+            while len(self.images) > 1 and (len(self.images) > self.max_images or total > self.max_image_bytes):
+                _, old = self.images.popitem(last=False)
+                total -= size(old)
         return image_id
 
     def image(self, image_id):

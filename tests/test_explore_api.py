@@ -503,3 +503,27 @@ def test_missing_extra_is_a_clear_message(monkeypatch, capsys):
     assert main(["explore", "--no-browser"]) == 2
     err = capsys.readouterr().err
     assert "pip install 'gradvis[explore]'" in err
+
+
+def test_exported_code_names_the_model_file_and_its_preprocessing():
+    m = M.METHODS["saliency"]
+    opts = {"mean": [0.485, 0.456, 0.406], "scale": 255.0}
+    code = M.python_code(m, {}, 3, "net.onnx", "a b.jpg", opts)
+    assert "gradvis.load_any('net.onnx', mean=[0.485, 0.456, 0.406], scale=255.0)" in code
+    assert "read_rgb('a b.jpg')" in code
+    cli = M.cli_command(m, {}, 3, "net.onnx", "a b.jpg", opts)
+    assert cli == "gradvis saliency 'a b.jpg' --class 3 --save-npy --model net.onnx --mean 0.485 0.456 0.406 --scale 255.0"
+    # a parameter the command has no option for, away from its default: no command
+    sg = M.METHODS["smoothgrad"]
+    assert M.cli_command(sg, {"num_samples": 5, "noise_level": 0.3, "seed": 0}, 3) is None
+    assert M.cli_command(sg, {"num_samples": 5, "noise_level": 0.15, "seed": 0}, 3).endswith("--smoothgrad 5 --seed 0")
+
+
+def test_registry_refuses_bad_entries():
+    with pytest.raises(ValueError, match="already registered"):
+        M.register(M.METHODS["saliency"])
+    with pytest.raises(TypeError):
+        M.register({"name": "x"})
+    with pytest.raises(ValueError, match="output"):
+        M.register(M.Method(name="bad_output", label="x", family="x", run=None, output="video"))
+    assert "bad_output" not in M.METHODS

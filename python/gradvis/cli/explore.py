@@ -62,7 +62,9 @@ def cmd_explore(args):
         from .. import _core
         _core.set_num_threads(int(args.threads))
     allowed = None if token else ["127.0.0.1", "localhost", "[::1]", "::1"]
-    app = create_app(model, model_path=args.model, images_dir=args.images, token=token, allowed_hosts=allowed)
+    pre = {k: getattr(args, k) for k in ("mean", "std", "scale", "input_shape") if getattr(args, k) is not None}
+    app = create_app(model, model_path=args.model, images_dir=args.images, token=token, allowed_hosts=allowed,
+                     model_options=pre)
     try:
         serve(app, host=host, port=args.port, open_browser=not args.no_browser, token=token,
               announce=lambda m: print(m, flush=True))

@@ -288,13 +288,15 @@ def _py(v):
     return repr(v)
 
 
-def python_code(method, params, target, model_path=None, image_name="photo.jpg"):
-    """The Python lines that reproduce a result: load the model and photo as the
-    explorer does, then the library call."""
+def python_code(method, params, target, model_path=None, image_name="photo.jpg", model_options=None):
+    """The Python lines that reproduce a result: load the model (``model_options``:
+    an ONNX file's preprocessing) and the photo as the explorer does, then the
+    library call."""
     kw = kwargs_of(method, params)
     fmt = dict(params)
     fmt.update(target=target, kwargs="".join(f", {k}={_py(v)}" for k, v in kw.items()))
-    load = "gradvis.load_pretrained()" if model_path is None else f"gradvis.load_any({str(model_path)!r})"
+    opts = "".join(f", {k}={_py(v)}" for k, v in (model_options or {}).items())
+    load = "gradvis.load_pretrained()" if model_path is None else f"gradvis.load_any({str(model_path)!r}{opts})"
     lines = ["import numpy as np", "import gradvis", "from gradvis.io.images import fit_image, read_rgb, resize_rgb",
              "",
              f"model = {load}",
@@ -305,7 +307,7 @@ def python_code(method, params, target, model_path=None, image_name="photo.jpg")
     return "\n".join(lines)
 
 
-def cli_command(method, params, target, model_path=None, image_name="photo.jpg", class_name=None):
+def cli_command(method, params, target, model_path=None, image_name="photo.jpg", model_options=None):
     """The ``gradvis`` command that computes the same result (None when there is
     none, or when a parameter the command has no option for is not at its default)."""
     if not method.command:
@@ -321,6 +323,9 @@ def cli_command(method, params, target, model_path=None, image_name="photo.jpg",
             parts.append(p.cli if v is True else f"{p.cli} {shlex.quote(str(v))}")
     if model_path is not None:
         parts.append(f"--model {shlex.quote(str(model_path))}")
+        for k, v in (model_options or {}).items():
+            vals = v if isinstance(v, (list, tuple)) else [v]
+            parts.append(f"--{k.replace('_', '-')} " + " ".join(shlex.quote(str(x)) for x in vals))
     return " ".join(parts)
 
 

@@ -116,6 +116,8 @@ class Explorer:
     Args:
         model: a :class:`gradvis.Model` (a classifier for the class methods).
         model_path: the file it came from (None: the bundled model), for exported code.
+        model_options: the keyword arguments it was loaded with (an ONNX file's
+            ``mean``, ``std``, ``scale``, ``input_shape``), for exported code.
         images_dir: a directory whose image files the page may pick (None: none).
         token: the access token, or None for none (loopback only).
         max_upload_bytes: largest upload or image file.
@@ -125,11 +127,12 @@ class Explorer:
         queue: a :class:`JobQueue` (default: a new one).
     """
 
-    def __init__(self, model, model_path=None, images_dir=None, token=None, max_upload_bytes=20 * 2 ** 20,
+    def __init__(self, model, model_path=None, images_dir=None, token=None, model_options=None, max_upload_bytes=20 * 2 ** 20,
                  max_pixels=40_000_000, max_images=32, max_image_bytes=256 * 2 ** 20, queue=None):
         self.model = model
         self.model_path = None if model_path in (None, "default") else str(model_path)
         self.token = token or None
+        self.model_options = dict(model_options or {})
         self.max_upload_bytes = int(max_upload_bytes)
         self.max_pixels = int(max_pixels)
         self.max_images = int(max_images)
@@ -346,8 +349,10 @@ class Explorer:
                             for t in r.stats.get("top", [])]
             params = job.meta["params"]
             name = job.meta.get("image_name") or "photo.jpg"
-            d["python"] = M.python_code(meth, params, job.meta.get("target"), self.model_path, name)
-            d["cli"] = M.cli_command(meth, params, job.meta.get("target"), self.model_path, name)
+            d["python"] = M.python_code(meth, params, job.meta.get("target"), self.model_path, name,
+                                        self.model_options)
+            d["cli"] = M.cli_command(meth, params, job.meta.get("target"), self.model_path, name,
+                                     self.model_options)
         return d
 
 
@@ -362,7 +367,8 @@ def create_app(model=None, model_path=None, images_dir=None, token=None, allowed
         token: the access token (None: no token; then only requests addressed to
             ``allowed_hosts`` are answered, if given).
         allowed_hosts: host names (without port) the server answers to, or None for any.
-        **limits: :class:`Explorer`'s ``max_upload_bytes``, ``max_pixels``, ``max_images``, ``queue``.
+        **limits: :class:`Explorer`'s ``model_options``, ``max_upload_bytes``, ``max_pixels``,
+            ``max_images``, ``max_image_bytes``, ``queue``.
 
     Returns:
         a Starlette app; ``app.state.explorer`` is its :class:`Explorer`.

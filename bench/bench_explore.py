@@ -72,11 +72,14 @@ def round_trips(repeat):
         assert r.status_code == 200
         return time.perf_counter() - t0, None
 
-    image = c.post("/api/images?name=hopper.jpg", content=data).json()["id"]
+    def uploaded():
+        return c.post("/api/images?name=hopper.jpg", content=data).json()["id"]
+    kept = []
     rows = {}
     for name, f in [("saliency: upload + run + poll + map", lambda: full()),
-                    ("saliency, photo already uploaded", lambda: full(image=image)),
+                    ("saliency, photo already uploaded", lambda: full(image=kept[0])),
                     ("predict with the photo as the body", predict)]:
+        kept[:] = [uploaded()]
         for _ in range(2):
             f()
         ts, cs = [], []

@@ -34,7 +34,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 __all__ = ["Param", "Method", "MethodResult", "ImageInput", "Cancelled", "METHODS", "register",
-           "get_method", "check_params", "step_callback", "map_result", "image_result",
+           "get_method", "check_params", "step_callback", "map_result", "channel_map", "image_result",
            "python_code", "cli_command", "describe"]
 
 
@@ -52,7 +52,9 @@ class Param:
     values itself, so its own message reaches the user). ``kwarg`` is the
     keyword of the library function (None: the parameter is not passed as a keyword),
     ``cli`` the option of the ``gradvis`` command (None: the command has none).
-    ``optional`` parameters may be None (the library's default)."""
+    ``optional`` parameters may be None (the library's default). A 'layer'
+    parameter whose default is not a layer of the model gets a middle ReLU
+    (``default='middle'``) or the last layer (``default='last'``: CAMs)."""
     name: str
     kind: str
     default: Any
@@ -78,7 +80,7 @@ class Param:
         if self.kind == "layer" and model is not None:
             d["choices"] = layer_choices(model, self.spatial)
             if d["default"] not in d["choices"] and d["choices"]:
-                d["default"] = default_layer(model, self.spatial)
+                d["default"] = default_layer(model, self.spatial, self.default == "last")
         return d
 
 
@@ -171,10 +173,13 @@ def layer_choices(model, spatial=False):
     return [n for n in model.layer_names if not spatial or len(shapes[n]) == 3]
 
 
-def default_layer(model, spatial=True):
-    """A middle convolutional layer: deep enough to see parts, shallow enough to keep detail."""
+def default_layer(model, spatial=True, last=False):
+    """A middle convolutional layer: deep enough to see parts, shallow enough to
+    keep detail; with ``last``, the last layer with a (C, H, W) output (CAMs)."""
     shapes = model.output_shapes()
     conv = [n for n in model.layer_names if len(shapes[n]) == 3]
+    if last and conv:
+        return conv[-1]
     relu = [n for n in conv if n.lower().startswith("relu")] or conv
     if not relu:
         return model.layer_names[0] if model.layer_names else None
@@ -199,7 +204,7 @@ def check_params(method, params, model):
     for p in method.params:
         v = params.get(p.name, p.default)
         if p.kind == "layer" and p.name not in params:
-            v = p.default if p.default in model.layer_names else default_layer(model, p.spatial)
+            v = p.default if p.default in model.layer_names else default_layer(model, p.spatial, p.default == "last")
         out[p.name] = _convert(p, v, model)
     return out
 
@@ -274,6 +279,22 @@ def map_result(saliency, signed=False, notes=(), stats=None):
     s = {"min": float(m.min()), "max": float(m.max()), "dtype": str(np.asarray(saliency).dtype)}
     s.update(stats or {})
     return MethodResult("map", m, map=m, signed=signed, notes=list(notes), stats=s)
+
+
+def channel_map(attribution, signed=True, notes=(), stats=None):
+    """A :class:`MethodResult` for an attribution shaped like the input, (1, C, H, W)
+    or (C, H, W): summed over the channels (signed) or the largest absolute value
+    over them (``signed=False``, as the saliency map)."""
+    a = np.asarray(attribution)
+    if a.ndim == 4 and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim != 3:
+        raise ValueError(f"a per-pixel attribution must be (1, C, H, W) or (C, H, W), got shape {np.asarray(attribution).shape}")
+    m = a.sum(axis=0) if signed else np.abs(a).max(axis=0)
+    res = map_result(m, signed=signed, notes=notes, stats=stats)
+    res.array = np.asarray(attribution, np.float32)      # the .npy keeps every channel
+    res.stats["dtype"] = str(a.dtype)
+    return res
 
 
 def image_result(model, X, notes=(), stats=None, success=None):

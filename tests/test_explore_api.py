@@ -95,7 +95,7 @@ def test_model_endpoint(client, model):
     assert names == list(M.METHODS)
     dream = next(m for m in d["methods"] if m["name"] == "deepdream")
     layer = next(p for p in dream["params"] if p["kind"] == "layer")
-    assert "relu4" in layer["choices"] and "fc" not in layer["choices"]     # spatial layers only
+    assert "relu4" in layer["choices"] and "fc" not in layer["choices"] and "gap" not in layer["choices"]
     assert client.get("/api/methods").json() == d["methods"]
 
 

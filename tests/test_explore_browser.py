@@ -196,9 +196,12 @@ def wait_done(driver, method, timeout=WAIT):
 
 
 def test_two_maps_side_by_side(driver, shots):
+    # saliency beside Grad-CAM where the CAMs are registered, else beside SmoothGrad
+    offered = [o.get_attribute("value") for o in Select(tid(driver, "method-select")).options]
+    other, params = ("grad_cam", {}) if "grad_cam" in offered else ("smoothgrad", {"num_samples": 8})
     run_method(driver, "saliency")
-    run_method(driver, "smoothgrad", {"num_samples": 8})
-    for m in ("saliency", "smoothgrad"):
+    run_method(driver, other, params)
+    for m in ("saliency", other):
         c = wait_done(driver, m)
         img = c.find_element(By.CSS_SELECTOR, '[data-testid="result-image"]')
         wait(driver, lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img) == 64,
@@ -214,7 +217,9 @@ def test_two_maps_side_by_side(driver, shots):
         img = card(driver, "saliency").find_element(By.CSS_SELECTOR, "img.result")
         assert ("signed" in img.get_attribute("alt")) == (mode == "signed")
         if mode == "overlay":
+            driver.execute_script("arguments[0].scrollIntoView()", tid(driver, "compare-grid"))
             screenshot(driver, shots / "explore_compare.png")
+            driver.execute_script("window.scrollTo(0, 0)")
             assert img.get_attribute("src") != before
     assert card(driver, "saliency").find_element(By.CSS_SELECTOR, "img.result").get_attribute("src") == before
 

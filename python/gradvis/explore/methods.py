@@ -168,16 +168,21 @@ def get_method(name):
         raise ValueError(f"unknown method {name!r}; known methods: {', '.join(METHODS)}") from None
 
 
+def _spatial(shape):
+    """A (C, H, W) output larger than one position (global pooling gives (C, 1, 1))."""
+    return len(shape) == 3 and shape[1] * shape[2] > 1
+
+
 def layer_choices(model, spatial=False):
     shapes = model.output_shapes()
-    return [n for n in model.layer_names if not spatial or len(shapes[n]) == 3]
+    return [n for n in model.layer_names if not spatial or _spatial(shapes[n])]
 
 
 def default_layer(model, spatial=True, last=False):
     """A middle convolutional layer: deep enough to see parts, shallow enough to
     keep detail; with ``last``, the last layer with a (C, H, W) output (CAMs)."""
     shapes = model.output_shapes()
-    conv = [n for n in model.layer_names if len(shapes[n]) == 3]
+    conv = [n for n in model.layer_names if _spatial(shapes[n])]
     if last and conv:
         return conv[-1]
     relu = [n for n in conv if n.lower().startswith("relu")] or conv

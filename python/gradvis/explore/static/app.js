@@ -2,7 +2,7 @@
 "use strict";
 
 const TOKEN = new URLSearchParams(location.search).get("token");
-const S = { model: null, methods: {}, image: null, imageName: "", target: null, top: [] };
+const S = { model: null, methods: {}, image: null, imageName: "", imageNotes: [], target: null, top: [] };
 const $ = (id) => document.getElementById(id);
 const FINISHED = ["done", "failed", "cancelled", "error"];
 // the server's colour maps (server.py keeps the same stops)
@@ -149,6 +149,7 @@ function updateRun() {
 async function useImage(id, name, notes) {
   S.image = id;
   S.imageName = name;
+  S.imageNotes = notes || [];
   const img = $("input-img");
   img.src = url(`/api/images/${encodeURIComponent(id)}/input.png`);
   const [w, h] = S.model.input_size;
@@ -247,7 +248,8 @@ async function runMethod() {
 
 function newCard(meth, target) {
   const el = $("card-template").content.firstElementChild.cloneNode(true);
-  const card = { el, meth, target, id: null, image: S.imageName, map: null };
+  // the image's own notes are shown beside it, not on every card
+  const card = { el, meth, target, id: null, image: S.imageName, imageNotes: S.imageNotes, map: null };
   el.dataset.method = meth.name;
   el.dataset.status = "queued";
   const what = target === null ? "" : " · " + className(target);
@@ -299,7 +301,7 @@ async function finishCard(card, d) {
   const status = el.querySelector(".status");
   const notes = el.querySelector(".notes");
   notes.replaceChildren();
-  for (const n of d.notes || []) {
+  for (const n of (d.notes || []).filter((x) => !card.imageNotes.includes(x))) {
     const li = document.createElement("li");
     li.textContent = n;
     if (/^Attack failed/.test(n)) li.className = "fail";

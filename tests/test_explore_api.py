@@ -447,6 +447,21 @@ def test_host_check_without_token(model):
         assert c.get("/api/model", headers={"host": "evil.example:8765"}).status_code == 403
 
 
+def test_other_web_pages_cannot_use_the_server(model):
+    app = create_app(model, allowed_hosts=["127.0.0.1", "localhost"])
+    with TestClient(app, base_url="http://127.0.0.1:8765") as c:
+        body = encode(photo())
+        evil = {"origin": "http://evil.example"}
+        assert c.post("/api/images", content=body, headers=evil).status_code == 403
+        assert c.post("/api/run", content=b'{"method": "classvis", "target": 1}',
+                      headers={**evil, "content-type": "text/plain"}).status_code == 403
+        assert c.delete("/api/jobs/x", headers=evil).status_code == 403
+        ok = {"origin": "http://127.0.0.1:8765"}
+        assert c.post("/api/images", content=body, headers=ok).status_code == 201
+        assert c.post("/api/images", content=body).status_code == 201        # scripts send no Origin
+        assert c.get("/api/model", headers=evil).status_code == 200          # reading: the browser's CORS rules
+
+
 def _serve(args, timeout=60):
     """Start `gradvis explore` on a free port; returns (process, first line printed)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")

@@ -9,7 +9,9 @@ runs it with uvicorn. Both need the ``explore`` extra (``pip install
 Security: requests need the token when one is set (query ``?token=``, header
 ``Authorization: token T`` or ``X-Gradvis-Token``, or the cookie the page gets);
 without a token the server only answers requests addressed to a loopback host
-name (DNS rebinding). Uploads are limited in bytes, pixels and type; files are
+name (DNS rebinding). Requests that change something (POST, DELETE) from a
+browser must come from the server's own page (the Origin header), so another
+web site cannot use it. Uploads are limited in bytes, pixels and type; files are
 read only from the images directory's listing and the package's static files.
 """
 from __future__ import annotations
@@ -644,6 +646,17 @@ class _Guard:
             name = host.rsplit(":", 1)[0] if ":" in host else host
         return name in self.allowed
 
+    @staticmethod
+    def _same_origin(headers):
+        """A request that changes something must come from the page itself: a
+        browser names the page in Origin, which must be this server's address."""
+        origin = headers.get(b"origin")
+        if origin is None:          # not sent by a browser page (curl, scripts, notebooks)
+            return True
+        o = origin.decode("latin-1").lower()
+        host = headers.get(b"host", b"").decode("latin-1").lower()
+        return o in (f"http://{host}", f"https://{host}")
+
     def _token_ok(self, scope, headers):
         if not self.token:
             return True
@@ -670,6 +683,9 @@ class _Guard:
             if not self._host_ok(headers):
                 return await _deny(send, 403, "this server answers only requests addressed to its own "
                                               "loopback address (start it with --token to allow others)")
+            if scope.get("method") not in ("GET", "HEAD", "OPTIONS") and not self._same_origin(headers):
+                return await _deny(send, 403, "cross-origin requests are refused: another web page may not "
+                                              "use this server")
             if not self._token_ok(scope, headers):
                 return await _deny(send, 403, "a valid token is needed: open the URL the server printed "
                                               "(it ends with ?token=...) or send the header 'Authorization: token T'")

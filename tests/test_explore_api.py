@@ -545,3 +545,19 @@ def test_registry_refuses_bad_entries():
     with pytest.raises(ValueError, match="output"):
         M.register(M.Method(name="bad_output", label="x", family="x", run=None, output="video"))
     assert "bad_output" not in M.METHODS
+
+
+def test_a_model_without_classes():
+    m = gradvis.Model(input_shape=(3, 16, 16), name="features")
+    m.add("conv", gradvis.Conv2d(3, 4, 3, padding=1)).add("relu", gradvis.ReLU())
+    m.init_params(seed=0)
+    with TestClient(create_app(m)) as c:
+        assert c.get("/api/model").json()["name"] == "features"
+        image = c.post("/api/images", content=encode(photo(32, 32))).json()["id"]
+        r = c.post("/api/predict", json={"image": image})
+        assert r.status_code == 422 and "class scores" in r.json()["error"]
+        r = wait_job(c, run(c, method="saliency", image=image, target=0))
+        assert r.status_code == 422 and "class scores" in r.json()["error"]
+        job = run(c, method="deepdream", image=image, params={"iterations": 2, "octaves": 1, "max_size": 32})
+        d = wait_job(c, job).json()
+        assert d["status"] == "done" and d["shape"] == [1, 3, 32, 32]

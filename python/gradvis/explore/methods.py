@@ -371,6 +371,8 @@ def _softmax(s):
 
 def top_k(model, X, k=5):
     """[(class index, probability)] of the k most likely classes of X (1, C, H, W)."""
+    from ..nn.graph import check_classifier
+    check_classifier(model, "predictions")
     p = _softmax(model.predict(X))[0]
     k = min(int(k), p.shape[0])
     idx = np.argsort(-p, kind="stable")[:k]

@@ -226,7 +226,8 @@ class JobQueue:
     def _cleanup_locked(self):
         now = time.monotonic()
         for job in list(self.jobs.values()):
-            if not job.done and now - job.seen > self.abandon_s:
+            # a request waits on an internal job: never abandoned
+            if not job.done and not job.meta.get("internal") and now - job.seen > self.abandon_s:
                 job._cancel.set()
                 if job.status == QUEUED:
                     self._finish_locked(job, CANCELLED)

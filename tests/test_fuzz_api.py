@@ -29,7 +29,7 @@ import os
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis") if not os.environ.get("CI") else __import__("hypothesis")
-from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
+from hypothesis import HealthCheck, Phase, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from fuzz_api_cases import DTYPES, FILLS, array  # noqa: E402
@@ -326,7 +326,36 @@ FAMILIES = [activation_cases, conv_cases, pool_cases, affine_cases, batchnorm_ca
 
 
 # ---------------------------------------------------------------------------- the tests
+VALID_EXAMPLES = [
+    # class names where the model has them, as the command line takes them
+    ({"op": "saliency", "args": {"X": array((2, 3, 8, 8)), "y": ["c1", "c4"]}}, ["X", "y"]),
+    ({"op": "affine", "args": {"x": array((2, 3), "float64", "f"), "w": array((3, 2), "float16", "strided"),
+                               "b": None, "dout": array((2, 2), "float32", "list")}}, ["x", "w", "b", "dout"]),
+]
+HOSTILE_EXAMPLES = [
+    ({"op": "relu", "args": {"x": [[1.0, 2.0], [3.0]]}}, ["x"]),                 # a ragged list
+    ({"op": "forward", "args": {"X": array((1, 3, 8, 8)), "end": 99}}, ["end"]),
+    ({"op": "forward", "args": {"X": array((1, 3, 8, 8)), "start": "nope"}}, ["start"]),
+    ({"op": "algorithm", "args": {"algorithm": "invert_features", "target_feats": array((1, 4, 8, 8)),
+                                  "layer": 99, "num_iterations": 1}}, ["layer"]),
+    ({"op": "algorithm", "args": {"algorithm": "invert_features", "target_feats": array((1, 4, 8, 8)),
+                                  "layer": "relu1", "num_iterations": 2, "tv_beta": 1e30}}, ["tv_beta"]),
+    ({"op": "gaussian_blur", "args": {"x": array((1, 1, 4, 4)), "sigma": 1.0, "truncate": "4"}}, ["truncate"]),
+    ({"op": "max_pool", "args": {"x": array((1, 1, 4, 4)), "pool_param": {
+        "pool_height": 2, "pool_width": 2, "stride": 2, "ceil_mode": float("nan")}}}, ["ceil_mode"]),
+]
+
+
+def examples(cases):
+    def deco(f):
+        for c in reversed(cases):
+            f = example(c)(f)
+        return f
+    return deco
+
+
 @budget("valid", 0.30)
+@examples(VALID_EXAMPLES)
 @given_seeded(st.one_of(*[f(valid=True) for f in FAMILIES]))
 def test_valid_calls_match_the_float64_reference(sandbox, case_names):
     case, names = case_names
@@ -334,6 +363,7 @@ def test_valid_calls_match_the_float64_reference(sandbox, case_names):
 
 
 @budget("hostile", 0.45)
+@examples(HOSTILE_EXAMPLES)
 @given_seeded(st.one_of(*[f(valid=False) for f in FAMILIES]))
 def test_hostile_calls_give_a_clean_error_or_the_right_result(sandbox, case_names):
     case, names = case_names

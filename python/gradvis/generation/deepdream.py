@@ -66,7 +66,7 @@ def deepdream(X, layer, model, num_iterations=20, learning_rate=None, max_jitter
     if octaves > 1 and octave_scale <= 1.0:
         raise ValueError(f"octave_scale must be > 1 when octaves > 1, got {octave_scale}")
     rng = _checks.rng_from(seed)
-    model.index(layer)
+    model.index(layer, "layer")
     px = _checks.pixel_scale(model)
 
     bases = [X]

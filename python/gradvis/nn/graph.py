@@ -226,19 +226,27 @@ class Model:
         close = difflib.get_close_matches(str(name), self.layer_names, n=3, cutoff=0.5)
         return f"; did you mean {', '.join(map(repr, close))}?" if close else ""
 
-    def index(self, key):
-        """Node index of a name or an index (negative indices count from the end)."""
+    def index(self, key, name="layer"):
+        """Node index of a name or an index (negative indices count from the end).
+
+        An unknown name or an index out of range raises :class:`LayerNotFoundError`
+        (a ValueError and a KeyError) whose message starts with ``name``, the
+        argument that gave ``key``; a key of another type raises TypeError.
+        """
         if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
             k = int(key)
-            if not -len(self.nodes) <= k < len(self.nodes):
-                raise IndexError(f"layer index {k} out of range for a model with {len(self.nodes)} layers")
-            return k % len(self.nodes)
+            n = len(self.nodes)
+            if not -n <= k < n:
+                span = f"0 to {n - 1}, or -{n} to -1 from the end" if n else "the model has no layers"
+                raise LayerNotFoundError(f"{name}: layer index {k} is out of range for a model with "
+                                         f"{n} layers ({span})")
+            return k % n
         if isinstance(key, str):
             if key not in self._index:
-                raise LayerNotFoundError(f"no layer named {key!r}{self._suggest(key)} "
+                raise LayerNotFoundError(f"{name}: no layer named {key!r}{self._suggest(key)} "
                                f"(layers: {', '.join(self.layer_names)})")
             return self._index[key]
-        raise TypeError(f"a layer is named by a str or an int index, got {type(key).__name__}")
+        raise TypeError(f"{name}: a layer is named by a str or an int index, got {type(key).__name__}")
 
     def __getitem__(self, key):
         """The layer object of a node, by name or index."""
@@ -301,8 +309,8 @@ class Model:
     def _range(self, start, end):
         if not self.nodes:
             raise ValueError("the model has no layers")
-        s = 0 if start is None else self.index(start)
-        e = len(self.nodes) - 1 if end is None else self.index(end)
+        s = 0 if start is None else self.index(start, "start")
+        e = len(self.nodes) - 1 if end is None else self.index(end, "end")
         if s > e:
             raise ValueError(f"start ({self.nodes[s].name!r}, index {s}) comes after end "
                              f"({self.nodes[e].name!r}, index {e})")
@@ -352,7 +360,7 @@ class Model:
             if not outputs:
                 raise ValueError("outputs must name at least one node (or be None for the last node's output)")
             for o in outputs:
-                self.index(o)
+                self.index(o, "outputs")
             if end is None:
                 end = max(self.index(o) for o in outputs)
         s, e = self._range(start, end)

@@ -24,7 +24,8 @@ def compute_saliency_maps(X, y, model, batch_size=64):
 
     Args:
         X: images in the model's input space, (N, C, H, W).
-        y: class per image, (N,) ints (or one int for all).
+        y: class per image, (N,) ints (or one int for all); class names or wnids where the
+            model has them (``"lemon"``, ``["lemon", 3]``).
         model: a :class:`gradvis.Model`.
         batch_size: images per forward/backward pass.
 

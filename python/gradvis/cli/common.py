@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["add_command", "PROG", "UsageError", "Parser", "number", "pos_int", "MAX_THREADS", "threads_arg", "nonneg_int", "pos_float", "nonneg_float", "add_common", "add_model_options", "model_from_args", "load_model_file", "need_classes", "class_name", "class_label", "resolve_class", "resolve_layer", "Photo", "photo_stem", "read_image", "resize_rgb", "fit_image", "sample_photo_path", "Run", "Progress", "snapshot_steps", "slug", "setup", "model_photos", "given"]
+__all__ = ["add_command", "PROG", "UsageError", "Parser", "number", "pos_int", "MAX_THREADS", "threads_arg", "nonneg_int", "pos_float", "nonneg_float", "add_common", "add_model_options", "model_from_args", "load_model_file", "need_classes", "class_name", "class_label", "resolve_class", "check_image_size", "resolve_layer", "Photo", "photo_stem", "read_image", "resize_rgb", "fit_image", "sample_photo_path", "Run", "Progress", "snapshot_steps", "slug", "setup", "model_photos", "given"]
 
 PROG = "gradvis"
 
@@ -184,6 +184,25 @@ def resolve_class(model, spec):
         raise UsageError(msg) from None
 
 
+def check_image_size(model, size, option, end=None):
+    """Refuse, before any work, an image size (H, W) the model's layers (up to ``end``)
+    cannot take, naming the smallest size they accept."""
+    if model.fits(size, end):
+        return
+    least = model.min_input_size(end)
+    h, w = size
+    if least is None:
+        raise UsageError(f"{option} {h} {w}: no image size fits the model's layers")
+    if h < least[0] or w < least[1]:
+        raise UsageError(f"{option} {h} {w} is too small for the model, which needs at least "
+                         f"{option} {least[0]} {least[1]}")
+    shape = (model.input_shape[0],) + tuple(size)
+    try:
+        model.output_shapes(shape, end)
+    except ValueError as e:
+        raise UsageError(f"{option} {h} {w} does not fit the model: {e}") from None
+
+
 def resolve_layer(model, spec, spatial=False, purpose=""):
     """A layer name from a name (case-insensitive) or an index; ``spatial``
     requires a layer with a (C, H, W) output."""
@@ -244,29 +263,16 @@ def read_image(path):
 
 def resize_rgb(rgb, size):
     """uint8 (H, W, 3) -> size (H', W') with Pillow's antialiased bicubic."""
-    from PIL import Image
-    h, w = size
-    if rgb.shape[:2] == (h, w):
-        return rgb
-    return np.asarray(Image.fromarray(rgb).resize((w, h), Image.BICUBIC))
+    from ..io.images import resize_rgb as resize
+    return resize(rgb, size)
 
 
 def fit_image(rgb, size):
-    """Resize (keeping the aspect ratio) so the image covers ``size`` (H, W), then
-    crop the centre. Returns (image, description of what was done or None)."""
-    h0, w0 = rgb.shape[:2]
-    h, w = size
-    if (h0, w0) == (h, w):
-        return rgb, None
-    s = max(h / h0, w / w0)
-    rh, rw = max(h, int(round(h0 * s))), max(w, int(round(w0 * s)))
-    out = resize_rgb(rgb, (rh, rw))
-    y, x = (rh - h) // 2, (rw - w) // 2
-    out = out[y:y + h, x:x + w]
-    what = f"resized from {w0}x{h0} to {rw}x{rh}"
-    if (rh, rw) != (h, w):
-        what += f" and center-cropped to {w}x{h}"
-    return np.ascontiguousarray(out), what
+    """Scale (keeping the aspect ratio) so the image covers ``size`` (H, W), then
+    crop the centre (see :func:`gradvis.io.images.fit_rgb`). Returns (image,
+    description of what was done or None)."""
+    from ..io.images import fit_rgb
+    return fit_rgb(rgb, size)
 
 
 def sample_photo_path():

@@ -279,15 +279,50 @@ class Model:
                 return node.layer.out_channels
         return None
 
-    def output_shapes(self, input_shape=None):
-        """{node name: output shape without the batch axis} for an input (C, H, W)."""
+    def output_shapes(self, input_shape=None, end=None):
+        """{node name: output shape without the batch axis} for an input (C, H, W),
+        for the nodes up to ``end`` (a name or index; default all)."""
         shapes = {INPUT: tuple(input_shape or self.input_shape)}
-        for node in self.nodes:
+        last = len(self.nodes) - 1 if end is None else self.index(end, "end")
+        for node in self.nodes[:last + 1]:
             try:
                 shapes[node.name] = tuple(node.layer.output_shape([shapes[i] for i in node.inputs]))
             except ValueError as e:
                 raise ValueError(f"layer {node.name!r} ({node.layer.type}): {e}") from None
         return shapes
+
+    def fits(self, size, end=None):
+        """True if (H, W) images pass the geometry of every layer (up to ``end``, a name or index)."""
+        try:
+            shapes = self.output_shapes((self.input_shape[0],) + tuple(size), end=end)
+        except ValueError:
+            return False
+        return shapes is not None
+
+    def min_input_size(self, end=None, limit=1 << 16):
+        """The smallest (H, W) the layers accept (up to ``end``): H the least height that
+        fits at the model's own width, W the least width at that height. Computed from the
+        layers' geometry (kernels, strides, padding, pools). None if no size up to
+        ``limit`` fits; a model ending in a Linear of fixed width may take one size only."""
+        def least(fits_at, start):
+            for v in range(1, start + 1):          # the sizes up to the model's own, one by one
+                if fits_at(v):
+                    return v
+            lo, hi = start, start * 2              # beyond: doubling, then bisection
+            while hi <= limit and not fits_at(hi):
+                lo, hi = hi, hi * 2
+            if hi > limit:
+                return None
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                lo, hi = (lo, mid) if fits_at(mid) else (mid, hi)
+            return hi
+        h0, w0 = self.input_shape[1:]
+        h = least(lambda v: self.fits((v, w0), end), h0)
+        if h is None:
+            return None
+        w = least(lambda v: self.fits((h, v), end), w0)
+        return None if w is None else (h, w)
 
     def summary(self):
         """A table of nodes, inputs, output shapes and parameter counts."""

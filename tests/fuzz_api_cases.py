@@ -85,6 +85,8 @@ def build(r):
             a.flags.writeable = False
         elif layout == "list":
             return a.tolist()
+        elif layout == "scalar" and a.ndim == 0:
+            return a[()]                 # a numpy scalar, not an array
         return a
     if isinstance(r, dict) and not r.get("__array__"):
         return {k: build(v) for k, v in r.items()}

@@ -35,7 +35,7 @@ from hypothesis import strategies as st  # noqa: E402
 from fuzz_api_cases import DTYPES, FILLS, array  # noqa: E402
 from fuzz_sandbox import Sandbox  # noqa: E402
 
-DEFAULT_TOTAL = 300          # examples over all the tests below, in CI
+DEFAULT_TOTAL = 250          # examples over all the tests below, in CI
 _WEIGHTS = {}                # test name -> share of the examples
 
 
@@ -419,7 +419,7 @@ HUGE = pytest.mark.xfail(strict=False, reason="needs the core's overflow-checked
 def test_huge_geometry_is_refused_up_front(sandbox, op_args, _):
     op, args = op_args
     out = check(sandbox, {"op": op, "args": args}, ["pad", "pool", "sigma", "shape", "memory", "size", "x"],
-                valid=False, timeout=20)
+                valid=False, timeout=10)
     assert out["status"] == "error" or out.get("error", 0) <= 1
 
 
@@ -436,12 +436,13 @@ def test_misaligned_buffers_match_the_reference(sandbox, case_names, data):
 
 
 @pytest.mark.xfail(strict=False, reason="needs the core's 0-d handling: activations return 0-d "
-                                        "for 0-d inputs and take a 0-d dout")
+                                        "for 0-d inputs (Python and numpy scalars too) and take a 0-d dout")
 @budget("zero_d", 0.05)
-@given_seeded(st.sampled_from(ACTIVATIONS), st.sampled_from(["float32", "float64"]), seeds, st.booleans())
-def test_zero_d_arrays_stay_zero_d(sandbox, name, dtype, seed, backward):
-    args = {"x": array((), dtype, "c", "normal", seed)}
+@given_seeded(st.sampled_from(ACTIVATIONS), st.sampled_from(["float32", "float64"]),
+              st.sampled_from(["c", "list", "scalar"]), seeds, st.booleans())
+def test_zero_d_arrays_stay_zero_d(sandbox, name, dtype, layout, seed, backward):
+    args = {"x": array((), dtype, layout, "normal", seed)}
     if backward:
-        args["dout"] = array((), dtype, "c", "normal", seed + 1)
+        args["dout"] = array((), dtype, layout, "normal", seed + 1)
     out = check(sandbox, {"op": name, "args": args}, ["x", "dout"], valid=True)
     assert out.get("shape") == (), out

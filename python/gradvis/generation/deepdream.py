@@ -72,6 +72,11 @@ def deepdream(X, layer, model, num_iterations=20, learning_rate=None, max_jitter
     # The pyramid's sizes first (integers only), checked against the layer before any
     # image is resized: a million octaves is refused at once, not after building them.
     sizes = [tuple(X.shape[2:])]
+    if not model.fits(sizes[0], end=layer):
+        least = model.min_input_size(end=layer)
+        need = f" (it needs at least {least[0]}x{least[1]})" if least else ""
+        raise ValueError(f"deepdream: the {sizes[0][0]}x{sizes[0][1]} image is too small for layer "
+                         f"{layer!r}{need}")
     while len(sizes) < octaves:
         h, w = sizes[-1]
         nxt = (max(1, int(round(h / octave_scale))), max(1, int(round(w / octave_scale))))

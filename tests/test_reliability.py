@@ -272,3 +272,27 @@ def test_demo_writes_into_its_own_directory_by_default():
     args = build_parser().parse_args(["demo"])
     assert args.out == "gradvis-demo"
     assert build_parser().parse_args(["saliency", "x.png"]).out == "."
+
+
+def test_smoothgrad_holds_at_most_a_batch_of_noisy_copies(model, monkeypatch):
+    X = np.random.default_rng(3).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    whole = gradvis.smoothgrad_saliency_maps(X, [1], model, num_samples=12, seed=5, batch_size=64)
+    from gradvis.attribution import saliency
+    seen = []
+    real = saliency.class_score_gradient
+    monkeypatch.setattr(saliency, "class_score_gradient", lambda m, x, y: seen.append(len(x)) or real(m, x, y))
+    chunked = gradvis.smoothgrad_saliency_maps(X, [1], model, num_samples=12, seed=5, batch_size=5)
+    assert max(seen) <= 5 and sum(seen) == 12
+    np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-7)   # the same noise, in chunks
+    with pytest.raises(ValueError, match="^noise_level 1e\\+300"):
+        gradvis.smoothgrad_saliency_maps(X, [1], model, num_samples=2, noise_level=1e300)
+
+
+def test_strings_are_not_pixels_or_sizes(model):
+    with pytest.raises(TypeError, match="X must be a real numeric array"):
+        model.deprocess(np.full((1, 3, 8, 8), "0.5"))
+    from gradvis.nn.imageops import resize
+    with pytest.raises(TypeError, match="size must be an integer"):
+        resize(np.zeros((1, 3, 4, 4), np.float32), ("4", 4))
+    with pytest.raises(TypeError, match="size must be an integer"):
+        resize(np.zeros((1, 3, 4, 4), np.float32), (4.5, 4))

@@ -655,7 +655,10 @@ class Model:
 
     def deprocess(self, X):
         """Model input (N, 3, H, W) or (3, H, W) -> uint8 RGB images (N, H, W, 3) / (H, W, 3), clipped."""
-        x = np.asarray(X, dtype=np.float32)
+        x = _checks.as_array(X, "X")
+        if x.dtype.kind not in "fiub":
+            raise TypeError(f"X must be a real numeric array, got dtype {x.dtype}")
+        x = x.astype(np.float32, copy=False)
         single = x.ndim == 3
         if single:
             x = x[None]

@@ -248,7 +248,10 @@ def _affine(a):
 
 
 def _batchnorm(a):
-    spatial = f64(a["x"]) is not None and np.ndim(a["x"]) == 4
+    try:
+        spatial = np.ndim(a["x"]) == 4
+    except ValueError:           # a ragged list: gradvis names it
+        spatial = False
     fwd = L.spatial_batchnorm_forward if spatial else L.batchnorm_forward
     bn = a["bn_param"]
     out, _ = fwd(a["x"], a["gamma"], a["beta"], bn)

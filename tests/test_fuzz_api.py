@@ -476,12 +476,11 @@ def test_misaligned_buffers_match_the_reference(sandbox, case_names, data):
     check(sandbox, case, names, valid=True)
 
 
-@pytest.mark.xfail(strict=False, reason="needs the core's 0-d handling: activations return 0-d "
-                                        "for 0-d inputs (Python and numpy scalars too) and take a 0-d dout")
 @budget("zero_d", 0.05)
 @given_seeded(st.sampled_from(ACTIVATIONS), st.sampled_from(["float32", "float64"]),
               st.sampled_from(["c", "list", "scalar"]), seeds, st.booleans())
 def test_zero_d_arrays_stay_zero_d(sandbox, name, dtype, layout, seed, backward):
+    """0-d arrays, Python floats and numpy scalars come back 0-d, and a 0-d dout is taken."""
     args = {"x": array((), dtype, layout, "normal", seed)}
     if backward:
         args["dout"] = array((), dtype, layout, "normal", seed + 1)

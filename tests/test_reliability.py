@@ -296,3 +296,15 @@ def test_strings_are_not_pixels_or_sizes(model):
         resize(np.zeros((1, 3, 4, 4), np.float32), ("4", 4))
     with pytest.raises(TypeError, match="size must be an integer"):
         resize(np.zeros((1, 3, 4, 4), np.float32), (4.5, 4))
+
+
+@pytest.mark.parametrize("x", [0.75, np.float32(-0.5), np.array(1.5, np.float16), np.array(-2.0)],
+                         ids=["float", "np.float32", "0-d float16", "0-d float64"])
+def test_zero_d_inputs_stay_zero_d(x):
+    for name in ("relu", "sigmoid", "tanh", "silu", "hardswish", "leaky_relu"):
+        out, cache = getattr(gradvis.layers, f"{name}_forward")(x)
+        assert out.shape == (), name
+        dx = getattr(gradvis.layers, f"{name}_backward")(np.float32(1.0), cache)
+        assert dx.shape == (), name
+    ref = {"relu": max(float(x), 0.0)}
+    assert float(gradvis.layers.relu_forward(x)[0]) == pytest.approx(ref["relu"], rel=1e-3)

@@ -53,9 +53,10 @@ def float_array(a, name):
         raise TypeError(
             f"{name} must be a floating-point array (float32 or float64), got dtype {arr.dtype}"
             f" with shape {arr.shape}")
+    # astype(order="C") rather than ascontiguousarray, which makes a 0-d array 1-d
     if arr.dtype == np.float32 or arr.dtype == np.float64:
-        return np.ascontiguousarray(arr)
-    return np.ascontiguousarray(arr, dtype=np.float32 if arr.dtype.itemsize < 4 else np.float64)
+        return arr.astype(arr.dtype, order="C", copy=False)
+    return arr.astype(np.float32 if arr.dtype.itemsize < 4 else np.float64, order="C")
 
 
 def _like(a, dtype, name):
@@ -67,7 +68,7 @@ def _like(a, dtype, name):
     arr = _checks.as_array(a, name)
     if arr.dtype.kind not in "fiub":
         raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
-    return np.ascontiguousarray(arr, dtype=dtype)
+    return arr.astype(dtype, order="C", copy=False)
 
 
 _CONV_KEYS = frozenset(("stride", "pad", "dilation", "groups"))

@@ -56,7 +56,7 @@ class Node:
 
 
 def _as_float_input(X, what="X"):
-    X = np.asarray(X)
+    X = _checks.as_array(X, what)
     if X.dtype.kind != "f":
         raise TypeError(f"{what} must be a floating-point array (float32 or float64), got dtype {X.dtype}")
     if X.dtype not in (np.float32, np.float64):

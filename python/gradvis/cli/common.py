@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io.images import fit_image, resize_rgb
+
 __all__ = ["add_command", "PROG", "UsageError", "Parser", "number", "pos_int", "MAX_THREADS", "threads_arg", "nonneg_int", "pos_float", "nonneg_float", "add_common", "add_model_options", "model_from_args", "load_model_file", "need_classes", "class_name", "class_label", "resolve_class", "check_image_size", "resolve_layer", "Photo", "photo_stem", "read_image", "resize_rgb", "fit_image", "sample_photo_path", "Run", "Progress", "snapshot_steps", "slug", "setup", "model_photos", "given"]
 
 PROG = "gradvis"
@@ -259,20 +261,6 @@ def read_image(path):
     except ValueError as e:
         raise UsageError(str(e)) from None
     return Photo(p, rgb, mode)
-
-
-def resize_rgb(rgb, size):
-    """uint8 (H, W, 3) -> size (H', W') with Pillow's antialiased bicubic."""
-    from ..io.images import resize_rgb as resize
-    return resize(rgb, size)
-
-
-def fit_image(rgb, size):
-    """Scale (keeping the aspect ratio) so the image covers ``size`` (H, W), then
-    crop the centre (see :func:`gradvis.io.images.fit_rgb`). Returns (image,
-    description of what was done or None)."""
-    from ..io.images import fit_rgb
-    return fit_rgb(rgb, size)
 
 
 def sample_photo_path():

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["read_rgb", "load_image", "fit_rgb", "resize_rgb"]
+__all__ = ["read_rgb", "load_image", "fit_image", "resize_rgb"]
 
 
 def _to_rgb(im):
@@ -56,7 +56,7 @@ def resize_rgb(rgb, size, box=None):
     return np.asarray(Image.fromarray(rgb).resize((w, h), Image.BICUBIC, box=box))
 
 
-def fit_rgb(rgb, size):
+def fit_image(rgb, size):
     """Scale (keeping the aspect ratio) so the image covers ``size`` (H, W), and crop
     the centre. Returns (image (H, W, 3) uint8, description of what was done or None).
 
@@ -110,4 +110,4 @@ def load_image(path, size=None):
     if p.is_dir():
         raise ValueError(f"{path} is a directory, not an image file")
     rgb, _ = read_rgb(p)
-    return rgb if fit is None else fit_rgb(rgb, fit)[0]
+    return rgb if fit is None else fit_image(rgb, fit)[0]

@@ -224,6 +224,8 @@ def test_the_smallest_input_size_comes_from_the_geometry():
     assert m.min_input_size() == (10, 6)
     assert m.fits((10, 6)) and not m.fits((9, 6)) and not m.fits((10, 5))
     assert m.min_input_size(end="conv") == (5, 5)
+    with pytest.raises(ValueError, match="^end: no layer named 'conv3'"):
+        m.fits((10, 6), end="conv3")
 
 
 def _cli(capsys, *argv):

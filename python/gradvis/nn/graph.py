@@ -293,6 +293,8 @@ class Model:
 
     def fits(self, size, end=None):
         """True if (H, W) images pass the geometry of every layer (up to ``end``, a name or index)."""
+        if end is not None:
+            self.index(end, "end")      # an unknown layer is an error, not a misfit
         try:
             shapes = self.output_shapes((self.input_shape[0],) + tuple(size), end=end)
         except ValueError:

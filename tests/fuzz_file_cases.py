@@ -131,14 +131,14 @@ def _edit_json(obj, rng, value):
     return obj
 
 
-def mutate_npz(data, mutation, rng):
+def mutate_npz(data, mutation, rng, bomb_size=None):
     if mutation in ("flip_bytes", "truncate", "zero_run"):
         return _bytes_mutation(data, mutation, rng)
     members = [(i.filename, d) for i, d in _zip_members(data)]
     names = [n for n, _ in members]
     compress = set()
     if mutation in ("bomb_member", "bomb_state", "bomb_param"):
-        size = int(pick(rng, [64 << 20, 1 << 30, 4 << 30]))
+        size = int(bomb_size or pick(rng, [64 << 20, 1 << 30, 4 << 30]))
         target = {"bomb_member": "extra/zeros.npy", "bomb_state": "state/zeros.npy",
                   "bomb_param": "param/conv1.weight.npy"}[mutation]
         if size > (256 << 20):
@@ -269,7 +269,7 @@ def run_case(case):
     if mutation in GEOMETRY_MUTATIONS:
         data = geometry_file(mutation, rng, path)
     elif kind == "npz":
-        data = mutate_npz(_npz_bytes(base_model(), path), mutation, rng)
+        data = mutate_npz(_npz_bytes(base_model(), path), mutation, rng, case.get("bomb_size"))
     else:
         data = mutate_onnx(base_onnx_bytes(rng), mutation, rng)
     with open(path, "wb") as f:

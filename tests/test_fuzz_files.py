@@ -61,7 +61,10 @@ def sandbox():
 
 
 def test_mutated_npz_files(sandbox, tmp_path):
-    cs = cases("npz", NPZ_MUTATIONS, COUNT - COUNT // 3, tmp_path)
+    # every run: a real (64 MiB) bomb of each kind, besides the drawn files
+    cs = [{"kind": "npz", "mutation": m, "seed": k, "dir": str(tmp_path), "bomb_size": 64 << 20}
+          for k, m in enumerate(BOMBS)]
+    cs += cases("npz", NPZ_MUTATIONS, COUNT - COUNT // 3, tmp_path)
     check(sandbox.map(cs), cs)
 
 

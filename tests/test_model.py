@@ -257,7 +257,7 @@ def test_errors_are_clear():
         m.forward(X.astype(np.uint8))
     with pytest.raises(ValueError, match="mode"):
         m.forward(X, mode="eval")
-    with pytest.raises(IndexError):
+    with pytest.raises(ValueError, match="end: layer index 99 is out of range"):
         m.forward(X, end=99)
     with pytest.raises(ValueError, match="already exists"):
         m.add("conv1", ReLU())

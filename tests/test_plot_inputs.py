@@ -237,6 +237,8 @@ def test_resize_errors():
         image.resize(np.zeros((1, 3, 0, 4), np.float32), (4, 4))
     with pytest.raises(TypeError, match="size must be a pair"):
         image.resize(np.zeros((1, 3, 4, 4), np.float32), 4)
-    with pytest.raises(ValueError, match="finite"):
-        image.resize(np.zeros((1, 3, 4, 4), np.float32), (np.nan, 2))
+    with pytest.raises(TypeError, match="size must be an integer"):      # floats and strings are
+        image.resize(np.zeros((1, 3, 4, 4), np.float32), (np.nan, 2))   # not taken for ints
+    with pytest.raises(TypeError, match="size must be an integer"):
+        image.resize(np.zeros((1, 3, 4, 4), np.float32), ("4", 2))
     assert image.resize(np.ones((1, 3, 4, 4), np.float32), (np.int64(2), 6)).shape == (1, 3, 2, 6)

@@ -39,7 +39,7 @@ from ._core import (has_cuda, has_openmp, get_num_threads, set_num_threads, simd
 from .nn import (Add, AvgPool2d, BatchNorm1d, BatchNorm2d, Bias, Clip, Concat, Conv2d, Div, Dropout,
                  Flatten, GlobalAvgPool, HardSigmoid, HardSwish, Layer, LayerNotFoundError, LeakyReLU,
                  Linear, MaxPool2d, Model, Mul, Pad, ReLU, ReLU6, Scale, SiLU, Sigmoid, Sub, Tanh)
-from .io import from_torch, load_any, load_cs231n_h5, load_model, load_onnx, load_pretrained
+from .io import from_torch, load_any, load_cs231n_h5, load_image, load_model, load_onnx, load_pretrained
 from .attribution import compute_saliency_maps, smoothgrad_saliency_maps
 from .attacks import make_fooling_image
 from .generation import create_class_visualization, deepdream, invert_features
@@ -59,6 +59,7 @@ __all__ = [
     "load_any",
     "load_cs231n_h5",
     "load_pretrained",
+    "load_image",
     "compute_saliency_maps",
     "smoothgrad_saliency_maps",
     "make_fooling_image",

@@ -5,14 +5,26 @@ live beside it (:func:`gradvis.nn.graph.check_model`).
 """
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
 
 
+def as_array(value, name):
+    """``np.asarray(value)``, with a ragged or otherwise unconvertible value refused
+    by a ValueError naming the argument (numpy's own message names nothing)."""
+    if type(value) is np.ndarray:
+        return value
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError, OverflowError) as e:
+        raise ValueError(f"{name} is not an array of numbers ({e})") from None
+
+
 def images(X, model, name="X"):
     """X as a C-contiguous float32/float64 (N, C, H, W) array, checked against the model."""
-    arr = np.asarray(X)
+    arr = as_array(X, name)
     if arr.dtype.kind != "f":
         raise TypeError(f"{name} must be a float array in the model's input space "
                         f"(use model.preprocess on uint8 images), got dtype {arr.dtype}")
@@ -54,10 +66,60 @@ def valid_range(model, shape, dtype=np.float32):
     return lo, hi
 
 
+def _class_short(model, i):
+    wnid = f"{model.wnids[i]}, " if model.wnids else ""
+    short = model.class_names[i].split(",")[0].strip() if model.class_names else f"class {i}"
+    return f"{short} ({wnid}{i})"
+
+
+def class_index(model, spec, name="y"):
+    """The index of the class named ``spec``: a wnid (``"n01443537"``) or a class name,
+    exact (any of its comma-separated synonyms) or an unambiguous prefix,
+    case-insensitive. ValueError naming ``name`` if none or several match;
+    TypeError if the model has no class names."""
+    if not isinstance(spec, str):
+        raise TypeError(f"{name}: a class is an int index or a name (str), got {spec!r}")
+    if not model.class_names and not model.wnids:
+        raise TypeError(f"{name}: the model has no class names; give class indices (ints), got {spec!r}")
+    s = spec.strip()
+    if not s:
+        raise ValueError(f"{name}: empty class name")
+    key = s.lower()
+    if model.wnids:
+        hits = [i for i, w in enumerate(model.wnids) if w.lower() == key]
+        if hits:
+            return hits[0]
+    names = model.class_names or []
+    synonyms = [[c.lower()] + [part.strip().lower() for part in c.split(",")] for c in names]
+    exact = [i for i, syn in enumerate(synonyms) if key in syn]
+    if len(exact) == 1:
+        return exact[0]
+    prefix = exact or [i for i, syn in enumerate(synonyms) if any(x.startswith(key) for x in syn)]
+    if len(prefix) == 1:
+        return prefix[0]
+    if len(prefix) > 1:
+        shown = "; ".join(_class_short(model, i) for i in prefix[:8])
+        more = f"; and {len(prefix) - 8} more" if len(prefix) > 8 else ""
+        raise ValueError(f"{name}: class {s!r} is ambiguous: it matches {len(prefix)} classes: {shown}{more}")
+    import difflib
+    close = difflib.get_close_matches(key, [x for syn in synonyms for x in syn], n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(repr(c) for c in dict.fromkeys(close))}?" if close else ""
+    raise ValueError(f"{name}: unknown class {s!r}{hint}")
+
+
 def labels(y, n, model, name="y"):
-    """y as an int64 (n,) array of valid class indices; a scalar is broadcast."""
+    """y as an int64 (n,) array of valid class indices; a scalar is broadcast.
+
+    Classes are int indices or, where the model has class names, names or wnids
+    (see :func:`class_index`), alone or in a list (``["lemon", 3]``)."""
     num_classes = model.num_classes
-    arr = np.asarray(y)
+    if isinstance(y, str):
+        y = class_index(model, y, name)
+    elif isinstance(y, (list, tuple)) and any(isinstance(v, str) for v in y):
+        y = [class_index(model, v, name) if isinstance(v, str) else v for v in y]
+    elif isinstance(y, np.ndarray) and y.dtype.kind in "US":
+        y = [class_index(model, str(v), name) for v in y.reshape(-1)] if y.ndim else class_index(model, str(y), name)
+    arr = as_array(y, name)
     if arr.dtype.kind == "b" or (arr.dtype.kind not in "iu" and not
                                  (arr.dtype.kind == "f" and np.all(arr == np.round(arr)))):
         raise TypeError(f"{name} must hold integer class indices, got dtype {arr.dtype}")
@@ -127,6 +189,27 @@ def finite_float(value, name):
     if not np.isfinite(v):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     return v
+
+
+def number(value, name, allow_inf=False):
+    """``value`` as a Python float: a real number (int, float, numpy scalar; not a bool,
+    a string or None); NaN refused, and infinities unless ``allow_inf``."""
+    if isinstance(value, (bool, np.bool_, str, bytes)) or value is None:
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    if not isinstance(value, (numbers.Real, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r:.60}")
+    v = float(value)
+    if math.isnan(v) or (math.isinf(v) and not allow_inf):
+        raise ValueError(f"{name} must be a {'' if allow_inf else 'finite '}number, got {value!r}")
+    return v
+
+
+def boolean(value, name):
+    """``value`` as a Python bool: True or False (or a numpy bool), never a number,
+    a string, None or NaN taken for a truth value."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {value!r}")
 
 
 # Largest random roll, in pixels: rolls wrap around, so anything near an image's

@@ -54,7 +54,8 @@ def make_fooling_image(X, target_y, model, learning_rate=None, max_iter=100, nor
 
     Args:
         X: images in the model's input space, (N, C, H, W).
-        target_y: the class to reach, one int for all images or (N,).
+        target_y: the class to reach, one int for all images or (N,); class names or wnids
+            where the model has them.
         model: a :class:`gradvis.Model`.
         learning_rate: step size (see above; default 0.25 for 'sign').
         max_iter: most steps per image.

@@ -24,7 +24,8 @@ def compute_saliency_maps(X, y, model, batch_size=64):
 
     Args:
         X: images in the model's input space, (N, C, H, W).
-        y: class per image, (N,) ints (or one int for all).
+        y: class per image, (N,) ints (or one int for all); class names or wnids where the
+            model has them (``"lemon"``, ``["lemon", 3]``).
         model: a :class:`gradvis.Model`.
         batch_size: images per forward/backward pass.
 
@@ -73,12 +74,22 @@ def smoothgrad_saliency_maps(X, y, model, num_samples=25, noise_level=0.15, seed
     rng = _checks.rng_from(seed)
     out = np.empty((X.shape[0],) + X.shape[2:], dtype=X.dtype)
     per = max(1, batch_size // num_samples)
+    # at most batch_size noisy copies in memory at once, however many samples: one
+    # image's samples are drawn in chunks (the same stream of noise as in one draw)
+    chunk = num_samples if per > 1 else min(num_samples, batch_size)
     for i in range(0, X.shape[0], per):
         Xb, yb = X[i:i + per], y[i:i + per]
         span = (Xb.max(axis=(1, 2, 3)) - Xb.min(axis=(1, 2, 3))).reshape(-1, 1, 1, 1, 1)
-        noisy = Xb[:, None] + (noise_level * span * rng.standard_normal(
-            (Xb.shape[0], num_samples) + Xb.shape[1:])).astype(X.dtype)
-        flat = noisy.reshape((-1,) + Xb.shape[1:])
-        _, dX = class_score_gradient(model, flat, np.repeat(yb, num_samples))
-        out[i:i + per] = _reduce_channels(dX.reshape(noisy.shape).mean(axis=1))
+        total = np.zeros(Xb.shape, np.float64)
+        for s in range(0, num_samples, chunk):
+            k = min(chunk, num_samples - s)
+            with np.errstate(over="ignore", invalid="ignore"):
+                noise = (noise_level * span * rng.standard_normal((Xb.shape[0], k) + Xb.shape[1:])).astype(X.dtype)
+            if not np.isfinite(noise).all():
+                raise ValueError(f"noise_level {noise_level:g} times the images' value range overflows "
+                                 f"{X.dtype}; use a noise_level near 0.1-0.2")
+            noisy = Xb[:, None] + noise
+            _, dX = class_score_gradient(model, noisy.reshape((-1,) + Xb.shape[1:]), np.repeat(yb, k))
+            total += dX.reshape(noisy.shape).sum(axis=1)
+        out[i:i + per] = _reduce_channels((total / num_samples).astype(X.dtype))
     return out

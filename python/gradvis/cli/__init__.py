@@ -56,6 +56,10 @@ def main(argv=None):
         return 2
     except SystemExit as e:        # --help, --version
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    except ValueError as e:        # a value the checks below the command line refused
+        msg = " ".join(str(e).split())
+        print(f"{PROG}: error: {msg}", file=sys.stderr)
+        return 2
     except MemoryError:            # e.g. --size or a photo far larger than memory allows
         print(f"{PROG}: error: out of memory (use smaller images, --size or --max-size)", file=sys.stderr)
         return 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..nn.losses import softmax
-from .common import (UsageError, add_command, add_common, class_label, class_name, given,
+from .common import (UsageError, check_image_size, add_command, add_common, class_label, class_name, given,
                      model_photos, nonneg_float, nonneg_int, number, pos_float, pos_int, read_image,
                      resolve_class, resolve_layer, setup, slug, snapshot_steps, photo_stem, resize_rgb,
                      need_classes, model_from_args)
@@ -117,8 +117,10 @@ def cmd_classvis(args):
         names += [f"classvis_{s}.png", f"classvis_{s}_snapshots.png"]
     if args.save_npy:
         names.append("classvis.npy")
-    paths = run.prepare_outputs(names)
     size = tuple(args.size) if args.size else None
+    if size is not None:
+        check_image_size(model, size, "--size")
+    paths = run.prepare_outputs(names)
     steps = snapshot_steps(args.iterations, args.snapshots)
     prog = run.progress(args.iterations, "class visualization", model, steps)
     try:

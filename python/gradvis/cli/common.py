@@ -11,7 +11,6 @@ line, ``gradvis: error: ...``.
 from __future__ import annotations
 
 import argparse
-import difflib
 import math
 import re
 import sys
@@ -22,7 +21,7 @@ import numpy as np
 
 from ..io.images import fit_image, resize_rgb
 
-__all__ = ["add_command", "PROG", "UsageError", "Parser", "number", "pos_int", "MAX_THREADS", "threads_arg", "nonneg_int", "pos_float", "nonneg_float", "add_common", "add_model_options", "model_from_args", "load_model_file", "need_classes", "class_name", "class_label", "resolve_class", "resolve_layer", "Photo", "photo_stem", "read_image", "resize_rgb", "fit_image", "sample_photo_path", "Run", "Progress", "snapshot_steps", "slug", "setup", "model_photos", "given"]
+__all__ = ["add_command", "PROG", "UsageError", "Parser", "number", "pos_int", "MAX_THREADS", "threads_arg", "nonneg_int", "pos_float", "nonneg_float", "add_common", "add_model_options", "model_from_args", "load_model_file", "need_classes", "class_name", "class_label", "resolve_class", "check_image_size", "resolve_layer", "Photo", "photo_stem", "read_image", "resize_rgb", "fit_image", "sample_photo_path", "Run", "Progress", "snapshot_steps", "slug", "setup", "model_photos", "given"]
 
 PROG = "gradvis"
 
@@ -177,29 +176,33 @@ def resolve_class(model, spec):
         if not 0 <= i < n:
             raise UsageError(f"class index {i} is out of range: the model has {n} classes (0-{n - 1})")
         return i
-    if not s:
-        raise UsageError("empty class name")
-    key = s.lower()
-    if model.wnids:
-        hits = [i for i, w in enumerate(model.wnids) if w.lower() == key]
-        if hits:
-            return hits[0]
-    names = model.class_names or []
-    synonyms = [[name.lower()] + [part.strip().lower() for part in name.split(",")] for name in names]
-    exact = [i for i, syn in enumerate(synonyms) if key in syn]
-    if len(exact) == 1:
-        return exact[0]
-    prefix = exact or [i for i, syn in enumerate(synonyms) if any(x.startswith(key) for x in syn)]
-    if len(prefix) == 1:
-        return prefix[0]
-    if len(prefix) > 1:
-        shown = "; ".join(class_label(model, i) for i in prefix[:8])
-        more = f"; and {len(prefix) - 8} more" if len(prefix) > 8 else ""
-        raise UsageError(f"class {s!r} is ambiguous: it matches {len(prefix)} classes: {shown}{more}")
-    close = difflib.get_close_matches(key, [x for syn in synonyms for x in syn], n=3, cutoff=0.6)
-    hint = f"; did you mean {', '.join(repr(c) for c in dict.fromkeys(close))}?" if close else ""
-    raise UsageError(f"unknown class {s!r}{hint} (give an index 0-{n - 1}, a wnid or a name; "
-                     f"'gradvis classes' lists them)")
+    from .. import _checks
+    try:
+        return _checks.class_index(model, s, "class")
+    except (ValueError, TypeError) as e:
+        msg = str(e).removeprefix("class: ")
+        if msg.startswith("unknown class"):
+            msg += f" (give an index 0-{n - 1}, a wnid or a name; 'gradvis classes' lists them)"
+        raise UsageError(msg) from None
+
+
+def check_image_size(model, size, option, end=None):
+    """Refuse, before any work, an image size (H, W) the model's layers (up to ``end``)
+    cannot take, naming the smallest size they accept."""
+    if model.fits(size, end):
+        return
+    least = model.min_input_size(end)
+    h, w = size
+    if least is None:
+        raise UsageError(f"{option} {h} {w}: no image size fits the model's layers")
+    if h < least[0] or w < least[1]:
+        raise UsageError(f"{option} {h} {w} is too small for the model, which needs at least "
+                         f"{option} {least[0]} {least[1]}")
+    shape = (model.input_shape[0],) + tuple(size)
+    try:
+        model.output_shapes(shape, end)
+    except ValueError as e:
+        raise UsageError(f"{option} {h} {w} does not fit the model: {e}") from None
 
 
 def resolve_layer(model, spec, spatial=False, purpose=""):

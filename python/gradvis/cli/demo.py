@@ -314,9 +314,16 @@ def cmd_demo(args):
     return run_demo(run, args)
 
 
+DEFAULT_OUT = "gradvis-demo"
+
+
 def register(sub):
     """Add this module's commands to the ``gradvis`` parser's subparsers."""
     sp = add_command(sub, "demo", "run all five algorithms on the bundled model and a sample photo; write a "
              "gallery (PNG figures and index.html)", cmd_demo)
     sp.add_argument("--fast", action="store_true", help="few iterations (a quick check, rough pictures)")
     add_common(sp, save_npy=False)
+    sp.set_defaults(out=DEFAULT_OUT)     # a gallery of its own, not nine files in the current directory
+    for action in sp._actions:
+        if action.dest == "out":
+            action.help = f"output directory (default: ./{DEFAULT_OUT}/)"

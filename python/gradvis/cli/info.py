@@ -27,6 +27,13 @@ def register(sub):
     sp = add_command(sub, "classes", "list the model's classes (optionally those matching QUERY)", cmd_classes)
     sp.add_argument("query", nargs="?", default=None)
     add_model_options(sp)
+    _add_quiet(sp)
 
     sp = add_command(sub, "layers", "list the model's layers and their output shapes", cmd_layers)
     add_model_options(sp)
+    _add_quiet(sp)
+
+
+def _add_quiet(sp):
+    # the listings write no notes; the option is taken, as by every command
+    sp.add_argument("--quiet", "-q", action="store_true", help="no notes on stderr")

@@ -34,7 +34,8 @@ def create_class_visualization(target_y, model, num_iterations=200, learning_rat
     (2016: learning_rate 10000, l2_reg 1e-6 on 0-255 inputs; 2017: 25 and 1e-3).
 
     Args:
-        target_y: class index, or a sequence of class indices (one image each).
+        target_y: class index or name (where the model has class names), or a sequence
+            of them (one image each).
         model: a :class:`gradvis.Model`.
         num_iterations: gradient steps.
         learning_rate: step size; default 1.0 pixel normalized (25 plain).
@@ -62,9 +63,11 @@ def create_class_visualization(target_y, model, num_iterations=200, learning_rat
         >>> plt.imshow(model.deprocess(X)[0])
     """
     check_classifier(model, "create_class_visualization")
-    targets = np.atleast_1d(np.asarray(target_y))
-    n = targets.shape[0]
-    targets = _checks.labels(targets, n, model, name="target_y")
+    if isinstance(target_y, (str, int, np.integer)):
+        target_y = [target_y]
+    n = len(target_y) if isinstance(target_y, (list, tuple)) else np.atleast_1d(_checks.as_array(target_y, "target_y")).shape[0]
+    targets = _checks.labels(target_y if isinstance(target_y, (list, tuple)) else np.atleast_1d(target_y),
+                             n, model, name="target_y")
     num_iterations = _checks.positive_int(num_iterations, "num_iterations", allow_zero=True)
     if learning_rate is None:
         learning_rate = 1.0 if normalize_grad else 25.0

@@ -66,14 +66,34 @@ def deepdream(X, layer, model, num_iterations=20, learning_rate=None, max_jitter
     if octaves > 1 and octave_scale <= 1.0:
         raise ValueError(f"octave_scale must be > 1 when octaves > 1, got {octave_scale}")
     rng = _checks.rng_from(seed)
-    model.index(layer)
+    model.index(layer, "layer")
     px = _checks.pixel_scale(model)
 
+    # The pyramid's sizes first (integers only), checked against the layer before any
+    # image is resized: a million octaves is refused at once, not after building them.
+    sizes = [tuple(X.shape[2:])]
+    if not model.fits(sizes[0], end=layer):
+        least = model.min_input_size(end=layer)
+        need = f" (it needs at least {least[0]}x{least[1]})" if least else ""
+        raise ValueError(f"deepdream: the {sizes[0][0]}x{sizes[0][1]} image is too small for layer "
+                         f"{layer!r}{need}")
+    while len(sizes) < octaves:
+        h, w = sizes[-1]
+        nxt = (max(1, int(round(h / octave_scale))), max(1, int(round(w / octave_scale))))
+        if nxt == (h, w):
+            break       # no longer shrinking: the remaining octaves are all this size
+        if not model.fits(nxt, end=layer):
+            fit = len(sizes)
+            least = model.min_input_size(end=layer)
+            need = f", which needs at least {least[0]}x{least[1]}" if least else ""
+            raise ValueError(f"deepdream: octaves={octaves} is too many for this {X.shape[2]}x{X.shape[3]} "
+                             f"image: octave {fit + 1} would be {nxt[0]}x{nxt[1]}, too small for layer "
+                             f"{layer!r}{need}; at most {fit} octave(s) fit (or use a larger image)")
+        sizes.append(nxt)
+    sizes += [sizes[-1]] * (octaves - len(sizes))
     bases = [X]
-    for _ in range(octaves - 1):
-        h, w = bases[-1].shape[2:]
-        bases.append(resize(bases[-1], (max(1, int(round(h / octave_scale))),
-                                        max(1, int(round(w / octave_scale))))))
+    for size in sizes[1:]:
+        bases.append(resize(bases[-1], size) if size != bases[-1].shape[2:] else bases[-1])
     smallest = bases[-1]
     try:
         probe, _ = model.forward(smallest[:1], end=layer, mode="test")

@@ -10,7 +10,12 @@ from ..nn.graph import check_model
 from ..nn.imageops import blur
 from .regularizers import total_variation
 
-__all__ = ["invert_features", "feature_error"]
+__all__ = ["invert_features", "feature_error", "MAX_TV_BETA"]
+
+# Largest TV exponent: ((dx^2 + dy^2) in 0-255 units)^(beta / 2) stays within float64
+# (and its gradient's square too) for beta up to about 60; 16 leaves a wide margin
+# above the values in use (1 to 2).
+MAX_TV_BETA = 16.0
 
 
 def feature_error(X, target_feats, layer, model):
@@ -46,7 +51,7 @@ def invert_features(target_feats, layer, model, num_iterations=300, learning_rat
         num_iterations: descent steps.
         learning_rate: Adam step size, in pixels.
         l2_reg, tv_reg: weights of the L2 and total-variation priors (on pixel values).
-        tv_beta: the TV exponent, a finite number >= 1 (2 smooth, 1 sharper edges).
+        tv_beta: the TV exponent, 1 to :data:`MAX_TV_BETA` (2 smooth, 1 sharper edges).
         blur_every, blur_sigma: optional periodic Gaussian blur (0: never).
         clip: keep X in ``model.input_range()``.
         init: starting images instead of noise, (N, C, H, W).
@@ -81,12 +86,14 @@ def invert_features(target_feats, layer, model, num_iterations=300, learning_rat
     l2_reg = _checks.nonneg_float(l2_reg, "l2_reg")
     tv_reg = _checks.nonneg_float(tv_reg, "tv_reg")
     tv_beta = _checks.finite_float(tv_beta, "tv_beta")
-    if tv_beta < 1:
-        raise ValueError(f"tv_beta must be >= 1, got {tv_beta!r}")
+    if not 1 <= tv_beta <= MAX_TV_BETA:
+        raise ValueError(f"tv_beta must be between 1 and {MAX_TV_BETA:g} (1 to 2 are the usual values; "
+                         f"beyond {MAX_TV_BETA:g}, TV^beta of 0-255 pixel differences overflows), "
+                         f"got {tv_beta!r}")
     blur_every = _checks.positive_int(blur_every, "blur_every", allow_zero=True)
     blur_sigma = _checks.nonneg_float(blur_sigma, "blur_sigma")
     rng = _checks.rng_from(seed)
-    model.index(layer)  # unknown layer: a clear error before any work
+    model.index(layer, "layer")  # unknown layer: a clear error before any work
 
     X = _checks.start_images(init, n, model, image_size, init_scale, rng, "target_feats")
     probe, _ = model.forward(X, end=layer, mode="test")
@@ -100,24 +107,34 @@ def invert_features(target_feats, layer, model, num_iterations=300, learning_rat
     t_norm2 = np.maximum((target.astype(np.float64) ** 2).sum(axis=axes), 1e-30)
     t_norm2_b = t_norm2.reshape((-1,) + (1,) * (target.ndim - 1)).astype(np.float32)
     pixels = float(np.prod(X.shape[1:]))
-    m = np.zeros_like(X)
-    v = np.zeros_like(X)
+    # Adam's moments and the priors' gradients in float64: TV^beta for beta > 2 and
+    # large priors reach values whose squares overflow float32
+    m = np.zeros(X.shape, np.float64)
+    v = np.zeros(X.shape, np.float64)
     beta1, beta2 = 0.9, 0.999
     for t in range(num_iterations):
         feats, cache = model.forward(X, end=layer, mode="test")
         diff = feats - target
-        g = input_gradient(model, (2.0 / t_norm2_b) * diff, cache)
-        if l2_reg:
-            g += (2.0 * l2_reg / pixels) * X * (px * px)
-        if tv_reg:
-            _, g_tv = total_variation(X * px, tv_beta)
-            g += (tv_reg / pixels) * g_tv * px
+        g = input_gradient(model, (2.0 / t_norm2_b) * diff, cache).astype(np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):
+            if l2_reg:
+                g += (2.0 * l2_reg / pixels) * X * (px * px)
+            if tv_reg:
+                _, g_tv = total_variation(X.astype(np.float64) * px, tv_beta)
+                g += (tv_reg / pixels) * g_tv * px
+            finite = np.isfinite(g).all()
+            if finite:
+                g2 = g * g
+                finite = np.isfinite(g2).all()
+        if not finite:
+            raise ValueError(f"invert_features: the gradient overflowed at step {t} (tv_reg={tv_reg:g}, "
+                             f"tv_beta={tv_beta:g}, l2_reg={l2_reg:g}); lower tv_reg, tv_beta or l2_reg")
         m = beta1 * m + (1 - beta1) * g
-        v = beta2 * v + (1 - beta2) * g * g
+        v = beta2 * v + (1 - beta2) * g2
         mhat = m / (1 - beta1 ** (t + 1))
         vhat = v / (1 - beta2 ** (t + 1))
         lr = learning_rate * (1.0 - 0.9 * t / max(1, num_iterations))
-        X = X - (lr / px) * mhat / (np.sqrt(vhat) + 1e-12)
+        X = X - (lr / px) * (mhat / (np.sqrt(vhat) + 1e-12))
         if clip:
             X = np.clip(X, lo, hi)
         if blur_every and (t + 1) % blur_every == 0:

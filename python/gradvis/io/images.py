@@ -1,9 +1,9 @@
-"""Reading image files as RGB uint8 arrays."""
+"""Reading image files as RGB uint8 arrays, and fitting them to a size."""
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["read_rgb", "resize_rgb", "fit_image"]
+__all__ = ["read_rgb", "load_image", "fit_image", "resize_rgb"]
 
 
 def _to_rgb(im):
@@ -46,28 +46,68 @@ def read_rgb(path):
     return np.ascontiguousarray(rgb, dtype=np.uint8), mode
 
 
-def resize_rgb(rgb, size):
-    """uint8 (H, W, 3) -> size (H', W') with Pillow's antialiased bicubic."""
+def resize_rgb(rgb, size, box=None):
+    """uint8 (H, W, 3) -> size (H', W') with Pillow's antialiased bicubic; ``box``
+    (left, top, right, bottom), in source pixels, resizes only that region."""
     from PIL import Image
     h, w = size
-    if rgb.shape[:2] == (h, w):
+    if rgb.shape[:2] == (h, w) and box is None:
         return rgb
-    return np.asarray(Image.fromarray(rgb).resize((w, h), Image.BICUBIC))
+    return np.asarray(Image.fromarray(rgb).resize((w, h), Image.BICUBIC, box=box))
 
 
 def fit_image(rgb, size):
-    """Resize (keeping the aspect ratio) so the image covers ``size`` (H, W), then
-    crop the centre. Returns (image, description of what was done or None)."""
+    """Scale (keeping the aspect ratio) so the image covers ``size`` (H, W), and crop
+    the centre. Returns (image (H, W, 3) uint8, description of what was done or None).
+
+    Only the part that survives the crop is resized: memory and time follow the
+    output size, not the scaled image's (a 65000x1 strip fitted to 64x64 would
+    otherwise be scaled to 4,160,000x64 first).
+    """
     h0, w0 = rgb.shape[:2]
     h, w = size
     if (h0, w0) == (h, w):
         return rgb, None
     s = max(h / h0, w / w0)
     rh, rw = max(h, int(round(h0 * s))), max(w, int(round(w0 * s)))
-    out = resize_rgb(rgb, (rh, rw))
+    # the crop of the scaled (rh, rw) image, mapped back to source pixels
     y, x = (rh - h) // 2, (rw - w) // 2
-    out = out[y:y + h, x:x + w]
+    sy, sx = h0 / rh, w0 / rw
+    box = (x * sx, y * sy, (x + w) * sx, (y + h) * sy)
+    out = resize_rgb(rgb, (h, w), box=box)
     what = f"resized from {w0}x{h0} to {rw}x{rh}"
     if (rh, rw) != (h, w):
         what += f" and center-cropped to {w}x{h}"
     return np.ascontiguousarray(out), what
+
+
+def load_image(path, size=None):
+    """An image file as RGB uint8 (H, W, 3), the layout ``model.preprocess`` takes.
+
+    Args:
+        path: any image file Pillow reads (EXIF rotation applied, transparency
+            composited over white, 16-bit and float images rescaled).
+        size: None (the file's own size), an int (a square) or (H, W): the image is
+            scaled to cover that size, keeping its aspect ratio, and its centre cropped.
+
+    Returns:
+        uint8 array (H, W, 3).
+
+    Raises:
+        FileNotFoundError if there is no file; ValueError naming it if it cannot be
+        read; TypeError/ValueError naming ``size`` for a bad size.
+
+    Example:
+        >>> img = gradvis.load_image("cat.jpg", size=64)
+        >>> X = model.preprocess(img[None])
+    """
+    from pathlib import Path
+    from .. import _checks
+    fit = _checks.size_pair(size, "size")
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"no such image file: {path}")
+    if p.is_dir():
+        raise ValueError(f"{path} is a directory, not an image file")
+    rgb, _ = read_rgb(p)
+    return rgb if fit is None else fit_image(rgb, fit)[0]

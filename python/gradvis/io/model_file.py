@@ -9,7 +9,7 @@ import json
 
 import numpy as np
 
-from ..nn.fileformat import FORMAT, HEADER, VERSION, read_arrays
+from ..nn.fileformat import FORMAT, VERSION, HEADER, ModelArchive
 from ..nn.graph import Model
 from ..nn.registry import LAYER_TYPES
 
@@ -17,13 +17,27 @@ __all__ = ["load_model", "read_model_file"]
 
 
 def read_model_file(path):
-    """(model, extra_json, state_arrays) from a gradvis model file or checkpoint."""
-    arrays = read_arrays(path)
+    """(model, extra_json, state_arrays) from a gradvis model file or checkpoint.
+
+    The file is read member by member (:class:`gradvis.nn.fileformat.ModelArchive`):
+    the zip directory first (unknown members, duplicates and implausible compression
+    refused), then the JSON header, then each array the architecture declares, its
+    .npy header checked against the declared shape before its data is read. Training
+    state (``state/``) is read last: the optimizer's arrays must have their parameter's
+    shape, the data order must be 1-D integers.
+    """
+    with ModelArchive(path) as z:
+        return _read(z, path)
+
+
+def _read(z, path):
     bad = lambda msg: ValueError(f"{path}: {msg}")   # noqa: E731
-    if HEADER not in arrays:
-        raise bad(f"not a gradvis model file (no {HEADER!r} entry; it holds {sorted(arrays)[:5]})")
     try:
-        header = json.loads(arrays[HEADER].tobytes().decode("utf-8"))
+        header = json.loads(z.read_header().decode("utf-8"))
+    except ValueError as e:
+        if str(e).startswith(f"{path}: "):
+            raise
+        raise bad(f"damaged header ({e})") from None
     except Exception as e:
         raise bad(f"damaged header ({e})") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
@@ -39,23 +53,33 @@ def read_model_file(path):
     def stored(kind, name, shape):
         """The file's array for a parameter or buffer of the declared ``shape``, checked."""
         key = f"{kind}/{name}"
-        if key not in arrays:
-            raise bad(f"missing array {key!r}")
-        arr = arrays[key]
-        if arr.shape != tuple(shape):
-            raise bad(f"array {key!r} has shape {arr.shape}, the architecture needs {tuple(shape)}")
-        if arr.dtype.kind != "f":
-            raise bad(f"array {key!r} has dtype {arr.dtype}, expected floating point")
+        arr = z.read(key, shape=shape)
         if not np.all(np.isfinite(arr)):
             raise bad(f"array {key!r} contains NaN or infinity")
         return np.array(arr, dtype=np.float32 if arr.dtype.itemsize <= 4 else arr.dtype)
 
+    def meta(key, input_shape):
+        """meta/mean or meta/std: at most one value per input value (C, H, W)."""
+        if key not in z:
+            return None
+        limit = 16
+        for d in input_shape:
+            limit *= d if isinstance(d, int) and d > 0 else 1
+        return z.read(key, max_bytes=limit)
+
+    input_shape = header.get("input_shape")
+    if not isinstance(input_shape, list) or len(input_shape) != 3:
+        raise bad(f"bad input description (input_shape must be [C, H, W], got {input_shape!r:.80})")
     try:
-        model = Model(input_shape=header["input_shape"], mean=arrays.get("meta/mean"),
-                      std=arrays.get("meta/std"), channel_order=header.get("channel_order", "RGB"),
+        model = Model(input_shape=input_shape, mean=meta("meta/mean", input_shape),
+                      std=meta("meta/std", input_shape), channel_order=header.get("channel_order", "RGB"),
                       class_names=header.get("class_names"), wnids=header.get("wnids"),
                       name=header.get("name", "model"))
-    except (KeyError, TypeError, ValueError) as e:
+    except ValueError as e:
+        if str(e).startswith(f"{path}: "):
+            raise
+        raise bad(f"bad input description (ValueError: {e})") from None
+    except (KeyError, TypeError) as e:
         raise bad(f"bad input description ({type(e).__name__}: {e})") from None
     try:
         info = header.get("info") or {}
@@ -93,11 +117,31 @@ def read_model_file(path):
             raise bad(f"{what} has {len(names)} entries but the model has {num_classes} classes")
     known = {HEADER, "meta/mean", "meta/std"} | {"param/" + k for k in model.params} \
         | {"buffer/" + k for k in model.buffers}
-    unexpected = sorted(k for k in arrays if k not in known and not k.startswith("state/"))
+    unexpected = sorted(k for k in z.keys() if k not in known and not k.startswith("state/"))
     if unexpected:
         raise bad(f"unexpected arrays {unexpected[:5]} (not in the architecture)")
-    state = {k[len("state/"):]: v for k, v in arrays.items() if k.startswith("state/")}
+    state = {}
+    for key in z.keys():
+        if not key.startswith("state/"):
+            continue
+        name = key[len("state/"):]
+        param = name.split("/", 1)[1] if "/" in name else None
+        if param is not None and param in model.params:
+            # optimizer state: one array per parameter, of its shape
+            state[name] = z.read(key, shape=model.params[param].shape)
+        elif name == "perm":
+            # the data order: a permutation of the training images
+            state[name] = z.read(key, kinds="iu", ndim=1)
+        elif "/" not in name:
+            # counters and scalars (an optimizer's step count)
+            state[name] = z.read(key, kinds="iuf", max_bytes=64 * 8)
+        else:
+            raise bad(f"unexpected training state {key!r} (optimizer state is named "
+                      f"'state/<optimizer>/<parameter>' after a parameter of the model)")
     return model, header.get("extra"), state
+
+
+
 
 
 def load_model(path):

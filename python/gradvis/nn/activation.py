@@ -61,8 +61,8 @@ class HardSigmoid(_Elementwise):
     _fwd, _bwd = staticmethod(F.hardsigmoid_forward), staticmethod(F.hardsigmoid_backward)
 
     def __init__(self, alpha=1.0 / 6.0, beta=0.5):
-        self.alpha = float(alpha)
-        self.beta = float(beta)
+        self.alpha = _checks.number(alpha, "HardSigmoid: alpha")
+        self.beta = _checks.number(beta, "HardSigmoid: beta")
         if not (math.isfinite(self.alpha) and math.isfinite(self.beta)):
             raise ValueError(f"HardSigmoid: alpha and beta must be finite, got {alpha}, {beta}")
 

@@ -37,7 +37,7 @@ class Conv2d(Layer):
             padding = (ph // 2, ph - ph // 2, pw // 2, pw - pw // 2)
         self.padding = pad4(padding, "Conv2d: padding")
         self.groups = _checks.integer(groups, "Conv2d: groups", 1)
-        self.bias = bool(bias)
+        self.bias = _checks.boolean(bias, "Conv2d: bias")
         if self.in_channels % self.groups or self.out_channels % self.groups:
             raise ValueError(f"Conv2d: groups={groups} must divide in_channels={in_channels} "
                              f"and out_channels={out_channels}")

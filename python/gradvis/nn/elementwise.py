@@ -138,8 +138,8 @@ class Clip(Layer):
     type = "Clip"
 
     def __init__(self, min=None, max=None):   # noqa: A002 (ONNX's names); None: open end
-        self.min = float("-inf") if min is None else float(min)
-        self.max = float("inf") if max is None else float(max)
+        self.min = float("-inf") if min is None else _checks.number(min, "Clip: min", allow_inf=True)
+        self.max = float("inf") if max is None else _checks.number(max, "Clip: max", allow_inf=True)
         if not self.min <= self.max:
             raise ValueError(f"Clip: min ({min}) must not exceed max ({max})")
 

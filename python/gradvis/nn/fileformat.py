@@ -25,11 +25,13 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["save_model", "write_arrays", "read_arrays", "model_arrays", "FORMAT", "VERSION", "HEADER"]
+__all__ = ["save_model", "write_arrays", "read_arrays", "ModelArchive", "model_arrays", "FORMAT", "VERSION",
+           "HEADER"]
 
 FORMAT = "gradvis-model"
 VERSION = 1
@@ -67,30 +69,191 @@ def write_arrays(path, arrays, overwrite=False):
     return path
 
 
+# Bounds of the member-by-member checks, applied from the zip directory and each
+# member's .npy header, before anything of a declared size is decompressed or allocated.
+MAX_HEADER_BYTES = 64 << 20         # the JSON header (the bundled model's: ~10 KiB)
+MAX_NPY_HEADER_BYTES = 10000        # numpy's own bound on a .npy header
+MAX_COMPRESSION_RATIO = 20          # deflated members: decompressed size / stored size
+SMALL_MEMBER_BYTES = 1 << 20        # members this small may compress better (zero biases)
+_KINDS = ("param/", "buffer/", "meta/", "state/")
+
+
+def _key_of(name):
+    """The array key of a member name, or None for a member a model file never holds."""
+    if not name.endswith(".npy") or name.startswith("/") or "\\" in name or ".." in name.split("/"):
+        return None
+    key = name[:-4]
+    if key == HEADER or key in ("meta/mean", "meta/std"):
+        return key
+    if key.startswith(("param/", "buffer/", "state/")) and len(key.split("/", 1)[1]) > 0:
+        return key
+    return None
+
+
+class ModelArchive:
+    """A gradvis model file opened for checked, member-by-member reading.
+
+    Opening reads only the zip directory and refuses, before decompressing
+    anything: members a model file never holds (names other than the header,
+    ``meta/mean``, ``meta/std``, ``param/...``, ``buffer/...``, ``state/...``),
+    duplicate names, encrypted or unknown compression, stored members whose
+    declared size differs from what they store, and deflated members declaring
+    more than :data:`MAX_COMPRESSION_RATIO` times what they store. :meth:`read`
+    then checks a member's ``.npy`` header (dtype, shape, and that the declared
+    size is exactly header + data) against what the caller expects, and only then
+    allocates and reads its data.
+
+    Use as a context manager. Errors are ValueError naming the file.
+    """
+
+    def __init__(self, path):
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no such model file: {path}")
+        self.path = path
+        try:
+            with open(path, "rb") as f:
+                magic = f.read(6)
+        except OSError as e:
+            raise ValueError(f"{path} is not a readable gradvis model file ({e.strerror or e})") from None
+        if not magic.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+            what = ("an empty file" if not magic else "a single .npy array" if magic == b"\x93NUMPY"
+                    else "not a zip archive of .npy arrays")
+            raise ValueError(f"{path} is not a gradvis model file ({what})")
+        try:
+            self._zip = zipfile.ZipFile(path)
+            infos = self._zip.infolist()
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as e:
+            raise ValueError(f"{path} is not a readable gradvis model file ({type(e).__name__}: {e})") from None
+        try:
+            self.members = self._check_directory(infos)
+        except ValueError:
+            self._zip.close()
+            raise
+
+    def _bad(self, msg):
+        return ValueError(f"{self.path}: {msg}")
+
+    def _check_directory(self, infos):
+        names = [i.filename for i in infos]
+        if HEADER + ".npy" not in names:
+            shown = sorted(n[:-4] if n.endswith(".npy") else n for n in names)[:5]
+            raise self._bad(f"not a gradvis model file (no {HEADER!r} entry; it holds {shown})")
+        members = {}
+        for info in infos:
+            name = info.filename
+            key = _key_of(name)
+            if key is None:
+                raise self._bad(f"unexpected member {name!r} (a model file holds only {HEADER}.npy, "
+                                f"meta/, param/, buffer/ and state/ .npy arrays)")
+            if key in members:
+                raise self._bad(f"member {name!r} appears twice")
+            if info.flag_bits & 0x1:
+                raise self._bad(f"member {name!r} is encrypted")
+            if info.compress_type == zipfile.ZIP_STORED:
+                if info.file_size != info.compress_size:
+                    raise self._bad(f"member {name!r} declares {info.file_size} bytes but stores "
+                                    f"{info.compress_size}")
+            elif info.compress_type == zipfile.ZIP_DEFLATED:
+                if info.file_size > max(SMALL_MEMBER_BYTES, MAX_COMPRESSION_RATIO * info.compress_size):
+                    raise self._bad(f"member {name!r} declares {info.file_size} bytes from "
+                                    f"{info.compress_size} compressed (ratio above "
+                                    f"{MAX_COMPRESSION_RATIO}); refusing to decompress it")
+            else:
+                raise self._bad(f"member {name!r} uses compression method {info.compress_type} "
+                                f"(model files are stored or deflated)")
+            members[key] = info
+        return members
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        self._zip.close()
+
+    def __contains__(self, key):
+        return key in self.members
+
+    def keys(self):
+        return list(self.members)
+
+    def read_header(self):
+        """The JSON header's bytes (at most :data:`MAX_HEADER_BYTES`)."""
+        info = self.members[HEADER]
+        if info.file_size > MAX_HEADER_BYTES + MAX_NPY_HEADER_BYTES:
+            raise self._bad(f"the {HEADER!r} header declares {info.file_size} bytes (at most "
+                            f"{MAX_HEADER_BYTES} are read)")
+        return self.read(HEADER, kinds="u", ndim=1).tobytes()
+
+    def read(self, key, shape=None, kinds="f", ndim=None, max_bytes=None):
+        """The array ``key``, checked before its data is read: dtype kind in ``kinds``,
+        ``shape`` (when given) or ``ndim``, at most ``max_bytes``, and a declared
+        member size of exactly its .npy header plus data."""
+        info = self.members.get(key)
+        if info is None:
+            raise self._bad(f"missing array {key!r}")
+        try:
+            with self._zip.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                if version == (1, 0):
+                    got, fortran, dtype = np.lib.format.read_array_header_1_0(f, max_header_size=MAX_NPY_HEADER_BYTES)
+                elif version == (2, 0):
+                    got, fortran, dtype = np.lib.format.read_array_header_2_0(f, max_header_size=MAX_NPY_HEADER_BYTES)
+                else:
+                    raise ValueError(f".npy version {version} (model files use 1.0 or 2.0)")
+                start = f.tell()
+                if dtype.hasobject:
+                    raise self._bad(f"array {key!r} is a pickled (object) array; model files hold plain "
+                                    f"numeric arrays only, and gradvis never unpickles")
+                if dtype.hasobject or dtype.kind not in kinds or dtype.itemsize == 0 or dtype.fields:
+                    raise self._bad(f"array {key!r} has dtype {dtype}, expected "
+                                    f"{'floating point' if kinds == 'f' else 'kind ' + kinds}")
+                if shape is not None and tuple(got) != tuple(shape):
+                    raise self._bad(f"array {key!r} has shape {tuple(got)}, the architecture needs "
+                                    f"{tuple(shape)}")
+                if ndim is not None and len(got) != ndim:
+                    raise self._bad(f"array {key!r} must be {ndim}-D, got shape {tuple(got)}")
+                count = 1
+                for d in got:
+                    count *= int(d)
+                nbytes = count * dtype.itemsize
+                if start + nbytes != info.file_size:
+                    raise self._bad(f"array {key!r} declares shape {tuple(got)} ({nbytes} bytes) but its "
+                                    f"member holds {info.file_size - start}")
+                if max_bytes is not None and nbytes > max_bytes:
+                    raise self._bad(f"array {key!r} of shape {tuple(got)} is larger than the "
+                                    f"{max_bytes} bytes it may hold")
+                arr = np.empty(count, dtype)
+                view = memoryview(arr.view(np.uint8))
+                pos = 0
+                while pos < nbytes:
+                    n = f.readinto(view[pos:pos + (16 << 20)])
+                    if not n:
+                        raise ValueError(f"array {key!r} is truncated")
+                    pos += n
+                if f.read(1):
+                    raise ValueError(f"array {key!r} has data past its end")
+        except ValueError as e:
+            if str(e).startswith(f"{self.path}: "):
+                raise
+            raise self._bad(f"damaged array {key!r} ({e})") from None
+        except (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError) as e:
+            raise self._bad(f"damaged array {key!r} ({type(e).__name__}: {e})") from None
+        return arr.reshape(got, order="F" if fortran else "C")
+
+
 def read_arrays(path):
-    """{key: ndarray} of an .npz, or ValueError naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such model file: {path}")
-    try:
-        with open(path, "rb") as f:
-            magic = f.read(6)
-    except OSError as e:
-        raise ValueError(f"{path} is not a readable gradvis model file ({e.strerror or e})") from None
-    if not magic.startswith((b"PK\x03\x04", b"PK\x05\x06")):
-        what = ("an empty file" if not magic else "a single .npy array" if magic == b"\x93NUMPY"
-                else "not a zip archive of .npy arrays")
-        raise ValueError(f"{path} is not a gradvis model file ({what})")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except Exception as e:   # BadZipFile, CRC errors, truncated members, pickled arrays, ...
-        if "pickle" in str(e):
-            raise ValueError(f"{path} is not a gradvis model file: it holds a pickled (object) "
-                             f"array; model files hold plain numeric arrays only, and gradvis never "
-                             f"unpickles") from None
-        raise ValueError(f"{path} is not a readable gradvis model file "
-                         f"({type(e).__name__}: {e})") from None
+    """{key: ndarray} of a model file, every member read through :class:`ModelArchive`'s
+    checks (floating-point arrays; the header as uint8; integer ``state/`` arrays),
+    or ValueError naming the file."""
+    with ModelArchive(path) as z:
+        out = {}
+        for key in z.keys():
+            out[key] = z.read_header() if key == HEADER else z.read(key, kinds="fiub" if key.startswith("state/") else "f")
+        return out
 
 
 # ---------------------------------------------------------------------------- model <-> arrays

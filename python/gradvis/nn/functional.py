@@ -47,15 +47,16 @@ def float_array(a, name):
     """``a`` as a float32/float64 ndarray (no copy when it already is one)."""
     if type(a) is np.ndarray and a.dtype.char in "fd" and a.flags.c_contiguous:
         return a   # the common case, taken on every layer of every pass
-    arr = np.asarray(a)
+    arr = _checks.as_array(a, name)
     kind = arr.dtype.kind
     if kind != "f":
         raise TypeError(
             f"{name} must be a floating-point array (float32 or float64), got dtype {arr.dtype}"
             f" with shape {arr.shape}")
+    # astype(order="C") rather than ascontiguousarray, which makes a 0-d array 1-d
     if arr.dtype == np.float32 or arr.dtype == np.float64:
-        return np.ascontiguousarray(arr)
-    return np.ascontiguousarray(arr, dtype=np.float32 if arr.dtype.itemsize < 4 else np.float64)
+        return arr.astype(arr.dtype, order="C", copy=False)
+    return arr.astype(np.float32 if arr.dtype.itemsize < 4 else np.float64, order="C")
 
 
 def _like(a, dtype, name):
@@ -64,10 +65,10 @@ def _like(a, dtype, name):
         return None
     if type(a) is np.ndarray and a.dtype is dtype and a.flags.c_contiguous:
         return a
-    arr = np.asarray(a)
+    arr = _checks.as_array(a, name)
     if arr.dtype.kind not in "fiub":
         raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
-    return np.ascontiguousarray(arr, dtype=dtype)
+    return arr.astype(dtype, order="C", copy=False)
 
 
 _CONV_KEYS = frozenset(("stride", "pad", "dilation", "groups"))
@@ -101,7 +102,7 @@ def _pool_geometry(pool_param, extra=()):
               _checks.integer(pool_param["pool_width"], "pool_param['pool_width']", 1))
     stride = pair(pool_param["stride"], "pool_param['stride']")
     pad = pad4(pool_param.get("pad", 0), "pool_param['pad']")
-    ceil_mode = bool(pool_param.get("ceil_mode", False))
+    ceil_mode = _checks.boolean(pool_param.get("ceil_mode", False), "pool_param['ceil_mode']")
     return kernel, stride, pad, ceil_mode
 
 
@@ -209,7 +210,7 @@ def avg_pool_forward(x, pool_param):
     'count_include_pad' (default True: padded zeros count in the mean)."""
     x = float_array(x, "x")
     kernel, stride, pad, ceil_mode = _pool_geometry(pool_param, extra=("count_include_pad",))
-    include = bool(pool_param.get("count_include_pad", True))
+    include = _checks.boolean(pool_param.get("count_include_pad", True), "pool_param['count_include_pad']")
     out = _core.avg_pool2d_forward(x, kernel, stride, pad, ceil_mode, include)
     return out, (x.shape, x.dtype, kernel, stride, pad, ceil_mode, include)
 
@@ -249,7 +250,10 @@ def relu_backward(dout, cache):
 def relu6_forward(x, lo=0.0, hi=6.0):
     """clamp(x, lo, hi) (ReLU6 by default). Returns (out, cache)."""
     x = float_array(x, "x")
-    return _core.clamp_forward(x, float(lo), float(hi)), (x, float(lo), float(hi))
+    lo, hi = _checks.number(lo, "lo", allow_inf=True), _checks.number(hi, "hi", allow_inf=True)
+    if lo > hi:
+        raise ValueError(f"lo ({lo:g}) must not exceed hi ({hi:g})")
+    return _core.clamp_forward(x, lo, hi), (x, lo, hi)
 
 
 def relu6_backward(dout, cache):
@@ -260,7 +264,8 @@ def relu6_backward(dout, cache):
 def leaky_relu_forward(x, alpha=0.01):
     """x if x > 0 else alpha * x. Returns (out, cache)."""
     x = float_array(x, "x")
-    return _core.leaky_relu_forward(x, float(alpha)), (x, float(alpha))
+    alpha = _checks.number(alpha, "alpha")
+    return _core.leaky_relu_forward(x, alpha), (x, alpha)
 
 
 def leaky_relu_backward(dout, cache):
@@ -296,7 +301,8 @@ def hardsigmoid_forward(x, alpha=1.0 / 6.0, beta=0.5):
     """clamp(alpha * x + beta, 0, 1); the defaults are PyTorch's Hardsigmoid (ONNX's
     HardSigmoid defaults to alpha=0.2). Returns (out, cache)."""
     x = float_array(x, "x")
-    return _core.hardsigmoid_forward(x, float(alpha), float(beta)), (x, float(alpha), float(beta))
+    alpha, beta = _checks.number(alpha, "alpha"), _checks.number(beta, "beta")
+    return _core.hardsigmoid_forward(x, alpha, beta), (x, alpha, beta)
 
 
 def hardsigmoid_backward(dout, cache):
@@ -378,8 +384,8 @@ def _bn_forward(x, gamma, beta, bn_param, what, relu=False):
     mode = bn_param.get("mode", "train")
     if mode not in ("train", "test"):
         raise ValueError(f"bn_param['mode'] must be 'train' or 'test', got {mode!r}")
-    eps = float(bn_param.get("eps", 1e-5))
-    momentum = float(bn_param.get("momentum", 0.9))
+    eps = _checks.number(bn_param.get("eps", 1e-5), "bn_param['eps']")
+    momentum = _checks.number(bn_param.get("momentum", 0.9), "bn_param['momentum']")
     if not eps > 0:
         raise ValueError(f"bn_param['eps'] must be > 0, got {eps}")
     if not 0.0 <= momentum <= 1.0:
@@ -508,6 +514,26 @@ def softmax_loss(x, y):
 
 
 # --------------------------------------------------------------------------- blurs
+def _sigma(sigma):
+    """A blur's sigma: a number >= 0 or a pair of them (numbers, not strings)."""
+    if isinstance(sigma, (tuple, list)):
+        if len(sigma) != 2:
+            raise ValueError(f"sigma must be a number or a pair (sigma_h, sigma_w), got {sigma!r}")
+        pair = tuple(_checks.number(v, "sigma") for v in sigma)
+    else:
+        pair = (_checks.number(sigma, "sigma"),)
+    if min(pair) < 0:
+        raise ValueError(f"sigma must be >= 0, got {sigma!r}")
+    return pair if len(pair) == 2 else pair[0]
+
+
+def _truncate(truncate):
+    t = _checks.number(truncate, "truncate")
+    if t <= 0:
+        raise ValueError(f"truncate must be > 0 (the kernel's radius in sigmas), got {truncate!r}")
+    return t
+
+
 def gaussian_blur(x, sigma, truncate=4.0):
     """Gaussian blur over H and W of (N, C, H, W) images.
 
@@ -516,7 +542,7 @@ def gaussian_blur(x, sigma, truncate=4.0):
     axis unchanged.
     """
     x = float_array(x, "x")
-    return _core.gaussian_blur(x, sigma, float(truncate))
+    return _core.gaussian_blur(x, _sigma(sigma), _truncate(truncate))
 
 
 def gaussian_blur_adjoint(x, sigma, truncate=4.0):
@@ -524,7 +550,7 @@ def gaussian_blur_adjoint(x, sigma, truncate=4.0):
     boundary makes it differ from the blur at the borders); use it to carry a
     gradient back through a blur."""
     x = float_array(x, "x")
-    return _core.gaussian_blur_adjoint(x, sigma, float(truncate))
+    return _core.gaussian_blur_adjoint(x, _sigma(sigma), _truncate(truncate))
 
 
 _CS231N_KERNEL = np.array([[1.0, 2.0, 1.0], [2.0, 188.0, 2.0], [1.0, 2.0, 1.0]]) / 200.0

@@ -56,7 +56,7 @@ class Node:
 
 
 def _as_float_input(X, what="X"):
-    X = np.asarray(X)
+    X = _checks.as_array(X, what)
     if X.dtype.kind != "f":
         raise TypeError(f"{what} must be a floating-point array (float32 or float64), got dtype {X.dtype}")
     if X.dtype not in (np.float32, np.float64):
@@ -226,19 +226,27 @@ class Model:
         close = difflib.get_close_matches(str(name), self.layer_names, n=3, cutoff=0.5)
         return f"; did you mean {', '.join(map(repr, close))}?" if close else ""
 
-    def index(self, key):
-        """Node index of a name or an index (negative indices count from the end)."""
+    def index(self, key, name="layer"):
+        """Node index of a name or an index (negative indices count from the end).
+
+        An unknown name or an index out of range raises :class:`LayerNotFoundError`
+        (a ValueError and a KeyError) whose message starts with ``name``, the
+        argument that gave ``key``; a key of another type raises TypeError.
+        """
         if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
             k = int(key)
-            if not -len(self.nodes) <= k < len(self.nodes):
-                raise IndexError(f"layer index {k} out of range for a model with {len(self.nodes)} layers")
-            return k % len(self.nodes)
+            n = len(self.nodes)
+            if not -n <= k < n:
+                span = f"0 to {n - 1}, or -{n} to -1 from the end" if n else "the model has no layers"
+                raise LayerNotFoundError(f"{name}: layer index {k} is out of range for a model with "
+                                         f"{n} layers ({span})")
+            return k % n
         if isinstance(key, str):
             if key not in self._index:
-                raise LayerNotFoundError(f"no layer named {key!r}{self._suggest(key)} "
+                raise LayerNotFoundError(f"{name}: no layer named {key!r}{self._suggest(key)} "
                                f"(layers: {', '.join(self.layer_names)})")
             return self._index[key]
-        raise TypeError(f"a layer is named by a str or an int index, got {type(key).__name__}")
+        raise TypeError(f"{name}: a layer is named by a str or an int index, got {type(key).__name__}")
 
     def __getitem__(self, key):
         """The layer object of a node, by name or index."""
@@ -271,15 +279,52 @@ class Model:
                 return node.layer.out_channels
         return None
 
-    def output_shapes(self, input_shape=None):
-        """{node name: output shape without the batch axis} for an input (C, H, W)."""
+    def output_shapes(self, input_shape=None, end=None):
+        """{node name: output shape without the batch axis} for an input (C, H, W),
+        for the nodes up to ``end`` (a name or index; default all)."""
         shapes = {INPUT: tuple(input_shape or self.input_shape)}
-        for node in self.nodes:
+        last = len(self.nodes) - 1 if end is None else self.index(end, "end")
+        for node in self.nodes[:last + 1]:
             try:
                 shapes[node.name] = tuple(node.layer.output_shape([shapes[i] for i in node.inputs]))
             except ValueError as e:
                 raise ValueError(f"layer {node.name!r} ({node.layer.type}): {e}") from None
         return shapes
+
+    def fits(self, size, end=None):
+        """True if (H, W) images pass the geometry of every layer (up to ``end``, a name or index)."""
+        if end is not None:
+            self.index(end, "end")      # an unknown layer is an error, not a misfit
+        try:
+            shapes = self.output_shapes((self.input_shape[0],) + tuple(size), end=end)
+        except ValueError:
+            return False
+        return shapes is not None
+
+    def min_input_size(self, end=None, limit=1 << 16):
+        """The smallest (H, W) the layers accept (up to ``end``): H the least height that
+        fits at the model's own width, W the least width at that height. Computed from the
+        layers' geometry (kernels, strides, padding, pools). None if no size up to
+        ``limit`` fits; a model ending in a Linear of fixed width may take one size only."""
+        def least(fits_at, start):
+            for v in range(1, start + 1):          # the sizes up to the model's own, one by one
+                if fits_at(v):
+                    return v
+            lo, hi = start, start * 2              # beyond: doubling, then bisection
+            while hi <= limit and not fits_at(hi):
+                lo, hi = hi, hi * 2
+            if hi > limit:
+                return None
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                lo, hi = (lo, mid) if fits_at(mid) else (mid, hi)
+            return hi
+        h0, w0 = self.input_shape[1:]
+        h = least(lambda v: self.fits((v, w0), end), h0)
+        if h is None:
+            return None
+        w = least(lambda v: self.fits((h, v), end), w0)
+        return None if w is None else (h, w)
 
     def summary(self):
         """A table of nodes, inputs, output shapes and parameter counts."""
@@ -301,8 +346,8 @@ class Model:
     def _range(self, start, end):
         if not self.nodes:
             raise ValueError("the model has no layers")
-        s = 0 if start is None else self.index(start)
-        e = len(self.nodes) - 1 if end is None else self.index(end)
+        s = 0 if start is None else self.index(start, "start")
+        e = len(self.nodes) - 1 if end is None else self.index(end, "end")
         if s > e:
             raise ValueError(f"start ({self.nodes[s].name!r}, index {s}) comes after end "
                              f"({self.nodes[e].name!r}, index {e})")
@@ -352,7 +397,7 @@ class Model:
             if not outputs:
                 raise ValueError("outputs must name at least one node (or be None for the last node's output)")
             for o in outputs:
-                self.index(o)
+                self.index(o, "outputs")
             if end is None:
                 end = max(self.index(o) for o in outputs)
         s, e = self._range(start, end)
@@ -612,7 +657,10 @@ class Model:
 
     def deprocess(self, X):
         """Model input (N, 3, H, W) or (3, H, W) -> uint8 RGB images (N, H, W, 3) / (H, W, 3), clipped."""
-        x = np.asarray(X, dtype=np.float32)
+        x = _checks.as_array(X, "X")
+        if x.dtype.kind not in "fiub":
+            raise TypeError(f"X must be a real numeric array, got dtype {x.dtype}")
+        x = x.astype(np.float32, copy=False)
         single = x.ndim == 3
         if single:
             x = x[None]

@@ -74,12 +74,8 @@ def resize(X, size):
         raise TypeError(f"resize: size must be a pair (H', W') of integers, got {size!r}")
     if len(size) != 2:
         raise ValueError(f"resize: size must be a pair (H', W'), got {len(size)} values: {size!r}")
-    try:
-        h, w = int(size[0]), int(size[1])
-    except TypeError:
-        raise TypeError(f"resize: size must be a pair (H', W') of integers, got {size!r}") from None
-    except (ValueError, OverflowError):
-        raise ValueError(f"resize: size must be a pair of finite integers, got {size!r}") from None
+    # integers only: not '4', not 4.5 (int() would take both)
+    h, w = (_checks.integer(v, "resize: size", 0) for v in size)
     if h < 1 or w < 1:
         raise ValueError(f"resize: size must be positive, got {size}")
     dtype = X.dtype if X.dtype.kind == "f" else np.float32

@@ -34,7 +34,7 @@ class Linear(Layer):
     def __init__(self, in_features, out_features, bias=True):
         self.in_features = _checks.integer(in_features, "Linear: in_features", 1)
         self.out_features = _checks.integer(out_features, "Linear: out_features", 1)
-        self.bias = bool(bias)
+        self.bias = _checks.boolean(bias, "Linear: bias")
 
     def config(self):
         return dict(in_features=self.in_features, out_features=self.out_features, bias=self.bias)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _checks
 from . import functional as F
 from .geometry import pad4, pair
 from .module import Layer
@@ -15,7 +16,7 @@ class _Pool(Layer):
         self.kernel_size = pair(kernel_size, f"{self.type}: kernel_size")
         self.stride = pair(stride, f"{self.type}: stride") if stride is not None else self.kernel_size
         self.padding = pad4(padding, f"{self.type}: padding")
-        self.ceil_mode = bool(ceil_mode)
+        self.ceil_mode = _checks.boolean(ceil_mode, f"{self.type}: ceil_mode")
 
     def config(self):
         return dict(kernel_size=list(self.kernel_size), stride=list(self.stride),
@@ -67,7 +68,7 @@ class AvgPool2d(_Pool):
 
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
         super().__init__(kernel_size, stride, padding, ceil_mode)
-        self.count_include_pad = bool(count_include_pad)
+        self.count_include_pad = _checks.boolean(count_include_pad, "AvgPool2d: count_include_pad")
 
     def config(self):
         c = super().config()
@@ -91,7 +92,7 @@ class GlobalAvgPool(Layer):
     type = "GlobalAvgPool"
 
     def __init__(self, keepdims=True):
-        self.keepdims = bool(keepdims)
+        self.keepdims = _checks.boolean(keepdims, "GlobalAvgPool: keepdims")
 
     def config(self):
         return dict(keepdims=self.keepdims)

@@ -7,7 +7,7 @@ import numpy as np
 
 from ...nn import INPUT
 from .constants import CONSTANT_OPS, ConstantEvaluationError, evaluate
-from .ops import SUPPORTED_OPS, LayerOps
+from .ops import CONSTANT_INPUTS, SUPPORTED_OPS, LayerOps
 from .reader import (ONNXImportError, OnnxNode, UnsupportedOperatorError, assign_names, read_initializers,
                      tensor_value, torch_scopes)
 
@@ -141,19 +141,27 @@ class Importer(LayerOps):
         return self.tensor[t]
 
     def value_source(self, t):
-        """The node where a non-constant tensor's dependence on the image's values
-        enters: the first node up the graph from t that is not shape arithmetic."""
-        seen, stack = set(), [t]
+        """The node where the image's values enter the computation of non-constant t:
+        of t's non-constant ancestors, the nearest that reads the graph input or a
+        tensor of an operator that only computes on values (a Conv, a Relu), not on
+        shapes."""
+        def real(x):
+            p = self.producer.get(x)
+            return x == self.input_name or (p is not None and p.op not in CONSTANT_OPS)
+        seen, stack, found = set(), [t], []
         while stack:
-            cur = stack.pop()
-            n = self.producer.get(cur)
+            n = self.producer.get(stack.pop())
             if n is None or n.index in seen:
                 continue
             seen.add(n.index)
             if n.op not in CONSTANT_OPS:
-                return n
-            stack.extend(x for x in n.inputs if x and x not in self.static)
-        return self.producer.get(t)
+                found.append(n)
+                continue
+            dyn = [x for x in n.inputs if x and x not in self.static]
+            if any(real(x) for x in dyn):
+                found.append(n)
+            stack.extend(dyn)
+        return max(found, key=lambda n: n.index) if found else self.producer.get(t)
 
     def not_constant(self, node, t, what):
         """The error for a node input that must be known at import time but is not."""
@@ -245,6 +253,13 @@ class Importer(LayerOps):
                 dyn = next(t for t in node.inputs if t and t not in self.static)
                 raise self.not_constant(node, dyn, "input")
             missing.setdefault(node.op, node.name)
+        for node in self.nodes:   # then, in graph order, inputs that must be constants but are not
+            if node.index not in self.live or node.index in self.skip or self.is_static_node(node):
+                continue
+            for i, what in CONSTANT_INPUTS.get(node.op, {}).items():
+                t = node.inputs[i] if i < len(node.inputs) else ""
+                if t and t not in self.static and not (node.op == "MatMul"):
+                    raise self.not_constant(node, t, f"{what} (input {i})")
         if missing:
             listed = ", ".join(f"{op!r} (node {name!r})" for op, name in missing.items())
             raise UnsupportedOperatorError(

@@ -17,7 +17,7 @@ from ...nn.tensor import Reshape, Resize, Slice, Transpose
 from .constants import slice_bounds
 from .reader import ONNXImportError, UnsupportedOperatorError
 
-__all__ = ["LayerOps", "SUPPORTED_OPS"]
+__all__ = ["LayerOps", "SUPPORTED_OPS", "CONSTANT_INPUTS"]
 
 SUPPORTED_OPS = (
     "Conv", "BatchNormalization", "LayerNormalization", "Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh",
@@ -33,6 +33,19 @@ _SQRT2 = math.sqrt(2.0)
 _UNARY = {"Relu", "Sigmoid", "Tanh", "Gelu", "Erf", "Clip", "HardSwish", "HardSigmoid", "LeakyRelu",
           "Identity", "Dropout", "Sqrt", "Neg", "Abs", "Exp", "Pow"}
 _BINARY = {"Add", "Sub", "Mul", "Div"}
+
+
+# inputs that must be known at import time, by operator
+CONSTANT_INPUTS = {
+    "Conv": {1: "the weight", 2: "the bias"}, "Gemm": {1: "B (the weight)", 2: "C (the bias)"},
+    "BatchNormalization": {1: "scale", 2: "bias", 3: "running mean", 4: "running variance"},
+    "LayerNormalization": {1: "scale", 2: "bias"}, "Reshape": {1: "the target shape"},
+    "Slice": {1: "starts", 2: "ends", 3: "axes", 4: "steps"}, "Pad": {1: "pads", 2: "constant_value", 3: "axes"},
+    "Resize": {2: "scales", 3: "sizes"}, "Upsample": {1: "scales"}, "Split": {1: "split"},
+    "Gather": {1: "the indices"}, "Squeeze": {1: "axes"}, "Unsqueeze": {1: "axes"}, "ReduceMean": {1: "axes"},
+    "ReduceSum": {1: "axes"}, "ReduceMax": {1: "axes"}, "Clip": {1: "the lower bound", 2: "the upper bound"},
+    "Pow": {1: "the exponent"},
+}
 
 
 def _fmt(s):
@@ -541,15 +554,13 @@ class LayerOps:
         rank = len(s) + 1
         axis = int(node.attr("axis", 1))
         axis = axis + rank if axis < 0 else axis
-        if axis == 0:
-            raise self.unsupported(node, "Flatten with axis=0 merges the batch axis")
-        if rank == 2 and axis == 1:
+        if axis != 1:     # ONNX Flatten's output is 2-D: (d0 * ... * d_{axis-1}, the rest)
+            raise self.unsupported(node, f"Flatten with axis={node.attr('axis')} merges the batch axis "
+                                         "with others (only axis 1 keeps it)")
+        if rank == 2:
             self.alias(node, node.outputs[0], src)
             return
-        if axis == 1:
-            self.emit(node, Flatten(), [src])
-            return
-        self._reshape_to(node, src, tuple(s[:axis - 1]) + (int(np.prod(s[axis - 1:], dtype=np.int64)),))
+        self.emit(node, Flatten(), [src])
 
     def _reshape_to(self, node, src, shape, out=None):
         shape = tuple(int(v) for v in shape)

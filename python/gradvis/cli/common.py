@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["add_command", "PROG", "UsageError", "Parser", "number", "pos_int", "MAX_THREADS", "threads_arg", "nonneg_int", "pos_float", "nonneg_float", "add_common", "add_model_options", "model_from_args", "load_model_file", "need_classes", "class_name", "class_label", "resolve_class", "resolve_layer", "Photo", "photo_stem", "read_image", "resize_rgb", "fit_image", "sample_photo_path", "Run", "Progress", "snapshot_steps", "slug", "setup", "model_photos", "given"]
+__all__ = ["add_command", "PROG", "UsageError", "Parser", "number", "pos_int", "MAX_THREADS", "threads_arg", "nonneg_int", "pos_float", "nonneg_float", "add_common", "add_model_options", "model_from_args", "read_labels", "load_model_file", "need_classes", "class_name", "class_label", "resolve_class", "resolve_layer", "Photo", "photo_stem", "read_image", "resize_rgb", "fit_image", "sample_photo_path", "Run", "Progress", "snapshot_steps", "slug", "setup", "model_photos", "given"]
 
 PROG = "gradvis"
 
@@ -87,10 +87,15 @@ def add_common(p, seed=True, save_npy=True, model=True):
                    help=f"OpenMP threads, 1 to {MAX_THREADS} (default: OMP_NUM_THREADS or all cores)")
 
 
-def add_model_options(g):
-    g.add_argument("--model", metavar="PATH", default=None,
-                   help="model file: a gradvis .npz or training checkpoint, an .onnx export or "
-                        "CS231n's .h5 (default, or 'default': the bundled TinyImageNet-100-A model)")
+def add_model_options(g, model=True):
+    if model:
+        g.add_argument("--model", metavar="PATH", default=None,
+                       help="model file: a gradvis .npz or training checkpoint, an .onnx export or "
+                            "CS231n's .h5 (default, or 'default': the bundled TinyImageNet-100-A model)")
+    g.add_argument("--labels", metavar="FILE", default=None,
+                   help="class names, one per line (e.g. for an .onnx model, which records none)")
+    g.add_argument("--labels-offset", type=nonneg_int, default=0, metavar="N",
+                   help="skip the first N lines of --labels (1 for files that start with 'background')")
     g.add_argument("--mean", type=number(float), nargs="+", metavar="M", default=None,
                    help="for an .onnx model: the per-channel mean it was trained with, in units of "
                         "pixel / --scale (one value or one per channel)")
@@ -103,10 +108,48 @@ def add_model_options(g):
                         "(torchvision: --scale 255 --mean 0.485 0.456 0.406 --std 0.229 0.224 0.225)")
 
 
-def model_from_args(args):
-    """The model that ``args`` name (--model, and --mean/--std/--scale for ONNX files)."""
+def model_from_args(args, path=None):
+    """The model that ``args`` name (--model, or ``path``; --mean/--std/--scale/--input-shape
+    for ONNX files; --labels), with a one-line warning on stderr when it records no
+    input normalization."""
+    path = getattr(args, "model", None) if path is None else path
     pre = {k: getattr(args, k, None) for k in ("mean", "std", "scale", "input_shape")}
-    return load_model_file(args.model, {k: v for k, v in pre.items() if v is not None})
+    pre = {k: v for k, v in pre.items() if v is not None}
+    model = load_model_file(path, pre)
+    if getattr(args, "labels", None) is not None:
+        model.class_names = read_labels(args.labels, args.labels_offset, model)
+    elif getattr(args, "labels_offset", 0):
+        raise UsageError("--labels-offset needs --labels")
+    if path not in (None, "default") and not pre and not getattr(args, "quiet", False) \
+            and not np.any(model.mean) and np.all(model.std == 1):
+        print(f"{PROG}: warning: {path} records no input normalization, so it sees raw 0-255 pixels; "
+              "give the one it was trained with: --mean, --std and --scale (torchvision's: --scale 255 "
+              "--mean 0.485 0.456 0.406 --std 0.229 0.224 0.225)", file=sys.stderr)
+    return model
+
+
+def read_labels(path, offset, model):
+    """Class names from a text file, one per line from line ``offset`` on (trailing
+    blank lines ignored), as many as the model has classes."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"--labels {path}: {getattr(e, 'strerror', None) or e}") from None
+    while lines and not lines[-1].strip():
+        lines.pop()
+    names = [ln.strip() for ln in lines[offset:]]
+    k = model.num_classes
+    if k is None:
+        raise UsageError(f"--labels: the model {model.name!r} gives no class scores")
+    if len(names) != k:
+        hint = ""
+        if len(names) == k + 1 and names and names[0].lower() == "background":
+            hint = f"; its first line is 'background': add --labels-offset {offset + 1}"
+        raise UsageError(f"--labels {path} has {len(names)} names{f' after skipping {offset} lines' if offset else ''}, "
+                         f"the model has {k} classes{hint}")
+    if any(not n for n in names):
+        raise UsageError(f"--labels {path}: line {offset + names.index('') + 1} is empty")
+    return names
 
 
 def load_model_file(path=None, preprocessing=None):

@@ -17,11 +17,20 @@ the graph :class:`Model`.
   what the algorithms share (softmax and losses, image gradients, jitter/resize/blur);
 - :mod:`~gradvis.nn.architectures`: the bundled model's network and CS231n 2016's.
 """
-from .activation import HardSigmoid, HardSwish, LeakyReLU, ReLU, ReLU6, Sigmoid, SiLU, Tanh
+from .activation import (
+    HardSigmoid,
+    HardSwish,
+    LeakyReLU,
+    ReLU,
+    ReLU6,
+    Sigmoid,
+    SiLU,
+    Tanh,
+)
 from .conv import Conv2d
-from .layernorm import LayerNorm
 from .elementwise import Add, Bias, Clip, Concat, Div, Mul, Pad, Scale, Sub
 from .graph import Model, Node
+from .layernorm import LayerNorm
 from .linear import Dropout, Flatten, Linear
 from .matmul import MatMul
 from .module import INPUT, Layer, LayerNotFoundError

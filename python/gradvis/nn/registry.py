@@ -1,10 +1,19 @@
 """The table of layer types by the name saved in model files."""
 from __future__ import annotations
 
-from .activation import HardSigmoid, HardSwish, LeakyReLU, ReLU, ReLU6, Sigmoid, SiLU, Tanh
+from .activation import (
+    HardSigmoid,
+    HardSwish,
+    LeakyReLU,
+    ReLU,
+    ReLU6,
+    Sigmoid,
+    SiLU,
+    Tanh,
+)
 from .conv import Conv2d
-from .layernorm import LayerNorm
 from .elementwise import Add, Bias, Clip, Concat, Div, Mul, Pad, Scale, Sub
+from .layernorm import LayerNorm
 from .linear import Dropout, Flatten, Linear
 from .matmul import MatMul
 from .norm import BatchNorm1d, BatchNorm2d

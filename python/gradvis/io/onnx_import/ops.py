@@ -1,21 +1,22 @@
-"""The ONNX operators the importer turns into gradvis layers, and the patterns it
-fuses (see :mod:`gradvis.io.onnx_import` for the list)."""
+"""The ONNX operators the importer turns into gradvis layers: convolutions, norms,
+activations, pooling, reductions, matrix products and elementwise arithmetic (see
+:mod:`gradvis.io.onnx_import` for what each becomes); the shape operators are in
+:mod:`.shapes`, the fused patterns in :mod:`.patterns`."""
 from __future__ import annotations
 
 import math
 
 import numpy as np
 
-from ...nn import (Add, AvgPool2d, BatchNorm1d, BatchNorm2d, Bias, Clip, Concat, Conv2d, Div, Flatten,
-                   GlobalAvgPool, HardSigmoid, HardSwish, LeakyReLU, Linear, MaxPool2d, Mul, Pad, ReLU,
+from ...nn import (Add, AvgPool2d, BatchNorm1d, BatchNorm2d, Bias, Clip, Concat, Conv2d, Div, GlobalAvgPool, HardSigmoid, HardSwish, LeakyReLU, Linear, MaxPool2d, Mul, Pad, ReLU,
                    ReLU6, Scale, SiLU, Sigmoid, Sub, Tanh)
 from ...nn.layernorm import LayerNorm
 from ...nn.matmul import MatMul
 from ...nn.pointwise import GELU, Abs, Erf, Exp, Neg, Pow, Sqrt
 from ...nn.reduce import LogSoftmax, Reduce, Softmax
-from ...nn.tensor import Reshape, Resize, Slice, Transpose
-from .constants import slice_bounds
+from .patterns import Patterns
 from .reader import ONNXImportError, UnsupportedOperatorError
+from .shapes import ShapeOps
 
 __all__ = ["LayerOps", "SUPPORTED_OPS", "CONSTANT_INPUTS"]
 
@@ -28,11 +29,6 @@ SUPPORTED_OPS = (
     "Sub", "Mul", "Div", "Concat (channels)", "Dropout", "Pad", "Identity", "Cast (to float)",
 )
 
-_SQRT2 = math.sqrt(2.0)
-# elementwise operators that commute with moving the channel axis
-_UNARY = {"Relu", "Sigmoid", "Tanh", "Gelu", "Erf", "Clip", "HardSwish", "HardSigmoid", "LeakyRelu",
-          "Identity", "Dropout", "Sqrt", "Neg", "Abs", "Exp", "Pow"}
-_BINARY = {"Add", "Sub", "Mul", "Div"}
 
 
 # inputs that must be known at import time, by operator
@@ -52,154 +48,9 @@ def _fmt(s):
     return f"(N, {', '.join(map(str, s))})"
 
 
-class LayerOps:
-    """Operator handlers ``op_<Type>(node)`` and the pattern finder, mixed into the importer."""
-
-    # ------------------------------------------------------------------ patterns
-    def find_fusions(self):
-        """{node index: (kind, ...)} of the patterns fused into one layer, with the other
-        nodes of each pattern added to ``self.skip``:
-
-        - ``x * sigmoid(x)`` -> SiLU, ``x * hardsigmoid(x)`` (PyTorch's 1/6, 1/2) -> HardSwish;
-        - ``x * 0.5 * (1 + erf(x / sqrt(2)))`` (the TorchScript exporter's GELU) -> GELU;
-        - channels-last regions: Transpose (0, 2, 3, 1), then only layer norms over the
-          last axis, MatMuls by constants, elementwise ops, back through Transpose
-          (0, 3, 1, 2) (ConvNeXt's LayerNorm2d and blocks) run channels-first: the
-          layer norm over channels, the MatMuls as 1x1 convolutions, no transposes.
-        """
-        fused = {}
-        self.nhwc = set()        # nodes of channels-last regions, imported channels-first
-        self.nhwc_edges = set()  # the Transposes that bound those regions (imported as nothing)
-        for n in self.nodes:
-            if n.index not in self.live or self.is_static_node(n) or n.index in self.skip:
-                continue
-            if n.op in ("Sigmoid", "HardSigmoid"):
-                if n.op == "HardSigmoid" and (np.float32(n.attr("alpha", 0.2)) != np.float32(1 / 6)
-                                              or np.float32(n.attr("beta", 0.5)) != np.float32(0.5)):
-                    continue
-                mul = self.sole_consumer(n.outputs[0])
-                if mul is not None and mul.op == "Mul" and sorted(mul.inputs) == sorted([n.inputs[0], n.outputs[0]]):
-                    fused[n.index] = ("gate", mul)
-                    self.skip.add(mul.index)
-            elif n.op == "Erf":
-                parts = self._erf_gelu(n)
-                if parts is not None:
-                    fused[n.index] = ("gelu",) + parts
-                    self.skip.update(p.index for p in parts[1:])
-            elif n.op == "Transpose" and list(n.attr("perm") or []) == [0, 2, 3, 1]:
-                self._channels_last_region(n)
-        return fused
-
-    def _scalar_const(self, node, t):
-        """The value of a one-element constant input t of ``node``, or None."""
-        v = self.const.get(t)
-        if v is None or np.size(v) != 1 or np.asarray(v).dtype.kind not in "fiu":
-            return None
-        return float(np.asarray(v).reshape(-1)[0])
-
-    def _erf_gelu(self, erf):
-        """(x tensor, div, add, mul, half) of ``half(mul(x, add(erf(div(x)), 1)))``, or None."""
-        div = self.producer.get(erf.inputs[0])
-        if div is None or div.op not in ("Div", "Mul") or self.sole_consumer(div.outputs[0]) is not erf:
-            return None
-        x, c = div.inputs[0], div.inputs[1]
-        k = self._scalar_const(div, c)
-        if k is None or not np.isclose(k if div.op == "Div" else 1 / k, _SQRT2, rtol=1e-6):
-            return None
-        add = self.sole_consumer(erf.outputs[0])
-        if add is None or add.op != "Add":
-            return None
-        one = [t for t in add.inputs if t != erf.outputs[0]]
-        if len(one) != 1 or self._scalar_const(add, one[0]) != 1.0:
-            return None
-        mul = self.sole_consumer(add.outputs[0])
-        if mul is None or mul.op != "Mul" or sorted(mul.inputs) != sorted([x, add.outputs[0]]):
-            return None
-        half = self.sole_consumer(mul.outputs[0])
-        if half is None or half.op != "Mul":
-            return None
-        h = [t for t in half.inputs if t != mul.outputs[0]]
-        if len(h) != 1 or self._scalar_const(half, h[0]) != 0.5:
-            return None
-        return (x, div, add, mul, half)
-
-    def _channels_last_region(self, t1):
-        """Mark the region after Transpose ``t1`` (0, 2, 3, 1) if it can run channels-first."""
-        region, exits, stack = set(), set(), [t1.outputs[0]]
-        seen_t = set()
-        while stack:
-            t = stack.pop()
-            if t in seen_t:
-                continue
-            seen_t.add(t)
-            if t == self.output or t in self.other_outputs:
-                return
-            for r in self.consumers.get(t, []):
-                if r.index not in self.live:
-                    continue
-                if r.op == "Transpose" and list(r.attr("perm") or []) == [0, 3, 1, 2]:
-                    exits.add(r.index)
-                    continue
-                if not self._channels_last_ok(r):
-                    return
-                if r.index not in region:
-                    region.add(r.index)
-                    stack.extend(o for o in r.outputs[:1])
-        if not exits:
-            return
-        # every non-constant input of a region node comes from the region (or t1)
-        inside = {t1.outputs[0]} | {self.nodes[i].outputs[0] for i in region}
-        for i in region:
-            for t in self.nodes[i].inputs[:2 if self.nodes[i].op in _BINARY else 1]:
-                if t and t not in self.static and t not in inside:
-                    return
-        for i in exits:
-            if self.nodes[i].inputs[0] not in inside:
-                return
-        self.nhwc.update(region)
-        self.nhwc_edges.update({t1.index} | exits)
-
-    def _channels_last_ok(self, r):
-        if r.op in _UNARY:
-            if r.op == "Pow" and self._scalar_const(r, r.inputs[1] if len(r.inputs) > 1 else "") is None:
-                return False
-            return len([o for o in r.outputs[1:] if o and self.consumers.get(o)]) == 0
-        if r.op in _BINARY:
-            a, b = r.inputs[:2]
-            for t in (a, b):
-                if t in self.static:
-                    c = self.const.get(t)
-                    if c is None:
-                        return False    # computed later: keep it simple
-                    c = np.asarray(c)
-                    if c.size != 1 and (c.ndim == 0 or any(d != 1 for d in c.shape[:-1]) or c.ndim > 4):
-                        return False
-            return True
-        if r.op == "LayerNormalization":
-            return int(r.attr("axis", -1)) in (-1, 3) and not any(self.consumers.get(o) for o in r.outputs[1:] if o)
-        if r.op == "MatMul":
-            w = self.const.get(r.inputs[1])
-            return w is not None and np.ndim(w) == 2 and r.inputs[0] not in self.static
-        return False
-
-    def run_fused(self, node):
-        kind = self.fused[node.index]
-        if kind[0] == "gate":
-            mul = kind[1]
-            layer = SiLU() if node.op == "Sigmoid" else HardSwish()
-            self.emit(node, layer, [self.activation(node, node.inputs[0])], out=mul.outputs[0])
-            self.info["folded"].append(f"{mul.name} (Mul) and {node.name} ({node.op}) into one {layer.type}")
-        elif kind[0] == "gelu":
-            x, div, add, mul, half = kind[1:]
-            self.emit(node, GELU(), [self.activation(node, x)], out=half.outputs[0])
-            self.info["folded"].append(f"{div.name}, {node.name}, {add.name}, {mul.name}, {half.name} "
-                                       "(x * 0.5 * (1 + erf(x / sqrt(2)))) into one GELU")
-
-    def pass_transpose(self, node):
-        """A Transpose at the edge of a channels-last region: its output is its input."""
-        self.alias(node, node.outputs[0], self.activation(node, node.inputs[0]))
-        self.info["folded"].append(f"{node.name} (Transpose {list(node.attr('perm'))}): the region it "
-                                   "bounds runs channels-first")
+class LayerOps(Patterns, ShapeOps):
+    """Operator handlers ``op_<Type>(node)`` (those of the shape operators in
+    :mod:`.shapes`) and the pattern finder (:mod:`.patterns`), mixed into the importer."""
 
     # ------------------------------------------------------------------ geometry
     def _window(self, node, kernel, in_hw):
@@ -546,253 +397,6 @@ class LayerOps:
 
     def op_ReduceMax(self, node):
         self._reduce(node, "max")
-
-    # ------------------------------------------------------------------ shapes
-    def op_Flatten(self, node):
-        src = self.activation(node, node.inputs[0])
-        s = self.shape[src]
-        rank = len(s) + 1
-        axis = int(node.attr("axis", 1))
-        axis = axis + rank if axis < 0 else axis
-        if axis != 1:     # ONNX Flatten's output is 2-D: (d0 * ... * d_{axis-1}, the rest)
-            raise self.unsupported(node, f"Flatten with axis={node.attr('axis')} merges the batch axis "
-                                         "with others (only axis 1 keeps it)")
-        if rank == 2:
-            self.alias(node, node.outputs[0], src)
-            return
-        self.emit(node, Flatten(), [src])
-
-    def _reshape_to(self, node, src, shape, out=None):
-        shape = tuple(int(v) for v in shape)
-        if shape == tuple(self.shape[src]):
-            self.alias(node, out or node.outputs[0], src)
-        elif len(shape) == 1:
-            self.emit(node, Flatten(), [src], out=out)
-        else:
-            self.emit(node, Reshape(shape), [src], out=out)
-
-    def op_Reshape(self, node):
-        src = self.activation(node, node.inputs[0])
-        target = [int(v) for v in np.asarray(self.constant(node, 1, "the target shape")).reshape(-1)]
-        s = self.shape[src]
-        size = int(np.prod(s, dtype=np.int64))
-        allowzero = int(node.attr("allowzero", 0))
-        if len(target) == 1 and target[0] in (-1, size * self.batch):
-            self._flat_then_gather(node, src, target)   # the batch merged in: a batch-1 export
-            return
-        if not target or target[0] not in (0, -1, self.batch) or (target[0] == 0 and allowzero):
-            raise self.unsupported(node, f"Reshape of {_fmt(s)} to {target} changes the batch axis "
-                                         f"(its first entry must be 0, -1 or the exported batch size {self.batch})")
-        rest = [s[i - 1] if (d == 0 and not allowzero and i - 1 < len(s)) else d
-                for i, d in enumerate(target)][1:]
-        if target[0] == -1 and -1 in rest:
-            raise self.unsupported(node, f"Reshape of {_fmt(s)} to {target}: two inferred dimensions")
-        if -1 in rest:
-            known = int(np.prod([d for d in rest if d != -1], dtype=np.int64))
-            if rest.count(-1) > 1 or known == 0 or size % known:
-                raise ONNXImportError(f"{node.where()}: cannot reshape {_fmt(s)} to {target}")
-            rest[rest.index(-1)] = size // known
-        if any(d <= 0 for d in rest) or int(np.prod(rest, dtype=np.int64)) != size:
-            raise ONNXImportError(f"{node.where()}: cannot reshape {_fmt(s)} ({size} values a sample) "
-                                  f"to {target}")
-        self._reshape_to(node, src, rest)
-
-    def _flat_then_gather(self, node, src, target):
-        """A Reshape to 1-D (batch and features merged, as a batch-1 export writes
-        ``as_strided``) is supported when a Gather on axis 0 by indices (B, ...) that
-        enumerate the values in order (a plain reshape) is its only reader."""
-        g = self.sole_consumer(node.outputs[0])
-        idx = self.const.get(g.inputs[1]) if g is not None and g.op == "Gather" else None
-        size = int(np.prod(self.shape[src], dtype=np.int64))
-        if (idx is None or int(g.attr("axis", 0)) != 0 or np.ndim(idx) < 2 or np.shape(idx)[0] != self.batch
-                or not np.array_equal(np.asarray(idx).reshape(-1), np.arange(size * self.batch))):
-            raise self.unsupported(node, f"Reshape of {_fmt(self.shape[src])} to {target} merges the batch "
-                                         "axis into the features")
-        self.skip.add(g.index)
-        self.info["folded"].append(f"{node.name} (Reshape to 1-D) and {g.name} (Gather in order) into one Reshape")
-        self._reshape_to(node, src, np.shape(idx)[1:], out=g.outputs[0])
-        self.alias(node, node.outputs[0], None)
-
-    def op_Squeeze(self, node):
-        src = self.activation(node, node.inputs[0])
-        s = self.shape[src]
-        axes = self.optional_constant(node, 1, "axes") if len(node.inputs) > 1 else node.attr("axes")
-        if axes is None:
-            axes = [i + 1 for i, d in enumerate(s) if d == 1]
-        axes = self._axes(node, np.asarray(axes).reshape(-1), len(s) + 1)
-        if any(s[a - 1] != 1 for a in axes):
-            raise ONNXImportError(f"{node.where()}: cannot squeeze axes {axes} of {_fmt(s)}")
-        self._reshape_to(node, src, [d for i, d in enumerate(s) if i + 1 not in axes])
-
-    def op_Unsqueeze(self, node):
-        src = self.activation(node, node.inputs[0])
-        s = list(self.shape[src])
-        axes = self.optional_constant(node, 1, "axes") if len(node.inputs) > 1 else node.attr("axes")
-        if axes is None:
-            raise ONNXImportError(f"{node.where()}: Unsqueeze without axes")
-        rank = len(s) + 1 + int(np.size(axes))
-        full = ["N"] + s
-        for a in sorted(int(a) % rank for a in np.asarray(axes).reshape(-1)):
-            if a == 0:
-                raise self.unsupported(node, "Unsqueeze before the batch axis")
-            full.insert(a, 1)
-        self._reshape_to(node, src, full[1:])
-
-    def op_Transpose(self, node):
-        if node.index in self.nhwc_edges:
-            self.pass_transpose(node)
-            return
-        src = self.activation(node, node.inputs[0])
-        rank = self._rank(src)
-        perm = node.attr("perm")
-        perm = list(range(rank))[::-1] if perm is None else [int(p) % rank for p in perm]
-        if sorted(perm) != list(range(rank)):
-            raise ONNXImportError(f"{node.where()}: perm {perm} is not a permutation of {rank} axes")
-        if perm[0] != 0:
-            raise self.unsupported(node, f"Transpose {perm} moves the batch axis")
-        if perm == list(range(rank)):
-            self.alias(node, node.outputs[0], src)
-            return
-        self.emit(node, Transpose(perm), [src])
-
-    def _slice_layer(self, node, src, axes, starts, ends, steps, out, name=None):
-        """A Slice layer (or nothing, for a slice that keeps everything) for ONNX's
-        clamped bounds on per-sample ``axes`` (>= 1)."""
-        full = (self.batch,) + tuple(self.shape[src])
-        keep = []
-        for ax, s, e, st in zip(axes, starts, ends, steps):
-            sl = slice_bounds(full[ax], s, e, st)
-            if ax == 0:
-                if sl.indices(full[0]) != (0, full[0], 1):
-                    raise self.unsupported(node, "slicing the batch axis")
-                continue
-            if sl.indices(full[ax]) == (0, full[ax], 1):
-                continue
-            keep.append((ax, sl.start, sl.stop, sl.step))
-        if not keep:
-            self.alias(node, out, src)
-            return
-        ax, st, sp, sd = zip(*keep)
-        self.emit(node, Slice(ax, st, sp, sd), [src], out=out, name=name)
-
-    def op_Slice(self, node):
-        src = self.activation(node, node.inputs[0])
-        rank = self._rank(src)
-        if len(node.inputs) > 1:
-            starts = np.asarray(self.constant(node, 1, "starts")).reshape(-1).tolist()
-            ends = np.asarray(self.constant(node, 2, "ends")).reshape(-1).tolist()
-            axes = self.optional_constant(node, 3, "axes")
-            steps = self.optional_constant(node, 4, "steps")
-        else:
-            starts, ends = list(node.attr("starts")), list(node.attr("ends"))
-            axes, steps = node.attr("axes"), None
-        axes = list(range(len(starts))) if axes is None else np.asarray(axes).reshape(-1).tolist()
-        steps = [1] * len(starts) if steps is None else np.asarray(steps).reshape(-1).tolist()
-        if not len(axes) == len(starts) == len(ends) == len(steps):
-            raise ONNXImportError(f"{node.where()}: starts, ends, axes and steps differ in length")
-        axes = [int(a) % rank if -rank <= int(a) < rank else None for a in axes]
-        if None in axes:
-            raise ONNXImportError(f"{node.where()}: axes out of range for a {rank}-D tensor")
-        self._slice_layer(node, src, axes, starts, ends, steps, node.outputs[0])
-
-    def op_Split(self, node):
-        src = self.activation(node, node.inputs[0])
-        rank = self._rank(src)
-        axis = int(node.attr("axis", 0)) % rank
-        n = (self.batch,) + tuple(self.shape[src])
-        split = self.optional_constant(node, 1, "split") if len(node.inputs) > 1 else node.attr("split")
-        k = len(node.outputs)
-        if split is None:
-            size = -(-n[axis] // int(node.attr("num_outputs", k)))
-            split = [min(size, n[axis] - i * size) for i in range(k)]
-        split = [int(v) for v in np.asarray(split).reshape(-1)]
-        if len(split) != k or sum(split) != n[axis] or min(split) < 0:
-            raise ONNXImportError(f"{node.where()}: split {split} of an axis of length {n[axis]} into {k} outputs")
-        start = 0
-        base = self.names[node.index]
-        for j, (t, m) in enumerate(zip(node.outputs, split)):
-            if t and self.readers(t) or t == self.output:
-                self._slice_layer(node, src, [axis], [start], [start + m], [1], t,
-                                  name=self.fresh_name(f"{base}.{j}") if j else base)
-            start += m
-
-    def op_Gather(self, node):
-        src = self.activation(node, node.inputs[0])
-        rank = self._rank(src)
-        axis = int(node.attr("axis", 0)) % rank
-        idx = np.asarray(self.constant(node, 1, "the indices")).astype(np.int64)
-        if axis == 0:
-            raise self.unsupported(node, "Gather along the batch axis")
-        n = self.shape[src][axis - 1]
-        flat = np.where(idx < 0, idx + n, idx).reshape(-1)
-        if flat.size == 0 or flat.min() < 0 or flat.max() >= n:
-            raise ONNXImportError(f"{node.where()}: indices out of range for an axis of length {n}")
-        step = int(flat[1] - flat[0]) if flat.size > 1 else 1
-        if step == 0 or not np.array_equal(flat, flat[0] + step * np.arange(flat.size)):
-            raise self.unsupported(node, "Gather by indices that are not evenly spaced (a Slice)")
-        stop = int(flat[-1]) + step
-        keep = list(self.shape[src])
-        keep[axis - 1] = flat.size
-        out_shape = keep[:axis - 1] + list(idx.shape) + keep[axis:]
-        if out_shape == keep:
-            self._slice_layer(node, src, [axis], [int(flat[0])], [stop if stop >= 0 else -n - 1], [step],
-                              node.outputs[0])
-            return
-        # a scalar index drops the axis: slice, then reshape
-        tmp = node.outputs[0] + "#slice"
-        self._slice_layer(node, src, [axis], [int(flat[0])], [stop if stop >= 0 else -n - 1], [step], tmp,
-                          name=self.fresh_name(self.names[node.index] + ".slice"))
-        self._reshape_to(node, self.tensor[tmp], out_shape)
-
-    def op_Resize(self, node):
-        src = self._input4(node, node.inputs[0])
-        mode = node.attr("mode", "nearest")
-        if mode not in ("nearest", "linear"):
-            raise self.unsupported(node, f"Resize mode {mode!r} (nearest and linear are supported)")
-        if int(node.attr("antialias", 0)):
-            raise self.unsupported(node, "Resize with antialias=1")
-        if node.op == "Upsample":
-            coord, nearest = "asymmetric", "floor"
-            scales = node.attr("scales") if len(node.inputs) < 2 else self.constant(node, 1, "scales")
-            sizes = None
-        else:
-            coord = node.attr("coordinate_transformation_mode", "half_pixel")
-            nearest = node.attr("nearest_mode", "round_prefer_floor")
-            if self.opset is not None and self.opset < 11:
-                scales, sizes = self.constant(node, 1, "scales"), None
-            else:
-                scales = self.optional_constant(node, 2, "scales")
-                sizes = self.optional_constant(node, 3, "sizes")
-            if node.attr("axes") is not None:
-                raise self.unsupported(node, "Resize with an axes attribute")
-        c, h, w = self.shape[src]
-        if sizes is not None and np.size(sizes):
-            out = [int(v) for v in np.asarray(sizes).reshape(-1)]
-            if len(out) != 4 or out[1] != c:
-                raise self.unsupported(node, f"Resize to sizes {out} (only H and W may change)")
-            hw = tuple(out[2:])
-        elif scales is not None and np.size(scales):
-            sc = [float(v) for v in np.asarray(scales).reshape(-1)]
-            if len(sc) != 4 or sc[0] != 1 or sc[1] != 1:
-                raise self.unsupported(node, f"Resize by scales {sc} (only H and W may change)")
-            hw = (int(math.floor(h * sc[2])), int(math.floor(w * sc[3])))
-        else:
-            raise ONNXImportError(f"{node.where()}: neither scales nor sizes are given")
-        try:
-            layer = Resize(hw, mode=mode, coordinate_transformation_mode=coord, nearest_mode=nearest)
-        except ValueError as e:
-            raise self.unsupported(node, str(e).replace("Resize: ", "")) from None
-        self.emit(node, layer, [src])
-
-    def op_Upsample(self, node):
-        self.op_Resize(node)
-
-    def op_Cast(self, node):
-        from onnx import helper
-        to = np.dtype(helper.tensor_dtype_to_np_dtype(int(node.attr("to"))))
-        if to.kind != "f":
-            raise self.unsupported(node, f"Cast of activations to {to} (only to floating point)")
-        self.alias(node, node.outputs[0], self.activation(node, node.inputs[0]))
 
     # ------------------------------------------------------------------ matrix products
     def _linear(self, node, src, w, b):

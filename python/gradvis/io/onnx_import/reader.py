@@ -6,7 +6,6 @@ import ast
 import re
 from pathlib import Path
 
-import numpy as np
 
 from ...nn import INPUT
 

@@ -17,16 +17,7 @@ the graph :class:`Model`.
   what the algorithms share (softmax and losses, image gradients, jitter/resize/blur);
 - :mod:`~gradvis.nn.architectures`: the bundled model's network and CS231n 2016's.
 """
-from .activation import (
-    HardSigmoid,
-    HardSwish,
-    LeakyReLU,
-    ReLU,
-    ReLU6,
-    Sigmoid,
-    SiLU,
-    Tanh,
-)
+from .activation import HardSigmoid, HardSwish, LeakyReLU, ReLU, ReLU6, Sigmoid, SiLU, Tanh
 from .conv import Conv2d
 from .elementwise import Add, Bias, Clip, Concat, Div, Mul, Pad, Scale, Sub
 from .graph import Model, Node

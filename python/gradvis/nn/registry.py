@@ -1,16 +1,7 @@
 """The table of layer types by the name saved in model files."""
 from __future__ import annotations
 
-from .activation import (
-    HardSigmoid,
-    HardSwish,
-    LeakyReLU,
-    ReLU,
-    ReLU6,
-    Sigmoid,
-    SiLU,
-    Tanh,
-)
+from .activation import HardSigmoid, HardSwish, LeakyReLU, ReLU, ReLU6, Sigmoid, SiLU, Tanh
 from .conv import Conv2d
 from .elementwise import Add, Bias, Clip, Concat, Div, Mul, Pad, Scale, Sub
 from .layernorm import LayerNorm

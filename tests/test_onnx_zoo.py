@@ -146,14 +146,16 @@ def check_model(name, exporter, size=None):
     # their rounding amplified by the depth; where torch's own float32 is further off
     # (a ReLU or max-pool decision within rounding of a tie) that is the limit.
     assert max(e64[:2]) <= max(1e-5, 3 * max(t32[:2])), report
-    # float32: near torch's own float32 error. The input gradient is judged by its L2
-    # norm, since rounding alone may route a max-pool near-tie's gradient to the other
-    # pixel (a large change at one pixel), and with room for the Winograd F(4x4, 3x3)
-    # convolutions gradvis picks for 3x3 layers, whose float32 rounding error is larger
-    # than a direct convolution's (about 4e-4 against torch's 1e-6 on VGG-11's input
-    # gradient; with set_conv_algorithm('direct') the two are alike)
+    # float32: the logits near torch's own float32 error. The input gradient by its L2
+    # norm and with room: rounding alone may route a max-pool near-tie's gradient to the
+    # other pixel (DenseNet-121's first max pool does so in gradvis's float32 pass of
+    # the torch.export graph, whose conv + batch norm PyTorch folded with another
+    # rounding: 2.3e-3 against torch's 7e-7, while float64 agrees to 1e-7), and the
+    # Winograd F(4x4, 3x3) convolutions gradvis picks for 3x3 layers round more than a
+    # direct convolution (4e-4 against torch's 1e-6 on VGG-11's input gradient; alike
+    # with set_conv_algorithm('direct')). float64 above is the exact check.
     assert e32[0] <= max(30 * t32[0], 1e-4), report
-    assert e32[2] <= max(100 * t32[2], 2e-3), report
+    assert e32[2] <= max(100 * t32[2], 1e-2), report
 
 
 @pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])

@@ -14,7 +14,7 @@ import os
 import sys
 
 from . import algorithms, convert, demo, explore, info, training
-from .common import PROG, Parser, UsageError
+from .common import PROG, WARNINGS, Parser, UsageError, flush_warnings
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
@@ -47,10 +47,14 @@ def build_parser():
 def main(argv=None):
     """Run the command line; returns the exit status (0 ok, 2 a usage error)."""
     parser = build_parser()
+    WARNINGS.clear()
     try:
         args = parser.parse_args(argv)
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        flush_warnings()
+        return code
     except UsageError as e:
+        WARNINGS.clear()
         msg = " ".join(str(e).split())
         print(f"{PROG}: error: {msg}", file=sys.stderr)
         return 2

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..io.images import fit_image, resize_rgb
 
-__all__ = ["add_command", "PROG", "UsageError", "Parser", "number", "pos_int", "MAX_THREADS", "threads_arg", "nonneg_int", "pos_float", "nonneg_float", "add_common", "add_model_options", "model_from_args", "read_labels", "load_model_file", "need_classes", "class_name", "class_label", "resolve_class", "resolve_layer", "Photo", "photo_stem", "read_image", "resize_rgb", "fit_image", "sample_photo_path", "Run", "Progress", "snapshot_steps", "slug", "setup", "model_photos", "given"]
+__all__ = ["add_command", "PROG", "UsageError", "Parser", "number", "pos_int", "MAX_THREADS", "threads_arg", "nonneg_int", "pos_float", "nonneg_float", "add_common", "add_model_options", "model_from_args", "read_labels", "WARNINGS", "flush_warnings", "load_model_file", "need_classes", "class_name", "class_label", "resolve_class", "resolve_layer", "Photo", "photo_stem", "read_image", "resize_rgb", "fit_image", "sample_photo_path", "Run", "Progress", "snapshot_steps", "slug", "setup", "model_photos", "given"]
 
 PROG = "gradvis"
 
@@ -119,39 +119,61 @@ def model_from_args(args, path=None):
     pre = {k: v for k, v in pre.items() if v is not None}
     model = load_model_file(path, pre)
     if getattr(args, "labels", None) is not None:
-        model.class_names = read_labels(args.labels, args.labels_offset, model)
+        model.class_names, wnids = read_labels(args.labels, args.labels_offset, model)
+        if wnids:
+            model.wnids = wnids
     elif getattr(args, "labels_offset", 0):
         raise UsageError("--labels-offset needs --labels")
     if path not in (None, "default") and not pre and not getattr(args, "quiet", False) \
             and not np.any(model.mean) and np.all(model.std == 1):
-        print(f"{PROG}: warning: {path} records no input normalization, so it sees raw 0-255 pixels; "
-              "give the one it was trained with: --mean, --std and --scale (torchvision's: --scale 255 "
-              "--mean 0.485 0.456 0.406 --std 0.229 0.224 0.225)", file=sys.stderr)
+        WARNINGS.append(f"{path} records no input normalization, so it sees raw 0-255 pixels; give the "
+                        "one it was trained with: --mean, --std and --scale (torchvision's: --scale 255 "
+                        "--mean 0.485 0.456 0.406 --std 0.229 0.224 0.225)")
     return model
 
 
+# Warnings wait until the command's arguments have passed their checks, so that a
+# mistake still ends in one line: setup() or main() prints them, main() drops them
+# on a UsageError.
+WARNINGS = []
+
+
+def flush_warnings():
+    while WARNINGS:
+        print(f"{PROG}: warning: {WARNINGS.pop(0)}", file=sys.stderr)
+
+
 def read_labels(path, offset, model):
-    """Class names from a text file, one per line from line ``offset`` on (trailing
-    blank lines ignored), as many as the model has classes."""
+    """(class names, wnids or None) from a text file, one class a line from line
+    ``offset`` on (trailing blank lines ignored), optionally 'wnid name' as in
+    TinyImageNet's words.txt or ImageNet's synset lists; as many as the model has classes."""
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise UsageError(f"--labels {path}: {getattr(e, 'strerror', None) or e}") from None
     while lines and not lines[-1].strip():
         lines.pop()
-    names = [ln.strip() for ln in lines[offset:]]
+    lines = [ln.strip() for ln in lines[offset:]]
     k = model.num_classes
     if k is None:
         raise UsageError(f"--labels: the model {model.name!r} gives no class scores")
-    if len(names) != k:
+    if len(lines) != k:
         hint = ""
-        if len(names) == k + 1 and names and names[0].lower() == "background":
+        if len(lines) == k + 1 and lines and lines[0].lower() == "background":
             hint = f"; its first line is 'background': add --labels-offset {offset + 1}"
-        raise UsageError(f"--labels {path} has {len(names)} names{f' after skipping {offset} lines' if offset else ''}, "
+        raise UsageError(f"--labels {path} has {len(lines)} names{f' after skipping {offset} lines' if offset else ''}, "
                          f"the model has {k} classes{hint}")
-    if any(not n for n in names):
-        raise UsageError(f"--labels {path}: line {offset + names.index('') + 1} is empty")
-    return names
+    if any(not ln for ln in lines):
+        raise UsageError(f"--labels {path}: line {offset + lines.index('') + 1} is empty")
+    names, wnids = [], []
+    for ln in lines:
+        head, _, rest = ln.partition("\t") if "\t" in ln else ln.partition(" ")
+        if rest.strip() and len(head) == 9 and head[0] == "n" and head[1:].isdigit():
+            wnids.append(head)
+            names.append(rest.strip())
+        else:
+            names.append(ln)
+    return (names, wnids) if len(wnids) == k else (lines, None)
 
 
 def load_model_file(path=None, preprocessing=None):
@@ -423,6 +445,7 @@ def setup(args):
     if getattr(args, "threads", None):
         from .. import _core
         _core.set_num_threads(int(args.threads))
+    flush_warnings()
     return run
 
 

@@ -7,11 +7,21 @@ input (what saliency, fooling, class visualization, inversion and DeepDream do e
 step; no weight gradients on either side) is measured for gradvis and PyTorch in
 the same run. Prints a table (best-of-reps ms and the gradvis / PyTorch ratio) last.
 
+``--zoo`` adds torchvision models (default ConvNeXt-T, ShuffleNetV2 x1.0 and
+EfficientNet-B0; torchvision 0.28 installed with --no-deps): each library is timed in
+a process of its own that imports only it (bench/imported_worker.py), the ONNX file
+written by the TorchScript exporter passing between them.
+
     python bench/bench_imported.py [--models vgg16 resnet18] [--threads 1 2] [--reps 3] [--json out.json]
+    python bench/bench_imported.py --models --zoo [convnext_tiny shufflenet_v2_x1_0 efficientnet_b0]
 """
 import argparse
 import json
+import os
 import platform
+import subprocess
+import sys
+import tempfile
 import time
 
 import numpy as np
@@ -193,9 +203,36 @@ def bench(name, threads, reps, size=224):
     return rows
 
 
+ZOO = ["convnext_tiny", "shufflenet_v2_x1_0", "efficientnet_b0"]
+
+
+def bench_zoo(name, threads, reps):
+    """A torchvision model's rows, each library timed in its own process."""
+    worker = os.path.join(os.path.dirname(os.path.abspath(__file__)), "imported_worker.py")
+    with tempfile.TemporaryDirectory() as d:
+        res = {}
+        for side in ("torch", "gradvis"):
+            out = subprocess.run([sys.executable, worker, side, name, d, "--threads", *map(str, threads),
+                                  "--reps", str(reps)], capture_output=True, text=True, check=True).stdout
+            res[side] = json.loads(out.strip().splitlines()[-1])
+    t, g = res["torch"], res["gradvis"]
+    rows = []
+    for nt in threads:
+        tg, tt = g["ms"][str(nt)], t["ms"][str(nt)]
+        rows.append({"model": name, "threads": nt, "gradvis_ms": tg, "torch_ms": tt, "ratio": tg / tt,
+                     "import_s": t["export_s"] + g["import_s"], "gflop": t["gflop"],
+                     "gradvis_gflops": t["gflop"] / tg * 1e3, "torch_gflops": t["gflop"] / tt * 1e3,
+                     "layers": g["layers"], "err_gradvis": g["err"], "err_torch": t["err"],
+                     "separate_processes": True})
+        print(f"  {name} threads={nt}: gradvis {tg:.1f} ms, torch {tt:.1f} ms ({t['gflop']:.1f} GFLOP)", flush=True)
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    ap.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
+    ap.add_argument("--zoo", nargs="*", default=None, metavar="NAME",
+                    help=f"torchvision models, each library in its own process (default {' '.join(ZOO)})")
     ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--json", help="write the results here")
@@ -205,6 +242,8 @@ def main():
     rows = []
     for name in args.models:
         rows += bench(name, args.threads, args.reps)
+    for name in ([] if args.zoo is None else args.zoo or ZOO):
+        rows += bench_zoo(name, args.threads, args.reps)
 
     if args.json:
         meta = {"machine": platform.processor() or platform.machine(), "simd": gradvis.simd_level(),
@@ -215,14 +254,14 @@ def main():
     print(f"\nforward + backward to the input, 224x224, batch 1, float32 (best of {args.reps}); "
           f"simd {gradvis.simd_level()}, torch {torch.__version__}.\nerr gv / err pt: L2-relative error of "
           "the float32 logits and input gradient (the larger) against PyTorch in float64; "
-          "import s: from_torch (export + load_onnx); GFLOP: direct-equivalent flops of the convolutions and\n"
+          "import s: from_torch (export + load_onnx); torchvision rows: each library timed in its own process; GFLOP: direct-equivalent flops of the convolutions and\n"
           "linear layers, forward and input gradient (2 per multiply-add; Winograd's GF/s can pass the FMA peak)")
-    head = f"{'model':<9} {'threads':>7} {'GFLOP':>6} {'gradvis ms':>11} {'GF/s':>6} {'torch ms':>9} {'GF/s':>6} " \
+    head = f"{'model':<18} {'threads':>7} {'GFLOP':>6} {'gradvis ms':>11} {'GF/s':>6} {'torch ms':>9} {'GF/s':>6} " \
            f"{'gradvis/torch':>13} {'err gv':>8} {'err pt':>8} {'import s':>8}"
     print(head)
     print("-" * len(head))
     for r in rows:
-        print(f"{r['model']:<9} {r['threads']:>7} {r['gflop']:>6.1f} {r['gradvis_ms']:>11.1f} "
+        print(f"{r['model']:<18} {r['threads']:>7} {r['gflop']:>6.1f} {r['gradvis_ms']:>11.1f} "
               f"{r['gradvis_gflops']:>6.0f} {r['torch_ms']:>9.1f} {r['torch_gflops']:>6.0f} {r['ratio']:>13.2f} {r['err_gradvis']:>8.1e} {r['err_torch']:>8.1e} {r['import_s']:>8.1f}")
 
 

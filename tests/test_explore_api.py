@@ -505,14 +505,15 @@ def test_cli_errors():
 
 
 def test_cli_labels(tmp_path):
-    from gradvis.cli.common import UsageError
-    from gradvis.cli.explore import read_labels
+    from types import SimpleNamespace
+
+    from gradvis.cli.common import UsageError, read_labels
     f = tmp_path / "labels.txt"
     f.write_text("\n".join(f"n{i:08d}\tthing {i}" for i in range(3)) + "\n")
-    names, wnids = read_labels(f, 3)
+    names, wnids = read_labels(f, 0, SimpleNamespace(num_classes=3, name="m"))
     assert names == ["thing 0", "thing 1", "thing 2"] and wnids[1] == "n00000001"
-    with pytest.raises(UsageError, match="3 labels for a model of 4 classes"):
-        read_labels(f, 4)
+    with pytest.raises(UsageError, match="has 3 names, the model has 4 classes"):
+        read_labels(f, 0, SimpleNamespace(num_classes=4, name="m"))
 
 
 def test_missing_extra_is_a_clear_message(monkeypatch, capsys):

@@ -325,15 +325,14 @@ def test_swish_and_noop_reduce_mean(ox):
 
 
 @pytest.mark.parametrize("node_kw, match", [
-    (dict(axes=[1]), r"ONNX node 'bad_mean' \(ReduceMean\): ReduceMean over axes \[1\] of an \(N, 3, 12, 12\)"),
-    (dict(axes=[1, 2, 3]), r"'bad_mean'.*axes \[1, 2, 3\].*only the mean over the spatial axes"),
-    (dict(), r"'bad_mean'.*over all axes"),
-    (dict(axes=[2, 4]), r"'bad_mean'.*axes \[2, 4\]"),
+    (dict(), r"'bad_mean'.*over all axes, the batch axis included"),
+    (dict(axes=[0, 1]), r"'bad_mean'.*axes \[0, 1\] include the batch axis"),
+    (dict(axes=[2, 4]), r"'bad_mean'.*axes \[2, 4\] out of range"),
 ])
-def test_reduce_mean_over_other_axes_is_unsupported(ox, node_kw, match):
+def test_reduce_mean_over_the_batch_is_refused(ox, node_kw, match):
     _, helper, _, _ = ox
     proto = make(ox, [helper.make_node("ReduceMean", ["x"], ["y"], name="bad_mean", **node_kw)], {})
-    with pytest.raises(gradvis.io.onnx_import.UnsupportedOperatorError, match=match):
+    with pytest.raises(gradvis.io.onnx_import.ONNXImportError, match=match):
         gradvis.load_onnx(proto)
 
 
@@ -375,8 +374,8 @@ def test_shape_mismatches_are_clear(ox):
     with pytest.raises(ValueError, match=r"add_bad.*shape mismatch"):
         gradvis.load_onnx(bad_add)
     bad_reshape = make(ox, [n("Reshape", ["x", "s"], ["y"], name="reshape3d")],
-                       {"s": np.array([0, 3, -1], np.int64)})
-    with pytest.raises(ValueError, match=r"reshape3d.*only flattening"):
+                       {"s": np.array([0, 5, -1], np.int64)})
+    with pytest.raises(ValueError, match=r"reshape3d.*cannot reshape \(N, 3, 12, 12\)"):
         gradvis.load_onnx(bad_reshape)
     bad_gemm = make(ox, [n("Flatten", ["x"], ["f"], name="flat"),
                          n("Gemm", ["f", "w"], ["y"], name="fc", transB=1)], {"w": rand(rng, 10, 400)})

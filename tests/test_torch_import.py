@@ -7,9 +7,14 @@ import numpy as np
 import pytest
 
 import gradvis
-from conftest import require_onnx, require_torch
+from conftest import require, require_onnx, require_torch
 
 TOL = 1e-4
+# the node names these tests probe are the TorchScript exporter's; the torch.export-based
+# one (from_torch's default with onnxscript) names fused conv+batch-norm layers after the
+# batch norm. Both exporters' graphs are checked numerically in test_onnx_zoo.py and in
+# test_family_matches_pytorch_both_exporters below.
+EXPORTER = "torchscript"
 
 
 @pytest.fixture(scope="module")
@@ -267,7 +272,7 @@ def test_family_matches_pytorch(tt, family):
     torch = tt
     net, probes = build(torch, family)
     size = SIZES[family]
-    model = gradvis.from_torch(net, torch.zeros(1, 3, size, size))
+    model = gradvis.from_torch(net, torch.zeros(1, 3, size, size), exporter=EXPORTER)
     assert not net.training
     rng = np.random.default_rng(3)
     X = rng.standard_normal((2, 3, size, size)).astype(np.float32)
@@ -296,12 +301,34 @@ def test_family_matches_pytorch(tt, family):
     assert model.layer_names[-1] in model.info["tensors"].values()
 
 
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+@pytest.mark.parametrize("family", ["vgg", "resnet", "mobilenet", "squeezenet", "mobilenetv3", "efficientnet"])
+def test_family_matches_pytorch_both_exporters(tt, family, exporter):
+    """Logits and input gradients, whichever exporter wrote the graph (node names aside)."""
+    if exporter == "dynamo":
+        require("onnxscript")
+    torch = tt
+    net, _ = build(torch, family)
+    size = SIZES[family]
+    model = gradvis.from_torch(net, torch.zeros(1, 3, size, size), exporter=exporter)
+    assert model.info["exporter"] == exporter
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((3, 3, size, size)).astype(np.float32)
+    R = rng.standard_normal((3, 10)).astype(np.float32)
+    x = torch.from_numpy(X).requires_grad_(True)
+    logits = net(x)
+    (dx,) = torch.autograd.grad((logits * torch.from_numpy(R)).sum(), [x])
+    scores, cache = model.forward(X)
+    dX, _ = model.backward(R, cache, param_grads=False)
+    assert rel_err(scores, logits.detach().numpy()) < TOL and rel_err(dX, dx.numpy()) < TOL
+
+
 def test_batchnorm_folding_and_depthwise_fast_path(tt):
     """PyTorch's exporter folds eval-mode BN itself; nothing of it is left, and the
     depthwise convs keep groups == channels (the core's depthwise kernel)."""
     torch = tt
     net, _ = build(torch, "mobilenet")
-    model = gradvis.from_torch(net, torch.zeros(1, 3, 32, 32))
+    model = gradvis.from_torch(net, torch.zeros(1, 3, 32, 32), exporter=EXPORTER)
     types = {n.layer.type for n in model.nodes}
     assert "BatchNorm2d" not in types and {"ReLU6", "Add", "Conv2d"} <= types
     dw = [n.layer for n in model.nodes if n.layer.type == "Conv2d" and n.layer.groups > 1]
@@ -312,8 +339,8 @@ def test_squeeze_excitation_nets_import_as_gates(tt):
     """MobileNetV3: Hardswish, Hardsigmoid SE gates on GlobalAveragePool; EfficientNet: SiLU
     (exported as x * sigmoid(x)) fused into one layer, Sigmoid SE gates on x.mean((2, 3))."""
     torch = tt
-    v3 = gradvis.from_torch(build(torch, "mobilenetv3")[0], torch.zeros(1, 3, 32, 32))
-    eff = gradvis.from_torch(build(torch, "efficientnet")[0], torch.zeros(1, 3, 32, 32))
+    v3 = gradvis.from_torch(build(torch, "mobilenetv3")[0], torch.zeros(1, 3, 32, 32), exporter=EXPORTER)
+    eff = gradvis.from_torch(build(torch, "efficientnet")[0], torch.zeros(1, 3, 32, 32), exporter=EXPORTER)
     count = lambda m, t: sum(n.layer.type == t for n in m.nodes)   # noqa: E731
     assert count(v3, "HardSwish") == 5 and count(v3, "HardSigmoid") == 2 and count(v3, "Mul") == 2
     assert count(eff, "SiLU") == 10 and count(eff, "Sigmoid") == 3 and count(eff, "Mul") == 3
@@ -334,7 +361,7 @@ def resnet(tt):
     net, _ = build(torch, "resnet", seed=5)
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     model = gradvis.from_torch(net, torch.zeros(1, 3, 32, 32), mean=mean, std=std, scale=255,
-                               class_names=[f"class{i}" for i in range(10)])
+                               class_names=[f"class{i}" for i in range(10)], exporter=EXPORTER)
     return net, model
 
 
@@ -414,7 +441,7 @@ def test_five_algorithms_on_imported_efficientnet(tt, tmp_path):
     input gradients drive every algorithm, after a save and load."""
     torch = tt
     net, _ = build(torch, "efficientnet", seed=2)
-    model = gradvis.from_torch(net, torch.zeros(1, 3, 32, 32))
+    model = gradvis.from_torch(net, torch.zeros(1, 3, 32, 32), exporter=EXPORTER)
     model = gradvis.load_model(model.save(tmp_path / "eff.npz"))
     X, y, sal = check_five_algorithms(model, "features.2.block.2.mul", "features.3.add")
     # the saliency map is the max over channels of |d score_y / dX|, as torch computes it
@@ -437,7 +464,7 @@ def test_unsupported_operators_are_named(tt):
             return torch.sin(self.conv(x))
 
     with pytest.raises(gradvis.io.onnx_import.UnsupportedOperatorError, match=r"'Sin'.*|Sin") as e:
-        gradvis.from_torch(Sine(), torch.zeros(1, 3, 8, 8))
+        gradvis.from_torch(Sine(), torch.zeros(1, 3, 8, 8), exporter=EXPORTER)
     assert "Sin" in str(e.value) and "node" in str(e.value)
 
     class Recurrent(nn.Module):
@@ -449,7 +476,7 @@ def test_unsupported_operators_are_named(tt):
             return self.lstm(x.flatten(2))[0].flatten(1)
 
     with pytest.raises(ValueError, match="LSTM"):
-        gradvis.from_torch(Recurrent(), torch.zeros(1, 3, 2, 4))
+        gradvis.from_torch(Recurrent(), torch.zeros(1, 3, 2, 4), exporter=EXPORTER)
 
 
 def test_shape_mismatch_is_clear(tt):
@@ -457,5 +484,5 @@ def test_shape_mismatch_is_clear(tt):
     net, _ = build(torch, "vgg")
     # the flatten -> Linear(16*8*8) only fits 32x32 inputs
     with pytest.raises(ValueError, match=r"shape mismatch.*1024|1024.*features") as e:
-        gradvis.from_torch(net, torch.zeros(1, 3, 32, 32), input_shape=(3, 40, 40))
+        gradvis.from_torch(net, torch.zeros(1, 3, 32, 32), input_shape=(3, 40, 40), exporter=EXPORTER)
     assert "ONNX node" in str(e.value)

@@ -39,6 +39,8 @@ from ._core import (has_cuda, has_openmp, get_num_threads, set_num_threads, simd
 from .nn import (Add, AvgPool2d, BatchNorm1d, BatchNorm2d, Bias, Clip, Concat, Conv2d, Div, Dropout,
                  Flatten, GlobalAvgPool, HardSigmoid, HardSwish, Layer, LayerNotFoundError, LeakyReLU,
                  Linear, MaxPool2d, Model, Mul, Pad, ReLU, ReLU6, Scale, SiLU, Sigmoid, Sub, Tanh)
+from .nn import (GELU, Abs, Erf, Exp, LayerNorm, LogSoftmax, MatMul, Neg, Pow, Reduce, Reshape, Resize, Slice,
+                 Softmax, Sqrt, Transpose)
 from .io import from_torch, load_any, load_cs231n_h5, load_image, load_model, load_onnx, load_pretrained
 from .attribution import compute_saliency_maps, smoothgrad_saliency_maps
 from .attacks import make_fooling_image
@@ -53,6 +55,8 @@ __all__ = [
     "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "SiLU", "MaxPool2d",
     "AvgPool2d", "GlobalAvgPool", "Flatten", "Linear", "Dropout", "Add", "Mul", "Sub", "Div",
     "Concat", "Clip", "Pad", "Bias", "Scale",
+    "LayerNorm", "GELU", "Erf", "Pow", "Sqrt", "Neg", "Abs", "Exp", "Transpose", "Reshape", "Slice",
+    "Resize", "Reduce", "Softmax", "LogSoftmax", "MatMul",
     "load_model",
     "load_onnx",
     "from_torch",

@@ -13,13 +13,13 @@ import argparse
 import os
 import sys
 
-from . import algorithms, demo, explore, info, training
-from .common import PROG, Parser, UsageError
+from . import algorithms, convert, demo, explore, info, training
+from .common import PROG, WARNINGS, Parser, UsageError, flush_warnings
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
 # The command modules, in the order their commands are listed by --help.
-COMMANDS = [algorithms, training, info, demo, explore]
+COMMANDS = [algorithms, training, info, convert, demo, explore]
 
 _EPILOG = """\
 classes: an index (7), a wnid (n01443537) or a name, full or an unambiguous prefix,
@@ -47,10 +47,14 @@ def build_parser():
 def main(argv=None):
     """Run the command line; returns the exit status (0 ok, 2 a usage error)."""
     parser = build_parser()
+    WARNINGS.clear()
     try:
         args = parser.parse_args(argv)
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        flush_warnings()
+        return code
     except UsageError as e:
+        WARNINGS.clear()
         msg = " ".join(str(e).split())
         print(f"{PROG}: error: {msg}", file=sys.stderr)
         return 2

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..io.images import fit_image, resize_rgb
 
-__all__ = ["add_command", "PROG", "UsageError", "Parser", "number", "pos_int", "MAX_THREADS", "threads_arg", "nonneg_int", "pos_float", "nonneg_float", "add_common", "add_model_options", "model_from_args", "load_model_file", "need_classes", "class_name", "class_label", "resolve_class", "check_image_size", "resolve_layer", "Photo", "photo_stem", "read_image", "resize_rgb", "fit_image", "sample_photo_path", "Run", "Progress", "snapshot_steps", "slug", "setup", "model_photos", "given"]
+__all__ = ["add_command", "PROG", "UsageError", "Parser", "number", "pos_int", "MAX_THREADS", "threads_arg", "nonneg_int", "pos_float", "nonneg_float", "add_common", "add_model_options", "model_from_args", "read_labels", "WARNINGS", "flush_warnings", "load_model_file", "need_classes", "class_name", "class_label", "resolve_class", "check_image_size", "resolve_layer", "Photo", "photo_stem", "read_image", "resize_rgb", "fit_image", "sample_photo_path", "Run", "Progress", "snapshot_steps", "slug", "setup", "model_photos", "given"]
 
 PROG = "gradvis"
 
@@ -88,10 +88,15 @@ def add_common(p, seed=True, save_npy=True, model=True):
                    help=f"OpenMP threads, 1 to {MAX_THREADS} (default: OMP_NUM_THREADS or all cores)")
 
 
-def add_model_options(g):
-    g.add_argument("--model", metavar="PATH", default=None,
-                   help="model file: a gradvis .npz or training checkpoint, an .onnx export or "
-                        "CS231n's .h5 (default, or 'default': the bundled TinyImageNet-100-A model)")
+def add_model_options(g, model=True):
+    if model:
+        g.add_argument("--model", metavar="PATH", default=None,
+                       help="model file: a gradvis .npz or training checkpoint, an .onnx export or "
+                            "CS231n's .h5 (default, or 'default': the bundled TinyImageNet-100-A model)")
+    g.add_argument("--labels", metavar="FILE", default=None,
+                   help="class names, one per line (e.g. for an .onnx model, which records none)")
+    g.add_argument("--labels-offset", type=nonneg_int, default=0, metavar="N",
+                   help="skip the first N lines of --labels (1 for files that start with 'background')")
     g.add_argument("--mean", type=number(float), nargs="+", metavar="M", default=None,
                    help="for an .onnx model: the per-channel mean it was trained with, in units of "
                         "pixel / --scale (one value or one per channel)")
@@ -104,10 +109,70 @@ def add_model_options(g):
                         "(torchvision: --scale 255 --mean 0.485 0.456 0.406 --std 0.229 0.224 0.225)")
 
 
-def model_from_args(args):
-    """The model that ``args`` name (--model, and --mean/--std/--scale for ONNX files)."""
+def model_from_args(args, path=None):
+    """The model that ``args`` name (--model, or ``path``; --mean/--std/--scale/--input-shape
+    for ONNX files; --labels), with a one-line warning on stderr when it records no
+    input normalization."""
+    path = getattr(args, "model", None) if path is None else path
     pre = {k: getattr(args, k, None) for k in ("mean", "std", "scale", "input_shape")}
-    return load_model_file(args.model, {k: v for k, v in pre.items() if v is not None})
+    pre = {k: v for k, v in pre.items() if v is not None}
+    model = load_model_file(path, pre)
+    if getattr(args, "labels", None) is not None:
+        model.class_names, wnids = read_labels(args.labels, args.labels_offset, model)
+        if wnids:
+            model.wnids = wnids
+    elif getattr(args, "labels_offset", 0):
+        raise UsageError("--labels-offset needs --labels")
+    if path not in (None, "default") and not pre and not getattr(args, "quiet", False) \
+            and not np.any(model.mean) and np.all(model.std == 1):
+        WARNINGS.append(f"{path} records no input normalization, so it sees raw 0-255 pixels; give the "
+                        "one it was trained with: --mean, --std and --scale (torchvision's: --scale 255 "
+                        "--mean 0.485 0.456 0.406 --std 0.229 0.224 0.225)")
+    return model
+
+
+# Warnings wait until the command's arguments have passed their checks, so that a
+# mistake still ends in one line: setup() or main() prints them, main() drops them
+# on a UsageError.
+WARNINGS = []
+
+
+def flush_warnings():
+    while WARNINGS:
+        print(f"{PROG}: warning: {WARNINGS.pop(0)}", file=sys.stderr)
+
+
+def read_labels(path, offset, model):
+    """(class names, wnids or None) from a text file, one class a line from line
+    ``offset`` on (trailing blank lines ignored), optionally 'wnid name' as in
+    TinyImageNet's words.txt or ImageNet's synset lists; as many as the model has classes."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"--labels {path}: {getattr(e, 'strerror', None) or e}") from None
+    while lines and not lines[-1].strip():
+        lines.pop()
+    lines = [ln.strip() for ln in lines[offset:]]
+    k = model.num_classes
+    if k is None:
+        raise UsageError(f"--labels: the model {model.name!r} gives no class scores")
+    if len(lines) != k:
+        hint = ""
+        if len(lines) == k + 1 and lines and lines[0].lower() == "background":
+            hint = f"; its first line is 'background': add --labels-offset {offset + 1}"
+        raise UsageError(f"--labels {path} has {len(lines)} names{f' after skipping {offset} lines' if offset else ''}, "
+                         f"the model has {k} classes{hint}")
+    if any(not ln for ln in lines):
+        raise UsageError(f"--labels {path}: line {offset + lines.index('') + 1} is empty")
+    names, wnids = [], []
+    for ln in lines:
+        head, _, rest = ln.partition("\t") if "\t" in ln else ln.partition(" ")
+        if rest.strip() and len(head) == 9 and head[0] == "n" and head[1:].isdigit():
+            wnids.append(head)
+            names.append(rest.strip())
+        else:
+            names.append(ln)
+    return (names, wnids) if len(wnids) == k else (lines, None)
 
 
 def load_model_file(path=None, preprocessing=None):
@@ -383,6 +448,7 @@ def setup(args):
     if getattr(args, "threads", None):
         from .. import _core
         _core.set_num_threads(int(args.threads))
+    flush_warnings()
     return run
 
 

@@ -2,38 +2,11 @@
 from __future__ import annotations
 
 import secrets
-import sys
 from pathlib import Path
 
 from .common import UsageError, add_command, add_model_options, model_from_args, number
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
-def read_labels(path, n):
-    """Class names from a text file, one a line (optionally 'wnid name', as in
-    TinyImageNet's words.txt); its lines must match the model's ``n`` classes."""
-    p = Path(path)
-    if not p.is_file():
-        raise UsageError(f"{path}: no such labels file")
-    try:
-        lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines()]
-    except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"{path}: cannot read labels ({e})") from None
-    lines = [ln for ln in lines if ln]
-    if n is None:
-        raise UsageError("--labels needs a classifier model, but the model gives no class scores")
-    if len(lines) != n:
-        raise UsageError(f"{path}: {len(lines)} labels for a model of {n} classes")
-    wnids, names = [], []
-    for ln in lines:
-        head, _, rest = ln.partition("\t") if "\t" in ln else ln.partition(" ")
-        if rest and len(head) == 9 and head[0] == "n" and head[1:].isdigit():
-            wnids.append(head)
-            names.append(rest.strip())
-        else:
-            names.append(ln)
-    return names, (wnids if len(wnids) == n else None)
 
 
 def cmd_explore(args):
@@ -52,12 +25,7 @@ def cmd_explore(args):
         raise UsageError("--token must be at least 8 printable characters without spaces")
     if args.images is not None and not Path(args.images).is_dir():
         raise UsageError(f"--images {args.images}: not a directory")
-    model = model_from_args(args)
-    if args.labels:
-        names, wnids = read_labels(args.labels, model.num_classes)
-        model.class_names = names
-        if wnids:
-            model.wnids = wnids
+    model = model_from_args(args)     # with --labels / --labels-offset
     if args.threads:
         from .. import _core
         _core.set_num_threads(int(args.threads))
@@ -78,8 +46,6 @@ def register(sub):
     sp = add_command(sub, "explore", "a local web page to run and compare every method on photos "
                      "(needs the 'explore' extra)", cmd_explore)
     add_model_options(sp)
-    sp.add_argument("--labels", metavar="FILE", default=None,
-                    help="class names, one a line (or 'wnid name'), for a model that has none")
     sp.add_argument("--images", metavar="DIR", default=None,
                     help="a directory of photos the page can pick from (nothing outside it is read)")
     sp.add_argument("--host", default="127.0.0.1",

@@ -6,7 +6,9 @@ the graph :class:`Model`.
 - :mod:`~gradvis.nn.geometry`: the one parser of kernel sizes, strides and padding;
 - layer classes by kind: :mod:`~gradvis.nn.conv`, :mod:`~gradvis.nn.norm`,
   :mod:`~gradvis.nn.activation`, :mod:`~gradvis.nn.pooling`,
-  :mod:`~gradvis.nn.linear`, :mod:`~gradvis.nn.elementwise`, on the base class of
+  :mod:`~gradvis.nn.linear`, :mod:`~gradvis.nn.elementwise`, and for imported graphs
+  :mod:`~gradvis.nn.layernorm`, :mod:`~gradvis.nn.pointwise`, :mod:`~gradvis.nn.tensor`,
+  :mod:`~gradvis.nn.reduce`, :mod:`~gradvis.nn.matmul`, on the base class of
   :mod:`~gradvis.nn.module`, listed by saved name in :mod:`~gradvis.nn.registry`;
 - :mod:`~gradvis.nn.graph`: :class:`Model`, a graph of named nodes;
 - :mod:`~gradvis.nn.fileformat`: the model file format (writing; reading is in
@@ -19,11 +21,16 @@ from .activation import HardSigmoid, HardSwish, LeakyReLU, ReLU, ReLU6, Sigmoid,
 from .conv import Conv2d
 from .elementwise import Add, Bias, Clip, Concat, Div, Mul, Pad, Scale, Sub
 from .graph import Model, Node
+from .layernorm import LayerNorm
 from .linear import Dropout, Flatten, Linear
+from .matmul import MatMul
 from .module import INPUT, Layer, LayerNotFoundError
 from .norm import BatchNorm1d, BatchNorm2d
+from .pointwise import GELU, Abs, Erf, Exp, Neg, Pow, Sqrt
 from .pooling import AvgPool2d, GlobalAvgPool, MaxPool2d
+from .reduce import LogSoftmax, Reduce, Softmax
 from .registry import LAYER_TYPES
+from .tensor import Reshape, Resize, Slice, Transpose
 
 __all__ = [
     "Model", "Node", "Layer", "LayerNotFoundError", "INPUT", "LAYER_TYPES",
@@ -31,4 +38,6 @@ __all__ = [
     "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "SiLU",
     "MaxPool2d", "AvgPool2d", "GlobalAvgPool", "Flatten", "Linear", "Dropout",
     "Add", "Mul", "Sub", "Div", "Concat", "Clip", "Pad", "Bias", "Scale",
+    "LayerNorm", "GELU", "Erf", "Pow", "Sqrt", "Neg", "Abs", "Exp", "Transpose", "Reshape", "Slice",
+    "Resize", "Reduce", "Softmax", "LogSoftmax", "MatMul",
 ]

@@ -4,9 +4,14 @@ from __future__ import annotations
 from .activation import HardSigmoid, HardSwish, LeakyReLU, ReLU, ReLU6, Sigmoid, SiLU, Tanh
 from .conv import Conv2d
 from .elementwise import Add, Bias, Clip, Concat, Div, Mul, Pad, Scale, Sub
+from .layernorm import LayerNorm
 from .linear import Dropout, Flatten, Linear
+from .matmul import MatMul
 from .norm import BatchNorm1d, BatchNorm2d
+from .pointwise import GELU, Abs, Erf, Exp, Neg, Pow, Sqrt
 from .pooling import AvgPool2d, GlobalAvgPool, MaxPool2d
+from .reduce import LogSoftmax, Reduce, Softmax
+from .tensor import Reshape, Resize, Slice, Transpose
 
 __all__ = ["LAYER_TYPES"]
 
@@ -14,4 +19,7 @@ __all__ = ["LAYER_TYPES"]
 LAYER_TYPES = {cls.type: cls for cls in (
     Conv2d, BatchNorm2d, BatchNorm1d, ReLU, ReLU6, LeakyReLU, Sigmoid, Tanh, HardSigmoid, HardSwish,
     SiLU, MaxPool2d, AvgPool2d, GlobalAvgPool, Flatten, Linear, Dropout, Add, Mul, Sub, Div, Concat,
-    Clip, Pad, Bias, Scale)}
+    Clip, Pad, Bias, Scale,
+    # what imported graphs use beyond the CS231n set
+    LayerNorm, GELU, Erf, Pow, Sqrt, Neg, Abs, Exp, Transpose, Reshape, Slice, Resize, Reduce, Softmax,
+    LogSoftmax, MatMul)}

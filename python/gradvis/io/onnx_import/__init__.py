@@ -27,16 +27,38 @@ What the importer does with the graph:
   :class:`~gradvis.nn.Div` layers that broadcast as numpy does: the
   squeeze-and-excitation gate ``(N, C, H, W) * (N, C, 1, 1)``.
 - ``ReduceMean`` over the spatial axes [2, 3] (``x.mean((2, 3))``) is global
-  average pooling (flattened when keepdims=0); over other axes it is an
-  :class:`UnsupportedOperatorError`.
+  average pooling (flattened when keepdims=0); other reductions (``ReduceMean``,
+  ``ReduceSum``, ``ReduceMax`` on any axes but the batch) are a
+  :class:`~gradvis.nn.Reduce` layer.
+- ``x * 0.5 * (1 + erf(x / sqrt(2)))`` (how the TorchScript exporter writes
+  GELU) becomes one :class:`~gradvis.nn.GELU`; ONNX ``Gelu`` and ``Erf`` are layers.
+- **Channels-last regions run channels-first.** A ``Transpose`` (0, 2, 3, 1)
+  followed only by layer norms over the last axis, ``MatMul`` by constants and
+  elementwise operators, back through ``Transpose`` (0, 3, 1, 2), as ConvNeXt's
+  ``LayerNorm2d`` and blocks are written, is imported without the transposes: the
+  layer norm over the channels (:class:`~gradvis.nn.LayerNorm` with axes (1,)),
+  the ``MatMul`` as a 1x1 convolution. Other ``Transpose``, general ``Reshape``
+  (ShuffleNet's channel shuffle), ``Slice``, ``Split`` and ``Gather`` by evenly
+  spaced constant indices are layers with gradients
+  (:class:`~gradvis.nn.Transpose`, :class:`~gradvis.nn.Reshape`,
+  :class:`~gradvis.nn.Slice`); the batch axis may not be moved, sliced or merged.
+- ``Resize`` / ``Upsample`` (nearest and linear) become :class:`~gradvis.nn.Resize`;
+  ``Softmax`` / ``LogSoftmax`` inside the network are layers, and ``MatMul`` by a
+  constant acts on any axis (:class:`~gradvis.nn.MatMul`).
 - ``Dropout`` and ``Identity`` disappear (their output is another name for their
   input); a ``Softmax`` producing the graph output is dropped, so the model
   returns scores as the algorithms expect; ``model.info['dropped']`` says so.
-- Shape arithmetic on constants (``Shape``, ``Gather``, ``Unsqueeze``,
-  ``Concat``, ``Cast``, ...) is evaluated at import time; a ``Reshape`` must end
-  up flattening ``(N, ...) -> (N, -1)`` (or be a no-op). The batch size is free:
-  a hard-coded leading 1 in a Reshape (PyTorch's ``x.view(1, -1)`` on a batch-1
-  export) is read as the batch axis.
+- **Constant subgraphs are evaluated at import** with numpy (:mod:`.constants`):
+  every activation's shape is known from the input shape, so ``Shape``,
+  ``Gather``, ``ConstantOfShape``, ``Slice``, ``Concat``, ``Range``, ``Expand``,
+  ``Where``, arithmetic, ``Reshape``, ``Transpose``... on constants and shapes
+  are computed once (``F.pad``'s export, ShuffleNet's ``x.size(0)``). What
+  depends on the image's values cannot be: the error names the node where the
+  dependence enters and suggests folding with onnxsim or onnxruntime. The batch
+  size stays free: a leading ``0``, ``-1`` or the exported batch size in a
+  ``Reshape`` is the batch axis.
+- Complex or string initializers, and a Conv whose bias names no initializer,
+  are refused.
 - ReLU is not fused into the convolution (each ReLU stays its own node, so its
   output can be picked by name).
 
@@ -56,6 +78,7 @@ with their 0-1 mean and std and the importer stores ``mean * 255`` and ``std *
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 from pathlib import Path
@@ -63,8 +86,9 @@ from pathlib import Path
 import numpy as np
 
 from ...nn import Model
-from .converter import Importer, check_arrays, preprocessing
-from .reader import SUPPORTED_OPS, ONNXImportError, UnsupportedOperatorError, read_proto, require_onnx
+from .converter import Importer
+from .ops import SUPPORTED_OPS
+from .reader import ONNXImportError, UnsupportedOperatorError, read_proto, require_onnx
 
 __all__ = ["load_onnx", "from_torch", "ONNXImportError", "UnsupportedOperatorError",
            "SUPPORTED_OPS"]
@@ -130,21 +154,66 @@ def load_onnx(source, input_shape=None, mean=None, std=None, scale=1.0, channel_
     return model
 
 
+def _exporter(which):
+    """'dynamo' when ``which`` is 'auto' and onnxscript (the torch.export-based
+    exporter's dependency) is installed, else 'torchscript'; or ``which`` itself."""
+    if which not in ("auto", "dynamo", "torchscript"):
+        raise ValueError(f"exporter must be 'auto', 'dynamo' or 'torchscript', got {which!r}")
+    if which != "auto":
+        return which
+    try:
+        import onnxscript  # noqa: F401
+    except ImportError:
+        return "torchscript"
+    return "dynamo"
+
+
+def export_torch(module, x, exporter="auto", opset=None):
+    """(onnx.ModelProto, exporter used) of ``module`` traced on ``x`` in eval mode
+    without gradients; 'auto' tries the torch.export-based exporter (when onnxscript
+    is installed) and falls back to the TorchScript one if it fails."""
+    import torch
+    onnx = require_onnx()
+    which = _exporter(exporter)
+    errors = []
+    for kind in (["dynamo", "torchscript"] if which == "dynamo" and exporter == "auto" else [which]):
+        try:
+            with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+                warnings.simplefilter("ignore")   # deprecation and tracer notices
+                if kind == "dynamo":
+                    prog = torch.onnx.export(module, (x,), dynamo=True, opset_version=opset,
+                                             input_names=["input"], output_names=["output"], verbose=False)
+                    return prog.model_proto, kind
+                buf = io.BytesIO()
+                torch.onnx.export(module, (x,), buf, dynamo=False, opset_version=opset or 17,
+                                  input_names=["input"], output_names=["output"], do_constant_folding=True)
+                return onnx.load_from_string(buf.getvalue()), kind
+        except Exception as e:    # the exporters raise many kinds
+            errors.append(f"{kind}: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}")
+    raise ValueError(f"from_torch: PyTorch could not export {type(module).__name__} to ONNX "
+                     f"({'; '.join(errors)})")
+
+
 def from_torch(module, example_input, input_shape=None, mean=None, std=None, scale=1.0,
-               channel_order="RGB", class_names=None, wnids=None, name=None, opset=17,
-               fold_batchnorm=True):
+               channel_order="RGB", class_names=None, wnids=None, name=None, opset=None,
+               fold_batchnorm=True, exporter="auto"):
     """Build a :class:`gradvis.Model` from a PyTorch module in memory.
 
     The module is put in eval mode (batch norm uses its running statistics,
-    dropout is off), exported to ONNX in memory with PyTorch's TorchScript-based
-    exporter (``dynamo=False``; opset ``opset`` >= 13) and read by
-    :func:`load_onnx`. The training flag of the module and of each submodule is
-    restored afterwards.
+    dropout is off), exported to ONNX in memory and read by :func:`load_onnx`.
+    The exporter is PyTorch's torch.export-based one (``dynamo=True``, PyTorch's
+    default since 2.9) when ``onnxscript`` is installed, else (or if it fails) the
+    TorchScript-based one (``dynamo=False``). The training flag of the module and
+    of each submodule is restored afterwards.
 
     Args:
         module: a ``torch.nn.Module`` taking one (N, C, H, W) image batch.
         example_input: a tensor or array (N, C, H, W) used for tracing; its (C, H,
             W) is the default ``input_shape``.
+        opset: the ONNX opset to export (>= 13); default: 17 for the TorchScript
+            exporter, the torch.export-based exporter's own default (18 or later).
+        exporter: 'auto' (above), 'dynamo' or 'torchscript'. ``model.info['exporter']``
+            says which one was used.
         others: as :func:`load_onnx`.
 
     Example:
@@ -155,11 +224,14 @@ def from_torch(module, example_input, input_shape=None, mean=None, std=None, sca
         import torch
     except ImportError:
         raise ImportError("from_torch needs PyTorch (pip install torch) and onnx (pip install onnx)") from None
-    onnx = require_onnx()
+    require_onnx()
     if not isinstance(module, torch.nn.Module):
         raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
-    if int(opset) < 13:
-        raise ValueError(f"opset must be >= 13, got {opset}")
+    if opset is not None:
+        if isinstance(opset, bool) or not isinstance(opset, (int, np.integer)) or opset < 13:
+            raise ValueError(f"opset must be an int >= 13, got {opset!r}")
+        opset = int(opset)
+    _exporter(exporter)
     x = example_input
     if not isinstance(x, torch.Tensor):
         x = torch.from_numpy(np.ascontiguousarray(np.asarray(x, np.float32)))
@@ -168,22 +240,44 @@ def from_torch(module, example_input, input_shape=None, mean=None, std=None, sca
     x = x.float()
     flags = [(m, m.training) for m in module.modules()]   # each submodule's own mode
     module.eval()
-    buf = io.BytesIO()
     try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")   # the legacy exporter's deprecation notice
-            torch.onnx.export(module, (x,), buf, dynamo=False, opset_version=int(opset),
-                              input_names=["input"], output_names=["output"], do_constant_folding=True)
-    except Exception as e:
-        raise ValueError(f"from_torch: PyTorch could not export {type(module).__name__} to ONNX "
-                         f"({type(e).__name__}: {e})") from e
+        proto, used = export_torch(module, x, exporter, opset)
     finally:
         for m, training in flags:
             m.training = training
-    proto = onnx.load_from_string(buf.getvalue())
     model = load_onnx(proto, input_shape=input_shape or tuple(x.shape[1:]), mean=mean, std=std,
                       scale=scale, channel_order=channel_order, class_names=class_names, wnids=wnids,
                       name=name or type(module).__name__, fold_batchnorm=fold_batchnorm)
     model.info["source"] = "torch"
     model.info["file"] = f"<{type(module).__name__}>"
+    model.info["exporter"] = used
     return model
+
+
+def preprocessing(channels, mean, std, scale):
+    scale = float(scale)
+    if not scale > 0:
+        raise ValueError(f"scale must be positive, got {scale}")
+    m = np.zeros(channels) if mean is None else np.asarray(mean, np.float64)
+    s = np.ones(channels) if std is None else np.asarray(std, np.float64)
+    if m.ndim == 0:
+        m = np.full(channels, float(m))
+    if s.ndim == 0:
+        s = np.full(channels, float(s))
+    return (m * scale).astype(np.float32), (s * scale).astype(np.float32)
+
+
+def check_arrays(model, label):
+    """Every parameter and buffer finite, and each layer's own checks (e.g. batch norm's
+    variances >= 0): a file with NaN weights would give NaN scores, never an error."""
+    for table in (model.params, model.buffers):
+        for k, v in table.items():
+            if not np.isfinite(v).all():
+                raise ONNXImportError(f"{label}: {k!r} (shape {v.shape}) has NaN or infinite values")
+    for node in model.nodes:
+        lay = node.layer
+        try:
+            lay.check_arrays({k: model.params[f"{node.name}.{k}"] for k in lay.param_shapes},
+                             {k: model.buffers[f"{node.name}.{k}"] for k in lay.buffer_shapes})
+        except ValueError as e:
+            raise ONNXImportError(f"{label}: node {node.name!r}: {e}") from None

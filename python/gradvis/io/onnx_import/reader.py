@@ -1,15 +1,16 @@
-"""Reading ONNX files: the protobuf and its external data, nodes, readable node names,
-and evaluating constant expressions at import time."""
+"""Reading an ONNX file: the protobuf, its external data, its initializers and nodes
+in plain Python, and readable node names."""
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
-import numpy as np
 
 from ...nn import INPUT
 
-__all__ = ["ONNXImportError", "UnsupportedOperatorError", "SUPPORTED_OPS", "require_onnx", "read_proto", "load_external_data", "OnnxNode", "SAFE_NAME", "scope_name", "assign_names", "const_eval", "f32"]
+__all__ = ["ONNXImportError", "UnsupportedOperatorError", "require_onnx", "read_proto", "OnnxNode",
+           "read_initializers", "tensor_value", "torch_scopes", "assign_names"]
 
 
 class ONNXImportError(ValueError):
@@ -18,16 +19,6 @@ class ONNXImportError(ValueError):
 
 class UnsupportedOperatorError(ONNXImportError, NotImplementedError):
     """The graph uses an operator gradvis has no layer for."""
-
-
-SUPPORTED_OPS = (
-    "Conv", "BatchNormalization", "Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid",
-    "HardSwish", "Swish (alpha 1)", "MaxPool", "AveragePool", "GlobalAveragePool",
-    "ReduceMean (axes [2, 3])", "Gemm", "MatMul", "Flatten", "Reshape", "Add", "Sub", "Mul", "Div",
-    "Concat", "Dropout", "Pad", "Identity", "Softmax (graph output only)",
-    # evaluated at import time when every input is a constant:
-    "Constant", "Shape", "Gather", "Unsqueeze", "Squeeze", "Cast", "Slice",
-)
 
 
 def require_onnx():
@@ -59,7 +50,7 @@ def read_proto(source):
             proto = onnx.load_from_string(data)
         except Exception as e:   # DecodeError and friends
             raise ValueError(f"{label} is not a readable ONNX model ({type(e).__name__}: {e})") from None
-    load_external_data(onnx, proto, label, base)
+    _load_external_data(onnx, proto, label, base)
     if not proto.graph.node or not proto.graph.output:
         raise ValueError(f"{label} is not an ONNX model (no graph nodes or outputs); "
                          "corrupt or a different kind of file?")
@@ -71,7 +62,7 @@ def read_proto(source):
     return proto, label
 
 
-def load_external_data(onnx, proto, label, base):
+def _load_external_data(onnx, proto, label, base):
     """Read the weights of ``proto`` kept in side files (ONNX's external-data format,
     used for models over 2 GB), from the directory of the .onnx file, not the current one."""
     from onnx import external_data_helper as ext
@@ -89,9 +80,30 @@ def load_external_data(onnx, proto, label, base):
                          f"({type(e).__name__}: {e})") from None
 
 
+def tensor_value(tensor, what):
+    """A TensorProto as a numpy array; complex and string tensors are refused (no
+    layer computes with them, and casting would drop the imaginary part)."""
+    from onnx import numpy_helper
+    try:
+        a = numpy_helper.to_array(tensor)
+    except Exception as e:    # a truncated raw_data, an unknown data type
+        raise ONNXImportError(f"{what} cannot be read ({type(e).__name__}: {e})") from None
+    if a.dtype.kind == "c":
+        raise ONNXImportError(f"{what} is a complex tensor ({a.dtype}, shape {a.shape}); gradvis "
+                              "computes with real numbers only")
+    if a.dtype.kind in "OSU":
+        raise ONNXImportError(f"{what} is a string tensor (shape {a.shape}); gradvis computes with numbers only")
+    return a
+
+
+def read_initializers(graph):
+    """{name: array} of the graph's initializers."""
+    return {t.name: tensor_value(t, f"initializer {t.name!r}") for t in graph.initializer}
+
+
 class OnnxNode:
     """An ONNX node in plain Python: op, name, inputs, outputs, attributes."""
-    __slots__ = ("op", "name", "inputs", "outputs", "attrs", "index")
+    __slots__ = ("op", "name", "inputs", "outputs", "attrs", "index", "scope")
 
     def __init__(self, proto, index):
         from onnx import helper
@@ -101,6 +113,7 @@ class OnnxNode:
         self.outputs = list(proto.output)
         self.attrs = {a.name: helper.get_attribute_value(a) for a in proto.attribute}
         self.index = index
+        self.scope = _torch_scope(proto)
         if proto.domain not in ("", "ai.onnx"):
             raise UnsupportedOperatorError(
                 f"ONNX node {self.name!r}: operator {proto.domain}::{self.op} is from a custom "
@@ -114,14 +127,46 @@ class OnnxNode:
         return f"ONNX node {self.name!r} ({self.op})"
 
 
-SAFE_NAME = re.compile(r"[^A-Za-z0-9_.:\-]+")
+def _torch_scope(proto):
+    """PyTorch's torch.export-based exporter names nodes 'node_Conv_12' and keeps the
+    module path in metadata: ['', 'layer1', 'layer1.0', 'layer1.0.relu', 'relu_3'] ->
+    (('layer1', 'layer1.0', 'layer1.0.relu'), 'relu') (the graph-wide counter of the
+    last entry dropped), or None. :func:`torch_scopes` turns these into the
+    TorchScript exporter's '/layer1/layer1.0/relu_1/Relu' form."""
+    for p in proto.metadata_props:
+        if p.key == "pkg.torch.onnx.name_scopes":
+            try:
+                scopes = ast.literal_eval(p.value)
+            except (ValueError, SyntaxError):
+                return None
+            if isinstance(scopes, list) and len(scopes) > 1 and all(isinstance(s, str) for s in scopes):
+                return tuple(s for s in scopes[1:-1] if s), re.sub(r"_\d+$", "", scopes[-1])
+    return None
 
 
-def scope_name(node):
+def torch_scopes(nodes):
+    """Give the nodes with torch.export metadata the TorchScript exporter's scoped
+    names: the k-th call (k >= 2) of one module gets '_{k-1}' on its last path entry,
+    as in '/layer1/layer1.0/relu_1/Relu'."""
+    calls = {}
+    for n in nodes:
+        if isinstance(n.scope, tuple):
+            paths, op = n.scope
+            k = calls[(paths, op)] = calls.get((paths, op), 0) + 1
+            if k > 1 and paths:
+                paths = paths[:-1] + (f"{paths[-1]}_{k - 1}",)
+            n.scope = "/" + "/".join(paths + (op,))
+
+
+_SAFE = re.compile(r"[^A-Za-z0-9_.:\-]+")
+
+
+def _scope_name(node):
     """PyTorch's '/layer1/layer1.0/conv1/Conv' -> ('layer1.0.conv1', 'conv'); else (sanitized, '')."""
-    if "/" not in node.name:
-        return SAFE_NAME.sub("_", node.name).strip("_") or node.op.lower(), ""
-    parts = [p for p in node.name.split("/") if p]
+    name = node.scope or node.name
+    if "/" not in name:
+        return _SAFE.sub("_", name).strip("_") or node.op.lower(), ""
+    parts = [p for p in name.split("/") if p]
     last = parts.pop() if parts else node.op
     segs = []
     for p in parts:   # a Sequential's children repeat its name: 'features', 'features.1', 'conv', 'conv.0'
@@ -129,14 +174,14 @@ def scope_name(node):
             segs[-1] = p
         else:
             segs.append(p)
-    qual = SAFE_NAME.sub("_", ".".join(segs)).strip("_")
-    op = SAFE_NAME.sub("_", last).strip("_").lower() or node.op.lower()
+    qual = _SAFE.sub("_", ".".join(segs)).strip("_")
+    op = _SAFE.sub("_", last).strip("_").lower() or node.op.lower()
     return (qual or op), (op if qual else "")
 
 
 def assign_names(nodes):
     """{node index: unique gradvis node name} for the nodes that may become layers."""
-    bases = {n.index: scope_name(n) for n in nodes}
+    bases = {n.index: _scope_name(n) for n in nodes}
     count = {}
     for base, _ in bases.values():
         count[base] = count.get(base, 0) + 1
@@ -154,51 +199,3 @@ def assign_names(nodes):
         used.add(cand)
         names[n.index] = cand
     return names
-
-
-def const_eval(node, vals):
-    """Evaluate a node whose inputs are all constants (shape arithmetic), or return None."""
-    op, a = node.op, node.attr
-    x = vals[0] if vals else None
-    if op == "Identity":
-        return x
-    if op == "Cast":
-        from onnx import helper
-        return x.astype(helper.tensor_dtype_to_np_dtype(a("to")))
-    if op == "Gather":
-        return np.take(x, vals[1].astype(np.int64), axis=a("axis", 0))
-    if op in ("Unsqueeze", "Squeeze"):
-        axes = a("axes") if len(vals) < 2 else vals[1].tolist()
-        if op == "Squeeze":
-            return np.squeeze(x, axis=None if axes is None else tuple(axes))
-        out = x
-        rank = x.ndim + len(axes)
-        for ax in sorted(ax % rank for ax in axes):
-            out = np.expand_dims(out, ax)
-        return out
-    if op == "Concat":
-        return np.concatenate([np.atleast_1d(v) for v in vals], axis=a("axis"))
-    if op == "Slice":
-        starts, ends = vals[1].tolist(), vals[2].tolist()
-        axes = vals[3].tolist() if len(vals) > 3 else list(range(len(starts)))
-        steps = vals[4].tolist() if len(vals) > 4 else [1] * len(starts)
-        idx = [slice(None)] * x.ndim
-        for s, e, ax, st in zip(starts, ends, axes, steps):
-            idx[ax] = slice(s, e, st)
-        return x[tuple(idx)]
-    if op in ("Add", "Sub", "Mul", "Div"):
-        f = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply,
-             "Div": np.floor_divide if x.dtype.kind in "iu" else np.divide}[op]
-        return f(vals[0], vals[1]).astype(np.result_type(vals[0], vals[1]))
-    if op == "Reshape":
-        return x.reshape([d if d != 0 else x.shape[i] for i, d in enumerate(vals[1].tolist())])
-    if op == "Flatten":
-        ax = a("axis", 1)
-        return x.reshape(int(np.prod(x.shape[:ax])), -1)
-    return None
-
-
-def f32(v):
-    """A C-contiguous float32 array (copied only when needed: VGG's weights are 0.5 GB)."""
-    a = np.asarray(v, np.float32)
-    return a if a.flags.c_contiguous else np.ascontiguousarray(a)

@@ -1,0 +1,270 @@
+"""The ONNX operators that move values between axes: Flatten, Reshape, Squeeze,
+Unsqueeze, Transpose, Slice, Split, Gather, Resize / Upsample and Cast. The batch axis
+is never moved, sliced or merged."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ...nn import Flatten
+from ...nn.tensor import Reshape, Resize, Slice, Transpose
+from .constants import slice_bounds
+from .reader import ONNXImportError
+
+__all__ = ["ShapeOps"]
+
+
+def _fmt(s):
+    return f"(N, {', '.join(map(str, s))})"
+
+
+class ShapeOps:
+    """Handlers ``op_<Type>(node)`` of the shape operators, mixed into the importer."""
+
+    # ------------------------------------------------------------------ shapes
+    def op_Flatten(self, node):
+        src = self.activation(node, node.inputs[0])
+        s = self.shape[src]
+        rank = len(s) + 1
+        axis = int(node.attr("axis", 1))
+        axis = axis + rank if axis < 0 else axis
+        if axis != 1:     # ONNX Flatten's output is 2-D: (d0 * ... * d_{axis-1}, the rest)
+            raise self.unsupported(node, f"Flatten with axis={node.attr('axis')} merges the batch axis "
+                                         "with others (only axis 1 keeps it)")
+        if rank == 2:
+            self.alias(node, node.outputs[0], src)
+            return
+        self.emit(node, Flatten(), [src])
+
+    def _reshape_to(self, node, src, shape, out=None):
+        shape = tuple(int(v) for v in shape)
+        if shape == tuple(self.shape[src]):
+            self.alias(node, out or node.outputs[0], src)
+        elif len(shape) == 1:
+            self.emit(node, Flatten(), [src], out=out)
+        else:
+            self.emit(node, Reshape(shape), [src], out=out)
+
+    def op_Reshape(self, node):
+        src = self.activation(node, node.inputs[0])
+        target = [int(v) for v in np.asarray(self.constant(node, 1, "the target shape")).reshape(-1)]
+        s = self.shape[src]
+        size = int(np.prod(s, dtype=np.int64))
+        allowzero = int(node.attr("allowzero", 0))
+        if len(target) == 1 and target[0] in (-1, size * self.batch):
+            self._flat_then_gather(node, src, target)   # the batch merged in: a batch-1 export
+            return
+        if not target or target[0] not in (0, -1, self.batch) or (target[0] == 0 and allowzero):
+            raise self.unsupported(node, f"Reshape of {_fmt(s)} to {target} changes the batch axis "
+                                         f"(its first entry must be 0, -1 or the exported batch size {self.batch})")
+        rest = [s[i - 1] if (d == 0 and not allowzero and i - 1 < len(s)) else d
+                for i, d in enumerate(target)][1:]
+        if target[0] == -1 and -1 in rest:
+            raise self.unsupported(node, f"Reshape of {_fmt(s)} to {target}: two inferred dimensions")
+        if -1 in rest:
+            known = int(np.prod([d for d in rest if d != -1], dtype=np.int64))
+            if rest.count(-1) > 1 or known == 0 or size % known:
+                raise ONNXImportError(f"{node.where()}: cannot reshape {_fmt(s)} to {target}")
+            rest[rest.index(-1)] = size // known
+        if any(d <= 0 for d in rest) or int(np.prod(rest, dtype=np.int64)) != size:
+            raise ONNXImportError(f"{node.where()}: cannot reshape {_fmt(s)} ({size} values a sample) "
+                                  f"to {target}")
+        self._reshape_to(node, src, rest)
+
+    def _flat_then_gather(self, node, src, target):
+        """A Reshape to 1-D (batch and features merged, as a batch-1 export writes
+        ``as_strided``) is supported when a Gather on axis 0 by indices (B, ...) that
+        enumerate the values in order (a plain reshape) is its only reader."""
+        g = self.sole_consumer(node.outputs[0])
+        idx = self.const.get(g.inputs[1]) if g is not None and g.op == "Gather" else None
+        size = int(np.prod(self.shape[src], dtype=np.int64))
+        if (idx is None or int(g.attr("axis", 0)) != 0 or np.ndim(idx) < 2 or np.shape(idx)[0] != self.batch
+                or not np.array_equal(np.asarray(idx).reshape(-1), np.arange(size * self.batch))):
+            raise self.unsupported(node, f"Reshape of {_fmt(self.shape[src])} to {target} merges the batch "
+                                         "axis into the features")
+        self.skip.add(g.index)
+        self.info["folded"].append(f"{node.name} (Reshape to 1-D) and {g.name} (Gather in order) into one Reshape")
+        self._reshape_to(node, src, np.shape(idx)[1:], out=g.outputs[0])
+        self.alias(node, node.outputs[0], None)
+
+    def op_Squeeze(self, node):
+        src = self.activation(node, node.inputs[0])
+        s = self.shape[src]
+        axes = self.optional_constant(node, 1, "axes") if len(node.inputs) > 1 else node.attr("axes")
+        if axes is None:
+            axes = [i + 1 for i, d in enumerate(s) if d == 1]
+        axes = self._axes(node, np.asarray(axes).reshape(-1), len(s) + 1)
+        if any(s[a - 1] != 1 for a in axes):
+            raise ONNXImportError(f"{node.where()}: cannot squeeze axes {axes} of {_fmt(s)}")
+        self._reshape_to(node, src, [d for i, d in enumerate(s) if i + 1 not in axes])
+
+    def op_Unsqueeze(self, node):
+        src = self.activation(node, node.inputs[0])
+        s = list(self.shape[src])
+        axes = self.optional_constant(node, 1, "axes") if len(node.inputs) > 1 else node.attr("axes")
+        if axes is None:
+            raise ONNXImportError(f"{node.where()}: Unsqueeze without axes")
+        rank = len(s) + 1 + int(np.size(axes))
+        full = ["N"] + s
+        for a in sorted(int(a) % rank for a in np.asarray(axes).reshape(-1)):
+            if a == 0:
+                raise self.unsupported(node, "Unsqueeze before the batch axis")
+            full.insert(a, 1)
+        self._reshape_to(node, src, full[1:])
+
+    def op_Transpose(self, node):
+        if node.index in self.nhwc_edges:
+            self.pass_transpose(node)
+            return
+        src = self.activation(node, node.inputs[0])
+        rank = self._rank(src)
+        perm = node.attr("perm")
+        perm = list(range(rank))[::-1] if perm is None else [int(p) % rank for p in perm]
+        if sorted(perm) != list(range(rank)):
+            raise ONNXImportError(f"{node.where()}: perm {perm} is not a permutation of {rank} axes")
+        if perm[0] != 0:
+            raise self.unsupported(node, f"Transpose {perm} moves the batch axis")
+        if perm == list(range(rank)):
+            self.alias(node, node.outputs[0], src)
+            return
+        self.emit(node, Transpose(perm), [src])
+
+    def _slice_layer(self, node, src, axes, starts, ends, steps, out, name=None):
+        """A Slice layer (or nothing, for a slice that keeps everything) for ONNX's
+        clamped bounds on per-sample ``axes`` (>= 1)."""
+        full = (self.batch,) + tuple(self.shape[src])
+        keep = []
+        for ax, s, e, st in zip(axes, starts, ends, steps):
+            sl = slice_bounds(full[ax], s, e, st)
+            if ax == 0:
+                if sl.indices(full[0]) != (0, full[0], 1):
+                    raise self.unsupported(node, "slicing the batch axis")
+                continue
+            if sl.indices(full[ax]) == (0, full[ax], 1):
+                continue
+            keep.append((ax, sl.start, sl.stop, sl.step))
+        if not keep:
+            self.alias(node, out, src)
+            return
+        ax, st, sp, sd = zip(*keep)
+        self.emit(node, Slice(ax, st, sp, sd), [src], out=out, name=name)
+
+    def op_Slice(self, node):
+        src = self.activation(node, node.inputs[0])
+        rank = self._rank(src)
+        if len(node.inputs) > 1:
+            starts = np.asarray(self.constant(node, 1, "starts")).reshape(-1).tolist()
+            ends = np.asarray(self.constant(node, 2, "ends")).reshape(-1).tolist()
+            axes = self.optional_constant(node, 3, "axes")
+            steps = self.optional_constant(node, 4, "steps")
+        else:
+            starts, ends = list(node.attr("starts")), list(node.attr("ends"))
+            axes, steps = node.attr("axes"), None
+        axes = list(range(len(starts))) if axes is None else np.asarray(axes).reshape(-1).tolist()
+        steps = [1] * len(starts) if steps is None else np.asarray(steps).reshape(-1).tolist()
+        if not len(axes) == len(starts) == len(ends) == len(steps):
+            raise ONNXImportError(f"{node.where()}: starts, ends, axes and steps differ in length")
+        axes = [int(a) % rank if -rank <= int(a) < rank else None for a in axes]
+        if None in axes:
+            raise ONNXImportError(f"{node.where()}: axes out of range for a {rank}-D tensor")
+        self._slice_layer(node, src, axes, starts, ends, steps, node.outputs[0])
+
+    def op_Split(self, node):
+        src = self.activation(node, node.inputs[0])
+        rank = self._rank(src)
+        axis = int(node.attr("axis", 0)) % rank
+        n = (self.batch,) + tuple(self.shape[src])
+        split = self.optional_constant(node, 1, "split") if len(node.inputs) > 1 else node.attr("split")
+        k = len(node.outputs)
+        if split is None:
+            size = -(-n[axis] // int(node.attr("num_outputs", k)))
+            split = [min(size, n[axis] - i * size) for i in range(k)]
+        split = [int(v) for v in np.asarray(split).reshape(-1)]
+        if len(split) != k or sum(split) != n[axis] or min(split) < 0:
+            raise ONNXImportError(f"{node.where()}: split {split} of an axis of length {n[axis]} into {k} outputs")
+        start = 0
+        base = self.names[node.index]
+        for j, (t, m) in enumerate(zip(node.outputs, split)):
+            if t and self.readers(t) or t == self.output:
+                self._slice_layer(node, src, [axis], [start], [start + m], [1], t,
+                                  name=self.fresh_name(f"{base}.{j}") if j else base)
+            start += m
+
+    def op_Gather(self, node):
+        src = self.activation(node, node.inputs[0])
+        rank = self._rank(src)
+        axis = int(node.attr("axis", 0)) % rank
+        idx = np.asarray(self.constant(node, 1, "the indices")).astype(np.int64)
+        if axis == 0:
+            raise self.unsupported(node, "Gather along the batch axis")
+        n = self.shape[src][axis - 1]
+        flat = np.where(idx < 0, idx + n, idx).reshape(-1)
+        if flat.size == 0 or flat.min() < 0 or flat.max() >= n:
+            raise ONNXImportError(f"{node.where()}: indices out of range for an axis of length {n}")
+        step = int(flat[1] - flat[0]) if flat.size > 1 else 1
+        if step == 0 or not np.array_equal(flat, flat[0] + step * np.arange(flat.size)):
+            raise self.unsupported(node, "Gather by indices that are not evenly spaced (a Slice)")
+        stop = int(flat[-1]) + step
+        keep = list(self.shape[src])
+        keep[axis - 1] = flat.size
+        out_shape = keep[:axis - 1] + list(idx.shape) + keep[axis:]
+        if out_shape == keep:
+            self._slice_layer(node, src, [axis], [int(flat[0])], [stop if stop >= 0 else -n - 1], [step],
+                              node.outputs[0])
+            return
+        # a scalar index drops the axis: slice, then reshape
+        tmp = node.outputs[0] + "#slice"
+        self._slice_layer(node, src, [axis], [int(flat[0])], [stop if stop >= 0 else -n - 1], [step], tmp,
+                          name=self.fresh_name(self.names[node.index] + ".slice"))
+        self._reshape_to(node, self.tensor[tmp], out_shape)
+
+    def op_Resize(self, node):
+        src = self._input4(node, node.inputs[0])
+        mode = node.attr("mode", "nearest")
+        if mode not in ("nearest", "linear"):
+            raise self.unsupported(node, f"Resize mode {mode!r} (nearest and linear are supported)")
+        if int(node.attr("antialias", 0)):
+            raise self.unsupported(node, "Resize with antialias=1")
+        if node.op == "Upsample":
+            coord, nearest = "asymmetric", "floor"
+            scales = node.attr("scales") if len(node.inputs) < 2 else self.constant(node, 1, "scales")
+            sizes = None
+        else:
+            coord = node.attr("coordinate_transformation_mode", "half_pixel")
+            nearest = node.attr("nearest_mode", "round_prefer_floor")
+            if self.opset is not None and self.opset < 11:
+                scales, sizes = self.constant(node, 1, "scales"), None
+            else:
+                scales = self.optional_constant(node, 2, "scales")
+                sizes = self.optional_constant(node, 3, "sizes")
+            if node.attr("axes") is not None:
+                raise self.unsupported(node, "Resize with an axes attribute")
+        c, h, w = self.shape[src]
+        if sizes is not None and np.size(sizes):
+            out = [int(v) for v in np.asarray(sizes).reshape(-1)]
+            if len(out) != 4 or out[1] != c:
+                raise self.unsupported(node, f"Resize to sizes {out} (only H and W may change)")
+            hw = tuple(out[2:])
+        elif scales is not None and np.size(scales):
+            sc = [float(v) for v in np.asarray(scales).reshape(-1)]
+            if len(sc) != 4 or sc[0] != 1 or sc[1] != 1:
+                raise self.unsupported(node, f"Resize by scales {sc} (only H and W may change)")
+            hw = (int(math.floor(h * sc[2])), int(math.floor(w * sc[3])))
+        else:
+            raise ONNXImportError(f"{node.where()}: neither scales nor sizes are given")
+        try:
+            layer = Resize(hw, mode=mode, coordinate_transformation_mode=coord, nearest_mode=nearest)
+        except ValueError as e:
+            raise self.unsupported(node, str(e).replace("Resize: ", "")) from None
+        self.emit(node, layer, [src])
+
+    def op_Upsample(self, node):
+        self.op_Resize(node)
+
+    def op_Cast(self, node):
+        from onnx import helper
+        to = np.dtype(helper.tensor_dtype_to_np_dtype(int(node.attr("to"))))
+        if to.kind != "f":
+            raise self.unsupported(node, f"Cast of activations to {to} (only to floating point)")
+        self.alias(node, node.outputs[0], self.activation(node, node.inputs[0]))

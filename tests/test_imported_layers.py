@@ -1,0 +1,176 @@
+"""The layers imported graphs use beyond the CS231n set (LayerNorm, GELU, Erf, Pow,
+Sqrt, Neg, Abs, Exp, Transpose, Reshape, Slice, Resize, Reduce, Softmax, LogSoftmax,
+MatMul): forward and backward in float32 and float64 against PyTorch autograd, float64
+gradients against central finite differences, and a save/load round trip."""
+import math
+
+import numpy as np
+import pytest
+
+import gradvis
+from conftest import require_torch
+from gradvis.nn import (GELU, Abs, Erf, Exp, LayerNorm, LogSoftmax, MatMul, Model, Neg, Pow, Reduce, Reshape,
+                        Resize, Slice, Softmax, Sqrt, Transpose)
+from gradvis.nn.pointwise import _erf_numpy, erf
+
+
+def rel_err(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
+
+
+def cases():
+    """(id, layer, input shape, params {name: shape}, torch function, input transform)."""
+    F = lambda: require_torch().nn.functional   # noqa: E731
+    T = require_torch
+    return [
+        ("gelu", GELU(), (2, 6, 5, 4), {}, lambda t: F().gelu(t), None),
+        ("gelu_tanh", GELU("tanh"), (2, 6, 5, 4), {}, lambda t: F().gelu(t, approximate="tanh"), None),
+        ("erf", Erf(), (2, 6, 5, 4), {}, lambda t: T().erf(t), None),
+        ("pow3", Pow(3.0), (2, 6, 5, 4), {}, lambda t: t ** 3, None),
+        ("pow_half", Pow(0.5), (2, 6, 5, 4), {}, lambda t: t ** 0.5, np.abs),
+        ("sqrt", Sqrt(), (2, 6, 5, 4), {}, lambda t: T().sqrt(t), lambda x: np.abs(x) + 0.2),
+        ("neg", Neg(), (2, 6, 5, 4), {}, lambda t: -t, None),
+        ("abs", Abs(), (2, 6, 5, 4), {}, lambda t: T().abs(t), None),
+        ("exp", Exp(), (2, 6, 5, 4), {}, lambda t: T().exp(t), None),
+        ("layernorm_channels", LayerNorm((1,), (6, 1, 1), 1e-6), (2, 6, 5, 4), {"weight": (6, 1, 1), "bias": (6, 1, 1)},
+         lambda t, weight, bias: F().layer_norm(t.permute(0, 2, 3, 1), (6,), weight.reshape(6), bias.reshape(6),
+                                                1e-6).permute(0, 3, 1, 2), None),
+        ("layernorm_last", LayerNorm((3,), (4,)), (2, 6, 5, 4), {"weight": (4,), "bias": (4,)},
+         lambda t, weight, bias: F().layer_norm(t, (4,), weight, bias), None),
+        ("layernorm_trailing", LayerNorm((2, 3), (5, 4)), (2, 6, 5, 4), {"weight": (5, 4), "bias": (5, 4)},
+         lambda t, weight, bias: F().layer_norm(t, (5, 4), weight, bias), None),
+        ("transpose", Transpose((0, 2, 3, 1)), (2, 6, 5, 4), {}, lambda t: t.permute(0, 2, 3, 1), None),
+        ("shuffle", Transpose((0, 2, 1, 3, 4)), (2, 2, 3, 5, 4), {}, lambda t: t.transpose(1, 2), None),
+        ("reshape", Reshape((2, 3, 20)), (2, 6, 5, 4), {}, lambda t: t.reshape(2, 2, 3, 20), None),
+        ("slice_channels", Slice((1,), (2,), (None,)), (2, 6, 5, 4), {}, lambda t: t[:, 2:], None),
+        ("slice_steps", Slice((1, 3), (1, 3), (None, 0), (2, -2)), (2, 6, 5, 4), {},
+         lambda t: t[:, 1::2][..., [3, 1]], None),
+        ("resize_nearest", Resize((10, 8), "nearest", "asymmetric", "floor"), (2, 3, 5, 4), {},
+         lambda t: F().interpolate(t, size=(10, 8), mode="nearest"), None),
+        ("resize_bilinear", Resize((9, 7), "linear", "half_pixel"), (2, 3, 5, 4), {},
+         lambda t: F().interpolate(t, size=(9, 7), mode="bilinear", align_corners=False), None),
+        ("resize_align_corners", Resize((9, 7), "linear", "align_corners"), (2, 3, 5, 4), {},
+         lambda t: F().interpolate(t, size=(9, 7), mode="bilinear", align_corners=True), None),
+        ("resize_down", Resize((3, 3), "linear", "half_pixel"), (2, 3, 5, 4), {},
+         lambda t: F().interpolate(t, size=(3, 3), mode="bilinear", align_corners=False), None),
+        ("reduce_mean", Reduce("mean", (2, 3), False), (2, 6, 5, 4), {}, lambda t: t.mean((2, 3)), None),
+        ("reduce_sum", Reduce("sum", (1,), True), (2, 6, 5, 4), {}, lambda t: t.sum(1, keepdim=True), None),
+        ("reduce_max", Reduce("max", (1, 3), True), (2, 6, 5, 4), {}, lambda t: t.amax((1, 3), keepdim=True), None),
+        ("softmax", Softmax(1), (2, 6, 5, 4), {}, lambda t: T().softmax(t, 1), None),
+        ("log_softmax", LogSoftmax(3), (2, 6, 5, 4), {}, lambda t: T().log_softmax(t, 3), None),
+        ("matmul_last", MatMul(4, 7, -1, bias=True), (2, 6, 5, 4), {"weight": (4, 7), "bias": (7,)},
+         lambda t, weight, bias: t @ weight + bias, None),
+        ("matmul_channels", MatMul(6, 3, 1), (2, 6, 5, 4), {"weight": (6, 3)},
+         lambda t, weight: T().einsum("nchw,cm->nmhw", t, weight), None),
+    ]
+
+
+CASES = {c[0]: c for c in cases()}
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_matches_torch_autograd(case, dtype):
+    torch = require_torch()
+    _, layer, shape, pshapes, fn, tf = CASES[case]
+    rng = np.random.default_rng(sorted(CASES).index(case))
+    x = rng.standard_normal(shape) * 1.5
+    x = tf(x) if tf else x
+    params = {k: rng.standard_normal(s) for k, s in pshapes.items()}
+    out, cache = layer.forward([x.astype(dtype)], {k: v.astype(dtype) for k, v in params.items()}, {},
+                               "test", None)
+    assert out.dtype == dtype and out.shape[1:] == tuple(layer.output_shape([shape[1:]]))
+    R = rng.standard_normal(out.shape)
+    dx, dp = layer.backward(R.astype(dtype), cache)
+    assert dx[0].dtype == dtype and dx[0].shape == x.shape
+    tx = torch.tensor(x, requires_grad=True)
+    tp = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    (fn(tx, **tp) * torch.tensor(R)).sum().backward()
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    ref = fn(tx.detach(), **{k: v.detach() for k, v in tp.items()}).numpy()
+    assert rel_err(out, ref) < tol
+    assert rel_err(dx[0], tx.grad.numpy()) < tol
+    assert set(dp) == set(tp)
+    for k in tp:
+        assert dp[k].shape == params[k].shape and rel_err(dp[k], tp[k].grad.numpy()) < tol
+    assert rel_err(layer.backward_inputs(R.astype(dtype), cache)[0], dx[0]) == 0
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_gradient_matches_finite_differences(case):
+    _, layer, shape, pshapes, _, tf = CASES[case]
+    rng = np.random.default_rng(100 + sorted(CASES).index(case))
+    x = rng.standard_normal(shape) * 1.5
+    x = tf(x) if tf else x
+    if layer.type == "Reduce" and layer.op == "max":
+        x = x + np.arange(x.size).reshape(x.shape) * 1e-3   # no ties within the step
+    params = {k: rng.standard_normal(s) for k, s in pshapes.items()}
+    out, cache = layer.forward([x], params, {}, "test", None)
+    R = rng.standard_normal(out.shape)
+    dx = layer.backward(R, cache)[0][0]
+    h = 1e-6
+    flat = x.reshape(-1)
+    for i in rng.choice(flat.size, size=min(12, flat.size), replace=False):
+        xp, xm = flat.copy(), flat.copy()
+        xp[i] += h
+        xm[i] -= h
+        fp = (layer.forward([xp.reshape(x.shape)], params, {}, "test", None)[0] * R).sum()
+        fm = (layer.forward([xm.reshape(x.shape)], params, {}, "test", None)[0] * R).sum()
+        num = (fp - fm) / (2 * h)
+        assert abs(num - dx.reshape(-1)[i]) <= 1e-6 * max(1.0, abs(num)), (case, i, num, dx.reshape(-1)[i])
+
+
+def test_erf_without_scipy_is_exact():
+    """The numpy fallback (used when scipy is missing) agrees with math.erf to ~1 ulp."""
+    x = np.concatenate([np.linspace(-7, 7, 5001), [0.0, -0.0, 3.0, -3.0, 1e-300, 30.0, -np.inf, np.inf]])
+    ref = np.array([math.erf(v) for v in x])
+    assert np.abs(_erf_numpy(x) - ref).max() < 3e-15
+    assert erf(np.float32(0.5)).dtype == np.float32
+
+
+def test_layers_save_and_load_in_model_files(tmp_path):
+    """Every new layer type is in the registry: a model using them round-trips through
+    the .npz format and computes the same."""
+    rng = np.random.default_rng(1)
+    m = Model(input_shape=(6, 5, 4), seed=0)
+    m.add("ln", LayerNorm((1,), (6, 1, 1), 1e-6)).add("gelu", GELU()).add("t", Transpose((0, 2, 3, 1)))
+    m.add("mm", MatMul(6, 8, -1, bias=True)).add("erf", Erf()).add("back", Transpose((0, 3, 1, 2)))
+    m.add("up", Resize((10, 8), "linear", "half_pixel")).add("cut", Slice((1, 3), (0, 1), (4, None), (1, 2)))
+    m.add("sq", Pow(2.0)).add("rt", Sqrt()).add("neg", Neg()).add("abs", Abs()).add("exp", Exp())
+    m.add("r", Reshape((4, 10, 4))).add("sm", Softmax(2)).add("lsm", LogSoftmax(1))
+    m.add("red", Reduce("max", (2, 3), keepdims=False))
+    for k in m.params:
+        m.params[k] = rng.standard_normal(m.params[k].shape).astype(np.float32) * 0.5
+    X = rng.standard_normal((2, 6, 5, 4)).astype(np.float32)
+    path = m.save(tmp_path / "m.npz")
+    m2 = gradvis.load_model(path)
+    assert [n.layer.config() for n in m2.nodes] == [n.layer.config() for n in m.nodes]
+    np.testing.assert_array_equal(m.forward(X)[0], m2.forward(X)[0])
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: GELU("erf"), "approximate"),
+    (lambda: LayerNorm((0,), (3,)), "axes"),
+    (lambda: LayerNorm((1,), (3,), eps=float("nan")), "eps"),
+    (lambda: Transpose((1, 0, 2)), "batch axis"),
+    (lambda: Reshape((0, 3)), "Reshape: shape"),
+    (lambda: Slice((1,), (0,), (2,), (0,)), "step"),
+    (lambda: Resize((4, 4), "cubic"), "mode"),
+    (lambda: Reduce("min", (1,)), "op"),
+    (lambda: Softmax(0), "axis"),
+    (lambda: MatMul(3, 4, axis=0), "axis"),
+    (lambda: Pow(float("inf")), "finite"),
+])
+def test_bad_arguments_are_named(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_shape_errors():
+    with pytest.raises(ValueError, match="cannot reshape"):
+        Reshape((7,)).output_shape([(2, 3)])
+    with pytest.raises(ValueError, match="empty"):
+        Slice((1,), (5,), (None,)).output_shape([(3, 4)])
+    with pytest.raises(ValueError, match="expects 4 features"):
+        MatMul(4, 2).output_shape([(3, 5)])

@@ -1,0 +1,259 @@
+"""load_onnx on hand-written graphs with the operators beyond the CS231n set, checked
+against onnx's reference evaluator: shapes (Transpose, Reshape, Squeeze, Unsqueeze,
+Slice with steps, Split, Gather), Resize / Upsample, in-graph Softmax / LogSoftmax,
+reductions on any axes, Pow / Sqrt / Neg / Abs / Exp / Erf / Gelu, LayerNormalization,
+MatMul by constants on any axis; constant subgraphs evaluated at import; input
+gradients against finite differences; and the errors (what cannot be evaluated,
+complex initializers, a Conv bias that names no initializer)."""
+import numpy as np
+import pytest
+
+import gradvis
+from conftest import require, require_onnx, require_torch
+
+F32 = np.float32
+
+
+@pytest.fixture(scope="module")
+def ox():
+    onnx = require_onnx()
+    from onnx import helper, numpy_helper
+    from onnx.reference import ReferenceEvaluator
+    return onnx, helper, numpy_helper, ReferenceEvaluator
+
+
+def make(ox, nodes, inits, in_shape=(1, 4, 6, 6), opset=17):
+    onnx, helper, numpy_helper, _ = ox
+    init = [numpy_helper.from_array(np.asarray(v), name=k) for k, v in inits.items()]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, list(in_shape))],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)], initializer=init)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def rel_err(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
+
+
+def i64(*v):
+    return np.array(v, np.int64)
+
+
+def graphs(ox):
+    """{name: (nodes, initializers, opset)}; every graph maps x (1, 4, 6, 6) to y."""
+    _, helper, _, _ = ox
+    n = helper.make_node
+    rng = np.random.default_rng(0)
+    w = lambda *s: (rng.standard_normal(s) * 0.4).astype(F32)   # noqa: E731
+    return {
+        # ShuffleNet's channel shuffle, the batch read with Shape (constant-folded)
+        "shuffle": ([n("Shape", ["x"], ["s"]), n("Gather", ["s", "zero"], ["b"], axis=0),
+                     n("Unsqueeze", ["b", "ax0"], ["bu"]),
+                     n("Concat", ["bu", "g"], ["shp"], axis=0),
+                     n("Reshape", ["x", "shp"], ["r"]), n("Transpose", ["r"], ["t"], perm=[0, 2, 1, 3, 4]),
+                     n("Reshape", ["t", "flat"], ["y"])],
+                    {"zero": np.array(0, np.int64), "ax0": i64(0), "g": i64(2, 2, 6, 6), "flat": i64(-1, 4, 6, 6)}, 17),
+        # F.pad's export: pads computed from constants (ConstantOfShape, Slice, Concat, Cast...)
+        "pad_subgraph": ([n("ConstantOfShape", ["four"], ["z"], value=helper.make_tensor("v", 7, [1], [0])),
+                          n("Concat", ["p", "z"], ["pz"], axis=0),
+                          n("Reshape", ["pz", "m12"], ["pr"]), n("Slice", ["pr", "st", "en", "a0", "stp"], ["ps"]),
+                          n("Transpose", ["ps"], ["pt"], perm=[1, 0]), n("Reshape", ["pt", "m1"], ["pads"]),
+                          n("Cast", ["pads"], ["pads64"], to=7),
+                          n("Pad", ["x", "pads64", "cv"], ["y"], mode="constant")],
+                         {"four": i64(4), "p": i64(1, 2, 0, 1), "m12": i64(-1, 2), "st": i64(-1), "en": i64(-9999),
+                          "a0": i64(0), "stp": i64(-1), "m1": i64(-1), "cv": np.array(0.5, F32)}, 17),
+        "range_expand_where": ([n("Range", ["r0", "r6", "r1"], ["rg"]), n("Equal", ["rg", "three"], ["eq"]),
+                                n("Where", ["eq", "half", "one"], ["wv"]), n("Expand", ["wv", "shp"], ["we"]),
+                                n("Mul", ["x", "we"], ["y"])],
+                               {"r0": np.array(0, F32), "r6": np.array(6, F32), "r1": np.array(1, F32),
+                                "three": np.array(3, F32), "half": np.array(0.5, F32), "one": np.array(1.0, F32),
+                                "shp": i64(4, 6, 6)}, 17),
+        "slices_split_gather": ([n("Slice", ["x", "s0", "e0", "a0", "st"], ["a"]),
+                                 n("Split", ["x", "sp"], ["b1", "b2"], axis=1),
+                                 n("Gather", ["b2", "gi"], ["c"], axis=1),
+                                 n("Unsqueeze", ["c", "one"], ["cu"]),
+                                 n("Concat", ["a", "b1", "cu"], ["cat"], axis=1),
+                                 n("Slice", ["cat", "s1", "e1", "a1", "st1"], ["y"])],
+                                {"s0": i64(3), "e0": i64(-100), "a0": i64(1), "st": i64(-2),
+                                 "sp": i64(1, 3), "gi": np.array(2, np.int64), "one": i64(1),
+                                 "s1": i64(5, 1), "e1": i64(-100, 5), "a1": i64(3, 2), "st1": i64(-2, 3)}, 13),
+        "resize": ([n("Resize", ["x", "", "sc"], ["r1"], mode="linear", coordinate_transformation_mode="half_pixel"),
+                    n("Resize", ["r1", "", "", "sz"], ["y"], mode="nearest",
+                      coordinate_transformation_mode="asymmetric", nearest_mode="floor")],
+                   {"sc": np.array([1, 1, 2, 1.5], F32), "sz": i64(1, 4, 7, 5)}, 13),
+        "upsample_opset9": ([n("Upsample", ["x", "sc"], ["y"], mode="nearest")],
+                            {"sc": np.array([1, 1, 2, 2], F32)}, 9),
+        "softmax_reductions": ([n("Softmax", ["x"], ["s"], axis=1), n("LogSoftmax", ["x"], ["l"], axis=-1),
+                                n("ReduceSum", ["s", "ax"], ["rs"], keepdims=1),
+                                n("ReduceMax", ["l"], ["rm"], axes=[1, 3], keepdims=1),
+                                n("ReduceMean", ["x"], ["mm"], axes=[1], keepdims=1),
+                                n("Add", ["rs", "rm"], ["t"]), n("Add", ["t", "mm"], ["y"])],
+                               {"ax": i64(2)}, 13),
+        "pointwise": ([n("Abs", ["x"], ["a"]), n("Sqrt", ["a"], ["b"]), n("Neg", ["b"], ["c"]), n("Exp", ["c"], ["d"]),
+                       n("Pow", ["x", "three"], ["e"]), n("Erf", ["x"], ["f"]), n("Add", ["d", "e"], ["g"]),
+                       n("Add", ["g", "f"], ["y"])], {"three": np.array(3.0, F32)}, 17),
+        "gelu_opset20": ([n("Gelu", ["x"], ["a"]), n("Gelu", ["a"], ["y"], approximate="tanh")], {}, 20),
+        # ConvNeXt's LayerNorm2d and block, channels-last
+        "convnext_block": ([n("Transpose", ["x"], ["t"], perm=[0, 2, 3, 1]),
+                            n("LayerNormalization", ["t", "lw", "lb"], ["ln"], axis=-1, epsilon=1e-6),
+                            n("MatMul", ["ln", "w1"], ["m1"]), n("Add", ["m1", "b1"], ["a1"]),
+                            n("Div", ["a1", "sq2"], ["dv"]), n("Erf", ["dv"], ["er"]), n("Add", ["er", "one"], ["ep"]),
+                            n("Mul", ["a1", "ep"], ["mu"]), n("Mul", ["mu", "half"], ["ge"]),
+                            n("MatMul", ["ge", "w2"], ["m2"]), n("Add", ["b2", "m2"], ["a2"]),
+                            n("Transpose", ["a2"], ["tb"], perm=[0, 3, 1, 2]), n("Mul", ["gamma", "tb"], ["sc"]),
+                            n("Add", ["sc", "x"], ["y"])],
+                           {"lw": w(4) + 1, "lb": w(4), "w1": w(4, 16), "b1": w(16), "sq2": np.array(1.4142135, F32),
+                            "one": np.array(1.0, F32), "half": np.array(0.5, F32), "w2": w(16, 4), "b2": w(4),
+                            "gamma": w(4, 1, 1)}, 17),
+        "layernorm_trailing_and_matmuls": ([n("LayerNormalization", ["x", "lw"], ["ln"], axis=2),
+                                            n("MatMul", ["ln", "w"], ["m"]), n("MatMul", ["wl", "m"], ["y"])],
+                                           {"lw": w(6, 6) + 1, "w": w(6, 3), "wl": w(5, 6)}, 17),
+        "flatten_squeeze_gemm": ([n("ReduceMean", ["x"], ["p"], axes=[3], keepdims=1),
+                                  n("Squeeze", ["p", "a3"], ["q"]),
+                                  n("Transpose", ["q"], ["ft"], perm=[0, 2, 1]), n("Flatten", ["ft"], ["ff"]),
+                                  n("Gemm", ["ff", "gw", "gb"], ["y"], transB=1, alpha=0.5, beta=2.0)],
+                                 {"a3": i64(3), "gw": w(7, 24), "gb": w(7)}, 13),
+    }
+
+
+@pytest.mark.parametrize("name", ["shuffle", "pad_subgraph", "range_expand_where", "slices_split_gather", "resize",
+                                  "upsample_opset9", "softmax_reductions", "pointwise", "gelu_opset20",
+                                  "convnext_block", "layernorm_trailing_and_matmuls", "flatten_squeeze_gemm"])
+def test_graph_matches_reference_and_finite_differences(ox, name):
+    nodes, inits, opset = graphs(ox)[name]
+    proto = make(ox, nodes, inits, opset=opset)
+    model = gradvis.load_onnx(proto)
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((3, 4, 6, 6)).astype(F32)       # batch 3 for a batch-1 graph
+    if name == "pointwise":
+        X = X * 0.5
+    ref = np.concatenate([ox[3](proto).run(None, {"x": X[i:i + 1]})[0] for i in range(3)])
+    out = model.forward(X)[0]
+    assert out.shape == ref.shape and rel_err(out, ref) < 2e-5, (name, rel_err(out, ref))
+    # input gradient of sum(R * y) in float64 against central differences
+    m64 = model.astype(np.float64)
+    X64 = X[:1].astype(np.float64)
+    y, cache = m64.forward(X64)
+    R = rng.standard_normal(y.shape)
+    dX = m64.backward(R, cache, param_grads=False)[0]
+    flat = X64.reshape(-1)
+    for i in rng.choice(flat.size, 8, replace=False):
+        xp, xm = flat.copy(), flat.copy()
+        xp[i] += 1e-6
+        xm[i] -= 1e-6
+        num = ((m64.forward(xp.reshape(X64.shape))[0] - m64.forward(xm.reshape(X64.shape))[0]) * R).sum() / 2e-6
+        assert abs(num - dX.reshape(-1)[i]) <= 1e-5 * max(1.0, abs(num)), (name, num, dX.reshape(-1)[i])
+
+
+def test_channels_last_region_runs_channels_first(ox):
+    nodes, inits, opset = graphs(ox)["convnext_block"]
+    model = gradvis.load_onnx(make(ox, nodes, inits, opset=opset))
+    types = [n.layer.type for n in model.nodes]
+    assert "Transpose" not in types and types.count("Conv2d") == 2 and "GELU" in types
+    ln = next(n.layer for n in model.nodes if n.layer.type == "LayerNorm")
+    assert ln.axes == (1,)
+    assert any("into one GELU" in f for f in model.info["folded"])
+
+
+def test_shape_arithmetic_on_the_image_values_names_the_node(ox):
+    _, helper, _, _ = ox
+    n = helper.make_node
+    proto = make(ox, [n("ReduceMax", ["x"], ["mx"], axes=[1, 2, 3], keepdims=0, name="peak"),
+                      n("Cast", ["mx"], ["mi"], to=7, name="to_int"),
+                      n("Unsqueeze", ["mi", "z"], ["mu"], name="unsq"),
+                      n("Concat", ["one", "mu"], ["shp"], axis=0, name="cat"),
+                      n("Reshape", ["x", "shp"], ["y"], name="reshape")],
+                 {"z": i64(0), "one": i64(1)})
+    with pytest.raises(gradvis.io.onnx_import.ONNXImportError,
+                       match=r"'reshape' \(Reshape\): the target shape.*'shp' must be known at import time.*"
+                             r"through ONNX node 'peak' \(ReduceMax\).*onnxsim"):
+        gradvis.load_onnx(proto)
+
+
+def test_constant_operator_it_cannot_evaluate_suggests_folding(ox):
+    _, helper, _, _ = ox
+    n = helper.make_node
+    proto = make(ox, [n("NonZero", ["c"], ["nz"], name="nonzero"), n("Cast", ["nz"], ["nzf"], to=1),
+                      n("ReduceSum", ["nzf"], ["s"], keepdims=0), n("Mul", ["x", "s"], ["y"])],
+                 {"c": np.array([1, 0, 2], F32)})
+    with pytest.raises(gradvis.io.onnx_import.UnsupportedOperatorError,
+                       match=r"'nonzero' \(NonZero\).*cannot evaluate 'NonZero'.*onnxsim"):
+        gradvis.load_onnx(proto)
+
+
+def test_complex_initializer_is_refused(ox):
+    _, helper, numpy_helper, _ = ox
+    proto = make(ox, [helper.make_node("Mul", ["x", "c"], ["y"])], {})
+    proto.graph.initializer.append(numpy_helper.from_array(np.array([1 + 2j], np.complex64), name="c"))
+    with pytest.raises(gradvis.io.onnx_import.ONNXImportError, match=r"initializer 'c' is a complex tensor"):
+        gradvis.load_onnx(proto)
+
+
+def test_conv_bias_naming_no_initializer_is_refused(ox):
+    _, helper, _, _ = ox
+    w = np.ones((2, 4, 3, 3), F32)
+    proto = make(ox, [helper.make_node("Conv", ["x", "w", "b_missing"], ["y"], name="conv")], {"w": w})
+    with pytest.raises(gradvis.io.onnx_import.ONNXImportError, match=r"'conv'.*'b_missing' names no initializer"):
+        gradvis.load_onnx(proto)
+    # a bias computed from the image is refused too, not dropped
+    proto = make(ox, [helper.make_node("ReduceMean", ["x"], ["m"], axes=[0, 2, 3], keepdims=0, name="mean"),
+                      helper.make_node("Conv", ["x", "w", "m"], ["y"], name="conv")], {"w": w})
+    with pytest.raises(gradvis.io.onnx_import.ONNXImportError, match=r"'conv'.*bias.*ReduceMean|mean"):
+        gradvis.load_onnx(proto)
+
+
+def test_refused_shapes_name_the_node(ox):
+    _, helper, _, _ = ox
+    n = helper.make_node
+    cases = [
+        ([n("Transpose", ["x"], ["y"], perm=[1, 0, 2, 3], name="tb")], {}, r"'tb'.*moves the batch axis"),
+        ([n("Reshape", ["x", "s"], ["y"], name="rb")], {"s": i64(4, -1)}, r"'rb'.*changes the batch axis"),
+        ([n("Flatten", ["x"], ["y"], axis=2, name="fb")], {}, r"'fb'.*merges the batch axis"),
+        ([n("Slice", ["x", "a", "b", "c"], ["y"], name="sb")], {"a": i64(0), "b": i64(1), "c": i64(0)},
+         r"'sb'.*slicing the batch axis"),
+        ([n("Gather", ["x", "i"], ["y"], axis=1, name="gb")], {"i": i64(0, 3, 1)}, r"'gb'.*evenly spaced"),
+        ([n("Resize", ["x", "", "s"], ["y"], mode="cubic", name="rc")], {"s": np.array([1, 1, 2, 2], F32)},
+         r"'rc'.*cubic"),
+    ]
+    for nodes, inits, match in cases:
+        with pytest.raises(gradvis.io.onnx_import.ONNXImportError, match=match):
+            gradvis.load_onnx(make(ox, nodes, inits, in_shape=(2, 4, 6, 6), opset=13))
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_torch_pad_and_shuffle_export(exporter):
+    """What the issue saw: F.pad not into a convolution (a constant subgraph in the
+    TorchScript export) and a channel shuffle that reads x.size(0), through both exporters."""
+    torch = require_torch()
+    require_onnx()
+    if exporter == "dynamo":
+        require("onnxscript")
+    nn, F = torch.nn, torch.nn.functional
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3)
+            self.fc = nn.Linear(8 * 4 * 5, 6)
+
+        def forward(self, x):
+            x = F.pad(torch.relu(self.conv(x)), (1, 2, 0, 1), value=0.25)
+            b, c, h, w = x.size()
+            x = x.view(b, 2, c // 2, h, w).transpose(1, 2).reshape(b, c, h, w)
+            x = F.max_pool2d(x, 2)
+            x1, x2 = x.chunk(2, dim=1)
+            x = torch.cat([x2[:, :, :, ::1], F.gelu(x1)], 1)
+            return self.fc(x.flatten(1))
+
+    torch.manual_seed(0)
+    net = Net().eval()
+    model = gradvis.from_torch(net, torch.zeros(1, 3, 10, 10), exporter=exporter)
+    X = np.random.default_rng(1).standard_normal((3, 3, 10, 10)).astype(F32)
+    x = torch.from_numpy(X).requires_grad_(True)
+    out = net(x)
+    R = np.random.default_rng(2).standard_normal(tuple(out.shape)).astype(F32)
+    (dx,) = torch.autograd.grad((out * torch.from_numpy(R)).sum(), [x])
+    scores, cache = model.forward(X)
+    dX = model.backward(R, cache, param_grads=False)[0]
+    assert rel_err(scores, out.detach().numpy()) < 1e-5 and rel_err(dX, dx.numpy()) < 1e-5

@@ -206,7 +206,7 @@ def gradient_shap(X, target, model, baselines, n_samples=5, stdevs=0.0, seed=0, 
         Xn = X[img] + noise.astype(X.dtype)
         base = B[idx[rows]]
         a = alpha[rows].astype(X.dtype).reshape(-1, 1, 1, 1)
-        pts = base + a * (Xn - base)
+        pts = a * Xn + (1 - a) * base      # Captum's rounding: equal ReLU masks at the kinks
         g = C.gradient(model, pts, t[img])[1]
         C.add_rows(s1, img, g * (Xn - base))
     return (s1 / n_samples).astype(X.dtype)

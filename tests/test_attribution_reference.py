@@ -220,3 +220,14 @@ def test_eigen_cam_matches_pytorch_grad_cam_up_to_the_sign(pairs, net_name):
     raw = get_2d_projection(acts)
     for i in range(len(X)):
         assert min(rel_err(ours[i], np.maximum(raw[i], 0)), rel_err(ours[i], np.maximum(-raw[i], 0))) <= 1e-4
+
+
+def test_grad_cam_inside_a_residual_block_matches_captum(pairs):
+    """A layer a skip connection crosses (the block's second convolution, batch
+    norm folded in): its gradient is read by a backward rule in one pass."""
+    ca = captum()
+    net, model, X, t = pairs("resnet", np.float32)
+    ref = ca.LayerGradCam(net, net.layer2.bn2).attribute(tensor(X), target=tensor(t), relu_attributions=True)
+    assert rel_err(A.grad_cam(X, t, model, "layer2.conv2"), numpy(ref)[:, 0]) <= 1e-4
+    assert rel_err(A.layer_cam(X, t, model, "layer1.conv2"),
+                   A.layer_cam(X, t, model, "layer1.conv2", internal_batch_size=1)) == 0

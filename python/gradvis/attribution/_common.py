@@ -214,10 +214,19 @@ def clean_cut(model, layer_name):
 def activation_and_gradient(model, X, target, layer_name):
     """(scores, A, dA): the layer's output and d score_target / d output, for a chunk.
 
-    The layer's output is requested from the forward pass (so a ReLU is not fused
-    into it) and its gradient is read by a backward rule on that node; the pass
-    works wherever the layer sits (inside a residual block too)."""
+    When only the layer's output crosses it, the model runs in two parts (input
+    to layer, layer to scores) and the backward pass stops at the layer.
+    Otherwise (a skip connection crosses the layer) the layer's output is
+    requested from one forward pass (so a ReLU is not fused into it) and its
+    gradient is read by a backward rule on that node."""
     last = model.nodes[-1].name
+    i = model.index(layer_name)
+    if layer_name != last and not clean_cut(model, layer_name):
+        A, _ = model.forward(X, mode="test", end=layer_name)
+        scores, cache = model.forward(A, mode="test", start=i + 1)
+        dout = one_hot(len(X), scores.shape[1], target, scores.dtype)
+        dA, _ = model.backward(dout, cache, param_grads=False)
+        return scores, A, dA
     outs = [layer_name] if layer_name == last else [layer_name, last]
     res, cache = model.forward(X, mode="test", outputs=outs)
     scores, A = res[last], res[layer_name]

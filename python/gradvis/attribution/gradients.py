@@ -84,7 +84,8 @@ def deconvolution(X, target, model, internal_batch_size=None):
 _NT_TYPES = ("smoothgrad", "smoothgrad_sq", "vargrad")
 
 
-def _pixel_method(method):
+def pixel_method(method):
+    """A pixel method given as a function or by its name in :data:`PIXEL_METHODS`."""
     if isinstance(method, str):
         if method not in PIXEL_METHODS:
             raise ValueError(f"method {method!r} is not a pixel attribution method; "
@@ -125,7 +126,7 @@ def noise_tunnel(method, X, target, model, nt_type="smoothgrad", nt_samples=5, s
     2017; Adebayo et al., "Local Explanation Methods for Deep Neural Networks
     Lack Sensitivity to Parameter Values", 2018 (VarGrad).
     """
-    fn = _pixel_method(method)
+    fn = pixel_method(method)
     C.check_model(model, "noise_tunnel")
     X = C.check_images(X, model)
     if nt_type not in _NT_TYPES:

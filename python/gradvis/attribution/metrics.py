@@ -7,6 +7,7 @@ import numpy as np
 
 from .. import _checks
 from . import _common as C
+from .gradients import pixel_method
 
 __all__ = ["infidelity", "sensitivity_max", "deletion_curve", "insertion_curve", "sanity_check",
            "edge_detector", "spearman", "gaussian_noise_perturbation"]
@@ -101,8 +102,7 @@ def sensitivity_max(explanation_func, X, target, model, perturb_radius=0.02, n_p
     Returns:
         (N,) float64.
     """
-    from .gradients import _pixel_method
-    fn = _pixel_method(explanation_func)
+    fn = pixel_method(explanation_func)
     C.check_model(model, "sensitivity_max")
     X = C.check_images(X, model)
     r = _checks.nonneg_float(perturb_radius, "perturb_radius")
@@ -288,8 +288,7 @@ def sanity_check(method, X, target, model, seed=0, absolute=True, **kwargs):
     Reference: Adebayo et al., "Sanity Checks for Saliency Maps", NeurIPS 2018.
     """
     if isinstance(method, str):
-        from .gradients import _pixel_method
-        method = _pixel_method(method)
+            method = pixel_method(method)
     if not callable(method):
         raise TypeError(f"method must be an attribution function or a pixel method's name, got {method!r}")
     C.check_model(model, "sanity_check")

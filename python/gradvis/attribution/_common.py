@@ -20,7 +20,10 @@ from ..nn.module import LayerNotFoundError
 
 # Bytes a chunk of a gradient pass may hold by default: activations, their
 # caches and gradients of all layers (about three arrays per node output).
-DEFAULT_MEMORY_BYTES = 1 << 30
+# 256 MiB keeps rows per pass high enough for full-speed kernels on small
+# images (34 images of the bundled model) and bounds the peak below the
+# references' at equal batching (bench/RESULTS.md).
+DEFAULT_MEMORY_BYTES = 256 << 20
 _ARRAYS_PER_OUTPUT = 3
 
 
@@ -37,9 +40,10 @@ def default_batch_size(model, shape, dtype, budget=DEFAULT_MEMORY_BYTES):
     (C, H, W) holds about ``budget`` bytes: all node outputs, their caches and
     their gradients. At least 1.
 
-    For a 224x224 ResNet-50 (about 23 M activation values per image in float32)
-    this is 3 images per GiB: integrated gradients with 200 steps then run in
-    67 passes, never holding more than about 1 GiB of activations.
+    For a 224x224 ResNet-50 (about 23 M activation values per image, 270 MB
+    counted three times in float32) this is 1 image per pass: integrated
+    gradients with 200 steps then run in 200 passes and hold a few hundred MB,
+    never the 200 images at once.
     """
     try:
         shapes = model.output_shapes(tuple(shape))

@@ -499,7 +499,7 @@ class Model:
                 fused.add(i)
         return fused
 
-    def backward(self, dout, cache, param_grads=True, input_grad=True):
+    def backward(self, dout, cache, param_grads=True, input_grad=True, rules=None):
         """Backward of :meth:`forward`.
 
         Args:
@@ -510,6 +510,17 @@ class Model:
                 algorithms pass False and skip the weight-gradient kernels.
             input_grad: compute dX. Training passes False and skips the first
                 layer's input gradient.
+            rules: None, or a dict that replaces the input-gradient rule of some
+                nodes: keys are node names or Layer subclasses (matched by exact
+                type; a name wins over a type), values are callables
+                ``rule(layer, dout, cache) -> list`` returning one gradient per
+                input of the node, as ``layer.backward_inputs`` does. Parameter
+                gradients are unchanged. Attribution methods that redefine the
+                backward pass use it (guided backpropagation and deconvolution
+                replace ReLU's rule, fused ReLUs included: their cache is their
+                output; DeepLift replaces the nonlinearities'; a rule that
+                returns ``layer.backward_inputs(dout, cache)`` reads a layer's
+                output gradient).
 
         Returns:
             (dX, grads): the gradient w.r.t. forward's X (None when input_grad is
@@ -524,6 +535,15 @@ class Model:
         if e >= len(self.nodes) or self.nodes[e] is not cache["last"]:
             raise ValueError("cache comes from another model's forward (or from before this "
                              "model's layers changed); pass the cache of this model's forward")
+        if rules is not None:
+            if not isinstance(rules, dict):
+                raise TypeError(f"rules must be a dict (node name or Layer subclass -> callable), "
+                                f"got {type(rules).__name__}")
+            for k, v in rules.items():
+                if not (isinstance(k, str) or (isinstance(k, type) and issubclass(k, Layer))):
+                    raise TypeError(f"rules keys must be node names or Layer subclasses, got {k!r}")
+                if not callable(v):
+                    raise TypeError(f"rules[{k!r}] must be callable, got {type(v).__name__}")
         dtype = cache["dtype"]
         shapes = cache["shapes"]
         grads_t = {}
@@ -558,7 +578,14 @@ class Model:
                 continue
             c = cache["caches"][i - s]
             need_inputs = input_grad or any(t != cache["bound"] for t in node.inputs)
-            if param_grads and need_inputs:
+            rule = None if not rules else rules.get(node.name, rules.get(type(node.layer)))
+            if rule is not None:
+                dins = rule(node.layer, g, c) if need_inputs else []
+                if need_inputs and len(dins) != len(node.inputs):
+                    raise ValueError(f"the backward rule of {node.name!r} returned {len(dins)} "
+                                     f"gradient(s) for {len(node.inputs)} input(s)")
+                dparams = node.layer.backward_params(g, c) if param_grads else {}
+            elif param_grads and need_inputs:
                 dins, dparams = node.layer.backward(g, c)
             elif param_grads:
                 dins, dparams = [], node.layer.backward_params(g, c)

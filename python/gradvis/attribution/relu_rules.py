@@ -1,0 +1,42 @@
+"""Backward rules that redefine ReLU's gradient (guided backpropagation and
+deconvolution), for :meth:`gradvis.Model.backward`'s ``rules``.
+
+The rules apply to every :class:`gradvis.nn.ReLU` node, including the ReLUs the
+model fuses into the convolution or batch norm before them (such a node's cache
+is its output, whose sign is that of its input). Other activations (ReLU6,
+LeakyReLU, ...) keep their gradient, as in Captum, whose rules hook
+``torch.nn.ReLU`` modules only.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..nn.activation import ReLU
+
+__all__ = ["guided_backprop_rules", "deconvolution_rules"]
+
+
+def _relu_input(cache):
+    # an unfused ReLU caches its input, a fused one its output: same sign pattern
+    return cache
+
+
+def _guided(layer, dout, cache):
+    # Springenberg et al. 2015: the gradient's mask (input > 0) and only positive gradients
+    x = _relu_input(cache)
+    return [np.where(x > 0, np.maximum(dout, 0), 0).astype(dout.dtype, copy=False)]
+
+
+def _deconv(layer, dout, cache):
+    # Zeiler & Fergus 2014: ReLU applied to the gradient, the forward's mask ignored
+    return [np.maximum(dout, 0)]
+
+
+def guided_backprop_rules():
+    """{ReLU: rule}: dx = max(dout, 0) where x > 0, else 0."""
+    return {ReLU: _guided}
+
+
+def deconvolution_rules():
+    """{ReLU: rule}: dx = max(dout, 0)."""
+    return {ReLU: _deconv}

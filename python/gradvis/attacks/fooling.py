@@ -66,9 +66,10 @@ def make_fooling_image(X, target_y, model, learning_rate=None, max_iter=100, nor
       gradient and the stopping test are taken at its rounding
       (a straight-through step), and the returned image, saved as a PNG and read
       back, is exactly the image that fooled the model. An image not on the grid
-      is rounded first; the budget is kept after rounding (L-inf: at most
-      floor(eps) grey levels; L2: the change is rounded towards zero where
-      rounding to nearest would leave the ball). Implies ``clip``.
+      is rounded first and the budget is measured from its rounding (the
+      report's norms from X as given); the budget is kept after rounding (L-inf:
+      at most floor(eps) grey levels; L2: the change is rounded towards zero
+      where rounding to nearest would leave the ball). Implies ``clip``.
 
     Args:
         X: images in the model's input space, (N, C, H, W).

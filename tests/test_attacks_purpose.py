@@ -156,9 +156,10 @@ def test_apgd_targeted_reaches_the_target(model, data, loss):
     assert rep["success"].mean() > 0.5
     assert np.all(model.predict(X_adv[rep["success"]]).argmax(1) == target[rep["success"]])
     # APGD-T: the most likely other classes in turn
-    _, rep_t = apgd(X, y, model, eps=8.0, targeted=True, n_target_classes=3, steps=20)
+    X_t, rep_t = apgd(X, y, model, eps=8.0, targeted=True, n_target_classes=3, steps=20)
     _, rep_u = apgd(X, y, model, eps=8.0, steps=20)
     assert rep_t["success"].mean() >= rep_u["success"].mean() - 0.1
+    assert np.array_equal(model.predict(X_t).argmax(1) != y, rep_t["success"])
     assert np.all(rep_t["target"] != y)
 
 

@@ -25,8 +25,10 @@ def apgd(X, y, model, eps=8.0, targeted=False, target=None, seed=0, norm="inf", 
 
     Targeted with ``target=None`` is APGD-T: one run for each of the
     ``n_target_classes`` most likely classes other than y (by the clean scores),
-    on the images not yet fooled; report['target'] gives the class reached (or
-    the last one tried). With ``target`` given, that class is the target.
+    on the images not yet misclassified; its report is an untargeted one
+    (success: a wrong prediction, margin against y) and report['target'] gives
+    the target of the run that fooled the image (or the last one tried). With
+    ``target`` given, that class is the target.
 
     Args:
         X, y, model: images (N, C, H, W), true classes (N,), a classifier.
@@ -75,11 +77,13 @@ def apgd(X, y, model, eps=8.0, targeted=False, target=None, seed=0, norm="inf", 
         plan = [prob.target] if prob.targeted else [None]
 
     best_margin = prob.margin(best_scores, everyone)
-    first[best_margin > 0] = 0
+    # APGD-T counts any wrong prediction, whichever target led there
+    wrong = (best_scores.argmax(axis=1) != prob.y) if want_random_targets else best_margin > 0
+    first[wrong] = 0
     done_steps = 0
     for tgt in plan:
         for _ in range(restarts):
-            idx = np.flatnonzero(best_margin <= 0)
+            idx = np.flatnonzero(~wrong)
             if idx.size == 0:
                 break
             if tgt is not None and want_random_targets:
@@ -96,8 +100,21 @@ def apgd(X, y, model, eps=8.0, targeted=False, target=None, seed=0, norm="inf", 
             first[idx[new]] = done_steps + first_hit[new]
             iterations[idx] += steps
             done_steps += steps
+            if want_random_targets:
+                hit = best_scores[idx].argmax(axis=1) != prob.y[idx]
+                wrong[idx[hit]] = True
+                first[idx[hit & (first[idx] < 0)]] = done_steps
+            else:
+                wrong[idx] = best_margin[idx] > 0
     iterations = np.where(first >= 0, first, iterations)
-    return prob.images(best), make_report(prob, best, best_scores, iterations=iterations, eps=eps)
+    if not want_random_targets:
+        return prob.images(best), make_report(prob, best, best_scores, iterations=iterations, eps=eps)
+    # report as an untargeted attack (success: a wrong prediction), with the target tried last
+    tried = prob.target
+    prob.targeted, prob.target = False, None
+    rep = make_report(prob, best, best_scores, iterations=iterations, eps=eps)
+    rep["target"] = tried
+    return prob.images(best), rep
 
 
 def _oscillating(loss_steps, i, k, rho):

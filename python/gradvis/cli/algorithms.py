@@ -73,6 +73,9 @@ def cmd_fool(args):
     p0 = softmax(model.predict(X))[0]
     before = int(p0.argmax())
     eps = args.eps   # grey levels, as the algorithm takes it
+    if args.quantize and eps is not None and eps < 1:
+        run.note(f"--eps {eps:g} is below one grey level: an 8-bit image cannot change within it "
+                 f"(use a larger --eps, or --no-quantize for a change the saved PNG will not keep)")
     prog = run.progress(args.max_iter, f"fooling -> {class_name(model, target)}")
     try:
         Xf, rep = make_fooling_image(X, target, model, **given(learning_rate=args.lr,

@@ -120,6 +120,8 @@ def robust_accuracy(X, y, model, attacks=("fgsm", "pgd", "apgd-ce"), eps_list=(1
     if np.any(np.diff(eps_arr) <= 0):
         raise ValueError(f"eps_list must increase, got {eps_arr.tolist()}")
     batch_size = _checks.positive_int(batch_size, "batch_size")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable, got {type(callback).__name__}")
     if steps is not None:
         steps = _checks.positive_int(steps, "steps")
     if restarts is not None:

@@ -28,12 +28,14 @@ def _project(delta, eps, norm):
 
 
 def make_fooling_image(X, target_y, model, learning_rate=None, max_iter=100, normalize_step="sign",
-                       eps=None, norm="inf", clip=True, return_report=False, callback=None):
+                       eps=None, norm="inf", clip=True, return_report=False, callback=None,
+                       confidence=None, margin=None, quantize=False):
     """Gradient ascent on the target class score until the model predicts it.
 
     Each step moves the images that are not yet fooled along the gradient ``g``
     of the unnormalized target score; an image stops changing as soon as the
-    model predicts its target (the CS231n behaviour). The step is
+    model predicts its target (the CS231n behaviour), or, with ``confidence``
+    or ``margin``, as soon as it predicts the target that surely. The step is
 
     - ``normalize_step='sign'`` (default): ``learning_rate * sign(g)`` grey
       levels, the steepest ascent for the largest pixel change (iterated FGSM),
@@ -52,6 +54,23 @@ def make_fooling_image(X, target_y, model, learning_rate=None, max_iter=100, nor
     (projected gradient ascent); with ``clip`` the images stay inside the model's
     valid pixel range (pixels already outside it are not pulled in).
 
+    Stopping at the first flip leaves an image just across the boundary, where
+    rounding it to 8 bits for a PNG usually undoes the attack. Two remedies:
+
+    - ``confidence=p`` (keep going until the target's softmax probability is at
+      least p) or ``margin=m`` (until the target's score leads every other by at
+      least m); with both, both must hold;
+    - ``quantize=True``: every image the model is asked about is on the 8-bit
+      grid of the model's pixel units (``model.preprocess(model.deprocess(.))``,
+      so needs 3 channels): the steps accumulate in a continuous copy and the
+      gradient and the stopping test are taken at its rounding
+      (a straight-through step), and the returned image, saved as a PNG and read
+      back, is exactly the image that fooled the model. An image not on the grid
+      is rounded first and the budget is measured from its rounding (the
+      report's norms from X as given); the budget is kept after rounding (L-inf:
+      at most floor(eps) grey levels; L2: the change is rounded towards zero
+      where rounding to nearest would leave the ball). Implies ``clip``.
+
     Args:
         X: images in the model's input space, (N, C, H, W).
         target_y: the class to reach, one int for all images or (N,); class names or wnids
@@ -65,16 +84,22 @@ def make_fooling_image(X, target_y, model, learning_rate=None, max_iter=100, nor
         clip: keep the images inside ``model.input_range()``.
         return_report: also return a per-image report.
         callback: called as ``callback(t, X_fooling, info)`` after every step.
+        confidence: a probability in (0, 1) the target must reach, or None.
+        margin: score units (>= 0) by which the target must lead, or None.
+        quantize: keep every evaluated image on the 8-bit pixel grid.
 
     Returns:
         X_fooling: (N, C, H, W), same dtype as X. With ``return_report=True``,
-        ``(X_fooling, report)`` where report is a dict of (N,) arrays: 'success',
-        'iterations', 'target_prob', 'predicted', 'l2' and 'linf' (model input
-        units) and 'l2_pixels', 'linf_pixels' (0-255 pixel units).
+        ``(X_fooling, report)`` where report is a dict of (N,) arrays: 'success'
+        (the target is predicted, with the asked confidence and margin),
+        'iterations', 'target_prob', 'margin' (target score minus the best other),
+        'predicted', 'l2' and 'linf' (model input units) and 'l2_pixels',
+        'linf_pixels' (0-255 pixel units).
 
     Example:
-        >>> X_fool, rep = make_fooling_image(X, 6, model, return_report=True)
-        >>> rep['success'].all(), rep['linf_pixels'].max()
+        >>> X_fool, rep = make_fooling_image(X, 6, model, quantize=True, confidence=0.9,
+        ...                                  return_report=True)
+        >>> png = model.deprocess(X_fool)     # fools the model as X_fool does
     """
     check_classifier(model, "make_fooling_image")
     X = _checks.images(X, model)
@@ -90,7 +115,22 @@ def make_fooling_image(X, target_y, model, learning_rate=None, max_iter=100, nor
         raise ValueError(f"norm must be 'inf' or '2', got {norm!r}")
     if eps is not None:
         eps = _checks.nonneg_float(eps, "eps", positive=True)
+    if confidence is not None:
+        confidence = _checks.finite_float(confidence, "confidence")
+        if not 0.0 < confidence < 1.0:
+            raise ValueError(f"confidence must be a probability in (0, 1), got {confidence}")
+    if margin is not None:
+        margin = _checks.nonneg_float(margin, "margin")
+    if not isinstance(quantize, (bool, np.bool_)):
+        raise TypeError(f"quantize must be True or False, got {quantize!r}")
+    if quantize and X.shape[1] != 3:
+        raise ValueError(f"quantize needs a 3-channel (RGB) model to round to 8-bit pixels; "
+                         f"X has {X.shape[1]} channels")
     px = _checks.pixel_scale(model, X.dtype)
+    X_orig = X
+    if quantize:
+        X = _on_grid(model, X)
+        clip = True
     lo, hi = (None, None)
     if clip:
         lo, hi = _checks.valid_range(model, X.shape, X.dtype)
@@ -98,7 +138,17 @@ def make_fooling_image(X, target_y, model, learning_rate=None, max_iter=100, nor
         # a change the budget did not allow.
         lo, hi = np.minimum(lo, X), np.maximum(hi, X)
 
-    X_fool = X.copy()
+    def reached(scores_a, tgt):
+        s = scores_a.astype(np.float64)
+        ok = s.argmax(axis=1) == tgt
+        if confidence is not None:
+            ok &= softmax(s)[np.arange(len(tgt)), tgt] >= confidence
+        if margin is not None:
+            ok &= _target_margin(s, tgt) >= margin
+        return ok
+
+    X_cont = X.copy()          # where the steps accumulate
+    X_fool = X.copy()          # what the model is asked about (its rounding, with quantize)
     iterations = np.zeros(n, dtype=np.int64)
     done = np.zeros(n, dtype=bool)
     scores = None
@@ -110,7 +160,7 @@ def make_fooling_image(X, target_y, model, learning_rate=None, max_iter=100, nor
         if scores is None:
             scores = np.empty((n, scores_a.shape[1]), dtype=scores_a.dtype)
         scores[active] = scores_a
-        hit = scores_a.argmax(axis=1) == target[active]
+        hit = reached(scores_a, target[active])
         done[active[hit]] = True
         if t == max_iter:
             break
@@ -128,13 +178,14 @@ def make_fooling_image(X, target_y, model, learning_rate=None, max_iter=100, nor
             step = learning_rate * g / np.maximum(_per_image_norm(g, "2"), 1e-30).reshape(-1, 1, 1, 1)
         else:
             step = learning_rate * g
-        Xm = X_fool[move] + step.astype(X.dtype)
+        Xm = X_cont[move] + step.astype(X.dtype)
         if eps is not None:
             # project in pixel units, where the budget is given
             Xm = X[move] + _project((Xm - X[move]) * px, eps, norm) / px
         if clip:
             Xm = np.clip(Xm, lo[move], hi[move])
-        X_fool[move] = Xm
+        X_cont[move] = Xm
+        X_fool[move] = _round_change(model, X[move], Xm, px, eps, norm) if quantize else Xm
         iterations[move] += 1
         if callback is not None:
             callback(t, X_fool, {"active": move.size, "fooled": int(done.sum())})
@@ -142,15 +193,43 @@ def make_fooling_image(X, target_y, model, learning_rate=None, max_iter=100, nor
     if not return_report:
         return X_fool
     probs = softmax(scores)
-    delta = X_fool - X
+    delta = X_fool - X_orig
     delta_px = delta * px
     return X_fool, {
-        "success": scores.argmax(axis=1) == target,
+        "success": reached(scores, target),
         "iterations": iterations,
         "target_prob": probs[np.arange(n), target],
+        "margin": _target_margin(scores.astype(np.float64), target),
         "predicted": scores.argmax(axis=1),
         "l2": _per_image_norm(delta, "2"),
         "linf": _per_image_norm(delta, "inf"),
         "l2_pixels": _per_image_norm(delta_px, "2"),
         "linf_pixels": _per_image_norm(delta_px, "inf"),
     }
+
+
+def _target_margin(scores, target):
+    """z_target - max_{j != target} z_j, (N,)."""
+    rows = np.arange(len(target))
+    other = scores.copy()
+    other[rows, target] = -np.inf
+    return scores[rows, target] - other.max(axis=1)
+
+
+def _on_grid(model, X):
+    """X rounded to 8-bit pixels, exactly as a PNG of it reads back."""
+    return model.preprocess(model.deprocess(X)).astype(X.dtype, copy=False)
+
+
+def _round_change(model, X0, Xc, px, eps, norm):
+    """The 8-bit image nearest to ``Xc`` whose change from ``X0`` (on the grid)
+    keeps the budget: whole grey levels, rounded to nearest; L-inf: at most
+    floor(eps); L2: rounded towards zero where the nearest would leave the ball."""
+    d = (Xc - X0).astype(np.float64) * px
+    if eps is not None and norm == "inf":
+        d = np.clip(d, -np.floor(eps), np.floor(eps))
+    q = np.rint(d)
+    if eps is not None and norm == "2":
+        over = _per_image_norm(q, "2") > eps
+        q[over] = np.trunc(d[over])
+    return _on_grid(model, (X0 + q / px).astype(X0.dtype))

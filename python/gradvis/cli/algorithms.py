@@ -73,10 +73,15 @@ def cmd_fool(args):
     p0 = softmax(model.predict(X))[0]
     before = int(p0.argmax())
     eps = args.eps   # grey levels, as the algorithm takes it
+    if args.quantize and eps is not None and eps < 1:
+        run.note(f"--eps {eps:g} is below one grey level: an 8-bit image cannot change within it "
+                 f"(use a larger --eps, or --no-quantize for a change the saved PNG will not keep)")
     prog = run.progress(args.max_iter, f"fooling -> {class_name(model, target)}")
     try:
-        Xf, rep = make_fooling_image(X, target, model, **given(learning_rate=args.lr),
-                                     max_iter=args.max_iter,
+        Xf, rep = make_fooling_image(X, target, model, **given(learning_rate=args.lr,
+                                                               confidence=args.confidence,
+                                                               margin=args.margin),
+                                     max_iter=args.max_iter, quantize=args.quantize,
                                      eps=eps, norm=args.norm, return_report=True, callback=prog)
     finally:
         prog.close()
@@ -86,18 +91,29 @@ def cmd_fool(args):
     budget = f" within eps {args.eps:g}/255 ({'L-inf' if args.norm == 'inf' else 'L2'})" if eps is not None else ""
     run.say(f"{photos[0].name}: {class_label(model, before)} p={p0[before]:.2f} -> target "
             f"{class_label(model, target)}")
-    run.say(f"fooled: {'yes' if ok else 'no'}{budget}, after {int(rep['iterations'][0])} steps; "
+    wanted = "".join([f", target p >= {args.confidence:g}" if args.confidence is not None else "",
+                      f", target leading by >= {args.margin:g}" if args.margin is not None else ""])
+    run.say(f"fooled: {'yes' if ok else 'no'}{budget}{wanted}, after {int(rep['iterations'][0])} steps; "
             f"the model now says {class_name(model, int(rep['predicted'][0]))} "
             f"(target p={float(rep['target_prob'][0]):.2f})")
     dpx = ((Xf - X) * np.asarray(model.std, np.float64).reshape(1, -1, 1, 1))[0]
     run.say(f"change (0-255 pixel units): max {float(rep['linf_pixels'][0]):.2f}, "
             f"RMS {float(np.sqrt((dpx ** 2).mean())):.2f}, L2 {float(np.sqrt((dpx ** 2).sum())):.1f}")
     still = int(p8.argmax()) == target
-    run.say(f"as an 8-bit PNG: {'still fools the model' if still else 'rounding undoes it'} "
-            f"(predicted {class_name(model, int(p8.argmax()))}, target p={p8[target]:.2f})")
+    if args.quantize:
+        png = "the saved PNG is the image the attack ended on"
+    else:
+        png = "still fools the model" if still else "rounding undoes it (leave out --no-quantize)"
+    run.say(f"as an 8-bit PNG: {png} (predicted {class_name(model, int(p8.argmax()))}, "
+            f"target p={p8[target]:.2f})")
+    now = int(p8.argmax())
+    if ok and still:
+        second = f"fooled -> {class_name(model, target)} ({p8[target]:.2f})"
+    else:
+        second = (f"FAILED: target {class_name(model, target)} ({p8[target]:.2f}); "
+                  f"model says {class_name(model, now)} ({p8[now]:.2f})")
     fig = plot.fooling_figure(imgs[0], fooled_rgb[0], titles=[
-        (f"original: {class_name(model, before)} ({p0[before]:.2f})",
-         f"fooling: {class_name(model, int(rep['predicted'][0]))} ({float(rep['target_prob'][0]):.2f})")])
+        (f"original: {class_name(model, before)} ({p0[before]:.2f})", second)])
     run.save_fig(fig, paths[0])
     run.save_png(fooled_rgb[0], paths[1])
     if args.save_npy:
@@ -260,6 +276,14 @@ def register(sub):
     sp.add_argument("--max-iter", type=pos_int, default=100, metavar="N", help="most steps (default: 100)")
     sp.add_argument("--lr", type=pos_float, default=None,
                     help="change of each pixel per step, grey levels (default: the algorithm's, 0.25, signed steps)")
+    sp.add_argument("--confidence", type=number(float, 0, lo_open=True, hi=0.999999, name="probability"),
+                    default=None, metavar="P",
+                    help="keep going until the target's probability is at least P (default: stop at the first flip)")
+    sp.add_argument("--margin", type=number(float, 0, name="number"), default=None, metavar="M",
+                    help="keep going until the target's score leads every other by M")
+    sp.add_argument("--no-quantize", dest="quantize", action="store_false",
+                    help="do not keep the image on the 8-bit grid while attacking (the saved PNG may then "
+                         "not fool the model)")
     add_common(sp, seed=False)
 
     sp = add_command(sub, "classvis", "class visualization: an image the model finds typical of a class",

@@ -454,7 +454,7 @@ class Model:
                 fused.add(i)
         return fused
 
-    def backward(self, dout, cache, param_grads=True, input_grad=True):
+    def backward(self, dout, cache, param_grads=True, input_grad=True, rules=None):
         """Backward of :meth:`forward`.
 
         Args:
@@ -465,6 +465,14 @@ class Model:
                 algorithms pass False and skip the weight-gradient kernels.
             input_grad: compute dX. Training passes False and skips the first
                 layer's input gradient.
+            rules: optional dict layer type name (``Layer.type``, e.g. ``'ReLU'``)
+                -> ``rule(layer, dout, layer_cache) -> list of input gradients``,
+                used instead of those layers' own input gradients (parameter
+                gradients are unchanged): modified backward passes such as
+                redirected ReLU gradients (:mod:`gradvis.optvis`) or guided
+                backpropagation. A ReLU fused into the convolution before it
+                has its output, not its input, as ``layer_cache``; both are > 0
+                exactly where the ReLU passes its input.
 
         Returns:
             (dX, grads): the gradient w.r.t. forward's X (None when input_grad is
@@ -513,7 +521,11 @@ class Model:
                 continue
             c = cache["caches"][i - s]
             need_inputs = input_grad or any(t != cache["bound"] for t in node.inputs)
-            if param_grads and need_inputs:
+            rule = rules.get(node.layer.type) if rules else None
+            if rule is not None:
+                dins = rule(node.layer, g, c) if need_inputs else []
+                dparams = node.layer.backward_params(g, c) if param_grads and node.layer.param_shapes else {}
+            elif param_grads and need_inputs:
                 dins, dparams = node.layer.backward(g, c)
             elif param_grads:
                 dins, dparams = [], node.layer.backward_params(g, c)

@@ -81,8 +81,9 @@ def test_redirected_relu_lets_a_dead_channel_start():
 def test_thresholds_and_seeds(model):
     seen = []
     snaps = render("channel:relu3:4", model, steps=6, thresholds=(2, 6, 4), seed=3,
-                   callback=lambda t, X, info: seen.append((t, X.shape, info["objective"])))
-    assert len(snaps) == 3 and [s[0] for s in seen] == list(range(1, 7))
+                   callback=lambda t, X, info: seen.append((t, X, info["objective"])))
+    assert len(snaps) == 3 and [s[0] for s in seen] == list(range(6))
+    np.testing.assert_array_equal(seen[1][1], snaps[0])      # after step 2 = threshold 2
     assert not np.array_equal(snaps[0], snaps[2])
     again = render("channel:relu3:4", model, steps=6, thresholds=(2, 4, 6), seed=3)
     for a, b in zip(snaps, again):

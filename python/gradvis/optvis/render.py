@@ -202,9 +202,10 @@ def render(objective, model, param=None, transforms="standard", optimizer="adam"
         seed: int or numpy Generator for the starting parameters and the transforms.
         redirected_relu_steps: steps (from the first) that use redirected ReLU
             gradients (:func:`redirected_relu`); 0 never.
-        callback: ``callback(t, X, info)`` after step t (1-based), with X the images
-            that step was computed on, in the model's input space, and info
-            ``{'objective': value}``.
+        callback: ``callback(t, X, info)`` after every step, t = 0, 1, ... as in
+            the other algorithms, with X the images after the step, in the model's
+            input space, and info ``{'objective': value}`` (the value the step's
+            gradient was taken at).
 
     Returns:
         list of float32 arrays (N, 3, H, W), one per threshold in increasing order,
@@ -322,8 +323,10 @@ def render(objective, model, param=None, transforms="standard", optimizer="adam"
         if dimg is None:
             dimg = np.zeros_like(img)
         opt.step(param.params, param.backward(dimg, pctx))
-        if callback is not None:
-            callback(t, to_model_input(img, model), {"objective": value})
-        if t in thresholds:
-            snapshots.append(to_model_input(param.forward()[0], model))
+        if callback is not None or t in thresholds:
+            X = to_model_input(param.forward()[0], model)
+            if t in thresholds:
+                snapshots.append(X)
+            if callback is not None:
+                callback(t - 1, X, {"objective": value})
     return snapshots

@@ -596,9 +596,7 @@ def per_image(objectives):
     objs = [as_objective(o) for o in objectives]
     if not objs:
         raise ValueError("per_image needs at least one objective")
-    total = objs[0].restrict(0)
-    for i, o in enumerate(objs[1:], 1):
-        total = total + o.restrict(i)
+    total = _Sum([(1.0, o.restrict(i)) for i, o in enumerate(objs)])   # a new object, always
     total.batch_size = len(objs)
     return total
 

@@ -48,3 +48,25 @@ def torch():
 @pytest.fixture
 def onnx():
     return require_onnx()
+
+
+# ---------------------------------------------------------------------------- shared models and data
+@pytest.fixture(scope="module")
+def net():
+    """helpers.small_net(): a 16x16 five-class net with batch norm (random weights)."""
+    from helpers import small_net
+    return small_net()
+
+
+@pytest.fixture(scope="module")
+def pretrained_model():
+    """The bundled TinyImageNet-100-A model (skips without it; fails under CI)."""
+    from helpers import pretrained
+    return pretrained()
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    """The TinyImageNet-100-A archive, whose X_val are the held-out images 450-499."""
+    from helpers import held_out_data
+    return held_out_data()

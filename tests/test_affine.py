@@ -3,6 +3,7 @@ import pytest
 
 from gradvis import _core
 import reference_conv as ref
+from helpers import close
 
 DTYPES = [np.float32, np.float64]
 # N <= 4 streams w without the gemm (columns over threads forward, rows for dx);
@@ -10,11 +11,6 @@ DTYPES = [np.float32, np.float64]
 SHAPES = [(1, 1, 1), (3, 7, 5), (17, 33, 10), (64, 300, 101), (4, 1000, 130), (1, 5000, 67), (5, 40, 9)]
 
 
-def close(got, want, dtype, terms):
-    got = np.asarray(got, np.float64)
-    assert got.shape == want.shape
-    bound = 30 * np.finfo(dtype).eps * np.sqrt(terms + 1) * max(np.abs(want).max(), 1.0)
-    assert np.abs(got - want).max() <= bound
 
 
 def inputs(N, D, M, dtype, seed):

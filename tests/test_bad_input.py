@@ -18,15 +18,9 @@ from gradvis.generation.regularizers import total_variation
 from gradvis.io.model_file import load_model
 from gradvis.train import TrainConfig
 from test_serialization import _rewrite
+from helpers import run_cli, tiny_net
 
 
-def small_net(seed=0, classes=5, class_names=True):
-    m = Model(input_shape=(3, 8, 8), seed=seed,
-              class_names=[f"c{i}" for i in range(classes)] if class_names else None)
-    m.add("conv1", Conv2d(3, 4, 3, padding=1)).add("relu1", ReLU())
-    m.add("pool", MaxPool2d(2)).add("gap", GlobalAvgPool()).add("flat", Flatten())
-    m.add("fc", Linear(4, classes))
-    return m
 
 
 def fully_conv_net():
@@ -50,7 +44,7 @@ def _edit_header(edit):
 # ---------------------------------------------------------------------------- model inputs
 @pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
 def test_forward_and_predict_refuse_non_finite_inputs(value):
-    m = small_net()
+    m = tiny_net()
     X = images()
     X[1, 2, 3, 4] = value
     with pytest.raises(ValueError, match="X contains NaN or infinite values"):
@@ -60,7 +54,7 @@ def test_forward_and_predict_refuse_non_finite_inputs(value):
 
 
 def test_preprocess_refuses_infinite_and_non_numeric_images():
-    m = small_net()
+    m = tiny_net()
     with pytest.raises(ValueError, match="images contain NaN or infinite values"):
         m.preprocess(np.full((8, 8, 3), np.inf))
     with pytest.raises(TypeError, match="images must be a numeric array"):
@@ -71,11 +65,11 @@ def test_preprocess_refuses_infinite_and_non_numeric_images():
                                              ("4", TypeError)])
 def test_predict_batch_size_is_checked(batch_size, exc):
     with pytest.raises(exc, match="batch_size"):
-        small_net().predict(images(), batch_size=batch_size)
+        tiny_net().predict(images(), batch_size=batch_size)
 
 
 def test_predict_batch_size_takes_numpy_integers_but_not_negative_ones():
-    m = small_net()
+    m = tiny_net()
     np.testing.assert_array_equal(m.predict(images(3), batch_size=np.int64(2)), m.predict(images(3)))
     with pytest.raises(ValueError, match="batch_size must be > 0, got -2"):
         m.predict(images(3), batch_size=np.int64(-2))
@@ -83,7 +77,7 @@ def test_predict_batch_size_takes_numpy_integers_but_not_negative_ones():
 
 @pytest.mark.parametrize("dtype", [np.int32, np.uint8, np.float16, bool, "complex64"])
 def test_astype_accepts_only_float32_and_float64(dtype):
-    m = small_net()
+    m = tiny_net()
     with pytest.raises(TypeError, match="dtype must be float32 or float64"):
         m.astype(dtype)
     assert all(v.dtype == np.float64 for v in m.astype(np.float64).params.values())
@@ -91,11 +85,11 @@ def test_astype_accepts_only_float32_and_float64(dtype):
 
 def test_forward_outputs_must_name_a_node():
     with pytest.raises(ValueError, match="outputs must name at least one node"):
-        small_net().forward(images(), outputs=[])
+        tiny_net().forward(images(), outputs=[])
 
 
 def test_backward_needs_this_models_cache():
-    m = small_net()
+    m = tiny_net()
     with pytest.raises(TypeError, match="cache must be the cache returned by this model's forward"):
         m.backward(np.ones((2, 5), np.float32), {})
     with pytest.raises(TypeError, match="cache must be"):
@@ -112,7 +106,7 @@ def test_backward_needs_this_models_cache():
 
 @pytest.mark.parametrize("smoothing", [-0.1, 1.0, 5, float("nan"), float("inf")])
 def test_label_smoothing_must_be_in_0_1(smoothing):
-    m = small_net()
+    m = tiny_net()
     with pytest.raises(ValueError, match="label_smoothing"):
         m.loss(images(), np.array([1, 2]), label_smoothing=smoothing)
     with pytest.raises(ValueError, match="label_smoothing"):
@@ -156,7 +150,7 @@ def test_a_bad_seed_is_named(seed):
     with pytest.raises((TypeError, ValueError), match="seed"):
         Model(input_shape=(3, 8, 8), seed=seed)
     with pytest.raises((TypeError, ValueError), match="seed"):
-        gradvis.create_class_visualization(1, small_net(), num_iterations=1, seed=seed)
+        gradvis.create_class_visualization(1, tiny_net(), num_iterations=1, seed=seed)
 
 
 # ---------------------------------------------------------------------------- layer geometry
@@ -283,11 +277,11 @@ def test_class_algorithms_need_class_scores():
                                           (np.float64(1.0), TypeError)])
 def test_deepdream_channel_must_be_an_integer_in_range(channel, exc):
     with pytest.raises(exc, match="channel"):
-        gradvis.deepdream(images(1), "conv1", small_net(), num_iterations=1, channel=channel)
+        gradvis.deepdream(images(1), "conv1", tiny_net(), num_iterations=1, channel=channel)
 
 
 def test_deepdream_channel_takes_numpy_integers_but_not_floats():
-    m = small_net()
+    m = tiny_net()
     a = gradvis.deepdream(images(1), "conv1", m, num_iterations=2, channel=np.int64(1))
     b = gradvis.deepdream(images(1), "conv1", m, num_iterations=2, channel=1)
     np.testing.assert_array_equal(a, b)
@@ -300,11 +294,11 @@ def test_deepdream_channel_takes_numpy_integers_but_not_floats():
                                        (8.0, TypeError)])
 def test_image_size_must_be_positive_ints(size, exc):
     with pytest.raises(exc, match="image_size"):
-        gradvis.create_class_visualization(1, small_net(), num_iterations=1, image_size=size)
+        gradvis.create_class_visualization(1, tiny_net(), num_iterations=1, image_size=size)
 
 
 def test_one_int_image_size_is_a_square():
-    m = small_net()
+    m = tiny_net()
     a = gradvis.create_class_visualization(1, m, num_iterations=1, image_size=12)
     b = gradvis.create_class_visualization(1, m, num_iterations=1, image_size=(12, 12))
     assert a.shape == (1, 3, 12, 12)
@@ -312,7 +306,7 @@ def test_one_int_image_size_is_a_square():
 
 
 def test_image_size_must_agree_with_init():
-    m = small_net()
+    m = tiny_net()
     init = np.zeros((1, 3, 8, 8), np.float32)
     with pytest.raises(ValueError, match="image_size .* conflicts with init"):
         gradvis.create_class_visualization(1, m, num_iterations=1, init=init, image_size=(4, 4))
@@ -326,7 +320,7 @@ def test_image_size_must_agree_with_init():
 @pytest.mark.parametrize("scale, exc", [(float("inf"), ValueError), (float("nan"), ValueError),
                                         (-1.0, ValueError), ("10", TypeError)])
 def test_init_scale_must_be_finite_and_non_negative(scale, exc):
-    m = small_net()
+    m = tiny_net()
     with pytest.raises(exc, match="init_scale"):
         gradvis.create_class_visualization(1, m, num_iterations=1, init_scale=scale, clip=False)
     feats, _ = m.forward(images(1), end="relu1")
@@ -337,7 +331,7 @@ def test_init_scale_must_be_finite_and_non_negative(scale, exc):
 @pytest.mark.parametrize("beta, exc", [(float("nan"), ValueError), (float("inf"), ValueError),
                                        (0.5, ValueError), ("2", TypeError)])
 def test_tv_beta_is_checked(beta, exc):
-    m = small_net()
+    m = tiny_net()
     feats, _ = m.forward(images(1), end="relu1")
     with pytest.raises(exc, match="tv_beta"):
         gradvis.invert_features(feats, "relu1", m, num_iterations=1, tv_beta=beta)
@@ -365,19 +359,19 @@ def test_blur_sigma_zero_and_pairs():
 
 def test_huge_max_jitter_is_refused_before_any_work():
     with pytest.raises(ValueError, match="max_jitter"):
-        gradvis.create_class_visualization(1, small_net(), max_jitter=2**70)
+        gradvis.create_class_visualization(1, tiny_net(), max_jitter=2**70)
     with pytest.raises(ValueError, match="max_jitter"):
-        gradvis.deepdream(images(1), "conv1", small_net(), max_jitter=2**40)
+        gradvis.deepdream(images(1), "conv1", tiny_net(), max_jitter=2**40)
 
 
 def test_blur_kind_is_checked_before_any_work():
     with pytest.raises(ValueError, match="blur_kind"):
-        gradvis.create_class_visualization(1, small_net(), num_iterations=1, blur_kind="box")
+        gradvis.create_class_visualization(1, tiny_net(), num_iterations=1, blur_kind="box")
 
 
 # ---------------------------------------------------------------------------- model files
 def test_a_declared_layer_is_checked_against_the_stored_arrays_before_it_is_built(tmp_path):
-    good = small_net().save(tmp_path / "good.npz")
+    good = tiny_net().save(tmp_path / "good.npz")
 
     def huge(h):
         h["nodes"].append({"name": "big", "type": "Linear", "inputs": ["fc"],
@@ -396,7 +390,7 @@ def test_a_declared_layer_is_checked_against_the_stored_arrays_before_it_is_buil
 @pytest.mark.parametrize("key, value", [("meta/mean", [np.nan, 0, 0]), ("meta/mean", [np.inf, 0, 0]),
                                         ("meta/std", [np.inf, 1, 1])])
 def test_model_file_normalization_must_be_finite(tmp_path, key, value):
-    good = small_net().save(tmp_path / "good.npz")
+    good = tiny_net().save(tmp_path / "good.npz")
     p = _rewrite(good, tmp_path / "bad.npz", lambda a: a.__setitem__(key, np.array(value, np.float32)))
     with pytest.raises(ValueError, match=r"bad\.npz.*(mean|std)"):
         load_model(p)
@@ -417,7 +411,7 @@ def test_model_file_variances_must_not_be_negative(tmp_path):
 @pytest.mark.parametrize("field, names", [("class_names", ["a"]), ("class_names", [f"c{i}" for i in range(6)]),
                                           ("wnids", ["n1", "n2"])])
 def test_model_file_names_must_match_the_classes(tmp_path, field, names):
-    good = small_net().save(tmp_path / "good.npz")
+    good = tiny_net().save(tmp_path / "good.npz")
     p = _rewrite(good, tmp_path / "bad.npz", _edit_header(lambda h: h.__setitem__(field, names)))
     with pytest.raises(ValueError, match=rf"bad\.npz: {field} has {len(names)} entries but the model has 5 classes"):
         load_model(p)
@@ -434,14 +428,14 @@ def test_model_file_names_must_match_the_classes(tmp_path, field, names):
     (lambda h: h.__setitem__("version", 0), "version"),
 ])
 def test_broken_model_file_descriptions_are_named(tmp_path, edit, what):
-    good = small_net().save(tmp_path / "good.npz")
+    good = tiny_net().save(tmp_path / "good.npz")
     p = _rewrite(good, tmp_path / "bad.npz", _edit_header(edit))
     with pytest.raises(ValueError, match=rf"bad\.npz.*{what}"):
         load_model(p)
 
 
 def test_version_as_a_string_is_not_called_newer(tmp_path):
-    good = small_net().save(tmp_path / "good.npz")
+    good = tiny_net().save(tmp_path / "good.npz")
     p = _rewrite(good, tmp_path / "bad.npz", _edit_header(lambda h: h.__setitem__("version", "1")))
     with pytest.raises(ValueError, match="unknown file format version '1'") as info:
         load_model(p)
@@ -481,10 +475,6 @@ def test_default_train_config_is_valid():
 
 
 # ---------------------------------------------------------------------------- command line
-def _cli(argv, capsys):
-    code = cli.main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    return code, err
 
 
 def _photo(tmp_path, size=(8, 8)):
@@ -496,7 +486,7 @@ def _photo(tmp_path, size=(8, 8)):
 
 @pytest.mark.parametrize("threads", [1025, 100000, 99999999999])
 def test_cli_threads_has_an_upper_limit(tmp_path, capsys, threads):
-    code, err = _cli(["predict", _photo(tmp_path), "--threads", threads], capsys)
+    code, _, err = run_cli(capsys, "predict", _photo(tmp_path), "--threads", threads)
     assert code == 2
     assert err.startswith("gradvis: error: argument --threads: must be <= 1024")
     assert len(err.strip().splitlines()) == 1
@@ -509,27 +499,27 @@ def test_cli_threads_has_an_upper_limit(tmp_path, capsys, threads):
     lambda h: h.__setitem__("class_names", ["a"]),
 ])
 def test_cli_broken_model_files_end_in_one_line(tmp_path, capsys, edit):
-    good = small_net().save(tmp_path / "good.npz")
+    good = tiny_net().save(tmp_path / "good.npz")
     bad = _rewrite(good, tmp_path / "bad.npz", _edit_header(edit))
     for argv in (["predict", _photo(tmp_path), "--model", bad, "-q"], ["classes", "--model", bad],
                  ["layers", "--model", bad]):
-        code, err = _cli(argv, capsys)
+        code, _, err = run_cli(capsys, *argv)
         assert code == 2, err
         assert err.startswith("gradvis: error: cannot load model") and len(err.strip().splitlines()) == 1
 
 
 def test_cli_model_with_nan_mean_ends_in_one_line(tmp_path, capsys):
-    good = small_net().save(tmp_path / "good.npz")
+    good = tiny_net().save(tmp_path / "good.npz")
     bad = _rewrite(good, tmp_path / "bad.npz",
                    lambda a: a.__setitem__("meta/mean", np.array([np.nan, 0, 0], np.float32)))
-    code, err = _cli(["saliency", _photo(tmp_path), "--model", bad, "-q", "-o", tmp_path / "out"], capsys)
+    code, _, err = run_cli(capsys, "saliency", _photo(tmp_path), "--model", bad, "-q", "-o", tmp_path / "out")
     assert code == 2 and "mean" in err and len(err.strip().splitlines()) == 1
 
 
 def test_cli_model_without_class_scores_ends_in_one_line(tmp_path, capsys):
     p = fully_conv_net().save(tmp_path / "fc.npz")
     for argv in (["predict", _photo(tmp_path), "--model", p, "-q"], ["classes", "--model", p]):
-        code, err = _cli(argv, capsys)
+        code, _, err = run_cli(capsys, *argv)
         assert code == 2 and "class scores" in err and len(err.strip().splitlines()) == 1
 
 
@@ -537,7 +527,7 @@ def test_cli_decompression_bomb_ends_in_one_line(tmp_path, capsys, monkeypatch):
     from PIL import Image
     photo = _photo(tmp_path, (16, 16))
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)      # 256 pixels > 2 x the limit: an error
-    code, err = _cli(["predict", photo, "-q"], capsys)
+    code, _, err = run_cli(capsys, "predict", photo, "-q")
     assert code == 2 and "too large" in err and len(err.strip().splitlines()) == 1
 
 
@@ -553,9 +543,9 @@ def test_cli_decompression_bomb_warning_as_error_ends_in_one_line(tmp_path, caps
 
 def test_cli_train_options_are_checked(tmp_path, capsys):
     (tmp_path / "data" / "a").mkdir(parents=True)
-    code, err = _cli(["train", tmp_path / "data", "--label-smoothing", "5", "-o", tmp_path / "out", "-q"],
-                     capsys)
+    code, _, err = run_cli(capsys, "train", tmp_path / "data", "--label-smoothing", "5", "-o", tmp_path / "out",
+                           "-q")
     assert code == 2 and "label_smoothing" in err and len(err.strip().splitlines()) == 1
-    code, err = _cli(["train", tmp_path / "data", "--num-threads", "100000", "-o", tmp_path / "out", "-q"],
-                     capsys)
+    code, _, err = run_cli(capsys, "train", tmp_path / "data", "--num-threads", "100000", "-o",
+                           tmp_path / "out", "-q")
     assert code == 2 and "num_threads" in err

@@ -11,6 +11,7 @@ import pytest
 from gradvis import _core
 import reference_conv as ref
 from conftest import run_at_simd_level
+from helpers import close
 
 DTYPES = [np.float32, np.float64]
 KINDS = ["plain", "stride2", "asym_pad", "dilation2", "groups2", "depthwise", "pointwise", "pointwise_stride2",
@@ -86,14 +87,6 @@ def make_inputs(cfg, dtype, seed):
     return x, w, b, dout
 
 
-def close(got, want, dtype, terms):
-    """|got - want| small next to the magnitude of the result, scaled by dtype eps and sqrt(#terms)."""
-    got = np.asarray(got, np.float64)
-    assert got.shape == want.shape
-    scale = max(np.abs(want).max(), 1.0)
-    err = np.abs(got - want).max()
-    bound = 30 * np.finfo(dtype).eps * np.sqrt(terms + 1) * scale
-    assert err <= bound, f"max error {err:.3g} > {bound:.3g}"
 
 
 def run_all(x, w, b, dout, cfg):

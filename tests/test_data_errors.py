@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gradvis import cli
 from gradvis.io import datasets as data
 from gradvis.cli import common as cli_common
 from gradvis.cli import training as cli_training
 from gradvis.train import trainer as T
 from gradvis.nn.architectures import default_net
+from helpers import assert_usage_error, run_cli
 
 WNIDS = ["n01443537", "n01629819"]
 
@@ -66,17 +66,8 @@ def _npz_files(folder):
     return sorted(p.name for p in folder.glob("*.npz")) if folder.is_dir() else []
 
 
-def _cli(capsys, *argv):
-    code = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
-def _one_line_error(code, err, pattern):
-    assert code == 2, err
-    lines = [l for l in err.strip().splitlines() if l]
-    assert len(lines) == 1 and lines[0].startswith("gradvis: error: "), err
-    assert re.search(pattern, lines[0]), lines[0]
 
 
 # ----------------------------------------------------------------------------- finding the archive
@@ -178,8 +169,8 @@ def test_bad_members_are_named(tmp_path):
 def test_evaluate_on_broken_archive_is_one_line(capsys, tmp_path, content):
     bad = tmp_path / "bad.tar.gz"
     bad.write_bytes(content(_archive(tmp_path / "good.tar.gz").read_bytes()))
-    code, out, err = _cli(capsys, "evaluate", bad, "-q")
-    _one_line_error(code, err, re.escape(str(bad)))
+    code, out, err = run_cli(capsys, "evaluate", bad, "-q")
+    assert_usage_error(code, err, re.escape(str(bad)))
     assert "Traceback" not in err
 
 
@@ -254,8 +245,8 @@ def test_evaluate_folder_with_truncated_image_is_one_line(capsys, tmp_path):
     d.mkdir(parents=True)
     Image.new("RGB", (40, 40), (200, 10, 10)).save(d / "a.png")
     (d / "b.png").write_bytes((d / "a.png").read_bytes()[:60])
-    code, out, err = _cli(capsys, "evaluate", tmp_path / "data", "-q")
-    _one_line_error(code, err, r"b\.png")
+    code, out, err = run_cli(capsys, "evaluate", tmp_path / "data", "-q")
+    assert_usage_error(code, err, r"b\.png")
 
 
 # ----------------------------------------------------------------------------- training
@@ -343,8 +334,8 @@ def folder(tmp_path):
 ])
 def test_train_refuses_bad_options_up_front(capsys, tmp_path, folder, argv, pattern):
     out = tmp_path / "run"
-    code, _, err = _cli(capsys, "train", folder, "--out", out, "-q", *argv)
-    _one_line_error(code, err, pattern)
+    code, _, err = run_cli(capsys, "train", folder, "--out", out, "-q", *argv)
+    assert_usage_error(code, err, pattern)
     assert not out.exists()
 
 
@@ -357,8 +348,8 @@ def test_train_resume_with_a_bad_checkpoint(capsys, tmp_path, folder, content):
         ckpt.write_bytes(b"garbage")
     else:
         _net(64).save(ckpt)
-    code, _, err = _cli(capsys, "train", folder, "--out", out, "--resume", "-q")
-    _one_line_error(code, err, re.escape(str(ckpt)) + ".*(not a gradvis model file|not a training checkpoint)")
+    code, _, err = run_cli(capsys, "train", folder, "--out", out, "--resume", "-q")
+    assert_usage_error(code, err, re.escape(str(ckpt)) + ".*(not a gradvis model file|not a training checkpoint)")
 
 
 def test_train_threads_option_wins(capsys, tmp_path, folder, monkeypatch):
@@ -370,7 +361,7 @@ def test_train_threads_option_wins(capsys, tmp_path, folder, monkeypatch):
 
     monkeypatch.setattr(T, "train", fake_train)
     monkeypatch.setattr(cli_training, "setup", lambda args: cli_common.Run(args))   # leave the process's threads alone
-    code, _, err = _cli(capsys, "train", folder, "--out", tmp_path / "run", "-q", "--threads", 1,
+    code, _, err = run_cli(capsys, "train", folder, "--out", tmp_path / "run", "-q", "--threads", 1,
                         "--batch-size", 4, "--image-size", 32)
     assert code == 0, err
     assert seen["threads"] == 1

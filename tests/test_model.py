@@ -6,7 +6,8 @@ import gradvis
 from conftest import require_torch
 from gradvis.nn.architectures import default_net
 from gradvis.nn import (Add, AvgPool2d, BatchNorm1d, BatchNorm2d, Concat, Conv2d, Dropout, Flatten,
-                           GlobalAvgPool, LeakyReLU, Linear, MaxPool2d, Model, ReLU, ReLU6)
+                        GlobalAvgPool, LeakyReLU, Linear, MaxPool2d, Model, ReLU, ReLU6)
+from helpers import numeric_partial
 
 
 def graph_net(seed=0, dropout=0.0):
@@ -42,14 +43,6 @@ def graph_net(seed=0, dropout=0.0):
     return m
 
 
-def numeric_grad(f, x, idx, h=1e-6):
-    old = x[idx]
-    x[idx] = old + h
-    fp = f()
-    x[idx] = old - h
-    fm = f()
-    x[idx] = old
-    return (fp - fm) / (2 * h)
 
 
 @pytest.mark.parametrize("mode", ["train", "test"])
@@ -72,11 +65,11 @@ def test_gradients_match_finite_differences(mode):
     assert set(grads) == set(m.params)
     for i in range(8):
         idx = tuple(rng.integers(0, s) for s in X.shape)
-        assert numeric_grad(f, X, idx) == pytest.approx(dX[idx], rel=1e-5, abs=1e-7)
+        assert numeric_partial(f, X, idx) == pytest.approx(dX[idx], rel=1e-5, abs=1e-7)
     for name, p in m.params.items():
         for _ in range(2):
             idx = tuple(rng.integers(0, s) for s in p.shape)
-            num = numeric_grad(f, p, idx)
+            num = numeric_partial(f, p, idx)
             assert num == pytest.approx(grads[name][idx], rel=1e-5, abs=1e-7), name
 
 
@@ -309,9 +302,16 @@ def test_dropout_is_seeded_and_off_in_test_mode():
     np.testing.assert_array_equal(m.forward(X, mode="test")[0], X.reshape(3, -1))
 
 
-def test_public_names():
-    assert gradvis.Model is Model
-    assert callable(gradvis.load_model) and callable(gradvis.load_cs231n_h5) and callable(gradvis.load_pretrained)
+def test_every_layer_type_is_public_and_registered():
+    """A saved model can name any layer type, and users can build any of them."""
+    from gradvis.nn import LAYER_TYPES, Layer
+    exported = {name: getattr(gradvis, name) for name in gradvis.__all__}
+    layer_classes = {c for c in exported.values() if isinstance(c, type) and issubclass(c, Layer) and c is not Layer}
+    assert layer_classes, "gradvis exports no layer classes"
+    for cls in layer_classes:
+        assert LAYER_TYPES.get(cls.type) is cls, cls
+    for type_name, cls in LAYER_TYPES.items():
+        assert cls.type == type_name and exported.get(cls.__name__) is cls, type_name
 
 
 def test_passes_follow_changes_to_the_graph():

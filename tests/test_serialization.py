@@ -1,8 +1,6 @@
 """Model files: round trip, refusal to overwrite, clear errors on bad files; CS231n 2016 HDF5."""
-import io
 import json
 import sys
-import zipfile
 
 import numpy as np
 import pytest

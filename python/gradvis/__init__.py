@@ -16,11 +16,11 @@ layer API.
 """
 import os as _os
 
-# GNU OpenMP threads spin for ~300k iterations at every barrier by default; when
+# GNU OpenMP threads spin for a long time at every barrier by default; when
 # another process holds a core, a spinning thread burns the time slice its
-# descheduled peer needs, and a batch-1 gradient loop (hundreds of short parallel
-# regions a second) ran 4-40x slower on 2 busy cores. A short spin keeps idle-
-# machine speed within a few percent and bounds the busy case. Must be set before
+# descheduled peer needs, and loops of short parallel regions (a batch-1 gradient
+# loop) slow down many times over. A short spin keeps idle-machine speed and bounds
+# the busy case (bench/RESULTS.md, "Design measurements"). It must be set before
 # the OpenMP runtime loads (importing _core); a user's own setting wins.
 _spin_set = "OMP_WAIT_POLICY" not in _os.environ and "GOMP_SPINCOUNT" not in _os.environ
 if _spin_set:

@@ -163,3 +163,14 @@ def test_bad_input(model, kwargs, err, match):
     args.update(kwargs)
     with pytest.raises(err, match=match):
         render(**args)
+
+
+def test_model_input_follows_the_models_preprocessing():
+    """render's images are in the model's input space: deprocess gives back the
+    [0, 1] image's pixels, whatever the channel order, mean and std."""
+    m = Model(input_shape=(3, 8, 8), mean=(100.0, 110.0, 120.0), std=(50.0, 60.0, 70.0),
+              channel_order="BGR", seed=0)
+    m.add("conv", Conv2d(3, 2, 3, padding=1))
+    x01 = np.random.default_rng(0).random((2, 3, 8, 8)).astype(np.float32)
+    X = to_model_input(x01, m)
+    np.testing.assert_array_equal(m.deprocess(X), np.rint(255 * x01).astype(np.uint8).transpose(0, 2, 3, 1))

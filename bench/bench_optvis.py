@@ -14,8 +14,12 @@ objective, batch 1, no redirected ReLU (Lucent has none). Cases:
   of the last ReLU6 (Lucent's ``features_18``).
 
 Each library runs in a process of its own that never imports the other (they
-would share one libgomp). A rate is (steps of a long run - steps of a short run) /
-(time difference), so set-up costs cancel; the best of ``--reps`` repeats is kept.
+would share one libgomp). A rate is 1 / the median time between the starts of
+successive steps after 3 warm-up steps (gradvis: its callback; Lucent: a forward
+pre-hook on the network), robust to steps stalled by other processes on a shared
+host; the best of ``--reps`` runs is kept. (gradvis's callback also converts the
+images to the model's input space each step, which Lucent's loop does not do: a
+small handicap for gradvis.)
 
     python bench/bench_optvis.py [--cases default128 mobilenet224] [--steps 20] [--reps 3]
                                  [--threads 2] [--json out.json]
@@ -127,19 +131,25 @@ def lucent_rates(case, steps, reps, threads, npz):
     for p in net.parameters():
         p.requires_grad_(False)
 
+    stamps = []
+    net.register_forward_pre_hook(lambda module, inputs: stamps.append(time.perf_counter()))
+
     def run(n):
         np.random.seed(0)
         torch.manual_seed(0)
-        t0 = time.perf_counter()
+        stamps.clear()
         render.render_vis(net, objective, param_f=lambda: param.image(size),
                           transforms=transform.standard_transforms + pre, thresholds=(n,),
                           preprocess=False, progress=False, show_image=False, fixed_image_size=size)
-        return time.perf_counter() - t0
-    rates = []
-    for _ in range(reps):
-        short, long_ = run(WARM), run(WARM + steps)
-        rates.append(steps / max(long_ - short, 1e-9))
-    return rates
+        return list(stamps)
+    return [_rate(run(WARM + steps)) for _ in range(reps)]
+
+
+def _rate(stamps):
+    """Steps per second from the times at which successive steps started: 1 / the
+    median step after the warm-up (robust to a step stalled by other processes)."""
+    import numpy as np
+    return float(1.0 / np.median(np.diff(stamps[WARM:])))
 
 
 # ---------------------------------------------------------------------------- gradvis side
@@ -158,15 +168,12 @@ def gradvis_rates(case, steps, reps, threads, onnx_path):
     tf = T.compose([T.standard_transforms(224), T.resize((size, size))])
 
     def run(n):
-        t0 = time.perf_counter()
+        stamps = [time.perf_counter()]
         render(O.channel(layer, 7 if case == "default128" else 5), model, param=param.image(size, seed=0),
-               transforms=tf, steps=n, seed=0, redirected_relu_steps=0)
-        return time.perf_counter() - t0
-    rates = []
-    for _ in range(reps):
-        short, long_ = run(WARM), run(WARM + steps)
-        rates.append(steps / max(long_ - short, 1e-9))
-    return rates
+               transforms=tf, steps=n, seed=0, redirected_relu_steps=0,
+               callback=lambda t, X, info: stamps.append(time.perf_counter()))
+        return stamps
+    return [_rate(run(WARM + steps)) for _ in range(reps)]
 
 
 # ---------------------------------------------------------------------------- driver
@@ -212,7 +219,7 @@ def main():
         r["ratio"] = max(r["gradvis"]) / max(r["lucent"])
         rows.append(r)
     print(f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {args.threads} threads, "
-          f"batch 1, best of {args.reps} (rate = {args.steps} extra steps / extra time)")
+          f"batch 1, best of {args.reps} runs of 1 / median step time over {args.steps} steps")
     print(f"{'case':14s} {'gradvis steps/s':>16s} {'Lucent steps/s':>15s} {'ratio':>6s}")
     for r in rows:
         print(f"{r['case']:14s} {max(r['gradvis']):16.2f} {max(r['lucent']):15.2f} {r['ratio']:6.2f}")

@@ -50,6 +50,21 @@ def test_rotation_turns_the_image():
     assert y.sum() == pytest.approx(1.0)
 
 
+def test_scale_is_separable_bilinear_interpolation():
+    """The resize equals R_y x R_x^T with torch's align_corners=False weights."""
+    def matrix(n_in, n_out):
+        M = np.zeros((n_out, n_in))
+        for i in range(n_out):
+            s = min(max((i + 0.5) * n_in / n_out - 0.5, 0.0), n_in - 1)
+            lo = int(np.floor(s))
+            M[i, lo] += 1 - (s - lo)
+            M[i, min(lo + 1, n_in - 1)] += s - lo
+        return M
+    x = np.random.default_rng(0).standard_normal((2, 3, 13, 17))
+    y, _ = T.resize((19, 11)).apply(x, None)
+    np.testing.assert_allclose(y, matrix(13, 19) @ x @ matrix(17, 11).T, rtol=1e-6, atol=1e-6)
+
+
 def test_scale_keeps_a_constant_image():
     x = np.full((1, 3, 20, 20), 0.3)
     y, _ = T.random_scale([1.1]).apply(x, np.random.default_rng(0))

@@ -9,7 +9,8 @@ bundled TinyImageNet-100-A network from :func:`load_pretrained`.
 The package by role, each part importing only the parts listed after it:
 :mod:`gradvis.cli` (the ``gradvis`` command), :mod:`gradvis.plot` (figures), the
 algorithm families :mod:`gradvis.attribution`, :mod:`gradvis.generation`,
-:mod:`gradvis.attacks` and :mod:`gradvis.train`, :mod:`gradvis.io` (model files,
+:mod:`gradvis.optvis` (Lucid-style feature visualization), :mod:`gradvis.attacks`
+and :mod:`gradvis.train`, :mod:`gradvis.io` (model files,
 importers, images, datasets), :mod:`gradvis.nn` (the layers and the graph
 :class:`Model`) and the compiled core. :mod:`gradvis.layers` is the CS231n
 layer API.

@@ -138,23 +138,28 @@ def cmd_classvis(args):
         check_image_size(model, size, "--size")
     paths = run.prepare_outputs(names)
     steps = snapshot_steps(args.iterations, args.snapshots)
-    prog = run.progress(args.iterations, "class visualization", model, steps)
-    try:
-        X = create_class_visualization(targets, model, num_iterations=args.iterations,
-                                       **given(learning_rate=args.lr, l2_reg=args.l2_reg),
-                                       blur_every=args.blur_every,
-                                       max_jitter=args.max_jitter, image_size=size, seed=args.seed,
-                                       callback=prog)
-    finally:
-        prog.close()
+    if args.style == "lucid":
+        from .optvis import lucid_class_images
+        X, snapshots = lucid_class_images(run, model, targets, args, size or model.input_shape[1:], steps)
+    else:
+        prog = run.progress(args.iterations, "class visualization", model, steps)
+        try:
+            X = create_class_visualization(targets, model, num_iterations=args.iterations,
+                                           **given(learning_rate=args.lr, l2_reg=args.l2_reg),
+                                           blur_every=args.blur_every,
+                                           max_jitter=args.max_jitter, image_size=size, seed=args.seed,
+                                           callback=prog)
+        finally:
+            prog.close()
+        snapshots = prog.snapshots
     probs = softmax(model.predict(X)) if X.shape[2:] == tuple(model.input_shape[1:]) else None
     imgs = model.deprocess(X)
     for k, (t, s) in enumerate(zip(targets, slugs)):
         extra = f", the model gives it p={probs[k, t]:.2f}" if probs is not None else ""
         run.say(f"{class_label(model, t)}: {args.iterations} steps{extra}")
         run.save_png(imgs[k], paths[2 * k])
-        frames = [snap[k] for _, snap in prog.snapshots]
-        labels = [f"t = {t_}" for t_, _ in prog.snapshots]
+        frames = [snap[k] for _, snap in snapshots]
+        labels = [f"t = {t_}" for t_, _ in snapshots]
         fig = plot.snapshots_figure(frames or [imgs[k]], labels or [f"t = {args.iterations}"],
                                     title=f"class visualization: {class_name(model, t)}")
         run.save_fig(fig, paths[2 * k + 1])
@@ -299,6 +304,11 @@ def register(sub):
     sp.add_argument("--max-jitter", type=nonneg_int, default=4, metavar="PX", help="(default: 4)")
     sp.add_argument("--size", type=pos_int, nargs=2, metavar=("H", "W"), default=None,
                     help="image size (default: the model's input size)")
+    sp.add_argument("--style", choices=("cs231n", "lucid"), default="cs231n",
+                    help="cs231n: pixel-space ascent with jitter, L2 and blur (default); lucid: "
+                         "gradvis.optvis.render of the class score (Fourier parameterization, "
+                         "decorrelated colour, random transforms, Adam; --lr is then Adam's, "
+                         "default 0.05; --l2-reg, --blur-every and --max-jitter do not apply)")
     add_common(sp)
 
     sp = add_command(sub, "invert", "feature inversion: reconstruct a photo from one layer's features "

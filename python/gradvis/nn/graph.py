@@ -584,7 +584,7 @@ class Model:
                 if need_inputs and len(dins) != len(node.inputs):
                     raise ValueError(f"the backward rule of {node.name!r} returned {len(dins)} "
                                      f"gradient(s) for {len(node.inputs)} input(s)")
-                dparams = node.layer.backward_params(g, c) if param_grads else {}
+                dparams = node.layer.backward_params(g, c) if param_grads and node.layer.param_shapes else {}
             elif param_grads and need_inputs:
                 dins, dparams = node.layer.backward(g, c)
             elif param_grads:

@@ -1,0 +1,208 @@
+"""Image parameterizations for feature visualization (Olah, Mordvintsev & Schubert,
+"Feature Visualization", Distill 2017, section "Preconditioning and
+Parameterization"; Lucid's ``lucid.optvis.param``).
+
+An image is not optimized as pixels but through a parameterization
+``params -> image``: a Fourier spectrum scaled by 1/frequency (so that every
+frequency moves at about the same speed under gradient ascent), colours
+decorrelated by a fixed 3x3 matrix, and a sigmoid to the valid range [0, 1].
+Each parameterization runs ``forward() -> (images, ctx)`` and carries a gradient
+back with ``backward(d_images, ctx) -> d_params``, exactly (the adjoint of each
+linear step, not a finite-difference or autograd approximation).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _checks
+
+__all__ = ["image", "ImageParam", "IMAGENET_COLOR_CORRELATION", "color_correlation",
+           "color_correlation_from_images", "COLOR_INFO_KEY"]
+
+# Lucid's ``color_correlation_svd_sqrt``: the square root (U sqrt(S) of the SVD) of
+# the RGB covariance of ImageNet photos with values in [0, 1].
+IMAGENET_COLOR_CORRELATION = np.array([[0.26, 0.09, 0.02],
+                                       [0.27, 0.00, -0.05],
+                                       [0.27, -0.09, 0.03]])
+
+# Where a model file keeps the colour matrix of its training images (model.info).
+COLOR_INFO_KEY = "color_correlation_svd_sqrt"
+
+# Lucid divides the inverse FFT's output by 4 ("magic" in Lucent): it keeps the
+# starting spectrum's images far from the sigmoid's flat ends.
+_FFT_OUTPUT_SCALE = 0.25
+
+
+def color_correlation_from_images(images, chunk=1 << 22):
+    """The square root of the RGB covariance of ``images``, as Lucid computes
+    ``color_correlation_svd_sqrt``: ``U @ diag(sqrt(s))`` for the covariance
+    ``U diag(s) U^T`` of the pixel values in [0, 1], columns by decreasing
+    variance, each column's red entry made >= 0.
+
+    Args:
+        images: uint8 RGB images (N, H, W, 3) (values 0-255).
+        chunk: pixels summed at a time (bounds the float64 copy).
+
+    Returns:
+        (3, 3) float64 matrix M with ``M @ M.T`` the covariance.
+    """
+    arr = np.asarray(images)
+    if arr.ndim < 2 or arr.shape[-1] != 3 or arr.size == 0:
+        raise ValueError(f"images must be (..., 3) RGB pixel values, got shape {arr.shape}")
+    px = arr.reshape(-1, 3)
+    n, s, ss = 0, np.zeros(3), np.zeros((3, 3))
+    for i in range(0, px.shape[0], chunk):
+        c = px[i:i + chunk].astype(np.float64) / 255.0
+        n += c.shape[0]
+        s += c.sum(axis=0)
+        ss += c.T @ c
+    mean = s / n
+    cov = ss / n - np.outer(mean, mean)
+    w, U = np.linalg.eigh(cov)
+    order = np.argsort(w)[::-1]
+    w, U = np.clip(w[order], 0.0, None), U[:, order]
+    U = U * np.where(U[0] < 0, -1.0, 1.0)
+    return U * np.sqrt(w)
+
+
+def color_correlation(model=None):
+    """The colour matrix for ``model``: the one stored in ``model.info`` (its
+    training images', see :func:`color_correlation_from_images`), else ImageNet's
+    (:data:`IMAGENET_COLOR_CORRELATION`). Returns a (3, 3) float64 array."""
+    info = getattr(model, "info", None) or {}
+    m = info.get(COLOR_INFO_KEY)
+    if m is None:
+        return IMAGENET_COLOR_CORRELATION.copy()
+    try:
+        arr = np.asarray(m, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"model.info[{COLOR_INFO_KEY!r}] must be a 3x3 matrix of numbers") from None
+    if arr.shape != (3, 3) or not np.isfinite(arr).all():
+        raise ValueError(f"model.info[{COLOR_INFO_KEY!r}] must be a finite 3x3 matrix, got shape {arr.shape}")
+    return arr
+
+
+def rfft2d_freqs(h, w):
+    """Spatial frequencies (cycles per pixel) of ``numpy.fft.rfft2``'s bins, (h, w//2 + 1)."""
+    fy = np.fft.fftfreq(h)[:, None]
+    fx = np.fft.rfftfreq(w)[None, :]
+    return np.sqrt(fx * fx + fy * fy)
+
+
+class ImageParam:
+    """A batch of RGB images in [0, 1], (N, 3, H, W), as a function of ``params``.
+
+    ``fft=True``: params are the real and imaginary parts of an rfft2 spectrum,
+    (2, N, 3, H, W//2 + 1); the image before colour and sigmoid is
+    ``irfft2(scale * spectrum, norm='ortho') / 4`` with ``scale = 1 /
+    max(f, 1/max(H, W)) ** decay_power``. ``fft=False``: params are the pixels
+    (N, 3, H, W). ``decorrelate=True`` then multiplies each pixel's 3 values by the
+    colour matrix (normalized by its largest column norm, as Lucid does), and a
+    sigmoid maps to [0, 1].
+
+    Attributes:
+        params: the float32 array that an optimizer updates in place.
+        shape: (N, 3, H, W) of the images.
+    """
+
+    def __init__(self, h, w=None, batch=1, fft=True, decorrelate=True, sd=0.01, decay_power=1.0,
+                 color=None, seed=0):
+        h = _checks.integer(h, "h", 1)
+        w = h if w is None else _checks.integer(w, "w", 1)
+        batch = _checks.integer(batch, "batch", 1)
+        sd = _checks.nonneg_float(sd, "sd")
+        self.decay_power = _checks.finite_float(decay_power, "decay_power")
+        rng = _checks.rng_from(seed)
+        self.shape = (batch, 3, h, w)
+        self.fft = bool(fft)
+        self.decorrelate = bool(decorrelate)
+        self.color_given = color is not None
+        self.set_color(IMAGENET_COLOR_CORRELATION if color is None else color)
+        if self.fft:
+            freqs = rfft2d_freqs(h, w)
+            scale = 1.0 / np.maximum(freqs, 1.0 / max(h, w)) ** self.decay_power
+            self._scale = (scale * _FFT_OUTPUT_SCALE).astype(np.float32)
+            # irfft2's adjoint: bins whose conjugate partner is implied count twice
+            mult = np.full(w // 2 + 1, 2.0)
+            mult[0] = 1.0
+            if w % 2 == 0:
+                mult[-1] = 1.0
+            self._adj = (self._scale * mult).astype(np.float32)
+            pshape = (2, batch, 3, h, w // 2 + 1)
+        else:
+            pshape = self.shape
+        self.params = (rng.standard_normal(pshape) * sd).astype(np.float32)
+
+    def set_color(self, color):
+        """Use the (3, 3) colour matrix ``color`` (normalized by its largest column norm)."""
+        try:
+            color = np.asarray(color, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise TypeError("color must be a 3x3 matrix of numbers") from None
+        if color.shape != (3, 3) or not np.isfinite(color).all():
+            raise ValueError(f"color must be a finite 3x3 matrix, got shape {color.shape}")
+        norm = np.linalg.norm(color, axis=0).max()
+        if not norm > 0:
+            raise ValueError("color must not be all zeros")
+        self.color = (color / norm).astype(np.float32)
+
+    def __repr__(self):
+        n, _, h, w = self.shape
+        return f"ImageParam({h}x{w}, batch={n}, fft={self.fft}, decorrelate={self.decorrelate})"
+
+    def forward(self):
+        """Images (N, 3, H, W) in [0, 1] (float32, or :attr:`params`' dtype) and the
+        context for :meth:`backward`."""
+        n, c, h, w = self.shape
+        if self.fft:
+            dt = self.params.dtype
+            spec = (self.params[0] * self._scale.astype(dt)) + 1j * (self.params[1] * self._scale.astype(dt))
+            t = np.fft.irfft2(spec, s=(h, w), norm="ortho").astype(dt, copy=False)
+        else:
+            t = self.params
+        if self.decorrelate:
+            t = np.einsum("ij,njhw->nihw", self.color.astype(t.dtype), t, optimize=True)
+        img = 1.0 / (1.0 + np.exp(-t))
+        return img, img
+
+    def backward(self, d_images, ctx):
+        """d(objective)/d(params), shaped like :attr:`params`, from d(objective)/d(images)."""
+        img = ctx
+        dt = self.params.dtype
+        g = np.asarray(d_images, dtype=dt) * img * (1.0 - img)
+        if self.decorrelate:
+            g = np.einsum("ij,nihw->njhw", self.color.astype(dt), g, optimize=True)
+        if not self.fft:
+            return g.astype(dt, copy=False)
+        G = np.fft.rfft2(g, norm="ortho")
+        out = np.empty_like(self.params)
+        adj = self._adj.astype(dt)
+        np.multiply(G.real, adj, out=out[0])
+        np.multiply(G.imag, adj, out=out[1])
+        return out
+
+
+def image(h, w=None, batch=1, fft=True, decorrelate=True, sd=0.01, decay_power=1.0, color=None,
+          seed=0):
+    """Lucid's ``param.image``: a batch of images to optimize.
+
+    Args:
+        h, w: image height and width (w defaults to h).
+        batch: number of images N.
+        fft: parameterize by a 1/f-scaled Fourier spectrum (else by pixels).
+        decorrelate: mix colours through the colour matrix ``color``.
+        sd: standard deviation of the starting parameters.
+        decay_power: exponent of the 1/frequency scaling (fft only).
+        color: (3, 3) colour matrix; None: the rendered model's
+            (:func:`color_correlation`, set by :func:`render`), ImageNet's until then.
+        seed: int or numpy Generator for the starting parameters.
+
+    Returns:
+        an :class:`ImageParam`.
+
+    Example:
+        >>> p = image(64, batch=4, seed=0)
+        >>> X = optvis.render(objectives.channel('relu5', 7), model, param=p)
+    """
+    return ImageParam(h, w, batch=batch, fft=fft, decorrelate=decorrelate, sd=sd,
+                      decay_power=decay_power, color=color, seed=seed)

@@ -151,7 +151,8 @@ class Method:
                 chosen.append(np.asarray(choose(scores)))
                 return chosen[-1]
             scores, result = self.fused(X, keep, model, **options)
-            y = np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
+            # a method without a class argument chooses none: record the choice anyway
+            y = np.concatenate(chosen) if chosen else np.asarray(choose(scores))
             return (scores, y) + self._split(result)
         scores = model.predict(X, batch_size=max(1, X.shape[0]))
         y = np.asarray(choose(scores))

@@ -194,6 +194,14 @@ def test_scheduler_address_and_a_registered_method(model, imgs, client, tmp_path
     doc = json.loads((tmp_path / "r" / "run.json").read_text())
     assert doc["settings"]["options"] == {"batch_size": 4, "delay": 0.0}
     assert doc["settings"]["model_digest"] == gb.model_digest(model)
+    # the workers' OpenMP threads: cores / Dask threads on the host (the nanny's
+    # OMP_NUM_THREADS=1 overridden in each task), or as given
+    from gradvis.batch.worker import local_cores
+    cores = max(client.run(local_cores).values())
+    assert {c["threads"] for c in doc["sessions"][-1]["chunks"]} == {max(1, cores // 2)}
+    doc = gb.run("saliency", imgs[:8], tmp_path / "t3", model=model, scheduler=client, chunk_size=4,
+                 batch_size=4, threads_per_worker=3, progress=False)
+    assert {c["threads"] for c in doc["sessions"][-1]["chunks"]} == {3}
 
 
 def test_sources_npy_zarr_list(model, client, tmp_path):

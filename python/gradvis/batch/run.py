@@ -173,6 +173,8 @@ def run(method, data, out, model=None, scheduler=None, workers=None, chunk_size=
     if scheduler is not None and not isinstance(scheduler, str) and not hasattr(scheduler, "submit"):
         raise TypeError(f"scheduler must be an address such as 'tcp://host:8786' or a distributed.Client, "
                         f"got {type(scheduler).__name__}")
+    if scheduler is not None and workers is not None:
+        raise ValueError("give workers (a local cluster) or scheduler (an existing one), not both")
     RunStore.check_out(out)
     need_dask()
     if model is None:
@@ -197,10 +199,37 @@ def run(method, data, out, model=None, scheduler=None, workers=None, chunk_size=
 
     n = len(source)
     n_chunks = -(-n // chunk_size)
-    if scheduler is not None and workers is not None:
-        raise ValueError("give workers (a local cluster) or scheduler (an existing one), not both")
+    import contextlib
+    import dask
+    env = contextlib.nullcontext()
+    if scheduler is None:
+        env = dask.config.set({"distributed.nanny.pre-spawn-environ": _worker_environ(
+            threads_per_worker or max(1, _local_cores() // (workers or default_workers())))})
+    with env:
+        return _run_on(client_args=(scheduler, workers, dashboard), scheduler=scheduler, m=m, options=options,
+                       source=source, model=model, digest=digest, settings=settings, store=store,
+                       resuming=resuming, n=n,
+                       n_chunks=n_chunks, chunk_size=chunk_size, target=target, seed=seed, progress=progress,
+                       dashboard=dashboard, threads_per_worker=threads_per_worker, t_start=t_start)
+
+
+def _worker_environ(threads):
+    """The environment the nannies of a local cluster give their workers: Dask's
+    defaults, with OpenMP's threads as this run shares the cores out (Dask sets
+    1), and without Dask's MALLOC_TRIM_THRESHOLD_=65536, which makes glibc give
+    memory back after every large free so that each pass faults its buffers in
+    again (chunks took 1.5-2x as long; bench/RESULTS.md)."""
+    import dask
+    env = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})
+    env.pop("MALLOC_TRIM_THRESHOLD_", None)
+    env["OMP_NUM_THREADS"] = int(threads)
+    return env
+
+
+def _run_on(client_args, scheduler, m, options, source, model, digest, settings, store, resuming, n, n_chunks,
+            chunk_size, target, seed, progress, dashboard, threads_per_worker, t_start):
     if isinstance(scheduler, str) or scheduler is None:
-        client, cluster = _connect(scheduler, workers, dashboard)
+        client, cluster = _connect(*client_args)
         own = True
     else:
         client, cluster, own = scheduler, None, False
@@ -215,9 +244,10 @@ def run(method, data, out, model=None, scheduler=None, workers=None, chunk_size=
         done = store.done_chunks()
         todo = [k for k in range(n_chunks) if k not in done]
         import pickle
-        plugin_name = f"gradvis-model-{digest[:16]}"
-        client.register_plugin(ModelPlugin(digest, pickle.dumps(model), threads), name=plugin_name)
-        stats, errors = _submit_all(client, store, m, options, digest, source, todo, chunk_size, target,
+        import uuid
+        plugin_name = f"gradvis-model-{digest[:16]}-{uuid.uuid4().hex[:12]}"
+        client.register_plugin(ModelPlugin(plugin_name, pickle.dumps(model), threads), name=plugin_name)
+        stats, errors = _submit_all(client, store, m, options, plugin_name, source, todo, chunk_size, target,
                                     seed, progress)
         try:
             client.unregister_worker_plugin(plugin_name)
@@ -234,8 +264,13 @@ def run(method, data, out, model=None, scheduler=None, workers=None, chunk_size=
                "chunks_computed": len(stats), "images_computed": computed,
                "images_per_second": computed / max(t_end - t_start, 1e-9),
                "chunk_seconds_mean": float(np.mean([s["seconds"] for s in stats])) if stats else 0.0,
-               "workers": {str(pid): int(max(s["peak_rss"] for s in stats if s["pid"] == pid))
-                           for pid in {s["pid"] for s in stats}},
+               # from the first chunk's start to the last one's end: the run without
+               # the cluster's start and the checks before it
+               "compute_seconds": (max(s["end"] for s in stats) - min(s["start"] for s in stats)) if stats else 0.0,
+               "peak_rss_per_worker": {str(pid): int(max(s["peak_rss"] for s in stats if s["pid"] == pid))
+                                       for pid in {s["pid"] for s in stats}},
+               "chunks": [{k: s[k] for k in ("chunk", "pid", "threads", "seconds", "peak_rss")} for s in
+                          sorted(stats, key=lambda s: s["end"])],
                "resumed": resuming, "chunks_skipped": n_chunks - len(todo), "errors": errors[:10]}
     doc = store.finish(session, m.report)
     if errors:
@@ -244,7 +279,7 @@ def run(method, data, out, model=None, scheduler=None, workers=None, chunk_size=
     return doc
 
 
-def _submit_all(client, store, method, options, digest, source, todo, chunk_size, target, seed, progress):
+def _submit_all(client, store, method, options, key, source, todo, chunk_size, target, seed, progress):
     from distributed import as_completed
     from .worker import run_chunk
     n = len(source)
@@ -256,9 +291,9 @@ def _submit_all(client, store, method, options, digest, source, todo, chunk_size
     futures = {}
     for k in todo:
         lo, hi = k * chunk_size, min(n, (k + 1) * chunk_size)
-        f = client.submit(run_chunk, str(store.root), method, options, digest, source.payload(lo, hi), k, lo,
+        f = client.submit(run_chunk, str(store.root), method, options, key, source.payload(lo, hi), k, lo,
                           source.paths[lo:hi], source.labels[lo:hi], target, seed, pure=False,
-                          key=f"gradvis-batch-{digest[:8]}-{os.getpid()}-{time.monotonic_ns()}-chunk-{k}")
+                          key=f"{key}-chunk-{k}")
         futures[f] = k
     stats, errors = [], []
     try:

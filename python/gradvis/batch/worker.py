@@ -12,6 +12,7 @@ import time
 import numpy as np
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from .. import _core
 from ..nn.losses import softmax
 from .data import load_payload
 from .methods import image_seed
@@ -19,8 +20,10 @@ from .store import RunStore
 
 __all__ = ["ModelPlugin", "run_chunk", "choose_classes", "local_cores", "host_of"]
 
-# The models held by this worker process, by digest (set by ModelPlugin).
+# The models held by this worker process, by run key, and the OpenMP threads its
+# tasks use (set by ModelPlugin).
 WORKER_MODELS = {}
+WORKER_THREADS = {}
 
 
 def local_cores():
@@ -38,32 +41,35 @@ def host_of(address):
 
 class ModelPlugin(WorkerPlugin):
     """Gives every worker, including one that joins or restarts later, the model
-    once (unpickled into :data:`WORKER_MODELS`), and sets gradvis's OpenMP
-    threads: Dask's nanny starts workers with ``OMP_NUM_THREADS=1``, so without
-    this each worker would compute on one core.
+    once (unpickled into :data:`WORKER_MODELS`), and chooses gradvis's OpenMP
+    threads for its tasks: Dask's nanny starts workers with
+    ``OMP_NUM_THREADS=1``, so without this each worker would compute on one
+    core. OpenMP's thread count is a per-thread setting and tasks run in the
+    worker's executor threads, so each task applies it (:func:`run_chunk`).
 
     Args:
-        digest: the model's digest (its key on the workers).
+        key: the run's key for the model on the workers (one per run, so that
+            the end of one run never removes another's model).
         model_bytes: the pickled model.
         threads: {host: OpenMP threads per worker}, and ``None`` for hosts not
             listed (those use their cores divided by the worker's Dask threads).
     """
 
-    def __init__(self, digest, model_bytes, threads):
-        self.digest = digest
+    def __init__(self, key, model_bytes, threads):
+        self.key = key
         self.model_bytes = model_bytes
         self.threads = threads
 
     def setup(self, worker):
-        import gradvis
         n = self.threads.get(host_of(worker.address))
         if n is None:
             n = max(1, local_cores() // max(1, worker.state.nthreads))
-        gradvis.set_num_threads(int(n))
-        WORKER_MODELS[self.digest] = pickle.loads(self.model_bytes)
+        WORKER_THREADS[self.key] = int(n)
+        WORKER_MODELS[self.key] = pickle.loads(self.model_bytes)
 
     def teardown(self, worker):
-        WORKER_MODELS.pop(self.digest, None)
+        WORKER_MODELS.pop(self.key, None)
+        WORKER_THREADS.pop(self.key, None)
 
 
 def choose_classes(target, ids, labels, seed, num_classes):
@@ -87,14 +93,18 @@ def choose_classes(target, ids, labels, seed, num_classes):
     return choose
 
 
-def run_chunk(store_dir, method, options, digest, payload, k, lo, paths, labels, target, seed, model=None):
+def run_chunk(store_dir, method, options, key, payload, k, lo, paths, labels, target, seed, model=None):
     """Read, compute and write chunk ``k`` (images lo..lo+m-1). Returns a summary
-    dict (chunk, images, failed, seconds, peak_rss in bytes, pid)."""
-    t0 = time.perf_counter()
+    dict (chunk, images, failed, seconds, start and end wall times, the worker's
+    peak resident memory so far in bytes, pid)."""
+    t0, wall0 = time.perf_counter(), time.time()
     if model is None:
-        model = WORKER_MODELS.get(digest)
+        model = WORKER_MODELS.get(key)
         if model is None:
             raise RuntimeError("the model was not sent to this worker (its plugin did not run)")
+    threads = WORKER_THREADS.get(key)
+    if threads is not None and _core.get_num_threads() != threads:
+        _core.set_num_threads(threads)
     X, errors = load_payload(payload, model)
     m = X.shape[0]
     ids = np.arange(lo, lo + m)
@@ -136,4 +146,5 @@ def run_chunk(store_dir, method, options, digest, payload, k, lo, paths, labels,
     RunStore(store_dir).write_chunk(k, lo, arrays, rows, method.report)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024   # kB on Linux
     return {"chunk": k, "images": m, "failed": int((~ok).sum()), "seconds": time.perf_counter() - t0,
-            "peak_rss": int(peak), "pid": os.getpid()}
+            "start": wall0, "end": time.time(), "peak_rss": int(peak), "pid": os.getpid(),
+            "threads": _core.get_num_threads()}

@@ -74,6 +74,8 @@ def main():
     ap.add_argument("--scaling-images", type=int, default=1000)
     ap.add_argument("--threads-per-worker", type=int, default=1, help="for the 1-vs-2-worker scaling")
     ap.add_argument("--memory-images", type=int, default=0, help="a long run for the memory trace (0: none)")
+    ap.add_argument("--layouts", nargs="*", default=[], metavar="WxT",
+                    help="other local clusters to time like the default: workers x threads, e.g. 16x1 2x8")
     ap.add_argument("--skip", nargs="*", default=[], choices=["overhead", "scaling"])
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
@@ -87,7 +89,11 @@ def main():
     tmp = tempfile.mkdtemp(prefix="bench-batch-")
     report = {"host": platform.node(), "cores": cores, "data": what, "images": len(imgs),
               "default_workers": default_workers(cores), "runs": []}
-    rows = []
+    class Rows(list):
+        def append(self, row):       # shown as it comes, so that a cut-short run still tells
+            super().append(row)
+            print("  ".join(str(round(v, 1) if isinstance(v, float) else v) for v in row), flush=True)
+    rows = Rows()
     try:
         if "overhead" not in a.skip:
             gradvis.set_num_threads(cores)
@@ -101,6 +107,12 @@ def main():
                 rows.append((f"batch.run default ({default_workers(cores)} workers)", len(imgs),
                              res["images_per_s_compute"], res["images_per_s_wall"],
                              f"{res['images_per_s_compute'] / best[0]:.2f}x"))
+                for lay in a.layouts:
+                    w, t = (int(v) for v in lay.split("x"))
+                    res = batch_run(imgs, tmp, workers=w, threads_per_worker=t)
+                    report["runs"].append({"kind": "layout", "repeat": r, "layout": lay, **res})
+                    rows.append((f"batch.run {w} workers x {t} threads", len(imgs), res["images_per_s_compute"],
+                                 res["images_per_s_wall"], f"{res['images_per_s_compute'] / best[0]:.2f}x"))
         if "scaling" not in a.skip:
             sub = imgs[:a.scaling_images]
             for r in range(a.repeats):

@@ -228,3 +228,22 @@ def test_sources_npy_zarr_list(model, client, tmp_path):
         assert np.array_equal(results[name][0]["probabilities"], results["a.npy"][0]["probabilities"])
     assert results["list.txt"][1]["label"] == [i % 5 for i in range(6)]
     assert results["x.npy"][1]["prediction"] == model.predict(X64, batch_size=2).argmax(axis=1).tolist()
+
+
+@pytest.mark.data
+def test_tiny_imagenet_held_out_source(held_out):
+    """'tinyimagenet:val': the 5,000 held-out images, named by their archive members,
+    labelled by the model's classes (matched by wnid)."""
+    import gradvis
+    pre = gradvis.load_pretrained()
+    src = gb.open_source("tinyimagenet:val", pre)
+    assert len(src) == len(held_out.X_val) == 5000
+    assert src.paths[0].endswith(f"train/{held_out.wnids[0]}/images/{held_out.wnids[0]}_450.JPEG")
+    assert src.paths[49].endswith("_499.JPEG") and src.paths[50].endswith(f"{held_out.wnids[1]}_450.JPEG")
+    by_wnid = {w: i for i, w in enumerate(pre.wnids)}
+    want = np.array([by_wnid[held_out.wnids[c]] for c in held_out.y_val])
+    assert np.array_equal(src.labels, want)
+    assert src.description["split"] == "val"
+    X, errors = gb.data.load_payload(src.payload(10, 14), pre)
+    assert np.array_equal(X, pre.preprocess(held_out.X_val[10:14])) and errors == [""] * 4
+    assert len(gb.open_source("tinyimagenet", pre)) == 50000

@@ -85,8 +85,7 @@ def _threads(client, threads_per_worker):
     """{host: OpenMP threads per worker}: the given number, or each host's cores
     divided by the Dask threads of its workers (workers x threads = cores)."""
     from .worker import host_of, local_cores
-    info = client.scheduler_info(n_workers=-1)["workers"] if _takes_n_workers(client) \
-        else client.scheduler_info()["workers"]
+    info = _workers(client)
     per_host = {}
     for addr, w in info.items():
         per_host.setdefault(host_of(addr), []).append(addr)
@@ -100,9 +99,12 @@ def _threads(client, threads_per_worker):
     return out
 
 
-def _takes_n_workers(client):
-    import inspect
-    return "n_workers" in inspect.signature(client.scheduler_info).parameters
+def _workers(client):
+    """{address: info} of every worker the scheduler knows."""
+    try:
+        return client.scheduler_info(n_workers=-1)["workers"]
+    except TypeError:       # older distributed: no n_workers, all workers
+        return client.scheduler_info()["workers"]
 
 
 def run(method, data, out, model=None, scheduler=None, workers=None, chunk_size=256, resume=True,
@@ -280,6 +282,9 @@ def _run_on(client_args, scheduler, m, options, source, model, digest, settings,
 
 
 def _submit_all(client, store, method, options, key, source, todo, chunk_size, target, seed, progress):
+    """Run the chunks ``todo``, a bounded number at a time (so that a chunk's
+    payload and results are held only while it runs, however many chunks there
+    are); returns (the workers' summaries, error messages of failed chunks)."""
     from distributed import as_completed
     from .worker import run_chunk
     n = len(source)
@@ -288,22 +293,33 @@ def _submit_all(client, store, method, options, key, source, todo, chunk_size, t
         from tqdm import tqdm
         bar = tqdm(total=sum(min(n, (k + 1) * chunk_size) - k * chunk_size for k in todo),
                    desc=f"batch {method.name}", unit="img", file=sys.stderr, dynamic_ncols=True)
+    slots = sum(w.get("nthreads", 1) for w in _workers(client).values())
+    in_flight = max(4, 2 * slots)
     futures = {}
-    for k in todo:
+
+    def submit(k):
         lo, hi = k * chunk_size, min(n, (k + 1) * chunk_size)
         f = client.submit(run_chunk, str(store.root), method, options, key, source.payload(lo, hi), k, lo,
                           source.paths[lo:hi], source.labels[lo:hi], target, seed, pure=False,
                           key=f"{key}-chunk-{k}")
         futures[f] = k
+        return f
+    queue = list(todo)
     stats, errors = [], []
     try:
-        for f in as_completed(list(futures)):
-            k = futures[f]
+        running = as_completed([submit(k) for k in queue[:in_flight]])
+        queue = queue[in_flight:]
+        for f in running:
+            k = futures.pop(f)
+            if queue:
+                running.add(submit(queue.pop(0)))
             try:
                 s = f.result()
             except Exception as e:   # noqa: BLE001 - reported per chunk; the others go on
                 errors.append(f"chunk {k}: {type(e).__name__}: {e}")
                 continue
+            finally:
+                f.release()
             stats.append(s)
             if bar is not None:
                 bar.update(s["images"])

@@ -13,13 +13,13 @@ import argparse
 import os
 import sys
 
-from . import algorithms, batch, demo, info, training
+from . import algorithms, batch, demo, explore, info, training
 from .common import PROG, Parser, UsageError
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
 # The command modules, in the order their commands are listed by --help.
-COMMANDS = [algorithms, training, batch, info, demo]
+COMMANDS = [algorithms, training, batch, info, demo, explore]
 
 _EPILOG = """\
 classes: an index (7), a wnid (n01443537) or a name, full or an unambiguous prefix,

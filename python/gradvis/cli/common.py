@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io.images import fit_image, resize_rgb
+
 __all__ = ["add_command", "PROG", "UsageError", "Parser", "number", "pos_int", "MAX_THREADS", "threads_arg", "nonneg_int", "pos_float", "nonneg_float", "add_common", "add_model_options", "model_from_args", "load_model_file", "need_classes", "class_name", "class_label", "resolve_class", "resolve_layer", "Photo", "photo_stem", "read_image", "resize_rgb", "fit_image", "sample_photo_path", "Run", "Progress", "snapshot_steps", "slug", "setup", "model_photos", "given"]
 
 PROG = "gradvis"
@@ -256,33 +258,6 @@ def read_image(path):
     except ValueError as e:
         raise UsageError(str(e)) from None
     return Photo(p, rgb, mode)
-
-
-def resize_rgb(rgb, size):
-    """uint8 (H, W, 3) -> size (H', W') with Pillow's antialiased bicubic."""
-    from PIL import Image
-    h, w = size
-    if rgb.shape[:2] == (h, w):
-        return rgb
-    return np.asarray(Image.fromarray(rgb).resize((w, h), Image.BICUBIC))
-
-
-def fit_image(rgb, size):
-    """Resize (keeping the aspect ratio) so the image covers ``size`` (H, W), then
-    crop the centre. Returns (image, description of what was done or None)."""
-    h0, w0 = rgb.shape[:2]
-    h, w = size
-    if (h0, w0) == (h, w):
-        return rgb, None
-    s = max(h / h0, w / w0)
-    rh, rw = max(h, int(round(h0 * s))), max(w, int(round(w0 * s)))
-    out = resize_rgb(rgb, (rh, rw))
-    y, x = (rh - h) // 2, (rw - w) // 2
-    out = out[y:y + h, x:x + w]
-    what = f"resized from {w0}x{h0} to {rw}x{rh}"
-    if (rh, rw) != (h, w):
-        what += f" and center-cropped to {w}x{h}"
-    return np.ascontiguousarray(out), what
 
 
 def sample_photo_path():

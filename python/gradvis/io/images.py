@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["read_rgb"]
+__all__ = ["read_rgb", "resize_rgb", "fit_image"]
 
 
 def _to_rgb(im):
@@ -44,3 +44,30 @@ def read_rgb(path):
     if rgb.ndim != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
         raise ValueError(f"{path}: empty image")
     return np.ascontiguousarray(rgb, dtype=np.uint8), mode
+
+
+def resize_rgb(rgb, size):
+    """uint8 (H, W, 3) -> size (H', W') with Pillow's antialiased bicubic."""
+    from PIL import Image
+    h, w = size
+    if rgb.shape[:2] == (h, w):
+        return rgb
+    return np.asarray(Image.fromarray(rgb).resize((w, h), Image.BICUBIC))
+
+
+def fit_image(rgb, size):
+    """Resize (keeping the aspect ratio) so the image covers ``size`` (H, W), then
+    crop the centre. Returns (image, description of what was done or None)."""
+    h0, w0 = rgb.shape[:2]
+    h, w = size
+    if (h0, w0) == (h, w):
+        return rgb, None
+    s = max(h / h0, w / w0)
+    rh, rw = max(h, int(round(h0 * s))), max(w, int(round(w0 * s)))
+    out = resize_rgb(rgb, (rh, rw))
+    y, x = (rh - h) // 2, (rw - w) // 2
+    out = out[y:y + h, x:x + w]
+    what = f"resized from {w0}x{h0} to {rw}x{rh}"
+    if (rh, rw) != (h, w):
+        what += f" and center-cropped to {w}x{h}"
+    return np.ascontiguousarray(out), what

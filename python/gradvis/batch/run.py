@@ -220,7 +220,7 @@ def _worker_environ(threads):
     defaults, with OpenMP's threads as this run shares the cores out (Dask sets
     1), and without Dask's MALLOC_TRIM_THRESHOLD_=65536, which makes glibc give
     memory back after every large free so that each pass faults its buffers in
-    again (chunks took 1.5-2x as long; bench/RESULTS.md)."""
+    again (chunks took about 1.7x as long; bench/RESULTS.md)."""
     import dask
     env = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})
     env.pop("MALLOC_TRIM_THRESHOLD_", None)

@@ -13,13 +13,13 @@ import argparse
 import os
 import sys
 
-from . import algorithms, attribution, convert, demo, explore, info, optvis, robustness, training
+from . import algorithms, attribution, batch, convert, demo, explore, info, optvis, robustness, training
 from .common import PROG, WARNINGS, Parser, UsageError, flush_warnings
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
 # The command modules, in the order their commands are listed by --help.
-COMMANDS = [algorithms, attribution, optvis, robustness, training, info, convert, demo, explore]
+COMMANDS = [algorithms, attribution, optvis, robustness, training, batch, info, convert, demo, explore]
 
 _EPILOG = """\
 classes: an index (7), a wnid (n01443537) or a name, full or an unambiguous prefix,

@@ -279,7 +279,7 @@ def test_demo_writes_into_its_own_directory_by_default():
 def test_smoothgrad_holds_at_most_a_batch_of_noisy_copies(model, monkeypatch):
     X = np.random.default_rng(3).standard_normal((1, 3, 8, 8)).astype(np.float32)
     whole = gradvis.smoothgrad_saliency_maps(X, [1], model, num_samples=12, seed=5, batch_size=64)
-    from gradvis.attribution import saliency
+    from gradvis.attribution import saliency_maps as saliency
     seen = []
     real = saliency.class_score_gradient
     monkeypatch.setattr(saliency, "class_score_gradient", lambda m, x, y: seen.append(len(x)) or real(m, x, y))

@@ -8,7 +8,7 @@ layer's resolution or (N, H, W) with ``upsample=True``. Nothing is normalized.
 Memory is bounded by ``internal_batch_size`` (rows per pass; the default comes
 from the model's activation size, :func:`default_batch_size`).
 
-- :mod:`~gradvis.attribution.saliency`: the CS231n saliency map and SmoothGrad.
+- :mod:`~gradvis.attribution.saliency_maps`: the CS231n saliency map and SmoothGrad.
 - :mod:`~gradvis.attribution.gradients`: :func:`saliency`, :func:`input_x_gradient`,
   :func:`guided_backprop`, :func:`deconvolution`, :func:`noise_tunnel`,
   :func:`gradient_shap` (Captum's semantics).
@@ -20,14 +20,8 @@ from the model's activation size, :func:`default_batch_size`).
 - :mod:`~gradvis.attribution.perturbation`: :func:`occlusion`.
 - :mod:`~gradvis.attribution.metrics`: :func:`infidelity`, :func:`sensitivity_max`,
   :func:`deletion_curve`, :func:`insertion_curve`, :func:`sanity_check`.
-
-Note: the function :func:`saliency` takes the attribute name of the module
-``saliency.py`` here; ``from gradvis.attribution.saliency import
-compute_saliency_maps`` still imports from the module.
 """
-# The module saliency.py first: importing it binds the package attribute ``saliency``,
-# which the function of the same name then replaces.
-from .saliency import compute_saliency_maps, smoothgrad_saliency_maps  # noqa: I001
+from .saliency_maps import compute_saliency_maps, smoothgrad_saliency_maps
 from ._common import default_batch_size, default_cam_layer, spatial_layers
 from .cam import (CAM_METHODS, ablation_cam, eigen_cam, grad_cam, grad_cam_plus_plus, guided_grad_cam,
                   hires_cam, layer_cam, score_cam, xgrad_cam)

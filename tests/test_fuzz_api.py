@@ -440,11 +440,6 @@ def test_numeric_strings_are_not_numbers(sandbox, op, args, name):
 
 # ---- the cases that need the core's own checks: overflow-checked sizes and a memory limit,
 # ---- misaligned buffers copied to aligned ones, 0-d arrays kept 0-d.
-HUGE = pytest.mark.xfail(strict=False, reason="needs the core's overflow-checked output sizes and its "
-                                              "memory limit (outputs beyond it refused up front)")
-
-
-@HUGE
 @_no_shrink(budget("huge", 0.05))
 @given_seeded(st.sampled_from([
     ("conv", {"x": array((1, 1, 1, 1)), "w": array((1, 1, 1, 1)), "b": None,
@@ -464,8 +459,6 @@ def test_huge_geometry_is_refused_up_front(sandbox, op_args, _):
     assert out["status"] == "error" or out.get("error", 0) <= 1
 
 
-@pytest.mark.xfail(strict=False, reason="needs the core to copy misaligned arrays to aligned ones "
-                                        "(on x86 the SIMD loads still give the right values)")
 @budget("misaligned", 0.05)
 @given_seeded(st.one_of(*[f(valid=True) for f in FAMILIES[:6]]), st.data())
 def test_misaligned_buffers_match_the_reference(sandbox, case_names, data):

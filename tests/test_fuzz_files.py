@@ -74,8 +74,6 @@ def test_mutated_onnx_files(sandbox, tmp_path):
     check(sandbox.map(cs), cs)
 
 
-@pytest.mark.xfail(strict=False, reason="needs the core's overflow-checked output sizes and memory "
-                                        "limit: an edited padding loads, then its first pass must be refused")
 @pytest.mark.parametrize("mutation", GEOMETRY_MUTATIONS)
 def test_edited_geometry_is_refused_not_run(sandbox, tmp_path, mutation):
     if mutation.startswith("onnx"):

@@ -36,7 +36,8 @@ finally:
 from . import layers
 from ._core import (has_cuda, has_openmp, get_num_threads, set_num_threads, simd_level,
                     get_conv_algorithm, set_conv_algorithm, set_winograd_cache_limit,
-                    winograd_cache_info, set_array_pool_limit, array_pool_info)
+                    winograd_cache_info, set_array_pool_limit, array_pool_info,
+                    set_block_cache_limit, block_cache_info, set_memory_limit, get_memory_limit)
 from .nn import (Add, AvgPool2d, BatchNorm1d, BatchNorm2d, Bias, Clip, Concat, Conv2d, Div, Dropout,
                  Flatten, GlobalAvgPool, HardSigmoid, HardSwish, Layer, LayerNotFoundError, LeakyReLU,
                  Linear, MaxPool2d, Model, Mul, Pad, ReLU, ReLU6, Scale, SiLU, Sigmoid, Sub, Tanh)
@@ -81,6 +82,10 @@ __all__ = [
     "set_winograd_cache_limit",
     "winograd_cache_info",
     "set_array_pool_limit",
+    "set_block_cache_limit",
+    "block_cache_info",
+    "set_memory_limit",
+    "get_memory_limit",
     "array_pool_info",
     "__version__",
 ]

@@ -164,7 +164,7 @@ def conv_backward_input(dout, cache):
     """Only dx of :func:`conv_backward` (what image-gradient algorithms need)."""
     x, w, has_bias, stride, pad, dilation, groups = cache
     dout = _like(dout, x.dtype, "dout")
-    return _core.conv2d_backward_input(dout, w, x.shape[2:], stride, pad, dilation, groups)
+    return _core.conv2d_backward_input(dout, w, x.shape, stride, pad, dilation, groups)
 
 
 def conv_backward_weight(dout, cache):
@@ -202,7 +202,7 @@ def max_pool_backward(dout, cache):
     """Routes each gradient to its window's maximum. Returns dx, (N, C, H, W)."""
     shape, dtype, argmax = cache
     dout = _like(dout, dtype, "dout")
-    return _core.max_pool2d_backward(dout, argmax, shape[2:])
+    return _core.max_pool2d_backward(dout, argmax, shape)
 
 
 def avg_pool_forward(x, pool_param):
@@ -219,7 +219,7 @@ def avg_pool_backward(dout, cache):
     """Gradient of :func:`avg_pool_forward`. Returns dx, (N, C, H, W)."""
     shape, dtype, kernel, stride, pad, ceil_mode, include = cache
     dout = _like(dout, dtype, "dout")
-    return _core.avg_pool2d_backward(dout, shape[2:], kernel, stride, pad, ceil_mode, include)
+    return _core.avg_pool2d_backward(dout, shape, kernel, stride, pad, ceil_mode, include)
 
 
 def global_avg_pool_forward(x):
@@ -231,7 +231,7 @@ def global_avg_pool_forward(x):
 def global_avg_pool_backward(dout, cache):
     shape, dtype = cache
     dout = _like(dout, dtype, "dout")
-    return _core.global_avg_pool_backward(dout, shape[2:])
+    return _core.global_avg_pool_backward(dout, shape)
 
 
 # --------------------------------------------------------------------------- activations

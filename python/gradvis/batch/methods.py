@@ -40,8 +40,9 @@ from typing import Callable
 
 import numpy as np
 
-from ..attacks import make_fooling_image
-from ..attribution import compute_saliency_maps, smoothgrad_saliency_maps
+from ..attacks import apgd, fgsm, make_fooling_image, pgd
+from ..attribution import (compute_saliency_maps, deeplift, grad_cam, guided_backprop, input_x_gradient,
+                           integrated_gradients, smoothgrad_saliency_maps)
 from ..nn.gradients import input_gradient, one_hot
 from ..nn.losses import softmax
 
@@ -277,3 +278,36 @@ register(Method(
             "predicted": "int64", "l2": "float64", "linf": "float64",
             "l2_pixels": "float64", "linf_pixels": "float64"},
     summary="fooling images towards a target class (CS231n; Szegedy et al. 2014)"))
+
+
+# ---------------------------------------------------------------------------- the attribution suite
+def _grad_cam_upsampled(X, target, model, layer=None, relu_attributions=True):
+    """Grad-CAM resized to the input (what a map of the run holds)."""
+    return grad_cam(X, target, model, layer=layer, relu_attributions=relu_attributions, upsample=True)
+
+
+for _name, _fn, _options, _summary in [
+        ("integrated_gradients", integrated_gradients, {"n_steps": 50, "method": "gausslegendre"},
+         "integrated gradients from a black baseline (Sundararajan et al. 2017), Captum's semantics"),
+        ("input_x_gradient", input_x_gradient, {}, "input times gradient (Shrikumar et al. 2016)"),
+        ("guided_backprop", guided_backprop, {}, "guided backpropagation (Springenberg et al. 2014)"),
+        ("deeplift", deeplift, {}, "DeepLIFT, rescale rule, black baseline (Shrikumar et al. 2017)")]:
+    register(Method(_name, _fn, class_arg="target", options=_options,
+                    outputs=(Output("attribution", "input"),), summary=_summary))
+
+register(Method(
+    "grad_cam", _grad_cam_upsampled, class_arg="target", options={"layer": None},
+    outputs=(Output("cam", "map"),),
+    summary="Grad-CAM of a layer (default: the last spatial one), upsampled to the image (Selvaraju et al. 2017)"))
+
+# ---------------------------------------------------------------------------- attacks (untargeted, on the chosen class)
+_ATTACK_REPORT = {"success": "bool", "margin": "float64", "predicted": "int64", "iterations": "int64",
+                  "linf": "float64", "l2": "float64", "l1": "float64"}
+for _name, _fn, _options, _summary in [
+        ("fgsm", fgsm, {"eps": 8.0, "norm": "inf"}, "FGSM (Goodfellow et al. 2015), eps in grey levels"),
+        ("pgd", pgd, {"eps": 8.0, "norm": "inf", "steps": 10, "random_start": True, "restarts": 1},
+         "PGD (Madry et al. 2018), eps in grey levels, seeded per image"),
+        ("apgd", apgd, {"eps": 8.0, "norm": "inf", "steps": 100, "loss": "ce"},
+         "APGD-CE/DLR (Croce & Hein 2020), eps in grey levels, seeded per image")]:
+    register(Method(_name, _fn, class_arg="y", options=_options, seeded=True,
+                    outputs=(Output("adversarial", "input"),), report=_ATTACK_REPORT, summary=_summary))

@@ -556,3 +556,62 @@ register(Method(
     reference="Mordvintsev, Olah & Tyka 2015",
     small_params={"iterations": 2, "octaves": 2, "max_size": 96},
     description="Amplify what a layer sees, at the photo's own size (shrunk to the longest side given)."))
+# --- gradvis.attribution (after the attribution branch is merged) ---------------------------
+def _cam(fn_name):
+    def run(model, image, target, params, progress, cancelled):
+        from .. import attribution
+        cam = getattr(attribution, fn_name)(image.X, target, model, layer=params["layer"], upsample=True)
+        return map_result(cam[0])
+    return run
+
+
+def _pixel(fn_name, signed=True, **fixed):
+    def run(model, image, target, params, progress, cancelled):
+        from .. import attribution
+        kw = dict(fixed, **kwargs_of(METHODS[fn_name], params))
+        return channel_map(getattr(attribution, fn_name)(image.X, target, model, **kw), signed=signed)
+    return run
+
+
+_CAM_LAYER = Param("layer", "layer", "last", label="layer", kwarg="layer", cli="--layer", spatial=True)
+for _name, _label, _ref in [
+        ("grad_cam", "Grad-CAM", "Selvaraju et al. 2017, arXiv:1610.02391"),
+        ("grad_cam_plus_plus", "Grad-CAM++", "Chattopadhyay et al. 2018, arXiv:1710.11063"),
+        ("xgrad_cam", "XGrad-CAM", "Fu et al. 2020, arXiv:2008.02312"),
+        ("layer_cam", "Layer-CAM", "Jiang et al. 2021"),
+        ("hires_cam", "HiResCAM", "Draelos & Carin 2020, arXiv:2011.08891"),
+        ("eigen_cam", "Eigen-CAM", "Muhammad & Yeasin 2020, arXiv:2008.00299"),
+        ("score_cam", "Score-CAM", "Wang et al. 2020, arXiv:1910.01279"),
+        ("ablation_cam", "Ablation-CAM", "Desai & Ramaswamy 2020")]:
+    register(Method(
+        name=_name, label=_label, family="CAM", run=_cam(_name), params=(_CAM_LAYER,),
+        call=f"cam = gradvis.attribution.{_name}(X, {{target}}, model, layer={{layer!r}}, upsample=True)[0]",
+        reference=_ref, description="A class activation map of one layer, upsampled to the image."))
+
+register(Method(
+    name="integrated_gradients", label="Integrated Gradients", family="attribution",
+    run=_pixel("integrated_gradients"),
+    params=(Param("n_steps", "int", 50, lo=1, hi=1000, label="steps", kwarg="n_steps"),),
+    call="attr = gradvis.attribution.integrated_gradients(X, {target}, model{kwargs})   # (1, C, H, W)",
+    reference="Sundararajan, Taly & Yan 2017, arXiv:1703.01365",
+    description="Path integral of the gradient from a black baseline (summed over colour channels, signed).",
+    small_params={"n_steps": 4}))
+
+register(Method(
+    name="input_x_gradient", label="Input x Gradient", family="attribution", run=_pixel("input_x_gradient"),
+    call="attr = gradvis.attribution.input_x_gradient(X, {target}, model)",
+    reference="Shrikumar et al. 2016, arXiv:1605.01713",
+    description="The input times its gradient (summed over colour channels, signed)."))
+
+register(Method(
+    name="guided_backprop", label="Guided Backpropagation", family="attribution",
+    run=_pixel("guided_backprop", signed=False),
+    call="attr = gradvis.attribution.guided_backprop(X, {target}, model)",
+    reference="Springenberg et al. 2014, arXiv:1412.6806",
+    description="The gradient with negative signals stopped at every ReLU (largest absolute value over channels)."))
+
+register(Method(
+    name="deeplift", label="DeepLIFT", family="attribution", run=_pixel("deeplift"),
+    call="attr = gradvis.attribution.deeplift(X, {target}, model)",
+    reference="Shrikumar, Greenside & Kundaje 2017, arXiv:1704.02685",
+    description="Contributions against a black baseline by the rescale rule (summed over channels, signed)."))

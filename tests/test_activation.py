@@ -1,5 +1,7 @@
 """ReLU, clamp (ReLU6) and leaky ReLU against numpy, finite differences and torch."""
 
+import zlib
+
 import numpy as np
 import pytest
 
@@ -40,7 +42,7 @@ SHAPES = [(7,), (3, 5), (2, 3, 5, 7), (1, 3, 300, 301)]  # the last is large eno
 @pytest.mark.parametrize("shape", SHAPES)
 def test_forward_and_backward(dtype, op, shape):
     fwd, bwd, reference, kinks = OPS[op]
-    rng = np.random.default_rng(hash((op, shape)) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(repr((op, shape)).encode()))   # the same draw in every process
     x = ref.away_from(rng, shape, kinks).astype(dtype)
     out = fwd(x)
     assert out.dtype == dtype and out.shape == x.shape

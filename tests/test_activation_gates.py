@@ -1,6 +1,8 @@
 """Sigmoid, tanh, hard sigmoid, hard swish and SiLU (the activations and gates of
 MobileNetV3 and EfficientNet) against float64 numpy, finite differences and torch."""
 
+import zlib
+
 import numpy as np
 import pytest
 
@@ -37,7 +39,7 @@ def tolerances(dtype):
 @pytest.mark.parametrize("shape", SHAPES)
 def test_forward_and_backward(dtype, op, shape):
     fwd, bwd, reference, kinks = OPS[op]
-    rng = np.random.default_rng(abs(hash((op, shape))) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(repr((op, shape)).encode()))   # the same draw in every process
     x = ref.away_from(rng, shape, kinks).astype(dtype)
     out = fwd(x)
     assert out.dtype == dtype and out.shape == x.shape
@@ -46,7 +48,8 @@ def test_forward_and_backward(dtype, op, shape):
     dx = bwd(dout, x)
     assert dx.dtype == dtype and dx.shape == x.shape
     x64, dout64 = x.astype(np.float64), dout.astype(np.float64)
-    tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-6, atol=1e-8)
+    # atol: the dense differences sum every element's term, whose rounding reaches ~1e-8
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-6, atol=5e-8)
     if x.size <= 300:
         num = ref.numeric_grad(reference, x64, dout64)
     else:   # dout times the local slope, centred differences elementwise

@@ -70,3 +70,13 @@ def held_out():
     """The TinyImageNet-100-A archive, whose X_val are the held-out images 450-499."""
     from helpers import held_out_data
     return held_out_data()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """gradvis on one thread for a module's tests, restored afterwards."""
+    import gradvis
+    before = gradvis.get_num_threads()
+    gradvis.set_num_threads(1)
+    yield
+    gradvis.set_num_threads(before)

@@ -11,19 +11,14 @@ import gradvis
 from gradvis.cli import common as cli_common
 from helpers import assert_usage_error, require_weights, run_cli
 
+# The command runs beside other work: one OpenMP thread avoids oversubscription stalls.
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.fixture(scope="module")
 def model():
     require_weights()
     return gradvis.load_pretrained()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = gradvis.get_num_threads()
-    gradvis.set_num_threads(1)
-    yield
-    gradvis.set_num_threads(before)
 
 
 @pytest.fixture

@@ -13,6 +13,9 @@ from gradvis import cli
 from gradvis.cli import common as cli_common
 from helpers import assert_usage_error, require_weights, run_cli
 
+# The command runs beside other work: one OpenMP thread avoids oversubscription stalls.
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 
 
@@ -20,15 +23,6 @@ from helpers import assert_usage_error, require_weights, run_cli
 def model():
     require_weights()
     return gradvis.load_pretrained()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tests run beside other work; one OpenMP thread avoids oversubscription stalls.
-    before = gradvis.get_num_threads()
-    gradvis.set_num_threads(1)
-    yield
-    gradvis.set_num_threads(before)
 
 
 @pytest.fixture

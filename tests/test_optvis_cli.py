@@ -8,13 +8,8 @@ from gradvis import cli
 from gradvis.cli.optvis import parse_channels
 from gradvis.cli.common import UsageError
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = gradvis.get_num_threads()
-    gradvis.set_num_threads(1)
-    yield
-    gradvis.set_num_threads(before)
+# The command runs beside other work: one OpenMP thread avoids oversubscription stalls.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run(capsys, *argv):

@@ -8,7 +8,7 @@ import json
 import numpy as np
 
 from .common import UsageError, add_command, add_common, model_from_args, need_classes, number, pos_int
-from .training import is_archive, load_dataset, map_labels
+from .training import labelled_images
 
 ATTACK_CHOICES = ("fgsm", "pgd", "pgd-margin", "apgd-ce", "apgd-dlr", "apgd-t", "cw", "deepfool", "noise")
 
@@ -26,17 +26,7 @@ def cmd_robustness(args):
         run.note(f"eps in increasing order, without repeats: {' '.join(f'{e:g}' for e in eps)}")
     paths = run.prepare_outputs(["robustness.csv", "robustness.json", "robustness.png"])
     size = tuple(model.input_shape[1:])
-    try:
-        ds = load_dataset(run, args.data, size, 0.0, args.seed)
-    except MemoryError:
-        raise UsageError("out of memory reading the data set") from None
-    if is_archive(args.data):
-        X, y_ds, split = ds.X_val, ds.y_val, "held-out split (images 450-499 of each class)"
-    else:
-        X, y_ds, split = ds.X_train, ds.y_train, "all images"
-    if len(X) == 0:
-        raise UsageError(f"{args.data}: no images")
-    y = map_labels(model, ds.wnids, args.data)[y_ds]
+    X, y, split = labelled_images(run, model, args.data, size, args.seed)
     if args.limit is not None and args.limit < len(X):
         idx = np.sort(np.random.default_rng(args.seed).choice(len(X), args.limit, replace=False))
         X, y = X[idx], y[idx]

@@ -156,23 +156,29 @@ def map_labels(model, names, what):
     return np.asarray(mapping, np.int64)
 
 
+def labelled_images(run, model, data, size, seed):
+    """(X uint8 (N, H, W, 3), y (N,) in the model's classes, what split) of an image folder
+    (all its images) or the TinyImageNet archive (its held-out split, images 450-499)."""
+    try:
+        ds = load_dataset(run, data, size, 0.0, seed)
+    except MemoryError:
+        raise UsageError("out of memory reading the data set") from None
+    if is_archive(data):
+        X, y_ds, split = ds.X_val, ds.y_val, "held-out split (images 450-499 of each class)"
+    else:
+        X, y_ds, split = ds.X_train, ds.y_train, "all images"
+    if len(X) == 0:
+        raise UsageError(f"{data}: no images")
+    return X, map_labels(model, ds.wnids, data)[y_ds], split
+
+
 def cmd_evaluate(args):
     run = setup(args)
     model = need_classes(model_from_args(args), "'evaluate'")
     size = tuple(model.input_shape[1:])
     if args.save_npy:
         (npy,) = run.prepare_outputs(["evaluate_probs.npy"])
-    try:
-        ds = load_dataset(run, args.data, size, 0.0, args.seed)
-    except MemoryError:
-        raise UsageError("out of memory reading the data set") from None
-    if is_archive(args.data):
-        X, y_ds, split = ds.X_val, ds.y_val, "held-out split (images 450-499 of each class)"
-    else:
-        X, y_ds, split = ds.X_train, ds.y_train, "all images"
-    if len(X) == 0:
-        raise UsageError(f"{args.data}: no images")
-    y = map_labels(model, ds.wnids, args.data)[y_ds]
+    X, y, split = labelled_images(run, model, args.data, size, args.seed)
     bs = args.batch_size
     prog = run.progress(-(-len(X) // bs), "evaluating")
     probs = []

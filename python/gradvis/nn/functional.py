@@ -37,9 +37,10 @@ __all__ = [
     "softmax_loss",
     "gaussian_blur", "gaussian_blur_adjoint",
     "cs231n_blur", "cs231n_blur_adjoint",
-    # what the layer classes of gradvis.nn build on
-    "float_array", "conv2d_run", "max_pool2d_run", "batchnorm_test_run",
 ]
+# What the layer classes of gradvis.nn build on besides the CS231n API above (public
+# names of this module, not re-exported by gradvis.layers).
+BUILDING_BLOCKS = ["float_array", "conv2d_run", "max_pool2d_run", "batchnorm_test_run"]
 
 
 # --------------------------------------------------------------------------- helpers

@@ -127,18 +127,21 @@ def check_model(name, exporter, size=None):
     l32, d32 = torch_pass(torch, net, X, R, torch.float32)
     l64, d64 = torch_pass(torch, net, X, R, torch.float64)
 
-    errs = {}
+    errs, absdiff = {}, {}
     for dtype in (np.float64, np.float32):
         m = model.astype(dtype) if dtype == np.float64 else model
         scores, cache = m.forward(X.astype(dtype))
         dX = gradvis.nn.gradients.input_gradient(m, R.astype(dtype), cache)
         errs[np.dtype(dtype).name] = (rel_err(scores, l64), rel_err(dX, d64), rel_l2(dX, d64))
+        ref = l64 if dtype == np.float64 else l32
+        absdiff[np.dtype(dtype).name] = float(np.abs(np.asarray(scores, np.float64) - ref).max())
     t32 = (rel_err(l32, l64), rel_err(d32, d64), rel_l2(d32, d64))
     e64, e32 = errs["float64"], errs["float32"]
     report = (f"{name} ({exporter}, {size}x{size}), relative to torch float64 (logits max / input "
               f"gradient max / gradient L2): gradvis float64 {e64[0]:.1e} {e64[1]:.1e} {e64[2]:.1e}; "
               f"gradvis float32 {e32[0]:.1e} {e32[1]:.1e} {e32[2]:.1e}; torch float32 {t32[0]:.1e} "
-              f"{t32[1]:.1e} {t32[2]:.1e}")
+              f"{t32[1]:.1e} {t32[2]:.1e}; max |logit difference| float64 {absdiff['float64']:.1e}, "
+              f"float32 (against torch float32) {absdiff['float32']:.1e}, logits up to {np.abs(l64).max():.2g}")
     print(report)
     assert np.abs(d64).max() > 0, report
     # float64: the same function as torch's. The ONNX file holds float32 weights

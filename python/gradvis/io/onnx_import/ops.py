@@ -25,8 +25,9 @@ SUPPORTED_OPS = (
     "HardSigmoid", "HardSwish", "Swish (alpha 1)", "Gelu", "Erf", "Pow (constant exponent)", "Sqrt", "Neg",
     "Abs", "Exp", "MaxPool", "AveragePool", "GlobalAveragePool", "ReduceMean", "ReduceSum", "ReduceMax",
     "Softmax", "LogSoftmax", "Gemm", "MatMul (by a constant)", "Flatten", "Reshape", "Transpose",
-    "Squeeze", "Unsqueeze", "Slice", "Split", "Gather (constant indices)", "Resize", "Upsample", "Add",
-    "Sub", "Mul", "Div", "Concat (channels)", "Dropout", "Pad", "Identity", "Cast (to float)",
+    "Squeeze", "Unsqueeze", "Slice", "Split", "Gather (constant indices)", "GatherND (constant indices)",
+    "Resize", "Upsample", "Add", "Sub", "Mul", "Div", "Where (constant condition)", "Concat", "Dropout", "Pad",
+    "Identity", "Cast (to float)",
 )
 
 
@@ -38,7 +39,7 @@ CONSTANT_INPUTS = {
     "LayerNormalization": {1: "scale", 2: "bias"}, "Reshape": {1: "the target shape"},
     "Slice": {1: "starts", 2: "ends", 3: "axes", 4: "steps"}, "Pad": {1: "pads", 2: "constant_value", 3: "axes"},
     "Resize": {2: "scales", 3: "sizes"}, "Upsample": {1: "scales"}, "Split": {1: "split"},
-    "Gather": {1: "the indices"}, "Squeeze": {1: "axes"}, "Unsqueeze": {1: "axes"}, "ReduceMean": {1: "axes"},
+    "Gather": {1: "the indices"}, "GatherND": {1: "the indices"}, "Where": {0: "the condition"}, "Squeeze": {1: "axes"}, "Unsqueeze": {1: "axes"}, "ReduceMean": {1: "axes"},
     "ReduceSum": {1: "axes"}, "ReduceMax": {1: "axes"}, "Clip": {1: "the lower bound", 2: "the upper bound"},
     "Pow": {1: "the exponent"},
 }
@@ -439,9 +440,15 @@ class LayerOps(Patterns, ShapeOps):
         self._alias_chain(node.outputs[0], out, name)
 
     def op_Gemm(self, node):
+        if node.inputs[0] in self.static:
+            raise self.unsupported(node, "Gemm whose A is a constant (the activations must be A)")
         if int(node.attr("transA", 0)):
-            raise self.unsupported(node, "Gemm with transA=1 (the activations must be (N, D))")
-        src = self.activation(node, node.inputs[0])
+            src = self.transposed.get(node.inputs[0])
+            if src is None:
+                raise self.unsupported(node, "Gemm with transA=1 on activations that are not the transpose of "
+                                             "an (N, D) tensor (A^T would mix the batch into the features)")
+        else:
+            src = self.activation(node, node.inputs[0])
         w = np.asarray(self.constant(node, 1, "B (the weight)"))
         if w.ndim != 2:
             raise ONNXImportError(f"{node.where()}: weight B must be 2-D, got {w.shape}")
@@ -549,11 +556,47 @@ class LayerOps(Patterns, ShapeOps):
         ins = [self.activation(node, t) for t in node.inputs]
         rank = len(self.shape[ins[0]]) + 1
         axis = int(node.attr("axis"))
-        axis = axis + rank if axis < 0 else axis
-        if axis != 1:
-            raise self.unsupported(node, f"Concat along axis {node.attr('axis')} (only the channel "
-                                         "axis 1 is supported)")
-        self.emit(node, Concat(), ins)
+        if not -rank <= axis < rank:
+            raise ONNXImportError(f"{node.where()}: axis {axis} out of range for {rank}-D inputs")
+        axis %= rank
+        if axis == 0:
+            raise self.unsupported(node, "Concat along the batch axis 0")
+        self.emit(node, Concat(axis), ins)
+
+    def op_Where(self, node):
+        """Where(constant condition, X, Y) with one of X, Y activations and the other a
+        constant c (PyTorch's masked_fill): x * mask + c * (1 - mask), a Scale by the
+        0/1 mask, then a Bias where c is not 0."""
+        cond = np.asarray(self.constant(node, 0, "the condition")).astype(bool)
+        xs = [t in self.static for t in node.inputs[1:3]]
+        if xs[0] == xs[1]:
+            raise self.unsupported(node, "Where with " + ("two constant" if xs[0] else "two activation") +
+                                         " branches (one activation and one constant branch are supported)")
+        ai = 1 if not xs[0] else 2
+        src = self.activation(node, node.inputs[ai])
+        c = np.asarray(self.constant(node, 3 - ai, "the constant branch"), np.float64)
+        keep = cond if ai == 1 else ~cond          # where the activations are kept
+        s = self.shape[src]
+        rank = len(s) + 1
+        try:
+            full = np.broadcast_shapes((1,) + tuple(s), keep.shape, c.shape)
+        except ValueError:
+            raise ONNXImportError(f"{node.where()}: condition {cond.shape}, constant {c.shape} and "
+                                  f"activations {_fmt(s)} do not broadcast") from None
+        if full != (1,) + tuple(s):
+            raise self.unsupported(node, f"Where whose condition {cond.shape} or constant {c.shape} enlarges "
+                                         f"the activations {_fmt(s)}")
+        small = np.broadcast_shapes(keep.shape, c.shape)      # the parameters' shape, per sample
+        small = small[1:] if len(small) == rank else small
+        mask = np.broadcast_to(keep, small).astype(np.float64)
+        fill = np.broadcast_to(c, small) * (1.0 - mask)
+        if not fill.any():
+            self.emit(node, Scale(mask.shape), [src], {"scale": mask})
+            return
+        tmp = node.outputs[0] + "#mask"
+        self.emit(node, Scale(mask.shape), [src], {"scale": mask}, out=tmp,
+                  name=self.fresh_name(self.names[node.index] + ".mask"))
+        self.emit(node, Bias(fill.shape), [self.tensor[tmp]], {"bias": fill})
 
     def op_Dropout(self, node):
         if len(node.outputs) > 1 and any(self.consumers.get(o) for o in node.outputs[1:] if o):

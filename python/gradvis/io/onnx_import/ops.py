@@ -400,18 +400,6 @@ class LayerOps(Patterns, ShapeOps):
         self._reduce(node, "max")
 
     # ------------------------------------------------------------------ matrix products
-    def _linear(self, node, src, w, b):
-        s = self.shape[src]
-        if len(s) != 1:
-            return self._matmul_axis(node, src, w, b, -1)
-        if w.shape[0] != s[0]:
-            raise ONNXImportError(f"{node.where()}: shape mismatch: weight maps {w.shape[0]} features to "
-                                  f"{w.shape[1]}, the input {src!r} has {s[0]}")
-        out, b = self._fold_bias(node, w.shape[1], b)
-        params = {"weight": w} if b is None else {"weight": w, "bias": b}
-        name = self.emit(node, Linear(w.shape[0], w.shape[1], bias=b is not None), [src], params, out=out)
-        self._alias_chain(node.outputs[0], out, name)
-
     def _fold_bias(self, node, m, b):
         """(output tensor, bias) with a following Add of a (m,) constant folded in."""
         out = node.outputs[0]
@@ -425,18 +413,22 @@ class LayerOps(Patterns, ShapeOps):
                 out = nxt.outputs[0]
         return out, b
 
-    def _matmul_axis(self, node, src, w, b, axis):
-        """Activations (N, ..., K at axis, ...) times the constant (K, M) along ``axis``."""
+    def _dense(self, node, src, w, b, axis=-1):
+        """Activations (N, ..., K at axis, ...) times the constant (K, M) along ``axis``
+        (and + b): a :class:`Linear` on (N, K), else a :class:`MatMul`; both hold the
+        weight (K, M) as it multiplies. A following Add of an (M,) constant on the last
+        axis becomes the bias."""
         s = self.shape[src]
         rank = len(s) + 1
         a = axis % rank
         if s[a - 1] != w.shape[0]:
             raise ONNXImportError(f"{node.where()}: shape mismatch: weight {w.shape} on axis {axis} of "
-                                  f"{_fmt(s)}")
+                                  f"{_fmt(s)} (the input {src!r})")
         out, b = self._fold_bias(node, w.shape[1], b) if a == rank - 1 else (node.outputs[0], b)
         params = {"weight": w} if b is None else {"weight": w, "bias": b}
-        name = self.emit(node, MatMul(w.shape[0], w.shape[1], axis=axis, bias=b is not None), [src], params,
-                         out=out)
+        layer = (Linear(w.shape[0], w.shape[1], bias=b is not None) if rank == 2 else
+                 MatMul(w.shape[0], w.shape[1], axis=axis, bias=b is not None))
+        name = self.emit(node, layer, [src], params, out=out)
         self._alias_chain(node.outputs[0], out, name)
 
     def op_Gemm(self, node):
@@ -469,7 +461,7 @@ class LayerOps(Patterns, ShapeOps):
                 raise ONNXImportError(f"{node.where()}: bias C of shape {c.shape} must broadcast per "
                                       f"output feature ({w.shape[1]},)")
             b = c
-        self._linear(node, src, w, b)
+        self._dense(node, src, w, b)
 
     def op_MatMul(self, node):
         a, b = node.inputs[:2]
@@ -483,7 +475,7 @@ class LayerOps(Patterns, ShapeOps):
             if w.ndim != 2 or self._rank(src) < 3:
                 raise self.unsupported(node, f"MatMul of a {w.ndim}-D constant by a {self._rank(src)}-D "
                                              "activation tensor")
-            self._matmul_axis(node, src, w.T, None, -2)
+            self._dense(node, src, w.T, None, -2)
             return
         src = self.activation(node, a)
         w = np.asarray(self.constant(node, 1, "the weight"))
@@ -501,7 +493,7 @@ class LayerOps(Patterns, ShapeOps):
             name = self.emit(node, layer, [src], params, out=out)
             self._alias_chain(node.outputs[0], out, name)
             return
-        self._linear(node, src, w, None)
+        self._dense(node, src, w, None)
 
     # ------------------------------------------------------------------ elementwise
     def _elementwise_const(self, node):

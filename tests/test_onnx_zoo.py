@@ -17,9 +17,10 @@ import pytest
 import gradvis
 from conftest import require, require_onnx, require_torch
 
-# one per family, with the smallest input its export accepts: AlexNet and VGG's
-# AdaptiveAvgPool2d exports only as a no-op (features already 6x6 / 7x7), so 224;
-# Inception-v3 needs 75 or more
+# one per family, with the smallest input its export accepts: the TorchScript
+# exporter writes AlexNet's and VGG's AdaptiveAvgPool2d only as a no-op (features
+# already 6x6 / 7x7), so 224; the torch.export-based one as a gather of each window's
+# pixels (see SMALL_FOR_DYNAMO); Inception-v3 needs 75 or more
 REPRESENTATIVES = {
     "alexnet": ("alexnet", 224), "vgg": ("vgg11_bn", 224), "resnet": ("resnet18", 64),
     "resnext": ("resnext50_32x4d", 64), "wide_resnet": ("wide_resnet50_2", 64),
@@ -32,7 +33,10 @@ REPRESENTATIVES = {
 }
 # the torch.export-based exporter in CI for the families whose graphs it writes
 # differently (channels-last layer norms, the channel shuffle, pooling, gates)
-DYNAMO_IN_CI = ("resnet", "shufflenet", "convnext", "mobilenet_v3", "efficientnet", "googlenet")
+DYNAMO_IN_CI = ("resnet", "shufflenet", "convnext", "mobilenet_v3", "efficientnet", "googlenet", "alexnet", "vgg")
+# the torch.export-based graphs of AlexNet and VGG at 64x64: their 1x1 / 2x2 features
+# pooled to 6x6 / 7x7 by the gathered windows
+SMALL_FOR_DYNAMO = ("alexnet", "vgg")
 # transformers (not CNNs), and RegNetY-128GF, whose 2.6 GB of weights do not fit a test
 NOT_CNNS = ("vit_", "swin_", "maxvit_")
 TOO_BIG = ("regnet_y_128gf",)
@@ -61,9 +65,9 @@ def all_models():
             if not m.startswith(NOT_CNNS) and m not in TOO_BIG]
 
 
-def size_for(name):
-    if name.startswith(("alexnet", "vgg")):
-        return 224
+def size_for(name, exporter="torchscript"):
+    if name.startswith(SMALL_FOR_DYNAMO):
+        return 64 if exporter == "dynamo" else 224
     return 96 if name.startswith("inception") else 64
 
 
@@ -116,7 +120,7 @@ def check_model(name, exporter, size=None):
     if exporter == "dynamo":
         require("onnxscript")
     torch.set_num_threads(1)
-    size = size or size_for(name)
+    size = size or size_for(name, exporter)
     net = build(torch, tv, name)
     rng = np.random.default_rng(7)
     # batch 2 (the exports are batch-1 graphs: the batch must stay free), 1 at 224x224
@@ -168,7 +172,7 @@ def test_family_representative(family, exporter):
         pytest.skip("the torch.export-based exporter runs for this family in the slow zoo run "
                     "(or set GRADVIS_ZOO_ALL=1)")
     name, size = REPRESENTATIVES[family]
-    check_model(name, exporter, size)
+    check_model(name, exporter, size_for(name, exporter) if family in SMALL_FOR_DYNAMO else size)
 
 
 @pytest.mark.slow

@@ -105,9 +105,11 @@ def graphs(ox):
                                    n("Concat", ["a1", "a2"], ["y"], axis=-1)],
                                   {"gi": np.array([[[0, 0], [0, 1], [1, 1]], [[2, 3], [3, 3], [3, 3]],
                                                    [[5, 5], [4, 1], [5, 0]]], np.int64)[:, None].repeat(2, 1),
-                                   "m1": np.array([[False, False, True], [False, True, True], [False, False, False]])[:, None],
+                                   "m1": np.array([[False, False, True], [False, True, True],
+                                                   [False, False, False]])[:, None],
                                    "m2": np.array([True, False, True]), "zero": np.array(0, F32),
-                                   "fill": np.array(-2.5, F32), "ax4": i64(4), "cnt": np.array([[3], [1], [3]], F32)}, 13),
+                                   "fill": np.array(-2.5, F32), "ax4": i64(4),
+                                   "cnt": np.array([[3], [1], [3]], F32)}, 13),
         "gemm_transa": ([n("ReduceMean", ["x"], ["p"], axes=[2, 3], keepdims=0),
                          n("Transpose", ["p"], ["pt"], perm=[1, 0]),
                          n("Gemm", ["pt", "gw", "gb"], ["y"], transA=1, alpha=2.0)],
@@ -148,7 +150,8 @@ def graphs(ox):
 
 
 @pytest.mark.parametrize("name", ["shuffle", "pad_subgraph", "range_expand_where", "slices_split_gather", "resize",
-                                  "resize_cubic", "gathernd_where_concat", "gemm_transa", "upsample_opset9", "softmax_reductions", "pointwise", "gelu_opset20",
+                                  "resize_cubic", "gathernd_where_concat", "gemm_transa", "upsample_opset9",
+                                  "softmax_reductions", "pointwise", "gelu_opset20",
                                   "convnext_block", "layernorm_trailing_and_matmuls", "flatten_squeeze_gemm"])
 def test_graph_matches_reference_and_finite_differences(ox, name):
     nodes, inits, opset = graphs(ox)[name]

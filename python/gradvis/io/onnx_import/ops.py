@@ -39,7 +39,8 @@ CONSTANT_INPUTS = {
     "LayerNormalization": {1: "scale", 2: "bias"}, "Reshape": {1: "the target shape"},
     "Slice": {1: "starts", 2: "ends", 3: "axes", 4: "steps"}, "Pad": {1: "pads", 2: "constant_value", 3: "axes"},
     "Resize": {2: "scales", 3: "sizes"}, "Upsample": {1: "scales"}, "Split": {1: "split"},
-    "Gather": {1: "the indices"}, "GatherND": {1: "the indices"}, "Where": {0: "the condition"}, "Squeeze": {1: "axes"}, "Unsqueeze": {1: "axes"}, "ReduceMean": {1: "axes"},
+    "Gather": {1: "the indices"}, "GatherND": {1: "the indices"}, "Where": {0: "the condition"},
+    "Squeeze": {1: "axes"}, "Unsqueeze": {1: "axes"}, "ReduceMean": {1: "axes"},
     "ReduceSum": {1: "axes"}, "ReduceMax": {1: "axes"}, "Clip": {1: "the lower bound", 2: "the upper bound"},
     "Pow": {1: "the exponent"},
 }

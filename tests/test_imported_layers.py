@@ -1,7 +1,8 @@
 """The layers imported graphs use beyond the CS231n set (LayerNorm, GELU, Erf, Pow,
 Sqrt, Neg, Abs, Exp, Transpose, Reshape, Slice, GatherND, Resize (nearest, linear,
 cubic, by scales), Reduce, Softmax, LogSoftmax, MatMul, Concat on any axis): forward
-and backward in float32 and float64 against PyTorch autograd, float64 gradients against central finite differences, and a save/load round trip."""
+and backward in float32 and float64 against PyTorch autograd, float64 gradients
+against central finite differences, and a save/load round trip."""
 import math
 
 import numpy as np

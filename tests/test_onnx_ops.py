@@ -110,6 +110,9 @@ def graphs(ox):
                                    "m2": np.array([True, False, True]), "zero": np.array(0, F32),
                                    "fill": np.array(-2.5, F32), "ax4": i64(4),
                                    "cnt": np.array([[3], [1], [3]], F32)}, 13),
+        "gathernd_batch_dims": ([n("GatherND", ["x", "gi"], ["g"], batch_dims=1), n("Reshape", ["g", "s"], ["y"])],
+                                {"gi": np.array([[[3, 0], [1, 5], [3, 0], [0, 2]]], np.int64), "s": i64(1, 4, 2, 3)},
+                                13),
         "gemm_transa": ([n("ReduceMean", ["x"], ["p"], axes=[2, 3], keepdims=0),
                          n("Transpose", ["p"], ["pt"], perm=[1, 0]),
                          n("Gemm", ["pt", "gw", "gb"], ["y"], transA=1, alpha=2.0)],
@@ -150,7 +153,7 @@ def graphs(ox):
 
 
 @pytest.mark.parametrize("name", ["shuffle", "pad_subgraph", "range_expand_where", "slices_split_gather", "resize",
-                                  "resize_cubic", "gathernd_where_concat", "gemm_transa", "upsample_opset9",
+                                  "resize_cubic", "gathernd_where_concat", "gathernd_batch_dims", "gemm_transa", "upsample_opset9",
                                   "softmax_reductions", "pointwise", "gelu_opset20",
                                   "convnext_block", "layernorm_trailing_and_matmuls", "flatten_squeeze_gemm"])
 def test_graph_matches_reference_and_finite_differences(ox, name):

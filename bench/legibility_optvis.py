@@ -4,14 +4,19 @@ recognized as c by a *different* network that never saw them?
 The second network: 5 convolutions with a 3x3 stride-2 stem (the bundled net has
 7, with a 5x5 stem), batch norm, ReLU, 3 max pools, global average pooling and a
 linear layer, 1.0 M parameters, seed 1, trained by ``gradvis.train`` for
-``--epochs`` epochs (3: 41% held-out top-1). Then for each of the 100 classes one
-image is made on the bundled model by CS231n's class visualization (its defaults,
-200 iterations) and by ``gradvis.optvis.render`` of the class logit (``--steps``),
+``--epochs`` epochs (3: 41% held-out top-1). Then for each class of ``--classes``
+(all 100, or the even or odd half) and each of ``--seeds``, one image is made on
+the bundled model by CS231n's class visualization (its defaults, 200 iterations)
+and by ``gradvis.optvis.render`` of the class logit (``--steps``, Lucid's
+standard transforms sized to the model's 64 pixels unless ``--transforms-size``),
 and the second network's top-1 / top-5 rate of recognizing the class is printed
-(and the bundled model's own, for reference). Both networks read the same uint8 images.
+(and the bundled model's own, for reference), with a sign test over the images
+that one method gets right and the other not. Both networks read the same uint8
+images.
 
-    python bench/legibility_optvis.py [--epochs 3] [--steps 256] [--run-dir runs/second]
-                                     [--second runs/second/final_model.npz] [--json out.json]
+    python bench/legibility_optvis.py [--epochs 3] [--steps 256] [--seeds 0 1] [--classes all]
+                                     [--run-dir runs/second] [--second runs/second/final_model.npz]
+                                     [--transforms-size N] [--json out.json]
 """
 import argparse
 import json
@@ -27,7 +32,7 @@ import gradvis  # noqa: E402
 from gradvis import BatchNorm2d, Conv2d, Flatten, GlobalAvgPool, Linear, MaxPool2d, Model, ReLU  # noqa: E402
 from gradvis.io.datasets import load_tiny_imagenet  # noqa: E402
 from gradvis.nn.architectures import TINY_IMAGENET_MEAN  # noqa: E402
-from gradvis.optvis import objectives as O, render, transforms as T  # noqa: E402
+from gradvis.optvis import objectives as O, param as P, render, transforms as T  # noqa: E402
 
 
 def second_net(data):
@@ -50,17 +55,19 @@ def ranks(model, imgs, classes):
 
 
 def make_images(method, model, classes, seed, steps, tf_size):
-    """One uint8 image per class, made on ``model`` 25 at a time; batch b uses
-    seed ``1000 * seed + b``."""
+    """One uint8 image per class, made on ``model`` 25 at a time: CS231n's defaults
+    with ``seed``; the render with its starting spectrum and its transforms seeded
+    by ``seed + b`` for the batch starting at class-list position b."""
     Xs = []
     for b in range(0, len(classes), 25):
         cs = classes[b:b + 25]
-        s = 1000 * seed + b
         if method == "cs231n":
-            Xs.append(gradvis.create_class_visualization(cs, model, seed=s))
+            Xs.append(gradvis.create_class_visualization(cs, model, seed=seed))
         else:
             tf = "standard" if tf_size is None else T.standard_transforms(tf_size)
-            Xs.append(render([O.class_logit(int(c)) for c in cs], model, steps=steps, transforms=tf, seed=s)[0])
+            p = P.image(*model.input_shape[1:], batch=len(cs), seed=seed + b)
+            Xs.append(render([O.class_logit(int(c)) for c in cs], model, param=p, steps=steps, transforms=tf,
+                             seed=seed + b)[0])
     return model.deprocess(np.concatenate(Xs))
 
 

@@ -6,19 +6,23 @@
 // writes where another does: the output-gradient rows that read input row r
 // are combined with their weights (the transposed row map, built per call),
 // then scattered along W through the transposed column taps. The rotation's
-// taps are computed per output pixel (no tables to read) and shared by every
-// plane; its adjoint scatters each plane in turn, planes in parallel.
+// four taps per pixel are tabulated once per call and shared by every plane;
+// the forward gathers them per (plane, row), the adjoint scatters each plane in
+// turn, planes in parallel.
 #include "ops/resample.h"
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <vector>
 
 namespace gradvis {
 
 namespace {
 
-constexpr index_t kSerialWork = 1 << 14;
+// Below this much work (about 0.1 ms on one core) a call runs on the calling
+// thread: a parallel region costs more than it saves, much more on a busy host.
+constexpr index_t kSerialWork = index_t(1) << 17;
 
 // Run f(begin, end) over [0, n) in one chunk per thread, or serially when the
 // work (n * work_per_item) is small.
@@ -100,35 +104,47 @@ struct ColTaps {
                                         whi(t.whi.begin(), t.whi.end()) {}
 };
 
-// The rotation's inverse map of output pixel (i, j): source position (ys, xs).
-struct Rotation {
-  double ca, sa, cy, cx;
-  Rotation(index_t H, index_t W, double degrees) {
+// floor(v) for |v| < 2^62 without a libm call (the baseline x86-64 build has no
+// rounding instruction): the truncation, one less for negative non-integers.
+inline double floor_small(double v) {
+  const double t = double(std::int64_t(v));
+  return t > v ? t - 1.0 : t;
+}
+
+// The rotation's four taps per output pixel, (flat source index, weight) with
+// weight 0 (and index 0) for a tap outside the image, so the loops that apply
+// them have no branches. Built once per call, in parallel over rows, and shared
+// by every plane. The source position moves linearly along a row.
+template <class T>
+struct RotationTaps {
+  std::vector<index_t> idx;
+  std::vector<T> wt;
+  RotationTaps(index_t H, index_t W, double degrees) : idx(std::size_t(4 * H * W)), wt(std::size_t(4 * H * W)) {
     const double a = degrees * 3.14159265358979323846 / 180.0;
-    ca = std::cos(a);
-    sa = std::sin(a);
-    cy = double(H - 1) / 2.0;
-    cx = double(W - 1) / 2.0;
-  }
-  // The four taps (flat index, weight) of output pixel (i, j); weight 0 marks a
-  // tap outside the image. Returns how many taps are inside.
-  template <class T>
-  int taps(index_t i, index_t j, index_t H, index_t W, index_t* idx, T* wt) const {
-    const double yy = double(i) - cy, xx = double(j) - cx;
-    const double xs = ca * xx - sa * yy + cx;
-    const double ys = sa * xx + ca * yy + cy;
-    const double x0 = std::floor(xs), y0 = std::floor(ys);
-    const double fx = xs - x0, fy = ys - y0;
-    const double w4[4] = {(1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx};
-    int inside = 0;
-    for (int k = 0; k < 4; ++k) {
-      const double yi = y0 + (k >> 1), xi = x0 + (k & 1);
-      if (yi >= 0 && yi <= double(H - 1) && xi >= 0 && xi <= double(W - 1)) {
-        idx[inside] = index_t(yi) * W + index_t(xi);
-        wt[inside++] = T(w4[k]);
+    const double ca = std::cos(a), sa = std::sin(a);
+    const double cy = double(H - 1) / 2.0, cx = double(W - 1) / 2.0;
+    const double ymax = double(H - 1), xmax = double(W - 1);
+    for_chunks(H, 8 * W, [&](index_t b, index_t e) {
+      for (index_t i = b; i < e; ++i) {
+        const double yy = double(i) - cy;
+        index_t* id = idx.data() + 4 * i * W;
+        T* w = wt.data() + 4 * i * W;
+        for (index_t j = 0; j < W; ++j, id += 4, w += 4) {
+          const double xx = double(j) - cx;
+          const double xs = ca * xx - sa * yy + cx;
+          const double ys = sa * xx + ca * yy + cy;
+          const double x0 = floor_small(xs), y0 = floor_small(ys);
+          const double fx = xs - x0, fy = ys - y0;
+          const double w4[4] = {(1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx};
+          for (int k = 0; k < 4; ++k) {
+            const double yi = y0 + (k >> 1), xi = x0 + (k & 1);
+            const bool in = yi >= 0 && yi <= ymax && xi >= 0 && xi <= xmax;
+            id[k] = in ? index_t(yi) * W + index_t(xi) : 0;
+            w[k] = in ? T(w4[k]) : T(0);
+          }
+        }
       }
-    }
-    return inside;
+    });
   }
 };
 
@@ -184,43 +200,38 @@ void resize_bilinear_adjoint_cpu(T* dx, const T* dy, index_t planes, index_t H, 
 
 template <class T>
 void rotate_bilinear_forward_cpu(T* out, const T* x, index_t planes, index_t H, index_t W, double degrees) {
-  const Rotation rot(H, W, degrees);
+  const RotationTaps<T> taps(H, W, degrees);
   const index_t plane = H * W;
-  for_chunks(H, W * (4 + planes), [&](index_t b, index_t e) {
-    index_t idx[4];
-    T wt[4];
-    for (index_t i = b; i < e; ++i) {
-      for (index_t j = 0; j < W; ++j) {
-        const int n = rot.taps(i, j, H, W, idx, wt);
-        const index_t o = i * W + j;
-        for (index_t p = 0; p < planes; ++p) {
-          const T* xp = x + p * plane;
-          T s = T(0);
-          for (int k = 0; k < n; ++k) s += wt[k] * xp[idx[k]];
-          out[p * plane + o] = s;
-        }
-      }
+  for_chunks(planes * H, 4 * W, [&](index_t b, index_t e) {
+    for (index_t g = b; g < e; ++g) {
+      const index_t p = g / H, i = g % H;
+      const T* xp = x + p * plane;
+      const index_t* id = taps.idx.data() + 4 * i * W;
+      const T* w = taps.wt.data() + 4 * i * W;
+      T* o = out + g * W;
+      for (index_t j = 0; j < W; ++j, id += 4, w += 4)
+        o[j] = w[0] * xp[id[0]] + w[1] * xp[id[1]] + w[2] * xp[id[2]] + w[3] * xp[id[3]];
     }
   });
 }
 
 template <class T>
 void rotate_bilinear_adjoint_cpu(T* dx, const T* dy, index_t planes, index_t H, index_t W, double degrees) {
-  const Rotation rot(H, W, degrees);
+  const RotationTaps<T> taps(H, W, degrees);
   const index_t plane = H * W;
-  for_chunks(planes, plane * 5, [&](index_t b, index_t e) {
-    index_t idx[4];
-    T wt[4];
+  for_chunks(planes, 5 * plane, [&](index_t b, index_t e) {
     for (index_t p = b; p < e; ++p) {
       T* d = dx + p * plane;
       const T* g = dy + p * plane;
       std::fill(d, d + plane, T(0));
-      for (index_t i = 0; i < H; ++i) {
-        for (index_t j = 0; j < W; ++j) {
-          const int n = rot.taps(i, j, H, W, idx, wt);
-          const T v = g[i * W + j];
-          for (int k = 0; k < n; ++k) d[idx[k]] += wt[k] * v;
-        }
+      const index_t* id = taps.idx.data();
+      const T* w = taps.wt.data();
+      for (index_t q = 0; q < plane; ++q, id += 4, w += 4) {
+        const T v = g[q];
+        d[id[0]] += w[0] * v;
+        d[id[1]] += w[1] * v;
+        d[id[2]] += w[2] * v;
+        d[id[3]] += w[3] * v;
       }
     }
   });

@@ -1,7 +1,8 @@
 """The layers imported graphs use beyond the CS231n set (LayerNorm, GELU, Erf, Pow,
-Sqrt, Neg, Abs, Exp, Transpose, Reshape, Slice, Resize, Reduce, Softmax, LogSoftmax,
-MatMul): forward and backward in float32 and float64 against PyTorch autograd, float64
-gradients against central finite differences, and a save/load round trip."""
+Sqrt, Neg, Abs, Exp, Transpose, Reshape, Slice, GatherND, Resize (nearest, linear,
+cubic, by scales), Reduce, Softmax, LogSoftmax, MatMul, Concat on any axis): forward
+and backward in float32 and float64 against PyTorch autograd, float64 gradients
+against central finite differences, and a save/load round trip."""
 import math
 
 import numpy as np
@@ -9,8 +10,8 @@ import pytest
 
 import gradvis
 from conftest import require_torch
-from gradvis.nn import (GELU, Abs, Erf, Exp, LayerNorm, LogSoftmax, MatMul, Model, Neg, Pow, Reduce, Reshape,
-                        Resize, Slice, Softmax, Sqrt, Transpose)
+from gradvis.nn import (GELU, Abs, Concat, Erf, Exp, GatherND, LayerNorm, LogSoftmax, MatMul, Model, Neg, Pow,
+                        Reduce, Reshape, Resize, Slice, Softmax, Sqrt, Transpose)
 from gradvis.nn.pointwise import _erf_numpy, erf
 
 
@@ -54,6 +55,21 @@ def cases():
          lambda t: F().interpolate(t, size=(9, 7), mode="bilinear", align_corners=True), None),
         ("resize_down", Resize((3, 3), "linear", "half_pixel"), (2, 3, 5, 4), {},
          lambda t: F().interpolate(t, size=(3, 3), mode="bilinear", align_corners=False), None),
+        ("resize_cubic", Resize((9, 7), "cubic", "half_pixel"), (2, 3, 5, 4), {},
+         lambda t: F().interpolate(t, size=(9, 7), mode="bicubic", align_corners=False), None),
+        ("resize_cubic_align_corners", Resize((4, 11), "cubic", "align_corners"), (2, 3, 5, 4), {},
+         lambda t: F().interpolate(t, size=(4, 11), mode="bicubic", align_corners=True), None),
+        ("resize_cubic_down", Resize((3, 2), "cubic", "half_pixel"), (2, 3, 7, 5), {},
+         lambda t: F().interpolate(t, size=(3, 2), mode="bicubic", align_corners=False), None),
+        ("resize_scale_factor", Resize((7, 6), "linear", "half_pixel", scales=(1.5, 1.5)), (2, 3, 5, 4), {},
+         lambda t: F().interpolate(t, scale_factor=1.5, mode="bilinear", align_corners=False), None),
+        ("resize_cubic_scale_factor", Resize((3, 2), "cubic", "half_pixel", scales=(0.7, 0.7)), (2, 3, 5, 4), {},
+         lambda t: F().interpolate(t, scale_factor=0.7, mode="bicubic", align_corners=False), None),
+        # adaptive pooling's windows of a 5x4 map (pixels shared by two windows, a repeated one)
+        ("gathernd_windows", GatherND((2, 3), GATHER_IDX), (2, 3, 5, 4), {},
+         lambda t: t[:, :, GATHER_IDX[..., 0], GATHER_IDX[..., 1]].permute(0, 2, 3, 1), None),
+        ("gathernd_one_axis", GatherND((1,), np.array([[2], [0], [2]])), (2, 3, 5, 4), {},
+         lambda t: t[:, [2, 0, 2]], None),
         ("reduce_mean", Reduce("mean", (2, 3), False), (2, 6, 5, 4), {}, lambda t: t.mean((2, 3)), None),
         ("reduce_sum", Reduce("sum", (1,), True), (2, 6, 5, 4), {}, lambda t: t.sum(1, keepdim=True), None),
         ("reduce_max", Reduce("max", (1, 3), True), (2, 6, 5, 4), {}, lambda t: t.amax((1, 3), keepdim=True), None),
@@ -66,6 +82,7 @@ def cases():
     ]
 
 
+GATHER_IDX = np.array([[[0, 0], [1, 1], [2, 1]], [[2, 2], [3, 3], [4, 3]], [[4, 0], [4, 0], [0, 3]]])
 CASES = {c[0]: c for c in cases()}
 
 
@@ -139,6 +156,9 @@ def test_layers_save_and_load_in_model_files(tmp_path):
     m.add("up", Resize((10, 8), "linear", "half_pixel")).add("cut", Slice((1, 3), (0, 1), (4, None), (1, 2)))
     m.add("sq", Pow(2.0)).add("rt", Sqrt()).add("neg", Neg()).add("abs", Abs()).add("exp", Exp())
     m.add("r", Reshape((4, 10, 4))).add("sm", Softmax(2)).add("lsm", LogSoftmax(1))
+    m.add("rc", Resize((5, 3), "cubic", "align_corners", cubic_coeff_a=-0.5, exclude_outside=True,
+                       scales=(1.3, 0.8)))
+    m.add("g", GatherND((2,), [[1], [0], [3]])).add("cat", Concat(2), inputs=["g", "g"])
     m.add("red", Reduce("max", (2, 3), keepdims=False))
     for k in m.params:
         m.params[k] = rng.standard_normal(m.params[k].shape).astype(np.float32) * 0.5
@@ -156,7 +176,14 @@ def test_layers_save_and_load_in_model_files(tmp_path):
     (lambda: Transpose((1, 0, 2)), "batch axis"),
     (lambda: Reshape((0, 3)), "Reshape: shape"),
     (lambda: Slice((1,), (0,), (2,), (0,)), "step"),
-    (lambda: Resize((4, 4), "cubic"), "mode"),
+    (lambda: Resize((4, 4), "bicubic"), "mode"),
+    (lambda: Resize((4, 4), "cubic", cubic_coeff_a=float("nan")), "cubic_coeff_a"),
+    (lambda: Resize((4, 4), scales=(2, 0)), "scales"),
+    (lambda: GatherND((0, 1), [[0, 1]]), "axes"),
+    (lambda: GatherND((1, 2), [[0, -1]]), ">= 0"),
+    (lambda: GatherND((1, 2), [[0.5, 1]]), "integer"),
+    (lambda: GatherND((1, 2), [[0, 1, 2]]), "shape"),
+    (lambda: Concat(0), "axis"),
     (lambda: Reduce("min", (1,)), "op"),
     (lambda: Softmax(0), "axis"),
     (lambda: MatMul(3, 4, axis=0), "axis"),
@@ -174,3 +201,28 @@ def test_shape_errors():
         Slice((1,), (5,), (None,)).output_shape([(3, 4)])
     with pytest.raises(ValueError, match="expects 4 features"):
         MatMul(4, 2).output_shape([(3, 5)])
+    with pytest.raises(ValueError, match="out of range"):
+        GatherND((2,), [[5]]).output_shape([(3, 5)])
+    with pytest.raises(ValueError, match="all but axis 2"):
+        Concat(2).output_shape([(3, 5), (4, 5)])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("axis", [1, 2, 3])
+def test_concat_on_any_axis_matches_torch(axis, dtype):
+    torch = require_torch()
+    rng = np.random.default_rng(axis)
+    shapes = [(2, 3, 4, 5), (2, 3, 4, 5)]
+    shapes[1] = tuple(7 if i == axis else d for i, d in enumerate(shapes[1]))
+    xs = [rng.standard_normal(s) for s in shapes]
+    layer = Concat(axis)
+    out, cache = layer.forward([x.astype(dtype) for x in xs], {}, {}, "test", None)
+    assert out.dtype == dtype and out.shape[1:] == layer.output_shape([s[1:] for s in shapes])
+    R = rng.standard_normal(out.shape)
+    dxs = layer.backward(R.astype(dtype), cache)[0]
+    ts = [torch.tensor(x, requires_grad=True) for x in xs]
+    ref = torch.cat(ts, axis)
+    (ref * torch.tensor(R)).sum().backward()
+    assert rel_err(out, ref.detach().numpy()) < 1e-6
+    for d, t in zip(dxs, ts):
+        assert d.dtype == dtype and rel_err(d, t.grad.numpy()) < 1e-6

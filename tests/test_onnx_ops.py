@@ -1,6 +1,8 @@
 """load_onnx on hand-written graphs with the operators beyond the CS231n set, checked
 against onnx's reference evaluator: shapes (Transpose, Reshape, Squeeze, Unsqueeze,
-Slice with steps, Split, Gather), Resize / Upsample, in-graph Softmax / LogSoftmax,
+Slice with steps, Split, Gather, GatherND after a Transpose as adaptive pooling exports
+it, Concat on any axis, Where with a constant condition), Resize / Upsample (nearest,
+linear, cubic), Gemm with transA after a Transpose, in-graph Softmax / LogSoftmax,
 reductions on any axes, Pow / Sqrt / Neg / Abs / Exp / Erf / Gelu, LayerNormalization,
 MatMul by constants on any axis; constant subgraphs evaluated at import; input
 gradients against finite differences; and the errors (what cannot be evaluated,
@@ -82,6 +84,39 @@ def graphs(ox):
                     n("Resize", ["r1", "", "", "sz"], ["y"], mode="nearest",
                       coordinate_transformation_mode="asymmetric", nearest_mode="floor")],
                    {"sc": np.array([1, 1, 2, 1.5], F32), "sz": i64(1, 4, 7, 5)}, 13),
+        "resize_cubic": ([n("Resize", ["x", "", "sc"], ["r1"], mode="cubic", cubic_coeff_a=-0.75,
+                           coordinate_transformation_mode="half_pixel"),
+                          n("Resize", ["r1", "", "", "sz"], ["r2"], mode="cubic", cubic_coeff_a=-0.5,
+                            exclude_outside=1, coordinate_transformation_mode="align_corners"),
+                          n("Resize", ["r2", "", "", "sz2"], ["y"], mode="cubic",
+                            coordinate_transformation_mode="pytorch_half_pixel")],
+                         {"sc": np.array([1, 1, 2, 2], F32), "sz": i64(1, 4, 7, 5), "sz2": i64(1, 4, 4, 2)}, 13),
+        # AdaptiveAvgPool2d as the torch.export-based exporter writes it: the windows'
+        # pixels gathered from (H, W, N, C), masked (Where), summed, divided; then a
+        # Concat along a spatial axis
+        "gathernd_where_concat": ([n("Transpose", ["x"], ["t"], perm=[2, 3, 0, 1]),
+                                   n("GatherND", ["t", "gi"], ["g"]),
+                                   n("Transpose", ["g"], ["gt"], perm=[3, 4, 0, 1, 2]),
+                                   n("Where", ["m1", "zero", "gt"], ["w1"]),
+                                   n("Where", ["m2", "gt", "fill"], ["w2"]),
+                                   n("ReduceSum", ["w1", "ax4"], ["s1"], keepdims=0),
+                                   n("Div", ["s1", "cnt"], ["a1"]),
+                                   n("ReduceMax", ["w2"], ["a2"], axes=[4], keepdims=0),
+                                   n("Concat", ["a1", "a2"], ["y"], axis=-1)],
+                                  {"gi": np.array([[[0, 0], [0, 1], [1, 1]], [[2, 3], [3, 3], [3, 3]],
+                                                   [[5, 5], [4, 1], [5, 0]]], np.int64)[:, None].repeat(2, 1),
+                                   "m1": np.array([[False, False, True], [False, True, True],
+                                                   [False, False, False]])[:, None],
+                                   "m2": np.array([True, False, True]), "zero": np.array(0, F32),
+                                   "fill": np.array(-2.5, F32), "ax4": i64(4),
+                                   "cnt": np.array([[3], [1], [3]], F32)}, 13),
+        "gathernd_batch_dims": ([n("GatherND", ["x", "gi"], ["g"], batch_dims=1), n("Reshape", ["g", "s"], ["y"])],
+                                {"gi": np.array([[[3, 0], [1, 5], [3, 0], [0, 2]]], np.int64), "s": i64(1, 4, 2, 3)},
+                                13),
+        "gemm_transa": ([n("ReduceMean", ["x"], ["p"], axes=[2, 3], keepdims=0),
+                         n("Transpose", ["p"], ["pt"], perm=[1, 0]),
+                         n("Gemm", ["pt", "gw", "gb"], ["y"], transA=1, alpha=2.0)],
+                        {"gw": w(4, 5), "gb": w(1, 5)}, 13),
         "upsample_opset9": ([n("Upsample", ["x", "sc"], ["y"], mode="nearest")],
                             {"sc": np.array([1, 1, 2, 2], F32)}, 9),
         "softmax_reductions": ([n("Softmax", ["x"], ["s"], axis=1), n("LogSoftmax", ["x"], ["l"], axis=-1),
@@ -118,7 +153,8 @@ def graphs(ox):
 
 
 @pytest.mark.parametrize("name", ["shuffle", "pad_subgraph", "range_expand_where", "slices_split_gather", "resize",
-                                  "upsample_opset9", "softmax_reductions", "pointwise", "gelu_opset20",
+                                  "resize_cubic", "gathernd_where_concat", "gathernd_batch_dims", "gemm_transa", "upsample_opset9",
+                                  "softmax_reductions", "pointwise", "gelu_opset20",
                                   "convnext_block", "layernorm_trailing_and_matmuls", "flatten_squeeze_gemm"])
 def test_graph_matches_reference_and_finite_differences(ox, name):
     nodes, inits, opset = graphs(ox)[name]
@@ -213,8 +249,20 @@ def test_refused_shapes_name_the_node(ox):
         ([n("Slice", ["x", "a", "b", "c"], ["y"], name="sb")], {"a": i64(0), "b": i64(1), "c": i64(0)},
          r"'sb'.*slicing the batch axis"),
         ([n("Gather", ["x", "i"], ["y"], axis=1, name="gb")], {"i": i64(0, 3, 1)}, r"'gb'.*evenly spaced"),
-        ([n("Resize", ["x", "", "s"], ["y"], mode="cubic", name="rc")], {"s": np.array([1, 1, 2, 2], F32)},
-         r"'rc'.*cubic"),
+        ([n("Resize", ["x", "", "s"], ["y"], mode="cubic", antialias=1, name="rc")],
+         {"s": np.array([1, 1, 0.5, 0.5], F32)}, r"'rc'.*antialias"),
+        ([n("Resize", ["x", "", "s"], ["y"], mode="linear", coordinate_transformation_mode="tf_crop_and_resize",
+            name="rt")], {"s": np.array([1, 1, 2, 2], F32)}, r"'rt'.*tf_crop_and_resize"),
+        ([n("Flatten", ["x"], ["f"]), n("Gemm", ["f", "w"], ["y"], transA=1, name="ga")],
+         {"w": np.ones((2, 3), F32)}, r"'ga'.*transA=1"),
+        ([n("GatherND", ["x", "i"], ["y"], name="gn")], {"i": i64(0, 1)}, r"'gn'.*GatherND on the batch axis"),
+        ([n("Transpose", ["x"], ["t"], perm=[2, 3, 0, 1], name="tg"), n("GatherND", ["t", "i"], ["y"])],
+         {"i": np.array([[0, 1]], np.int64)}, r"'tg'.*moves the batch axis"),
+        ([n("Greater", ["x", "z"], ["c"], name="gt"), n("Where", ["c", "x", "z"], ["y"])], {"z": np.array(0, F32)},
+         r"'gt' \(Greater\).*must be known at import time.*image input"),
+        ([n("Where", ["c", "x", "x"], ["y"], name="wh")], {"c": np.array([True, False] * 3)},
+         r"'wh'.*two activation branches"),
+        ([n("Concat", ["x", "x"], ["y"], axis=0, name="cb")], {}, r"'cb'.*batch axis"),
     ]
     for nodes, inits, match in cases:
         with pytest.raises(gradvis.io.onnx_import.ONNXImportError, match=match):

@@ -17,9 +17,10 @@ import pytest
 import gradvis
 from conftest import require, require_onnx, require_torch
 
-# one per family, with the smallest input its export accepts: AlexNet and VGG's
-# AdaptiveAvgPool2d exports only as a no-op (features already 6x6 / 7x7), so 224;
-# Inception-v3 needs 75 or more
+# one per family, with the smallest input its export accepts: the TorchScript
+# exporter writes AlexNet's and VGG's AdaptiveAvgPool2d only as a no-op (features
+# already 6x6 / 7x7), so 224; the torch.export-based one as a gather of each window's
+# pixels (see SMALL_FOR_DYNAMO); Inception-v3 needs 75 or more
 REPRESENTATIVES = {
     "alexnet": ("alexnet", 224), "vgg": ("vgg11_bn", 224), "resnet": ("resnet18", 64),
     "resnext": ("resnext50_32x4d", 64), "wide_resnet": ("wide_resnet50_2", 64),
@@ -32,7 +33,10 @@ REPRESENTATIVES = {
 }
 # the torch.export-based exporter in CI for the families whose graphs it writes
 # differently (channels-last layer norms, the channel shuffle, pooling, gates)
-DYNAMO_IN_CI = ("resnet", "shufflenet", "convnext", "mobilenet_v3", "efficientnet", "googlenet")
+DYNAMO_IN_CI = ("resnet", "shufflenet", "convnext", "mobilenet_v3", "efficientnet", "googlenet", "alexnet")
+# the torch.export-based graphs of AlexNet and VGG at 64x64: their 1x1 / 2x2 features
+# pooled to 6x6 / 7x7 by the gathered windows
+SMALL_FOR_DYNAMO = ("alexnet", "vgg")
 # transformers (not CNNs), and RegNetY-128GF, whose 2.6 GB of weights do not fit a test
 NOT_CNNS = ("vit_", "swin_", "maxvit_")
 TOO_BIG = ("regnet_y_128gf",)
@@ -61,9 +65,9 @@ def all_models():
             if not m.startswith(NOT_CNNS) and m not in TOO_BIG]
 
 
-def size_for(name):
-    if name.startswith(("alexnet", "vgg")):
-        return 224
+def size_for(name, exporter="torchscript"):
+    if name.startswith(SMALL_FOR_DYNAMO):
+        return 64 if exporter == "dynamo" else 224
     return 96 if name.startswith("inception") else 64
 
 
@@ -116,7 +120,7 @@ def check_model(name, exporter, size=None):
     if exporter == "dynamo":
         require("onnxscript")
     torch.set_num_threads(1)
-    size = size or size_for(name)
+    size = size or size_for(name, exporter)
     net = build(torch, tv, name)
     rng = np.random.default_rng(7)
     # batch 2 (the exports are batch-1 graphs: the batch must stay free), 1 at 224x224
@@ -127,18 +131,21 @@ def check_model(name, exporter, size=None):
     l32, d32 = torch_pass(torch, net, X, R, torch.float32)
     l64, d64 = torch_pass(torch, net, X, R, torch.float64)
 
-    errs = {}
+    errs, absdiff = {}, {}
     for dtype in (np.float64, np.float32):
         m = model.astype(dtype) if dtype == np.float64 else model
         scores, cache = m.forward(X.astype(dtype))
         dX = gradvis.nn.gradients.input_gradient(m, R.astype(dtype), cache)
         errs[np.dtype(dtype).name] = (rel_err(scores, l64), rel_err(dX, d64), rel_l2(dX, d64))
+        ref = l64 if dtype == np.float64 else l32
+        absdiff[np.dtype(dtype).name] = float(np.abs(np.asarray(scores, np.float64) - ref).max())
     t32 = (rel_err(l32, l64), rel_err(d32, d64), rel_l2(d32, d64))
     e64, e32 = errs["float64"], errs["float32"]
     report = (f"{name} ({exporter}, {size}x{size}), relative to torch float64 (logits max / input "
               f"gradient max / gradient L2): gradvis float64 {e64[0]:.1e} {e64[1]:.1e} {e64[2]:.1e}; "
               f"gradvis float32 {e32[0]:.1e} {e32[1]:.1e} {e32[2]:.1e}; torch float32 {t32[0]:.1e} "
-              f"{t32[1]:.1e} {t32[2]:.1e}")
+              f"{t32[1]:.1e} {t32[2]:.1e}; max |logit difference| float64 {absdiff['float64']:.1e}, "
+              f"float32 (against torch float32) {absdiff['float32']:.1e}, logits up to {np.abs(l64).max():.2g}")
     print(report)
     assert np.abs(d64).max() > 0, report
     # float64: the same function as torch's. The ONNX file holds float32 weights
@@ -165,7 +172,7 @@ def test_family_representative(family, exporter):
         pytest.skip("the torch.export-based exporter runs for this family in the slow zoo run "
                     "(or set GRADVIS_ZOO_ALL=1)")
     name, size = REPRESENTATIVES[family]
-    check_model(name, exporter, size)
+    check_model(name, exporter, size_for(name, exporter) if family in SMALL_FOR_DYNAMO else size)
 
 
 @pytest.mark.slow

@@ -486,3 +486,53 @@ def test_shape_mismatch_is_clear(tt):
     with pytest.raises(ValueError, match=r"shape mismatch.*1024|1024.*features") as e:
         gradvis.from_torch(net, torch.zeros(1, 3, 32, 32), input_shape=(3, 40, 40), exporter=EXPORTER)
     assert "ONNX node" in str(e.value)
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_adaptive_pooling_resizing_and_concat_match_pytorch(tt, exporter):
+    """What the exporters write for AdaptiveAvgPool2d to sizes that do not divide the
+    input (the torch.export-based exporter's GatherND of the windows, masked and summed;
+    the TorchScript exporter refuses such sizes, so it gets dividing ones), bicubic and
+    1.5x bilinear upsampling, and a concatenation along the width: logits and the input
+    gradient in float64 against PyTorch autograd."""
+    torch = tt
+    if exporter == "dynamo":
+        require("onnxscript")
+    nn, F = torch.nn, torch.nn.functional
+    odd = exporter == "dynamo"
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 6, 3, padding=1)
+            self.pool_a = nn.AdaptiveAvgPool2d((3, 4) if odd else (4, 5))
+            self.pool_b = nn.AdaptiveAvgPool2d((5, 2) if odd else (2, 2))
+            self.fc = nn.Linear(self.features(torch.zeros(1, 3, 8, 10)).shape[1], 4)
+
+        def features(self, x):
+            x = torch.relu(self.conv(x))                           # (N, 6, 8, 10)
+            a = self.pool_a(x)
+            b = self.pool_b(F.interpolate(x, size=(5, 7) if odd else (6, 8), mode="bicubic", align_corners=False))
+            c = F.interpolate(a, scale_factor=1.5, mode="bilinear", align_corners=False)
+            h = a.shape[2]
+            d = torch.cat([a, F.interpolate(x[:, :, :3, :4], size=(h, 3), mode="bicubic", align_corners=True)], 3)
+            return torch.cat([d.flatten(1), c.flatten(1), b.flatten(1)], 1)
+
+        def forward(self, x):
+            return self.fc(self.features(x))
+
+    torch.manual_seed(0)
+    net = Net().eval()
+    model = gradvis.from_torch(net, torch.zeros(1, 3, 8, 10), exporter=exporter).astype(np.float64)
+    types = {n.layer.type for n in model.nodes}
+    assert "Resize" in types and ("GatherND" in types) == odd
+    net.double()
+    X = np.random.default_rng(3).standard_normal((2, 3, 8, 10))
+    x = torch.from_numpy(X).requires_grad_(True)
+    out = net(x)
+    R = np.random.default_rng(4).standard_normal(tuple(out.shape))
+    (dx,) = torch.autograd.grad((out * torch.from_numpy(R)).sum(), [x])
+    scores, cache = model.forward(X)
+    dX = model.backward(R, cache, param_grads=False)[0]
+    # float32 weights and ONNX's float32 scales (1.5) on both sides: rounding only
+    assert rel_err(scores, out.detach().numpy()) < 1e-6 and rel_err(dX, dx.numpy()) < 1e-6

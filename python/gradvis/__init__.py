@@ -41,7 +41,7 @@ from ._core import (has_cuda, has_openmp, get_num_threads, set_num_threads, simd
 from .nn import (Add, AvgPool2d, BatchNorm1d, BatchNorm2d, Bias, Clip, Concat, Conv2d, Div, Dropout,
                  Flatten, GlobalAvgPool, HardSigmoid, HardSwish, Layer, LayerNotFoundError, LeakyReLU,
                  Linear, MaxPool2d, Model, Mul, Pad, ReLU, ReLU6, Scale, SiLU, Sigmoid, Sub, Tanh)
-from .nn import (GELU, Abs, Erf, Exp, LayerNorm, LogSoftmax, MatMul, Neg, Pow, Reduce, Reshape, Resize, Slice,
+from .nn import (GELU, Abs, Erf, Exp, GatherND, LayerNorm, LogSoftmax, MatMul, Neg, Pow, Reduce, Reshape, Resize, Slice,
                  Softmax, Sqrt, Transpose)
 from .io import from_torch, load_any, load_cs231n_h5, load_image, load_model, load_onnx, load_pretrained
 from .attribution import compute_saliency_maps, smoothgrad_saliency_maps
@@ -58,7 +58,7 @@ __all__ = [
     "AvgPool2d", "GlobalAvgPool", "Flatten", "Linear", "Dropout", "Add", "Mul", "Sub", "Div",
     "Concat", "Clip", "Pad", "Bias", "Scale",
     "LayerNorm", "GELU", "Erf", "Pow", "Sqrt", "Neg", "Abs", "Exp", "Transpose", "Reshape", "Slice",
-    "Resize", "Reduce", "Softmax", "LogSoftmax", "MatMul",
+    "GatherND", "Resize", "Reduce", "Softmax", "LogSoftmax", "MatMul",
     "load_model",
     "load_onnx",
     "from_torch",

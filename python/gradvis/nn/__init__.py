@@ -30,7 +30,7 @@ from .pointwise import GELU, Abs, Erf, Exp, Neg, Pow, Sqrt
 from .pooling import AvgPool2d, GlobalAvgPool, MaxPool2d
 from .reduce import LogSoftmax, Reduce, Softmax
 from .registry import LAYER_TYPES
-from .tensor import Reshape, Resize, Slice, Transpose
+from .tensor import GatherND, Reshape, Resize, Slice, Transpose
 
 __all__ = [
     "Model", "Node", "Layer", "LayerNotFoundError", "INPUT", "LAYER_TYPES",
@@ -39,5 +39,5 @@ __all__ = [
     "MaxPool2d", "AvgPool2d", "GlobalAvgPool", "Flatten", "Linear", "Dropout",
     "Add", "Mul", "Sub", "Div", "Concat", "Clip", "Pad", "Bias", "Scale",
     "LayerNorm", "GELU", "Erf", "Pow", "Sqrt", "Neg", "Abs", "Exp", "Transpose", "Reshape", "Slice",
-    "Resize", "Reduce", "Softmax", "LogSoftmax", "MatMul",
+    "GatherND", "Resize", "Reduce", "Softmax", "LogSoftmax", "MatMul",
 ]

@@ -113,24 +113,41 @@ class Div(_Binary):
 
 
 class Concat(Layer):
-    """Concatenation of its inputs along the channel axis (axis 1)."""
+    """Concatenation of its inputs along ``axis`` (>= 1 of the (N, ...) tensors; the
+    channel axis 1 by default, as DenseNet and Inception join branches).
+
+    Shapes: inputs (N, ..., d_i at axis, ...) agreeing on every other axis -> (N, ...,
+    sum of d_i, ...).
+    """
     type = "Concat"
     num_inputs = None
 
+    def __init__(self, axis=1):
+        self.axis = _checks.integer(axis, "Concat: axis", 1)
+
+    def config(self):
+        return {} if self.axis == 1 else dict(axis=self.axis)
+
+    def describe(self):
+        return "Concat" if self.axis == 1 else f"Concat axis {self.axis}"
+
     def output_shape(self, input_shapes):
-        rest = [s[1:] for s in input_shapes]
+        a = self.axis - 1
+        if any(len(s) <= a for s in input_shapes):
+            raise ValueError(f"axis {self.axis} is not an axis of every input, got {input_shapes}")
+        rest = [tuple(s[:a]) + tuple(s[a + 1:]) for s in input_shapes]
         if any(r != rest[0] for r in rest):
-            raise ValueError(f"inputs must agree on all but the channel axis, got {input_shapes}")
-        return (sum(s[0] for s in input_shapes),) + tuple(rest[0])
+            raise ValueError(f"inputs must agree on all but axis {self.axis}, got {input_shapes}")
+        return tuple(input_shapes[0][:a]) + (sum(s[a] for s in input_shapes),) + tuple(input_shapes[0][a + 1:])
 
     def forward(self, inputs, params, buffers, mode, rng):
         self.output_shape([x.shape[1:] for x in inputs])
-        sizes = [x.shape[1] for x in inputs]
-        return np.concatenate(inputs, axis=1), sizes
+        sizes = [x.shape[self.axis] for x in inputs]
+        return np.concatenate(inputs, axis=self.axis), sizes
 
     def backward(self, dout, cache):
         splits = np.cumsum(cache)[:-1]
-        return [np.ascontiguousarray(d) for d in np.split(dout, splits, axis=1)], {}
+        return [np.ascontiguousarray(d) for d in np.split(dout, splits, axis=self.axis)], {}
 
 
 class Clip(Layer):

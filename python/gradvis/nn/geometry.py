@@ -1,4 +1,5 @@
-"""Geometry arguments (kernel sizes, strides, padding) parsed in one place.
+"""Geometry arguments (kernel sizes, strides, padding, the axes a layer acts on)
+parsed in one place.
 
 Every layer class and every functional op reads its geometry through these, so
 the same spellings are accepted everywhere: an int, or a pair of ints, or for
@@ -8,9 +9,11 @@ argument.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from .. import _checks
 
-__all__ = ["pair", "pad4"]
+__all__ = ["pair", "pad4", "sample_axes"]
 
 
 def pair(value, name, lo=1):
@@ -35,3 +38,19 @@ def pad4(value, name="padding", lo=0):
         raise ValueError(f"{name} must be an int, (pad_h, pad_w) or (top, bottom, left, right), got {value!r}")
     v = _checks.integer(value, name, lo)
     return v, v, v, v
+
+
+def sample_axes(axes, what):
+    """An axis or a sequence of axes of an (N, ...) tensor that a layer normalizes or
+    reduces over -> sorted distinct ints >= 1 (0 is the batch, each sample is computed
+    on its own); else ValueError naming ``what``."""
+    if isinstance(axes, (str, bytes)) or not hasattr(axes, "__iter__"):
+        axes = [axes]
+    out = []
+    for a in axes:
+        if isinstance(a, (bool, np.bool_)) or not isinstance(a, (int, np.integer)) or a < 1:
+            raise ValueError(f"{what} must be axes >= 1 of an (N, ...) tensor (0 is the batch), got {axes!r}")
+        out.append(int(a))
+    if not out or len(set(out)) != len(out):
+        raise ValueError(f"{what} must be distinct axes, got {axes!r}")
+    return tuple(sorted(out))

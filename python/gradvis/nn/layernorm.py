@@ -6,22 +6,10 @@ import math
 
 import numpy as np
 
+from .geometry import sample_axes
 from .module import Layer
 
 __all__ = ["LayerNorm"]
-
-
-def _axes(axes, what):
-    if isinstance(axes, (str, bytes)) or not hasattr(axes, "__iter__"):
-        axes = [axes]
-    out = []
-    for a in axes:
-        if isinstance(a, bool) or not isinstance(a, (int, np.integer)) or a < 1:
-            raise ValueError(f"{what} must be axes >= 1 of an (N, ...) tensor (0 is the batch), got {axes!r}")
-        out.append(int(a))
-    if not out or len(set(out)) != len(out):
-        raise ValueError(f"{what} must be distinct axes, got {axes!r}")
-    return tuple(sorted(out))
 
 
 class LayerNorm(Layer):
@@ -42,7 +30,7 @@ class LayerNorm(Layer):
     type = "LayerNorm"
 
     def __init__(self, axes, shape, eps=1e-5, affine=True):
-        self.axes = _axes(axes, "LayerNorm: axes")
+        self.axes = sample_axes(axes, "LayerNorm: axes")
         if isinstance(shape, (str, bytes)) or not hasattr(shape, "__iter__"):
             raise TypeError(f"LayerNorm: shape must be a sequence of ints, got {shape!r}")
         self.shape = tuple(int(v) for v in shape)

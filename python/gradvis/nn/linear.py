@@ -1,4 +1,5 @@
-"""Flatten, fully connected (Linear) and Dropout layers."""
+"""Flatten, fully connected (Linear) and Dropout layers, and the weight layout that
+Linear and :class:`~gradvis.nn.MatMul` share."""
 from __future__ import annotations
 
 import math
@@ -9,7 +10,7 @@ from .. import _checks
 from . import functional as F
 from .module import Layer
 
-__all__ = ["Flatten", "Linear", "Dropout"]
+__all__ = ["Flatten", "Linear", "Dropout", "DenseWeight"]
 
 
 class Flatten(Layer):
@@ -27,20 +28,19 @@ class Flatten(Layer):
         return [np.asarray(dout).reshape(cache)], {}
 
 
-class Linear(Layer):
-    """Affine layer: out = x.reshape(N, D) @ weight + bias, weight (D, M) as CS231n."""
-    type = "Linear"
+class DenseWeight(Layer):
+    """The parameters of a layer that multiplies features by a matrix: ``weight`` (D, M)
+    as CS231n lays it out (inputs times weight, not PyTorch's (M, D)), and ``bias`` (M,)
+    when ``bias``; uniform in +-1/sqrt(D) at initialization, as PyTorch's Linear.
+    :class:`Linear` and :class:`~gradvis.nn.MatMul` are such layers."""
 
     def __init__(self, in_features, out_features, bias=True):
-        self.in_features = _checks.integer(in_features, "Linear: in_features", 1)
-        self.out_features = _checks.integer(out_features, "Linear: out_features", 1)
-        self.bias = _checks.boolean(bias, "Linear: bias")
+        self.in_features = _checks.integer(in_features, f"{self.type}: in_features", 1)
+        self.out_features = _checks.integer(out_features, f"{self.type}: out_features", 1)
+        self.bias = _checks.boolean(bias, f"{self.type}: bias")
 
     def config(self):
         return dict(in_features=self.in_features, out_features=self.out_features, bias=self.bias)
-
-    def describe(self):
-        return f"Linear {self.in_features}->{self.out_features}" + ("" if self.bias else " no bias")
 
     @property
     def param_shapes(self):
@@ -55,6 +55,14 @@ class Linear(Layer):
         if self.bias:
             p["bias"] = np.zeros(self.out_features, dtype)
         return p
+
+
+class Linear(DenseWeight):
+    """Affine layer: out = x.reshape(N, D) @ weight + bias, weight (D, M) as CS231n."""
+    type = "Linear"
+
+    def describe(self):
+        return f"Linear {self.in_features}->{self.out_features}" + ("" if self.bias else " no bias")
 
     def output_shape(self, input_shapes):
         d = int(np.prod(input_shapes[0], dtype=np.int64))

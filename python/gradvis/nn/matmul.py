@@ -5,50 +5,32 @@ from __future__ import annotations
 
 import numpy as np
 
-from .module import Layer
+from .linear import DenseWeight
 
 __all__ = ["MatMul"]
 
 
-class MatMul(Layer):
+class MatMul(DenseWeight):
     """out = x contracted with ``weight`` (K, M) along ``axis`` (>= 1) of each sample,
     plus ``bias`` (M,) along that axis when ``bias``: with ``axis`` the last one this
     is ``x @ weight + bias`` (torch.nn.Linear on (N, ..., K) inputs with weight.T).
+    The parameters are :class:`~gradvis.nn.Linear`'s (:class:`~gradvis.nn.linear.DenseWeight`).
 
     Shapes: (N, ..., K at axis, ...) -> (N, ..., M at axis, ...).
     """
     type = "MatMul"
 
     def __init__(self, in_features, out_features, axis=-1, bias=False):
-        for v, what in ((in_features, "in_features"), (out_features, "out_features")):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"MatMul: {what} must be a positive int, got {v!r}")
-        self.in_features, self.out_features = int(in_features), int(out_features)
+        super().__init__(in_features, out_features, bias)
         if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or axis == 0:
             raise ValueError(f"MatMul: axis must be a non-batch axis (>= 1, or negative from the end), got {axis!r}")
         self.axis = int(axis)
-        self.bias = bool(bias)
 
     def config(self):
-        return dict(in_features=self.in_features, out_features=self.out_features, axis=self.axis,
-                    bias=self.bias)
+        return dict(super().config(), axis=self.axis)
 
     def describe(self):
         return f"MatMul {self.in_features}->{self.out_features} axis {self.axis}" + (" + bias" if self.bias else "")
-
-    @property
-    def param_shapes(self):
-        s = {"weight": (self.in_features, self.out_features)}
-        if self.bias:
-            s["bias"] = (self.out_features,)
-        return s
-
-    def init_params(self, rng, dtype):
-        bound = 1.0 / np.sqrt(self.in_features)
-        p = {"weight": rng.uniform(-bound, bound, (self.in_features, self.out_features)).astype(dtype)}
-        if self.bias:
-            p["bias"] = np.zeros(self.out_features, dtype)
-        return p
 
     def _ax(self, rank):
         """The axis in the full (N, ...) tensor of ``rank`` axes."""

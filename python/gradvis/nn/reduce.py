@@ -4,22 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from .geometry import sample_axes
 from .module import Layer
 
 __all__ = ["Reduce", "Softmax", "LogSoftmax"]
-
-
-def _axes(axes, what):
-    if isinstance(axes, (str, bytes)) or not hasattr(axes, "__iter__"):
-        axes = [axes]
-    out = []
-    for a in axes:
-        if isinstance(a, bool) or not isinstance(a, (int, np.integer)) or a < 1:
-            raise ValueError(f"{what} must be axes >= 1 of an (N, ...) tensor (0 is the batch), got {axes!r}")
-        out.append(int(a))
-    if not out or len(set(out)) != len(out):
-        raise ValueError(f"{what} must be distinct axes, got {axes!r}")
-    return tuple(sorted(out))
 
 
 class Reduce(Layer):
@@ -36,7 +24,7 @@ class Reduce(Layer):
         if op not in self._OPS:
             raise ValueError(f"Reduce: op must be one of {self._OPS}, got {op!r}")
         self.op = op
-        self.axes = _axes(axes, "Reduce: axes")
+        self.axes = sample_axes(axes, "Reduce: axes")
         self.keepdims = bool(keepdims)
 
     def config(self):
@@ -85,7 +73,7 @@ class Softmax(Layer):
     type = "Softmax"
 
     def __init__(self, axis=1):
-        self.axis = _axes([axis], f"{self.type}: axis")[0]
+        self.axis = sample_axes([axis], f"{self.type}: axis")[0]
 
     def config(self):
         return dict(axis=self.axis)

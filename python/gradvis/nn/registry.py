@@ -11,7 +11,7 @@ from .norm import BatchNorm1d, BatchNorm2d
 from .pointwise import GELU, Abs, Erf, Exp, Neg, Pow, Sqrt
 from .pooling import AvgPool2d, GlobalAvgPool, MaxPool2d
 from .reduce import LogSoftmax, Reduce, Softmax
-from .tensor import Reshape, Resize, Slice, Transpose
+from .tensor import GatherND, Reshape, Resize, Slice, Transpose
 
 __all__ = ["LAYER_TYPES"]
 
@@ -21,5 +21,5 @@ LAYER_TYPES = {cls.type: cls for cls in (
     SiLU, MaxPool2d, AvgPool2d, GlobalAvgPool, Flatten, Linear, Dropout, Add, Mul, Sub, Div, Concat,
     Clip, Pad, Bias, Scale,
     # what imported graphs use beyond the CS231n set
-    LayerNorm, GELU, Erf, Pow, Sqrt, Neg, Abs, Exp, Transpose, Reshape, Slice, Resize, Reduce, Softmax,
+    LayerNorm, GELU, Erf, Pow, Sqrt, Neg, Abs, Exp, Transpose, Reshape, Slice, GatherND, Resize, Reduce, Softmax,
     LogSoftmax, MatMul)}

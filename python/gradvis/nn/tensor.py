@@ -1,6 +1,6 @@
 """Layers that move values without arithmetic (or, for Resize, interpolate them):
-transposition, reshaping, slicing and resizing of (N, ...) activations, each with its
-gradient. The batch axis 0 is never moved or merged."""
+transposition, reshaping, slicing, gathering and resizing of (N, ...) activations,
+each with its gradient. The batch axis 0 is never moved or merged."""
 from __future__ import annotations
 
 import math
@@ -9,7 +9,7 @@ import numpy as np
 
 from .module import Layer
 
-__all__ = ["Transpose", "Reshape", "Slice", "Resize"]
+__all__ = ["Transpose", "Reshape", "Slice", "GatherND", "Resize"]
 
 
 def _ints(v, what, lo=None):
@@ -148,11 +148,97 @@ class Slice(Layer):
         dx[self._index(len(cache))] = dout
         return [dx], {}
 
+class GatherND(Layer):
+    """Entries of ``axes`` of each sample picked by index tuples: with ``indices`` of
+    shape (*I, r) for r = len(axes),
 
-def _resize_matrix(n_in, n_out, mode, coord, nearest_mode="round_prefer_floor", cubic=None):
+        out[n, i..., rest...] = x[n, ..., indices[i..., 0] at axes[0], ..., indices[i..., r-1] at axes[r-1], ...]
+
+    the remaining axes kept in their order after the index axes. ONNX GatherND on the
+    front axes of a transposed tensor, as the torch.export-based exporter writes
+    ``AdaptiveAvgPool2d`` (the windows' pixels gathered, then averaged). The gradient
+    adds each output back to the entry it came from (an entry picked twice gets both).
+
+    Shapes: (N, d1, ..., dk) -> (N, *I, the d's of the axes not in ``axes``).
+    """
+    type = "GatherND"
+
+    def __init__(self, axes, indices):
+        self.axes = _ints(axes, "GatherND: axes", lo=1)
+        if not self.axes or len(set(self.axes)) != len(self.axes):
+            raise ValueError(f"GatherND: axes must be distinct axes >= 1, got {axes!r}")
+        idx = np.asarray(indices)
+        if idx.dtype.kind not in "iu" or idx.ndim < 1 or idx.shape[-1] != len(self.axes) or idx.size == 0:
+            raise ValueError(f"GatherND: indices must be a non-empty integer array of shape (..., "
+                             f"{len(self.axes)}), got {idx.dtype} {idx.shape}")
+        if idx.min() < 0:
+            raise ValueError("GatherND: indices must be >= 0 (negative ones resolved)")
+        self.indices = idx.astype(np.int64)
+        self._flat = {}
+
+    def config(self):
+        return dict(axes=list(self.axes), indices=self.indices.tolist())
+
+    def describe(self):
+        return f"GatherND axes {list(self.axes)} by {'x'.join(map(str, self.indices.shape[:-1]))} index tuples"
+
+    def output_shape(self, input_shapes):
+        s = tuple(input_shapes[0])
+        if max(self.axes) > len(s):
+            raise ValueError(f"gathers axis {max(self.axes)} of an input {_fmt(s)}")
+        sizes = [s[a - 1] for a in self.axes]
+        if any(int(self.indices[..., j].max()) >= n for j, n in enumerate(sizes)):
+            raise ValueError(f"indices out of range for axes {list(self.axes)} of sizes {sizes}")
+        rest = tuple(d for i, d in enumerate(s) if i + 1 not in self.axes)
+        return self.indices.shape[:-1] + rest
+
+    def _linear(self, sizes):
+        sizes = tuple(sizes)
+        if sizes not in self._flat:
+            self._flat[sizes] = np.ravel_multi_index(tuple(np.moveaxis(self.indices, -1, 0)), sizes).reshape(-1)
+        return self._flat[sizes]
+
+    def forward(self, inputs, params, buffers, mode, rng):
+        x = inputs[0]
+        out_shape = self.output_shape([x.shape[1:]])
+        r = len(self.axes)
+        xm = np.moveaxis(x, self.axes, range(1, r + 1))
+        lin = self._linear(xm.shape[1:r + 1])
+        xf = xm.reshape(x.shape[0], -1, int(np.prod(xm.shape[r + 1:], dtype=np.int64)))
+        return np.ascontiguousarray(xf[:, lin, :]).reshape((x.shape[0],) + out_shape), (x.shape, xm.shape)
+
+    def backward(self, dout, cache):
+        shape, mshape = cache
+        r = len(self.axes)
+        dout = np.asarray(dout)
+        lin = self._linear(mshape[1:r + 1])
+        rest = int(np.prod(mshape[r + 1:], dtype=np.int64))
+        d = np.zeros((shape[0], int(np.prod(mshape[1:r + 1], dtype=np.int64)), rest), dout.dtype)
+        np.add.at(d, (slice(None), lin), dout.reshape(shape[0], lin.size, rest))
+        return [np.ascontiguousarray(np.moveaxis(d.reshape(mshape), range(1, r + 1), self.axes))], {}
+
+
+def _cubic_weights(t, a):
+    """(4, n) weights of the taps at floor(x) - 1 .. floor(x) + 2 for fractions t = x -
+    floor(x): Keys' cubic convolution with parameter a (ONNX's cubic_coeff_a; PyTorch's
+    bicubic uses -0.75)."""
+    def near(d):       # |d| <= 1
+        return ((a + 2) * d - (a + 3)) * d * d + 1
+
+    def far(d):        # 1 < |d| < 2
+        return ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+    return np.stack([far(t + 1), near(t), near(1 - t), far(2 - t)])
+
+
+def _resize_matrix(n_in, n_out, mode, coord, nearest_mode="round_prefer_floor", cubic_coeff_a=-0.75,
+                   exclude_outside=False, scale=None):
     """(n_out, n_in) float64 matrix M with out = M @ in along one axis (ONNX Resize's
-    coordinate transforms; 'linear' clamps at the borders as ONNX and PyTorch do)."""
-    scale = n_out / n_in
+    coordinate transforms; 'linear' clamps the source coordinate at the borders as
+    ONNX and PyTorch do; 'cubic' reads the border pixel for taps outside the image, or
+    with ``exclude_outside`` drops them and renormalizes the rest). ``scale`` is the
+    factor of the coordinate transforms, n_out / n_in unless given (ONNX's ``scales``
+    input, PyTorch's ``scale_factor``: 1.5 maps 7 pixels to 10, at 1 / 1.5 apart)."""
+    scale = n_out / n_in if scale is None else scale
     o = np.arange(n_out, dtype=np.float64)
     if coord == "half_pixel":
         src = (o + 0.5) / scale - 0.5
@@ -179,8 +265,18 @@ def _resize_matrix(n_in, n_out, mode, coord, nearest_mode="round_prefer_floor", 
             raise ValueError(f"Resize: nearest_mode {nearest_mode!r} is not supported")
         m[np.arange(n_out), np.clip(i, 0, n_in - 1).astype(np.int64)] = 1.0
         return m
+    if mode == "cubic":
+        base = np.floor(src)
+        w = _cubic_weights(src - base, cubic_coeff_a)
+        taps = base.astype(np.int64)[None, :] + np.arange(-1, 3)[:, None]
+        if exclude_outside:
+            w = np.where((taps >= 0) & (taps < n_in), w, 0.0)
+            w = w / w.sum(axis=0, keepdims=True)
+        rows = np.broadcast_to(np.arange(n_out), taps.shape)
+        np.add.at(m, (rows, np.clip(taps, 0, n_in - 1)), w)
+        return m
     if mode != "linear":
-        raise ValueError(f"Resize: mode {mode!r} is not supported (nearest and linear are)")
+        raise ValueError(f"Resize: mode {mode!r} is not supported (nearest, linear and cubic are)")
     src = np.clip(src, 0, n_in - 1)
     lo = np.floor(src).astype(np.int64)
     hi = np.minimum(lo + 1, n_in - 1)
@@ -191,34 +287,60 @@ def _resize_matrix(n_in, n_out, mode, coord, nearest_mode="round_prefer_floor", 
 
 
 class Resize(Layer):
-    """Resize H and W of (N, C, H, W) by nearest or (bi)linear interpolation (ONNX
-    Resize / Upsample; ``torch.nn.Upsample``): out = M_h @ x @ M_w^T per channel, with
-    the (out, in) interpolation matrices of ONNX's coordinate transforms.
+    """Resize H and W of (N, C, H, W) by nearest, (bi)linear or (bi)cubic interpolation
+    (ONNX Resize / Upsample; ``torch.nn.Upsample``, ``F.interpolate``): out = M_h @ x @
+    M_w^T per channel, with the (out, in) interpolation matrices of ONNX's coordinate
+    transforms; cubic is Keys' cubic convolution (Keys 1981, "Cubic convolution
+    interpolation for digital image processing", IEEE TASSP 29(6)).
 
     Args:
         size: (H_out, W_out).
-        mode: 'nearest' or 'linear'.
+        mode: 'nearest', 'linear' or 'cubic'.
         coordinate_transformation_mode: 'half_pixel' (PyTorch's align_corners=False
-            for linear), 'pytorch_half_pixel', 'align_corners' or 'asymmetric'
-            (PyTorch's nearest).
+            for linear and cubic), 'pytorch_half_pixel', 'align_corners' or
+            'asymmetric' (PyTorch's nearest).
         nearest_mode: ONNX's rounding of the source index for 'nearest'.
+        cubic_coeff_a: the cubic kernel's a (-0.75 in PyTorch and ONNX's default, -0.5
+            in TensorFlow).
+        exclude_outside: cubic taps outside the image get weight 0 and the others are
+            renormalized (ONNX's exclude_outside=1); otherwise they read the border.
+        scales: (scale_h, scale_w) of the coordinate transforms when they are not
+            size / input size: ONNX Resize by ``scales`` and PyTorch's
+            ``scale_factor`` (H_out = floor(H * scale_h) for the input it was made for).
     """
     type = "Resize"
 
     def __init__(self, size, mode="nearest", coordinate_transformation_mode="half_pixel",
-                 nearest_mode="round_prefer_floor"):
+                 nearest_mode="round_prefer_floor", cubic_coeff_a=-0.75, exclude_outside=False, scales=None):
         self.size = _ints(size, "Resize: size", lo=1)
         if len(self.size) != 2:
             raise ValueError(f"Resize: size must be (H, W), got {size!r}")
         self.mode = mode
         self.coord = coordinate_transformation_mode
         self.nearest_mode = nearest_mode
-        _resize_matrix(2, 3, mode, self.coord, nearest_mode)   # checks the names
+        if isinstance(cubic_coeff_a, (str, bytes, bool)) or not isinstance(cubic_coeff_a, (int, float, np.number)) \
+                or not math.isfinite(float(cubic_coeff_a)):
+            raise ValueError(f"Resize: cubic_coeff_a must be a finite number, got {cubic_coeff_a!r}")
+        self.cubic_coeff_a = float(cubic_coeff_a)
+        self.exclude_outside = bool(exclude_outside)
+        if scales is not None:
+            if isinstance(scales, (str, bytes)) or not hasattr(scales, "__iter__") or len(scales) != 2 or not all(
+                    isinstance(v, (int, float, np.number)) and not isinstance(v, bool) and math.isfinite(float(v))
+                    and float(v) > 0 for v in scales):
+                raise ValueError(f"Resize: scales must be two positive numbers (scale_h, scale_w), got {scales!r}")
+            scales = tuple(float(v) for v in scales)
+        self.scales = scales
+        _resize_matrix(2, 3, mode, self.coord, nearest_mode, self.cubic_coeff_a)   # checks the names
         self._mats = {}
 
     def config(self):
-        return dict(size=list(self.size), mode=self.mode, coordinate_transformation_mode=self.coord,
-                    nearest_mode=self.nearest_mode)
+        cfg = dict(size=list(self.size), mode=self.mode, coordinate_transformation_mode=self.coord,
+                   nearest_mode=self.nearest_mode)
+        if self.mode == "cubic":
+            cfg.update(cubic_coeff_a=self.cubic_coeff_a, exclude_outside=self.exclude_outside)
+        if self.scales is not None:
+            cfg["scales"] = list(self.scales)
+        return cfg
 
     def describe(self):
         return f"Resize {self.mode} to {self.size[0]}x{self.size[1]}"
@@ -232,8 +354,10 @@ class Resize(Layer):
     def _matrices(self, hw, dtype):
         key = (hw, np.dtype(dtype).str)
         if key not in self._mats:
-            self._mats[key] = tuple(_resize_matrix(n, m, self.mode, self.coord, self.nearest_mode).astype(dtype)
-                                    for n, m in zip(hw, self.size))
+            scales = self.scales or (None, None)
+            self._mats[key] = tuple(_resize_matrix(n, m, self.mode, self.coord, self.nearest_mode,
+                                                   self.cubic_coeff_a, self.exclude_outside, sc).astype(dtype)
+                                    for n, m, sc in zip(hw, self.size, scales))
         return self._mats[key]
 
     def forward(self, inputs, params, buffers, mode, rng):

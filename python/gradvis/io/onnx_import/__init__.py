@@ -41,8 +41,14 @@ What the importer does with the graph:
   (ShuffleNet's channel shuffle), ``Slice``, ``Split`` and ``Gather`` by evenly
   spaced constant indices are layers with gradients
   (:class:`~gradvis.nn.Transpose`, :class:`~gradvis.nn.Reshape`,
-  :class:`~gradvis.nn.Slice`); the batch axis may not be moved, sliced or merged.
-- ``Resize`` / ``Upsample`` (nearest and linear) become :class:`~gradvis.nn.Resize`;
+  :class:`~gradvis.nn.Slice`); the batch axis may not be sliced or merged, and moved
+  only where the next nodes move it back: ``Transpose`` -> ``GatherND`` ->
+  ``Transpose`` (the torch.export-based exporter's adaptive average pooling) is one
+  :class:`~gradvis.nn.GatherND`, and ``Transpose`` (1, 0) into a ``Gemm`` with
+  transA=1 is nothing. ``Where`` with a constant condition and a constant branch
+  (``masked_fill``) is a :class:`~gradvis.nn.Scale` by the 0/1 mask (and a
+  :class:`~gradvis.nn.Bias` for a non-zero fill).
+- ``Resize`` / ``Upsample`` (nearest, linear and cubic) become :class:`~gradvis.nn.Resize`;
   ``Softmax`` / ``LogSoftmax`` inside the network are layers, and ``MatMul`` by a
   constant acts on any axis (:class:`~gradvis.nn.MatMul`).
 - ``Dropout`` and ``Identity`` disappear (their output is another name for their

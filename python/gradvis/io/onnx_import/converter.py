@@ -71,6 +71,7 @@ class Importer(LayerOps):
         self.tensor = {self.input_name: INPUT}   # ONNX tensor -> gradvis tensor (node name or INPUT)
         self.shape = {INPUT: self.input_shape}   # gradvis tensor -> shape without the batch axis
         self.pending_pad = {}                    # ONNX tensor -> (gradvis source, (t, b, l, r))
+        self.transposed = {}                     # ONNX tensor (N, D)^T read by a transA Gemm -> gradvis source
         if self.other_outputs:
             self.info["ignored_outputs"] = self.other_outputs
 

@@ -25,8 +25,9 @@ SUPPORTED_OPS = (
     "HardSigmoid", "HardSwish", "Swish (alpha 1)", "Gelu", "Erf", "Pow (constant exponent)", "Sqrt", "Neg",
     "Abs", "Exp", "MaxPool", "AveragePool", "GlobalAveragePool", "ReduceMean", "ReduceSum", "ReduceMax",
     "Softmax", "LogSoftmax", "Gemm", "MatMul (by a constant)", "Flatten", "Reshape", "Transpose",
-    "Squeeze", "Unsqueeze", "Slice", "Split", "Gather (constant indices)", "Resize", "Upsample", "Add",
-    "Sub", "Mul", "Div", "Concat (channels)", "Dropout", "Pad", "Identity", "Cast (to float)",
+    "Squeeze", "Unsqueeze", "Slice", "Split", "Gather (constant indices)", "GatherND (constant indices)",
+    "Resize", "Upsample", "Add", "Sub", "Mul", "Div", "Where (constant condition)", "Concat", "Dropout", "Pad",
+    "Identity", "Cast (to float)",
 )
 
 
@@ -38,7 +39,8 @@ CONSTANT_INPUTS = {
     "LayerNormalization": {1: "scale", 2: "bias"}, "Reshape": {1: "the target shape"},
     "Slice": {1: "starts", 2: "ends", 3: "axes", 4: "steps"}, "Pad": {1: "pads", 2: "constant_value", 3: "axes"},
     "Resize": {2: "scales", 3: "sizes"}, "Upsample": {1: "scales"}, "Split": {1: "split"},
-    "Gather": {1: "the indices"}, "Squeeze": {1: "axes"}, "Unsqueeze": {1: "axes"}, "ReduceMean": {1: "axes"},
+    "Gather": {1: "the indices"}, "GatherND": {1: "the indices"}, "Where": {0: "the condition"},
+    "Squeeze": {1: "axes"}, "Unsqueeze": {1: "axes"}, "ReduceMean": {1: "axes"},
     "ReduceSum": {1: "axes"}, "ReduceMax": {1: "axes"}, "Clip": {1: "the lower bound", 2: "the upper bound"},
     "Pow": {1: "the exponent"},
 }
@@ -399,18 +401,6 @@ class LayerOps(Patterns, ShapeOps):
         self._reduce(node, "max")
 
     # ------------------------------------------------------------------ matrix products
-    def _linear(self, node, src, w, b):
-        s = self.shape[src]
-        if len(s) != 1:
-            return self._matmul_axis(node, src, w, b, -1)
-        if w.shape[0] != s[0]:
-            raise ONNXImportError(f"{node.where()}: shape mismatch: weight maps {w.shape[0]} features to "
-                                  f"{w.shape[1]}, the input {src!r} has {s[0]}")
-        out, b = self._fold_bias(node, w.shape[1], b)
-        params = {"weight": w} if b is None else {"weight": w, "bias": b}
-        name = self.emit(node, Linear(w.shape[0], w.shape[1], bias=b is not None), [src], params, out=out)
-        self._alias_chain(node.outputs[0], out, name)
-
     def _fold_bias(self, node, m, b):
         """(output tensor, bias) with a following Add of a (m,) constant folded in."""
         out = node.outputs[0]
@@ -424,24 +414,34 @@ class LayerOps(Patterns, ShapeOps):
                 out = nxt.outputs[0]
         return out, b
 
-    def _matmul_axis(self, node, src, w, b, axis):
-        """Activations (N, ..., K at axis, ...) times the constant (K, M) along ``axis``."""
+    def _dense(self, node, src, w, b, axis=-1):
+        """Activations (N, ..., K at axis, ...) times the constant (K, M) along ``axis``
+        (and + b): a :class:`Linear` on (N, K), else a :class:`MatMul`; both hold the
+        weight (K, M) as it multiplies. A following Add of an (M,) constant on the last
+        axis becomes the bias."""
         s = self.shape[src]
         rank = len(s) + 1
         a = axis % rank
         if s[a - 1] != w.shape[0]:
             raise ONNXImportError(f"{node.where()}: shape mismatch: weight {w.shape} on axis {axis} of "
-                                  f"{_fmt(s)}")
+                                  f"{_fmt(s)} (the input {src!r})")
         out, b = self._fold_bias(node, w.shape[1], b) if a == rank - 1 else (node.outputs[0], b)
         params = {"weight": w} if b is None else {"weight": w, "bias": b}
-        name = self.emit(node, MatMul(w.shape[0], w.shape[1], axis=axis, bias=b is not None), [src], params,
-                         out=out)
+        layer = (Linear(w.shape[0], w.shape[1], bias=b is not None) if rank == 2 else
+                 MatMul(w.shape[0], w.shape[1], axis=axis, bias=b is not None))
+        name = self.emit(node, layer, [src], params, out=out)
         self._alias_chain(node.outputs[0], out, name)
 
     def op_Gemm(self, node):
+        if node.inputs[0] in self.static:
+            raise self.unsupported(node, "Gemm whose A is a constant (the activations must be A)")
         if int(node.attr("transA", 0)):
-            raise self.unsupported(node, "Gemm with transA=1 (the activations must be (N, D))")
-        src = self.activation(node, node.inputs[0])
+            src = self.transposed.get(node.inputs[0])
+            if src is None:
+                raise self.unsupported(node, "Gemm with transA=1 on activations that are not the transpose of "
+                                             "an (N, D) tensor (A^T would mix the batch into the features)")
+        else:
+            src = self.activation(node, node.inputs[0])
         w = np.asarray(self.constant(node, 1, "B (the weight)"))
         if w.ndim != 2:
             raise ONNXImportError(f"{node.where()}: weight B must be 2-D, got {w.shape}")
@@ -462,7 +462,7 @@ class LayerOps(Patterns, ShapeOps):
                 raise ONNXImportError(f"{node.where()}: bias C of shape {c.shape} must broadcast per "
                                       f"output feature ({w.shape[1]},)")
             b = c
-        self._linear(node, src, w, b)
+        self._dense(node, src, w, b)
 
     def op_MatMul(self, node):
         a, b = node.inputs[:2]
@@ -476,7 +476,7 @@ class LayerOps(Patterns, ShapeOps):
             if w.ndim != 2 or self._rank(src) < 3:
                 raise self.unsupported(node, f"MatMul of a {w.ndim}-D constant by a {self._rank(src)}-D "
                                              "activation tensor")
-            self._matmul_axis(node, src, w.T, None, -2)
+            self._dense(node, src, w.T, None, -2)
             return
         src = self.activation(node, a)
         w = np.asarray(self.constant(node, 1, "the weight"))
@@ -494,7 +494,7 @@ class LayerOps(Patterns, ShapeOps):
             name = self.emit(node, layer, [src], params, out=out)
             self._alias_chain(node.outputs[0], out, name)
             return
-        self._linear(node, src, w, None)
+        self._dense(node, src, w, None)
 
     # ------------------------------------------------------------------ elementwise
     def _elementwise_const(self, node):
@@ -549,11 +549,47 @@ class LayerOps(Patterns, ShapeOps):
         ins = [self.activation(node, t) for t in node.inputs]
         rank = len(self.shape[ins[0]]) + 1
         axis = int(node.attr("axis"))
-        axis = axis + rank if axis < 0 else axis
-        if axis != 1:
-            raise self.unsupported(node, f"Concat along axis {node.attr('axis')} (only the channel "
-                                         "axis 1 is supported)")
-        self.emit(node, Concat(), ins)
+        if not -rank <= axis < rank:
+            raise ONNXImportError(f"{node.where()}: axis {axis} out of range for {rank}-D inputs")
+        axis %= rank
+        if axis == 0:
+            raise self.unsupported(node, "Concat along the batch axis 0")
+        self.emit(node, Concat(axis), ins)
+
+    def op_Where(self, node):
+        """Where(constant condition, X, Y) with one of X, Y activations and the other a
+        constant c (PyTorch's masked_fill): x * mask + c * (1 - mask), a Scale by the
+        0/1 mask, then a Bias where c is not 0."""
+        cond = np.asarray(self.constant(node, 0, "the condition")).astype(bool)
+        xs = [t in self.static for t in node.inputs[1:3]]
+        if xs[0] == xs[1]:
+            raise self.unsupported(node, "Where with " + ("two constant" if xs[0] else "two activation") +
+                                         " branches (one activation and one constant branch are supported)")
+        ai = 1 if not xs[0] else 2
+        src = self.activation(node, node.inputs[ai])
+        c = np.asarray(self.constant(node, 3 - ai, "the constant branch"), np.float64)
+        keep = cond if ai == 1 else ~cond          # where the activations are kept
+        s = self.shape[src]
+        rank = len(s) + 1
+        try:
+            full = np.broadcast_shapes((1,) + tuple(s), keep.shape, c.shape)
+        except ValueError:
+            raise ONNXImportError(f"{node.where()}: condition {cond.shape}, constant {c.shape} and "
+                                  f"activations {_fmt(s)} do not broadcast") from None
+        if full != (1,) + tuple(s):
+            raise self.unsupported(node, f"Where whose condition {cond.shape} or constant {c.shape} enlarges "
+                                         f"the activations {_fmt(s)}")
+        small = np.broadcast_shapes(keep.shape, c.shape)      # the parameters' shape, per sample
+        small = small[1:] if len(small) == rank else small
+        mask = np.broadcast_to(keep, small).astype(np.float64)
+        fill = np.broadcast_to(c, small) * (1.0 - mask)
+        if not fill.any():
+            self.emit(node, Scale(mask.shape), [src], {"scale": mask})
+            return
+        tmp = node.outputs[0] + "#mask"
+        self.emit(node, Scale(mask.shape), [src], {"scale": mask}, out=tmp,
+                  name=self.fresh_name(self.names[node.index] + ".mask"))
+        self.emit(node, Bias(fill.shape), [self.tensor[tmp]], {"bias": fill})
 
     def op_Dropout(self, node):
         if len(node.outputs) > 1 and any(self.consumers.get(o) for o in node.outputs[1:] if o):

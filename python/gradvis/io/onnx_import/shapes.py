@@ -1,6 +1,7 @@
 """The ONNX operators that move values between axes: Flatten, Reshape, Squeeze,
-Unsqueeze, Transpose, Slice, Split, Gather, Resize / Upsample and Cast. The batch axis
-is never moved, sliced or merged."""
+Unsqueeze, Transpose, Slice, Split, Gather, GatherND, Resize / Upsample and Cast. The
+batch axis is never sliced or merged, and moved only by a Transpose that the next
+nodes undo (the GatherND of adaptive pooling, a Gemm with transA=1)."""
 from __future__ import annotations
 
 import math
@@ -8,7 +9,7 @@ import math
 import numpy as np
 
 from ...nn import Flatten
-from ...nn.tensor import Reshape, Resize, Slice, Transpose
+from ...nn.tensor import GatherND, Reshape, Resize, Slice, Transpose
 from .constants import slice_bounds
 from .reader import ONNXImportError
 
@@ -124,11 +125,90 @@ class ShapeOps:
         if sorted(perm) != list(range(rank)):
             raise ONNXImportError(f"{node.where()}: perm {perm} is not a permutation of {rank} axes")
         if perm[0] != 0:
-            raise self.unsupported(node, f"Transpose {perm} moves the batch axis")
+            if self._transpose_into_gathernd(node, src, perm) or self._transpose_into_gemm(node, src, perm):
+                return
+            raise self.unsupported(node, f"Transpose {perm} moves the batch axis (supported only where the "
+                                         "next nodes move it back: a GatherND of other axes then a Transpose, "
+                                         "as adaptive pooling exports, or a Gemm with transA=1)")
         if perm == list(range(rank)):
             self.alias(node, node.outputs[0], src)
             return
         self.emit(node, Transpose(perm), [src])
+
+    def _transpose_into_gathernd(self, node, src, perm):
+        """Transpose(perm) -> GatherND(constant indices of the leading, non-batch axes)
+        -> Transpose putting the batch first again (the torch.export-based exporter's
+        AdaptiveAvgPool2d): one :class:`~gradvis.nn.GatherND` layer, then a Transpose
+        layer if the axes after it are not in gradvis's order. False if not this."""
+        g = self.sole_consumer(node.outputs[0])
+        if g is None or g.op != "GatherND" or g.inputs[0] != node.outputs[0] or int(g.attr("batch_dims", 0)):
+            return False
+        t2 = self.sole_consumer(g.outputs[0])
+        if t2 is None or t2.op != "Transpose" or g.inputs[1] not in self.const:
+            return False
+        idx = np.asarray(self.const[g.inputs[1]]).astype(np.int64)
+        r = idx.shape[-1] if idx.ndim else 0
+        if not 1 <= r < len(perm) or 0 in perm[:r]:
+            return False
+        full = (self.batch,) + tuple(self.shape[src])
+        sizes = np.array([full[a] for a in perm[:r]])
+        if ((idx < -sizes) | (idx >= sizes)).any():
+            raise ONNXImportError(f"{g.where()}: indices out of range for axes of sizes {sizes.tolist()}")
+        idx = np.where(idx < 0, idx + sizes, idx)
+        # axes of GatherND's output: the index axes, then the axes perm[r:] of the input;
+        # where each sits in the GatherND layer's output (batch, index axes, the rest in order)
+        k = idx.ndim - 1
+        rest = sorted(a for a in perm[r:] if a != 0)
+        pos = list(range(1, k + 1)) + [0 if a == 0 else 1 + k + rest.index(a) for a in perm[r:]]
+        q = t2.attr("perm")
+        q = list(range(len(pos)))[::-1] if q is None else [int(v) % len(pos) for v in q]
+        if sorted(q) != list(range(len(pos))) or pos[q[0]] != 0:
+            return False
+        after = [pos[j] for j in q]
+        self.skip.update((g.index, t2.index))
+        names = [node.name, g.name, t2.name]
+        if after == list(range(len(after))):
+            self.emit(node, GatherND(perm[:r], idx), [src], out=t2.outputs[0])
+        else:
+            tmp = t2.outputs[0] + "#gather"
+            self.emit(node, GatherND(perm[:r], idx), [src], out=tmp,
+                      name=self.fresh_name(self.names[node.index] + ".gather"))
+            self.emit(node, Transpose(after), [self.tensor[tmp]], out=t2.outputs[0])
+        self.info["folded"].append(f"{', '.join(names)} (Transpose, GatherND, Transpose) into one GatherND")
+        self.alias(node, node.outputs[0], None)
+        self.alias(node, g.outputs[0], None)
+        return True
+
+    def _transpose_into_gemm(self, node, src, perm):
+        """Transpose (1, 0) of (N, D) read only by a Gemm with transA=1 (A^T is the
+        activations again): nothing, and the Gemm reads ``src``. False if not this."""
+        g = self.sole_consumer(node.outputs[0])
+        if (perm != [1, 0] or g is None or g.op != "Gemm" or g.inputs[0] != node.outputs[0]
+                or not int(g.attr("transA", 0))):
+            return False
+        self.transposed[node.outputs[0]] = src
+        self.alias(node, node.outputs[0], None)
+        self.info["folded"].append(f"{node.name} (Transpose [1, 0]) into {g.name} (Gemm with transA=1)")
+        return True
+
+    def op_GatherND(self, node):
+        src = self.activation(node, node.inputs[0])
+        b = int(node.attr("batch_dims", 0))
+        idx = np.asarray(self.constant(node, 1, "the indices")).astype(np.int64)
+        if b != 1 or idx.ndim < 2 or idx.shape[0] not in (1, self.batch) or \
+                (idx.shape[0] != 1 and not (idx == idx[:1]).all()):
+            raise self.unsupported(node, "GatherND on the batch axis (supported: batch_dims=1 with the same "
+                                         "indices for every sample, or the indexed axes moved before the "
+                                         "batch by a Transpose that a later Transpose undoes)")
+        r = idx.shape[-1]
+        axes = list(range(1, 1 + r))
+        if r > len(self.shape[src]):
+            raise ONNXImportError(f"{node.where()}: indices of {r} axes for {_fmt(self.shape[src])}")
+        sizes = np.array(self.shape[src][:r])
+        idx = idx[0]
+        if ((idx < -sizes) | (idx >= sizes)).any():
+            raise ONNXImportError(f"{node.where()}: indices out of range for axes of sizes {sizes.tolist()}")
+        self.emit(node, GatherND(axes, np.where(idx < 0, idx + sizes, idx)), [src])
 
     def _slice_layer(self, node, src, axes, starts, ends, steps, out, name=None):
         """A Slice layer (or nothing, for a slice that keeps everything) for ONNX's
@@ -222,10 +302,13 @@ class ShapeOps:
     def op_Resize(self, node):
         src = self._input4(node, node.inputs[0])
         mode = node.attr("mode", "nearest")
-        if mode not in ("nearest", "linear"):
-            raise self.unsupported(node, f"Resize mode {mode!r} (nearest and linear are supported)")
+        if mode not in ("nearest", "linear", "cubic"):
+            raise self.unsupported(node, f"Resize mode {mode!r} (nearest, linear and cubic are supported)")
         if int(node.attr("antialias", 0)):
             raise self.unsupported(node, "Resize with antialias=1")
+        if node.attr("keep_aspect_ratio_policy", "stretch") != "stretch":
+            raise self.unsupported(node, f"Resize with keep_aspect_ratio_policy="
+                                         f"{node.attr('keep_aspect_ratio_policy')!r} (only 'stretch')")
         if node.op == "Upsample":
             coord, nearest = "asymmetric", "floor"
             scales = node.attr("scales") if len(node.inputs) < 2 else self.constant(node, 1, "scales")
@@ -233,6 +316,8 @@ class ShapeOps:
         else:
             coord = node.attr("coordinate_transformation_mode", "half_pixel")
             nearest = node.attr("nearest_mode", "round_prefer_floor")
+            if coord == "tf_crop_and_resize":
+                raise self.unsupported(node, "Resize with coordinate_transformation_mode 'tf_crop_and_resize'")
             if self.opset is not None and self.opset < 11:
                 scales, sizes = self.constant(node, 1, "scales"), None
             else:
@@ -246,15 +331,20 @@ class ShapeOps:
             if len(out) != 4 or out[1] != c:
                 raise self.unsupported(node, f"Resize to sizes {out} (only H and W may change)")
             hw = tuple(out[2:])
+            factors = None
         elif scales is not None and np.size(scales):
             sc = [float(v) for v in np.asarray(scales).reshape(-1)]
             if len(sc) != 4 or sc[0] != 1 or sc[1] != 1:
                 raise self.unsupported(node, f"Resize by scales {sc} (only H and W may change)")
             hw = (int(math.floor(h * sc[2])), int(math.floor(w * sc[3])))
+            # the coordinates follow the given scales, not size / input size
+            factors = None if (hw[0] == h * sc[2] and hw[1] == w * sc[3]) else (sc[2], sc[3])
         else:
             raise ONNXImportError(f"{node.where()}: neither scales nor sizes are given")
         try:
-            layer = Resize(hw, mode=mode, coordinate_transformation_mode=coord, nearest_mode=nearest)
+            layer = Resize(hw, mode=mode, coordinate_transformation_mode=coord, nearest_mode=nearest,
+                           cubic_coeff_a=float(node.attr("cubic_coeff_a", -0.75)),
+                           exclude_outside=bool(int(node.attr("exclude_outside", 0))), scales=factors)
         except ValueError as e:
             raise self.unsupported(node, str(e).replace("Resize: ", "")) from None
         self.emit(node, layer, [src])

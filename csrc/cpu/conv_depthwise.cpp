@@ -28,7 +28,7 @@ DwPlan dw_plan(const Conv2dShape& s, std::vector<index_t>& taps) {
   g.sh = p.stride_h, g.sw = p.stride_w, g.pt = p.pad_top, g.pl = p.pad_left, g.dh = p.dilation_h,
   g.dw = p.dilation_w, g.m = s.F / s.C;
   g.OWr = (s.OW + kDwLanes - 1) / kDwLanes * kDwLanes;
-  g.Hp = (s.OH - 1) * g.sh + (s.KH - 1) * g.dh + 1;
+  g.Hp = ((s.OH + kDwRows - 1) / kDwRows * kDwRows - 1) * g.sh + (s.KH - 1) * g.dh + 1;
   g.Lp = g.OWr + (s.KW - 1) * g.dw / g.sw;
   g.padT = (s.KH - 1) * g.dh / g.sh, g.padL = (s.KW - 1) * g.dw / g.sw;
   g.Dh = g.padT + (g.pt + s.H - 1) / g.sh + 1;
@@ -57,6 +57,11 @@ struct V128f {
   static inline reg fmadd(reg a, reg b, reg c) { return _mm_add_ps(_mm_mul_ps(a, b), c); }
   static inline reg add(reg a, reg b) { return _mm_add_ps(a, b); }
   static inline reg max(reg a, reg b) { return _mm_max_ps(a, b); }
+  static inline void store_n(float* p, reg r, int n) {
+    alignas(16) float t[4];
+    _mm_store_ps(t, r);
+    for (int i = 0; i < n; ++i) p[i] = t[i];
+  }
   static inline float hsum(reg r) {
     alignas(16) float t[4];
     _mm_store_ps(t, r);
@@ -74,6 +79,9 @@ struct V128d {
   static inline reg fmadd(reg a, reg b, reg c) { return _mm_add_pd(_mm_mul_pd(a, b), c); }
   static inline reg add(reg a, reg b) { return _mm_add_pd(a, b); }
   static inline reg max(reg a, reg b) { return _mm_max_pd(a, b); }
+  static inline void store_n(double* p, reg r, int n) {
+    if (n > 0) _mm_storel_pd(p, r);
+  }
   static inline double hsum(reg r) {
     alignas(16) double t[2];
     _mm_store_pd(t, r);
@@ -97,6 +105,9 @@ struct V1 {
   static inline reg add(reg a, reg b) { return a + b; }
   static inline reg max(reg a, reg b) { return a > b ? a : b; }
   static inline T hsum(reg r) { return r; }
+  static inline void store_n(T* p, reg r, int n) {
+    if (n > 0) *p = r;
+  }
 };
 template <class T>
 using VBase = V1<T>;
@@ -173,7 +184,7 @@ void depthwise_backward_input(T* dx, const T* dout, const T* w, const Conv2dShap
     T* dprep = scratch<T>(ScratchSlot::depthwise_prep, dprep_n);
     index_t* toff = scratch<index_t>(ScratchSlot::depthwise_taps, ntaps);
     T* tw = scratch<T>(ScratchSlot::depthwise_w, ntaps);
-    T* row = scratch<T>(ScratchSlot::depthwise_row, std::size_t(g.Dl + 2 * kDwLanes));
+    T* row = scratch<T>(ScratchSlot::depthwise_row, std::size_t(4 * (g.Dl + 2 * kDwLanes)));
     k.dx_plane(dx + nc * HW, dout + nc * g.m * OHW, w + c * g.m * KK, g, dprep, toff, tw, row);
   }); });
   trap.rethrow();

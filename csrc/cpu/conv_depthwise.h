@@ -20,6 +20,7 @@ void depthwise_backward_weight(T* dw, T* db, const T* dout, const T* x, const Co
 // The geometry the kernels share (conv_depthwise_body.inc describes the layouts).
 // Row lengths leave room for reads of whole vectors of up to kDwLanes values.
 constexpr index_t kDwLanes = 16;
+constexpr index_t kDwRows = 4;  // output rows of a forward block
 struct DwPlan {
   index_t H, W, OH, OW, KH, KW, sh, sw, pt, pl, dh, dw, m;
   index_t OWr;       // OW rounded up to kDwLanes

@@ -28,6 +28,10 @@ struct V256f {
   GV_INLINE reg fmadd(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
   GV_INLINE reg add(reg a, reg b) { return _mm256_add_ps(a, b); }
   GV_INLINE reg max(reg a, reg b) { return _mm256_max_ps(a, b); }
+  GV_INLINE void store_n(float* p, reg r, int n) {
+    const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    _mm256_maskstore_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), idx), r);
+  }
   GV_INLINE float hsum(reg r) {  // in lane order: the same bits on every run
     alignas(64) float t[W];
     _mm256_store_ps(t, r);
@@ -48,6 +52,10 @@ struct V256d {
   GV_INLINE reg fmadd(reg a, reg b, reg c) { return _mm256_fmadd_pd(a, b, c); }
   GV_INLINE reg add(reg a, reg b) { return _mm256_add_pd(a, b); }
   GV_INLINE reg max(reg a, reg b) { return _mm256_max_pd(a, b); }
+  GV_INLINE void store_n(double* p, reg r, int n) {
+    const __m256i idx = _mm256_setr_epi64x(0, 1, 2, 3);
+    _mm256_maskstore_pd(p, _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), idx), r);
+  }
   GV_INLINE double hsum(reg r) {
     alignas(64) double t[W];
     _mm256_store_pd(t, r);

@@ -28,6 +28,7 @@ struct V512f {
   GV_INLINE reg fmadd(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
   GV_INLINE reg add(reg a, reg b) { return _mm512_add_ps(a, b); }
   GV_INLINE reg max(reg a, reg b) { return _mm512_max_ps(a, b); }
+  GV_INLINE void store_n(float* p, reg r, int n) { _mm512_mask_storeu_ps(p, __mmask16((1u << n) - 1), r); }
   GV_INLINE float hsum(reg r) {  // in lane order: the same bits on every run
     alignas(64) float t[W];
     _mm512_store_ps(t, r);
@@ -48,6 +49,7 @@ struct V512d {
   GV_INLINE reg fmadd(reg a, reg b, reg c) { return _mm512_fmadd_pd(a, b, c); }
   GV_INLINE reg add(reg a, reg b) { return _mm512_add_pd(a, b); }
   GV_INLINE reg max(reg a, reg b) { return _mm512_max_pd(a, b); }
+  GV_INLINE void store_n(double* p, reg r, int n) { _mm512_mask_storeu_pd(p, __mmask8((1u << n) - 1), r); }
   GV_INLINE double hsum(reg r) {
     alignas(64) double t[W];
     _mm512_store_pd(t, r);

@@ -63,15 +63,38 @@ inline void set_num_threads(int n) {
 #endif
 }
 
-// Threads a kernel may use from here: the team outside a parallel region, 1 inside.
-inline index_t team_size() { return in_parallel() ? 1 : max_threads(); }
+// A cap on the team of the calling thread's next kernels (TeamCap), set by an op
+// whose work is too small for the whole team; kernels that split their work
+// themselves read it through team_size().
+inline int& team_cap() {
+  thread_local int cap = 1 << 30;
+  return cap;
+}
+class TeamCap {
+ public:
+  explicit TeamCap(int n) : old_(team_cap()) { team_cap() = n < old_ ? (n < 1 ? 1 : n) : old_; }
+  ~TeamCap() { team_cap() = old_; }
+  TeamCap(const TeamCap&) = delete;
+  TeamCap& operator=(const TeamCap&) = delete;
+
+ private:
+  int old_;
+};
+
+// Threads a kernel may use from here: the team outside a parallel region (at most
+// the cap), 1 inside.
+inline index_t team_size() {
+  if (in_parallel()) return 1;
+  const int n = max_threads(), cap = team_cap();
+  return n < cap ? n : cap;
+}
 
 // Run f(i) for i in [0, n) over the OpenMP team; serial when nested or tiny.
 template <class F>
 inline void parallel_for(index_t n, F&& f) {
 #ifdef GRADVIS_HAVE_OPENMP
-  const int nt = max_threads();
-  if (n > 1 && !omp_in_parallel() && nt > 1) {
+  const int nt = int(team_size());
+  if (n > 1 && nt > 1) {
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (index_t i = 0; i < n; ++i) f(i);
     return;
@@ -108,8 +131,8 @@ inline void parallel_for_nt(int nt, index_t n, F&& f) {
 template <class F>
 inline void parallel_chunks(index_t n, F&& f) {
 #ifdef GRADVIS_HAVE_OPENMP
-  const int nt_max = max_threads();
-  if (n > 1 && !omp_in_parallel() && nt_max > 1) {
+  const int nt_max = int(team_size());
+  if (n > 1 && nt_max > 1) {
 #pragma omp parallel num_threads(nt_max)
     {
       const index_t nt = omp_get_num_threads(), t = omp_get_thread_num();

@@ -26,10 +26,11 @@ DwPlan dw_plan(const Conv2dShape& s, std::vector<index_t>& taps) {
   DwPlan g;
   g.H = s.H, g.W = s.W, g.OH = s.OH, g.OW = s.OW, g.KH = s.KH, g.KW = s.KW;
   g.sh = p.stride_h, g.sw = p.stride_w, g.pt = p.pad_top, g.pl = p.pad_left, g.dh = p.dilation_h,
-  g.dw = p.dilation_w, g.m = s.F / s.C;
+  g.dw = p.dilation_w, g.m = s.F / p.groups, g.cg = s.C / p.groups;
   g.OWr = (s.OW + kDwLanes - 1) / kDwLanes * kDwLanes;
   g.Hp = ((s.OH + kDwRows - 1) / kDwRows * kDwRows - 1) * g.sh + (s.KH - 1) * g.dh + 1;
   g.Lp = g.OWr + (s.KW - 1) * g.dw / g.sw;
+  g.PS = g.sw * g.Hp * g.Lp;
   g.padT = (s.KH - 1) * g.dh / g.sh, g.padL = (s.KW - 1) * g.dw / g.sw;
   g.Dh = g.padT + (g.pt + s.H - 1) / g.sh + 1;
   g.Dl = g.padL + (g.pl + s.W - 1) / g.sw + 1 + 2 * kDwLanes;
@@ -146,72 +147,73 @@ DwKernels<T> dw_kernels_scalar() {
 template DwKernels<float> dw_kernels_scalar<float>();
 template DwKernels<double> dw_kernels_scalar<double>();
 
-// out (N,F,OH,OW), x (N,C,H,W), w (F,1,KH,KW), b (F) or null; F = m*C
+// out (N,F,OH,OW), x (N,C,H,W), w (F,cg,KH,KW), b (F) or null; G = groups, cg =
+// C/G, m = F/G: item i = (n, group) reads cg input planes and writes m output planes
 template <class T>
 void depthwise_forward(T* out, const T* x, const T* w, const T* b, const Conv2dShape& s, bool relu) {
   if (s.N == 0 || s.OH == 0 || s.OW == 0) return;
   std::vector<index_t> taps;
   const DwPlan g = dw_plan(s, taps);
   const auto& k = kernels<T>();
-  const index_t HW = s.H * s.W, OHW = s.OH * s.OW, KK = s.KH * s.KW, planes = s.N * s.C;
-  const std::size_t prep_n = std::size_t(g.sw * g.Hp * g.Lp);
-  const double work = double(s.N) * double(s.F) * double(OHW) * double(KK + 1);
+  const index_t G = s.p.groups, HW = s.H * s.W, OHW = s.OH * s.OW, KK = s.KH * s.KW, items = s.N * G;
+  const double work = double(s.N) * double(s.F) * double(OHW) * double(g.cg * KK + 1);
   ErrorTrap trap;  // the scratch allocation may throw; not out of the OpenMP region
-  parallel_for_nt(grain_threads(work, kDwGrain, planes), planes, [&](index_t nc) { trap.run([&] {
-    const index_t c = nc % s.C;
-    T* prep = scratch<T>(ScratchSlot::depthwise_prep, prep_n);
-    k.fwd_plane(out + nc * g.m * OHW, x + nc * HW, w + c * g.m * KK, b ? b + c * g.m : nullptr, g, relu, prep);
+  parallel_for_nt(grain_threads(work, kDwGrain, items), items, [&](index_t i) { trap.run([&] {
+    const index_t gi = i % G;
+    T* prep = scratch<T>(ScratchSlot::depthwise_prep, std::size_t(g.cg * g.PS));
+    k.fwd_plane(out + i * g.m * OHW, x + i * g.cg * HW, w + gi * g.m * g.cg * KK, b ? b + gi * g.m : nullptr, g,
+                relu, prep);
   }); });
   trap.rethrow();
 }
 
-// dx (N,C,H,W) from dout (N,F,OH,OW) and w (F,1,KH,KW)
+// dx (N,C,H,W) from dout (N,F,OH,OW) and w (F,cg,KH,KW)
 template <class T>
 void depthwise_backward_input(T* dx, const T* dout, const T* w, const Conv2dShape& s) {
-  const index_t HW = s.H * s.W, OHW = s.OH * s.OW, KK = s.KH * s.KW, planes = s.N * s.C;
+  const index_t G = s.p.groups, HW = s.H * s.W, OHW = s.OH * s.OW, KK = s.KH * s.KW, items = s.N * G;
   if (s.OH == 0 || s.OW == 0) {
-    std::fill(dx, dx + planes * HW, T(0));
+    std::fill(dx, dx + s.N * s.C * HW, T(0));
     return;
   }
   std::vector<index_t> taps;
   const DwPlan g = dw_plan(s, taps);
   const auto& k = kernels<T>();
   const std::size_t dprep_n = std::size_t(g.m * g.Dh * g.Dl), ntaps = std::size_t(g.m * KK);
-  const double work = double(s.N) * double(s.F) * double(OHW) * double(KK) + double(planes) * double(HW);
+  const double work = double(s.N) * double(s.F) * double(OHW) * double(g.cg * KK) + double(s.N * s.C * HW);
   ErrorTrap trap;
-  parallel_for_nt(grain_threads(work, kDwGrain, planes), planes, [&](index_t nc) { trap.run([&] {
-    const index_t c = nc % s.C;
+  parallel_for_nt(grain_threads(work, kDwGrain, items), items, [&](index_t i) { trap.run([&] {
+    const index_t gi = i % G;
     T* dprep = scratch<T>(ScratchSlot::depthwise_prep, dprep_n);
     index_t* toff = scratch<index_t>(ScratchSlot::depthwise_taps, ntaps);
     T* tw = scratch<T>(ScratchSlot::depthwise_w, ntaps);
     T* row = scratch<T>(ScratchSlot::depthwise_row, std::size_t(4 * (g.Dl + 2 * kDwLanes)));
-    k.dx_plane(dx + nc * HW, dout + nc * g.m * OHW, w + c * g.m * KK, g, dprep, toff, tw, row);
+    k.dx_plane(dx + i * g.cg * HW, dout + i * g.m * OHW, w + gi * g.m * g.cg * KK, g, dprep, toff, tw, row);
   }); });
   trap.rethrow();
 }
 
-// dw (F,1,KH,KW) and db (F) or null, from dout (N,F,OH,OW) and x (N,C,H,W)
+// dw (F,cg,KH,KW) and db (F) or null, from dout (N,F,OH,OW) and x (N,C,H,W):
+// parallel over groups, each summed over the images by one thread
 template <class T>
 void depthwise_backward_weight(T* dw, T* db, const T* dout, const T* x, const Conv2dShape& s) {
-  const index_t HW = s.H * s.W, OHW = s.OH * s.OW, KK = s.KH * s.KW;
+  const index_t G = s.p.groups, HW = s.H * s.W, OHW = s.OH * s.OW, KK = s.KH * s.KW;
   if (s.N == 0 || OHW == 0) {
-    std::fill(dw, dw + s.F * KK, T(0));
+    std::fill(dw, dw + s.F * (s.C / G) * KK, T(0));
     if (db) std::fill(db, db + s.F, T(0));
     return;
   }
   std::vector<index_t> taps;
   const DwPlan g = dw_plan(s, taps);
   const auto& k = kernels<T>();
-  const std::size_t prep_n = std::size_t(g.sw * g.Hp * g.Lp), dy_n = std::size_t(g.OH * g.OWr);
-  const std::size_t acc_n = std::size_t(g.m * (KK + 1) * kDwLanes);
-  const double work = double(s.N) * double(s.F) * double(OHW) * double(KK + 2);
+  const std::size_t dy_n = std::size_t(g.OH * g.OWr), acc_n = std::size_t(g.m * (g.cg * KK + 1) * kDwLanes);
+  const double work = double(s.N) * double(s.F) * double(OHW) * double(g.cg * KK + 2);
   ErrorTrap trap;
-  parallel_for_nt(grain_threads(work, kDwGrain, s.C), s.C, [&](index_t c) { trap.run([&] {
-    T* prep = scratch<T>(ScratchSlot::depthwise_prep, prep_n);
+  parallel_for_nt(grain_threads(work, kDwGrain, G), G, [&](index_t gi) { trap.run([&] {
+    T* prep = scratch<T>(ScratchSlot::depthwise_prep, std::size_t(g.cg * g.PS));
     T* dy = scratch<T>(ScratchSlot::depthwise_dy, dy_n);
     T* accv = scratch<T>(ScratchSlot::depthwise_w, acc_n);
-    k.dw_channel(dw + c * g.m * KK, db ? db + c * g.m : nullptr, x + c * HW, s.C * HW, dout + c * g.m * OHW,
-                 s.F * OHW, s.N, g, prep, dy, accv);
+    k.dw_channel(dw + gi * g.m * g.cg * KK, db ? db + gi * g.m : nullptr, x + gi * g.cg * HW, s.C * HW,
+                 dout + gi * g.m * OHW, s.F * OHW, s.N, g, prep, dy, accv);
   }); });
   trap.rethrow();
 }

@@ -1,6 +1,6 @@
 // Internal to conv2d: direct kernels for depthwise convolution (groups == C, F a
 // multiple of C: each input channel feeds m = F/C filters), where im2col + gemm
-// would run a 1-row gemm per channel.
+// would run a 1-row gemm per channel, and for groups of few channels.
 #pragma once
 
 #include "ops/conv2d.h"
@@ -9,6 +9,15 @@ namespace gradvis {
 namespace conv_detail {
 
 inline bool is_depthwise(const Conv2dShape& s) { return s.p.groups > 1 && s.p.groups == s.C && s.F % s.C == 0; }
+
+// Grouped convolutions with few channels per group (2 to 16 in, at most 64 out)
+// run the same direct kernels, each group's input planes prepared once: the
+// implicit gemm would run one small product per group.
+inline bool is_few_channel_grouped(const Conv2dShape& s) {
+  const index_t g = s.p.groups;
+  return g > 1 && s.C / g >= 2 && s.C / g <= 16 && s.F / g <= 64;
+}
+inline bool is_direct_grouped(const Conv2dShape& s) { return is_depthwise(s) || is_few_channel_grouped(s); }
 
 template <class T>
 void depthwise_forward(T* out, const T* x, const T* w, const T* b, const Conv2dShape& s, bool relu);
@@ -22,7 +31,9 @@ void depthwise_backward_weight(T* dw, T* db, const T* dout, const T* x, const Co
 constexpr index_t kDwLanes = 16;
 constexpr index_t kDwRows = 4;  // output rows of a forward block
 struct DwPlan {
-  index_t H, W, OH, OW, KH, KW, sh, sw, pt, pl, dh, dw, m;
+  index_t H, W, OH, OW, KH, KW, sh, sw, pt, pl, dh, dw;
+  index_t m, cg;     // filters and input channels per group
+  index_t PS;        // values of one prepared plane (sw*Hp*Lp)
   index_t OWr;       // OW rounded up to kDwLanes
   index_t Hp, Lp;    // prepared x: sw phases of Hp rows of Lp values
   index_t Dh, Dl, padT, padL;  // prepared dout (input gradient)

@@ -10,12 +10,12 @@ namespace conv_detail {
 
 inline bool is_depthwise(const Conv2dShape& s) { return s.p.groups > 1 && s.p.groups == s.C && s.F % s.C == 0; }
 
-// Grouped convolutions with few channels per group (2 to 16 in, at most 64 out)
+// Grouped convolutions with few channels per group (2 to 16 in, at most 16 out)
 // run the same direct kernels, each group's input planes prepared once: the
 // implicit gemm would run one small product per group.
 inline bool is_few_channel_grouped(const Conv2dShape& s) {
   const index_t g = s.p.groups;
-  return g > 1 && s.C / g >= 2 && s.C / g <= 16 && s.F / g <= 64;
+  return g > 1 && s.C / g >= 2 && s.C / g <= 16 && s.F / g <= 16;
 }
 inline bool is_direct_grouped(const Conv2dShape& s) { return is_depthwise(s) || is_few_channel_grouped(s); }
 

@@ -23,6 +23,15 @@ small handicap for gradvis.)
 
     python bench/bench_optvis.py [--cases default128 mobilenet224] [--steps 20] [--reps 3]
                                  [--threads 2] [--json out.json]
+
+``--transforms`` times instead the transforms' bilinear resampling alone, forward
+plus adjoint: gradvis's C++ kernels (``_core.resize_bilinear_*``,
+``_core.rotate_bilinear_*``) against the numpy implementation they replaced
+(4 float32 taps per pixel gathered with fancy indexing, scattered back with
+``np.bincount``; tap tables cached as it did), calls alternated, median of
+``--reps`` x 20 calls each:
+
+    python bench/bench_optvis.py --transforms [--threads 2] [--reps 5] [--json out.json]
 """
 import argparse
 import json
@@ -176,6 +185,117 @@ def gradvis_rates(case, steps, reps, threads, onnx_path):
     return [_rate(run(WARM + steps)) for _ in range(reps)]
 
 
+# ---------------------------------------------------------------------------- transforms alone
+def _numpy_resampler():
+    """The numpy resize/rotation (forward, adjoint) that the C++ kernels replaced."""
+    import math
+    import numpy as np
+    cache = {}
+
+    def axis(n_in, n_out):
+        src = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0, n_in - 1)
+        lo = np.floor(src).astype(np.int64)
+        frac = (src - lo).astype(np.float32)
+        return lo, np.minimum(lo + 1, n_in - 1), np.float32(1.0) - frac, frac
+
+    def scale_taps(h, w, size):
+        key = ("s", h, w) + size
+        if key not in cache:
+            ly, hy, wly, why = axis(h, size[0])
+            lx, hx, wlx, whx = axis(w, size[1])
+            idx = np.stack([(ys[:, None] * w + xs[None, :]).ravel() for ys in (ly, hy) for xs in (lx, hx)])
+            wts = np.stack([(a[:, None] * b[None, :]).ravel() for a in (wly, why) for b in (wlx, whx)])
+            cache[key] = (idx, wts.astype(np.float32))
+        return cache[key]
+
+    def rot_taps(h, w, deg):
+        key = ("r", h, w, deg)
+        if key not in cache:
+            a = math.radians(deg)
+            ca, sa = math.cos(a), math.sin(a)
+            cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
+            yy, xx = np.meshgrid(np.arange(h) - cy, np.arange(w) - cx, indexing="ij")
+            xs, ys = ca * xx - sa * yy + cx, sa * xx + ca * yy + cy
+            x0, y0 = np.floor(xs), np.floor(ys)
+            fx, fy = xs - x0, ys - y0
+            idx, wts = [], []
+            for dy, dx, wt in ((0, 0, (1 - fy) * (1 - fx)), (0, 1, (1 - fy) * fx), (1, 0, fy * (1 - fx)),
+                               (1, 1, fy * fx)):
+                yi, xi = y0 + dy, x0 + dx
+                inside = (yi >= 0) & (yi <= h - 1) & (xi >= 0) & (xi <= w - 1)
+                idx.append((np.clip(yi, 0, h - 1) * w + np.clip(xi, 0, w - 1)).astype(np.int64).ravel())
+                wts.append(np.where(inside, wt, 0.0).astype(np.float32).ravel())
+            cache[key] = (np.stack(idx), np.stack(wts))
+        return cache[key]
+
+    def gather(x, idx, wts, size):
+        n, c, h, w = x.shape
+        flat = x.reshape(n * c, h * w)
+        y = flat[:, idx[0]] * wts[0]
+        for k in range(1, 4):
+            y += flat[:, idx[k]] * wts[k]
+
+        def back(dy):
+            g = dy.reshape(n * c, -1)
+            rows = np.arange(n * c, dtype=np.int64)[:, None, None] * (h * w)
+            dx = np.bincount((rows + idx[None]).ravel(), weights=(g[:, None, :] * wts[None]).ravel(),
+                             minlength=n * c * h * w)
+            return dx.astype(dy.dtype, copy=False).reshape(n, c, h, w)
+        return y.reshape(n, c, *size), back
+
+    def scale(x, size):
+        return gather(x, *scale_taps(x.shape[2], x.shape[3], size), size)
+
+    def rotate(x, deg):
+        return gather(x, *rot_taps(x.shape[2], x.shape[3], deg), x.shape[2:])
+    return scale, rotate
+
+
+def transform_times(threads, reps):
+    sys.path.insert(0, os.path.join(ROOT, "python"))
+    import numpy as np
+    import gradvis
+    from gradvis import _core
+    gradvis.set_num_threads(threads)
+    np_scale, np_rotate = _numpy_resampler()
+
+    def cpp_scale(x, size):
+        return _core.resize_bilinear_forward(x, size), lambda dy: _core.resize_bilinear_adjoint(dy, x.shape)
+
+    def cpp_rotate(x, deg):
+        return _core.rotate_bilinear_forward(x, deg), lambda dy: _core.rotate_bilinear_adjoint(dy, deg)
+
+    rows = []
+    for shape in [(1, 3, 64, 64), (16, 3, 64, 64), (1, 3, 224, 224), (1, 3, 248, 248)]:
+        x = np.random.default_rng(0).random(shape, dtype=np.float32)
+        h = shape[2]
+        for op, arg in (("scale 1.1", (round(1.1 * h), round(1.1 * h))), ("rotate 7", 7.0)):
+            impls = {"numpy": np_scale if op.startswith("scale") else np_rotate,
+                     "gradvis": cpp_scale if op.startswith("scale") else cpp_rotate}
+            times = {k: [] for k in impls}
+            cpu = {k: [] for k in impls}
+            outs = {}
+            for _ in range(reps):
+                for k, f in impls.items():      # alternated, so load changes hit both
+                    for _ in range(20):
+                        t0, c0 = time.perf_counter(), time.process_time()
+                        y, back = f(x, arg)
+                        dx = back(y)
+                        times[k].append(time.perf_counter() - t0)
+                        cpu[k].append(time.process_time() - c0)
+                    outs[k] = dx
+            err = float(np.abs(outs["numpy"] - outs["gradvis"]).max() / np.abs(outs["numpy"]).max())
+            med = {k: float(np.median(v)) * 1e3 for k, v in times.items()}
+            cmed = {k: float(np.median(v)) * 1e3 for k, v in cpu.items()}
+            rows.append({"shape": list(shape), "op": op, "numpy_ms": med["numpy"], "gradvis_ms": med["gradvis"],
+                         "speedup": med["numpy"] / med["gradvis"], "numpy_cpu_ms": cmed["numpy"],
+                         "gradvis_cpu_ms": cmed["gradvis"], "cpu_speedup": cmed["numpy"] / cmed["gradvis"],
+                         "rel_diff": err})
+            print(f"  {str(shape):18s} {op:10s} numpy {med['numpy']:8.3f} ms  gradvis {med['gradvis']:8.3f} ms",
+                  flush=True)
+    return rows
+
+
 # ---------------------------------------------------------------------------- driver
 def child(args):
     if args.side == "export":
@@ -194,6 +314,8 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--transforms", action="store_true",
+                    help="time the transforms' resampling (C++ against the former numpy) instead")
     ap.add_argument("--side", choices=["gradvis", "lucent", "export"], help=argparse.SUPPRESS)
     ap.add_argument("--case", help=argparse.SUPPRESS)
     ap.add_argument("--onnx", help=argparse.SUPPRESS)
@@ -202,6 +324,21 @@ def main():
     args = ap.parse_args()
     if args.side:
         return child(args)
+    if args.transforms:
+        rows = transform_times(args.threads, args.reps)
+        print(f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {args.threads} threads, "
+              f"float32, forward + adjoint, median of {args.reps} x 20 alternated calls; wall time and "
+              f"the process's CPU time (less sensitive to other processes on a busy host)")
+        print(f"{'shape':18s} {'op':10s} {'numpy ms':>9s} {'gradvis ms':>11s} {'speed-up':>9s} "
+              f"{'numpy cpu':>10s} {'gradvis cpu':>12s} {'cpu x':>7s}")
+        for r in rows:
+            print(f"{str(tuple(r['shape'])):18s} {r['op']:10s} {r['numpy_ms']:9.3f} {r['gradvis_ms']:11.3f} "
+                  f"{r['speedup']:8.1f}x {r['numpy_cpu_ms']:10.3f} {r['gradvis_cpu_ms']:12.3f} "
+                  f"{r['cpu_speedup']:6.1f}x")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(rows, f, indent=1)
+        return
     tmp = tempfile.mkdtemp(prefix="bench_optvis_")
     onnx_path = os.path.join(tmp, "mobilenet_v2.onnx")
     common = [sys.executable, os.path.abspath(__file__), "--steps", str(args.steps), "--reps", str(args.reps),

@@ -8,12 +8,15 @@ from .. import _checks
 from ..nn.gradients import input_gradient
 from ..nn.graph import check_model
 from ..nn.imageops import jitter, random_jitter_offsets, resize, unjitter
+from ..optvis.render import as_transform, fit_transforms, from_model_input, images_grad, model_input_grad, \
+    to_model_input
 
 __all__ = ["deepdream"]
 
 
 def deepdream(X, layer, model, num_iterations=20, learning_rate=None, max_jitter=16, octaves=1,
-              octave_scale=1.4, normalize_grad=True, channel=None, clip=True, seed=0, callback=None):
+              octave_scale=1.4, normalize_grad=True, channel=None, clip=True, seed=0, callback=None,
+              transforms=None):
     """Gradient ascent on ``0.5 * ||a||^2``, the squared activations of ``layer``.
 
     The CS231n version is ``octaves=1, normalize_grad=False`` (step
@@ -26,6 +29,12 @@ def deepdream(X, layer, model, num_iterations=20, learning_rate=None, max_jitter
     it added (result minus that octave's image) up to the next scale. Every step
     rolls the image by a random offset up to ``max_jitter`` pixels and back.
     Images of any size work as long as ``layer`` is convolutional.
+
+    ``transforms`` adds Lucid's transformation robustness (Olah et al., "Feature
+    Visualization", Distill 2017): every step the rolled image, as RGB values in
+    [0, 1], is seen through these random transforms
+    (:mod:`gradvis.optvis.transforms`) and the gradient comes back through their
+    exact adjoints. The default (None) is the loop above, unchanged.
 
     Args:
         X: images in the model's input space, (N, C, H, W), any H and W.
@@ -43,6 +52,9 @@ def deepdream(X, layer, model, num_iterations=20, learning_rate=None, max_jitter
         seed: int or numpy Generator for the jitter.
         callback: ``callback(t, X, info)`` after every step; info has 'octave'
             and 'activation_norm' (N,).
+        transforms: None, ``"standard"`` (Lucid's list sized to the model's input,
+            :func:`gradvis.optvis.transforms.standard_transforms`), a
+            :class:`gradvis.optvis.transforms.Transform` or a list of them.
 
     Returns:
         X_dream: (N, C, H, W) float32, same size as X.
@@ -66,7 +78,10 @@ def deepdream(X, layer, model, num_iterations=20, learning_rate=None, max_jitter
     if octaves > 1 and octave_scale <= 1.0:
         raise ValueError(f"octave_scale must be > 1 when octaves > 1, got {octave_scale}")
     rng = _checks.rng_from(seed)
-    model.index(layer, "layer")
+    node = model.nodes[model.index(layer, "layer")].name
+    tf = None if transforms is None else as_transform(transforms, model)
+    if tf is not None and model.input_shape[0] != 3:
+        raise ValueError(f"transforms work on RGB images; the model takes {model.input_shape[0]} channels")
     px = _checks.pixel_scale(model)
 
     # The pyramid's sizes first (integers only), checked against the layer before any
@@ -91,6 +106,13 @@ def deepdream(X, layer, model, num_iterations=20, learning_rate=None, max_jitter
                              f"{layer!r}{need}; at most {fit} octave(s) fit (or use a larger image)")
         sizes.append(nxt)
     sizes += [sizes[-1]] * (octaves - len(sizes))
+    tfs = {}
+    if tf is not None:
+        for size in set(sizes):
+            try:
+                tfs[size] = fit_transforms(tf, model, size, [node])[0]
+            except ValueError as e:
+                raise ValueError(f"deepdream: transforms: {e}") from None
     bases = [X]
     for size in sizes[1:]:
         bases.append(resize(bases[-1], size) if size != bases[-1].shape[2:] else bases[-1])
@@ -116,12 +138,18 @@ def deepdream(X, layer, model, num_iterations=20, learning_rate=None, max_jitter
         for _ in range(num_iterations):
             oy, ox = random_jitter_offsets(rng, jit)
             Xj = jitter(Xo, oy, ox)
+            if tf is not None:
+                xt, back = tfs[tuple(base.shape[2:])].apply(from_model_input(Xj, model), rng)
+                Xj = to_model_input(xt, model)
             act, cache = model.forward(Xj, end=layer, mode="test")
             dout = act
             if channel is not None:
                 dout = np.zeros_like(act)
                 dout[:, channel] = act[:, channel]
-            g = unjitter(input_gradient(model, dout, cache), oy, ox)
+            g = input_gradient(model, dout, cache)
+            if tf is not None:
+                g = model_input_grad(back(images_grad(g, model)), model).astype(Xo.dtype, copy=False)
+            g = unjitter(g, oy, ox)
             if normalize_grad:
                 gp = g / px                  # gradient with respect to pixel values
                 gp = gp / np.maximum(np.abs(gp).mean(axis=(1, 2, 3), keepdims=True), 1e-12)

@@ -2,6 +2,6 @@
 composable objectives and :func:`render` (Olah, Mordvintsev & Schubert, "Feature
 Visualization", Distill 2017)."""
 from . import objectives, param, transforms
-from .render import Adam, render, to_model_input
+from .render import Adam, from_model_input, render, to_model_input
 
-__all__ = ["render", "Adam", "to_model_input", "objectives", "param", "transforms"]
+__all__ = ["render", "Adam", "to_model_input", "from_model_input", "objectives", "param", "transforms"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _checks
+from ..nn import imageops
 
 __all__ = ["image", "ImageParam", "IMAGENET_COLOR_CORRELATION", "color_correlation",
            "color_correlation_from_images", "COLOR_INFO_KEY"]
@@ -149,6 +150,23 @@ class ImageParam:
     def __repr__(self):
         n, _, h, w = self.shape
         return f"ImageParam({h}x{w}, batch={n}, fft={self.fft}, decorrelate={self.decorrelate})"
+
+    def blur(self, sigma):
+        """Blur the images before their sigmoid, in place: a Gaussian filter of
+        standard deviation ``sigma`` pixels on the parameters. With ``fft=True`` the
+        spectrum is multiplied by the Gaussian's transfer function
+        ``exp(-2 pi^2 sigma^2 f^2)`` (a periodic blur, exact in the spectrum); with
+        pixels, :func:`gradvis.nn.imageops.blur`. The colour matrix mixes each
+        pixel's values alone, so it commutes with either."""
+        sigma = _checks.nonneg_float(sigma, "sigma")
+        if sigma == 0:
+            return
+        if self.fft:
+            h, w = self.shape[2:]
+            f2 = rfft2d_freqs(h, w) ** 2
+            self.params *= np.exp(-2.0 * np.pi ** 2 * sigma ** 2 * f2).astype(self.params.dtype)
+        else:
+            self.params[...] = imageops.blur(self.params, sigma)
 
     def forward(self):
         """Images (N, 3, H, W) in [0, 1] (float32, or :attr:`params`' dtype) and the

@@ -24,7 +24,8 @@ from .param import ImageParam, color_correlation, image
 from .transforms import Transform, compose, resize, standard_transforms
 
 __all__ = ["render", "Adam", "redirected_relu", "redirected_relu6", "REDIRECTED_RULES",
-           "to_model_input"]
+           "to_model_input", "from_model_input", "images_grad", "model_input_grad", "as_transform",
+           "fit_transforms"]
 
 
 # ---------------------------------------------------------------------------- redirected ReLU
@@ -114,11 +115,34 @@ def to_model_input(images01, model):
                                 dtype=np.float32)
 
 
-def _from_model_grad(dX, model):
+def from_model_input(X, model):
+    """The inverse of :func:`to_model_input`: images in the model's input space,
+    (N, 3, H, W), as float32 RGB values in [0, 1] (not clipped)."""
+    x = (np.asarray(X, np.float32) * model.std[:, None, None].astype(np.float32)
+         + _channel_mean(model, np.shape(X)[2:])) / np.float32(255.0)
+    if model.channel_order == "BGR":
+        x = x[:, ::-1]
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def images_grad(dX, model):
+    """The gradient with respect to the [0, 1] RGB images of :func:`to_model_input`
+    from the gradient ``dX`` (N, 3, H, W) with respect to its result (the
+    transposed Jacobian of that affine map)."""
     g = dX * (255.0 / model.std[:, None, None]).astype(dX.dtype)
     if model.channel_order == "BGR":
         g = g[:, ::-1]
     return g
+
+
+def model_input_grad(d_images, model):
+    """The gradient with respect to the model's input X from the gradient
+    ``d_images`` with respect to ``from_model_input(X)`` (the transposed Jacobian
+    of :func:`from_model_input`)."""
+    g = d_images
+    if model.channel_order == "BGR":
+        g = g[:, ::-1]
+    return g * (model.std[:, None, None] / 255.0).astype(g.dtype)
 
 
 # ---------------------------------------------------------------------------- checks
@@ -175,6 +199,59 @@ def _layer_names(obj, model):
         else:
             names[key] = model.nodes[model.index(key)].name
     return names
+
+
+# ---------------------------------------------------------------------------- transforms
+def as_transform(transforms, model):
+    """The :class:`Transform` that ``transforms`` names for ``model``: ``"standard"``
+    (Lucid's list sized to the model's input, :func:`standard_transforms`), None or
+    ``[]`` for none, one Transform, or a list of them (composed in order)."""
+    if isinstance(transforms, str):
+        if transforms != "standard":
+            raise ValueError(f"transforms must be 'standard', None, a Transform or a list of them, "
+                             f"got {transforms!r}")
+        return standard_transforms(min(model.input_shape[1:]))
+    if transforms is None:
+        return compose([])
+    if isinstance(transforms, Transform):
+        return transforms
+    try:
+        items = list(transforms)
+    except TypeError:
+        raise TypeError(f"transforms must be 'standard', None, a gradvis.optvis.transforms.Transform "
+                        f"or a list of them, got {type(transforms).__name__}") from None
+    return compose(items)
+
+
+def fit_transforms(tf, model, size, nodes):
+    """Check that ``model`` computes the nodes ``nodes`` from (H, W) = ``size``
+    images seen through the transforms ``tf``, and return ``(tf, shapes_at)``:
+    ``tf`` with a resize to the model's input size appended for a network that only
+    takes that size (a Flatten before a Linear), and the size the model then sees
+    (for its layers' shapes). Raises a ValueError naming the size otherwise."""
+    h, w = size
+    lo, hi = tf.size_range(h, w)
+    if min(lo) < 1:
+        raise ValueError(f"the transforms {tf} leave nothing of a {h}x{w} image (down to {lo[0]}x{lo[1]}); "
+                         f"render a larger image or use smaller transforms")
+    shapes_at = (h, w)
+    if nodes:
+        in_hw = model.input_shape[1:]
+        fixed = _fit_error(model, in_hw, nodes) is None and \
+            _fit_error(model, (in_hw[0] + 8, in_hw[1] + 8), nodes) is not None
+        if fixed:
+            tf = compose([tf, resize(in_hw)])   # a network of one input size
+            shapes_at = in_hw
+        else:
+            err = _fit_error(model, (h, w), nodes)
+            if err is not None:
+                raise ValueError(f"the image size {h}x{w} is too small for this model: {err}")
+            for s in (lo, hi):
+                err = _fit_error(model, s, nodes)
+                if err is not None:
+                    raise ValueError(f"the transforms turn a {h}x{w} image into one of {s[0]}x{s[1]}, "
+                                     f"which the model cannot take ({err}); render a larger image")
+    return tf, shapes_at
 
 
 # ---------------------------------------------------------------------------- render
@@ -246,41 +323,10 @@ def render(objective, model, param=None, transforms="standard", optimizer="adam"
     if not param.color_given:
         param.set_color(color_correlation(model))
 
-    if isinstance(transforms, str):
-        if transforms != "standard":
-            raise ValueError(f"transforms must be 'standard', None, a Transform or a list of them, "
-                             f"got {transforms!r}")
-        tf = standard_transforms(min(model.input_shape[1:]))
-    elif transforms is None:
-        tf = compose([])
-    elif isinstance(transforms, Transform):
-        tf = transforms
-    else:
-        tf = compose(list(transforms))
-
+    tf = as_transform(transforms, model)
     names = _layer_names(objective, model)       # raises for unknown layers
     nodes = sorted(set(names.values()), key=model.index)
-    lo, hi = tf.size_range(h, w)
-    if min(lo) < 1:
-        raise ValueError(f"the transforms {tf} leave nothing of a {h}x{w} image (down to {lo[0]}x{lo[1]}); "
-                         f"render a larger image or use smaller transforms")
-    shapes_at = (h, w)
-    if nodes:
-        in_hw = model.input_shape[1:]
-        fixed = _fit_error(model, in_hw, nodes) is None and \
-            _fit_error(model, (in_hw[0] + 8, in_hw[1] + 8), nodes) is not None
-        if fixed:
-            tf = compose([tf, resize(in_hw)])   # a network of one input size
-            shapes_at = in_hw
-        else:
-            err = _fit_error(model, (h, w), nodes)
-            if err is not None:
-                raise ValueError(f"the image size {h}x{w} is too small for this model: {err}")
-            for size in (lo, hi):
-                err = _fit_error(model, size, nodes)
-                if err is not None:
-                    raise ValueError(f"the transforms turn a {h}x{w} image into one of {size[0]}x{size[1]}, "
-                                     f"which the model cannot take ({err}); render a larger image")
+    tf, shapes_at = fit_transforms(tf, model, (h, w), nodes)
     shapes = {}
     if nodes:
         node_shapes = _node_shapes(model, shapes_at, nodes)
@@ -319,7 +365,7 @@ def render(objective, model, param=None, transforms="standard", optimizer="adam"
                 dout[node_name] = dout[node_name] + g if node_name in dout else g
             rules = REDIRECTED_RULES if t <= redirected_relu_steps else None
             dX, _ = model.backward(dout, cache, param_grads=False, rules=rules)
-            g_img = back(_from_model_grad(dX, model))
+            g_img = back(images_grad(dX, model))
             dimg = g_img if dimg is None else dimg + g_img
         if dimg is None:
             dimg = np.zeros_like(img)

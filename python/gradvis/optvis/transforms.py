@@ -7,7 +7,9 @@ survive small changes are reinforced. Each transform is a linear (pad: affine)
 resampling of (N, C, H, W) images: ``apply(x, rng) -> (y, back)`` returns the
 transformed images and ``back(dy) -> dx``, the exact adjoint of the map that was
 applied (bilinear weights scattered back, crops padded back with zeros), so the
-gradient reaching the image is exact.
+gradient reaching the image is exact. The resize and rotation and their
+adjoints run in C++ (``_core.resize_bilinear_forward`` / ``_adjoint``,
+``_core.rotate_bilinear_forward`` / ``_adjoint``), parallel over planes and rows.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import math
 
 import numpy as np
 
-from .. import _checks
+from .. import _checks, _core
 
 __all__ = ["Transform", "pad", "jitter", "random_scale", "random_rotate", "resize", "compose",
            "standard_transforms", "LUCID_SCALES", "LUCID_ANGLES"]
@@ -99,61 +101,12 @@ class _Jitter(Transform):
         return s, s
 
 
-def _axis_taps(n_in, n_out):
-    """Bilinear interpolation along one axis with half-pixel centres (torch's
-    align_corners=False; sources past the edge clamped to it): per output index, the
-    two source indices and their weights."""
-    src = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
-    src = np.clip(src, 0.0, n_in - 1)
-    lo = np.floor(src).astype(np.int64)
-    hi = np.minimum(lo + 1, n_in - 1)
-    frac = (src - lo).astype(np.float32)
-    return lo, hi, np.float32(1.0) - frac, frac
-
-
-_SCALES = {}
-
-
-def _scale_taps(h, w, size):
-    """The resize of h x w to ``size`` as 4 taps per output pixel (flat source index,
-    weight): the separable bilinear map R_y x R_x^T, gathered instead of multiplied
-    (two small gemms per plane ran 20-40x slower than this on a busy machine)."""
-    key = (h, w) + tuple(size)
-    taps = _SCALES.get(key)
-    if taps is None:
-        ly, hy, wly, why = _axis_taps(h, size[0])
-        lx, hx, wlx, whx = _axis_taps(w, size[1])
-        idx = np.stack([(ys[:, None] * w + xs[None, :]).ravel() for ys in (ly, hy) for xs in (lx, hx)])
-        wts = np.stack([(a[:, None] * b[None, :]).ravel() for a in (wly, why) for b in (wlx, whx)])
-        if len(_SCALES) > 512:
-            _SCALES.clear()
-        taps = _SCALES[key] = (idx, wts.astype(np.float32))
-    return taps
-
-
-def _gather(x, idx, wts, size):
-    """y[..., p] = sum_k wts[k, p] x[..., idx[k, p]] over the flattened planes of x
-    (N, C, H, W) -> (N, C, *size), and its adjoint (a scatter-add)."""
-    n, c, h, w = x.shape
-    flat = x.reshape(n * c, h * w)
-    y = flat[:, idx[0]] * wts[0]
-    for k in range(1, len(idx)):
-        y += flat[:, idx[k]] * wts[k]
-
-    def back(dy):
-        g = dy.reshape(n * c, -1)
-        rows = np.arange(n * c, dtype=np.int64)[:, None, None] * (h * w)
-        target = (rows + idx[None]).ravel()
-        vals = (g[:, None, :] * wts[None]).ravel()
-        dx = np.bincount(target, weights=vals, minlength=n * c * h * w)
-        return dx.astype(dy.dtype, copy=False).reshape(n, c, h, w)
-    return y.reshape(n, c, *size), back
-
-
 def _resample(x, size):
-    """Bilinear resize of (N, C, H, W) to size (h, w), and its adjoint."""
-    idx, wts = _scale_taps(x.shape[2], x.shape[3], size)
-    return _gather(x, idx, wts, tuple(size))
+    """Bilinear resize of (N, C, H, W) to size (h, w) (half-pixel centres, sources
+    clamped to the image), and its adjoint; C++ (``_core.resize_bilinear_*``)."""
+    in_shape = x.shape
+    y = _core.resize_bilinear_forward(x, tuple(size))
+    return y, lambda dy: _core.resize_bilinear_adjoint(dy, in_shape)
 
 
 class _RandomScale(Transform):
@@ -191,44 +144,11 @@ class _Resize(Transform):
         return self.size, self.size
 
 
-_ROTATIONS = {}
-
-
-def _rotation_taps(h, w, degrees):
-    """Sources of a rotation by ``degrees`` (counter-clockwise as displayed) about the
-    image centre, bilinear with zeros outside: (4, h*w) flat indices and weights."""
-    key = (h, w, degrees)
-    taps = _ROTATIONS.get(key)
-    if taps is not None:
-        return taps
-    a = math.radians(degrees)
-    ca, sa = math.cos(a), math.sin(a)
-    cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
-    yy, xx = np.meshgrid(np.arange(h, dtype=np.float64) - cy, np.arange(w, dtype=np.float64) - cx,
-                         indexing="ij")
-    # inverse map: the output pixel p shows the input at R(-a) p (y axis points down)
-    xs = ca * xx - sa * yy + cx
-    ys = sa * xx + ca * yy + cy
-    x0, y0 = np.floor(xs), np.floor(ys)
-    fx, fy = xs - x0, ys - y0
-    idx, wts = [], []
-    for dy_, dx_, wt in ((0, 0, (1 - fy) * (1 - fx)), (0, 1, (1 - fy) * fx),
-                         (1, 0, fy * (1 - fx)), (1, 1, fy * fx)):
-        yi, xi = y0 + dy_, x0 + dx_
-        inside = (yi >= 0) & (yi <= h - 1) & (xi >= 0) & (xi <= w - 1)
-        idx.append((np.clip(yi, 0, h - 1) * w + np.clip(xi, 0, w - 1)).astype(np.int64).ravel())
-        wts.append(np.where(inside, wt, 0.0).astype(np.float32).ravel())
-    taps = (np.stack(idx), np.stack(wts))
-    if len(_ROTATIONS) > 512:
-        _ROTATIONS.clear()
-    _ROTATIONS[key] = taps
-    return taps
-
-
 def _rotate(x, degrees):
-    h, w = x.shape[2:]
-    idx, wts = _rotation_taps(h, w, degrees)
-    return _gather(x, idx, wts, (h, w))
+    """Bilinear rotation of (N, C, H, W) about the centre, zeros outside, and its
+    adjoint; C++ (``_core.rotate_bilinear_*``)."""
+    y = _core.rotate_bilinear_forward(x, degrees)
+    return y, lambda dy: _core.rotate_bilinear_adjoint(dy, degrees)
 
 
 class _RandomRotate(Transform):

@@ -9,6 +9,7 @@ imports only its library (torch and gradvis would share one OpenMP runtime):
     python bench/imported_worker.py gradvis NAME DIR --threads 1 2 --reps 3
         imports DIR/NAME.onnx with gradvis.load_onnx, times the same pass, and prints
         one JSON line with the float32 errors against the float64 reference.
+    --passes fwd fwdgrad times the forward pass alone as well (bench_modern.py --networks).
 """
 import argparse
 import json
@@ -34,7 +35,7 @@ def rel_err(a, b):
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
 
 
-def torch_side(name, out_dir, threads, reps):
+def torch_side(name, out_dir, threads, reps, passes=None):
     import warnings
 
     import torch
@@ -85,10 +86,18 @@ def torch_side(name, out_dir, threads, reps):
         (dx,) = torch.autograd.grad((s * rt).sum(), [x])
         return s.detach().numpy(), dx.numpy()
 
+    def tr_fwd():
+        with torch.no_grad():
+            return net(xt)
+
     ms = {}
     for nt in threads:
         torch.set_num_threads(nt)
-        ms[nt] = 1e3 * best_time(tr, reps)
+        if passes is None:
+            ms[nt] = 1e3 * best_time(tr, reps)
+        else:
+            for ps in passes:
+                ms[f"{ps}|{nt}"] = 1e3 * best_time(tr if ps == "fwdgrad" else tr_fwd, reps)
     s32, dx32 = tr()
     net.double()
     x = torch.from_numpy(X.astype(np.float64)).requires_grad_(True)
@@ -100,7 +109,7 @@ def torch_side(name, out_dir, threads, reps):
                       "err": max(rel_err(s32, s64), rel_err(dx32, dx64)), "torch": torch.__version__}))
 
 
-def gradvis_side(name, out_dir, threads, reps):
+def gradvis_side(name, out_dir, threads, reps, passes=None):
     import gradvis
     t0 = time.perf_counter()
     model = gradvis.load_onnx(f"{out_dir}/{name}.onnx")
@@ -115,7 +124,11 @@ def gradvis_side(name, out_dir, threads, reps):
     ms = {}
     for nt in threads:
         gradvis.set_num_threads(nt)
-        ms[nt] = 1e3 * best_time(gv, reps)
+        if passes is None:
+            ms[nt] = 1e3 * best_time(gv, reps)
+        else:
+            for ps in passes:
+                ms[f"{ps}|{nt}"] = 1e3 * best_time(gv if ps == "fwdgrad" else (lambda: model.forward(X)), reps)
     s, dx = gv()
     print(json.dumps({"ms": ms, "import_s": t_import, "layers": len(model.nodes),
                       "err": max(rel_err(s, d["s64"]), rel_err(dx, d["dx64"])), "simd": gradvis.simd_level()}))
@@ -128,5 +141,7 @@ if __name__ == "__main__":
     ap.add_argument("dir")
     ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--passes", nargs="+", choices=["fwd", "fwdgrad"],
+                    help="time these passes (keys 'PASS|THREADS'); default forward + input gradient only")
     a = ap.parse_args()
-    (torch_side if a.side == "torch" else gradvis_side)(a.name, a.dir, a.threads, a.reps)
+    (torch_side if a.side == "torch" else gradvis_side)(a.name, a.dir, a.threads, a.reps, a.passes)

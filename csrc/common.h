@@ -63,12 +63,62 @@ inline void set_num_threads(int n) {
 #endif
 }
 
+// A cap on the team of the calling thread's next kernels (TeamCap), set by an op
+// whose work is too small for the whole team; kernels that split their work
+// themselves read it through team_size().
+inline int& team_cap() {
+  thread_local int cap = 1 << 30;
+  return cap;
+}
+class TeamCap {
+ public:
+  explicit TeamCap(int n) : old_(team_cap()) { team_cap() = n < old_ ? (n < 1 ? 1 : n) : old_; }
+  ~TeamCap() { team_cap() = old_; }
+  TeamCap(const TeamCap&) = delete;
+  TeamCap& operator=(const TeamCap&) = delete;
+
+ private:
+  int old_;
+};
+
+// Threads a kernel may use from here: the team outside a parallel region (at most
+// the cap), 1 inside.
+inline index_t team_size() {
+  if (in_parallel()) return 1;
+  const int n = max_threads(), cap = team_cap();
+  return n < cap ? n : cap;
+}
+
 // Run f(i) for i in [0, n) over the OpenMP team; serial when nested or tiny.
 template <class F>
 inline void parallel_for(index_t n, F&& f) {
 #ifdef GRADVIS_HAVE_OPENMP
-  const int nt = max_threads();
-  if (n > 1 && !omp_in_parallel() && nt > 1) {
+  const int nt = int(team_size());
+  if (n > 1 && nt > 1) {
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (index_t i = 0; i < n; ++i) f(i);
+    return;
+  }
+#endif
+  for (index_t i = 0; i < n; ++i) f(i);
+}
+
+// Threads for `work` units (multiply-adds or element visits) so that each gets at
+// least `grain` of them: small work stays on the calling thread, where a parallel
+// region would cost more than it saves. At most team_size() and at most `items`.
+inline int grain_threads(double work, double grain, index_t items) {
+  const index_t team = team_size();
+  index_t nt = index_t(work / grain);
+  if (nt > team) nt = team;
+  if (nt > items) nt = items;
+  return nt < 1 ? 1 : int(nt);
+}
+
+// parallel_for over at most nt threads (nt from grain_threads).
+template <class F>
+inline void parallel_for_nt(int nt, index_t n, F&& f) {
+#ifdef GRADVIS_HAVE_OPENMP
+  if (nt > 1 && n > 1 && !omp_in_parallel()) {
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (index_t i = 0; i < n; ++i) f(i);
     return;
@@ -81,8 +131,8 @@ inline void parallel_for(index_t n, F&& f) {
 template <class F>
 inline void parallel_chunks(index_t n, F&& f) {
 #ifdef GRADVIS_HAVE_OPENMP
-  const int nt_max = max_threads();
-  if (n > 1 && !omp_in_parallel() && nt_max > 1) {
+  const int nt_max = int(team_size());
+  if (n > 1 && nt_max > 1) {
 #pragma omp parallel num_threads(nt_max)
     {
       const index_t nt = omp_get_num_threads(), t = omp_get_thread_num();
@@ -115,8 +165,6 @@ inline void team_barrier() {
 #endif
 }
 
-// Threads a kernel may use from here: the team outside a parallel region, 1 inside.
-inline index_t team_size() { return in_parallel() ? 1 : max_threads(); }
 
 // ---- memory limit -------------------------------------------------------------
 // Outputs and workspaces larger than this are refused before anything is
@@ -170,7 +218,11 @@ enum class ScratchSlot : int {
   conv_panel = 7,      // per thread: output panel of a chunk (small maps)
   conv_dx_split = 7,   // per thread: input gradient's phase-split planes (never live with a panel)
   // depthwise conv (never nested in the above)
-  depthwise_acc = 2,
+  depthwise_prep = 2,  // per thread: the prepared input plane (or dout, input gradient)
+  depthwise_dy = 3,    // per thread: dout rows (weight gradient)
+  depthwise_taps = 4,  // per thread: tap offsets (input gradient)
+  depthwise_w = 5,     // per thread: tap weights (input gradient) or vector sums (weight gradient)
+  depthwise_row = 6,   // per thread: a row of a strided input gradient
   // Winograd (calls gemm_cpu)
   winograd_u = 2,      // calling thread: transformed filters (shared)
   winograd_v = 3,      // transformed inputs of a block (calling thread's when shared)

@@ -69,25 +69,42 @@ def test_worker_threads_use_the_set_count(threads):
 
 
 def test_thread_count_survives_torch_set_num_threads(tmp_path):
+    """torch shares gradvis's OpenMP runtime; its thread count must not become gradvis's."""
     try:
         import torch  # noqa: F401
     except ImportError:
         if os.environ.get("CI"):
             pytest.fail("torch is required when CI is set")
         pytest.skip("torch is not installed")
+    # The weight gradient's rounding depends on the size of the team that ran it
+    # (per-thread partial sums), so its bits tell which count a convolution used.
     code = textwrap.dedent("""
         import numpy as np
         import torch
         from gradvis import _core
+        rng = np.random.default_rng(3)
+        x = rng.standard_normal((8, 16, 24, 24)).astype(np.float32)
+        dout = rng.standard_normal((8, 16, 24, 24)).astype(np.float32)
+        grad = lambda: _core.conv2d_backward_weight(dout, x, (5, 5), 1, 2)[0]
+        _core.set_num_threads(1)
+        one = grad()
         _core.set_num_threads(3)
+        three = grad()
         torch.set_num_threads(1)  # omp_set_num_threads(1) on this thread
         torch.ones(64, 64) @ torch.ones(64, 64)
+        torch.nn.functional.conv2d(torch.ones(1, 3, 16, 16), torch.ones(4, 3, 3, 3))
         print("count", _core.get_num_threads())
+        after = grad()
+        print("same as 3 threads", np.array_equal(after, three))
+        print("differs from 1 thread", not np.array_equal(three, one))
         """)
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          cwd=tmp_path, env=dict(os.environ))
     assert res.returncode == 0, res.stdout + res.stderr
     assert "count 3" in res.stdout, res.stdout
+    assert "same as 3 threads True" in res.stdout, res.stdout
+    if _core.has_openmp():
+        assert "differs from 1 thread True" in res.stdout, res.stdout
 
 
 def test_winograd_result_does_not_depend_on_the_filter_cache():

@@ -1,6 +1,7 @@
 // conv2d: which algorithm runs a shape. The binding has checked the shape; here
 // each entry point picks, in order:
-//   depthwise      groups == C == F (or a multiple): direct kernels, conv_depthwise.cpp
+//   direct         groups == C (F a multiple), or 2-16 channels per group: direct
+//                  kernels vectorized along output rows, conv_depthwise.cpp
 //   Winograd       float32 3x3 stride-1 layers where the cost model expects it to win
 //                  (conv_winograd.cpp; forced or disabled by set_conv_algo)
 //   implicit gemm  everything else (conv2d_implicit.cpp, packing in conv2d_pack.h)
@@ -19,6 +20,21 @@
 
 namespace gradvis {
 namespace {
+
+// Multiply-adds each thread should get at least: below it, a parallel region's
+// start, barriers and split work cost more than the second core saves (the
+// 3->32 first layer at 64x64, batch 1, was slower on 2 threads than on 1).
+constexpr double kConvGrain = double(1 << 21);
+
+// The team for a convolution of this shape (one pass: N*F*OH*OW*C/groups*KH*KW
+// multiply-adds).
+// Depthwise layers have a grain of their own (conv_depthwise.cpp).
+inline int conv_threads(const Conv2dShape& s) {
+  if (conv_detail::is_direct_grouped(s)) return 1 << 30;
+  const double macs = double(s.N) * double(s.F) * double(s.OH) * double(s.OW) * double(s.C / s.p.groups) *
+                      double(s.KH) * double(s.KW);
+  return grain_threads(macs, kConvGrain, index_t(1) << 30);
+}
 
 // out = conv(x, W) + b by Winograd (float32, eligible shapes the cost model picks)
 // or the implicit gemm; `flipped` as in implicit_forward.
@@ -45,13 +61,15 @@ void forward_any(T* out, const T* x, const T* w, const T* b, const Conv2dShape& 
 
 template <class T>
 void conv2d_forward_cpu(T* out, const T* x, const T* w, const T* b, const Conv2dShape& s, bool relu) {
-  if (conv_detail::is_depthwise(s)) return conv_detail::depthwise_forward(out, x, w, b, s, relu);
+  const TeamCap cap(conv_threads(s));
+  if (conv_detail::is_direct_grouped(s)) return conv_detail::depthwise_forward(out, x, w, b, s, relu);
   forward_any(out, x, w, b, s, false, relu);
 }
 
 template <class T>
 void conv2d_backward_input_cpu(T* dx, const T* dout, const T* w, const Conv2dShape& s) {
-  if (conv_detail::is_depthwise(s)) return conv_detail::depthwise_backward_input(dx, dout, w, s);
+  const TeamCap cap(conv_threads(s));
+  if (conv_detail::is_direct_grouped(s)) return conv_detail::depthwise_backward_input(dx, dout, w, s);
   const auto& p = s.p;
   const index_t eh = p.dilation_h * (s.KH - 1), ew = p.dilation_w * (s.KW - 1);
   // Few channels per group (the RGB layer) would leave most of the flipped gemm's
@@ -71,7 +89,8 @@ void conv2d_backward_input_cpu(T* dx, const T* dout, const T* w, const Conv2dSha
 
 template <class T>
 void conv2d_backward_weight_cpu(T* dw, T* db, const T* dout, const T* x, const Conv2dShape& s) {
-  if (conv_detail::is_depthwise(s)) return conv_detail::depthwise_backward_weight(dw, db, dout, x, s);
+  const TeamCap cap(conv_threads(s));
+  if (conv_detail::is_direct_grouped(s)) return conv_detail::depthwise_backward_weight(dw, db, dout, x, s);
   if constexpr (sizeof(T) == 4) {
     if (const auto c = conv_detail::winograd_choice(s, true))
       return conv_detail::winograd_backward_weight(c.tm, dw, db, dout, x, s);

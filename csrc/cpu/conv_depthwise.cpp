@@ -1,133 +1,219 @@
-// Depthwise convolution, direct: each (image, channel) plane is independent, so
-// forward and backward-input run parallel over planes with no sharing, and
-// backward-weight runs parallel over channels (each channel's filter is summed by
-// one thread, in a fixed order). Inner loops run along an output row and are
-// contiguous for stride 1, so the compiler vectorizes them.
+// Depthwise convolution, direct: each (image, input channel) plane is independent,
+// so forward and backward-input run parallel over planes with no sharing, and
+// backward-weight runs parallel over channels (each channel's filters are summed
+// by one thread, in a fixed order, so results do not depend on the thread count).
+// The plane is first copied into a zero-padded, column-phase-split buffer that
+// stays in cache (conv_depthwise_body.inc); the kernels then run along output rows
+// in whole vectors, summing every tap in registers before one write.
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 
 #include "cpu/conv_depthwise.h"
 #include "cpu/gemm_kernels.h"
+#include "cpu/simd.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define GV_DW_SSE 1
+#endif
 
 namespace gradvis {
 namespace conv_detail {
 
-// out (N,C,OH,OW), x (N,C,H,W), w (C,1,KH,KW), b (C) or null
+DwPlan dw_plan(const Conv2dShape& s, std::vector<index_t>& taps) {
+  const auto& p = s.p;
+  DwPlan g;
+  g.H = s.H, g.W = s.W, g.OH = s.OH, g.OW = s.OW, g.KH = s.KH, g.KW = s.KW;
+  g.sh = p.stride_h, g.sw = p.stride_w, g.pt = p.pad_top, g.pl = p.pad_left, g.dh = p.dilation_h,
+  g.dw = p.dilation_w, g.m = s.F / p.groups, g.cg = s.C / p.groups;
+  g.OWr = (s.OW + kDwLanes - 1) / kDwLanes * kDwLanes;
+  g.Hp = ((s.OH + kDwRows - 1) / kDwRows * kDwRows - 1) * g.sh + (s.KH - 1) * g.dh + 1;
+  g.Lp = g.OWr + (s.KW - 1) * g.dw / g.sw;
+  g.PS = g.sw * g.Hp * g.Lp;
+  g.padT = (s.KH - 1) * g.dh / g.sh, g.padL = (s.KW - 1) * g.dw / g.sw;
+  g.Dh = g.padT + (g.pt + s.H - 1) / g.sh + 1;
+  g.Dl = g.padL + (g.pl + s.W - 1) / g.sw + 1 + 2 * kDwLanes;
+  taps.resize(std::size_t(s.KH * s.KW));
+  for (index_t kh = 0; kh < s.KH; ++kh)
+    for (index_t kw = 0; kw < s.KW; ++kw)
+      taps[std::size_t(kh * s.KW + kw)] = ((kw * g.dw % g.sw) * g.Hp + kh * g.dh) * g.Lp + kw * g.dw / g.sw;
+  g.taps = taps.data();
+  return g;
+}
+
+namespace {
+
+// The baseline path: SSE2 on x86-64 (multiply and add: no FMA there), else scalar.
+#ifdef GV_DW_SSE
+#define GV_TARGET
+struct V128f {
+  using T = float;
+  using reg = __m128;
+  static constexpr int W = 4;
+  static inline reg zero() { return _mm_setzero_ps(); }
+  static inline reg load(const float* p) { return _mm_loadu_ps(p); }
+  static inline void store(float* p, reg r) { _mm_storeu_ps(p, r); }
+  static inline reg set1(float x) { return _mm_set1_ps(x); }
+  static inline reg fmadd(reg a, reg b, reg c) { return _mm_add_ps(_mm_mul_ps(a, b), c); }
+  static inline reg add(reg a, reg b) { return _mm_add_ps(a, b); }
+  static inline reg max(reg a, reg b) { return _mm_max_ps(a, b); }
+  static inline void store_n(float* p, reg r, int n) {
+    alignas(16) float t[4];
+    _mm_store_ps(t, r);
+    for (int i = 0; i < n; ++i) p[i] = t[i];
+  }
+  static inline float hsum(reg r) {
+    alignas(16) float t[4];
+    _mm_store_ps(t, r);
+    return ((t[0] + t[1]) + t[2]) + t[3];
+  }
+};
+struct V128d {
+  using T = double;
+  using reg = __m128d;
+  static constexpr int W = 2;
+  static inline reg zero() { return _mm_setzero_pd(); }
+  static inline reg load(const double* p) { return _mm_loadu_pd(p); }
+  static inline void store(double* p, reg r) { _mm_storeu_pd(p, r); }
+  static inline reg set1(double x) { return _mm_set1_pd(x); }
+  static inline reg fmadd(reg a, reg b, reg c) { return _mm_add_pd(_mm_mul_pd(a, b), c); }
+  static inline reg add(reg a, reg b) { return _mm_add_pd(a, b); }
+  static inline reg max(reg a, reg b) { return _mm_max_pd(a, b); }
+  static inline void store_n(double* p, reg r, int n) {
+    if (n > 0) _mm_storel_pd(p, r);
+  }
+  static inline double hsum(reg r) {
+    alignas(16) double t[2];
+    _mm_store_pd(t, r);
+    return t[0] + t[1];
+  }
+};
+template <class T>
+using VBase = std::conditional_t<sizeof(T) == 4, V128f, V128d>;
+#else
+#define GV_TARGET
+template <class T_>
+struct V1 {
+  using T = T_;
+  using reg = T;
+  static constexpr int W = 1;
+  static inline reg zero() { return T(0); }
+  static inline reg load(const T* p) { return *p; }
+  static inline void store(T* p, reg r) { *p = r; }
+  static inline reg set1(T x) { return x; }
+  static inline reg fmadd(reg a, reg b, reg c) { return a * b + c; }
+  static inline reg add(reg a, reg b) { return a + b; }
+  static inline reg max(reg a, reg b) { return a > b ? a : b; }
+  static inline T hsum(reg r) { return r; }
+  static inline void store_n(T* p, reg r, int n) {
+    if (n > 0) *p = r;
+  }
+};
+template <class T>
+using VBase = V1<T>;
+#endif
+
+#include "cpu/conv_depthwise_body.inc"
+#undef GV_TARGET
+
+template <class T>
+DwKernels<T> pick_kernels() {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  if (cpu_level() == SimdLevel::avx512) return dw_kernels_avx512<T>();
+  if (cpu_level() == SimdLevel::avx2) return dw_kernels_avx2<T>();
+#endif
+  return dw_kernels_scalar<T>();
+}
+
+template <class T>
+const DwKernels<T>& kernels() {
+  static const DwKernels<T> k = pick_kernels<T>();
+  return k;
+}
+
+// Each thread gets at least this many multiply-adds (about 10 us of work on one
+// core): a parallel region costs a few microseconds, more when another process
+// holds a core.
+constexpr double kDwGrain = 1 << 18;
+
+}  // namespace
+
+template <class T>
+DwKernels<T> dw_kernels_scalar() {
+  using V = VBase<T>;
+  return {&dw_fwd_plane<V>, &dw_dx_plane<V>, &dw_dw_channel<V>, V::W};
+}
+template DwKernels<float> dw_kernels_scalar<float>();
+template DwKernels<double> dw_kernels_scalar<double>();
+
+// out (N,F,OH,OW), x (N,C,H,W), w (F,cg,KH,KW), b (F) or null; G = groups, cg =
+// C/G, m = F/G: item i = (n, group) reads cg input planes and writes m output planes
 template <class T>
 void depthwise_forward(T* out, const T* x, const T* w, const T* b, const Conv2dShape& s, bool relu) {
-  const auto& p = s.p;
-  const index_t HW = s.H * s.W, OHW = s.OH * s.OW, KK = s.KH * s.KW;
-  parallel_for(s.N * s.C, [&](index_t nc) {
-    const index_t c = nc % s.C;
-    const T* xp = x + nc * HW;
-    const T* wc = w + c * KK;
-    T* op = out + nc * OHW;
-    std::fill(op, op + OHW, b ? b[c] : T(0));
-    for (index_t oh = 0; oh < s.OH; ++oh) {
-      T* __restrict orow = op + oh * s.OW;
-      for (index_t kh = 0; kh < s.KH; ++kh) {
-        const index_t ih = oh * p.stride_h - p.pad_top + kh * p.dilation_h;
-        if (ih < 0 || ih >= s.H) continue;
-        const T* __restrict xr = xp + ih * s.W;
-        for (index_t kw = 0; kw < s.KW; ++kw) {
-          const T wv = wc[kh * s.KW + kw];
-          const index_t iw0 = kw * p.dilation_w - p.pad_left;
-          index_t lo, hi;
-          valid_range(iw0, p.stride_w, s.W, s.OW, lo, hi);
-          if (p.stride_w == 1) {
-            const T* __restrict xs = xr + (iw0 + lo);
-            T* __restrict os = orow + lo;
-            for (index_t i = 0; i < hi - lo; ++i) os[i] += wv * xs[i];
-          } else {
-            for (index_t ow = lo; ow < hi; ++ow) orow[ow] += wv * xr[iw0 + ow * p.stride_w];
-          }
-        }
-      }
-    }
-    if (relu)
-      for (index_t i = 0; i < OHW; ++i) op[i] = std::max(op[i], T(0));
-  });
+  if (s.N == 0 || s.OH == 0 || s.OW == 0) return;
+  std::vector<index_t> taps;
+  const DwPlan g = dw_plan(s, taps);
+  const auto& k = kernels<T>();
+  const index_t G = s.p.groups, HW = s.H * s.W, OHW = s.OH * s.OW, KK = s.KH * s.KW, items = s.N * G;
+  const double work = double(s.N) * double(s.F) * double(OHW) * double(g.cg * KK + 1);
+  ErrorTrap trap;  // the scratch allocation may throw; not out of the OpenMP region
+  parallel_for_nt(grain_threads(work, kDwGrain, items), items, [&](index_t i) { trap.run([&] {
+    const index_t gi = i % G;
+    T* prep = scratch<T>(ScratchSlot::depthwise_prep, std::size_t(g.cg * g.PS));
+    k.fwd_plane(out + i * g.m * OHW, x + i * g.cg * HW, w + gi * g.m * g.cg * KK, b ? b + gi * g.m : nullptr, g,
+                relu, prep);
+  }); });
+  trap.rethrow();
 }
 
+// dx (N,C,H,W) from dout (N,F,OH,OW) and w (F,cg,KH,KW)
 template <class T>
 void depthwise_backward_input(T* dx, const T* dout, const T* w, const Conv2dShape& s) {
-  const auto& p = s.p;
-  const index_t HW = s.H * s.W, OHW = s.OH * s.OW, KK = s.KH * s.KW;
-  parallel_for(s.N * s.C, [&](index_t nc) {
-    const index_t c = nc % s.C;
-    const T* dp = dout + nc * OHW;
-    const T* wc = w + c * KK;
-    T* xp = dx + nc * HW;
-    std::fill(xp, xp + HW, T(0));
-    for (index_t oh = 0; oh < s.OH; ++oh) {
-      const T* __restrict drow = dp + oh * s.OW;
-      for (index_t kh = 0; kh < s.KH; ++kh) {
-        const index_t ih = oh * p.stride_h - p.pad_top + kh * p.dilation_h;
-        if (ih < 0 || ih >= s.H) continue;
-        T* __restrict xr = xp + ih * s.W;
-        for (index_t kw = 0; kw < s.KW; ++kw) {
-          const T wv = wc[kh * s.KW + kw];
-          const index_t iw0 = kw * p.dilation_w - p.pad_left;
-          index_t lo, hi;
-          valid_range(iw0, p.stride_w, s.W, s.OW, lo, hi);
-          if (p.stride_w == 1) {
-            T* __restrict xs = xr + (iw0 + lo);
-            const T* __restrict ds = drow + lo;
-            for (index_t i = 0; i < hi - lo; ++i) xs[i] += wv * ds[i];
-          } else {
-            for (index_t ow = lo; ow < hi; ++ow) xr[iw0 + ow * p.stride_w] += wv * drow[ow];
-          }
-        }
-      }
-    }
-  });
+  const index_t G = s.p.groups, HW = s.H * s.W, OHW = s.OH * s.OW, KK = s.KH * s.KW, items = s.N * G;
+  if (s.OH == 0 || s.OW == 0) {
+    std::fill(dx, dx + s.N * s.C * HW, T(0));
+    return;
+  }
+  std::vector<index_t> taps;
+  const DwPlan g = dw_plan(s, taps);
+  const auto& k = kernels<T>();
+  const std::size_t dprep_n = std::size_t(g.m * g.Dh * g.Dl), ntaps = std::size_t(g.m * KK);
+  const double work = double(s.N) * double(s.F) * double(OHW) * double(g.cg * KK) + double(s.N * s.C * HW);
+  ErrorTrap trap;
+  parallel_for_nt(grain_threads(work, kDwGrain, items), items, [&](index_t i) { trap.run([&] {
+    const index_t gi = i % G;
+    T* dprep = scratch<T>(ScratchSlot::depthwise_prep, dprep_n);
+    index_t* toff = scratch<index_t>(ScratchSlot::depthwise_taps, ntaps);
+    T* tw = scratch<T>(ScratchSlot::depthwise_w, ntaps);
+    T* row = scratch<T>(ScratchSlot::depthwise_row, std::size_t(4 * (g.Dl + 2 * kDwLanes)));
+    k.dx_plane(dx + i * g.cg * HW, dout + i * g.m * OHW, w + gi * g.m * g.cg * KK, g, dprep, toff, tw, row);
+  }); });
+  trap.rethrow();
 }
 
-// Per channel: KH*KW running rows of length OW (elementwise products, which
-// vectorize) summed once at the end, instead of a scalar dot product per row.
+// dw (F,cg,KH,KW) and db (F) or null, from dout (N,F,OH,OW) and x (N,C,H,W):
+// parallel over groups, each summed over the images by one thread
 template <class T>
 void depthwise_backward_weight(T* dw, T* db, const T* dout, const T* x, const Conv2dShape& s) {
-  const auto& p = s.p;
-  const index_t HW = s.H * s.W, OHW = s.OH * s.OW, KK = s.KH * s.KW;
-  ErrorTrap trap;  // the scratch allocation may throw; not out of the OpenMP region
-  parallel_for(s.C, [&](index_t c) { trap.run([&] {
-    T* acc = scratch<T>(ScratchSlot::depthwise_acc, std::size_t(KK * s.OW));
-    std::fill(acc, acc + KK * s.OW, T(0));
-    T bias_sum = 0;
-    for (index_t n = 0; n < s.N; ++n) {
-      const T* dp = dout + (n * s.C + c) * OHW;
-      const T* xp = x + (n * s.C + c) * HW;
-      if (db)
-        for (index_t i = 0; i < OHW; ++i) bias_sum += dp[i];
-      for (index_t oh = 0; oh < s.OH; ++oh) {
-        const T* __restrict drow = dp + oh * s.OW;
-        for (index_t kh = 0; kh < s.KH; ++kh) {
-          const index_t ih = oh * p.stride_h - p.pad_top + kh * p.dilation_h;
-          if (ih < 0 || ih >= s.H) continue;
-          const T* __restrict xr = xp + ih * s.W;
-          for (index_t kw = 0; kw < s.KW; ++kw) {
-            T* __restrict a = acc + (kh * s.KW + kw) * s.OW;
-            const index_t iw0 = kw * p.dilation_w - p.pad_left;
-            index_t lo, hi;
-            valid_range(iw0, p.stride_w, s.W, s.OW, lo, hi);
-            if (p.stride_w == 1) {
-              const T* __restrict xs = xr + (iw0 + lo);
-              const T* __restrict ds = drow + lo;
-              T* __restrict as = a + lo;
-              for (index_t i = 0; i < hi - lo; ++i) as[i] += ds[i] * xs[i];
-            } else {
-              for (index_t ow = lo; ow < hi; ++ow) a[ow] += drow[ow] * xr[iw0 + ow * p.stride_w];
-            }
-          }
-        }
-      }
-    }
-    for (index_t k = 0; k < KK; ++k) {
-      T sum = 0;
-      for (index_t ow = 0; ow < s.OW; ++ow) sum += acc[k * s.OW + ow];
-      dw[c * KK + k] = sum;
-    }
-    if (db) db[c] = bias_sum;
+  const index_t G = s.p.groups, HW = s.H * s.W, OHW = s.OH * s.OW, KK = s.KH * s.KW;
+  if (s.N == 0 || OHW == 0) {
+    std::fill(dw, dw + s.F * (s.C / G) * KK, T(0));
+    if (db) std::fill(db, db + s.F, T(0));
+    return;
+  }
+  std::vector<index_t> taps;
+  const DwPlan g = dw_plan(s, taps);
+  const auto& k = kernels<T>();
+  const std::size_t dy_n = std::size_t(g.OH * g.OWr), acc_n = std::size_t(g.m * (g.cg * KK + 1) * kDwLanes);
+  const double work = double(s.N) * double(s.F) * double(OHW) * double(g.cg * KK + 2);
+  ErrorTrap trap;
+  parallel_for_nt(grain_threads(work, kDwGrain, G), G, [&](index_t gi) { trap.run([&] {
+    T* prep = scratch<T>(ScratchSlot::depthwise_prep, std::size_t(g.cg * g.PS));
+    T* dy = scratch<T>(ScratchSlot::depthwise_dy, dy_n);
+    T* accv = scratch<T>(ScratchSlot::depthwise_w, acc_n);
+    k.dw_channel(dw + gi * g.m * g.cg * KK, db ? db + gi * g.m : nullptr, x + gi * g.cg * HW, s.C * HW,
+                 dout + gi * g.m * OHW, s.F * OHW, s.N, g, prep, dy, accv);
   }); });
   trap.rethrow();
 }

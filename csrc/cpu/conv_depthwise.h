@@ -1,5 +1,6 @@
-// Internal to conv2d: direct kernels for depthwise convolution (groups == C == F),
-// where im2col + gemm would run a 1-row gemm per channel.
+// Internal to conv2d: direct kernels for depthwise convolution (groups == C, F a
+// multiple of C: each input channel feeds m = F/C filters), where im2col + gemm
+// would run a 1-row gemm per channel, and for groups of few channels.
 #pragma once
 
 #include "ops/conv2d.h"
@@ -7,7 +8,16 @@
 namespace gradvis {
 namespace conv_detail {
 
-inline bool is_depthwise(const Conv2dShape& s) { return s.p.groups > 1 && s.p.groups == s.C && s.C == s.F; }
+inline bool is_depthwise(const Conv2dShape& s) { return s.p.groups > 1 && s.p.groups == s.C && s.F % s.C == 0; }
+
+// Grouped convolutions with few channels per group (2 to 16 in, at most 16 out)
+// run the same direct kernels, each group's input planes prepared once: the
+// implicit gemm would run one small product per group.
+inline bool is_few_channel_grouped(const Conv2dShape& s) {
+  const index_t g = s.p.groups;
+  return g > 1 && s.C / g >= 2 && s.C / g <= 16 && s.F / g <= 16;
+}
+inline bool is_direct_grouped(const Conv2dShape& s) { return is_depthwise(s) || is_few_channel_grouped(s); }
 
 template <class T>
 void depthwise_forward(T* out, const T* x, const T* w, const T* b, const Conv2dShape& s, bool relu);
@@ -15,6 +25,37 @@ template <class T>
 void depthwise_backward_input(T* dx, const T* dout, const T* w, const Conv2dShape& s);
 template <class T>
 void depthwise_backward_weight(T* dw, T* db, const T* dout, const T* x, const Conv2dShape& s);
+
+// The geometry the kernels share (conv_depthwise_body.inc describes the layouts).
+// Row lengths leave room for reads of whole vectors of up to kDwLanes values.
+constexpr index_t kDwLanes = 16;
+constexpr index_t kDwRows = 4;  // output rows of a forward block
+struct DwPlan {
+  index_t H, W, OH, OW, KH, KW, sh, sw, pt, pl, dh, dw;
+  index_t m, cg;     // filters and input channels per group
+  index_t PS;        // values of one prepared plane (sw*Hp*Lp)
+  index_t OWr;       // OW rounded up to kDwLanes
+  index_t Hp, Lp;    // prepared x: sw phases of Hp rows of Lp values
+  index_t Dh, Dl, padT, padL;  // prepared dout (input gradient)
+  const index_t* taps;         // KH*KW offsets of tap (kh, kw) in the prepared x
+};
+DwPlan dw_plan(const Conv2dShape& s, std::vector<index_t>& taps);
+
+// One SIMD level's kernels (conv_depthwise_body.inc), for one T.
+template <class T>
+struct DwKernels {
+  void (*fwd_plane)(T* out, const T* x, const T* w, const T* b, const DwPlan& g, bool relu, T* prep);
+  void (*dx_plane)(T* dx, const T* dout, const T* w, const DwPlan& g, T* dprep, index_t* toff, T* tw, T* row);
+  void (*dw_channel)(T* dw, T* db, const T* x, index_t xs, const T* dout, index_t ds, index_t N, const DwPlan& g,
+                     T* prep, T* dy, T* accv);
+  int lanes;
+};
+template <class T>
+DwKernels<T> dw_kernels_scalar();
+template <class T>
+DwKernels<T> dw_kernels_avx2();
+template <class T>
+DwKernels<T> dw_kernels_avx512();
 
 // Output columns ow whose input column iw = iw0 + ow*stride lies in [0, W): [lo, hi).
 inline void valid_range(index_t iw0, index_t stride, index_t W, index_t n_out, index_t& lo, index_t& hi) {

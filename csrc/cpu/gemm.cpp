@@ -170,7 +170,7 @@ void scale_c(index_t M, index_t N, T beta, T* C, index_t ldc) {
 template <class T, int MR, int NR>
 void gemm_driver(ukernel_fn<T> kern, const Problem& P, T alpha, const T* A, const T* B, T beta, T* C) {
   const index_t M = P.M, N = P.N;
-  int nt = in_parallel() ? 1 : max_threads();
+  int nt = int(team_size());
   // Below ~1 MFLOP the fork/join costs more than it saves.
   const double flops = 2.0 * double(M) * double(N) * double(P.K);
   if (flops < 1.0e6) nt = 1;

@@ -1,0 +1,226 @@
+"""Depthwise convolutions (groups == C, F = m*C) and grouped convolutions with few
+channels per group, against the float64 reference, finite differences and PyTorch,
+at every SIMD level; odd sizes (row ends inside a vector, 1x1 images, padding wider
+than the kernel, strides larger than the kernel); equal bits on 1 and 2 threads."""
+import sys
+
+import numpy as np
+import pytest
+
+import reference_conv as ref
+from conftest import run_at_simd_level
+from helpers import close
+from gradvis import _core
+
+# (N, C, H, W, m, K, stride, padding, dilation): groups = C, F = m*C, a KxK kernel
+CASES = [
+    (2, 3, 9, 13, 1, 3, 1, 1, 1),                 # MobileNet's block, odd width
+    (1, 4, 17, 33, 1, 3, 2, 1, 1),                # stride 2, row ends inside a vector
+    (2, 3, 12, 20, 1, 5, 1, 2, 1),                # EfficientNet's 5x5
+    (1, 2, 11, 19, 1, 5, 2, 2, 1),
+    (1, 3, 14, 14, 1, 7, 1, 3, 1),                # ConvNeXt's 7x7
+    (1, 2, 9, 10, 1, 7, 2, 3, 1),
+    (2, 3, 10, 11, 1, 3, 1, 2, 2),                # dilation 2
+    (1, 3, 13, 18, 1, 3, 2, 3, 3),                # dilation 3, stride 2
+    (2, 2, 8, 9, 2, 3, 1, 1, 1),                  # multiplier 2
+    (1, 3, 7, 8, 3, 5, 2, 2, 1),                  # multiplier 3, stride 2
+    (3, 2, 1, 1, 1, 3, 1, 1, 1),                  # 1x1 images
+    (1, 2, 1, 1, 2, 5, 2, 2, 1),                  # 1x1 images, stride 2
+    (1, 3, 6, 7, 1, 3, 1, 4, 1),                  # padding wider than the kernel
+    (1, 2, 9, 9, 1, 3, 1, (0, 5, 3, 0), 1),       # uneven padding
+    (2, 3, 11, 17, 1, 3, 4, 1, 1),                # stride larger than the kernel
+    (1, 2, 10, 10, 1, 1, 3, 0, 1),                # 1x1 kernel, stride 3
+    (1, 2, 16, 40, 1, 3, (1, 2), 1, 1),           # strides differ per axis
+    (1, 16, 5, 5, 1, 4, 1, (1, 2, 2, 1), 1),      # even kernel
+]
+IDS = [f"N{c[0]}C{c[1]}_{c[2]}x{c[3]}_m{c[4]}_k{c[5]}_s{c[6]}_p{c[7]}_d{c[8]}".replace(" ", "") for c in CASES]
+DTYPES = [np.float32, np.float64]
+
+
+def make(case, dtype, seed):
+    N, C, H, W, m, K, stride, pad, dil = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((m * C, 1, K, K)).astype(dtype)
+    b = rng.standard_normal(m * C).astype(dtype)
+    kw = dict(stride=stride, padding=pad, dilation=dil, groups=C)
+    out_shape = ref.conv2d_forward(x[:1, :, :, :], w, None, **kw).shape
+    dout = rng.standard_normal((N,) + out_shape[1:]).astype(dtype)
+    return x, w, b, dout, kw
+
+
+def check_case(case, dtype, seed=1):
+    """Every pass of one case against the float64 reference (raises AssertionError)."""
+    x, w, b, dout, kw = make(case, dtype, seed)
+    K = case[5]
+    out = _core.conv2d_forward(x, w, b, **kw)
+    r = ref.conv2d_forward(x, w, b, **kw)
+    assert out.dtype == dtype
+    close(out, r, dtype, K * K)
+    close(_core.conv2d_forward(x, w, b, relu=True, **kw), np.maximum(r, 0), dtype, K * K)
+    dx = _core.conv2d_backward_input(dout, w, x.shape[2:], **kw)
+    dw, db = _core.conv2d_backward_weight(dout, x, (K, K), **kw)
+    rdx, rdw, rdb = ref.conv2d_backward(dout, x, w, **kw)
+    close(dx, rdx, dtype, case[4] * K * K)
+    close(dw, rdw, dtype, dout[:, 0].size)
+    close(db, rdb, dtype, dout[:, 0].size)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_depthwise_matches_reference(case, dtype):
+    check_case(case, dtype)
+
+
+@pytest.mark.parametrize("case", CASES[::3], ids=IDS[::3])
+def test_depthwise_finite_differences(case):
+    x, w, b, dout, kw = make(case, np.float64, seed=3)
+    K = case[5]
+    dx = _core.conv2d_backward_input(dout, w, x.shape[2:], **kw)
+    dw, db = _core.conv2d_backward_weight(dout, x, (K, K), **kw)
+    rng = np.random.default_rng(4)
+    h = 1e-5
+
+    def loss(xx, ww, bb):
+        return float(np.vdot(_core.conv2d_forward(xx, ww, bb, **kw), dout))
+
+    for which, (arr, grad) in enumerate(((x, dx), (w, dw), (b, db))):
+        for _ in range(4):
+            idx = tuple(int(rng.integers(0, s)) for s in arr.shape)
+            plus, minus = [x.copy(), w.copy(), b.copy()], [x.copy(), w.copy(), b.copy()]
+            plus[which][idx] += h
+            minus[which][idx] -= h
+            num = (loss(*plus) - loss(*minus)) / (2 * h)
+            assert abs(num - grad[idx]) < 1e-6 * max(1.0, abs(num)), (which, idx, num, grad[idx])
+
+
+SIMD_SCRIPT = r"""
+import sys
+sys.path.insert(0, {tests!r})
+import numpy as np
+from gradvis import _core
+assert _core.simd_level() == {level!r}, _core.simd_level()
+from test_conv_depthwise import CASES, GROUPED, check_case, check_grouped
+for case in CASES:
+    for dt in (np.float32, np.float64):
+        check_case(case, dt)
+for case in GROUPED:
+    for dt in (np.float32, np.float64):
+        check_grouped(case, dt)
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("level", ["avx2", "scalar"])
+def test_depthwise_simd_paths(level):
+    # the widest level the CPU has runs in this process (the tests above)
+    run_at_simd_level(level, SIMD_SCRIPT)
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[3], CASES[7], CASES[9]], ids=[IDS[0], IDS[3], IDS[7], IDS[9]])
+def test_depthwise_matches_torch(case, torch):
+    x, w, b, dout, kw = make(case, np.float32, seed=5)
+    K, pad = case[5], kw["padding"]
+    p = (pad,) * 4 if np.isscalar(pad) else pad
+    F = torch.nn.functional
+    xt, wt, bt = (torch.from_numpy(a).requires_grad_() for a in (x, w, b))
+    ot = F.conv2d(F.pad(xt, (p[2], p[3], p[0], p[1])), wt, bt, stride=kw["stride"], dilation=kw["dilation"],
+                  groups=kw["groups"])
+    ot.backward(torch.from_numpy(dout))
+    out = _core.conv2d_forward(x, w, b, **kw)
+    dx = _core.conv2d_backward_input(dout, w, x.shape[2:], **kw)
+    dw, db = _core.conv2d_backward_weight(dout, x, (K, K), **kw)
+    close(out, ot.detach().numpy().astype(np.float64), np.float32, K * K)
+    close(dx, xt.grad.numpy().astype(np.float64), np.float32, case[4] * K * K)
+    close(dw, wt.grad.numpy().astype(np.float64), np.float32, dout[:, 0].size)
+    close(db, bt.grad.numpy().astype(np.float64), np.float32, dout[:, 0].size)
+
+
+def test_depthwise_bits_do_not_depend_on_the_thread_count():
+    import gradvis
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((4, 24, 30, 30)).astype(np.float32)
+    w = rng.standard_normal((24, 1, 5, 5)).astype(np.float32)
+    dout = rng.standard_normal((4, 24, 15, 15)).astype(np.float32)
+    kw = dict(stride=2, padding=2, groups=24)
+    before = gradvis.get_num_threads()
+    try:
+        res = []
+        for nt in (1, 2):
+            gradvis.set_num_threads(nt)
+            res.append((_core.conv2d_forward(x, w, None, **kw), _core.conv2d_backward_input(dout, w, (30, 30), **kw),
+                        *_core.conv2d_backward_weight(dout, x, (5, 5), **kw)))
+    finally:
+        gradvis.set_num_threads(before)
+    for a, b in zip(*res):
+        np.testing.assert_array_equal(a, b)
+
+
+# ---------------------------------------------------------------------------- grouped, few channels per group
+# (N, C, F, groups, H, W, K, stride, padding)
+GROUPED = [
+    (2, 16, 16, 8, 9, 11, 3, 1, 1),               # 2 channels per group
+    (1, 24, 24, 6, 13, 17, 3, 1, 1),              # 4 (ResNeXt)
+    (2, 32, 32, 4, 10, 10, 3, 2, 1),              # 8 (RegNetY), stride 2
+    (1, 48, 48, 3, 7, 9, 3, 1, 1),                # 16
+    (1, 12, 24, 4, 5, 6, 3, 1, 1),                # 3 in, 6 out per group
+    (2, 8, 8, 2, 1, 1, 3, 1, 1),                  # 1x1 images
+]
+
+
+def check_grouped(case, dtype, seed=7):
+    N, C, F, g, H, W, K, st, pad = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((F, C // g, K, K)).astype(dtype)
+    b = rng.standard_normal(F).astype(dtype)
+    kw = dict(stride=st, padding=pad, groups=g)
+    out = _core.conv2d_forward(x, w, b, **kw)
+    r = ref.conv2d_forward(x, w, b, **kw)
+    close(out, r, dtype, C // g * K * K)
+    dout = rng.standard_normal(r.shape).astype(dtype)
+    rdx, rdw, rdb = ref.conv2d_backward(dout, x, w, **kw)
+    close(_core.conv2d_backward_input(dout, w, (H, W), **kw), rdx, dtype, F // g * K * K)
+    dw, db = _core.conv2d_backward_weight(dout, x, (K, K), **kw)
+    close(dw, rdw, dtype, dout[:, 0].size)
+    close(db, rdb, dtype, dout[:, 0].size)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", GROUPED)
+def test_grouped_matches_reference(case, dtype):
+    check_grouped(case, dtype)
+
+
+# ---------------------------------------------------------------------------- bad arguments
+def test_groups_that_do_not_divide_the_channels():
+    x = np.zeros((1, 6, 8, 8), np.float32)
+    with pytest.raises(ValueError, match=r"C=6 is not divisible by groups=4"):
+        _core.conv2d_forward(x, np.zeros((4, 1, 3, 3), np.float32), None, padding=1, groups=4)
+    with pytest.raises(ValueError, match=r"groups"):
+        _core.conv2d_backward_weight(np.zeros((1, 4, 8, 8), np.float32), x, (3, 3), padding=1, groups=4)
+
+
+def test_kernel_larger_than_the_padded_input():
+    x = np.zeros((1, 3, 4, 4), np.float32)
+    with pytest.raises(ValueError, match=r"kernel \(7, 7\).*larger than the padded input \(6, 6\)"):
+        _core.conv2d_forward(x, np.zeros((3, 1, 7, 7), np.float32), None, padding=1, groups=3)
+    with pytest.raises(ValueError, match=r"kernel \(3, 3\) with dilation \(3, 3\).*larger than the padded input"):
+        _core.conv2d_forward(x, np.zeros((3, 1, 3, 3), np.float32), None, dilation=3, groups=3)
+
+
+# ---------------------------------------------------------------------------- a wide sweep
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_depthwise_sweep(dtype):
+    rng = np.random.default_rng(8)
+    for K in (1, 2, 3, 4, 5, 6, 7, 9):
+        for stride in (1, 2, 3):
+            for dil in (1, 2):
+                for m in (1, 2):
+                    for H, W in ((1, 1), (5, 31), (15, 16), (20, 37)):
+                        for pad in (0, K // 2 * dil, K + 1):
+                            eff = dil * (K - 1) + 1
+                            if H + 2 * pad < eff or W + 2 * pad < eff:
+                                continue
+                            check_case((2, 3, H, W, m, K, stride, pad, dil), dtype, seed=int(rng.integers(1 << 30)))

@@ -733,7 +733,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     cfg = config_from_args(args)
 
-    from ..io.datasets import load_tiny_imagenet
+    from ..io.datasets import COLOR_INFO_KEY, color_correlation_from_images, load_tiny_imagenet
     from ..nn.architectures import default_net
     ds = load_tiny_imagenet(args.data)
     model = default_net(num_classes=ds.num_classes, class_names=ds.class_names, wnids=ds.wnids,
@@ -744,6 +744,15 @@ def main(argv=None):
         log(f"{model!r}; {len(ds.X_train)} train / {len(ds.X_val)} held-out images")
     model, history = train(model, ds, cfg, run_dir=args.run_dir, resume=args.resume, log=log)
     if args.export:
+        # what the model file says about its own training: the colour statistics of its
+        # images (feature visualization decorrelates colours with them) and the recipe
+        model.info = dict(model.info or {})
+        model.info[COLOR_INFO_KEY] = np.round(color_correlation_from_images(ds.X_train), 6).tolist()
+        model.info["color_correlation_source"] = (
+            f"TinyImageNet-100-A training images (0-449 of each class, {len(ds.X_train):,}), RGB / 255: "
+            "U sqrt(S) of their channel covariance U S U^T (Lucid's color_correlation_svd_sqrt)")
+        model.info["training"] = {"config": _json_safe(dataclasses.asdict(cfg)),
+                                  "held_out_top1": history.get("final_val_acc")}
         save_model(model, args.export, overwrite=True)
         if log:
             log(f"saved {args.export}")

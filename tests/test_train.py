@@ -7,7 +7,7 @@ import pytest
 from gradvis.nn.architectures import default_net
 from gradvis.io.model_file import load_model
 from gradvis.train import (SGD, AdamW, CosineWarmup, OneCycle, StepLR, TrainConfig, WeightAverage,
-                           alternating_flips, augment_batch, random_crop, random_flip, train,
+                           alternating_flips, augment_batch, balanced_subset, random_crop, random_flip, train,
                            whitening_filters)
 
 from conftest import require_torch
@@ -252,3 +252,13 @@ def test_weight_average_arithmetic():
 def test_new_config_fields_are_checked(field, value, exc):
     with pytest.raises(exc, match=field):
         TrainConfig(**{field: value}).validate()
+
+
+def test_balanced_subset_takes_every_class():
+    labels = np.repeat(np.arange(5), [10, 10, 10, 10, 2])      # stored class by class
+    keep = balanced_subset(labels, 20)
+    assert len(keep) == 20 and np.all(np.diff(keep) > 0)
+    counts = np.bincount(labels[keep], minlength=5)
+    assert counts[4] == 2 and counts[:4].max() - counts[:4].min() <= 1
+    np.testing.assert_array_equal(keep[:5], [0, 1, 2, 3, 4])     # each class's first images
+    np.testing.assert_array_equal(balanced_subset(labels, 100), np.arange(42))

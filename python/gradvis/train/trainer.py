@@ -38,7 +38,7 @@ from ..nn.losses import softmax_cross_entropy
 
 __all__ = ["SGD", "AdamW", "OneCycle", "CosineWarmup", "StepLR", "make_schedule",
            "random_crop", "random_flip", "alternating_flips", "augment_batch", "evaluate", "TrainConfig",
-           "train", "whitening_filters", "apply_whitening", "WeightAverage",
+           "train", "whitening_filters", "apply_whitening", "WeightAverage", "balanced_subset",
            "decays", "add_config_arguments", "config_from_args", "read_checkpoint", "check_sizes"]
 
 
@@ -244,6 +244,20 @@ def augment_batch(images, rng, crop=56, pad=4, flip=True, flips=None):
     return out
 
 
+def balanced_subset(labels, n):
+    """Indices (sorted) of ``n`` of the images with these (N,) labels, as many of each
+    class as possible (counts differ by at most one where classes are large enough):
+    each class's first images in order. Data sets are often stored class by class,
+    where the first ``n`` would hold only a few classes."""
+    labels = np.asarray(labels)
+    n = _checks.positive_int(n, "n")
+    rank = np.empty(len(labels), np.int64)
+    for c in np.unique(labels):
+        where = np.flatnonzero(labels == c)
+        rank[where] = np.arange(len(where))
+    return np.sort(np.lexsort((labels, rank))[:n])
+
+
 # ============================================================================ whitening, EMA
 def _first_conv(model):
     for node in model.nodes:
@@ -408,7 +422,7 @@ class TrainConfig:
     checkpoint_every: int = 200     # steps between checkpoints (and at each epoch end)
     log_every: int = 20             # steps between progress lines
     num_threads: int = 2
-    max_train: int = 0              # use only the first N training images (0: all), for pilots
+    max_train: int = 0              # use only N training images, as many of each class (0: all)
 
     def validate(self):
         """Check every field; raises TypeError/ValueError naming the bad one. Returns self."""
@@ -530,8 +544,9 @@ def train(model, data, config=None, run_dir=None, resume=False, log=print, on_st
     X_train, y_train = data.X_train, np.asarray(data.y_train)
     if getattr(X_train, "ndim", 0) != 4:
         raise ValueError(f"X_train must be uint8 images (N, H, W, 3), got shape {np.shape(X_train)}")
-    if cfg.max_train:
-        X_train, y_train = X_train[:cfg.max_train], y_train[:cfg.max_train]
+    if cfg.max_train and cfg.max_train < len(X_train):
+        keep = balanced_subset(y_train, cfg.max_train)
+        X_train, y_train = X_train[keep], y_train[keep]
     n = len(X_train)
     steps_per_epoch = n // cfg.batch_size
     if steps_per_epoch < 1:

@@ -38,7 +38,7 @@ from ..nn.losses import softmax_cross_entropy
 
 __all__ = ["SGD", "AdamW", "OneCycle", "CosineWarmup", "StepLR", "make_schedule",
            "random_crop", "random_flip", "alternating_flips", "augment_batch", "evaluate", "TrainConfig",
-           "train", "whitening_filters", "apply_whitening", "WeightAverage", "balanced_subset",
+           "train", "whitening_filters", "apply_whitening", "WeightAverage", "balanced_subset", "init_from",
            "decays", "add_config_arguments", "config_from_args", "read_checkpoint", "check_sizes"]
 
 
@@ -688,6 +688,23 @@ def train(model, data, config=None, run_dir=None, resume=False, log=print, on_st
     return final, history
 
 
+def init_from(model, path):
+    """Copy the parameters and buffers of the model file (or training checkpoint) at
+    ``path`` into ``model``, whose architecture must have the same arrays (names and
+    shapes); ValueError naming the first difference."""
+    src, _, _ = read_model_file(path)
+    for what, mine, theirs in (("parameter", model.params, src.params), ("buffer", model.buffers, src.buffers)):
+        if set(mine) != set(theirs):
+            diff = sorted(set(mine) ^ set(theirs))
+            raise ValueError(f"{path}: its {what}s differ from the model's (e.g. {diff[0]!r}); "
+                             f"--init needs a model of the same architecture")
+        for k, v in mine.items():
+            if theirs[k].shape != v.shape:
+                raise ValueError(f"{path}: {what} {k!r} has shape {theirs[k].shape}, the model's {v.shape}")
+            v[...] = theirs[k]
+    return model
+
+
 # ============================================================================ command line
 _TRUE, _FALSE = ("1", "true", "yes", "on", "y", "t"), ("0", "false", "no", "off", "n", "f")
 
@@ -744,6 +761,9 @@ def main(argv=None):
     p.add_argument("--resume", action="store_true", help="continue from run-dir/checkpoint.npz")
     p.add_argument("--data", default=None, help="path of tiny-imagenet-100-A-train.tar.gz")
     p.add_argument("--export", default=None, help="also save the final model here (e.g. the bundled default.npz)")
+    p.add_argument("--init", default=None, metavar="MODEL",
+                   help="start from this model file's (or checkpoint's) weights instead of a random "
+                        "initialization: a new schedule from trained weights (a warm restart)")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     cfg = config_from_args(args)
@@ -753,6 +773,8 @@ def main(argv=None):
     ds = load_tiny_imagenet(args.data)
     model = default_net(num_classes=ds.num_classes, class_names=ds.class_names, wnids=ds.wnids,
                         seed=cfg.seed)
+    if args.init and not (args.resume and (Path(args.run_dir) / "checkpoint.npz").is_file()):
+        init_from(model, args.init)
     log = None if args.quiet else (lambda s: print(time.strftime("%H:%M:%S"), s, flush=True))
     if log:
         log(f"config: {json.dumps(dataclasses.asdict(cfg))}")

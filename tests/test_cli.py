@@ -50,6 +50,21 @@ def test_predict(capsys, model, photo, tmp_path):
     assert "center-cropped to 64x64" in err        # says what it did to the photo
     probs = np.load(tmp_path / "predictions.npy")
     assert probs.shape == (1, model.num_classes) and abs(probs.sum() - 1) < 1e-4
+    assert f"knows {model.num_classes} classes" in err and "--crops 5" in err and "--model" in err
+
+
+@pytest.mark.parametrize("crops", [5, 10])
+def test_predict_multi_crop_is_the_mean_of_the_views(capsys, model, photo, tmp_path, crops):
+    from gradvis.io.images import multi_crops, read_rgb
+    from gradvis.nn.losses import softmax
+    code, out, err = run_cli(capsys, "predict", photo, "--crops", crops, "--out", tmp_path, "--save-npy")
+    assert code == 0, err
+    assert f"mean of {crops} views" in err
+    views = multi_crops(read_rgb(photo)[0], tuple(model.input_shape[1:]), crops)
+    want = softmax(model.predict(model.preprocess(views))).mean(0)
+    np.testing.assert_allclose(np.load(tmp_path / "predictions.npy")[0], want, rtol=1e-5, atol=1e-7)
+    code, out, err = run_cli(capsys, "predict", photo, "--crops", 3)
+    assert code != 0 and "--crops" in err
 
 
 def test_saliency_files_and_quiet(capsys, model, photo, tmp_path):
@@ -274,3 +289,22 @@ def test_onnx_models_take_their_preprocessing(capsys, model, tmp_path):
     assert code == 0 and out.split()[-1] == "4x16x8"
     code, out, err = run_cli(capsys, "classes", "--model", "default", "goldfish")
     assert code == 0 and "goldfish" in out
+
+
+def test_multi_crops_views():
+    from gradvis.io.images import fit_image, multi_crops
+    rgb = np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    one = multi_crops(rgb, (32, 32), 1, scale=1.0)
+    np.testing.assert_array_equal(one[0], fit_image(rgb, (32, 32))[0])
+    five = multi_crops(rgb, (32, 32), 5, scale=1.25)
+    big, _ = fit_image(rgb, (40, 40))
+    assert five.shape == (5, 32, 32, 3) and five.dtype == np.uint8
+    np.testing.assert_array_equal(five[0], big[4:36, 4:36])         # centre
+    np.testing.assert_array_equal(five[1], big[:32, :32])           # corners
+    np.testing.assert_array_equal(five[4], big[8:, 8:])
+    ten = multi_crops(rgb, (32, 32), 10, scale=1.25)
+    np.testing.assert_array_equal(ten[:5], five)
+    np.testing.assert_array_equal(ten[5:], five[:, :, ::-1])
+    for kw, match in ((dict(n=4), "crops"), (dict(n=5, scale=0.5), "scale"), (dict(n=5, scale=float("nan")), "scale")):
+        with pytest.raises(ValueError, match=match):
+            multi_crops(rgb, (32, 32), **kw)

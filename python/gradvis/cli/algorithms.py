@@ -13,11 +13,26 @@ from .common import (UsageError, check_image_size, add_command, add_common, clas
 def cmd_predict(args):
     run = setup(args)
     model = need_classes(model_from_args(args), "'predict'")
-    photos, imgs = model_photos(run, model, args.images)
     k = min(args.top_k, model.num_classes)
     if args.save_npy:
         (npy,) = run.prepare_outputs(["predictions.npy"])
-    probs = softmax(model.predict(model.preprocess(imgs)))
+    size = tuple(model.input_shape[1:])
+    if args.crops == 1:
+        photos, imgs = model_photos(run, model, args.images)
+        probs = softmax(model.predict(model.preprocess(imgs)))
+    else:
+        from ..io.images import multi_crops
+        photos = [read_image(p) for p in args.images]
+        probs = np.stack([softmax(model.predict(model.preprocess(multi_crops(ph.rgb, size, args.crops)))).mean(0)
+                          for ph in photos])
+        run.note(f"each photo: the mean of {args.crops} views ({'centre and corners' if args.crops == 5 else 'centre, corners and their mirror images'} "
+                 f"of {size[1]}x{size[0]} pixels, from the photo scaled to cover {int(round(size[1] * 1.14))}x{int(round(size[0] * 1.14))})")
+    if any(ph.rgb.shape[0] > size[0] or ph.rgb.shape[1] > size[1] for ph in photos):
+        what = f"{model.num_classes} classes" + (f" ({model.name})" if getattr(model, "name", "model") not in (None, "", "model") else "")
+        run.note(f"the model sees {size[1]}x{size[0]} pixels and knows {what}: a photo is shrunk "
+                 f"to that size, so small or off-centre objects may be lost"
+                 + ("; --crops 5 averages five views" if args.crops == 1 else "")
+                 + "; --model takes a network of your own (e.g. an ImageNet one from ONNX)")
     for ph, p in zip(photos, probs):
         run.say(ph.name)
         for r, i in enumerate(np.argsort(-p)[:k]):
@@ -261,6 +276,9 @@ def register(sub):
     sp = add_command(sub, "predict", "top-k classes of photos, with probabilities", cmd_predict)
     sp.add_argument("images", nargs="+", metavar="IMAGE")
     sp.add_argument("--top-k", "-k", type=pos_int, default=5, help="classes to show (default: 5)")
+    sp.add_argument("--crops", type=int, choices=(1, 5, 10), default=1,
+                    help="average the probabilities over 1 (the centre, default), 5 (centre and "
+                         "corners) or 10 (those and their mirror images) views of each photo")
     add_common(sp, seed=False)
 
     sp = add_command(sub, "saliency", "saliency maps of photos (Simonyan et al. 2013)", cmd_saliency)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ImageDataset", "load_tiny_imagenet", "find_tiny_imagenet", "load_image_folder",
+__all__ = ["COLOR_INFO_KEY", "color_correlation_from_images", "ImageDataset", "load_tiny_imagenet", "find_tiny_imagenet", "load_image_folder",
            "VAL_FIRST_INDEX", "ARCHIVE_NAME"]
 
 ARCHIVE_NAME = "tiny-imagenet-100-A-train.tar.gz"
@@ -422,3 +422,41 @@ def load_image_folder(root, size=(64, 64), val_fraction=0.1, seed=0):
         X_train=np.stack(X_tr) if X_tr else empty, y_train=np.array(y_tr, np.int64),
         X_val=np.stack(X_va) if X_va else empty, y_val=np.array(y_va, np.int64),
         wnids=classes, class_names=classes)
+
+
+# ---------------------------------------------------------------------------- colour statistics
+# Where a model file keeps the colour matrix of its training images (model.info);
+# gradvis.optvis decorrelates colours with it.
+COLOR_INFO_KEY = "color_correlation_svd_sqrt"
+
+
+def color_correlation_from_images(images, chunk=1 << 22):
+    """The square root of the RGB covariance of ``images``, as Lucid computes
+    ``color_correlation_svd_sqrt``: ``U @ diag(sqrt(s))`` for the covariance
+    ``U diag(s) U^T`` of the pixel values in [0, 1], columns by decreasing
+    variance, each column's red entry made >= 0.
+
+    Args:
+        images: uint8 RGB images (N, H, W, 3) (values 0-255).
+        chunk: pixels summed at a time (bounds the float64 copy).
+
+    Returns:
+        (3, 3) float64 matrix M with ``M @ M.T`` the covariance.
+    """
+    arr = np.asarray(images)
+    if arr.ndim < 2 or arr.shape[-1] != 3 or arr.size == 0:
+        raise ValueError(f"images must be (..., 3) RGB pixel values, got shape {arr.shape}")
+    px = arr.reshape(-1, 3)
+    n, s, ss = 0, np.zeros(3), np.zeros((3, 3))
+    for i in range(0, px.shape[0], chunk):
+        c = px[i:i + chunk].astype(np.float64) / 255.0
+        n += c.shape[0]
+        s += c.sum(axis=0)
+        ss += c.T @ c
+    mean = s / n
+    cov = ss / n - np.outer(mean, mean)
+    w, U = np.linalg.eigh(cov)
+    order = np.argsort(w)[::-1]
+    w, U = np.clip(w[order], 0.0, None), U[:, order]
+    U = U * np.where(U[0] < 0, -1.0, 1.0)
+    return U * np.sqrt(w)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["read_rgb", "load_image", "fit_image", "resize_rgb"]
+__all__ = ["read_rgb", "load_image", "fit_image", "resize_rgb", "multi_crops"]
 
 
 def _to_rgb(im):
@@ -79,6 +79,44 @@ def fit_image(rgb, size):
     if (rh, rw) != (h, w):
         what += f" and center-cropped to {w}x{h}"
     return np.ascontiguousarray(out), what
+
+
+def multi_crops(rgb, size, n=5, scale=1.14):
+    """Several views of one photo for test-time averaging (Krizhevsky et al. 2012;
+    torchvision's FiveCrop/TenCrop).
+
+    The photo is scaled (aspect kept) so that it covers ``scale`` times ``size``
+    (H, W); from the centre square of that, ``n`` crops of ``size`` are cut:
+    n=1 the centre (the same as :func:`fit_image` when scale is 1), n=5 the centre
+    and the four corners, n=10 those five and their mirror images.
+
+    Args:
+        rgb: (H0, W0, 3) uint8.
+        size: (H, W) of the crops.
+        n: 1, 5 or 10.
+        scale: >= 1; how much larger than ``size`` the scaled photo is.
+
+    Returns:
+        (n, H, W, 3) uint8.
+    """
+    if n not in (1, 5, 10):
+        raise ValueError(f"crops must be 1, 5 or 10, got {n!r}")
+    scale = float(scale)
+    if not (np.isfinite(scale) and 1.0 <= scale <= 4.0):
+        raise ValueError(f"scale must be between 1 and 4, got {scale!r}")
+    h, w = size
+    big = (max(h, int(round(h * scale))), max(w, int(round(w * scale))))
+    img, _ = fit_image(rgb, big)
+    if n == 1:
+        out = [fit_image(img, (h, w))[0]]
+    else:
+        H, W = big
+        cy, cx = (H - h) // 2, (W - w) // 2
+        corners = [(cy, cx), (0, 0), (0, W - w), (H - h, 0), (H - h, W - w)]
+        out = [img[y:y + h, x:x + w] for y, x in corners]
+        if n == 10:
+            out += [c[:, ::-1] for c in out]
+    return np.ascontiguousarray(np.stack(out))
 
 
 def load_image(path, size=None):

@@ -129,6 +129,11 @@ def _read(z, path):
         if param is not None and param in model.params:
             # optimizer state: one array per parameter, of its shape
             state[name] = z.read(key, shape=model.params[param].shape)
+        elif name.startswith(("ema/p/", "ema/b/")) and \
+                (name[6:] in model.params if name[4] == "p" else name[6:] in model.buffers):
+            # a moving average of the weights: one array per parameter or buffer, of its shape
+            ref = model.params[name[6:]] if name[4] == "p" else model.buffers[name[6:]]
+            state[name] = z.read(key, shape=ref.shape)
         elif name == "perm":
             # the data order: a permutation of the training images
             state[name] = z.read(key, kinds="iu", ndim=1)

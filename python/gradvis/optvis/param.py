@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _checks
+from ..io.datasets import COLOR_INFO_KEY, color_correlation_from_images
 from ..nn import imageops
 
 __all__ = ["image", "ImageParam", "IMAGENET_COLOR_CORRELATION", "color_correlation",
@@ -26,44 +27,9 @@ IMAGENET_COLOR_CORRELATION = np.array([[0.26, 0.09, 0.02],
                                        [0.27, 0.00, -0.05],
                                        [0.27, -0.09, 0.03]])
 
-# Where a model file keeps the colour matrix of its training images (model.info).
-COLOR_INFO_KEY = "color_correlation_svd_sqrt"
-
 # Lucid divides the inverse FFT's output by 4 ("magic" in Lucent): it keeps the
 # starting spectrum's images far from the sigmoid's flat ends.
 _FFT_OUTPUT_SCALE = 0.25
-
-
-def color_correlation_from_images(images, chunk=1 << 22):
-    """The square root of the RGB covariance of ``images``, as Lucid computes
-    ``color_correlation_svd_sqrt``: ``U @ diag(sqrt(s))`` for the covariance
-    ``U diag(s) U^T`` of the pixel values in [0, 1], columns by decreasing
-    variance, each column's red entry made >= 0.
-
-    Args:
-        images: uint8 RGB images (N, H, W, 3) (values 0-255).
-        chunk: pixels summed at a time (bounds the float64 copy).
-
-    Returns:
-        (3, 3) float64 matrix M with ``M @ M.T`` the covariance.
-    """
-    arr = np.asarray(images)
-    if arr.ndim < 2 or arr.shape[-1] != 3 or arr.size == 0:
-        raise ValueError(f"images must be (..., 3) RGB pixel values, got shape {arr.shape}")
-    px = arr.reshape(-1, 3)
-    n, s, ss = 0, np.zeros(3), np.zeros((3, 3))
-    for i in range(0, px.shape[0], chunk):
-        c = px[i:i + chunk].astype(np.float64) / 255.0
-        n += c.shape[0]
-        s += c.sum(axis=0)
-        ss += c.T @ c
-    mean = s / n
-    cov = ss / n - np.outer(mean, mean)
-    w, U = np.linalg.eigh(cov)
-    order = np.argsort(w)[::-1]
-    w, U = np.clip(w[order], 0.0, None), U[:, order]
-    U = U * np.where(U[0] < 0, -1.0, 1.0)
-    return U * np.sqrt(w)
 
 
 def color_correlation(model=None):

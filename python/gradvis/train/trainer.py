@@ -624,11 +624,9 @@ def train(model, data, config=None, run_dir=None, resume=False, log=print, on_st
                 perm = rng.permutation(n).astype(np.int64)
         idx = perm[k * cfg.batch_size:(k + 1) * cfg.batch_size]
         crop = cfg.crop if step < full_from else X_train.shape[1]
-        flips = None
-        if cfg.flip_mode == "alternate":   # one mask per epoch, drawn at its first step
-            if flip_mask is None or flip_mask[0] != epoch:
-                flip_mask = (epoch, alternating_flips(n, epoch, cfg.seed))
-            flips = flip_mask[1][idx]
+        if cfg.flip_mode == "alternate" and (flip_mask is None or flip_mask[0] != epoch):
+            flip_mask = (epoch, alternating_flips(n, epoch, cfg.seed))   # one mask per epoch
+        flips = flip_mask[1][idx] if cfg.flip_mode == "alternate" else None
         xb = augment_batch(X_train[idx], rng, crop, cfg.pad, cfg.flip, flips)
         yb = y_train[idx]
         X = model.preprocess(xb)

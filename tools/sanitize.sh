@@ -59,7 +59,7 @@ else
   tests=(tests/test_conv.py tests/test_conv_depthwise.py tests/test_conv_winograd.py tests/test_pool.py tests/test_activation.py
          tests/test_activation_gates.py tests/test_affine.py tests/test_batchnorm.py tests/test_blur.py
          tests/test_gemm.py tests/test_array_pool.py tests/test_relu_fusion.py tests/test_core_limits.py
-         tests/test_core_threads.py tests/test_layers.py tests/test_resample.py)
+         tests/test_core_threads.py tests/test_layers.py tests/test_resample.py tests/test_pointwise.py)
 fi
 
 status=0

@@ -1,5 +1,5 @@
 """Float64 numpy references for the pointwise and layer-norm kernels: GELU (both
-forms), erf, the per-channel scale and layer normalization, forward and backward,
+forms), erf, sigmoid, SiLU, hard swish, the per-channel scale and layer normalization, forward and backward,
 written from their definitions (erf and erfc from Python's math module)."""
 import math
 
@@ -52,6 +52,16 @@ def sigmoid(x):
 def silu_grad(x):
     s, s_neg = sigmoid(x), sigmoid(-np.asarray(x, np.float64))
     return s * (1.0 + np.asarray(x, np.float64) * s_neg)
+
+
+def hardswish(x):
+    x = np.asarray(x, np.float64)
+    return x * np.clip(x + 3.0, 0.0, 6.0) / 6.0
+
+
+def hardswish_grad(x):
+    x = np.asarray(x, np.float64)
+    return np.where(x < -3.0, 0.0, np.where(x <= 3.0, x / 3.0 + 0.5, 1.0))
 
 
 def channel_scale(x, s):

@@ -40,6 +40,7 @@ UNARY = {   # name -> (forward, backward(dout, x), reference f, reference f')
     "erf": (_core.erf_forward, _core.erf_backward, ref.erf, ref.erf_grad),
     "silu": (_core.silu_forward, _core.silu_backward, lambda x: x * ref.sigmoid(x), ref.silu_grad),
     "sigmoid": (_core.sigmoid_forward, None, ref.sigmoid, None),
+    "hardswish": (_core.hardswish_forward, _core.hardswish_backward, ref.hardswish, ref.hardswish_grad),
 }
 
 

@@ -90,7 +90,7 @@ void leaky_relu_backward_cpu(T* dx, const T* dout, const T* x, T alpha, index_t 
   });
 }
 
-// float32 sigmoid and SiLU run in SIMD lanes (ops/pointwise.h).
+// float32 sigmoid, SiLU and hard swish run in SIMD lanes (ops/pointwise.h).
 template <class T>
 void sigmoid_forward_cpu(T* out, const T* x, index_t n) {
   for_chunks(n, [&](index_t b, index_t e, int) {
@@ -143,16 +143,23 @@ void hardsigmoid_backward_cpu(T* dx, const T* dout, const T* x, T alpha, T beta,
 template <class T>
 void hardswish_forward_cpu(T* out, const T* x, index_t n) {
   for_chunks(n, [&](index_t b, index_t e, int) {
-    for (index_t i = b; i < e; ++i) out[i] = x[i] * clamp_nan(x[i] + T(3), T(0), T(6)) / T(6);
+    if constexpr (std::is_same<T, float>::value)
+      hardswish_forward_f32(out + b, x + b, e - b);
+    else
+      for (index_t i = b; i < e; ++i) out[i] = x[i] * clamp_nan(x[i] + T(3), T(0), T(6)) / T(6);
   });
 }
 
 template <class T>
 void hardswish_backward_cpu(T* dx, const T* dout, const T* x, index_t n) {
   for_chunks(n, [&](index_t b, index_t e, int) {
-    for (index_t i = b; i < e; ++i) {
-      const T g = dout[i], v = x[i];
-      dx[i] = v < T(-3) ? T(0) : (v <= T(3) ? g * (v / T(3) + T(0.5)) : g);
+    if constexpr (std::is_same<T, float>::value) {
+      hardswish_backward_f32(dx + b, dout + b, x + b, e - b);
+    } else {
+      for (index_t i = b; i < e; ++i) {
+        const T g = dout[i], v = x[i];
+        dx[i] = v < T(-3) ? T(0) : (v <= T(3) ? g * (v / T(3) + T(0.5)) : g);
+      }
     }
   });
 }

@@ -26,6 +26,8 @@ struct PwKernels {
   void (*sigmoid_f)(float*, const float*, index_t);
   void (*silu_f)(float*, const float*, index_t);
   void (*silu_b)(float*, const float*, const float*, index_t);
+  void (*hardswish_f)(float*, const float*, index_t);
+  void (*hardswish_b)(float*, const float*, const float*, index_t);
 };
 
 }  // namespace
@@ -174,6 +176,10 @@ void silu_forward_f32(float* out, const float* x, index_t n) { kernels().silu_f(
 void silu_backward_f32(float* dx, const float* dout, const float* x, index_t n) {
   kernels().silu_b(dx, dout, x, n);
 }
+void hardswish_forward_f32(float* out, const float* x, index_t n) { kernels().hardswish_f(out, x, n); }
+void hardswish_backward_f32(float* dx, const float* dout, const float* x, index_t n) {
+  kernels().hardswish_b(dx, dout, x, n);
+}
 
 namespace {
 
@@ -187,6 +193,25 @@ double dot(const T* a, const T* b, index_t n) {
   double s = 0;
   for (int j = 0; j < 16; ++j) s += double(lanes[j]);
   for (; i < n; ++i) s += double(a[i]) * double(b[i]);
+  return s;
+}
+
+// dot(a, b, n), writing d[i] = a[i] * k on the way.
+template <class T>
+double dot_scale(T* d, const T* a, const T* b, T k, index_t n) {
+  T lanes[16] = {};
+  index_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int j = 0; j < 16; ++j) {
+      lanes[j] += a[i + j] * b[i + j];
+      d[i + j] = a[i + j] * k;
+    }
+  double s = 0;
+  for (int j = 0; j < 16; ++j) s += double(lanes[j]);
+  for (; i < n; ++i) {
+    s += double(a[i]) * double(b[i]);
+    d[i] = a[i] * k;
+  }
   return s;
 }
 
@@ -223,13 +248,13 @@ void channel_scale_backward_cpu(T* dx, T* ds, const T* dout, const T* x, const T
   for_planes(N * C, HW, [&](index_t p0, index_t p1) {
     for (index_t p = p0; p < p1; ++p) {
       const T* g = dout + p * HW;
-      if (dx) {
-        const T k = s[per_sample ? p : p % C];
+      const T k = s[per_sample ? p : p % C];
+      if (dx && !ds) {
         T* d = dx + p * HW;
         for (index_t i = 0; i < HW; ++i) d[i] = g[i] * k;
       }
-      if (ds) {
-        const double v = dot(g, x + p * HW, HW);
+      if (ds) {   // with dx: one pass over dout
+        const double v = dx ? dot_scale(dx + p * HW, g, x + p * HW, k, HW) : dot(g, x + p * HW, HW);
         if (per_sample)
           ds[p] = T(v);
         else

@@ -1,6 +1,6 @@
 // Smooth pointwise functions of transformer-era and mobile networks: GELU (the
 // exact erf form and the tanh form; Hendrycks & Gimpel 2016, arXiv:1606.08415),
-// erf, and the vectorized float32 sigmoid and SiLU that the activation kernels
+// erf, and the vectorized float32 sigmoid, SiLU and hard swish that the activation kernels
 // use; and the per-channel broadcast multiply of a squeeze-and-excitation gate
 // or a layer scale. float32 runs in SIMD lanes (AVX-512, AVX2 or baseline,
 // chosen at run time); float64 calls the C library.
@@ -19,11 +19,13 @@ template <class T> void gelu_backward_cpu(T* dx, const T* dout, const T* x, bool
 template <class T> void erf_forward_cpu(T* out, const T* x, index_t n);
 template <class T> void erf_backward_cpu(T* dx, const T* dout, const T* x, index_t n);
 
-// The float32 bodies of sigmoid_forward_cpu, silu_forward_cpu and
-// silu_backward_cpu (ops/activation.h): serial over [0, n), callers split the work.
+// The float32 bodies of sigmoid_forward_cpu, silu_*_cpu and hardswish_*_cpu
+// (ops/activation.h): serial over [0, n), callers split the work.
 void sigmoid_forward_f32(float* out, const float* x, index_t n);
 void silu_forward_f32(float* out, const float* x, index_t n);
 void silu_backward_f32(float* dx, const float* dout, const float* x, index_t n);
+void hardswish_forward_f32(float* out, const float* x, index_t n);
+void hardswish_backward_f32(float* dx, const float* dout, const float* x, index_t n);
 
 // x and out are (N, C, HW); s is (N, C) when per_sample, else (C,):
 // out[n, c, :] = x[n, c, :] * s[n, c] (or s[c]).

@@ -9,6 +9,10 @@
 #include <cstdint>
 #include <vector>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include "cpu/simd.h"
 
 namespace gradvis {

@@ -10,6 +10,7 @@
 #include <type_traits>
 
 #include "cpu/conv_depthwise.h"
+#include "cpu/conv_epilogue.h"
 #include "cpu/gemm_kernels.h"
 #include "cpu/simd.h"
 
@@ -21,13 +22,21 @@
 namespace gradvis {
 namespace conv_detail {
 
-DwPlan dw_plan(const Conv2dShape& s, std::vector<index_t>& taps) {
+bool dw_use_flat(const Conv2dShape& s, int lanes) {
+  if (s.p.stride_h != 1 || s.p.stride_w != 1 || s.C != s.p.groups) return false;
+  const index_t L = lanes, Lp = s.OW + (s.KW - 1) * s.p.dilation_w;
+  const index_t rows = (s.OH + kDwRows - 1) / kDwRows * kDwRows * ((s.OW + L - 1) / L);
+  const index_t flat = (s.OH * Lp + L - 1) / L;
+  return 5 * flat < 4 * rows;
+}
+
+DwPlan dw_plan(const Conv2dShape& s, std::vector<index_t>& taps, bool flat) {
   const auto& p = s.p;
   DwPlan g;
   g.H = s.H, g.W = s.W, g.OH = s.OH, g.OW = s.OW, g.KH = s.KH, g.KW = s.KW;
   g.sh = p.stride_h, g.sw = p.stride_w, g.pt = p.pad_top, g.pl = p.pad_left, g.dh = p.dilation_h,
   g.dw = p.dilation_w, g.m = s.F / p.groups, g.cg = s.C / p.groups;
-  g.OWr = (s.OW + kDwLanes - 1) / kDwLanes * kDwLanes;
+  g.OWr = flat ? s.OW : (s.OW + kDwLanes - 1) / kDwLanes * kDwLanes;
   g.Hp = ((s.OH + kDwRows - 1) / kDwRows * kDwRows - 1) * g.sh + (s.KH - 1) * g.dh + 1;
   g.Lp = g.OWr + (s.KW - 1) * g.dw / g.sw;
   g.PS = g.sw * g.Hp * g.Lp;
@@ -142,7 +151,7 @@ constexpr double kDwGrain = 1 << 18;
 template <class T>
 DwKernels<T> dw_kernels_scalar() {
   using V = VBase<T>;
-  return {&dw_fwd_plane<V>, &dw_dx_plane<V>, &dw_dw_channel<V>, V::W};
+  return {&dw_fwd_plane<V>, &dw_dx_plane<V>, &dw_dw_channel<V>, V::W, &dw_fwd_plane_flat<V>};
 }
 template DwKernels<float> dw_kernels_scalar<float>();
 template DwKernels<double> dw_kernels_scalar<double>();
@@ -150,19 +159,31 @@ template DwKernels<double> dw_kernels_scalar<double>();
 // out (N,F,OH,OW), x (N,C,H,W), w (F,cg,KH,KW), b (F) or null; G = groups, cg =
 // C/G, m = F/G: item i = (n, group) reads cg input planes and writes m output planes
 template <class T>
-void depthwise_forward(T* out, const T* x, const T* w, const T* b, const Conv2dShape& s, bool relu) {
+void depthwise_forward(T* out, const T* x, const T* w, const T* b, const Conv2dShape& s, bool relu,
+                       const ConvAct* act, T* pre) {
   if (s.N == 0 || s.OH == 0 || s.OW == 0) return;
-  std::vector<index_t> taps;
-  const DwPlan g = dw_plan(s, taps);
   const auto& k = kernels<T>();
+  const bool flat = dw_use_flat(s, k.lanes);
+  std::vector<index_t> taps;
+  const DwPlan g = dw_plan(s, taps, flat);
   const index_t G = s.p.groups, HW = s.H * s.W, OHW = s.OH * s.OW, KK = s.KH * s.KW, items = s.N * G;
   const double work = double(s.N) * double(s.F) * double(OHW) * double(g.cg * KK + 1);
   ErrorTrap trap;  // the scratch allocation may throw; not out of the OpenMP region
   parallel_for_nt(grain_threads(work, kDwGrain, items), items, [&](index_t i) { trap.run([&] {
     const index_t gi = i % G;
-    T* prep = scratch<T>(ScratchSlot::depthwise_prep, std::size_t(g.cg * g.PS));
-    k.fwd_plane(out + i * g.m * OHW, x + i * g.cg * HW, w + gi * g.m * g.cg * KK, b ? b + gi * g.m : nullptr, g,
-                relu, prep);
+    T* o = out + i * g.m * OHW;
+    const T* xi = x + i * g.cg * HW;
+    const T* wi = w + gi * g.m * g.cg * KK;
+    const T* bi = b ? b + gi * g.m : nullptr;
+    if (flat) {
+      T* prep = scratch<T>(ScratchSlot::depthwise_prep, std::size_t(g.PS + dw_flat_slack(g)));
+      T* tmp = scratch<T>(ScratchSlot::depthwise_dy, std::size_t(g.OH * g.Lp + kDwLanes));
+      k.fwd_flat(o, xi, wi, bi, g, relu, prep, tmp);
+    } else {
+      T* prep = scratch<T>(ScratchSlot::depthwise_prep, std::size_t(g.cg * g.PS));
+      k.fwd_plane(o, xi, wi, bi, g, relu, prep);
+    }
+    if (act) apply_act(out + i * g.m * OHW, pre ? pre + i * g.m * OHW : nullptr, g.m * OHW, *act);
   }); });
   trap.rethrow();
 }
@@ -218,9 +239,10 @@ void depthwise_backward_weight(T* dw, T* db, const T* dout, const T* x, const Co
   trap.rethrow();
 }
 
-template void depthwise_forward<float>(float*, const float*, const float*, const float*, const Conv2dShape&, bool);
+template void depthwise_forward<float>(float*, const float*, const float*, const float*, const Conv2dShape&, bool,
+                                       const ConvAct*, float*);
 template void depthwise_forward<double>(double*, const double*, const double*, const double*, const Conv2dShape&,
-                                        bool);
+                                        bool, const ConvAct*, double*);
 template void depthwise_backward_input<float>(float*, const float*, const float*, const Conv2dShape&);
 template void depthwise_backward_input<double>(double*, const double*, const double*, const Conv2dShape&);
 template void depthwise_backward_weight<float>(float*, float*, const float*, const float*, const Conv2dShape&);

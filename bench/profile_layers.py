@@ -147,6 +147,8 @@ def gradvis_side(name, out_dir, threads, reps):
 
     for node in model.nodes:
         wrap(node.layer, "forward", rec[node.name]["fwd"])
+        if hasattr(node.layer, "forward_act"):   # a convolution applying the activation after it
+            wrap(node.layer, "forward_act", rec[node.name]["fwd"])
         wrap(node.layer, "backward_inputs", rec[node.name]["bwd"])
     fused = set()
     for _ in range(reps + 1):

@@ -125,14 +125,8 @@ def _torch_bundled(tmp):
 
 
 def _torchvision():
-    import torch
-    for op in ("nms", "qnms"):
-        try:
-            torch.library.define(f"torchvision::{op}", "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        except RuntimeError:
-            pass
-    import torchvision
-    return torchvision
+    from torch_compat import import_torchvision
+    return import_torchvision()
 
 
 def _resnet18():

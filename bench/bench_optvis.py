@@ -51,12 +51,8 @@ WARM = 3
 def _torch_setup(threads):
     import torch
     torch.set_num_threads(threads)
-    for n in ("nms", "qnms"):      # torchvision's C ops cannot load beside the CPU torch
-        try:
-            torch.library.define(f"torchvision::{n}",
-                                 "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        except RuntimeError:
-            pass
+    from torch_compat import import_torchvision
+    import_torchvision()            # Lucent imports it
     return torch
 
 

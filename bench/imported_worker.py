@@ -39,12 +39,8 @@ def torch_side(name, out_dir, threads, reps, passes=None):
     import warnings
 
     import torch
-    for op in ("nms", "qnms"):     # torchvision's C ops cannot load beside the CPU build
-        try:
-            torch.library.define(f"torchvision::{op}", "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        except RuntimeError:
-            pass
-    import torchvision
+    from torch_compat import import_torchvision
+    torchvision = import_torchvision()
     nn = torch.nn
     torch.manual_seed(0)
     net = torchvision.models.get_model(name, weights=None).eval()

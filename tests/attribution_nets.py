@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import require
+from conftest import require, require_torchvision
 
 NETS = ("vgg", "resnet", "mobilenet")
 # the layer each CAM test explains: the output of the last block
@@ -146,15 +146,9 @@ def captum():
 
 
 def pytorch_grad_cam():
-    """pytorch_grad_cam, importable beside the CPU torch build (its torchvision
-    dependency's C ops cannot load: declaring their schemas lets it import)."""
-    torch = require("torch")
-    for op in ("nms", "qnms"):
-        try:
-            torch.library.define(f"torchvision::{op}",
-                                 "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        except RuntimeError:     # declared already in this process
-            pass
+    """pytorch_grad_cam, with its torchvision dependency loaded by
+    :func:`conftest.require_torchvision`."""
+    require_torchvision()
     return require("pytorch_grad_cam")
 
 

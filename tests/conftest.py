@@ -21,6 +21,25 @@ def require_torch():
     return require("torch")
 
 
+def require_torchvision():
+    """(torch, torchvision) for torchvision's model code, also beside a torch build its
+    compiled ops do not match: ``bench/torch_compat.py``'s loader, which declares the
+    two op schemas torchvision registers at import only where its ops cannot load."""
+    import importlib.util
+
+    torch = require_torch()
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "torch_compat.py")
+    spec = importlib.util.spec_from_file_location("gradvis_bench_torch_compat", path)
+    compat = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compat)
+    try:
+        return torch, compat.import_torchvision()
+    except ImportError as e:
+        if os.environ.get("CI"):
+            pytest.fail(f"torchvision is required when CI is set: {e}")
+        pytest.skip(f"torchvision is not installed: {e}", allow_module_level=True)
+
+
 def require_onnx():
     return require("onnx")
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import gradvis
-from conftest import require, require_onnx, require_torch
+from conftest import require, require_onnx, require_torch, require_torchvision
 
 # one per family, with the smallest input its export accepts: the TorchScript
 # exporter writes AlexNet's and VGG's AdaptiveAvgPool2d only as a no-op (features
@@ -43,17 +43,8 @@ TOO_BIG = ("regnet_y_128gf",)
 
 
 def _torchvision():
-    """torchvision, importable beside the CPU build of torch: its C ops cannot load, so
-    the schemas of the two it registers at import are declared first."""
-    torch = require_torch()
     require_onnx()
-    for op in ("nms", "qnms"):
-        try:
-            torch.library.define(f"torchvision::{op}",
-                                 "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        except RuntimeError:   # declared already (or torchvision's own library is loaded)
-            pass
-    return torch, require("torchvision")
+    return require_torchvision()
 
 
 def all_models():

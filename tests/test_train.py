@@ -144,6 +144,9 @@ def test_resume_continues_exactly(tmp_path, optimizer, tricks):
         np.testing.assert_allclose(resumed.params[k], full.params[k], rtol=1e-6, atol=1e-7, err_msg=k)
     for k in full.buffers:
         np.testing.assert_allclose(resumed.buffers[k], full.buffers[k], rtol=1e-6, atol=1e-7, err_msg=k)
+    # resuming the finished run (to export it) adds no second end-of-run evaluation
+    _, hist = train(_toy_net(), data, cfg, run_dir=tmp_path / "full", resume=True, log=None)
+    assert [e for e, _ in hist["val_acc"]].count(3.0) == 1
 
 
 @pytest.mark.parametrize("which", ["sgd", "adamw"])

@@ -25,7 +25,6 @@ import argparse
 import dataclasses
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -674,6 +673,8 @@ def train(model, data, config=None, run_dir=None, resume=False, log=print, on_st
         history["final_val_acc_last_weights"] = evaluate(model, data.X_val, data.y_val)
         final = ema.model(model)
     acc_v = evaluate(final, data.X_val, data.y_val)
+    # (a run resumed after its last step evaluates again: one entry for the end)
+    history["val_acc"] = [v for v in history["val_acc"] if v[0] < step / steps_per_epoch]
     history["val_acc"].append([step / steps_per_epoch, acc_v])
     history["final_val_acc"] = acc_v
     if run_dir is not None:   # the trained model first: the extra evaluation below cannot lose it

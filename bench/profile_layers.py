@@ -49,12 +49,8 @@ def conv_kind(cin, groups, k, stride):
 
 def _build_torch(name):
     import torch
-    for op in ("nms", "qnms"):     # torchvision's C ops cannot load beside the CPU build
-        try:
-            torch.library.define(f"torchvision::{op}", "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        except RuntimeError:
-            pass
-    import torchvision
+    from torch_compat import import_torchvision
+    torchvision = import_torchvision()
     torch.manual_seed(0)
     net = torchvision.models.get_model(name, weights=None).eval()
     g = torch.Generator().manual_seed(1)

@@ -134,13 +134,10 @@ void forward_tiled(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* out
   // and copied out once, instead of scattering every tile after every K block.
   const bool panel = g.OHW % NR != 0 && g.OHW < 8 * NR;
 
-  // o[0, len) of output channel f: + bias, relu or act (its input kept in pre).
+  // o[0, len) of output channel f: + bias, relu (act: at the end of the item).
   auto finish = [&](T* o, index_t len, index_t f) {
     const T bv = b ? b[f] : T(0);
-    if (act) {
-      for (index_t t = 0; t < len; ++t) o[t] = o[t] + bv;
-      apply_act(o, pre ? pre + (o - out) : nullptr, len, *act);
-    } else if (relu) {
+    if (relu && !act) {
       for (index_t t = 0; t < len; ++t) o[t] = std::max(o[t] + bv, T(0));
     } else {
       for (index_t t = 0; t < len; ++t) o[t] = o[t] + bv;
@@ -200,15 +197,10 @@ void forward_tiled(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* out
             }
             const index_t n = q / g.OHW, r = q % g.OHW;
             // Bias and relu are applied to each tile after the last K block, while it is in L1.
-            const bool last = bk == kb.n - 1 && (b || relu || act);
+            const bool last = bk == kb.n - 1 && (b || relu);
             if (mr == MR && nr == NR && r + NR <= g.OHW) {
               T* c = out + (n * s.F + row0 + m) * g.OHW + r;
-              if (kern(jr, c, g.OHW, beta, true)) {  // bias (and relu) applied by the micro-kernel
-                if (act && bk == kb.n - 1)
-                  for (index_t i = 0; i < MR; ++i)
-                    apply_act(c + i * g.OHW, pre ? pre + (c + i * g.OHW - out) : nullptr, NR, *act);
-                continue;
-              }
+              if (kern(jr, c, g.OHW, beta, true)) continue;
               if (last)
                 for (index_t i = 0; i < MR; ++i) finish(c + i * g.OHW, NR, row0 + m + i);
               continue;
@@ -239,6 +231,17 @@ void forward_tiled(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* out
               for (index_t t = 0; t < len; ++t) o[t] = src[t] + bv;
               if (act) apply_act(o, pre ? pre + (o - out) : nullptr, len, *act);
             }
+          }
+          q += len;
+        }
+      } else if (act) {
+        // The item's outputs (in L2): the activation over runs of up to P positions
+        // (per tile it cost more than a separate pass).
+        for (index_t q = q0; q < q0 + pc;) {
+          const index_t n = q / g.OHW, r = q % g.OHW, len = std::min(g.OHW - r, q0 + pc - q);
+          for (index_t f = f0; f < f1; ++f) {
+            T* o = out + (n * s.F + row0 + f) * g.OHW + r;
+            apply_act(o, pre ? pre + (o - out) : nullptr, len, *act);
           }
           q += len;
         }

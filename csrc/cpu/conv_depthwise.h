@@ -49,6 +49,10 @@ DwPlan dw_plan(const Conv2dShape& s, std::vector<index_t>& taps, bool flat = fal
 // runs over the flat index of the prepared rows (fewer vectors than row by row).
 bool dw_use_flat(const Conv2dShape& s, int lanes);
 
+// Small maps, one filter per channel, at least half a vector of channels: the
+// forward pass with channels in the vector lanes.
+bool dw_use_lanes(const Conv2dShape& s, int lanes);
+
 // One SIMD level's kernels (conv_depthwise_body.inc), for one T.
 template <class T>
 struct DwKernels {
@@ -59,8 +63,14 @@ struct DwKernels {
   int lanes;
   // a flat plan (dw_use_flat); prep: PS + dw_flat_slack values, tmp: OH*Lp + lanes
   void (*fwd_flat)(T* out, const T* x, const T* w, const T* b, const DwPlan& g, bool relu, T* prep, T* tmp);
+  // nc <= lanes channels in the vector lanes (dw_use_lanes); see dw_fwd_lanes
+  void (*fwd_lanes)(T* out, const T* x, const T* w, const T* b, index_t nc, const DwPlan& g, bool relu, T* ibuf,
+                    T* obuf, T* wbuf);
 };
 inline index_t dw_flat_slack(const DwPlan& g) { return kDwLanes + (g.KW - 1) * g.dw + 1; }
+// The padded extent the taps of dw_fwd_lanes reach (rows, columns).
+inline index_t dw_lanes_hq(const DwPlan& g) { return (g.OH - 1) * g.sh + (g.KH - 1) * g.dh + 1; }
+inline index_t dw_lanes_wq(const DwPlan& g) { return (g.OW - 1) * g.sw + (g.KW - 1) * g.dw + 1; }
 template <class T>
 DwKernels<T> dw_kernels_scalar();
 template <class T>

@@ -119,6 +119,11 @@ def test_dream_keeps_photo_size(capsys, model, tmp_path):
     assert "own size, 70x50" in err and "RGBA" in err
     assert Image.open(out_dir / "odd_dream_relu3.png").size == (70, 50)
     assert (out_dir / "odd_dream_relu3_snapshots.png").is_file()
+    code, out, err = run_cli(capsys, "dream", src, "--layer", "relu3", "--octaves", 2, "-n", 2, "--param", "fft",
+                             "--out", tmp_path / "fft")
+    assert code == 0, err
+    assert "Fourier parameterization" in out + err
+    assert Image.open(tmp_path / "fft" / "odd_dream_relu3.png").size == (70, 50)
 
 
 def test_train_and_evaluate_image_folder(capsys, model, tmp_path):

@@ -98,3 +98,40 @@ def test_fft_class_visualization_is_recognized(pretrained_model, target):
     assert X.shape == (1, 3, 64, 64)
     p = softmax(pretrained_model.forward(X)[0])[0, target]
     assert p >= 0.9, p
+
+
+def _photo(net, shape, seed):
+    """Images in the net's input space whose RGB values lie inside (0, 1)."""
+    from gradvis.optvis.render import to_model_input
+    return to_model_input(np.random.default_rng(seed).uniform(0.1, 0.9, shape), net)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(octaves=2, octave_scale=1.3), dict(transforms=SMALL_TF)])
+def test_deepdream_fft_amplifies_the_layer(net, kw):
+    X = _photo(net, (2, 3, 24, 20), 1)
+    before = np.linalg.norm(net.forward(X, end="relu2")[0])
+    Y = deepdream(X, "relu2", net, num_iterations=20, seed=0, param="fft", **kw)
+    assert Y.shape == X.shape and Y.dtype == np.float32
+    # the random test net answers less to the low frequencies this moves: 1.6-2.1x here
+    assert np.linalg.norm(net.forward(Y, end="relu2")[0]) > 1.4 * before
+    lo, hi = net.input_range()
+    assert (Y >= lo - 1e-3).all() and (Y <= hi + 1e-3).all()    # the sigmoid keeps it valid
+    assert np.array_equal(Y, deepdream(X, "relu2", net, num_iterations=20, seed=0, param="fft", **kw))
+    assert not np.allclose(Y, deepdream(X, "relu2", net, num_iterations=20, seed=0, **kw), atol=1e-2)
+
+
+def test_deepdream_fft_starts_from_the_photo_and_steps_in_grey_levels(net):
+    from gradvis.optvis.render import from_model_input
+    X = _photo(net, (2, 3, 20, 20), 3)
+    np.testing.assert_allclose(deepdream(X, "relu2", net, num_iterations=0, param="fft"), X, atol=1e-3)
+    Y = deepdream(X, "relu2", net, num_iterations=1, max_jitter=0, param="fft", learning_rate=1.5)
+    moved = np.abs(from_model_input(Y, net) - from_model_input(X, net)).reshape(2, -1).mean(axis=1) * 255
+    np.testing.assert_allclose(moved, 1.5, rtol=0.2)   # first order: 1.5 grey levels on average
+
+
+def test_deepdream_param_errors_are_named(net):
+    X = _photo(net, (1, 3, 16, 16), 0)
+    for kw, exc in [(dict(param="lucid"), ValueError), (dict(param=3), TypeError),
+                    (dict(param="fft", normalize_grad=False), ValueError)]:
+        with pytest.raises(exc, match="param"):
+            deepdream(X, "relu2", net, num_iterations=1, **kw)

@@ -121,3 +121,27 @@ def test_bundled_colour_matrix_is_that_of_its_training_images():
         pytest.skip(str(e))
     M = param.color_correlation_from_images(load_tiny_imagenet(archive).X_train)
     np.testing.assert_allclose(param.color_correlation(gradvis.load_pretrained()), M, atol=1e-6)
+
+
+@pytest.mark.parametrize("fft,decorrelate", [(True, True), (True, False), (False, True)])
+@pytest.mark.parametrize("hw", [(16, 16), (15, 22), (1, 7)])
+def test_set_images_is_the_inverse_of_forward(fft, decorrelate, hw):
+    p = param.image(*hw, batch=2, fft=fft, decorrelate=decorrelate, seed=0)
+    x = np.random.default_rng(1).uniform(0.01, 0.99, (2, 3) + hw)
+    p.set_images(x)
+    np.testing.assert_allclose(p.forward()[0], x, atol=1e-6)
+    p.set_images(np.clip(x * 2 - 0.5, 0, 1))            # values at 0 and 1 are clipped to (0, 1)
+    assert np.isfinite(p.params).all()
+    with pytest.raises(ValueError, match="shape"):
+        p.set_images(x[:1])
+
+
+def test_linear_is_the_pre_sigmoid_map_and_backward_its_adjoint():
+    p = param.image(12, 10, batch=2, seed=3, sd=0.3)
+    rng = np.random.default_rng(4)
+    img, ctx = p.forward()
+    np.testing.assert_allclose(1 / (1 + np.exp(-p.linear(p.params))), img, rtol=1e-6)
+    d_img, v = rng.standard_normal(img.shape), rng.standard_normal(p.params.shape).astype(np.float32)
+    lhs = float(np.sum(p.backward(d_img, ctx).astype(np.float64) * v))
+    rhs = float(np.sum(d_img * img * (1 - img) * p.linear(v)))
+    assert lhs == pytest.approx(rhs, rel=1e-4)

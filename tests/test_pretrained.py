@@ -47,4 +47,4 @@ def test_pretrained_held_out_accuracy():
     m = gradvis.load_pretrained()
     assert m.wnids == list(ds.wnids)
     acc = evaluate(m, ds.X_val, ds.y_val)
-    assert acc >= 0.615, f"held-out top-1 {acc:.4f} < 0.615"
+    assert acc >= 0.625, f"held-out top-1 {acc:.4f} < 0.625"

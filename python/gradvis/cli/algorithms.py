@@ -253,14 +253,14 @@ def cmd_dream(args):
     try:
         Xd = deepdream(X, layer, model, num_iterations=args.iterations, **given(learning_rate=args.lr),
                        octaves=args.octaves, octave_scale=args.octave_scale, channel=args.channel,
-                       seed=args.seed, callback=prog)
+                       seed=args.seed, callback=prog, param=args.param)
     except ValueError as e:      # e.g. the smallest octave is too small for the layer
         raise UsageError(str(e)) from None
     finally:
         prog.close()
     out = model.deprocess(Xd)[0]
     run.say(f"{ph.name}: DeepDream on {layer}, {args.octaves} octave(s) x {args.iterations} steps, "
-            f"{out.shape[1]}x{out.shape[0]}")
+            f"{out.shape[1]}x{out.shape[0]}" + (", Fourier parameterization" if args.param == "fft" else ""))
     run.save_png(out, paths[0])
     frames = [rgb] + [resize_rgb(s[0], rgb.shape[:2]) for _, s in prog.snapshots]
     labels = ["original"] + [f"octave {o + 1}/{args.octaves}" for o in range(len(prog.snapshots))]
@@ -355,6 +355,9 @@ def register(sub):
     sp.add_argument("--lr", type=pos_float, default=None,
                     help="mean change per step, grey levels (default: the algorithm's)")
     sp.add_argument("--channel", type=nonneg_int, default=None, help="amplify one channel only")
+    sp.add_argument("--param", choices=("pixels", "fft"), default="pixels",
+                    help="climb in pixels (default) or in Lucid's Fourier, colour-decorrelated "
+                         "parameterization (larger, smoother patterns)")
     sp.add_argument("--max-size", type=pos_int, default=None, metavar="PX",
                     help="first shrink the photo so its longer side is at most PX (default: own size)")
     add_common(sp)

@@ -8,6 +8,7 @@ from .. import _checks
 from ..nn.gradients import input_gradient
 from ..nn.graph import check_model
 from ..nn.imageops import jitter, random_jitter_offsets, resize, unjitter
+from ..optvis.param import ImageParam, color_correlation
 from ..optvis.render import as_transform, fit_transforms, from_model_input, images_grad, model_input_grad, \
     to_model_input
 
@@ -16,7 +17,7 @@ __all__ = ["deepdream"]
 
 def deepdream(X, layer, model, num_iterations=20, learning_rate=None, max_jitter=16, octaves=1,
               octave_scale=1.4, normalize_grad=True, channel=None, clip=True, seed=0, callback=None,
-              transforms=None):
+              transforms=None, param="pixels"):
     """Gradient ascent on ``0.5 * ||a||^2``, the squared activations of ``layer``.
 
     The CS231n version is ``octaves=1, normalize_grad=False`` (step
@@ -35,6 +36,16 @@ def deepdream(X, layer, model, num_iterations=20, learning_rate=None, max_jitter
     [0, 1], is seen through these random transforms
     (:mod:`gradvis.optvis.transforms`) and the gradient comes back through their
     exact adjoints. The default (None) is the loop above, unchanged.
+
+    ``param="fft"`` climbs in Lucid's parameterization instead of in pixels (Olah
+    et al. 2017, "Preconditioning and Parameterization"): at each octave the image
+    is written as a 1/frequency-scaled Fourier spectrum of colour-decorrelated
+    values under a sigmoid (:meth:`gradvis.optvis.param.ImageParam.set_images`,
+    exactly the octave's image), and every step moves that spectrum along its
+    gradient. The step is still ``learning_rate`` grey levels: it is scaled so
+    that, to first order, the image changes by that much on average. Low
+    frequencies then move as fast as high ones, so the patterns grow larger and
+    smoother than the pixel loop's; the sigmoid keeps every image valid.
 
     Args:
         X: images in the model's input space, (N, C, H, W), any H and W.
@@ -55,6 +66,8 @@ def deepdream(X, layer, model, num_iterations=20, learning_rate=None, max_jitter
         transforms: None, ``"standard"`` (Lucid's list sized to the model's input,
             :func:`gradvis.optvis.transforms.standard_transforms`), a
             :class:`gradvis.optvis.transforms.Transform` or a list of them.
+        param: ``"pixels"`` (the loop above) or ``"fft"`` (RGB models; takes
+            normalized steps).
 
     Returns:
         X_dream: (N, C, H, W) float32, same size as X.
@@ -83,6 +96,15 @@ def deepdream(X, layer, model, num_iterations=20, learning_rate=None, max_jitter
     if tf is not None and model.input_shape[0] != 3:
         raise ValueError(f"transforms work on RGB images; the model takes {model.input_shape[0]} channels")
     px = _checks.pixel_scale(model)
+    if not isinstance(param, str):
+        raise TypeError(f"param must be 'pixels' or 'fft', got {type(param).__name__}")
+    if param not in ("pixels", "fft"):
+        raise ValueError(f"param must be 'pixels' or 'fft', got {param!r}")
+    fft = param == "fft"
+    if fft and model.input_shape[0] != 3:
+        raise ValueError(f"param='fft' draws RGB images; the model takes {model.input_shape[0]} channels")
+    if fft and not normalize_grad:
+        raise ValueError("param='fft' takes steps of learning_rate grey levels: it needs normalize_grad=True")
 
     # The pyramid's sizes first (integers only), checked against the layer before any
     # image is resized: a million octaves is refused at once, not after building them.
@@ -135,6 +157,11 @@ def deepdream(X, layer, model, num_iterations=20, learning_rate=None, max_jitter
         Xo = base + detail
         lo, hi = _checks.valid_range(model, base.shape)
         jit = max(0, int(round(max_jitter * base.shape[2] / X.shape[2])))
+        if fft:
+            p = ImageParam(*base.shape[2:], batch=base.shape[0], sd=0.0, color=color_correlation(model))
+            p.set_images(from_model_input(Xo, model))
+            img, ctx = p.forward()
+            Xo = to_model_input(img, model)
         for _ in range(num_iterations):
             oy, ox = random_jitter_offsets(rng, jit)
             Xj = jitter(Xo, oy, ox)
@@ -150,13 +177,15 @@ def deepdream(X, layer, model, num_iterations=20, learning_rate=None, max_jitter
             if tf is not None:
                 g = model_input_grad(back(images_grad(g, model)), model).astype(Xo.dtype, copy=False)
             g = unjitter(g, oy, ox)
-            if normalize_grad:
+            if fft:
+                Xo, ctx = _spectrum_step(p, ctx, images_grad(g, model), learning_rate, model)
+            elif normalize_grad:
                 gp = g / px                  # gradient with respect to pixel values
                 gp = gp / np.maximum(np.abs(gp).mean(axis=(1, 2, 3), keepdims=True), 1e-12)
                 Xo = Xo + (learning_rate * gp) / px
             else:
                 Xo = Xo + learning_rate * g
-            if clip:
+            if clip and not fft:
                 Xo = np.clip(Xo, lo, hi)
             Xo = Xo.astype(np.float32, copy=False)
             if callback is not None:
@@ -165,3 +194,19 @@ def deepdream(X, layer, model, num_iterations=20, learning_rate=None, max_jitter
             t_global += 1
         detail = Xo - base
     return Xo
+
+
+def _spectrum_step(p, ctx, d_images, learning_rate, model):
+    """One normalized ascent step of the ImageParam ``p`` along d(objective)/d(params)
+    from ``d_images`` (the gradient with respect to its [0, 1] images), sized so that
+    each image changes by ``learning_rate`` grey levels on average to first order.
+    Returns the new images in the model's input space and their context."""
+    img = ctx
+    gp = p.backward(d_images, ctx)
+    dimg = img * (1.0 - img) * p.linear(gp)        # the images' change per unit step
+    n = img.shape[0]
+    move = np.abs(dimg).reshape(n, -1).mean(axis=1) * 255.0
+    step = np.where(move > 0, learning_rate / np.maximum(move, 1e-30), 0.0).astype(p.params.dtype)
+    p.params += gp * step.reshape((1, n, 1, 1, 1) if p.fft else (n, 1, 1, 1))
+    img, ctx = p.forward()
+    return to_model_input(img, model), ctx

@@ -134,20 +134,52 @@ class ImageParam:
         else:
             self.params[...] = imageops.blur(self.params, sigma)
 
+    def linear(self, params):
+        """The images before their sigmoid, (N, 3, H, W), for ``params`` shaped like
+        :attr:`params`: the linear part of the parameterization (inverse FFT and
+        colour matrix), so ``linear(d)`` is also how the pre-sigmoid images move
+        when the parameters move by ``d``."""
+        h, w = self.shape[2:]
+        if self.fft:
+            dt = params.dtype
+            spec = (params[0] * self._scale.astype(dt)) + 1j * (params[1] * self._scale.astype(dt))
+            t = np.fft.irfft2(spec, s=(h, w), norm="ortho").astype(dt, copy=False)
+        else:
+            t = params
+        if self.decorrelate:
+            t = np.einsum("ij,njhw->nihw", self.color.astype(t.dtype), t, optimize=True)
+        return t
+
     def forward(self):
         """Images (N, 3, H, W) in [0, 1] (float32, or :attr:`params`' dtype) and the
         context for :meth:`backward`."""
-        n, c, h, w = self.shape
-        if self.fft:
-            dt = self.params.dtype
-            spec = (self.params[0] * self._scale.astype(dt)) + 1j * (self.params[1] * self._scale.astype(dt))
-            t = np.fft.irfft2(spec, s=(h, w), norm="ortho").astype(dt, copy=False)
-        else:
-            t = self.params
-        if self.decorrelate:
-            t = np.einsum("ij,njhw->nihw", self.color.astype(t.dtype), t, optimize=True)
-        img = 1.0 / (1.0 + np.exp(-t))
+        img = 1.0 / (1.0 + np.exp(-self.linear(self.params)))
         return img, img
+
+    def set_images(self, images, eps=1.0 / 512):
+        """Set :attr:`params` so that :meth:`forward` gives ``images`` (N, 3, H, W),
+        RGB in [0, 1], each value first clipped to [eps, 1 - eps] where the sigmoid
+        can be inverted. The inverse of each step: logit, the colour matrix's
+        inverse, ``rfft2`` divided by the frequency scaling (exact: the scaling has
+        no zero, and the spectrum of real images is what ``irfft2`` reads)."""
+        x = np.asarray(images, dtype=np.float64)
+        if x.shape != self.shape:
+            raise ValueError(f"images must have shape {self.shape}, got {x.shape}")
+        if not np.isfinite(x).all():
+            raise ValueError("images must be finite")
+        eps = _checks.nonneg_float(eps, "eps")
+        if not 0 < eps < 0.5:
+            raise ValueError(f"eps must be in (0, 0.5), got {eps}")
+        x = np.clip(x, eps, 1.0 - eps)
+        t = np.log(x) - np.log1p(-x)
+        if self.decorrelate:
+            t = np.einsum("ij,njhw->nihw", np.linalg.inv(self.color.astype(np.float64)), t, optimize=True)
+        if self.fft:
+            spec = np.fft.rfft2(t, norm="ortho") / self._scale.astype(np.float64)
+            self.params[0] = spec.real
+            self.params[1] = spec.imag
+        else:
+            self.params[...] = t
 
     def backward(self, d_images, ctx):
         """d(objective)/d(params), shaped like :attr:`params`, from d(objective)/d(images)."""

@@ -156,7 +156,7 @@ template <class T>
 DwKernels<T> dw_kernels_scalar() {
   using V = VBase<T>;
   return {&dw_fwd_plane<V>, &dw_dx_plane<V>, &dw_dw_channel<V>, V::W, &dw_fwd_plane_flat<V>,
-          &dw_fwd_lanes<V>};
+          &dw_fwd_lanes<V>, &dw_dx_lanes<V>};
 }
 template DwKernels<float> dw_kernels_scalar<float>();
 template DwKernels<double> dw_kernels_scalar<double>();
@@ -222,6 +222,20 @@ void depthwise_backward_input(T* dx, const T* dout, const T* w, const Conv2dShap
   const std::size_t dprep_n = std::size_t(g.m * g.Dh * g.Dl), ntaps = std::size_t(g.m * KK);
   const double work = double(s.N) * double(s.F) * double(OHW) * double(g.cg * KK) + double(s.N * s.C * HW);
   ErrorTrap trap;
+  // items: (image, block of k.lanes channels), as the forward; on 7x7 outputs only
+  // (at 14x14, stride 1, the read-modify-write per tap lost to the row kernels)
+  if (dw_use_lanes(s, k.lanes) && s.OH * s.OW <= 64) {
+    const index_t L = k.lanes, blocks = (s.C + L - 1) / L, nitems = s.N * blocks;
+    const std::size_t gb = std::size_t(dw_lanes_hq(g) * dw_lanes_wq(g) * L);
+    parallel_for_nt(grain_threads(work, kDwGrain / 2, nitems), nitems, [&](index_t i) { trap.run([&] {
+      const index_t n = i / blocks, c0 = (i % blocks) * L, nc = std::min(L, s.C - c0);
+      T* gbuf = scratch<T>(ScratchSlot::depthwise_prep, gb);
+      T* dbuf = scratch<T>(ScratchSlot::depthwise_dy, std::size_t(OHW * L));
+      T* wbuf = scratch<T>(ScratchSlot::depthwise_w, std::size_t(KK * L));
+      k.dx_lanes(dx + (n * s.C + c0) * HW, dout + (n * s.C + c0) * OHW, w + c0 * KK, nc, g, gbuf, dbuf, wbuf);
+    }); });
+    return trap.rethrow();
+  }
   parallel_for_nt(grain_threads(work, kDwGrain, items), items, [&](index_t i) { trap.run([&] {
     const index_t gi = i % G;
     T* dprep = scratch<T>(ScratchSlot::depthwise_prep, dprep_n);

@@ -66,6 +66,8 @@ struct DwKernels {
   // nc <= lanes channels in the vector lanes (dw_use_lanes); see dw_fwd_lanes
   void (*fwd_lanes)(T* out, const T* x, const T* w, const T* b, index_t nc, const DwPlan& g, bool relu, T* ibuf,
                     T* obuf, T* wbuf);
+  // the input gradient under the same conditions; see dw_dx_lanes
+  void (*dx_lanes)(T* dx, const T* dout, const T* w, index_t nc, const DwPlan& g, T* gbuf, T* dbuf, T* wbuf);
 };
 inline index_t dw_flat_slack(const DwPlan& g) { return kDwLanes + (g.KW - 1) * g.dw + 1; }
 // The padded extent the taps of dw_fwd_lanes reach (rows, columns).

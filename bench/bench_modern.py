@@ -10,6 +10,7 @@ same gradvis process (a depthwise layer reads its input and writes its output on
 
     python bench/bench_modern.py [--quick] [--simd avx2] [--threads 1 2] [--repeats 3] [--json out.json]
     python bench/bench_modern.py --networks [--simd avx2]   # whole torchvision networks via ONNX
+    python bench/bench_modern.py --acts [--simd avx2]       # conv + activation, fused against separate
 
 --simd avx2 sets GRADVIS_SIMD=avx2 for gradvis and ATEN_CPU_CAPABILITY=avx2 for
 PyTorch. --networks runs bench/imported_worker.py (forward, and forward + input
@@ -205,6 +206,8 @@ def main():
     ap.add_argument("--repeats", type=int, default=3, help="alternating runs of each library")
     ap.add_argument("--simd", choices=["avx2", "avx512"], help="cap both libraries' SIMD level")
     ap.add_argument("--networks", action="store_true", help="whole torchvision networks instead of ops")
+    ap.add_argument("--acts", action="store_true",
+                    help="gradvis only: convolution + ReLU6/HardSwish/SiLU fused against separate calls")
     ap.add_argument("--models", nargs="*", help=f"networks for --networks (default {' '.join(NETWORKS)})")
     ap.add_argument("--json", help="write the rows here")
     args = ap.parse_args()
@@ -214,7 +217,9 @@ def main():
         args.shapes = "quick"
     if args.worker:
         return worker(args.worker, sets[args.shapes], args.batches, args.threads)
-    if args.networks:
+    if args.acts:
+        rows = run_acts(args)
+    elif args.networks:
         rows = run_networks(args)
     else:
         rows = run_ops(args, sets[args.shapes])
@@ -223,6 +228,54 @@ def main():
                 "loaded": subprocess.run(["pgrep", "-f", "gradvis.train"], capture_output=True).returncode == 0}
         with open(args.json, "w") as f:
             json.dump({"meta": meta, "rows": rows}, f, indent=1)
+
+
+# (name, C, F, HW, K, stride, groups) x activation: a convolution and the activation
+# after it, fused (conv2d_forward_act, with the pre-activation where the backward
+# needs it) against the two separate calls
+ACT_SHAPES = [
+    ("mnv2 1x1 16->96@112", 16, 96, 112, 1, 1, 1),
+    ("mnv2 dw3s2 96@112", 96, 96, 112, 3, 2, 96),
+    ("effb0 1x1 40->240@28", 40, 240, 28, 1, 1, 1),
+    ("effb0 dw5 240@28", 240, 240, 28, 5, 1, 240),
+    ("effb0 dw5 1152@7", 1152, 1152, 7, 5, 1, 1152),
+]
+
+
+def run_acts(args):
+    """gradvis only (no PyTorch in the process): fused conv + activation against the
+    convolution and the activation layer's kernel called one after the other."""
+    if args.simd:
+        os.environ["GRADVIS_SIMD"] = args.simd     # read when the module loads
+    import gradvis
+    from gradvis import _core
+    rng = np.random.default_rng(0)
+    acts = [("relu6", "clamp", lambda y: _core.clamp_forward(y, 0.0, 6.0), False),
+            ("hardswish", "hardswish", _core.hardswish_forward, True),
+            ("silu", "silu", _core.silu_forward, True)]
+    print(f"conv + activation, batch 1, float32, gradvis SIMD {gradvis.simd_level()}; ms, best of repeated calls; "
+          f"fused keeps the pre-activation for hardswish and silu (what the backward reads)")
+    head = f"{'shape':<24} {'act':<10}" + "".join(f" {'sep ' + str(t):>8} {'fused ' + str(t):>8} {'x' + str(t):>5}"
+                                                   for t in args.threads)
+    print(head)
+    print("-" * len(head))
+    rows = []
+    for name, C, F, HW, K, st, g in ACT_SHAPES:
+        x = rng.standard_normal((1, C, HW, HW)).astype(np.float32)
+        w = (rng.standard_normal((F, C // g, K, K)) / np.sqrt(C // g * K * K)).astype(np.float32)
+        b = rng.standard_normal(F).astype(np.float32)
+        for act, kind, sep, pre in acts:
+            row = {"shape": name, "act": act}
+            for nt in args.threads:
+                gradvis.set_num_threads(nt)
+                row[f"sep{nt}"] = 1e3 * best_time(lambda: sep(_core.conv2d_forward(x, w, b, st, K // 2, 1, g)))
+                row[f"fused{nt}"] = 1e3 * best_time(lambda: _core.conv2d_forward_act(
+                    x, w, b, st, K // 2, 1, g, kind, 0.0, 6.0, pre))
+            rows.append(row)
+            print(f"{name:<24} {act:<10}" + "".join(
+                f" {row[f'sep{t}']:>8.3f} {row[f'fused{t}']:>8.3f} {row[f'sep{t}'] / row[f'fused{t}']:>5.2f}"
+                for t in args.threads), flush=True)
+    return rows
 
 
 def run_ops(args, shapes):

@@ -32,6 +32,20 @@ CASES = [
     (1, 2, 10, 10, 1, 1, 3, 0, 1),                # 1x1 kernel, stride 3
     (1, 2, 16, 40, 1, 3, (1, 2), 1, 1),           # strides differ per axis
     (1, 16, 5, 5, 1, 4, 1, (1, 2, 2, 1), 1),      # even kernel
+    # small maps at stride 1: the flat forward path (rows shorter than a vector)
+    (2, 5, 7, 7, 1, 3, 1, 1, 1),                  # MobileNet's last 7x7 blocks
+    (1, 4, 7, 7, 2, 5, 1, 2, 1),                  # 5x5, multiplier 2
+    (1, 3, 7, 7, 1, 7, 1, 3, 1),                  # ConvNeXt's 7x7 at 7x7
+    (1, 3, 6, 5, 1, 3, 1, 2, 2),                  # dilation 2
+    (1, 2, 4, 3, 1, 3, 1, (4, 1, 0, 5), 1),       # padding wider than the kernel, uneven
+    (1, 3, 3, 3, 1, 7, 1, 3, 1),                  # kernel wider than the map
+    # small maps, 8 or more channels: the channels-in-lanes forward path
+    (2, 20, 7, 7, 1, 3, 1, 1, 1),                 # a partial block of channels
+    (1, 9, 9, 11, 1, 5, 2, 2, 1),                 # stride 2, odd sizes
+    (1, 16, 6, 5, 1, 3, 1, 2, 2),                 # dilation 2
+    (1, 12, 3, 4, 1, 3, 2, (4, 0, 1, 5), 1),      # padding wider than the kernel, uneven
+    (2, 16, 1, 1, 1, 3, 1, 1, 1),                 # 1x1 images
+    (1, 8, 9, 9, 1, 3, 4, 1, 1),                  # stride larger than the kernel
 ]
 IDS = [f"N{c[0]}C{c[1]}_{c[2]}x{c[3]}_m{c[4]}_k{c[5]}_s{c[6]}_p{c[7]}_d{c[8]}".replace(" ", "") for c in CASES]
 DTYPES = [np.float32, np.float64]

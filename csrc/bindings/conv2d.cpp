@@ -1,5 +1,6 @@
 // _core.conv2d_forward / conv2d_backward_input / conv2d_backward_weight.
 // All validation happens here, once; the kernels trust the shapes.
+#include <cmath>
 #include <limits>
 
 #include "bindings/register.h"
@@ -101,38 +102,75 @@ Conv2dShape make_shape(const char* fn, index_t N, index_t C, index_t H, index_t 
 constexpr const char* kFwd = "conv2d_forward";
 
 template <class T>
-py::array forward_impl(const py::array& x_in, const py::handle& w_obj, const py::handle& b_obj,
-                       const Conv2dParams& p, bool relu) {
-  auto x = as_array<T>(x_in, kFwd, "x");
-  auto w = as_array<T>(w_obj, kFwd, "w");
-  check_ndim(x, 4, kFwd, "x", "(N, C, H, W)");
-  check_ndim(w, 4, kFwd, "w", "(F, C/groups, KH, KW)");
-  check_nonempty(x, kFwd, "x");
-  check_nonempty(w, kFwd, "w");
-  check_dims(x, kFwd, "x");
-  check_dims(w, kFwd, "w");
+py::object forward_impl(const py::array& x_in, const py::handle& w_obj, const py::handle& b_obj,
+                        const Conv2dParams& p, bool relu, const ConvAct* act = nullptr, bool return_pre = false,
+                        const char* fn = kFwd) {
+  auto x = as_array<T>(x_in, fn, "x");
+  auto w = as_array<T>(w_obj, fn, "w");
+  check_ndim(x, 4, fn, "x", "(N, C, H, W)");
+  check_ndim(w, 4, fn, "w", "(F, C/groups, KH, KW)");
+  check_nonempty(x, fn, "x");
+  check_nonempty(w, fn, "w");
+  check_dims(x, fn, "x");
+  check_dims(w, fn, "w");
   const std::string where = cat("x shape ", shape_str(x), ", w shape ", shape_str(w));
   Conv2dShape s =
-      make_shape(kFwd, x.shape(0), x.shape(1), x.shape(2), x.shape(3), w.shape(0), w.shape(1), w.shape(2),
+      make_shape(fn, x.shape(0), x.shape(1), x.shape(2), x.shape(3), w.shape(0), w.shape(1), w.shape(2),
                  w.shape(3), p, where);
   py::array_t<T, py::array::c_style> b;
   const T* bp = nullptr;
   if (!b_obj.is_none()) {
-    b = as_array<T>(b_obj, kFwd, "b");
+    b = as_array<T>(b_obj, fn, "b");
     if (b.ndim() != 1 || b.shape(0) != s.F)
-      throw py::value_error(cat(kFwd, ": b must have shape (", s.F, ",) (one per filter), got shape ",
+      throw py::value_error(cat(fn, ": b must have shape (", s.F, ",) (one per filter), got shape ",
                                 shape_str(b), "; w shape ", shape_str(w)));
     bp = b.data();
   }
-  auto out = empty_array<T>({py::ssize_t(s.N), py::ssize_t(s.F), py::ssize_t(s.OH), py::ssize_t(s.OW)});
+  const std::vector<py::ssize_t> oshape{py::ssize_t(s.N), py::ssize_t(s.F), py::ssize_t(s.OH), py::ssize_t(s.OW)};
+  auto out = empty_array<T>(oshape);
+  py::array_t<T, py::array::c_style> pre;
   T* op = out.mutable_data();
+  T* pp = nullptr;
+  if (return_pre) {
+    pre = empty_array<T>(oshape);
+    pp = pre.mutable_data();
+  }
   const T* xp = x.data();
   const T* wp = w.data();
   {
     py::gil_scoped_release release;
-    conv2d_forward_cpu<T>(op, xp, wp, bp, s, relu);
+    if (act)
+      conv2d_forward_act_cpu<T>(op, pp, xp, wp, bp, s, *act);
+    else
+      conv2d_forward_cpu<T>(op, xp, wp, bp, s, relu);
   }
-  return out;
+  if (return_pre) return py::make_tuple(out, pre);
+  return std::move(out);
+}
+
+constexpr const char* kFwdAct = "conv2d_forward_act";
+
+ConvAct parse_act(const std::string& name, double lo, double hi) {
+  ConvAct a;
+  if (name == "none")
+    a.kind = ConvAct::none;
+  else if (name == "relu")
+    a.kind = ConvAct::relu;
+  else if (name == "clamp")
+    a.kind = ConvAct::clamp;
+  else if (name == "hardswish")
+    a.kind = ConvAct::hardswish;
+  else if (name == "silu")
+    a.kind = ConvAct::silu;
+  else
+    throw py::value_error(cat(kFwdAct, ": activation must be 'none', 'relu', 'clamp', 'hardswish' or 'silu', got '",
+                              name, "'"));
+  if (a.kind == ConvAct::clamp) {
+    if (std::isnan(lo) || std::isnan(hi) || !(lo <= hi))
+      throw py::value_error(cat(kFwdAct, ": lo (", lo, ") and hi (", hi, ") must be numbers with lo <= hi"));
+    a.lo = lo, a.hi = hi;
+  }
+  return a;
 }
 
 // ---- backward input ----
@@ -234,7 +272,8 @@ void register_conv2d(py::module_& m) {
         FloatKind k;
         py::array xa = primary_array(x, kFwd, "x", k);
         const Conv2dParams p = parse_params(kFwd, stride, padding, dilation, groups);
-        return k == FloatKind::f32 ? forward_impl<float>(xa, w, b, p, relu) : forward_impl<double>(xa, w, b, p, relu);
+        return (k == FloatKind::f32 ? forward_impl<float>(xa, w, b, p, relu) : forward_impl<double>(xa, w, b, p, relu))
+            .cast<py::array>();
       },
       py::arg("x"), py::arg("w"), py::arg("b") = py::none(), py::arg("stride") = 1, py::arg("padding") = 0,
       py::arg("dilation") = 1, py::arg("groups") = 1, py::arg("relu") = false,
@@ -243,6 +282,25 @@ void register_conv2d(py::module_& m) {
       "stride, dilation: int or (h, w); padding: int, (ph, pw) or (top, bottom, left, right).\n"
       "relu: return max(conv + b, 0), applied as the output is written (no second pass).\n"
       "Returns out (N, F, OH, OW) in x's dtype.");
+  m.def(
+      kFwdAct,
+      [](const py::object& x, const py::object& w, const py::object& b, const py::object& stride,
+         const py::object& padding, const py::object& dilation, const py::object& groups,
+         const std::string& activation, double lo, double hi, bool return_pre) -> py::object {
+        FloatKind k;
+        py::array xa = primary_array(x, kFwdAct, "x", k);
+        const Conv2dParams p = parse_params(kFwdAct, stride, padding, dilation, groups);
+        const ConvAct act = parse_act(activation, lo, hi);
+        return k == FloatKind::f32 ? forward_impl<float>(xa, w, b, p, false, &act, return_pre, kFwdAct)
+                                   : forward_impl<double>(xa, w, b, p, false, &act, return_pre, kFwdAct);
+      },
+      py::arg("x"), py::arg("w"), py::arg("b") = py::none(), py::arg("stride") = 1, py::arg("padding") = 0,
+      py::arg("dilation") = 1, py::arg("groups") = 1, py::arg("activation") = "none", py::arg("lo") = 0.0,
+      py::arg("hi") = 0.0, py::arg("return_pre") = false,
+      "conv2d_forward followed by an activation applied as the output is written.\n\n"
+      "activation: 'none', 'relu', 'clamp' (to [lo, hi]; ReLU6 is 0, 6), 'hardswish' (x * clamp(x + 3, 0, 6) / 6)\n"
+      "or 'silu' (x / (1 + exp(-x))), the same values as the separate activation.\n"
+      "Returns out (N, F, OH, OW), or (out, pre) with return_pre, pre = conv + b (the activation's input).");
   m.def(
       "conv2d_backward_input",
       [](const py::object& dout, const py::object& w, const py::object& input_hw, const py::object& stride,

@@ -14,6 +14,7 @@
 
 #include "cpu/conv2d_implicit.h"
 #include "cpu/conv_depthwise.h"
+#include "cpu/conv_epilogue.h"
 #include "cpu/conv_winograd.h"
 #include "cpu/gemm_kernels.h"
 #include "cpu/simd.h"
@@ -38,9 +39,20 @@ inline int conv_threads(const Conv2dShape& s) {
 
 // out = conv(x, W) + b by Winograd (float32, eligible shapes the cost model picks)
 // or the implicit gemm; `flipped` as in implicit_forward.
+// act (or null): applied as each output tile is finished, its input kept in pre
+// (Winograd: to each output plane afterwards).
 template <class T>
-void forward_any(T* out, const T* x, const T* w, const T* b, const Conv2dShape& s, bool flipped, bool relu) {
+void forward_any(T* out, const T* x, const T* w, const T* b, const Conv2dShape& s, bool flipped, bool relu,
+                 const ConvAct* act = nullptr, T* pre = nullptr) {
   if constexpr (sizeof(T) == 4) {
+    if (const auto c = conv_detail::winograd_choice(s); c && act) {
+      forward_any(out, x, w, b, s, flipped, false);  // the same Winograd call, then the activation
+      const index_t planes = s.N * s.F, OHW = s.OH * s.OW;
+      const double work = double(planes) * double(OHW) * (act->kind == ConvAct::silu ? 16.0 : 1.0);
+      return parallel_for_nt(grain_threads(work, kConvGrain / 8, planes), planes, [&](index_t i) {
+        conv_detail::apply_act(out + i * OHW, pre ? pre + i * OHW : nullptr, OHW, *act);
+      });
+    }
     if (const auto c = conv_detail::winograd_choice(s)) {
       return gemm_detail::with_ukernel<T>(
           [&](gemm_detail::ukernel_fn<T> kern, gemm_detail::ukernel_rows_fn<T>, auto MR, auto NR) {
@@ -54,7 +66,7 @@ void forward_any(T* out, const T* x, const T* w, const T* b, const Conv2dShape& 
           });
     }
   }
-  conv_detail::implicit_forward(out, x, w, b, s, flipped, relu);
+  conv_detail::implicit_forward(out, x, w, b, s, flipped, relu, act, pre);
 }
 
 }  // namespace
@@ -64,6 +76,16 @@ void conv2d_forward_cpu(T* out, const T* x, const T* w, const T* b, const Conv2d
   const TeamCap cap(conv_threads(s));
   if (conv_detail::is_direct_grouped(s)) return conv_detail::depthwise_forward(out, x, w, b, s, relu);
   forward_any(out, x, w, b, s, false, relu);
+}
+
+template <class T>
+void conv2d_forward_act_cpu(T* out, T* pre, const T* x, const T* w, const T* b, const Conv2dShape& s,
+                            const ConvAct& act) {
+  if (!pre && (act.kind == ConvAct::none || act.kind == ConvAct::relu))
+    return conv2d_forward_cpu(out, x, w, b, s, act.kind == ConvAct::relu);
+  const TeamCap cap(conv_threads(s));
+  if (conv_detail::is_direct_grouped(s)) return conv_detail::depthwise_forward(out, x, w, b, s, false, &act, pre);
+  forward_any(out, x, w, b, s, false, false, &act, pre);
 }
 
 template <class T>
@@ -98,6 +120,10 @@ void conv2d_backward_weight_cpu(T* dw, T* db, const T* dout, const T* x, const C
   conv_detail::implicit_backward_weight(dw, db, dout, x, s);
 }
 
+template void conv2d_forward_act_cpu<float>(float*, float*, const float*, const float*, const float*,
+                                           const Conv2dShape&, const ConvAct&);
+template void conv2d_forward_act_cpu<double>(double*, double*, const double*, const double*, const double*,
+                                            const Conv2dShape&, const ConvAct&);
 template void conv2d_forward_cpu<float>(float*, const float*, const float*, const float*, const Conv2dShape&, bool);
 template void conv2d_forward_cpu<double>(double*, const double*, const double*, const double*, const Conv2dShape&,
                                      bool);

@@ -18,6 +18,7 @@
 // summed in thread order: deterministic for a thread count) when there are many,
 // else the dW tiles.
 #include "cpu/conv2d_implicit.h"
+#include "cpu/conv_epilogue.h"
 
 #include "cpu/conv2d_pack.h"
 
@@ -62,7 +63,7 @@ ukernel_boffs_fn<T> boffs_ukernel() {
 // whose backward-input this is: W[c][(f,kh,kw)] = w[f][c][KH-1-kh][KW-1-kw].
 template <class T, int MR, int NR>
 void forward_tiled(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* out, const T* x, const T* w,
-                      const T* b, const Conv2dShape& s, bool flipped, bool relu) {
+                      const T* b, const Conv2dShape& s, bool flipped, bool relu, const ConvAct* act, T* pre) {
   const Geometry g = geometry(s);
   const index_t M = g.Fg, K = g.CK, Q = s.N * g.OHW;
   const index_t mslivers = (M + MR - 1) / MR, Mpad = mslivers * MR;
@@ -133,10 +134,10 @@ void forward_tiled(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* out
   // and copied out once, instead of scattering every tile after every K block.
   const bool panel = g.OHW % NR != 0 && g.OHW < 8 * NR;
 
-  // o[0, len) of output channel f: + bias, relu.
+  // o[0, len) of output channel f: + bias, relu (act: at the end of the item).
   auto finish = [&](T* o, index_t len, index_t f) {
     const T bv = b ? b[f] : T(0);
-    if (relu) {
+    if (relu && !act) {
       for (index_t t = 0; t < len; ++t) o[t] = std::max(o[t] + bv, T(0));
     } else {
       for (index_t t = 0; t < len; ++t) o[t] = o[t] + bv;
@@ -224,11 +225,23 @@ void forward_tiled(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* out
             T* o = out + (n * s.F + row0 + f) * g.OHW + r;
             const T bv = b ? b[row0 + f] : T(0);
             const T* src = panel ? cp + f * P + (q - q0) : o;
-            if (relu) {
+            if (relu && !act) {
               for (index_t t = 0; t < len; ++t) o[t] = std::max(src[t] + bv, T(0));
             } else {
               for (index_t t = 0; t < len; ++t) o[t] = src[t] + bv;
+              if (act) apply_act(o, pre ? pre + (o - out) : nullptr, len, *act);
             }
+          }
+          q += len;
+        }
+      } else if (act) {
+        // The item's outputs (in L2): the activation over runs of up to P positions
+        // (per tile it cost more than a separate pass).
+        for (index_t q = q0; q < q0 + pc;) {
+          const index_t n = q / g.OHW, r = q % g.OHW, len = std::min(g.OHW - r, q0 + pc - q);
+          for (index_t f = f0; f < f1; ++f) {
+            T* o = out + (n * s.F + row0 + f) * g.OHW + r;
+            apply_act(o, pre ? pre + (o - out) : nullptr, len, *act);
           }
           q += len;
         }
@@ -417,16 +430,17 @@ void backward_weight_tiled(ukernel_fn<T> kern, T* dw, T* db, const T* dout, cons
 }  // namespace
 
 template <class T>
-void implicit_forward(T* out, const T* x, const T* w, const T* b, const Conv2dShape& s, bool flipped, bool relu) {
+void implicit_forward(T* out, const T* x, const T* w, const T* b, const Conv2dShape& s, bool flipped, bool relu,
+                      const ConvAct* act, T* pre) {
   gemm_detail::with_ukernel<T>([&](ukernel_fn<T> kern, ukernel_rows_fn<T> rows, auto MR, auto NR) {
     if constexpr (sizeof(T) == 4) {
       // At most 16 output columns (4x4 maps at batch 1): one-vector tiles, A in place.
       if (decltype(NR)::value == gemm_detail::kNR512_f32 && cpu_level() == SimdLevel::avx512 &&
           s.N * s.OH * s.OW <= gemm_detail::kNR512n_f32)
         return forward_tiled<T, gemm_detail::kMR512n, gemm_detail::kNR512n_f32>(
-            nullptr, gemm_detail::ukernel_rows_avx512_f32_narrow, out, x, w, b, s, flipped, relu);
+            nullptr, gemm_detail::ukernel_rows_avx512_f32_narrow, out, x, w, b, s, flipped, relu, act, pre);
     }
-    forward_tiled<T, decltype(MR)::value, decltype(NR)::value>(kern, rows, out, x, w, b, s, flipped, relu);
+    forward_tiled<T, decltype(MR)::value, decltype(NR)::value>(kern, rows, out, x, w, b, s, flipped, relu, act, pre);
   });
 }
 
@@ -438,9 +452,9 @@ void implicit_backward_weight(T* dw, T* db, const T* dout, const T* x, const Con
 }
 
 template void implicit_forward<float>(float*, const float*, const float*, const float*, const Conv2dShape&, bool,
-                                      bool);
+                                      bool, const ConvAct*, float*);
 template void implicit_forward<double>(double*, const double*, const double*, const double*, const Conv2dShape&,
-                                       bool, bool);
+                                       bool, bool, const ConvAct*, double*);
 template void implicit_backward_weight<float>(float*, float*, const float*, const float*, const Conv2dShape&);
 template void implicit_backward_weight<double>(double*, double*, const double*, const double*, const Conv2dShape&);
 

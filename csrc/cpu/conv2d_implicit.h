@@ -14,8 +14,11 @@ namespace conv_detail {
 // out (N,F,OH,OW) = conv(x, W) + b (max(., 0) when relu), where W[f][k] (per group)
 // is w's row f, or, when `flipped`, the transposed and flipped filters of the conv
 // whose input gradient this is: W[c][(f,kh,kw)] = w[f][c][KH-1-kh][KW-1-kw].
+// act (or null; relu is then ignored): applied to each tile after its last K
+// block, its input copied to pre when pre is not null.
 template <class T>
-void implicit_forward(T* out, const T* x, const T* w, const T* b, const Conv2dShape& s, bool flipped, bool relu);
+void implicit_forward(T* out, const T* x, const T* w, const T* b, const Conv2dShape& s, bool flipped, bool relu,
+                      const ConvAct* act = nullptr, T* pre = nullptr);
 
 // dw (F,C/groups,KH,KW) and db (F) (db may be null).
 template <class T>

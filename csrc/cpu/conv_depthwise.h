@@ -19,8 +19,11 @@ inline bool is_few_channel_grouped(const Conv2dShape& s) {
 }
 inline bool is_direct_grouped(const Conv2dShape& s) { return is_depthwise(s) || is_few_channel_grouped(s); }
 
+// act (or null): an activation applied to each item's output planes while they are
+// in cache, their values before it copied to pre when pre is not null.
 template <class T>
-void depthwise_forward(T* out, const T* x, const T* w, const T* b, const Conv2dShape& s, bool relu);
+void depthwise_forward(T* out, const T* x, const T* w, const T* b, const Conv2dShape& s, bool relu,
+                       const ConvAct* act = nullptr, T* pre = nullptr);
 template <class T>
 void depthwise_backward_input(T* dx, const T* dout, const T* w, const Conv2dShape& s);
 template <class T>
@@ -39,7 +42,16 @@ struct DwPlan {
   index_t Dh, Dl, padT, padL;  // prepared dout (input gradient)
   const index_t* taps;         // KH*KW offsets of tap (kh, kw) in the prepared x
 };
-DwPlan dw_plan(const Conv2dShape& s, std::vector<index_t>& taps);
+// flat: rows of OW values, not rounded up to kDwLanes (dw_fwd_plane_flat).
+DwPlan dw_plan(const Conv2dShape& s, std::vector<index_t>& taps, bool flat = false);
+
+// Small maps at stride 1, one input channel per group: whether the forward pass
+// runs over the flat index of the prepared rows (fewer vectors than row by row).
+bool dw_use_flat(const Conv2dShape& s, int lanes);
+
+// Small maps, one filter per channel, at least half a vector of channels: the
+// forward pass with channels in the vector lanes.
+bool dw_use_lanes(const Conv2dShape& s, int lanes);
 
 // One SIMD level's kernels (conv_depthwise_body.inc), for one T.
 template <class T>
@@ -49,7 +61,18 @@ struct DwKernels {
   void (*dw_channel)(T* dw, T* db, const T* x, index_t xs, const T* dout, index_t ds, index_t N, const DwPlan& g,
                      T* prep, T* dy, T* accv);
   int lanes;
+  // a flat plan (dw_use_flat); prep: PS + dw_flat_slack values, tmp: OH*Lp + lanes
+  void (*fwd_flat)(T* out, const T* x, const T* w, const T* b, const DwPlan& g, bool relu, T* prep, T* tmp);
+  // nc <= lanes channels in the vector lanes (dw_use_lanes); see dw_fwd_lanes
+  void (*fwd_lanes)(T* out, const T* x, const T* w, const T* b, index_t nc, const DwPlan& g, bool relu, T* ibuf,
+                    T* obuf, T* wbuf);
+  // the input gradient under the same conditions; see dw_dx_lanes
+  void (*dx_lanes)(T* dx, const T* dout, const T* w, index_t nc, const DwPlan& g, T* gbuf, T* dbuf, T* wbuf);
 };
+inline index_t dw_flat_slack(const DwPlan& g) { return kDwLanes + (g.KW - 1) * g.dw + 1; }
+// The padded extent the taps of dw_fwd_lanes reach (rows, columns).
+inline index_t dw_lanes_hq(const DwPlan& g) { return (g.OH - 1) * g.sh + (g.KH - 1) * g.dh + 1; }
+inline index_t dw_lanes_wq(const DwPlan& g) { return (g.OW - 1) * g.sw + (g.KW - 1) * g.dw + 1; }
 template <class T>
 DwKernels<T> dw_kernels_scalar();
 template <class T>

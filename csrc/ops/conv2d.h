@@ -65,6 +65,24 @@ WinogradCacheInfo winograd_cache_info();
 template <class T>
 void conv2d_forward_cpu(T* out, const T* x, const T* w, const T* b, const Conv2dShape& s, bool relu = false);
 
+// The activation a convolution may apply as it writes its output (the layer that
+// follows it in a graph, when nothing else reads the convolution): relu max(v, 0),
+// clamp to [lo, hi] (ReLU6 is [0, 6]), hardswish v * clamp(v + 3, 0, 6) / 6, silu
+// v / (1 + exp(-v)); the formulas of activation.cpp, so the values are the same
+// bits as the separate layer's.
+struct ConvAct {
+  enum Kind { none = 0, relu = 1, clamp = 2, hardswish = 3, silu = 4 };
+  Kind kind = none;
+  double lo = 0, hi = 0;  // clamp's bounds
+};
+
+// out = act(conv(x, w) + b); when pre is not null it receives conv(x, w) + b, the
+// activation's input (what the backward of hardswish and silu reads). Applied to
+// each output plane (depthwise) or tile while it is in cache.
+template <class T>
+void conv2d_forward_act_cpu(T* out, T* pre, const T* x, const T* w, const T* b, const Conv2dShape& s,
+                            const ConvAct& act);
+
 // dx (N,C,H,W) = gradient of sum(dout * conv(x, w)) with respect to x
 template <class T>
 void conv2d_backward_input_cpu(T* dx, const T* dout, const T* w, const Conv2dShape& s);

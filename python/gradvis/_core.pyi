@@ -32,6 +32,10 @@ def gemm(a: _Array, b: _Array, trans_a: bool = False, trans_b: bool = False) -> 
 
 def conv2d_forward(x: _Array, w: _Array, b: Optional[_Array] = None, stride: _IntPair = 1, padding: _Padding = 0,
                    dilation: _IntPair = 1, groups: int = 1, relu: bool = False) -> _Array: ...
+def conv2d_forward_act(x: _Array, w: _Array, b: Optional[_Array] = None, stride: _IntPair = 1,
+                       padding: _Padding = 0, dilation: _IntPair = 1, groups: int = 1, activation: str = "none",
+                       lo: float = 0.0, hi: float = 0.0,
+                       return_pre: bool = False) -> Union[_Array, Tuple[_Array, _Array]]: ...
 def conv2d_backward_input(dout: _Array, w: _Array, input_hw: _InputHW, stride: _IntPair = 1,
                           padding: _Padding = 0, dilation: _IntPair = 1, groups: int = 1) -> _Array: ...
 def conv2d_backward_weight(dout: _Array, x: _Array, kernel_hw: Sequence[int], stride: _IntPair = 1,

@@ -34,7 +34,7 @@ import numpy as np
 
 from .. import _checks
 from .activation import ReLU
-from .conv import Conv2d
+from .conv import Conv2d, fusible_act, fused_act_cache
 from .fileformat import save_model
 from .linear import Linear
 from .losses import softmax_cross_entropy
@@ -137,9 +137,10 @@ class Model:
         self.info = {}
         self.rng = _checks.rng_from(seed)
         self._init_rng = _checks.rng_from(seed)   # initial weights of added layers
-        # A ReLU that only reads a Conv2d is applied by the convolution as it writes
-        # its output (one pass less over memory) unless the convolution's own output
-        # is asked for; False runs every layer separately (same results).
+        # A ReLU (Conv2d also: ReLU6, Clip, HardSwish, SiLU) that only reads a Conv2d
+        # is applied by the convolution as it writes its output (one pass less over
+        # memory) unless the convolution's own output is asked for; False runs every
+        # layer separately (same results).
         self.fuse_relu = True
         self._plans = {}    # see _plan
 
@@ -422,16 +423,19 @@ class Model:
         tensors = {bound: X}
         shapes = {}
         caches = []
+        act_caches = {}
         for i in range(s, e + 1):
             node = self.nodes[i]
             if i not in needed:      # a branch the requested outputs do not depend on
                 caches.append(None)
                 continue
-            if i - 1 in fused:       # the ReLU was applied by the convolution before it
+            if i - 1 in fused:       # the activation was applied by the convolution before it
                 conv = self.nodes[i - 1].name
                 out = tensors[node.name] = tensors.pop(conv)
                 shapes[conv] = out.shape
-                caches.append(out)   # relu's backward masks with out > 0, as with its input
+                # relu's backward masks with out > 0, as with its input; the others
+                # get the cache their own forward returns (conv.fused_act_cache)
+                caches.append(act_caches.pop(i, out))
                 continue
             ins = []
             for t in node.inputs:
@@ -444,7 +448,10 @@ class Model:
             params = {k: self.params[pk] for k, pk in pkeys}
             buffers = {k: self.buffers[bk] for k, bk in bkeys}
             try:
-                if i in fused:
+                if i in fused and fused[i] is not None:
+                    out, pre, cache = node.layer.forward_act(ins, params, fused[i])
+                    act_caches[i + 1] = fused_act_cache(fused[i], out, pre)
+                elif i in fused:
                     out, cache = node.layer.forward(ins, params, buffers, mode, rng, relu=True)
                 else:
                     out, cache = node.layer.forward(ins, params, buffers, mode, rng)
@@ -469,7 +476,8 @@ class Model:
         plan = plans.get(key)
         if plan is None:
             needed = self._ancestors(outputs if outputs is not None else [self.nodes[e].name], s, bound)
-            fused = self._relu_fusions(s, e, needed, outputs)
+            fused = dict.fromkeys(self._relu_fusions(s, e, needed, outputs))
+            fused.update(self._act_fusions(s, e, needed, outputs))
             keys = [([(k, f"{n.name}.{k}") for k in n.layer.param_shapes],
                      [(k, f"{n.name}.{k}") for k in n.layer.buffer_shapes]) for n in self.nodes]
             if len(plans) >= 64:
@@ -485,10 +493,7 @@ class Model:
         stored; the ReLU's output and both gradients are unchanged."""
         if not self.fuse_relu:
             return set()
-        readers = {}
-        for node in self.nodes:
-            for t in node.inputs:
-                readers[t] = readers.get(t, 0) + 1
+        readers = self._readers()
         keep = set(outputs or ())
         fused = set()
         for i in range(s, e):
@@ -497,6 +502,34 @@ class Model:
                     and readers.get(node.name) == 1 and node.name not in keep
                     and i in needed and i + 1 in needed):
                 fused.add(i)
+        return fused
+
+    def _readers(self):
+        """tensor name -> how many node inputs read it"""
+        readers = {}
+        for node in self.nodes:
+            for t in node.inputs:
+                readers[t] = readers.get(t, 0) + 1
+        return readers
+
+    def _act_fusions(self, s, e, needed, outputs):
+        """{i: act} for the Conv2d nodes i in [s, e) that can apply the ReLU6 / Clip,
+        HardSwish or SiLU of node i + 1 as they write their output
+        (:meth:`Conv2d.forward_act`), under the conditions of :meth:`_relu_fusions`.
+        The activation's output and both gradients are unchanged (its backward gets
+        the cache its own forward would return, :func:`~gradvis.nn.conv.fused_act_cache`)."""
+        if not self.fuse_relu:
+            return {}
+        readers = self._readers()
+        keep = set(outputs or ())
+        fused = {}
+        for i in range(s, e):
+            node, nxt = self.nodes[i], self.nodes[i + 1]
+            act = fusible_act(nxt.layer)
+            if (act is not None and getattr(node.layer, "fuses_activations", False)
+                    and nxt.inputs == [node.name] and readers.get(node.name) == 1 and node.name not in keep
+                    and i in needed and i + 1 in needed):
+                fused[i] = act
         return fused
 
     def backward(self, dout, cache, param_grads=True, input_grad=True, rules=None):

@@ -67,6 +67,7 @@ d_pool2 = randn(8, 32, 16, 16)
 d_gap = randn(64, 32, 1, 1)
 gamma, beta = randn(32), randn(32)
 mean, var = randn(32), np.abs(randn(32)) + 0.5
+mean_ln, rstd_ln = randn(8, 32, 32), np.abs(randn(8, 32, 32)) + 0.5
 
 OPS = {
     "conv_forward": lambda: _core.conv2d_forward(x_conv, w_conv, b_conv, padding=1),
@@ -105,6 +106,12 @@ OPS = {
     "batchnorm_backward_train": lambda: _core.batchnorm_backward_train(x_pool, x_pool, gamma, mean, 1 / np.sqrt(var)),
     "batchnorm_backward_test": lambda: _core.batchnorm_backward_test(x_pool, x_pool, gamma, mean, var, 1e-5),
     "blur": lambda: (_core.gaussian_blur(x_pool, 1.5), _core.gaussian_blur_adjoint(x_pool, (1.0, 2.0))),
+    "gelu_erf": lambda: (_core.gelu_forward(x_pool), _core.gelu_backward(x_pool, x_pool, "tanh"),
+                         _core.erf_forward(x_pool), _core.erf_backward(x_pool, x_pool)),
+    "channel_scale_add": lambda: (_core.channel_scale_forward(x_pool, gamma), _core.add_forward(x_pool, x_pool),
+                                  _core.channel_scale_backward(x_pool, x_pool, gamma)[0]),
+    "layernorm": lambda: (_core.layernorm_forward(x_pool, gamma, beta, 1, 2)[0],
+                          _core.layernorm_backward(x_pool, x_pool, mean_ln, rstd_ln, gamma, 1, 2)[0]),
 }
 
 

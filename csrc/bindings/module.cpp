@@ -101,4 +101,5 @@ PYBIND11_MODULE(_core, m) {
   gradvis::register_batchnorm(m);
   gradvis::register_blur(m);
   gradvis::register_resample(m);
+  gradvis::register_pointwise(m);
 }

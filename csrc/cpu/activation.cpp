@@ -3,6 +3,9 @@
 #include "ops/activation.h"
 
 #include <cmath>
+#include <type_traits>
+
+#include "ops/pointwise.h"
 
 namespace gradvis {
 
@@ -87,10 +90,14 @@ void leaky_relu_backward_cpu(T* dx, const T* dout, const T* x, T alpha, index_t 
   });
 }
 
+// float32 sigmoid, SiLU and hard swish run in SIMD lanes (ops/pointwise.h).
 template <class T>
 void sigmoid_forward_cpu(T* out, const T* x, index_t n) {
   for_chunks(n, [&](index_t b, index_t e, int) {
-    for (index_t i = b; i < e; ++i) out[i] = sigmoid1(x[i]);
+    if constexpr (std::is_same<T, float>::value)
+      sigmoid_forward_f32(out + b, x + b, e - b);
+    else
+      for (index_t i = b; i < e; ++i) out[i] = sigmoid1(x[i]);
   });
 }
 
@@ -136,16 +143,23 @@ void hardsigmoid_backward_cpu(T* dx, const T* dout, const T* x, T alpha, T beta,
 template <class T>
 void hardswish_forward_cpu(T* out, const T* x, index_t n) {
   for_chunks(n, [&](index_t b, index_t e, int) {
-    for (index_t i = b; i < e; ++i) out[i] = x[i] * clamp_nan(x[i] + T(3), T(0), T(6)) / T(6);
+    if constexpr (std::is_same<T, float>::value)
+      hardswish_forward_f32(out + b, x + b, e - b);
+    else
+      for (index_t i = b; i < e; ++i) out[i] = x[i] * clamp_nan(x[i] + T(3), T(0), T(6)) / T(6);
   });
 }
 
 template <class T>
 void hardswish_backward_cpu(T* dx, const T* dout, const T* x, index_t n) {
   for_chunks(n, [&](index_t b, index_t e, int) {
-    for (index_t i = b; i < e; ++i) {
-      const T g = dout[i], v = x[i];
-      dx[i] = v < T(-3) ? T(0) : (v <= T(3) ? g * (v / T(3) + T(0.5)) : g);
+    if constexpr (std::is_same<T, float>::value) {
+      hardswish_backward_f32(dx + b, dout + b, x + b, e - b);
+    } else {
+      for (index_t i = b; i < e; ++i) {
+        const T g = dout[i], v = x[i];
+        dx[i] = v < T(-3) ? T(0) : (v <= T(3) ? g * (v / T(3) + T(0.5)) : g);
+      }
     }
   });
 }
@@ -153,16 +167,23 @@ void hardswish_backward_cpu(T* dx, const T* dout, const T* x, index_t n) {
 template <class T>
 void silu_forward_cpu(T* out, const T* x, index_t n) {
   for_chunks(n, [&](index_t b, index_t e, int) {
-    for (index_t i = b; i < e; ++i) out[i] = x[i] / (T(1) + std::exp(-x[i]));
+    if constexpr (std::is_same<T, float>::value)
+      silu_forward_f32(out + b, x + b, e - b);
+    else
+      for (index_t i = b; i < e; ++i) out[i] = x[i] / (T(1) + std::exp(-x[i]));
   });
 }
 
 template <class T>
 void silu_backward_cpu(T* dx, const T* dout, const T* x, index_t n) {
   for_chunks(n, [&](index_t b, index_t e, int) {
-    for (index_t i = b; i < e; ++i) {
-      const T s = sigmoid1(x[i]);
-      dx[i] = dout[i] * s * (T(1) + x[i] * (T(1) - s));
+    if constexpr (std::is_same<T, float>::value) {
+      silu_backward_f32(dx + b, dout + b, x + b, e - b);
+    } else {
+      for (index_t i = b; i < e; ++i) {
+        const T s = sigmoid1(x[i]);
+        dx[i] = dout[i] * s * (T(1) + x[i] * (T(1) - s));
+      }
     }
   });
 }

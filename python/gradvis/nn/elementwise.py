@@ -1,12 +1,17 @@
 """Layers that combine or reshape tensors elementwise: Add, Mul, Sub, Div (numpy
-broadcasting), Concat, Clip, Pad, and the constant Bias and Scale."""
+broadcasting), Concat, Clip, Pad, and the constant Bias and Scale.
+
+The sum of two tensors of one shape (a residual connection), the product of an
+(N, C, H, W) tensor and a per-channel (N, C, 1, 1) gate (squeeze-and-excitation) and
+a per-channel constant scale (ConvNeXt's layer scale) run in the compiled core; the
+other broadcasts in numpy."""
 from __future__ import annotations
 
 import math
 
 import numpy as np
 
-from .. import _checks
+from .. import _checks, _core
 from . import functional as F
 from .geometry import pad4
 from .module import Layer
@@ -25,6 +30,24 @@ def _broadcast_inputs(input_shapes):
         raise ValueError(f"input shapes {shapes} do not broadcast") from None
 
 
+def _kernel_pair(a, b):
+    """Whether two operands can go to the compiled core: C-contiguous float32 or float64 of one dtype."""
+    return (a.dtype == b.dtype and a.dtype.char in "fd" and a.flags.c_contiguous and b.flags.c_contiguous
+            and a.ndim >= 2)
+
+
+def _is_gate(g, shape):
+    """Whether ``g`` is a per-channel gate of a tensor of ``shape`` (N, C, ...): shape
+    (N or 1, C, 1, ...) with C > 1 and a larger tensor, so that numpy broadcasting
+    gives ``shape``."""
+    return (g.ndim == len(shape) and g.shape[0] in (1, shape[0]) and g.shape[1] == shape[1] > 1
+            and all(v == 1 for v in g.shape[2:]) and g.size < int(np.prod(shape)))
+
+
+def _gate2d(g):
+    return g.reshape(g.shape[0], g.shape[1])
+
+
 def _sum_to(g, shape):
     """A gradient of the broadcast output summed back to an input of ``shape`` (batch axis included)."""
     return g if g.shape == tuple(shape) else _reduce_to(g, shape)
@@ -41,6 +64,8 @@ class Add(Layer):
 
     def forward(self, inputs, params, buffers, mode, rng):
         shape = self.output_shape([x.shape for x in inputs])
+        if len(inputs) == 2 and inputs[1].shape == shape and _kernel_pair(inputs[0], inputs[1]):
+            return _core.add_forward(inputs[0], inputs[1]), [shape, shape]
         if inputs[0].shape == shape:
             out = inputs[0].copy()
         else:
@@ -71,15 +96,27 @@ class _Binary(Layer):
 
 
 class Mul(_Binary):
-    """a * b of two activation tensors (broadcasting)."""
+    """a * b of two activation tensors (broadcasting). A per-channel gate, one operand
+    (N, C, 1, 1) or (1, C, 1, 1) and the other (N, C, H, W), in either order, is one
+    pass of the compiled core forward and backward."""
     type = "Mul"
 
     def forward(self, inputs, params, buffers, mode, rng):
         a, b = self._operands(inputs)
-        return a * b, (a, b)
+        if _kernel_pair(a, b):
+            if _is_gate(b, a.shape):
+                return _core.channel_scale_forward(a, _gate2d(b)), ("gate", a, b, False)
+            if _is_gate(a, b.shape):
+                return _core.channel_scale_forward(b, _gate2d(a)), ("gate", b, a, True)
+        return a * b, ("numpy", a, b)
 
     def backward(self, dout, cache):
-        a, b = cache
+        if cache[0] == "gate":
+            _, big, gate, swapped = cache
+            dbig, dgate = _core.channel_scale_backward(np.asarray(dout, dtype=big.dtype), big, _gate2d(gate))
+            dgate = dgate.reshape(gate.shape)
+            return ([dgate, dbig] if swapped else [dbig, dgate]), {}
+        _, a, b = cache
         dout = np.asarray(dout)
         return [_sum_to(dout * b, a.shape), _sum_to(dout * a, b.shape)], {}
 
@@ -306,15 +343,30 @@ class Scale(Layer):
     def output_shape(self, input_shapes):
         return _broadcast_shape(self.shape, input_shapes[0], "scale")
 
+    def _per_channel(self, x):
+        """Whether the scale is one value per channel of an (N, C, ...) input (C > 1)."""
+        s = (1,) * (x.ndim - 1 - len(self.shape)) + self.shape
+        return (len(s) >= 1 and s[0] == x.shape[1] > 1 and all(v == 1 for v in s[1:])
+                and x.dtype.char in "fd" and x.flags.c_contiguous)
+
     def forward(self, inputs, params, buffers, mode, rng):
         x = inputs[0]
         self.output_shape([x.shape[1:]])
         s = params["scale"].astype(x.dtype, copy=False)
-        return x * s, (x, s)
+        if self._per_channel(x):
+            s = np.ascontiguousarray(s.reshape(-1))
+            return _core.channel_scale_forward(x, s), (x, s, True)
+        return x * s, (x, s, False)
 
     def backward(self, dout, cache):
-        x, s = cache
+        x, s, kernel = cache
+        if kernel:
+            dx, ds = _core.channel_scale_backward(np.asarray(dout, dtype=x.dtype), x, s)
+            return [dx], {"scale": ds.reshape(self.shape)}
         return [dout * s], {"scale": _reduce_to(dout * x, self.shape)}
 
     def backward_inputs(self, dout, cache):
-        return [dout * cache[1]]
+        x, s, kernel = cache
+        if kernel:
+            return [_core.channel_scale_backward(np.asarray(dout, dtype=x.dtype), x, s, True, False)[0]]
+        return [dout * s]

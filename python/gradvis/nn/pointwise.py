@@ -1,8 +1,9 @@
 """Elementwise layers an imported graph may use beyond the CS231n set: GELU (exact
 and tanh forms), erf, and constant powers, roots, negation, absolute value and exp.
 
-All are numpy (memory-bound); each takes and returns arrays of any shape (N, ...)
-and keeps the input's float dtype.
+GELU and erf run in the compiled core (float32 in SIMD lanes, several threads
+for large maps); the rest are numpy (memory-bound). Each takes and returns arrays of
+any shape (N, ...) and keeps the input's float dtype.
 """
 from __future__ import annotations
 
@@ -10,101 +11,16 @@ import math
 
 import numpy as np
 
+from .. import _core
+from .functional import float_array
 from .module import Layer
 
 __all__ = ["erf", "GELU", "Erf", "Pow", "Sqrt", "Neg", "Abs", "Exp"]
 
-_TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
-
-
-def _erf_numpy(x):
-    """erf of a float64 array to about 1e-15: the positive series
-    ``erf(x) = 2/sqrt(pi) * exp(-x^2) * sum_n (2x^2)^n x / (1*3*...*(2n+1))`` for
-    |x| <= 3 and the continued fraction of erfc (Abramowitz & Stegun 7.1.6, 7.1.14)
-    beyond it."""
-    a = np.abs(x)
-    out = np.empty_like(a)
-    small = a <= 3.0
-    if small.any():
-        s = a[small]
-        s2 = 2.0 * s * s
-        term = s.copy()
-        total = s.copy()
-        for n in range(70):            # 18^n / (2n+1)!! < 1e-17 e^9 by n = 60
-            term *= s2 / (2 * n + 3)
-            total += term
-        out[small] = _TWO_OVER_SQRT_PI * np.exp(-s * s) * total
-    big = ~small
-    if big.any():
-        b = a[big]
-        frac = np.zeros_like(b)        # K = 1/(x + (1/2)/(x + 1/(x + (3/2)/(x + ...)))), from the tail
-        for k in range(60, 0, -1):
-            frac = (k / 2.0) / (b + frac)
-        out[big] = 1.0 - np.exp(-b * b) / math.sqrt(math.pi) / (b + frac)
-    return np.copysign(out, x)
-
-
-try:                                   # the same function, compiled, when scipy is there
-    from scipy.special import erf as _erf_fast
-except ImportError:                    # pragma: no cover - depends on the environment
-    _erf_fast = None
-
-
-# erfc(z) = t P(t) exp(-z^2), t = 1 / (1 + z / 2), z >= 0: P a degree-10 least-squares
-# fit (Chebyshev nodes, relative weights) of erfc(z) exp(z^2) / t, the form of
-# Abramowitz & Stegun 7.1.26; relative error 1.2e-8 for every z >= 0 (in float64)
-_ERFC_T = (0.28209479584, 0.28209370175, 0.24688579369, 0.17530302172, 0.09353744247, -0.059470504271,
-           0.13273472101, -0.45572776772, 0.49431677988, -0.23501960297, 0.043251623299)
-# erf(x) / x = 2/sqrt(pi) sum_n (-x^2)^n / (n! (2n + 1)), for |x| < 1/2 (next term < 1e-9)
-_ERF_SERIES = tuple(2 / math.sqrt(math.pi) * (-1) ** n / (math.factorial(n) * (2 * n + 1)) for n in range(7))
-
-
-def _erfc32(a):
-    """erfc of a float32 array ``a >= 0`` to float32 accuracy (relative), in float32."""
-    f = a.dtype.type
-    t = f(1) / (f(1) + f(0.5) * a)
-    poly = np.full_like(a, f(_ERFC_T[-1]))
-    for c in _ERFC_T[-2::-1]:
-        poly *= t
-        poly += f(c)
-    poly *= t
-    poly *= np.exp(-(a * a))
-    return poly
-
-
-def _erf32(x):
-    a = np.abs(x)
-    big = _erfc32(a)
-    np.subtract(np.float32(1), big, out=big)
-    x2 = x * x
-    small = np.full_like(x, x.dtype.type(_ERF_SERIES[-1]))
-    for c in _ERF_SERIES[-2::-1]:
-        small *= x2
-        small += x.dtype.type(c)
-    small *= x
-    return np.where(a < 0.5, small, np.copysign(big, x))
-
-
 def erf(x):
-    """The error function of an array, in its float dtype: float32 by a fitted rational
-    form (relative error about 1e-7), float64 exactly (scipy's, or the series and
-    continued fraction of :func:`_erf_numpy` without scipy)."""
-    x = np.asarray(x)
-    if x.dtype == np.float32:
-        return _erf32(x)
-    x64 = x.astype(np.float64, copy=False)
-    out = _erf_fast(x64) if _erf_fast is not None else _erf_numpy(x64)
-    return out.astype(x.dtype, copy=False)
-
-
-def normal_cdf(x):
-    """Phi(x) = (1 + erf(x / sqrt(2))) / 2, relatively accurate for negative x too."""
-    if x.dtype == np.float32:
-        e = _erfc32(np.abs(x) * np.float32(1 / math.sqrt(2.0)))
-        e *= np.float32(0.5)
-        np.subtract(np.float32(1), e, out=e, where=x >= 0)   # Phi(x) = 1 - erfc(x / sqrt 2) / 2
-        return e
-    return 0.5 * (1 + erf(x * x.dtype.type(1 / math.sqrt(2.0))))
+    """The error function of a float32 or float64 array, in its dtype (the compiled
+    kernel: float32 in SIMD lanes, relative error about 1e-7; float64 the C library's)."""
+    return _core.erf_forward(float_array(x, "x"))
 
 
 class _Pointwise(Layer):
@@ -136,36 +52,26 @@ class GELU(_Pointwise):
     def describe(self):
         return "GELU" + (" tanh" if self.approximate == "tanh" else "")
 
-    _K = math.sqrt(2.0 / math.pi)
-
     def forward(self, inputs, params, buffers, mode, rng):
-        x = inputs[0]
-        if self.approximate == "tanh":
-            t = np.tanh(self._K * (x + 0.044715 * x * x * x))
-            return 0.5 * x * (1 + t), (x, t)
-        phi = normal_cdf(x)
-        return x * phi, (x, phi)
+        x = float_array(inputs[0], "x")
+        return _core.gelu_forward(x, self.approximate), x
 
     def backward(self, dout, cache):
-        x, t = cache
-        if self.approximate == "tanh":
-            d = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * self._K * (1 + 3 * 0.044715 * x * x)
-        else:
-            d = t + x * np.exp(-0.5 * x * x) * x.dtype.type(1 / math.sqrt(2 * math.pi))
-        return [np.asarray(dout) * d.astype(x.dtype, copy=False)], {}
+        x = cache
+        return [_core.gelu_backward(np.asarray(dout, dtype=x.dtype), x, self.approximate)], {}
 
 
 class Erf(_Pointwise):
     """The error function, erf(x) = 2/sqrt(pi) * integral_0^x exp(-t^2) dt."""
     type = "Erf"
 
-    @staticmethod
-    def _f(x):
-        return erf(x)
+    def forward(self, inputs, params, buffers, mode, rng):
+        x = float_array(inputs[0], "x")
+        return _core.erf_forward(x), x
 
-    @staticmethod
-    def _df(x, out):
-        return x.dtype.type(_TWO_OVER_SQRT_PI) * np.exp(-x * x)
+    def backward(self, dout, cache):
+        x = cache
+        return [_core.erf_backward(np.asarray(dout, dtype=x.dtype), x)], {}
 
 
 class Pow(_Pointwise):

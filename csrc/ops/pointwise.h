@@ -1,0 +1,44 @@
+// Smooth pointwise functions of transformer-era and mobile networks: GELU (the
+// exact erf form and the tanh form; Hendrycks & Gimpel 2016, arXiv:1606.08415),
+// erf, and the vectorized float32 sigmoid, SiLU and hard swish that the activation kernels
+// use; and the per-channel broadcast multiply of a squeeze-and-excitation gate
+// or a layer scale. float32 runs in SIMD lanes (AVX-512, AVX2 or baseline,
+// chosen at run time); float64 calls the C library.
+#pragma once
+
+#include "common.h"
+
+namespace gradvis {
+
+// All arrays are n contiguous elements of any shape.
+// x * Phi(x), Phi the standard normal CDF; tanh_form: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+template <class T> void gelu_forward_cpu(T* out, const T* x, bool tanh_form, index_t n);
+// dx = dout * d/dx gelu(x), from the input x.
+template <class T> void gelu_backward_cpu(T* dx, const T* dout, const T* x, bool tanh_form, index_t n);
+// erf(x); the backward: dx = dout * 2/sqrt(pi) exp(-x^2).
+template <class T> void erf_forward_cpu(T* out, const T* x, index_t n);
+template <class T> void erf_backward_cpu(T* dx, const T* dout, const T* x, index_t n);
+
+// The float32 bodies of sigmoid_forward_cpu, silu_*_cpu and hardswish_*_cpu
+// (ops/activation.h): serial over [0, n), callers split the work.
+void sigmoid_forward_f32(float* out, const float* x, index_t n);
+void silu_forward_f32(float* out, const float* x, index_t n);
+void silu_backward_f32(float* dx, const float* dout, const float* x, index_t n);
+void hardswish_forward_f32(float* out, const float* x, index_t n);
+void hardswish_backward_f32(float* dx, const float* dout, const float* x, index_t n);
+
+// x and out are (N, C, HW); s is (N, C) when per_sample, else (C,):
+// out[n, c, :] = x[n, c, :] * s[n, c] (or s[c]).
+template <class T>
+void channel_scale_forward_cpu(T* out, const T* x, const T* s, index_t N, index_t C, index_t HW, bool per_sample);
+// dx = dout * s (broadcast, as the forward; skipped when dx is null) and
+// ds = sum over HW (and over N when not per_sample) of dout * x (skipped when ds
+// is null). Sums over N are added in image order: no dependence on the threads.
+template <class T>
+void channel_scale_backward_cpu(T* dx, T* ds, const T* dout, const T* x, const T* s, index_t N, index_t C,
+                                index_t HW, bool per_sample);
+
+// out = a + b, n elements (a residual connection).
+template <class T> void add_cpu(T* out, const T* a, const T* b, index_t n);
+
+}  // namespace gradvis

@@ -1,12 +1,13 @@
 // Internal to conv2d: the activation a convolution applies to its output while it
 // is in cache (ConvAct in ops/conv2d.h), written as activation.cpp writes each
-// activation (the same bits as the separate layer; float32 SiLU: within 2 ulp).
+// activation (the same bits as the separate layer).
 #pragma once
 
 #include <cmath>
 #include <cstring>
 
 #include "ops/conv2d.h"
+#include "ops/pointwise.h"
 
 #ifdef __SSE2__
 #include <emmintrin.h>
@@ -15,41 +16,12 @@
 namespace gradvis {
 namespace conv_detail {
 
-// v / (1 + exp(-v)) on o[0, n) in place, float32, exp by Cephes' expf (range
-// reduction by ln 2 in two parts, a degree-5 polynomial, 2^k from the exponent
-// bits; within 2 ulp), four lanes at a time in SSE2 (the C library's expf runs
-// one value at a time; the compiler's own vectorization of this loop ran at a
-// third of this speed). The argument of exp is clamped to [-87.3, 88]: for
-// v < -88, silu(v) is -0 to float precision. The last n % 4 values use std::exp.
+// v / (1 + exp(-v)) on o[0, n) in place, float32: the SiLU layer's own SIMD body
+// (pointwise.cpp, AVX-512 / AVX2 / SSE2 chosen at run time), so the fused and the
+// separate layer give the same bits; pre (or null) receives the values before.
 inline void silu_inplace_f32(float* o, float* pre, index_t n) {
-  index_t i = 0;
-#ifdef __SSE2__
-  const __m128 lo = _mm_set1_ps(-87.3365447504f), hi = _mm_set1_ps(88.f), l2e = _mm_set1_ps(1.44269504088896341f),
-               magic = _mm_set1_ps(12582912.f), c1 = _mm_set1_ps(0.693359375f), c2 = _mm_set1_ps(-2.12194440e-4f),
-               one = _mm_set1_ps(1.f);
-  for (; i + 4 <= n; i += 4) {
-    const __m128 v = _mm_loadu_ps(o + i);
-    if (pre) _mm_storeu_ps(pre + i, v);
-    const __m128 x = _mm_min_ps(_mm_max_ps(_mm_sub_ps(_mm_setzero_ps(), v), lo), hi);
-    const __m128 k = _mm_sub_ps(_mm_add_ps(_mm_mul_ps(x, l2e), magic), magic);  // x / ln 2 rounded (1.5 * 2^23)
-    __m128 r = _mm_sub_ps(x, _mm_mul_ps(k, c1));
-    r = _mm_sub_ps(r, _mm_mul_ps(k, c2));
-    __m128 y = _mm_set1_ps(1.9875691500e-4f);
-    y = _mm_add_ps(_mm_mul_ps(y, r), _mm_set1_ps(1.3981999507e-3f));
-    y = _mm_add_ps(_mm_mul_ps(y, r), _mm_set1_ps(8.3334519073e-3f));
-    y = _mm_add_ps(_mm_mul_ps(y, r), _mm_set1_ps(4.1665795894e-2f));
-    y = _mm_add_ps(_mm_mul_ps(y, r), _mm_set1_ps(1.6666665459e-1f));
-    y = _mm_add_ps(_mm_mul_ps(y, r), _mm_set1_ps(5.0000001201e-1f));
-    y = _mm_add_ps(_mm_add_ps(_mm_mul_ps(y, _mm_mul_ps(r, r)), r), one);
-    const __m128i e = _mm_slli_epi32(_mm_add_epi32(_mm_cvttps_epi32(k), _mm_set1_epi32(127)), 23);
-    y = _mm_mul_ps(y, _mm_castsi128_ps(e));
-    _mm_storeu_ps(o + i, _mm_div_ps(v, _mm_add_ps(one, y)));
-  }
-#endif
-  for (; i < n; ++i) {
-    if (pre) pre[i] = o[i];
-    o[i] = o[i] / (1.f + std::exp(-o[i]));
-  }
+  if (pre) std::memcpy(pre, o, sizeof(float) * static_cast<std::size_t>(n));
+  silu_forward_f32(o, o, n);
 }
 
 // clamp to [lo, hi] (NaN passes through, as clamp_nan) and hardswish

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "bindings/register.h"
+#include "bindings/elementwise.h"
 #include "bindings/util.h"
 #include "ops/activation.h"
 
@@ -15,10 +16,9 @@ namespace gradvis {
 
 namespace {
 
-void check_same_shape(const py::array& a, const py::array& b, const char* fn, const char* an, const char* bn) {
-  if (shape_of(a) != shape_of(b))
-    throw py::value_error(cat(fn, ": ", an, " shape ", shape_str(a), " does not match ", bn, " shape ", shape_str(b)));
-}
+using elementwise::binary;
+using elementwise::is_f32;
+using elementwise::unary;
 
 void check_finite(double v, const char* fn, const char* name) {
   if (!std::isfinite(v)) throw py::value_error(cat(fn, ": ", name, " must be finite, got ", v));
@@ -29,44 +29,6 @@ void check_bounds(double lo, double hi, const char* fn) {
   check_finite(hi, fn, "hi");
   if (lo > hi) throw py::value_error(cat(fn, ": lo must be <= hi, got lo=", lo, ", hi=", hi));
 }
-
-// y = op(x) for the unary forwards.
-template <class T, class K>
-py::array unary(const py::handle& xo, const char* fn, K&& kernel) {
-  auto x = as_array<T>(xo, fn, "x");
-  check_nonempty(x, fn, "x");
-  auto out = empty_like<T>(x);
-  T* po = out.mutable_data();
-  const T* px = x.data();
-  const index_t n = x.size();
-  {
-    py::gil_scoped_release nogil;
-    kernel(po, px, n);
-  }
-  return out;
-}
-
-// dx = op(dout, x) for the backwards; `xname` names the second array in
-// messages ("x", or "out" for the backwards that take the forward's output).
-template <class T, class K>
-py::array binary(const py::handle& douto, const py::handle& xo, const char* fn, const char* xname, K&& kernel) {
-  auto dout = as_array<T>(douto, fn, "dout");
-  auto x = as_array<T>(xo, fn, xname);
-  check_nonempty(dout, fn, "dout");
-  check_same_shape(dout, x, fn, "dout", xname);
-  auto dx = empty_like<T>(x);
-  T* pdx = dx.mutable_data();
-  const T* pg = dout.data();
-  const T* px = x.data();
-  const index_t n = x.size();
-  {
-    py::gil_scoped_release nogil;
-    kernel(pdx, pg, px, n);
-  }
-  return dx;
-}
-
-bool is_f32(const py::handle& a, const char* fn, const char* name) { return float_kind(a, fn, name) == FloatKind::f32; }
 
 // The dtype dispatch: `kernel` is a generic lambda over (float*, ...) and
 // (double*, ...); it runs in the dtype of x (forwards) or dout (backwards).

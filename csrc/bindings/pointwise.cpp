@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "bindings/register.h"
+#include "bindings/elementwise.h"
 #include "bindings/util.h"
 #include "ops/layernorm.h"
 #include "ops/pointwise.h"
@@ -18,50 +19,15 @@ namespace gradvis {
 
 namespace {
 
-bool is_f32(const py::handle& a, const char* fn, const char* name) { return float_kind(a, fn, name) == FloatKind::f32; }
-
-void check_same_shape(const py::array& a, const py::array& b, const char* fn, const char* an, const char* bn) {
-  if (shape_of(a) != shape_of(b))
-    throw py::value_error(cat(fn, ": ", an, " shape ", shape_str(a), " does not match ", bn, " shape ", shape_str(b)));
-}
+using elementwise::binary;
+using elementwise::check_same_shape;
+using elementwise::is_f32;
+using elementwise::unary;
 
 bool tanh_form(const std::string& approximate, const char* fn) {
   if (approximate == "none") return false;
   if (approximate == "tanh") return true;
   throw py::value_error(cat(fn, ": approximate must be 'none' or 'tanh', got '", approximate, "'"));
-}
-
-template <class T, class K>
-py::array unary(const py::object& xo, const char* fn, K&& kernel) {
-  auto x = as_array<T>(xo, fn, "x");
-  check_nonempty(x, fn, "x");
-  auto out = empty_like<T>(x);
-  T* po = out.mutable_data();
-  const T* px = x.data();
-  const index_t n = x.size();
-  {
-    py::gil_scoped_release nogil;
-    kernel(po, px, n);
-  }
-  return out;
-}
-
-template <class T, class K>
-py::array binary(const py::object& go, const py::object& xo, const char* fn, K&& kernel) {
-  auto g = as_array<T>(go, fn, "dout");
-  auto x = as_array<T>(xo, fn, "x");
-  check_nonempty(g, fn, "dout");
-  check_same_shape(g, x, fn, "dout", "x");
-  auto out = empty_like<T>(x);
-  T* po = out.mutable_data();
-  const T* pg = g.data();
-  const T* px = x.data();
-  const index_t n = x.size();
-  {
-    py::gil_scoped_release nogil;
-    kernel(po, pg, px, n);
-  }
-  return out;
 }
 
 // ---- channel scale ------------------------------------------------------------------
@@ -260,7 +226,7 @@ void register_pointwise(py::module_& m) {
         const char* fn = "gelu_backward";
         const bool t = tanh_form(approximate, fn);
         auto k = [t](auto* d, const auto* g, const auto* i, index_t n) { gelu_backward_cpu(d, g, i, t, n); };
-        return is_f32(dout, fn, "dout") ? binary<float>(dout, x, fn, k) : binary<double>(dout, x, fn, k);
+        return is_f32(dout, fn, "dout") ? binary<float>(dout, x, fn, "x", k) : binary<double>(dout, x, fn, "x", k);
       },
       py::arg("dout"), py::arg("x"), py::arg("approximate") = "none",
       "dout * gelu'(x), from the forward's input x.");
@@ -277,7 +243,7 @@ void register_pointwise(py::module_& m) {
       [](py::object dout, py::object x) {
         const char* fn = "erf_backward";
         auto k = [](auto* d, const auto* g, const auto* i, index_t n) { erf_backward_cpu(d, g, i, n); };
-        return is_f32(dout, fn, "dout") ? binary<float>(dout, x, fn, k) : binary<double>(dout, x, fn, k);
+        return is_f32(dout, fn, "dout") ? binary<float>(dout, x, fn, "x", k) : binary<double>(dout, x, fn, "x", k);
       },
       py::arg("dout"), py::arg("x"), "dout * 2/sqrt(pi) * exp(-x^2).");
   m.def(
@@ -290,7 +256,7 @@ void register_pointwise(py::module_& m) {
             shape_of(py::reinterpret_borrow<py::array>(a)) != shape_of(py::reinterpret_borrow<py::array>(b)))
           throw py::value_error(cat(fn, ": a shape ", shape_str(py::reinterpret_borrow<py::array>(a)),
                                     " does not match b shape ", shape_str(py::reinterpret_borrow<py::array>(b))));
-        return is_f32(a, fn, "a") ? binary<float>(a, b, fn, k) : binary<double>(a, b, fn, k);
+        return is_f32(a, fn, "a") ? binary<float>(a, b, fn, "x", k) : binary<double>(a, b, fn, "x", k);
       },
       py::arg("a"), py::arg("b"), "a + b of two arrays of one shape (b converted to a's dtype).");
   m.def(

@@ -17,53 +17,7 @@ namespace gradvis {
 namespace conv_detail {
 namespace {
 
-struct V256f {
-  using T = float;
-  using reg = __m256;
-  static constexpr int W = 8;
-  GV_INLINE reg zero() { return _mm256_setzero_ps(); }
-  GV_INLINE reg load(const float* p) { return _mm256_loadu_ps(p); }
-  GV_INLINE void store(float* p, reg r) { _mm256_storeu_ps(p, r); }
-  GV_INLINE reg set1(float x) { return _mm256_set1_ps(x); }
-  GV_INLINE reg fmadd(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
-  GV_INLINE reg add(reg a, reg b) { return _mm256_add_ps(a, b); }
-  GV_INLINE reg max(reg a, reg b) { return _mm256_max_ps(a, b); }
-  GV_INLINE void store_n(float* p, reg r, int n) {
-    const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    _mm256_maskstore_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), idx), r);
-  }
-  GV_INLINE float hsum(reg r) {  // in lane order: the same bits on every run
-    alignas(64) float t[W];
-    _mm256_store_ps(t, r);
-    float s = 0;
-    for (int i = 0; i < W; ++i) s += t[i];
-    return s;
-  }
-};
-
-struct V256d {
-  using T = double;
-  using reg = __m256d;
-  static constexpr int W = 4;
-  GV_INLINE reg zero() { return _mm256_setzero_pd(); }
-  GV_INLINE reg load(const double* p) { return _mm256_loadu_pd(p); }
-  GV_INLINE void store(double* p, reg r) { _mm256_storeu_pd(p, r); }
-  GV_INLINE reg set1(double x) { return _mm256_set1_pd(x); }
-  GV_INLINE reg fmadd(reg a, reg b, reg c) { return _mm256_fmadd_pd(a, b, c); }
-  GV_INLINE reg add(reg a, reg b) { return _mm256_add_pd(a, b); }
-  GV_INLINE reg max(reg a, reg b) { return _mm256_max_pd(a, b); }
-  GV_INLINE void store_n(double* p, reg r, int n) {
-    const __m256i idx = _mm256_setr_epi64x(0, 1, 2, 3);
-    _mm256_maskstore_pd(p, _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), idx), r);
-  }
-  GV_INLINE double hsum(reg r) {
-    alignas(64) double t[W];
-    _mm256_store_pd(t, r);
-    double s = 0;
-    for (int i = 0; i < W; ++i) s += t[i];
-    return s;
-  }
-};
+#include "cpu/simd_vec_avx2.inc"
 
 #include "cpu/conv_depthwise_body.inc"
 

@@ -17,47 +17,7 @@ namespace gradvis {
 namespace conv_detail {
 namespace {
 
-struct V512f {
-  using T = float;
-  using reg = __m512;
-  static constexpr int W = 16;
-  GV_INLINE reg zero() { return _mm512_setzero_ps(); }
-  GV_INLINE reg load(const float* p) { return _mm512_loadu_ps(p); }
-  GV_INLINE void store(float* p, reg r) { _mm512_storeu_ps(p, r); }
-  GV_INLINE reg set1(float x) { return _mm512_set1_ps(x); }
-  GV_INLINE reg fmadd(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
-  GV_INLINE reg add(reg a, reg b) { return _mm512_add_ps(a, b); }
-  GV_INLINE reg max(reg a, reg b) { return _mm512_max_ps(a, b); }
-  GV_INLINE void store_n(float* p, reg r, int n) { _mm512_mask_storeu_ps(p, __mmask16((1u << n) - 1), r); }
-  GV_INLINE float hsum(reg r) {  // in lane order: the same bits on every run
-    alignas(64) float t[W];
-    _mm512_store_ps(t, r);
-    float s = 0;
-    for (int i = 0; i < W; ++i) s += t[i];
-    return s;
-  }
-};
-
-struct V512d {
-  using T = double;
-  using reg = __m512d;
-  static constexpr int W = 8;
-  GV_INLINE reg zero() { return _mm512_setzero_pd(); }
-  GV_INLINE reg load(const double* p) { return _mm512_loadu_pd(p); }
-  GV_INLINE void store(double* p, reg r) { _mm512_storeu_pd(p, r); }
-  GV_INLINE reg set1(double x) { return _mm512_set1_pd(x); }
-  GV_INLINE reg fmadd(reg a, reg b, reg c) { return _mm512_fmadd_pd(a, b, c); }
-  GV_INLINE reg add(reg a, reg b) { return _mm512_add_pd(a, b); }
-  GV_INLINE reg max(reg a, reg b) { return _mm512_max_pd(a, b); }
-  GV_INLINE void store_n(double* p, reg r, int n) { _mm512_mask_storeu_pd(p, __mmask8((1u << n) - 1), r); }
-  GV_INLINE double hsum(reg r) {
-    alignas(64) double t[W];
-    _mm512_store_pd(t, r);
-    double s = 0;
-    for (int i = 0; i < W; ++i) s += t[i];
-    return s;
-  }
-};
+#include "cpu/simd_vec_avx512.inc"
 
 #include "cpu/conv_depthwise_body.inc"
 

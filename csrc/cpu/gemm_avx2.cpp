@@ -13,31 +13,7 @@ namespace gradvis {
 namespace gemm_detail {
 namespace {
 
-struct V256f {
-  using T = float;
-  using reg = __m256;
-  static constexpr int W = 8;
-  GV_INLINE reg zero() { return _mm256_setzero_ps(); }
-  GV_INLINE reg load(const float* p) { return _mm256_loadu_ps(p); }
-  GV_INLINE void store(float* p, reg r) { _mm256_storeu_ps(p, r); }
-  GV_INLINE reg set1(float x) { return _mm256_set1_ps(x); }
-  GV_INLINE reg fmadd(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
-  GV_INLINE reg mul(reg a, reg b) { return _mm256_mul_ps(a, b); }
-  GV_INLINE reg max(reg a, reg b) { return _mm256_max_ps(a, b); }
-};
-
-struct V256d {
-  using T = double;
-  using reg = __m256d;
-  static constexpr int W = 4;
-  GV_INLINE reg zero() { return _mm256_setzero_pd(); }
-  GV_INLINE reg load(const double* p) { return _mm256_loadu_pd(p); }
-  GV_INLINE void store(double* p, reg r) { _mm256_storeu_pd(p, r); }
-  GV_INLINE reg set1(double x) { return _mm256_set1_pd(x); }
-  GV_INLINE reg fmadd(reg a, reg b, reg c) { return _mm256_fmadd_pd(a, b, c); }
-  GV_INLINE reg mul(reg a, reg b) { return _mm256_mul_pd(a, b); }
-  GV_INLINE reg max(reg a, reg b) { return _mm256_max_pd(a, b); }
-};
+#include "cpu/simd_vec_avx2.inc"
 
 #include "cpu/gemm_ukernel.inc"
 

@@ -13,31 +13,7 @@ namespace gradvis {
 namespace gemm_detail {
 namespace {
 
-struct V512f {
-  using T = float;
-  using reg = __m512;
-  static constexpr int W = 16;
-  GV_INLINE reg zero() { return _mm512_setzero_ps(); }
-  GV_INLINE reg load(const float* p) { return _mm512_loadu_ps(p); }
-  GV_INLINE void store(float* p, reg r) { _mm512_storeu_ps(p, r); }
-  GV_INLINE reg set1(float x) { return _mm512_set1_ps(x); }
-  GV_INLINE reg fmadd(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
-  GV_INLINE reg mul(reg a, reg b) { return _mm512_mul_ps(a, b); }
-  GV_INLINE reg max(reg a, reg b) { return _mm512_max_ps(a, b); }
-};
-
-struct V512d {
-  using T = double;
-  using reg = __m512d;
-  static constexpr int W = 8;
-  GV_INLINE reg zero() { return _mm512_setzero_pd(); }
-  GV_INLINE reg load(const double* p) { return _mm512_loadu_pd(p); }
-  GV_INLINE void store(double* p, reg r) { _mm512_storeu_pd(p, r); }
-  GV_INLINE reg set1(double x) { return _mm512_set1_pd(x); }
-  GV_INLINE reg fmadd(reg a, reg b, reg c) { return _mm512_fmadd_pd(a, b, c); }
-  GV_INLINE reg mul(reg a, reg b) { return _mm512_mul_pd(a, b); }
-  GV_INLINE reg max(reg a, reg b) { return _mm512_max_pd(a, b); }
-};
+#include "cpu/simd_vec_avx512.inc"
 
 #include "cpu/gemm_ukernel.inc"
 

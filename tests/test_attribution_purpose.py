@@ -87,6 +87,25 @@ def test_results_do_not_depend_on_the_batching():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7 * np.abs(b).max())
 
 
+@pytest.mark.parametrize("layer", ["pool1", "conv2", "act2", "act3"])
+def test_guided_grad_cam_is_guided_backprop_times_the_resized_grad_cam(layer):
+    """One forward pass serves both factors, whether the layer is a cut of the
+    graph (pool1, act3) or a skip connection crosses it (conv2, act2: pool1 is
+    also read by the add); the product equals the two methods run apart."""
+    m, X = _net(), _X(3)
+    t = [1, 2, 3]
+    guided = A.guided_backprop(X, t, m)
+    cam = A.grad_cam(X, t, m, layer)
+    h, w = cam.shape[1:]
+    nearest = cam[:, (np.arange(16) * h) // 16][:, :, (np.arange(16) * w) // 16]
+    assert np.abs(cam).max() > 0 and np.abs(guided).max() > 0
+    np.testing.assert_allclose(A.guided_grad_cam(X, t, m, layer), guided * nearest[:, None], rtol=1e-12, atol=0)
+    np.testing.assert_allclose(A.guided_grad_cam(X, t, m, layer, interpolate_mode="bilinear"),
+                               guided * A.grad_cam(X, t, m, layer, upsample=True)[:, None], rtol=1e-12, atol=0)
+    np.testing.assert_array_equal(A.guided_grad_cam(X, t, m, layer, internal_batch_size=1),
+                                  A.guided_grad_cam(X, t, m, layer, internal_batch_size=2))
+
+
 def test_seeded_methods_repeat_and_seeds_matter():
     m, X = _net(), _X()
     a = A.noise_tunnel(A.saliency, X, 1, m, nt_samples=3, stdevs=0.5, seed=1)

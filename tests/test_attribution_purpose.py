@@ -60,6 +60,26 @@ def test_deeplift_sums_to_the_score_difference(act):
     assert np.abs(delta).max() < 1e-9 * np.abs(gap).max()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_deeplift_where_inputs_equal_their_baselines(dtype):
+    """Where delta_in is 0 the rules take the layer's gradient instead of 0 / 0:
+    an image equal to its baseline gets exactly zero attributions, one equal to it
+    on a band still sums to its score difference, and nothing is NaN."""
+    m = _net()
+    X = _X(3, dtype=dtype)
+    base = (0.3 * np.random.default_rng(4).standard_normal(X.shape)).astype(dtype)
+    base[0] = X[0]
+    base[1, :, :5] = X[1, :, :5]
+    t = [0, 3, 4]
+    attr, delta = A.deeplift(X, t, m, baselines=base, return_convergence_delta=True)
+    assert np.isfinite(attr).all()
+    np.testing.assert_array_equal(attr[0], 0)
+    assert np.all(attr[1, :, :5] == 0) and np.abs(attr[1]).max() > 0
+    gap = (m.forward(X)[0] - m.forward(base)[0])[np.arange(3), t]
+    tol = 1e-9 if dtype == np.float64 else 1e-4
+    assert np.abs(delta).max() <= tol * np.abs(gap).max()
+
+
 def test_deeplift_refuses_layers_it_has_no_rule_for():
     m = Model(input_shape=(3, 8, 8))
     m.add("conv", Conv2d(3, 4, 3)).add("gate", Sigmoid()).add("mul", Mul(), ["conv", "gate"])

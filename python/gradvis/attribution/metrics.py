@@ -61,9 +61,14 @@ def infidelity(X, attributions, target, model, perturb_func=None, n_perturb_samp
                         f"got {type(perturb_func).__name__}")
     rng = _checks.rng_from(seed)
     b = C.batch_size_arg(internal_batch_size, model, X)
-    t = C.resolve_target(target, X, model)
+    # with target None, the pass that finds the predicted class also gives f(X)
+    scores = C.predict(model, X, b) if target is None else None
+    t = C.resolve_target(target, X, model, scores=scores)
     n, s = len(X), n_perturb_samples
-    f_x = C.target_scores(model, X, t, b)
+    if scores is None:
+        f_x = C.target_scores(model, X, t, b)
+    else:
+        f_x = scores[np.arange(n), t].astype(np.float64)
     a = np.empty((n, s))
     d = np.empty((n, s))
     total = n * s

@@ -213,6 +213,23 @@ def test_deletion_and_insertion_curves():
     assert np.all((auc_i >= 0) & (auc_i <= 1))
 
 
+def test_curves_do_not_depend_on_the_frames_per_pass(monkeypatch):
+    """The frames are built one forward pass at a time: passes of 4 frames
+    (a pass boundary inside each curve) give the curves of one pass."""
+    import gradvis.attribution._common as C
+    m, X = _net(), _X(2)
+    sal = A.saliency(X, [1, 2], m)
+    one = [A.deletion_curve(X, sal, [1, 2], m, pixels_per_step=20)[0],
+           A.insertion_curve(X, sal, [1, 2], m, pixels_per_step=20)[0]]
+    monkeypatch.setattr(C, "default_batch_size", lambda *args, **kw: 4)
+    chunked = [A.deletion_curve(X, sal, [1, 2], m, pixels_per_step=20)[0],
+               A.insertion_curve(X, sal, [1, 2], m, pixels_per_step=20)[0]]
+    assert one[0].shape == (2, 14)
+    for a, b in zip(one, chunked):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+        assert np.ptp(a[0]) > 0
+
+
 # ---------------------------------------------------------------- CAMs on the object
 @pytest.mark.data
 def test_cams_of_the_true_class_fall_inside_the_boxes():

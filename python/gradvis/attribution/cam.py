@@ -85,6 +85,9 @@ def guided_grad_cam(X, target, model, layer=None, interpolate_mode="nearest", in
     """Guided Grad-CAM (Captum ``GuidedGradCam``): guided backpropagation times
     the Grad-CAM map resized to the input; (N, C, H, W).
 
+    One forward pass per chunk of ``internal_batch_size`` images serves both
+    factors; the layer may be one a skip connection crosses.
+
     Args:
         interpolate_mode: 'nearest' (Captum's default) or 'bilinear'.
 

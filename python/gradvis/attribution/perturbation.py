@@ -64,7 +64,7 @@ def occlusion(X, target, model, sliding_window_shapes, strides=None, baselines=0
         st = tuple(win[0] if s is None else s for s in st)
     st = tuple(_checks.positive_int(s, "strides") for s in st)
     base = C.baselines_arg(baselines, X)
-    b = C.batch_size_arg(internal_batch_size, model, X)
+    b = C.forward_batch_arg(internal_batch_size, model, X)
     t = C.resolve_target(target, X, model)
     counts = [int(np.ceil((d - w) / s)) + 1 for d, w, s in zip(shape, win, st)]
     grids = np.meshgrid(*[np.arange(c) * s for c, s in zip(counts, st)], indexing="ij")

@@ -1,9 +1,9 @@
 """Where does an imported network spend its time, layer by layer, next to PyTorch?
 
     python bench/profile_layers.py [--models mobilenet_v2 efficientnet_b0 ...] [--threads 1]
-                                   [--reps 5] [--simd avx2] [--top 12] [--json out.json]
+                                   [--batch 1] [--reps 5] [--simd avx2] [--top 12] [--json out.json]
 
-For each torchvision network (random weights, batch 1, 224x224, float32) a torch
+For each torchvision network (random weights, batch 1 or --batch, 224x224, float32) a torch
 process builds the module, exports it to ONNX (as bench/imported_worker.py does)
 and times every leaf module's forward (forward pre-hook to forward hook) and
 backward (the hook on the gradient of its output to the hook on the gradient of
@@ -64,7 +64,7 @@ def _build_torch(name):
     return torch, net
 
 
-def torch_side(name, out_dir, threads, reps):
+def torch_side(name, out_dir, threads, reps, batch=1):
     import warnings
     torch, net = _build_torch(name)
     nn = torch.nn
@@ -77,8 +77,8 @@ def torch_side(name, out_dir, threads, reps):
             torch.onnx.export(net, (x1,), path, dynamo=False, opset_version=17,
                               input_names=["input"], output_names=["output"])
     rng = np.random.default_rng(0)
-    X = torch.from_numpy(rng.standard_normal((1, 3, SIZE, SIZE)).astype(np.float32))
-    R = torch.from_numpy(rng.standard_normal((1, 1000)).astype(np.float32))
+    X = torch.from_numpy(rng.standard_normal((batch, 3, SIZE, SIZE)).astype(np.float32))
+    R = torch.from_numpy(rng.standard_normal((batch, 1000)).astype(np.float32))
     leaves = [(n, m) for n, m in net.named_modules() if not list(m.children())]
     rec = {}      # module name -> dict(fwd=[...], bwd=[...])
     marks = {}
@@ -121,14 +121,14 @@ def torch_side(name, out_dir, threads, reps):
     print(json.dumps({"layers": layers}))
 
 
-def gradvis_side(name, out_dir, threads, reps):
+def gradvis_side(name, out_dir, threads, reps, batch=1):
     import gradvis
     from gradvis.nn import Conv2d
     gradvis.set_num_threads(threads)
     model = gradvis.load_onnx(f"{out_dir}/{name}.onnx")
     rng = np.random.default_rng(0)
-    X = rng.standard_normal((1, 3, SIZE, SIZE)).astype(np.float32)
-    R = rng.standard_normal((1, 1000)).astype(np.float32)
+    X = rng.standard_normal((batch, 3, SIZE, SIZE)).astype(np.float32)
+    R = rng.standard_normal((batch, 1000)).astype(np.float32)
     rec = {n.name: {"fwd": [], "bwd": []} for n in model.nodes}
 
     def wrap(layer, attr, slot):
@@ -166,12 +166,12 @@ def gradvis_side(name, out_dir, threads, reps):
     print(json.dumps({"layers": layers, "simd": gradvis.simd_level(), "plan_fused": sorted(fused)}))
 
 
-def run_side(side, name, out_dir, threads, reps, simd):
+def run_side(side, name, out_dir, threads, reps, simd, batch=1):
     env = dict(os.environ)
     if simd:
         env["GRADVIS_SIMD"] = env["ATEN_CPU_CAPABILITY"] = simd
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", side, "--dir", out_dir, "--models", name,
-           "--threads", str(threads), "--reps", str(reps)]
+           "--threads", str(threads), "--reps", str(reps), "--batch", str(batch)]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode:
         raise RuntimeError(f"{side} worker for {name} failed:\n{out.stderr[-3000:]}")
@@ -230,20 +230,21 @@ def main():
     ap.add_argument("--dir", help=argparse.SUPPRESS)
     ap.add_argument("--models", nargs="+", default=NETWORKS)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--batch", type=int, default=1, help="images per pass")
     ap.add_argument("--reps", type=int, default=5, help="passes per library (the best time per layer is kept)")
     ap.add_argument("--simd", choices=["avx2", "avx512"], help="cap both libraries' SIMD level")
     ap.add_argument("--top", type=int, default=12)
     ap.add_argument("--json", help="write the tables here")
     a = ap.parse_args()
-    if a.reps < 1 or a.threads < 1:
-        raise ValueError("--reps and --threads must be at least 1")
+    if a.reps < 1 or a.threads < 1 or a.batch < 1:
+        raise ValueError("--reps, --threads and --batch must be at least 1")
     if a.worker:
-        return (torch_side if a.worker == "torch" else gradvis_side)(a.models[0], a.dir, a.threads, a.reps)
+        return (torch_side if a.worker == "torch" else gradvis_side)(a.models[0], a.dir, a.threads, a.reps, a.batch)
     out = {}
     with tempfile.TemporaryDirectory() as d:
         for name in a.models:
-            tr = run_side("torch", name, d, a.threads, a.reps, a.simd)
-            gv = run_side("gradvis", name, d, a.threads, a.reps, a.simd)
+            tr = run_side("torch", name, d, a.threads, a.reps, a.simd, a.batch)
+            gv = run_side("gradvis", name, d, a.threads, a.reps, a.simd, a.batch)
             out[name] = report(name, tr, gv, a.top)
     if a.json:
         with open(a.json, "w") as f:

@@ -147,7 +147,7 @@ def test_default_batch_size_bounds_memory():
     m = default_net(input_size=224)
     b = A.default_batch_size(m, (3, 224, 224), np.float32)
     per = sum(int(np.prod(s)) for s in m.output_shapes((3, 224, 224)).values()) * 4 * 3
-    assert 1 <= b and b * per <= (256 << 20)
+    assert 1 <= b and b * per <= A._common.DEFAULT_MEMORY_BYTES
     assert A.default_batch_size(m, (3, 224, 224), np.float64) <= b
 
 

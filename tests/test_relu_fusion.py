@@ -176,6 +176,7 @@ def _bn_net():
 @pytest.mark.parametrize("mode", ["train", "test"])
 def test_model_fuses_batchnorm_relu(mode):
     model, unfused = _pair_of_models(_bn_net())
+    model.fold_batchnorm = False     # folding into the conv rounds differently (test_batchnorm_fold.py)
     fusions = model._relu_fusions(0, len(model) - 1, set(range(len(model))), None)
     assert {model.nodes[i].name for i in fusions} == {"bn1", "bn2", "bn3"}
     X = np.random.default_rng(7).standard_normal((4,) + model.input_shape).astype(np.float32)

@@ -19,11 +19,13 @@ from ..nn.graph import check_classifier
 from ..nn.module import LayerNotFoundError
 
 # Bytes a chunk of a gradient pass may hold by default: activations, their
-# caches and gradients of all layers (about three arrays per node output).
-# 256 MiB keeps rows per pass high enough for full-speed kernels on small
-# images (34 images of the bundled model) and bounds the peak below the
-# references' at equal batching (bench/RESULTS.md).
-DEFAULT_MEMORY_BYTES = 256 << 20
+# caches and gradients of all layers (counted as three arrays per node output;
+# fused activations and folded batch norms store less, so this is an upper
+# bound). 512 MiB gives enough rows per pass for full-speed kernels (68 images
+# of the bundled model, 7 of a 224x224 ResNet-18: with 3 its 7x7 layers ran at
+# half speed) and keeps the peak below the references' at equal batching
+# (bench/RESULTS.md).
+DEFAULT_MEMORY_BYTES = 512 << 20
 _ARRAYS_PER_OUTPUT = 3
 
 
@@ -58,6 +60,16 @@ def batch_size_arg(value, model, X, name="internal_batch_size"):
     """``value`` checked (an int >= 1), or the default for images like X."""
     if value is None:
         return default_batch_size(model, X.shape[1:], X.dtype)
+    return _checks.positive_int(value, name)
+
+
+def forward_batch_arg(value, model, X, name="internal_batch_size"):
+    """``value`` checked, or the default rows of a pass without a backward pass
+    (Score-CAM, Ablation-CAM, occlusion): it holds about one array per node
+    output, a third of what :func:`default_batch_size` counts, so it takes three
+    times the rows (kernels run faster per image at larger batches)."""
+    if value is None:
+        return min(4096, _ARRAYS_PER_OUTPUT * default_batch_size(model, X.shape[1:], X.dtype))
     return _checks.positive_int(value, name)
 
 

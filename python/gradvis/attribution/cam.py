@@ -239,6 +239,7 @@ def score_cam(X, target, model, layer=None, upsample=False, internal_batch_size=
     """
     X, t, name, b = _prepare(X, target, model, layer, "score_cam", internal_batch_size)
     A, _ = _acts_grads(model, X, t, name, b, need_grads=False)
+    b = C.forward_batch_arg(internal_batch_size, model, X)
     H, W = X.shape[2:]
     cams = np.empty((len(X),) + A.shape[2:], X.dtype)
     k = A.shape[1]
@@ -278,6 +279,7 @@ def ablation_cam(X, target, model, layer=None, upsample=False, internal_batch_si
                          f"{', '.join(map(repr, crossing))} (a skip connection crosses it); choose the "
                          f"output of a block")
     A, _ = _acts_grads(model, X, t, name, b, need_grads=False)
+    b = C.forward_batch_arg(internal_batch_size, model, X)
     nxt = model.index(name) + 1
     if nxt >= len(model.nodes):
         raise ValueError(f"layer {name!r} is the model's output; choose an earlier layer")

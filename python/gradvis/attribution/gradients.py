@@ -113,8 +113,8 @@ def noise_tunnel(method, X, target, model, nt_type="smoothgrad", nt_samples=5, s
         nt_samples: noisy copies per image (>= 1).
         stdevs: noise standard deviation (>= 0), input units.
         seed: int or numpy Generator. The noise of image i, copy s is row
-            ``i * nt_samples + s`` of one ``standard_normal((N * nt_samples, C, H, W))``
-            stream, whatever the batching.
+            ``i * nt_samples + s`` of one ``standard_normal((N * nt_samples, C, H, W),
+            dtype=X.dtype)`` stream, whatever the batching.
         internal_batch_size: noisy copies per call of ``method``.
         kwargs: passed to ``method`` (an (N, ...) ``baselines`` array is
             repeated for the copies).
@@ -145,8 +145,7 @@ def noise_tunnel(method, X, target, model, nt_type="smoothgrad", nt_samples=5, s
     for k0 in range(0, total, b):
         rows = np.arange(k0, min(total, k0 + b))
         img = rows // nt_samples
-        noise = rng.standard_normal((len(rows),) + X.shape[1:]) * stdevs
-        Xn = X[img] + noise.astype(X.dtype)
+        Xn = _noisy(X, img, rng, stdevs)
         kw = dict(kwargs)
         for k, v in per_image_kw.items():
             kw[k] = v[img]
@@ -203,14 +202,22 @@ def gradient_shap(X, target, model, baselines, n_samples=5, stdevs=0.0, seed=0, 
     for k0 in range(0, total, b):
         rows = np.arange(k0, min(total, k0 + b))
         img = rows // n_samples
-        noise = rng.standard_normal((len(rows),) + X.shape[1:]) * stdevs
-        Xn = X[img] + noise.astype(X.dtype)
+        Xn = _noisy(X, img, rng, stdevs)
         base = B[idx[rows]]
         a = alpha[rows].astype(X.dtype).reshape(-1, 1, 1, 1)
         pts = a * Xn + (1 - a) * base      # Captum's rounding: equal ReLU masks at the kinks
         g = C.gradient(model, pts, t[img])[1]
         C.add_rows(s1, img, g * (Xn - base))
     return (s1 / n_samples).astype(X.dtype)
+
+
+def _noisy(X, img, rng, stdevs):
+    """X[img] plus Gaussian noise of standard deviation ``stdevs``, drawn in X's
+    dtype (the next len(img) rows of the generator's stream)."""
+    noise = rng.standard_normal((len(img),) + X.shape[1:], dtype=X.dtype)
+    noise *= X.dtype.type(stdevs)
+    noise += X[img]
+    return noise
 
 
 def _baseline_distribution(baselines, X, name="baselines"):

@@ -64,7 +64,7 @@ def occlusion(X, target, model, sliding_window_shapes, strides=None, baselines=0
         st = tuple(win[0] if s is None else s for s in st)
     st = tuple(_checks.positive_int(s, "strides") for s in st)
     base = C.baselines_arg(baselines, X)
-    b = C.batch_size_arg(internal_batch_size, model, X)
+    b = C.forward_batch_arg(internal_batch_size, model, X)
     # the images' own scores in batches; with target None the pass that finds
     # the predicted class gives them
     scores = C.predict(model, X, b) if target is None else None

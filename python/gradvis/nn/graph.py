@@ -29,6 +29,7 @@ momentum) * batch`` with momentum 0.9 (PyTorch's momentum 0.1).
 from __future__ import annotations
 
 import difflib
+from collections import Counter
 
 import numpy as np
 
@@ -36,6 +37,7 @@ from .. import _checks
 from .activation import ReLU
 from .conv import Conv2d, fusible_act, fused_act_cache
 from .fileformat import save_model
+from .fold import FoldedBatchNorm, batchnorm_folds, folded_conv_forward
 from .linear import Linear
 from .losses import softmax_cross_entropy
 from .module import INPUT, Layer, LayerNotFoundError
@@ -138,10 +140,10 @@ class Model:
         self.rng = _checks.rng_from(seed)
         self._init_rng = _checks.rng_from(seed)   # initial weights of added layers
         # A ReLU (Conv2d also: ReLU6, Clip, HardSwish, SiLU) that only reads a Conv2d
-        # is applied by the convolution as it writes its output (one pass less over
-        # memory) unless the convolution's own output is asked for; False runs every
-        # layer separately (same results).
-        self.fuse_relu = True
+        # is applied by the convolution as it writes its output, unless the convolution's
+        # own output is asked for; in test mode a BatchNorm2d that only reads a Conv2d is
+        # folded into it (nn/fold.py). False runs every layer separately.
+        self.fuse_relu = self.fold_batchnorm = True
         self._plans = {}    # see _plan
 
     # ------------------------------------------------------------------ building
@@ -419,7 +421,7 @@ class Model:
                 raise ValueError(f"cannot start at {first.name!r}: it reads several tensors {first.inputs}")
             bound = first.inputs[0]
         rng = self.rng if rng is None else rng
-        needed, fused, keys = self._plan(s, e, outputs, bound)
+        needed, fused, keys, folds = self._plan(s, e, outputs, bound, mode)
         tensors = {bound: X}
         shapes = {}
         caches = []
@@ -428,6 +430,12 @@ class Model:
             node = self.nodes[i]
             if i not in needed:      # a branch the requested outputs do not depend on
                 caches.append(None)
+                continue
+            if i - 1 in folds:       # a batch norm the convolution before it applied
+                conv = self.nodes[i - 1].name
+                out = tensors[node.name] = tensors.pop(conv)
+                shapes[conv] = out.shape
+                caches.append(act_caches.pop(i))
                 continue
             if i - 1 in fused:       # the activation was applied by the convolution before it
                 conv = self.nodes[i - 1].name
@@ -448,7 +456,9 @@ class Model:
             params = {k: self.params[pk] for k, pk in pkeys}
             buffers = {k: self.buffers[bk] for k, bk in bkeys}
             try:
-                if i in fused and fused[i] is not None:
+                if i in folds:
+                    out, cache, act_caches[i + 1] = folded_conv_forward(self, i, ins[0], i + 1 in fused)
+                elif i in fused and fused[i] is not None:
                     out, pre, cache = node.layer.forward_act(ins, params, fused[i])
                     act_caches[i + 1] = fused_act_cache(fused[i], out, pre)
                 elif i in fused:
@@ -466,23 +476,26 @@ class Model:
                  "X_shape": X.shape, "outputs": outputs, "shapes": shapes, "last": self.nodes[e]}
         return result, cache
 
-    def _plan(self, s, e, outputs, bound):
+    def _plan(self, s, e, outputs, bound, mode="test"):
         """What a forward pass over nodes s..e needs besides the tensors, which depends
-        only on the graph: the nodes it computes, the ReLU fusions, and each node's
-        parameter and buffer keys. Kept per (range, outputs, fusion setting); a gradient
-        loop runs the same pass hundreds of times (rebuilding this was ~40 us a pass)."""
-        key = (s, e, None if outputs is None else tuple(outputs), bound, self.fuse_relu)
+        only on the graph: the nodes it computes, the ReLU fusions, the batch norms
+        folded into convolutions (test mode), and each node's parameter and buffer keys.
+        Kept per (range, outputs, mode, fusion settings); a gradient loop runs the same
+        pass hundreds of times (rebuilding this was ~40 us a pass)."""
+        fold = mode == "test" and self.fuse_relu and getattr(self, "fold_batchnorm", True)
+        key = (s, e, None if outputs is None else tuple(outputs), bound, self.fuse_relu, fold)
         plans = self.__dict__.setdefault("_plans", {})
         plan = plans.get(key)
         if plan is None:
             needed = self._ancestors(outputs if outputs is not None else [self.nodes[e].name], s, bound)
             fused = dict.fromkeys(self._relu_fusions(s, e, needed, outputs))
             fused.update(self._act_fusions(s, e, needed, outputs))
+            folds = batchnorm_folds(self.nodes, s, e, needed, set(outputs or ()), self._readers()) if fold else set()
             keys = [([(k, f"{n.name}.{k}") for k in n.layer.param_shapes],
                      [(k, f"{n.name}.{k}") for k in n.layer.buffer_shapes]) for n in self.nodes]
             if len(plans) >= 64:
                 plans.clear()
-            plan = plans[key] = (needed, fused, keys)
+            plan = plans[key] = (needed, fused, keys, folds)
         return plan
 
     def _relu_fusions(self, s, e, needed, outputs):
@@ -506,11 +519,7 @@ class Model:
 
     def _readers(self):
         """tensor name -> how many node inputs read it"""
-        readers = {}
-        for node in self.nodes:
-            for t in node.inputs:
-                readers[t] = readers.get(t, 0) + 1
-        return readers
+        return Counter(t for node in self.nodes for t in node.inputs)
 
     def _act_fusions(self, s, e, needed, outputs):
         """{i: act} for the Conv2d nodes i in [s, e) that can apply the ReLU6 / Clip,
@@ -553,13 +562,13 @@ class Model:
                 replace ReLU's rule, fused ReLUs included: their cache is their
                 output; DeepLift replaces the nonlinearities'; a rule that
                 returns ``layer.backward_inputs(dout, cache)`` reads a layer's
-                output gradient).
+                output gradient). A rule for a folded batch norm or its
+                convolution gets the separate layers' caches (nn/fold.py).
 
         Returns:
-            (dX, grads): the gradient w.r.t. forward's X (None when input_grad is
-            False) and a dict parameter name -> gradient for every parameter of
-            the nodes run (zeros where the loss does not depend on it; empty when
-            param_grads is False).
+            (dX, grads): the gradient w.r.t. forward's X (None when input_grad is False)
+            and a dict parameter name -> gradient for every parameter of the nodes run
+            (zeros where the loss does not depend on it; empty when param_grads is False).
         """
         if not isinstance(cache, dict) or "last" not in cache:
             got = "a dict without forward's entries" if isinstance(cache, dict) else type(cache).__name__
@@ -601,6 +610,7 @@ class Model:
             accumulate(self.nodes[e].name, np.asarray(dout, dtype=dtype))
 
         grads = {}
+        folds, unfolded = {}, {}
         for i in range(e, s - 1, -1):
             node = self.nodes[i]
             g = grads_t.pop(node.name, None)
@@ -612,6 +622,16 @@ class Model:
             c = cache["caches"][i - s]
             need_inputs = input_grad or any(t != cache["bound"] for t in node.inputs)
             rule = None if not rules else rules.get(node.name, rules.get(type(node.layer)))
+            folded = folds.pop(i, None)       # this convolution applied the batch norm after it
+            if i in unfolded:
+                c = unfolded.pop(i)
+            elif isinstance(c, FoldedBatchNorm):   # its gradient is the folded convolution's
+                conv = self.nodes[i - 1]
+                if rule is None and not (rules and (conv.name in rules or type(conv.layer) in rules)):
+                    accumulate(conv.name, g)
+                    folds[i - 1] = c
+                    continue
+                unfolded[i - 1], c = c.unfold()      # rules see the separate layers
             if rule is not None:
                 dins = rule(node.layer, g, c) if need_inputs else []
                 if need_inputs and len(dins) != len(node.inputs):
@@ -624,6 +644,9 @@ class Model:
                 dins, dparams = [], node.layer.backward_params(g, c)
             else:
                 dins, dparams = node.layer.backward_inputs(g, c), {}
+            if folded is not None and param_grads:
+                dparams, bn_grads = folded.param_grads(g, dparams)
+                grads.update((f"{self.nodes[i + 1].name}.{k}", v) for k, v in bn_grads.items())
             for k, v in dparams.items():
                 grads[f"{node.name}.{k}"] = v
             for t, d in zip(node.inputs, dins):
@@ -673,7 +696,12 @@ class Model:
         m.rng = _copy.deepcopy(self.rng)
         m._init_rng = _copy.deepcopy(self._init_rng)
         m._plans = {}
+        m._folded = {}
         return m
+
+    def __getstate__(self):
+        # the per-pass plans and folded weights are rebuilt on use
+        return {k: v for k, v in self.__dict__.items() if k not in ("_plans", "_folded")}
 
     def astype(self, dtype):
         """A copy whose parameters and buffers are ``dtype``: float32 or float64 (e.g.

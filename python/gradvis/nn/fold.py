@@ -1,0 +1,100 @@
+"""Batch norm folded into the convolution before it, for test-mode passes.
+
+In test mode a BatchNorm2d is an affine map per channel, ``y * s + t`` with
+``s = gamma / sqrt(running_var + eps)`` and ``t = beta - running_mean * s``. When
+it reads a Conv2d that nothing else reads, :meth:`Model.forward` runs the
+convolution with weights ``W * s`` and bias ``b * s + t`` instead: one pass over
+memory and one stored array fewer per layer (the convolution's own output is
+never written), and the ReLU after the batch norm is applied by the
+convolution. The folded weights are computed on every pass (about 0.1 ms per
+million weights), so changed parameters or statistics take effect at once;
+they are written into one array per layer that is kept, so that the
+transformed filters the Winograd kernels keep across calls stay found.
+
+Backward: the gradient at the batch norm's output is the folded convolution's
+output gradient, so the input gradient is the folded convolution's. Parameter
+gradients, and backward rules that name either node (or its type), need the
+layers' own caches: :meth:`FoldedBatchNorm.unfold` recomputes the
+convolution's output with the original weights and returns both caches, so
+every result is that of the separate layers (up to float rounding of the
+folded weights, about one unit in the last place).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import functional as F
+from .conv import Conv2d
+from .norm import BatchNorm2d
+
+__all__ = ["FoldedBatchNorm", "batchnorm_folds", "folded_conv_forward"]
+
+
+class FoldedBatchNorm:
+    """The cache of a batch-norm node folded into the convolution before it."""
+    __slots__ = ("conv", "bn", "x", "w", "b", "gamma", "mean", "var")
+
+    def __init__(self, conv, bn, x, w, b, gamma, mean, var):
+        self.conv, self.bn = conv, bn
+        self.x, self.w, self.b = x, w, b
+        self.gamma, self.mean, self.var = gamma, mean, var
+
+    def unfold(self):
+        """(conv cache, batch-norm cache) as the separate layers' test-mode
+        forwards return them; recomputes the convolution's output."""
+        c = self.conv
+        y, conv_cache = F.conv2d_run(self.x, self.w, self.b, (c.stride, c.padding, c.dilation, c.groups), False)
+        dt = y.dtype
+        bn_cache = ("test", y, F._like(self.gamma, dt, "gamma"), F._like(self.mean, dt, "running_mean"),
+                    F._like(self.var, dt, "running_var"), self.bn.eps)
+        return conv_cache, bn_cache
+
+    def param_grads(self, g, conv_grads):
+        """(the convolution's parameter gradients, the batch norm's {gamma, beta})
+        from ``conv_grads``, those of the folded convolution for its output
+        gradient ``g`` (N, F, H, W): the original weights' are the folded ones'
+        times the scale per output channel (their output gradient is g times it);
+        gamma's needs the convolution's own output, recomputed."""
+        s = (self.gamma.astype(np.float64) / np.sqrt(self.var.astype(np.float64) + self.bn.eps)).astype(g.dtype)
+        out = {"weight": conv_grads["weight"] * s[:, None, None, None]}
+        if "bias" in conv_grads:
+            out["bias"] = conv_grads["bias"] * s
+        _, bn_cache = self.unfold()
+        _, dgamma, dbeta = F.spatial_batchnorm_backward(g, bn_cache)
+        return out, {"gamma": dgamma, "beta": dbeta}
+
+
+def batchnorm_folds(nodes, s, e, needed, keep, readers):
+    """Indices i in [s, e) of Conv2d nodes whose only reader is the BatchNorm2d
+    node i + 1 (also run), and whose own output is not asked for."""
+    folds = set()
+    for i in range(s, e):
+        node, nxt = nodes[i], nodes[i + 1]
+        if (type(node.layer) is Conv2d and type(nxt.layer) is BatchNorm2d and nxt.inputs == [node.name]
+                and readers.get(node.name) == 1 and node.name not in keep and i in needed and i + 1 in needed):
+            folds.add(i)
+    return folds
+
+
+def folded_conv_forward(model, i, x, relu):
+    """Node i (a Conv2d) and node i + 1 (its BatchNorm2d) in one convolution:
+    (out, conv cache, the batch-norm node's cache)."""
+    node, bn = model.nodes[i], model.nodes[i + 1]
+    x = F.float_array(x, "x")
+    dt = x.dtype
+    w = model.params[f"{node.name}.weight"]
+    b = model.params.get(f"{node.name}.bias")
+    gamma, beta = model.params[f"{bn.name}.gamma"], model.params[f"{bn.name}.beta"]
+    mean, var = model.buffers[f"{bn.name}.running_mean"], model.buffers[f"{bn.name}.running_var"]
+    s = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + bn.layer.eps)
+    t = beta.astype(np.float64) - mean.astype(np.float64) * s
+    if b is not None:
+        t += b.astype(np.float64) * s
+    bufs = model.__dict__.setdefault("_folded", {})
+    key = (node.name, dt.str)
+    wf = bufs.get(key)
+    if wf is None or wf.shape != w.shape:
+        wf = bufs[key] = np.empty(w.shape, dt)
+    np.multiply(w, s.astype(dt)[:, None, None, None], out=wf)
+    out, cache = node.layer.forward([x], {"weight": wf, "bias": t.astype(dt)}, {}, "test", None, relu=relu)
+    return out, cache, FoldedBatchNorm(node.layer, bn.layer, x, w, b, gamma, mean, var)

@@ -22,9 +22,9 @@ def _relu_input(cache):
 
 # Both rules run on every ReLU of every backward pass: they call the compiled
 # element-wise kernels (multi-threaded, one output array each) instead of numpy
-# expressions with full-size temporaries. relu_forward(g) keeps g where g >= 0,
-# -0.0 and NaN included, as np.maximum(g, 0) does; relu_backward(g, x) is g where
-# x > 0, else 0, as np.where(x > 0, g, 0): the results are the same bits.
+# expressions with full-size temporaries. relu_backward(g, x) is g where x > 0,
+# else 0, to the bit; relu_forward(g) is max(g, 0) with NaN kept, and keeps a
+# -0.0 entry as -0.0 where numpy's maximum gives +0.0 (an equal value).
 def _guided(layer, dout, cache):
     # Springenberg et al. 2015: the gradient's mask (input > 0) and only positive gradients
     x = _relu_input(cache)

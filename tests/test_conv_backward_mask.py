@@ -83,3 +83,48 @@ def test_bad_arguments_are_named():
         _core.conv2d_backward_input_act(d, w, np.zeros((2, 4, 6, 6), np.float32), 1, 1, 1, 1, "relu")
     with pytest.raises(TypeError, match="x must be a numpy array"):
         _core.conv2d_backward_input_act(d, w, [1, 2], 1, 1, 1, 1, "relu")
+
+
+def _net():
+    m = Model(input_shape=(3, 10, 10), seed=0)
+    m.add("c1", Conv2d(3, 8, 3, padding=1)).add("r1", ReLU())
+    m.add("c2", Conv2d(8, 8, 3, padding=1)).add("r2", ReLU6())            # r2 read by c3 and the add
+    m.add("c3", Conv2d(8, 8, 3, padding=1, groups=8)).add("bn", BatchNorm2d(8))
+    m.add("clip", Clip(-1.0, 2.0)).add("c4", Conv2d(8, 8, 1))
+    m.add("sum", Add(), inputs=["c4", "r2"])
+    m.add("gap", GlobalAvgPool()).add("flat", Flatten()).add("fc", Linear(8, 4))
+    m.init_params(seed=0, dtype=np.float64)
+    return m
+
+
+def test_model_applies_the_masks_only_where_it_may():
+    m = _net()
+    X = np.random.default_rng(2).standard_normal((2, 3, 10, 10))
+    out, cache = m.forward(X)
+    # c2 reads r1 (ReLU), c4 reads clip; c3 reads r2, which the add also reads
+    assert {m.nodes[j].name: m.nodes[a].name for j, (a, _) in cache["masks"].items()} == {"c2": "r1", "c4": "clip"}
+    dout = np.random.default_rng(3).standard_normal(out.shape)
+    sep = m.copy()
+    sep.fuse_relu = False
+    rout, rcache = sep.forward(X)
+    assert rcache["masks"] == {}
+    for pg in (False, True):
+        dX, g = m.backward(dout, cache, param_grads=pg)
+        rX, rg = sep.backward(dout, rcache, param_grads=pg)
+        np.testing.assert_allclose(dX, rX, rtol=1e-12, atol=1e-14)
+        for k in rg:
+            np.testing.assert_allclose(g[k], rg[k], rtol=1e-12, atol=1e-14)
+    # asking for the activation keeps it a node of its own
+    _, c2 = m.forward(X, outputs=["r1", "fc"])
+    assert all(m.nodes[a].name != "r1" for a, _ in c2["masks"].values())
+    # a rule for the activation (by type or name) runs instead of the mask
+    calls = []
+
+    def rule(layer, d, c):
+        calls.append(layer.type)
+        return layer.backward_inputs(d, c)
+    for key in (ReLU, "clip"):
+        calls.clear()
+        dX, _ = m.backward(dout, cache, param_grads=False, rules={key: rule})
+        np.testing.assert_allclose(dX, sep.backward(dout, rcache, param_grads=False)[0], rtol=1e-12, atol=1e-14)
+        assert calls == (["ReLU"] if key is ReLU else ["Clip"])

@@ -176,41 +176,57 @@ ConvAct parse_act(const std::string& name, double lo, double hi) {
 // ---- backward input ----
 constexpr const char* kBwdIn = "conv2d_backward_input";
 
+constexpr const char* kBwdInAct = "conv2d_backward_input_act";
+
+// act and ref_obj (conv2d_backward_input_act): the activation mask and its
+// reference array, of dx's shape; fn names the caller in errors
 template <class T>
 py::array backward_input_impl(const py::array& d_in, const py::handle& w_obj, const py::handle& hw_obj,
-                              const Conv2dParams& p) {
-  auto dout = as_array<T>(d_in, kBwdIn, "dout");
-  auto w = as_array<T>(w_obj, kBwdIn, "w");
-  check_ndim(dout, 4, kBwdIn, "dout", "(N, F, OH, OW)");
-  check_ndim(w, 4, kBwdIn, "w", "(F, C/groups, KH, KW)");
-  check_nonempty(dout, kBwdIn, "dout");
-  check_nonempty(w, kBwdIn, "w");
-  check_dims(dout, kBwdIn, "dout");
-  check_dims(w, kBwdIn, "w");
+                              const Conv2dParams& p, const ConvAct* act = nullptr,
+                              const py::handle& ref_obj = py::none()) {
+  const char* fn = act ? kBwdInAct : kBwdIn;
+  auto dout = as_array<T>(d_in, fn, "dout");
+  auto w = as_array<T>(w_obj, fn, "w");
+  check_ndim(dout, 4, fn, "dout", "(N, F, OH, OW)");
+  check_ndim(w, 4, fn, "w", "(F, C/groups, KH, KW)");
+  check_nonempty(dout, fn, "dout");
+  check_nonempty(w, fn, "w");
+  check_dims(dout, fn, "dout");
+  check_dims(w, fn, "w");
   // input_hw: (H, W), or x's whole shape (N, C, H, W), checked against dout and w
-  const auto full = int_values(hw_obj, kBwdIn, "input_hw", "(H, W) or the input's shape (N, C, H, W)");
+  const auto full = int_values(hw_obj, fn, "input_hw", "(H, W) or the input's shape (N, C, H, W)");
   const bool whole = full.size() == 4;
-  auto hw = whole ? checked_pair(py::make_tuple(full[2], full[3]), kBwdIn, "input_hw", 1)
-                  : checked_pair(hw_obj, kBwdIn, "input_hw", 1);
+  auto hw = whole ? checked_pair(py::make_tuple(full[2], full[3]), fn, "input_hw", 1)
+                  : checked_pair(hw_obj, fn, "input_hw", 1);
   const index_t N = dout.shape(0), F = w.shape(0), C = w.shape(1) * p.groups;
   if (whole && (full[0] != N || full[1] != C))
-    throw py::value_error(cat(kBwdIn, ": dout shape ", shape_str(dout), " and w shape ", shape_str(w), " (groups=",
+    throw py::value_error(cat(fn, ": dout shape ", shape_str(dout), " and w shape ", shape_str(w), " (groups=",
                               p.groups, ") give dx of shape (", N, ", ", C, ", ", hw.first, ", ", hw.second,
                               "), not the input shape (", full[0], ", ", full[1], ", ", full[2], ", ", full[3], ")"));
   const std::string where = cat("dout shape ", shape_str(dout), ", w shape ", shape_str(w), ", input_hw (",
                                 hw.first, ", ", hw.second, ")");
   if (F % p.groups)
-    throw py::value_error(cat(kBwdIn, ": the number of filters F=", F, " is not divisible by groups=", p.groups,
+    throw py::value_error(cat(fn, ": the number of filters F=", F, " is not divisible by groups=", p.groups,
                               "; ", where));
-  Conv2dShape s = make_shape(kBwdIn, N, C, hw.first, hw.second, F, w.shape(1), w.shape(2), w.shape(3), p, where);
+  Conv2dShape s = make_shape(fn, N, C, hw.first, hw.second, F, w.shape(1), w.shape(2), w.shape(3), p, where);
   if (dout.shape(1) != s.F || dout.shape(2) != s.OH || dout.shape(3) != s.OW)
-    throw py::value_error(cat(kBwdIn, ": dout must have shape (", N, ", ", s.F, ", ", s.OH, ", ", s.OW,
+    throw py::value_error(cat(fn, ": dout must have shape (", N, ", ", s.F, ", ", s.OH, ", ", s.OW,
                               ") (the forward output for this input size and w), got ", shape_str(dout), "; ",
                               params_str(p), "; ", where));
   auto dx = empty_array<T>({py::ssize_t(N), py::ssize_t(C), py::ssize_t(s.H), py::ssize_t(s.W)});
   T* dxp = dx.mutable_data();
   const T* dp = dout.data();
   const T* wp = w.data();
+  if (act) {
+    auto ref = as_array<T>(ref_obj, fn, "x");
+    if (ref.ndim() != 4 || ref.shape(0) != N || ref.shape(1) != C || ref.shape(2) != s.H || ref.shape(3) != s.W)
+      throw py::value_error(cat(fn, ": x must have dx's shape (", N, ", ", C, ", ", s.H, ", ", s.W, "), got ",
+                                shape_str(ref)));
+    const T* rp = ref.data();
+    py::gil_scoped_release release;
+    conv2d_backward_input_act_cpu<T>(dxp, dp, wp, s, *act, rp);
+    return dx;
+  }
   {
     py::gil_scoped_release release;
     conv2d_backward_input_cpu<T>(dxp, dp, wp, s);
@@ -315,6 +331,38 @@ void register_conv2d(py::module_& m) {
       py::arg("dilation") = 1, py::arg("groups") = 1,
       "Gradient of conv2d_forward with respect to x: dout (N, F, OH, OW), w, input_hw = (H, W) -> dx (N, C, H, W).\n"
       "input_hw may be x's whole shape (N, C, H, W): then dout's batch and w's channels are checked against it.");
+  m.def(
+      kBwdInAct,
+      [](const py::object& dout, const py::object& w, const py::object& x, const py::object& stride,
+         const py::object& padding, const py::object& dilation, const py::object& groups,
+         const std::string& activation, double lo, double hi) -> py::array {
+        FloatKind k;
+        py::array da = primary_array(dout, kBwdInAct, "dout", k);
+        const Conv2dParams p = parse_params(kBwdInAct, stride, padding, dilation, groups);
+        ConvAct act;
+        if (activation == "relu") {
+          act.kind = ConvAct::mask_pos;
+        } else if (activation == "clamp") {
+          if (std::isnan(lo) || std::isnan(hi) || !(lo <= hi))
+            throw py::value_error(cat(kBwdInAct, ": lo (", lo, ") and hi (", hi, ") must be numbers with lo <= hi"));
+          act.kind = ConvAct::mask_range, act.lo = lo, act.hi = hi;
+        } else {
+          throw py::value_error(cat(kBwdInAct, ": activation must be 'relu' or 'clamp', got '", activation, "'"));
+        }
+        if (!py::isinstance<py::array>(x))
+          throw py::type_error(cat(kBwdInAct, ": x must be a numpy array, got ",
+                                   std::string(py::str(py::type::of(x).attr("__name__")))));
+        const py::object shape = x.attr("shape");
+        return k == FloatKind::f32 ? backward_input_impl<float>(da, w, shape, p, &act, x)
+                                   : backward_input_impl<double>(da, w, shape, p, &act, x);
+      },
+      py::arg("dout"), py::arg("w"), py::arg("x"), py::arg("stride") = 1, py::arg("padding") = 0,
+      py::arg("dilation") = 1, py::arg("groups") = 1, py::arg("activation") = "relu", py::arg("lo") = 0.0,
+      py::arg("hi") = 0.0,
+      "conv2d_backward_input followed by the backward of the activation whose output is x, the\n"
+      "convolution's input (N, C, H, W): dx where x > 0 ('relu') or lo < x < hi ('clamp', ReLU6 is\n"
+      "(0, 6)), else 0; applied to each block of dx while it is in cache. The values are those of\n"
+      "conv2d_backward_input followed by relu_backward / clamp_backward.");
   m.def(
       "conv2d_backward_weight",
       [](const py::object& dout, const py::object& x, const py::object& kernel_hw, const py::object& stride,

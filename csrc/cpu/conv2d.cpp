@@ -12,6 +12,8 @@
 // equal calls give equal bits on any thread.
 #include "ops/conv2d.h"
 
+#include <stdexcept>
+
 #include "cpu/conv2d_implicit.h"
 #include "cpu/conv_depthwise.h"
 #include "cpu/conv_epilogue.h"
@@ -88,10 +90,13 @@ void conv2d_forward_act_cpu(T* out, T* pre, const T* x, const T* w, const T* b, 
   forward_any(out, x, w, b, s, false, false, &act, pre);
 }
 
+namespace {
+
+// act, ref: null, or the mask of conv2d_backward_input_act_cpu
 template <class T>
-void conv2d_backward_input_cpu(T* dx, const T* dout, const T* w, const Conv2dShape& s) {
+void backward_input_any(T* dx, const T* dout, const T* w, const Conv2dShape& s, const ConvAct* act, const T* ref) {
   const TeamCap cap(conv_threads(s));
-  if (conv_detail::is_direct_grouped(s)) return conv_detail::depthwise_backward_input(dx, dout, w, s);
+  if (conv_detail::is_direct_grouped(s)) return conv_detail::depthwise_backward_input(dx, dout, w, s, act, ref);
   const auto& p = s.p;
   const index_t eh = p.dilation_h * (s.KH - 1), ew = p.dilation_w * (s.KW - 1);
   // Few channels per group (the RGB layer) would leave most of the flipped gemm's
@@ -104,9 +109,24 @@ void conv2d_backward_input_cpu(T* dx, const T* dout, const T* w, const Conv2dSha
     q.pad_top = eh - p.pad_top, q.pad_bottom = eh - p.pad_bottom;
     q.pad_left = ew - p.pad_left, q.pad_right = ew - p.pad_right;
     const Conv2dShape t = conv2d_shape(s.N, s.F, s.OH, s.OW, s.C, s.KH, s.KW, q);
-    return forward_any<T>(dx, dout, w, nullptr, t, true, false);
+    return forward_any<T>(dx, dout, w, nullptr, t, true, false, act, const_cast<T*>(ref));
   }
-  conv_detail::col2im_backward_input(dx, dout, w, s);
+  conv_detail::col2im_backward_input(dx, dout, w, s, act, ref);
+}
+
+}  // namespace
+
+template <class T>
+void conv2d_backward_input_cpu(T* dx, const T* dout, const T* w, const Conv2dShape& s) {
+  backward_input_any<T>(dx, dout, w, s, nullptr, nullptr);
+}
+
+template <class T>
+void conv2d_backward_input_act_cpu(T* dx, const T* dout, const T* w, const Conv2dShape& s, const ConvAct& act,
+                                   const T* ref) {
+  if (act.kind != ConvAct::mask_pos && act.kind != ConvAct::mask_range)
+    throw std::invalid_argument("conv2d_backward_input_act_cpu: act must be mask_pos or mask_range");
+  backward_input_any<T>(dx, dout, w, s, &act, ref);
 }
 
 template <class T>
@@ -128,6 +148,10 @@ template void conv2d_forward_cpu<float>(float*, const float*, const float*, cons
 template void conv2d_forward_cpu<double>(double*, const double*, const double*, const double*, const Conv2dShape&,
                                      bool);
 template void conv2d_backward_input_cpu<float>(float*, const float*, const float*, const Conv2dShape&);
+template void conv2d_backward_input_act_cpu<float>(float*, const float*, const float*, const Conv2dShape&,
+                                                   const ConvAct&, const float*);
+template void conv2d_backward_input_act_cpu<double>(double*, const double*, const double*, const Conv2dShape&,
+                                                    const ConvAct&, const double*);
 template void conv2d_backward_input_cpu<double>(double*, const double*, const double*, const Conv2dShape&);
 template void conv2d_backward_weight_cpu<float>(float*, float*, const float*, const float*, const Conv2dShape&);
 template void conv2d_backward_weight_cpu<double>(double*, double*, const double*, const double*, const Conv2dShape&);

@@ -7,6 +7,7 @@
 #include "cpu/conv2d_implicit.h"
 
 #include "cpu/conv2d_pack.h"
+#include "cpu/conv_epilogue.h"
 #include "ops/gemm.h"
 
 namespace gradvis {
@@ -160,19 +161,28 @@ void backward_input_block(T* dx, const T* dout, const T* w, const Conv2dShape& s
 }  // namespace
 
 template <class T>
-void col2im_backward_input(T* dx, const T* dout, const T* w, const Conv2dShape& s) {
+void col2im_backward_input(T* dx, const T* dout, const T* w, const Conv2dShape& s, const ConvAct* act,
+                           const T* ref) {
   const Geometry g = geometry(s);
   const index_t nt = team_size();
   const index_t blocks = std::min(g.Cg, (nt + s.N - 1) / s.N);
   const index_t P = chunk_cols<T>(g, 1);
   for_each_item(s.N * blocks, [&](index_t i) {
     const index_t n = i / blocks, k = i % blocks;
-    backward_input_block(dx, dout, w, s, g, n, g.Cg * k / blocks, g.Cg * (k + 1) / blocks, P);
+    const index_t c0 = g.Cg * k / blocks, c1 = g.Cg * (k + 1) / blocks;
+    backward_input_block(dx, dout, w, s, g, n, c0, c1, P);
+    if (act)
+      for (index_t gi = 0; gi < g.G; ++gi) {
+        const index_t off = (n * s.C + gi * g.Cg + c0) * g.HW;
+        mask_inplace(dx + off, ref + off, (c1 - c0) * g.HW, *act);
+      }
   });
 }
 
-template void col2im_backward_input<float>(float*, const float*, const float*, const Conv2dShape&);
-template void col2im_backward_input<double>(double*, const double*, const double*, const Conv2dShape&);
+template void col2im_backward_input<float>(float*, const float*, const float*, const Conv2dShape&, const ConvAct*,
+                                           const float*);
+template void col2im_backward_input<double>(double*, const double*, const double*, const Conv2dShape&,
+                                            const ConvAct*, const double*);
 
 }  // namespace conv_detail
 }  // namespace gradvis

@@ -26,7 +26,8 @@ void implicit_backward_weight(T* dw, T* db, const T* dout, const T* x, const Con
 
 // dx (N,C,H,W) by a gemm per chunk of output positions and col2im.
 template <class T>
-void col2im_backward_input(T* dx, const T* dout, const T* w, const Conv2dShape& s);
+void col2im_backward_input(T* dx, const T* dout, const T* w, const Conv2dShape& s, const ConvAct* act = nullptr,
+                           const T* ref = nullptr);
 
 }  // namespace conv_detail
 }  // namespace gradvis

@@ -210,7 +210,8 @@ void depthwise_forward(T* out, const T* x, const T* w, const T* b, const Conv2dS
 
 // dx (N,C,H,W) from dout (N,F,OH,OW) and w (F,cg,KH,KW)
 template <class T>
-void depthwise_backward_input(T* dx, const T* dout, const T* w, const Conv2dShape& s) {
+void depthwise_backward_input(T* dx, const T* dout, const T* w, const Conv2dShape& s, const ConvAct* act,
+                              const T* ref) {
   const index_t G = s.p.groups, HW = s.H * s.W, OHW = s.OH * s.OW, KK = s.KH * s.KW, items = s.N * G;
   if (s.OH == 0 || s.OW == 0) {
     std::fill(dx, dx + s.N * s.C * HW, T(0));
@@ -233,6 +234,7 @@ void depthwise_backward_input(T* dx, const T* dout, const T* w, const Conv2dShap
       T* dbuf = scratch<T>(ScratchSlot::depthwise_dy, std::size_t(OHW * L));
       T* wbuf = scratch<T>(ScratchSlot::depthwise_w, std::size_t(KK * L));
       k.dx_lanes(dx + (n * s.C + c0) * HW, dout + (n * s.C + c0) * OHW, w + c0 * KK, nc, g, gbuf, dbuf, wbuf);
+      if (act) mask_inplace(dx + (n * s.C + c0) * HW, ref + (n * s.C + c0) * HW, nc * HW, *act);
     }); });
     return trap.rethrow();
   }
@@ -243,6 +245,7 @@ void depthwise_backward_input(T* dx, const T* dout, const T* w, const Conv2dShap
     T* tw = scratch<T>(ScratchSlot::depthwise_w, ntaps);
     T* row = scratch<T>(ScratchSlot::depthwise_row, std::size_t(4 * (g.Dl + 2 * kDwLanes)));
     k.dx_plane(dx + i * g.cg * HW, dout + i * g.m * OHW, w + gi * g.m * g.cg * KK, g, dprep, toff, tw, row);
+    if (act) mask_inplace(dx + i * g.cg * HW, ref + i * g.cg * HW, g.cg * HW, *act);
   }); });
   trap.rethrow();
 }
@@ -277,8 +280,10 @@ template void depthwise_forward<float>(float*, const float*, const float*, const
                                        const ConvAct*, float*);
 template void depthwise_forward<double>(double*, const double*, const double*, const double*, const Conv2dShape&,
                                         bool, const ConvAct*, double*);
-template void depthwise_backward_input<float>(float*, const float*, const float*, const Conv2dShape&);
-template void depthwise_backward_input<double>(double*, const double*, const double*, const Conv2dShape&);
+template void depthwise_backward_input<float>(float*, const float*, const float*, const Conv2dShape&,
+                                              const ConvAct*, const float*);
+template void depthwise_backward_input<double>(double*, const double*, const double*, const Conv2dShape&,
+                                               const ConvAct*, const double*);
 template void depthwise_backward_weight<float>(float*, float*, const float*, const float*, const Conv2dShape&);
 template void depthwise_backward_weight<double>(double*, double*, const double*, const double*,
                                                 const Conv2dShape&);

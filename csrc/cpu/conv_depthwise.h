@@ -25,7 +25,8 @@ template <class T>
 void depthwise_forward(T* out, const T* x, const T* w, const T* b, const Conv2dShape& s, bool relu,
                        const ConvAct* act = nullptr, T* pre = nullptr);
 template <class T>
-void depthwise_backward_input(T* dx, const T* dout, const T* w, const Conv2dShape& s);
+void depthwise_backward_input(T* dx, const T* dout, const T* w, const Conv2dShape& s,
+                              const ConvAct* act = nullptr, const T* ref = nullptr);
 template <class T>
 void depthwise_backward_weight(T* dw, T* db, const T* dout, const T* x, const Conv2dShape& s);
 

@@ -63,9 +63,23 @@ inline void hardswish_inplace_f32(float* o, float* pre, index_t n) {
   }
 }
 
+// The backward masks: o[i] kept where ref[i] > 0 (mask_pos) or lo < ref[i] < hi
+// (mask_range), else 0; NaN references give 0, as relu_backward and clamp_backward.
+template <class T>
+inline void mask_inplace(T* __restrict o, const T* __restrict ref, index_t n, const ConvAct& a) {
+  if (a.kind == ConvAct::mask_pos) {
+    for (index_t i = 0; i < n; ++i) o[i] = ref[i] > T(0) ? o[i] : T(0);
+    return;
+  }
+  const T lo = T(a.lo), hi = T(a.hi);
+  for (index_t i = 0; i < n; ++i) o[i] = ((ref[i] > lo) & (ref[i] < hi)) ? o[i] : T(0);
+}
+
 // o[0, n) = act(o[0, n)); pre[0, n) = the values before (when pre is not null).
+// For the backward masks pre is the reference array, read only.
 template <class T>
 inline void apply_act(T* __restrict o, T* __restrict pre, index_t n, const ConvAct& a) {
+  if (a.kind == ConvAct::mask_pos || a.kind == ConvAct::mask_range) return mask_inplace(o, pre, n, a);
   if constexpr (sizeof(T) == 4) {
     if (a.kind == ConvAct::silu) return silu_inplace_f32(o, pre, n);
     if (a.kind == ConvAct::hardswish) return hardswish_inplace_f32(o, pre, n);
@@ -74,6 +88,8 @@ inline void apply_act(T* __restrict o, T* __restrict pre, index_t n, const ConvA
   if (pre) std::memcpy(pre, o, sizeof(T) * std::size_t(n));
   switch (a.kind) {
     case ConvAct::none:
+    case ConvAct::mask_pos:    // handled above
+    case ConvAct::mask_range:
       break;
     case ConvAct::relu:
       for (index_t i = 0; i < n; ++i) o[i] = o[i] < T(0) ? T(0) : o[i];

@@ -70,8 +70,12 @@ void conv2d_forward_cpu(T* out, const T* x, const T* w, const T* b, const Conv2d
 // clamp to [lo, hi] (ReLU6 is [0, 6]), hardswish v * clamp(v + 3, 0, 6) / 6, silu
 // v / (1 + exp(-v)); the formulas of activation.cpp, so the values are the same
 // bits as the separate layer's.
+// Backward only (conv2d_backward_input_act_cpu): mask_pos and mask_range keep a
+// gradient value where the reference array (the activation's output, in place of
+// pre) is > 0 (ReLU), or within (lo, hi) (clamp), and write 0 elsewhere: the
+// selections of relu_backward_cpu and clamp_backward_cpu.
 struct ConvAct {
-  enum Kind { none = 0, relu = 1, clamp = 2, hardswish = 3, silu = 4 };
+  enum Kind { none = 0, relu = 1, clamp = 2, hardswish = 3, silu = 4, mask_pos = 5, mask_range = 6 };
   Kind kind = none;
   double lo = 0, hi = 0;  // clamp's bounds
 };
@@ -86,6 +90,14 @@ void conv2d_forward_act_cpu(T* out, T* pre, const T* x, const T* w, const T* b, 
 // dx (N,C,H,W) = gradient of sum(dout * conv(x, w)) with respect to x
 template <class T>
 void conv2d_backward_input_cpu(T* dx, const T* dout, const T* w, const Conv2dShape& s);
+
+// dx as conv2d_backward_input_cpu, then the backward of the activation (act.kind
+// mask_pos or mask_range) whose output ref (N,C,H,W) is the convolution's input,
+// applied to each block of dx while it is in cache: the gradient at the
+// activation's input, without a separate pass.
+template <class T>
+void conv2d_backward_input_act_cpu(T* dx, const T* dout, const T* w, const Conv2dShape& s, const ConvAct& act,
+                                   const T* ref);
 
 // dw (F,C/groups,KH,KW) and db (F) (db may be null) from dout (N,F,OH,OW) and x (N,C,H,W)
 template <class T>

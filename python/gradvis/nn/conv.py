@@ -125,6 +125,12 @@ class Conv2d(Layer):
     def backward_inputs(self, dout, cache):
         return [F.conv_backward_input(dout, cache)]
 
+    def backward_inputs_act(self, dout, cache, act):
+        """The input gradient through the activation before this layer: act is
+        ``("relu", 0, 0)`` or ``("clamp", lo, hi)`` and this layer's input is that
+        activation's output (:func:`~gradvis.nn.functional.conv_backward_input_act`)."""
+        return [F.conv_backward_input_act(dout, cache, act)]
+
     def backward_params(self, dout, cache):
         dw, db = F.conv_backward_weight(dout, cache)
         return {"weight": dw, "bias": db} if self.bias else {"weight": dw}

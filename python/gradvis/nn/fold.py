@@ -24,10 +24,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import functional as F
-from .conv import Conv2d
-from .norm import BatchNorm2d
 
-__all__ = ["FoldedBatchNorm", "batchnorm_folds", "folded_conv_forward"]
+__all__ = ["FoldedBatchNorm", "folded_conv_forward"]
 
 
 class FoldedBatchNorm:
@@ -62,18 +60,6 @@ class FoldedBatchNorm:
         _, bn_cache = self.unfold()
         _, dgamma, dbeta = F.spatial_batchnorm_backward(g, bn_cache)
         return out, {"gamma": dgamma, "beta": dbeta}
-
-
-def batchnorm_folds(nodes, s, e, needed, keep, readers):
-    """Indices i in [s, e) of Conv2d nodes whose only reader is the BatchNorm2d
-    node i + 1 (also run), and whose own output is not asked for."""
-    folds = set()
-    for i in range(s, e):
-        node, nxt = nodes[i], nodes[i + 1]
-        if (type(node.layer) is Conv2d and type(nxt.layer) is BatchNorm2d and nxt.inputs == [node.name]
-                and readers.get(node.name) == 1 and node.name not in keep and i in needed and i + 1 in needed):
-            folds.add(i)
-    return folds
 
 
 def folded_conv_forward(model, i, x, relu):

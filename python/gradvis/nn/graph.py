@@ -29,15 +29,14 @@ momentum) * batch`` with momentum 0.9 (PyTorch's momentum 0.1).
 from __future__ import annotations
 
 import difflib
-from collections import Counter
 
 import numpy as np
 
 from .. import _checks
-from .activation import ReLU
-from .conv import Conv2d, fusible_act, fused_act_cache
+from .conv import Conv2d, fused_act_cache
 from .fileformat import save_model
-from .fold import FoldedBatchNorm, batchnorm_folds, folded_conv_forward
+from . import fusion
+from .fold import FoldedBatchNorm, folded_conv_forward
 from .linear import Linear
 from .losses import softmax_cross_entropy
 from .module import INPUT, Layer, LayerNotFoundError
@@ -421,7 +420,7 @@ class Model:
                 raise ValueError(f"cannot start at {first.name!r}: it reads several tensors {first.inputs}")
             bound = first.inputs[0]
         rng = self.rng if rng is None else rng
-        needed, fused, keys, folds = self._plan(s, e, outputs, bound, mode)
+        needed, fused, keys, folds, masks = self._plan(s, e, outputs, bound, mode)
         tensors = {bound: X}
         shapes = {}
         caches = []
@@ -472,7 +471,7 @@ class Model:
         last = self.nodes[e].name
         result = {o: tensors[o] for o in outputs} if outputs is not None else tensors[last]
         shapes.update((k, v.shape) for k, v in tensors.items())
-        cache = {"start": s, "end": e, "bound": bound, "caches": caches, "dtype": X.dtype,
+        cache = {"start": s, "end": e, "bound": bound, "caches": caches, "dtype": X.dtype, "masks": masks,
                  "X_shape": X.shape, "outputs": outputs, "shapes": shapes, "last": self.nodes[e]}
         return result, cache
 
@@ -490,56 +489,22 @@ class Model:
             needed = self._ancestors(outputs if outputs is not None else [self.nodes[e].name], s, bound)
             fused = dict.fromkeys(self._relu_fusions(s, e, needed, outputs))
             fused.update(self._act_fusions(s, e, needed, outputs))
-            folds = batchnorm_folds(self.nodes, s, e, needed, set(outputs or ()), self._readers()) if fold else set()
+            folds = fusion.batchnorm_folds(self.nodes, s, e, needed, outputs) if fold else set()
+            masks = fusion.backward_masks(self.nodes, self._index, s, e, needed, outputs) if self.fuse_relu else {}
             keys = [([(k, f"{n.name}.{k}") for k in n.layer.param_shapes],
                      [(k, f"{n.name}.{k}") for k in n.layer.buffer_shapes]) for n in self.nodes]
             if len(plans) >= 64:
                 plans.clear()
-            plan = plans[key] = (needed, fused, keys, folds)
+            plan = plans[key] = (needed, fused, keys, folds, masks)
         return plan
 
     def _relu_fusions(self, s, e, needed, outputs):
-        """Indices i in [s, e) of Conv2d and batch-norm nodes that can apply the ReLU
-        of node i + 1 themselves (their backward passes do not read their output):
-        the ReLU reads only node i, nothing else reads node i, and node i is not a
-        requested output (``end`` or ``outputs``). Its pre-activation is then never
-        stored; the ReLU's output and both gradients are unchanged."""
-        if not self.fuse_relu:
-            return set()
-        readers = self._readers()
-        keep = set(outputs or ())
-        fused = set()
-        for i in range(s, e):
-            node, nxt = self.nodes[i], self.nodes[i + 1]
-            if (node.layer.fuses_relu and type(nxt.layer) is ReLU and nxt.inputs == [node.name]
-                    and readers.get(node.name) == 1 and node.name not in keep
-                    and i in needed and i + 1 in needed):
-                fused.add(i)
-        return fused
-
-    def _readers(self):
-        """tensor name -> how many node inputs read it"""
-        return Counter(t for node in self.nodes for t in node.inputs)
+        """nn/fusion.py's relu_fusions (none when fuse_relu is off)."""
+        return fusion.relu_fusions(self.nodes, s, e, needed, outputs) if self.fuse_relu else set()
 
     def _act_fusions(self, s, e, needed, outputs):
-        """{i: act} for the Conv2d nodes i in [s, e) that can apply the ReLU6 / Clip,
-        HardSwish or SiLU of node i + 1 as they write their output
-        (:meth:`Conv2d.forward_act`), under the conditions of :meth:`_relu_fusions`.
-        The activation's output and both gradients are unchanged (its backward gets
-        the cache its own forward would return, :func:`~gradvis.nn.conv.fused_act_cache`)."""
-        if not self.fuse_relu:
-            return {}
-        readers = self._readers()
-        keep = set(outputs or ())
-        fused = {}
-        for i in range(s, e):
-            node, nxt = self.nodes[i], self.nodes[i + 1]
-            act = fusible_act(nxt.layer)
-            if (act is not None and getattr(node.layer, "fuses_activations", False)
-                    and nxt.inputs == [node.name] and readers.get(node.name) == 1 and node.name not in keep
-                    and i in needed and i + 1 in needed):
-                fused[i] = act
-        return fused
+        """nn/fusion.py's act_fusions (none when fuse_relu is off)."""
+        return fusion.act_fusions(self.nodes, s, e, needed, outputs) if self.fuse_relu else {}
 
     def backward(self, dout, cache, param_grads=True, input_grad=True, rules=None):
         """Backward of :meth:`forward`.
@@ -588,6 +553,7 @@ class Model:
                     raise TypeError(f"rules[{k!r}] must be callable, got {type(v).__name__}")
         dtype = cache["dtype"]
         shapes = cache["shapes"]
+        masks = cache["masks"]
         grads_t = {}
 
         def accumulate(name, g):
@@ -622,6 +588,7 @@ class Model:
             c = cache["caches"][i - s]
             need_inputs = input_grad or any(t != cache["bound"] for t in node.inputs)
             rule = None if not rules else rules.get(node.name, rules.get(type(node.layer)))
+            targets = node.inputs
             folded = folds.pop(i, None)       # this convolution applied the batch norm after it
             if i in unfolded:
                 c = unfolded.pop(i)
@@ -638,6 +605,11 @@ class Model:
                     raise ValueError(f"the backward rule of {node.name!r} returned {len(dins)} "
                                      f"gradient(s) for {len(node.inputs)} input(s)")
                 dparams = node.layer.backward_params(g, c) if param_grads and node.layer.param_shapes else {}
+            elif i in masks and not (rules and (self.nodes[masks[i][0]].name in rules
+                                                or type(self.nodes[masks[i][0]].layer) in rules)):
+                targets = self.nodes[masks[i][0]].inputs   # the activation's backward runs in the kernel
+                dins = node.layer.backward_inputs_act(g, c, masks[i][1])
+                dparams = node.layer.backward_params(g, c) if param_grads else {}
             elif param_grads and need_inputs:
                 dins, dparams = node.layer.backward(g, c)
             elif param_grads:
@@ -649,7 +621,7 @@ class Model:
                 grads.update((f"{self.nodes[i + 1].name}.{k}", v) for k, v in bn_grads.items())
             for k, v in dparams.items():
                 grads[f"{node.name}.{k}"] = v
-            for t, d in zip(node.inputs, dins):
+            for t, d in zip(targets, dins):
                 accumulate(t, d)
         if not input_grad:
             return None, grads

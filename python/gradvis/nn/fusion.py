@@ -1,0 +1,97 @@
+"""Which layers of a :class:`~gradvis.nn.graph.Model` pass run fused, planned from
+the graph alone (the model keeps each plan per range of nodes and outputs).
+
+Each fusion applies only where the tensor between the two nodes has no other
+reader and is not asked for (``end`` or ``outputs``), so every name keeps its
+meaning and results are those of the separate layers:
+
+- a ReLU applied by the Conv2d or batch norm before it (its kernel's relu flag);
+- a ReLU6 / Clip, HardSwish or SiLU applied by the Conv2d before it
+  (:meth:`Conv2d.forward_act`);
+- in test mode, a BatchNorm2d folded into the Conv2d before it (nn/fold.py);
+- backward: the gradient of a ReLU, ReLU6 or Clip applied by the input-gradient
+  kernel of the Conv2d that reads it (:meth:`Conv2d.backward_inputs_act`; the
+  mask reads the activation's output, which is the convolution's input), the
+  activation node skipped.
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+from .activation import ReLU
+from .conv import Conv2d, fusible_act
+from .norm import BatchNorm2d
+
+__all__ = ["readers", "relu_fusions", "act_fusions", "batchnorm_folds", "backward_masks"]
+
+
+def readers(nodes):
+    """tensor name -> how many node inputs read it"""
+    return Counter(t for node in nodes for t in node.inputs)
+
+
+def _pairs(nodes, s, e, needed, outputs):
+    """(i, node i, node i + 1) for i in [s, e) where node i + 1 reads node i alone,
+    nothing else reads node i, node i is not asked for, and both are run."""
+    count = readers(nodes)
+    keep = set(outputs or ())
+    for i in range(s, e):
+        node, nxt = nodes[i], nodes[i + 1]
+        if (nxt.inputs == [node.name] and count.get(node.name) == 1 and node.name not in keep
+                and i in needed and i + 1 in needed):
+            yield i, node, nxt
+
+
+def relu_fusions(nodes, s, e, needed, outputs):
+    """Indices i of Conv2d and batch-norm nodes that apply the ReLU of node i + 1
+    (their backward passes do not read their output; the pre-activation is never
+    stored, the ReLU's cache is its output)."""
+    return {i for i, node, nxt in _pairs(nodes, s, e, needed, outputs)
+            if node.layer.fuses_relu and type(nxt.layer) is ReLU}
+
+
+def act_fusions(nodes, s, e, needed, outputs):
+    """{i: act} for the Conv2d nodes i that apply the ReLU6 / Clip, HardSwish or
+    SiLU of node i + 1 as they write their output (the activation's backward gets
+    the cache its own forward would return, :func:`~gradvis.nn.conv.fused_act_cache`)."""
+    fused = {}
+    for i, node, nxt in _pairs(nodes, s, e, needed, outputs):
+        act = fusible_act(nxt.layer)
+        if act is not None and getattr(node.layer, "fuses_activations", False):
+            fused[i] = act
+    return fused
+
+
+def batchnorm_folds(nodes, s, e, needed, outputs):
+    """Indices i of Conv2d nodes whose batch norm (node i + 1, a BatchNorm2d) is
+    folded into them in test mode."""
+    return {i for i, node, nxt in _pairs(nodes, s, e, needed, outputs)
+            if type(node.layer) is Conv2d and type(nxt.layer) is BatchNorm2d}
+
+
+def _mask(layer):
+    if type(layer) is ReLU:
+        return ("relu", 0.0, 0.0)
+    act = fusible_act(layer)
+    return act if act is not None and act[0] == "clamp" else None
+
+
+def backward_masks(nodes, index, s, e, needed, outputs):
+    """{j: (a, spec)} for the Conv2d nodes j in (s, e] whose input is the output of
+    node a in [s, j), a ReLU, ReLU6 or Clip that nothing else reads and that is not
+    asked for; spec is ``("relu", 0, 0)`` or ``("clamp", lo, hi)``."""
+    count = readers(nodes)
+    keep = set(outputs or ())
+    masks = {}
+    for j in range(s + 1, e + 1):
+        node = nodes[j]
+        if type(node.layer) is not Conv2d or j not in needed or len(node.inputs) != 1:
+            continue
+        t = node.inputs[0]
+        a = index.get(t)
+        if a is None or not s <= a < j or a not in needed or count.get(t) != 1 or t in keep:
+            continue
+        spec = _mask(nodes[a].layer)
+        if spec is not None:
+            masks[j] = (a, spec)
+    return masks

@@ -1,0 +1,130 @@
+"""The convolution's input gradient with the backward of the activation before
+it applied as dx is written (_core.conv2d_backward_input_act): the same values
+as conv2d_backward_input followed by relu_backward / clamp_backward on every
+kernel path, and the model's use of it (same gradients as the separate
+layers, only where the activation's output has no other reader)."""
+import numpy as np
+import pytest
+
+import gradvis
+from gradvis import _core
+from gradvis.nn import (Add, BatchNorm2d, Clip, Conv2d, Flatten, GlobalAvgPool, Linear, Model, ReLU, ReLU6)
+
+# (x shape, w shape, stride, padding, groups, algorithm): the stride-1 flipped
+# implicit gemm, Winograd, 1x1, col2im (stride 2 and the RGB layer), the
+# depthwise lanes (7x7 maps) and plane kernels, a grouped layer
+CASES = [
+    ((2, 16, 9, 9), (24, 16, 3, 3), 1, 1, 1, "direct"),
+    ((2, 32, 12, 12), (32, 32, 3, 3), 1, 1, 1, "winograd"),
+    ((3, 24, 7, 5), (40, 24, 1, 1), 1, 0, 1, "auto"),
+    ((2, 16, 11, 11), (8, 16, 3, 3), 2, 1, 1, "auto"),
+    ((2, 3, 10, 10), (8, 3, 5, 5), 1, 2, 1, "auto"),
+    ((2, 40, 7, 7), (40, 1, 3, 3), 1, 1, 40, "auto"),
+    ((1, 12, 15, 13), (12, 1, 5, 5), 2, 2, 12, "auto"),
+    ((2, 16, 8, 8), (32, 4, 3, 3), 1, 1, 4, "auto"),
+]
+IDS = ["implicit", "winograd", "1x1", "col2im-s2", "rgb", "dw-lanes", "dw-plane-s2", "grouped"]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("act", ["relu", "clamp"])
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_equals_backward_input_then_activation_backward(case, act, dtype):
+    xs, ws, stride, pad, groups, algo = case
+    rng = np.random.default_rng(0)
+    pre = rng.standard_normal(xs).astype(dtype) * 4
+    x = np.maximum(pre, 0) if act == "relu" else np.clip(pre, 0, 6)
+    w = rng.standard_normal(ws).astype(dtype)
+    old = gradvis.get_conv_algorithm()
+    gradvis.set_conv_algorithm(algo)
+    try:
+        out = _core.conv2d_forward(x, w, None, stride, pad, 1, groups)
+        dout = rng.standard_normal(out.shape).astype(dtype)
+        dx = _core.conv2d_backward_input(dout, w, x.shape, stride, pad, 1, groups)
+        want = _core.relu_backward(dx, x) if act == "relu" else _core.clamp_backward(dx, x, 0.0, 6.0)
+        got = _core.conv2d_backward_input_act(dout, w, x, stride, pad, 1, groups, act, 0.0, 6.0)
+    finally:
+        gradvis.set_conv_algorithm(old)
+    assert got.dtype == dtype and got.shape == x.shape
+    assert (want == 0).any() and (want != 0).any()
+    np.testing.assert_array_equal(got, want)
+
+
+def test_float64_against_numpy_reference():
+    """dx of sum(dout * conv(relu6(p))) with respect to p, by finite differences."""
+    rng = np.random.default_rng(1)
+    p = rng.uniform(-2, 8, (1, 4, 6, 6))
+    w = rng.standard_normal((5, 4, 3, 3))
+    dout = rng.standard_normal((1, 5, 6, 6))
+
+    def f(q):
+        return float((_core.conv2d_forward(np.clip(q, 0, 6), w, None, 1, 1) * dout).sum())
+    got = _core.conv2d_backward_input_act(dout, w, np.clip(p, 0, 6), 1, 1, 1, 1, "clamp", 0.0, 6.0)
+    h = 1e-6
+    for idx in [(0, 0, 0, 0), (0, 1, 2, 3), (0, 3, 5, 5), (0, 2, 4, 1)]:
+        if min(abs(p[idx]), abs(p[idx] - 6)) < 1e-3:
+            continue
+        e = np.zeros_like(p)
+        e[idx] = h
+        assert abs((f(p + e) - f(p - e)) / (2 * h) - got[idx]) < 1e-6
+
+
+def test_bad_arguments_are_named():
+    x = np.zeros((1, 4, 6, 6), np.float32)
+    w = np.zeros((5, 4, 3, 3), np.float32)
+    d = np.zeros((1, 5, 6, 6), np.float32)
+    with pytest.raises(ValueError, match="activation must be 'relu' or 'clamp'"):
+        _core.conv2d_backward_input_act(d, w, x, 1, 1, 1, 1, "silu")
+    with pytest.raises(ValueError, match="lo .* and hi"):
+        _core.conv2d_backward_input_act(d, w, x, 1, 1, 1, 1, "clamp", 6.0, 0.0)
+    with pytest.raises(ValueError, match="conv2d_backward_input_act: dout must have shape"):
+        _core.conv2d_backward_input_act(d, w, x[:, :, :5], 1, 1, 1, 1, "relu")
+    with pytest.raises(ValueError, match="conv2d_backward_input_act: .*not the input shape"):
+        _core.conv2d_backward_input_act(d, w, np.zeros((2, 4, 6, 6), np.float32), 1, 1, 1, 1, "relu")
+    with pytest.raises(TypeError, match="x must be a numpy array"):
+        _core.conv2d_backward_input_act(d, w, [1, 2], 1, 1, 1, 1, "relu")
+
+
+def _net():
+    m = Model(input_shape=(3, 10, 10), seed=0)
+    m.add("c1", Conv2d(3, 8, 3, padding=1)).add("r1", ReLU())
+    m.add("c2", Conv2d(8, 8, 3, padding=1)).add("r2", ReLU6())            # r2 read by c3 and the add
+    m.add("c3", Conv2d(8, 8, 3, padding=1, groups=8)).add("bn", BatchNorm2d(8))
+    m.add("clip", Clip(-1.0, 2.0)).add("c4", Conv2d(8, 8, 1))
+    m.add("sum", Add(), inputs=["c4", "r2"])
+    m.add("gap", GlobalAvgPool()).add("flat", Flatten()).add("fc", Linear(8, 4))
+    m.init_params(seed=0, dtype=np.float64)
+    return m
+
+
+def test_model_applies_the_masks_only_where_it_may():
+    m = _net()
+    X = np.random.default_rng(2).standard_normal((2, 3, 10, 10))
+    out, cache = m.forward(X)
+    # c2 reads r1 (ReLU), c4 reads clip; c3 reads r2, which the add also reads
+    assert {m.nodes[j].name: m.nodes[a].name for j, (a, _) in cache["masks"].items()} == {"c2": "r1", "c4": "clip"}
+    dout = np.random.default_rng(3).standard_normal(out.shape)
+    sep = m.copy()
+    sep.fuse_relu = False
+    rout, rcache = sep.forward(X)
+    assert rcache["masks"] == {}
+    for pg in (False, True):
+        dX, g = m.backward(dout, cache, param_grads=pg)
+        rX, rg = sep.backward(dout, rcache, param_grads=pg)
+        np.testing.assert_allclose(dX, rX, rtol=1e-12, atol=1e-14)
+        for k in rg:
+            np.testing.assert_allclose(g[k], rg[k], rtol=1e-12, atol=1e-14)
+    # asking for the activation keeps it a node of its own
+    _, c2 = m.forward(X, outputs=["r1", "fc"])
+    assert all(m.nodes[a].name != "r1" for a, _ in c2["masks"].values())
+    # a rule for the activation (by type or name) runs instead of the mask
+    calls = []
+
+    def rule(layer, d, c):
+        calls.append(layer.type)
+        return layer.backward_inputs(d, c)
+    for key in (ReLU, "clip"):
+        calls.clear()
+        dX, _ = m.backward(dout, cache, param_grads=False, rules={key: rule})
+        np.testing.assert_allclose(dX, sep.backward(dout, rcache, param_grads=False)[0], rtol=1e-12, atol=1e-14)
+        assert calls == (["ReLU"] if key is ReLU else ["Clip"])

@@ -60,6 +60,26 @@ def test_deeplift_sums_to_the_score_difference(act):
     assert np.abs(delta).max() < 1e-9 * np.abs(gap).max()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_deeplift_where_inputs_equal_their_baselines(dtype):
+    """Where delta_in is 0 the rules take the layer's gradient instead of 0 / 0:
+    an image equal to its baseline gets exactly zero attributions, one equal to it
+    on a band still sums to its score difference, and nothing is NaN."""
+    m = _net()
+    X = _X(3, dtype=dtype)
+    base = (0.3 * np.random.default_rng(4).standard_normal(X.shape)).astype(dtype)
+    base[0] = X[0]
+    base[1, :, :5] = X[1, :, :5]
+    t = [0, 3, 4]
+    attr, delta = A.deeplift(X, t, m, baselines=base, return_convergence_delta=True)
+    assert np.isfinite(attr).all()
+    np.testing.assert_array_equal(attr[0], 0)
+    assert np.all(attr[1, :, :5] == 0) and np.abs(attr[1]).max() > 0
+    gap = (m.forward(X)[0] - m.forward(base)[0])[np.arange(3), t]
+    tol = 1e-9 if dtype == np.float64 else 1e-4
+    assert np.abs(delta).max() <= tol * np.abs(gap).max()
+
+
 def test_deeplift_refuses_layers_it_has_no_rule_for():
     m = Model(input_shape=(3, 8, 8))
     m.add("conv", Conv2d(3, 4, 3)).add("gate", Sigmoid()).add("mul", Mul(), ["conv", "gate"])
@@ -85,6 +105,27 @@ def test_results_do_not_depend_on_the_batching():
         b = A.noise_tunnel("saliency", X, t, m, nt_type=nt_type, nt_samples=5, stdevs=0.2, seed=3,
                            internal_batch_size=15)
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7 * np.abs(b).max())
+
+
+@pytest.mark.parametrize("layer", ["pool1", "conv2", "act2", "act3"])
+def test_guided_grad_cam_is_guided_backprop_times_the_resized_grad_cam(layer):
+    """One forward pass serves both factors, whether the layer is a cut of the
+    graph (pool1, act3) or a skip connection crosses it (conv2, act2: pool1 is
+    also read by the add); the product equals the two methods run apart."""
+    m, X = _net(), _X(3)
+    t = [1, 2, 3]
+    guided = A.guided_backprop(X, t, m)
+    cam = A.grad_cam(X, t, m, layer)
+    h, w = cam.shape[1:]
+    nearest = cam[:, (np.arange(16) * h) // 16][:, :, (np.arange(16) * w) // 16]
+    want = guided * nearest[:, None]
+    tol = dict(rtol=1e-12, atol=1e-12 * np.abs(want).max())
+    assert np.abs(want).max() > 0
+    np.testing.assert_allclose(A.guided_grad_cam(X, t, m, layer), want, **tol)
+    np.testing.assert_allclose(A.guided_grad_cam(X, t, m, layer, interpolate_mode="bilinear"),
+                               guided * A.grad_cam(X, t, m, layer, upsample=True)[:, None], **tol)
+    np.testing.assert_allclose(A.guided_grad_cam(X, t, m, layer, internal_batch_size=1),
+                               A.guided_grad_cam(X, t, m, layer, internal_batch_size=2), **tol)
 
 
 def test_seeded_methods_repeat_and_seeds_matter():
@@ -172,6 +213,23 @@ def test_deletion_and_insertion_curves():
     ins, auc_i = A.insertion_curve(X, A.grad_cam(X, None, m), None, m, pixels_per_step=64)
     np.testing.assert_allclose(ins[:, -1], p.max(axis=1), rtol=1e-12)
     assert np.all((auc_i >= 0) & (auc_i <= 1))
+
+
+def test_curves_do_not_depend_on_the_frames_per_pass(monkeypatch):
+    """The frames are built one forward pass at a time: passes of 4 frames
+    (a pass boundary inside each curve) give the curves of one pass."""
+    import gradvis.attribution._common as C
+    m, X = _net(), _X(2)
+    sal = A.saliency(X, [1, 2], m)
+    one = [A.deletion_curve(X, sal, [1, 2], m, pixels_per_step=20)[0],
+           A.insertion_curve(X, sal, [1, 2], m, pixels_per_step=20)[0]]
+    monkeypatch.setattr(C, "default_batch_size", lambda *args, **kw: 4)
+    chunked = [A.deletion_curve(X, sal, [1, 2], m, pixels_per_step=20)[0],
+               A.insertion_curve(X, sal, [1, 2], m, pixels_per_step=20)[0]]
+    assert one[0].shape == (2, 14)
+    for a, b in zip(one, chunked):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+        assert np.ptp(a[0]) > 0
 
 
 # ---------------------------------------------------------------- CAMs on the object

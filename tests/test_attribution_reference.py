@@ -224,10 +224,13 @@ def test_eigen_cam_matches_pytorch_grad_cam_up_to_the_sign(pairs, net_name):
 
 def test_grad_cam_inside_a_residual_block_matches_captum(pairs):
     """A layer a skip connection crosses (the block's second convolution, batch
-    norm folded in): its gradient is read by a backward rule in one pass."""
+    norm folded in): its gradient is read by a backward rule in one pass (for
+    Guided Grad-CAM, the pass that also serves guided backpropagation)."""
     ca = captum()
     net, model, X, t = pairs("resnet", np.float32)
     ref = ca.LayerGradCam(net, net.layer2.bn2).attribute(tensor(X), target=tensor(t), relu_attributions=True)
     assert rel_err(A.grad_cam(X, t, model, "layer2.bn2"), numpy(ref)[:, 0]) <= 1e-4
+    ref = ca.GuidedGradCam(net, net.layer2.bn2).attribute(tensor(X), target=tensor(t))
+    assert rel_err(A.guided_grad_cam(X, t, model, "layer2.bn2"), numpy(ref)) <= 1e-4
     assert rel_err(A.layer_cam(X, t, model, "layer1.bn2"),
                    A.layer_cam(X, t, model, "layer1.bn2", internal_batch_size=1)) == 0

@@ -55,6 +55,25 @@ def test_guided_backprop_by_hand():
     np.testing.assert_allclose(A.guided_backprop(X, 2, m), g, rtol=1e-10, atol=1e-14)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_rules_are_the_formulas(dtype):
+    """The guided rule is max(dout, 0) where x > 0, the deconvolution rule
+    max(dout, 0), on signs, zeros of both signs and large arrays (the kernels
+    split those over threads), in the gradient's dtype."""
+    from gradvis.attribution.relu_rules import deconvolution_rules, guided_backprop_rules
+    rng = np.random.default_rng(5)
+    for n in (7, 300_001):
+        dout = rng.standard_normal(n).astype(dtype)
+        x = rng.standard_normal(n).astype(dtype)
+        dout[:3], x[:3] = [0.0, -0.0, -1.0], [1.0, 1.0, 0.0]
+        guided = guided_backprop_rules()[ReLU](ReLU(), dout, x)[0]
+        deconv = deconvolution_rules()[ReLU](ReLU(), dout, x)[0]
+        assert guided.dtype == deconv.dtype == dtype
+        np.testing.assert_array_equal(guided, np.where(x > 0, np.maximum(dout, 0), 0))
+        np.testing.assert_array_equal(deconv, np.maximum(dout, 0))
+        assert np.any(guided != deconv) and np.any(deconv != dout)
+
+
 def test_rule_by_name_wins_and_reads_a_gradient():
     m = _net()
     X = _X()

@@ -85,6 +85,9 @@ def guided_grad_cam(X, target, model, layer=None, interpolate_mode="nearest", in
     """Guided Grad-CAM (Captum ``GuidedGradCam``): guided backpropagation times
     the Grad-CAM map resized to the input; (N, C, H, W).
 
+    One forward pass per chunk of ``internal_batch_size`` images serves both
+    factors; the layer may be one a skip connection crosses.
+
     Args:
         interpolate_mode: 'nearest' (Captum's default) or 'bilinear'.
 
@@ -93,12 +96,61 @@ def guided_grad_cam(X, target, model, layer=None, interpolate_mode="nearest", in
     if interpolate_mode not in ("nearest", "bilinear"):
         raise ValueError(f"interpolate_mode must be 'nearest' or 'bilinear', got {interpolate_mode!r}")
     X, t, name, b = _prepare(X, target, model, layer, "guided_grad_cam", internal_batch_size)
-    A, dA = _acts_grads(model, X, t, name, b)
-    cam = np.maximum((dA.mean(axis=(2, 3), keepdims=True) * A).sum(axis=1), 0)
     size = X.shape[2:]
-    cam = C.resize_nearest(cam, size) if interpolate_mode == "nearest" else C.resize_bilinear(cam, size)
-    guided = C.chunked_gradient(model, X, t, b, rules=guided_backprop_rules())
-    return (guided * cam[:, None].astype(X.dtype)).astype(X.dtype, copy=False)
+    out = np.empty_like(X)
+    for i in range(0, len(X), b):
+        A, dA, guided = _cam_and_guided_gradients(model, X[i:i + b], t[i:i + b], name)
+        cam = np.maximum((dA.mean(axis=(2, 3), keepdims=True) * A).sum(axis=1), 0)
+        cam = C.resize_nearest(cam, size) if interpolate_mode == "nearest" else C.resize_bilinear(cam, size)
+        np.multiply(guided, cam[:, None].astype(X.dtype), out=out[i:i + b])
+    return out
+
+
+class _GradientRead(Exception):
+    """Raised by a backward rule once it has read the gradient it was placed for:
+    the rest of that backward pass is not needed."""
+
+
+def _cam_and_guided_gradients(model, X, target, name):
+    """(A, dA, G) for one chunk from one forward pass: the layer's output A, the
+    gradient dA of the target's score with respect to it, and the guided
+    backpropagation gradient G with respect to X (N, C, H, W).
+
+    When only the layer's output crosses it, the pass runs in two parts (input to
+    layer, layer to scores): dA is the plain backward of the second part, G the
+    guided backward of the second part then of the first. Otherwise (a skip
+    connection crosses the layer) one pass returns the layer's output; a plain
+    backward reads dA at the layer and stops there, and a guided backward runs
+    through the whole graph. Backward passes do not consume a cache, so each
+    part's cache serves both."""
+    rules = guided_backprop_rules()
+    last = model.nodes[-1].name
+    if name != last and not C.clean_cut(model, name):
+        A, head = model.forward(X, mode="test", end=name)
+        scores, tail = model.forward(A, mode="test", start=model.index(name) + 1)
+        dout = C.one_hot(len(X), scores.shape[1], target, scores.dtype)
+        dA, _ = model.backward(dout, tail, param_grads=False)
+        gA, _ = model.backward(dout, tail, param_grads=False, rules=rules)
+        G, _ = model.backward(gA, head, param_grads=False, rules=rules)
+        return A, dA, G
+    res, cache = model.forward(X, mode="test", outputs=[name] if name == last else [name, last])
+    scores, A = res[last], res[name]
+    dout = {last: C.one_hot(len(X), scores.shape[1], target, scores.dtype)}
+    seen = {}
+
+    def read(layer, g, c):
+        seen["g"] = g
+        raise _GradientRead
+
+    try:
+        model.backward(dout, cache, param_grads=False, rules={name: read})
+    except _GradientRead:
+        pass
+    dA = seen.get("g")
+    if dA is None:      # the target's score does not depend on the layer
+        dA = np.zeros_like(A)
+    G, _ = model.backward(dout, cache, param_grads=False, rules=rules)
+    return A, dA, G
 
 
 def _spatial_sum(a):

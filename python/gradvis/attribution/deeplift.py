@@ -27,16 +27,37 @@ def _halves(a):
     return a[:n], a[n:]
 
 
+# The images and their baselines run as one batch of 2n rows: rows i and n + i
+# share delta_in and delta_out, so the rules compute them on n rows and apply
+# them to both halves of the gradient (viewed as (2, n, ...)), without
+# full-size concatenations. The layer's own gradient is needed only where
+# |delta_in| < eps, so it is computed only when such entries exist. The
+# operations and their order are Captum's: the results are the same bits as
+# with the concatenated arrays.
+def _pair(a):
+    return a.reshape((2, a.shape[0] // 2) + a.shape[1:])
+
+
+def _gradient_where_no_delta(layer, dout, cache, d_in, res):
+    """res (2n, ...) takes the layer's gradient where |delta_in| < eps."""
+    small = np.abs(d_in) < _EPS
+    if small.any():
+        grad = layer.backward_inputs(dout, cache)[0]
+        np.copyto(_pair(res), _pair(np.asarray(grad, res.dtype)), where=small)
+    return res
+
+
 def _rescale_rule(tensors, xin, yout):
     def rule(layer, dout, cache):
         x, xr = _halves(tensors[xin])
         y, yr = _halves(tensors[yout])
-        d_in = np.concatenate([x - xr] * 2)
-        d_out = np.concatenate([y - yr] * 2)
-        grad = layer.backward_inputs(dout, cache)[0]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            res = np.where(np.abs(d_in) < _EPS, grad, dout * d_out / d_in)
-        return [res.astype(dout.dtype, copy=False)]
+        d_in = x - xr
+        res = np.empty(dout.shape, dout.dtype)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            # dout * delta_out / delta_in, as Captum
+            np.multiply(_pair(dout), y - yr, out=_pair(res))
+            np.divide(_pair(res), d_in, out=_pair(res))
+        return [_gradient_where_no_delta(layer, dout, cache, d_in, res)]
     return rule
 
 
@@ -46,16 +67,19 @@ def _maxpool_rule(tensors, xin, yout):
     def rule(layer, dout, cache):
         x, xr = _halves(tensors[xin])
         y, yr = _halves(tensors[yout])
-        d_in = np.concatenate([x - xr] * 2)
+        n = y.shape[0]
         ymax = np.maximum(y, yr)
-        d_out = np.concatenate([ymax - yr, y - ymax])
-        routed = layer.backward_inputs(dout * d_out, cache)[0]
-        a, b = _halves(routed)
-        summed = np.concatenate([a + b] * 2)
-        grad = layer.backward_inputs(dout, cache)[0]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            res = np.where(np.abs(d_in) < _EPS, grad, summed / d_in)
-        return [res.astype(dout.dtype, copy=False)]
+        scaled = np.empty(dout.shape, dout.dtype)
+        np.subtract(ymax, yr, out=scaled[:n])
+        np.subtract(y, ymax, out=scaled[n:])
+        scaled *= dout
+        routed = layer.backward_inputs(scaled, cache)[0]
+        d_in = x - xr
+        summed = routed[:n] + routed[n:]
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            summed /= d_in
+        res = np.concatenate([summed, summed])
+        return [_gradient_where_no_delta(layer, dout, cache, d_in, res)]
     return rule
 
 

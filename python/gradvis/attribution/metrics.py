@@ -61,9 +61,14 @@ def infidelity(X, attributions, target, model, perturb_func=None, n_perturb_samp
                         f"got {type(perturb_func).__name__}")
     rng = _checks.rng_from(seed)
     b = C.batch_size_arg(internal_batch_size, model, X)
-    t = C.resolve_target(target, X, model)
+    # with target None, the pass that finds the predicted class also gives f(X)
+    scores = C.predict(model, X, b) if target is None else None
+    t = C.resolve_target(target, X, model, scores=scores)
     n, s = len(X), n_perturb_samples
-    f_x = C.target_scores(model, X, t, b)
+    if scores is None:
+        f_x = C.target_scores(model, X, t, b)
+    else:
+        f_x = scores[np.arange(n), t].astype(np.float64)
     a = np.empty((n, s))
     d = np.empty((n, s))
     total = n * s
@@ -161,20 +166,22 @@ def _curve(X, attributions, target, model, start, end, pixels_per_step, what):
     b = C.default_batch_size(model, X.shape[1:], X.dtype)
     for i in range(n):
         order = np.argsort(-imp[i].reshape(-1), kind="stable")
-        cur = start[i].reshape(X.shape[1], -1).copy()
         src = end[i].reshape(X.shape[1], -1)
-        frames = [cur.copy()]
-        for k in range(n_steps):
-            idx = order[k * step:(k + 1) * step]
-            cur[:, idx] = src[:, idx]
-            frames.append(cur.copy())
-        frames = np.stack(frames).reshape((n_steps + 1,) + X.shape[1:])
-        probs = []
-        for f0 in range(0, len(frames), b):
-            s = model.forward(frames[f0:f0 + b])[0].astype(np.float64)
+        cur = start[i].reshape(X.shape[1], -1).copy()
+        # frame k has the k * step most important pixels from `end`; the frames are
+        # built one forward pass at a time, so memory stays at one batch
+        frames = np.empty((min(b, n_steps + 1), X.shape[1], hw), X.dtype)
+        for f0 in range(0, n_steps + 1, b):
+            rows = min(b, n_steps + 1 - f0)
+            for j in range(rows):
+                k = f0 + j
+                if k > 0:
+                    idx = order[(k - 1) * step:k * step]
+                    cur[:, idx] = src[:, idx]
+                frames[j] = cur
+            s = model.forward(frames[:rows].reshape((rows,) + X.shape[1:]))[0].astype(np.float64)
             s = np.exp(s - s.max(axis=1, keepdims=True))
-            probs.append(s[:, t[i]] / s.sum(axis=1))
-        curves[i] = np.concatenate(probs)
+            curves[i, f0:f0 + rows] = s[:, t[i]] / s.sum(axis=1)
     auc = (curves.sum(axis=1) - 0.5 * (curves[:, 0] + curves[:, -1])) / n_steps
     return curves, auc
 

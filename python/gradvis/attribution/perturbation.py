@@ -65,7 +65,14 @@ def occlusion(X, target, model, sliding_window_shapes, strides=None, baselines=0
     st = tuple(_checks.positive_int(s, "strides") for s in st)
     base = C.baselines_arg(baselines, X)
     b = C.forward_batch_arg(internal_batch_size, model, X)
-    t = C.resolve_target(target, X, model)
+    # the images' own scores in batches; with target None the pass that finds
+    # the predicted class gives them
+    scores = C.predict(model, X, b) if target is None else None
+    t = C.resolve_target(target, X, model, scores=scores)
+    if scores is None:
+        orig_scores = C.target_scores(model, X, t, b)
+    else:
+        orig_scores = scores[np.arange(len(X)), t].astype(np.float64)
     counts = [int(np.ceil((d - w) / s)) + 1 for d, w, s in zip(shape, win, st)]
     grids = np.meshgrid(*[np.arange(c) * s for c, s in zip(counts, st)], indexing="ij")
     starts = np.stack([g.reshape(-1) for g in grids], axis=1)      # (windows, 3): c0, h0, w0
@@ -75,7 +82,7 @@ def occlusion(X, target, model, sliding_window_shapes, strides=None, baselines=0
     out = np.empty_like(X)
     for i in range(len(X)):
         x, bi = X[i], base[i]
-        orig = model.forward(x[None])[0][0, t[i]]
+        orig = orig_scores[i]
         acc = np.zeros(shape, np.float64)
         for k0 in range(0, len(starts), b):
             chunk = starts[k0:k0 + b]

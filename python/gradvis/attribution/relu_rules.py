@@ -9,8 +9,7 @@ LeakyReLU, ...) keep their gradient, as in Captum, whose rules hook
 """
 from __future__ import annotations
 
-import numpy as np
-
+from ..nn import functional as F
 from ..nn.activation import ReLU
 
 __all__ = ["guided_backprop_rules", "deconvolution_rules"]
@@ -21,15 +20,20 @@ def _relu_input(cache):
     return cache
 
 
+# Both rules run on every ReLU of every backward pass: they call the compiled
+# element-wise kernels (multi-threaded, one output array each) instead of numpy
+# expressions with full-size temporaries. relu_backward(g, x) is g where x > 0,
+# else 0, to the bit; relu_forward(g) is max(g, 0) with NaN kept, and keeps a
+# -0.0 entry as -0.0 where numpy's maximum gives +0.0 (an equal value).
 def _guided(layer, dout, cache):
     # Springenberg et al. 2015: the gradient's mask (input > 0) and only positive gradients
     x = _relu_input(cache)
-    return [np.where(x > 0, np.maximum(dout, 0), 0).astype(dout.dtype, copy=False)]
+    return [F.relu_backward(F.relu_forward(dout)[0], x)]
 
 
 def _deconv(layer, dout, cache):
     # Zeiler & Fergus 2014: ReLU applied to the gradient, the forward's mask ignored
-    return [np.maximum(dout, 0)]
+    return [F.relu_forward(dout)[0]]
 
 
 def guided_backprop_rules():

@@ -339,3 +339,27 @@ def test_passes_follow_changes_to_the_graph():
     assert c.forward(X)[0].shape == (2, 5) and m.forward(X)[0].shape == (2, 5)
     np.testing.assert_array_equal(c.forward(X)[0], np.maximum(scores, 0))
     np.testing.assert_array_equal(m.forward(X, end="relu")[0], out)
+
+
+@pytest.mark.parametrize("mode", ["test", "train"])
+def test_forward_without_cache_gives_the_same_outputs(mode):
+    """cache=False keeps nothing for backward and drops tensors after their last
+    reader; the outputs (also of a branching graph, of requested outputs, and of
+    a pass starting inside) are those of a cached pass."""
+    m = graph_net().astype(np.float64)
+    X = np.random.default_rng(3).standard_normal((3, 3, 12, 12))
+    a, c = m.forward(X, mode=mode, rng=np.random.default_rng(0))
+    b, none = m.forward(X, mode=mode, cache=False, rng=np.random.default_rng(0))
+    assert none is None and c is not None
+    np.testing.assert_array_equal(a, b)
+    names = m.layer_names
+    want = [names[1], names[len(names) // 2], names[-1]]
+    ra, _ = m.forward(X, outputs=want)
+    rb, _ = m.forward(X, outputs=want, cache=False)
+    for k in want:
+        np.testing.assert_array_equal(ra[k], rb[k])
+    mid, _ = m.forward(X, end=names[2])
+    np.testing.assert_array_equal(m.forward(mid, start=names[3])[0], m.forward(mid, start=names[3], cache=False)[0])
+    np.testing.assert_array_equal(m.predict(X, batch_size=2), m.forward(X)[0])
+    with pytest.raises(TypeError, match="cache"):
+        m.forward(X, cache="no")

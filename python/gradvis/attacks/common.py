@@ -148,7 +148,7 @@ class Problem:
 
     def scores(self, delta, idx=None, batch_size=None):
         Xa = self.images(delta, idx)
-        return self.model.forward(Xa, mode="test")[0]
+        return self.model.forward(Xa, mode="test", cache=False)[0]
 
     def margin(self, scores, idx):
         return adversarial_margin(scores, self.y[idx], self.target[idx] if self.targeted else None)

@@ -179,7 +179,7 @@ def _curve(X, attributions, target, model, start, end, pixels_per_step, what):
                     idx = order[(k - 1) * step:k * step]
                     cur[:, idx] = src[:, idx]
                 frames[j] = cur
-            s = model.forward(frames[:rows].reshape((rows,) + X.shape[1:]))[0].astype(np.float64)
+            s = model.forward(frames[:rows].reshape((rows,) + X.shape[1:]), cache=False)[0].astype(np.float64)
             s = np.exp(s - s.max(axis=1, keepdims=True))
             curves[i, f0:f0 + rows] = s[:, t[i]] / s.sum(axis=1)
     auc = (curves.sum(axis=1) - 0.5 * (curves[:, 0] + curves[:, -1])) / n_steps

@@ -90,7 +90,7 @@ def occlusion(X, target, model, sliding_window_shapes, strides=None, baselines=0
             for j, (c0, h0, w0) in enumerate(chunk):
                 sl = (slice(c0, c0 + win[0]), slice(h0, h0 + win[1]), slice(w0, w0 + win[2]))
                 batch[(j,) + sl] = bi[sl]
-            scores = model.forward(batch)[0][:, t[i]]
+            scores = model.forward(batch, cache=False)[0][:, t[i]]
             diffs = orig - scores.astype(np.float64)
             for (c0, h0, w0), d in zip(chunk, diffs):
                 acc[c0:c0 + win[0], h0:h0 + win[1], w0:w0 + win[2]] += d

@@ -184,7 +184,7 @@ def cmd_evaluate(args):
     probs = []
     try:
         for k, i in enumerate(range(0, len(X), bs)):
-            probs.append(softmax(model.forward(model.preprocess(X[i:i + bs]), mode="test")[0]).astype(np.float32))
+            probs.append(softmax(model.forward(model.preprocess(X[i:i + bs]), mode="test", cache=False)[0]).astype(np.float32))
             prog(k, None, {})
     except MemoryError:
         raise UsageError("out of memory (use a smaller --batch-size)") from None

@@ -370,7 +370,7 @@ class Model:
             stack.extend(self.nodes[i].inputs)
         return needed
 
-    def forward(self, X, start=None, end=None, mode="test", outputs=None, rng=None):
+    def forward(self, X, start=None, end=None, mode="test", outputs=None, rng=None, cache=True):
         """Run nodes ``start`` through ``end`` (inclusive, as CS231n).
 
         Only the nodes that ``end`` (or ``outputs``) depend on are computed: in a
@@ -386,6 +386,9 @@ class Model:
             outputs: optional list of node names; then ``out`` is a dict name -> tensor
                 of those nodes (and ``end`` defaults to the last of them).
             rng: a numpy Generator for dropout (default: the model's ``rng``).
+            cache: False keeps nothing for a backward pass and drops each tensor
+                after its last reader: a pass then holds a few layers' outputs,
+                not all of them (the returned cache is None).
 
         Returns:
             (out, cache): the last node's output (or the dict), and the cache for
@@ -393,6 +396,7 @@ class Model:
         """
         if mode not in ("train", "test"):
             raise ValueError(f"mode must be 'train' or 'test', got {mode!r}")
+        cache_on = _checks.boolean(cache, "cache")
         X = _as_float_input(X)
         if outputs is not None:
             outputs = [outputs] if isinstance(outputs, str) else list(outputs)
@@ -420,7 +424,7 @@ class Model:
                 raise ValueError(f"cannot start at {first.name!r}: it reads several tensors {first.inputs}")
             bound = first.inputs[0]
         rng = self.rng if rng is None else rng
-        needed, fused, keys, folds, masks = self._plan(s, e, outputs, bound, mode)
+        needed, fused, keys, folds, masks, frees = self._plan(s, e, outputs, bound, mode)
         tensors = {bound: X}
         shapes = {}
         caches = []
@@ -434,7 +438,8 @@ class Model:
                 conv = self.nodes[i - 1].name
                 out = tensors[node.name] = tensors.pop(conv)
                 shapes[conv] = out.shape
-                caches.append(act_caches.pop(i))
+                c = act_caches.pop(i)
+                caches.append(c if cache_on else None)
                 continue
             if i - 1 in fused:       # the activation was applied by the convolution before it
                 conv = self.nodes[i - 1].name
@@ -442,7 +447,8 @@ class Model:
                 shapes[conv] = out.shape
                 # relu's backward masks with out > 0, as with its input; the others
                 # get the cache their own forward returns (conv.fused_act_cache)
-                caches.append(act_caches.pop(i, out))
+                c = act_caches.pop(i, out)
+                caches.append(c if cache_on else None)
                 continue
             ins = []
             for t in node.inputs:
@@ -468,9 +474,15 @@ class Model:
                 raise type(err)(f"layer {node.name!r} ({node.layer.type}): {err}") from None
             tensors[node.name] = out
             caches.append(cache)
+            if not cache_on:
+                caches[-1] = None
+                for t in frees.get(i, ()):
+                    tensors.pop(t, None)
         last = self.nodes[e].name
         result = {o: tensors[o] for o in outputs} if outputs is not None else tensors[last]
         shapes.update((k, v.shape) for k, v in tensors.items())
+        if not cache_on:
+            return result, None
         cache = {"start": s, "end": e, "bound": bound, "caches": caches, "dtype": X.dtype, "masks": masks,
                  "X_shape": X.shape, "outputs": outputs, "shapes": shapes, "last": self.nodes[e]}
         return result, cache
@@ -495,7 +507,13 @@ class Model:
                      [(k, f"{n.name}.{k}") for k in n.layer.buffer_shapes]) for n in self.nodes]
             if len(plans) >= 64:
                 plans.clear()
-            plan = plans[key] = (needed, fused, keys, folds, masks)
+            last_reader = {t: j for j in sorted(needed) for t in self.nodes[j].inputs}
+            keep = set(outputs or ()) | {self.nodes[e].name}
+            frees = {}
+            for t, j in last_reader.items():
+                if t not in keep:
+                    frees.setdefault(j, []).append(t)
+            plan = plans[key] = (needed, fused, keys, folds, masks, frees)
         return plan
 
     def _relu_fusions(self, s, e, needed, outputs):
@@ -651,7 +669,7 @@ class Model:
         """Class scores of X in test mode, in batches of ``batch_size`` (an int >= 1)."""
         batch_size = _checks.positive_int(batch_size, "batch_size")
         X = _as_float_input(X)
-        outs = [self.forward(X[i:i + batch_size])[0] for i in range(0, len(X), batch_size)]
+        outs = [self.forward(X[i:i + batch_size], cache=False)[0] for i in range(0, len(X), batch_size)]
         return np.concatenate(outs) if outs else np.zeros((0, self.num_classes or 0), X.dtype)
 
     # ------------------------------------------------------------------ copies

@@ -333,3 +333,29 @@ def test_cam_shapes_and_default_layer():
         assert cam.min() >= 0, name
         assert fn(X, None, m, upsample=True).shape == (2, 16, 16), name
     assert A.guided_grad_cam(X, None, m).shape == X.shape
+
+
+def test_predicted_class_targets_come_from_the_gradient_passes_themselves():
+    """target=None is each image's predicted class; methods whose passes run X
+    take it from those passes' scores (no extra forward pass) and give what the
+    explicit classes give, in any batching."""
+    m, X = _net(), _X(5)
+    pred = m.forward(X)[0].argmax(axis=1)
+    calls = []
+    orig = m.forward
+
+    def counting(*a, **k):
+        calls.append(1)
+        return orig(*a, **k)
+    m.forward = counting
+    for fn, kw in ((A.saliency, {}), (A.input_x_gradient, {}), (A.guided_backprop, {}),
+                   (A.deconvolution, {}), (A.grad_cam, dict(layer="pool1")),
+                   (A.guided_grad_cam, dict(layer="pool1")), (A.layer_cam, dict(layer="pool1"))):
+        for ib in (2, 5):
+            calls.clear()
+            got = fn(X, None, m, internal_batch_size=ib, **kw)
+            n_none = len(calls)
+            calls.clear()
+            want = fn(X, pred, m, internal_batch_size=ib, **kw)
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14, err_msg=fn.__name__)
+            assert n_none == len(calls), fn.__name__

@@ -21,11 +21,10 @@ from ..nn.module import LayerNotFoundError
 # Bytes a chunk of a gradient pass may hold by default: activations, their
 # caches and gradients of all layers (counted as three arrays per node output;
 # fused activations and folded batch norms store less, so this is an upper
-# bound). 512 MiB gives enough rows per pass for full-speed kernels (68 images
-# of the bundled model, 7 of a 224x224 ResNet-18: with 3 its 7x7 layers ran at
-# half speed) and keeps the peak below the references' at equal batching
-# (bench/RESULTS.md).
-DEFAULT_MEMORY_BYTES = 512 << 20
+# bound). 576 MiB gives enough rows per pass for full-speed kernels (72 images
+# of the bundled model, 8 of a 224x224 ResNet-18, 2 of a ResNet-50) and keeps
+# the peak below the references' at equal batching (bench/RESULTS.md).
+DEFAULT_MEMORY_BYTES = 576 << 20
 _ARRAYS_PER_OUTPUT = 3
 
 
@@ -42,9 +41,10 @@ def default_batch_size(model, shape, dtype, budget=DEFAULT_MEMORY_BYTES):
     (C, H, W) holds about ``budget`` bytes: all node outputs, their caches and
     their gradients. At least 1.
 
-    For a 224x224 ResNet-50 (about 23 M activation values per image, 270 MB
-    counted three times in float32) this is 1 image per pass: integrated
-    gradients with 200 steps then run in 200 passes and hold a few hundred MB,
+    The count is rounded down to a multiple of 8, or below 8 to a power of two.
+    For a 224x224 ResNet-50 (about 23 M activation values per image, 276 MB
+    counted three times in float32) this is 2 images per pass: integrated
+    gradients with 200 steps then run in 100 passes and hold well under 2 GB,
     never the 200 images at once.
     """
     try:
@@ -53,7 +53,12 @@ def default_batch_size(model, shape, dtype, budget=DEFAULT_MEMORY_BYTES):
         return 1
     per_row = sum(int(np.prod(s)) for k, s in shapes.items()) * np.dtype(dtype).itemsize
     per_row *= _ARRAYS_PER_OUTPUT
-    return int(max(1, min(4096, budget // max(per_row, 1))))
+    b = int(max(1, min(4096, budget // max(per_row, 1))))
+    # A multiple of 8, or below 8 a power of two: the kernels block the batch
+    # (Winograd tiles of a 7x7 map come 4 per image, gemm columns 16 at a time),
+    # and at 5-7 images a 224x224 ResNet's 7x7 layers keep their transformed
+    # filters across calls (about 150 MB more at 7 images than at 8, and slower).
+    return b - b % 8 if b >= 8 else 1 << (b.bit_length() - 1)
 
 
 def batch_size_arg(value, model, X, name="internal_batch_size"):
@@ -73,11 +78,15 @@ def forward_batch_arg(value, model, X, name="internal_batch_size"):
     return _checks.positive_int(value, name)
 
 
-def resolve_target(target, X, model, scores=None, name="target"):
+def resolve_target(target, X, model, scores=None, name="target", defer=False):
     """(N,) int64 class indices from an int, an array, a class name, a list of
     class names, or None (the predicted class: one forward pass unless
-    ``scores`` of X are given)."""
+    ``scores`` of X are given). With ``defer``, None stays None: the caller's
+    gradient passes run X itself and take each chunk's predicted class from
+    their own scores (:func:`one_hot`), a forward pass saved."""
     n = X.shape[0]
+    if target is None and defer:
+        return None
     if target is None:
         if scores is None:
             scores = predict(model, X)
@@ -114,7 +123,7 @@ def _class_index(model, label, name):
 def predict(model, X, batch_size=None):
     """Class scores (N, K) in chunks."""
     b = batch_size or default_batch_size(model, X.shape[1:], X.dtype)
-    return np.concatenate([model.forward(X[i:i + b])[0] for i in range(0, len(X), b)])
+    return np.concatenate([model.forward(X[i:i + b], cache=False)[0] for i in range(0, len(X), b)])
 
 
 def target_scores(model, X, target, batch_size=None):
@@ -122,22 +131,31 @@ def target_scores(model, X, target, batch_size=None):
     b = batch_size or default_batch_size(model, X.shape[1:], X.dtype)
     out = np.empty(len(X), np.float64)
     for i in range(0, len(X), b):
-        s = model.forward(X[i:i + b])[0]
+        s = model.forward(X[i:i + b], cache=False)[0]
         out[i:i + b] = s[np.arange(len(s)), target[i:i + b]]
     return out
 
 
-def one_hot(n, k, target, dtype):
+def one_hot(n, k, target, dtype, scores=None):
+    """(n, k) with 1 at each row's target; target None: at the argmax of ``scores``
+    (the predicted class of a deferred target, :func:`resolve_target`)."""
+    if target is None:
+        target = np.asarray(scores).argmax(axis=1)
     d = np.zeros((n, k), dtype)
     d[np.arange(n), target] = 1
     return d
+
+
+def rows(target, i, b):
+    """Rows i .. i + b of resolved targets (None, a deferred target, stays None)."""
+    return None if target is None else target[i:i + b]
 
 
 def gradient(model, X, target, rules=None):
     """(scores, d score_target / dX) for one chunk, test mode, no weight gradients.
     ``rules`` replace backward rules (see :meth:`gradvis.Model.backward`)."""
     scores, cache = model.forward(X, mode="test")
-    dout = one_hot(len(X), scores.shape[1], target, scores.dtype)
+    dout = one_hot(len(X), scores.shape[1], target, scores.dtype, scores)
     dX, _ = model.backward(dout, cache, param_grads=False, rules=rules)
     return scores, dX
 
@@ -146,7 +164,7 @@ def chunked_gradient(model, X, target, batch, rules=None):
     """d score_target / dX for all rows of X, ``batch`` rows per pass."""
     out = np.empty_like(X)
     for i in range(0, len(X), batch):
-        out[i:i + batch] = gradient(model, X[i:i + batch], target[i:i + batch], rules)[1]
+        out[i:i + batch] = gradient(model, X[i:i + batch], rows(target, i, batch), rules)[1]
     return out
 
 
@@ -240,7 +258,7 @@ def activation_and_gradient(model, X, target, layer_name):
     if layer_name != last and not clean_cut(model, layer_name):
         A, _ = model.forward(X, mode="test", end=layer_name)
         scores, cache = model.forward(A, mode="test", start=i + 1)
-        dout = one_hot(len(X), scores.shape[1], target, scores.dtype)
+        dout = one_hot(len(X), scores.shape[1], target, scores.dtype, scores)
         dA, _ = model.backward(dout, cache, param_grads=False)
         return scores, A, dA
     outs = [layer_name] if layer_name == last else [layer_name, last]
@@ -252,7 +270,7 @@ def activation_and_gradient(model, X, target, layer_name):
         seen["g"] = dout
         return layer.backward_inputs(dout, c)
 
-    dout = {last: one_hot(len(X), scores.shape[1], target, scores.dtype)}
+    dout = {last: one_hot(len(X), scores.shape[1], target, scores.dtype, scores)}
     model.backward(dout, cache, param_grads=False, rules={layer_name: read})
     dA = seen.get("g")
     if dA is None:

@@ -23,12 +23,14 @@ __all__ = ["grad_cam", "guided_grad_cam", "grad_cam_plus_plus", "xgrad_cam", "la
            "eigen_cam", "score_cam", "ablation_cam", "default_cam_layer", "CAM_METHODS"]
 
 
-def _prepare(X, target, model, layer, what, internal_batch_size=None):
+def _prepare(X, target, model, layer, what, internal_batch_size=None, defer=True):
+    """defer: a None target stays None for methods whose gradient passes run X
+    itself (each chunk's predicted class comes from its own scores)."""
     C.check_model(model, what)
     X = C.check_images(X, model)
     name = C.cam_layer(model, layer, X)
     b = C.batch_size_arg(internal_batch_size, model, X)
-    t = C.resolve_target(target, X, model)
+    t = C.resolve_target(target, X, model, defer=defer)
     return X, t, name, b
 
 
@@ -37,10 +39,10 @@ def _acts_grads(model, X, t, name, b, need_grads=True):
     As, Gs = [], []
     for i in range(0, len(X), b):
         if need_grads:
-            _, A, dA = C.activation_and_gradient(model, X[i:i + b], t[i:i + b], name)
+            _, A, dA = C.activation_and_gradient(model, X[i:i + b], C.rows(t, i, b), name)
             Gs.append(dA)
         else:
-            A = model.forward(X[i:i + b], end=name)[0]
+            A = model.forward(X[i:i + b], end=name, cache=False)[0]
         As.append(A)
     return np.concatenate(As), (np.concatenate(Gs) if need_grads else None)
 
@@ -99,7 +101,7 @@ def guided_grad_cam(X, target, model, layer=None, interpolate_mode="nearest", in
     size = X.shape[2:]
     out = np.empty_like(X)
     for i in range(0, len(X), b):
-        A, dA, guided = _cam_and_guided_gradients(model, X[i:i + b], t[i:i + b], name)
+        A, dA, guided = _cam_and_guided_gradients(model, X[i:i + b], C.rows(t, i, b), name)
         cam = np.maximum((dA.mean(axis=(2, 3), keepdims=True) * A).sum(axis=1), 0)
         cam = C.resize_nearest(cam, size) if interpolate_mode == "nearest" else C.resize_bilinear(cam, size)
         np.multiply(guided, cam[:, None].astype(X.dtype), out=out[i:i + b])
@@ -128,14 +130,14 @@ def _cam_and_guided_gradients(model, X, target, name):
     if name != last and not C.clean_cut(model, name):
         A, head = model.forward(X, mode="test", end=name)
         scores, tail = model.forward(A, mode="test", start=model.index(name) + 1)
-        dout = C.one_hot(len(X), scores.shape[1], target, scores.dtype)
+        dout = C.one_hot(len(X), scores.shape[1], target, scores.dtype, scores)
         dA, _ = model.backward(dout, tail, param_grads=False)
         gA, _ = model.backward(dout, tail, param_grads=False, rules=rules)
         G, _ = model.backward(gA, head, param_grads=False, rules=rules)
         return A, dA, G
     res, cache = model.forward(X, mode="test", outputs=[name] if name == last else [name, last])
     scores, A = res[last], res[name]
-    dout = {last: C.one_hot(len(X), scores.shape[1], target, scores.dtype)}
+    dout = {last: C.one_hot(len(X), scores.shape[1], target, scores.dtype, scores)}
     seen = {}
 
     def read(layer, g, c):
@@ -237,7 +239,7 @@ def score_cam(X, target, model, layer=None, upsample=False, internal_batch_size=
 
     Reference: Wang et al., "Score-CAM", CVPR Workshops 2020.
     """
-    X, t, name, b = _prepare(X, target, model, layer, "score_cam", internal_batch_size)
+    X, t, name, b = _prepare(X, target, model, layer, "score_cam", internal_batch_size, defer=False)
     A, _ = _acts_grads(model, X, t, name, b, need_grads=False)
     b = C.forward_batch_arg(internal_batch_size, model, X)
     H, W = X.shape[2:]
@@ -251,7 +253,7 @@ def score_cam(X, target, model, layer=None, upsample=False, internal_batch_size=
         scores = np.empty(k, np.float64)
         for c0 in range(0, k, b):
             masked = X[i][None] * up[c0:c0 + b, None]
-            s = model.forward(masked.astype(X.dtype, copy=False))[0]
+            s = model.forward(masked.astype(X.dtype, copy=False), cache=False)[0]
             scores[c0:c0 + b] = s[:, t[i]]
         w = np.exp(scores - scores.max())
         w /= w.sum()
@@ -272,7 +274,7 @@ def ablation_cam(X, target, model, layer=None, upsample=False, internal_batch_si
 
     Reference: Desai & Ramaswamy, "Ablation-CAM", WACV 2020.
     """
-    X, t, name, b = _prepare(X, target, model, layer, "ablation_cam", internal_batch_size)
+    X, t, name, b = _prepare(X, target, model, layer, "ablation_cam", internal_batch_size, defer=False)
     crossing = C.clean_cut(model, name)
     if crossing:
         raise ValueError(f"ablation_cam restarts the model after layer {name!r}, but later layers also read "
@@ -288,7 +290,7 @@ def ablation_cam(X, target, model, layer=None, upsample=False, internal_batch_si
     cams = np.empty((len(X),) + A.shape[2:], X.dtype)
     for i in range(len(X)):
         a = A[i]
-        orig_score = model.forward(a[None], start=nxt)[0][0, t[i]]
+        orig_score = model.forward(a[None], start=nxt, cache=False)[0][0, t[i]]
         orig[i] = orig_score
         value = 0.0 if a.min() == 0 else float(a.min()) - 1e7
         scores = np.empty(k, np.float64)
@@ -296,7 +298,7 @@ def ablation_cam(X, target, model, layer=None, upsample=False, internal_batch_si
             cs = np.arange(c0, min(k, c0 + b))
             batch = np.repeat(a[None], len(cs), axis=0)
             batch[np.arange(len(cs)), cs] = value
-            scores[cs] = model.forward(batch, start=nxt)[0][:, t[i]]
+            scores[cs] = model.forward(batch, start=nxt, cache=False)[0][:, t[i]]
         w = ((orig_score - scores) / orig_score).astype(X.dtype)
         cams[i] = (w[:, None, None] * a).sum(axis=0)
     return _finish(np.maximum(cams, 0), X, upsample)

@@ -19,7 +19,7 @@ def _prepare(X, target, model, what, internal_batch_size):
     C.check_model(model, what)
     X = C.check_images(X, model)
     b = C.batch_size_arg(internal_batch_size, model, X)
-    t = C.resolve_target(target, X, model)
+    t = C.resolve_target(target, X, model, defer=True)   # None: each pass's own predicted class
     return X, t, b
 
 

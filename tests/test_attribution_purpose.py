@@ -359,3 +359,47 @@ def test_predicted_class_targets_come_from_the_gradient_passes_themselves():
             want = fn(X, pred, m, internal_batch_size=ib, **kw)
             np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14, err_msg=fn.__name__)
             assert n_none == len(calls), fn.__name__
+
+
+def _score_cam_by_hand(X, t, m, layer):
+    """Score-CAM as pytorch-grad-cam writes it: one pass per channel, every channel."""
+    acts = m.forward(X, end=layer)[0]
+    out = []
+    for i in range(len(X)):
+        up = np.stack([_bilinear_ac(a, X.shape[2:]) for a in acts[i]])
+        lo = up.reshape(len(up), -1).min(1)[:, None, None]
+        hi = up.reshape(len(up), -1).max(1)[:, None, None]
+        masks = (up - lo) / (hi - lo + 1e-8)
+        s = m.forward(X[i][None] * masks[:, None])[0][:, t[i]]
+        w = np.exp(s - s.max())
+        w /= w.sum()
+        out.append(np.maximum((w[:, None, None] * acts[i]).sum(0), 0))
+    return np.stack(out)
+
+
+def _bilinear_ac(a, size):
+    """align_corners=True bilinear resize of one (h, w) map, float64."""
+    (h, w), (H, W) = a.shape, size
+    ys = np.linspace(0, h - 1, H) if H > 1 else np.zeros(1)
+    xs = np.linspace(0, w - 1, W) if W > 1 else np.zeros(1)
+    y0, x0 = np.floor(ys).astype(int), np.floor(xs).astype(int)
+    y1, x1 = np.minimum(y0 + 1, h - 1), np.minimum(x0 + 1, w - 1)
+    fy, fx = (ys - y0)[:, None], (xs - x0)[None, :]
+    top = a[y0][:, x0] * (1 - fx) + a[y0][:, x1] * fx
+    bot = a[y1][:, x0] * (1 - fx) + a[y1][:, x1] * fx
+    return top * (1 - fy) + bot * fy
+
+
+def test_score_cam_with_dead_channels_equals_every_channel_scored():
+    m, X = _net(), _X(3)
+    m.params["conv3.bias"][:5] = -1e3          # five channels of act3 never fire
+    m.params["conv3.bias"][5:] = 0.5
+    acts = m.forward(X, end="act3")[0]
+    assert (~acts.reshape(3, 12, -1).any(axis=2)).sum(axis=1).min() >= 5
+    t = np.array([0, 3, 4])
+    want = _score_cam_by_hand(X, t, m, "act3")
+    for ib in (1, 4, None):
+        got = A.score_cam(X, t, m, "act3", internal_batch_size=ib)
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+    m.params["conv3.bias"][:] = -1e3           # every channel dead: the map is zero
+    np.testing.assert_array_equal(A.score_cam(X, t, m, "act3"), 0)

@@ -237,6 +237,10 @@ def score_cam(X, target, model, layer=None, upsample=False, internal_batch_size=
     activation map (upsampled with align_corners=True, min-max scaled); one
     forward pass per channel and image.
 
+    A channel whose map is all zero (a ReLU channel the image does not excite)
+    masks the image to zero: its score is that of a zero image, computed once,
+    instead of one pass per such channel.
+
     Reference: Wang et al., "Score-CAM", CVPR Workshops 2020.
     """
     X, t, name, b = _prepare(X, target, model, layer, "score_cam", internal_batch_size, defer=False)
@@ -245,16 +249,26 @@ def score_cam(X, target, model, layer=None, upsample=False, internal_batch_size=
     H, W = X.shape[2:]
     cams = np.empty((len(X),) + A.shape[2:], X.dtype)
     k = A.shape[1]
+    zero_scores = None
     for i in range(len(X)):
-        up = C.resize_bilinear(A[i], (H, W), align_corners=True)
-        flat = up.reshape(k, -1)
+        live = np.flatnonzero(A[i].reshape(k, -1).any(axis=1))
+        scores = np.empty(k, np.float64)
+        if len(live) < k:
+            if zero_scores is None:
+                zero_scores = model.forward(np.zeros((1,) + X.shape[1:], X.dtype), cache=False)[0][0]
+            scores[:] = zero_scores[t[i]]
+        if not len(live):
+            cams[i] = 0
+            continue
+        up = C.resize_bilinear(A[i][live], (H, W), align_corners=True)
+        flat = up.reshape(len(live), -1)
         lo, hi = flat.min(axis=1), flat.max(axis=1)
         up = (up - lo[:, None, None]) / (hi - lo + 1e-8)[:, None, None]
-        scores = np.empty(k, np.float64)
-        for c0 in range(0, k, b):
-            masked = X[i][None] * up[c0:c0 + b, None]
+        step = -(-len(live) // max(1, -(-len(live) // b)))     # equal chunks of at most b
+        for c0 in range(0, len(live), step):
+            masked = X[i][None] * up[c0:c0 + step, None]
             s = model.forward(masked.astype(X.dtype, copy=False), cache=False)[0]
-            scores[c0:c0 + b] = s[:, t[i]]
+            scores[live[c0:c0 + step]] = s[:, t[i]]
         w = np.exp(scores - scores.max())
         w /= w.sum()
         cams[i] = (w.astype(X.dtype)[:, None, None] * A[i]).sum(axis=0)

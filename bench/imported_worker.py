@@ -9,7 +9,8 @@ imports only its library (torch and gradvis would share one OpenMP runtime):
     python bench/imported_worker.py gradvis NAME DIR --threads 1 2 --reps 3
         imports DIR/NAME.onnx with gradvis.load_onnx, times the same pass, and prints
         one JSON line with the float32 errors against the float64 reference.
-    --passes fwd fwdgrad times the forward pass alone as well (bench_modern.py --networks).
+    --passes fwd fwdgrad times the forward pass alone as well (bench_modern.py --networks):
+    torch under no_grad, gradvis with cache=False (nothing kept for a backward pass).
 """
 import argparse
 import json
@@ -124,7 +125,8 @@ def gradvis_side(name, out_dir, threads, reps, passes=None):
             ms[nt] = 1e3 * best_time(gv, reps)
         else:
             for ps in passes:
-                ms[f"{ps}|{nt}"] = 1e3 * best_time(gv if ps == "fwdgrad" else (lambda: model.forward(X)), reps)
+                ms[f"{ps}|{nt}"] = 1e3 * best_time(
+                    gv if ps == "fwdgrad" else (lambda: model.forward(X, cache=False)), reps)
     s, dx = gv()
     print(json.dumps({"ms": ms, "import_s": t_import, "layers": len(model.nodes),
                       "err": max(rel_err(s, d["s64"]), rel_err(dx, d["dx64"])), "simd": gradvis.simd_level()}))

@@ -260,15 +260,17 @@ def score_cam(X, target, model, layer=None, upsample=False, internal_batch_size=
         if not len(live):
             cams[i] = 0
             continue
-        up = C.resize_bilinear(A[i][live], (H, W), align_corners=True)
-        flat = up.reshape(len(live), -1)
-        lo, hi = flat.min(axis=1), flat.max(axis=1)
-        up = (up - lo[:, None, None]) / (hi - lo + 1e-8)[:, None, None]
         step = -(-len(live) // max(1, -(-len(live) // b)))     # equal chunks of at most b
         for c0 in range(0, len(live), step):
-            masked = X[i][None] * up[c0:c0 + step, None]
+            cs = live[c0:c0 + step]     # their maps upsampled and scaled per chunk (bounded memory)
+            up = C.resize_bilinear(A[i][cs], (H, W), align_corners=True)
+            flat = up.reshape(len(cs), -1)
+            lo, hi = flat.min(axis=1), flat.max(axis=1)
+            up -= lo[:, None, None]
+            up /= (hi - lo + 1e-8)[:, None, None]
+            masked = X[i][None] * up[:, None]
             s = model.forward(masked.astype(X.dtype, copy=False), cache=False)[0]
-            scores[live[c0:c0 + step]] = s[:, t[i]]
+            scores[cs] = s[:, t[i]]
         w = np.exp(scores - scores.max())
         w /= w.sum()
         cams[i] = (w.astype(X.dtype)[:, None, None] * A[i]).sum(axis=0)

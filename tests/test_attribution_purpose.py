@@ -403,3 +403,29 @@ def test_score_cam_with_dead_channels_equals_every_channel_scored():
         np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
     m.params["conv3.bias"][:] = -1e3           # every channel dead: the map is zero
     np.testing.assert_array_equal(A.score_cam(X, t, m, "act3"), 0)
+
+
+def test_noise_of_an_image_depends_only_on_the_seed_and_its_place():
+    """SmoothGrad's noise for image i, copy s comes from its own stream: the same
+    with any batching and thread count, and the same for image i whatever the
+    other images are."""
+    import gradvis
+    m, X = _net(), _X(4, dtype=np.float32)
+    a = A.noise_tunnel("saliency", X, 1, m, nt_samples=3, stdevs=0.3, seed=5, internal_batch_size=5)
+    old = gradvis.get_num_threads()
+    try:
+        gradvis.set_num_threads(1)
+        b = A.noise_tunnel("saliency", X, 1, m, nt_samples=3, stdevs=0.3, seed=5, internal_batch_size=2)
+    finally:
+        gradvis.set_num_threads(old)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7 * np.abs(a).max())
+    X2 = X.copy()
+    X2[3] = 0                                   # another image elsewhere in the batch
+    c = A.noise_tunnel("saliency", X2, 1, m, nt_samples=3, stdevs=0.3, seed=5)
+    np.testing.assert_allclose(c[:3], a[:3], rtol=1e-5, atol=1e-7 * np.abs(a).max())
+    d = A.noise_tunnel("saliency", X, 1, m, nt_samples=3, stdevs=0.3, seed=6)
+    assert np.abs(d - a).max() > 1e-3 * np.abs(a).max()
+    from gradvis.attribution.gradients import noise_rows
+    z = noise_rows(7, np.array([0, 0, 1]), np.array([0, 1, 0]), (3, 64, 64), np.float64, 1.0, 0.0)
+    assert abs(z.mean()) < 0.02 and abs(z.std() - 1) < 0.02
+    assert not np.array_equal(z[0], z[1]) and not np.array_equal(z[0], z[2])

@@ -15,6 +15,7 @@ from attribution_nets import (CAM_LAYER, NETS, captum, make_pair, module, numpy,
                               tensor)
 
 import gradvis.attribution as A
+from gradvis.attribution.gradients import noise_rows
 
 TOL = {np.float32: 1e-4, np.float64: 1e-6}
 
@@ -139,7 +140,10 @@ def test_noise_tunnel_matches_captum_with_the_same_noise(pairs, net_name, monkey
     nt, std, seed = 4, 0.3, 11
 
     def fake_normal(mean, std_t):
-        z = np.random.default_rng(seed).standard_normal((X.shape[0] * nt,) + X.shape[1:]) * std
+        # gradvis's noise: one key from the seed's generator, then a stream per (image, copy)
+        key = int(np.random.default_rng(seed).integers(0, 2 ** 63))
+        rows = np.arange(X.shape[0] * nt)
+        z = noise_rows(key, rows // nt, rows % nt, X.shape[1:], np.float64, std, 0.0)
         assert tuple(std_t.shape) == z.shape
         return torch.from_numpy(z)
     for nt_type in ("smoothgrad", "smoothgrad_sq", "vargrad"):
@@ -165,7 +169,9 @@ def test_gradient_shap_matches_captum_with_the_same_draws(pairs, net_name, monke
     total = X.shape[0] * ns
     idx = rng.integers(0, len(B), total)
     alpha = rng.uniform(0.0, 1.0, total)
-    z = rng.standard_normal((total,) + X.shape[1:]) * std
+    key = int(rng.integers(0, 2 ** 63))
+    rows = np.arange(total)
+    z = noise_rows(key, rows // ns, rows % ns, X.shape[1:], np.float64, std, 0.0)
     ours = A.gradient_shap(X, t, model, B, n_samples=ns, stdevs=std, seed=seed, internal_batch_size=4)
     with monkeypatch.context() as mp:
         mp.setattr(np.random, "choice", lambda n, k: idx.copy())

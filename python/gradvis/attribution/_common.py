@@ -193,7 +193,7 @@ def baselines_arg(baselines, X, name="baselines"):
 def add_rows(acc, idx, values):
     """acc[idx[k]] += values[k] for sorted ``idx`` (rows of one image are adjacent)."""
     starts = np.flatnonzero(np.r_[True, idx[1:] != idx[:-1]])
-    acc[idx[starts]] += np.add.reduceat(values, starts, axis=0)
+    acc[idx[starts]] += np.add.reduceat(values, starts, axis=0, dtype=acc.dtype)
 
 
 # ---------------------------------------------------------------- layers

@@ -245,6 +245,28 @@ def clean_cut(model, layer_name):
     return sorted({t for n in model.nodes[i + 1:] for t in n.inputs if t in before and t != layer_name})
 
 
+class GradientRead(Exception):
+    """Raised by the backward rule of :func:`read_gradient` once it has the
+    gradient it was placed for: the rest of that backward pass is not needed."""
+
+
+def read_gradient(model, dout, cache, layer_name):
+    """The gradient at node ``layer_name``'s output in the backward pass of
+    ``cache`` (whose forward asked for that output), stopping there; None when the
+    output gradient does not reach it."""
+    seen = {}
+
+    def read(layer, g, c):
+        seen["g"] = g
+        raise GradientRead
+
+    try:
+        model.backward(dout, cache, param_grads=False, rules={layer_name: read})
+    except GradientRead:
+        pass
+    return seen.get("g")
+
+
 def activation_and_gradient(model, X, target, layer_name):
     """(scores, A, dA): the layer's output and d score_target / d output, for a chunk.
 
@@ -252,7 +274,8 @@ def activation_and_gradient(model, X, target, layer_name):
     to layer, layer to scores) and the backward pass stops at the layer.
     Otherwise (a skip connection crosses the layer) the layer's output is
     requested from one forward pass (so a ReLU is not fused into it) and its
-    gradient is read by a backward rule on that node."""
+    gradient is read by a backward rule on that node, which ends the backward
+    pass there (:func:`read_gradient`)."""
     last = model.nodes[-1].name
     i = model.index(layer_name)
     if layer_name != last and not clean_cut(model, layer_name):
@@ -264,15 +287,8 @@ def activation_and_gradient(model, X, target, layer_name):
     outs = [layer_name] if layer_name == last else [layer_name, last]
     res, cache = model.forward(X, mode="test", outputs=outs)
     scores, A = res[last], res[layer_name]
-    seen = {}
-
-    def read(layer, dout, c):
-        seen["g"] = dout
-        return layer.backward_inputs(dout, c)
-
     dout = {last: one_hot(len(X), scores.shape[1], target, scores.dtype, scores)}
-    model.backward(dout, cache, param_grads=False, rules={layer_name: read})
-    dA = seen.get("g")
+    dA = read_gradient(model, dout, cache, layer_name)
     if dA is None:
         dA = np.zeros_like(A)
     return scores, A, dA

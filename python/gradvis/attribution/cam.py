@@ -108,11 +108,6 @@ def guided_grad_cam(X, target, model, layer=None, interpolate_mode="nearest", in
     return out
 
 
-class _GradientRead(Exception):
-    """Raised by a backward rule once it has read the gradient it was placed for:
-    the rest of that backward pass is not needed."""
-
-
 def _cam_and_guided_gradients(model, X, target, name):
     """(A, dA, G) for one chunk from one forward pass: the layer's output A, the
     gradient dA of the target's score with respect to it, and the guided
@@ -138,17 +133,7 @@ def _cam_and_guided_gradients(model, X, target, name):
     res, cache = model.forward(X, mode="test", outputs=[name] if name == last else [name, last])
     scores, A = res[last], res[name]
     dout = {last: C.one_hot(len(X), scores.shape[1], target, scores.dtype, scores)}
-    seen = {}
-
-    def read(layer, g, c):
-        seen["g"] = g
-        raise _GradientRead
-
-    try:
-        model.backward(dout, cache, param_grads=False, rules={name: read})
-    except _GradientRead:
-        pass
-    dA = seen.get("g")
+    dA = C.read_gradient(model, dout, cache, name)
     if dA is None:      # the target's score does not depend on the layer
         dA = np.zeros_like(A)
     G, _ = model.backward(dout, cache, param_grads=False, rules=rules)

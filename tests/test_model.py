@@ -363,3 +363,5 @@ def test_forward_without_cache_gives_the_same_outputs(mode):
     np.testing.assert_array_equal(m.predict(X, batch_size=2), m.forward(X)[0])
     with pytest.raises(TypeError, match="cache"):
         m.forward(X, cache="no")
+    with pytest.raises(TypeError, match="cache=False"):
+        m.backward(b, none)

@@ -554,7 +554,8 @@ class Model:
             (zeros where the loss does not depend on it; empty when param_grads is False).
         """
         if cache is None:
-            raise TypeError("cache is None: forward ran with cache=False, which keeps nothing for backward")
+            raise TypeError("cache must be the cache returned by this model's forward, got None "
+                            "(forward with cache=False keeps nothing for backward)")
         if not isinstance(cache, dict) or "last" not in cache:
             got = "a dict without forward's entries" if isinstance(cache, dict) else type(cache).__name__
             raise TypeError(f"cache must be the cache returned by this model's forward, got {got}")

@@ -150,7 +150,8 @@ py::object forward_impl(const py::array& x_in, const py::handle& w_obj, const py
 
 constexpr const char* kFwdAct = "conv2d_forward_act";
 
-ConvAct parse_act(const std::string& name, double lo, double hi) {
+// fn names the caller in errors
+ConvAct parse_act(const char* fn, const std::string& name, double lo, double hi) {
   ConvAct a;
   if (name == "none")
     a.kind = ConvAct::none;
@@ -163,11 +164,11 @@ ConvAct parse_act(const std::string& name, double lo, double hi) {
   else if (name == "silu")
     a.kind = ConvAct::silu;
   else
-    throw py::value_error(cat(kFwdAct, ": activation must be 'none', 'relu', 'clamp', 'hardswish' or 'silu', got '",
+    throw py::value_error(cat(fn, ": activation must be 'none', 'relu', 'clamp', 'hardswish' or 'silu', got '",
                               name, "'"));
   if (a.kind == ConvAct::clamp) {
     if (std::isnan(lo) || std::isnan(hi) || !(lo <= hi))
-      throw py::value_error(cat(kFwdAct, ": lo (", lo, ") and hi (", hi, ") must be numbers with lo <= hi"));
+      throw py::value_error(cat(fn, ": lo (", lo, ") and hi (", hi, ") must be numbers with lo <= hi"));
     a.lo = lo, a.hi = hi;
   }
   return a;
@@ -306,7 +307,7 @@ void register_conv2d(py::module_& m) {
         FloatKind k;
         py::array xa = primary_array(x, kFwdAct, "x", k);
         const Conv2dParams p = parse_params(kFwdAct, stride, padding, dilation, groups);
-        const ConvAct act = parse_act(activation, lo, hi);
+        const ConvAct act = parse_act(kFwdAct, activation, lo, hi);
         return k == FloatKind::f32 ? forward_impl<float>(xa, w, b, p, false, &act, return_pre, kFwdAct)
                                    : forward_impl<double>(xa, w, b, p, false, &act, return_pre, kFwdAct);
       },
@@ -339,16 +340,10 @@ void register_conv2d(py::module_& m) {
         FloatKind k;
         py::array da = primary_array(dout, kBwdInAct, "dout", k);
         const Conv2dParams p = parse_params(kBwdInAct, stride, padding, dilation, groups);
-        ConvAct act;
-        if (activation == "relu") {
-          act.kind = ConvAct::mask_pos;
-        } else if (activation == "clamp") {
-          if (std::isnan(lo) || std::isnan(hi) || !(lo <= hi))
-            throw py::value_error(cat(kBwdInAct, ": lo (", lo, ") and hi (", hi, ") must be numbers with lo <= hi"));
-          act.kind = ConvAct::mask_range, act.lo = lo, act.hi = hi;
-        } else {
+        if (activation != "relu" && activation != "clamp")
           throw py::value_error(cat(kBwdInAct, ": activation must be 'relu' or 'clamp', got '", activation, "'"));
-        }
+        ConvAct act = parse_act(kBwdInAct, activation, lo, hi);   // the mask of that activation
+        act.kind = act.kind == ConvAct::relu ? ConvAct::mask_pos : ConvAct::mask_range;
         if (!py::isinstance<py::array>(x))
           throw py::type_error(cat(kBwdInAct, ": x must be a numpy array, got ",
                                    std::string(py::str(py::type::of(x).attr("__name__")))));

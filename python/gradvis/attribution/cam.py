@@ -203,7 +203,7 @@ def eigen_cam(X, target, model, layer=None, upsample=False, internal_batch_size=
     C.check_model(model, "eigen_cam")
     X = C.check_images(X, model)
     name = C.cam_layer(model, layer, X)
-    b = C.batch_size_arg(internal_batch_size, model, X)
+    b = C.forward_batch_arg(internal_batch_size, model, X)
     if target is not None:
         C.resolve_target(target, X, model)
     A, _ = _acts_grads(model, X, None, name, b, need_grads=False)
@@ -229,8 +229,8 @@ def score_cam(X, target, model, layer=None, upsample=False, internal_batch_size=
     Reference: Wang et al., "Score-CAM", CVPR Workshops 2020.
     """
     X, t, name, b = _prepare(X, target, model, layer, "score_cam", internal_batch_size, defer=False)
-    A, _ = _acts_grads(model, X, t, name, b, need_grads=False)
     b = C.forward_batch_arg(internal_batch_size, model, X)
+    A, _ = _acts_grads(model, X, t, name, b, need_grads=False)
     H, W = X.shape[2:]
     cams = np.empty((len(X),) + A.shape[2:], X.dtype)
     k = A.shape[1]
@@ -281,8 +281,8 @@ def ablation_cam(X, target, model, layer=None, upsample=False, internal_batch_si
         raise ValueError(f"ablation_cam restarts the model after layer {name!r}, but later layers also read "
                          f"{', '.join(map(repr, crossing))} (a skip connection crosses it); choose the "
                          f"output of a block")
-    A, _ = _acts_grads(model, X, t, name, b, need_grads=False)
     b = C.forward_batch_arg(internal_batch_size, model, X)
+    A, _ = _acts_grads(model, X, t, name, b, need_grads=False)
     nxt = model.index(name) + 1
     if nxt >= len(model.nodes):
         raise ValueError(f"layer {name!r} is the model's output; choose an earlier layer")

@@ -270,6 +270,24 @@ SHORT_ROWS = [
 ]
 
 
+# 1x1 stride-1 layers pack B row by row from the channel planes: chunks that start
+# inside a sliver where an image ends, K split into blocks, maps of a few pixels.
+POINTWISE = [
+    ((3, 300, 7, 9), (37, 300, 1, 1)),     # 63-pixel planes, two K blocks
+    ((5, 40, 11, 13), (70, 40, 1, 1)),     # 143-pixel planes, chunks across images
+    ((2, 520, 3, 3), (9, 520, 1, 1)),      # three K blocks, a 9-pixel map
+    ((1, 96, 56, 56), (40, 96, 1, 1)),     # many chunks in one image
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("case", POINTWISE, ids=[f"{c[0]}-{c[1]}" for c in POINTWISE])
+def test_pointwise_packing(case, dtype, threads):
+    xs, ws = case
+    check_all_passes(xs, ws, dtype, threads, seed=17)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("case", SHORT_ROWS, ids=[f"{c[0]}-{c[1]}-{sorted(c[2].items())}" for c in SHORT_ROWS])
@@ -588,6 +606,17 @@ for dt, tol in ((np.float32, 1e-4), (np.float64, 1e-11)):
     assert np.abs(dx2 - rdx2).max() < tol * np.abs(rdx2).max(), ("dx 4x4", dt)
     dw2, _ = _core.conv2d_backward_weight(d2, x, (3, 3), padding=1)
     assert np.abs(dw2 - rdw2).max() < tol * np.abs(rdw2).max(), ("dw 4x4", dt)
+    # 1x1: B packed row by row from the channel planes, chunks starting inside a
+    # sliver where an image ends (3 images of 7x9), two K blocks (300 channels)
+    x = rng.standard_normal((3, 300, 7, 9)).astype(dt)
+    w = rng.standard_normal((37, 300, 1, 1)).astype(dt)
+    o3 = _core.conv2d_forward(x, w, None)
+    r3 = ref.conv2d_forward(x, w, None)
+    assert np.abs(o3 - r3).max() < tol * np.abs(r3).max(), ("forward 1x1", dt)
+    d3 = rng.standard_normal(o3.shape).astype(dt)
+    rdx3, _, _ = ref.conv2d_backward(d3, x, w)
+    dx3 = _core.conv2d_backward_input(d3, w, (7, 9))
+    assert np.abs(dx3 - rdx3).max() < tol * np.abs(rdx3).max(), ("dx 1x1", dt)
     a = rng.standard_normal((37, 45)).astype(dt)
     c = rng.standard_normal((45, 29)).astype(dt)
     assert np.abs(_core.gemm(a, c) - a.astype(np.float64) @ c).max() < tol * 10, ("gemm", dt)

@@ -81,7 +81,22 @@ void forward_tiled(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* out
     P = ((Q + chunks - 1) / chunks + NR - 1) / NR * NR;
     chunks = (Q + P - 1) / P;
   }
-  const index_t mblocks = chunks >= nt ? 1 : std::min(mslivers, (nt + chunks - 1) / chunks);
+  index_t mblocks = chunks >= nt ? 1 : std::min(mslivers, (nt + chunks - 1) / chunks);
+  // Few chunks of whole tiles rarely split evenly (a 14x14 map at batch 1 is 7
+  // tiles: 4 for one thread, 3 for the other, the last one mostly empty): then
+  // every thread takes all the positions for its share of the filters, when that
+  // leaves the busiest thread fewer tiles to compute.
+  if (nt > 1 && chunks < 8 * nt && mslivers >= 2 * nt) {
+    auto tiles_of = [&](index_t c) { return (std::min(P, Q - c * P) + NR - 1) / NR; };
+    index_t pos_cost = 0, all_tiles = 0;
+    for (index_t t = 0; t < nt; ++t) {
+      index_t tiles = 0;
+      for (index_t c = chunks * t / nt; c < chunks * (t + 1) / nt; ++c) tiles += tiles_of(c);
+      pos_cost = std::max(pos_cost, tiles * ((mslivers + mblocks - 1) / mblocks));
+    }
+    for (index_t c = 0; c < chunks; ++c) all_tiles += tiles_of(c);
+    if (mblocks == 1 && all_tiles * ((mslivers + nt - 1) / nt) < pos_cost) mblocks = nt;
+  }
   const index_t items = chunks * mblocks;
 
   // Few output columns (batch 1 on small maps): each weight would be used by at
@@ -145,7 +160,7 @@ void forward_tiled(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* out
   };
 
   auto item = [&](index_t id, T* bp, T* cp, T* tile) {
-    const index_t chunk = id / mblocks, mb = id % mblocks;
+    const index_t chunk = id % chunks, mb = id / chunks;  // threads take whole filter blocks
     const index_t q0 = chunk * P, pc = std::min(P, Q - q0);
     const index_t is0 = mslivers * mb / mblocks, is1 = mslivers * (mb + 1) / mblocks;
     const index_t f0 = std::min(M, is0 * MR), f1 = std::min(M, is1 * MR);
@@ -157,6 +172,8 @@ void forward_tiled(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* out
         const index_t k0 = kb.begin(bk), kc = kb.begin(bk + 1) - k0;
         if (split)
           pack_b_split<T, NR>(bp, xs + gi * g.Cg * sp.SC, s, sp, roff.data() + k0, kc, q0, pc, inplace);
+        else if (g.pointwise)
+          pack_b_pointwise<T, NR>(bp, xg, s.C * g.HW, g.HW, taps.data() + k0, kc, q0, pc);
         else
           pack_b_cols<T, NR>(bp, xg, s.C * g.HW, s, taps.data() + k0, kc, q0, pc);
         const T beta = bk == 0 ? T(0) : T(1);

@@ -9,8 +9,8 @@ import pickle
 import numpy as np
 import pytest
 
-from gradvis.nn import (Add, BatchNorm2d, Conv2d, Flatten, GlobalAvgPool, Linear, MaxPool2d, Model, ReLU)
-from gradvis.nn.fold import FoldedBatchNorm
+from gradvis.nn import (Add, BatchNorm2d, Conv2d, Flatten, GlobalAvgPool, Linear, MaxPool2d, Model, ReLU, Scale)
+from gradvis.nn.fold import Folded, FoldedBatchNorm
 
 
 def _net(dtype=np.float64, seed=0):
@@ -138,3 +138,59 @@ def test_copies_and_pickles_do_not_carry_the_folded_weights():
     for c in (m.copy(), copy.deepcopy(m), pickle.loads(pickle.dumps(m))):
         assert not getattr(c, "_folded", {})
         np.testing.assert_array_equal(c.forward(_X())[0], m.forward(_X())[0])
+
+
+def _scale_net(dtype=np.float64, seed=0):
+    """Conv2d -> per-channel Scale (ConvNeXt's layer scale), Conv2d (no bias) ->
+    scalar Scale, and a Scale whose shape is per column (never folded)."""
+    m = Model(input_shape=(3, 10, 10), seed=seed)
+    m.add("c1", Conv2d(3, 6, 1)).add("s1", Scale((6, 1, 1))).add("r1", ReLU())
+    m.add("c2", Conv2d(6, 6, 3, padding=1, bias=False)).add("s2", Scale(()))
+    m.add("sum", Add(), inputs=["s2", "r1"])
+    m.add("c3", Conv2d(6, 6, 1)).add("s3", Scale((10,)))
+    m.add("gap", GlobalAvgPool()).add("flat", Flatten()).add("fc", Linear(6, 4))
+    m.init_params(seed=seed, dtype=dtype)
+    rng = np.random.default_rng(seed + 2)
+    for k in m.params:
+        if k.endswith(".scale"):
+            m.params[k][...] = rng.uniform(0.5, 1.5, m.params[k].shape) * rng.choice([-1, 1], m.params[k].shape)
+    return m
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
+def test_per_channel_scales_fold_like_batch_norm(dtype, tol):
+    m = _scale_net(dtype)
+    sep = m.copy()
+    sep.fold_batchnorm = False
+    X = np.random.default_rng(4).standard_normal((2, 3, 10, 10)).astype(dtype)
+    out, cache = m.forward(X)
+    ref, rcache = sep.forward(X)
+    kinds = [type(c).__name__ for c in cache["caches"]]
+    assert kinds.count("FoldedScale") == 2 and not any(isinstance(c, Folded) for c in rcache["caches"])
+    assert not isinstance(cache["caches"][7], Folded)                 # s3 scales columns: not folded
+    np.testing.assert_allclose(out, ref, rtol=tol, atol=tol * np.abs(ref).max())
+    dout = np.random.default_rng(3).standard_normal(out.shape).astype(dtype)
+    for pg in (False, True):
+        dX, grads = m.backward(dout, cache, param_grads=pg)
+        rX, rgrads = sep.backward(dout, rcache, param_grads=pg)
+        np.testing.assert_allclose(dX, rX, rtol=tol, atol=tol * np.abs(rX).max())
+        assert sorted(grads) == sorted(rgrads)
+        for k in rgrads:
+            np.testing.assert_allclose(grads[k], rgrads[k], rtol=tol, atol=tol * (np.abs(rgrads[k]).max() + 1e-30),
+                                       err_msg=k)
+    # a rule naming the Scale sees its own input and output gradient
+    res = {}
+    for mod in (m, sep):
+        calls = []
+
+        def rule(layer, g, c):
+            calls.append((layer.shape, g.copy()))
+            return layer.backward_inputs(g, c)
+        o, c = mod.forward(X)
+        d, _ = mod.backward(dout, c, param_grads=False, rules={Scale: rule})
+        res[mod is m] = (d, calls)
+    np.testing.assert_allclose(res[True][0], res[False][0], rtol=tol, atol=tol * np.abs(res[False][0]).max())
+    assert len(res[True][1]) == len(res[False][1]) == 3
+    for (sa, ga), (sb, gb) in zip(res[True][1], res[False][1]):
+        assert sa == sb
+        np.testing.assert_allclose(ga, gb, rtol=tol, atol=tol * np.abs(gb).max())

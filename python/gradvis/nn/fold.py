@@ -1,4 +1,5 @@
-"""Batch norm folded into the convolution before it, for test-mode passes.
+"""Batch norm and per-channel scales folded into the convolution before them,
+for test-mode passes.
 
 In test mode a BatchNorm2d is an affine map per channel, ``y * s + t`` with
 ``s = gamma / sqrt(running_var + eps)`` and ``t = beta - running_mean * s``. When
@@ -18,6 +19,10 @@ layers' own caches: :meth:`FoldedBatchNorm.unfold` recomputes the
 convolution's output with the original weights and returns both caches, so
 every result is that of the separate layers (up to float rounding of the
 folded weights, about one unit in the last place).
+
+A per-channel :class:`~gradvis.nn.elementwise.Scale` (a (C, 1, 1) or scalar
+constant multiply, as ConvNeXt's layer scale imports) folds the same way, with
+``s = scale`` and ``t = 0`` (:class:`FoldedScale`).
 """
 from __future__ import annotations
 
@@ -25,10 +30,15 @@ import numpy as np
 
 from . import functional as F
 
-__all__ = ["FoldedBatchNorm", "folded_conv_forward"]
+__all__ = ["Folded", "FoldedBatchNorm", "FoldedScale", "folded_conv_forward", "foldable_scale"]
 
 
-class FoldedBatchNorm:
+class Folded:
+    """The cache of a node folded into the convolution before it."""
+    __slots__ = ()
+
+
+class FoldedBatchNorm(Folded):
     """The cache of a batch-norm node folded into the convolution before it."""
     __slots__ = ("conv", "bn", "x", "w", "b", "gamma", "mean", "var")
 
@@ -62,20 +72,72 @@ class FoldedBatchNorm:
         return out, {"gamma": dgamma, "beta": dbeta}
 
 
+class FoldedScale(Folded):
+    """The cache of a per-channel Scale node folded into the convolution before it."""
+    __slots__ = ("conv", "layer", "x", "w", "b", "scale")
+
+    def __init__(self, conv, layer, x, w, b, scale):
+        self.conv, self.layer = conv, layer
+        self.x, self.w, self.b, self.scale = x, w, b, scale
+
+    def unfold(self):
+        """(conv cache, scale cache) as the separate layers' forwards return them;
+        recomputes the convolution's output."""
+        c = self.conv
+        y, conv_cache = F.conv2d_run(self.x, self.w, self.b, (c.stride, c.padding, c.dilation, c.groups), False)
+        _, scale_cache = self.layer.forward([y], {"scale": self.scale}, {}, "test", None)
+        return conv_cache, scale_cache
+
+    def param_grads(self, g, conv_grads):
+        """(the convolution's parameter gradients, the scale's {scale}) from
+        ``conv_grads``, those of the folded convolution for its output gradient
+        ``g``: the original weights' are the folded ones' times the scale per
+        output channel; the scale's needs the convolution's own output, recomputed."""
+        s = _channel_values(self.scale, g.shape[1]).astype(g.dtype)
+        out = {"weight": conv_grads["weight"] * s[:, None, None, None]}
+        if "bias" in conv_grads:
+            out["bias"] = conv_grads["bias"] * s
+        _, scale_cache = self.unfold()
+        return out, self.layer.backward_params(g, scale_cache)
+
+
+def foldable_scale(layer, channels):
+    """Whether a Scale layer multiplies a (N, channels, H, W) tensor by one value
+    per channel (shape (channels, 1, 1)) or by one value for all (a shape of ones)."""
+    shape = tuple(layer.shape)
+    if all(v == 1 for v in shape):
+        return True
+    return len(shape) == 3 and shape[0] == channels and shape[1:] == (1, 1)
+
+
+def _channel_values(scale, channels):
+    """A foldable Scale's values, one per channel, float64."""
+    s = np.asarray(scale, np.float64).reshape(-1)
+    return np.broadcast_to(s, (channels,)) if s.size == 1 else s
+
+
 def folded_conv_forward(model, i, x, relu):
-    """Node i (a Conv2d) and node i + 1 (its BatchNorm2d) in one convolution:
-    (out, conv cache, the batch-norm node's cache)."""
-    node, bn = model.nodes[i], model.nodes[i + 1]
+    """Node i (a Conv2d) and node i + 1 (its BatchNorm2d or per-channel Scale) in
+    one convolution: (out, conv cache, the second node's cache)."""
+    node, second = model.nodes[i], model.nodes[i + 1]
     x = F.float_array(x, "x")
     dt = x.dtype
     w = model.params[f"{node.name}.weight"]
     b = model.params.get(f"{node.name}.bias")
-    gamma, beta = model.params[f"{bn.name}.gamma"], model.params[f"{bn.name}.beta"]
-    mean, var = model.buffers[f"{bn.name}.running_mean"], model.buffers[f"{bn.name}.running_var"]
-    s = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + bn.layer.eps)
-    t = beta.astype(np.float64) - mean.astype(np.float64) * s
-    if b is not None:
-        t += b.astype(np.float64) * s
+    if second.layer.type == "Scale":
+        scale = model.params[f"{second.name}.scale"]
+        s = _channel_values(scale, w.shape[0])
+        t = np.zeros(w.shape[0]) if b is None else b.astype(np.float64) * s
+        folded = FoldedScale(node.layer, second.layer, x, w, b, scale)
+    else:
+        bn = second
+        gamma, beta = model.params[f"{bn.name}.gamma"], model.params[f"{bn.name}.beta"]
+        mean, var = model.buffers[f"{bn.name}.running_mean"], model.buffers[f"{bn.name}.running_var"]
+        s = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + bn.layer.eps)
+        t = beta.astype(np.float64) - mean.astype(np.float64) * s
+        if b is not None:
+            t += b.astype(np.float64) * s
+        folded = FoldedBatchNorm(node.layer, bn.layer, x, w, b, gamma, mean, var)
     bufs = model.__dict__.setdefault("_folded", {})
     key = (node.name, dt.str)
     wf = bufs.get(key)
@@ -83,4 +145,4 @@ def folded_conv_forward(model, i, x, relu):
         wf = bufs[key] = np.empty(w.shape, dt)
     np.multiply(w, s.astype(dt)[:, None, None, None], out=wf)
     out, cache = node.layer.forward([x], {"weight": wf, "bias": t.astype(dt)}, {}, "test", None, relu=relu)
-    return out, cache, FoldedBatchNorm(node.layer, bn.layer, x, w, b, gamma, mean, var)
+    return out, cache, folded

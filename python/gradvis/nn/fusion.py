@@ -8,7 +8,8 @@ meaning and results are those of the separate layers:
 - a ReLU applied by the Conv2d or batch norm before it (its kernel's relu flag);
 - a ReLU6 / Clip, HardSwish or SiLU applied by the Conv2d before it
   (:meth:`Conv2d.forward_act`);
-- in test mode, a BatchNorm2d folded into the Conv2d before it (nn/fold.py);
+- in test mode, a BatchNorm2d or a per-channel Scale folded into the Conv2d
+  before it (nn/fold.py);
 - backward: the gradient of a ReLU, ReLU6 or Clip applied by the input-gradient
   kernel of the Conv2d that reads it (:meth:`Conv2d.backward_inputs_act`; the
   mask reads the activation's output, which is the convolution's input), the
@@ -20,6 +21,8 @@ from collections import Counter
 
 from .activation import ReLU
 from .conv import Conv2d, fusible_act
+from .elementwise import Scale
+from .fold import foldable_scale
 from .norm import BatchNorm2d
 
 __all__ = ["readers", "relu_fusions", "act_fusions", "batchnorm_folds", "backward_masks"]
@@ -63,10 +66,11 @@ def act_fusions(nodes, s, e, needed, outputs):
 
 
 def batchnorm_folds(nodes, s, e, needed, outputs):
-    """Indices i of Conv2d nodes whose batch norm (node i + 1, a BatchNorm2d) is
-    folded into them in test mode."""
+    """Indices i of Conv2d nodes whose batch norm (node i + 1, a BatchNorm2d) or
+    per-channel Scale is folded into them in test mode."""
     return {i for i, node, nxt in _pairs(nodes, s, e, needed, outputs)
-            if type(node.layer) is Conv2d and type(nxt.layer) is BatchNorm2d}
+            if type(node.layer) is Conv2d and (type(nxt.layer) is BatchNorm2d or (
+                type(nxt.layer) is Scale and foldable_scale(nxt.layer, node.layer.out_channels)))}
 
 
 def _mask(layer):

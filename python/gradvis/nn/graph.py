@@ -36,7 +36,7 @@ from .. import _checks
 from .conv import Conv2d, fused_act_cache
 from .fileformat import save_model
 from . import fusion
-from .fold import FoldedBatchNorm, folded_conv_forward
+from .fold import Folded, folded_conv_forward
 from .linear import Linear
 from .losses import softmax_cross_entropy
 from .module import INPUT, Layer, LayerNotFoundError
@@ -610,10 +610,10 @@ class Model:
             need_inputs = input_grad or any(t != cache["bound"] for t in node.inputs)
             rule = None if not rules else rules.get(node.name, rules.get(type(node.layer)))
             targets = node.inputs
-            folded = folds.pop(i, None)       # this convolution applied the batch norm after it
+            folded = folds.pop(i, None)       # this convolution applied the batch norm (or scale) after it
             if i in unfolded:
                 c = unfolded.pop(i)
-            elif isinstance(c, FoldedBatchNorm):   # its gradient is the folded convolution's
+            elif isinstance(c, Folded):   # its gradient is the folded convolution's
                 conv = self.nodes[i - 1]
                 if rule is None and not (rules and (conv.name in rules or type(conv.layer) in rules)):
                     accumulate(conv.name, g)

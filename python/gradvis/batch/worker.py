@@ -61,6 +61,11 @@ class ModelPlugin(WorkerPlugin):
         self.threads = threads
 
     def setup(self, worker):
+        # what writing a chunk imports (Zarr's codecs, Parquet), loaded with the
+        # worker rather than inside its first chunk
+        import pyarrow.parquet  # noqa: F401
+        import zarr  # noqa: F401
+        import zarr.codecs  # noqa: F401
         n = self.threads.get(host_of(worker.address))
         if n is None:
             n = max(1, local_cores() // max(1, worker.state.nthreads))

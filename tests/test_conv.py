@@ -277,6 +277,9 @@ POINTWISE = [
     ((5, 40, 11, 13), (70, 40, 1, 1)),     # 143-pixel planes, chunks across images
     ((2, 520, 3, 3), (9, 520, 1, 1)),      # three K blocks, a 9-pixel map
     ((1, 96, 56, 56), (40, 96, 1, 1)),     # many chunks in one image
+    ((1, 960, 1, 1), (240, 960, 1, 1)),    # 1x1 maps at batch <= 4: vector products
+    ((4, 37, 1, 1), (19, 37, 1, 1)),
+    ((5, 37, 1, 1), (19, 37, 1, 1)),       # batch 5: the gemm again
 ]
 
 

@@ -22,8 +22,9 @@ CASES = [
     ((2, 40, 7, 7), (40, 1, 3, 3), 1, 1, 40, "auto"),
     ((1, 12, 15, 13), (12, 1, 5, 5), 2, 2, 12, "auto"),
     ((2, 16, 8, 8), (32, 4, 3, 3), 1, 1, 4, "auto"),
+    ((3, 48, 1, 1), (20, 48, 1, 1), 1, 0, 1, "auto"),
 ]
-IDS = ["implicit", "winograd", "1x1", "col2im-s2", "rgb", "dw-lanes", "dw-plane-s2", "grouped"]
+IDS = ["implicit", "winograd", "1x1", "col2im-s2", "rgb", "dw-lanes", "dw-plane-s2", "grouped", "1x1-vector"]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

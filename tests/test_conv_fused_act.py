@@ -22,8 +22,10 @@ CASES = [
     ((1, 10, 7, 7), (10, 1, 5, 5), 2, 2, 10, "auto"),
     ((1, 16, 1, 1), (16, 1, 3, 3), 1, 1, 16, "auto"),
     ((2, 16, 9, 9), (16, 4, 3, 3), 1, 1, 4, "auto"),
+    ((3, 48, 1, 1), (20, 48, 1, 1), 0, 1, 1, "auto"),
 ]
-IDS = ["gemm", "1x1", "winograd", "panel", "depthwise", "depthwise_s2", "depthwise_1x1image", "grouped"]
+IDS = ["gemm", "1x1", "winograd", "panel", "depthwise", "depthwise_s2", "depthwise_1x1image", "grouped",
+       "1x1_vector"]
 # (activation, lo, hi, the separate layer's forward)
 ACTS = [
     ("relu", 0.0, 0.0, lambda a: _core.relu_forward(a)),

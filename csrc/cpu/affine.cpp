@@ -8,7 +8,7 @@ namespace gradvis {
 
 namespace {
 
-constexpr index_t kFewRows = 4;
+constexpr index_t kFewRows = kAffineFewRows;
 
 // out (N,M) = x w (+ b) for N <= kFewRows: the columns split over threads, each
 // thread streaming its slice of every row of w once (the sums over d run in
@@ -45,11 +45,32 @@ void few_rows_forward(T* out, const T* x, const T* w, const T* b, index_t N, ind
   });
 }
 
-// dx (N,D) = dout w^T for N <= kFewRows: one dot product per row of w and image.
+// dx (N,D) = dout w^T for N <= kFewRows: one dot product per row of w and image,
+// four rows at a time (four independent sums: one would wait on its own additions).
 template <class T>
 void few_rows_backward_input(T* dx, const T* dout, const T* w, index_t N, index_t D, index_t M) {
-  parallel_chunks(D, [&](index_t d0, index_t d1, int) {
-    for (index_t d = d0; d < d1; ++d) {
+  // Threads take whole groups of four rows, so that how a row is summed does not
+  // depend on the thread count.
+  parallel_chunks((D + 3) / 4, [&](index_t q0, index_t q1, int) {
+    const index_t d1 = std::min(D, q1 * 4);
+    index_t d = q0 * 4;
+    for (; d + 4 <= d1; d += 4) {
+      const T *r0 = w + d * M, *r1 = r0 + M, *r2 = r1 + M, *r3 = r2 + M;
+      for (index_t n = 0; n < N; ++n) {
+        const T* g = dout + n * M;
+        T s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+#pragma omp simd reduction(+ : s0, s1, s2, s3)
+        for (index_t m = 0; m < M; ++m) {
+          s0 += g[m] * r0[m];
+          s1 += g[m] * r1[m];
+          s2 += g[m] * r2[m];
+          s3 += g[m] * r3[m];
+        }
+        T* o = dx + n * D + d;
+        o[0] = s0, o[1] = s1, o[2] = s2, o[3] = s3;
+      }
+    }
+    for (; d < d1; ++d) {
       const T* row = w + d * M;
       for (index_t n = 0; n < N; ++n) {
         const T* g = dout + n * M;
@@ -94,6 +115,19 @@ void affine_backward_cpu(T* dx, T* dw, T* db, const T* dout, const T* x, const T
       }
     });
 }
+
+template <class T>
+void affine_rows_forward_cpu(T* out, const T* x, const T* w, index_t N, index_t D, index_t M) {
+  few_rows_forward<T>(out, x, w, nullptr, N, D, M);
+}
+template <class T>
+void affine_rows_dot_cpu(T* out, const T* x, const T* w, index_t N, index_t D, index_t M) {
+  few_rows_backward_input<T>(out, x, w, N, D, M);
+}
+template void affine_rows_forward_cpu<float>(float*, const float*, const float*, index_t, index_t, index_t);
+template void affine_rows_forward_cpu<double>(double*, const double*, const double*, index_t, index_t, index_t);
+template void affine_rows_dot_cpu<float>(float*, const float*, const float*, index_t, index_t, index_t);
+template void affine_rows_dot_cpu<double>(double*, const double*, const double*, index_t, index_t, index_t);
 
 template void affine_forward_cpu<float>(float*, const float*, const float*, const float*, index_t, index_t, index_t);
 template void affine_forward_cpu<double>(double*, const double*, const double*, const double*, index_t, index_t, index_t);

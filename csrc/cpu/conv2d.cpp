@@ -15,6 +15,7 @@
 #include <stdexcept>
 
 #include "cpu/conv2d_implicit.h"
+#include "ops/affine.h"
 #include "cpu/conv_depthwise.h"
 #include "cpu/conv_epilogue.h"
 #include "cpu/conv_winograd.h"
@@ -71,11 +72,37 @@ void forward_any(T* out, const T* x, const T* w, const T* b, const Conv2dShape& 
   conv_detail::implicit_forward(out, x, w, b, s, flipped, relu, act, pre);
 }
 
+// A 1x1 convolution of 1x1 maps at a batch of at most 4 (the squeeze-and-excitation
+// layers of MobileNetV3, EfficientNet, RegNetY): a product of a few vectors with
+// the (F, C) weights, which the gemm would compute in tiles of 32 columns with
+// one used.
+inline bool is_vector_product(const Conv2dShape& s) {
+  const auto& p = s.p;
+  return s.H == 1 && s.W == 1 && s.OH == 1 && s.OW == 1 && s.KH == 1 && s.KW == 1 && p.groups == 1 &&
+         s.N <= kAffineFewRows && p.pad_top == 0 && p.pad_bottom == 0 && p.pad_left == 0 && p.pad_right == 0;
+}
+
+// out (N, F) = x (N, C) w^T + b, then relu or act (its input kept in pre).
+template <class T>
+void vector_forward(T* out, const T* x, const T* w, const T* b, const Conv2dShape& s, bool relu,
+                    const ConvAct* act = nullptr, T* pre = nullptr) {
+  affine_rows_dot_cpu<T>(out, x, w, s.N, s.F, s.C);
+  for (index_t n = 0; n < s.N; ++n) {
+    T* o = out + n * s.F;
+    if (b)
+      for (index_t f = 0; f < s.F; ++f) o[f] += b[f];
+    if (relu)
+      for (index_t f = 0; f < s.F; ++f) o[f] = o[f] < T(0) ? T(0) : o[f];
+    if (act) conv_detail::apply_act(o, pre ? pre + n * s.F : nullptr, s.F, *act);
+  }
+}
+
 }  // namespace
 
 template <class T>
 void conv2d_forward_cpu(T* out, const T* x, const T* w, const T* b, const Conv2dShape& s, bool relu) {
   const TeamCap cap(conv_threads(s));
+  if (is_vector_product(s)) return vector_forward(out, x, w, b, s, relu);
   if (conv_detail::is_direct_grouped(s)) return conv_detail::depthwise_forward(out, x, w, b, s, relu);
   forward_any(out, x, w, b, s, false, relu);
 }
@@ -86,6 +113,7 @@ void conv2d_forward_act_cpu(T* out, T* pre, const T* x, const T* w, const T* b, 
   if (!pre && (act.kind == ConvAct::none || act.kind == ConvAct::relu))
     return conv2d_forward_cpu(out, x, w, b, s, act.kind == ConvAct::relu);
   const TeamCap cap(conv_threads(s));
+  if (is_vector_product(s)) return vector_forward(out, x, w, b, s, false, &act, pre);
   if (conv_detail::is_direct_grouped(s)) return conv_detail::depthwise_forward(out, x, w, b, s, false, &act, pre);
   forward_any(out, x, w, b, s, false, false, &act, pre);
 }
@@ -96,6 +124,11 @@ namespace {
 template <class T>
 void backward_input_any(T* dx, const T* dout, const T* w, const Conv2dShape& s, const ConvAct* act, const T* ref) {
   const TeamCap cap(conv_threads(s));
+  if (is_vector_product(s)) {  // dx (N, C) = dout (N, F) w (F, C), masked
+    affine_rows_forward_cpu<T>(dx, dout, w, s.N, s.F, s.C);
+    if (act) conv_detail::apply_act(dx, const_cast<T*>(ref), s.N * s.C, *act);
+    return;
+  }
   if (conv_detail::is_direct_grouped(s)) return conv_detail::depthwise_backward_input(dx, dout, w, s, act, ref);
   const auto& p = s.p;
   const index_t eh = p.dilation_h * (s.KH - 1), ew = p.dilation_w * (s.KW - 1);

@@ -163,13 +163,9 @@ ConvAct parse_act(const char* fn, const std::string& name, double lo, double hi)
     a.kind = ConvAct::hardswish;
   else if (name == "silu")
     a.kind = ConvAct::silu;
-  else if (name == "gelu")
-    a.kind = ConvAct::gelu;
-  else if (name == "gelu_tanh")
-    a.kind = ConvAct::gelu_tanh;
   else
-    throw py::value_error(cat(fn, ": activation must be 'none', 'relu', 'clamp', 'hardswish', 'silu', 'gelu' or "
-                              "'gelu_tanh', got '", name, "'"));
+    throw py::value_error(cat(fn, ": activation must be 'none', 'relu', 'clamp', 'hardswish' or 'silu', got '",
+                              name, "'"));
   if (a.kind == ConvAct::clamp) {
     if (std::isnan(lo) || std::isnan(hi) || !(lo <= hi))
       throw py::value_error(cat(fn, ": lo (", lo, ") and hi (", hi, ") must be numbers with lo <= hi"));
@@ -320,8 +316,7 @@ void register_conv2d(py::module_& m) {
       py::arg("hi") = 0.0, py::arg("return_pre") = false,
       "conv2d_forward followed by an activation applied as the output is written.\n\n"
       "activation: 'none', 'relu', 'clamp' (to [lo, hi]; ReLU6 is 0, 6), 'hardswish' (x * clamp(x + 3, 0, 6) / 6)\n"
-      "'silu' (x / (1 + exp(-x))), 'gelu' (x * Phi(x)) or 'gelu_tanh' (GELU's tanh form), the same values as\n"
-      "the separate activation.\n"
+      "or 'silu' (x / (1 + exp(-x))), the same values as the separate activation.\n"
       "Returns out (N, F, OH, OW), or (out, pre) with return_pre, pre = conv + b (the activation's input).");
   m.def(
       "conv2d_backward_input",

@@ -51,7 +51,7 @@ void forward_any(T* out, const T* x, const T* w, const T* b, const Conv2dShape& 
     if (const auto c = conv_detail::winograd_choice(s); c && act) {
       forward_any(out, x, w, b, s, flipped, false);  // the same Winograd call, then the activation
       const index_t planes = s.N * s.F, OHW = s.OH * s.OW;
-      const double work = double(planes) * double(OHW) * (act->kind == ConvAct::silu || act->kind == ConvAct::gelu || act->kind == ConvAct::gelu_tanh ? 16.0 : 1.0);
+      const double work = double(planes) * double(OHW) * (act->kind == ConvAct::silu ? 16.0 : 1.0);
       return parallel_for_nt(grain_threads(work, kConvGrain / 8, planes), planes, [&](index_t i) {
         conv_detail::apply_act(out + i * OHW, pre ? pre + i * OHW : nullptr, OHW, *act);
       });

@@ -80,10 +80,6 @@ inline void mask_inplace(T* __restrict o, const T* __restrict ref, index_t n, co
 template <class T>
 inline void apply_act(T* __restrict o, T* __restrict pre, index_t n, const ConvAct& a) {
   if (a.kind == ConvAct::mask_pos || a.kind == ConvAct::mask_range) return mask_inplace(o, pre, n, a);
-  if (a.kind == ConvAct::gelu || a.kind == ConvAct::gelu_tanh) {  // the GELU layer's own body
-    if (pre) std::memcpy(pre, o, sizeof(T) * std::size_t(n));
-    return gelu_forward_serial<T>(o, o, a.kind == ConvAct::gelu_tanh, n);
-  }
   if constexpr (sizeof(T) == 4) {
     if (a.kind == ConvAct::silu) return silu_inplace_f32(o, pre, n);
     if (a.kind == ConvAct::hardswish) return hardswish_inplace_f32(o, pre, n);
@@ -94,8 +90,6 @@ inline void apply_act(T* __restrict o, T* __restrict pre, index_t n, const ConvA
     case ConvAct::none:
     case ConvAct::mask_pos:    // handled above
     case ConvAct::mask_range:
-    case ConvAct::gelu:
-    case ConvAct::gelu_tanh:
       break;
     case ConvAct::relu:
       for (index_t i = 0; i < n; ++i) o[i] = o[i] < T(0) ? T(0) : o[i];

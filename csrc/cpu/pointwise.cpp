@@ -110,27 +110,23 @@ constexpr double kTanhC = 0.044715;
 
 // float32: the vector loops; float64: the C library, one element at a time.
 template <>
-void gelu_forward_serial<float>(float* out, const float* x, bool tanh_form, index_t n) {
-  (tanh_form ? kernels().gelu_tanh_f : kernels().gelu_f)(out, x, n);
+void gelu_forward_cpu<float>(float* out, const float* x, bool tanh_form, index_t n) {
+  const auto f = tanh_form ? kernels().gelu_tanh_f : kernels().gelu_f;
+  split(n, kMathGrain, [&](index_t b, index_t e) { f(out + b, x + b, e - b); });
 }
 template <>
-void gelu_forward_serial<double>(double* out, const double* x, bool tanh_form, index_t n) {
-  if (tanh_form) {
-    for (index_t i = 0; i < n; ++i) {   // 0.5 v (1 + tanh u) = v sigmoid(2u)
-      const double v = x[i];
-      out[i] = v / (1.0 + std::exp(-2.0 * kTanhK * (v + kTanhC * v * v * v)));
+void gelu_forward_cpu<double>(double* out, const double* x, bool tanh_form, index_t n) {
+  split(n, kMathGrain, [&](index_t b, index_t e) {
+    if (tanh_form) {
+      for (index_t i = b; i < e; ++i) {   // 0.5 v (1 + tanh u) = v sigmoid(2u)
+        const double v = x[i];
+        out[i] = v / (1.0 + std::exp(-2.0 * kTanhK * (v + kTanhC * v * v * v)));
+      }
+    } else {
+      for (index_t i = b; i < e; ++i) out[i] = x[i] * (0.5 * std::erfc(-x[i] * kInvSqrt2));
     }
-  } else {
-    for (index_t i = 0; i < n; ++i) out[i] = x[i] * (0.5 * std::erfc(-x[i] * kInvSqrt2));
-  }
+  });
 }
-
-template <class T>
-void gelu_forward_cpu(T* out, const T* x, bool tanh_form, index_t n) {
-  split(n, kMathGrain, [&](index_t b, index_t e) { gelu_forward_serial<T>(out + b, x + b, tanh_form, e - b); });
-}
-template void gelu_forward_cpu<float>(float*, const float*, bool, index_t);
-template void gelu_forward_cpu<double>(double*, const double*, bool, index_t);
 
 template <>
 void gelu_backward_cpu<float>(float* dx, const float* dout, const float* x, bool tanh_form, index_t n) {

@@ -75,8 +75,7 @@ void conv2d_forward_cpu(T* out, const T* x, const T* w, const T* b, const Conv2d
 // pre) is > 0 (ReLU), or within (lo, hi) (clamp), and write 0 elsewhere: the
 // selections of relu_backward_cpu and clamp_backward_cpu.
 struct ConvAct {
-  enum Kind { none = 0, relu = 1, clamp = 2, hardswish = 3, silu = 4, mask_pos = 5, mask_range = 6, gelu = 7,
-              gelu_tanh = 8 };
+  enum Kind { none = 0, relu = 1, clamp = 2, hardswish = 3, silu = 4, mask_pos = 5, mask_range = 6 };
   Kind kind = none;
   double lo = 0, hi = 0;  // clamp's bounds
 };

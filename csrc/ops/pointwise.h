@@ -15,8 +15,6 @@ namespace gradvis {
 template <class T> void gelu_forward_cpu(T* out, const T* x, bool tanh_form, index_t n);
 // dx = dout * d/dx gelu(x), from the input x.
 template <class T> void gelu_backward_cpu(T* dx, const T* dout, const T* x, bool tanh_form, index_t n);
-// gelu_forward_cpu's body, serial over [0, n) (the convolutions' epilogue).
-template <class T> void gelu_forward_serial(T* out, const T* x, bool tanh_form, index_t n);
 // erf(x); the backward: dx = dout * 2/sqrt(pi) exp(-x^2).
 template <class T> void erf_forward_cpu(T* out, const T* x, index_t n);
 template <class T> void erf_backward_cpu(T* dx, const T* dout, const T* x, index_t n);

@@ -11,7 +11,6 @@ from .activation import HardSwish, ReLU6, SiLU
 from .elementwise import Clip
 from .geometry import pad4, pair
 from .module import Layer
-from .pointwise import GELU
 
 __all__ = ["Conv2d", "fusible_act", "fused_act_cache"]
 
@@ -23,7 +22,7 @@ class Conv2d(Layer):
     'same' output size for odd kernels: pad = dilation * (k - 1) // 2).
     """
     fuses_relu = True
-    fuses_activations = True   # forward_act: ReLU6 / Clip, HardSwish, SiLU, GELU as the output is written
+    fuses_activations = True   # forward_act: ReLU6 / Clip, HardSwish, SiLU as the output is written
     type = "Conv2d"
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
@@ -101,12 +100,11 @@ class Conv2d(Layer):
     def forward_act(self, inputs, params, act):
         """The convolution followed by the activation ``act`` in one pass.
 
-        act: ``("clamp", lo, hi)`` (ReLU6 is (0, 6)), ``("hardswish",)``,
-        ``("silu",)``, ``("gelu",)`` or ``("gelu_tanh",)``, the same values as the
-        separate layer's. Returns ``(out, pre, cache)``: out = act(conv(x)) (N, F,
-        OH, OW); pre = conv(x), the activation's input, for the activations whose
-        backward reads it (all but the clamp), else None; cache: this layer's, as
-        :meth:`forward` returns it.
+        act: ``("clamp", lo, hi)`` (ReLU6 is (0, 6)), ``("hardswish",)`` or
+        ``("silu",)``, the same values as the separate layer's. Returns
+        ``(out, pre, cache)``: out = act(conv(x)) (N, F, OH, OW); pre = conv(x), the
+        activation's input, for the activations whose backward reads it (HardSwish,
+        SiLU), else None; cache: this layer's, as :meth:`forward` returns it.
         """
         x = inputs[0]
         self.output_shape([x.shape[1:]] if x.ndim == 4 else [x.shape])
@@ -115,7 +113,7 @@ class Conv2d(Layer):
         b = F._like(params.get("bias"), x.dtype, "b")
         kind = act[0]
         lo, hi = (act[1], act[2]) if kind == "clamp" else (0.0, 0.0)
-        need_pre = kind != "clamp"
+        need_pre = kind in ("hardswish", "silu")
         res = _core.conv2d_forward_act(x, w, b, self.stride, self.padding, self.dilation, self.groups,
                                        kind, lo, hi, need_pre)
         out, pre = res if need_pre else (res, None)
@@ -143,7 +141,7 @@ _F32_MAX = float(np.finfo(np.float32).max)
 
 def fusible_act(layer):
     """The activation spec Conv2d.forward_act takes for this layer (ReLU6, Clip,
-    HardSwish, SiLU, GELU), or None (ReLU has its own fusion)."""
+    HardSwish, SiLU), or None (ReLU has its own fusion)."""
     t = type(layer)
     if t is ReLU6:
         return ("clamp", 0.0, 6.0)
@@ -153,15 +151,13 @@ def fusible_act(layer):
         return ("hardswish",)
     if t is SiLU:
         return ("silu",)
-    if t is GELU:
-        return ("gelu_tanh",) if layer.approximate == "tanh" else ("gelu",)
     return None
 
 
 def fused_act_cache(act, out, pre):
     """The cache a fused activation's backward gets, as its own forward returns it:
     clamp's (x, lo, hi) with the output for x (lo < out < hi exactly where lo < x <
-    hi, the only place the gradient passes), HardSwish's, SiLU's and GELU's input."""
+    hi, the only place the gradient passes), HardSwish's and SiLU's input."""
     if act[0] == "clamp":
         return (out, act[1], act[2])
     return pre

@@ -194,3 +194,30 @@ def test_per_channel_scales_fold_like_batch_norm(dtype, tol):
     for (sa, ga), (sb, gb) in zip(res[True][1], res[False][1]):
         assert sa == sb
         np.testing.assert_allclose(ga, gb, rtol=tol, atol=tol * np.abs(gb).max())
+
+
+@pytest.mark.parametrize("n,folded", [(1, False), (160, True)])
+def test_weights_larger_than_the_output_are_not_folded(n, folded):
+    """Folding rescales the weights on every pass: it is used only while they are no
+    larger than the convolution's output (36,864 weights against 256 values per image)."""
+    m = Model(input_shape=(64, 2, 2), seed=0)
+    m.add("c", Conv2d(64, 64, 3, padding=1)).add("b", BatchNorm2d(64)).add("r", ReLU())
+    m.add("s", Conv2d(64, 64, 3, padding=1)).add("k", Scale((64, 1, 1)))
+    m.add("gap", GlobalAvgPool()).add("flat", Flatten()).add("fc", Linear(64, 3))
+    m.init_params(seed=0, dtype=np.float64)
+    rng = np.random.default_rng(1)
+    m.buffers["b.running_var"][...] = rng.uniform(0.5, 2.0, 64)
+    m.params["k.scale"][...] = rng.uniform(0.5, 1.5, (64, 1, 1))
+    sep = m.copy()
+    sep.fold_batchnorm = False
+    X = rng.standard_normal((n, 64, 2, 2))
+    out, cache = m.forward(X)
+    ref, rcache = sep.forward(X)
+    assert sum(isinstance(c, Folded) for c in cache["caches"]) == (2 if folded else 0)
+    np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12)
+    dout = rng.standard_normal(out.shape)
+    dX, grads = m.backward(dout, cache)
+    rX, rgrads = sep.backward(dout, rcache)
+    np.testing.assert_allclose(dX, rX, rtol=1e-11, atol=1e-12)
+    for k in rgrads:
+        np.testing.assert_allclose(grads[k], rgrads[k], rtol=1e-10, atol=1e-12, err_msg=k)

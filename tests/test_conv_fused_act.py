@@ -126,6 +126,7 @@ def test_model_fusion_equals_unfused(act):
     out, cache = m.forward(X)
     ref, rcache = unfused.forward(X)
     np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(m.forward(X, cache=False)[0], out)   # no pre-activation written
     dout = np.random.default_rng(2).standard_normal(out.shape).astype(np.float32)
     dx, grads = m.backward(dout, cache)
     rdx, rgrads = unfused.backward(dout, rcache)

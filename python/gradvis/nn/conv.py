@@ -97,14 +97,16 @@ class Conv2d(Layer):
         return F.conv2d_run(x, params["weight"], params.get("bias"),
                            (self.stride, self.padding, self.dilation, self.groups), relu)
 
-    def forward_act(self, inputs, params, act):
+    def forward_act(self, inputs, params, act, keep_pre=True):
         """The convolution followed by the activation ``act`` in one pass.
 
         act: ``("clamp", lo, hi)`` (ReLU6 is (0, 6)), ``("hardswish",)`` or
         ``("silu",)``, the same values as the separate layer's. Returns
         ``(out, pre, cache)``: out = act(conv(x)) (N, F, OH, OW); pre = conv(x), the
         activation's input, for the activations whose backward reads it (HardSwish,
-        SiLU), else None; cache: this layer's, as :meth:`forward` returns it.
+        SiLU), else None (also when ``keep_pre`` is False: a pass that keeps nothing
+        for a backward pass does not write it); cache: this layer's, as
+        :meth:`forward` returns it.
         """
         x = inputs[0]
         self.output_shape([x.shape[1:]] if x.ndim == 4 else [x.shape])
@@ -113,7 +115,7 @@ class Conv2d(Layer):
         b = F._like(params.get("bias"), x.dtype, "b")
         kind = act[0]
         lo, hi = (act[1], act[2]) if kind == "clamp" else (0.0, 0.0)
-        need_pre = kind in ("hardswish", "silu")
+        need_pre = keep_pre and kind in ("hardswish", "silu")
         res = _core.conv2d_forward_act(x, w, b, self.stride, self.padding, self.dilation, self.groups,
                                        kind, lo, hi, need_pre)
         out, pre = res if need_pre else (res, None)

@@ -464,7 +464,7 @@ class Model:
                 if i in folds:
                     out, cache, act_caches[i + 1] = folded_conv_forward(self, i, ins[0], i + 1 in fused)
                 elif i in fused and fused[i] is not None:
-                    out, pre, cache = node.layer.forward_act(ins, params, fused[i])
+                    out, pre, cache = node.layer.forward_act(ins, params, fused[i], keep_pre=cache_on)
                     act_caches[i + 1] = fused_act_cache(fused[i], out, pre)
                 elif i in fused:
                     out, cache = node.layer.forward(ins, params, buffers, mode, rng, relu=True)

@@ -23,6 +23,10 @@ folded weights, about one unit in the last place).
 A per-channel :class:`~gradvis.nn.elementwise.Scale` (a (C, 1, 1) or scalar
 constant multiply, as ConvNeXt's layer scale imports) folds the same way, with
 ``s = scale`` and ``t = 0`` (:class:`FoldedScale`).
+
+A pass folds a pair only while the weights are no larger than the convolution's
+output (:func:`folded_conv_forward`); otherwise the two layers run one after the
+other, with their own caches.
 """
 from __future__ import annotations
 

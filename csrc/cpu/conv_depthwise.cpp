@@ -9,6 +9,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "cpu/conv2d_pack.h"
 #include "cpu/conv_depthwise.h"
 #include "cpu/conv_epilogue.h"
 #include "cpu/gemm_kernels.h"

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "cpu/conv2d_pack.h"
 #include "cpu/conv_depthwise.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))

@@ -41,6 +41,10 @@ CASES = [
     (1, 3, 3, 3, 1, 7, 1, 3, 1),                  # kernel wider than the map
     # small maps, 8 or more channels: the channels-in-lanes forward path
     (2, 20, 7, 7, 1, 3, 1, 1, 1),                 # a partial block of channels
+    (2, 24, 7, 7, 1, 7, 1, 3, 1),                 # 7x7 on 7x7: blocks of 4 + 3 rows sharing inputs
+    (1, 17, 14, 14, 1, 5, 1, 2, 1),               # 5x5 on 14x14, 1 channel in the last block
+    (3, 16, 6, 9, 1, 3, 1, 0, 1),                 # no padding: smaller output than input
+    (1, 8, 5, 5, 1, 3, 1, (2, 0, 1, 1), 1),       # uneven padding
     (1, 9, 9, 11, 1, 5, 2, 2, 1),                 # stride 2, odd sizes
     (1, 16, 6, 5, 1, 3, 1, 2, 2),                 # dilation 2
     (1, 12, 3, 4, 1, 3, 2, (4, 0, 1, 5), 1),      # padding wider than the kernel, uneven

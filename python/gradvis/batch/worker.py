@@ -133,17 +133,19 @@ def run_chunk(store_dir, method, options, key, payload, k, lo, paths, labels, ta
         start = stop
         if sel.size == 0:
             continue
+        if sel[-1] - sel[0] + 1 == sel.size:   # every image of the block read: views, not copies
+            sel = slice(int(sel[0]), int(sel[-1]) + 1)
         bid = ids[sel]
         choose = choose_classes(target, bid, labels[sel], seed, model.num_classes)
         seeds = [image_seed(seed, i) for i in bid] if method.seeded else None
         scores, y, outs, r = method.call_scored(X[sel], choose, model, options, seeds)
         pred[sel] = scores.argmax(axis=1)
-        score[sel] = softmax(scores)[np.arange(sel.size), pred[sel]]
+        score[sel] = softmax(scores)[np.arange(len(scores)), pred[sel]]
         chosen[sel] = y
         for o, a in zip(method.outputs, outs):
             arrays[o.name][sel] = a
         for c in method.report:
-            for j, v in zip(sel, r[c].tolist()):
+            for j, v in zip(range(sel.start, sel.stop) if isinstance(sel, slice) else sel, r[c].tolist()):
                 rep[c][j] = v
     rows = {"id": ids, "path": [str(p) for p in paths], "label": labels, "prediction": pred, "score": score, "target": chosen,
             "status": ["ok" if o else "failed" for o in ok], "error": [e or None for e in errors],

@@ -270,7 +270,7 @@ void forward_tiled(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* out
   team_run(nt, [&](index_t t, index_t nth) {
     trap.run([&] {
       for (index_t i = a_slivers * t / nth; i < a_slivers * (t + 1) / nth; ++i) pack_a(i);
-      if (split) build_split(xs, x, s, sp, s.N * t / nth, s.N * (t + 1) / nth);
+      if (split) build_split(xs, x, s, sp, s.N * s.C * sp.Hp * t / nth, s.N * s.C * sp.Hp * (t + 1) / nth);
     });
     if (!direct || split) team_barrier();
     trap.run([&] {
@@ -402,7 +402,7 @@ void backward_weight_tiled(ukernel_fn<T> kern, T* dw, T* db, const T* dout, cons
     team_run(nt, [&](index_t t, index_t nth) {
       T* C = t == 0 ? dw : parts + std::size_t(t - 1) * std::size_t(wsize);
       if (split) {
-        trap.run([&] { build_split(xs, x, s, sp, s.N * t / nth, s.N * (t + 1) / nth); });
+        trap.run([&] { build_split(xs, x, s, sp, s.N * s.C * sp.Hp * t / nth, s.N * s.C * sp.Hp * (t + 1) / nth); });
         team_barrier();
       }
       trap.run([&] {

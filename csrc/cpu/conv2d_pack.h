@@ -350,22 +350,20 @@ inline std::vector<index_t> split_roff(const Conv2dShape& s, const Split& sp, in
   return roff;
 }
 
-// split rows of images [n0, n1), all channels.
+// rows [u0, u1) of the split image, row u = (n * C + c) * Hp + r (threads split the rows:
+// at batch 1 a split by images left one thread copying while the other waited).
 template <class T>
-void build_split(T* split, const T* x, const Conv2dShape& s, const Split& sp, index_t n0, index_t n1) {
+void build_split(T* split, const T* x, const Conv2dShape& s, const Split& sp, index_t u0, index_t u1) {
   const auto& p = s.p;
   const bool wide = cpu_level() == SimdLevel::avx512;
-  for (index_t n = n0; n < n1; ++n)
-    for (index_t c = 0; c < s.C; ++c) {
-      const T* xc = x + (n * s.C + c) * s.H * s.W;
-      T* d = split + n * sp.SI + c * sp.SC;
-      for (index_t r = 0; r < sp.Hp; ++r) {
-        const index_t ih = r - p.pad_top;
-        const T* xr = ih >= 0 && ih < s.H ? xc + ih * s.W : nullptr;
-        for (index_t ph = 0; ph < p.stride_w; ++ph, d += sp.Wq)
-          gather_row(d, 1, xr, ph - p.pad_left, p.stride_w, s.W, sp.Wq, wide);
-      }
-    }
+  for (index_t u = u0; u < u1; ++u) {   // row u = (n * C + c) * Hp + r of the split image
+    const index_t r = u % sp.Hp, nc = u / sp.Hp, n = nc / s.C, c = nc % s.C;
+    const index_t ih = r - p.pad_top;
+    const T* xr = ih >= 0 && ih < s.H ? x + nc * s.H * s.W + ih * s.W : nullptr;
+    T* d = split + n * sp.SI + c * sp.SC + r * sp.SH;
+    for (index_t ph = 0; ph < p.stride_w; ++ph, d += sp.Wq)
+      gather_row(d, 1, xr, ph - p.pad_left, p.stride_w, s.W, sp.Wq, wide);
+  }
 }
 
 #ifdef GV_HAVE_X86

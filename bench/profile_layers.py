@@ -146,6 +146,8 @@ def gradvis_side(name, out_dir, threads, reps, batch=1):
         if hasattr(node.layer, "forward_act"):   # a convolution applying the activation after it
             wrap(node.layer, "forward_act", rec[node.name]["fwd"])
         wrap(node.layer, "backward_inputs", rec[node.name]["bwd"])
+        if hasattr(node.layer, "backward_inputs_act"):   # a convolution masking its input gradient
+            wrap(node.layer, "backward_inputs_act", rec[node.name]["bwd"])
     fused = set()
     for _ in range(reps + 1):
         out, cache = model.forward(X)

@@ -132,17 +132,20 @@ void backward_input_any(T* dx, const T* dout, const T* w, const Conv2dShape& s, 
   }
   const auto& p = s.p;
   const index_t eh = p.dilation_h * (s.KH - 1), ew = p.dilation_w * (s.KW - 1);
+  // Stride 1: dx is the convolution of dout with the flipped, transposed filters
+  // and "full" padding (dilation*(K-1) - pad on each side), whose output is H x W:
+  // the shape t of that forward pass.
   const bool full_pad_ok = p.stride_h == 1 && p.stride_w == 1 && p.pad_top <= eh && p.pad_bottom <= eh &&
                            p.pad_left <= ew && p.pad_right <= ew;
+  Conv2dParams q = p;
+  q.pad_top = eh - p.pad_top, q.pad_bottom = eh - p.pad_bottom;
+  q.pad_left = ew - p.pad_left, q.pad_right = ew - p.pad_right;
+  const Conv2dShape t = full_pad_ok ? conv2d_shape(s.N, s.F, s.OH, s.OW, s.C, s.KH, s.KW, q) : s;
   if (conv_detail::is_few_channel_grouped(s) && full_pad_ok) {
-    // Stride 1, 2-16 channels per group: dx is the forward pass of the grouped
-    // kernels over dout with each group's filters transposed and flipped, and "full"
-    // padding (its own correlation kernel ran at half the forward's speed or less:
-    // RegNetY's 440@7 groups of 8, 0.31 ms against the forward's 0.10).
-    Conv2dParams q = p;
-    q.pad_top = eh - p.pad_top, q.pad_bottom = eh - p.pad_bottom;
-    q.pad_left = ew - p.pad_left, q.pad_right = ew - p.pad_right;
-    const Conv2dShape t = conv2d_shape(s.N, s.F, s.OH, s.OW, s.C, s.KH, s.KW, q);
+    // 2-16 channels per group: the forward pass of the grouped kernels with each
+    // group's filters transposed and flipped (their own correlation kernel ran at
+    // half the forward's speed or less: RegNetY's 440@7 groups of 8, 0.31 ms
+    // against the forward's 0.10).
     if (conv_detail::is_direct_grouped(t)) {
       const index_t G = p.groups, Cg = s.C / G, Fg = s.F / G, KK = s.KH * s.KW;
       std::vector<T> wt(std::size_t(s.C * Fg * KK));   // (C, Fg, KH, KW): wt[g,c][f][k] = w[g,f][c][KK-1-k]
@@ -160,15 +163,8 @@ void backward_input_any(T* dx, const T* dout, const T* w, const Conv2dShape& s, 
   if (conv_detail::is_direct_grouped(s)) return conv_detail::depthwise_backward_input(dx, dout, w, s, act, ref);
   // Few channels per group (the RGB layer) would leave most of the flipped gemm's
   // MR-row tiles empty: there gemm + col2im is cheaper.
-  if (full_pad_ok && s.C / p.groups >= 16) {
-    // Stride 1: dx is the convolution of dout with the flipped, transposed filters
-    // and "full" padding (dilation*(K-1) - pad on each side), whose output is H x W.
-    Conv2dParams q = p;
-    q.pad_top = eh - p.pad_top, q.pad_bottom = eh - p.pad_bottom;
-    q.pad_left = ew - p.pad_left, q.pad_right = ew - p.pad_right;
-    const Conv2dShape t = conv2d_shape(s.N, s.F, s.OH, s.OW, s.C, s.KH, s.KW, q);
+  if (full_pad_ok && s.C / p.groups >= 16)
     return forward_any<T>(dx, dout, w, nullptr, t, true, false, act, const_cast<T*>(ref));
-  }
   conv_detail::col2im_backward_input(dx, dout, w, s, act, ref);
 }
 

@@ -12,7 +12,7 @@ else (or with --synthetic N) seeded random uint8 images of the model's size:
 saliency's cost does not depend on the pixels.
 
     python bench/bench_batch.py [--images 5000] [--synthetic N] [--memory-images 20000]
-        [--repeats 2] [--scaling-images 1000] [--threads-per-worker 1] [--json out.json]
+        [--repeats 2] [--scaling-images 5000] [--threads-per-worker 1] [--json out.json]
 """
 import argparse
 import json
@@ -71,7 +71,8 @@ def main():
     ap.add_argument("--images", type=int, default=5000)
     ap.add_argument("--synthetic", action="store_true", help="random images instead of the held-out split")
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--scaling-images", type=int, default=1000)
+    ap.add_argument("--scaling-images", type=int, default=5000,
+                    help="images of the scaling runs: with few chunks, each worker's first chunk weighs more")
     ap.add_argument("--threads-per-worker", type=int, default=1, help="for the 1-vs-2-worker scaling")
     ap.add_argument("--memory-images", type=int, default=0, help="a long run for the memory trace (0: none)")
     ap.add_argument("--layouts", nargs="*", default=[], metavar="WxT",

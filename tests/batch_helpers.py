@@ -71,6 +71,21 @@ def slow_method():
                   outputs=(Output("saliency", "map"),))
 
 
+def worker_settings(X, model, batch_size=64):
+    """What a task sees on its worker: Dask's profiler setting and gradvis's threads."""
+    import dask
+    from gradvis import _core
+    n = X.shape[0]
+    return {"profiler": np.full(n, bool(dask.config.get("distributed.worker.profile.enabled"))),
+            "omp_threads": np.full(n, _core.get_num_threads())}
+
+
+def settings_method():
+    from gradvis.batch import Method
+    return Method("worker-settings", worker_settings, class_arg=None, outputs=(),
+                  report={"profiler": "bool", "omp_threads": "int64"})
+
+
 @pytest.fixture(scope="session")
 def client():
     """A local Dask cluster on 127.0.0.1: two single-threaded worker processes."""

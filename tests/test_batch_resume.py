@@ -9,7 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from batch_helpers import client, direct, need_dask, read_run, slow_method, uint8_images  # noqa: F401
+from batch_helpers import (client, direct, need_dask, read_run, settings_method, slow_method,  # noqa: F401
+                           uint8_images)
 from helpers import small_net
 
 need_dask()
@@ -124,3 +125,19 @@ def test_more_workers_than_cores_stay_correct(workers, model, tmp_path):
                  progress=False)
     assert doc["status"] == "complete"
     check_complete(tmp_path / "r", model, imgs, 4 * workers)
+
+
+def test_local_cluster_workers_compute_undisturbed(model, tmp_path):
+    """The local cluster a run starts shares the cores out (workers x threads =
+    cores) and turns off Dask's stack sampler, which would wake every 10 ms."""
+    m = gb.register(settings_method(), replace=True)
+    try:
+        doc = gb.run(m, uint8_images(8), tmp_path / "r", model=model, workers=2, chunk_size=4, batch_size=4,
+                     progress=False)
+    finally:
+        gb.METHODS.pop(m.name, None)
+    assert doc["status"] == "complete"
+    _, table = read_run(tmp_path / "r")
+    cores = len(os.sched_getaffinity(0))
+    assert table["profiler"] == [False] * 8
+    assert table["omp_threads"] == [max(1, cores // 2)] * 8

@@ -206,13 +206,30 @@ def run(method, data, out, model=None, scheduler=None, workers=None, chunk_size=
     env = contextlib.nullcontext()
     if scheduler is None:
         env = dask.config.set({"distributed.nanny.pre-spawn-environ": _worker_environ(
-            threads_per_worker or max(1, _local_cores() // (workers or default_workers())))})
+            threads_per_worker or max(1, _local_cores() // (workers or default_workers()))),
+            **_quiet_config(dashboard)})
     with env:
         return _run_on(client_args=(scheduler, workers, dashboard), scheduler=scheduler, m=m, options=options,
                        source=source, model=model, digest=digest, settings=settings, store=store,
                        resuming=resuming, n=n,
                        n_chunks=n_chunks, chunk_size=chunk_size, target=target, seed=seed, progress=progress,
                        dashboard=dashboard, threads_per_worker=threads_per_worker, t_start=t_start)
+
+
+def _quiet_config(dashboard):
+    """Dask settings for a local cluster this run starts: fewer wake-ups of the
+    processes' event loops while the workers compute. Dask's defaults sample
+    every worker thread's stack each 10 ms for the dashboard's profile page,
+    check the event loop each 20 ms and record the host's CPU and memory each
+    0.5 s; each wake-up takes a core from gradvis's OpenMP threads, which wait
+    for each other. Together they cost a 2-core host 5-7% of a run's speed
+    (bench/RESULTS.md). With ``dashboard=True`` the profiler and the system
+    monitor keep Dask's defaults."""
+    conf = {"distributed.admin.tick.interval": "1s"}
+    if not dashboard:
+        conf["distributed.worker.profile.enabled"] = False
+        conf["distributed.admin.system-monitor.interval"] = "5s"
+    return conf
 
 
 def _worker_environ(threads):

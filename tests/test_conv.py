@@ -280,6 +280,11 @@ POINTWISE = [
     ((1, 960, 1, 1), (240, 960, 1, 1)),    # 1x1 maps at batch <= 4: vector products
     ((4, 37, 1, 1), (19, 37, 1, 1)),
     ((5, 37, 1, 1), (19, 37, 1, 1)),       # batch 5: the gemm again
+    # small maps computed transposed (positions in 7- or 8-row tiles, filters in vectors)
+    ((1, 300, 7, 7), (96, 300, 1, 1)),     # 49 positions, two K blocks; dx: 300 outputs, a partial sliver
+    ((1, 64, 14, 14), (45, 64, 1, 1)),     # 196 positions; dx transposed, the forward not (45 filters)
+    ((8, 48, 3, 3), (64, 48, 1, 1)),       # 8-row tiles across 9-pixel images
+    ((1, 520, 10, 10), (64, 520, 1, 1)),   # 100 positions, three K blocks
 ]
 
 
@@ -620,6 +625,17 @@ for dt, tol in ((np.float32, 1e-4), (np.float64, 1e-11)):
     rdx3, _, _ = ref.conv2d_backward(d3, x, w)
     dx3 = _core.conv2d_backward_input(d3, w, (7, 9))
     assert np.abs(dx3 - rdx3).max() < tol * np.abs(rdx3).max(), ("dx 1x1", dt)
+    # 1x1 at 7x7, batch 1: computed transposed (the input gradient at every level)
+    x = rng.standard_normal((1, 300, 7, 7)).astype(dt)
+    w = rng.standard_normal((96, 300, 1, 1)).astype(dt)
+    b = rng.standard_normal(96).astype(dt)
+    o4 = _core.conv2d_forward(x, w, b)
+    r4 = ref.conv2d_forward(x, w, b)
+    assert np.abs(o4 - r4).max() < tol * np.abs(r4).max(), ("forward 1x1 7x7", dt)
+    d4 = rng.standard_normal(o4.shape).astype(dt)
+    rdx4, _, _ = ref.conv2d_backward(d4, x, w)
+    dx4 = _core.conv2d_backward_input(d4, w, (7, 7))
+    assert np.abs(dx4 - rdx4).max() < tol * np.abs(rdx4).max(), ("dx 1x1 7x7", dt)
     a = rng.standard_normal((37, 45)).astype(dt)
     c = rng.standard_normal((45, 29)).astype(dt)
     assert np.abs(_core.gemm(a, c) - a.astype(np.float64) @ c).max() < tol * 10, ("gemm", dt)

@@ -12,7 +12,8 @@ from gradvis.nn import (Add, BatchNorm2d, Clip, Conv2d, Flatten, GlobalAvgPool, 
 
 # (x shape, w shape, stride, padding, groups, algorithm): the stride-1 flipped
 # implicit gemm, Winograd, 1x1, col2im (stride 2 and the RGB layer), the
-# depthwise lanes (7x7 maps) and plane kernels, a grouped layer
+# depthwise lanes (7x7 maps) and plane kernels, a grouped layer, 1x1 on 1x1 maps
+# and, transposed, on a 7x7 map
 CASES = [
     ((2, 16, 9, 9), (24, 16, 3, 3), 1, 1, 1, "direct"),
     ((2, 32, 12, 12), (32, 32, 3, 3), 1, 1, 1, "winograd"),
@@ -23,8 +24,10 @@ CASES = [
     ((1, 12, 15, 13), (12, 1, 5, 5), 2, 2, 12, "auto"),
     ((2, 16, 8, 8), (32, 4, 3, 3), 1, 1, 4, "auto"),
     ((3, 48, 1, 1), (20, 48, 1, 1), 1, 0, 1, "auto"),
+    ((1, 96, 7, 7), (40, 96, 1, 1), 1, 0, 1, "auto"),
 ]
-IDS = ["implicit", "winograd", "1x1", "col2im-s2", "rgb", "dw-lanes", "dw-plane-s2", "grouped", "1x1-vector"]
+IDS = ["implicit", "winograd", "1x1", "col2im-s2", "rgb", "dw-lanes", "dw-plane-s2", "grouped", "1x1-vector",
+       "1x1-transposed"]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

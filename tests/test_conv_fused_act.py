@@ -12,7 +12,8 @@ from gradvis.nn import Clip, Conv2d, HardSwish, Model, ReLU, ReLU6, SiLU
 
 # (x shape, w shape, padding, stride, groups, algorithm): the implicit gemm, 1x1 at
 # batch 1, Winograd, the small-map output panel, depthwise (stride 1 and 2, a 7-wide
-# map), grouped with few channels per group
+# map), grouped with few channels per group, 1x1 on 1x1 maps, 1x1 on small maps
+# computed transposed (one 7x7 image; eight 3x3 images in 8-row tiles)
 CASES = [
     ((2, 3, 17, 17), (8, 3, 5, 5), 2, 1, 1, "auto"),
     ((1, 24, 14, 14), (40, 24, 1, 1), 0, 1, 1, "auto"),
@@ -23,9 +24,11 @@ CASES = [
     ((1, 16, 1, 1), (16, 1, 3, 3), 1, 1, 16, "auto"),
     ((2, 16, 9, 9), (16, 4, 3, 3), 1, 1, 4, "auto"),
     ((3, 48, 1, 1), (20, 48, 1, 1), 0, 1, 1, "auto"),
+    ((1, 40, 7, 7), (96, 40, 1, 1), 0, 1, 1, "auto"),
+    ((8, 24, 3, 3), (64, 24, 1, 1), 0, 1, 1, "auto"),
 ]
 IDS = ["gemm", "1x1", "winograd", "panel", "depthwise", "depthwise_s2", "depthwise_1x1image", "grouped",
-       "1x1_vector"]
+       "1x1_vector", "1x1_transposed", "1x1_transposed_images"]
 # (activation, lo, hi, the separate layer's forward)
 ACTS = [
     ("relu", 0.0, 0.0, lambda a: _core.relu_forward(a)),

@@ -4,7 +4,9 @@
 //                  kernels vectorized along output rows, conv_depthwise.cpp
 //   Winograd       float32 3x3 stride-1 layers where the cost model expects it to win
 //                  (conv_winograd.cpp; forced or disabled by set_conv_algo)
-//   implicit gemm  everything else (conv2d_implicit.cpp, packing in conv2d_pack.h)
+//   implicit gemm  everything else (conv2d_implicit.cpp, packing in conv2d_pack.h);
+//                  1x1 layers on small maps (7x7, 14x14 at batch 1) transposed, the
+//                  positions in the tiles' rows and the filters in the vectors
 // The input gradient of a stride-1 layer is the forward pass of dout with the
 // flipped, transposed filters and "full" padding; strided layers and layers of
 // few channels per group use gemm + col2im (conv2d_col2im.cpp).

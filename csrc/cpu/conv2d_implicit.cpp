@@ -18,6 +18,9 @@
 // summed in thread order: deterministic for a thread count) when there are many,
 // else the dW tiles.
 #include "cpu/conv2d_implicit.h"
+
+#include <initializer_list>
+
 #include "cpu/conv_epilogue.h"
 
 #include "cpu/conv2d_pack.h"
@@ -444,12 +447,154 @@ void backward_weight_tiled(ukernel_fn<T> kern, T* dw, T* db, const T* dout, cons
   trap.rethrow();
 }
 
+// A 1x1, stride-1, unpadded, ungrouped convolution computed transposed:
+//   out^T (positions x O) = x^T (positions x K) B (K x O),  B[k][o] = W[o][k]
+// The positions of all images are the gemm's rows, in tiles of MR, and the
+// filters its columns, in vectors of NR. forward_tiled puts the positions in the
+// vectors instead, where 7x7 and 14x14 maps at batch 1 (49 and 196 positions)
+// leave 23% and 12.5% of a 32-wide tile's products empty; 7-row tiles leave none.
+// x is read in place: row r = n*Q + q of A is x[n][.][q], its k-th element Q
+// apart. B is packed per item, one NR-filter sliver and K block at a time: the
+// rows of w transposed, or, when `flipped` (the input gradient: w is (K, O, 1, 1)),
+// segments of w's rows copied. An item is (sliver, block of row tiles); its
+// products build up in a panel (rows x NR) that is then written out transposed,
+// with bias, relu or act.
+template <class T, int MR, int NR>
+void pointwise_rows_forward(ukernel_offs_fn<T> kern, T* out, const T* x, const T* w, const T* b,
+                            const Conv2dShape& s, bool flipped, bool relu, const ConvAct* act, T* pre) {
+  const index_t K = s.C, O = s.F, Q = s.OH * s.OW, R = s.N * Q;
+  const KBlocks kb = kblocks(K);
+  const index_t kc_max = kb.max_size();
+  const index_t slivers = (O + NR - 1) / NR, rtiles = (R + MR - 1) / MR;
+  const index_t nt = team_size();
+  // Row blocks of at most kMaxRows rows keep an item's panel in L2; more of them
+  // when there are too few slivers for the team (each packs its sliver again).
+  constexpr index_t kMaxRows = 512;
+  index_t rblocks = std::max<index_t>(1, (rtiles * MR + kMaxRows - 1) / kMaxRows);
+  if (slivers * rblocks < 4 * nt) rblocks = std::max(rblocks, std::min(rtiles, (4 * nt + slivers - 1) / slivers));
+  const index_t items = slivers * rblocks, block_rows = (rtiles + rblocks - 1) / rblocks * MR;
+  std::vector<index_t> koff(static_cast<std::size_t>(kc_max));
+  for (index_t k = 0; k < kc_max; ++k) koff[std::size_t(k)] = k * Q;
+
+  auto pack = [&](T* bp, index_t o0, index_t nr, index_t k0, index_t kc) {
+    if (flipped) {
+      for (index_t k = 0; k < kc; ++k) {
+        const T* src = w + (k0 + k) * O + o0;
+        T* d = bp + k * NR;
+        for (index_t j = 0; j < nr; ++j) d[j] = src[j];
+      }
+    } else {
+      // bp[k][j] = w[o0 + j][k0 + k], 64 values of k at a time: that part of
+      // bp (8 KB) stays in L1 while each group of 4 rows writes its columns
+      for (index_t k = 0; k < kc; k += 64)
+        transpose_block(bp + k * NR, NR, w + o0 * K + k0 + k, K, nr, std::min<index_t>(64, kc - k));
+    }
+    if (nr < NR)
+      for (index_t k = 0; k < kc; ++k) std::fill(bp + k * NR + nr, bp + (k + 1) * NR, T(0));
+  };
+
+  auto item = [&](index_t id, T* bp, T* cp) {
+    const index_t js = id / rblocks, rb = id % rblocks;
+    const index_t t0 = rtiles * rb / rblocks, t1 = rtiles * (rb + 1) / rblocks;
+    const index_t r0 = t0 * MR, r1 = std::min(R, t1 * MR);
+    const index_t o0 = js * NR, nr = std::min<index_t>(NR, O - o0);
+    for (index_t bk = 0; bk < kb.n; ++bk) {
+      const index_t k0 = kb.begin(bk), kc = kb.begin(bk + 1) - k0;
+      pack(bp, o0, nr, k0, kc);
+      const T* a = x + k0 * Q;
+      const T beta = bk == 0 ? T(0) : T(1);
+      for (index_t r = r0; r < r1; r += MR) {
+        const index_t mr = std::min<index_t>(MR, r1 - r);
+        index_t roff[MR];
+        for (index_t i = 0; i < mr; ++i) roff[i] = ((r + i) / Q) * K * Q + (r + i) % Q;
+        kern(kc, a, roff, mr, koff.data(), bp, cp + (r - r0) * NR, NR, T(1), beta);
+      }
+    }
+    for (index_t r = r0; r < r1;) {  // per image: its rows [q, q + len) of each filter
+      const index_t n = r / Q, q = r % Q, len = std::min(Q - q, r1 - r);
+      T* d0 = out + (n * O + o0) * Q + q;
+      transpose_block(d0, Q, cp + (r - r0) * NR, NR, len, nr);  // d0[j*Q + t] = panel[t][j]
+      for (index_t j = 0; j < nr; ++j) {
+        T* d = d0 + j * Q;
+        const T bv = b ? b[o0 + j] : T(0);
+        if (relu && !act) {
+          for (index_t t = 0; t < len; ++t) d[t] = std::max(d[t] + bv, T(0));
+        } else {
+          if (b)
+            for (index_t t = 0; t < len; ++t) d[t] += bv;
+          if (act) apply_act(d, pre ? pre + (d - out) : nullptr, len, *act);
+        }
+      }
+      r += len;
+    }
+  };
+
+  ErrorTrap trap;
+  team_run(nt, [&](index_t t, index_t nth) {
+    trap.run([&] {
+      T* bp = scratch<T>(ScratchSlot::conv_pack_b, std::size_t(kc_max * NR));
+      T* cp = scratch<T>(ScratchSlot::conv_panel, std::size_t(block_rows * NR));
+      for (index_t i = items * t / nth; i < items * (t + 1) / nth; ++i) item(i, bp, cp);
+    });
+  });
+  trap.rethrow();
+}
+
+// Fraction of a gemm's tile products that are not padding: n rows or columns in
+// tiles of `tile`.
+inline double tile_use(index_t n, index_t tile) { return double(n) / double((n + tile - 1) / tile * tile); }
+
+// The rows of a tile of pointwise_rows_forward for R positions (0: that path
+// does not pay), given the level's tiles: forward_tiled's (MR x NR, positions in
+// NR), and the row counts the transposed path may use. Taken when its tiles are
+// at least 5% fuller, net of packing the weights: copied rows (flipped) about
+// 1/R of the product, transposed rows 6/R, or 12/R for weights larger than L2
+// (2 MB), which come from memory in short runs; forward_tiled reads those in
+// place, in long ones (weights from memory, 1 thread: ResNet-50's 512->2048 at
+// 7x7 68.8 GF/s in place against 66.6 packed, ConvNeXt's 768->3072 71.7
+// against 68.0).
+inline int pointwise_rows_choice(const Conv2dShape& s, bool flipped, int MR, int NR,
+                                 std::initializer_list<int> row_tiles) {
+  const auto& p = s.p;
+  if (!(s.KH == 1 && s.KW == 1 && p.stride_h == 1 && p.stride_w == 1 && p.groups == 1 && p.pad_top == 0 &&
+        p.pad_bottom == 0 && p.pad_left == 0 && p.pad_right == 0))
+    return 0;
+  const index_t R = s.N * s.OH * s.OW;
+  const double now = tile_use(R, NR) * tile_use(s.F, MR);
+  int best = 0;
+  double best_use = 0;
+  for (int mr : row_tiles) {
+    const double use = tile_use(R, mr) * tile_use(s.F, NR);
+    if (use > best_use) best_use = use, best = mr;
+  }
+  const double pack = (flipped ? 1.0 : double(s.F) * double(s.C) > double(1 << 19) ? 12.0 : 6.0) / double(R);
+  return best_use - pack > now + 0.05 ? best : 0;
+}
+
 }  // namespace
 
 template <class T>
 void implicit_forward(T* out, const T* x, const T* w, const T* b, const Conv2dShape& s, bool flipped, bool relu,
                       const ConvAct* act, T* pre) {
   gemm_detail::with_ukernel<T>([&](ukernel_fn<T> kern, ukernel_rows_fn<T> rows, auto MR, auto NR) {
+    constexpr int mr = decltype(MR)::value, nr = decltype(NR)::value;
+    if (cpu_level() != SimdLevel::scalar) {
+      if constexpr (sizeof(T) == 4 && mr == gemm_detail::kMR512) {
+        switch (pointwise_rows_choice(s, flipped, mr, nr, {mr, gemm_detail::kMR512r7})) {
+          case mr:
+            return pointwise_rows_forward<T, mr, nr>(offs_ukernel<T, mr, nr>(), out, x, w, b, s, flipped, relu,
+                                                     act, pre);
+          case gemm_detail::kMR512r7:
+            return pointwise_rows_forward<T, gemm_detail::kMR512r7, nr>(gemm_detail::ukernel_offs_avx512_f32_7,
+                                                                        out, x, w, b, s, flipped, relu, act, pre);
+          default:
+            break;
+        }
+      } else if (pointwise_rows_choice(s, flipped, mr, nr, {mr})) {
+        return pointwise_rows_forward<T, mr, nr>(offs_ukernel<T, mr, nr>(), out, x, w, b, s, flipped, relu, act,
+                                                 pre);
+      }
+    }
     if constexpr (sizeof(T) == 4) {
       // At most 16 output columns (4x4 maps at batch 1): one-vector tiles, A in place.
       if (decltype(NR)::value == gemm_detail::kNR512_f32 && cpu_level() == SimdLevel::avx512 &&

@@ -48,6 +48,10 @@ void ukernel_offs_avx512_f32(index_t kc, const float* a, const index_t* roff, in
                           const float* b, float* c, index_t ldc, float alpha, float beta) {
   ukernel_offs<V512f, kMR512, kNR512_f32 / 16>(kc, a, roff, mr, koff, b, c, ldc, alpha, beta);
 }
+void ukernel_offs_avx512_f32_7(index_t kc, const float* a, const index_t* roff, index_t mr, const index_t* koff,
+                               const float* b, float* c, index_t ldc, float alpha, float beta) {
+  ukernel_offs<V512f, kMR512r7, kNR512_f32 / 16>(kc, a, roff, mr, koff, b, c, ldc, alpha, beta);
+}
 void ukernel_offs_avx512_f64(index_t kc, const double* a, const index_t* roff, index_t mr, const index_t* koff,
                           const double* b, double* c, index_t ldc, double alpha, double beta) {
   ukernel_offs<V512d, kMR512, kNR512_f64 / 8>(kc, a, roff, mr, koff, b, c, ldc, alpha, beta);
@@ -75,6 +79,7 @@ void ukernel_rows_avx512_f64(GV_ROWS_ARGS(double)) { std::abort(); }
 void ukernel_rows_avx512_f32_narrow(GV_ROWS_ARGS(float)) { std::abort(); }
 void ukernel_avx512_f32_narrow(index_t, const float*, const float*, float*, index_t, float, float) { std::abort(); }
 void ukernel_offs_avx512_f32(GV_OFFS_ARGS(float)) { std::abort(); }
+void ukernel_offs_avx512_f32_7(GV_OFFS_ARGS(float)) { std::abort(); }
 void ukernel_offs_avx512_f64(GV_OFFS_ARGS(double)) { std::abort(); }
 void ukernel_boffs_avx512_f32(GV_BOFFS_ARGS(float)) { std::abort(); }
 void ukernel_boffs_avx512_f64(GV_BOFFS_ARGS(double)) { std::abort(); }

@@ -41,6 +41,9 @@ constexpr int kMRScalar = 4, kNRScalar = 4;
 // AVX-512 float, A read in place, one vector wide: for at most 16 output columns
 // (batch-1 4x4 maps), where a 32-wide tile would compute half zeros.
 constexpr int kMR512n = 16, kNR512n_f32 = 16;
+// AVX-512 float, 7 rows: the transposed 1x1 convolution of 7x7 and 14x14 maps,
+// whose 49 and 196 positions are whole numbers of 7-row tiles.
+constexpr int kMR512r7 = 7;
 
 void ukernel_avx512_f32(index_t kc, const float* a, const float* b, float* c, index_t ldc, float alpha, float beta);
 void ukernel_avx512_f64(index_t kc, const double* a, const double* b, double* c, index_t ldc, double alpha,
@@ -64,6 +67,7 @@ void ukernel_rows_scalar(GV_ROWS_ARGS(T));
 
 #define GV_OFFS_ARGS(T) index_t, const T*, const index_t*, index_t, const index_t*, const T*, T*, index_t, T, T
 void ukernel_offs_avx512_f32(GV_OFFS_ARGS(float));
+void ukernel_offs_avx512_f32_7(GV_OFFS_ARGS(float));
 void ukernel_offs_avx512_f64(GV_OFFS_ARGS(double));
 void ukernel_offs_avx2_f32(GV_OFFS_ARGS(float));
 void ukernel_offs_avx2_f64(GV_OFFS_ARGS(double));

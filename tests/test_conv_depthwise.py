@@ -30,6 +30,8 @@ CASES = [
     (1, 2, 9, 9, 1, 3, 1, (0, 5, 3, 0), 1),       # uneven padding
     (2, 3, 11, 17, 1, 3, 4, 1, 1),                # stride larger than the kernel
     (1, 2, 10, 10, 1, 1, 3, 0, 1),                # 1x1 kernel, stride 3
+    (1, 2, 9, 9, 1, 1, 2, 0, 1),                  # 1x1 kernel, stride 2: odd columns get no tap
+    (2, 3, 15, 31, 1, 3, 2, (0, 1, 0, 1), 1),     # stride 2, even left padding, odd width
     (1, 2, 16, 40, 1, 3, (1, 2), 1, 1),           # strides differ per axis
     (1, 16, 5, 5, 1, 4, 1, (1, 2, 2, 1), 1),      # even kernel
     # small maps at stride 1: the flat forward path (rows shorter than a vector)

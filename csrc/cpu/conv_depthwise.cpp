@@ -244,7 +244,7 @@ void depthwise_backward_input(T* dx, const T* dout, const T* w, const Conv2dShap
     T* dprep = scratch<T>(ScratchSlot::depthwise_prep, dprep_n);
     index_t* toff = scratch<index_t>(ScratchSlot::depthwise_taps, ntaps);
     T* tw = scratch<T>(ScratchSlot::depthwise_w, ntaps);
-    T* row = scratch<T>(ScratchSlot::depthwise_row, std::size_t(4 * (g.Dl + 2 * kDwLanes)));
+    T* row = scratch<T>(ScratchSlot::depthwise_row, std::size_t(8 * (g.Dl + 2 * kDwLanes)));
     k.dx_plane(dx + i * g.cg * HW, dout + i * g.m * OHW, w + gi * g.m * g.cg * KK, g, dprep, toff, tw, row);
     if (act) mask_inplace(dx + i * g.cg * HW, ref + i * g.cg * HW, g.cg * HW, *act);
   }); });

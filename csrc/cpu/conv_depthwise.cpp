@@ -31,6 +31,13 @@ bool dw_use_flat(const Conv2dShape& s, int lanes) {
   return 5 * flat < 4 * rows;
 }
 
+bool dw_use_flat_dw(const Conv2dShape& s) {
+  if (s.p.stride_h != 1 || s.p.stride_w != 1) return false;
+  const index_t OWr = (s.OW + kDwLanes - 1) / kDwLanes * kDwLanes;
+  const index_t Lp = s.OW + (s.KW - 1) * s.p.dilation_w;
+  return 4 * (OWr - s.OW) > OWr && Lp < OWr;   // more than a quarter of each row's lanes empty
+}
+
 bool dw_use_lanes(const Conv2dShape& s, int lanes) {
   return s.C == s.p.groups && s.F == s.C && s.OH * s.OW <= 256 && 2 * s.C >= lanes && lanes > 1;
 }
@@ -53,6 +60,7 @@ DwPlan dw_plan(const Conv2dShape& s, std::vector<index_t>& taps, bool flat) {
     for (index_t kw = 0; kw < s.KW; ++kw)
       taps[std::size_t(kh * s.KW + kw)] = ((kw * g.dw % g.sw) * g.Hp + kh * g.dh) * g.Lp + kw * g.dw / g.sw;
   g.taps = taps.data();
+  g.flat = flat;
   return g;
 }
 
@@ -262,13 +270,14 @@ void depthwise_backward_weight(T* dw, T* db, const T* dout, const T* x, const Co
     return;
   }
   std::vector<index_t> taps;
-  const DwPlan g = dw_plan(s, taps);
+  const DwPlan g = dw_plan(s, taps, dw_use_flat_dw(s));
   const auto& k = kernels<T>();
-  const std::size_t dy_n = std::size_t(g.OH * g.OWr), acc_n = std::size_t(g.m * (g.cg * KK + 1) * kDwLanes);
+  const std::size_t dy_n = std::size_t(g.flat ? 2 * dw_flat_dw_half(g) : g.OH * g.OWr),
+                    acc_n = std::size_t(g.m * (g.cg * KK + 1) * kDwLanes);
   const double work = double(s.N) * double(s.F) * double(OHW) * double(g.cg * KK + 2);
   ErrorTrap trap;
   parallel_for_nt(grain_threads(work, kDwGrain, G), G, [&](index_t gi) { trap.run([&] {
-    T* prep = scratch<T>(ScratchSlot::depthwise_prep, std::size_t(g.cg * g.PS));
+    T* prep = scratch<T>(ScratchSlot::depthwise_prep, std::size_t(g.cg * (g.flat ? dw_flat_dw_plane(g) : g.PS)));
     T* dy = scratch<T>(ScratchSlot::depthwise_dy, dy_n);
     T* accv = scratch<T>(ScratchSlot::depthwise_w, acc_n);
     k.dw_channel(dw + gi * g.m * g.cg * KK, db ? db + gi * g.m : nullptr, x + gi * g.cg * HW, s.C * HW,

@@ -42,6 +42,7 @@ struct DwPlan {
   index_t Hp, Lp;    // prepared x: sw phases of Hp rows of Lp values
   index_t Dh, Dl, padT, padL;  // prepared dout (input gradient)
   const index_t* taps;         // KH*KW offsets of tap (kh, kw) in the prepared x
+  bool flat = false;           // rows of OW values (dw_plan's flat)
 };
 // flat: rows of OW values, not rounded up to kDwLanes (dw_fwd_plane_flat).
 DwPlan dw_plan(const Conv2dShape& s, std::vector<index_t>& taps, bool flat = false);
@@ -71,6 +72,15 @@ struct DwKernels {
   void (*dx_lanes)(T* dx, const T* dout, const T* w, index_t nc, const DwPlan& g, T* gbuf, T* dbuf, T* wbuf);
 };
 inline index_t dw_flat_slack(const DwPlan& g) { return kDwLanes + (g.KW - 1) * g.dw + 1; }
+// Small maps at stride 1: whether the weight gradient runs over the flat index
+// of the prepared rows (a 7x7 map fills 7 of a row's 16 lanes).
+bool dw_use_flat_dw(const Conv2dShape& s);
+// A flat weight gradient's prepared plane (PS plus slack, zeroed) and dy (two
+// halves of the flat index, each a whole number of kDwLanes).
+inline index_t dw_flat_dw_half(const DwPlan& g) {
+  return ((g.OH * g.Lp + 1) / 2 + kDwLanes - 1) / kDwLanes * kDwLanes;
+}
+inline index_t dw_flat_dw_plane(const DwPlan& g) { return g.PS + 2 * kDwLanes + (g.KW - 1) * g.dw + 1; }
 // The padded extent the taps of dw_fwd_lanes reach (rows, columns).
 inline index_t dw_lanes_hq(const DwPlan& g) { return (g.OH - 1) * g.sh + (g.KH - 1) * g.dh + 1; }
 inline index_t dw_lanes_wq(const DwPlan& g) { return (g.OW - 1) * g.sw + (g.KW - 1) * g.dw + 1; }

@@ -48,7 +48,7 @@ inline void bias_relu(T* o, const T* src, index_t len, T bv) {
     for (; t < len; ++t) _mm_store_sd(o + t, _mm_max_sd(z, _mm_add_sd(_mm_load_sd(src + t), b)));
   }
 #endif
-  for (; t < len; ++t) o[t] = std::max(src[t] + bv, T(0));   // branches: not taken on x86
+  for (; t < len; ++t) o[t] = std::max(src[t] + bv, T(0));   // other CPUs (x86 is done above)
 }
 
 // The ukernel_offs whose tile is MR x NR, if any.
@@ -600,22 +600,18 @@ void implicit_forward(T* out, const T* x, const T* w, const T* b, const Conv2dSh
                       const ConvAct* act, T* pre) {
   gemm_detail::with_ukernel<T>([&](ukernel_fn<T> kern, ukernel_rows_fn<T> rows, auto MR, auto NR) {
     constexpr int mr = decltype(MR)::value, nr = decltype(NR)::value;
+    // AVX-512 float may also use 7-row tiles (49 and 196 positions)
+    constexpr bool r7 = sizeof(T) == 4 && mr == gemm_detail::kMR512;
     if (cpu_level() != SimdLevel::scalar) {
-      if constexpr (sizeof(T) == 4 && mr == gemm_detail::kMR512) {
-        switch (pointwise_rows_choice(s, flipped, mr, nr, {mr, gemm_detail::kMR512r7})) {
-          case mr:
-            return pointwise_rows_forward<T, mr, nr>(offs_ukernel<T, mr, nr>(), out, x, w, b, s, flipped, relu,
-                                                     act, pre);
-          case gemm_detail::kMR512r7:
-            return pointwise_rows_forward<T, gemm_detail::kMR512r7, nr>(gemm_detail::ukernel_offs_avx512_f32_7,
-                                                                        out, x, w, b, s, flipped, relu, act, pre);
-          default:
-            break;
-        }
-      } else if (pointwise_rows_choice(s, flipped, mr, nr, {mr})) {
+      const int rows = r7 ? pointwise_rows_choice(s, flipped, mr, nr, {mr, gemm_detail::kMR512r7})
+                          : pointwise_rows_choice(s, flipped, mr, nr, {mr});
+      if (rows == mr)
         return pointwise_rows_forward<T, mr, nr>(offs_ukernel<T, mr, nr>(), out, x, w, b, s, flipped, relu, act,
                                                  pre);
-      }
+      if constexpr (r7)
+        if (rows == gemm_detail::kMR512r7)
+          return pointwise_rows_forward<T, gemm_detail::kMR512r7, nr>(gemm_detail::ukernel_offs_avx512_f32_7, out,
+                                                                      x, w, b, s, flipped, relu, act, pre);
     }
     if constexpr (sizeof(T) == 4) {
       // At most 16 output columns (4x4 maps at batch 1): one-vector tiles, A in place.

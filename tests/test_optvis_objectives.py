@@ -52,8 +52,9 @@ def test_blur_input_pulls_towards_the_blur():
     d = g[O.INPUT]
     assert v == pytest.approx(0.5 * (d ** 2).sum())
     inner = x[:, :, 1:-1, 1:-1]
-    k = np.array([[0.5, 1, 0.5], [1, 1, 1], [0.5, 1, 0.5]])
-    blur = sum(k[i, j] * x[:, :, i:i + 4, j:j + 3] for i in range(3) for j in range(3)) / k.sum()
+    k = np.array([[0.5, 0.5, 0.5], [0.5, 1, 0.5], [0.5, 0.5, 0.5]])     # Lucid's _tf_blur
+    h, w = inner.shape[2:]
+    blur = sum(k[i, j] * x[:, :, i:i + h, j:j + w] for i in range(3) for j in range(3)) / k.sum()
     np.testing.assert_allclose(d[:, :, 1:-1, 1:-1], inner - blur)
     flat = {O.INPUT: np.full((1, 3, 6, 5), 0.3)}
     assert O.blur_input().value(flat, 1)[0] == pytest.approx(0.0, abs=1e-20)

@@ -505,12 +505,13 @@ class _TotalVariation(_InputPrior):
         return v, g
 
 
-_BLUR_KERNEL = np.array([[0.5, 1.0, 0.5], [1.0, 1.0, 1.0], [0.5, 1.0, 0.5]])
+_BLUR_KERNEL = np.array([[0.5, 0.5, 0.5], [0.5, 1.0, 0.5], [0.5, 0.5, 0.5]])
 
 
 def _blur3(x):
-    """Lucid's blur: the 3x3 kernel above, zero padding, normalized by the kernel
-    mass inside the image (so edges are not darkened)."""
+    """Lucid's ``_tf_blur``: the 3x3 kernel above (the pixel 1, its eight
+    neighbours 0.5), zero padding, normalized by the kernel mass inside the image
+    (so edges are not darkened)."""
     h, w = x.shape[-2:]
     p = np.pad(x, [(0, 0)] * (x.ndim - 2) + [(1, 1), (1, 1)])
     ones = np.pad(np.ones((h, w)), 1)

@@ -20,6 +20,7 @@ CASES = [
     O.channel("conv", 2), O.channel("fc", 6), O.channel("conv", 1, batch=2),
     O.neuron("conv", 3), O.neuron("conv", 0, x=1, y=4, batch=0), O.class_logit(9),
     O.direction("conv", np.arange(4.0) - 1.5), O.direction("fc", np.ones(7), batch=1),
+    O.direction_cosine("conv", np.arange(4.0) - 1.5), O.direction_cosine("fc", np.ones(7), batch=1),
     O.deepdream("conv"), O.diversity("conv"), O.l1(), O.l1("conv", constant=0.2), O.l2(),
     O.total_variation(),
     O.channel("conv", 2) - 0.5 * O.channel("conv", 3), -O.deepdream("fc") / 4 + 2,

@@ -29,7 +29,7 @@ import numpy as np
 
 from .. import _checks
 
-__all__ = ["Objective", "INPUT", "channel", "neuron", "class_logit", "direction", "deepdream",
+__all__ = ["Objective", "INPUT", "channel", "neuron", "class_logit", "direction", "direction_cosine", "deepdream",
            "diversity", "l1", "l2", "total_variation", "blur_input", "per_image", "parse",
            "as_objective"]
 
@@ -368,6 +368,28 @@ class _Direction(_Term):
         return float(dots.mean(dtype=np.float64)), {self.layer: self._grad_full(a, g)}
 
 
+class _DirectionCosine(_Direction):
+    """Mean cosine similarity, as ``torch.nn.CosineSimilarity(dim=1)`` computes it:
+    (x / max(|x|, eps)) . (v / max(|v|, eps)), eps = 1e-8."""
+    EPS = 1e-8
+
+    def __init__(self, layer, vector, batch=None):
+        super().__init__(layer, vector, batch, name=f"direction_cosine:{layer}")
+
+    def value(self, acts, n):
+        a = acts[self.layer]
+        s = self._sel(a).astype(np.float64)
+        shape = (1, -1) + (1,) * (s.ndim - 2)
+        u = (self.vector / max(np.linalg.norm(self.vector), self.EPS)).reshape(shape)
+        norm = np.sqrt((s * s).sum(axis=1, keepdims=True))
+        den = np.maximum(norm, self.EPS)
+        cos = (s * u).sum(axis=1, keepdims=True) / den
+        # d cos / d x = (u - cos x / |x|) / |x|; u / eps where |x| < eps
+        g = (u - np.where(norm < self.EPS, 0.0, cos / den) * s) / den
+        g /= cos.size
+        return float(cos.mean()), {self.layer: self._grad_full(a, g.astype(a.dtype))}
+
+
 class _DeepDream(_Term):
     def __init__(self, layer, batch=None):
         super().__init__(layer, batch)
@@ -558,6 +580,15 @@ def direction(layer, vector, batch=None):
     """Mean over positions of the dot product of ``layer``'s activation vector with
     ``vector`` (C,) (Lucid's ``direction``)."""
     return _Direction(layer, vector, batch)
+
+
+def direction_cosine(layer, vector, batch=None):
+    """Mean over images and positions of the cosine similarity between the
+    activation vector (channels) and ``vector`` (C,) (Lucent's ``direction``):
+    unlike :func:`direction`, it rewards the angle alone, not the activation's
+    size. Where an activation vector is zero the similarity is 0 and its
+    gradient ``vector / (|vector| eps)`` (eps = 1e-8), as in PyTorch."""
+    return _DirectionCosine(layer, vector, batch)
 
 
 def deepdream(layer, batch=None):

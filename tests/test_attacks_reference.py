@@ -28,6 +28,13 @@ def data(pair):
     return u8, y, model.preprocess(u8)
 
 
+def _loss_grad(net, x, labels):
+    """The gradient of the cross-entropy with respect to images x in [0, 1]."""
+    xt = torch.tensor(x, dtype=torch.float32, requires_grad=True)
+    torch.nn.functional.cross_entropy(net(xt), torch.tensor(labels)).backward()
+    return xt.grad.numpy()
+
+
 def _ta_run(attack, u8, labels):
     return attack(torch_images(u8), torch.tensor(labels)).detach().numpy().astype(np.float64)
 
@@ -45,12 +52,25 @@ def test_pgd_without_random_start_follows_torchattacks_step_for_step(pair, data,
         targeted=targeted, target=target, callback=lambda t, Xi, info: path.append(to_unit(model, Xi)))
     assert len(path) == steps
     cls = torchattacks.PGD if norm == "inf" else torchattacks.PGDL2
+    labels = target if targeted else y
+    diverged = set()
     for k in range(1, steps + 1):
         atk = cls(net, eps=eps / 255, alpha=alpha / 255, steps=k, random_start=False)
         if targeted:
             atk.set_mode_targeted_by_label(quiet=True)
-        ref = _ta_run(atk, u8, target if targeted else y)
-        assert np.abs(ref - path[k - 1]).max() * 255 < TOL, (norm, k)
+        ref = _ta_run(atk, u8, labels)
+        off = np.abs(ref - path[k - 1]) * 255 >= TOL
+        for i in sorted(set(np.nonzero(off.any(axis=(1, 2, 3)))[0]) - diverged):
+            # an L-inf step takes the gradient's sign: where the gradient is at the
+            # level of float32 rounding the two libraries may step apart by 2 alpha
+            # (seen: 7e-10 against the image's largest 0.04); the image then leaves
+            # the comparison
+            assert norm == "inf", (norm, k, i)
+            prev = path[k - 2] if k > 1 else to_unit(model, X)
+            g = _loss_grad(net, prev[i:i + 1], labels[i:i + 1])[0]
+            assert np.abs(g[off[i]]).max() <= 1e-6 * np.abs(g).max(), (norm, k, i)
+            diverged.add(i)
+    assert len(diverged) <= 2, diverged
     # the steps did something: the change reaches the budget
     d = (path[-1] - to_unit(model, X)) * 255
     size = np.abs(d).max(axis=(1, 2, 3)) if norm == "inf" else np.sqrt((d ** 2).sum(axis=(1, 2, 3)))

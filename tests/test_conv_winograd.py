@@ -149,7 +149,11 @@ def _passes(x, w, b):
     ((8, 32, 4, 32), ("winograd2x2", "winograd2x2")),  # 8 F(4x4) tiles, 32 F(2x2) tiles
     ((32, 32, 4, 32), ("winograd", "winograd")),       # 32 F(4x4) tiles
     ((1, 8, 8, 32), ("direct", "direct")),             # too few channels
-], ids=["b1-8x8", "b1-14x14", "b1-4x4", "b4-4x4", "b8-4x4", "b32-4x4", "few-channels"])
+    # 16 F(2x2) tiles, but transformed filters of 9.4 MB would stream from memory
+    ((1, 384, 7, 384), ("direct", "direct")),
+    ((8, 384, 4, 384), ("winograd2x2", "winograd2x2")),  # 32 F(2x2) tiles: the gemms amortize them
+], ids=["b1-8x8", "b1-14x14", "b1-4x4", "b4-4x4", "b8-4x4", "b32-4x4", "few-channels", "b1-7x7-large",
+        "b8-4x4-large"])
 def test_auto_picks_the_variant(case, algorithm):
     # auto is bit-identical to the variant its cost model picks, pass by pass.
     (N, C, H, F), (fwd, wgrad) = case

@@ -150,6 +150,15 @@ WinogradChoice winograd_choice(const Conv2dShape& s, bool weight_grad) {
   // Where the filters should come from the cache but it is full, they are
   // transformed every call (slower, but the choice never depends on what the cache
   // holds: two threads, or two calls, with equal inputs get equal bits).
+  // Those measurements called one layer again and again, its transformed filters in
+  // cache. In a network each layer's come back from memory: with 8 layers' weights in
+  // turn (bench_winograd_cycle.py, Intel Xeon AVX-512) F(2x2) ran at 0.74-0.88x the
+  // direct gemm for 384x384 and 512x512 filters (9.4 and 16.8 MB transformed) and
+  // 0.80-1.15x for 256x256 (4.2 MB); ResNet-50 at batch 1 with its 512x512 7x7
+  // layers direct: forward + input gradient 3.5-4% faster on 1 and 2 threads. So with
+  // 16-31 tiles the forward-pass F(2x2) keeps to filters of at most kStreamMax2
+  // transformed bytes.
+  constexpr std::size_t kStreamMax2 = std::size_t(6) << 20;
   if (s.C < 16 || s.F < 16) return {};
   const std::size_t emax = cache_entry_max();
   const bool cache4 = std::size_t(36 * s.C * s.F) * sizeof(float) <= emax;
@@ -157,7 +166,8 @@ WinogradChoice winograd_choice(const Conv2dShape& s, bool weight_grad) {
   const index_t tiles4 = winograd_tiles(s, 4), tiles2 = winograd_tiles(s, 2);
   if (tiles4 >= 32) return {4, false};
   if (tiles4 >= 16 && cache4) return {4, !weight_grad};
-  if (tiles2 >= (weight_grad ? 32 : 16) && cache2) return {2, !weight_grad};
+  const bool stream2 = weight_grad || tiles2 >= 32 || std::size_t(16 * s.C * s.F) * sizeof(float) <= kStreamMax2;
+  if (tiles2 >= (weight_grad ? 32 : 16) && cache2 && stream2) return {2, !weight_grad};
   return {};
 }
 

@@ -276,7 +276,7 @@ def render(objective, model, param=None, transforms="standard", optimizer="adam"
         learning_rate: Adam's step size (with ``optimizer="adam"``).
         steps: number of steps (>= 1). Images meant to be read by people or
             by other networks gain from fewer: class images of the bundled
-            model were recognized by two other networks 60% of the time after
+            model were recognized by two other networks 61% of the time after
             128 steps, 47% after 256 and 37% after 512, where the render adds
             what only this model responds to (docs/optvis.md, "Legibility").
         thresholds: the steps after which a snapshot is kept (each in 1..steps);

@@ -152,8 +152,10 @@ def _passes(x, w, b):
     # 16 F(2x2) tiles, but transformed filters of 9.4 MB would stream from memory
     ((1, 384, 7, 384), ("direct", "direct")),
     ((8, 384, 4, 384), ("winograd2x2", "winograd2x2")),  # 32 F(2x2) tiles: the gemms amortize them
+    # 16 F(4x4) tiles whose 9.4 MB of transformed filters would stream: F(2x2)'s 49
+    ((1, 256, 14, 256), ("winograd2x2", "winograd")),
 ], ids=["b1-8x8", "b1-14x14", "b1-4x4", "b4-4x4", "b8-4x4", "b32-4x4", "few-channels", "b1-7x7-large",
-        "b8-4x4-large"])
+        "b8-4x4-large", "b1-14x14-large"])
 def test_auto_picks_the_variant(case, algorithm):
     # auto is bit-identical to the variant its cost model picks, pass by pass.
     (N, C, H, F), (fwd, wgrad) = case

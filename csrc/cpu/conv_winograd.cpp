@@ -156,17 +156,21 @@ WinogradChoice winograd_choice(const Conv2dShape& s, bool weight_grad) {
   // direct gemm for 384x384 and 512x512 filters (9.4 and 16.8 MB transformed) and
   // 0.80-1.15x for 256x256 (4.2 MB); ResNet-50 at batch 1 with its 512x512 7x7
   // layers direct: forward + input gradient 3.5-4% faster on 1 and 2 threads. So with
-  // 16-31 tiles the forward-pass F(2x2) keeps to filters of at most kStreamMax2
-  // transformed bytes.
-  constexpr std::size_t kStreamMax2 = std::size_t(6) << 20;
+  // 16-31 tiles the forward-pass F(2x2) keeps to filters of at most kStreamMax
+  // transformed bytes. F(4x4) with 16-31 tiles likewise: beyond kStreamMax its
+  // filters (9.4 MB at 256x256) lose to F(2x2) with its 49 tiles at 14x14 and
+  // filters of 4/9 the size (8 layers in turn, 256x256: 1.95 against 1.54 ms on 1
+  // thread, equal on 2; 512x512: 7.18 against 5.57 and 3.52 against 3.07 ms).
+  constexpr std::size_t kStreamMax = std::size_t(6) << 20;
   if (s.C < 16 || s.F < 16) return {};
   const std::size_t emax = cache_entry_max();
   const bool cache4 = std::size_t(36 * s.C * s.F) * sizeof(float) <= emax;
   const bool cache2 = std::size_t(16 * s.C * s.F) * sizeof(float) <= emax;
   const index_t tiles4 = winograd_tiles(s, 4), tiles2 = winograd_tiles(s, 2);
   if (tiles4 >= 32) return {4, false};
-  if (tiles4 >= 16 && cache4) return {4, !weight_grad};
-  const bool stream2 = weight_grad || tiles2 >= 32 || std::size_t(16 * s.C * s.F) * sizeof(float) <= kStreamMax2;
+  const bool stream4 = weight_grad || tiles2 < 32 || std::size_t(36 * s.C * s.F) * sizeof(float) <= kStreamMax;
+  if (tiles4 >= 16 && cache4 && stream4) return {4, !weight_grad};
+  const bool stream2 = weight_grad || tiles2 >= 32 || std::size_t(16 * s.C * s.F) * sizeof(float) <= kStreamMax;
   if (tiles2 >= (weight_grad ? 32 : 16) && cache2 && stream2) return {2, !weight_grad};
   return {};
 }

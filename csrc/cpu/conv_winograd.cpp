@@ -164,14 +164,14 @@ WinogradChoice winograd_choice(const Conv2dShape& s, bool weight_grad) {
   constexpr std::size_t kStreamMax = std::size_t(6) << 20;
   if (s.C < 16 || s.F < 16) return {};
   const std::size_t emax = cache_entry_max();
-  const bool cache4 = std::size_t(36 * s.C * s.F) * sizeof(float) <= emax;
-  const bool cache2 = std::size_t(16 * s.C * s.F) * sizeof(float) <= emax;
+  const std::size_t bytes4 = std::size_t(36 * s.C * s.F) * sizeof(float);  // transformed filters
+  const std::size_t bytes2 = std::size_t(16 * s.C * s.F) * sizeof(float);
   const index_t tiles4 = winograd_tiles(s, 4), tiles2 = winograd_tiles(s, 2);
   if (tiles4 >= 32) return {4, false};
-  const bool stream4 = weight_grad || tiles2 < 32 || std::size_t(36 * s.C * s.F) * sizeof(float) <= kStreamMax;
-  if (tiles4 >= 16 && cache4 && stream4) return {4, !weight_grad};
-  const bool stream2 = weight_grad || tiles2 >= 32 || std::size_t(16 * s.C * s.F) * sizeof(float) <= kStreamMax;
-  if (tiles2 >= (weight_grad ? 32 : 16) && cache2 && stream2) return {2, !weight_grad};
+  const bool stream4 = weight_grad || tiles2 < 32 || bytes4 <= kStreamMax;
+  if (tiles4 >= 16 && bytes4 <= emax && stream4) return {4, !weight_grad};
+  const bool stream2 = weight_grad || tiles2 >= 32 || bytes2 <= kStreamMax;
+  if (tiles2 >= (weight_grad ? 32 : 16) && bytes2 <= emax && stream2) return {2, !weight_grad};
   return {};
 }
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import require, require_torchvision
+from helpers import rel_err  # noqa: F401 (the attribution tests import it from here)
 
 NETS = ("vgg", "resnet", "mobilenet")
 # the layer each CAM test explains: the output of the last block
@@ -130,12 +131,6 @@ def tensor(x):
 
 def numpy(t):
     return t.detach().cpu().numpy()
-
-
-def rel_err(a, b):
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    assert a.shape == b.shape, (a.shape, b.shape)
-    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
 
 
 TOL = {np.float32: 1e-4, np.float64: 1e-9}

@@ -23,6 +23,13 @@ def close(got, want, dtype, terms):
     assert err <= bound, f"max error {err:.3g} > {bound:.3g}"
 
 
+def rel_err(got, want):
+    """max |got - want| / max |want|: the error relative to the reference's scale."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    assert got.shape == want.shape, (got.shape, want.shape)
+    return float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-30))
+
+
 def tol(dtype, float32=(2e-5, 2e-6), float64=(1e-12, 1e-13)):
     """``assert_allclose`` keyword arguments (rtol, atol) for ``dtype``."""
     rtol, atol = float32 if np.dtype(dtype) == np.float32 else float64

@@ -10,14 +10,10 @@ import pytest
 
 import gradvis
 from conftest import require_torch
+from helpers import rel_err
 from gradvis.nn import (GELU, Abs, Concat, Erf, Exp, GatherND, LayerNorm, LogSoftmax, MatMul, Model, Neg, Pow,
                         Reduce, Reshape, Resize, Slice, Softmax, Sqrt, Transpose)
 from gradvis.nn.pointwise import erf
-
-
-def rel_err(a, b):
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
 
 
 def cases():

@@ -16,6 +16,7 @@ import pytest
 
 import gradvis
 from conftest import require, require_onnx, require_torch, require_torchvision
+from helpers import rel_err
 
 # one per family, with the smallest input its export accepts: the TorchScript
 # exporter writes AlexNet's and VGG's AdaptiveAvgPool2d only as a no-op (features
@@ -60,11 +61,6 @@ def size_for(name, exporter="torchscript"):
     if name.startswith(SMALL_FOR_DYNAMO):
         return 64 if exporter == "dynamo" else 224
     return 96 if name.startswith("inception") else 64
-
-
-def rel_err(a, b):
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
 
 
 def rel_l2(a, b):

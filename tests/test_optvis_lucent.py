@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 
 from conftest import require, require_torchvision
+from helpers import rel_err
 
 from gradvis.optvis import objectives as O, param as P, render, transforms as T
 from gradvis.optvis.objectives import INPUT, LOGITS
@@ -40,16 +41,10 @@ from lucent.optvis.param.color import to_valid_rgb  # noqa: E402
 from lucent.optvis.param.spatial import fft_image, pixel_image  # noqa: E402
 
 
-def rel_err(got, want):
-    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-    return np.abs(got - want).max() / max(np.abs(want).max(), 1e-30)
-
-
 # ---------------------------------------------------------------------------- parameterization
 def _lucent_param(p, decay_power):
     """Lucent's parameterization holding the parameter values of gradvis's ``p``:
-    (its parameter tensor, its image function, the slice of that tensor that
-    gradvis's params map to)."""
+    (its parameter tensor, its image function)."""
     n, c, h, w = p.shape
     if p.fft:
         params, image_f = fft_image((n, c, h, w), sd=0.01, decay_power=decay_power)
@@ -107,8 +102,7 @@ def _lucent_value_grad(obj, acts):
     """Lucent's loss for the activations ``acts`` and its gradient with respect to
     each of them: ``obj`` reads layers through its hook function."""
     ts = {k: torch.tensor(v, requires_grad=True) for k, v in acts.items()}
-    names = {"logits": LOGITS}
-    loss = obj(lambda name: ts[names.get(name, name)])
+    loss = obj(lambda name: ts[name])
     loss.backward()
     return float(loss), {k: (t.grad.numpy() if t.grad is not None else np.zeros_like(acts[k]))
                          for k, t in ts.items()}

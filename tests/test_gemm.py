@@ -2,13 +2,10 @@ import numpy as np
 import pytest
 
 from gradvis import _core
+from helpers import rel_err
 import reference_conv as ref
 
 DTYPES = [np.float32, np.float64]
-
-
-def rel_err(a, b):
-    return np.abs(np.asarray(a, np.float64) - b).max() / max(np.abs(b).max(), 1e-30)
 
 
 def tol(dtype, k):

@@ -283,6 +283,7 @@ POINTWISE = [
     # small maps computed transposed (positions in 7- or 8-row tiles, filters in vectors)
     ((1, 300, 7, 7), (96, 300, 1, 1)),     # 49 positions, two K blocks; dx: 300 outputs, a partial sliver
     ((1, 64, 14, 14), (45, 64, 1, 1)),     # 196 positions; dx transposed, the forward not (45 filters)
+    ((1, 1800, 7, 7), (300, 1800, 1, 1)),  # dx: 57 slivers (the last partial) packed in 2-3 groups a thread
     ((8, 48, 3, 3), (64, 48, 1, 1)),       # 8-row tiles across 9-pixel images
     ((1, 520, 10, 10), (64, 520, 1, 1)),   # 100 positions, three K blocks
 ]

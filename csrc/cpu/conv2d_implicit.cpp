@@ -498,65 +498,105 @@ void pointwise_rows_forward(ukernel_offs_fn<T> kern, T* out, const T* x, const T
   std::vector<index_t> koff(static_cast<std::size_t>(kc_max));
   for (index_t k = 0; k < kc_max; ++k) koff[std::size_t(k)] = k * Q;
 
-  auto pack = [&](T* bp, index_t o0, index_t nr, index_t k0, index_t kc) {
+  // A thread's items run in groups of consecutive items; each K block is packed
+  // for the whole group at once. Flipped, a group's packed slivers (kc x NR
+  // each) and panels (rows x NR each) fill up to half of L2, so each row of w
+  // is read in one run as wide as the group: one sliver at a time read 128
+  // bytes per row, rows O apart, each on a new page for the prefetchers (768 <-
+  // 3072 at 7x7, 1 thread: 2.8-3.1 ms, 2.1-2.3 in groups). Unflipped, the
+  // transposes read runs of kc along w's rows either way: groups of one item.
+  const index_t per_item = kc_max * NR + block_rows * NR;
+  const index_t group = flipped ? std::max<index_t>(1, (index_t(1) << 20) / index_t(sizeof(T)) / per_item) : 1;
+
+  // bp[k][j] for the slivers js0..js1 (each kc_max x NR, zero-padded columns)
+  auto pack = [&](T* bp, index_t js0, index_t js1, index_t k0, index_t kc) {
+    const index_t ob = std::min(O, js1 * NR);
     if (flipped) {
       for (index_t k = 0; k < kc; ++k) {
-        const T* src = w + (k0 + k) * O + o0;
-        T* d = bp + k * NR;
-        for (index_t j = 0; j < nr; ++j) d[j] = src[j];
+        const T* src = w + (k0 + k) * O;
+        for (index_t js = js0; js < js1; ++js) {
+          const index_t o0 = js * NR, nr = std::min<index_t>(NR, O - o0);
+          T* d = bp + (js - js0) * kc_max * NR + k * NR;
+          for (index_t j = 0; j < nr; ++j) d[j] = src[o0 + j];
+        }
       }
     } else {
       // bp[k][j] = w[o0 + j][k0 + k], 64 values of k at a time: that part of
       // bp (8 KB) stays in L1 while each group of 4 rows writes its columns
-      for (index_t k = 0; k < kc; k += 64)
-        transpose_block(bp + k * NR, NR, w + o0 * K + k0 + k, K, nr, std::min<index_t>(64, kc - k));
+      for (index_t js = js0; js < js1; ++js) {
+        const index_t o0 = js * NR, nr = std::min<index_t>(NR, O - o0);
+        T* b0 = bp + (js - js0) * kc_max * NR;
+        for (index_t k = 0; k < kc; k += 64)
+          transpose_block(b0 + k * NR, NR, w + o0 * K + k0 + k, K, nr, std::min<index_t>(64, kc - k));
+      }
     }
-    if (nr < NR)
-      for (index_t k = 0; k < kc; ++k) std::fill(bp + k * NR + nr, bp + (k + 1) * NR, T(0));
+    if (ob < js1 * NR) {  // the last sliver of the layer is partial
+      T* b0 = bp + (js1 - 1 - js0) * kc_max * NR;
+      const index_t nr = ob - (js1 - 1) * NR;
+      for (index_t k = 0; k < kc; ++k) std::fill(b0 + k * NR + nr, b0 + (k + 1) * NR, T(0));
+    }
   };
 
-  auto item = [&](index_t id, T* bp, T* cp) {
-    const index_t js = id / rblocks, rb = id % rblocks;
+  auto rows_of = [&](index_t id, index_t& r0, index_t& r1) {
+    const index_t rb = id % rblocks;
     const index_t t0 = rtiles * rb / rblocks, t1 = rtiles * (rb + 1) / rblocks;
-    const index_t r0 = t0 * MR, r1 = std::min(R, t1 * MR);
-    const index_t o0 = js * NR, nr = std::min<index_t>(NR, O - o0);
+    r0 = t0 * MR, r1 = std::min(R, t1 * MR);
+  };
+
+  // items [i0, i1): their slivers packed into bp, products into panels cp
+  auto run_group = [&](index_t i0, index_t i1, T* bp, T* cp) {
+    const index_t js0 = i0 / rblocks, js1 = (i1 - 1) / rblocks + 1;
     for (index_t bk = 0; bk < kb.n; ++bk) {
       const index_t k0 = kb.begin(bk), kc = kb.begin(bk + 1) - k0;
-      pack(bp, o0, nr, k0, kc);
+      pack(bp, js0, js1, k0, kc);
       const T* a = x + k0 * Q;
       const T beta = bk == 0 ? T(0) : T(1);
-      for (index_t r = r0; r < r1; r += MR) {
-        const index_t mr = std::min<index_t>(MR, r1 - r);
-        index_t roff[MR];
-        for (index_t i = 0; i < mr; ++i) roff[i] = ((r + i) / Q) * K * Q + (r + i) % Q;
-        kern(kc, a, roff, mr, koff.data(), bp, cp + (r - r0) * NR, NR, T(1), beta);
-      }
-    }
-    for (index_t r = r0; r < r1;) {  // per image: its rows [q, q + len) of each filter
-      const index_t n = r / Q, q = r % Q, len = std::min(Q - q, r1 - r);
-      T* d0 = out + (n * O + o0) * Q + q;
-      transpose_block(d0, Q, cp + (r - r0) * NR, NR, len, nr);  // d0[j*Q + t] = panel[t][j]
-      for (index_t j = 0; j < nr; ++j) {
-        T* d = d0 + j * Q;
-        const T bv = b ? b[o0 + j] : T(0);
-        if (relu && !act) {
-          bias_relu(d, d, len, bv);
-        } else {
-          if (b)
-            for (index_t t = 0; t < len; ++t) d[t] += bv;
-          if (act) apply_act(d, pre ? pre + (d - out) : nullptr, len, *act);
+      for (index_t id = i0; id < i1; ++id) {
+        index_t r0, r1;
+        rows_of(id, r0, r1);
+        const T* bs = bp + (id / rblocks - js0) * kc_max * NR;
+        T* panel = cp + (id - i0) * block_rows * NR;
+        for (index_t r = r0; r < r1; r += MR) {
+          const index_t mr = std::min<index_t>(MR, r1 - r);
+          index_t roff[MR];
+          for (index_t i = 0; i < mr; ++i) roff[i] = ((r + i) / Q) * K * Q + (r + i) % Q;
+          kern(kc, a, roff, mr, koff.data(), bs, panel + (r - r0) * NR, NR, T(1), beta);
         }
       }
-      r += len;
+    }
+    for (index_t id = i0; id < i1; ++id) {
+      index_t r0, r1;
+      rows_of(id, r0, r1);
+      const T* panel = cp + (id - i0) * block_rows * NR;
+      const index_t o0 = id / rblocks * NR, nr = std::min<index_t>(NR, O - o0);
+      for (index_t r = r0; r < r1;) {  // per image: its rows [q, q + len) of each filter
+        const index_t n = r / Q, q = r % Q, len = std::min(Q - q, r1 - r);
+        T* d0 = out + (n * O + o0) * Q + q;
+        transpose_block(d0, Q, panel + (r - r0) * NR, NR, len, nr);  // d0[j*Q + t] = panel[t][j]
+        for (index_t j = 0; j < nr; ++j) {
+          T* d = d0 + j * Q;
+          const T bv = b ? b[o0 + j] : T(0);
+          if (relu && !act) {
+            bias_relu(d, d, len, bv);
+          } else {
+            if (b)
+              for (index_t t = 0; t < len; ++t) d[t] += bv;
+            if (act) apply_act(d, pre ? pre + (d - out) : nullptr, len, *act);
+          }
+        }
+        r += len;
+      }
     }
   };
 
   ErrorTrap trap;
   team_run(nt, [&](index_t t, index_t nth) {
     trap.run([&] {
-      T* bp = scratch<T>(ScratchSlot::conv_pack_b, std::size_t(kc_max * NR));
-      T* cp = scratch<T>(ScratchSlot::conv_panel, std::size_t(block_rows * NR));
-      for (index_t i = items * t / nth; i < items * (t + 1) / nth; ++i) item(i, bp, cp);
+      const index_t i0 = items * t / nth, i1 = items * (t + 1) / nth;
+      const index_t g = std::min(group, std::max<index_t>(1, i1 - i0));
+      T* bp = scratch<T>(ScratchSlot::conv_pack_b, std::size_t((g / rblocks + 2) * kc_max * NR));
+      T* cp = scratch<T>(ScratchSlot::conv_panel, std::size_t(g * block_rows * NR));
+      for (index_t i = i0; i < i1; i += g) run_group(i, std::min(i1, i + g), bp, cp);
     });
   });
   trap.rethrow();

@@ -29,9 +29,12 @@ namespace gradvis {
 namespace {
 
 // Multiply-adds each thread should get at least: below it, a parallel region's
-// start, barriers and split work cost more than the second core saves (the
-// 3->32 first layer at 64x64, batch 1, was slower on 2 threads than on 1).
-constexpr double kConvGrain = double(1 << 21);
+// start, barriers and split work cost more than the second core saves. Once 2^21,
+// when the 3->32 first layer at 64x64, batch 1 (3.5M), was slower on 2 threads
+// than on 1; with today's kernels (Intel Xeon, 2 threads) that layer runs its
+// forward pass in 0.70x and its weight gradient in 0.60x the 1-thread time at
+// 2^19, and no layer of 0.5-9.4M multiply-adds is slower on 2 threads.
+constexpr double kConvGrain = double(1 << 19);
 
 // The team for a convolution of this shape (one pass: N*F*OH*OW*C/groups*KH*KW
 // multiply-adds).

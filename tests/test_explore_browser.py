@@ -244,13 +244,21 @@ def test_deepdream_streams_and_cancels(driver, shots):
 
 
 def _wait_file(folder, suffix, timeout=WAIT):
+    """The downloaded file once it is whole: the browser may create it under its
+    final name before it has written all of it, so its size must be the same on two
+    looks 0.1 s apart, with no download in progress beside it."""
     t0 = time.monotonic()
+    last = None
     while time.monotonic() - t0 < timeout:
         done = [p for p in folder.iterdir() if p.name.endswith(suffix)]
-        if done:
-            return done[0]
-        time.sleep(0.05)
-    raise AssertionError(f"no {suffix} file downloaded into {folder}: {list(folder.iterdir())}")
+        busy = any(p.name.endswith(".crdownload") for p in folder.iterdir())
+        if done and not busy:
+            size = done[0].stat().st_size
+            if size > 0 and size == last:
+                return done[0]
+            last = size
+        time.sleep(0.1)
+    raise AssertionError(f"no whole {suffix} file downloaded into {folder}: {list(folder.iterdir())}")
 
 
 def test_downloads(driver):

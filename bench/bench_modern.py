@@ -12,8 +12,8 @@ same gradvis process (a depthwise layer reads its input and writes its output on
     python bench/bench_modern.py --networks [--simd avx2]   # whole torchvision networks via ONNX
     python bench/bench_modern.py --acts [--simd avx2]       # conv + activation, fused against separate
 
---simd avx2 sets GRADVIS_SIMD=avx2 for gradvis and ATEN_CPU_CAPABILITY=avx2 for
-PyTorch. --networks runs bench/imported_worker.py (forward, and forward + input
+--simd avx2 sets GRADVIS_SIMD=avx2 for gradvis and, for PyTorch, ATEN_CPU_CAPABILITY=avx2,
+ONEDNN_MAX_CPU_ISA=AVX2 and MKL_ENABLE_INSTRUCTIONS=AVX2 (torch_compat.simd_env). --networks runs bench/imported_worker.py (forward, and forward + input
 gradient, batch 1, 224x224) for mobilenet_v2, mobilenet_v3_large, efficientnet_b0,
 regnet_y_400mf, resnet50 (and convnext_tiny where gradvis imports it).
 """
@@ -27,6 +27,7 @@ import tempfile
 import time
 
 import numpy as np
+from torch_compat import gradvis_origin, simd_env   # does not import torch
 
 # (name, C, F, HW, K, stride, pad, groups): input (N, C, HW, HW), w (F, C/groups, K, K)
 DEPTHWISE = [
@@ -138,8 +139,7 @@ def worker(side, shapes, batches, threads):
 def run_side(side, shapes_arg, batches, threads, simd):
     env = dict(os.environ)
     if simd:
-        env["GRADVIS_SIMD"] = simd
-        env["ATEN_CPU_CAPABILITY"] = simd
+        env.update(simd_env(simd))
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", side, "--shapes", shapes_arg,
            "--batches", *map(str, batches), "--threads", *map(str, threads)]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -153,7 +153,7 @@ def run_networks(args):
     wk = os.path.join(os.path.dirname(os.path.abspath(__file__)), "imported_worker.py")
     env = dict(os.environ)
     if args.simd:
-        env["GRADVIS_SIMD"] = env["ATEN_CPU_CAPABILITY"] = args.simd
+        env.update(simd_env(args.simd))
     rows = []
     with tempfile.TemporaryDirectory() as d:
         for name in args.models or NETWORKS:
@@ -217,6 +217,10 @@ def main():
         args.shapes = "quick"
     if args.worker:
         return worker(args.worker, sets[args.shapes], args.batches, args.threads)
+    env = dict(os.environ)
+    if args.simd:
+        env.update(simd_env(args.simd))
+    origin = gradvis_origin(env)
     if args.acts:
         rows = run_acts(args)
     elif args.networks:
@@ -225,6 +229,7 @@ def main():
         rows = run_ops(args, sets[args.shapes])
     if args.json:
         meta = {"machine": platform.processor() or platform.machine(), "simd": args.simd or "default",
+                "gradvis": origin,
                 "loaded": subprocess.run(["pgrep", "-f", "gradvis.train"], capture_output=True).returncode == 0}
         with open(args.json, "w") as f:
             json.dump({"meta": meta, "rows": rows}, f, indent=1)

@@ -31,6 +31,7 @@ import tempfile
 import time
 
 import numpy as np
+from torch_compat import gradvis_origin, simd_env   # does not import torch
 
 SIZE = 224
 NETWORKS = ["mobilenet_v2", "efficientnet_b0", "convnext_tiny", "regnet_y_400mf"]
@@ -171,7 +172,7 @@ def gradvis_side(name, out_dir, threads, reps, batch=1):
 def run_side(side, name, out_dir, threads, reps, simd, batch=1):
     env = dict(os.environ)
     if simd:
-        env["GRADVIS_SIMD"] = env["ATEN_CPU_CAPABILITY"] = simd
+        env.update(simd_env(simd))
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", side, "--dir", out_dir, "--models", name,
            "--threads", str(threads), "--reps", str(reps), "--batch", str(batch)]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -243,6 +244,10 @@ def main():
     if a.worker:
         return (torch_side if a.worker == "torch" else gradvis_side)(a.models[0], a.dir, a.threads, a.reps, a.batch)
     out = {}
+    env = dict(os.environ)
+    if a.simd:
+        env.update(simd_env(a.simd))
+    gradvis_origin(env)
     with tempfile.TemporaryDirectory() as d:
         for name in a.models:
             tr = run_side("torch", name, d, a.threads, a.reps, a.simd, a.batch)

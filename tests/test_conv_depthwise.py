@@ -185,6 +185,13 @@ GROUPED = [
     (1, 48, 48, 3, 7, 9, 3, 1, 1),                # 16
     (1, 12, 24, 4, 5, 6, 3, 1, 1),                # 3 in, 6 out per group
     (2, 8, 8, 2, 1, 1, 3, 1, 1),                  # 1x1 images
+    # weight gradients of four filters at a time: a block and one left over, taps
+    # of 5- and 7-wide rows in runs of 3, the flat plan of 7x7 maps, a depthwise
+    # multiplier of 4
+    (1, 10, 10, 2, 9, 8, 5, 1, 2),
+    (1, 8, 8, 2, 12, 12, 7, 1, 3),
+    (2, 16, 16, 2, 7, 7, 3, 1, 1),
+    (2, 6, 24, 6, 9, 9, 3, 1, 1),
 ]
 
 

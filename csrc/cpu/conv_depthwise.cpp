@@ -278,7 +278,7 @@ void depthwise_backward_weight(T* dw, T* db, const T* dout, const T* x, const Co
   ErrorTrap trap;
   parallel_for_nt(grain_threads(work, kDwGrain, G), G, [&](index_t gi) { trap.run([&] {
     T* prep = scratch<T>(ScratchSlot::depthwise_prep, std::size_t(g.cg * (g.flat ? dw_flat_dw_plane(g) : g.PS)));
-    T* dy = scratch<T>(ScratchSlot::depthwise_dy, dy_n);
+    T* dy = scratch<T>(ScratchSlot::depthwise_dy, dy_n * std::size_t(dw_dw_planes(g)));
     T* accv = scratch<T>(ScratchSlot::depthwise_w, acc_n);
     k.dw_channel(dw + gi * g.m * g.cg * KK, db ? db + gi * g.m : nullptr, x + gi * g.cg * HW, s.C * HW,
                  dout + gi * g.m * OHW, s.F * OHW, s.N, g, prep, dy, accv);

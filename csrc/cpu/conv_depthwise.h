@@ -75,6 +75,9 @@ inline index_t dw_flat_slack(const DwPlan& g) { return kDwLanes + (g.KW - 1) * g
 // Small maps at stride 1: whether the weight gradient runs over the flat index
 // of the prepared rows (a 7x7 map fills 7 of a row's 16 lanes).
 bool dw_use_flat_dw(const Conv2dShape& s);
+// How many output-gradient planes the weight gradient keeps at once: filters go in
+// blocks of four where a group has four or more (dw_dw_channel).
+inline index_t dw_dw_planes(const DwPlan& g) { return g.m >= 4 ? 4 : 1; }
 // A flat weight gradient's prepared plane (PS plus slack, zeroed) and dy (two
 // halves of the flat index, each a whole number of kDwLanes).
 inline index_t dw_flat_dw_half(const DwPlan& g) {

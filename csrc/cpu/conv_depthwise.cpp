@@ -24,9 +24,11 @@ namespace gradvis {
 namespace conv_detail {
 
 bool dw_use_flat(const Conv2dShape& s, int lanes) {
-  if (s.p.stride_h != 1 || s.p.stride_w != 1 || s.C != s.p.groups) return false;
+  if (s.p.stride_h != 1 || s.p.stride_w != 1) return false;
   const index_t L = lanes, Lp = s.OW + (s.KW - 1) * s.p.dilation_w;
-  const index_t rows = (s.OH + kDwRows - 1) / kDwRows * kDwRows * ((s.OW + L - 1) / L);
+  // the plane kernels' blocks: kDwRows rows (depthwise), 2 (groups of cg > 1)
+  const index_t R = s.C == s.p.groups ? kDwRows : 2;
+  const index_t rows = (s.OH + R - 1) / R * R * ((s.OW + L - 1) / L);
   const index_t flat = (s.OH * Lp + L - 1) / L;
   return 5 * flat < 4 * rows;
 }
@@ -205,8 +207,8 @@ void depthwise_forward(T* out, const T* x, const T* w, const T* b, const Conv2dS
     const T* wi = w + gi * g.m * g.cg * KK;
     const T* bi = b ? b + gi * g.m : nullptr;
     if (flat) {
-      T* prep = scratch<T>(ScratchSlot::depthwise_prep, std::size_t(g.PS + dw_flat_slack(g)));
-      T* tmp = scratch<T>(ScratchSlot::depthwise_dy, std::size_t(g.OH * g.Lp + kDwLanes));
+      T* prep = scratch<T>(ScratchSlot::depthwise_prep, std::size_t(dw_flat_prep_size(g)));
+      T* tmp = scratch<T>(ScratchSlot::depthwise_dy, std::size_t(dw_flat_tmp_size(g)));
       k.fwd_flat(o, xi, wi, bi, g, relu, prep, tmp);
     } else {
       T* prep = scratch<T>(ScratchSlot::depthwise_prep, std::size_t(g.cg * g.PS));

@@ -47,8 +47,9 @@ struct DwPlan {
 // flat: rows of OW values, not rounded up to kDwLanes (dw_fwd_plane_flat).
 DwPlan dw_plan(const Conv2dShape& s, std::vector<index_t>& taps, bool flat = false);
 
-// Small maps at stride 1, one input channel per group: whether the forward pass
-// runs over the flat index of the prepared rows (fewer vectors than row by row).
+// Small maps at stride 1: whether the forward pass runs over the flat index of the
+// prepared rows (fewer vectors than row by row); groups of several channels take
+// dw_fwd_group_flat, four filters at a time.
 bool dw_use_flat(const Conv2dShape& s, int lanes);
 
 // Small maps, one filter per channel, at least half a vector of channels: the
@@ -63,7 +64,7 @@ struct DwKernels {
   void (*dw_channel)(T* dw, T* db, const T* x, index_t xs, const T* dout, index_t ds, index_t N, const DwPlan& g,
                      T* prep, T* dy, T* accv);
   int lanes;
-  // a flat plan (dw_use_flat); prep: PS + dw_flat_slack values, tmp: OH*Lp + lanes
+  // a flat plan (dw_use_flat); prep: dw_flat_prep_size, tmp: dw_flat_tmp_size values
   void (*fwd_flat)(T* out, const T* x, const T* w, const T* b, const DwPlan& g, bool relu, T* prep, T* tmp);
   // nc <= lanes channels in the vector lanes (dw_use_lanes); see dw_fwd_lanes
   void (*fwd_lanes)(T* out, const T* x, const T* w, const T* b, index_t nc, const DwPlan& g, bool relu, T* ibuf,
@@ -72,6 +73,13 @@ struct DwKernels {
   void (*dx_lanes)(T* dx, const T* dout, const T* w, index_t nc, const DwPlan& g, T* gbuf, T* dbuf, T* wbuf);
 };
 inline index_t dw_flat_slack(const DwPlan& g) { return kDwLanes + (g.KW - 1) * g.dw + 1; }
+// A flat forward's scratch: cg prepared planes with their slack, and one tmp plane
+// (OH*Lp + kDwLanes values) per filter of a block (four where a group has cg > 1
+// channels and four or more filters: dw_fwd_group_flat).
+inline index_t dw_flat_prep_size(const DwPlan& g) { return g.cg * (g.PS + dw_flat_slack(g)); }
+inline index_t dw_flat_tmp_size(const DwPlan& g) {
+  return (g.cg > 1 && g.m >= 4 ? 4 : 1) * (g.OH * g.Lp + kDwLanes);
+}
 // Small maps at stride 1: whether the weight gradient runs over the flat index
 // of the prepared rows (a 7x7 map fills 7 of a row's 16 lanes).
 bool dw_use_flat_dw(const Conv2dShape& s);

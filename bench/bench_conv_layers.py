@@ -21,6 +21,7 @@ a time is the best over --reps passes of the per-call mean. Ratios: torch ms /
 gradvis ms (above 1: gradvis is faster).
 """
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -107,11 +108,7 @@ def worker(lib, which, threads, layers, reps):
                     bwd = [lambda w=w: torch.ops.aten.convolution_backward(
                         dt, xt, w, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [True, False, False])
                         for w in wt]
-                if lib == "torch":
-                    with torch.no_grad():
-                        out[f"{key}|fwd|{nt}"] = timed(fwd, reps)
-                        out[f"{key}|bwd|{nt}"] = timed(bwd, reps)
-                else:
+                with torch.no_grad() if lib == "torch" else contextlib.nullcontext():
                     out[f"{key}|fwd|{nt}"] = timed(fwd, reps)
                     out[f"{key}|bwd|{nt}"] = timed(bwd, reps)
         else:

@@ -202,7 +202,7 @@ void forward_tiled(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* out
   // The packed slivers read through the same kernel (row k at k * NR), so that
   // full tiles start from the bias and apply relu as they are stored: a separate
   // pass over each tile cost 5-10% at K <= 96 (64->256 at 56x56, 1 thread).
-  std::vector<index_t> poff(boffs_kern && !direct ? std::size_t(kc_max) : 0);
+  std::vector<index_t> poff((b || relu) && boffs_kern && !direct ? std::size_t(kc_max) : 0);
   for (index_t k = 0; k < index_t(poff.size()); ++k) poff[std::size_t(k)] = k * NR;
 
   // Small maps whose size is not a multiple of NR (4x4, 7x7...) would put most tiles

@@ -49,7 +49,7 @@ DwPlan dw_plan(const Conv2dShape& s, std::vector<index_t>& taps, bool flat = fal
 
 // Small maps at stride 1: whether the forward pass runs over the flat index of the
 // prepared rows (fewer vectors than row by row); groups of several channels take
-// dw_fwd_group_flat, four filters at a time.
+// four filters at a time (dw_fwd_plane_flat).
 bool dw_use_flat(const Conv2dShape& s, int lanes);
 
 // Small maps, one filter per channel, at least half a vector of channels: the
@@ -75,7 +75,7 @@ struct DwKernels {
 inline index_t dw_flat_slack(const DwPlan& g) { return kDwLanes + (g.KW - 1) * g.dw + 1; }
 // A flat forward's scratch: cg prepared planes with their slack, and one tmp plane
 // (OH*Lp + kDwLanes values) per filter of a block (four where a group has cg > 1
-// channels and four or more filters: dw_fwd_group_flat).
+// channels and four or more filters: dw_fwd_plane_flat).
 inline index_t dw_flat_prep_size(const DwPlan& g) { return g.cg * (g.PS + dw_flat_slack(g)); }
 inline index_t dw_flat_tmp_size(const DwPlan& g) {
   return (g.cg > 1 && g.m >= 4 ? 4 : 1) * (g.OH * g.Lp + kDwLanes);

@@ -40,14 +40,17 @@ ACTS = [
 ACT_IDS = ["relu", "relu6", "clip", "hardswish", "silu"]
 
 
-def check_kernel(case, dtype, seed=0):
+def check_kernel(case, dtype, seed=0, nan_filter=False):
     """conv2d_forward_act on one conv path, every activation, against the plain
-    convolution and the separate activation (raises AssertionError)."""
+    convolution and the separate activation (raises AssertionError). nan_filter:
+    the first filter's bias is NaN, so its whole output channel is."""
     xs, ws, pad, stride, groups, algo = case
     rng = np.random.default_rng(seed)
     x = (2 * rng.standard_normal(xs)).astype(dtype)
     w = rng.standard_normal(ws).astype(dtype)
     b = rng.standard_normal(ws[0]).astype(dtype)
+    if nan_filter:
+        b[0] = np.nan
     kw = dict(padding=pad, stride=stride, groups=groups)
     old = gradvis.get_conv_algorithm()
     gradvis.set_conv_algorithm(algo)
@@ -72,6 +75,11 @@ def test_kernel_equals_separate_activation(case, dtype):
     check_kernel(case, dtype)
 
 
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_kernel_nan_passes_like_separate_activation(case):
+    check_kernel(case, np.float32, seed=1, nan_filter=True)
+
+
 SIMD_SCRIPT = r"""
 import sys
 sys.path.insert(0, {tests!r})
@@ -81,6 +89,7 @@ assert _core.simd_level() == {level!r}, _core.simd_level()
 from test_conv_fused_act import CASES, check_kernel
 for case in CASES:
     check_kernel(case, np.float32)
+    check_kernel(case, np.float32, seed=1, nan_filter=True)
 check_kernel(CASES[4], np.float64)
 print("ok")
 """

@@ -9,10 +9,6 @@
 #include "ops/conv2d.h"
 #include "ops/pointwise.h"
 
-#ifdef __SSE2__
-#include <emmintrin.h>
-#endif
-
 namespace gradvis {
 namespace conv_detail {
 
@@ -24,43 +20,12 @@ inline void silu_inplace_f32(float* o, float* pre, index_t n) {
   silu_forward_f32(o, o, n);
 }
 
-// clamp to [lo, hi] (NaN passes through, as clamp_nan) and hardswish
-// v * clamp(v + 3, 0, 6) / 6 on o[0, n) in place, float32, in SSE2 (the
-// compiler's vectorization of the ?: forms was slower than a separate pass);
-// pre (or null) receives the values before.
-inline void clamp_inplace_f32(float* o, float* pre, index_t n, float lo, float hi) {
-  index_t i = 0;
-#ifdef __SSE2__
-  const __m128 vl = _mm_set1_ps(lo), vh = _mm_set1_ps(hi);
-  for (; i + 4 <= n; i += 4) {
-    const __m128 v = _mm_loadu_ps(o + i);
-    if (pre) _mm_storeu_ps(pre + i, v);
-    _mm_storeu_ps(o + i, _mm_min_ps(vh, _mm_max_ps(vl, v)));  // the second operand wins when NaN
-  }
-#endif
-  for (; i < n; ++i) {
-    const float v = o[i];
-    if (pre) pre[i] = v;
-    o[i] = v < lo ? lo : (v > hi ? hi : v);
-  }
-}
-
+// v * clamp(v + 3, 0, 6) / 6 on o[0, n) in place, float32: the HardSwish layer's
+// own SIMD body, as silu_inplace_f32; the clamp is clamp_inplace_f32 (pointwise.h,
+// AVX-512 / AVX2 / SSE2 chosen at run time).
 inline void hardswish_inplace_f32(float* o, float* pre, index_t n) {
-  index_t i = 0;
-#ifdef __SSE2__
-  const __m128 zero = _mm_setzero_ps(), three = _mm_set1_ps(3.f), six = _mm_set1_ps(6.f);
-  for (; i + 4 <= n; i += 4) {
-    const __m128 v = _mm_loadu_ps(o + i);
-    if (pre) _mm_storeu_ps(pre + i, v);
-    const __m128 c = _mm_min_ps(six, _mm_max_ps(zero, _mm_add_ps(v, three)));
-    _mm_storeu_ps(o + i, _mm_div_ps(_mm_mul_ps(v, c), six));
-  }
-#endif
-  for (; i < n; ++i) {
-    const float v = o[i], u = v + 3.f;
-    if (pre) pre[i] = v;
-    o[i] = v * (u < 0.f ? 0.f : (u > 6.f ? 6.f : u)) / 6.f;
-  }
+  if (pre) std::memcpy(pre, o, sizeof(float) * static_cast<std::size_t>(n));
+  hardswish_forward_f32(o, o, n);
 }
 
 // The backward masks: o[i] kept where ref[i] > 0 (mask_pos) or lo < ref[i] < hi

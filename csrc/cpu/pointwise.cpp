@@ -32,6 +32,7 @@ struct PwKernels {
   void (*silu_b)(float*, const float*, const float*, index_t);
   void (*hardswish_f)(float*, const float*, index_t);
   void (*hardswish_b)(float*, const float*, const float*, index_t);
+  void (*clamp_pre)(float*, float*, index_t, float, float);
 };
 
 }  // namespace
@@ -181,6 +182,7 @@ void silu_backward_f32(float* dx, const float* dout, const float* x, index_t n) 
   kernels().silu_b(dx, dout, x, n);
 }
 void hardswish_forward_f32(float* out, const float* x, index_t n) { kernels().hardswish_f(out, x, n); }
+void clamp_inplace_f32(float* o, float* pre, index_t n, float lo, float hi) { kernels().clamp_pre(o, pre, n, lo, hi); }
 void hardswish_backward_f32(float* dx, const float* dout, const float* x, index_t n) {
   kernels().hardswish_b(dx, dout, x, n);
 }

@@ -26,6 +26,9 @@ void silu_forward_f32(float* out, const float* x, index_t n);
 void silu_backward_f32(float* dx, const float* dout, const float* x, index_t n);
 void hardswish_forward_f32(float* out, const float* x, index_t n);
 void hardswish_backward_f32(float* dx, const float* dout, const float* x, index_t n);
+// o[i] = clamp(o[i], lo, hi) in place (NaN passes through; -0 stays -0), with
+// pre[i] = o[i] before when pre is not null: a convolution's fused ReLU6 / clamp.
+void clamp_inplace_f32(float* o, float* pre, index_t n, float lo, float hi);
 
 // x and out are (N, C, HW); s is (N, C) when per_sample, else (C,):
 // out[n, c, :] = x[n, c, :] * s[n, c] (or s[c]).

@@ -34,6 +34,11 @@ CASES = [
     (2, 3, 15, 31, 1, 3, 2, (0, 1, 0, 1), 1),     # stride 2, even left padding, odd width
     (1, 2, 16, 40, 1, 3, (1, 2), 1, 1),           # strides differ per axis
     (1, 16, 5, 5, 1, 4, 1, (1, 2, 2, 1), 1),      # even kernel
+    # 5x5 and 7x7 at stride 1 on wider maps: two-vector blocks, then a partial one
+    (1, 2, 9, 37, 1, 5, 1, 2, 1),
+    (2, 2, 6, 50, 2, 7, 1, 3, 1),                 # multiplier 2, 6 rows: a block of 4 + 2
+    (1, 1, 11, 16, 1, 5, 1, (0, 4, 1, 3), 1),     # uneven padding, one vector wide
+    (1, 2, 5, 20, 1, 7, 1, (3, 0, 6, 1), 1),      # padding wider than half the kernel
     # small maps at stride 1: the flat forward path (rows shorter than a vector)
     (2, 5, 7, 7, 1, 3, 1, 1, 1),                  # MobileNet's last 7x7 blocks
     (1, 4, 7, 7, 2, 5, 1, 2, 1),                  # 5x5, multiplier 2

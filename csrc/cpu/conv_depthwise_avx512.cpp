@@ -20,7 +20,12 @@ namespace {
 
 #include "cpu/simd_vec_avx512.inc"
 
+// (GCC 12 reports the intrinsics' own undefined-register idiom in max(0, x) as
+// possibly uninitialized once inlined here.)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include "cpu/conv_depthwise_body.inc"
+#pragma GCC diagnostic pop
 
 }  // namespace
 

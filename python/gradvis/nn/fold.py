@@ -27,6 +27,13 @@ constant multiply, as ConvNeXt's layer scale imports) folds the same way, with
 A pass folds a pair only while the weights are no larger than the convolution's
 output (:func:`folded_conv_forward`); otherwise the two layers run one after the
 other, with their own caches.
+
+A per-channel gate before an ungrouped convolution (squeeze-and-excitation:
+``conv(x * g)`` with g of shape (1, C, 1, 1)) is the convolution of x with weights
+``W * g`` per input channel. A test-mode pass that keeps nothing for a backward
+pass, on one image, runs it that way while the weights are no larger than x
+(:func:`gate_fold`): the gated tensor, a pass over memory as large as x, is
+never written (10% of EfficientNet-B0's forward pass at batch 1).
 """
 from __future__ import annotations
 
@@ -34,7 +41,8 @@ import numpy as np
 
 from . import functional as F
 
-__all__ = ["Folded", "FoldedBatchNorm", "FoldedScale", "folded_conv_forward", "foldable_scale"]
+__all__ = ["Folded", "FoldedBatchNorm", "FoldedScale", "GateFold", "folded_conv_forward", "foldable_scale",
+           "gate_fold"]
 
 
 class Folded:
@@ -166,3 +174,35 @@ def folded_conv_forward(model, i, x, relu):
     np.multiply(w, s.astype(dt)[:, None, None, None], out=wf)
     out, cache = node.layer.forward([x], {"weight": wf, "bias": t.astype(dt)}, {}, "test", None, relu=relu)
     return out, cache, folded
+
+
+class GateFold:
+    """A per-channel gate the next convolution applies to its weights: the value a
+    folded Mul node leaves for the Conv2d that reads it (:func:`gate_fold`)."""
+    __slots__ = ("x", "gate")
+
+    def __init__(self, x, gate):
+        self.x, self.gate = x, gate
+
+    @property
+    def shape(self):
+        """The gated tensor's shape (x's)."""
+        return self.x.shape
+
+    def weight(self, w):
+        """The convolution's weights (F, C, KH, KW) times the gate per input channel."""
+        return w * self.gate.reshape(1, -1, 1, 1).astype(w.dtype, copy=False)
+
+
+def gate_fold(a, b, conv_weight):
+    """A :class:`GateFold` for the product ``a * b`` read by a convolution with
+    weights ``conv_weight``, or None where the pair does not fold: one operand
+    a (1, C, 1, 1) gate and the other one image (1, C, H, W) of the same float
+    dtype, and no more weights than that image has values."""
+    for x, g in ((a, b), (b, a)):
+        if (isinstance(x, np.ndarray) and isinstance(g, np.ndarray) and x.ndim == 4 and g.ndim == 4
+                and x.shape[0] == 1 and g.shape == (1, x.shape[1], 1, 1) and x.shape[1] > 1
+                and x.dtype == g.dtype and x.dtype.char in "fd" and conv_weight.ndim == 4
+                and conv_weight.shape[1] == x.shape[1] and conv_weight.size <= x.size):
+            return GateFold(x, g)
+    return None

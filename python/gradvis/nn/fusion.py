@@ -10,6 +10,9 @@ meaning and results are those of the separate layers:
   (:meth:`Conv2d.forward_act`);
 - in test mode, a BatchNorm2d or a per-channel Scale folded into the Conv2d
   before it (nn/fold.py);
+- in test-mode passes that keep nothing for a backward pass, a per-channel gate
+  (a Mul of a (1, C, 1, 1) tensor, as squeeze-and-excitation blocks end) folded
+  into the weights of the ungrouped Conv2d after it (nn/fold.py's GateFold);
 - backward: the gradient of a ReLU, ReLU6 or Clip applied by the input-gradient
   kernel of the Conv2d that reads it (:meth:`Conv2d.backward_inputs_act`; the
   mask reads the activation's output, which is the convolution's input), the
@@ -21,11 +24,11 @@ from collections import Counter
 
 from .activation import ReLU
 from .conv import Conv2d, fusible_act
-from .elementwise import Scale
+from .elementwise import Mul, Scale
 from .fold import foldable_scale
 from .norm import BatchNorm2d
 
-__all__ = ["readers", "relu_fusions", "act_fusions", "batchnorm_folds", "backward_masks"]
+__all__ = ["readers", "relu_fusions", "act_fusions", "batchnorm_folds", "gate_folds", "backward_masks"]
 
 
 def readers(nodes):
@@ -71,6 +74,15 @@ def batchnorm_folds(nodes, s, e, needed, outputs):
     return {i for i, node, nxt in _pairs(nodes, s, e, needed, outputs)
             if type(node.layer) is Conv2d and (type(nxt.layer) is BatchNorm2d or (
                 type(nxt.layer) is Scale and foldable_scale(nxt.layer, node.layer.out_channels)))}
+
+
+def gate_folds(nodes, s, e, needed, outputs, folds):
+    """Indices i of Mul nodes whose product only an ungrouped Conv2d (node i + 1,
+    not itself folding a batch norm) reads: candidates for a per-channel gate
+    folded into that convolution's weights (the shapes decide at run time)."""
+    return {i for i, node, nxt in _pairs(nodes, s, e, needed, outputs)
+            if type(node.layer) is Mul and type(nxt.layer) is Conv2d and nxt.layer.groups == 1
+            and i + 1 not in folds}
 
 
 def _mask(layer):

@@ -36,7 +36,7 @@ from .. import _checks
 from .conv import Conv2d, fused_act_cache
 from .fileformat import save_model
 from . import fusion
-from .fold import Folded, folded_conv_forward
+from .fold import Folded, GateFold, folded_conv_forward, gate_fold
 from .linear import Linear
 from .losses import softmax_cross_entropy
 from .module import INPUT, Layer, LayerNotFoundError
@@ -424,7 +424,7 @@ class Model:
                 raise ValueError(f"cannot start at {first.name!r}: it reads several tensors {first.inputs}")
             bound = first.inputs[0]
         rng = self.rng if rng is None else rng
-        needed, fused, keys, folds, masks, frees = self._plan(s, e, outputs, bound, mode)
+        needed, fused, keys, folds, masks, frees, gates = self._plan(s, e, outputs, bound, mode)
         tensors = {bound: X}
         shapes = {}
         caches = []
@@ -460,6 +460,18 @@ class Model:
             pkeys, bkeys = keys[i]
             params = {k: self.params[pk] for k, pk in pkeys}
             buffers = {k: self.buffers[bk] for k, bk in bkeys}
+            if not cache_on and i in gates:
+                # a per-channel gate the next convolution folds into its weights (nn/fold.py)
+                gf = gate_fold(ins[0], ins[1], self.params[f"{self.nodes[i + 1].name}.weight"])
+                if gf is not None:
+                    tensors[node.name] = gf
+                    caches.append(None)
+                    for t in frees.get(i, ()):
+                        tensors.pop(t, None)
+                    continue
+            if ins and isinstance(ins[0], GateFold):
+                params = dict(params, weight=ins[0].weight(params["weight"]))
+                ins = [ins[0].x]
             try:
                 if i in folds:
                     out, cache, act_caches[i + 1] = folded_conv_forward(self, i, ins[0], i + 1 in fused)
@@ -502,6 +514,7 @@ class Model:
             fused = dict.fromkeys(self._relu_fusions(s, e, needed, outputs))
             fused.update(self._act_fusions(s, e, needed, outputs))
             folds = fusion.batchnorm_folds(self.nodes, s, e, needed, outputs) if fold else set()
+            gates = fusion.gate_folds(self.nodes, s, e, needed, outputs, folds) if fold else set()
             masks = fusion.backward_masks(self.nodes, self._index, s, e, needed, outputs) if self.fuse_relu else {}
             keys = [([(k, f"{n.name}.{k}") for k in n.layer.param_shapes],
                      [(k, f"{n.name}.{k}") for k in n.layer.buffer_shapes]) for n in self.nodes]
@@ -513,7 +526,7 @@ class Model:
             for t, j in last_reader.items():
                 if t not in keep:
                     frees.setdefault(j, []).append(t)
-            plan = plans[key] = (needed, fused, keys, folds, masks, frees)
+            plan = plans[key] = (needed, fused, keys, folds, masks, frees, gates)
         return plan
 
     def _relu_fusions(self, s, e, needed, outputs):

@@ -319,6 +319,11 @@ def test_short_output_rows(case, dtype, threads):
     ((2, 4, 20, 20), (8, 2, 3, 3), dict(stride=2, padding=1, groups=2)),
     ((1, 4, 40, 40), (17, 4, 9, 9), dict(stride=1, padding=4)),  # K = 324: two K blocks
     ((5, 2, 70, 70), (16, 2, 2, 2), dict(stride=2)),  # stride = kernel
+    # batch 1, at most 4 channels: the input gradient in bands of input rows
+    ((1, 3, 64, 64), (32, 3, 3, 3), dict(padding=1)),  # the bundled model's first layer
+    ((1, 3, 37, 45), (16, 3, 7, 7), dict(stride=2, padding=3)),  # a stem, rows not a multiple of the bands
+    ((1, 2, 33, 35), (5, 2, 3, 3), dict(dilation=2, padding=(3, 1, 2, 0))),
+    ((2, 2, 40, 9), (3, 2, 5, 3), dict(stride=(3, 1), padding=(4, 0, 1, 1))),  # padding wider than half the kernel
 ])
 def test_few_input_channels(shape, dtype, threads):
     xs, ws, geometry = shape
@@ -347,6 +352,28 @@ def test_strided_input_gradient_edges(shape, dtype):
     xs, ws, geometry = shape
     for threads in (1, 2):
         check_all_passes(xs, ws, dtype, threads, seed=15, **geometry)
+
+
+@pytest.mark.parametrize("shape", [((1, 3, 64, 64), (32, 3, 3, 3), dict(padding=1)),
+                                   ((1, 4, 50, 41), (8, 4, 5, 5), dict(stride=2, padding=2))])
+def test_banded_input_gradient_does_not_depend_on_the_thread_count(shape):
+    import gradvis
+
+    xs, ws, geometry = shape
+    rng = np.random.default_rng(16)
+    w = rng.standard_normal(ws).astype(np.float32)
+    out_shape = ref.conv2d_forward(np.zeros((1,) + xs[1:]), w.astype(np.float64), None, **geometry).shape
+    dout = rng.standard_normal(out_shape).astype(np.float32)
+    old = gradvis.get_num_threads()
+    try:
+        got = []
+        for threads in (1, 2, 3):
+            gradvis.set_num_threads(threads)
+            got.append(_core.conv2d_backward_input(dout, w, xs[2:], **geometry))
+    finally:
+        gradvis.set_num_threads(old)
+    np.testing.assert_array_equal(got[1], got[0])
+    np.testing.assert_array_equal(got[2], got[0])
 
 
 FEW_CHANNELS_SCRIPT = r"""

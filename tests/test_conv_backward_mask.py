@@ -25,9 +25,10 @@ CASES = [
     ((2, 16, 8, 8), (32, 4, 3, 3), 1, 1, 4, "auto"),
     ((3, 48, 1, 1), (20, 48, 1, 1), 1, 0, 1, "auto"),
     ((1, 96, 7, 7), (40, 96, 1, 1), 1, 0, 1, "auto"),
+    ((1, 3, 41, 36), (8, 3, 3, 3), 1, 1, 1, "auto"),
 ]
 IDS = ["implicit", "winograd", "1x1", "col2im-s2", "rgb", "dw-lanes", "dw-plane-s2", "grouped", "1x1-vector",
-       "1x1-transposed"]
+       "1x1-transposed", "rgb-banded"]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

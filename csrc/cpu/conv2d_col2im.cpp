@@ -1,6 +1,7 @@
 // The input gradient of conv2d by gemm + col2im, for the layers where the flipped
 // forward pass (conv2d.cpp) does not apply or pays less: strides above 1 and few
-// channels per group. Items are (image, block of channels in every group); per
+// channels per group. Items are (image, block of channels in every group), or,
+// for a few planes (the RGB layer at batch 1), (image, band of input rows); per
 // item and chunk of output positions, cols = W^T dout (a gemm), then col2im adds
 // the columns into dx. Strided rows are added into column-phase-split planes
 // first, so that the adds run over contiguous memory.
@@ -36,9 +37,11 @@ void for_each_item(index_t n, F&& f) {
 }
 
 // col2im: x[c][ih][iw] += cols[row][p - p0], for the channels [c0, c1) of the
-// group, whose rows start at cols (row 0 is channel c0's first tap).
+// group, whose rows start at cols (row 0 is channel c0's first tap), and the
+// input rows ih in [r0, r1).
 template <class T>
-void col2im_add(T* x, const T* cols, const Conv2dShape& s, index_t c0, index_t c1, index_t p0, index_t P) {
+void col2im_add(T* x, const T* cols, const Conv2dShape& s, index_t c0, index_t c1, index_t p0, index_t P,
+                index_t r0, index_t r1) {
   const auto& p = s.p;
   for (index_t c = c0; c < c1; ++c) {
     T* xc = x + c * s.H * s.W;
@@ -49,7 +52,7 @@ void col2im_add(T* x, const T* cols, const Conv2dShape& s, index_t c0, index_t c
         for (index_t q = 0; q < P;) {
           const index_t run = std::min(s.OW - ow, P - q);
           const index_t ih = oh * p.stride_h - p.pad_top + kh * p.dilation_h;
-          if (ih >= 0 && ih < s.H) {
+          if (ih >= r0 && ih < r1) {
             T* xr = xc + ih * s.W;
             const T* d = src + q;
             const index_t iw0 = ow * p.stride_w - p.pad_left + kw * p.dilation_w;
@@ -77,7 +80,7 @@ void col2im_add(T* x, const T* cols, const Conv2dShape& s, index_t c0, index_t c
 // (for the padded columns too); unsplit_planes adds it into x.
 template <class T>
 void col2im_add_split(T* S, index_t Wq, const T* cols, const Conv2dShape& s, index_t c0, index_t c1, index_t p0,
-                      index_t P) {
+                      index_t P, index_t r0, index_t r1) {
   const auto& p = s.p;
   const index_t sw = p.stride_w, plane = s.H * sw * Wq;
   for (index_t c = c0; c < c1; ++c) {
@@ -90,7 +93,7 @@ void col2im_add_split(T* S, index_t Wq, const T* cols, const Conv2dShape& s, ind
         for (index_t q = 0; q < P;) {
           const index_t run = std::min(s.OW - ow, P - q);
           const index_t ih = oh * p.stride_h - p.pad_top + kh * p.dilation_h;
-          if (ih >= 0 && ih < s.H) {
+          if (ih >= r0 && ih < r1) {
             T* d = Sc + (ih * sw + ph) * Wq + j0 + ow;
             const T* a = src + q;
             for (index_t t = 0; t < run; ++t) d[t] += a[t];
@@ -104,10 +107,11 @@ void col2im_add_split(T* S, index_t Wq, const T* cols, const Conv2dShape& s, ind
 }
 
 template <class T>
-void unsplit_planes(T* x, const T* S, index_t Wq, const Conv2dShape& s, index_t c0, index_t c1) {
+void unsplit_planes(T* x, const T* S, index_t Wq, const Conv2dShape& s, index_t c0, index_t c1, index_t r0,
+                    index_t r1) {
   const index_t sw = s.p.stride_w, pl = s.p.pad_left;
   for (index_t c = c0; c < c1; ++c)
-    for (index_t ih = 0; ih < s.H; ++ih) {
+    for (index_t ih = r0; ih < r1; ++ih) {
       const T* Sr = S + ((c - c0) * s.H + ih) * sw * Wq;
       T* xr = x + (c * s.H + ih) * s.W;
       for (index_t ph = 0; ph < sw; ++ph) {  // iw = j * sw + ph - pl
@@ -120,20 +124,29 @@ void unsplit_planes(T* x, const T* S, index_t Wq, const Conv2dShape& s, index_t 
     }
 }
 
-// ---- backward input: item = (image, block of channels [c0, c1) in every group) ----
+// ---- backward input: item = (image, block of channels [c0, c1) in every group,
+// band of output rows [oh0, oh1)) ----
+// The band's columns are added into dx's input rows [t0, t1), those its taps
+// reach. zero: dx's planes are zeroed here first (a whole band), else the caller
+// zeroed them and other bands add into the same planes.
 template <class T>
 void backward_input_block(T* dx, const T* dout, const T* w, const Conv2dShape& s, const Geometry& g, index_t n,
-                          index_t c0, index_t c1, index_t P) {
+                          index_t c0, index_t c1, index_t P, index_t oh0, index_t oh1, bool zero) {
   const index_t nc = c1 - c0;
+  const auto& pp = s.p;
+  const index_t reach = (s.KH - 1) * pp.dilation_h;
+  const index_t t0 = std::max<index_t>(0, oh0 * pp.stride_h - pp.pad_top);
+  const index_t t1 = std::min(s.H, std::max(t0, (oh1 - 1) * pp.stride_h - pp.pad_top + reach + 1));
+  const index_t q0 = oh0 * s.OW, q1 = oh1 * s.OW;
   for (index_t gi = 0; gi < g.G; ++gi) {
     T* xg = dx + (n * s.C + gi * g.Cg) * g.HW;
     const T* wg = w + gi * g.Fg * g.CK + c0 * g.KK;  // op(A) = rows c0*KK.. of W_g^T
     const T* dg = dout + (n * s.F + gi * g.Fg) * g.OHW;
-    if (g.pointwise) {
-      gemm_cpu<T>(true, false, nc, g.HW, g.Fg, T(1), wg, g.CK, dg, g.OHW, T(0), xg + c0 * g.HW, g.HW);
+    if (g.pointwise) {   // input row = output row
+      gemm_cpu<T>(true, false, nc, q1 - q0, g.Fg, T(1), wg, g.CK, dg + q0, g.OHW, T(0), xg + c0 * g.HW + q0, g.HW);
       continue;
     }
-    std::fill(xg + c0 * g.HW, xg + c1 * g.HW, T(0));
+    if (zero) std::fill(xg + c0 * g.HW, xg + c1 * g.HW, T(0));
     T* cols = scratch<T>(ScratchSlot::conv_cols, std::size_t(nc * g.KK * P));
     // column phases of the padded row: iw + pad_left = j * stride_w + phase, j < Wq
     const index_t sw = s.p.stride_w;
@@ -142,19 +155,19 @@ void backward_input_block(T* dx, const T* dout, const T* w, const Conv2dShape& s
     // (one output per row: col2im_add, whatever the stride; likewise where the
     // split planes would be mostly padding)
     if (sw > 1 && s.OW > 1 && copy_is_modest(double(nc) * double(s.H) * double(sw) * double(Wq), s)) {
-      const std::size_t n = std::size_t(nc * s.H * sw * Wq);
-      S = scratch<T>(ScratchSlot::conv_dx_split, n);
-      std::fill(S, S + n, T(0));
+      const index_t row = sw * Wq;   // one input row of a channel's split plane
+      S = scratch<T>(ScratchSlot::conv_dx_split, std::size_t(nc * s.H * row));
+      for (index_t c = 0; c < nc; ++c) std::fill(S + (c * s.H + t0) * row, S + (c * s.H + t1) * row, T(0));
     }
-    for (index_t p0 = 0; p0 < g.OHW; p0 += P) {
-      const index_t pc = std::min(P, g.OHW - p0);
+    for (index_t p0 = q0; p0 < q1; p0 += P) {
+      const index_t pc = std::min(P, q1 - p0);
       gemm_cpu<T>(true, false, nc * g.KK, pc, g.Fg, T(1), wg, g.CK, dg + p0, g.OHW, T(0), cols, pc);
       if (S)
-        col2im_add_split(S, Wq, cols, s, c0, c1, p0, pc);
+        col2im_add_split(S, Wq, cols, s, c0, c1, p0, pc, t0, t1);
       else
-        col2im_add(xg, cols, s, c0, c1, p0, pc);
+        col2im_add(xg, cols, s, c0, c1, p0, pc, t0, t1);
     }
-    if (S) unsplit_planes(xg, S, Wq, s, c0, c1);
+    if (S) unsplit_planes(xg, S, Wq, s, c0, c1, t0, t1);
   }
 }
 
@@ -165,12 +178,32 @@ void col2im_backward_input(T* dx, const T* dout, const T* w, const Conv2dShape& 
                            const T* ref) {
   const Geometry g = geometry(s);
   const index_t nt = team_size();
-  const index_t blocks = std::min(g.Cg, (nt + s.N - 1) / s.N);
   const index_t P = chunk_cols<T>(g, 1);
+  // A few (image, channel) planes (the RGB layer at batch 1: 3 channels over 2
+  // threads ran 1:2) go in kBands bands of output rows instead, whatever the
+  // thread count: the even bands at once, then the odd ones, so that bands
+  // running together never add into the same input rows (each band's taps reach
+  // past its own rows by less than the next band's height). Every value of dx
+  // gets its sums in the same order on any thread count.
+  constexpr index_t kBands = 4;
+  const index_t reach = (s.KH - 1) * s.p.dilation_h;
+  const bool banded = s.N * g.Cg <= 4 && !g.pointwise && s.OH >= 4 * kBands &&
+                      reach < (s.OH / kBands + 1) * s.p.stride_h;
+  if (banded) {
+    std::fill(dx, dx + s.N * s.C * g.HW, T(0));
+    for (index_t parity = 0; parity < 2; ++parity)
+      for_each_item(s.N * kBands / 2, [&](index_t i) {
+        const index_t n = i / (kBands / 2), b = 2 * (i % (kBands / 2)) + parity;
+        backward_input_block(dx, dout, w, s, g, n, 0, g.Cg, P, s.OH * b / kBands, s.OH * (b + 1) / kBands, false);
+      });
+    if (act) for_each_item(s.N * s.C, [&](index_t i) { mask_inplace(dx + i * g.HW, ref + i * g.HW, g.HW, *act); });
+    return;
+  }
+  const index_t blocks = std::min(g.Cg, (nt + s.N - 1) / s.N);
   for_each_item(s.N * blocks, [&](index_t i) {
     const index_t n = i / blocks, k = i % blocks;
     const index_t c0 = g.Cg * k / blocks, c1 = g.Cg * (k + 1) / blocks;
-    backward_input_block(dx, dout, w, s, g, n, c0, c1, P);
+    backward_input_block(dx, dout, w, s, g, n, c0, c1, P, 0, s.OH, true);
     if (act)
       for (index_t gi = 0; gi < g.G; ++gi) {
         const index_t off = (n * s.C + gi * g.Cg + c0) * g.HW;

@@ -194,11 +194,12 @@ class GateFold:
         return w * self.gate.reshape(1, -1, 1, 1).astype(w.dtype, copy=False)
 
 
-def gate_fold(a, b, conv_weight):
-    """A :class:`GateFold` for the product ``a * b`` read by a convolution with
-    weights ``conv_weight``, or None where the pair does not fold: one operand
-    a (1, C, 1, 1) gate and the other one image (1, C, H, W) of the same float
-    dtype, and no more weights than that image has values."""
+def gate_fold(operands, conv_weight):
+    """A :class:`GateFold` for the product of the two ``operands`` read by a
+    convolution with weights ``conv_weight``, or None where the pair does not
+    fold: one operand a (1, C, 1, 1) gate and the other one image (1, C, H, W) of
+    the same float dtype, and no more weights than that image has values."""
+    a, b = operands
     for x, g in ((a, b), (b, a)):
         if (isinstance(x, np.ndarray) and isinstance(g, np.ndarray) and x.ndim == 4 and g.ndim == 4
                 and x.shape[0] == 1 and g.shape == (1, x.shape[1], 1, 1) and x.shape[1] > 1

@@ -460,20 +460,14 @@ class Model:
             pkeys, bkeys = keys[i]
             params = {k: self.params[pk] for k, pk in pkeys}
             buffers = {k: self.buffers[bk] for k, bk in bkeys}
-            if not cache_on and i in gates:
-                # a per-channel gate the next convolution folds into its weights (nn/fold.py)
-                gf = gate_fold(ins[0], ins[1], self.params[f"{self.nodes[i + 1].name}.weight"])
-                if gf is not None:
-                    tensors[node.name] = gf
-                    caches.append(None)
-                    for t in frees.get(i, ()):
-                        tensors.pop(t, None)
-                    continue
+            # a per-channel gate the next convolution folds into its weights (nn/fold.py)
+            gf = None if cache_on or i not in gates else gate_fold(ins, self.params[self.nodes[i + 1].name + ".weight"])
             if ins and isinstance(ins[0], GateFold):
-                params = dict(params, weight=ins[0].weight(params["weight"]))
-                ins = [ins[0].x]
+                params, ins = dict(params, weight=ins[0].weight(params["weight"])), [ins[0].x]
             try:
-                if i in folds:
+                if gf is not None:
+                    out, cache = gf, None
+                elif i in folds:
                     out, cache, act_caches[i + 1] = folded_conv_forward(self, i, ins[0], i + 1 in fused)
                 elif i in fused and fused[i] is not None:
                     out, pre, cache = node.layer.forward_act(ins, params, fused[i], keep_pre=cache_on)

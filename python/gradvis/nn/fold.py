@@ -33,7 +33,7 @@ A per-channel gate before an ungrouped convolution (squeeze-and-excitation:
 ``W * g`` per input channel. A test-mode pass that keeps nothing for a backward
 pass, on one image, runs it that way while the weights are no larger than x
 (:func:`gate_fold`): the gated tensor, a pass over memory as large as x, is
-never written (10% of EfficientNet-B0's forward pass at batch 1).
+never written (5-10% of EfficientNet-B0's forward pass at batch 1).
 """
 from __future__ import annotations
 

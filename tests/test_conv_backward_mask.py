@@ -1,14 +1,17 @@
 """The convolution's input gradient with the backward of the activation before
 it applied as dx is written (_core.conv2d_backward_input_act): the same values
-as conv2d_backward_input followed by relu_backward / clamp_backward on every
-kernel path, and the model's use of it (same gradients as the separate
-layers, only where the activation's output has no other reader)."""
+as conv2d_backward_input followed by relu_backward / clamp_backward /
+silu_backward / hardswish_backward on every kernel path, and the model's use of
+it (same gradients as the separate layers, only where the activation's output
+has no other reader)."""
 import numpy as np
 import pytest
 
 import gradvis
+from conftest import run_at_simd_level
 from gradvis import _core
-from gradvis.nn import (Add, BatchNorm2d, Clip, Conv2d, Flatten, GlobalAvgPool, Linear, Model, ReLU, ReLU6)
+from gradvis.nn import (Add, BatchNorm2d, Clip, Conv2d, Flatten, GlobalAvgPool, HardSwish, Linear, Model, ReLU,
+                        ReLU6, SiLU)
 
 # (x shape, w shape, stride, padding, groups, algorithm): the stride-1 flipped
 # implicit gemm, Winograd, 1x1, col2im (stride 2 and the RGB layer), the
@@ -32,13 +35,21 @@ IDS = ["implicit", "winograd", "1x1", "col2im-s2", "rgb", "dw-lanes", "dw-plane-
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("act", ["relu", "clamp"])
+@pytest.mark.parametrize("act", ["relu", "clamp", "silu", "hardswish"])
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_equals_backward_input_then_activation_backward(case, act, dtype):
+    check_case(case, act, dtype)
+
+
+def check_case(case, act, dtype):
+    """conv2d_backward_input_act against conv2d_backward_input then the separate
+    activation's backward: the same bits (raises AssertionError). relu / clamp
+    read the activation's output, silu / hardswish its input (pre)."""
     xs, ws, stride, pad, groups, algo = case
     rng = np.random.default_rng(0)
     pre = rng.standard_normal(xs).astype(dtype) * 4
-    x = np.maximum(pre, 0) if act == "relu" else np.clip(pre, 0, 6)
+    x = {"relu": np.maximum(pre, 0), "clamp": np.clip(pre, 0, 6), "silu": _core.silu_forward(pre),
+         "hardswish": _core.hardswish_forward(pre)}[act]
     w = rng.standard_normal(ws).astype(dtype)
     old = gradvis.get_conv_algorithm()
     gradvis.set_conv_algorithm(algo)
@@ -46,13 +57,36 @@ def test_equals_backward_input_then_activation_backward(case, act, dtype):
         out = _core.conv2d_forward(x, w, None, stride, pad, 1, groups)
         dout = rng.standard_normal(out.shape).astype(dtype)
         dx = _core.conv2d_backward_input(dout, w, x.shape, stride, pad, 1, groups)
-        want = _core.relu_backward(dx, x) if act == "relu" else _core.clamp_backward(dx, x, 0.0, 6.0)
-        got = _core.conv2d_backward_input_act(dout, w, x, stride, pad, 1, groups, act, 0.0, 6.0)
+        want = {"relu": lambda: _core.relu_backward(dx, x), "clamp": lambda: _core.clamp_backward(dx, x, 0.0, 6.0),
+                "silu": lambda: _core.silu_backward(dx, pre),
+                "hardswish": lambda: _core.hardswish_backward(dx, pre)}[act]()
+        ref = x if act in ("relu", "clamp") else pre
+        got = _core.conv2d_backward_input_act(dout, w, ref, stride, pad, 1, groups, act, 0.0, 6.0)
     finally:
         gradvis.set_conv_algorithm(old)
     assert got.dtype == dtype and got.shape == x.shape
-    assert (want == 0).any() and (want != 0).any()
+    assert (want == 0).any() or act == "silu"
+    assert (want != 0).any()
     np.testing.assert_array_equal(got, want)
+
+
+SIMD_SCRIPT = r"""
+import sys
+sys.path.insert(0, {tests!r})
+import numpy as np
+from gradvis import _core
+assert _core.simd_level() == {level!r}, _core.simd_level()
+from test_conv_backward_mask import CASES, check_case
+for case in CASES:
+    for act in ("silu", "hardswish"):
+        check_case(case, act, np.float32)
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("level", ["avx2", "scalar"])
+def test_silu_hardswish_masks_at_simd_levels(level):
+    run_at_simd_level(level, SIMD_SCRIPT)
 
 
 def test_float64_against_numpy_reference():
@@ -78,8 +112,8 @@ def test_bad_arguments_are_named():
     x = np.zeros((1, 4, 6, 6), np.float32)
     w = np.zeros((5, 4, 3, 3), np.float32)
     d = np.zeros((1, 5, 6, 6), np.float32)
-    with pytest.raises(ValueError, match="activation must be 'relu' or 'clamp'"):
-        _core.conv2d_backward_input_act(d, w, x, 1, 1, 1, 1, "silu")
+    with pytest.raises(ValueError, match="activation must be 'relu', 'clamp', 'silu' or 'hardswish'"):
+        _core.conv2d_backward_input_act(d, w, x, 1, 1, 1, 1, "gelu")
     with pytest.raises(ValueError, match="lo .* and hi"):
         _core.conv2d_backward_input_act(d, w, x, 1, 1, 1, 1, "clamp", 6.0, 0.0)
     with pytest.raises(ValueError, match="conv2d_backward_input_act: dout must have shape"):
@@ -133,3 +167,31 @@ def test_model_applies_the_masks_only_where_it_may():
         dX, _ = m.backward(dout, cache, param_grads=False, rules={key: rule})
         np.testing.assert_allclose(dX, sep.backward(dout, rcache, param_grads=False)[0], rtol=1e-12, atol=1e-14)
         assert calls == (["ReLU"] if key is ReLU else ["Clip"])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_model_applies_silu_and_hardswish_derivatives(dtype):
+    # EfficientNet's and MobileNetV3's pattern: conv -> SiLU / HardSwish (fused into
+    # the conv before) -> conv; and a SiLU that is its own node (after a batch norm)
+    m = Model(input_shape=(3, 12, 12), seed=0)
+    m.add("c1", Conv2d(3, 8, 3, padding=1)).add("s1", SiLU())
+    m.add("c2", Conv2d(8, 8, 3, padding=1, groups=8)).add("h2", HardSwish())
+    m.add("c3", Conv2d(8, 6, 1)).add("bn", BatchNorm2d(6)).add("s3", SiLU())
+    m.add("c4", Conv2d(6, 6, 3, stride=2, padding=1))
+    m.add("gap", GlobalAvgPool()).add("flat", Flatten()).add("fc", Linear(6, 4))
+    m.init_params(seed=0, dtype=dtype)
+    X = (2 * np.random.default_rng(2).standard_normal((2, 3, 12, 12))).astype(dtype)
+    out, cache = m.forward(X)
+    assert {m.nodes[j].name: m.nodes[a].name for j, (a, _) in cache["masks"].items()} == {
+        "c2": "s1", "c3": "h2", "c4": "s3"}
+    sep = m.copy()
+    sep.fuse_relu = False
+    rout, rcache = sep.forward(X)
+    dout = np.random.default_rng(3).standard_normal(out.shape).astype(dtype)
+    for pg in (False, True):
+        dX, g = m.backward(dout, cache, param_grads=pg)
+        rX, rg = sep.backward(dout, rcache, param_grads=pg)
+        tol = 1e-5 if dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(dX, rX, rtol=tol, atol=tol * np.abs(rX).max())
+        for k in rg:
+            np.testing.assert_allclose(g[k], rg[k], rtol=tol, atol=tol * np.abs(rg[k]).max())

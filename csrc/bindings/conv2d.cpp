@@ -340,10 +340,14 @@ void register_conv2d(py::module_& m) {
         FloatKind k;
         py::array da = primary_array(dout, kBwdInAct, "dout", k);
         const Conv2dParams p = parse_params(kBwdInAct, stride, padding, dilation, groups);
-        if (activation != "relu" && activation != "clamp")
-          throw py::value_error(cat(kBwdInAct, ": activation must be 'relu' or 'clamp', got '", activation, "'"));
+        if (activation != "relu" && activation != "clamp" && activation != "silu" && activation != "hardswish")
+          throw py::value_error(cat(kBwdInAct, ": activation must be 'relu', 'clamp', 'silu' or 'hardswish', got '",
+                                    activation, "'"));
         ConvAct act = parse_act(kBwdInAct, activation, lo, hi);   // the mask of that activation
-        act.kind = act.kind == ConvAct::relu ? ConvAct::mask_pos : ConvAct::mask_range;
+        act.kind = act.kind == ConvAct::relu    ? ConvAct::mask_pos
+                   : act.kind == ConvAct::clamp ? ConvAct::mask_range
+                   : act.kind == ConvAct::silu  ? ConvAct::mask_silu
+                                                : ConvAct::mask_hardswish;
         if (!py::isinstance<py::array>(x))
           throw py::type_error(cat(kBwdInAct, ": x must be a numpy array, got ",
                                    std::string(py::str(py::type::of(x).attr("__name__")))));
@@ -354,10 +358,13 @@ void register_conv2d(py::module_& m) {
       py::arg("dout"), py::arg("w"), py::arg("x"), py::arg("stride") = 1, py::arg("padding") = 0,
       py::arg("dilation") = 1, py::arg("groups") = 1, py::arg("activation") = "relu", py::arg("lo") = 0.0,
       py::arg("hi") = 0.0,
-      "conv2d_backward_input followed by the backward of the activation whose output is x, the\n"
-      "convolution's input (N, C, H, W): dx where x > 0 ('relu') or lo < x < hi ('clamp', ReLU6 is\n"
-      "(0, 6)), else 0; applied to each block of dx while it is in cache. The values are those of\n"
-      "conv2d_backward_input followed by relu_backward / clamp_backward.");
+      "conv2d_backward_input followed by the backward of the activation before the convolution:\n"
+      "for 'relu' and 'clamp' x is that activation's output, the convolution's input (N, C, H, W),\n"
+      "and dx is kept where x > 0 ('relu') or lo < x < hi ('clamp', ReLU6 is (0, 6)), else 0; for\n"
+      "'silu' and 'hardswish' x is the activation's input and dx is multiplied by the derivative\n"
+      "there. Applied to each block of dx while it is in cache. The values are those of\n"
+      "conv2d_backward_input followed by relu_backward / clamp_backward / silu_backward /\n"
+      "hardswish_backward.");
   m.def(
       "conv2d_backward_weight",
       [](const py::object& dout, const py::object& x, const py::object& kernel_hw, const py::object& stride,

@@ -183,8 +183,8 @@ void conv2d_backward_input_cpu(T* dx, const T* dout, const T* w, const Conv2dSha
 template <class T>
 void conv2d_backward_input_act_cpu(T* dx, const T* dout, const T* w, const Conv2dShape& s, const ConvAct& act,
                                    const T* ref) {
-  if (act.kind != ConvAct::mask_pos && act.kind != ConvAct::mask_range)
-    throw std::invalid_argument("conv2d_backward_input_act_cpu: act must be mask_pos or mask_range");
+  if (!conv_detail::is_mask(act.kind))
+    throw std::invalid_argument("conv2d_backward_input_act_cpu: act must be one of the masks");
   backward_input_any<T>(dx, dout, w, s, &act, ref);
 }
 

@@ -623,7 +623,7 @@ void pointwise_rows_forward(ukernel_offs_fn<T> kern, T* out, const T* x, const T
           r += len;
         }
       };
-      if (!act || (act->kind != ConvAct::mask_pos && act->kind != ConvAct::mask_range)) {
+      if (!act || !is_mask(act->kind)) {
         // Bias and activation on the panel, a filter per lane, before it is
         // written out: one pass, in L1, where per output row they were two more
         // passes over the output (scalar bias, then the activation).

@@ -28,12 +28,35 @@ inline void hardswish_inplace_f32(float* o, float* pre, index_t n) {
   hardswish_forward_f32(o, o, n);
 }
 
+inline bool is_mask(ConvAct::Kind k) {
+  return k == ConvAct::mask_pos || k == ConvAct::mask_range || k == ConvAct::mask_silu ||
+         k == ConvAct::mask_hardswish;
+}
+
 // The backward masks: o[i] kept where ref[i] > 0 (mask_pos) or lo < ref[i] < hi
 // (mask_range), else 0; NaN references give 0, as relu_backward and clamp_backward.
+// mask_silu / mask_hardswish: o[i] times the derivative at ref[i] (the activation's
+// input), by the SiLU and HardSwish layers' own backward code (the same bits).
 template <class T>
 inline void mask_inplace(T* __restrict o, const T* __restrict ref, index_t n, const ConvAct& a) {
   if (a.kind == ConvAct::mask_pos) {
     for (index_t i = 0; i < n; ++i) o[i] = ref[i] > T(0) ? o[i] : T(0);
+    return;
+  }
+  if (a.kind == ConvAct::mask_silu) {
+    if constexpr (sizeof(T) == 4) return silu_backward_f32(o, o, ref, n);
+    for (index_t i = 0; i < n; ++i) {   // activation.cpp's float64 silu_backward
+      const T s = T(1) / (T(1) + std::exp(-ref[i]));
+      o[i] = o[i] * s * (T(1) + ref[i] * (T(1) - s));
+    }
+    return;
+  }
+  if (a.kind == ConvAct::mask_hardswish) {
+    if constexpr (sizeof(T) == 4) return hardswish_backward_f32(o, o, ref, n);
+    for (index_t i = 0; i < n; ++i) {   // activation.cpp's float64 hardswish_backward
+      const T g = o[i], v = ref[i];
+      o[i] = v < T(-3) ? T(0) : (v <= T(3) ? g * (v / T(3) + T(0.5)) : g);
+    }
     return;
   }
   const T lo = T(a.lo), hi = T(a.hi);
@@ -44,7 +67,7 @@ inline void mask_inplace(T* __restrict o, const T* __restrict ref, index_t n, co
 // For the backward masks pre is the reference array, read only.
 template <class T>
 inline void apply_act(T* __restrict o, T* __restrict pre, index_t n, const ConvAct& a) {
-  if (a.kind == ConvAct::mask_pos || a.kind == ConvAct::mask_range) return mask_inplace(o, pre, n, a);
+  if (is_mask(a.kind)) return mask_inplace(o, pre, n, a);
   if constexpr (sizeof(T) == 4) {
     if (a.kind == ConvAct::silu) return silu_inplace_f32(o, pre, n);
     if (a.kind == ConvAct::hardswish) return hardswish_inplace_f32(o, pre, n);
@@ -55,6 +78,8 @@ inline void apply_act(T* __restrict o, T* __restrict pre, index_t n, const ConvA
     case ConvAct::none:
     case ConvAct::mask_pos:    // handled above
     case ConvAct::mask_range:
+    case ConvAct::mask_silu:
+    case ConvAct::mask_hardswish:
       break;
     case ConvAct::relu:
       for (index_t i = 0; i < n; ++i) o[i] = o[i] < T(0) ? T(0) : o[i];

@@ -75,7 +75,11 @@ void conv2d_forward_cpu(T* out, const T* x, const T* w, const T* b, const Conv2d
 // pre) is > 0 (ReLU), or within (lo, hi) (clamp), and write 0 elsewhere: the
 // selections of relu_backward_cpu and clamp_backward_cpu.
 struct ConvAct {
-  enum Kind { none = 0, relu = 1, clamp = 2, hardswish = 3, silu = 4, mask_pos = 5, mask_range = 6 };
+  // mask_*: the backward of an activation, applied to an input gradient (its
+  // reference array: the activation's output for mask_pos / mask_range, its
+  // input for mask_silu / mask_hardswish)
+  enum Kind { none = 0, relu = 1, clamp = 2, hardswish = 3, silu = 4, mask_pos = 5, mask_range = 6,
+              mask_silu = 7, mask_hardswish = 8 };
   Kind kind = none;
   double lo = 0, hi = 0;  // clamp's bounds
 };
@@ -92,9 +96,10 @@ template <class T>
 void conv2d_backward_input_cpu(T* dx, const T* dout, const T* w, const Conv2dShape& s);
 
 // dx as conv2d_backward_input_cpu, then the backward of the activation (act.kind
-// mask_pos or mask_range) whose output ref (N,C,H,W) is the convolution's input,
-// applied to each block of dx while it is in cache: the gradient at the
-// activation's input, without a separate pass.
+// mask_pos or mask_range, with ref (N,C,H,W) its output, which is the
+// convolution's input; mask_silu or mask_hardswish, with ref its input) applied
+// to each block of dx while it is in cache: the gradient at the activation's
+// input, without a separate pass.
 template <class T>
 void conv2d_backward_input_act_cpu(T* dx, const T* dout, const T* w, const Conv2dShape& s, const ConvAct& act,
                                    const T* ref);

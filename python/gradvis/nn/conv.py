@@ -127,11 +127,14 @@ class Conv2d(Layer):
     def backward_inputs(self, dout, cache):
         return [F.conv_backward_input(dout, cache)]
 
-    def backward_inputs_act(self, dout, cache, act):
-        """The input gradient through the activation before this layer: act is
-        ``("relu", 0, 0)`` or ``("clamp", lo, hi)`` and this layer's input is that
-        activation's output (:func:`~gradvis.nn.functional.conv_backward_input_act`)."""
-        return [F.conv_backward_input_act(dout, cache, act)]
+    def backward_inputs_act(self, dout, cache, act, act_cache=None):
+        """The input gradient through the activation before this layer, whose cache
+        is ``act_cache``: act is ``("relu", 0, 0)`` or ``("clamp", lo, hi)``, whose
+        masks read this layer's input (that activation's output), or ``("silu", 0,
+        0)`` or ``("hardswish", 0, 0)``, whose derivatives read the activation's
+        input, its cache (:func:`~gradvis.nn.functional.conv_backward_input_act`)."""
+        ref = act_cache if act[0] in ("silu", "hardswish") else None
+        return [F.conv_backward_input_act(dout, cache, act, ref)]
 
     def backward_params(self, dout, cache):
         dw, db = F.conv_backward_weight(dout, cache)

@@ -168,13 +168,16 @@ def conv_backward_input(dout, cache):
     return _core.conv2d_backward_input(dout, w, x.shape, stride, pad, dilation, groups)
 
 
-def conv_backward_input_act(dout, cache, act):
+def conv_backward_input_act(dout, cache, act, ref=None):
     """dx of :func:`conv_backward_input` times the derivative of the activation
     whose output is the convolution's input x: act ``("relu", 0, 0)`` keeps dx
-    where x > 0, ``("clamp", lo, hi)`` where lo < x < hi (ReLU6: (0, 6)); one kernel."""
+    where x > 0, ``("clamp", lo, hi)`` where lo < x < hi (ReLU6: (0, 6));
+    ``("silu", 0, 0)`` and ``("hardswish", 0, 0)`` multiply it by the derivative at
+    ``ref``, the activation's input (x's shape). One kernel."""
     x, w, has_bias, stride, pad, dilation, groups = cache
     dout = _like(dout, x.dtype, "dout")
-    return _core.conv2d_backward_input_act(dout, w, x, stride, pad, dilation, groups, act[0], act[1], act[2])
+    ref = x if ref is None else _like(ref, x.dtype, "ref")
+    return _core.conv2d_backward_input_act(dout, w, ref, stride, pad, dilation, groups, act[0], act[1], act[2])
 
 
 def conv_backward_weight(dout, cache):

@@ -13,10 +13,11 @@ meaning and results are those of the separate layers:
 - in test-mode passes that keep nothing for a backward pass, a per-channel gate
   (a Mul of a (1, C, 1, 1) tensor, as squeeze-and-excitation blocks end) folded
   into the weights of the ungrouped Conv2d after it (nn/fold.py's GateFold);
-- backward: the gradient of a ReLU, ReLU6 or Clip applied by the input-gradient
-  kernel of the Conv2d that reads it (:meth:`Conv2d.backward_inputs_act`; the
-  mask reads the activation's output, which is the convolution's input), the
-  activation node skipped.
+- backward: the gradient of a ReLU, ReLU6, Clip, SiLU or HardSwish applied by the
+  input-gradient kernel of the Conv2d that reads it (:meth:`Conv2d.backward_inputs_act`;
+  the masks of the first three read the activation's output, which is the
+  convolution's input, the derivatives of the others the activation's input, its
+  cache), the activation node skipped.
 """
 from __future__ import annotations
 
@@ -89,13 +90,16 @@ def _mask(layer):
     if type(layer) is ReLU:
         return ("relu", 0.0, 0.0)
     act = fusible_act(layer)
-    return act if act is not None and act[0] == "clamp" else None
+    if act is None or act[0] == "clamp":
+        return act
+    return (act[0], 0.0, 0.0)   # SiLU, HardSwish: the kernel reads the activation's input
 
 
 def backward_masks(nodes, index, s, e, needed, outputs):
     """{j: (a, spec)} for the Conv2d nodes j in (s, e] whose input is the output of
-    node a in [s, j), a ReLU, ReLU6 or Clip that nothing else reads and that is not
-    asked for; spec is ``("relu", 0, 0)`` or ``("clamp", lo, hi)``."""
+    node a in [s, j), a ReLU, ReLU6, Clip, SiLU or HardSwish that nothing else reads
+    and that is not asked for; spec is ``("relu", 0, 0)``, ``("clamp", lo, hi)``,
+    ``("silu", 0, 0)`` or ``("hardswish", 0, 0)``."""
     count = readers(nodes)
     keep = set(outputs or ())
     masks = {}

@@ -636,7 +636,7 @@ class Model:
             elif i in masks and not (rules and (self.nodes[masks[i][0]].name in rules
                                                 or type(self.nodes[masks[i][0]].layer) in rules)):
                 targets = self.nodes[masks[i][0]].inputs   # the activation's backward runs in the kernel
-                dins = node.layer.backward_inputs_act(g, c, masks[i][1])
+                dins = node.layer.backward_inputs_act(g, c, masks[i][1], cache["caches"][masks[i][0] - s])
                 dparams = node.layer.backward_params(g, c) if param_grads else {}
             elif param_grads and need_inputs:
                 dins, dparams = node.layer.backward(g, c)

@@ -192,3 +192,51 @@ def test_model_fuses_batchnorm_relu(mode):
         np.testing.assert_array_equal(g1[k], g2[k], err_msg=k)
     for k in b1:   # running statistics updated the same way in train mode
         np.testing.assert_array_equal(b1[k], b2[k], err_msg=k)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 7, 16, 17, 100003])
+def test_add_relu_flag_equals_separate_relu(n, dtype):
+    rng = np.random.default_rng(n)
+    a = rng.standard_normal(n).astype(dtype)
+    b = rng.standard_normal(n).astype(dtype)
+    if n >= 3:   # NaN passes, -0 + -0 stays -0, -inf + 1 gives 0
+        a[:3], b[:3] = [np.nan, -0.0, -np.inf], [1.0, -0.0, 1.0]
+    fused = _core.add_forward(a, b, relu=True)
+    want = _core.relu_forward(_core.add_forward(a, b))
+    np.testing.assert_array_equal(fused, want)
+    np.testing.assert_array_equal(np.signbit(fused), np.signbit(want))   # -0 stays -0
+
+
+def _residual_net():
+    """ResNet's block ending: conv -> bn, plus the shortcut, -> Add -> ReLU."""
+    m = Model(input_shape=(4, 10, 10), seed=0)
+    m.add("c1", Conv2d(4, 4, 3, padding=1)).add("b1", BatchNorm2d(4)).add("r1", ReLU())
+    m.add("c2", Conv2d(4, 4, 3, padding=1)).add("b2", BatchNorm2d(4))
+    m.add("sum", Add(), inputs=["b2", "input"]).add("r2", ReLU())
+    m.add("c3", Conv2d(4, 4, 1)).add("sum2", Add(), inputs=["c3", "r2"]).add("r3", ReLU())
+    m.add("gap", GlobalAvgPool()).add("flat", Flatten()).add("fc", Linear(4, 3))
+    m.init_params(seed=0)
+    return m
+
+
+def test_model_fuses_add_relu():
+    model, unfused = _pair_of_models(_residual_net())
+    model.fold_batchnorm = False     # folding into the conv rounds differently (test_batchnorm_fold.py)
+    fusions = model._relu_fusions(0, len(model) - 1, set(range(len(model))), None)
+    assert {"sum", "sum2"} <= {model.nodes[i].name for i in fusions}
+    X = np.random.default_rng(8).standard_normal((3,) + model.input_shape).astype(np.float32)
+    for mode in ("test", "train"):
+        s1, c1 = model.forward(X, mode=mode)
+        s2, c2 = unfused.forward(X, mode=mode)
+        np.testing.assert_array_equal(s1, s2)
+        d1, g1 = model.backward(np.ones_like(s1), c1)
+        d2, g2 = unfused.backward(np.ones_like(s2), c2)
+        np.testing.assert_array_equal(d1, d2)
+        for k in g1:
+            np.testing.assert_array_equal(g1[k], g2[k], err_msg=k)
+    # asking for the sum keeps it the plain sum
+    out, _ = model.forward(X, outputs=["sum", "fc"], cache=False)
+    ref, _ = unfused.forward(X, outputs=["sum", "fc"], cache=False)
+    np.testing.assert_array_equal(out["sum"], ref["sum"])
+    assert (out["sum"] < 0).any()

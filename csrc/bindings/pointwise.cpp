@@ -248,9 +248,9 @@ void register_pointwise(py::module_& m) {
       py::arg("dout"), py::arg("x"), "dout * 2/sqrt(pi) * exp(-x^2).");
   m.def(
       "add_forward",
-      [](py::object a, py::object b) {
+      [](py::object a, py::object b, bool relu) {
         const char* fn = "add_forward";
-        auto k = [](auto* o, const auto* p, const auto* q, index_t n) { add_cpu(o, p, q, n); };
+        auto k = [relu](auto* o, const auto* p, const auto* q, index_t n) { add_cpu(o, p, q, n, relu); };
         // binary() names its operands dout and x; the add's are a and b
         if (py::isinstance<py::array>(a) && py::isinstance<py::array>(b) &&
             shape_of(py::reinterpret_borrow<py::array>(a)) != shape_of(py::reinterpret_borrow<py::array>(b)))
@@ -258,7 +258,9 @@ void register_pointwise(py::module_& m) {
                                     " does not match b shape ", shape_str(py::reinterpret_borrow<py::array>(b))));
         return is_f32(a, fn, "a") ? binary<float>(a, b, fn, "x", k) : binary<double>(a, b, fn, "x", k);
       },
-      py::arg("a"), py::arg("b"), "a + b of two arrays of one shape (b converted to a's dtype).");
+      py::arg("a"), py::arg("b"), py::arg("relu") = false,
+      "a + b of two arrays of one shape (b converted to a's dtype); relu=True gives max(a + b, 0)\n"
+      "as relu_forward does (a residual connection and the ReLU after it in one pass).");
   m.def(
       "channel_scale_forward",
       [](py::object x, py::object s) {

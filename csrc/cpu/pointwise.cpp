@@ -278,9 +278,16 @@ void channel_scale_backward_cpu(T* dx, T* ds, const T* dout, const T* x, const T
 }
 
 template <class T>
-void add_cpu(T* out, const T* a, const T* b, index_t n) {
+void add_cpu(T* out, const T* a, const T* b, index_t n, bool relu) {
   split(n, kCopyGrain, [&](index_t lo, index_t hi) {
-    for (index_t i = lo; i < hi; ++i) out[i] = a[i] + b[i];
+    if (relu) {
+      for (index_t i = lo; i < hi; ++i) {   // relu_forward's comparison: NaN and -0 fall through
+        const T v = a[i] + b[i];
+        out[i] = v < T(0) ? T(0) : v;
+      }
+    } else {
+      for (index_t i = lo; i < hi; ++i) out[i] = a[i] + b[i];
+    }
   });
 }
 
@@ -288,7 +295,7 @@ void add_cpu(T* out, const T* a, const T* b, index_t n) {
   template void channel_scale_forward_cpu<T>(T*, const T*, const T*, index_t, index_t, index_t, bool); \
   template void channel_scale_backward_cpu<T>(T*, T*, const T*, const T*, const T*, index_t, index_t,  \
                                               index_t, bool);                                          \
-  template void add_cpu<T>(T*, const T*, const T*, index_t);
+  template void add_cpu<T>(T*, const T*, const T*, index_t, bool);
 GRADVIS_INSTANTIATE(float)
 GRADVIS_INSTANTIATE(double)
 #undef GRADVIS_INSTANTIATE

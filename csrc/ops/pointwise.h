@@ -41,7 +41,8 @@ template <class T>
 void channel_scale_backward_cpu(T* dx, T* ds, const T* dout, const T* x, const T* s, index_t N, index_t C,
                                 index_t HW, bool per_sample);
 
-// out = a + b, n elements (a residual connection).
-template <class T> void add_cpu(T* out, const T* a, const T* b, index_t n);
+// out = a + b, n elements (a residual connection); with relu, max(a + b, 0) as
+// relu_forward gives it (NaN and -0 kept), in the same pass.
+template <class T> void add_cpu(T* out, const T* a, const T* b, index_t n, bool relu = false);
 
 }  // namespace gradvis

@@ -55,17 +55,20 @@ def _sum_to(g, shape):
 
 class Add(Layer):
     """Elementwise sum of its inputs (residual connections). Inputs with the same
-    number of axes broadcast as in numpy, e.g. (C, H, W) + (C, 1, 1)."""
+    number of axes broadcast as in numpy, e.g. (C, H, W) + (C, 1, 1). Its backward
+    does not read its output, so a ReLU after it (ResNet's blocks) runs in the same
+    pass (``relu=True``, as relu_forward gives it)."""
     type = "Add"
     num_inputs = None
+    fuses_relu = True
 
     def output_shape(self, input_shapes):
         return _broadcast_inputs(input_shapes)
 
-    def forward(self, inputs, params, buffers, mode, rng):
+    def forward(self, inputs, params, buffers, mode, rng, relu=False):
         shape = self.output_shape([x.shape for x in inputs])
         if len(inputs) == 2 and inputs[1].shape == shape and _kernel_pair(inputs[0], inputs[1]):
-            return _core.add_forward(inputs[0], inputs[1]), [shape, shape]
+            return _core.add_forward(inputs[0], inputs[1], relu), [shape, shape]
         if inputs[0].shape == shape:
             out = inputs[0].copy()
         else:
@@ -73,6 +76,8 @@ class Add(Layer):
             out[...] = inputs[0]
         for x in inputs[1:]:
             out += x
+        if relu:
+            out = _core.relu_forward(out) if out.dtype.char in "fd" else np.where(out < 0, 0, out).astype(out.dtype)
         return out, [x.shape for x in inputs]
 
     def backward(self, dout, cache):

@@ -5,7 +5,8 @@ Each fusion applies only where the tensor between the two nodes has no other
 reader and is not asked for (``end`` or ``outputs``), so every name keeps its
 meaning and results are those of the separate layers:
 
-- a ReLU applied by the Conv2d or batch norm before it (its kernel's relu flag);
+- a ReLU applied by the Conv2d, batch norm or residual Add before it (its
+  kernel's relu flag);
 - a ReLU6 / Clip, HardSwish or SiLU applied by the Conv2d before it
   (:meth:`Conv2d.forward_act`);
 - in test mode, a BatchNorm2d or a per-channel Scale folded into the Conv2d
@@ -50,7 +51,7 @@ def _pairs(nodes, s, e, needed, outputs):
 
 
 def relu_fusions(nodes, s, e, needed, outputs):
-    """Indices i of Conv2d and batch-norm nodes that apply the ReLU of node i + 1
+    """Indices i of Conv2d, batch-norm and Add nodes that apply the ReLU of node i + 1
     (their backward passes do not read their output; the pre-activation is never
     stored, the ReLU's cache is its output)."""
     return {i for i, node, nxt in _pairs(nodes, s, e, needed, outputs)

@@ -640,20 +640,14 @@ void pointwise_rows_forward(ukernel_offs_fn<T> kern, T* out, const T* x, const T
         write(out);
         continue;
       }
-      for (index_t r = r0; r < r1;) {  // per image: its rows [q, q + len) of each filter
+      // A backward mask (an input gradient: no bias, no relu) reads its reference
+      // at the output's own positions: applied to each filter's run once written.
+      write(out);
+      for (index_t r = r0; r < r1;) {
         const index_t n = r / Q, q = r % Q, len = std::min(Q - q, r1 - r);
-        T* d0 = out + (n * O + o0) * Q + q;
-        transpose_block(d0, Q, panel + (r - r0) * NR, NR, len, nr);  // d0[j*Q + t] = panel[t][j]
         for (index_t j = 0; j < nr; ++j) {
-          T* d = d0 + j * Q;
-          const T bv = b ? b[o0 + j] : T(0);
-          if (relu && !act) {
-            bias_relu(d, d, len, bv);
-          } else {
-            if (b)
-              for (index_t t = 0; t < len; ++t) d[t] += bv;
-            if (act) apply_act(d, pre ? pre + (d - out) : nullptr, len, *act);
-          }
+          T* d = out + (n * O + o0 + j) * Q + q;
+          apply_act(d, pre + (d - out), len, *act);
         }
         r += len;
       }

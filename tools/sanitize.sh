@@ -56,14 +56,15 @@ if [ "$quick" = 1 ]; then
          tests/test_conv.py::test_strided_input_gradient_edges tests/test_conv.py::test_short_output_rows
          tests/test_conv_depthwise.py::test_depthwise_matches_reference
          tests/test_conv_depthwise.py::test_grouped_matches_reference tests/test_resample.py
-         tests/test_pointwise.py::test_kernels_match_reference)
+         tests/test_pointwise.py::test_kernels_match_reference tests/test_conv_amx.py)
 else
   levels=(scalar avx2 native)
   tests=(tests/test_conv.py tests/test_conv_depthwise.py tests/test_conv_fused_act.py tests/test_conv_backward_mask.py
          tests/test_conv_winograd.py tests/test_pool.py tests/test_activation.py
          tests/test_activation_gates.py tests/test_affine.py tests/test_batchnorm.py tests/test_blur.py
          tests/test_gemm.py tests/test_array_pool.py tests/test_relu_fusion.py tests/test_core_limits.py
-         tests/test_core_threads.py tests/test_layers.py tests/test_resample.py tests/test_pointwise.py)
+         tests/test_core_threads.py tests/test_layers.py tests/test_resample.py tests/test_pointwise.py
+         tests/test_conv_amx.py)
 fi
 
 status=0

@@ -397,7 +397,7 @@ void register_conv2d(py::module_& m) {
       },
       py::arg("name"),
       "Choose the float32 convolution algorithm for the whole process: 'auto' (Winograd F(4x4, 3x3) or\n"
-      "F(2x2, 3x3) for 3x3 stride-1 layers where it is expected to be faster), 'direct' (never Winograd),\n"
+      "F(2x2, 3x3) for 3x3 stride-1 layers where it is expected to be faster), 'direct' (never Winograd, nor the AMX tile unit: the float32 vector kernels only),\n"
       "'winograd' (F(4x4, 3x3) wherever the shape allows) or 'winograd2x2' (F(2x2, 3x3) likewise).");
   m.def(
       "get_conv_algorithm",

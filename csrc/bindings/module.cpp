@@ -49,6 +49,10 @@ PYBIND11_MODULE(_core, m) {
   "is not changed by other libraries' OpenMP settings (torch.set_num_threads).");
   m.def("simd_level", []() { return std::string(gradvis::simd_level_name(gradvis::cpu_level())); },
         "The SIMD path chosen at run time: 'avx512', 'avx2' or 'scalar' (capped by GRADVIS_SIMD).");
+  m.def("amx_enabled", &gradvis::amx_enabled,
+        "Whether float32 1x1 convolutions use the AMX tile unit (bfloat16 tiles, operands split in three\n"
+        "parts: float32 accuracy). Needs AMX-TILE/AMX-BF16, the avx512 level and the OS's tile state;\n"
+        "GRADVIS_SIMD set to anything but 'amx' turns it off.");
   const char* cache_limit_doc =
       "Limit the memory kept for reuse by the kernels' large outputs (default 512 MiB). Output arrays of\n"
       "256 KiB or more take their memory from a block cache and give it back when the array is freed, so\n"

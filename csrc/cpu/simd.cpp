@@ -3,6 +3,13 @@
 #include <cstdlib>
 #include <cstring>
 
+#if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#define GV_AMX_DETECT 1
+#endif
+
 namespace gradvis {
 
 static SimdLevel detect() {
@@ -19,7 +26,7 @@ static SimdLevel detect() {
     SimdLevel c = level;
     if (!std::strcmp(cap, "scalar")) c = SimdLevel::scalar;
     else if (!std::strcmp(cap, "avx2")) c = SimdLevel::avx2;
-    else if (!std::strcmp(cap, "avx512")) c = SimdLevel::avx512;
+    else if (!std::strcmp(cap, "avx512") || !std::strcmp(cap, "amx")) c = SimdLevel::avx512;
     if (static_cast<int>(c) < static_cast<int>(level)) level = c;
   }
   return level;
@@ -28,6 +35,32 @@ static SimdLevel detect() {
 SimdLevel cpu_level() {
   static const SimdLevel level = detect();
   return level;
+}
+
+#ifdef GV_AMX_DETECT
+static bool detect_amx() {
+  if (const char* cap = std::getenv("GRADVIS_SIMD"))
+    if (std::strcmp(cap, "amx") != 0) return false;
+  if (cpu_level() != SimdLevel::avx512) return false;
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+  const bool amx_bf16 = (d >> 22) & 1, amx_tile = (d >> 24) & 1;
+  if (!amx_bf16 || !amx_tile) return false;
+  if (!__get_cpuid(1, &a, &b, &c, &d) || !((c >> 27) & 1)) return false;  // OSXSAVE
+  unsigned lo = 0, hi = 0;
+  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  if (((lo >> 17) & 3) != 3) return false;  // XTILECFG and XTILEDATA enabled by the OS
+  // Ask for the tile data state (once per process; threads started later inherit it).
+  constexpr long kReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtiledata) == 0;
+}
+#else
+static bool detect_amx() { return false; }
+#endif
+
+bool amx_enabled() {
+  static const bool on = detect_amx();
+  return on;
 }
 
 const char* simd_level_name(SimdLevel level) {

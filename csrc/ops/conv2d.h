@@ -37,8 +37,10 @@ inline Conv2dShape conv2d_shape(index_t N, index_t C, index_t H, index_t W, inde
 // _core.set_conv_algorithm from Python):
 //   automatic    Winograd F(4x4, 3x3) or F(2x2, 3x3) for 3x3 stride-1 ungrouped
 //                layers where a cost model expects it to win (forward, input and
-//                weight gradients), the implicit gemm elsewhere
-//   direct       the implicit gemm only (float64 always uses it)
+//                weight gradients), the implicit gemm elsewhere (large 1x1 layers
+//                on AMX tiles where amx_enabled(), conv_amx.h)
+//   direct       the implicit gemm only, never the AMX tile unit (float64 always
+//                uses it)
 //   winograd     Winograd F(4x4, 3x3) wherever the shape allows it
 //   winograd2x2  Winograd F(2x2, 3x3) wherever the shape allows it
 // Winograd's rounding differs from the direct sum's: relative errors of ~1e-6 of

@@ -1,0 +1,386 @@
+// Float32 1x1 convolutions on AMX tiles (see conv_amx.h for the arithmetic).
+//
+// The layer is the product out_n (M x P) = A (M x K) x_n (K x P) per image, with
+// A = w's rows (forward) or their transpose (input gradient). Both operands are
+// packed as three bfloat16 parts:
+//   A  per 16-row tile and 32-wide k-step: hi, mid, lo tiles of 16 rows x 32 k,
+//      packed every call: once by the team when they are few (they then serve
+//      many chunks of columns), else 32 rows at a time by the thread that uses
+//      them, just before (keeping them across calls needed a digest of the
+//      weights every call, which read as many bytes as packing does, and the
+//      packed parts read from memory are 1.5x the float32 weights);
+//   x  per 16-column tile and k-step: hi, mid, lo tiles of 16 k-pairs x 16
+//      columns, each 32-bit lane a pair of k (the tile unit's layout), packed per
+//      image by the team.
+// A micro-kernel computes 32 x 32 outputs (2 x 2 tiles of 16 x 16 float32 sums,
+// the other 4 tile registers holding operands) over all of K, 24 tile products per
+// k-step, and stores them straight into the output (through a small buffer at the
+// edges). Bias and activation follow per block of outputs while it is in cache.
+// Every output is the same sequence of products whatever the thread count.
+#include "cpu/conv_amx.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+
+#include "cpu/conv_epilogue.h"
+#include "cpu/simd.h"
+
+#if defined(__x86_64__) && \
+    ((defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11) || (defined(__clang__) && __clang_major__ >= 12))
+#define GV_AMX_CODE 1
+#include <immintrin.h>
+#endif
+
+namespace gradvis {
+namespace conv_detail {
+
+#ifdef GV_AMX_CODE
+namespace {
+
+#define GV_AMX __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,amx-tile,amx-bf16")))
+
+using u16 = std::uint16_t;
+constexpr index_t kTile = 512;        // bfloat16s in a tile (16 rows x 64 bytes)
+constexpr index_t kStep = 3 * kTile;  // a tile's three parts for one k-step of 32
+
+// Fraction of the tile products that must be real (M and P padded to 32, K to
+// 32), and the least work, for the tile unit to beat the float32 kernels. Alone,
+// every 1x1 layer of MobileNetV2 and EfficientNet-B0 of 4.8M+ multiply-adds ran
+// 1.0-2.0x faster on it (1 thread); within those networks, whose 1x1 layers
+// alternate with depthwise ones, the whole forward + input gradient ran 3-7%
+// slower with their 4.8-10.8M layers on the tile unit. Layers of 16.8M+ (all
+// of ResNet-50's and ConvNeXt-T's, two of MobileNetV2's) gain in the network too.
+constexpr double kMinUse = 0.6;
+constexpr double kMinMacs = double(1 << 24);
+constexpr double kThreadMacs = double(1 << 21);  // the least work per thread
+
+struct alignas(64) TileConfig {
+  std::uint8_t palette, start_row, reserved[14];
+  std::uint16_t colsb[16];
+  std::uint8_t rows[16];
+};
+
+GV_AMX inline void load_config() {
+  TileConfig c;
+  std::memset(&c, 0, sizeof c);
+  c.palette = 1;
+  for (int i = 0; i < 8; ++i) c.colsb[i] = 64, c.rows[i] = 16;
+  // GCC does not see ldtilecfg read the struct and would drop the stores above.
+  __asm__ volatile("" : : "r"(&c) : "memory");
+  _tile_loadconfig(&c);
+}
+
+GV_AMX inline __m512i top16(__m512i u) { return _mm512_and_si512(u, _mm512_set1_epi32(int(0xFFFF0000u))); }
+
+// x = h + m + l exactly, each part a float32 whose low 16 bits are zero (its top
+// half is the bfloat16). Parts below float32's normal range are bfloat16
+// subnormals, which the tile unit reads as 0: an absolute error under 2^-118.
+// `bad` collects the lanes whose x is an infinity or NaN.
+GV_AMX inline void split3(__m512 x, __m512i& h, __m512i& m, __m512i& l, __mmask16& bad) {
+  const __m512i u = _mm512_castps_si512(x), e = _mm512_set1_epi32(0x7F800000);
+  bad |= _mm512_cmpeq_epi32_mask(_mm512_and_si512(u, e), e);
+  h = top16(u);
+  const __m512 r1 = _mm512_sub_ps(x, _mm512_castsi512_ps(h));
+  m = top16(_mm512_castps_si512(r1));
+  l = top16(_mm512_castps_si512(_mm512_sub_ps(r1, _mm512_castsi512_ps(m))));
+}
+
+// x's columns [16 nt0, 16 nt1) (x: K rows of N, ldx apart) packed: tile (nt, ks)
+// at bp + ((nt - nt0) * KS + ks) * kStep; row r of a part holds, per column, the pair of k
+// = 32 ks + 2r, + 1 (low half first). Zeros past K and N. False when an element
+// is not finite.
+GV_AMX bool pack_b(u16* bp, const float* x, index_t K, index_t N, index_t ldx, index_t nt0, index_t nt1) {
+  const index_t KS = (K + 31) / 32;
+  __mmask16 bad = 0;
+  for (index_t nt = nt0; nt < nt1; ++nt) {
+    const index_t n0 = nt * 16, nn = std::max<index_t>(0, std::min<index_t>(16, N - n0));
+    const __mmask16 mk = __mmask16((1u << nn) - 1);
+    for (index_t ks = 0; ks < KS; ++ks) {
+      std::uint32_t* o = reinterpret_cast<std::uint32_t*>(bp + ((nt - nt0) * KS + ks) * kStep);
+      for (index_t r = 0; r < 16; ++r) {
+        const index_t k = ks * 32 + 2 * r;
+        const __m512 a = k < K ? _mm512_maskz_loadu_ps(mk, x + k * ldx + n0) : _mm512_setzero_ps();
+        const __m512 c = k + 1 < K ? _mm512_maskz_loadu_ps(mk, x + (k + 1) * ldx + n0) : _mm512_setzero_ps();
+        __m512i ah, am, al, ch, cm, cl;
+        split3(a, ah, am, al, bad);
+        split3(c, ch, cm, cl, bad);
+        _mm512_store_si512(o + r * 16, _mm512_or_si512(_mm512_srli_epi32(ah, 16), ch));
+        _mm512_store_si512(o + 256 + r * 16, _mm512_or_si512(_mm512_srli_epi32(am, 16), cm));
+        _mm512_store_si512(o + 512 + r * 16, _mm512_or_si512(_mm512_srli_epi32(al, 16), cl));
+      }
+    }
+  }
+  return bad == 0;
+}
+
+// The 16 x 16 transpose of r (32-bit lanes): r[i][j] <- r[j][i].
+GV_AMX inline void transpose16(__m512i* r) {
+  __m512i t[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {  // s[4i + j], 128-bit lane L: column 4L + j, rows 4i..4i+3
+    r[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+    r[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+    r[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+    r[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+  }
+  for (int j = 0; j < 4; ++j) {  // row 4L + j = lane L of s[j], s[4+j], s[8+j], s[12+j]
+    const __m512i u0 = _mm512_shuffle_i32x4(r[j], r[4 + j], 0x44), u1 = _mm512_shuffle_i32x4(r[j], r[4 + j], 0xEE);
+    const __m512i u2 = _mm512_shuffle_i32x4(r[8 + j], r[12 + j], 0x44),
+                  u3 = _mm512_shuffle_i32x4(r[8 + j], r[12 + j], 0xEE);
+    t[j] = _mm512_shuffle_i32x4(u0, u2, 0x88);
+    t[4 + j] = _mm512_shuffle_i32x4(u0, u2, 0xDD);
+    t[8 + j] = _mm512_shuffle_i32x4(u1, u3, 0x88);
+    t[12 + j] = _mm512_shuffle_i32x4(u1, u3, 0xDD);
+  }
+  for (int i = 0; i < 16; ++i) r[i] = t[i];
+}
+
+// Rows [16 mt0, 16 mt1) of A (M x K) packed: tile (mt, ks) at
+// ap + ((mt - mt0) * KS + ks) * kStep, row i of a part the 32 k of row 16 mt + i.
+// A[m][k] = a[m * lda + k], or when `transposed` a[k * lda + m]. Zeros past M and
+// K. False when an element is not finite.
+GV_AMX bool pack_a(u16* ap, const float* a, index_t M, index_t K, index_t lda, bool transposed, index_t mt0,
+                   index_t mt1) {
+  const index_t KS = (K + 31) / 32;
+  __mmask16 bad = 0;
+  for (index_t mt = mt0; mt < mt1; ++mt) {
+    const index_t m0 = mt * 16;
+    const __mmask16 mm = __mmask16((1u << std::max<index_t>(0, std::min<index_t>(16, M - m0))) - 1);
+    for (index_t ks = 0; ks < KS; ++ks) {
+      u16* o = ap + ((mt - mt0) * KS + ks) * kStep;
+      const index_t k0 = ks * 32;
+      if (transposed) {  // pairs of k in each 32-bit lane, one row per lane, then transposed
+        __m512i r[3][16];
+        for (index_t q = 0; q < 16; ++q) {
+          const index_t k = k0 + 2 * q;
+          const __m512 v0 = k < K ? _mm512_maskz_loadu_ps(mm, a + k * lda + m0) : _mm512_setzero_ps();
+          const __m512 v1 = k + 1 < K ? _mm512_maskz_loadu_ps(mm, a + (k + 1) * lda + m0) : _mm512_setzero_ps();
+          __m512i p0[3], p1[3];
+          split3(v0, p0[0], p0[1], p0[2], bad);
+          split3(v1, p1[0], p1[1], p1[2], bad);
+          for (int part = 0; part < 3; ++part) r[part][q] = _mm512_or_si512(_mm512_srli_epi32(p0[part], 16), p1[part]);
+        }
+        for (int part = 0; part < 3; ++part) {
+          transpose16(r[part]);
+          for (int i = 0; i < 16; ++i) _mm512_store_si512(o + part * kTile + i * 32, r[part][i]);
+        }
+        continue;
+      }
+      const index_t n0 = std::min<index_t>(16, K - k0), n1 = std::max<index_t>(0, std::min<index_t>(16, K - k0 - 16));
+      const __mmask16 c0 = __mmask16((1u << n0) - 1), c1 = __mmask16((1u << n1) - 1);
+      for (index_t i = 0; i < 16; ++i) {
+        const index_t m = m0 + i;
+        __m512 v0 = _mm512_setzero_ps(), v1 = _mm512_setzero_ps();
+        if (m < M) {
+          v0 = _mm512_maskz_loadu_ps(c0, a + m * lda + k0);
+          v1 = _mm512_maskz_loadu_ps(c1, a + m * lda + k0 + 16);
+        }
+        __m512i p0[3], p1[3];
+        split3(v0, p0[0], p0[1], p0[2], bad);
+        split3(v1, p1[0], p1[1], p1[2], bad);
+        for (int part = 0; part < 3; ++part) {
+          u16* row = o + part * kTile + i * 32;
+          _mm256_store_si256(reinterpret_cast<__m256i*>(row), _mm512_cvtepi32_epi16(_mm512_srli_epi32(p0[part], 16)));
+          _mm256_store_si256(reinterpret_cast<__m256i*>(row + 16),
+                             _mm512_cvtepi32_epi16(_mm512_srli_epi32(p1[part], 16)));
+        }
+      }
+    }
+  }
+  return bad == 0;
+}
+
+// c (32 x 32, rows ldc floats apart) = the product of A tiles a (rows 0-15) and
+// a + KS * kStep (16-31) with x tiles b (columns 0-15) and b + KS * kStep (16-31),
+// over KS k-steps: the six products of parts per pair of tiles.
+GV_AMX void kernel_2x2(const u16* a, const u16* b, index_t KS, float* c, index_t ldc) {
+  const u16* a1 = a + KS * kStep;
+  const u16* b1 = b + KS * kStep;
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+#define GV_DP4              \
+  _tile_dpbf16ps(0, 4, 6); \
+  _tile_dpbf16ps(1, 4, 7); \
+  _tile_dpbf16ps(2, 5, 6); \
+  _tile_dpbf16ps(3, 5, 7)
+  for (index_t ks = 0; ks < KS; ++ks) {
+    const u16 *A0 = a + ks * kStep, *A1 = a1 + ks * kStep, *B0 = b + ks * kStep, *B1 = b1 + ks * kStep;
+    _tile_loadd(4, A0, 64);  // hi x hi
+    _tile_loadd(5, A1, 64);
+    _tile_loadd(6, B0, 64);
+    _tile_loadd(7, B1, 64);
+    GV_DP4;
+    _tile_loadd(6, B0 + kTile, 64);  // hi x mid
+    _tile_loadd(7, B1 + kTile, 64);
+    GV_DP4;
+    _tile_loadd(6, B0 + 2 * kTile, 64);  // hi x lo
+    _tile_loadd(7, B1 + 2 * kTile, 64);
+    GV_DP4;
+    _tile_loadd(4, A0 + kTile, 64);  // mid x mid
+    _tile_loadd(5, A1 + kTile, 64);
+    _tile_loadd(6, B0 + kTile, 64);
+    _tile_loadd(7, B1 + kTile, 64);
+    GV_DP4;
+    _tile_loadd(6, B0, 64);  // mid x hi
+    _tile_loadd(7, B1, 64);
+    GV_DP4;
+    _tile_loadd(4, A0 + 2 * kTile, 64);  // lo x hi
+    _tile_loadd(5, A1 + 2 * kTile, 64);
+    GV_DP4;
+  }
+#undef GV_DP4
+  const index_t s = ldc * index_t(sizeof(float));
+  _tile_stored(0, c, s);
+  _tile_stored(1, c + 16, s);
+  _tile_stored(2, c + 16 * ldc, s);
+  _tile_stored(3, c + 16 * ldc + 16, s);
+}
+
+GV_AMX void release_tiles() { _tile_release(); }
+
+// Bias and activation on rows [m0, m1) x columns [c0, c1) of one image's output
+// (P columns; pre as out, the same offsets).
+void epilogue(float* out, float* pre, const float* b, index_t m0, index_t m1, index_t c0, index_t c1, index_t P,
+              bool relu, const ConvAct* act) {
+  const index_t len = c1 - c0;
+  for (index_t m = m0; m < m1; ++m) {
+    float* __restrict o = out + m * P + c0;
+    if (b) {
+      const float bv = b[m];
+      for (index_t i = 0; i < len; ++i) o[i] += bv;
+    }
+    if (act)
+      apply_act(o, pre ? pre + (o - out) : nullptr, len, *act);
+    else if (relu)
+      for (index_t i = 0; i < len; ++i) o[i] = o[i] < 0.f ? 0.f : o[i];
+  }
+}
+
+}  // namespace
+
+bool amx_pointwise_forward(float* out, const float* x, const float* w, const float* b, const Conv2dShape& s,
+                           bool flipped, bool relu, const ConvAct* act, float* pre) {
+  const auto& p = s.p;
+  if (!(s.KH == 1 && s.KW == 1 && p.stride_h == 1 && p.stride_w == 1 && p.groups == 1 && p.pad_top == 0 &&
+        p.pad_bottom == 0 && p.pad_left == 0 && p.pad_right == 0))
+    return false;
+  if (!amx_enabled()) return false;
+  const index_t M = s.F, K = s.C, P = s.OH * s.OW, NI = s.N;
+  const index_t Mp = (M + 31) / 32 * 32, Pp = (P + 31) / 32 * 32, KS = (K + 31) / 32;
+  // The tile unit runs the six bfloat16 products at 1.1-1.5x the float32 peak of
+  // the vector units (Intel Xeon, 2026-12-05: 125-180 G multiply-adds/s per core on
+  // ConvNeXt-T's layers, against the vector kernels' 65-100), so it pays where at
+  // least ~60% of its padded products are real and the layer is not tiny.
+  const double macs = double(NI) * double(M) * double(P) * double(K);
+  const double use = double(M) * double(P) * double(K) / (double(Mp) * double(Pp) * double(KS * 32));
+  if (use < kMinUse || macs < kMinMacs) return false;
+
+  const index_t MT = Mp / 16, NT = Pp / 16, mblocks = Mp / 32, pairs = NT / 2;
+  const std::size_t a_bytes = std::size_t(MT * KS * kStep) * sizeof(u16);
+  // Loop order: the filters outside when packed they outgrow L2's share (each
+  // block of 32 filters, packed by its thread, then sweeps the image's packed
+  // columns), else chunks of columns outside (each packed by its thread as it
+  // goes) and all the filters, packed once by the team, inside.
+  const bool a_outer = a_bytes > (std::size_t(1) << 20);
+  // Not the input gradient of large filters: its A is w transposed, read 32
+  // columns at a time from rows kilobytes apart, and with the weights coming
+  // from memory (a network's pass) that made ConvNeXt-T's forward + input
+  // gradient 6-9% slower than the float32 kernels for those layers (1 thread,
+  // 172-177 against 160-163 ms).
+  if (a_outer && flipped) return false;
+  constexpr index_t kChunkPairs = 4;  // 128 columns per chunk
+  const index_t items = a_outer ? mblocks : (pairs + kChunkPairs - 1) / kChunkPairs;
+  const index_t nt = std::max<index_t>(1, std::min<index_t>({team_size(), items, index_t(macs / kThreadMacs)}));
+  u16* ap = a_outer ? nullptr : scratch<u16>(ScratchSlot::conv_pack_a, std::size_t(MT * KS * kStep));
+  u16* bp = a_outer ? scratch<u16>(ScratchSlot::conv_pack_b, std::size_t(NT * KS * kStep)) : nullptr;
+  // A[m][k]: w's rows, or for the input gradient (w is K x M) its columns.
+  const index_t lda = flipped ? M : K;
+
+  // (Nothing in the region throws: the shared buffers are allocated above, a
+  // thread's own below, where a failure only sends the call to the caller's path.)
+  std::atomic<bool> bad{false};
+  team_run(nt, [&](index_t t, index_t nth) {
+    u16* mine = nullptr;  // a thread's packed filter block or column chunk
+    try {
+      mine = scratch<u16>(ScratchSlot::conv_panel, std::size_t(2 * (a_outer ? 1 : kChunkPairs) * KS * kStep));
+    } catch (...) {
+      bad = true;
+    }
+    if (!a_outer) {
+      if (!pack_a(ap + (MT * t / nth) * KS * kStep, w, M, K, lda, flipped, MT * t / nth, MT * (t + 1) / nth))
+        bad = true;
+      team_barrier();
+    }
+    if (bad) return;  // (a_outer: this thread's buffer; nobody waits on it)
+    load_config();
+    alignas(64) float edge[32 * 32];
+    for (index_t n = 0; n < NI && !bad; ++n) {
+      const float* xn = x + n * K * P;
+      float* on = out + n * M * P;
+      float* pn = pre ? pre + n * M * P : nullptr;
+      // Block of 32 x 32 outputs at filter block mb and column pair pr, from the
+      // packed filters a (2 tiles) and columns bb (2 tiles).
+      auto block = [&](index_t mb, index_t pr, const u16* a, const u16* bb) {
+        const index_t m0 = mb * 32, c0 = pr * 32;
+        if (m0 + 32 <= M && c0 + 32 <= P) return kernel_2x2(a, bb, KS, on + m0 * P + c0, P);
+        kernel_2x2(a, bb, KS, edge, 32);
+        const index_t rows = std::min<index_t>(32, M - m0), cols = std::min<index_t>(32, P - c0);
+        for (index_t i = 0; i < rows; ++i) std::memcpy(on + (m0 + i) * P + c0, edge + i * 32, sizeof(float) * cols);
+      };
+      if (a_outer) {
+        const index_t nt0 = NT * t / nth;
+        if (!pack_b(bp + nt0 * KS * kStep, xn, K, P, P, nt0, NT * (t + 1) / nth)) bad = true;
+        team_barrier();
+        if (bad) break;
+        for (index_t mb = items * t / nth; mb < items * (t + 1) / nth; ++mb) {
+          if (n == 0 || NI > 1) {  // (batch 1 packs each block once)
+            if (!pack_a(mine, w, M, K, lda, flipped, 2 * mb, 2 * mb + 2)) {
+              bad = true;  // the other threads finish their images, then the caller redoes the call
+              break;
+            }
+          }
+          for (index_t pr = 0; pr < pairs; ++pr) block(mb, pr, mine, bp + 2 * pr * KS * kStep);
+          epilogue(on, pn, b, mb * 32, std::min(M, mb * 32 + 32), 0, P, P, relu, act);
+        }
+        team_barrier();  // the packed columns are rewritten for the next image
+      } else {
+        // Each chunk packed just before its products, while they are in L2. A
+        // chunk that is not finite stops this thread; the caller then redoes
+        // the whole call.
+        for (index_t it = items * t / nth; it < items * (t + 1) / nth; ++it) {
+          const index_t pr0 = it * kChunkPairs, pr1 = std::min(pairs, pr0 + kChunkPairs);
+          if (!pack_b(mine, xn, K, P, P, 2 * pr0, 2 * pr1)) {
+            bad = true;
+            break;
+          }
+          for (index_t mb = 0; mb < mblocks; ++mb)
+            for (index_t pr = pr0; pr < pr1; ++pr)
+              block(mb, pr, ap + 2 * mb * KS * kStep, mine + 2 * (pr - pr0) * KS * kStep);
+          epilogue(on, pn, b, 0, M, pr0 * 32, std::min(P, pr1 * 32), P, relu, act);
+        }
+      }
+    }
+    release_tiles();
+  });
+  return !bad;
+}
+
+#else
+
+bool amx_pointwise_forward(float*, const float*, const float*, const float*, const Conv2dShape&, bool, bool,
+                           const ConvAct*, float*) {
+  return false;
+}
+
+#endif
+
+}  // namespace conv_detail
+}  // namespace gradvis

@@ -1,0 +1,30 @@
+// Internal to conv2d: float32 1x1 convolutions on AMX tiles (conv_amx.cpp).
+//
+// The products run in bfloat16 on the tile unit with float32 sums, and still give
+// float32 results: each operand is split exactly into three bfloat16 parts
+// (x = hi + mid + lo, 8 significant bits each, 24 in all), and the six products
+// of parts whose orders add up to at most 2 (hi.hi, hi.mid, mid.hi, hi.lo,
+// mid.mid, lo.hi) are summed; the three left out are below float32's rounding
+// (~2^-24 of each product). The sums are float32, as in the direct path. Splitting
+// a number into three bfloat16 parts with float32 accumulation: Henry, Tang and
+// Heinecke, "Leveraging the bfloat16 Artificial Intelligence Datatype For
+// Higher-Precision Computations", ARITH 2019.
+#pragma once
+
+#include "ops/conv2d.h"
+
+namespace gradvis {
+namespace conv_detail {
+
+// out (N,F,OH,OW) = conv(x, W) + b for a 1x1, stride-1, unpadded, ungrouped
+// float32 layer, W as in implicit_forward (w's rows, or when `flipped` its
+// transpose: the input gradient), relu / act / pre as there. Returns false, having
+// written nothing that the caller's own path does not overwrite, when the tile
+// unit is not in use (amx_enabled), the shape is not one it takes or would not
+// run faster on it, or an input or weight is not finite (the split needs finite
+// numbers; the caller's path then gives IEEE results for infinities and NaNs).
+bool amx_pointwise_forward(float* out, const float* x, const float* w, const float* b, const Conv2dShape& s,
+                           bool flipped, bool relu, const ConvAct* act, float* pre);
+
+}  // namespace conv_detail
+}  // namespace gradvis

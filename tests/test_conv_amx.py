@@ -1,0 +1,143 @@
+"""Float32 1x1 convolutions on the AMX tile unit (csrc/cpu/conv_amx.cpp): each
+operand split exactly into three bfloat16 parts, six tile products summed in
+float32. The results must be as accurate as the float32 vector kernels', against
+a float64 reference, for odd sizes, batches, bias, ReLU and fused activations, on
+either orientation (forward, input gradient); they must not depend on the thread
+count; infinities and NaNs must give what the float32 kernels give."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from gradvis import _core
+
+pytestmark = pytest.mark.skipif(not _core.amx_enabled(), reason="no AMX tile unit in use on this machine")
+
+# (N, C, F, H, W): every shape takes the tile path (16.8M+ multiply-adds, >= 60%
+# of the padded tile products real). The first ones pack the filters once per call
+# (columns outside), the last is a filters-outside shape (its input gradient runs
+# on the float32 kernels).
+SHAPES = [
+    (1, 100, 200, 29, 29),
+    (2, 130, 90, 27, 29),
+    (1, 96, 384, 23, 23),
+    (3, 90, 120, 25, 27),
+    (1, 1024, 200, 11, 11),
+]
+
+
+def _rand(shape, rng, scale=1.0):
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+def _bound(wm, xs):
+    """Per-output sum of |w||x| (the scale of a dot product's rounding)."""
+    return np.einsum("fc,nchw->nfhw", np.abs(wm).astype(np.float64), np.abs(xs).astype(np.float64))
+
+
+@pytest.fixture
+def direct():
+    """Runs a block with the float32 vector kernels only."""
+    prev = _core.get_conv_algorithm()
+
+    class _D:
+        def __enter__(self):
+            _core.set_conv_algorithm("direct")
+
+        def __exit__(self, *a):
+            _core.set_conv_algorithm(prev)
+
+    return _D()
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_forward_matches_float64(shape, direct):
+    N, C, F, H, W = shape
+    rng = np.random.default_rng(sum(shape))
+    x, w, b = _rand((N, C, H, W), rng), _rand((F, C, 1, 1), rng, 1 / np.sqrt(C)), _rand((F,), rng)
+    ref = np.einsum("fc,nchw->nfhw", w[:, :, 0, 0].astype(np.float64), x.astype(np.float64)) + b[None, :, None, None]
+    out = _core.conv2d_forward(x, w, b)
+    with direct:
+        vec = _core.conv2d_forward(x, w, b)
+    assert not np.array_equal(out, vec), "the tile path was not taken"
+    bound = _bound(w[:, :, 0, 0], x) + np.abs(b)[None, :, None, None]
+    err, err_vec = (np.abs(out - ref) / bound).max(), (np.abs(vec - ref) / bound).max()
+    assert err < 1e-6, err
+    assert err < 4 * err_vec + 1e-7, (err, err_vec)
+    # the fused ReLU is the same products, clipped
+    relu = _core.conv2d_forward(x, w, b, relu=True)
+    np.testing.assert_array_equal(relu, np.maximum(out, 0))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_input_gradient_matches_float64(shape):
+    N, C, F, H, W = shape
+    rng = np.random.default_rng(7 + sum(shape))
+    dy, w = _rand((N, F, H, W), rng), _rand((F, C, 1, 1), rng, 1 / np.sqrt(F))
+    wt = w[:, :, 0, 0].T
+    ref = np.einsum("cf,nfhw->nchw", wt.astype(np.float64), dy.astype(np.float64))
+    dx = _core.conv2d_backward_input(dy, w, (H, W))
+    err = (np.abs(dx - ref) / _bound(wt, dy)).max()
+    assert err < 1e-6, err
+
+
+@pytest.mark.parametrize("activation,lo,hi", [("silu", 0, 0), ("hardswish", 0, 0), ("clamp", 0, 6)])
+def test_fused_activation_is_the_separate_one(activation, lo, hi):
+    N, C, F, H, W = SHAPES[0]
+    rng = np.random.default_rng(3)
+    x, w, b = _rand((N, C, H, W), rng), _rand((F, C, 1, 1), rng, 1 / np.sqrt(C)), _rand((F,), rng)
+    pre = _core.conv2d_forward(x, w, b)
+    out, kept = _core.conv2d_forward_act(x, w, b, activation=activation, lo=lo, hi=hi, return_pre=True)
+    np.testing.assert_array_equal(kept, pre)
+    sep = {"silu": lambda v: _core.silu_forward(v), "hardswish": lambda v: _core.hardswish_forward(v),
+           "clamp": lambda v: _core.clamp_forward(v, lo, hi)}[activation](pre)
+    np.testing.assert_array_equal(out, sep)
+
+
+def test_thread_count_does_not_change_bits():
+    import gradvis
+
+    N, C, F, H, W = SHAPES[1]
+    rng = np.random.default_rng(11)
+    x, w = _rand((N, C, H, W), rng), _rand((F, C, 1, 1), rng)
+    dy = _rand((N, F, H, W), rng)
+    n0 = gradvis.get_num_threads()
+    try:
+        gradvis.set_num_threads(1)
+        a, da = _core.conv2d_forward(x, w), _core.conv2d_backward_input(dy, w, (H, W))
+        gradvis.set_num_threads(2)
+        b, db = _core.conv2d_forward(x, w), _core.conv2d_backward_input(dy, w, (H, W))
+    finally:
+        gradvis.set_num_threads(n0)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(da, db)
+
+
+@pytest.mark.parametrize("where", ["input", "weights"])
+def test_non_finite_values_give_the_float32_kernels_results(where, direct):
+    N, C, F, H, W = SHAPES[0]
+    rng = np.random.default_rng(5)
+    x, w = _rand((N, C, H, W), rng), _rand((F, C, 1, 1), rng, 0.1)
+    if where == "input":
+        x[0, 3, 4, 5], x[0, 7, 10, 11] = np.inf, np.nan
+    else:
+        w[5, 2, 0, 0], w[9, 1, 0, 0] = -np.inf, np.nan
+    out = _core.conv2d_forward(x, w)
+    with direct:
+        vec = _core.conv2d_forward(x, w)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(vec))
+    np.testing.assert_array_equal(out[np.isinf(vec)], vec[np.isinf(vec)])
+    fin = np.isfinite(vec)
+    assert fin.any() and not fin.all()
+    np.testing.assert_array_equal(out[fin], vec[fin])   # the whole call ran on the float32 kernels
+
+
+def test_amx_off_below_its_level():
+    code = "from gradvis import _core; print(_core.amx_enabled(), _core.simd_level())"
+    for level, expect in (("avx512", "False avx512"), ("amx", "True avx512")):
+        res = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, GRADVIS_SIMD=level),
+                             capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.strip() == expect, (level, res.stdout)

@@ -17,14 +17,15 @@ pytestmark = pytest.mark.skipif(not _core.amx_enabled(), reason="no AMX tile uni
 
 # (N, C, F, H, W): every shape takes the tile path (16.8M+ multiply-adds, >= 60%
 # of the padded tile products real). The first ones pack the filters once per call
-# (columns outside), the last is a filters-outside shape (its input gradient runs
-# on the float32 kernels).
+# (columns outside); the last two have packed filters over 1 MB (filters outside;
+# the input gradient in chunks of K, the last one at a batch of 3).
 SHAPES = [
     (1, 100, 200, 29, 29),
     (2, 130, 90, 27, 29),
     (1, 96, 384, 23, 23),
     (3, 90, 120, 25, 27),
-    (1, 1024, 200, 11, 11),
+    (1, 1024, 200, 12, 12),
+    (3, 700, 260, 9, 11),
 ]
 
 
@@ -72,15 +73,20 @@ def test_forward_matches_float64(shape, direct):
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-def test_input_gradient_matches_float64(shape):
+def test_input_gradient_matches_float64(shape, direct):
     N, C, F, H, W = shape
     rng = np.random.default_rng(7 + sum(shape))
     dy, w = _rand((N, F, H, W), rng), _rand((F, C, 1, 1), rng, 1 / np.sqrt(F))
     wt = w[:, :, 0, 0].T
     ref = np.einsum("cf,nfhw->nchw", wt.astype(np.float64), dy.astype(np.float64))
     dx = _core.conv2d_backward_input(dy, w, (H, W))
-    err = (np.abs(dx - ref) / _bound(wt, dy)).max()
+    with direct:
+        vec = _core.conv2d_backward_input(dy, w, (H, W))
+    assert not np.array_equal(dx, vec), "the tile path was not taken"
+    bound = _bound(wt, dy)
+    err, err_vec = (np.abs(dx - ref) / bound).max(), (np.abs(vec - ref) / bound).max()
     assert err < 1e-6, err
+    assert err < 4 * err_vec + 1e-7, (err, err_vec)
 
 
 @pytest.mark.parametrize("activation,lo,hi", [("silu", 0, 0), ("hardswish", 0, 0), ("clamp", 0, 6)])
@@ -141,3 +147,15 @@ def test_amx_off_below_its_level():
                              capture_output=True, text=True, timeout=60)
         assert res.returncode == 0, res.stderr
         assert res.stdout.strip() == expect, (level, res.stdout)
+
+
+@pytest.mark.parametrize("shape", [SHAPES[1], SHAPES[-1]])
+@pytest.mark.parametrize("activation", ["relu", "silu"])
+def test_input_gradient_with_activation_backward(shape, activation):
+    N, C, F, H, W = shape
+    rng = np.random.default_rng(13)
+    dy, w, x = _rand((N, F, H, W), rng), _rand((F, C, 1, 1), rng, 1 / np.sqrt(F)), _rand((N, C, H, W), rng)
+    fused = _core.conv2d_backward_input_act(dy, w, x, activation=activation)
+    dx = _core.conv2d_backward_input(dy, w, (H, W))
+    sep = _core.relu_backward(dx, x) if activation == "relu" else _core.silu_backward(dx, x)
+    np.testing.assert_array_equal(fused, sep)

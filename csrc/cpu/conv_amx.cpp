@@ -12,6 +12,9 @@
 //   x  per 16-column tile and k-step: hi, mid, lo tiles of 16 k-pairs x 16
 //      columns, each 32-bit lane a pair of k (the tile unit's layout), packed per
 //      image by the team.
+// The input gradient of large filters instead walks K in chunks, each thread
+// packing its filters' part of a chunk from whole runs of w's rows and keeping
+// its float32 sums in a buffer between chunks (input_gradient_chunked).
 // A micro-kernel computes 32 x 32 outputs (2 x 2 tiles of 16 x 16 float32 sums,
 // the other 4 tile registers holding operands) over all of K, 24 tile products per
 // k-step, and stores them straight into the output (through a small buffer at the
@@ -199,13 +202,21 @@ GV_AMX bool pack_a(u16* ap, const float* a, index_t M, index_t K, index_t lda, b
 // c (32 x 32, rows ldc floats apart) = the product of A tiles a (rows 0-15) and
 // a + KS * kStep (16-31) with x tiles b (columns 0-15) and b + KS * kStep (16-31),
 // over KS k-steps: the six products of parts per pair of tiles.
-GV_AMX void kernel_2x2(const u16* a, const u16* b, index_t KS, float* c, index_t ldc) {
+GV_AMX void kernel_2x2(const u16* a, const u16* b, index_t KS, float* c, index_t ldc, bool accumulate = false) {
   const u16* a1 = a + KS * kStep;
   const u16* b1 = b + KS * kStep;
-  _tile_zero(0);
-  _tile_zero(1);
-  _tile_zero(2);
-  _tile_zero(3);
+  const index_t s = ldc * index_t(sizeof(float));
+  if (accumulate) {  // c += the product (c holds the sums of earlier k-steps)
+    _tile_loadd(0, c, s);
+    _tile_loadd(1, c + 16, s);
+    _tile_loadd(2, c + 16 * ldc, s);
+    _tile_loadd(3, c + 16 * ldc + 16, s);
+  } else {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+  }
 #define GV_DP4              \
   _tile_dpbf16ps(0, 4, 6); \
   _tile_dpbf16ps(1, 4, 7); \
@@ -237,7 +248,6 @@ GV_AMX void kernel_2x2(const u16* a, const u16* b, index_t KS, float* c, index_t
     GV_DP4;
   }
 #undef GV_DP4
-  const index_t s = ldc * index_t(sizeof(float));
   _tile_stored(0, c, s);
   _tile_stored(1, c + 16, s);
   _tile_stored(2, c + 16 * ldc, s);
@@ -262,6 +272,96 @@ void epilogue(float* out, float* pre, const float* b, index_t m0, index_t m1, in
     else if (relu)
       for (index_t i = 0; i < len; ++i) o[i] = o[i] < 0.f ? 0.f : o[i];
   }
+}
+
+// Rows [16 mt0, 16 mt1) of A = a transposed (A[m][k] = a[k * lda + m]), packed as
+// pack_a does, reading each row of a once along its whole run of columns: every
+// tile's pairs of k are staged (stage: 48 vectors per tile), then transposed.
+GV_AMX bool pack_a_rows(u16* ap, const float* a, index_t M, index_t K, index_t lda, index_t mt0, index_t mt1,
+                        __m512i* stage) {
+  const index_t KS = (K + 31) / 32, tiles = mt1 - mt0;
+  __mmask16 bad = 0;
+  for (index_t ks = 0; ks < KS; ++ks) {
+    for (index_t q = 0; q < 16; ++q) {
+      const index_t k = ks * 32 + 2 * q;
+      for (index_t t = 0; t < tiles; ++t) {
+        const index_t m0 = (mt0 + t) * 16;
+        const __mmask16 mm = __mmask16((1u << std::max<index_t>(0, std::min<index_t>(16, M - m0))) - 1);
+        const __m512 v0 = k < K ? _mm512_maskz_loadu_ps(mm, a + k * lda + m0) : _mm512_setzero_ps();
+        const __m512 v1 = k + 1 < K ? _mm512_maskz_loadu_ps(mm, a + (k + 1) * lda + m0) : _mm512_setzero_ps();
+        __m512i p0[3], p1[3];
+        split3(v0, p0[0], p0[1], p0[2], bad);
+        split3(v1, p1[0], p1[1], p1[2], bad);
+        for (int part = 0; part < 3; ++part)
+          stage[t * 48 + part * 16 + q] = _mm512_or_si512(_mm512_srli_epi32(p0[part], 16), p1[part]);
+      }
+    }
+    for (index_t t = 0; t < tiles; ++t) {
+      u16* o = ap + (t * KS + ks) * kStep;
+      for (int part = 0; part < 3; ++part) {
+        __m512i* r = stage + t * 48 + part * 16;
+        transpose16(r);
+        for (int i = 0; i < 16; ++i) _mm512_store_si512(o + part * kTile + i * 32, r[i]);
+      }
+    }
+  }
+  return bad == 0;
+}
+
+// The input gradient of a 1x1 layer whose packed filters are large: out_n (M x P)
+// = A x_n with A = w transposed (w: K x M). Each thread owns a range of 32-filter
+// blocks and walks K in chunks of kChunkSteps k-steps: it packs its filters' part
+// of the chunk (rows of w read along its whole range of columns, not 32 at a
+// time) and the chunk of x_n, and adds the chunk's products to its sums (float32
+// tiles stored and loaded between chunks, the same operations in the same order
+// as one pass over K). Same contract as amx_pointwise_forward.
+bool input_gradient_chunked(float* out, const float* x, const float* w, const float* b, index_t NI, index_t M,
+                            index_t K, index_t P, bool relu, const ConvAct* act, float* pre) {
+  constexpr index_t kChunkSteps = 8;  // 256 k per chunk
+  const index_t KS = (K + 31) / 32, Mp = (M + 31) / 32 * 32, Pp = (P + 31) / 32 * 32;
+  const index_t NT = Pp / 16, mblocks = Mp / 32, pairs = NT / 2;
+  const double macs = double(NI) * double(M) * double(P) * double(K);
+  const index_t nt = std::max<index_t>(1, std::min<index_t>({team_size(), mblocks, index_t(macs / kThreadMacs)}));
+  std::atomic<bool> bad{false};
+  team_run(nt, [&](index_t t, index_t nth) {
+    const index_t mb0 = mblocks * t / nth, mb1 = mblocks * (t + 1) / nth, tiles = 2 * (mb1 - mb0);
+    u16 *apk = nullptr, *bpk = nullptr;
+    float* acc = nullptr;
+    __m512i* stage = nullptr;
+    try {  // (no barriers below: a thread that cannot allocate only sends the call back)
+      apk = scratch<u16>(ScratchSlot::conv_pack_a2, std::size_t(tiles * kChunkSteps * kStep));
+      bpk = scratch<u16>(ScratchSlot::conv_pack_b, std::size_t(NT * kChunkSteps * kStep));
+      acc = scratch<float>(ScratchSlot::conv_panel, std::size_t((mb1 - mb0) * 32 * Pp));
+      stage = scratch<__m512i>(ScratchSlot::conv_cols, std::size_t(tiles * 48));
+    } catch (...) {
+      bad = true;
+    }
+    if (bad || mb0 == mb1) return;
+    load_config();
+    for (index_t n = 0; n < NI && !bad; ++n) {
+      const float* xn = x + n * K * P;
+      for (index_t c0 = 0; c0 < KS && !bad; c0 += kChunkSteps) {
+        const index_t k0 = c0 * 32, kn = std::min(K - k0, kChunkSteps * 32), ksn = (kn + 31) / 32;
+        if (!pack_a_rows(apk, w + k0 * M, M, kn, M, 2 * mb0, 2 * mb1, stage) ||
+            !pack_b(bpk, xn + k0 * P, kn, P, P, 0, NT)) {
+          bad = true;
+          break;
+        }
+        for (index_t mb = mb0; mb < mb1; ++mb)
+          for (index_t pr = 0; pr < pairs; ++pr)
+            kernel_2x2(apk + 2 * (mb - mb0) * ksn * kStep, bpk + 2 * pr * ksn * kStep, ksn,
+                       acc + (mb - mb0) * 32 * Pp + pr * 32, Pp, c0 > 0);
+      }
+      if (bad) break;
+      float* on = out + n * M * P;
+      const index_t m1 = std::min(M, mb1 * 32);
+      for (index_t m = mb0 * 32; m < m1; ++m)
+        std::memcpy(on + m * P, acc + (m - mb0 * 32) * Pp, sizeof(float) * std::size_t(P));
+      epilogue(on, pre ? pre + n * M * P : nullptr, b, mb0 * 32, m1, 0, P, P, relu, act);
+    }
+    release_tiles();
+  });
+  return !bad;
 }
 
 }  // namespace
@@ -290,12 +390,16 @@ bool amx_pointwise_forward(float* out, const float* x, const float* w, const flo
   // columns), else chunks of columns outside (each packed by its thread as it
   // goes) and all the filters, packed once by the team, inside.
   const bool a_outer = a_bytes > (std::size_t(1) << 20);
-  // Not the input gradient of large filters: its A is w transposed, read 32
-  // columns at a time from rows kilobytes apart, and with the weights coming
-  // from memory (a network's pass) that made ConvNeXt-T's forward + input
-  // gradient 6-9% slower than the float32 kernels for those layers (1 thread,
-  // 172-177 against 160-163 ms).
-  if (a_outer && flipped) return false;
+  // The input gradient of large filters walks K in chunks (input_gradient_chunked):
+  // its A, w transposed, read 32 columns at a time from rows kilobytes apart, had
+  // made ConvNeXt-T's forward + input gradient 6-9% slower than the float32
+  // kernels (1 thread, 172-177 against 160-163 ms). With few positions (7x7 at
+  // batch 1) packing costs as much as the products (768<-3072 at 7x7: 2.16 ms
+  // against the float32 kernels' 1.64), so those stay on the vector units.
+  if (a_outer && flipped) {
+    if (NI * P < 128) return false;
+    return input_gradient_chunked(out, x, w, b, NI, M, K, P, relu, act, pre);
+  }
   constexpr index_t kChunkPairs = 4;  // 128 columns per chunk
   const index_t items = a_outer ? mblocks : (pairs + kChunkPairs - 1) / kChunkPairs;
   const index_t nt = std::max<index_t>(1, std::min<index_t>({team_size(), items, index_t(macs / kThreadMacs)}));

@@ -89,15 +89,18 @@ def test_input_gradient_matches_float64(shape, direct):
     assert err < 4 * err_vec + 1e-7, (err, err_vec)
 
 
-@pytest.mark.parametrize("activation,lo,hi", [("silu", 0, 0), ("hardswish", 0, 0), ("clamp", 0, 6)])
-def test_fused_activation_is_the_separate_one(activation, lo, hi):
-    N, C, F, H, W = SHAPES[0]
+@pytest.mark.parametrize("activation,lo,hi", [("silu", 0, 0), ("hardswish", 0, 0), ("clamp", 0, 6), ("clamp", -0.5, 1),
+                                               ("relu", 0, 0)])
+@pytest.mark.parametrize("shape", [SHAPES[0], SHAPES[-1]])
+def test_fused_activation_is_the_separate_one(activation, lo, hi, shape):
+    N, C, F, H, W = shape
     rng = np.random.default_rng(3)
     x, w, b = _rand((N, C, H, W), rng), _rand((F, C, 1, 1), rng, 1 / np.sqrt(C)), _rand((F,), rng)
     pre = _core.conv2d_forward(x, w, b)
     out, kept = _core.conv2d_forward_act(x, w, b, activation=activation, lo=lo, hi=hi, return_pre=True)
     np.testing.assert_array_equal(kept, pre)
     sep = {"silu": lambda v: _core.silu_forward(v), "hardswish": lambda v: _core.hardswish_forward(v),
+           "relu": lambda v: _core.relu_forward(v),
            "clamp": lambda v: _core.clamp_forward(v, lo, hi)}[activation](pre)
     np.testing.assert_array_equal(out, sep)
 

@@ -256,6 +256,28 @@ GV_AMX void kernel_2x2(const u16* a, const u16* b, index_t KS, float* c, index_t
 
 GV_AMX void release_tiles() { _tile_release(); }
 
+// Bias (b: the block's first filter's, or null), then the values kept in pre
+// (rows ldp apart; or null), then max(v, lo) and min(v, hi) where asked, on a
+// block of rows x cols outputs (rows ldo apart) just stored, while it is in L1.
+// max(lo, v) and min(hi, v) keep a NaN and -0, as the float32 kernels' ReLU and
+// clamp.
+GV_AMX void bias_act_block(float* o, index_t ldo, const float* b, index_t rows, index_t cols, float* pre,
+                           index_t ldp, bool use_lo, float lo, bool use_hi, float hi) {
+  const __m512 vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
+  for (index_t r = 0; r < rows; ++r) {
+    const __m512 bv = _mm512_set1_ps(b ? b[r] : 0.f);
+    for (index_t c = 0; c < cols; c += 16) {
+      const __mmask16 mk = __mmask16((1u << std::min<index_t>(16, cols - c)) - 1);
+      __m512 v = _mm512_maskz_loadu_ps(mk, o + r * ldo + c);
+      if (b) v = _mm512_add_ps(v, bv);
+      if (pre) _mm512_mask_storeu_ps(pre + r * ldp + c, mk, v);
+      if (use_lo) v = _mm512_max_ps(vlo, v);
+      if (use_hi) v = _mm512_min_ps(vhi, v);
+      _mm512_mask_storeu_ps(o + r * ldo + c, mk, v);
+    }
+  }
+}
+
 // Bias and activation on rows [m0, m1) x columns [c0, c1) of one image's output
 // (P columns; pre as out, the same offsets).
 void epilogue(float* out, float* pre, const float* b, index_t m0, index_t m1, index_t c0, index_t c1, index_t P,
@@ -408,6 +430,12 @@ bool amx_pointwise_forward(float* out, const float* x, const float* w, const flo
   // A[m][k]: w's rows, or for the input gradient (w is K x M) its columns.
   const index_t lda = flipped ? M : K;
 
+  // ReLU (relu without act, or act relu) and clamp: max(v, lo) / min(v, hi).
+  const bool inline_act = !act ? relu : (act->kind == ConvAct::relu || act->kind == ConvAct::clamp);
+  const bool use_lo = inline_act, use_hi = act && act->kind == ConvAct::clamp;
+  const float lo = act && act->kind == ConvAct::clamp ? float(act->lo) : 0.f;
+  const float hi = use_hi ? float(act->hi) : 0.f;
+
   // (Nothing in the region throws: the shared buffers are allocated above, a
   // thread's own below, where a failure only sends the call to the caller's path.)
   std::atomic<bool> bad{false};
@@ -432,12 +460,20 @@ bool amx_pointwise_forward(float* out, const float* x, const float* w, const flo
       float* pn = pre ? pre + n * M * P : nullptr;
       // Block of 32 x 32 outputs at filter block mb and column pair pr, from the
       // packed filters a (2 tiles) and columns bb (2 tiles).
+      // Bias, ReLU and clamp are applied to the block at once, in L1; other
+      // activations (act) to a whole chunk afterwards (epilogue).
       auto block = [&](index_t mb, index_t pr, const u16* a, const u16* bb) {
         const index_t m0 = mb * 32, c0 = pr * 32;
-        if (m0 + 32 <= M && c0 + 32 <= P) return kernel_2x2(a, bb, KS, on + m0 * P + c0, P);
-        kernel_2x2(a, bb, KS, edge, 32);
         const index_t rows = std::min<index_t>(32, M - m0), cols = std::min<index_t>(32, P - c0);
-        for (index_t i = 0; i < rows; ++i) std::memcpy(on + (m0 + i) * P + c0, edge + i * 32, sizeof(float) * cols);
+        const bool full = rows == 32 && cols == 32;
+        float* o = full ? on + m0 * P + c0 : edge;
+        const index_t ldo = full ? P : 32;
+        kernel_2x2(a, bb, KS, o, ldo);
+        if (b || inline_act)
+          bias_act_block(o, ldo, b ? b + m0 : nullptr, rows, cols, inline_act && pn ? pn + m0 * P + c0 : nullptr, P,
+                         use_lo, lo, use_hi, hi);
+        if (!full)
+          for (index_t i = 0; i < rows; ++i) std::memcpy(on + (m0 + i) * P + c0, edge + i * 32, sizeof(float) * cols);
       };
       if (a_outer) {
         const index_t nt0 = NT * t / nth;
@@ -452,7 +488,7 @@ bool amx_pointwise_forward(float* out, const float* x, const float* w, const flo
             }
           }
           for (index_t pr = 0; pr < pairs; ++pr) block(mb, pr, mine, bp + 2 * pr * KS * kStep);
-          epilogue(on, pn, b, mb * 32, std::min(M, mb * 32 + 32), 0, P, P, relu, act);
+          if (act && !inline_act) epilogue(on, pn, nullptr, mb * 32, std::min(M, mb * 32 + 32), 0, P, P, false, act);
         }
         team_barrier();  // the packed columns are rewritten for the next image
       } else {
@@ -468,7 +504,7 @@ bool amx_pointwise_forward(float* out, const float* x, const float* w, const flo
           for (index_t mb = 0; mb < mblocks; ++mb)
             for (index_t pr = pr0; pr < pr1; ++pr)
               block(mb, pr, ap + 2 * mb * KS * kStep, mine + 2 * (pr - pr0) * KS * kStep);
-          epilogue(on, pn, b, 0, M, pr0 * 32, std::min(P, pr1 * 32), P, relu, act);
+          if (act && !inline_act) epilogue(on, pn, nullptr, 0, M, pr0 * 32, std::min(P, pr1 * 32), P, false, act);
         }
       }
     }

@@ -31,16 +31,14 @@
 #include "cpu/conv_epilogue.h"
 #include "cpu/simd.h"
 
-#if defined(__x86_64__) && \
-    ((defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11) || (defined(__clang__) && __clang_major__ >= 12))
-#define GV_AMX_CODE 1
+#ifdef GRADVIS_AMX_BUILD
 #include <immintrin.h>
 #endif
 
 namespace gradvis {
 namespace conv_detail {
 
-#ifdef GV_AMX_CODE
+#ifdef GRADVIS_AMX_BUILD
 namespace {
 
 #define GV_AMX __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,amx-tile,amx-bf16")))

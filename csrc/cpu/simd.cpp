@@ -3,7 +3,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__))
+#if defined(__x86_64__) && defined(__linux__) && defined(GRADVIS_AMX_BUILD)
 #include <cpuid.h>
 #include <sys/syscall.h>
 #include <unistd.h>

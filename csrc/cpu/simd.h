@@ -3,6 +3,12 @@
 // __attribute__((target(...))) and pick one with cpu_level() at run time.
 #pragma once
 
+// Whether this compiler builds the AMX kernels (conv_amx.cpp): GCC 11+, Clang 12+.
+#if defined(__x86_64__) && \
+    ((defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11) || (defined(__clang__) && __clang_major__ >= 12))
+#define GRADVIS_AMX_BUILD 1
+#endif
+
 namespace gradvis {
 
 enum class SimdLevel { scalar = 0, avx2 = 1, avx512 = 2 };
@@ -14,7 +20,7 @@ const char* simd_level_name(SimdLevel level);
 // conv_amx.h): the CPU has AMX-TILE and AMX-BF16, the level is avx512, the OS
 // grants the tile state (Linux 5.16+: arch_prctl ARCH_REQ_XCOMP_PERM), and
 // GRADVIS_SIMD, if set, is "amx" (any other value, "avx512" included, leaves the
-// tiles unused). Detected once, cached.
+// tiles unused), and the compiler built the AMX kernels. Detected once, cached.
 bool amx_enabled();
 
 }  // namespace gradvis

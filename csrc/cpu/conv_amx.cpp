@@ -57,6 +57,7 @@ constexpr index_t kStep = 3 * kTile;  // a tile's three parts for one k-step of 
 constexpr double kMinUse = 0.6;
 constexpr double kMinMacs = double(1 << 24);
 constexpr double kThreadMacs = double(1 << 21);  // the least work per thread
+constexpr double kMaxBytes = double(32 << 20);
 
 struct alignas(64) TileConfig {
   std::uint8_t palette, start_row, reserved[14];
@@ -402,6 +403,11 @@ bool amx_pointwise_forward(float* out, const float* x, const float* w, const flo
   const double macs = double(NI) * double(M) * double(P) * double(K);
   const double use = double(M) * double(P) * double(K) / (double(Mp) * double(Pp) * double(KS * 32));
   if (use < kMinUse || macs < kMinMacs) return false;
+  // Calls whose input and output pass kMaxBytes stream them through memory, and
+  // the packed columns add to that traffic: at batch 16 on 56x56 maps the tile
+  // unit was 0.89-0.91x the vector kernels on 2 threads (96<->384, 1 thread 0.89
+  // for the input gradient).
+  if (double(NI) * double(K + M) * double(P) * sizeof(float) > kMaxBytes) return false;
 
   const index_t MT = Mp / 16, NT = Pp / 16, mblocks = Mp / 32, pairs = NT / 2;
   const std::size_t a_bytes = std::size_t(MT * KS * kStep) * sizeof(u16);
@@ -417,7 +423,9 @@ bool amx_pointwise_forward(float* out, const float* x, const float* w, const flo
   // batch 1) packing costs as much as the products (768<-3072 at 7x7: 2.16 ms
   // against the float32 kernels' 1.64), so those stay on the vector units.
   if (a_outer && flipped) {
-    if (NI * P < 128) return false;
+    // Per image, the filters are packed again: at batch 16 (512<->2048 at 7x7)
+    // that made the input gradient 0.58-0.79x the vector kernels.
+    if (NI * P < 128 || NI > 1) return false;
     return input_gradient_chunked(out, x, w, b, NI, M, K, P, relu, act, pre);
   }
   constexpr index_t kChunkPairs = 4;  // 128 columns per chunk

@@ -34,6 +34,7 @@ import numpy as np
 
 from .. import _checks
 from .conv import Conv2d, fused_act_cache
+from .elementwise import add_arrays
 from .fileformat import save_model
 from . import fusion
 from .fold import Folded, GateFold, folded_conv_forward, gate_fold
@@ -588,10 +589,8 @@ class Model:
             g = np.asarray(g)
             if g.shape != shapes[name]:
                 raise ValueError(f"gradient for {name!r} has shape {g.shape}, expected {shapes[name]}")
-            if name in grads_t:
-                grads_t[name] = grads_t[name] + g
-            else:
-                grads_t[name] = g
+            prev = grads_t.get(name)
+            grads_t[name] = g if prev is None else add_arrays(prev, g)
 
         if cache["outputs"] is not None:
             if not isinstance(dout, dict):

@@ -66,7 +66,7 @@ const LnKernels<T>& kernels() {
   return ln_base::kKernels<T>;
 }
 
-constexpr double kGrain = 16384;      // elements per thread
+constexpr double kGrain = 65536;      // elements per thread
 constexpr index_t kMaxUnits = 256;    // units of work (and of partial sums) at most
 
 // The split of (outer, R, inner) into units: a strided group into tiles of B

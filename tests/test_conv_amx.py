@@ -167,3 +167,31 @@ def test_input_gradient_with_activation_backward(shape, activation):
     dx = _core.conv2d_backward_input(dy, w, (H, W))
     sep = _core.relu_backward(dx, x) if activation == "relu" else _core.silu_backward(dx, x)
     np.testing.assert_array_equal(fused, sep)
+
+
+NONFINITE_BATCH_SCRIPT = r"""
+import numpy as np, gradvis
+from gradvis import _core
+gradvis.set_num_threads(2)
+rng = np.random.default_rng(9)
+N, C, F, H, W = {shape}
+x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+w = (rng.standard_normal((F, C, 1, 1)) * 0.05).astype(np.float32)
+w[F - 1, 0, 0, 0] = np.nan           # found by the last thread's last filter block
+out = _core.conv2d_forward(x, w)
+_core.set_conv_algorithm("direct")
+ref = _core.conv2d_forward(x, w)
+assert np.array_equal(np.isnan(out), np.isnan(ref))
+fin = np.isfinite(ref)
+assert np.array_equal(out[fin], ref[fin])
+print("ok")
+"""
+
+
+def test_non_finite_filters_at_a_batch_on_two_threads():
+    """Filters packed per block by each thread (over 1 MB), a batch of 3, 2 threads:
+    a NaN that one thread finds must not leave the other waiting at a barrier."""
+    code = NONFINITE_BATCH_SCRIPT.replace("{shape}", repr(SHAPES[-1]))
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "ok" in res.stdout

@@ -11,7 +11,8 @@
 //      packed parts read from memory are 1.5x the float32 weights);
 //   x  per 16-column tile and k-step: hi, mid, lo tiles of 16 k-pairs x 16
 //      columns, each 32-bit lane a pair of k (the tile unit's layout), packed per
-//      image by the team.
+//      image by the team (filters outside), or per chunk of columns by the thread
+//      that uses it (columns outside).
 // The input gradient of large filters instead walks K in chunks, each thread
 // packing its filters' part of a chunk from whole runs of w's rows and keeping
 // its float32 sums in a buffer between chunks (input_gradient_chunked).
@@ -53,7 +54,7 @@ constexpr index_t kStep = 3 * kTile;  // a tile's three parts for one k-step of 
 // 1.0-2.0x faster on it (1 thread); within those networks, whose 1x1 layers
 // alternate with depthwise ones, the whole forward + input gradient ran 3-7%
 // slower with their 4.8-10.8M layers on the tile unit. Layers of 16.8M+ (all
-// of ResNet-50's and ConvNeXt-T's, two of MobileNetV2's) gain in the network too.
+// of ResNet-50's and ConvNeXt-T's) gain in the network too.
 constexpr double kMinUse = 0.6;
 constexpr double kMinMacs = double(1 << 24);
 constexpr double kThreadMacs = double(1 << 21);  // the least work per thread
@@ -91,9 +92,9 @@ GV_AMX inline void split3(__m512 x, __m512i& h, __m512i& m, __m512i& l, __mmask1
 }
 
 // x's columns [16 nt0, 16 nt1) (x: K rows of N, ldx apart) packed: tile (nt, ks)
-// at bp + ((nt - nt0) * KS + ks) * kStep; row r of a part holds, per column, the pair of k
-// = 32 ks + 2r, + 1 (low half first). Zeros past K and N. False when an element
-// is not finite.
+// at bp + ((nt - nt0) * KS + ks) * kStep; row r of a part holds, per column, the
+// pair of k = 32 ks + 2r, + 1 (low half first). Zeros past K and N. False when an
+// element is not finite.
 GV_AMX bool pack_b(u16* bp, const float* x, index_t K, index_t N, index_t ldx, index_t nt0, index_t nt1) {
   const index_t KS = (K + 31) / 32;
   __mmask16 bad = 0;

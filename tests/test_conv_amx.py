@@ -195,3 +195,36 @@ def test_non_finite_filters_at_a_batch_on_two_threads():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "ok" in res.stdout
+
+
+# Strided 1x1 layers (residual downsampling): (N, C, F, H, W), stride. Odd sizes,
+# a batch, stride 3.
+STRIDED = [((1, 256, 128, 56, 56), 2), ((2, 130, 200, 35, 37), 2), ((1, 320, 320, 45, 46), 3)]
+
+
+@pytest.mark.parametrize("shape,stride", STRIDED)
+def test_strided_forward_and_input_gradient(shape, stride, direct):
+    N, C, F, H, W = shape
+    rng = np.random.default_rng(21)
+    x, w, b = _rand((N, C, H, W), rng), _rand((F, C, 1, 1), rng, 1 / np.sqrt(C)), _rand((F,), rng)
+    xs = x[:, :, ::stride, ::stride]
+    OH, OW = xs.shape[2:]
+    wm = w[:, :, 0, 0]
+    out = _core.conv2d_forward(x, w, b, stride=stride)
+    ref = np.einsum("fc,nchw->nfhw", wm.astype(np.float64), xs.astype(np.float64)) + b[None, :, None, None]
+    bound = _bound(wm, xs) + np.abs(b)[None, :, None, None]
+    assert (np.abs(out - ref) / bound).max() < 1e-6
+    dy = _rand((N, F, OH, OW), rng)
+    dx = _core.conv2d_backward_input(dy, w, (H, W), stride=stride)
+    dref = np.zeros((N, C, H, W))
+    dref[:, :, ::stride, ::stride] = np.einsum("fc,nfhw->nchw", wm.astype(np.float64), dy.astype(np.float64))
+    dbound = np.zeros((N, C, H, W))
+    dbound[:, :, ::stride, ::stride] = _bound(wm.T, dy)
+    assert (np.abs(dx - dref) / np.maximum(dbound, 1e-30)).max() < 1e-6
+    with direct:
+        vec, dvec = _core.conv2d_forward(x, w, b, stride=stride), _core.conv2d_backward_input(dy, w, (H, W), stride=stride)
+    assert not np.array_equal(out, vec) and not np.array_equal(dx, dvec), "the tile path was not taken"
+    # the fused ReLU mask over the whole input gradient, as the separate backward
+    xr = np.maximum(x, 0)
+    fused = _core.conv2d_backward_input_act(dy, w, xr, stride=stride, activation="relu")
+    np.testing.assert_array_equal(fused, _core.relu_backward(dx, xr))

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "cpu/conv2d_implicit.h"
+#include "cpu/conv_amx.h"
 #include "ops/affine.h"
 #include "cpu/conv_depthwise.h"
 #include "cpu/conv_epilogue.h"
@@ -170,6 +171,8 @@ void backward_input_any(T* dx, const T* dout, const T* w, const Conv2dShape& s, 
   // MR-row tiles empty: there gemm + col2im is cheaper.
   if (full_pad_ok && s.C / p.groups >= 16)
     return forward_any<T>(dx, dout, w, nullptr, t, true, false, act, const_cast<T*>(ref));
+  if constexpr (sizeof(T) == 4)   // strided 1x1 (downsampling) layers on AMX tiles, where they take them
+    if (conv_algo() != ConvAlgo::direct && conv_detail::amx_strided_input_gradient(dx, dout, w, s, act, ref)) return;
   conv_detail::col2im_backward_input(dx, dout, w, s, act, ref);
 }
 

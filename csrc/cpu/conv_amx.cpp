@@ -387,16 +387,8 @@ bool input_gradient_chunked(float* out, const float* x, const float* w, const fl
   return !bad;
 }
 
-}  // namespace
-
-bool amx_pointwise_forward(float* out, const float* x, const float* w, const float* b, const Conv2dShape& s,
-                           bool flipped, bool relu, const ConvAct* act, float* pre) {
-  const auto& p = s.p;
-  if (!(s.KH == 1 && s.KW == 1 && p.stride_h == 1 && p.stride_w == 1 && p.groups == 1 && p.pad_top == 0 &&
-        p.pad_bottom == 0 && p.pad_left == 0 && p.pad_right == 0))
-    return false;
-  if (!amx_enabled()) return false;
-  const index_t M = s.F, K = s.C, P = s.OH * s.OW, NI = s.N;
+// Whether a product of M x K filters over P positions of NI images takes the tiles.
+bool takes_tiles(index_t M, index_t K, index_t P, index_t NI) {
   const index_t Mp = (M + 31) / 32 * 32, Pp = (P + 31) / 32 * 32, KS = (K + 31) / 32;
   // The tile unit runs the six bfloat16 products at 1.1-1.5x the float32 peak of
   // the vector units (Intel Xeon, 2026-12-05: 125-180 G multiply-adds/s per core on
@@ -409,7 +401,78 @@ bool amx_pointwise_forward(float* out, const float* x, const float* w, const flo
   // the packed columns add to that traffic: at batch 16 on 56x56 maps the tile
   // unit was 0.89-0.91x the vector kernels on 2 threads (96<->384, 1 thread 0.89
   // for the input gradient).
-  if (double(NI) * double(K + M) * double(P) * sizeof(float) > kMaxBytes) return false;
+  return double(NI) * double(K + M) * double(P) * sizeof(float) <= kMaxBytes;
+}
+
+// Copies the positions a strided 1x1 layer reads (rows and columns sh, sw apart)
+// of one plane xp (H x W) into sp (OH x OW), or back (`scatter`: sp into those
+// positions of xp, zeros elsewhere; the input gradient).
+GV_AMX void subsample_plane(float* sp, float* xp, index_t H, index_t W, index_t OH, index_t OW, index_t sh,
+                            index_t sw, bool scatter) {
+  const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+  const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  const __m512i hi = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
+  const __m512 zero = _mm512_setzero_ps();
+  if (scatter) std::memset(xp, 0, sizeof(float) * std::size_t(H * W));
+  for (index_t oh = 0; oh < OH; ++oh) {
+    float* xr = xp + oh * sh * W;
+    float* sr = sp + oh * OW;
+    index_t ow = 0;
+    if (sw == 2) {  // 16 outputs from 32 inputs (all 32 in the row)
+      for (; ow + 16 <= OW && 2 * ow + 32 <= W; ow += 16) {
+        if (scatter) {
+          const __m512 v = _mm512_loadu_ps(sr + ow);
+          _mm512_storeu_ps(xr + 2 * ow, _mm512_permutex2var_ps(v, lo, zero));
+          _mm512_storeu_ps(xr + 2 * ow + 16, _mm512_permutex2var_ps(v, hi, zero));
+        } else {
+          _mm512_storeu_ps(sr + ow, _mm512_permutex2var_ps(_mm512_loadu_ps(xr + 2 * ow), even,
+                                                           _mm512_loadu_ps(xr + 2 * ow + 16)));
+        }
+      }
+    }
+    for (; ow < OW; ++ow) {
+      if (scatter)
+        xr[ow * sw] = sr[ow];
+      else
+        sr[ow] = xr[ow * sw];
+    }
+  }
+}
+
+// subsample_plane over planes of xs and x, split by plane.
+void subsample(float* xs, float* x, index_t planes, index_t H, index_t W, index_t OH, index_t OW, index_t sh,
+               index_t sw, bool scatter) {
+  parallel_for_nt(grain_threads(double(planes) * double(H * W), double(1 << 17), planes), planes, [&](index_t i) {
+    subsample_plane(xs + i * OH * OW, x + i * H * W, H, W, OH, OW, sh, sw, scatter);
+  });
+}
+
+// A strided 1x1 layer (a residual branch's downsampling) as the unstrided one of
+// the positions it reads, copied first.
+bool strided_forward(float* out, const float* x, const float* w, const float* b, const Conv2dShape& s, bool relu,
+                     const ConvAct* act, float* pre) {
+  if (!takes_tiles(s.F, s.C, s.OH * s.OW, s.N)) return false;
+  float* xs = scratch<float>(ScratchSlot::conv_amx_sub, std::size_t(s.N * s.C * s.OH * s.OW));
+  subsample(xs, const_cast<float*>(x), s.N * s.C, s.H, s.W, s.OH, s.OW, s.p.stride_h, s.p.stride_w, false);
+  Conv2dShape t = s;
+  t.H = s.OH, t.W = s.OW, t.p.stride_h = t.p.stride_w = 1;
+  return amx_pointwise_forward(out, xs, w, b, t, false, relu, act, pre);
+}
+
+}  // namespace
+
+bool amx_pointwise_forward(float* out, const float* x, const float* w, const float* b, const Conv2dShape& s,
+                           bool flipped, bool relu, const ConvAct* act, float* pre) {
+  const auto& p = s.p;
+  if (!(s.KH == 1 && s.KW == 1 && p.groups == 1 && p.pad_top == 0 && p.pad_bottom == 0 && p.pad_left == 0 &&
+        p.pad_right == 0))
+    return false;
+  if (!amx_enabled()) return false;
+  if (p.stride_h != 1 || p.stride_w != 1) return !flipped && strided_forward(out, x, w, b, s, relu, act, pre);
+  const index_t M = s.F, K = s.C, P = s.OH * s.OW, NI = s.N;
+  const index_t Mp = (M + 31) / 32 * 32, Pp = (P + 31) / 32 * 32, KS = (K + 31) / 32;
+  if (!takes_tiles(M, K, P, NI)) return false;
+  const double macs = double(NI) * double(M) * double(P) * double(K);
 
   const index_t MT = Mp / 16, NT = Pp / 16, mblocks = Mp / 32, pairs = NT / 2;
   const std::size_t a_bytes = std::size_t(MT * KS * kStep) * sizeof(u16);
@@ -523,10 +586,35 @@ bool amx_pointwise_forward(float* out, const float* x, const float* w, const flo
   return !bad;
 }
 
+bool amx_strided_input_gradient(float* dx, const float* dout, const float* w, const Conv2dShape& s,
+                                const ConvAct* act, const float* ref) {
+  const auto& p = s.p;
+  if (!(s.KH == 1 && s.KW == 1 && p.groups == 1 && p.pad_top == 0 && p.pad_bottom == 0 && p.pad_left == 0 &&
+        p.pad_right == 0 && (p.stride_h != 1 || p.stride_w != 1)))
+    return false;
+  if (!amx_enabled() || !takes_tiles(s.C, s.F, s.OH * s.OW, s.N)) return false;
+  float* ds = scratch<float>(ScratchSlot::conv_amx_sub, std::size_t(s.N * s.C * s.OH * s.OW));
+  // the unstrided layer's input gradient: the forward of dout with w transposed
+  const Conv2dShape t = conv2d_shape(s.N, s.F, s.OH, s.OW, s.C, 1, 1, Conv2dParams{});
+  if (!amx_pointwise_forward(ds, dout, w, nullptr, t, true, false, nullptr, nullptr)) return false;
+  const index_t planes = s.N * s.C, HW = s.H * s.W;
+  subsample(ds, dx, planes, s.H, s.W, s.OH, s.OW, p.stride_h, p.stride_w, true);
+  if (act)
+    parallel_for_nt(grain_threads(double(planes) * double(HW), double(1 << 17), planes), planes, [&](index_t i) {
+      apply_act(dx + i * HW, const_cast<float*>(ref) + i * HW, HW, *act);
+    });
+  return true;
+}
+
 #else
 
 bool amx_pointwise_forward(float*, const float*, const float*, const float*, const Conv2dShape&, bool, bool,
                            const ConvAct*, float*) {
+  return false;
+}
+
+bool amx_strided_input_gradient(float*, const float*, const float*, const Conv2dShape&, const ConvAct*,
+                                const float*) {
   return false;
 }
 

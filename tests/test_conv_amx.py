@@ -228,3 +228,66 @@ def test_strided_forward_and_input_gradient(shape, stride, direct):
     xr = np.maximum(x, 0)
     fused = _core.conv2d_backward_input_act(dy, w, xr, stride=stride, activation="relu")
     np.testing.assert_array_equal(fused, _core.relu_backward(dx, xr))
+
+
+# Convolutions larger than 1x1 that Winograd does not take, as the 1x1 product
+# with their column matrix: (N, C, H, W), (F, KH, KW), stride, padding
+# (top, bottom, left, right), dilation. Strided 3x3 layers, a 5x5, a dilated and
+# an asymmetric kernel with uneven padding, a batch, widths that do not fill a
+# vector.
+IM2COL = [
+    ((1, 128, 56, 56), (128, 3, 3), 2, (1, 1, 1, 1), 1),
+    ((2, 64, 37, 41), (96, 3, 3), 2, (1, 0, 1, 2), 1),
+    ((1, 48, 30, 33), (64, 5, 5), 1, (2, 2, 2, 2), 1),
+    ((1, 32, 28, 29), (80, 3, 3), 1, (2, 2, 2, 2), 2),
+    ((1, 48, 60, 90), (128, 1, 7), 3, (0, 0, 3, 3), 1),
+]
+
+
+def _conv_ref(x, w, stride, pad, dil):
+    """float64 cross-correlation and the sum of |w||x| over each window."""
+    N, C, H, W = x.shape
+    F, _, KH, KW = w.shape
+    xp = np.zeros((N, C, H + pad[0] + pad[1], W + pad[2] + pad[3]))
+    xp[:, :, pad[0]:pad[0] + H, pad[2]:pad[2] + W] = x
+    OH = (xp.shape[2] - dil * (KH - 1) - 1) // stride + 1
+    OW = (xp.shape[3] - dil * (KW - 1) - 1) // stride + 1
+    out, bound = np.zeros((N, F, OH, OW)), np.zeros((N, F, OH, OW))
+    for kh in range(KH):
+        for kw in range(KW):
+            patch = xp[:, :, kh * dil:kh * dil + stride * (OH - 1) + 1:stride, kw * dil:kw * dil + stride * (OW - 1) + 1:stride]
+            out += np.einsum("fc,nchw->nfhw", w[:, :, kh, kw], patch)
+            bound += np.einsum("fc,nchw->nfhw", np.abs(w[:, :, kh, kw]), np.abs(patch))
+    return out, bound
+
+
+@pytest.mark.parametrize("xs,ws,stride,pad,dil", IM2COL)
+def test_column_matrix_forward(xs, ws, stride, pad, dil, direct):
+    rng = np.random.default_rng(31)
+    x = _rand(xs, rng)
+    w = _rand((ws[0], xs[1], ws[1], ws[2]), rng, 1 / np.sqrt(xs[1] * ws[1] * ws[2]))
+    b = _rand((ws[0],), rng)
+    kw = dict(stride=stride, padding=pad, dilation=dil)
+    out = _core.conv2d_forward(x, w, b, **kw)
+    ref, bound = _conv_ref(x.astype(np.float64), w.astype(np.float64), stride, pad, dil)
+    ref += b[None, :, None, None]
+    assert out.shape == ref.shape
+    assert (np.abs(out - ref) / (bound + np.abs(b)[None, :, None, None])).max() < 1e-6
+    with direct:
+        vec = _core.conv2d_forward(x, w, b, **kw)
+    assert not np.array_equal(out, vec), "the tile path was not taken"
+    relu = _core.conv2d_forward(x, w, b, relu=True, **kw)
+    np.testing.assert_array_equal(relu, np.maximum(out, 0))
+
+
+def test_column_matrix_forward_fused_activation():
+    xs, ws, stride, pad, dil = IM2COL[1]   # a batch of 2
+    rng = np.random.default_rng(33)
+    x = _rand(xs, rng)
+    w = _rand((ws[0], xs[1], ws[1], ws[2]), rng, 1 / np.sqrt(xs[1] * 9))
+    b = _rand((ws[0],), rng)
+    kw = dict(stride=stride, padding=pad, dilation=dil)
+    pre = _core.conv2d_forward(x, w, b, **kw)
+    out, kept = _core.conv2d_forward_act(x, w, b, activation="silu", return_pre=True, **kw)
+    np.testing.assert_array_equal(kept, pre)
+    np.testing.assert_array_equal(out, _core.silu_forward(pre))

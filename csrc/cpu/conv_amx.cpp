@@ -447,6 +447,74 @@ void subsample(float* xs, float* x, index_t planes, index_t H, index_t W, index_
   });
 }
 
+// Rows [k0, k1) of one image's column matrix (rows k = (c, kh, kw), as w's
+// rows; columns the output positions): cols[k * P + p] = x[c][oh sh + kh dh - pt]
+// [ow sw + kw dw - pl], 0 outside the image.
+GV_AMX void im2col_rows(float* cols, const float* xn, const Conv2dShape& s, index_t k0, index_t k1) {
+  const auto& p = s.p;
+  const index_t KK = s.KH * s.KW, OW = s.OW, sw = p.stride_w;
+  const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+  for (index_t k = k0; k < k1; ++k) {
+    const index_t c = k / KK, kh = (k % KK) / s.KW, kw = k % s.KW;
+    const float* xc = xn + c * s.H * s.W;
+    const index_t off = kw * p.dilation_w - p.pad_left;  // iw = ow sw + off
+    // the output columns whose iw lies in [0, W)
+    const index_t lo = off >= 0 ? 0 : std::min<index_t>(OW, (-off + sw - 1) / sw);
+    const index_t hi = std::max<index_t>(lo, std::min<index_t>(OW, s.W - 1 - off >= 0 ? (s.W - 1 - off) / sw + 1 : 0));
+    for (index_t oh = 0; oh < s.OH; ++oh) {
+      float* o = cols + k * s.OH * OW + oh * OW;
+      const index_t ih = oh * p.stride_h + kh * p.dilation_h - p.pad_top;
+      if (ih < 0 || ih >= s.H) {
+        std::memset(o, 0, sizeof(float) * std::size_t(OW));
+        continue;
+      }
+      const float* xr = xc + ih * s.W + off;  // xr[ow sw] for ow in [lo, hi)
+      for (index_t ow = 0; ow < lo; ++ow) o[ow] = 0.f;
+      index_t ow = lo;
+      if (sw == 1) {
+        std::memcpy(o + lo, xr + lo, sizeof(float) * std::size_t(hi - lo));
+        ow = hi;
+      } else if (sw == 2) {  // 16 outputs (or the n left) from the 2n - 1 inputs they read
+        for (; ow < hi; ow += 16) {
+          const index_t n = std::min<index_t>(16, hi - ow), need = 2 * n - 1;
+          const __mmask16 m0 = __mmask16((1u << std::min<index_t>(16, need)) - 1);
+          const __mmask16 m1 = __mmask16((1u << std::max<index_t>(0, need - 16)) - 1);
+          const __m512 v = _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(m0, xr + 2 * ow), even,
+                                                  _mm512_maskz_loadu_ps(m1, xr + 2 * ow + 16));
+          _mm512_mask_storeu_ps(o + ow, __mmask16((1u << n) - 1), v);
+        }
+      }
+      for (; ow < hi; ++ow) o[ow] = xr[ow * sw];
+      for (ow = hi; ow < OW; ++ow) o[ow] = 0.f;
+    }
+  }
+}
+
+// A convolution larger than 1x1 (groups 1, 16+ channels) as the 1x1 product of
+// its filters with its column matrix, built per image: for the shapes Winograd
+// does not take (strided 3x3 layers, 3x3 layers on 7x7 maps). Forward only: the
+// input gradient's filters would have to be transposed and flipped every call.
+bool im2col_forward(float* out, const float* x, const float* w, const float* b, const Conv2dShape& s, bool relu,
+                    const ConvAct* act, float* pre) {
+  const index_t K = s.C * s.KH * s.KW, P = s.OH * s.OW, M = s.F;
+  // With few positions (7x7 outputs) the filters, packed every call, cost as much
+  // as the products: ResNet-50's 512-channel 3x3 layers at 7x7 ran 0.88x the
+  // vector kernels on 2 threads.
+  if (s.p.groups != 1 || s.C < 16 || P < 128 || !takes_tiles(M, K, P, 1)) return false;  // per image
+  if (double(K) * double(P) * sizeof(float) > kMaxBytes / 2) return false;
+  float* cols = scratch<float>(ScratchSlot::conv_amx_sub, std::size_t(K * P));
+  const Conv2dShape t = conv2d_shape(1, K, s.OH, s.OW, M, 1, 1, Conv2dParams{});
+  for (index_t n = 0; n < s.N; ++n) {
+    const float* xn = x + n * s.C * s.H * s.W;
+    const index_t rows_grain = std::max<index_t>(1, index_t(1 << 16) / std::max<index_t>(1, P));
+    parallel_for_nt(grain_threads(double(K) * double(P), double(1 << 17), K), (K + rows_grain - 1) / rows_grain,
+                    [&](index_t i) { im2col_rows(cols, xn, s, i * rows_grain, std::min(K, (i + 1) * rows_grain)); });
+    if (!amx_pointwise_forward(out + n * M * P, cols, w, b, t, false, relu, act, pre ? pre + n * M * P : nullptr))
+      return false;
+  }
+  return true;
+}
+
 // A strided 1x1 layer (a residual branch's downsampling) as the unstrided one of
 // the positions it reads, copied first.
 bool strided_forward(float* out, const float* x, const float* w, const float* b, const Conv2dShape& s, bool relu,
@@ -464,10 +532,9 @@ bool strided_forward(float* out, const float* x, const float* w, const float* b,
 bool amx_pointwise_forward(float* out, const float* x, const float* w, const float* b, const Conv2dShape& s,
                            bool flipped, bool relu, const ConvAct* act, float* pre) {
   const auto& p = s.p;
-  if (!(s.KH == 1 && s.KW == 1 && p.groups == 1 && p.pad_top == 0 && p.pad_bottom == 0 && p.pad_left == 0 &&
-        p.pad_right == 0))
-    return false;
   if (!amx_enabled()) return false;
+  if (s.KH * s.KW > 1) return !flipped && im2col_forward(out, x, w, b, s, relu, act, pre);
+  if (!(p.groups == 1 && p.pad_top == 0 && p.pad_bottom == 0 && p.pad_left == 0 && p.pad_right == 0)) return false;
   if (p.stride_h != 1 || p.stride_w != 1) return !flipped && strided_forward(out, x, w, b, s, relu, act, pre);
   const index_t M = s.F, K = s.C, P = s.OH * s.OW, NI = s.N;
   const index_t Mp = (M + 31) / 32 * 32, Pp = (P + 31) / 32 * 32, KS = (K + 31) / 32;

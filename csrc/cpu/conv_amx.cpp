@@ -1,4 +1,6 @@
-// Float32 1x1 convolutions on AMX tiles (see conv_amx.h for the arithmetic).
+// Float32 convolutions on AMX tiles (see conv_amx.h for the arithmetic): 1x1
+// layers, strided 1x1 layers through a copy of the positions they read, and
+// others through their column matrix (im2col_forward).
 //
 // The layer is the product out_n (M x P) = A (M x K) x_n (K x P) per image, with
 // A = w's rows (forward) or their transpose (input gradient). Both operands are

@@ -16,13 +16,15 @@
 namespace gradvis {
 namespace conv_detail {
 
-// out (N,F,OH,OW) = conv(x, W) + b for a 1x1, stride-1, unpadded, ungrouped
-// float32 layer, W as in implicit_forward (w's rows, or when `flipped` its
-// transpose: the input gradient), relu / act / pre as there. Returns false, having
-// written nothing that the caller's own path does not overwrite, when the tile
-// unit is not in use (amx_enabled), the shape is not one it takes or would not
-// run faster on it, or an input or weight is not finite (the split needs finite
-// numbers; the caller's path then gives IEEE results for infinities and NaNs).
+// out (N,F,OH,OW) = conv(x, W) + b for a float32 layer, W as in implicit_forward
+// (w's rows, or when `flipped` its transpose: the input gradient of a 1x1 layer),
+// relu / act / pre as there: 1x1 unpadded ungrouped layers (strided ones through
+// a copy of the positions they read), and, forward only, other ungrouped layers
+// of 16+ channels through their column matrix. Returns false, having written
+// nothing that the caller's own path does not overwrite, when the tile unit is not
+// in use (amx_enabled), the shape is not one it takes or would not run faster on
+// it, or an input or weight is not finite (the split needs finite numbers; the
+// caller's path then gives IEEE results for infinities and NaNs).
 bool amx_pointwise_forward(float* out, const float* x, const float* w, const float* b, const Conv2dShape& s,
                            bool flipped, bool relu, const ConvAct* act, float* pre);
 

@@ -50,8 +50,9 @@ PYBIND11_MODULE(_core, m) {
   m.def("simd_level", []() { return std::string(gradvis::simd_level_name(gradvis::cpu_level())); },
         "The SIMD path chosen at run time: 'avx512', 'avx2' or 'scalar' (capped by GRADVIS_SIMD).");
   m.def("amx_enabled", &gradvis::amx_enabled,
-        "Whether float32 1x1 convolutions use the AMX tile unit (bfloat16 tiles, operands split in three\n"
-        "parts: float32 accuracy). Needs AMX-TILE/AMX-BF16, the avx512 level and the OS's tile state;\n"
+        "Whether large float32 convolutions (1x1 layers, strided ones, the forward pass of others that\n"
+        "Winograd does not take) use the AMX tile unit (bfloat16 tiles, operands split in three parts:\n"
+        "float32 accuracy). Needs AMX-TILE/AMX-BF16, the avx512 level and the OS's tile state;\n"
         "GRADVIS_SIMD set to anything but 'amx' turns it off.");
   const char* cache_limit_doc =
       "Limit the memory kept for reuse by the kernels' large outputs (default 512 MiB). Output arrays of\n"

@@ -212,7 +212,8 @@ enum class ScratchSlot : int {
   // conv2d (implicit gemm, gemm + col2im); calls gemm_cpu
   conv_cols = 2,       // per thread: im2col columns; calling thread: the phase-split image
   conv_partial = 3,    // calling thread: per-thread partial filter gradients
-  conv_amx_sub = 3,    // calling thread: a strided 1x1 layer's positions (AMX path; no filter gradient)
+  conv_amx_sub = 3,    // calling thread: the AMX path's copied positions, column matrix or strided dx
+                       // (never live with a filter gradient)
   conv_pack_a = 4,     // calling thread: the packed weights, shared by the team
   conv_pack_b = 5,     // per thread: packed B block
   conv_pack_a2 = 6,    // per thread: packed A block (weight gradient)

@@ -705,7 +705,7 @@ template <class T>
 void implicit_forward(T* out, const T* x, const T* w, const T* b, const Conv2dShape& s, bool flipped, bool relu,
                       const ConvAct* act, T* pre) {
   if constexpr (sizeof(T) == 4)
-    if (conv_algo() != ConvAlgo::direct && amx_pointwise_forward(out, x, w, b, s, flipped, relu, act, pre)) return;
+    if (conv_algo() != ConvAlgo::direct && amx_forward(out, x, w, b, s, flipped, relu, act, pre)) return;
   gemm_detail::with_ukernel<T>([&](ukernel_fn<T> kern, ukernel_rows_fn<T> rows, auto MR, auto NR) {
     constexpr int mr = decltype(MR)::value, nr = decltype(NR)::value;
     // AVX-512 float may also use 7-row tiles (49 and 196 positions)

@@ -339,7 +339,7 @@ GV_AMX bool pack_a_rows(u16* ap, const float* a, index_t M, index_t K, index_t l
 // of the chunk (rows of w read along its whole range of columns, not 32 at a
 // time) and the chunk of x_n, and adds the chunk's products to its sums (float32
 // tiles stored and loaded between chunks, the same operations in the same order
-// as one pass over K). Same contract as amx_pointwise_forward.
+// as one pass over K). Same contract as amx_forward.
 bool input_gradient_chunked(float* out, const float* x, const float* w, const float* b, index_t NI, index_t M,
                             index_t K, index_t P, bool relu, const ConvAct* act, float* pre) {
   constexpr index_t kChunkSteps = 8;  // 256 k per chunk
@@ -511,7 +511,7 @@ bool im2col_forward(float* out, const float* x, const float* w, const float* b, 
     const index_t rows_grain = std::max<index_t>(1, index_t(1 << 16) / std::max<index_t>(1, P));
     parallel_for_nt(grain_threads(double(K) * double(P), double(1 << 17), K), (K + rows_grain - 1) / rows_grain,
                     [&](index_t i) { im2col_rows(cols, xn, s, i * rows_grain, std::min(K, (i + 1) * rows_grain)); });
-    if (!amx_pointwise_forward(out + n * M * P, cols, w, b, t, false, relu, act, pre ? pre + n * M * P : nullptr))
+    if (!amx_forward(out + n * M * P, cols, w, b, t, false, relu, act, pre ? pre + n * M * P : nullptr))
       return false;
   }
   return true;
@@ -526,12 +526,12 @@ bool strided_forward(float* out, const float* x, const float* w, const float* b,
   subsample(xs, const_cast<float*>(x), s.N * s.C, s.H, s.W, s.OH, s.OW, s.p.stride_h, s.p.stride_w, false);
   Conv2dShape t = s;
   t.H = s.OH, t.W = s.OW, t.p.stride_h = t.p.stride_w = 1;
-  return amx_pointwise_forward(out, xs, w, b, t, false, relu, act, pre);
+  return amx_forward(out, xs, w, b, t, false, relu, act, pre);
 }
 
 }  // namespace
 
-bool amx_pointwise_forward(float* out, const float* x, const float* w, const float* b, const Conv2dShape& s,
+bool amx_forward(float* out, const float* x, const float* w, const float* b, const Conv2dShape& s,
                            bool flipped, bool relu, const ConvAct* act, float* pre) {
   const auto& p = s.p;
   if (!amx_enabled()) return false;
@@ -665,7 +665,7 @@ bool amx_strided_input_gradient(float* dx, const float* dout, const float* w, co
   float* ds = scratch<float>(ScratchSlot::conv_amx_sub, std::size_t(s.N * s.C * s.OH * s.OW));
   // the unstrided layer's input gradient: the forward of dout with w transposed
   const Conv2dShape t = conv2d_shape(s.N, s.F, s.OH, s.OW, s.C, 1, 1, Conv2dParams{});
-  if (!amx_pointwise_forward(ds, dout, w, nullptr, t, true, false, nullptr, nullptr)) return false;
+  if (!amx_forward(ds, dout, w, nullptr, t, true, false, nullptr, nullptr)) return false;
   const index_t planes = s.N * s.C, HW = s.H * s.W;
   subsample(ds, dx, planes, s.H, s.W, s.OH, s.OW, p.stride_h, p.stride_w, true);
   if (act)
@@ -677,7 +677,7 @@ bool amx_strided_input_gradient(float* dx, const float* dout, const float* w, co
 
 #else
 
-bool amx_pointwise_forward(float*, const float*, const float*, const float*, const Conv2dShape&, bool, bool,
+bool amx_forward(float*, const float*, const float*, const float*, const Conv2dShape&, bool, bool,
                            const ConvAct*, float*) {
   return false;
 }

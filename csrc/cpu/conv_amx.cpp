@@ -531,8 +531,8 @@ bool strided_forward(float* out, const float* x, const float* w, const float* b,
 
 }  // namespace
 
-bool amx_forward(float* out, const float* x, const float* w, const float* b, const Conv2dShape& s,
-                           bool flipped, bool relu, const ConvAct* act, float* pre) {
+bool amx_forward(float* out, const float* x, const float* w, const float* b, const Conv2dShape& s, bool flipped,
+                 bool relu, const ConvAct* act, float* pre) {
   const auto& p = s.p;
   if (!amx_enabled()) return false;
   if (s.KH * s.KW > 1) return !flipped && im2col_forward(out, x, w, b, s, relu, act, pre);
@@ -677,8 +677,8 @@ bool amx_strided_input_gradient(float* dx, const float* dout, const float* w, co
 
 #else
 
-bool amx_forward(float*, const float*, const float*, const float*, const Conv2dShape&, bool, bool,
-                           const ConvAct*, float*) {
+bool amx_forward(float*, const float*, const float*, const float*, const Conv2dShape&, bool, bool, const ConvAct*,
+                 float*) {
   return false;
 }
 

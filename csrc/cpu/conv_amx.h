@@ -25,15 +25,14 @@ namespace conv_detail {
 // in use (amx_enabled), the shape is not one it takes or would not run faster on
 // it, or an input or weight is not finite (the split needs finite numbers; the
 // caller's path then gives IEEE results for infinities and NaNs).
-bool amx_forward(float* out, const float* x, const float* w, const float* b, const Conv2dShape& s,
-                           bool flipped, bool relu, const ConvAct* act, float* pre);
+bool amx_forward(float* out, const float* x, const float* w, const float* b, const Conv2dShape& s, bool flipped,
+                 bool relu, const ConvAct* act, float* pre);
 
 // dx (N,C,H,W) of a strided 1x1, unpadded, ungrouped float32 layer (a residual
 // branch's downsampling): the input gradient of the positions it reads, on the
 // tiles, scattered into dx (zeros elsewhere), then act's mask with ref (as
 // conv2d_backward_input_act; or none) over all of dx. False, having written
-// nothing the caller's path does not overwrite, where amx_forward
-// would be.
+// nothing the caller's path does not overwrite, where amx_forward would be.
 bool amx_strided_input_gradient(float* dx, const float* dout, const float* w, const Conv2dShape& s,
                                 const ConvAct* act, const float* ref);
 

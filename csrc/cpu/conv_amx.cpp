@@ -146,37 +146,17 @@ GV_AMX inline void transpose16(__m512i* r) {
   for (int i = 0; i < 16; ++i) r[i] = t[i];
 }
 
-// Rows [16 mt0, 16 mt1) of A (M x K) packed: tile (mt, ks) at
-// ap + ((mt - mt0) * KS + ks) * kStep, row i of a part the 32 k of row 16 mt + i.
-// A[m][k] = a[m * lda + k], or when `transposed` a[k * lda + m]. Zeros past M and
-// K. False when an element is not finite.
-GV_AMX bool pack_a(u16* ap, const float* a, index_t M, index_t K, index_t lda, bool transposed, index_t mt0,
-                   index_t mt1) {
+// Rows [16 mt0, 16 mt1) of A (M x K, A[m][k] = a[m * lda + k]) packed: tile
+// (mt, ks) at ap + ((mt - mt0) * KS + ks) * kStep, row i of a part the 32 k of row
+// 16 mt + i. Zeros past M and K. False when an element is not finite.
+GV_AMX bool pack_a(u16* ap, const float* a, index_t M, index_t K, index_t lda, index_t mt0, index_t mt1) {
   const index_t KS = (K + 31) / 32;
   __mmask16 bad = 0;
   for (index_t mt = mt0; mt < mt1; ++mt) {
     const index_t m0 = mt * 16;
-    const __mmask16 mm = __mmask16((1u << std::max<index_t>(0, std::min<index_t>(16, M - m0))) - 1);
     for (index_t ks = 0; ks < KS; ++ks) {
       u16* o = ap + ((mt - mt0) * KS + ks) * kStep;
       const index_t k0 = ks * 32;
-      if (transposed) {  // pairs of k in each 32-bit lane, one row per lane, then transposed
-        __m512i r[3][16];
-        for (index_t q = 0; q < 16; ++q) {
-          const index_t k = k0 + 2 * q;
-          const __m512 v0 = k < K ? _mm512_maskz_loadu_ps(mm, a + k * lda + m0) : _mm512_setzero_ps();
-          const __m512 v1 = k + 1 < K ? _mm512_maskz_loadu_ps(mm, a + (k + 1) * lda + m0) : _mm512_setzero_ps();
-          __m512i p0[3], p1[3];
-          split3(v0, p0[0], p0[1], p0[2], bad);
-          split3(v1, p1[0], p1[1], p1[2], bad);
-          for (int part = 0; part < 3; ++part) r[part][q] = _mm512_or_si512(_mm512_srli_epi32(p0[part], 16), p1[part]);
-        }
-        for (int part = 0; part < 3; ++part) {
-          transpose16(r[part]);
-          for (int i = 0; i < 16; ++i) _mm512_store_si512(o + part * kTile + i * 32, r[part][i]);
-        }
-        continue;
-      }
       const index_t n0 = std::min<index_t>(16, K - k0), n1 = std::max<index_t>(0, std::min<index_t>(16, K - k0 - 16));
       const __mmask16 c0 = __mmask16((1u << n0) - 1), c1 = __mmask16((1u << n1) - 1);
       for (index_t i = 0; i < 16; ++i) {
@@ -299,9 +279,10 @@ void epilogue(float* out, float* pre, const float* b, index_t m0, index_t m1, in
   }
 }
 
-// Rows [16 mt0, 16 mt1) of A = a transposed (A[m][k] = a[k * lda + m]), packed as
-// pack_a does, reading each row of a once along its whole run of columns: every
-// tile's pairs of k are staged (stage: 48 vectors per tile), then transposed.
+// Rows [16 mt0, 16 mt1) of A = a transposed (A[m][k] = a[k * lda + m]: the input
+// gradient's filters), packed as pack_a does, reading each row of a once along its
+// whole run of columns: every tile's pairs of k are staged (stage: 48 vectors per
+// tile), then transposed.
 GV_AMX bool pack_a_rows(u16* ap, const float* a, index_t M, index_t K, index_t lda, index_t mt0, index_t mt1,
                         __m512i* stage) {
   const index_t KS = (K + 31) / 32, tiles = mt1 - mt0;
@@ -367,6 +348,9 @@ bool input_gradient_chunked(float* out, const float* x, const float* w, const fl
       const float* xn = x + n * K * P;
       for (index_t c0 = 0; c0 < KS && !bad; c0 += kChunkSteps) {
         const index_t k0 = c0 * 32, kn = std::min(K - k0, kChunkSteps * 32), ksn = (kn + 31) / 32;
+        // Each thread packs the chunk of x itself: packed once for all of K and
+        // shared, it outgrew L2 (384<-1536 at 14x14: 1.14 -> 1.26 ms on 1 thread,
+        // 0.67 -> 0.76 on 2).
         if (!pack_a_rows(apk, w + k0 * M, M, kn, M, 2 * mb0, 2 * mb1, stage) ||
             !pack_b(bpk, xn + k0 * P, kn, P, P, 0, NT)) {
           bad = true;
@@ -567,8 +551,8 @@ bool amx_forward(float* out, const float* x, const float* w, const float* b, con
   const index_t nt = std::max<index_t>(1, std::min<index_t>({team_size(), items, index_t(macs / kThreadMacs)}));
   u16* ap = a_outer ? nullptr : scratch<u16>(ScratchSlot::conv_pack_a, std::size_t(MT * KS * kStep));
   u16* bp = a_outer ? scratch<u16>(ScratchSlot::conv_pack_b, std::size_t(NT * KS * kStep)) : nullptr;
-  // A[m][k]: w's rows, or for the input gradient (w is K x M) its columns.
-  const index_t lda = flipped ? M : K;
+  // A[m][k]: w's rows, or for the input gradient (w is K x M) its columns
+  // (pack_a_rows; the input gradient of filters over 1 MB returned above).
 
   // ReLU (relu without act, or act relu) and clamp: max(v, lo) / min(v, hi).
   const bool inline_act = !act ? relu : (act->kind == ConvAct::relu || act->kind == ConvAct::clamp);
@@ -584,13 +568,17 @@ bool amx_forward(float* out, const float* x, const float* w, const float* b, con
   team_run(nt, [&](index_t t, index_t nth) {
     u16* mine = nullptr;  // a thread's packed filter block or column chunk
     alignas(64) float edge[32 * 32];
+    const index_t mt0 = MT * t / nth, mt1 = MT * (t + 1) / nth;  // (columns outside) this thread's filter tiles
+    __m512i* stage = nullptr;                                      // (input gradient) pack_a_rows' staging
     try {
       mine = scratch<u16>(ScratchSlot::conv_panel, std::size_t(2 * (a_outer ? 1 : kChunkPairs) * KS * kStep));
+      if (flipped) stage = scratch<__m512i>(ScratchSlot::conv_cols, std::size_t((mt1 - mt0) * 48 + 1));
     } catch (...) {
       bad = true;
     }
     if (!a_outer) {
-      if (!bad && !pack_a(ap + (MT * t / nth) * KS * kStep, w, M, K, lda, flipped, MT * t / nth, MT * (t + 1) / nth))
+      u16* dst = ap + mt0 * KS * kStep;
+      if (!bad && !(flipped ? pack_a_rows(dst, w, M, K, M, mt0, mt1, stage) : pack_a(dst, w, M, K, K, mt0, mt1)))
         bad = true;
       team_barrier();
     }
@@ -627,7 +615,7 @@ bool amx_forward(float* out, const float* x, const float* w, const float* b, con
         if (!bad && !pack_b(bp + nt0 * KS * kStep, xn, K, P, P, nt0, NT * (t + 1) / nth)) bad = true;
         team_barrier();
         for (index_t mb = items * t / nth; mb < items * (t + 1) / nth && !bad; ++mb) {
-          if (!pack_a(mine, w, M, K, lda, flipped, 2 * mb, 2 * mb + 2)) {
+          if (!pack_a(mine, w, M, K, K, 2 * mb, 2 * mb + 2)) {
             bad = true;
             break;
           }

@@ -354,6 +354,35 @@ def test_strided_input_gradient_edges(shape, dtype):
         check_all_passes(xs, ws, dtype, threads, seed=15, **geometry)
 
 
+# Patches that neither overlap nor leave the image (strides at least the kernel,
+# no padding, 16+ values per patch): the input gradient is the 1x1 product on the
+# output's grid, put in place. Images the patches tile, a last row and column no
+# patch reads, gaps between patches, a patch embedding, a strided 1x1 layer.
+PATCHES = [
+    ((1, 8, 12, 12), (16, 8, 2, 2), dict(stride=2)),
+    ((2, 6, 13, 11), (10, 6, 2, 2), dict(stride=2)),
+    ((1, 4, 17, 19), (7, 4, 2, 3), dict(stride=(3, 4))),
+    ((1, 3, 16, 16), (12, 3, 4, 4), dict(stride=4)),
+    ((1, 20, 9, 9), (24, 20, 1, 1), dict(stride=2)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", PATCHES)
+def test_patch_layers(shape, dtype):
+    xs, ws, geometry = shape
+    for threads in (1, 2):
+        check_all_passes(xs, ws, dtype, threads, seed=16, **geometry)
+    # the fused ReLU mask over the whole input gradient is the separate one
+    rng = np.random.default_rng(17)
+    x = np.maximum(rng.standard_normal(xs), 0).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    dout = rng.standard_normal(_core.conv2d_forward(x, w, **geometry).shape).astype(dtype)
+    dx = _core.conv2d_backward_input(dout, w, xs[2:], **geometry)
+    fused = _core.conv2d_backward_input_act(dout, w, x, activation="relu", **geometry)
+    np.testing.assert_array_equal(fused, _core.relu_backward(dx, x))
+
+
 @pytest.mark.parametrize("shape", [((1, 3, 64, 64), (32, 3, 3, 3), dict(padding=1)),
                                    ((1, 4, 50, 41), (8, 4, 5, 5), dict(stride=2, padding=2))])
 def test_banded_input_gradient_does_not_depend_on_the_thread_count(shape):
@@ -656,6 +685,15 @@ for dt, tol in ((np.float32, 1e-4), (np.float64, 1e-11)):
         rdx3, _, _ = ref.conv2d_backward(d3, x, w)
         dx3 = _core.conv2d_backward_input(d3, w, xs[2:])
         assert np.abs(dx3 - rdx3).max() < tol * np.abs(rdx3).max(), ("dx 1x1", xs, dt)
+    # patches that tile the image (2x2 stride 2) and with gaps (2x3, strides 3, 4)
+    for xs, ws, st in (((1, 8, 13, 12), (16, 8, 2, 2), 2), ((1, 4, 17, 19), (7, 4, 2, 3), (3, 4))):
+        x = rng.standard_normal(xs).astype(dt)
+        w = rng.standard_normal(ws).astype(dt)
+        o4 = _core.conv2d_forward(x, w, stride=st)
+        d4 = rng.standard_normal(o4.shape).astype(dt)
+        rdx4, _, _ = ref.conv2d_backward(d4, x, w, stride=st)
+        dx4 = _core.conv2d_backward_input(d4, w, xs[2:], stride=st)
+        assert np.abs(dx4 - rdx4).max() < tol * np.abs(rdx4).max(), ("dx patches", xs, dt)
     a = rng.standard_normal((37, 45)).astype(dt)
     c = rng.standard_normal((45, 29)).astype(dt)
     assert np.abs(_core.gemm(a, c) - a.astype(np.float64) @ c).max() < tol * 10, ("gemm", dt)

@@ -230,6 +230,37 @@ def test_strided_forward_and_input_gradient(shape, stride, direct):
     np.testing.assert_array_equal(fused, _core.relu_backward(dx, xr))
 
 
+# Patches that do not overlap (ConvNeXt's 2x2 stride-2 downsampling): the forward
+# through the column matrix (also on a 7x7 output), the input gradient as the
+# patches' products put in place; odd sizes leave a row and a column unread.
+PATCHES = [((1, 96, 56, 56), 192), ((1, 384, 14, 14), 768), ((2, 128, 45, 47), 160)]
+
+
+@pytest.mark.parametrize("xs,f", PATCHES)
+def test_patch_forward_and_input_gradient(xs, f, direct):
+    N, C, H, W = xs
+    rng = np.random.default_rng(23)
+    x, w, b = _rand(xs, rng), _rand((f, C, 2, 2), rng, 1 / np.sqrt(4 * C)), _rand((f,), rng)
+    out = _core.conv2d_forward(x, w, b, stride=2)
+    ref, bound = _conv_ref(x.astype(np.float64), w.astype(np.float64), 2, (0, 0, 0, 0), 1)
+    assert (np.abs(out - ref - b[None, :, None, None]) / (bound + np.abs(b)[None, :, None, None])).max() < 1e-6
+    dy = _rand(out.shape, rng)
+    dx = _core.conv2d_backward_input(dy, w, (H, W), stride=2)
+    OH, OW = out.shape[2:]
+    dref, dbound = np.zeros(xs), np.zeros(xs)
+    for kh in range(2):
+        for kw in range(2):
+            dref[:, :, kh:2 * OH:2, kw:2 * OW:2] = np.einsum("fc,nfhw->nchw", w[:, :, kh, kw].astype(np.float64), dy)
+            dbound[:, :, kh:2 * OH:2, kw:2 * OW:2] = _bound(w[:, :, kh, kw].T, dy)
+    assert (np.abs(dx - dref) / np.maximum(dbound, 1e-30)).max() < 1e-6
+    with direct:
+        vec = _core.conv2d_forward(x, w, b, stride=2)
+    assert not np.array_equal(out, vec), "the tile path was not taken"
+    xr = np.maximum(x, 0)
+    fused = _core.conv2d_backward_input_act(dy, w, xr, stride=2, activation="relu")
+    np.testing.assert_array_equal(fused, _core.relu_backward(dx, xr))
+
+
 # Convolutions larger than 1x1 that Winograd does not take, as the 1x1 product
 # with their column matrix: (N, C, H, W), (F, KH, KW), stride, padding
 # (top, bottom, left, right), dilation. Strided 3x3 layers, a 5x5, a dilated and

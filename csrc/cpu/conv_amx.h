@@ -28,9 +28,20 @@ namespace conv_detail {
 bool amx_forward(float* out, const float* x, const float* w, const float* b, const Conv2dShape& s, bool flipped,
                  bool relu, const ConvAct* act, float* pre);
 
-// dx (N,C,H,W) of a strided 1x1, unpadded, ungrouped float32 layer (a residual
-// branch's downsampling): the input gradient of the positions it reads, on the
-// tiles, scattered into dx (zeros elsewhere), then act's mask with ref (as
+// Whether a layer's patches neither overlap nor leave the image (groups 1, no
+// padding or dilation, strides at least the kernel's size, one above 1: strided
+// 1x1 layers, ConvNeXt's 2x2 stride-2 downsampling, patch embeddings). Its input
+// gradient is then the product of w transposed (C KH KW x F) with dout, each
+// column one patch's gradient, written back into place.
+inline bool is_patch_conv(const Conv2dShape& s) {
+  const auto& p = s.p;
+  return p.groups == 1 && p.pad_top == 0 && p.pad_bottom == 0 && p.pad_left == 0 && p.pad_right == 0 &&
+         (s.KH == 1 || p.dilation_h == 1) && (s.KW == 1 || p.dilation_w == 1) && p.stride_h >= s.KH &&
+         p.stride_w >= s.KW && (p.stride_h > 1 || p.stride_w > 1);
+}
+
+// dx (N,C,H,W) of a float32 patch layer (is_patch_conv): the patches' gradients
+// on the tiles, scattered into dx (zeros elsewhere), then act's mask with ref (as
 // conv2d_backward_input_act; or none) over all of dx. False, having written
 // nothing the caller's path does not overwrite, where amx_forward would be.
 bool amx_strided_input_gradient(float* dx, const float* dout, const float* w, const Conv2dShape& s,

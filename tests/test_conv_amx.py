@@ -17,14 +17,16 @@ pytestmark = pytest.mark.skipif(not _core.amx_enabled(), reason="no AMX tile uni
 
 # (N, C, F, H, W): every shape takes the tile path (16.8M+ multiply-adds, >= 60%
 # of the padded tile products real). The first ones pack the filters once per call
-# (columns outside); the last two have packed filters over 1 MB (filters outside;
-# the input gradient in chunks of K), the last one at a batch of 3.
+# (columns outside); the last three have packed filters over 1 MB (filters
+# outside; the input gradient transposed in chunks of K at batch 1 on up to 256
+# positions, else in chunks of K), the last one at a batch of 3.
 SHAPES = [
     (1, 100, 200, 29, 29),
     (2, 130, 90, 27, 29),
     (1, 96, 384, 23, 23),
     (3, 90, 120, 25, 27),
     (1, 1024, 200, 12, 12),
+    (1, 600, 900, 7, 9),
     (3, 700, 260, 9, 11),
 ]
 
@@ -74,7 +76,8 @@ def test_forward_matches_float64(shape, direct):
 
 # The input gradients of SHAPES, and where each runs: on the tiles, or (filters
 # over 1 MB at a batch above 1, packed again per image) on the vector kernels.
-GRAD_SHAPES = [(shape, True) for shape in SHAPES[:-1]] + [((1, 700, 260, 15, 17), True), (SHAPES[-1], False)]
+GRAD_SHAPES = [(shape, True) for shape in SHAPES[:-1]] + [((1, 700, 260, 15, 17), True), ((1, 700, 260, 17, 17), True),
+                                                           (SHAPES[-1], False)]
 
 
 @pytest.mark.parametrize("shape,on_tiles", GRAD_SHAPES)
@@ -110,10 +113,11 @@ def test_fused_activation_is_the_separate_one(activation, lo, hi, shape):
     np.testing.assert_array_equal(out, sep)
 
 
-def test_thread_count_does_not_change_bits():
+@pytest.mark.parametrize("shape", [SHAPES[1], SHAPES[-2]])
+def test_thread_count_does_not_change_bits(shape):
     import gradvis
 
-    N, C, F, H, W = SHAPES[1]
+    N, C, F, H, W = shape
     rng = np.random.default_rng(11)
     x, w = _rand((N, C, H, W), rng), _rand((F, C, 1, 1), rng)
     dy = _rand((N, F, H, W), rng)
@@ -148,6 +152,24 @@ def test_non_finite_values_give_the_float32_kernels_results(where, direct):
     np.testing.assert_array_equal(out[fin], vec[fin])   # the whole call ran on the float32 kernels
 
 
+@pytest.mark.parametrize("where", ["gradient", "weights"])
+def test_non_finite_values_in_the_transposed_input_gradient(where, direct):
+    N, C, F, H, W = SHAPES[-2]   # filters over 1 MB on 63 positions
+    rng = np.random.default_rng(6)
+    dy, w = _rand((N, F, H, W), rng), _rand((F, C, 1, 1), rng, 0.1)
+    if where == "gradient":
+        dy[0, F - 1, 6, 8] = np.nan   # the last chunk of K
+    else:
+        w[3, C - 1, 0, 0] = np.inf    # the last thread's last column block
+    dx = _core.conv2d_backward_input(dy, w, (H, W))
+    with direct:
+        vec = _core.conv2d_backward_input(dy, w, (H, W))
+    np.testing.assert_array_equal(np.isnan(dx), np.isnan(vec))
+    fin = np.isfinite(vec)
+    assert fin.any() and not fin.all()
+    np.testing.assert_array_equal(dx[fin], vec[fin])
+
+
 def test_amx_off_below_its_level():
     code = "from gradvis import _core; print(_core.amx_enabled(), _core.simd_level())"
     for level, expect in (("avx512", "False avx512"), ("amx", "True avx512")):
@@ -157,7 +179,7 @@ def test_amx_off_below_its_level():
         assert res.stdout.strip() == expect, (level, res.stdout)
 
 
-@pytest.mark.parametrize("shape", [SHAPES[1], SHAPES[-1]])
+@pytest.mark.parametrize("shape", [SHAPES[1], SHAPES[-2], SHAPES[-1]])
 @pytest.mark.parametrize("activation", ["relu", "silu"])
 def test_input_gradient_with_activation_backward(shape, activation):
     N, C, F, H, W = shape

@@ -15,9 +15,11 @@
 //      columns, each 32-bit lane a pair of k (the tile unit's layout), packed per
 //      image by the team (filters outside), or per chunk of columns by the thread
 //      that uses it (columns outside).
-// The input gradient of large filters instead walks K in chunks, each thread
-// packing its filters' part of a chunk from whole runs of w's rows and keeping
-// its float32 sums in a buffer between chunks (input_gradient_chunked).
+// The input gradient of large filters instead walks K in chunks, keeping float32
+// sums in a buffer between chunks: at batch 1 on up to 256 positions computed
+// transposed, w's rows the B operand (input_gradient_transposed), else with each
+// thread packing its filters' part of a chunk from whole runs of w's rows
+// (input_gradient_chunked).
 // A micro-kernel computes 32 x 32 outputs (2 x 2 tiles of 16 x 16 float32 sums,
 // the other 4 tile registers holding operands) over all of K, 24 tile products per
 // k-step, and stores them straight into the output (through a small buffer at the
@@ -93,28 +95,55 @@ GV_AMX inline void split3(__m512 x, __m512i& h, __m512i& m, __m512i& l, __mmask1
   l = top16(_mm512_castps_si512(_mm512_sub_ps(r1, _mm512_castsi512_ps(m))));
 }
 
+// Row k of x (rows ldx apart, K of them) at columns [n0, n0 + 16) under mk, zeros
+// past K.
+GV_AMX inline __m512 load_row(const float* x, index_t k, index_t K, index_t ldx, index_t n0, __mmask16 mk) {
+  return k < K ? _mm512_maskz_loadu_ps(mk, x + k * ldx + n0) : _mm512_setzero_ps();
+}
+inline __mmask16 cols_mask(index_t N, index_t nt) {
+  return __mmask16((1u << std::max<index_t>(0, std::min<index_t>(16, N - nt * 16))) - 1);
+}
+
+// One row pair (k, k + 1: a and c, zeros past K) of 16 columns packed into row r
+// of a tile's three parts at o.
+GV_AMX inline void pack_pair(std::uint32_t* o, index_t r, __m512 a, __m512 c, __mmask16& bad) {
+  __m512i ah, am, al, ch, cm, cl;
+  split3(a, ah, am, al, bad);
+  split3(c, ch, cm, cl, bad);
+  _mm512_store_si512(o + r * 16, _mm512_or_si512(_mm512_srli_epi32(ah, 16), ch));
+  _mm512_store_si512(o + 256 + r * 16, _mm512_or_si512(_mm512_srli_epi32(am, 16), cm));
+  _mm512_store_si512(o + 512 + r * 16, _mm512_or_si512(_mm512_srli_epi32(al, 16), cl));
+}
+
 // x's columns [16 nt0, 16 nt1) (x: K rows of N, ldx apart) packed: tile (nt, ks)
 // at bp + ((nt - nt0) * KS + ks) * kStep; row r of a part holds, per column, the
 // pair of k = 32 ks + 2r, + 1 (low half first). Zeros past K and N. False when an
-// element is not finite.
-GV_AMX bool pack_b(u16* bp, const float* x, index_t K, index_t N, index_t ldx, index_t nt0, index_t nt1) {
+// element is not finite. `by_rows` walks each pair of rows along all its columns
+// before the next (rows far apart in memory: the filters of the transposed input
+// gradient), else each column tile down all of K.
+GV_AMX bool pack_b(u16* bp, const float* x, index_t K, index_t N, index_t ldx, index_t nt0, index_t nt1,
+                   bool by_rows = false) {
   const index_t KS = (K + 31) / 32;
   __mmask16 bad = 0;
+  if (by_rows) {
+    for (index_t ks = 0; ks < KS; ++ks)
+      for (index_t r = 0; r < 16; ++r) {
+        const index_t k = ks * 32 + 2 * r;
+        for (index_t nt = nt0; nt < nt1; ++nt) {
+          const __mmask16 mk = cols_mask(N, nt);
+          pack_pair(reinterpret_cast<std::uint32_t*>(bp + ((nt - nt0) * KS + ks) * kStep), r,
+                    load_row(x, k, K, ldx, nt * 16, mk), load_row(x, k + 1, K, ldx, nt * 16, mk), bad);
+        }
+      }
+    return bad == 0;
+  }
   for (index_t nt = nt0; nt < nt1; ++nt) {
-    const index_t n0 = nt * 16, nn = std::max<index_t>(0, std::min<index_t>(16, N - n0));
-    const __mmask16 mk = __mmask16((1u << nn) - 1);
+    const __mmask16 mk = cols_mask(N, nt);
     for (index_t ks = 0; ks < KS; ++ks) {
       std::uint32_t* o = reinterpret_cast<std::uint32_t*>(bp + ((nt - nt0) * KS + ks) * kStep);
       for (index_t r = 0; r < 16; ++r) {
         const index_t k = ks * 32 + 2 * r;
-        const __m512 a = k < K ? _mm512_maskz_loadu_ps(mk, x + k * ldx + n0) : _mm512_setzero_ps();
-        const __m512 c = k + 1 < K ? _mm512_maskz_loadu_ps(mk, x + (k + 1) * ldx + n0) : _mm512_setzero_ps();
-        __m512i ah, am, al, ch, cm, cl;
-        split3(a, ah, am, al, bad);
-        split3(c, ch, cm, cl, bad);
-        _mm512_store_si512(o + r * 16, _mm512_or_si512(_mm512_srli_epi32(ah, 16), ch));
-        _mm512_store_si512(o + 256 + r * 16, _mm512_or_si512(_mm512_srli_epi32(am, 16), cm));
-        _mm512_store_si512(o + 512 + r * 16, _mm512_or_si512(_mm512_srli_epi32(al, 16), cl));
+        pack_pair(o, r, load_row(x, k, K, ldx, nt * 16, mk), load_row(x, k + 1, K, ldx, nt * 16, mk), bad);
       }
     }
   }
@@ -373,6 +402,71 @@ bool input_gradient_chunked(float* out, const float* x, const float* w, const fl
   return !bad;
 }
 
+// The input gradient of a 1x1 layer with large filters on few positions (7x7 at
+// batch 1), computed transposed: out^T (P x M) = x^T (P x K) w (K x M), x the
+// output gradient and w's K rows of M the B operand. Read 32 columns at a time
+// for all of K, w's rows (kilobytes apart, each on its own page) made the packing
+// 2.3x the products; so each thread walks K in chunks of 256 rows and, per chunk,
+// packs its columns of those rows (up to 768 at a time) and x^T's chunk, adding
+// the chunk's products to float32 sums kept in L2 (stored and loaded between
+// chunks: the same operations in the same order as one pass over K). Each 32 x 32
+// block of sums is then transposed into out. Same contract as amx_forward (out:
+// M x P).
+bool input_gradient_transposed(float* out, const float* x, const float* w, index_t M, index_t K, index_t P,
+                               bool relu, const ConvAct* act, float* pre) {
+  constexpr index_t kChunkSteps = 4, kSuperBlocks = 24;  // 128 k, 768 columns
+  const index_t KS = (K + 31) / 32, Pp = (P + 31) / 32 * 32, PT = Pp / 16, Mp = (M + 31) / 32 * 32;
+  const index_t cblocks = Mp / 32, rpairs = PT / 2;
+  const double macs = double(M) * double(P) * double(K);
+  const index_t nt = std::max<index_t>(1, std::min<index_t>({team_size(), cblocks, index_t(macs / kThreadMacs)}));
+  std::atomic<bool> bad{false};
+  team_run(nt, [&](index_t t, index_t nth) {
+    const index_t cb0 = cblocks * t / nth, cb1 = cblocks * (t + 1) / nth;
+    const index_t sb = std::min(kSuperBlocks, cb1 - cb0);
+    u16 *apk = nullptr, *bpk = nullptr;
+    float* acc = nullptr;
+    __m512i* stage = nullptr;
+    try {  // (no barriers below: a thread that cannot allocate only sends the call back)
+      apk = scratch<u16>(ScratchSlot::conv_pack_a2, std::size_t(PT * kChunkSteps * kStep));
+      bpk = scratch<u16>(ScratchSlot::conv_pack_b, std::size_t(2 * sb * kChunkSteps * kStep));
+      acc = scratch<float>(ScratchSlot::conv_panel, std::size_t(sb * rpairs * 32 * 32));
+      stage = scratch<__m512i>(ScratchSlot::conv_cols, std::size_t(PT * 48));
+    } catch (...) {
+      bad = true;
+    }
+    if (bad || cb0 == cb1) return;
+    load_config();
+    for (index_t s0 = cb0; s0 < cb1 && !bad; s0 += sb) {
+      const index_t s1 = std::min(cb1, s0 + sb);
+      for (index_t c0 = 0; c0 < KS && !bad; c0 += kChunkSteps) {
+        const index_t k0 = c0 * 32, kn = std::min(K - k0, kChunkSteps * 32), ksn = (kn + 31) / 32;
+        if (!pack_a_rows(apk, x + k0 * P, P, kn, P, 0, PT, stage) ||
+            !pack_b(bpk, w + k0 * M, kn, M, M, 2 * s0, 2 * s1, true)) {
+          bad = true;
+          break;
+        }
+        for (index_t cb = s0; cb < s1; ++cb)
+          for (index_t rp = 0; rp < rpairs; ++rp)
+            kernel_2x2(apk + 2 * rp * ksn * kStep, bpk + 2 * (cb - s0) * ksn * kStep, ksn,
+                       acc + ((cb - s0) * rpairs + rp) * 1024, 32, c0 > 0);
+      }
+      if (bad) break;
+      for (index_t cb = s0; cb < s1; ++cb) {
+        const index_t m0 = cb * 32, rows = std::min<index_t>(32, M - m0);
+        for (index_t rp = 0; rp < rpairs; ++rp) {
+          const float* blk = acc + ((cb - s0) * rpairs + rp) * 1024;
+          const index_t p0 = rp * 32, cols = std::min<index_t>(32, P - p0);
+          for (index_t i = 0; i < rows; ++i)  // out[m0 + i][p0 + j] = blk[j][i]
+            for (index_t j = 0; j < cols; ++j) out[(m0 + i) * P + p0 + j] = blk[j * 32 + i];
+        }
+        epilogue(out, pre, nullptr, m0, m0 + rows, 0, P, P, relu, act);
+      }
+    }
+    release_tiles();
+  });
+  return !bad;
+}
+
 // Whether a product of M x K filters over P positions of NI images takes the tiles.
 bool takes_tiles(index_t M, index_t K, index_t P, index_t NI) {
   const index_t Mp = (M + 31) / 32 * 32, Pp = (P + 31) / 32 * 32, KS = (K + 31) / 32;
@@ -560,16 +654,18 @@ bool amx_forward(float* out, const float* x, const float* w, const float* b, con
   // columns), else chunks of columns outside (each packed by its thread as it
   // goes) and all the filters, packed once by the team, inside.
   const bool a_outer = a_bytes > (std::size_t(1) << 20);
-  // The input gradient of large filters walks K in chunks (input_gradient_chunked):
-  // its A, w transposed, read 32 columns at a time from rows kilobytes apart, had
-  // made ConvNeXt-T's forward + input gradient 6-9% slower than the float32
-  // kernels (1 thread, 172-177 against 160-163 ms). With few positions (7x7 at
-  // batch 1) packing costs as much as the products (768<-3072 at 7x7: 2.16 ms
-  // against the float32 kernels' 1.64), so those stay on the vector units.
+  // The input gradient of large filters walks K in chunks: its A, w transposed,
+  // read 32 columns at a time from rows kilobytes apart, had made ConvNeXt-T's
+  // forward + input gradient 6-9% slower than the float32 kernels (1 thread,
+  // 172-177 against 160-163 ms).
   if (a_outer && flipped) {
     // Per image, the filters are packed again: at batch 16 (512<->2048 at 7x7)
     // that made the input gradient 0.58-0.79x the vector kernels.
-    if (NI * P < 128 || NI > 1) return false;
+    // On up to 256 positions computing it transposed gained 1.15-1.3x over the
+    // vector kernels at 7x7 and 1.14-1.17x over the chunks at 14x14 (1 thread;
+    // 1.2-1.35x and 1.0-1.2x on 2).
+    if (NI > 1) return false;
+    if (P <= 256) return b == nullptr && input_gradient_transposed(out, x, w, M, K, P, relu, act, pre);
     return input_gradient_chunked(out, x, w, b, NI, M, K, P, relu, act, pre);
   }
   constexpr index_t kChunkPairs = 4;  // 128 columns per chunk

@@ -344,3 +344,24 @@ def test_column_matrix_forward_fused_activation():
     out, kept = _core.conv2d_forward_act(x, w, b, activation="silu", return_pre=True, **kw)
     np.testing.assert_array_equal(kept, pre)
     np.testing.assert_array_equal(out, _core.silu_forward(pre))
+
+
+def test_tiny_values_and_the_floating_point_mode(direct):
+    """Values whose bfloat16 parts fall below float32's normal range (GELU outputs of
+    large negative inputs, subnormal inputs) are packed with subnormals flushed,
+    which the tile unit would read as 0 anyway: results stay within the float32
+    bound, and the caller's floating-point mode (no flush to zero) is restored."""
+    N, C, F, H, W = SHAPES[0]
+    rng = np.random.default_rng(8)
+    x = _core.gelu_forward((6 * rng.standard_normal((N, C, H, W))).astype(np.float32))
+    x[0, 0, 0, :4] = [1e-39, -3e-40, 1e-45, 2e-38]
+    assert ((x != 0) & (np.abs(x) < 1e-30)).mean() > 0.01
+    w = _rand((F, C, 1, 1), rng, 1 / np.sqrt(C))
+    out = _core.conv2d_forward(x, w)
+    wm = w[:, :, 0, 0]
+    ref = np.einsum("fc,nchw->nfhw", wm.astype(np.float64), x.astype(np.float64))
+    assert (np.abs(out - ref) / _bound(wm, x)).max() < 1e-6
+    with direct:
+        assert not np.array_equal(out, _core.conv2d_forward(x, w)), "the tile path was not taken"
+    tiny = np.array([1e-39], np.float32)
+    assert (tiny * np.float32(1.0))[0] == tiny[0] and (tiny + np.float32(0.0))[0] != 0

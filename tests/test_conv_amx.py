@@ -333,6 +333,37 @@ def test_column_matrix_forward(xs, ws, stride, pad, dil, direct):
     np.testing.assert_array_equal(relu, np.maximum(out, 0))
 
 
+# Strided layers' input gradient: each image's columns (W^T dout, the 1x1 product
+# on the output's grid) on the tiles, then added into place. Strided 3x3 layers,
+# uneven padding on a batch, a 1x7 kernel at stride 3, a dilated 3x3 at stride 2,
+# a 7x7 map of 14x14 inputs (transposed product).
+STRIDED_GRAD = [IM2COL[0], IM2COL[1], IM2COL[4], ((1, 64, 40, 41), (96, 3, 3), 2, (2, 2, 2, 2), 2),
+                ((1, 512, 14, 14), (512, 3, 3), 2, (1, 1, 1, 1), 1)]
+
+
+@pytest.mark.parametrize("xs,ws,stride,pad,dil", STRIDED_GRAD)
+def test_strided_input_gradient(xs, ws, stride, pad, dil, direct):
+    import reference_conv as refconv
+
+    rng = np.random.default_rng(37)
+    w = _rand((ws[0], xs[1], ws[1], ws[2]), rng, 1 / np.sqrt(ws[0] * ws[1] * ws[2]))
+    kw = dict(stride=stride, padding=pad, dilation=dil)
+    OH = (xs[2] + pad[0] + pad[1] - dil * (ws[1] - 1) - 1) // stride + 1
+    OW = (xs[3] + pad[2] + pad[3] - dil * (ws[2] - 1) - 1) // stride + 1
+    dy = _rand((xs[0], ws[0], OH, OW), rng)
+    dx = _core.conv2d_backward_input(dy, w, xs[2:], **kw)
+    x0 = np.zeros(xs)
+    ref = refconv.conv2d_backward(dy, x0, w, **kw)[0]
+    bound = refconv.conv2d_backward(np.abs(dy), x0, np.abs(w), **kw)[0]
+    assert (np.abs(dx - ref) / np.maximum(bound, 1e-30)).max() < 1e-6
+    with direct:
+        vec = _core.conv2d_backward_input(dy, w, xs[2:], **kw)
+    assert not np.array_equal(dx, vec), "the tile path was not taken"
+    xr = np.maximum(_rand(xs, rng), 0)
+    fused = _core.conv2d_backward_input_act(dy, w, xr, activation="relu", **kw)
+    np.testing.assert_array_equal(fused, _core.relu_backward(dx, xr))
+
+
 def test_column_matrix_forward_fused_activation():
     xs, ws, stride, pad, dil = IM2COL[1]   # a batch of 2
     rng = np.random.default_rng(33)
@@ -365,3 +396,22 @@ def test_tiny_values_and_the_floating_point_mode(direct):
         assert not np.array_equal(out, _core.conv2d_forward(x, w)), "the tile path was not taken"
     tiny = np.array([1e-39], np.float32)
     assert (tiny * np.float32(1.0))[0] == tiny[0] and (tiny + np.float32(0.0))[0] != 0
+
+
+def test_strided_input_gradient_thread_count():
+    import gradvis
+
+    xs, ws, stride, pad, dil = STRIDED_GRAD[1]
+    rng = np.random.default_rng(39)
+    w = _rand((ws[0], xs[1], ws[1], ws[2]), rng)
+    kw = dict(stride=stride, padding=pad, dilation=dil)
+    dy = _rand(_core.conv2d_forward(np.zeros(xs, np.float32), w, **kw).shape, rng)
+    n0 = gradvis.get_num_threads()
+    try:
+        gradvis.set_num_threads(1)
+        a = _core.conv2d_backward_input(dy, w, xs[2:], **kw)
+        gradvis.set_num_threads(2)
+        b = _core.conv2d_backward_input(dy, w, xs[2:], **kw)
+    finally:
+        gradvis.set_num_threads(n0)
+    np.testing.assert_array_equal(a, b)

@@ -770,9 +770,19 @@ bool amx_forward(float* out, const float* x, const float* w, const float* b, con
             bad = true;
             break;
           }
-          for (index_t mb = 0; mb < mblocks; ++mb)
+          // the next chunk's columns of x, rows P apart: fetched into L2 while the
+          // tile unit works on this chunk (hardware prefetchers do not follow runs
+          // of 512 bytes from hundreds of rows)
+          const index_t nc0 = std::min(P, (pr1 + (it + 1 < items * (t + 1) / nth ? 0 : P)) * 32);
+          const index_t ncn = std::max<index_t>(0, std::min<index_t>(P - nc0, kChunkPairs * 32));
+          const index_t lines_row = (ncn * index_t(sizeof(float)) + 63) / 64, lines = K * lines_row;
+          for (index_t mb = 0; mb < mblocks; ++mb) {
+            for (index_t l = lines * mb / mblocks; l < lines * (mb + 1) / mblocks; ++l)
+              _mm_prefetch(reinterpret_cast<const char*>(xn + (l / lines_row) * P + nc0) + (l % lines_row) * 64,
+                           _MM_HINT_T1);
             sweep(mb, ap + 2 * mb * KS * kStep, pr0, pr1,
                   [&](index_t pr) { return mine + 2 * (pr - pr0) * KS * kStep; });
+          }
           if (act && !inline_act) epilogue(on, pn, nullptr, 0, M, pr0 * 32, std::min(P, pr1 * 32), P, false, act);
         }
       }

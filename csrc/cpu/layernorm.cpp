@@ -16,7 +16,7 @@ namespace gradvis {
 namespace {
 
 constexpr index_t kTile = 1024;           // positions of a strided group normalized together, at most
-constexpr double kTileBytes = 256 * 1024;  // a tile's elements, at most (unless B = 16)
+constexpr double kTileBytes = 256 * 1024;  // bytes a tile holds, at most (16 positions are the least)
 
 template <class T>
 struct LnKernels {

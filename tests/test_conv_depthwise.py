@@ -57,6 +57,7 @@ CASES = [
     (1, 12, 3, 4, 1, 3, 2, (4, 0, 1, 5), 1),      # padding wider than the kernel, uneven
     (2, 16, 1, 1, 1, 3, 1, 1, 1),                 # 1x1 images
     (1, 8, 9, 9, 1, 3, 4, 1, 1),                  # stride larger than the kernel
+    (1, 32, 16, 16, 1, 3, 1, 1, 1),               # whole 16 x 16 blocks of the planes' transposes
 ]
 IDS = [f"N{c[0]}C{c[1]}_{c[2]}x{c[3]}_m{c[4]}_k{c[5]}_s{c[6]}_p{c[7]}_d{c[8]}".replace(" ", "") for c in CASES]
 DTYPES = [np.float32, np.float64]

@@ -22,6 +22,36 @@ __attribute__((target("avx512f"))) void gather_stride2_avx512(float* d, const fl
   }
 }
 
+__attribute__((target("avx512f"))) void transpose16_avx512(float* d, index_t ldd, const float* src, index_t lds,
+                                                           index_t rows, index_t cols) {
+  for (index_t j = 0; j < rows; j += 16)
+    for (index_t c = 0; c < cols; c += 16) {
+      const float* sp = src + j * lds + c;
+      __m512 r[16], t[16];
+      for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(sp + i * lds);
+      for (int i = 0; i < 8; ++i) {  // pairs of rows interleaved
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+      }
+      for (int i = 0; i < 4; ++i) {  // then fours
+        r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+      }
+      for (int i = 0; i < 2; ++i)  // 128-bit lanes of eights
+        for (int k = 0; k < 4; ++k) {
+          t[8 * i + k] = _mm512_shuffle_f32x4(r[8 * i + k], r[8 * i + 4 + k], 0x88);
+          t[8 * i + 4 + k] = _mm512_shuffle_f32x4(r[8 * i + k], r[8 * i + 4 + k], 0xdd);
+        }
+      float* dp = d + c * ldd + j;
+      for (int k = 0; k < 8; ++k) {  // register k holds column c + k
+        _mm512_storeu_ps(dp + k * ldd, _mm512_shuffle_f32x4(t[k], t[8 + k], 0x88));
+        _mm512_storeu_ps(dp + (8 + k) * ldd, _mm512_shuffle_f32x4(t[k], t[8 + k], 0xdd));
+      }
+    }
+}
+
 __attribute__((target("avx512f"))) bool pack_b_gather_avx512(float* out, const float* x, index_t img_stride,
                                                              const Conv2dShape& s, const Tap* taps, index_t kc,
                                                              index_t q0, index_t P) {

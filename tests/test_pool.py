@@ -1,5 +1,8 @@
 """Max / average / global average pooling against the float64 references,
 finite differences and torch.nn.functional."""
+import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -162,13 +165,29 @@ def test_avg_pool_matches_torch(dtype, count_include_pad, cfg):
     np.testing.assert_allclose(_core.avg_pool2d_backward(dout, x.shape[2:], *args), xt.grad.numpy(), **tol(dtype))
 
 
+def global_avg_pool_planes():
+    """Global average pools of planes whose sizes reach every part of the kernel's
+    sums (8 or 32 lanes, a tail, none), as float64-rounded means."""
+    rng = np.random.default_rng(7)
+    outs = []
+    for dtype in DTYPES:
+        for h, w in ((5, 7), (1, 1), (2, 4), (7, 7), (16, 16), (17, 19), (56, 56), (1, 300)):
+            x = (rng.standard_normal((2, 3, h, w)) + 0.5).astype(dtype)
+            out = _core.global_avg_pool_forward(x)
+            assert out.shape == (2, 3, 1, 1) and out.dtype == dtype
+            np.testing.assert_allclose(out, x.astype(np.float64).mean(axis=(2, 3), keepdims=True), **tol(dtype))
+            outs.append(out)
+    return outs
+
+
+def test_global_avg_pool_plane_sizes():
+    global_avg_pool_planes()
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_global_avg_pool(dtype):
+def test_global_avg_pool_backward(dtype):
     rng = np.random.default_rng(7)
     x = rng.standard_normal((3, 4, 5, 7)).astype(dtype)
-    out = _core.global_avg_pool_forward(x)
-    assert out.shape == (3, 4, 1, 1) and out.dtype == dtype
-    np.testing.assert_allclose(out, x.astype(np.float64).mean(axis=(2, 3), keepdims=True), **tol(dtype))
     dout = rng.standard_normal((3, 4, 1, 1)).astype(dtype)
     dx = _core.global_avg_pool_backward(dout, (5, 7))
     np.testing.assert_allclose(dx, np.broadcast_to(dout.astype(np.float64) / 35, x.shape), **tol(dtype))
@@ -327,6 +346,32 @@ def check_2x2_rows():
 
 def test_max_pool_2x2_every_row_width():
     check_2x2_rows()
+
+
+GAP_SCRIPT = r"""
+import sys
+sys.path.insert(0, {tests!r})
+import numpy as np
+from gradvis import _core
+assert _core.simd_level() == {level!r}, _core.simd_level()
+import test_pool
+np.save(sys.argv[1], np.concatenate([o.ravel().astype(np.float64) for o in test_pool.global_avg_pool_planes()]))
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("level", ["avx2", "scalar"])
+def test_global_avg_pool_bits_at_every_simd_level(level, tmp_path):
+    """The sums' order depends on the plane's size alone: every level gives the same bits."""
+    import gradvis
+    if level == "avx2" and gradvis.simd_level() == "scalar":
+        pytest.skip("this CPU has no AVX2")
+    here = np.concatenate([o.ravel().astype(np.float64) for o in global_avg_pool_planes()])
+    code = GAP_SCRIPT.format(tests=os.path.dirname(os.path.abspath(__file__)), level=level)
+    res = subprocess.run([sys.executable, "-c", code, str(tmp_path / "o.npy")], capture_output=True, text=True,
+                         timeout=120, env=dict(os.environ, GRADVIS_SIMD=level))
+    assert res.returncode == 0 and "ok" in res.stdout, res.stdout + res.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "o.npy"), here)
 
 
 @pytest.mark.parametrize("level", ["avx2", "scalar"])

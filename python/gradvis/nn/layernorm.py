@@ -66,11 +66,9 @@ class LayerNorm(Layer):
         s = tuple(input_shapes[0])
         if max(self.axes) > len(s):
             raise ValueError(f"normalizes axes {list(self.axes)} of an input (N, {', '.join(map(str, s))})")
-        if self.affine:
-            try:
-                ok = np.broadcast_shapes(s, self.shape) == s
-            except ValueError:
-                ok = False
+        if self.affine:   # weight broadcasts to the sample's shape, leaving it as it is
+            ps = self.shape
+            ok = len(ps) <= len(s) and all(p == 1 or p == d for p, d in zip(ps, s[len(s) - len(ps):]))
             if not ok:
                 raise ValueError(f"weight of shape {self.shape} does not broadcast to the input "
                                  f"(N, {', '.join(map(str, s))})")
@@ -91,8 +89,10 @@ class LayerNorm(Layer):
 
     def _flat_param(self, p, dtype, reduced_shape, pshape):
         """A parameter as the R values of the normalized axes (broadcast where it has 1s)."""
-        p = np.asarray(p, dtype=dtype).reshape(pshape)
-        return np.ascontiguousarray(np.broadcast_to(p, reduced_shape)).reshape(-1)
+        p = np.asarray(p, dtype=dtype)
+        if pshape == reduced_shape:   # one value per normalized element (the channel norm): no copy
+            return np.ascontiguousarray(p).reshape(-1)
+        return np.ascontiguousarray(np.broadcast_to(p.reshape(pshape), reduced_shape)).reshape(-1)
 
     def forward(self, inputs, params, buffers, mode, rng):
         x = float_array(inputs[0], "x")

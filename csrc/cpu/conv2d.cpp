@@ -148,39 +148,32 @@ void backward_input_any(T* dx, const T* dout, const T* w, const Conv2dShape& s, 
   q.pad_top = eh - p.pad_top, q.pad_bottom = eh - p.pad_bottom;
   q.pad_left = ew - p.pad_left, q.pad_right = ew - p.pad_right;
   const Conv2dShape t = full_pad_ok ? conv2d_shape(s.N, s.F, s.OH, s.OW, s.C, s.KH, s.KW, q) : s;
-  if (conv_detail::is_few_channel_grouped(s) && full_pad_ok) {
-    // 2-16 channels per group: the forward pass of the grouped kernels with each
-    // group's filters transposed and flipped (their own correlation kernel ran at
-    // half the forward's speed or less: RegNetY's 440@7 groups of 8, 0.31 ms
-    // against the forward's 0.10).
-    if (conv_detail::is_direct_grouped(t)) {
-      const index_t G = p.groups, Cg = s.C / G, Fg = s.F / G, KK = s.KH * s.KW;
-      // (C, Fg, KH, KW): wt[g,c][f][k] = w[g,f][c][KK-1-k]; a scratch buffer, not a
-      // fresh vector (past 128 KB each call mapped and faulted in new pages)
-      T* wt = scratch<T>(ScratchSlot::depthwise_flip, std::size_t(s.C * Fg * KK));
-      for (index_t gi = 0; gi < G; ++gi)
-        for (index_t c = 0; c < Cg; ++c)
-          for (index_t f = 0; f < Fg; ++f) {
-            const T* src = w + ((gi * Fg + f) * Cg + c) * KK;
-            T* dst = wt + ((gi * Cg + c) * Fg + f) * KK;
-            for (index_t k = 0; k < KK; ++k) dst[k] = src[KK - 1 - k];
-          }
-      return conv_detail::depthwise_forward(dx, dout, static_cast<const T*>(wt), static_cast<const T*>(nullptr), t,
-                                            false, act, const_cast<T*>(ref));
+  // The forward pass of the direct kernels with each group's filters transposed
+  // and flipped, (C, Fg, KH, KW): wt[g,c][f][k] = w[g,f][c][KK-1-k], in a scratch
+  // buffer (a fresh vector, past 128 KB, mapped and faulted in new pages each call).
+  auto flipped_forward = [&]() {
+    const index_t Cg = s.C / p.groups, Fg = s.F / p.groups, KK = s.KH * s.KW;
+    T* wt = scratch<T>(ScratchSlot::depthwise_flip, std::size_t(s.C * Fg * KK));
+    index_t gi = 0, c = 0, f = 0;   // of filter row o = (gi Cg + c) Fg + f, in order: one loop for depthwise
+    for (index_t o = 0; o < s.C * Fg; ++o) {
+      const T* src = w + ((gi * Fg + f) * Cg + c) * KK;
+      T* dst = wt + o * KK;
+      for (index_t k = 0; k < KK; ++k) dst[k] = src[KK - 1 - k];
+      if (++f == Fg) f = 0, c = (c + 1 == Cg) ? (++gi, 0) : c + 1;
     }
-  }
-  if (conv_detail::is_depthwise(s) && s.F == s.C && full_pad_ok && p.dilation_h == 1 && p.dilation_w == 1) {
-    // Depthwise at stride 1: the forward kernels with each channel's filter
-    // flipped, 1.1-2.4x faster than the input-gradient kernels (MobileNetV2's,
-    // EfficientNet-B0's and ConvNeXt-T's layers, 1 and 2 threads; 7x7 at 14x14:
-    // 252 -> 108 us); with dilation those stayed ahead (0.9x).
-    const index_t KK = s.KH * s.KW;
-    T* wt = scratch<T>(ScratchSlot::depthwise_flip, std::size_t(s.C * KK));
-    for (index_t c = 0; c < s.C; ++c)
-      for (index_t k = 0; k < KK; ++k) wt[c * KK + k] = w[c * KK + KK - 1 - k];
-    return conv_detail::depthwise_forward(dx, dout, static_cast<const T*>(wt), static_cast<const T*>(nullptr), t,
-                                          false, act, const_cast<T*>(ref));
-  }
+    conv_detail::depthwise_forward(dx, dout, static_cast<const T*>(wt), static_cast<const T*>(nullptr), t, false,
+                                   act, const_cast<T*>(ref));
+  };
+  // 2-16 channels per group: their own correlation kernel ran at half the
+  // forward's speed or less (RegNetY's 440@7 groups of 8, 0.31 ms against the
+  // forward's 0.10).
+  if (conv_detail::is_few_channel_grouped(s) && full_pad_ok && conv_detail::is_direct_grouped(t))
+    return flipped_forward();
+  // Depthwise at stride 1: 1.1-2.4x faster than the input-gradient kernels
+  // (MobileNetV2's, EfficientNet-B0's and ConvNeXt-T's layers, 1 and 2 threads;
+  // 7x7 at 14x14: 252 -> 108 us); with dilation those stayed ahead (0.9x).
+  if (conv_detail::is_depthwise(s) && s.F == s.C && full_pad_ok && p.dilation_h == 1 && p.dilation_w == 1)
+    return flipped_forward();
   if (conv_detail::is_direct_grouped(s)) return conv_detail::depthwise_backward_input(dx, dout, w, s, act, ref);
   // Few channels per group (the RGB layer) would leave most of the flipped gemm's
   // MR-row tiles empty: there gemm + col2im is cheaper.

@@ -33,6 +33,7 @@
 #include <cstring>
 #include <memory>
 
+#include "cpu/conv2d_pack.h"
 #include "cpu/conv_epilogue.h"
 #include "cpu/simd.h"
 
@@ -283,7 +284,6 @@ GV_AMX void kernel_2x2(const u16* a, const u16* b, index_t KS, float* c, index_t
 
 GV_AMX void release_tiles() { _tile_release(); }
 
-
 // Bias (b: the block's first filter's, or null), then the values kept in pre
 // (rows ldp apart; or null), then max(v, lo) and min(v, hi) where asked, on a
 // block of rows x cols outputs (rows ldo apart) just stored, while it is in L1.
@@ -473,8 +473,7 @@ bool input_gradient_transposed(float* out, const float* x, const float* w, index
         for (index_t rp = 0; rp < rpairs; ++rp) {
           const float* blk = acc + ((cb - s0) * rpairs + rp) * 1024;
           const index_t p0 = rp * 32, cols = std::min<index_t>(32, P - p0);
-          for (index_t i = 0; i < rows; ++i)  // out[m0 + i][p0 + j] = blk[j][i]
-            for (index_t j = 0; j < cols; ++j) out[(m0 + i) * P + p0 + j] = blk[j * 32 + i];
+          transpose_block(out + m0 * P + p0, P, blk, index_t(32), cols, rows);  // out[m0 + i][p0 + j] = blk[j][i]
         }
         epilogue(out, pre, nullptr, m0, m0 + rows, 0, P, P, relu, act);
       }

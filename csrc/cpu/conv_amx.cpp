@@ -230,7 +230,11 @@ GV_AMX bool pack_a(u16* ap, const float* a, index_t M, index_t K, index_t lda, i
 // a + KS * kStep (16-31) with x tiles b (columns 0-15) and b + KS * kStep (16-31),
 // over KS k-steps: the six products of parts per pair of tiles; with `accumulate`,
 // added to c.
-GV_AMX void kernel_2x2(const u16* a, const u16* b, index_t KS, float* c, index_t ldc, bool accumulate = false) {
+// `pf_lines` cache lines from pf are prefetched into L2 along the way, spread over
+// the k-steps (the next filter block's rows, so that packing it does not wait on
+// memory while the tile unit idles).
+GV_AMX void kernel_2x2(const u16* a, const u16* b, index_t KS, float* c, index_t ldc, bool accumulate = false,
+                       const char* pf = nullptr, index_t pf_lines = 0) {
   const u16* a1 = a + KS * kStep;
   const u16* b1 = b + KS * kStep;
   const index_t s = ldc * index_t(sizeof(float));
@@ -252,6 +256,7 @@ GV_AMX void kernel_2x2(const u16* a, const u16* b, index_t KS, float* c, index_t
   _tile_dpbf16ps(3, 5, 7)
   for (index_t ks = 0; ks < KS; ++ks) {
     const u16 *A0 = a + ks * kStep, *A1 = a1 + ks * kStep, *B0 = b + ks * kStep, *B1 = b1 + ks * kStep;
+    for (index_t l = pf_lines * ks / KS; l < pf_lines * (ks + 1) / KS; ++l) _mm_prefetch(pf + l * 64, _MM_HINT_T1);
     _tile_loadd(4, A0, 64);  // hi x hi
     _tile_loadd(5, A1, 64);
     _tile_loadd(6, B0, 64);
@@ -709,14 +714,17 @@ bool amx_forward(float* out, const float* x, const float* w, const float* b, con
       // that a chunk of A stayed in L1 across the pairs, with the sums of earlier
       // chunks loaded back into the tiles, ran 1.0-1.55x slower: ConvNeXt-T's
       // 1536->384 at 14x14 1.05 -> 1.43 ms on 1 thread.)
-      auto sweep = [&](index_t mb, const u16* a, index_t pr0, index_t pr1, auto&& bcol) {
+      // pf, pf_lines: cache lines to prefetch over the block's products.
+      auto sweep = [&](index_t mb, const u16* a, index_t pr0, index_t pr1, auto&& bcol, const char* pf = nullptr,
+                       index_t pf_lines = 0) {
         const index_t m0 = mb * 32, rows = std::min<index_t>(32, M - m0);
         for (index_t pr = pr0; pr < pr1; ++pr) {
           const index_t col = pr * 32, cols = std::min<index_t>(32, P - col);
           const bool full = rows == 32 && cols == 32;
           float* o = full ? on + m0 * P + col : edge;
           const index_t ld = full ? P : 32;
-          kernel_2x2(a, bcol(pr), KS, o, ld);
+          const index_t l0 = pf_lines * (pr - pr0) / (pr1 - pr0), l1 = pf_lines * (pr + 1 - pr0) / (pr1 - pr0);
+          kernel_2x2(a, bcol(pr), KS, o, ld, false, pf + l0 * 64, l1 - l0);
           if (b || inline_act)
             bias_act_block(o, ld, b ? b + m0 : nullptr, rows, cols, inline_act && pn ? pn + m0 * P + col : nullptr,
                            P, use_lo, lo, use_hi, hi);
@@ -728,12 +736,24 @@ bool amx_forward(float* out, const float* x, const float* w, const float* b, con
         const index_t nt0 = NT * t / nth;
         if (!bad && !pack_b(bp + nt0 * KS * kStep, xn, K, P, P, nt0, NT * (t + 1) / nth)) bad = true;
         team_barrier();
-        for (index_t mb = items * t / nth; mb < items * (t + 1) / nth && !bad; ++mb) {
+        const index_t mb1 = items * (t + 1) / nth;
+        for (index_t mb = items * t / nth; mb < mb1 && !bad; ++mb) {
           if (!pack_a(mine, w, M, K, K, 2 * mb, 2 * mb + 2)) {
             bad = true;
             break;
           }
-          sweep(mb, mine, 0, pairs, [&](index_t pr) { return bp + 2 * pr * KS * kStep; });
+          // the next block's filters (32 rows of K, contiguous), read from memory
+          // in a network pass: fetched while the tile unit works on this block,
+          // where they fit in L2 beside the packed columns and this block (cold
+          // filters: 384->1536 at 14x14 1.13-1.22 -> 1.0 ms on 1 thread, 768->3072
+          // at 7x7 1.55-1.67 -> 1.33; with 1 MB of packed columns or more they
+          // evicted them, 1536->384 at 14x14 5-10% slower)
+          const bool fits = (NT + 2) * KS * kStep * index_t(sizeof(u16)) + 32 * K * index_t(sizeof(float)) <=
+                            (index_t(1) << 20);
+          const index_t nrows = fits && mb + 1 < mb1 ? std::min<index_t>(32, M - (mb + 1) * 32) : 0;
+          const char* next = reinterpret_cast<const char*>(w + std::min(M, (mb + 1) * 32) * K);
+          sweep(mb, mine, 0, pairs, [&](index_t pr) { return bp + 2 * pr * KS * kStep; }, next,
+                (nrows * K * index_t(sizeof(float)) + 63) / 64);
           if (act && !inline_act) epilogue(on, pn, nullptr, mb * 32, std::min(M, mb * 32 + 32), 0, P, P, false, act);
         }
         team_barrier();  // the packed columns are rewritten for the next image

@@ -74,10 +74,14 @@ def test_forward_matches_float64(shape, direct):
     np.testing.assert_array_equal(relu, np.maximum(out, 0))
 
 
+# An input gradient computed transposed with K (900) at least 4 M (200): its K
+# is summed in two halves, added at the end (ConvNeXt-T's narrowing layers).
+K_HALVES = (1, 200, 900, 9, 11)
+
 # The input gradients of SHAPES, and where each runs: on the tiles, or (filters
 # over 1 MB at a batch above 1, packed again per image) on the vector kernels.
 GRAD_SHAPES = [(shape, True) for shape in SHAPES[:-1]] + [((1, 700, 260, 15, 17), True), ((1, 700, 260, 17, 17), True),
-                                                           (SHAPES[-1], False)]
+                                                           (K_HALVES, True), (SHAPES[-1], False)]
 
 
 @pytest.mark.parametrize("shape,on_tiles", GRAD_SHAPES)
@@ -113,7 +117,7 @@ def test_fused_activation_is_the_separate_one(activation, lo, hi, shape):
     np.testing.assert_array_equal(out, sep)
 
 
-@pytest.mark.parametrize("shape", [SHAPES[1], SHAPES[-2]])
+@pytest.mark.parametrize("shape", [SHAPES[1], SHAPES[-2], K_HALVES])
 def test_thread_count_does_not_change_bits(shape):
     import gradvis
 
@@ -153,14 +157,15 @@ def test_non_finite_values_give_the_float32_kernels_results(where, direct):
 
 
 @pytest.mark.parametrize("where", ["gradient", "weights"])
-def test_non_finite_values_in_the_transposed_input_gradient(where, direct):
-    N, C, F, H, W = SHAPES[-2]   # filters over 1 MB on 63 positions
+@pytest.mark.parametrize("shape", [SHAPES[-2], K_HALVES])
+def test_non_finite_values_in_the_transposed_input_gradient(where, shape, direct):
+    N, C, F, H, W = shape   # filters over 1 MB on 63 or 99 positions
     rng = np.random.default_rng(6)
     dy, w = _rand((N, F, H, W), rng), _rand((F, C, 1, 1), rng, 0.1)
     if where == "gradient":
-        dy[0, F - 1, 6, 8] = np.nan   # the last chunk of K
+        dy[0, F - 1, 6, 8] = np.nan   # the last chunk of K (of its second half)
     else:
-        w[3, C - 1, 0, 0] = np.inf    # the last thread's last column block
+        w[3, C - 1, 0, 0] = np.inf    # the last thread's last column block (of the first half)
     dx = _core.conv2d_backward_input(dy, w, (H, W))
     with direct:
         vec = _core.conv2d_backward_input(dy, w, (H, W))
@@ -179,7 +184,7 @@ def test_amx_off_below_its_level():
         assert res.stdout.strip() == expect, (level, res.stdout)
 
 
-@pytest.mark.parametrize("shape", [SHAPES[1], SHAPES[-2], SHAPES[-1]])
+@pytest.mark.parametrize("shape", [SHAPES[1], SHAPES[-2], SHAPES[-1], K_HALVES])
 @pytest.mark.parametrize("activation", ["relu", "silu"])
 def test_input_gradient_with_activation_backward(shape, activation):
     N, C, F, H, W = shape

@@ -103,7 +103,7 @@ def test_input_gradient_matches_float64(shape, on_tiles, direct):
 
 @pytest.mark.parametrize("activation,lo,hi", [("silu", 0, 0), ("hardswish", 0, 0), ("clamp", 0, 6), ("clamp", -0.5, 1),
                                                ("relu", 0, 0)])
-@pytest.mark.parametrize("shape", [SHAPES[0], SHAPES[-1]])
+@pytest.mark.parametrize("shape", [SHAPES[0], SHAPES[4], SHAPES[-1]])
 def test_fused_activation_is_the_separate_one(activation, lo, hi, shape):
     N, C, F, H, W = shape
     rng = np.random.default_rng(3)
@@ -117,7 +117,7 @@ def test_fused_activation_is_the_separate_one(activation, lo, hi, shape):
     np.testing.assert_array_equal(out, sep)
 
 
-@pytest.mark.parametrize("shape", [SHAPES[1], SHAPES[-2], K_HALVES])
+@pytest.mark.parametrize("shape", [SHAPES[1], SHAPES[4], SHAPES[-2], K_HALVES])
 def test_thread_count_does_not_change_bits(shape):
     import gradvis
 

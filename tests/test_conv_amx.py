@@ -55,7 +55,12 @@ def direct():
     return _D()
 
 
-@pytest.mark.parametrize("shape", SHAPES)
+# SHAPES[4] (1024 -> 200, filters over 1 MB) sums K in two halves in the
+# forward (K >= 4 M); this one does at a batch of 2, image by image.
+FWD_SHAPES = SHAPES + [(2, 1024, 200, 12, 11)]
+
+
+@pytest.mark.parametrize("shape", FWD_SHAPES)
 def test_forward_matches_float64(shape, direct):
     N, C, F, H, W = shape
     rng = np.random.default_rng(sum(shape))
@@ -103,7 +108,7 @@ def test_input_gradient_matches_float64(shape, on_tiles, direct):
 
 @pytest.mark.parametrize("activation,lo,hi", [("silu", 0, 0), ("hardswish", 0, 0), ("clamp", 0, 6), ("clamp", -0.5, 1),
                                                ("relu", 0, 0)])
-@pytest.mark.parametrize("shape", [SHAPES[0], SHAPES[4], SHAPES[-1]])
+@pytest.mark.parametrize("shape", [SHAPES[0], SHAPES[4], SHAPES[-1], FWD_SHAPES[-1]])
 def test_fused_activation_is_the_separate_one(activation, lo, hi, shape):
     N, C, F, H, W = shape
     rng = np.random.default_rng(3)
@@ -117,7 +122,7 @@ def test_fused_activation_is_the_separate_one(activation, lo, hi, shape):
     np.testing.assert_array_equal(out, sep)
 
 
-@pytest.mark.parametrize("shape", [SHAPES[1], SHAPES[4], SHAPES[-2], K_HALVES])
+@pytest.mark.parametrize("shape", [SHAPES[1], SHAPES[4], SHAPES[-2], K_HALVES, FWD_SHAPES[-1]])
 def test_thread_count_does_not_change_bits(shape):
     import gradvis
 

@@ -680,9 +680,14 @@ inline double tile_use(index_t n, index_t tile) { return double(n) / double((n +
 // (2 MB), which come from memory in short runs; forward_tiled reads those in
 // place, in long ones (weights from memory, 1 thread: ResNet-50's 512->2048 at
 // 7x7 68.8 GF/s in place against 66.6 packed, ConvNeXt's 768->3072 71.7
-// against 68.0).
+// against 68.0). `small_avx2`: AVX2's 6 x 16 float tiles, where on maps of up to
+// 64 positions (7x7 at batch 1: 49 of the 64 columns of forward_tiled's tiles
+// real, 49 of 54 rows here) the transposed path ran 5-20% faster alone whatever
+// the weights' size (1 thread: 512->2048 1.57-1.60 -> 1.42 ms, 960->160 199-200
+// -> 161-172 us; 2 threads: 2048->512 722-795 -> 626-632 us), packing included:
+// there the products take twice AVX-512's time and packing weighs half as much.
 inline int pointwise_rows_choice(const Conv2dShape& s, bool flipped, int MR, int NR,
-                                 std::initializer_list<int> row_tiles) {
+                                 std::initializer_list<int> row_tiles, bool small_avx2 = false) {
   const auto& p = s.p;
   if (!(s.KH == 1 && s.KW == 1 && p.stride_h == 1 && p.stride_w == 1 && p.groups == 1 && p.pad_top == 0 &&
         p.pad_bottom == 0 && p.pad_left == 0 && p.pad_right == 0))
@@ -695,6 +700,7 @@ inline int pointwise_rows_choice(const Conv2dShape& s, bool flipped, int MR, int
     const double use = tile_use(R, mr) * tile_use(s.F, NR);
     if (use > best_use) best_use = use, best = mr;
   }
+  if (small_avx2 && !flipped && R <= 64) return best_use - 1.0 / double(R) > now + 0.03 ? best : 0;
   const double pack = (flipped ? 1.0 : double(s.F) * double(s.C) > double(1 << 19) ? 12.0 : 6.0) / double(R);
   return best_use - pack > now + 0.05 ? best : 0;
 }
@@ -712,7 +718,8 @@ void implicit_forward(T* out, const T* x, const T* w, const T* b, const Conv2dSh
     constexpr bool r7 = sizeof(T) == 4 && mr == gemm_detail::kMR512;
     if (cpu_level() != SimdLevel::scalar) {
       const int rows = r7 ? pointwise_rows_choice(s, flipped, mr, nr, {mr, gemm_detail::kMR512r7})
-                          : pointwise_rows_choice(s, flipped, mr, nr, {mr});
+                          : pointwise_rows_choice(s, flipped, mr, nr, {mr},
+                                                  sizeof(T) == 4 && mr == gemm_detail::kMR256);
       if (rows == mr)
         return pointwise_rows_forward<T, mr, nr>(offs_ukernel<T, mr, nr>(), out, x, w, b, s, flipped, relu, act,
                                                  pre);

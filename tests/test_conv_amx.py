@@ -304,6 +304,9 @@ IM2COL = [
     ((1, 48, 30, 33), (64, 5, 5), 1, (2, 2, 2, 2), 1),
     ((1, 32, 28, 29), (80, 3, 3), 1, (2, 2, 2, 2), 2),
     ((1, 48, 60, 90), (128, 1, 7), 3, (0, 0, 3, 3), 1),
+    # 63 positions (stride 2): taken only because K (2700) >= 4 M (160) with filters over
+    # 1 MB, summed in two halves of K; a batch of 2, image by image
+    ((2, 300, 13, 17), (160, 3, 3), 2, (1, 1, 1, 1), 1),
 ]
 
 

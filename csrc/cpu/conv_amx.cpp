@@ -256,7 +256,8 @@ GV_AMX void kernel_2x2(const u16* a, const u16* b, index_t KS, float* c, index_t
   _tile_dpbf16ps(3, 5, 7)
   for (index_t ks = 0; ks < KS; ++ks) {
     const u16 *A0 = a + ks * kStep, *A1 = a1 + ks * kStep, *B0 = b + ks * kStep, *B1 = b1 + ks * kStep;
-    for (index_t l = pf_lines * ks / KS; l < pf_lines * (ks + 1) / KS; ++l) _mm_prefetch(pf + l * 64, _MM_HINT_T1);
+    if (pf_lines > 0)
+      for (index_t l = pf_lines * ks / KS; l < pf_lines * (ks + 1) / KS; ++l) _mm_prefetch(pf + l * 64, _MM_HINT_T1);
     _tile_loadd(4, A0, 64);  // hi x hi
     _tile_loadd(5, A1, 64);
     _tile_loadd(6, B0, 64);
@@ -424,6 +425,30 @@ bool input_gradient_chunked(float* out, const float* x, const float* w, const fl
   return !bad;
 }
 
+// Bytes of M x K filters packed (three parts of M and K padded to 32).
+std::size_t packed_filter_bytes(index_t M, index_t K) {
+  return std::size_t((M + 31) / 32 * 2 * ((K + 31) / 32) * kStep) * sizeof(u16);
+}
+
+// Whether the forward product of M x K filters sums K in two halves
+// (forward_k_halves): filters that outgrow L2 packed (so packed per block by
+// the thread that uses them), narrowing (K >= 4 M).
+bool sums_k_halves(index_t M, index_t K) {
+  return packed_filter_bytes(M, K) > (std::size_t(1) << 20) && K >= 4 * M && K > 32;
+}
+
+// out[m][.] += second[m][.] for the rows [m0, m1) of M x P outputs, then bias
+// and activation: the end of a product summed in two halves of K.
+void add_second_half(float* out, const float* second, float* pre, const float* b, index_t m0, index_t m1,
+                     index_t P, bool relu, const ConvAct* act) {
+  for (index_t m = m0; m < m1; ++m) {
+    float* __restrict o = out + m * P;
+    const float* __restrict h = second + m * P;
+    for (index_t q = 0; q < P; ++q) o[q] += h[q];
+  }
+  epilogue(out, pre, b, m0, m1, 0, P, P, relu, act);
+}
+
 // The input gradient of a 1x1 layer with large filters on few positions (7x7 at
 // batch 1), computed transposed: out^T (P x M) = x^T (P x K) w (K x M), x the
 // output gradient and w's K rows of M the B operand. Read 32 columns at a time
@@ -506,13 +531,7 @@ bool input_gradient_transposed(float* out, const float* x, const float* w, index
     if (parts == 1) return;
     team_barrier();  // every thread reaches it: both halves are written
     if (bad) return;
-    const index_t m0 = M * t / nth, m1 = M * (t + 1) / nth;
-    for (index_t m = m0; m < m1; ++m) {
-      float* __restrict o = out + m * P;
-      const float* __restrict h = second + m * P;
-      for (index_t q = 0; q < P; ++q) o[q] += h[q];
-    }
-    epilogue(out, pre, nullptr, m0, m1, 0, P, P, relu, act);
+    add_second_half(out, second, pre, nullptr, M * t / nth, M * (t + 1) / nth, P, relu, act);
   });
   return !bad;
 }
@@ -574,15 +593,9 @@ bool forward_k_halves(float* out, const float* x, const float* w, const float* b
         }
       }
       team_barrier();  // both halves written (every thread reaches it)
-      if (!bad) {
-        const index_t m0 = M * t / nth, m1 = M * (t + 1) / nth;
-        for (index_t m = m0; m < m1; ++m) {
-          float* __restrict o = on + m * P;
-          const float* __restrict h = second + m * P;
-          for (index_t q = 0; q < P; ++q) o[q] += h[q];
-        }
-        epilogue(on, pre ? pre + n * M * P : nullptr, b, m0, m1, 0, P, P, relu, act);
-      }
+      if (!bad)
+        add_second_half(on, second, pre ? pre + n * M * P : nullptr, b, M * t / nth, M * (t + 1) / nth, P, relu,
+                        act);
       team_barrier();  // second is rewritten for the next image
     }
     if (tiles) release_tiles();
@@ -707,9 +720,8 @@ bool im2col_forward(float* out, const float* x, const float* w, const float* b, 
   // 1 thread and 1.3-1.4x on 2 (2.03 -> 1.32-1.37 ms, 1.19-1.40 -> 0.82-0.89).
   // Patches that do not overlap (ConvNeXt's 2x2 stride-2 downsampling: 384->768
   // at 14->7, 0.94 -> 0.71 ms on 1 thread) gain on fewer positions.
-  const std::size_t a_bytes = std::size_t((M + 31) / 32 * 2 * ((K + 31) / 32) * kStep) * sizeof(u16);
-  const bool halves = K >= 4 * M && a_bytes > (std::size_t(1) << 20);
-  if (s.p.groups != 1 || s.C < 16 || (P < 128 && !is_patch_conv(s) && !halves) || !takes_tiles(M, K, P, 1))
+  if (s.p.groups != 1 || s.C < 16 || (P < 128 && !is_patch_conv(s) && !sums_k_halves(M, K)) ||
+      !takes_tiles(M, K, P, 1))
     return false;
   if (double(K) * double(P) * sizeof(float) > kMaxBytes / 2) return false;
   float* cols = scratch<float>(ScratchSlot::conv_amx_sub, std::size_t(K * P));
@@ -752,13 +764,12 @@ bool amx_forward(float* out, const float* x, const float* w, const float* b, con
   const double macs = double(NI) * double(M) * double(P) * double(K);
 
   const index_t MT = Mp / 16, NT = Pp / 16, mblocks = Mp / 32, pairs = NT / 2;
-  const std::size_t a_bytes = std::size_t(MT * KS * kStep) * sizeof(u16);
   // Loop order: the filters outside when packed they outgrow L2's share (each
   // block of 32 filters, packed by its thread, then sweeps the image's packed
   // columns), else chunks of columns outside (each packed by its thread as it
   // goes) and all the filters, packed once by the team, inside.
-  const bool a_outer = a_bytes > (std::size_t(1) << 20);
-  if (a_outer && !flipped && K >= 4 * M && KS >= 2) return forward_k_halves(out, x, w, b, NI, M, K, P, relu, act, pre);
+  const bool a_outer = packed_filter_bytes(M, K) > (std::size_t(1) << 20);
+  if (!flipped && sums_k_halves(M, K)) return forward_k_halves(out, x, w, b, NI, M, K, P, relu, act, pre);
   // The input gradient of large filters walks K in chunks: its A, w transposed,
   // read 32 columns at a time from rows kilobytes apart, had made ConvNeXt-T's
   // forward + input gradient 6-9% slower than the float32 kernels (1 thread,

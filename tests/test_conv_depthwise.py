@@ -39,6 +39,9 @@ CASES = [
     (2, 2, 6, 50, 2, 7, 1, 3, 1),                 # multiplier 2, 6 rows: a block of 4 + 2
     (1, 1, 11, 16, 1, 5, 1, (0, 4, 1, 3), 1),     # uneven padding, one vector wide
     (1, 2, 5, 20, 1, 7, 1, (3, 0, 6, 1), 1),      # padding wider than half the kernel
+    (1, 2, 13, 28, 1, 7, 1, 3, 1),                # 13 rows: blocks of 4 then 1; 28 = 16 + 12 columns
+    (1, 2, 12, 21, 1, 5, 1, 4, 2),                # dilation 2: the tap-offset kernel, not the unit one
+    (1, 2, 9, 30, 1, 7, (1, 2), 3, 1),            # column stride 2
     # small maps at stride 1: the flat forward path (rows shorter than a vector)
     (2, 5, 7, 7, 1, 3, 1, 1, 1),                  # MobileNet's last 7x7 blocks
     (1, 4, 7, 7, 2, 5, 1, 2, 1),                  # 5x5, multiplier 2

@@ -6,6 +6,8 @@
 // stays in cache (conv_depthwise_body.inc); the kernels then run along output rows
 // in whole vectors, summing every tap in registers before one write.
 #include <algorithm>
+#include <atomic>
+#include <cstdint>
 #include <cstring>
 #include <type_traits>
 
@@ -161,6 +163,16 @@ const DwKernels<T>& kernels() {
 // holds a core.
 constexpr double kDwGrain = 1 << 18;
 
+// The forward call whose prepared planes a thread's depthwise_prep scratch holds
+// (dw_prepare_x's padded): each call takes a new number, so a plan's zeros are
+// trusted only within the call that wrote them.
+struct PrepTag {
+  std::uint64_t call = 0;
+  const void* buf = nullptr;
+};
+thread_local PrepTag tls_prep;
+std::atomic<std::uint64_t> prep_calls{0};
+
 }  // namespace
 
 template <class T>
@@ -200,6 +212,7 @@ void depthwise_forward(T* out, const T* x, const T* w, const T* b, const Conv2dS
     }); });
     return trap.rethrow();
   }
+  const std::uint64_t call = ++prep_calls;
   parallel_for_nt(grain_threads(work, kDwGrain, items), items, [&](index_t i) { trap.run([&] {
     const index_t gi = i % G;
     T* o = out + i * g.m * OHW;
@@ -212,7 +225,10 @@ void depthwise_forward(T* out, const T* x, const T* w, const T* b, const Conv2dS
       k.fwd_flat(o, xi, wi, bi, g, relu, prep, tmp);
     } else {
       T* prep = scratch<T>(ScratchSlot::depthwise_prep, std::size_t(g.cg * g.PS));
-      k.fwd_plane(o, xi, wi, bi, g, relu, prep);
+      // the zeros around x are in place where this thread's last item was this call's
+      const bool padded = tls_prep.call == call && tls_prep.buf == prep;
+      tls_prep = {call, prep};
+      k.fwd_plane(o, xi, wi, bi, g, relu, prep, padded);
     }
     if (act) apply_act(out + i * g.m * OHW, pre ? pre + i * g.m * OHW : nullptr, g.m * OHW, *act);
   }); });

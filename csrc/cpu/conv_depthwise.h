@@ -59,7 +59,10 @@ bool dw_use_lanes(const Conv2dShape& s, int lanes);
 // One SIMD level's kernels (conv_depthwise_body.inc), for one T.
 template <class T>
 struct DwKernels {
-  void (*fwd_plane)(T* out, const T* x, const T* w, const T* b, const DwPlan& g, bool relu, T* prep);
+  // padded: prep already holds the zeros around x (the same plan's earlier item on
+  // this thread), so only x's values are copied in (dw_prepare_x)
+  void (*fwd_plane)(T* out, const T* x, const T* w, const T* b, const DwPlan& g, bool relu, T* prep,
+                    bool padded);
   void (*dx_plane)(T* dx, const T* dout, const T* w, const DwPlan& g, T* dprep, index_t* toff, T* tw, T* row);
   void (*dw_channel)(T* dw, T* db, const T* x, index_t xs, const T* dout, index_t ds, index_t N, const DwPlan& g,
                      T* prep, T* dy, T* accv);

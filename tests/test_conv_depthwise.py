@@ -56,6 +56,7 @@ CASES = [
     (3, 16, 6, 9, 1, 3, 1, 0, 1),                 # no padding: smaller output than input
     (1, 8, 5, 5, 1, 3, 1, (2, 0, 1, 1), 1),       # uneven padding
     (1, 9, 9, 11, 1, 5, 2, 2, 1),                 # stride 2, odd sizes
+    (3, 20, 9, 11, 1, 5, 2, 2, 1),                # stride 2, a full block then 4 channels, 3 images each
     (1, 16, 6, 5, 1, 3, 1, 2, 2),                 # dilation 2
     (1, 12, 3, 4, 1, 3, 2, (4, 0, 1, 5), 1),      # padding wider than the kernel, uneven
     (2, 16, 1, 1, 1, 3, 1, 1, 1),                 # 1x1 images

@@ -69,9 +69,10 @@ struct DwKernels {
   int lanes;
   // a flat plan (dw_use_flat); prep: dw_flat_prep_size, tmp: dw_flat_tmp_size values
   void (*fwd_flat)(T* out, const T* x, const T* w, const T* b, const DwPlan& g, bool relu, T* prep, T* tmp);
-  // nc <= lanes channels in the vector lanes (dw_use_lanes); see dw_fwd_lanes
+  // nc <= lanes channels in the vector lanes (dw_use_lanes); see dw_fwd_lanes.
+  // have_w: wbuf already holds these channels' weights; padded: ibuf its zeros
   void (*fwd_lanes)(T* out, const T* x, const T* w, const T* b, index_t nc, const DwPlan& g, bool relu, T* ibuf,
-                    T* obuf, T* wbuf);
+                    T* obuf, T* wbuf, bool have_w, bool padded);
   // the input gradient under the same conditions; see dw_dx_lanes
   void (*dx_lanes)(T* dx, const T* dout, const T* w, index_t nc, const DwPlan& g, T* gbuf, T* dbuf, T* wbuf);
 };

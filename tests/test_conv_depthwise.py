@@ -62,6 +62,13 @@ CASES = [
     (2, 16, 1, 1, 1, 3, 1, 1, 1),                 # 1x1 images
     (1, 8, 9, 9, 1, 3, 4, 1, 1),                  # stride larger than the kernel
     (1, 32, 16, 16, 1, 3, 1, 1, 1),               # whole 16 x 16 blocks of the planes' transposes
+    # two or more blocks of channels: the channels-in-lanes weight gradient too
+    (2, 40, 7, 7, 1, 7, 1, 3, 1),                 # 7x7: three kernel rows at a time, then one; 8 channels left
+    (2, 33, 9, 11, 1, 5, 2, 2, 1),                # stride 2, 1 channel in the last block
+    (1, 48, 14, 14, 1, 5, 1, 2, 1),               # 5x5 at 14x14
+    (1, 32, 10, 10, 1, 3, 1, 2, 2),               # dilation 2
+    (2, 36, 6, 5, 1, 4, 1, (1, 2, 2, 1), 1),      # even kernel: the generic sums
+    (1, 32, 4, 3, 1, 3, 2, (4, 0, 1, 5), 1),      # padding wider than the kernel, uneven
 ]
 IDS = [f"N{c[0]}C{c[1]}_{c[2]}x{c[3]}_m{c[4]}_k{c[5]}_s{c[6]}_p{c[7]}_d{c[8]}".replace(" ", "") for c in CASES]
 DTYPES = [np.float32, np.float64]

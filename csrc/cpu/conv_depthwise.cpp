@@ -46,6 +46,10 @@ bool dw_use_lanes(const Conv2dShape& s, int lanes) {
   return s.C == s.p.groups && s.F == s.C && s.OH * s.OW <= 256 && 2 * s.C >= lanes && lanes > 1;
 }
 
+bool dw_use_lanes_dw(const Conv2dShape& s, int lanes) {
+  return dw_use_lanes(s, lanes) && s.C >= 2 * lanes;
+}
+
 DwPlan dw_plan(const Conv2dShape& s, std::vector<index_t>& taps, bool flat) {
   const auto& p = s.p;
   DwPlan g;
@@ -182,7 +186,7 @@ template <class T>
 DwKernels<T> dw_kernels_scalar() {
   using V = VBase<T>;
   return {&dw_fwd_plane<V>, &dw_dx_plane<V>, &dw_dw_channel<V>, V::W, &dw_fwd_plane_flat<V>,
-          &dw_fwd_lanes<V>, &dw_dx_lanes<V>};
+          &dw_fwd_lanes<V>, &dw_dx_lanes<V>, &dw_dw_lanes<V>};
 }
 template DwKernels<float> dw_kernels_scalar<float>();
 template DwKernels<double> dw_kernels_scalar<double>();
@@ -297,13 +301,29 @@ void depthwise_backward_weight(T* dw, T* db, const T* dout, const T* x, const Co
     if (db) std::fill(db, db + s.F, T(0));
     return;
   }
+  const auto& k = kernels<T>();
+  ErrorTrap trap;
+  if (dw_use_lanes_dw(s, k.lanes)) {   // items: blocks of k.lanes channels, each over all images
+    std::vector<index_t> taps;
+    const DwPlan g = dw_plan(s, taps);
+    const index_t L = k.lanes, blocks = (s.C + L - 1) / L;
+    const double work = double(s.N) * double(s.F) * double(OHW) * double(KK + 2);
+    parallel_for_nt(grain_threads(work, kDwGrain / 2, blocks), blocks, [&](index_t bi) { trap.run([&] {
+      const index_t c0 = bi * L, nc = std::min(L, s.C - c0);
+      T* ibuf = scratch<T>(ScratchSlot::depthwise_prep, std::size_t(dw_lanes_hq(g) * dw_lanes_wq(g) * L));
+      T* dbuf = scratch<T>(ScratchSlot::depthwise_dy, std::size_t(OHW * L));
+      T* tbuf = scratch<T>(ScratchSlot::depthwise_row, std::size_t(HW * L));
+      T* acc = scratch<T>(ScratchSlot::depthwise_w, std::size_t((KK + 1) * L));
+      k.dw_lanes(dw + c0 * KK, db ? db + c0 : nullptr, x + c0 * HW, s.C * HW, dout + c0 * OHW, s.F * OHW, s.N, nc,
+                 g, ibuf, dbuf, tbuf, acc);
+    }); });
+    return trap.rethrow();
+  }
   std::vector<index_t> taps;
   const DwPlan g = dw_plan(s, taps, dw_use_flat_dw(s));
-  const auto& k = kernels<T>();
   const std::size_t dy_n = std::size_t(g.flat ? 2 * dw_flat_dw_half(g) : g.OH * g.OWr),
                     acc_n = std::size_t(g.m * (g.cg * KK + 1) * kDwLanes);
   const double work = double(s.N) * double(s.F) * double(OHW) * double(g.cg * KK + 2);
-  ErrorTrap trap;
   parallel_for_nt(grain_threads(work, kDwGrain, G), G, [&](index_t gi) { trap.run([&] {
     T* prep = scratch<T>(ScratchSlot::depthwise_prep, std::size_t(g.cg * (g.flat ? dw_flat_dw_plane(g) : g.PS)));
     T* dy = scratch<T>(ScratchSlot::depthwise_dy, dy_n * std::size_t(dw_dw_planes(g)));

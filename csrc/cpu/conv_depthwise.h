@@ -75,6 +75,11 @@ struct DwKernels {
                     T* obuf, T* wbuf, bool have_w, bool padded);
   // the input gradient under the same conditions; see dw_dx_lanes
   void (*dx_lanes)(T* dx, const T* dout, const T* w, index_t nc, const DwPlan& g, T* gbuf, T* dbuf, T* wbuf);
+  // the weight gradient of nc <= lanes channels over N images (dw_use_lanes_dw); see
+  // dw_dw_lanes. ibuf: dw_lanes_hq * dw_lanes_wq * lanes values; dbuf: OH*OW*lanes;
+  // tbuf: H*W*lanes; acc: (KH*KW + 1) * lanes
+  void (*dw_lanes)(T* dw, T* db, const T* x, index_t xs, const T* dout, index_t ds, index_t N, index_t nc,
+                   const DwPlan& g, T* ibuf, T* dbuf, T* tbuf, T* acc);
 };
 inline index_t dw_flat_slack(const DwPlan& g) { return kDwLanes + (g.KW - 1) * g.dw + 1; }
 // A flat forward's scratch: cg prepared planes with their slack, and one tmp plane
@@ -84,6 +89,9 @@ inline index_t dw_flat_prep_size(const DwPlan& g) { return g.cg * (g.PS + dw_fla
 inline index_t dw_flat_tmp_size(const DwPlan& g) {
   return (g.cg > 1 && g.m >= 4 ? 4 : 1) * (g.OH * g.Lp + kDwLanes);
 }
+// Small maps, one filter per channel, two or more blocks of lanes channels: the
+// weight gradient with channels in the vector lanes (dw_dw_lanes).
+bool dw_use_lanes_dw(const Conv2dShape& s, int lanes);
 // Small maps at stride 1: whether the weight gradient runs over the flat index
 // of the prepared rows (a 7x7 map fills 7 of a row's 16 lanes).
 bool dw_use_flat_dw(const Conv2dShape& s);

@@ -69,6 +69,11 @@ CASES = [
     (1, 32, 10, 10, 1, 3, 1, 2, 2),               # dilation 2
     (2, 36, 6, 5, 1, 4, 1, (1, 2, 2, 1), 1),      # even kernel: the generic sums
     (1, 32, 4, 3, 1, 3, 2, (4, 0, 1, 5), 1),      # padding wider than the kernel, uneven
+    # left padding beyond the taps' reach: no column of x is read (the lanes kernels
+    # once copied a negative count of columns there)
+    (2, 32, 1, 1, 1, 3, 4, (2, 0, 4, 0), 1),
+    (2, 32, 3, 1, 1, 3, 4, (0, 0, 4, 0), 1),
+    (1, 8, 1, 1, 1, 3, 4, (2, 0, 4, 0), 1),
 ]
 IDS = [f"N{c[0]}C{c[1]}_{c[2]}x{c[3]}_m{c[4]}_k{c[5]}_s{c[6]}_p{c[7]}_d{c[8]}".replace(" ", "") for c in CASES]
 DTYPES = [np.float32, np.float64]

@@ -273,3 +273,34 @@ def test_depthwise_sweep(dtype):
                             if H + 2 * pad < eff or W + 2 * pad < eff:
                                 continue
                             check_case((2, 3, H, W, m, K, stride, pad, dil), dtype, seed=int(rng.integers(1 << 30)))
+
+
+def random_cases(seed, count):
+    """count shapes drawn from a seeded generator, each valid: channel counts on
+    both sides of the lane blocks (8, 16, 32), uneven padding up to 5 on each
+    side (wider than the taps reach, too), strides up to 4, dilation 1 or 2."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    while len(cases) < count:
+        C = int(rng.choice([1, 2, 3, 8, 9, 16, 17, 32, 33, 40]))
+        m = int(rng.choice([1, 1, 1, 2]))
+        K, stride, dil = int(rng.integers(1, 8)), int(rng.integers(1, 5)), int(rng.integers(1, 3))
+        H, W, N = int(rng.integers(1, 20)), int(rng.integers(1, 40)), int(rng.integers(1, 4))
+        pad = tuple(int(v) for v in rng.integers(0, 6, size=4))   # top, bottom, left, right
+        eff = dil * (K - 1) + 1
+        if H + pad[0] + pad[1] < eff or W + pad[2] + pad[3] < eff:
+            continue
+        cases.append((N, C, H, W, m, K, stride, pad, dil))
+    return cases
+
+
+def test_depthwise_random_shapes():
+    for case in random_cases(seed=21, count=150):
+        check_case(case, np.float32)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_depthwise_random_shapes_many(dtype):
+    for case in random_cases(seed=22, count=3000):
+        check_case(case, dtype)

@@ -415,7 +415,14 @@ assert _core.simd_level() == {level!r}, _core.simd_level()
 rng = np.random.default_rng(1)
 cases = [((2, 3, 64, 64), (32, 3, 5, 5), dict(stride=2, padding=2)), ((1, 1, 13, 9), (7, 1, 3, 3), dict(padding=1)),
          ((2, 4, 19, 21), (40, 4, 3, 3), dict(stride=2, padding=1)),
-         ((1, 4, 30, 30), (13, 4, 9, 9), dict(stride=1, padding=(4, 3, 2, 4)))]
+         ((1, 4, 30, 30), (13, 4, 9, 9), dict(stride=1, padding=(4, 3, 2, 4))),
+         # stride 4 (the split copy gathers every fourth value): a patch embedding on
+         # rows of 2 x 16 + 5 patches, and a padded 5x5; batches of 8 and 3 (whole
+         # images per thread, or the batch's copy shared out)
+         ((2, 3, 12, 150), (8, 3, 4, 4), dict(stride=4)),
+         ((1, 3, 30, 70), (6, 3, 5, 5), dict(stride=4, padding=(2, 1, 3, 2))),
+         ((8, 3, 20, 24), (16, 3, 3, 3), dict(stride=2, padding=1)),
+         ((3, 3, 20, 24), (16, 3, 3, 3), dict(stride=2, padding=1))]
 for threads in (1, 2):
     gradvis.set_num_threads(threads)
     for dt, tol in ((np.float32, 1e-4), (np.float64, 1e-11)):

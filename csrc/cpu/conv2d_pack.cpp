@@ -22,6 +22,28 @@ __attribute__((target("avx512f"))) void gather_stride2_avx512(float* d, const fl
   }
 }
 
+__attribute__((target("avx512f"))) void gather_stride4_avx512(float* d, const float* src, index_t n) {
+  // every fourth of 32 values (two loads) into lanes 0-7, twice, then the halves joined
+  const __m512i by4 = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28);
+  auto mask_of = [](index_t m) { return m >= 16 ? __mmask16(0xFFFF) : m > 0 ? __mmask16((1u << m) - 1) : __mmask16(0); };
+  index_t t = 0;
+  for (; t + 16 < n; t += 16) {  // strictly: src[4 t + 60] is the last element needed; the loads end at 4 t + 63
+    const float* p = src + 4 * t;
+    const __m512 lo = _mm512_permutex2var_ps(_mm512_loadu_ps(p), by4, _mm512_loadu_ps(p + 16));
+    const __m512 hi = _mm512_permutex2var_ps(_mm512_loadu_ps(p + 32), by4, _mm512_loadu_ps(p + 48));
+    _mm512_storeu_ps(d + t, _mm512_shuffle_f32x4(lo, hi, 0x44));
+  }
+  if (t < n) {
+    const index_t m = 4 * (n - t) - 3;  // source elements still needed: src[4 t .. 4 n - 4]
+    const float* p = src + 4 * t;
+    const __m512 lo = _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(mask_of(m), p), by4,
+                                             _mm512_maskz_loadu_ps(mask_of(m - 16), p + 16));
+    const __m512 hi = _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(mask_of(m - 32), p + 32), by4,
+                                             _mm512_maskz_loadu_ps(mask_of(m - 48), p + 48));
+    _mm512_mask_storeu_ps(d + t, __mmask16((1u << (n - t)) - 1), _mm512_shuffle_f32x4(lo, hi, 0x44));
+  }
+}
+
 __attribute__((target("avx512f"))) void transpose16_avx512(float* d, index_t ldd, const float* src, index_t lds,
                                                            index_t rows, index_t cols) {
   for (index_t j = 0; j < rows; j += 16)

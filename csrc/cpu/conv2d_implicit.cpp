@@ -141,6 +141,7 @@ void forward_tiled(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* out
   const index_t kc_max = kb.max_size();
   const std::vector<Tap> taps = make_taps(s, g.Cg);
 
+  const bool split = use_split(s, g);   // B gathered from the split image (few input channels)
   // Positions per chunk: the B block (kc x P) and the C panel (M x P) in L2.
   const index_t nt = team_size();
   const index_t budget = (index_t(3) << 17) / index_t(sizeof(T));  // 384 KiB
@@ -161,7 +162,7 @@ void forward_tiled(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* out
   // that takes the tile: ignoring it, MobileNetV2's 3->32 layer at 224 (4 slivers)
   // split its filters and ran 1.23x faster on 2 threads than on 1.
   if (nt > 1 && chunks < 8 * nt && mslivers >= 2 * nt) {
-    const index_t pack = use_split(s, g) ? 1 : 0;
+    const index_t pack = split ? 1 : 0;
     auto tiles_of = [&](index_t c) { return (std::min(P, Q - c * P) + NR - 1) / NR; };
     index_t pos_cost = 0, all_tiles = 0;
     for (index_t t = 0; t < nt; ++t) {
@@ -212,7 +213,6 @@ void forward_tiled(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* out
     }
   };
 
-  const bool split = use_split(s, g);
   const Split sp = split ? split_geometry(s) : Split{};
   const std::vector<index_t> roff = split ? split_roff(s, sp, g.Cg) : std::vector<index_t>();
   T* xs = split ? scratch<T>(ScratchSlot::conv_cols, std::size_t(s.N * sp.SI)) : nullptr;

@@ -226,15 +226,35 @@ GV_AMX bool pack_a(u16* ap, const float* a, index_t M, index_t K, index_t lda, i
   return bad == 0;
 }
 
+// Cache lines fetched into L2 a few at a time along the tile products: rows of
+// row_lines contiguous lines, ld bytes apart (one row for a contiguous run),
+// walked in order without a division per line.
+struct LinePrefetch {
+  const char* p = nullptr;
+  index_t ld = 0, row_lines = 1, r = 0, c = 0, left = 0;
+  LinePrefetch() = default;
+  LinePrefetch(const void* base, index_t ld_bytes, index_t lines_per_row, index_t rows)
+      : p(static_cast<const char*>(base)), ld(ld_bytes), row_lines(lines_per_row), left(lines_per_row * rows) {}
+  void issue(index_t n) {
+    for (; n > 0 && left > 0; --n, --left) {
+      _mm_prefetch(p + r * ld + c * 64, _MM_HINT_T1);
+      if (++c == row_lines) {
+        c = 0;
+        ++r;
+      }
+    }
+  }
+};
+
 // c (32 x 32, rows ldc floats apart) = the product of A tiles a (rows 0-15) and
 // a + KS * kStep (16-31) with x tiles b (columns 0-15) and b + KS * kStep (16-31),
 // over KS k-steps: the six products of parts per pair of tiles; with `accumulate`,
 // added to c.
-// `pf_lines` cache lines from pf are prefetched into L2 along the way, spread over
-// the k-steps (the next filter block's rows, so that packing it does not wait on
-// memory while the tile unit idles).
+// `pf_lines` of pf's cache lines are prefetched into L2 along the way, spread over
+// the k-steps (the next filter block's rows or the next chunk's columns, so that
+// packing them does not wait on memory while the tile unit idles).
 GV_AMX void kernel_2x2(const u16* a, const u16* b, index_t KS, float* c, index_t ldc, bool accumulate = false,
-                       const char* pf = nullptr, index_t pf_lines = 0) {
+                       LinePrefetch* pf = nullptr, index_t pf_lines = 0) {
   const u16* a1 = a + KS * kStep;
   const u16* b1 = b + KS * kStep;
   const index_t s = ldc * index_t(sizeof(float));
@@ -256,8 +276,7 @@ GV_AMX void kernel_2x2(const u16* a, const u16* b, index_t KS, float* c, index_t
   _tile_dpbf16ps(3, 5, 7)
   for (index_t ks = 0; ks < KS; ++ks) {
     const u16 *A0 = a + ks * kStep, *A1 = a1 + ks * kStep, *B0 = b + ks * kStep, *B1 = b1 + ks * kStep;
-    if (pf_lines > 0)
-      for (index_t l = pf_lines * ks / KS; l < pf_lines * (ks + 1) / KS; ++l) _mm_prefetch(pf + l * 64, _MM_HINT_T1);
+    if (pf_lines > 0) pf->issue(pf_lines * (ks + 1) / KS - pf_lines * ks / KS);
     _tile_loadd(4, A0, 64);  // hi x hi
     _tile_loadd(5, A1, 64);
     _tile_loadd(6, B0, 64);
@@ -833,8 +852,8 @@ bool amx_forward(float* out, const float* x, const float* w, const float* b, con
       // that a chunk of A stayed in L1 across the pairs, with the sums of earlier
       // chunks loaded back into the tiles, ran 1.0-1.55x slower: ConvNeXt-T's
       // 1536->384 at 14x14 1.05 -> 1.43 ms on 1 thread.)
-      // pf, pf_lines: cache lines to prefetch over the block's products.
-      auto sweep = [&](index_t mb, const u16* a, index_t pr0, index_t pr1, auto&& bcol, const char* pf = nullptr,
+      // pf_lines of pf's cache lines are prefetched over the block's products.
+      auto sweep = [&](index_t mb, const u16* a, index_t pr0, index_t pr1, auto&& bcol, LinePrefetch* pf = nullptr,
                        index_t pf_lines = 0) {
         const index_t m0 = mb * 32, rows = std::min<index_t>(32, M - m0);
         for (index_t pr = pr0; pr < pr1; ++pr) {
@@ -843,7 +862,7 @@ bool amx_forward(float* out, const float* x, const float* w, const float* b, con
           float* o = full ? on + m0 * P + col : edge;
           const index_t ld = full ? P : 32;
           const index_t l0 = pf_lines * (pr - pr0) / (pr1 - pr0), l1 = pf_lines * (pr + 1 - pr0) / (pr1 - pr0);
-          kernel_2x2(a, bcol(pr), KS, o, ld, false, pf + l0 * 64, l1 - l0);
+          kernel_2x2(a, bcol(pr), KS, o, ld, false, pf, l1 - l0);
           if (b || inline_act)
             bias_act_block(o, ld, b ? b + m0 : nullptr, rows, cols, inline_act && pn ? pn + m0 * P + col : nullptr,
                            P, use_lo, lo, use_hi, hi);
@@ -870,9 +889,9 @@ bool amx_forward(float* out, const float* x, const float* w, const float* b, con
           const bool fits = (NT + 2) * KS * kStep * index_t(sizeof(u16)) + 32 * K * index_t(sizeof(float)) <=
                             (index_t(1) << 20);
           const index_t nrows = fits && mb + 1 < mb1 ? std::min<index_t>(32, M - (mb + 1) * 32) : 0;
-          const char* next = reinterpret_cast<const char*>(w + std::min(M, (mb + 1) * 32) * K);
-          sweep(mb, mine, 0, pairs, [&](index_t pr) { return bp + 2 * pr * KS * kStep; }, next,
-                (nrows * K * index_t(sizeof(float)) + 63) / 64);
+          const index_t next_lines = (nrows * K * index_t(sizeof(float)) + 63) / 64;
+          LinePrefetch next(w + std::min(M, (mb + 1) * 32) * K, 0, next_lines, 1);
+          sweep(mb, mine, 0, pairs, [&](index_t pr) { return bp + 2 * pr * KS * kStep; }, &next, next_lines);
           if (act && !inline_act) epilogue(on, pn, nullptr, mb * 32, std::min(M, mb * 32 + 32), 0, P, P, false, act);
         }
         team_barrier();  // the packed columns are rewritten for the next image
@@ -890,13 +909,11 @@ bool amx_forward(float* out, const float* x, const float* w, const float* b, con
           const index_t nc0 = std::min(P, (pr1 + (it + 1 < items * (t + 1) / nth ? 0 : P)) * 32);
           const index_t ncn = std::max<index_t>(0, std::min<index_t>(P - nc0, kChunkPairs * 32));
           const index_t lines_row = (ncn * index_t(sizeof(float)) + 63) / 64, lines = K * lines_row;
-          for (index_t mb = 0; mb < mblocks; ++mb) {
-            for (index_t l = lines * mb / mblocks; l < lines * (mb + 1) / mblocks; ++l)
-              _mm_prefetch(reinterpret_cast<const char*>(xn + (l / lines_row) * P + nc0) + (l % lines_row) * 64,
-                           _MM_HINT_T1);
+          LinePrefetch next(xn + nc0, P * index_t(sizeof(float)), lines_row, ncn > 0 ? K : 0);
+          for (index_t mb = 0; mb < mblocks; ++mb)
             sweep(mb, ap + 2 * mb * KS * kStep, pr0, pr1,
-                  [&](index_t pr) { return mine + 2 * (pr - pr0) * KS * kStep; });
-          }
+                  [&](index_t pr) { return mine + 2 * (pr - pr0) * KS * kStep; }, &next,
+                  lines * (mb + 1) / mblocks - lines * mb / mblocks);
           if (act && !inline_act) epilogue(on, pn, nullptr, 0, M, pr0 * 32, std::min(P, pr1 * 32), P, false, act);
         }
       }

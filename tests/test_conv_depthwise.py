@@ -149,6 +149,9 @@ for case in CASES:
 for case in GROUPED:
     for dt in (np.float32, np.float64):
         check_grouped(case, dt)
+from test_conv_depthwise import random_grouped_cases
+for case in random_grouped_cases(seed=5, count=40):
+    check_grouped(case, np.float32)
 print("ok")
 """
 
@@ -214,6 +217,17 @@ GROUPED = [
     (1, 8, 8, 2, 12, 12, 7, 1, 3),
     (2, 16, 16, 2, 7, 7, 3, 1, 1),
     (2, 6, 24, 6, 9, 9, 3, 1, 1),
+    # filters in the lanes (dw_fwd_glanes): groups of 16 filters (one group a
+    # block, inputs broadcast), of 8 (AVX-512: two groups a block, pairs), of 4
+    # (AVX2 pairs); an odd number of groups (the last block half empty), strides
+    # 2 and 3, a 1x1 kernel at stride 2, padding wider than half the kernel
+    (2, 40, 40, 5, 7, 7, 3, 1, 1),
+    (1, 64, 64, 4, 6, 5, 3, 1, 1),
+    (2, 24, 48, 3, 5, 7, 3, 2, 2),
+    (1, 32, 32, 8, 6, 6, 3, 1, 1),
+    (1, 16, 32, 2, 7, 7, 5, 1, 3),
+    (1, 32, 32, 4, 7, 7, 1, 2, 0),
+    (3, 36, 24, 3, 5, 4, 3, 3, 1),
 ]
 
 
@@ -292,6 +306,27 @@ def random_cases(seed, count):
             continue
         cases.append((N, C, H, W, m, K, stride, pad, dil))
     return cases
+
+
+def random_grouped_cases(seed, count):
+    """count grouped shapes from a seeded generator: 2-16 channels and 4, 8 or 16
+    filters per group (the lanes kernels' blocks: one group, two, or four), maps up
+    to 16x16, strides 1-3, padding up to 3."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    while len(cases) < count:
+        cg, m, g = int(rng.integers(2, 17)), int(rng.choice([4, 8, 16])), int(rng.integers(1, 6))
+        K, stride, pad = int(rng.choice([1, 3, 5])), int(rng.integers(1, 4)), int(rng.integers(0, 4))
+        H, W, N = int(rng.integers(1, 17)), int(rng.integers(1, 17)), int(rng.integers(1, 3))
+        if g == 1 or H + 2 * pad < K or W + 2 * pad < K:
+            continue
+        cases.append((N, cg * g, m * g, g, H, W, K, stride, pad))
+    return cases
+
+
+def test_grouped_random_shapes():
+    for case in random_grouped_cases(seed=5, count=40):
+        check_grouped(case, np.float32)
 
 
 def test_depthwise_random_shapes():

@@ -80,6 +80,11 @@ struct DwKernels {
   // tbuf: H*W*lanes; acc: (KH*KW + 1) * lanes
   void (*dw_lanes)(T* dw, T* db, const T* x, index_t xs, const T* dout, index_t ds, index_t N, index_t nc,
                    const DwPlan& g, T* ibuf, T* dbuf, T* tbuf, T* acc);
+  // groups of several channels, a block of lanes filters from f0 of one image
+  // (dw_use_glanes); see dw_fwd_glanes. ibuf: dw_glanes_ibuf, tmp: dw_glanes_tmp,
+  // obuf: OH*OW*lanes, wbuf: (cg*KH*KW + 1)*lanes values
+  void (*fwd_glanes)(T* out, const T* x, const T* w, const T* b, index_t f0, index_t F, const DwPlan& g, bool relu,
+                     T* ibuf, T* tmp, T* obuf, T* wbuf, bool have_w, bool padded);
 };
 inline index_t dw_flat_slack(const DwPlan& g) { return kDwLanes + (g.KW - 1) * g.dw + 1; }
 // A flat forward's scratch: cg prepared planes with their slack, and one tmp plane
@@ -107,6 +112,17 @@ inline index_t dw_flat_dw_plane(const DwPlan& g) { return g.PS + 2 * kDwLanes + 
 // The padded extent the taps of dw_fwd_lanes reach (rows, columns).
 inline index_t dw_lanes_hq(const DwPlan& g) { return (g.OH - 1) * g.sh + (g.KH - 1) * g.dh + 1; }
 inline index_t dw_lanes_wq(const DwPlan& g) { return (g.OW - 1) * g.sw + (g.KW - 1) * g.dw + 1; }
+// Groups of 2-16 channels whose filters fill the vector lanes (a group's filters a
+// multiple of lanes, or half of them), on small maps: the forward pass with the
+// filters in the lanes (dw_fwd_glanes).
+bool dw_use_glanes(const Conv2dShape& s, int lanes);
+inline bool dw_glanes_pair(const DwPlan& g, int lanes) { return 2 * g.m == lanes; }
+inline index_t dw_glanes_ibuf(const DwPlan& g, int lanes) {
+  return dw_lanes_hq(g) * dw_lanes_wq(g) * g.cg * (dw_glanes_pair(g, lanes) ? 2 : 1);
+}
+inline index_t dw_glanes_tmp(const DwPlan& g, int lanes) {
+  return std::max(g.H * g.W * g.cg * (dw_glanes_pair(g, lanes) ? 2 : 1), g.OH * g.OW * index_t(lanes));
+}
 template <class T>
 DwKernels<T> dw_kernels_scalar();
 template <class T>

@@ -308,6 +308,32 @@ def random_cases(seed, count):
     return cases
 
 
+@pytest.mark.parametrize("case", [GROUPED[10], GROUPED[13], GROUPED[15]])
+def test_grouped_finite_differences(case):
+    # float64: 8 lanes, so groups of 8 and 16 filters broadcast, groups of 4 pair
+    N, C, F, g, H, W, K, st, pad = case
+    rng = np.random.default_rng(11)
+    x, w = rng.standard_normal((N, C, H, W)), rng.standard_normal((F, C // g, K, K))
+    b = rng.standard_normal(F)
+    kw = dict(stride=st, padding=pad, groups=g)
+    dout = rng.standard_normal(_core.conv2d_forward(x, w, b, **kw).shape)
+    dx = _core.conv2d_backward_input(dout, w, (H, W), **kw)
+    dw, db = _core.conv2d_backward_weight(dout, x, (K, K), **kw)
+    h = 1e-5
+
+    def loss(xx, ww, bb):
+        return float(np.vdot(_core.conv2d_forward(xx, ww, bb, **kw), dout))
+
+    for which, (arr, grad) in enumerate(((x, dx), (w, dw), (b, db))):
+        for _ in range(4):
+            idx = tuple(int(rng.integers(0, n)) for n in arr.shape)
+            plus, minus = [x.copy(), w.copy(), b.copy()], [x.copy(), w.copy(), b.copy()]
+            plus[which][idx] += h
+            minus[which][idx] -= h
+            num = (loss(*plus) - loss(*minus)) / (2 * h)
+            assert abs(num - grad[idx]) < 1e-6 * max(1.0, abs(num)), (which, idx, num, grad[idx])
+
+
 def random_grouped_cases(seed, count):
     """count grouped shapes from a seeded generator: 2-16 channels and 4, 8 or 16
     filters per group (the lanes kernels' blocks: one group, two, or four), maps up

@@ -57,6 +57,12 @@ bool dw_use_glanes(const Conv2dShape& s, int lanes) {
   return 2 * m == lanes && P <= 100;
 }
 
+bool dw_use_glanes_dw(const Conv2dShape& s, int lanes) {
+  const index_t g = s.p.groups, m = s.F / g, P = s.OH * s.OW;
+  if (lanes < 8 || !is_few_channel_grouped(s) || s.KH != s.KW || (s.KH != 1 && s.KH != 3)) return false;
+  return (m % lanes == 0 || 2 * m == lanes) && P <= 784;
+}
+
 bool dw_use_lanes_dw(const Conv2dShape& s, int lanes) {
   return dw_use_lanes(s, lanes) && s.C >= 2 * lanes;
 }
@@ -197,7 +203,8 @@ template <class T>
 DwKernels<T> dw_kernels_scalar() {
   using V = VBase<T>;
   return {&dw_fwd_plane<V>, &dw_dx_plane<V>, &dw_dw_channel<V>, V::W, &dw_fwd_plane_flat<V>,
-          &dw_fwd_lanes<V>, &dw_dx_lanes<V>, &dw_dw_lanes<V>, &dw_fwd_glanes<V>};
+          &dw_fwd_lanes<V>, &dw_dx_lanes<V>, &dw_dw_lanes<V>, &dw_fwd_glanes<V>,
+          &dw_dw_glanes<V>};
 }
 template DwKernels<float> dw_kernels_scalar<float>();
 template DwKernels<double> dw_kernels_scalar<double>();
@@ -349,6 +356,20 @@ void depthwise_backward_weight(T* dw, T* db, const T* dout, const T* x, const Co
       T* acc = scratch<T>(ScratchSlot::depthwise_w, std::size_t((KK + 1) * L));
       k.dw_lanes(dw + c0 * KK, db ? db + c0 : nullptr, x + c0 * HW, s.C * HW, dout + c0 * OHW, s.F * OHW, s.N, nc,
                  g, ibuf, dbuf, tbuf, acc);
+    }); });
+    return trap.rethrow();
+  }
+  if (dw_use_glanes_dw(s, k.lanes)) {   // items: blocks of k.lanes filters, each over all images
+    std::vector<index_t> taps;
+    const DwPlan g = dw_plan(s, taps);
+    const index_t L = k.lanes, blocks = (s.F + L - 1) / L;
+    const double work = double(s.N) * double(s.F) * double(OHW) * double(g.cg * KK + 2);
+    parallel_for_nt(grain_threads(work, kDwGrain, blocks), blocks, [&](index_t bi) { trap.run([&] {
+      T* ibuf = scratch<T>(ScratchSlot::depthwise_prep, std::size_t(dw_glanes_ibuf(g, k.lanes)));
+      T* tmp = scratch<T>(ScratchSlot::depthwise_row, std::size_t(dw_glanes_tmp(g, k.lanes) + 1));
+      T* dbuf = scratch<T>(ScratchSlot::depthwise_dy, std::size_t(OHW * L));
+      T* acc = scratch<T>(ScratchSlot::depthwise_w, std::size_t((g.cg * KK + 1) * L));
+      k.dw_glanes(dw, db, x, s.C * HW, dout, s.F * OHW, s.N, bi * L, s.F, g, ibuf, tmp, dbuf, acc);
     }); });
     return trap.rethrow();
   }

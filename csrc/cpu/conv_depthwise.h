@@ -85,6 +85,10 @@ struct DwKernels {
   // obuf: OH*OW*lanes, wbuf: (cg*KH*KW + 1)*lanes values
   void (*fwd_glanes)(T* out, const T* x, const T* w, const T* b, index_t f0, index_t F, const DwPlan& g, bool relu,
                      T* ibuf, T* tmp, T* obuf, T* wbuf, bool have_w, bool padded);
+  // their weight gradient, a block over N images (dw_use_glanes_dw); see dw_dw_glanes.
+  // dbuf: OH*OW*lanes, acc: (cg*KH*KW + 1)*lanes values
+  void (*dw_glanes)(T* dw, T* db, const T* x, index_t xs, const T* dout, index_t ds, index_t N, index_t f0, index_t F,
+                    const DwPlan& g, T* ibuf, T* tmp, T* dbuf, T* acc);
 };
 inline index_t dw_flat_slack(const DwPlan& g) { return kDwLanes + (g.KW - 1) * g.dw + 1; }
 // A flat forward's scratch: cg prepared planes with their slack, and one tmp plane
@@ -116,6 +120,8 @@ inline index_t dw_lanes_wq(const DwPlan& g) { return (g.OW - 1) * g.sw + (g.KW -
 // multiple of lanes, or half of them), on small maps: the forward pass with the
 // filters in the lanes (dw_fwd_glanes).
 bool dw_use_glanes(const Conv2dShape& s, int lanes);
+// The weight gradient the same way (1x1 and 3x3 kernels).
+bool dw_use_glanes_dw(const Conv2dShape& s, int lanes);
 inline bool dw_glanes_pair(const DwPlan& g, int lanes) { return 2 * g.m == lanes; }
 inline index_t dw_glanes_ibuf(const DwPlan& g, int lanes) {
   return dw_lanes_hq(g) * dw_lanes_wq(g) * g.cg * (dw_glanes_pair(g, lanes) ? 2 : 1);

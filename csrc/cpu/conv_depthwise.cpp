@@ -230,14 +230,13 @@ void depthwise_forward(T* out, const T* x, const T* w, const T* b, const Conv2dS
     parallel_for_nt(grain_threads(work, kDwGrain, nitems), nitems, [&](index_t i) { trap.run([&] {
       const index_t blk = i / s.N, n = i % s.N;
       T* ibuf = scratch<T>(ScratchSlot::depthwise_prep, std::size_t(dw_glanes_ibuf(g, k.lanes)));
-      T* tmp = scratch<T>(ScratchSlot::depthwise_row, std::size_t(dw_glanes_tmp(g, k.lanes) + 1));
       T* obuf = scratch<T>(ScratchSlot::depthwise_dy, std::size_t(OHW * L));
       T* wbuf = scratch<T>(ScratchSlot::depthwise_w, std::size_t((g.cg * KK + 1) * L));
       const bool same = tls_prep.call == call && tls_prep.buf == ibuf && tls_prep.wbuf == wbuf;
       const bool have_w = same && tls_prep.block == blk;
       tls_prep = {call, ibuf, wbuf, blk};
       T* on = out + n * s.F * OHW;
-      k.fwd_glanes(on, x + n * s.C * HW, w, b, blk * L, s.F, g, relu, ibuf, tmp, obuf, wbuf, have_w, same);
+      k.fwd_glanes(on, x + n * s.C * HW, w, b, blk * L, s.F, g, relu, ibuf, obuf, wbuf, have_w, same);
       if (act) {
         const index_t f0 = blk * L, nf = std::min(L, s.F - f0);
         apply_act(on + f0 * OHW, pre ? pre + n * s.F * OHW + f0 * OHW : nullptr, nf * OHW, *act);
@@ -366,10 +365,9 @@ void depthwise_backward_weight(T* dw, T* db, const T* dout, const T* x, const Co
     const double work = double(s.N) * double(s.F) * double(OHW) * double(g.cg * KK + 2);
     parallel_for_nt(grain_threads(work, kDwGrain, blocks), blocks, [&](index_t bi) { trap.run([&] {
       T* ibuf = scratch<T>(ScratchSlot::depthwise_prep, std::size_t(dw_glanes_ibuf(g, k.lanes)));
-      T* tmp = scratch<T>(ScratchSlot::depthwise_row, std::size_t(dw_glanes_tmp(g, k.lanes) + 1));
       T* dbuf = scratch<T>(ScratchSlot::depthwise_dy, std::size_t(OHW * L));
       T* acc = scratch<T>(ScratchSlot::depthwise_w, std::size_t((g.cg * KK + 1) * L));
-      k.dw_glanes(dw, db, x, s.C * HW, dout, s.F * OHW, s.N, bi * L, s.F, g, ibuf, tmp, dbuf, acc);
+      k.dw_glanes(dw, db, x, s.C * HW, dout, s.F * OHW, s.N, bi * L, s.F, g, ibuf, dbuf, acc);
     }); });
     return trap.rethrow();
   }

@@ -81,14 +81,14 @@ struct DwKernels {
   void (*dw_lanes)(T* dw, T* db, const T* x, index_t xs, const T* dout, index_t ds, index_t N, index_t nc,
                    const DwPlan& g, T* ibuf, T* dbuf, T* tbuf, T* acc);
   // groups of several channels, a block of lanes filters from f0 of one image
-  // (dw_use_glanes); see dw_fwd_glanes. ibuf: dw_glanes_ibuf, tmp: dw_glanes_tmp,
-  // obuf: OH*OW*lanes, wbuf: (cg*KH*KW + 1)*lanes values
+  // (dw_use_glanes); see dw_fwd_glanes. ibuf: dw_glanes_ibuf, obuf: OH*OW*lanes,
+  // wbuf: (cg*KH*KW + 1)*lanes values
   void (*fwd_glanes)(T* out, const T* x, const T* w, const T* b, index_t f0, index_t F, const DwPlan& g, bool relu,
-                     T* ibuf, T* tmp, T* obuf, T* wbuf, bool have_w, bool padded);
+                     T* ibuf, T* obuf, T* wbuf, bool have_w, bool padded);
   // their weight gradient, a block over N images (dw_use_glanes_dw); see dw_dw_glanes.
   // dbuf: OH*OW*lanes, acc: (cg*KH*KW + 1)*lanes values
   void (*dw_glanes)(T* dw, T* db, const T* x, index_t xs, const T* dout, index_t ds, index_t N, index_t f0, index_t F,
-                    const DwPlan& g, T* ibuf, T* tmp, T* dbuf, T* acc);
+                    const DwPlan& g, T* ibuf, T* dbuf, T* acc);
 };
 inline index_t dw_flat_slack(const DwPlan& g) { return kDwLanes + (g.KW - 1) * g.dw + 1; }
 // A flat forward's scratch: cg prepared planes with their slack, and one tmp plane
@@ -125,9 +125,6 @@ bool dw_use_glanes_dw(const Conv2dShape& s, int lanes);
 inline bool dw_glanes_pair(const DwPlan& g, int lanes) { return 2 * g.m == lanes; }
 inline index_t dw_glanes_ibuf(const DwPlan& g, int lanes) {
   return dw_lanes_hq(g) * dw_lanes_wq(g) * g.cg * (dw_glanes_pair(g, lanes) ? 2 : 1);
-}
-inline index_t dw_glanes_tmp(const DwPlan& g, int lanes) {
-  return std::max(g.H * g.W * g.cg * (dw_glanes_pair(g, lanes) ? 2 : 1), g.OH * g.OW * index_t(lanes));
 }
 template <class T>
 DwKernels<T> dw_kernels_scalar();

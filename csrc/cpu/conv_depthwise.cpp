@@ -50,17 +50,21 @@ bool dw_use_glanes(const Conv2dShape& s, int lanes) {
   const index_t g = s.p.groups, m = s.F / g, P = s.OH * s.OW;
   if (lanes < 8 || !is_few_channel_grouped(s)) return false;
   // Measured against the row kernels (Intel Xeon, AVX-512, 1 thread, 3x3): groups
-  // of 16 filters 240 -> 208 us at 14x14 (ResNeXt-50's 512 channels, batch 1);
-  // groups of 8 (pairs) 63 -> 44 us at 7x7 (RegNetY's 440), but 57 -> 62 at 14x14
-  // and 95 -> 115 at 28x28, where the row kernels fill 14 or 28 of 16 lanes.
+  // of 16 filters 240 -> 189 us at 14x14 (ResNeXt-50's 512 channels, batch 1);
+  // groups of 8 (pairs) 63 -> 38 us at 7x7 (RegNetY's 440), 58 -> 53 at 14x14 at
+  // batch 1 but 2-6% slower at batch 16, even at 28x28, where the row kernels
+  // fill 14 or 28 of 16 lanes.
   if (m % lanes == 0) return P <= 256;
-  return 2 * m == lanes && P <= 100;
+  return 2 * m == lanes && (P <= 100 || (s.N == 1 && P <= 256));
 }
 
 bool dw_use_glanes_dw(const Conv2dShape& s, int lanes) {
   const index_t g = s.p.groups, m = s.F / g, P = s.OH * s.OW;
   if (lanes < 8 || !is_few_channel_grouped(s) || s.KH != s.KW || (s.KH != 1 && s.KH != 3)) return false;
-  return (m % lanes == 0 || 2 * m == lanes) && P <= 784;
+  // Against the row kernels, which keep each filter's sums in memory (1 thread):
+  // 440@7 151 -> 45 us, 512@14 690 -> 222, RegNetY's 48@56 groups of 8 276 -> 175
+  // (batch 16 4.7-5.0 -> 2.8-3.0 ms).
+  return (m % lanes == 0 || 2 * m == lanes) && P <= 3136;
 }
 
 bool dw_use_lanes_dw(const Conv2dShape& s, int lanes) {
@@ -358,18 +362,38 @@ void depthwise_backward_weight(T* dw, T* db, const T* dout, const T* x, const Co
     }); });
     return trap.rethrow();
   }
-  if (dw_use_glanes_dw(s, k.lanes)) {   // items: blocks of k.lanes filters, each over all images
+  if (dw_use_glanes_dw(s, k.lanes)) {
+    // items: (block of k.lanes filters, part); with fewer than 8 blocks each block's
+    // sums go in two parts (the images' halves, or of one image its rows' halves),
+    // added in that order at the end: a second thread has work at 3 blocks
+    // (RegNetY's 48 channels), and the split depends on the shape only
     std::vector<index_t> taps;
     const DwPlan g = dw_plan(s, taps);
-    const index_t L = k.lanes, blocks = (s.F + L - 1) / L;
-    const double work = double(s.N) * double(s.F) * double(OHW) * double(g.cg * KK + 2);
-    parallel_for_nt(grain_threads(work, kDwGrain, blocks), blocks, [&](index_t bi) { trap.run([&] {
+    const index_t L = k.lanes, blocks = (s.F + L - 1) / L, CK = g.cg * KK, an = (CK + 1) * L;
+    const index_t parts = blocks < 8 && (s.N > 1 || s.OH > 1) ? 2 : 1, items = blocks * parts;
+    T* sums = scratch<T>(ScratchSlot::depthwise_flip, std::size_t(items * an));
+    const double work = double(s.N) * double(s.F) * double(OHW) * double(CK + 2);
+    parallel_for_nt(grain_threads(work, kDwGrain, items), items, [&](index_t i) { trap.run([&] {
+      const index_t bi = i / parts, part = i % parts;
+      index_t n0 = 0, n1 = s.N, oh0 = 0, oh1 = s.OH;
+      if (parts == 2 && s.N > 1) (part == 0 ? n1 : n0) = s.N / 2;
+      if (parts == 2 && s.N == 1) (part == 0 ? oh1 : oh0) = s.OH / 2;
       T* ibuf = scratch<T>(ScratchSlot::depthwise_prep, std::size_t(dw_glanes_ibuf(g, k.lanes)));
       T* dbuf = scratch<T>(ScratchSlot::depthwise_dy, std::size_t(OHW * L));
-      T* acc = scratch<T>(ScratchSlot::depthwise_w, std::size_t((g.cg * KK + 1) * L));
-      k.dw_glanes(dw, db, x, s.C * HW, dout, s.F * OHW, s.N, bi * L, s.F, g, ibuf, dbuf, acc);
+      k.dw_glanes(sums + i * an, x, s.C * HW, dout, s.F * OHW, n0, n1, oh0, oh1, bi * L, s.F, g, ibuf, dbuf);
     }); });
-    return trap.rethrow();
+    trap.rethrow();
+    for (index_t bi = 0; bi < blocks; ++bi)
+      for (index_t l = 0, f0 = bi * L; l < std::min(L, s.F - f0); ++l)
+        for (index_t t = 0; t <= CK; ++t) {
+          const T* a = sums + bi * parts * an + t * L + l;
+          const T v = parts == 2 ? a[0] + a[an] : a[0];
+          if (t < CK)
+            dw[(f0 + l) * CK + t] = v;
+          else if (db)
+            db[f0 + l] = v;
+        }
+    return;
   }
   std::vector<index_t> taps;
   const DwPlan g = dw_plan(s, taps, dw_use_flat_dw(s));

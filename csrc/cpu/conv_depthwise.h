@@ -85,10 +85,11 @@ struct DwKernels {
   // wbuf: (cg*KH*KW + 1)*lanes values
   void (*fwd_glanes)(T* out, const T* x, const T* w, const T* b, index_t f0, index_t F, const DwPlan& g, bool relu,
                      T* ibuf, T* obuf, T* wbuf, bool have_w, bool padded);
-  // their weight gradient, a block over N images (dw_use_glanes_dw); see dw_dw_glanes.
-  // dbuf: OH*OW*lanes, acc: (cg*KH*KW + 1)*lanes values
-  void (*dw_glanes)(T* dw, T* db, const T* x, index_t xs, const T* dout, index_t ds, index_t N, index_t f0, index_t F,
-                    const DwPlan& g, T* ibuf, T* dbuf, T* acc);
+  // their weight gradient's sums, a block over images [n0, n1) and output rows
+  // [oh0, oh1) (dw_use_glanes_dw); see dw_dw_glanes. acc: (cg*KH*KW + 1)*lanes
+  // values, dbuf: OH*OW*lanes
+  void (*dw_glanes)(T* acc, const T* x, index_t xs, const T* dout, index_t ds, index_t n0, index_t n1, index_t oh0,
+                    index_t oh1, index_t f0, index_t F, const DwPlan& g, T* ibuf, T* dbuf);
 };
 inline index_t dw_flat_slack(const DwPlan& g) { return kDwLanes + (g.KW - 1) * g.dw + 1; }
 // A flat forward's scratch: cg prepared planes with their slack, and one tmp plane

@@ -114,13 +114,12 @@ def test_depthwise_matches_reference(case, dtype):
     check_case(case, dtype)
 
 
-@pytest.mark.parametrize("case", CASES[::3], ids=IDS[::3])
-def test_depthwise_finite_differences(case):
-    x, w, b, dout, kw = make(case, np.float64, seed=3)
-    K = case[5]
+def check_finite_differences(x, w, b, dout, kw, rng):
+    """The float64 gradients of <conv(x, w, b), dout> against central differences
+    at four random entries of each of x, w and b."""
+    K = w.shape[2]
     dx = _core.conv2d_backward_input(dout, w, x.shape[2:], **kw)
     dw, db = _core.conv2d_backward_weight(dout, x, (K, K), **kw)
-    rng = np.random.default_rng(4)
     h = 1e-5
 
     def loss(xx, ww, bb):
@@ -128,12 +127,18 @@ def test_depthwise_finite_differences(case):
 
     for which, (arr, grad) in enumerate(((x, dx), (w, dw), (b, db))):
         for _ in range(4):
-            idx = tuple(int(rng.integers(0, s)) for s in arr.shape)
+            idx = tuple(int(rng.integers(0, n)) for n in arr.shape)
             plus, minus = [x.copy(), w.copy(), b.copy()], [x.copy(), w.copy(), b.copy()]
             plus[which][idx] += h
             minus[which][idx] -= h
             num = (loss(*plus) - loss(*minus)) / (2 * h)
             assert abs(num - grad[idx]) < 1e-6 * max(1.0, abs(num)), (which, idx, num, grad[idx])
+
+
+@pytest.mark.parametrize("case", CASES[::3], ids=IDS[::3])
+def test_depthwise_finite_differences(case):
+    x, w, b, dout, kw = make(case, np.float64, seed=3)
+    check_finite_differences(x, w, b, dout, kw, np.random.default_rng(4))
 
 
 SIMD_SCRIPT = r"""
@@ -317,21 +322,7 @@ def test_grouped_finite_differences(case):
     b = rng.standard_normal(F)
     kw = dict(stride=st, padding=pad, groups=g)
     dout = rng.standard_normal(_core.conv2d_forward(x, w, b, **kw).shape)
-    dx = _core.conv2d_backward_input(dout, w, (H, W), **kw)
-    dw, db = _core.conv2d_backward_weight(dout, x, (K, K), **kw)
-    h = 1e-5
-
-    def loss(xx, ww, bb):
-        return float(np.vdot(_core.conv2d_forward(xx, ww, bb, **kw), dout))
-
-    for which, (arr, grad) in enumerate(((x, dx), (w, dw), (b, db))):
-        for _ in range(4):
-            idx = tuple(int(rng.integers(0, n)) for n in arr.shape)
-            plus, minus = [x.copy(), w.copy(), b.copy()], [x.copy(), w.copy(), b.copy()]
-            plus[which][idx] += h
-            minus[which][idx] -= h
-            num = (loss(*plus) - loss(*minus)) / (2 * h)
-            assert abs(num - grad[idx]) < 1e-6 * max(1.0, abs(num)), (which, idx, num, grad[idx])
+    check_finite_differences(x, w, b, dout, kw, rng)
 
 
 def random_grouped_cases(seed, count):

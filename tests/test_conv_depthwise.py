@@ -206,6 +206,29 @@ def test_depthwise_bits_do_not_depend_on_the_thread_count():
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("N,C,g,H", [(3, 48, 6, 20), (1, 48, 6, 12), (2, 64, 4, 7)])
+def test_grouped_bits_do_not_depend_on_the_thread_count(N, C, g, H):
+    # groups of 8 and 16 filters in the lanes; the weight gradient of fewer than 8
+    # blocks in two parts (the images' halves, or one image's rows' halves)
+    import gradvis
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((N, C, H, H)).astype(np.float32)
+    w = rng.standard_normal((C, C // g, 3, 3)).astype(np.float32)
+    dout = rng.standard_normal((N, C, H, H)).astype(np.float32)
+    kw = dict(stride=1, padding=1, groups=g)
+    before = gradvis.get_num_threads()
+    try:
+        res = []
+        for nt in (1, 2):
+            gradvis.set_num_threads(nt)
+            res.append((_core.conv2d_forward(x, w, None, **kw), _core.conv2d_backward_input(dout, w, (H, H), **kw),
+                        *_core.conv2d_backward_weight(dout, x, (3, 3), **kw)))
+    finally:
+        gradvis.set_num_threads(before)
+    for a, b in zip(*res):
+        np.testing.assert_array_equal(a, b)
+
+
 # ---------------------------------------------------------------------------- grouped, few channels per group
 # (N, C, F, groups, H, W, K, stride, padding)
 GROUPED = [

@@ -256,6 +256,10 @@ GROUPED = [
     (1, 16, 32, 2, 7, 7, 5, 1, 3),
     (1, 32, 32, 4, 7, 7, 1, 2, 0),
     (3, 36, 24, 3, 5, 4, 3, 3, 1),
+    # strided input gradients with the input channels in the lanes: groups of 4
+    # channels (AVX2 pairs), of 16 (one group a block)
+    (2, 16, 32, 4, 9, 8, 3, 2, 1),
+    (1, 32, 32, 2, 9, 9, 3, 2, 1),
 ]
 
 

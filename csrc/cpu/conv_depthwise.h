@@ -90,6 +90,11 @@ struct DwKernels {
   // values, dbuf: OH*OW*lanes
   void (*dw_glanes)(T* acc, const T* x, index_t xs, const T* dout, index_t ds, index_t n0, index_t n1, index_t oh0,
                     index_t oh1, index_t f0, index_t F, const DwPlan& g, T* ibuf, T* dbuf);
+  // their input gradient, a block of lanes input channels from c0 of one image
+  // (dw_use_glanes_dx); see dw_dx_glanes. gbuf: dw_lanes_hq*dw_lanes_wq*lanes,
+  // dbuf: 2*m*OH*OW, wbuf: m*KH*KW*lanes values
+  void (*dx_glanes)(T* dx, const T* dout, const T* w, index_t c0, index_t C, const DwPlan& g, T* gbuf, T* dbuf,
+                    T* wbuf);
 };
 inline index_t dw_flat_slack(const DwPlan& g) { return kDwLanes + (g.KW - 1) * g.dw + 1; }
 // A flat forward's scratch: cg prepared planes with their slack, and one tmp plane
@@ -123,6 +128,9 @@ inline index_t dw_lanes_wq(const DwPlan& g) { return (g.OW - 1) * g.sw + (g.KW -
 bool dw_use_glanes(const Conv2dShape& s, int lanes);
 // The weight gradient the same way (1x1 and 3x3 kernels).
 bool dw_use_glanes_dw(const Conv2dShape& s, int lanes);
+// The input gradient with the input channels in the lanes (a group's channels a
+// multiple of lanes, or half of them).
+bool dw_use_glanes_dx(const Conv2dShape& s, int lanes);
 inline bool dw_glanes_pair(const DwPlan& g, int lanes) { return 2 * g.m == lanes; }
 inline index_t dw_glanes_ibuf(const DwPlan& g, int lanes) {
   return dw_lanes_hq(g) * dw_lanes_wq(g) * g.cg * (dw_glanes_pair(g, lanes) ? 2 : 1);

@@ -70,9 +70,10 @@ bool dw_use_glanes_dw(const Conv2dShape& s, int lanes) {
 bool dw_use_glanes_dx(const Conv2dShape& s, int lanes) {
   const index_t cg = s.C / s.p.groups;
   // RegNetY-400MF's stride-2 layers, groups of 8, batch 1, 1 thread, against the
-  // row kernels: 440 at 14x14 564 -> 93 us, 208 at 28x28 228 -> 167; at 56x56
-  // (312 -> 349) and 112x112 (495 -> 663) the row kernels stay ahead.
-  return lanes >= 8 && is_few_channel_grouped(s) && (cg % lanes == 0 || 2 * cg == lanes) && s.H * s.W <= 784;
+  // row kernels: 440 at 14x14 564-613 -> 88 us, 208 at 28x28 228 -> 146, 104 at
+  // 56x56 311 -> 287 (batch 16 the same); at 112x112 (499 -> 596) the row kernels
+  // stay ahead.
+  return lanes >= 8 && is_few_channel_grouped(s) && (cg % lanes == 0 || 2 * cg == lanes) && s.H * s.W <= 3136;
 }
 
 bool dw_use_lanes_dw(const Conv2dShape& s, int lanes) {

@@ -186,47 +186,42 @@ def test_depthwise_matches_torch(case, torch):
     close(db, bt.grad.numpy().astype(np.float64), np.float32, dout[:, 0].size)
 
 
-def test_depthwise_bits_do_not_depend_on_the_thread_count():
+def check_same_bits_on_1_and_2_threads(x, w, dout, kw):
+    """The forward pass and both gradients give equal bits on 1 and 2 threads."""
     import gradvis
+    K, hw = w.shape[2], x.shape[2:]
+    before = gradvis.get_num_threads()
+    try:
+        res = []
+        for nt in (1, 2):
+            gradvis.set_num_threads(nt)
+            res.append((_core.conv2d_forward(x, w, None, **kw), _core.conv2d_backward_input(dout, w, hw, **kw),
+                        *_core.conv2d_backward_weight(dout, x, (K, K), **kw)))
+    finally:
+        gradvis.set_num_threads(before)
+    for a, b in zip(*res):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_depthwise_bits_do_not_depend_on_the_thread_count():
     rng = np.random.default_rng(6)
     x = rng.standard_normal((4, 24, 30, 30)).astype(np.float32)
     w = rng.standard_normal((24, 1, 5, 5)).astype(np.float32)
     dout = rng.standard_normal((4, 24, 15, 15)).astype(np.float32)
-    kw = dict(stride=2, padding=2, groups=24)
-    before = gradvis.get_num_threads()
-    try:
-        res = []
-        for nt in (1, 2):
-            gradvis.set_num_threads(nt)
-            res.append((_core.conv2d_forward(x, w, None, **kw), _core.conv2d_backward_input(dout, w, (30, 30), **kw),
-                        *_core.conv2d_backward_weight(dout, x, (5, 5), **kw)))
-    finally:
-        gradvis.set_num_threads(before)
-    for a, b in zip(*res):
-        np.testing.assert_array_equal(a, b)
+    check_same_bits_on_1_and_2_threads(x, w, dout, dict(stride=2, padding=2, groups=24))
 
 
-@pytest.mark.parametrize("N,C,g,H", [(3, 48, 6, 20), (1, 48, 6, 12), (2, 64, 4, 7)])
-def test_grouped_bits_do_not_depend_on_the_thread_count(N, C, g, H):
+@pytest.mark.parametrize("N,C,g,H,st", [(3, 48, 6, 20, 1), (1, 48, 6, 12, 1), (2, 64, 4, 7, 1), (2, 48, 6, 14, 2)])
+def test_grouped_bits_do_not_depend_on_the_thread_count(N, C, g, H, st):
     # groups of 8 and 16 filters in the lanes; the weight gradient of fewer than 8
-    # blocks in two parts (the images' halves, or one image's rows' halves)
-    import gradvis
+    # blocks in two parts (the images' halves, or one image's rows' halves); a
+    # strided input gradient with the input channels in the lanes
     rng = np.random.default_rng(8)
     x = rng.standard_normal((N, C, H, H)).astype(np.float32)
     w = rng.standard_normal((C, C // g, 3, 3)).astype(np.float32)
-    dout = rng.standard_normal((N, C, H, H)).astype(np.float32)
-    kw = dict(stride=1, padding=1, groups=g)
-    before = gradvis.get_num_threads()
-    try:
-        res = []
-        for nt in (1, 2):
-            gradvis.set_num_threads(nt)
-            res.append((_core.conv2d_forward(x, w, None, **kw), _core.conv2d_backward_input(dout, w, (H, H), **kw),
-                        *_core.conv2d_backward_weight(dout, x, (3, 3), **kw)))
-    finally:
-        gradvis.set_num_threads(before)
-    for a, b in zip(*res):
-        np.testing.assert_array_equal(a, b)
+    OH = (H - 1) // st + 1
+    dout = rng.standard_normal((N, C, OH, OH)).astype(np.float32)
+    check_same_bits_on_1_and_2_threads(x, w, dout, dict(stride=st, padding=1, groups=g))
 
 
 # ---------------------------------------------------------------------------- grouped, few channels per group

@@ -56,8 +56,20 @@ def direct():
 
 
 # SHAPES[4] (1024 -> 200, filters over 1 MB) sums K in two halves in the
-# forward (K >= 4 M); this one does at a batch of 2, image by image.
-FWD_SHAPES = SHAPES + [(2, 1024, 200, 12, 11)]
+# forward (K >= 4 M); this one does at a batch of 2, image by image. The last:
+# 9.3M multiply-adds, under 16.8M but both sides of the filters 200+ wide.
+FWD_SHAPES = SHAPES + [(2, 1024, 200, 12, 11), (1, 240, 230, 13, 13)]
+
+
+@pytest.mark.parametrize("shape", [(1, 150, 400, 13, 13), (1, 240, 230, 9, 9)])
+def test_smaller_layers_stay_on_the_vector_kernels(shape, direct):
+    # 10.1M multiply-adds with one side 150 wide; 4.5M with both 200+
+    N, C, F, H, W = shape
+    rng = np.random.default_rng(3)
+    x, w = _rand((N, C, H, W), rng), _rand((F, C, 1, 1), rng, 1 / np.sqrt(C))
+    out = _core.conv2d_forward(x, w)
+    with direct:
+        np.testing.assert_array_equal(out, _core.conv2d_forward(x, w))
 
 
 @pytest.mark.parametrize("shape", FWD_SHAPES)

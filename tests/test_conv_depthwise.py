@@ -255,6 +255,11 @@ GROUPED = [
     # channels (AVX2 pairs), of 16 (one group a block)
     (2, 16, 32, 4, 9, 8, 3, 2, 1),
     (1, 32, 32, 2, 9, 9, 3, 2, 1),
+    # 17-32 channels and filters a group, whole vectors of filters (the lanes
+    # kernels; ResNeXt-50's last stage has 32): stride 1, 2 and a 1x1 kernel
+    (1, 64, 64, 2, 7, 7, 3, 1, 1),
+    (2, 48, 64, 2, 6, 5, 3, 2, 1),
+    (1, 40, 32, 2, 5, 5, 1, 1, 0),
 ]
 
 

@@ -111,7 +111,8 @@ template <class T>
 void conv2d_forward_cpu(T* out, const T* x, const T* w, const T* b, const Conv2dShape& s, bool relu) {
   const TeamCap cap(conv_threads(s));
   if (is_vector_product(s)) return vector_forward(out, x, w, b, s, relu);
-  if (conv_detail::is_direct_grouped(s)) return conv_detail::depthwise_forward(out, x, w, b, s, relu);
+  if (conv_detail::is_direct_grouped(s) || conv_detail::glanes_forward_takes<T>(s))
+    return conv_detail::depthwise_forward(out, x, w, b, s, relu);
   forward_any(out, x, w, b, s, false, relu);
 }
 
@@ -122,7 +123,8 @@ void conv2d_forward_act_cpu(T* out, T* pre, const T* x, const T* w, const T* b, 
     return conv2d_forward_cpu(out, x, w, b, s, act.kind == ConvAct::relu);
   const TeamCap cap(conv_threads(s));
   if (is_vector_product(s)) return vector_forward(out, x, w, b, s, false, &act, pre);
-  if (conv_detail::is_direct_grouped(s)) return conv_detail::depthwise_forward(out, x, w, b, s, false, &act, pre);
+  if (conv_detail::is_direct_grouped(s) || conv_detail::glanes_forward_takes<T>(s))
+    return conv_detail::depthwise_forward(out, x, w, b, s, false, &act, pre);
   forward_any(out, x, w, b, s, false, false, &act, pre);
 }
 
@@ -169,6 +171,7 @@ void backward_input_any(T* dx, const T* dout, const T* w, const Conv2dShape& s, 
   // forward's 0.10).
   if (conv_detail::is_few_channel_grouped(s) && full_pad_ok && conv_detail::is_direct_grouped(t))
     return flipped_forward();
+  if (p.groups > 1 && full_pad_ok && conv_detail::glanes_forward_takes<T>(t)) return flipped_forward();
   // Depthwise at stride 1: 1.1-2.4x faster than the input-gradient kernels
   // (MobileNetV2's, EfficientNet-B0's and ConvNeXt-T's layers, 1 and 2 threads;
   // 7x7 at 14x14: 252 -> 108 us); with dilation those stayed ahead (0.9x).
@@ -233,7 +236,8 @@ void conv2d_backward_input_act_cpu(T* dx, const T* dout, const T* w, const Conv2
 template <class T>
 void conv2d_backward_weight_cpu(T* dw, T* db, const T* dout, const T* x, const Conv2dShape& s) {
   const TeamCap cap(conv_threads(s));
-  if (conv_detail::is_direct_grouped(s)) return conv_detail::depthwise_backward_weight(dw, db, dout, x, s);
+  if (conv_detail::is_direct_grouped(s) || conv_detail::glanes_weight_takes<T>(s))
+    return conv_detail::depthwise_backward_weight(dw, db, dout, x, s);
   if constexpr (sizeof(T) == 4) {
     if (const auto c = conv_detail::winograd_choice(s, true))
       return conv_detail::winograd_backward_weight(c.tm, dw, db, dout, x, s);

@@ -46,9 +46,17 @@ bool dw_use_lanes(const Conv2dShape& s, int lanes) {
   return s.C == s.p.groups && s.F == s.C && s.OH * s.OW <= 256 && 2 * s.C >= lanes && lanes > 1;
 }
 
+// Groups of up to 32 channels and 32 filters, whole vectors of filters each
+// (ResNeXt-50's last stage, 32 a group): the lanes kernels take them too. The
+// gemm path ran them at 0.17-0.56x PyTorch (1024@7, batch 1 and 16).
+bool dw_glanes_wide(const Conv2dShape& s, int lanes) {
+  const index_t g = s.p.groups, cg = s.C / g, m = s.F / g;
+  return lanes >= 8 && g > 1 && cg >= 2 && cg <= 32 && m <= 32 && m % lanes == 0;
+}
+
 bool dw_use_glanes(const Conv2dShape& s, int lanes) {
   const index_t g = s.p.groups, m = s.F / g, P = s.OH * s.OW;
-  if (lanes < 8 || !is_few_channel_grouped(s)) return false;
+  if (lanes < 8 || !(is_few_channel_grouped(s) || dw_glanes_wide(s, lanes))) return false;
   // Measured against the row kernels (Intel Xeon, AVX-512, 1 thread, 3x3): groups
   // of 16 filters 240 -> 189 us at 14x14 (ResNeXt-50's 512 channels, batch 1);
   // groups of 8 (pairs) 63 -> 38 us at 7x7 (RegNetY's 440), 58 -> 53 at 14x14 at
@@ -60,7 +68,9 @@ bool dw_use_glanes(const Conv2dShape& s, int lanes) {
 
 bool dw_use_glanes_dw(const Conv2dShape& s, int lanes) {
   const index_t g = s.p.groups, m = s.F / g, P = s.OH * s.OW;
-  if (lanes < 8 || !is_few_channel_grouped(s) || s.KH != s.KW || (s.KH != 1 && s.KH != 3)) return false;
+  if (lanes < 8 || !(is_few_channel_grouped(s) || dw_glanes_wide(s, lanes)) || s.KH != s.KW ||
+      (s.KH != 1 && s.KH != 3))
+    return false;
   // Against the row kernels, which keep each filter's sums in memory (1 thread):
   // 440@7 151 -> 45 us, 512@14 690 -> 222, RegNetY's 48@56 groups of 8 276 -> 175
   // (batch 16 4.7-5.0 -> 2.8-3.0 ms).
@@ -430,6 +440,19 @@ void depthwise_backward_weight(T* dw, T* db, const T* dout, const T* x, const Co
   }); });
   trap.rethrow();
 }
+
+template <class T>
+bool glanes_forward_takes(const Conv2dShape& s) {
+  return dw_use_glanes(s, kernels<T>().lanes);
+}
+template <class T>
+bool glanes_weight_takes(const Conv2dShape& s) {
+  return dw_use_glanes_dw(s, kernels<T>().lanes);
+}
+template bool glanes_forward_takes<float>(const Conv2dShape&);
+template bool glanes_forward_takes<double>(const Conv2dShape&);
+template bool glanes_weight_takes<float>(const Conv2dShape&);
+template bool glanes_weight_takes<double>(const Conv2dShape&);
 
 template void depthwise_forward<float>(float*, const float*, const float*, const float*, const Conv2dShape&, bool,
                                        const ConvAct*, float*);

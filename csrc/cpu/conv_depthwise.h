@@ -126,6 +126,13 @@ inline index_t dw_lanes_wq(const DwPlan& g) { return (g.OW - 1) * g.sw + (g.KW -
 // multiple of lanes, or half of them), on small maps: the forward pass with the
 // filters in the lanes (dw_fwd_glanes).
 bool dw_use_glanes(const Conv2dShape& s, int lanes);
+// Whether depthwise_forward / depthwise_backward_weight run s with the lanes
+// kernels at this process's SIMD level (groups of up to 32 channels included,
+// which is_direct_grouped leaves to the gemm paths).
+template <class T>
+bool glanes_forward_takes(const Conv2dShape& s);
+template <class T>
+bool glanes_weight_takes(const Conv2dShape& s);
 // The weight gradient the same way (1x1 and 3x3 kernels).
 bool dw_use_glanes_dw(const Conv2dShape& s, int lanes);
 // The input gradient with the input channels in the lanes (a group's channels a

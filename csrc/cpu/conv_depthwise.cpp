@@ -46,35 +46,35 @@ bool dw_use_lanes(const Conv2dShape& s, int lanes) {
   return s.C == s.p.groups && s.F == s.C && s.OH * s.OW <= 256 && 2 * s.C >= lanes && lanes > 1;
 }
 
-// Groups of up to 32 channels and 32 filters, whole vectors of filters each
-// (ResNeXt-50's last stage, 32 a group): the lanes kernels take them too. The
-// gemm path ran them at 0.17-0.56x PyTorch (1024@7, batch 1 and 16).
-bool dw_glanes_wide(const Conv2dShape& s, int lanes) {
+// Whether a group's filters fill the lanes kernels' blocks: a multiple of the
+// lanes (the block in one group), or half of them (two groups a block). Groups of
+// 2-16 channels and filters, or of up to 32 in whole vectors of filters
+// (ResNeXt-50's last stage, 32 a group: the gemm path ran them at 0.17-0.56x
+// PyTorch, 1024@7 at batch 1 and 16).
+bool dw_glanes_fits(const Conv2dShape& s, int lanes) {
   const index_t g = s.p.groups, cg = s.C / g, m = s.F / g;
-  return lanes >= 8 && g > 1 && cg >= 2 && cg <= 32 && m <= 32 && m % lanes == 0;
+  if (lanes < 8 || g < 2 || cg < 2) return false;
+  if (m % lanes == 0) return cg <= 32 && m <= 32;
+  return 2 * m == lanes && is_few_channel_grouped(s);
 }
 
 bool dw_use_glanes(const Conv2dShape& s, int lanes) {
-  const index_t g = s.p.groups, m = s.F / g, P = s.OH * s.OW;
-  if (lanes < 8 || !(is_few_channel_grouped(s) || dw_glanes_wide(s, lanes))) return false;
+  const index_t m = s.F / s.p.groups, P = s.OH * s.OW;
+  if (!dw_glanes_fits(s, lanes)) return false;
   // Measured against the row kernels (Intel Xeon, AVX-512, 1 thread, 3x3): groups
   // of 16 filters 240 -> 189 us at 14x14 (ResNeXt-50's 512 channels, batch 1);
   // groups of 8 (pairs) 63 -> 38 us at 7x7 (RegNetY's 440), 58 -> 53 at 14x14 at
   // batch 1 but 2-6% slower at batch 16, even at 28x28, where the row kernels
   // fill 14 or 28 of 16 lanes.
   if (m % lanes == 0) return P <= 256;
-  return 2 * m == lanes && (P <= 100 || (s.N == 1 && P <= 256));
+  return P <= 100 || (s.N == 1 && P <= 256);
 }
 
 bool dw_use_glanes_dw(const Conv2dShape& s, int lanes) {
-  const index_t g = s.p.groups, m = s.F / g, P = s.OH * s.OW;
-  if (lanes < 8 || !(is_few_channel_grouped(s) || dw_glanes_wide(s, lanes)) || s.KH != s.KW ||
-      (s.KH != 1 && s.KH != 3))
-    return false;
   // Against the row kernels, which keep each filter's sums in memory (1 thread):
   // 440@7 151 -> 45 us, 512@14 690 -> 222, RegNetY's 48@56 groups of 8 276 -> 175
   // (batch 16 4.7-5.0 -> 2.8-3.0 ms).
-  return (m % lanes == 0 || 2 * m == lanes) && P <= 3136;
+  return dw_glanes_fits(s, lanes) && s.KH == s.KW && (s.KH == 1 || s.KH == 3) && s.OH * s.OW <= 3136;
 }
 
 bool dw_use_glanes_dx(const Conv2dShape& s, int lanes) {

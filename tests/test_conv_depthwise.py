@@ -157,6 +157,9 @@ for case in GROUPED:
 from test_conv_depthwise import random_grouped_cases
 for case in random_grouped_cases(seed=5, count=40):
     check_grouped(case, np.float32)
+from test_conv_depthwise import random_lanes_dx_cases
+for case in random_lanes_dx_cases(seed=9, count=30):
+    check_grouped(case, np.float32)
 print("ok")
 """
 
@@ -260,6 +263,16 @@ GROUPED = [
     (1, 64, 64, 2, 7, 7, 3, 1, 1),
     (2, 48, 64, 2, 6, 5, 3, 2, 1),
     (1, 40, 32, 2, 5, 5, 1, 1, 0),
+    # strided input gradients gathered phase by phase (dw_dx_glanes): 32 channels a
+    # group at stride 2, groups of 8 (AVX-512 pairs) on a map past 56x56, 24 filters
+    # of 16 channels, stride larger than the kernel (phases no tap reaches), a 2x2
+    # kernel at stride 3 with padding wider than the kernel, a 5x5 kernel
+    (1, 64, 64, 2, 15, 13, 3, 2, 1),
+    (1, 16, 16, 2, 59, 58, 3, 2, 1),
+    (2, 32, 48, 2, 9, 10, 3, 2, 1),
+    (1, 32, 64, 2, 9, 7, 2, 4, 0),
+    (2, 16, 16, 2, 7, 8, 2, 3, 3),
+    (1, 32, 32, 2, 11, 9, 5, 2, 2),
 ]
 
 
@@ -340,9 +353,11 @@ def random_cases(seed, count):
     return cases
 
 
-@pytest.mark.parametrize("case", [GROUPED[10], GROUPED[13], GROUPED[15]])
+@pytest.mark.parametrize("case", [GROUPED[10], GROUPED[13], GROUPED[15], GROUPED[17], (1, 16, 16, 2, 9, 8, 3, 2, 1)])
 def test_grouped_finite_differences(case):
-    # float64: 8 lanes, so groups of 8 and 16 filters broadcast, groups of 4 pair
+    # float64: 8 lanes, so groups of 8 and 16 filters broadcast, groups of 4 pair;
+    # the strided input gradient in the lanes: 4 channels a group (pairs), 8
+    # (broadcast)
     N, C, F, g, H, W, K, st, pad = case
     rng = np.random.default_rng(11)
     x, w = rng.standard_normal((N, C, H, W)), rng.standard_normal((F, C // g, K, K))
@@ -371,6 +386,30 @@ def random_grouped_cases(seed, count):
 def test_grouped_random_shapes():
     for case in random_grouped_cases(seed=5, count=40):
         check_grouped(case, np.float32)
+
+
+def random_lanes_dx_cases(seed, count):
+    """count strided grouped shapes from a seeded generator whose input channels
+    fill the lanes kernels' blocks at some SIMD level (4, 8, 16 or 32 a group),
+    4-32 filters a group, kernels 1-5, strides 2-4, uneven padding up to 4, maps up
+    to 20x20."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    while len(cases) < count:
+        cg, m, g = int(rng.choice([4, 8, 16, 32])), int(rng.integers(4, 33)), int(rng.integers(2, 4))
+        K, stride = int(rng.integers(1, 6)), int(rng.integers(2, 5))
+        H, W, N = int(rng.integers(1, 21)), int(rng.integers(1, 21)), int(rng.integers(1, 3))
+        pad = int(rng.integers(0, 5))
+        if H + 2 * pad < K or W + 2 * pad < K:
+            continue
+        cases.append((N, cg * g, m * g, g, H, W, K, stride, pad))
+    return cases
+
+
+def test_grouped_strided_input_gradient_random_shapes():
+    for case in random_lanes_dx_cases(seed=9, count=30):
+        check_grouped(case, np.float32)
+        check_grouped(case, np.float64)
 
 
 def test_depthwise_random_shapes():

@@ -181,7 +181,9 @@ void backward_input_any(T* dx, const T* dout, const T* w, const Conv2dShape& s, 
   // 7x7 at 14x14: 252 -> 108 us); with dilation those stayed ahead (0.9x).
   if (conv_detail::is_depthwise(s) && s.F == s.C && full_pad_ok && p.dilation_h == 1 && p.dilation_w == 1)
     return flipped_forward();
-  if (conv_detail::is_direct_grouped(s)) return conv_detail::depthwise_backward_input(dx, dout, w, s, act, ref);
+  // (groups of up to 32 channels, strided: the lanes kernel where it takes them)
+  if (conv_detail::is_direct_grouped(s) || (p.groups > 1 && conv_detail::glanes_input_takes<T>(s)))
+    return conv_detail::depthwise_backward_input(dx, dout, w, s, act, ref);
   // Few channels per group (the RGB layer) would leave most of the flipped gemm's
   // MR-row tiles empty: there gemm + col2im is cheaper.
   if (full_pad_ok && s.C / p.groups >= 16)

@@ -78,12 +78,9 @@ bool dw_use_glanes_dw(const Conv2dShape& s, int lanes) {
 }
 
 bool dw_use_glanes_dx(const Conv2dShape& s, int lanes) {
-  const index_t cg = s.C / s.p.groups;
-  // RegNetY-400MF's stride-2 layers, groups of 8, batch 1, 1 thread, against the
-  // row kernels: 440 at 14x14 564-613 -> 88 us, 208 at 28x28 228 -> 146, 104 at
-  // 56x56 311 -> 287 (batch 16 the same); at 112x112 (499 -> 596) the row kernels
-  // stay ahead.
-  return lanes >= 8 && is_few_channel_grouped(s) && (cg % lanes == 0 || 2 * cg == lanes) && s.H * s.W <= 3136;
+  const index_t g = s.p.groups, cg = s.C / g, m = s.F / g;
+  if (lanes < 8 || g < 2 || s.p.dilation_h != 1 || s.p.dilation_w != 1 || m > 32) return false;
+  return cg % lanes == 0 ? cg <= 32 : 2 * cg == lanes && is_few_channel_grouped(s);
 }
 
 bool dw_use_lanes_dw(const Conv2dShape& s, int lanes) {
@@ -341,14 +338,21 @@ void depthwise_backward_input(T* dx, const T* dout, const T* w, const Conv2dShap
     }); });
     return trap.rethrow();
   }
-  if (dw_use_glanes_dx(s, k.lanes)) {   // items: (image, block of k.lanes input channels)
+  if (dw_use_glanes_dx(s, k.lanes)) {
+    // items: (block of k.lanes input channels, image), the images of a block in
+    // turn (the block's weights laid out once per thread: per item, a third of
+    // 1024 at 14 -> 7 in groups of 32 at batch 16)
     const index_t L = k.lanes, blocks = (s.C + L - 1) / L, nitems = s.N * blocks;
+    const std::uint64_t call = ++prep_calls;
+    const DwDxPad pd = dw_dx_pad(g);
     parallel_for_nt(grain_threads(work, kDwGrain, nitems), nitems, [&](index_t i) { trap.run([&] {
-      const index_t n = i / blocks, c0 = (i % blocks) * L, nc = std::min(L, s.C - c0);
-      T* gbuf = scratch<T>(ScratchSlot::depthwise_prep, std::size_t(dw_lanes_hq(g) * dw_lanes_wq(g) * L));
-      T* dbuf = scratch<T>(ScratchSlot::depthwise_dy, std::size_t(2 * g.m * OHW));
+      const index_t blk = i / s.N, n = i % s.N, c0 = blk * L, nc = std::min(L, s.C - c0);
+      T* obuf = scratch<T>(ScratchSlot::depthwise_prep, std::size_t(HW * L));
+      T* dbuf = scratch<T>(ScratchSlot::depthwise_dy, std::size_t(2 * g.m * pd.rows * pd.cols));
       T* wbuf = scratch<T>(ScratchSlot::depthwise_w, std::size_t(g.m * KK * L));
-      k.dx_glanes(dx + n * s.C * HW, dout + n * s.F * OHW, w, c0, s.C, g, gbuf, dbuf, wbuf);
+      const bool have_w = tls_prep.call == call && tls_prep.wbuf == wbuf && tls_prep.block == blk;
+      tls_prep = {call, nullptr, wbuf, blk};
+      k.dx_glanes(dx + n * s.C * HW, dout + n * s.F * OHW, w, c0, s.C, g, obuf, dbuf, wbuf, have_w);
       if (act) mask_inplace(dx + (n * s.C + c0) * HW, ref + (n * s.C + c0) * HW, nc * HW, *act);
     }); });
     return trap.rethrow();
@@ -449,6 +453,12 @@ template <class T>
 bool glanes_weight_takes(const Conv2dShape& s) {
   return dw_use_glanes_dw(s, kernels<T>().lanes);
 }
+template <class T>
+bool glanes_input_takes(const Conv2dShape& s) {
+  return dw_use_glanes_dx(s, kernels<T>().lanes);
+}
+template bool glanes_input_takes<float>(const Conv2dShape&);
+template bool glanes_input_takes<double>(const Conv2dShape&);
 template bool glanes_forward_takes<float>(const Conv2dShape&);
 template bool glanes_forward_takes<double>(const Conv2dShape&);
 template bool glanes_weight_takes<float>(const Conv2dShape&);

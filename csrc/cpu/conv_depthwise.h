@@ -91,10 +91,11 @@ struct DwKernels {
   void (*dw_glanes)(T* acc, const T* x, index_t xs, const T* dout, index_t ds, index_t n0, index_t n1, index_t oh0,
                     index_t oh1, index_t f0, index_t F, const DwPlan& g, T* ibuf, T* dbuf);
   // their input gradient, a block of lanes input channels from c0 of one image
-  // (dw_use_glanes_dx); see dw_dx_glanes. gbuf: dw_lanes_hq*dw_lanes_wq*lanes,
-  // dbuf: 2*m*OH*OW, wbuf: m*KH*KW*lanes values
-  void (*dx_glanes)(T* dx, const T* dout, const T* w, index_t c0, index_t C, const DwPlan& g, T* gbuf, T* dbuf,
-                    T* wbuf);
+  // (dw_use_glanes_dx); see dw_dx_glanes. obuf: H*W*lanes, dbuf: 2*m*rows*cols
+  // (dw_dx_pad), wbuf: m*KH*KW*lanes values; have_w: wbuf holds this block's
+  // weights
+  void (*dx_glanes)(T* dx, const T* dout, const T* w, index_t c0, index_t C, const DwPlan& g, T* obuf, T* dbuf,
+                    T* wbuf, bool have_w);
 };
 inline index_t dw_flat_slack(const DwPlan& g) { return kDwLanes + (g.KW - 1) * g.dw + 1; }
 // A flat forward's scratch: cg prepared planes with their slack, and one tmp plane
@@ -136,8 +137,23 @@ bool glanes_weight_takes(const Conv2dShape& s);
 // The weight gradient the same way (1x1 and 3x3 kernels).
 bool dw_use_glanes_dw(const Conv2dShape& s, int lanes);
 // The input gradient with the input channels in the lanes (a group's channels a
-// multiple of lanes, or half of them).
+// multiple of lanes, or half of them; dilation 1).
 bool dw_use_glanes_dx(const Conv2dShape& s, int lanes);
+template <class T>
+bool glanes_input_takes(const Conv2dShape& s);
+// dw_dx_glanes's padded output-gradient planes: rows [r0, r0 + rows) and columns
+// [q0, q0 + cols) of dout's grid, which every phase's taps reach from the input
+// positions (a = (ih + pt) / sh down to a - (KH - 1) / sh), zeros outside dout.
+struct DwDxPad {
+  index_t r0, rows, q0, cols;
+};
+inline DwDxPad dw_dx_pad(const DwPlan& g) {
+  const index_t r0 = std::min<index_t>(0, g.pt / g.sh - (g.KH - 1) / g.sh);
+  const index_t q0 = std::min<index_t>(0, g.pl / g.sw - (g.KW - 1) / g.sw);
+  const index_t r1 = std::max<index_t>(g.OH, (g.H - 1 + g.pt) / g.sh + 1);
+  const index_t q1 = std::max<index_t>(g.OW, (g.W - 1 + g.pl) / g.sw + 1);
+  return {r0, r1 - r0, q0, q1 - q0};
+}
 inline bool dw_glanes_pair(const DwPlan& g, int lanes) { return 2 * g.m == lanes; }
 inline index_t dw_glanes_ibuf(const DwPlan& g, int lanes) {
   return dw_lanes_hq(g) * dw_lanes_wq(g) * g.cg * (dw_glanes_pair(g, lanes) ? 2 : 1);

@@ -154,6 +154,11 @@ void backward_input_any(T* dx, const T* dout, const T* w, const Conv2dShape& s, 
   // and flipped, (C, Fg, KH, KW): wt[g,c][f][k] = w[g,f][c][KK-1-k], in a scratch
   // buffer (a fresh vector, past 128 KB, mapped and faulted in new pages each call).
   auto flipped_forward = [&]() {
+    // (the lanes kernel lays the filters out flipped itself, where its blocks
+    // hold one group)
+    if (p.groups > 1 && conv_detail::glanes_flipped_takes<T>(t))
+      return conv_detail::depthwise_forward(dx, dout, w, static_cast<const T*>(nullptr), t, false, act,
+                                            const_cast<T*>(ref), true);
     const index_t Cg = s.C / p.groups, Fg = s.F / p.groups, KK = s.KH * s.KW;
     T* wt = scratch<T>(ScratchSlot::depthwise_flip, std::size_t(s.C * Fg * KK));
     // rows o = (gi Cg + c) Fg + f, split by group between threads (1024 channels

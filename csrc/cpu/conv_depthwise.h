@@ -20,10 +20,12 @@ inline bool is_few_channel_grouped(const Conv2dShape& s) {
 inline bool is_direct_grouped(const Conv2dShape& s) { return is_depthwise(s) || is_few_channel_grouped(s); }
 
 // act (or null): an activation applied to each item's output planes while they are
-// in cache, their values before it copied to pre when pre is not null.
+// in cache, their values before it copied to pre when pre is not null. flipped
+// (glanes_flipped_takes(s), b null): the pass is the input gradient of a stride-1
+// layer, w that layer's filters (s.F, s.C/groups, KH, KW), unflipped.
 template <class T>
 void depthwise_forward(T* out, const T* x, const T* w, const T* b, const Conv2dShape& s, bool relu,
-                       const ConvAct* act = nullptr, T* pre = nullptr);
+                       const ConvAct* act = nullptr, T* pre = nullptr, bool flipped = false);
 template <class T>
 void depthwise_backward_input(T* dx, const T* dout, const T* w, const Conv2dShape& s,
                               const ConvAct* act = nullptr, const T* ref = nullptr);
@@ -84,7 +86,7 @@ struct DwKernels {
   // (dw_use_glanes); see dw_fwd_glanes. ibuf: dw_glanes_ibuf, obuf: OH*OW*lanes,
   // wbuf: (cg*KH*KW + 1)*lanes values
   void (*fwd_glanes)(T* out, const T* x, const T* w, const T* b, index_t f0, index_t F, const DwPlan& g, bool relu,
-                     T* ibuf, T* obuf, T* wbuf, bool have_w, bool padded);
+                     T* ibuf, T* obuf, T* wbuf, bool have_w, bool padded, bool flipped);
   // their weight gradient's sums, a block over images [n0, n1) and output rows
   // [oh0, oh1) (dw_use_glanes_dw); see dw_dw_glanes. acc: (cg*KH*KW + 1)*lanes
   // values, dbuf: OH*OW*lanes
@@ -134,6 +136,10 @@ template <class T>
 bool glanes_forward_takes(const Conv2dShape& s);
 template <class T>
 bool glanes_weight_takes(const Conv2dShape& s);
+// ... and the forward s with depthwise_forward's flipped weights (one group a
+// block of lanes filters)
+template <class T>
+bool glanes_flipped_takes(const Conv2dShape& s);
 // The weight gradient the same way (1x1 and 3x3 kernels).
 bool dw_use_glanes_dw(const Conv2dShape& s, int lanes);
 // The input gradient with the input channels in the lanes (a group's channels a

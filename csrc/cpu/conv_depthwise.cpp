@@ -439,12 +439,16 @@ void depthwise_backward_weight(T* dw, T* db, const T* dout, const T* x, const Co
   const std::size_t dy_n = std::size_t(g.flat ? 2 * dw_flat_dw_half(g) : g.OH * g.OWr),
                     acc_n = std::size_t(g.m * (g.cg * KK + 1) * kDwLanes);
   const double work = double(s.N) * double(s.F) * double(OHW) * double(g.cg * KK + 2);
+  const std::uint64_t call = ++prep_calls;
   parallel_for_nt(grain_threads(work, kDwGrain, G), G, [&](index_t gi) { trap.run([&] {
     T* prep = scratch<T>(ScratchSlot::depthwise_prep, std::size_t(g.cg * (g.flat ? dw_flat_dw_plane(g) : g.PS)));
     T* dy = scratch<T>(ScratchSlot::depthwise_dy, dy_n * std::size_t(dw_dw_planes(g)));
     T* accv = scratch<T>(ScratchSlot::depthwise_w, acc_n);
+    // the zeros around x are in place where this thread's last group was this call's
+    const bool padded = tls_prep.call == call && tls_prep.buf == prep;
+    tls_prep = {call, prep, nullptr, -1};
     k.dw_channel(dw + gi * g.m * g.cg * KK, db ? db + gi * g.m : nullptr, x + gi * g.cg * HW, s.C * HW,
-                 dout + gi * g.m * OHW, s.F * OHW, s.N, g, prep, dy, accv);
+                 dout + gi * g.m * OHW, s.F * OHW, s.N, g, prep, dy, accv, padded);
   }); });
   trap.rethrow();
 }

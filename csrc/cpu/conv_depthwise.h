@@ -66,8 +66,9 @@ struct DwKernels {
   void (*fwd_plane)(T* out, const T* x, const T* w, const T* b, const DwPlan& g, bool relu, T* prep,
                     bool padded);
   void (*dx_plane)(T* dx, const T* dout, const T* w, const DwPlan& g, T* dprep, index_t* toff, T* tw, T* row);
+  // (padded: as fwd_plane's)
   void (*dw_channel)(T* dw, T* db, const T* x, index_t xs, const T* dout, index_t ds, index_t N, const DwPlan& g,
-                     T* prep, T* dy, T* accv);
+                     T* prep, T* dy, T* accv, bool padded);
   int lanes;
   // a flat plan (dw_use_flat); prep: dw_flat_prep_size, tmp: dw_flat_tmp_size values
   void (*fwd_flat)(T* out, const T* x, const T* w, const T* b, const DwPlan& g, bool relu, T* prep, T* tmp);

@@ -160,7 +160,7 @@ def run_side(side, shapes_arg, batches, threads, simd):
 def run_networks(args):
     """Whole networks through imported_worker.py, each library in its own process."""
     wk = os.path.join(os.path.dirname(os.path.abspath(__file__)), "imported_worker.py")
-    env = dict(os.environ)
+    env = dict(os.environ, PYTHONFAULTHANDLER="1")   # a crash prints its traceback
     if args.simd:
         env.update(simd_env(args.simd))
     rows = []
@@ -176,7 +176,9 @@ def run_networks(args):
                                           "--reps", "5", "--passes", "fwd", "fwdgrad"],
                                          capture_output=True, text=True, env=env)
                     if out.returncode:
-                        print(f"  {name} {side}: failed: {out.stderr.strip().splitlines()[-1:]}", flush=True)
+                        # (a signal leaves stderr empty: the exit status names it)
+                        print(f"  {name} {side}: failed with exit status {out.returncode}: "
+                              f"{out.stderr.strip().splitlines()[-3:]}", flush=True)
                         ok = False
                         break
                     res[side].append(json.loads(out.stdout.strip().splitlines()[-1]))

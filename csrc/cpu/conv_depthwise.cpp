@@ -249,7 +249,8 @@ void depthwise_forward(T* out, const T* x, const T* w, const T* b, const Conv2dS
   if (dw_use_glanes(s, k.lanes)) {
     // items: (block of k.lanes filters, image), the images of a block in turn (the
     // block's weights laid out once per thread)
-    const index_t L = k.lanes, blocks = (s.F + L - 1) / L, nitems = s.N * blocks;
+    const int fv = dw_glanes_fv(g, k.lanes);
+    const index_t L = k.lanes * fv, blocks = (s.F + L - 1) / L, nitems = s.N * blocks;
     parallel_for_nt(grain_threads(work, kDwGrain, nitems), nitems, [&](index_t i) { trap.run([&] {
       const index_t blk = i / s.N, n = i % s.N;
       T* ibuf = scratch<T>(ScratchSlot::depthwise_prep, std::size_t(dw_glanes_ibuf(g, k.lanes)));
@@ -259,7 +260,7 @@ void depthwise_forward(T* out, const T* x, const T* w, const T* b, const Conv2dS
       const bool have_w = same && tls_prep.block == blk;
       tls_prep = {call, ibuf, wbuf, blk};
       T* on = out + n * s.F * OHW;
-      k.fwd_glanes(on, x + n * s.C * HW, w, b, blk * L, s.F, g, relu, ibuf, obuf, wbuf, have_w, same, flipped);
+      k.fwd_glanes(on, x + n * s.C * HW, w, b, blk * L, s.F, g, relu, ibuf, obuf, wbuf, have_w, same, flipped, fv);
       if (act) {
         const index_t f0 = blk * L, nf = std::min(L, s.F - f0);
         apply_act(on + f0 * OHW, pre ? pre + n * s.F * OHW + f0 * OHW : nullptr, nf * OHW, *act);

@@ -367,20 +367,29 @@ def test_grouped_finite_differences(case):
     check_finite_differences(x, w, b, dout, kw, rng)
 
 
-def random_grouped_cases(seed, count):
-    """count grouped shapes from a seeded generator: 2-16 channels and 4, 8 or 16
-    filters per group (the lanes kernels' blocks: one group, two, or four), maps up
-    to 16x16, strides 1-3, padding up to 3."""
+def grouped_cases(seed, count, draw):
+    """count grouped shapes (N, C, F, groups, H, W, K, stride, pad) from a seeded
+    generator: draw(rng) -> (cg, m, g, K, stride, pad, H, W, N), kept where the
+    layer is valid."""
     rng = np.random.default_rng(seed)
     cases = []
     while len(cases) < count:
-        cg, m, g = int(rng.integers(2, 17)), int(rng.choice([4, 8, 16])), int(rng.integers(1, 6))
-        K, stride, pad = int(rng.choice([1, 3, 5])), int(rng.integers(1, 4)), int(rng.integers(0, 4))
-        H, W, N = int(rng.integers(1, 17)), int(rng.integers(1, 17)), int(rng.integers(1, 3))
+        cg, m, g, K, stride, pad, H, W, N = draw(rng)
         if g == 1 or H + 2 * pad < K or W + 2 * pad < K:
             continue
         cases.append((N, cg * g, m * g, g, H, W, K, stride, pad))
     return cases
+
+
+def random_grouped_cases(seed, count):
+    """2-16 channels and 4, 8 or 16 filters per group (the lanes kernels' blocks:
+    one group, two, or four), maps up to 16x16, strides 1-3, padding up to 3."""
+    def draw(rng):
+        cg, m, g = int(rng.integers(2, 17)), int(rng.choice([4, 8, 16])), int(rng.integers(1, 6))
+        K, stride, pad = int(rng.choice([1, 3, 5])), int(rng.integers(1, 4)), int(rng.integers(0, 4))
+        H, W, N = int(rng.integers(1, 17)), int(rng.integers(1, 17)), int(rng.integers(1, 3))
+        return cg, m, g, K, stride, pad, H, W, N
+    return grouped_cases(seed, count, draw)
 
 
 def test_grouped_random_shapes():
@@ -389,22 +398,16 @@ def test_grouped_random_shapes():
 
 
 def random_lanes_dx_cases(seed, count):
-    """count grouped shapes from a seeded generator whose input channels fill the
-    lanes kernels' blocks at some SIMD level (4, 8, 16 or 32 a group), 4-32
-    filters a group, kernels 1-5, strides 1-4 (stride 1 with padding past the
-    kernel's reach takes the gathering kernel too), padding up to 4, maps up to
-    20x20."""
-    rng = np.random.default_rng(seed)
-    cases = []
-    while len(cases) < count:
+    """Input channels that fill the lanes kernels' blocks at some SIMD level (4, 8,
+    16 or 32 a group), 4-32 filters a group, kernels 1-5, strides 1-4 (stride 1
+    with padding past the kernel's reach takes the gathering kernel too), padding
+    up to 4, maps up to 20x20."""
+    def draw(rng):
         cg, m, g = int(rng.choice([4, 8, 16, 32])), int(rng.integers(4, 33)), int(rng.integers(2, 4))
         K, stride = int(rng.integers(1, 6)), int(rng.integers(1, 5))
         H, W, N = int(rng.integers(1, 21)), int(rng.integers(1, 21)), int(rng.integers(1, 3))
-        pad = int(rng.integers(0, 5))
-        if H + 2 * pad < K or W + 2 * pad < K:
-            continue
-        cases.append((N, cg * g, m * g, g, H, W, K, stride, pad))
-    return cases
+        return cg, m, g, K, stride, int(rng.integers(0, 5)), H, W, N
+    return grouped_cases(seed, count, draw)
 
 
 def test_grouped_lanes_input_gradient_random_shapes():

@@ -734,3 +734,37 @@ def test_scratch_sized_for_the_largest_k_block():
     env = dict(os.environ, OMP_NUM_THREADS="2")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]
+
+
+def test_geometry_arguments_of_every_form():
+    """The bindings read Python ints and tuples of them without the general
+    sequence path; every other form the general path took still gives the same
+    result or the same refusal (bools, floats, overflowing ints, numpy integers,
+    lists, wrong lengths)."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 2, 7, 6)).astype(np.float32)
+    w = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
+    want = ref.conv2d_forward(x.astype(np.float64), w.astype(np.float64), None, stride=(2, 1),
+                              padding=(1, 1, 0, 2), dilation=1, groups=1)
+    forms = [((2, 1), (1, 1, 0, 2), 1), ([2, 1], [1, 1, 0, 2], (1,)), ((np.int64(2), 1), (1, 1, 0, 2), np.int32(1)),
+             (np.array([2, 1]), np.array([1, 1, 0, 2]), (1, 1))]
+    for stride, pad, dil in forms:
+        out = _core.conv2d_forward(x, w, None, stride, pad, dil, 1)
+        close(out, want, np.float32, 18)
+    sym = _core.conv2d_forward(x, w, None, 1, (1, 2), 1, 1)   # (pad_h, pad_w)
+    close(sym, ref.conv2d_forward(x.astype(np.float64), w.astype(np.float64), None, stride=1, padding=(1, 1, 2, 2),
+                                  dilation=1, groups=1), np.float32, 18)
+    for stride in [(True, 1), (2.0, 1), 2.0, True, "2", (1, 2, 3), (), (1, None)]:
+        with pytest.raises((TypeError, ValueError), match="stride"):
+            _core.conv2d_forward(x, w, None, stride, 0, 1, 1)
+    for stride in [2**70, (1, 2**70), (0, 1), (-1, 1)]:
+        with pytest.raises(ValueError, match="stride"):
+            _core.conv2d_forward(x, w, None, stride, 0, 1, 1)
+    for pad in [(1, 2, 3), (1, 1, 1, 1, 1), (-1, 0), 2**64, (0, False)]:
+        with pytest.raises((TypeError, ValueError), match="padding"):
+            _core.conv2d_forward(x, w, None, 1, pad, 1, 1)
+    # arrays the kernels read as they are and arrays they need converted give the same
+    for xx in (x.astype(np.float64).astype(np.float32), np.asfortranarray(x), x.astype(">f4"),
+               np.frombuffer(b"\0" + x.tobytes(), np.float32, x.size, 1).reshape(x.shape)):
+        np.testing.assert_array_equal(_core.conv2d_forward(xx, w, None, 1, 1, 1, 1),
+                                      _core.conv2d_forward(x, w, None, 1, 1, 1, 1))

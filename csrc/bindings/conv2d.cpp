@@ -15,8 +15,15 @@ constexpr std::int64_t kMaxParam = std::int64_t(1) << 31;
 
 std::pair<std::int64_t, std::int64_t> checked_pair(const py::handle& obj, const char* fn, const char* name,
                                                    std::int64_t min_value) {
-  auto v = int_values(obj, fn, name, "an int or a pair of ints");
-  if (v.size() == 1) v.push_back(v[0]);
+  std::int64_t f[4];
+  const int n = exact_ints(obj, f);
+  std::vector<std::int64_t> v;
+  if (n == 1 || n == 2) {
+    v.assign({f[0], f[n - 1]});
+  } else {
+    v = int_values(obj, fn, name, "an int or a pair of ints");
+    if (v.size() == 1) v.push_back(v[0]);
+  }
   if (v.size() != 2)
     throw py::value_error(cat(fn, ": ", name, " must be an int or a pair of ints, got ", std::string(py::repr(obj))));
   if (v[0] < min_value || v[1] < min_value)
@@ -78,23 +85,26 @@ void check_dims(const py::array& a, const char* fn, const char* name) {
 }
 
 // The shape of the convolution, with the checks every entry point shares.
-// x_name/x_shape describe where C, H, W came from (x itself or input_hw).
+// where() describes the arrays C, H, W came from (x itself or input_hw) for the
+// messages; called only to build one (formatting it on every call was a fifth of
+// a small layer's call).
+template <class Where>
 Conv2dShape make_shape(const char* fn, index_t N, index_t C, index_t H, index_t W, index_t F, index_t Cw,
-                       index_t KH, index_t KW, const Conv2dParams& p, const std::string& where) {
+                       index_t KH, index_t KW, const Conv2dParams& p, const Where& where) {
   if (F % p.groups)
     throw py::value_error(cat(fn, ": the number of filters F=", F, " is not divisible by groups=", p.groups, "; ",
-                              where));
+                              where()));
   if (C % p.groups)
     throw py::value_error(cat(fn, ": the number of input channels C=", C, " is not divisible by groups=", p.groups,
-                              "; ", where));
+                              "; ", where()));
   if (Cw * p.groups != C)
     throw py::value_error(cat(fn, ": w expects ", Cw, " input channels per group but x has ", C,
-                              " channels (groups=", p.groups, "); ", where));
+                              " channels (groups=", p.groups, "); ", where()));
   Conv2dShape s = conv2d_shape(N, C, H, W, F, KH, KW, p);
   if (s.OH < 1 || s.OW < 1)
     throw py::value_error(cat(fn, ": kernel (", KH, ", ", KW, ") with dilation (", p.dilation_h, ", ", p.dilation_w,
                               ") is larger than the padded input (", H + p.pad_top + p.pad_bottom, ", ",
-                              W + p.pad_left + p.pad_right, "); ", params_str(p), "; ", where));
+                              W + p.pad_left + p.pad_right, "); ", params_str(p), "; ", where()));
   return s;
 }
 
@@ -113,7 +123,7 @@ py::object forward_impl(const py::array& x_in, const py::handle& w_obj, const py
   check_nonempty(w, fn, "w");
   check_dims(x, fn, "x");
   check_dims(w, fn, "w");
-  const std::string where = cat("x shape ", shape_str(x), ", w shape ", shape_str(w));
+  const auto where = [&] { return cat("x shape ", shape_str(x), ", w shape ", shape_str(w)); };
   Conv2dShape s =
       make_shape(fn, x.shape(0), x.shape(1), x.shape(2), x.shape(3), w.shape(0), w.shape(1), w.shape(2),
                  w.shape(3), p, where);
@@ -204,16 +214,18 @@ py::array backward_input_impl(const py::array& d_in, const py::handle& w_obj, co
     throw py::value_error(cat(fn, ": dout shape ", shape_str(dout), " and w shape ", shape_str(w), " (groups=",
                               p.groups, ") give dx of shape (", N, ", ", C, ", ", hw.first, ", ", hw.second,
                               "), not the input shape (", full[0], ", ", full[1], ", ", full[2], ", ", full[3], ")"));
-  const std::string where = cat("dout shape ", shape_str(dout), ", w shape ", shape_str(w), ", input_hw (",
-                                hw.first, ", ", hw.second, ")");
+  const auto where = [&] {
+    return cat("dout shape ", shape_str(dout), ", w shape ", shape_str(w), ", input_hw (", hw.first, ", ", hw.second,
+               ")");
+  };
   if (F % p.groups)
     throw py::value_error(cat(fn, ": the number of filters F=", F, " is not divisible by groups=", p.groups,
-                              "; ", where));
+                              "; ", where()));
   Conv2dShape s = make_shape(fn, N, C, hw.first, hw.second, F, w.shape(1), w.shape(2), w.shape(3), p, where);
   if (dout.shape(1) != s.F || dout.shape(2) != s.OH || dout.shape(3) != s.OW)
     throw py::value_error(cat(fn, ": dout must have shape (", N, ", ", s.F, ", ", s.OH, ", ", s.OW,
                               ") (the forward output for this input size and w), got ", shape_str(dout), "; ",
-                              params_str(p), "; ", where));
+                              params_str(p), "; ", where()));
   auto dx = empty_array<T>({py::ssize_t(N), py::ssize_t(C), py::ssize_t(s.H), py::ssize_t(s.W)});
   T* dxp = dx.mutable_data();
   const T* dp = dout.data();
@@ -251,16 +263,18 @@ py::tuple backward_weight_impl(const py::array& d_in, const py::handle& x_obj, c
   check_dims(x, kBwdW, "x");
   auto khw = checked_pair(khw_obj, kBwdW, "kernel_hw", 1);
   const index_t N = x.shape(0), C = x.shape(1), F = dout.shape(1);
-  const std::string where = cat("dout shape ", shape_str(dout), ", x shape ", shape_str(x), ", kernel_hw (",
-                                khw.first, ", ", khw.second, ")");
+  const auto where = [&] {
+    return cat("dout shape ", shape_str(dout), ", x shape ", shape_str(x), ", kernel_hw (", khw.first, ", ",
+               khw.second, ")");
+  };
   if (C % p.groups)
     throw py::value_error(cat(kBwdW, ": the number of input channels C=", C, " is not divisible by groups=",
-                              p.groups, "; ", where));
+                              p.groups, "; ", where()));
   Conv2dShape s = make_shape(kBwdW, N, C, x.shape(2), x.shape(3), F, C / p.groups, khw.first, khw.second, p, where);
   if (dout.shape(0) != N || dout.shape(2) != s.OH || dout.shape(3) != s.OW)
     throw py::value_error(cat(kBwdW, ": dout must have shape (", N, ", ", F, ", ", s.OH, ", ", s.OW,
                               ") (the forward output for this x and kernel), got ", shape_str(dout), "; ",
-                              params_str(p), "; ", where));
+                              params_str(p), "; ", where()));
   auto dw = empty_array<T>({py::ssize_t(F), py::ssize_t(C / p.groups), py::ssize_t(s.KH), py::ssize_t(s.KW)});
   py::object db = py::none();
   T* dbp = nullptr;

@@ -79,6 +79,11 @@ template <class T>
 inline py::array_t<T, py::array::c_style> as_array(const py::handle& obj, const char* fn, const char* name) {
   if (py::isinstance<py::array>(obj)) {
     py::array a = py::reinterpret_borrow<py::array>(obj);
+    // already what the kernels read (every layer's arrays on every pass): taken as
+    // is, without numpy's conversion machinery (a third of a small layer's call)
+    constexpr int kReady = py::array::c_style | kNpyAligned;
+    if ((a.flags() & kReady) == kReady && a.dtype().is(py::dtype::of<T>()))
+      return py::reinterpret_borrow<py::array_t<T, py::array::c_style>>(obj);
     const auto k = a.dtype().kind();
     if (k == 'c' || k == 'O' || k == 'U' || k == 'S' || k == 'V' || k == 'M' || k == 'm')
       throw py::type_error(cat(fn, ": ", name, " has unsupported dtype ", std::string(py::str(a.dtype()))));
@@ -121,9 +126,36 @@ inline std::int64_t int_value(const py::handle& h, const py::handle& whole, cons
   return std::int64_t(v);
 }
 
+// The values of a Python int or a tuple of 1 to 4 Python ints (what the layers
+// pass on every call), without int_values' checks and allocations: their count,
+// or 0 for anything else (int_values then decides). Overflowing ints give 0.
+inline int exact_ints(const py::handle& obj, std::int64_t (&out)[4]) {
+  PyObject* o = obj.ptr();
+  auto one = [](PyObject* item, std::int64_t& v) {
+    if (!PyLong_CheckExact(item)) return false;
+    int overflow = 0;
+    const long long x = PyLong_AsLongLongAndOverflow(item, &overflow);
+    if (overflow || (x == -1 && PyErr_Occurred())) {
+      PyErr_Clear();
+      return false;
+    }
+    v = std::int64_t(x);
+    return true;
+  };
+  if (PyLong_CheckExact(o)) return one(o, out[0]) ? 1 : 0;
+  if (!PyTuple_CheckExact(o)) return 0;
+  const Py_ssize_t n = PyTuple_GET_SIZE(o);
+  if (n < 1 || n > 4) return 0;
+  for (Py_ssize_t i = 0; i < n; ++i)
+    if (!one(PyTuple_GET_ITEM(o, i), out[i])) return 0;
+  return int(n);
+}
+
 // An int, or a sequence of ints (the caller checks how many).
 inline std::vector<std::int64_t> int_values(const py::handle& obj, const char* fn, const char* name,
                                             const char* expect) {
+  std::int64_t fast[4];
+  if (const int n = exact_ints(obj, fast)) return std::vector<std::int64_t>(fast, fast + n);
   const bool seq = py::isinstance<py::sequence>(obj) && !py::isinstance<py::str>(obj) &&
                    !(py::isinstance<py::array>(obj) && py::reinterpret_borrow<py::array>(obj).ndim() == 0);
   if (!seq) return {int_value(obj, obj, fn, name, expect)};

@@ -123,3 +123,25 @@ def test_broadcasting_shape_errors():
         m2.forward(np.zeros((1, 3, 6, 6), np.float32))
     with pytest.raises(ValueError, match="takes 2 input"):
         m2.add("three", Mul(), inputs=["conv", "conv", "conv"])
+
+
+def test_conv_input_checks_after_a_pass():
+    """A convolution remembers the last input shape it accepted (a gradient loop
+    repeats the check on every pass); a pass with another size is checked again and
+    a wrong channel count or a too-small image is refused with the layer's message."""
+    m = Model(input_shape=(3, 8, 8))
+    m.add("conv", Conv2d(3, 4, 5)).add("act", SiLU()).add("pool", GlobalAvgPool(keepdims=False))
+    m.add("fc", Linear(4, 2))
+    X = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    for _ in range(2):
+        ok, _ = m.forward(X, cache=False)
+        assert ok.shape == (2, 2)
+    with pytest.raises(ValueError, match=r"'conv' \(Conv2d\): input 4x4 is too small for a 5x5 kernel"):
+        m.forward(X[:, :, :4, :4])
+    layer = m.node("conv").layer
+    with pytest.raises(ValueError, match=r"expects input \(N, 3, H, W\), got \(N, 2, 8, 8\)"):
+        layer.forward([X[:, :2]], {"weight": m.params["conv.weight"], "bias": m.params["conv.bias"]}, {}, "test",
+                      None)
+    with pytest.raises(ValueError, match=r"expects input \(N, 3, H, W\), got an array of shape \(2, 3, 8, 8, 1\)"):
+        layer.forward_act([X[..., None]], {"weight": m.params["conv.weight"]}, ("silu",))
+    assert np.array_equal(m.forward(X, cache=False)[0], ok)

@@ -78,6 +78,16 @@ class Conv2d(Layer):
             raise ValueError(f"input {s[1]}x{s[2]} is too small for a {kh}x{kw} kernel with padding {self.padding}")
         return (self.out_channels, h, w)
 
+    _checked_input = None   # the last (C, H, W) output_shape accepted
+
+    def _check_input(self, x):
+        """output_shape's checks of x (N, C, H, W), remembered for the next call with
+        the same (C, H, W): a gradient loop repeats them on every layer of every pass."""
+        if x.ndim != 4:
+            raise ValueError(f"expects input (N, {self.in_channels}, H, W), got an array of shape {x.shape}")
+        self.output_shape([x.shape[1:]])
+        self._checked_input = x.shape[1:]
+
     def _param(self):
         return dict(stride=self.stride, pad=self.padding, dilation=self.dilation, groups=self.groups)
 
@@ -93,7 +103,8 @@ class Conv2d(Layer):
     def forward(self, inputs, params, buffers, mode, rng, relu=False):
         """relu=True returns max(conv, 0) (the model fuses a ReLU that only reads this layer)."""
         x = inputs[0]
-        self.output_shape([x.shape[1:]] if x.ndim == 4 else [x.shape])
+        if x.shape[1:] != self._checked_input or x.ndim != 4:
+            self._check_input(x)
         return F.conv2d_run(x, params["weight"], params.get("bias"),
                            (self.stride, self.padding, self.dilation, self.groups), relu)
 
@@ -109,7 +120,8 @@ class Conv2d(Layer):
         :meth:`forward` returns it.
         """
         x = inputs[0]
-        self.output_shape([x.shape[1:]] if x.ndim == 4 else [x.shape])
+        if x.shape[1:] != self._checked_input or x.ndim != 4:
+            self._check_input(x)
         x = F.float_array(x, "x")
         w = F._like(params["weight"], x.dtype, "w")
         b = F._like(params.get("bias"), x.dtype, "b")

@@ -58,7 +58,7 @@ def _is_gate(g, shape):
     (N or 1, C, 1, ...) with C > 1 and a larger tensor, so that numpy broadcasting
     gives ``shape``."""
     return (g.ndim == len(shape) and g.shape[0] in (1, shape[0]) and g.shape[1] == shape[1] > 1
-            and all(v == 1 for v in g.shape[2:]) and g.size < int(np.prod(shape)))
+            and all(v == 1 for v in g.shape[2:]) and g.size < math.prod(shape))
 
 
 def _gate2d(g):

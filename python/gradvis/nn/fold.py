@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _core
 from . import functional as F
 
 __all__ = ["Folded", "FoldedBatchNorm", "FoldedScale", "GateFold", "folded_conv_forward", "foldable_scale",
@@ -191,7 +192,7 @@ class GateFold:
 
     def weight(self, w):
         """The convolution's weights (F, C, KH, KW) times the gate per input channel."""
-        return w * self.gate.reshape(1, -1, 1, 1).astype(w.dtype, copy=False)
+        return _core.channel_scale_forward(w, self.gate.reshape(-1).astype(w.dtype, copy=False))
 
 
 def gate_fold(operands, conv_weight):

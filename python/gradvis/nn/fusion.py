@@ -30,7 +30,11 @@ from .elementwise import Mul, Scale
 from .fold import foldable_scale
 from .norm import BatchNorm2d
 
-__all__ = ["readers", "relu_fusions", "act_fusions", "batchnorm_folds", "gate_folds", "backward_masks"]
+__all__ = ["readers", "relu_fusions", "act_fusions", "batchnorm_folds", "gate_folds", "backward_masks",
+           "forward_steps"]
+
+# What Model.forward does at a node (forward_steps)
+SKIP, TAKE, RUN, RELU, ACT, FOLD = range(6)
 
 
 def readers(nodes):
@@ -116,3 +120,29 @@ def backward_masks(nodes, index, s, e, needed, outputs):
         if spec is not None:
             masks[j] = (a, spec)
     return masks
+
+
+def forward_steps(nodes, s, e, needed, fused, keys, folds, frees, gates):
+    """What Model.forward does at each node of s..e, decided once per plan (a pass
+    over an ImageNet network's 200-odd nodes spent a tenth of its time outside the
+    kernels, much of it re-deciding this per node): ``(SKIP,)`` for a node the
+    outputs do not need; ``(TAKE, i, conv, name, folded)`` for a batch norm
+    (``folded``) or activation the convolution before it applied; else ``(kind,
+    i, node, inputs, param keys, buffer keys, gate weight key or None, tensors
+    to free after it)``, kind RUN, RELU (a fused ReLU), ACT (a fused activation) or
+    FOLD (a folded batch norm or scale). ``fused``, ``folds`` and ``gates`` are
+    the plan's, ``keys[i]`` node i's (parameter, buffer) key pairs, ``frees[i]``
+    the tensors node i reads last."""
+    steps = []
+    for i in range(s, e + 1):
+        node = nodes[i]
+        if i not in needed:
+            steps.append((SKIP,))
+        elif i - 1 in folds or i - 1 in fused:
+            steps.append((TAKE, i, nodes[i - 1].name, node.name, i - 1 in folds))
+        else:
+            kind = FOLD if i in folds else ACT if fused.get(i) is not None else RELU if i in fused else RUN
+            gate_key = nodes[i + 1].name + ".weight" if i in gates else None
+            pkeys, bkeys = keys[i]
+            steps.append((kind, i, node, tuple(node.inputs), pkeys, bkeys, gate_key, tuple(frees.get(i, ()))))
+    return steps

@@ -40,6 +40,7 @@ from . import fusion
 from .fold import Folded, GateFold, folded_conv_forward, gate_fold
 from .linear import Linear
 from .losses import softmax_cross_entropy
+from .fusion import ACT as _ACT, FOLD as _FOLD, RELU as _RELU, RUN as _RUN, SKIP as _SKIP, TAKE as _TAKE
 from .module import INPUT, Layer, LayerNotFoundError
 
 __all__ = ["Model", "Node", "check_model", "check_classifier"]
@@ -425,65 +426,61 @@ class Model:
                 raise ValueError(f"cannot start at {first.name!r}: it reads several tensors {first.inputs}")
             bound = first.inputs[0]
         rng = self.rng if rng is None else rng
-        needed, fused, keys, folds, masks, frees, gates = self._plan(s, e, outputs, bound, mode)
+        needed, fused, keys, folds, masks, frees, gates, steps = self._plan(s, e, outputs, bound, mode)
         tensors = {bound: X}
         shapes = {}
         caches = []
         act_caches = {}
-        for i in range(s, e + 1):
-            node = self.nodes[i]
-            if i not in needed:      # a branch the requested outputs do not depend on
+        P, B = self.params, self.buffers
+        for step in steps:
+            kind = step[0]
+            if kind == _TAKE:      # the convolution before it applied this batch norm or activation
+                _, i, conv, name, folded = step
+                out = tensors[name] = tensors.pop(conv)
+                shapes[conv] = out.shape
+                # a fused relu's backward masks with out > 0, as with its input; the others
+                # get the cache their own forward returns (conv.fused_act_cache)
+                c = act_caches.pop(i) if folded else act_caches.pop(i, out)
+                caches.append(c if cache_on else None)
+                continue
+            if kind == _SKIP:      # a branch the requested outputs do not depend on
                 caches.append(None)
                 continue
-            if i - 1 in folds:       # a batch norm the convolution before it applied
-                conv = self.nodes[i - 1].name
-                out = tensors[node.name] = tensors.pop(conv)
-                shapes[conv] = out.shape
-                c = act_caches.pop(i)
-                caches.append(c if cache_on else None)
-                continue
-            if i - 1 in fused:       # the activation was applied by the convolution before it
-                conv = self.nodes[i - 1].name
-                out = tensors[node.name] = tensors.pop(conv)
-                shapes[conv] = out.shape
-                # relu's backward masks with out > 0, as with its input; the others
-                # get the cache their own forward returns (conv.fused_act_cache)
-                c = act_caches.pop(i, out)
-                caches.append(c if cache_on else None)
-                continue
-            ins = []
-            for t in node.inputs:
-                if t not in tensors:
-                    raise ValueError(
-                        f"layer {node.name!r} needs {t!r}, which is computed before the start of this "
-                        f"pass ({first.name!r}); a skip connection crosses the cut, start earlier")
-                ins.append(tensors[t])
-            pkeys, bkeys = keys[i]
-            params = {k: self.params[pk] for k, pk in pkeys}
-            buffers = {k: self.buffers[bk] for k, bk in bkeys}
+            _, i, node, inputs, pkeys, bkeys, gate_key, free = step
+            try:
+                ins = [tensors[t] for t in inputs]
+            except KeyError:
+                t = next(t for t in inputs if t not in tensors)
+                raise ValueError(
+                    f"layer {node.name!r} needs {t!r}, which is computed before the start of this "
+                    f"pass ({first.name!r}); a skip connection crosses the cut, start earlier") from None
+            params = {k: P[pk] for k, pk in pkeys}
+            buffers = {k: B[bk] for k, bk in bkeys} if bkeys else {}
             # a per-channel gate the next convolution folds into its weights (nn/fold.py)
-            gf = None if cache_on or i not in gates else gate_fold(ins, self.params[self.nodes[i + 1].name + ".weight"])
-            if ins and isinstance(ins[0], GateFold):
+            gf = None if cache_on or gate_key is None else gate_fold(ins, P[gate_key])
+            if ins and type(ins[0]) is GateFold:
                 params, ins = dict(params, weight=ins[0].weight(params["weight"])), [ins[0].x]
             try:
                 if gf is not None:
                     out, cache = gf, None
-                elif i in folds:
-                    out, cache, act_caches[i + 1] = folded_conv_forward(self, i, ins[0], i + 1 in fused)
-                elif i in fused and fused[i] is not None:
-                    out, pre, cache = node.layer.forward_act(ins, params, fused[i], keep_pre=cache_on)
-                    act_caches[i + 1] = fused_act_cache(fused[i], out, pre)
-                elif i in fused:
-                    out, cache = node.layer.forward(ins, params, buffers, mode, rng, relu=True)
-                else:
+                elif kind == _RUN:
                     out, cache = node.layer.forward(ins, params, buffers, mode, rng)
+                elif kind == _ACT:
+                    act = fused[i]
+                    out, pre, cache = node.layer.forward_act(ins, params, act, keep_pre=cache_on)
+                    act_caches[i + 1] = fused_act_cache(act, out, pre)
+                elif kind == _FOLD:
+                    out, cache, act_caches[i + 1] = folded_conv_forward(self, i, ins[0], i + 1 in fused)
+                else:   # _RELU
+                    out, cache = node.layer.forward(ins, params, buffers, mode, rng, relu=True)
             except (ValueError, TypeError) as err:
                 raise type(err)(f"layer {node.name!r} ({node.layer.type}): {err}") from None
             tensors[node.name] = out
-            caches.append(cache)
-            if not cache_on:
-                caches[-1] = None
-                for t in frees.get(i, ()):
+            if cache_on:
+                caches.append(cache)
+            else:
+                caches.append(None)
+                for t in free:
                     tensors.pop(t, None)
         last = self.nodes[e].name
         result = {o: tensors[o] for o in outputs} if outputs is not None else tensors[last]
@@ -521,7 +518,8 @@ class Model:
             for t, j in last_reader.items():
                 if t not in keep:
                     frees.setdefault(j, []).append(t)
-            plan = plans[key] = (needed, fused, keys, folds, masks, frees, gates)
+            plan = plans[key] = (needed, fused, keys, folds, masks, frees, gates,
+                                 fusion.forward_steps(self.nodes, s, e, needed, fused, keys, folds, frees, gates))
         return plan
 
     def _relu_fusions(self, s, e, needed, outputs):
@@ -583,6 +581,7 @@ class Model:
         dtype = cache["dtype"]
         shapes = cache["shapes"]
         masks = cache["masks"]
+        caches, bound = cache["caches"], cache["bound"]
         grads_t = {}
 
         def accumulate(name, g):
@@ -612,8 +611,8 @@ class Model:
                     for k, shp in node.layer.param_shapes.items():
                         grads[f"{node.name}.{k}"] = np.zeros(shp, dtype)
                 continue
-            c = cache["caches"][i - s]
-            need_inputs = input_grad or any(t != cache["bound"] for t in node.inputs)
+            c = caches[i - s]
+            need_inputs = input_grad or any(t != bound for t in node.inputs)
             rule = None if not rules else rules.get(node.name, rules.get(type(node.layer)))
             targets = node.inputs
             folded = folds.pop(i, None)       # this convolution applied the batch norm (or scale) after it
@@ -635,7 +634,7 @@ class Model:
             elif i in masks and not (rules and (self.nodes[masks[i][0]].name in rules
                                                 or type(self.nodes[masks[i][0]].layer) in rules)):
                 targets = self.nodes[masks[i][0]].inputs   # the activation's backward runs in the kernel
-                dins = node.layer.backward_inputs_act(g, c, masks[i][1], cache["caches"][masks[i][0] - s])
+                dins = node.layer.backward_inputs_act(g, c, masks[i][1], caches[masks[i][0] - s])
                 dparams = node.layer.backward_params(g, c) if param_grads else {}
             elif param_grads and need_inputs:
                 dins, dparams = node.layer.backward(g, c)
@@ -652,7 +651,7 @@ class Model:
                 accumulate(t, d)
         if not input_grad:
             return None, grads
-        dX = grads_t.get(cache["bound"])
+        dX = grads_t.get(bound)
         if dX is None:
             dX = np.zeros(cache["X_shape"], dtype)
         return dX, grads

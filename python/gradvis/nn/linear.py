@@ -65,7 +65,7 @@ class Linear(DenseWeight):
         return f"Linear {self.in_features}->{self.out_features}" + ("" if self.bias else " no bias")
 
     def output_shape(self, input_shapes):
-        d = int(np.prod(input_shapes[0], dtype=np.int64))
+        d = math.prod(input_shapes[0])
         if d != self.in_features:
             raise ValueError(f"expects {self.in_features} input features, got input (N, "
                              f"{', '.join(map(str, input_shapes[0]))}) = {d} features")

@@ -104,7 +104,8 @@ def check_layernorm_kernels():
 
 def check_channel_scale_kernels():
     rng = np.random.default_rng(4)
-    for shape in ((1, 1, 1, 1), (1, 5, 1, 1), (2, 7, 3, 5), (3, 32, 17, 9), (1, 96, 56, 56), (4, 3)):
+    for shape in ((1, 1, 1, 1), (1, 5, 1, 1), (2, 7, 3, 5), (3, 32, 17, 9), (1, 96, 56, 56), (4, 3), (33, 70, 1, 1),
+                  (300, 1153)):
         for dt, tol in ((np.float32, 2e-6), (np.float64, 1e-13)):
             x = rng.standard_normal(shape).astype(dt)
             N, C = shape[:2]

@@ -236,9 +236,22 @@ void for_planes(index_t planes, index_t HW, F&& f) {
 
 template <class T>
 void channel_scale_forward_cpu(T* out, const T* x, const T* s, index_t N, index_t C, index_t HW, bool per_sample) {
+  if (HW == 1 && !per_sample) {
+    // one value a plane (a gate folded into 1x1 weights, (F, C, 1, 1)): rows of C
+    // times s, vectorized, where a plane at a time was a division and a multiply
+    // per value (a twenty-fifth of EfficientNet-B0's forward pass)
+    for_planes(N, C, [&](index_t n0, index_t n1) {
+      for (index_t n = n0; n < n1; ++n) {
+        T* __restrict o = out + n * C;
+        const T* __restrict xp = x + n * C;
+        for (index_t c = 0; c < C; ++c) o[c] = xp[c] * s[c];
+      }
+    });
+    return;
+  }
   for_planes(N * C, HW, [&](index_t p0, index_t p1) {
-    for (index_t p = p0; p < p1; ++p) {
-      const T k = s[per_sample ? p : p % C];
+    for (index_t p = p0, c = p0 % C; p < p1; ++p, c = c + 1 == C ? 0 : c + 1) {
+      const T k = s[per_sample ? p : c];
       T* o = out + p * HW;
       const T* xp = x + p * HW;
       for (index_t i = 0; i < HW; ++i) o[i] = xp[i] * k;

@@ -77,16 +77,38 @@ import numpy as np
 from gradvis import _core
 assert _core.simd_level() == {level!r}, _core.simd_level()
 from test_conv_backward_mask import CASES, check_case
+from test_conv_backward_mask import check_special_references
 for case in CASES:
-    for act in ("silu", "hardswish"):
+    for act in ("relu", "clamp", "silu", "hardswish"):
         check_case(case, act, np.float32)
+check_special_references()
 print("ok")
 """
 
 
 @pytest.mark.parametrize("level", ["avx2", "scalar"])
-def test_silu_hardswish_masks_at_simd_levels(level):
+def test_masks_at_simd_levels(level):
     run_at_simd_level(level, SIMD_SCRIPT)
+
+
+def check_special_references():
+    """ReLU and clamp masks with NaN, infinite, signed-zero and boundary references
+    on a 1x1 layer (the transposed path, whose masks run per filter row) and a 3x3
+    one: the separate backward's bits."""
+    rng = np.random.default_rng(5)
+    special = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 6.0, 6.000001, 5.999999, 1e-45, -1e-45], np.float32)
+    for xs, ws, pad in [((1, 64, 7, 7), (40, 64, 1, 1), 0), ((2, 8, 9, 9), (16, 8, 3, 3), 1)]:
+        ref = np.where(rng.random(xs) < 0.5, rng.choice(special, size=xs), rng.uniform(-2, 8, xs)).astype(np.float32)
+        w = rng.standard_normal(ws).astype(np.float32)
+        dout = rng.standard_normal((xs[0], ws[0], xs[2], xs[3])).astype(np.float32)
+        dx = _core.conv2d_backward_input(dout, w, xs, 1, pad, 1, 1)
+        for act, want in [("relu", _core.relu_backward(dx, ref)), ("clamp", _core.clamp_backward(dx, ref, 0.0, 6.0))]:
+            got = _core.conv2d_backward_input_act(dout, w, ref, 1, pad, 1, 1, act, 0.0, 6.0)
+            np.testing.assert_array_equal(got, want)
+
+
+def test_masks_with_special_references():
+    check_special_references()
 
 
 def test_float64_against_numpy_reference():

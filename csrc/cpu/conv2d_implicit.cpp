@@ -601,8 +601,7 @@ void pointwise_rows_forward(ukernel_offs_fn<T> kern, T* out, const T* x, const T
         const T* src = w + (k0 + k) * O;
         for (index_t js = js0; js < js1; ++js) {
           const index_t o0 = js * NR, nr = std::min<index_t>(NR, O - o0);
-          T* d = bp + (js - js0) * kc_max * NR + k * NR;
-          for (index_t j = 0; j < nr; ++j) d[j] = src[o0 + j];
+          std::memcpy(bp + (js - js0) * kc_max * NR + k * NR, src + o0, std::size_t(nr) * sizeof(T));
         }
       }
     } else {
@@ -636,9 +635,10 @@ void pointwise_rows_forward(ukernel_offs_fn<T> kern, T* out, const T* x, const T
       const index_t k0 = kb.begin(bk), kc = kb.begin(bk + 1) - k0;
       pack(bp, js0, js1, k0, kc);
       // While these products run, the weights the next pack transposes (this
-      // sliver's next K block, or the next item's first) come toward L2: the
-      // packs read w from memory in short runs, a pass apart, and waited for
+      // sliver's next K block, or the thread's next item's first) come toward L2:
+      // the packs read w from memory in short runs, a pass apart, and waited for
       // it (192->1152 at 7x7: a tenth of the layer in the transposes' loads).
+      // Not for `flipped` packs, whose groups already fill half of L2 (no faster).
       const T* nsrc = nullptr;
       index_t nrows = 0, nkc = 0;
       if (!flipped) {

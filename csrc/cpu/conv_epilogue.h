@@ -40,6 +40,7 @@ inline bool is_mask(ConvAct::Kind k) {
 template <class T>
 inline void mask_inplace(T* __restrict o, const T* __restrict ref, index_t n, const ConvAct& a) {
   if (a.kind == ConvAct::mask_pos) {
+    if constexpr (sizeof(T) == 4) return mask_pos_f32(o, ref, n);   // SIMD at the CPU's level
     for (index_t i = 0; i < n; ++i) o[i] = ref[i] > T(0) ? o[i] : T(0);
     return;
   }
@@ -59,6 +60,7 @@ inline void mask_inplace(T* __restrict o, const T* __restrict ref, index_t n, co
     }
     return;
   }
+  if constexpr (sizeof(T) == 4) return mask_range_f32(o, ref, n, float(a.lo), float(a.hi));
   const T lo = T(a.lo), hi = T(a.hi);
   for (index_t i = 0; i < n; ++i) o[i] = ((ref[i] > lo) & (ref[i] < hi)) ? o[i] : T(0);
 }

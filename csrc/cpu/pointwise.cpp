@@ -33,6 +33,8 @@ struct PwKernels {
   void (*hardswish_f)(float*, const float*, index_t);
   void (*hardswish_b)(float*, const float*, const float*, index_t);
   void (*clamp_pre)(float*, float*, index_t, float, float);
+  void (*mask_pos)(float*, const float*, index_t, float, float);
+  void (*mask_range)(float*, const float*, index_t, float, float);
 };
 
 }  // namespace
@@ -183,6 +185,10 @@ void silu_backward_f32(float* dx, const float* dout, const float* x, index_t n) 
 }
 void hardswish_forward_f32(float* out, const float* x, index_t n) { kernels().hardswish_f(out, x, n); }
 void clamp_inplace_f32(float* o, float* pre, index_t n, float lo, float hi) { kernels().clamp_pre(o, pre, n, lo, hi); }
+void mask_pos_f32(float* o, const float* ref, index_t n) { kernels().mask_pos(o, ref, n, 0.f, 0.f); }
+void mask_range_f32(float* o, const float* ref, index_t n, float lo, float hi) {
+  kernels().mask_range(o, ref, n, lo, hi);
+}
 void hardswish_backward_f32(float* dx, const float* dout, const float* x, index_t n) {
   kernels().hardswish_b(dx, dout, x, n);
 }

@@ -29,6 +29,10 @@ void hardswish_backward_f32(float* dx, const float* dout, const float* x, index_
 // o[i] = clamp(o[i], lo, hi) in place (NaN passes through; -0 stays -0), with
 // pre[i] = o[i] before when pre is not null: a convolution's fused ReLU6 / clamp.
 void clamp_inplace_f32(float* o, float* pre, index_t n, float lo, float hi);
+// o[i] kept where ref[i] > 0 (mask_pos) or lo < ref[i] < hi (mask_range), else 0
+// (NaN references give 0): the ReLU and clamp masks of a convolution's input gradient.
+void mask_pos_f32(float* o, const float* ref, index_t n);
+void mask_range_f32(float* o, const float* ref, index_t n, float lo, float hi);
 
 // x and out are (N, C, HW); s is (N, C) when per_sample, else (C,):
 // out[n, c, :] = x[n, c, :] * s[n, c] (or s[c]).

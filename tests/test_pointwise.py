@@ -452,3 +452,45 @@ def test_erf_layer_keeps_dtype():
         out, dins, _ = run_layer(Erf(), [x], {}, np.ones_like(x))
         assert out.dtype == dt and dins[0].dtype == dt
         close(out, ref.erf(x), 1e-6 if dt == np.float32 else 1e-15, floor=1e-2)
+
+
+SAME_BITS_SCRIPT = r"""
+import sys
+import numpy as np
+from gradvis import _core
+assert _core.simd_level() == {level!r}, _core.simd_level()
+x = np.load(sys.argv[1])
+np.save(sys.argv[2], np.stack([_core.sigmoid_forward(x), _core.silu_forward(x)]))
+print("ok")
+"""
+
+
+def test_sigmoid_and_silu_bits_agree_across_simd_levels(tmp_path):
+    """The float32 sigmoid and SiLU give the same bits at AVX2 as at AVX-512 (the
+    same reduction, rounding and polynomial; NaN stays NaN): a model's outputs do
+    not change with the machine's vector width. Random bit patterns, normal and
+    uniform values, and the clamp's edges."""
+    import subprocess
+    import gradvis
+    if gradvis.simd_level() != "avx512":
+        pytest.skip("needs an AVX-512 CPU to compare with")
+    rng = np.random.default_rng(11)
+    bits = rng.integers(0, 2**32, 1 << 18, dtype=np.uint32).view(np.float32)
+    # -0x1.25e4f8p+4: x log2(e) within rounding of a half-integer, where a rounding
+    # fused into a multiply-add once chose the other integer at AVX2 (an ulp off)
+    edges = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, -87.33, -87.34, 88.7, 88.8, 89.0, 89.5, -89.0, 1e-40,
+                      float.fromhex("-0x1.25e4f8p+4")], np.float32)
+    x = np.concatenate([bits, (rng.standard_normal(1 << 18) * 30).astype(np.float32),
+                        rng.uniform(-100, 100, 1 << 18).astype(np.float32), edges])
+    np.save(tmp_path / "x.npy", x)
+    got = {}
+    for level in ("avx512", "avx2"):
+        env = dict(os.environ, GRADVIS_SIMD=level)
+        out = tmp_path / f"{level}.npy"
+        res = subprocess.run([sys.executable, "-c", SAME_BITS_SCRIPT.format(level=level), str(tmp_path / "x.npy"),
+                              str(out)], env=env, capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0 and "ok" in res.stdout, res.stderr[-2000:]
+        got[level] = np.load(out)
+    a, b = got["avx512"], got["avx2"]
+    assert np.array_equal(np.isnan(a), np.isnan(b))
+    assert np.array_equal(a.view(np.uint32)[~np.isnan(a)], b.view(np.uint32)[~np.isnan(b)])

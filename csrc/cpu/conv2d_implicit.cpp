@@ -342,10 +342,13 @@ void forward_tiled(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* out
       } else if (act) {
         // The item's outputs (in L2): the activation over runs of up to P positions
         // (per tile it cost more than a separate pass).
+        const bool ref = pre && is_mask(act->kind);
         for (index_t q = q0; q < q0 + pc;) {
           const index_t n = q / g.OHW, r = q % g.OHW, len = std::min(g.OHW - r, q0 + pc - q);
+          const index_t ahead = ref ? runs_ahead(len, sizeof(T)) : 0;
           for (index_t f = f0; f < f1; ++f) {
             T* o = out + (n * s.F + row0 + f) * g.OHW + r;
+            if (ref && f + ahead < f1) prefetch_run(pre + (o - out) + ahead * g.OHW, len);
             apply_act(o, pre ? pre + (o - out) : nullptr, len, *act);
           }
           q += len;
@@ -704,9 +707,10 @@ void pointwise_rows_forward(ukernel_offs_fn<T> kern, T* out, const T* x, const T
       // at the output's own positions: applied to each filter's run once written.
       write(out);
       for (index_t r = r0; r < r1;) {
-        const index_t n = r / Q, q = r % Q, len = std::min(Q - q, r1 - r);
+        const index_t n = r / Q, q = r % Q, len = std::min(Q - q, r1 - r), ahead = runs_ahead(len, sizeof(T));
         for (index_t j = 0; j < nr; ++j) {
           T* d = out + (n * O + o0 + j) * Q + q;
+          if (j + ahead < nr) prefetch_run(pre + (d - out) + ahead * Q, len);
           apply_act(d, pre + (d - out), len, *act);
         }
         r += len;

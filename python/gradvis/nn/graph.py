@@ -38,9 +38,9 @@ from .elementwise import add_arrays
 from .fileformat import save_model
 from . import fusion
 from .fold import Folded, GateFold, folded_conv_forward, gate_fold
+from .fusion import ACT as _ACT, FOLD as _FOLD, RELU as _RELU, RUN as _RUN, SKIP as _SKIP, TAKE as _TAKE
 from .linear import Linear
 from .losses import softmax_cross_entropy
-from .fusion import ACT as _ACT, FOLD as _FOLD, RELU as _RELU, RUN as _RUN, SKIP as _SKIP, TAKE as _TAKE
 from .module import INPUT, Layer, LayerNotFoundError
 
 __all__ = ["Model", "Node", "check_model", "check_classifier"]

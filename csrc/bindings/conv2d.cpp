@@ -15,15 +15,8 @@ constexpr std::int64_t kMaxParam = std::int64_t(1) << 31;
 
 std::pair<std::int64_t, std::int64_t> checked_pair(const py::handle& obj, const char* fn, const char* name,
                                                    std::int64_t min_value) {
-  std::int64_t f[4];
-  const int n = exact_ints(obj, f);
-  std::vector<std::int64_t> v;
-  if (n == 1 || n == 2) {
-    v.assign({f[0], f[n - 1]});
-  } else {
-    v = int_values(obj, fn, name, "an int or a pair of ints");
-    if (v.size() == 1) v.push_back(v[0]);
-  }
+  auto v = int_values(obj, fn, name, "an int or a pair of ints");
+  if (v.size() == 1) v.push_back(v[0]);
   if (v.size() != 2)
     throw py::value_error(cat(fn, ": ", name, " must be an int or a pair of ints, got ", std::string(py::repr(obj))));
   if (v[0] < min_value || v[1] < min_value)

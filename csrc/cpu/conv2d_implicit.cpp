@@ -668,8 +668,7 @@ void pointwise_rows_forward(ukernel_offs_fn<T> kern, T* out, const T* x, const T
         for (index_t r = r0, t = 0; r < r1; r += MR, ++t) {
           kern(kc, a, roff.data() + r, std::min<index_t>(MR, r1 - r), koff.data(), bs, panel + (r - r0) * NR, NR,
                T(1), beta);
-          for (index_t q = nrows * t / tiles, q1 = nrows * (t + 1) / tiles; q < q1; ++q)
-            for (const T *f = nsrc + q * K, *e = f + nkc; f < e; f += 64 / sizeof(T)) __builtin_prefetch(f, 0, 2);
+          for (index_t q = nrows * t / tiles, q1 = nrows * (t + 1) / tiles; q < q1; ++q) prefetch_run(nsrc + q * K, nkc);
         }
       }
     }

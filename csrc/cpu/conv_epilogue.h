@@ -29,10 +29,11 @@ inline void hardswish_inplace_f32(float* o, float* pre, index_t n) {
   hardswish_forward_f32(o, o, n);
 }
 
-// Brings the backward masks' references toward L2 ahead of their use: the run
-// of len values at p. They are the forward pass's activations, read from memory
-// in runs too short (one filter's positions) for the hardware prefetchers;
-// runs_ahead gives how many runs of len make about 4 KB, the distance used.
+// Brings the run of len values at p toward L2 ahead of its use: runs read from
+// memory too short for the hardware prefetchers (the 1x1 path's weight slivers;
+// the backward masks' references, the forward pass's activations, one filter's
+// positions at a time). runs_ahead gives how many runs of len make about 4 KB,
+// the distance the masks use.
 template <class T>
 inline void prefetch_run(const T* p, index_t len) {
   for (const T *f = p, *e = p + len; f < e; f += 64 / sizeof(T)) __builtin_prefetch(f, 0, 2);

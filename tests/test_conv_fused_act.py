@@ -13,7 +13,10 @@ from gradvis.nn import Clip, Conv2d, HardSwish, Model, ReLU, ReLU6, SiLU
 # (x shape, w shape, padding, stride, groups, algorithm): the implicit gemm, 1x1 at
 # batch 1, Winograd, the small-map output panel, depthwise (stride 1 and 2, a 7-wide
 # map), grouped with few channels per group, 1x1 on 1x1 maps, 1x1 on small maps
-# computed transposed (one 7x7 image; eight 3x3 images in 8-row tiles)
+# computed transposed (one 7x7 image; eight 3x3 images in 8-row tiles); the
+# depthwise kernels that clamp as they store: row blocks (3x3 at strides 1 and 2,
+# 7x7; widths past a vector, not a multiple of one), the flat plan, channels in
+# the lanes, groups of 8 channels in the lanes
 CASES = [
     ((2, 3, 17, 17), (8, 3, 5, 5), 2, 1, 1, "auto"),
     ((1, 24, 14, 14), (40, 24, 1, 1), 0, 1, 1, "auto"),
@@ -26,9 +29,16 @@ CASES = [
     ((3, 48, 1, 1), (20, 48, 1, 1), 0, 1, 1, "auto"),
     ((1, 40, 7, 7), (96, 40, 1, 1), 0, 1, 1, "auto"),
     ((8, 24, 3, 3), (64, 24, 1, 1), 0, 1, 1, "auto"),
+    ((1, 3, 19, 40), (3, 1, 3, 3), 1, 1, 3, "auto"),
+    ((1, 3, 20, 35), (3, 1, 3, 3), 1, 2, 3, "auto"),
+    ((1, 2, 13, 45), (2, 1, 7, 7), 3, 1, 2, "auto"),
+    ((1, 3, 6, 7), (3, 1, 3, 3), 1, 1, 3, "auto"),
+    ((1, 32, 7, 7), (32, 1, 3, 3), 1, 1, 32, "auto"),
+    ((1, 64, 14, 14), (64, 8, 3, 3), 1, 1, 8, "auto"),
 ]
 IDS = ["gemm", "1x1", "winograd", "panel", "depthwise", "depthwise_s2", "depthwise_1x1image", "grouped",
-       "1x1_vector", "1x1_transposed", "1x1_transposed_images"]
+       "1x1_vector", "1x1_transposed", "1x1_transposed_images", "depthwise_rows", "depthwise_rows_s2",
+       "depthwise_rows_7x7", "depthwise_flat", "depthwise_lanes", "grouped_lanes"]
 # (activation, lo, hi, the separate layer's forward)
 ACTS = [
     ("relu", 0.0, 0.0, lambda a: _core.relu_forward(a)),

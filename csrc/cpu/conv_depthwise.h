@@ -19,6 +19,16 @@ inline bool is_few_channel_grouped(const Conv2dShape& s) {
 }
 inline bool is_direct_grouped(const Conv2dShape& s) { return is_depthwise(s) || is_few_channel_grouped(s); }
 
+// What the forward kernels apply to each sum as they store it: nothing (none),
+// ReLU (low, lo = 0) or a clamp to [lo, hi] (range: ReLU6, Clip). V::max(lo, v)
+// and V::min(hi, v) give the bits of apply_act's loops (v < lo ? lo : v, then
+// v > hi ? hi : v): a NaN passes, -0 stays -0.
+template <class T>
+struct DwClamp {
+  enum Kind { none, low, range } kind = none;
+  T lo = T(0), hi = T(0);
+};
+
 // act (or null): an activation applied to each item's output planes while they are
 // in cache, their values before it copied to pre when pre is not null. flipped
 // (glanes_flipped_takes(s), b null): the pass is the input gradient of a stride-1
@@ -63,7 +73,7 @@ template <class T>
 struct DwKernels {
   // padded: prep already holds the zeros around x (the same plan's earlier item on
   // this thread), so only x's values are copied in (dw_prepare_x)
-  void (*fwd_plane)(T* out, const T* x, const T* w, const T* b, const DwPlan& g, bool relu, T* prep,
+  void (*fwd_plane)(T* out, const T* x, const T* w, const T* b, const DwPlan& g, const DwClamp<T>& clamp, T* prep,
                     bool padded);
   void (*dx_plane)(T* dx, const T* dout, const T* w, const DwPlan& g, T* dprep, index_t* toff, T* tw, T* row);
   // (padded: as fwd_plane's)
@@ -71,11 +81,12 @@ struct DwKernels {
                      T* prep, T* dy, T* accv, bool padded);
   int lanes;
   // a flat plan (dw_use_flat); prep: dw_flat_prep_size, tmp: dw_flat_tmp_size values
-  void (*fwd_flat)(T* out, const T* x, const T* w, const T* b, const DwPlan& g, bool relu, T* prep, T* tmp);
+  void (*fwd_flat)(T* out, const T* x, const T* w, const T* b, const DwPlan& g, const DwClamp<T>& clamp, T* prep,
+                   T* tmp);
   // nc <= lanes channels in the vector lanes (dw_use_lanes); see dw_fwd_lanes.
   // have_w: wbuf already holds these channels' weights; padded: ibuf its zeros
-  void (*fwd_lanes)(T* out, const T* x, const T* w, const T* b, index_t nc, const DwPlan& g, bool relu, T* ibuf,
-                    T* obuf, T* wbuf, bool have_w, bool padded);
+  void (*fwd_lanes)(T* out, const T* x, const T* w, const T* b, index_t nc, const DwPlan& g, const DwClamp<T>& clamp,
+                    T* ibuf, T* obuf, T* wbuf, bool have_w, bool padded);
   // the input gradient under the same conditions; see dw_dx_lanes
   void (*dx_lanes)(T* dx, const T* dout, const T* w, index_t nc, const DwPlan& g, T* gbuf, T* dbuf, T* wbuf);
   // the weight gradient of nc <= lanes channels over N images (dw_use_lanes_dw); see
@@ -86,8 +97,9 @@ struct DwKernels {
   // groups of several channels, a block of fv*lanes filters from f0 of one image
   // (dw_use_glanes); see dw_fwd_glanes. ibuf: dw_glanes_ibuf, obuf:
   // OH*OW*fv*lanes, wbuf: fv*(cg*KH*KW + 1)*lanes values
-  void (*fwd_glanes)(T* out, const T* x, const T* w, const T* b, index_t f0, index_t F, const DwPlan& g, bool relu,
-                     T* ibuf, T* obuf, T* wbuf, bool have_w, bool padded, bool flipped, int fv);
+  void (*fwd_glanes)(T* out, const T* x, const T* w, const T* b, index_t f0, index_t F, const DwPlan& g,
+                     const DwClamp<T>& clamp, T* ibuf, T* obuf, T* wbuf, bool have_w, bool padded, bool flipped,
+                     int fv);
   // their weight gradient's sums, a block over images [n0, n1) and output rows
   // [oh0, oh1) (dw_use_glanes_dw); see dw_dw_glanes. acc: (cg*KH*KW + 1)*lanes
   // values, dbuf: OH*OW*lanes

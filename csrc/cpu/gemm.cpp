@@ -33,6 +33,7 @@ struct VScalar {
   static inline reg fmadd(reg a, reg b, reg c) { return a * b + c; }
   static inline reg mul(reg a, reg b) { return a * b; }
   static inline reg max(reg a, reg b) { return a > b ? a : b; }
+  static inline reg min(reg a, reg b) { return a < b ? a : b; }
 };
 
 #define GV_TARGET
@@ -237,8 +238,8 @@ template void ukernel_offs_scalar<double>(GV_OFFS_ARGS(double));
 
 template <class T>
 void ukernel_boffs_scalar(index_t kc, const T* a, const T* b, const index_t* boff, T* c, index_t ldc, const T* bias,
-                          bool relu, T beta) {
-  ukernel_boffs<VScalar<T>, kMRScalar, kNRScalar>(kc, a, b, boff, c, ldc, bias, relu, beta);
+                          const T* clamp, T beta) {
+  ukernel_boffs<VScalar<T>, kMRScalar, kNRScalar>(kc, a, b, boff, c, ldc, bias, clamp, beta);
 }
 template void ukernel_boffs_scalar<float>(GV_BOFFS_ARGS(float));
 template void ukernel_boffs_scalar<double>(GV_BOFFS_ARGS(double));

@@ -365,3 +365,38 @@ def test_forward_without_cache_gives_the_same_outputs(mode):
         m.forward(X, cache="no")
     with pytest.raises(TypeError, match="cache=False"):
         m.backward(b, none)
+
+
+def test_forward_without_cache_calls_convolution_kernels_directly(monkeypatch):
+    """A pass without a cache runs a convolution's kernel itself (nn/passes.py) once
+    the layer has accepted its input shape: the outputs are the cached pass's bits,
+    with fused ReLU, ReLU6 and SiLU, plain convolutions and a residual Add; weights
+    of another dtype or an input of another shape take the layer's own path;
+    errors name the layer."""
+    from gradvis.nn import SiLU
+    m = Model(input_shape=(4, 10, 10), seed=1)
+    m.add("c1", Conv2d(4, 8, 3, padding=1)).add("r1", ReLU6())
+    m.add("c2", Conv2d(8, 8, 3, padding=1, groups=8)).add("r2", ReLU())
+    m.add("c3", Conv2d(8, 8, 1)).add("s3", SiLU())
+    m.add("c4", Conv2d(8, 4, 1, bias=False))
+    m.add("sum", Add(), inputs=["c4", "input"])
+    X = (8 * np.random.default_rng(2).standard_normal((2, 4, 10, 10))).astype(np.float32)
+    assert (m.forward(X, end="c1")[0] > 6).any()     # ReLU6 clamps some
+    want = m.forward(X)[0]
+    for _ in range(2):
+        np.testing.assert_array_equal(m.forward(X, cache=False)[0], want)
+    calls = []
+    for name in ("forward", "forward_act"):
+        orig = getattr(Conv2d, name)
+        monkeypatch.setattr(Conv2d, name, lambda self, *a, _orig=orig, **k: calls.append(1) or _orig(self, *a, **k))
+    np.testing.assert_array_equal(m.forward(X, cache=False)[0], want)
+    assert not calls
+    m.forward(X)
+    assert len(calls) == 4
+    m.params["c3.weight"] = m.params["c3.weight"].astype(np.float64)   # converted by the layer, as cached
+    np.testing.assert_array_equal(m.forward(X, cache=False)[0], m.forward(X)[0])
+    m.params["c3.weight"] = np.zeros((8, 7, 1, 1), np.float32)
+    with pytest.raises(ValueError, match="layer 'c3'"):
+        m.forward(X, cache=False)
+    with pytest.raises(ValueError, match="layer 'c1'"):
+        m.forward(X[:, :3], start="c1", cache=False)

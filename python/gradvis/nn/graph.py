@@ -33,12 +33,12 @@ import difflib
 import numpy as np
 
 from .. import _checks
-from .conv import Conv2d, fused_act_cache
+from .conv import Conv2d
 from .elementwise import add_arrays
 from .fileformat import save_model
-from . import fusion
-from .fold import Folded, GateFold, folded_conv_forward, gate_fold
-from .fusion import ACT as _ACT, FOLD as _FOLD, RELU as _RELU, RUN as _RUN, SKIP as _SKIP, TAKE as _TAKE
+from . import fusion, passes
+from .fold import Folded
+from .fusion import SKIP as _SKIP, TAKE as _TAKE
 from .linear import Linear
 from .losses import softmax_cross_entropy
 from .module import INPUT, Layer, LayerNotFoundError
@@ -426,12 +426,15 @@ class Model:
                 raise ValueError(f"cannot start at {first.name!r}: it reads several tensors {first.inputs}")
             bound = first.inputs[0]
         rng = self.rng if rng is None else rng
-        needed, fused, keys, folds, masks, frees, gates, steps = self._plan(s, e, outputs, bound, mode)
+        needed, fused, keys, folds, masks, frees, gates, steps, light = self._plan(s, e, outputs, bound, mode)
         tensors = {bound: X}
+        if not cache_on:
+            passes.forward_light(self, light, tensors, first, fused, mode, rng)
+            last = self.nodes[e].name
+            return ({o: tensors[o] for o in outputs} if outputs is not None else tensors[last]), None
         shapes = {}
         caches = []
         act_caches = {}
-        P, B = self.params, self.buffers
         for step in steps:
             kind = step[0]
             if kind == _TAKE:      # the convolution before it applied this batch norm or activation
@@ -440,53 +443,17 @@ class Model:
                 shapes[conv] = out.shape
                 # a fused relu's backward masks with out > 0, as with its input; the others
                 # get the cache their own forward returns (conv.fused_act_cache)
-                c = act_caches.pop(i) if folded else act_caches.pop(i, out)
-                caches.append(c if cache_on else None)
+                caches.append(act_caches.pop(i) if folded else act_caches.pop(i, out))
                 continue
             if kind == _SKIP:      # a branch the requested outputs do not depend on
                 caches.append(None)
                 continue
-            _, i, node, inputs, pkeys, bkeys, gate_key, free = step
-            try:
-                ins = [tensors[t] for t in inputs]
-            except KeyError:
-                t = next(t for t in inputs if t not in tensors)
-                raise ValueError(
-                    f"layer {node.name!r} needs {t!r}, which is computed before the start of this "
-                    f"pass ({first.name!r}); a skip connection crosses the cut, start earlier") from None
-            params = {k: P[pk] for k, pk in pkeys}
-            buffers = {k: B[bk] for k, bk in bkeys} if bkeys else {}
-            # a per-channel gate the next convolution folds into its weights (nn/fold.py)
-            gf = None if cache_on or gate_key is None else gate_fold(ins, P[gate_key])
-            if ins and type(ins[0]) is GateFold:
-                params, ins = dict(params, weight=ins[0].weight(params["weight"])), [ins[0].x]
-            try:
-                if gf is not None:
-                    out, cache = gf, None
-                elif kind == _RUN:
-                    out, cache = node.layer.forward(ins, params, buffers, mode, rng)
-                elif kind == _ACT:
-                    act = fused[i]
-                    out, pre, cache = node.layer.forward_act(ins, params, act, keep_pre=cache_on)
-                    act_caches[i + 1] = fused_act_cache(act, out, pre)
-                elif kind == _FOLD:
-                    out, cache, act_caches[i + 1] = folded_conv_forward(self, i, ins[0], i + 1 in fused)
-                else:   # _RELU
-                    out, cache = node.layer.forward(ins, params, buffers, mode, rng, relu=True)
-            except (ValueError, TypeError) as err:
-                raise type(err)(f"layer {node.name!r} ({node.layer.type}): {err}") from None
-            tensors[node.name] = out
-            if cache_on:
-                caches.append(cache)
-            else:
-                caches.append(None)
-                for t in free:
-                    tensors.pop(t, None)
+            out, cache = passes.node_forward(self, step, tensors, first, fused, mode, rng, act_caches)
+            tensors[step[2].name] = out
+            caches.append(cache)
         last = self.nodes[e].name
         result = {o: tensors[o] for o in outputs} if outputs is not None else tensors[last]
         shapes.update((k, v.shape) for k, v in tensors.items())
-        if not cache_on:
-            return result, None
         cache = {"start": s, "end": e, "bound": bound, "caches": caches, "dtype": X.dtype, "masks": masks,
                  "X_shape": X.shape, "outputs": outputs, "shapes": shapes, "last": self.nodes[e]}
         return result, cache
@@ -518,8 +485,9 @@ class Model:
             for t, j in last_reader.items():
                 if t not in keep:
                     frees.setdefault(j, []).append(t)
-            plan = plans[key] = (needed, fused, keys, folds, masks, frees, gates,
-                                 fusion.forward_steps(self.nodes, s, e, needed, fused, keys, folds, frees, gates))
+            steps = fusion.forward_steps(self.nodes, s, e, needed, fused, keys, folds, frees, gates)
+            plan = plans[key] = (needed, fused, keys, folds, masks, frees, gates, steps,
+                                 fusion.light_steps(steps, fused))
         return plan
 
     def _relu_fusions(self, s, e, needed, outputs):

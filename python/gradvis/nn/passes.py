@@ -1,0 +1,91 @@
+"""Running the steps of a :class:`~gradvis.nn.graph.Model` pass (nn/fusion.py plans
+them): one node on the tensors computed so far, and the whole of a pass that keeps
+nothing for a backward pass, whose convolutions call their kernels directly."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _core
+from .conv import fused_act_cache
+from .fold import GateFold, folded_conv_forward, gate_fold
+from .fusion import ACT as _ACT, FOLD as _FOLD, LCONV as _LCONV, LTAKE as _LTAKE, RUN as _RUN
+
+__all__ = ["node_forward", "forward_light"]
+
+
+def node_forward(model, step, tensors, first, fused, mode, rng, act_caches=None):
+    """One node of a pass (a RUN, RELU, ACT or FOLD step of fusion.forward_steps)
+    on the tensors computed so far: (out, its cache). act_caches: None in a pass
+    that keeps nothing for a backward pass, else where the caches of the batch
+    norm or activation a convolution applied go (by node index)."""
+    kind, i, node, inputs, pkeys, bkeys, gate_key, _ = step
+    try:
+        ins = [tensors[t] for t in inputs]
+    except KeyError:
+        t = next(t for t in inputs if t not in tensors)
+        raise ValueError(
+            f"layer {node.name!r} needs {t!r}, which is computed before the start of this "
+            f"pass ({first.name!r}); a skip connection crosses the cut, start earlier") from None
+    P = model.params
+    params = {k: P[pk] for k, pk in pkeys}
+    buffers = {k: model.buffers[bk] for k, bk in bkeys} if bkeys else {}
+    # a per-channel gate the next convolution folds into its weights (nn/fold.py)
+    if act_caches is None and gate_key is not None:
+        gf = gate_fold(ins, P[gate_key])
+        if gf is not None:
+            return gf, None
+    if ins and type(ins[0]) is GateFold:
+        params, ins = dict(params, weight=ins[0].weight(params["weight"])), [ins[0].x]
+    try:
+        if kind == _RUN:
+            return node.layer.forward(ins, params, buffers, mode, rng)
+        if kind == _ACT:
+            act = fused[i]
+            out, pre, cache = node.layer.forward_act(ins, params, act, keep_pre=act_caches is not None)
+            if act_caches is not None:
+                act_caches[i + 1] = fused_act_cache(act, out, pre)
+            return out, cache
+        if kind == _FOLD:
+            out, cache, second = folded_conv_forward(model, i, ins[0], i + 1 in fused)
+            if act_caches is not None:
+                act_caches[i + 1] = second
+            return out, cache
+        return node.layer.forward(ins, params, buffers, mode, rng, relu=True)   # _RELU
+    except (ValueError, TypeError) as err:
+        raise type(err)(f"layer {node.name!r} ({node.layer.type}): {err}") from None
+
+
+def forward_light(model, light, tensors, first, fused, mode, rng):
+    """The nodes of a pass that keeps nothing for a backward pass (fusion.light_steps),
+    each tensor dropped after its last reader; a convolution whose input and
+    parameters are arrays of one dtype, of the shape it last accepted, calls its
+    kernel directly (what Conv2d.forward and forward_act call then)."""
+    P = model.params
+    conv, conv_act = _core.conv2d_forward, _core.conv2d_forward_act
+    for ls in light:
+        kind = ls[0]
+        if kind == _LTAKE:
+            tensors[ls[2]] = tensors.pop(ls[1])
+            continue
+        step = ls[1]
+        if kind == _LCONV:
+            _, _, layer, inp, wkey, bkey, act, lo, hi, relu = ls
+            x, w = tensors.get(inp), P[wkey]
+            b = P[bkey] if bkey else None
+            if (type(x) is np.ndarray and type(w) is np.ndarray and x.dtype is w.dtype and x.ndim == 4
+                    and x.shape[1:] == layer._checked_input
+                    and (b is None or (type(b) is np.ndarray and b.dtype is w.dtype))):
+                try:
+                    out = (conv(x, w, b, layer.stride, layer.padding, layer.dilation, layer.groups, relu)
+                           if act is None else
+                           conv_act(x, w, b, layer.stride, layer.padding, layer.dilation, layer.groups, act,
+                                    lo, hi, False))
+                except (ValueError, TypeError) as err:
+                    raise type(err)(f"layer {step[2].name!r} ({layer.type}): {err}") from None
+            else:
+                out, _ = node_forward(model, step, tensors, first, fused, mode, rng)
+        else:
+            out, _ = node_forward(model, step, tensors, first, fused, mode, rng)
+        tensors[step[2].name] = out
+        for t in step[7]:
+            tensors.pop(t, None)

@@ -400,3 +400,33 @@ def test_forward_without_cache_calls_convolution_kernels_directly(monkeypatch):
         m.forward(X, cache=False)
     with pytest.raises(ValueError, match="layer 'c1'"):
         m.forward(X[:, :3], start="c1", cache=False)
+
+
+def test_input_gradient_calls_convolution_kernels_directly(monkeypatch):
+    """backward without parameter gradients or rules runs a convolution's input-
+    gradient kernel itself (nn/passes.py), masked by the ReLU, ReLU6, SiLU or
+    HardSwish before it: the bits of the layer's own path (which a pass with
+    parameter gradients takes); a gradient of another dtype is converted first."""
+    from gradvis.nn import HardSwish, SiLU
+    m = Model(input_shape=(4, 9, 9), seed=3)
+    m.add("c1", Conv2d(4, 8, 3, padding=1)).add("a1", ReLU6())
+    m.add("c2", Conv2d(8, 8, 3, padding=1, groups=8)).add("a2", SiLU())
+    m.add("c3", Conv2d(8, 8, 1)).add("a3", HardSwish())
+    m.add("c4", Conv2d(8, 8, 3, stride=2, padding=1)).add("a4", ReLU())
+    m.add("c5", Conv2d(8, 4, 1, bias=False))
+    m.add("pool", GlobalAvgPool()).add("sum", Add(), inputs=["pool", "pool"])
+    X = (4 * np.random.default_rng(4).standard_normal((2, 4, 9, 9))).astype(np.float32)
+    dout = np.random.default_rng(5).standard_normal((2, 4, 1, 1)).astype(np.float32)
+    out, cache = m.forward(X)
+    want, _ = m.backward(dout, cache)          # parameter gradients: the layers' own path
+    calls = []
+    for name in ("backward_inputs", "backward_inputs_act"):
+        orig = getattr(Conv2d, name)
+        monkeypatch.setattr(Conv2d, name, lambda self, *a, _orig=orig, **k: calls.append(1) or _orig(self, *a, **k))
+    got, grads = m.backward(dout, m.forward(X)[1], param_grads=False)
+    assert not calls and grads == {}
+    np.testing.assert_array_equal(got, want)
+    got64, _ = m.backward(dout.astype(np.float64), m.forward(X)[1], param_grads=False)
+    np.testing.assert_array_equal(got64, want)
+    m.backward(dout, m.forward(X)[1], param_grads=False, rules={"a4": lambda layer, g, c: [g]})
+    assert calls                               # a rule: the layers' own path

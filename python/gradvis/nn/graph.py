@@ -571,6 +571,9 @@ class Model:
 
         grads = {}
         folds, unfolded = {}, {}
+        # input gradients only, no rules (the image-gradient methods): a convolution's
+        # kernel called directly, as Model.forward does without a cache
+        direct = not param_grads and input_grad and not rules
         for i in range(e, s - 1, -1):
             node = self.nodes[i]
             g = grads_t.pop(node.name, None)
@@ -580,6 +583,14 @@ class Model:
                         grads[f"{node.name}.{k}"] = np.zeros(shp, dtype)
                 continue
             c = caches[i - s]
+            if direct and type(node.layer) is Conv2d and type(c) is tuple and type(g) is np.ndarray:
+                dx = passes.conv_input_grad(g, c, masks.get(i), caches, s)   # None: the layer's own path
+                if dx is not None:
+                    t = self.nodes[masks[i][0]].inputs[0] if i in masks else node.inputs[0]
+                    prev = grads_t.get(t)
+                    grads_t[t] = dx if prev is None else add_arrays(prev, dx)
+                    folds.pop(i, None)
+                    continue
             need_inputs = input_grad or any(t != bound for t in node.inputs)
             rule = None if not rules else rules.get(node.name, rules.get(type(node.layer)))
             targets = node.inputs

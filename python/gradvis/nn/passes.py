@@ -1,6 +1,8 @@
 """Running the steps of a :class:`~gradvis.nn.graph.Model` pass (nn/fusion.py plans
 them): one node on the tensors computed so far, and the whole of a pass that keeps
-nothing for a backward pass, whose convolutions call their kernels directly."""
+nothing for a backward pass, whose convolutions call their kernels directly; and
+a convolution's input gradient by its kernel, for backward passes that want no
+parameter gradients."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,7 +12,7 @@ from .conv import fused_act_cache
 from .fold import GateFold, folded_conv_forward, gate_fold
 from .fusion import ACT as _ACT, FOLD as _FOLD, LCONV as _LCONV, LTAKE as _LTAKE, RUN as _RUN
 
-__all__ = ["node_forward", "forward_light"]
+__all__ = ["node_forward", "forward_light", "conv_input_grad"]
 
 
 def node_forward(model, step, tensors, first, fused, mode, rng, act_caches=None):
@@ -89,3 +91,21 @@ def forward_light(model, light, tensors, first, fused, mode, rng):
         tensors[step[2].name] = out
         for t in step[7]:
             tensors.pop(t, None)
+
+
+def conv_input_grad(g, c, mask, caches, s):
+    """A Conv2d's input gradient from its output gradient g and forward cache c,
+    masked by the activation before it (mask: backward_masks' (node, spec) or None),
+    by the kernel directly; None where g, the activation's cache or the weights are
+    not arrays of the input's dtype (the layer's own path converts them)."""
+    x, w, _, stride, pad, dilation, groups = c
+    dt = x.dtype
+    if g.dtype is not dt or type(w) is not np.ndarray or w.dtype is not dt:
+        return None
+    if mask is None:
+        return _core.conv2d_backward_input(g, w, x.shape, stride, pad, dilation, groups)
+    a, (kind, lo, hi) = mask
+    ref = caches[a - s] if kind in ("silu", "hardswish") else x
+    if type(ref) is not np.ndarray or ref.dtype is not dt:
+        return None
+    return _core.conv2d_backward_input_act(g, w, ref, stride, pad, dilation, groups, kind, lo, hi)

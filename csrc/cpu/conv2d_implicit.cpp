@@ -231,7 +231,7 @@ void forward_tiled(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* out
   if (clamp_act) act = nullptr;
   const T* clamp = relu || clamp_act ? lohi : nullptr;
   // The packed slivers read through the same kernel (row k at k * NR), so that
-  // full tiles start from the bias and apply relu as they are stored: a separate
+  // full tiles start from the bias and apply the clamp as they are stored: a separate
   // pass over each tile cost 5-10% at K <= 96 (64->256 at 56x56, 1 thread).
   std::vector<index_t> poff((b || clamp) && boffs_kern && !direct ? std::size_t(kc_max) : 0);
   for (index_t k = 0; k < index_t(poff.size()); ++k) poff[std::size_t(k)] = k * NR;

@@ -124,7 +124,7 @@ def torch_side(name, out_dir, threads, reps, batch=1):
 
 def gradvis_side(name, out_dir, threads, reps, batch=1):
     import gradvis
-    from gradvis.nn import Conv2d
+    from gradvis.nn import Conv2d, passes
     gradvis.set_num_threads(threads)
     model = gradvis.load_onnx(f"{out_dir}/{name}.onnx")
     rng = np.random.default_rng(0)
@@ -132,20 +132,37 @@ def gradvis_side(name, out_dir, threads, reps, batch=1):
     R = rng.standard_normal((batch, 1000)).astype(np.float32)
     rec = {n.name: {"fwd": [], "bwd": []} for n in model.nodes}
 
-    def wrap(layer, attr, slot):
+    # A backward pass without parameter gradients calls each convolution's kernel
+    # through passes.conv_input_grad, not through the layer: its time is found by
+    # the forward cache the call receives (the one the layer's forward returned).
+    by_cache = {}
+
+    def wrap(layer, attr, slot, name=None):
         orig = getattr(layer, attr)
 
         def timed(*a, **k):
             t0 = time.perf_counter()
             r = orig(*a, **k)
             slot.append(time.perf_counter() - t0)
+            if name is not None and isinstance(r, tuple):   # (out, cache) or (out, pre, cache)
+                by_cache[id(r[-1])] = name
             return r
         setattr(layer, attr, timed)
 
+    direct_grad = passes.conv_input_grad
+
+    def timed_grad(g, c, *a):
+        t0 = time.perf_counter()
+        r = direct_grad(g, c, *a)
+        if r is not None and id(c) in by_cache:
+            rec[by_cache[id(c)]]["bwd"].append(time.perf_counter() - t0)
+        return r
+    passes.conv_input_grad = timed_grad
+
     for node in model.nodes:
-        wrap(node.layer, "forward", rec[node.name]["fwd"])
+        wrap(node.layer, "forward", rec[node.name]["fwd"], node.name)
         if hasattr(node.layer, "forward_act"):   # a convolution applying the activation after it
-            wrap(node.layer, "forward_act", rec[node.name]["fwd"])
+            wrap(node.layer, "forward_act", rec[node.name]["fwd"], node.name)
         wrap(node.layer, "backward_inputs", rec[node.name]["bwd"])
         if hasattr(node.layer, "backward_inputs_act"):   # a convolution masking its input gradient
             wrap(node.layer, "backward_inputs_act", rec[node.name]["bwd"])

@@ -460,16 +460,19 @@ import numpy as np
 from gradvis import _core
 assert _core.simd_level() == {level!r}, _core.simd_level()
 x = np.load(sys.argv[1])
-np.save(sys.argv[2], np.stack([_core.sigmoid_forward(x), _core.silu_forward(x)]))
+g = np.random.default_rng(12).standard_normal(x.size).astype(np.float32)
+np.save(sys.argv[2], np.stack([_core.sigmoid_forward(x), _core.silu_forward(x), _core.silu_backward(g, x)]))
 print("ok")
 """
 
 
 def test_sigmoid_and_silu_bits_agree_across_simd_levels(tmp_path):
-    """The float32 sigmoid and SiLU give the same bits at AVX2 as at AVX-512 (the
-    same reduction, rounding and polynomial; NaN stays NaN): a model's outputs do
-    not change with the machine's vector width. Random bit patterns, normal and
-    uniform values, and the clamp's edges."""
+    """The float32 sigmoid, SiLU and SiLU's gradient give the same bits at AVX2 as
+    at AVX-512 (the same reduction, rounding and polynomial; NaN stays NaN): a
+    model's outputs do not change with the machine's vector width. Random bit
+    patterns, normal and uniform values, the clamp's edges, and every float32
+    where exp leaves the normal range (|x| in [87, 90]: AVX2 adds the power of two
+    to the exponent bits and sets inf from 88.72284, AVX-512 scales)."""
     import subprocess
     import gradvis
     if gradvis.simd_level() != "avx512":
@@ -479,9 +482,11 @@ def test_sigmoid_and_silu_bits_agree_across_simd_levels(tmp_path):
     # -0x1.25e4f8p+4: x log2(e) within rounding of a half-integer, where a rounding
     # fused into a multiply-add once chose the other integer at AVX2 (an ulp off)
     edges = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, -87.33, -87.34, 88.7, 88.8, 89.0, 89.5, -89.0, 1e-40,
-                      float.fromhex("-0x1.25e4f8p+4")], np.float32)
+                      3e38, -3e38, float.fromhex("-0x1.25e4f8p+4")], np.float32)
+    lo, hi = np.float32(87.0).view(np.int32), np.float32(90.0).view(np.int32)
+    dense = np.arange(lo, hi, dtype=np.int32).view(np.float32)
     x = np.concatenate([bits, (rng.standard_normal(1 << 18) * 30).astype(np.float32),
-                        rng.uniform(-100, 100, 1 << 18).astype(np.float32), edges])
+                        rng.uniform(-100, 100, 1 << 18).astype(np.float32), edges, dense, -dense])
     np.save(tmp_path / "x.npy", x)
     got = {}
     for level in ("avx512", "avx2"):

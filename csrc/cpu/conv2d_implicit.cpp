@@ -571,19 +571,27 @@ void backward_weight_tiled(ukernel_fn<T> kern, T* dw, T* db, const T* dout, cons
 // filters its columns, in vectors of NR. forward_tiled puts the positions in the
 // vectors instead, where 7x7 and 14x14 maps at batch 1 (49 and 196 positions)
 // leave 23% and 12.5% of a 32-wide tile's products empty; 7-row tiles leave none.
-// x is read in place: row r = n*Q + q of A is x[n][.][q], its k-th element Q
-// apart. B is packed per item, one NR-filter sliver and K block at a time: the
-// rows of w transposed, or, when `flipped` (the input gradient: w is (K, O, 1, 1)),
-// segments of w's rows copied. An item is (sliver, block of row tiles); its
-// products build up in a panel (rows x NR) that is then written out transposed,
-// with bias, relu or act.
+// Row r = n*Q + q of A is x[n][.][q], its k-th element Q apart: read in place by
+// `ikern`, or packed once per call by the team into MR-row slivers for `pkern`
+// (given for AVX2's float tiles, used with 3 slivers or more). In place, each k
+// of a tile broadcasts MR values from a new cache line: at AVX2 the products of
+// 7x7 maps ran 15-25% slower that way, forward and input gradient (1152->192 to
+// 2048->512, AMD EPYC, 1 thread; no change at 14x14 and 28x28); at AVX-512
+// packing ran 0-10% slower. B is packed per item, one NR-filter sliver and K
+// block at a time: the rows of w transposed, or, when `flipped` (the input
+// gradient: w is (K, O, 1, 1)), segments of w's rows copied. An item is (sliver,
+// block of row tiles); its products build up in a panel (rows x NR) that is then
+// written out transposed, with bias, relu or act.
 template <class T, int MR, int NR>
-void pointwise_rows_forward(ukernel_offs_fn<T> kern, T* out, const T* x, const T* w, const T* b,
-                            const Conv2dShape& s, bool flipped, bool relu, const ConvAct* act, T* pre) {
+void pointwise_rows_forward(ukernel_fn<T> pkern, ukernel_offs_fn<T> ikern, T* out, const T* x, const T* w,
+                            const T* b, const Conv2dShape& s, bool flipped, bool relu, const ConvAct* act, T* pre) {
   const index_t K = s.C, O = s.F, Q = s.OH * s.OW, R = s.N * Q;
   const KBlocks kb = kblocks(K);
   const index_t kc_max = kb.max_size();
   const index_t slivers = (O + NR - 1) / NR, rtiles = (R + MR - 1) / MR;
+  // Packing A reads it once more and writes it: with 2 slivers (A read twice in
+  // place) it cost 7% (144->32 and 96->32 at 28x28), with 3 it broke even.
+  if (slivers < 3) pkern = nullptr;
   const index_t nt = team_size();
   // Row blocks of at most kMaxRows rows keep an item's panel in L2; more of them
   // while the items do not share out evenly over the team and are fewer than four
@@ -594,12 +602,39 @@ void pointwise_rows_forward(ukernel_offs_fn<T> kern, T* out, const T* x, const T
   index_t rblocks = std::max<index_t>(1, (rtiles * MR + kMaxRows - 1) / kMaxRows);
   while (nt > 1 && rblocks < rtiles && (slivers * rblocks) % nt != 0 && slivers * rblocks < 4 * nt) ++rblocks;
   const index_t items = slivers * rblocks, block_rows = (rtiles + rblocks - 1) / rblocks * MR;
-  std::vector<index_t> koff(static_cast<std::size_t>(kc_max));
-  for (index_t k = 0; k < kc_max; ++k) koff[std::size_t(k)] = k * Q;
-  // Row r of A (image r / Q, position r % Q) starts at roff[r], computed once
-  // rather than by two divisions per row in every tile of every K block.
-  std::vector<index_t> roff(static_cast<std::size_t>(R));
-  for (index_t r = 0; r < R; ++r) roff[std::size_t(r)] = (r / Q) * K * Q + r % Q;
+  // In place, row r of A (image r / Q, position r % Q) starts at roff[r] (computed
+  // once rather than by two divisions per row in every tile of every K block), its
+  // k-th element at koff[k].
+  std::vector<index_t> koff, roff;
+  // Packed, A's tile t: ap[(t K + k) MR + i] = x[n][k][q] for row r = t MR + i =
+  // n Q + q (rows past R zero); a K block of it starts at ap + (t K + k0) MR.
+  T* ap = nullptr;
+  if (pkern) {
+    ap = scratch<T>(ScratchSlot::conv_pack_a, std::size_t(rtiles * K * MR));
+  } else {
+    koff.resize(static_cast<std::size_t>(kc_max));
+    for (index_t k = 0; k < kc_max; ++k) koff[std::size_t(k)] = k * Q;
+    roff.resize(static_cast<std::size_t>(R));
+    for (index_t r = 0; r < R; ++r) roff[std::size_t(r)] = (r / Q) * K * Q + r % Q;
+  }
+  auto pack_a = [&](index_t t0, index_t t1) {
+    for (index_t t = t0; t < t1; ++t) {
+      T* d = ap + t * K * MR;
+      const index_t r0 = t * MR, n0 = r0 / Q, q0 = r0 % Q;
+      if (r0 + MR <= R && q0 + MR <= Q) {   // one image's consecutive positions
+        const T* src = x + n0 * K * Q + q0;
+        for (index_t k = 0; k < K; ++k)
+#pragma GCC unroll 8
+          for (int i = 0; i < MR; ++i) d[k * MR + i] = src[k * Q + i];
+        continue;
+      }
+      for (int i = 0; i < MR; ++i) {
+        const index_t r = r0 + i;
+        const T* src = r < R ? x + (r / Q) * K * Q + r % Q : nullptr;
+        for (index_t k = 0; k < K; ++k) d[k * MR + i] = src ? src[k * Q] : T(0);
+      }
+    }
+  };
 
   // A thread's items run in groups of consecutive items; each K block is packed
   // for the whole group at once. Flipped, a group's packed slivers (kc x NR
@@ -669,7 +704,6 @@ void pointwise_rows_forward(ukernel_offs_fn<T> kern, T* out, const T* x, const T
           nrows = std::min<index_t>(NR, O - no0), nkc = kb.begin(nbk + 1) - kb.begin(nbk);
         }
       }
-      const T* a = x + k0 * Q;
       const T beta = bk == 0 ? T(0) : T(1);
       for (index_t id = i0; id < i1; ++id) {
         index_t r0, r1;
@@ -678,8 +712,11 @@ void pointwise_rows_forward(ukernel_offs_fn<T> kern, T* out, const T* x, const T
         T* panel = cp + (id - i0) * block_rows * NR;
         const index_t tiles = (r1 - r0 + MR - 1) / MR;
         for (index_t r = r0, t = 0; r < r1; r += MR, ++t) {
-          kern(kc, a, roff.data() + r, std::min<index_t>(MR, r1 - r), koff.data(), bs, panel + (r - r0) * NR, NR,
-               T(1), beta);
+          if (pkern)
+            pkern(kc, ap + (r / MR * K + k0) * MR, bs, panel + (r - r0) * NR, NR, T(1), beta);
+          else
+            ikern(kc, x + k0 * Q, roff.data() + r, std::min<index_t>(MR, r1 - r), koff.data(), bs,
+                    panel + (r - r0) * NR, NR, T(1), beta);
           for (index_t q = nrows * t / tiles, q1 = nrows * (t + 1) / tiles; q < q1; ++q) prefetch_run(nsrc + q * K, nkc);
         }
       }
@@ -731,6 +768,10 @@ void pointwise_rows_forward(ukernel_offs_fn<T> kern, T* out, const T* x, const T
 
   ErrorTrap trap;
   team_run(nt, [&](index_t t, index_t nth) {
+    if (pkern) {
+      pack_a(rtiles * t / nth, rtiles * (t + 1) / nth);
+      team_barrier();
+    }
     trap.run([&] {
       const index_t i0 = items * t / nth, i1 = items * (t + 1) / nth;
       const index_t g = std::min(group, std::max<index_t>(1, i1 - i0));
@@ -796,13 +837,16 @@ void implicit_forward(T* out, const T* x, const T* w, const T* b, const Conv2dSh
       const int rows = r7 ? pointwise_rows_choice(s, flipped, mr, nr, {mr, gemm_detail::kMR512r7})
                           : pointwise_rows_choice(s, flipped, mr, nr, {mr},
                                                   sizeof(T) == 4 && mr == gemm_detail::kMR256);
+      // A packed at AVX2 float (see pointwise_rows_forward), in place elsewhere
+      // (AVX-512: packing ran 0-10% slower at 7x7 and 14x14)
+      constexpr bool pack = sizeof(T) == 4 && mr == gemm_detail::kMR256;
       if (rows == mr)
-        return pointwise_rows_forward<T, mr, nr>(offs_ukernel<T, mr, nr>(), out, x, w, b, s, flipped, relu, act,
-                                                 pre);
+        return pointwise_rows_forward<T, mr, nr>(pack ? kern : nullptr, offs_ukernel<T, mr, nr>(), out, x, w, b, s,
+                                                 flipped, relu, act, pre);
       if constexpr (r7)
         if (rows == gemm_detail::kMR512r7)
-          return pointwise_rows_forward<T, gemm_detail::kMR512r7, nr>(gemm_detail::ukernel_offs_avx512_f32_7, out,
-                                                                      x, w, b, s, flipped, relu, act, pre);
+          return pointwise_rows_forward<T, gemm_detail::kMR512r7, nr>(
+              nullptr, gemm_detail::ukernel_offs_avx512_f32_7, out, x, w, b, s, flipped, relu, act, pre);
     }
     if constexpr (sizeof(T) == 4) {
       // At most 16 output columns (4x4 maps at batch 1): one-vector tiles, A in place.

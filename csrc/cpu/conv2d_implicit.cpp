@@ -323,6 +323,18 @@ void forward_tiled(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* out
               continue;
             }
             kern(jr, tile, NR, T(0));
+            if (r + nr <= g.OHW) {   // one image: each filter's run of nr positions
+              for (index_t i = 0; i < mr; ++i) {
+                T* d = out + (n * s.F + row0 + m + i) * g.OHW + r;
+                const T* t = tile + i * NR;
+                if (beta == T(0))
+                  for (index_t j = 0; j < nr; ++j) d[j] = t[j];
+                else
+                  for (index_t j = 0; j < nr; ++j) d[j] += t[j];
+                if (last) finish(d, nr, row0 + m + i);
+              }
+              continue;
+            }
             for (index_t j = 0; j < nr; ++j) {
               const index_t nn = (q + j) / g.OHW, rr = (q + j) % g.OHW;
               T* d = out + (nn * s.F + row0 + m) * g.OHW + rr;

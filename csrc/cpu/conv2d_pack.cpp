@@ -22,6 +22,17 @@ __attribute__((target("avx512f"))) void gather_stride2_avx512(float* d, const fl
   }
 }
 
+__attribute__((target("avx2"))) void gather_stride2_avx2(float* d, const float* src, index_t n) {
+  index_t t = 0;
+  for (; t + 8 < n; t += 8) {  // strictly: the second load's last element, src[2 t + 15], is needed
+    const __m256 a = _mm256_loadu_ps(src + 2 * t), b = _mm256_loadu_ps(src + 2 * t + 8);
+    // a0 a2 b0 b2 | a4 a6 b4 b6, then its 64-bit quarters in the order 0 2 1 3
+    const __m256 e = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+    _mm256_storeu_ps(d + t, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8)));
+  }
+  for (; t < n; ++t) d[t] = src[2 * t];
+}
+
 __attribute__((target("avx512f"))) void gather_stride4_avx512(float* d, const float* src, index_t n) {
   // every fourth of 32 values (two loads) into lanes 0-7, twice, then the halves joined
   const __m512i by4 = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28);

@@ -105,6 +105,9 @@ __attribute__((target("avx512f"))) void gather_stride2_avx512(float* d, const fl
 // and three permutes per 16 values (the split copy of ConvNeXt's 4x4 stride-4
 // stem, a scalar loop, was a third of the layer's time at batch 16).
 __attribute__((target("avx512f"))) void gather_stride4_avx512(float* d, const float* src, index_t n);
+// gather_stride2_avx512 at AVX2: two loads, a shuffle and a permute per 8 values
+// (the scalar loop was a tenth of the 3->32 stride-2 stem at 224x224).
+__attribute__((target("avx2"))) void gather_stride2_avx2(float* d, const float* src, index_t n);
 #endif
 
 #ifdef GV_HAVE_X86
@@ -162,10 +165,12 @@ void transpose_block(T* d, index_t ldd, const T* src, index_t lds, index_t rows,
 }
 
 // d[t*ds] = xr[iw0 + t*sw] for t in [0, run), 0 where the column is outside [0, W)
-// or the whole row is (xr == nullptr). wide: the CPU has AVX-512.
+// or the whole row is (xr == nullptr). level: the CPU's SIMD level, where the
+// caller has it (else the baseline loops).
 template <class T>
 inline void gather_row(T* d, index_t ds, const T* xr, index_t iw0, index_t sw, index_t W, index_t run,
-                       bool wide = false) {
+                       SimdLevel level = SimdLevel::scalar) {
+  const bool wide = level == SimdLevel::avx512;
   index_t lo = run, hi = run;
   if (xr) conv_detail::valid_range(iw0, sw, W, run, lo, hi);
   if (ds == 1) {
@@ -177,6 +182,10 @@ inline void gather_row(T* d, index_t ds, const T* xr, index_t iw0, index_t sw, i
       if (hi > lo)
         gather_stride2_avx512(reinterpret_cast<float*>(d) + lo, reinterpret_cast<const float*>(xr) + iw0 + 2 * lo,
                               hi - lo);
+    } else if (std::is_same_v<T, float> && sw == 2 && level == SimdLevel::avx2) {
+      if (hi > lo)
+        gather_stride2_avx2(reinterpret_cast<float*>(d) + lo, reinterpret_cast<const float*>(xr) + iw0 + 2 * lo,
+                            hi - lo);
     } else if (std::is_same_v<T, float> && sw == 4 && wide) {
       if (hi > lo)
         gather_stride4_avx512(reinterpret_cast<float*>(d) + lo, reinterpret_cast<const float*>(xr) + iw0 + 4 * lo,
@@ -219,7 +228,8 @@ template <class T, int NR>
 void pack_b_cols(T* out, const T* x, index_t img_stride, const Conv2dShape& s, const Tap* taps, index_t kc,
                  index_t q0, index_t P) {
   const auto& p = s.p;
-  const bool wide = cpu_level() == SimdLevel::avx512;
+  const SimdLevel level = cpu_level();
+  const bool wide = level == SimdLevel::avx512;
 #ifdef GV_HAVE_X86
   if constexpr (std::is_same_v<T, float> && NR == 16) {
     if (wide && s.OW <= kGatherMaxOW &&
@@ -236,7 +246,7 @@ void pack_b_cols(T* out, const T* x, index_t img_stride, const Conv2dShape& s, c
       const Tap& tp = taps[k];
       const index_t ih = ih0 + tp.dh;
       gather_row(dst + k * NR, 1, (ih >= 0 && ih < s.H) ? xn + tp.xoff + ih * s.W : nullptr, iw0 + tp.dw, p.stride_w,
-                 s.W, run, wide);
+                 s.W, run, level);
     }
   });
   if (const index_t tail = P % NR) {
@@ -389,14 +399,14 @@ inline std::vector<index_t> split_roff(const Conv2dShape& s, const Split& sp, in
 template <class T>
 void build_split(T* split, const T* x, const Conv2dShape& s, const Split& sp, index_t u0, index_t u1) {
   const auto& p = s.p;
-  const bool wide = cpu_level() == SimdLevel::avx512;
+  const SimdLevel level = cpu_level();
   for (index_t u = u0; u < u1; ++u) {   // row u = (n * C + c) * Hp + r of the split image
     const index_t r = u % sp.Hp, nc = u / sp.Hp, n = nc / s.C, c = nc % s.C;
     const index_t ih = r - p.pad_top;
     const T* xr = ih >= 0 && ih < s.H ? x + nc * s.H * s.W + ih * s.W : nullptr;
     T* d = split + n * sp.SI + c * sp.SC + r * sp.SH;
     for (index_t ph = 0; ph < p.stride_w; ++ph, d += sp.Wq)
-      gather_row(d, 1, xr, ph - p.pad_left, p.stride_w, s.W, sp.Wq, wide);
+      gather_row(d, 1, xr, ph - p.pad_left, p.stride_w, s.W, sp.Wq, level);
   }
 }
 

@@ -214,7 +214,8 @@ enum class ScratchSlot : int {
   conv_partial = 3,    // calling thread: per-thread partial filter gradients
   conv_amx_sub = 3,    // calling thread: the AMX path's copied positions, column matrix or strided dx
                        // (never live with a filter gradient)
-  conv_pack_a = 4,     // calling thread: the packed weights, shared by the team
+  conv_pack_a = 4,     // calling thread: the packed weights (transposed 1x1 path: the packed positions),
+                       // shared by the team
   conv_pack_b = 5,     // per thread: packed B block
   conv_pack_a2 = 6,    // per thread: packed A block (weight gradient)
   conv_panel = 7,      // per thread: output panel of a chunk (small maps)

@@ -440,9 +440,16 @@ void register_conv2d(py::module_& m) {
         d["limit"] = i.limit;
         d["bytes"] = i.bytes;
         d["entries"] = i.entries;
+        if (i.stream_limit == std::numeric_limits<std::size_t>::max())
+          d["stream_limit"] = py::none();
+        else
+          d["stream_limit"] = i.stream_limit;
         return d;
       },
-      "The Winograd filter cache: {'limit': bytes allowed, 'bytes': bytes held, 'entries': layers held}.");
+      "The Winograd filter cache: {'limit': bytes allowed, 'bytes': bytes held, 'entries': layers held,\n"
+      "'stream_limit': the most bytes of transformed filters a forward pass on a small map (16-31\n"
+      "output tiles) reads from memory, else it runs F(2x2) or the direct algorithm; None: no cap, on\n"
+      "CPUs where that stream costs little (AMD's)}.");
 }
 
 }  // namespace gradvis

@@ -22,6 +22,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -117,6 +118,13 @@ constexpr index_t kCacheTiles = 1024;
 }  // namespace
 
 
+// The most bytes of transformed filters a forward pass with 16-31 tiles streams
+// from memory (see winograd_choice): 6 MB but on AMD's cores, where the stream
+// hides behind the gemms (no cap).
+std::size_t winograd_stream_limit() {
+  return cpu_is_amd() ? std::numeric_limits<std::size_t>::max() : std::size_t(6) << 20;
+}
+
 WinogradChoice winograd_choice(const Conv2dShape& s, bool weight_grad) {
   if (!winograd_eligible(s)) return {};
   switch (conv_algo()) {
@@ -151,26 +159,30 @@ WinogradChoice winograd_choice(const Conv2dShape& s, bool weight_grad) {
   // transformed every call (slower, but the choice never depends on what the cache
   // holds: two threads, or two calls, with equal inputs get equal bits).
   // Those measurements called one layer again and again, its transformed filters in
-  // cache. In a network each layer's come back from memory: with 8 layers' weights in
-  // turn (bench_winograd_cycle.py, Intel Xeon AVX-512) F(2x2) ran at 0.74-0.88x the
-  // direct gemm for 384x384 and 512x512 filters (9.4 and 16.8 MB transformed) and
-  // 0.80-1.15x for 256x256 (4.2 MB); ResNet-50 at batch 1 with its 512x512 7x7
-  // layers direct: forward + input gradient 3.5-4% faster on 1 and 2 threads. So with
-  // 16-31 tiles the forward-pass F(2x2) keeps to filters of at most kStreamMax
-  // transformed bytes. F(4x4) with 16-31 tiles likewise: beyond kStreamMax its
-  // filters (9.4 MB at 256x256) lose to F(2x2) with its 49 tiles at 14x14 and
-  // filters of 4/9 the size (8 layers in turn, 256x256: 1.95 against 1.54 ms on 1
-  // thread, equal on 2; 512x512: 7.18 against 5.57 and 3.52 against 3.07 ms).
-  constexpr std::size_t kStreamMax = std::size_t(6) << 20;
+  // cache. In a network each layer's come back from memory (bench_winograd_cycle.py:
+  // 8 layers' weights in turn). How well that stream hides behind the gemms differs
+  // by machine (winograd_stream_limit): on an Intel Xeon (AVX-512) F(2x2) ran at
+  // 0.74-0.88x the direct gemm for 384x384 and 512x512 filters (9.4 and 16.8 MB
+  // transformed), and with 16-31 tiles F(4x4)'s 9.4 MB at 256x256 lost to F(2x2) with
+  // its 49 tiles at 14x14 (1.95 against 1.54 ms on 1 thread); ResNet-50 at batch 1 ran
+  // 1-9% faster with both capped at 6 MB. On an AMD EPYC (Zen 4) the stream hides:
+  // F(2x2) at 512x512 7x7 takes 2.2 ms against the direct gemm's 3.0 (input gradient
+  // 2.2 against 3.7), F(4x4) at 256x256 14x14 1.2 against F(2x2)'s 1.7, and 512x512
+  // at 14x14 4.5 against 6.4, on 1 thread, 1.3-1.6x on 2 and at AVX2; ResNet-50's
+  // forward 5-7% and forward + input gradient 5% faster uncapped. So with 16-31
+  // tiles the forward pass (and input gradient) takes F(2x2) only for transformed
+  // filters of at most stream_max bytes, and F(4x4) likewise, giving way to F(2x2)
+  // where that has 32+ tiles.
+  const std::size_t stream_max = winograd_stream_limit();
   if (s.C < 16 || s.F < 16) return {};
   const std::size_t emax = cache_entry_max();
   const std::size_t bytes4 = std::size_t(36 * s.C * s.F) * sizeof(float);  // transformed filters
   const std::size_t bytes2 = std::size_t(16 * s.C * s.F) * sizeof(float);
   const index_t tiles4 = winograd_tiles(s, 4), tiles2 = winograd_tiles(s, 2);
   if (tiles4 >= 32) return {4, false};
-  const bool stream4 = weight_grad || tiles2 < 32 || bytes4 <= kStreamMax;
+  const bool stream4 = weight_grad || tiles2 < 32 || bytes4 <= stream_max;
   if (tiles4 >= 16 && bytes4 <= emax && stream4) return {4, !weight_grad};
-  const bool stream2 = weight_grad || tiles2 >= 32 || bytes2 <= kStreamMax;
+  const bool stream2 = weight_grad || tiles2 >= 32 || bytes2 <= stream_max;
   if (tiles2 >= (weight_grad ? 32 : 16) && bytes2 <= emax && stream2) return {2, !weight_grad};
   return {};
 }
@@ -516,7 +528,8 @@ void set_winograd_cache_limit(std::size_t bytes) {
 
 WinogradCacheInfo winograd_cache_info() {
   const auto u = conv_detail::filter_cache().usage();
-  return {conv_detail::g_cache_limit.load(std::memory_order_relaxed), u.first, u.second};
+  return {conv_detail::g_cache_limit.load(std::memory_order_relaxed), u.first, u.second,
+          conv_detail::winograd_stream_limit()};
 }
 
 ConvAlgo conv_algo() { return ConvAlgo(conv_detail::g_algo.load(std::memory_order_relaxed)); }

@@ -31,6 +31,10 @@ struct WinogradChoice {
 };
 WinogradChoice winograd_choice(const Conv2dShape& s, bool weight_grad = false);
 
+// The most bytes of transformed filters the choice lets a forward pass with few
+// tiles stream from memory per call (a per-machine constant; SIZE_MAX: no cap).
+std::size_t winograd_stream_limit();
+
 // Output tiles of s for tile size tm.
 inline index_t winograd_tiles(const Conv2dShape& s, index_t tm) {
   return s.N * ((s.OH + tm - 1) / tm) * ((s.OW + tm - 1) / tm);

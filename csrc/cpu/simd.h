@@ -16,6 +16,10 @@ enum class SimdLevel { scalar = 0, avx2 = 1, avx512 = 2 };
 SimdLevel cpu_level();          // detected once, cached; GRADVIS_SIMD=scalar|avx2|avx512 caps it
 const char* simd_level_name(SimdLevel level);
 
+// Whether the CPU is an AMD one (cost models whose measurements differ between
+// AMD's and Intel's cores: conv_winograd.cpp). Detected once, cached.
+bool cpu_is_amd();
+
 // Whether large float32 convolutions may use the AMX tile unit (bfloat16 tiles,
 // conv_amx.h): the CPU has AMX-TILE and AMX-BF16, the level is avx512, the OS
 // grants the tile state (Linux 5.16+: arch_prctl ARCH_REQ_XCOMP_PERM), and

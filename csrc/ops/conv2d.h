@@ -56,8 +56,10 @@ void set_conv_algo(ConvAlgo a);
 // through scratch memory, or, where Winograd pays only when they are kept (forward
 // passes with few tiles), by the implicit gemm, whose rounding differs at ~1e-6.
 // Setting the limit drops the least recently used entries above it (0: all).
+// stream_limit: the most transformed-filter bytes a small-map layer's forward pass
+// reads from memory per call (a per-machine choice; SIZE_MAX: no cap).
 struct WinogradCacheInfo {
-  std::size_t limit, bytes, entries;
+  std::size_t limit, bytes, entries, stream_limit;
 };
 void set_winograd_cache_limit(std::size_t bytes);
 WinogradCacheInfo winograd_cache_info();

@@ -809,7 +809,10 @@ inline double tile_use(index_t n, index_t tile) { return double(n) / double((n +
 // (2 MB), which come from memory in short runs; forward_tiled reads those in
 // place, in long ones (weights from memory, 1 thread: ResNet-50's 512->2048 at
 // 7x7 68.8 GF/s in place against 66.6 packed, ConvNeXt's 768->3072 71.7
-// against 68.0). `small_avx2`: AVX2's 6 x 16 float tiles, where on maps of up to
+// against 68.0), on an Intel Xeon. AMD's Zen 4 hides those short runs (8 layers'
+// weights in turn, as in a network, 1 thread: 512->2048 1.43 -> 1.23 ms,
+// 768->3072 3.18 -> 2.67 transposed; 2048->512 1.30 -> 1.27): 6/R there.
+// `small_avx2`: AVX2's 6 x 16 float tiles, where on maps of up to
 // 64 positions (7x7 at batch 1: 49 of the 64 columns of forward_tiled's tiles
 // real, 49 of 54 rows here) the transposed path ran 5-20% faster alone whatever
 // the weights' size (1 thread: 512->2048 1.57-1.60 -> 1.42 ms, 960->160 199-200
@@ -835,7 +838,8 @@ inline int pointwise_rows_choice(const Conv2dShape& s, bool flipped, int MR, int
     if (use > best_use) best_use = use, best = mr;
   }
   if (small_avx2 && R <= 400) return best_use > now + 0.03 ? best : 0;
-  const double pack = (flipped ? 1.0 : double(s.F) * double(s.C) > double(1 << 19) ? 12.0 : 6.0) / double(R);
+  const bool long_runs = !cpu_is_amd() && double(s.F) * double(s.C) > double(1 << 19);
+  const double pack = (flipped ? 1.0 : long_runs ? 12.0 : 6.0) / double(R);
   return best_use - pack > now + 0.05 ? best : 0;
 }
 

@@ -7,8 +7,12 @@ imports the other (they would share one OpenMP runtime); the two alternate, and
 each row keeps the best time over all repeats. For depthwise rows the table gives
 the fraction of the memory bandwidth a numpy copy of the same bytes reaches in the
 same gradvis process (a depthwise layer reads its input and writes its output once).
+With --peak (a core's FMA peak in GFLOP/s, from bench/fma_peak.c), each row also
+gives x@pk: PyTorch's time over the time of the row's multiply-adds at that peak
+on the row's threads, the most any method doing those multiply-adds can reach.
 
-    python bench/bench_modern.py [--quick] [--simd avx2] [--threads 1 2] [--repeats 3] [--json out.json]
+    python bench/bench_modern.py [--quick] [--simd avx2] [--threads 1 2] [--repeats 3] [--peak 116]
+                                 [--json out.json]
     python bench/bench_modern.py --networks [--simd avx2]   # whole torchvision networks via ONNX
     python bench/bench_modern.py --acts [--simd avx2]       # conv + activation, fused against separate
 
@@ -220,6 +224,10 @@ def main():
     ap.add_argument("--acts", action="store_true",
                     help="gradvis only: convolution + ReLU6/HardSwish/SiLU fused against separate calls")
     ap.add_argument("--models", nargs="*", help=f"networks for --networks (default {' '.join(NETWORKS)})")
+    ap.add_argument("--peak", type=float,
+                    help="a core's float32 FMA peak in GFLOP/s (bench/fma_peak.c): ops then also give "
+                         "x@pk, the most any method doing the layer's multiply-adds could reach against "
+                         "PyTorch's time (at the most threads)")
     ap.add_argument("--json", help="write the rows here")
     args = ap.parse_args()
     sets = {"all": DEPTHWISE + GROUPED + STEMS, "quick": QUICK, "depthwise": DEPTHWISE, "grouped": GROUPED,
@@ -307,11 +315,15 @@ def run_ops(args, shapes):
         for n in args.batches:
             OH = (HW + 2 * pad - K) // st + 1
             for ps in ("fwd", "bwd"):
-                row = {"shape": name, "batch": n, "pass": ps}
+                # multiply-adds of the pass: the forward's, twice for bwd (input and weight gradients)
+                macs = n * F * (C // g) * K * K * OH * OH * (1 if ps == "fwd" else 2)
+                row = {"shape": name, "batch": n, "pass": ps, "macs": macs}
                 for nt in args.threads:
                     k = f"{name}|{n}|{ps}|{nt}"
                     row[f"gv{nt}"], row[f"pt{nt}"] = best["gradvis"][k] * 1e3, best["torch"][k] * 1e3
                     row[f"spread_gv{nt}"], row[f"spread_pt{nt}"] = spread["gradvis"][k], spread["torch"][k]
+                    if args.peak:   # PyTorch's ms / the ms of the multiply-adds at nt cores' peak
+                        row[f"x_at_peak{nt}"] = row[f"pt{nt}"] / (2e-6 * macs / (args.peak * nt))
                 if ps == "fwd" and g == C and g > 1:
                     copy = best["gradvis"][f"{name}|{n}|copy"]
                     nt = max(args.threads)
@@ -324,9 +336,13 @@ def run_ops(args, shapes):
           f"(CPU capability {info[1]['cap']}); best over {args.repeats} alternating runs per library; "
           f"speedup = torch ms / gradvis ms; bwd = input + weight (+ bias) gradients; "
           f"bw = fraction of a numpy copy's bandwidth at {max(args.threads)} threads (depthwise forward); "
-          f"spread = worst run / best run - 1; host {'LOADED (training running)' if loaded else 'idle'}")
+          f"spread = worst run / best run - 1; host {'LOADED (training running)' if loaded else 'idle'}"
+          + (f"; x@pk = torch ms / ms of the multiply-adds at {args.peak:g} GFLOP/s a core, "
+             f"{max(args.threads)} threads (a ceiling on x{max(args.threads)} for direct methods)"
+             if args.peak else ""))
     cols = "".join(f" {'gv ms ' + str(t):>9} {'pt ms ' + str(t):>9} {'x' + str(t):>5}" for t in args.threads)
-    head = f"{'shape':<24} {'N':>3} {'pass':<4}{cols} {'bw':>5} {'spr gv':>6} {'spr pt':>6}"
+    head = f"{'shape':<24} {'N':>3} {'pass':<4}{cols} {'bw':>5} {'spr gv':>6} {'spr pt':>6}" + (
+        f" {'x@pk':>5}" if args.peak else "")
     print(head)
     print("-" * len(head))
     for r in rows:
@@ -334,8 +350,9 @@ def run_ops(args, shapes):
                         for t in args.threads)
         bw = f"{r['bw_frac']:>5.2f}" if "bw_frac" in r else f"{'':>5}"
         t = max(args.threads)
+        pk = f" {r[f'x_at_peak{t}']:>5.2f}" if args.peak else ""
         print(f"{r['shape']:<24} {r['batch']:>3} {r['pass']:<4}{cells} {bw} {r[f'spread_gv{t}']:>6.2f} "
-              f"{r[f'spread_pt{t}']:>6.2f}")
+              f"{r[f'spread_pt{t}']:>6.2f}{pk}")
     return rows
 
 

@@ -394,6 +394,40 @@ def test_patch_layers(shape, dtype):
     np.testing.assert_array_equal(fused, _core.relu_backward(dx, x))
 
 
+# Strided 1x1 layers run as the stride-1 layer on a copy of the positions they read:
+# ResNet's downsampling layers (stride 2 on an even and an odd map, batch 2: the
+# copy's planes across images), strides that differ by axis, padding (positions
+# of zeros in the copy), and enough filters for the transposed 7-row tiles.
+STRIDED_POINTWISE = [
+    ((2, 24, 14, 14), (40, 24, 1, 1), dict(stride=2)),
+    ((1, 33, 15, 15), (70, 33, 1, 1), dict(stride=2)),
+    ((1, 16, 13, 17), (20, 16, 1, 1), dict(stride=(3, 2))),
+    ((1, 16, 10, 17), (20, 16, 1, 1), dict(stride=(2, 3))),
+    ((2, 9, 8, 7), (12, 9, 1, 1), dict(stride=2, padding=(1, 0, 2, 1))),
+    ((1, 64, 14, 14), (300, 64, 1, 1), dict(stride=2)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", STRIDED_POINTWISE)
+def test_strided_pointwise(shape, dtype):
+    xs, ws, geometry = shape
+    for threads in (1, 2):
+        check_all_passes(xs, ws, dtype, threads, seed=18, **geometry)
+    # a fused activation, its input kept, is the separate one's
+    rng = np.random.default_rng(19)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[0]).astype(dtype)
+    y = _core.conv2d_forward(x, w, b, **geometry)
+    s = geometry["stride"] if isinstance(geometry["stride"], tuple) else (geometry["stride"],) * 2
+    p = geometry.get("padding", 0)
+    p = (p,) * 4 if isinstance(p, int) else p
+    out, pre = _core.conv2d_forward_act(x, w, b, s, p, (1, 1), 1, "silu", 0.0, 0.0, True)
+    np.testing.assert_array_equal(pre, y)
+    np.testing.assert_array_equal(out, _core.silu_forward(y))
+
+
 @pytest.mark.parametrize("shape", [((1, 3, 64, 64), (32, 3, 3, 3), dict(padding=1)),
                                    ((1, 4, 50, 41), (8, 4, 5, 5), dict(stride=2, padding=2))])
 def test_banded_input_gradient_does_not_depend_on_the_thread_count(shape):

@@ -30,6 +30,12 @@
 namespace gradvis {
 namespace {
 
+// A 1x1 ungrouped layer with a stride above 1 (any padding; dilation does not
+// matter for a 1x1 kernel).
+inline bool is_strided_pointwise(const Conv2dShape& s) {
+  return s.KH == 1 && s.KW == 1 && s.p.groups == 1 && (s.p.stride_h > 1 || s.p.stride_w > 1);
+}
+
 // Multiply-adds each thread should get at least: below it, a parallel region's
 // start, barriers and split work cost more than the second core saves. Once 2^21,
 // when the 3->32 first layer at 64x64, batch 1 (3.5M), was slower on 2 threads
@@ -55,6 +61,43 @@ inline int conv_threads(const Conv2dShape& s) {
 template <class T>
 void forward_any(T* out, const T* x, const T* w, const T* b, const Conv2dShape& s, bool flipped, bool relu,
                  const ConvAct* act = nullptr, T* pre = nullptr) {
+  // A strided 1x1 layer reads only its output's grid of positions: copied once into
+  // a dense (N, C, OH, OW) image, it runs as the 1x1 stride-1 layer on that image,
+  // with its fuller, unpacked tiles. The implicit gemm's strided packing ran
+  // ResNet-50's 256->512, 512->1024 and 1024->2048 downsampling layers 9-19%
+  // slower at AVX-512 and 3-32% at AVX2 (AMD EPYC, 1 thread, copy included).
+  // The tile unit has its own copy of the positions (conv_amx.cpp).
+  if (!flipped && is_strided_pointwise(s) && !(sizeof(T) == 4 && amx_enabled() && conv_algo() != ConvAlgo::direct)) {
+    const index_t planes = s.N * s.C, OHW = s.OH * s.OW;
+    T* xs = scratch<T>(ScratchSlot::conv_amx_sub, std::size_t(planes * OHW));
+    const auto& p = s.p;
+    parallel_for_nt(grain_threads(double(planes) * double(OHW), double(1 << 17), planes), planes, [&](index_t i) {
+      const T* xp = x + i * s.H * s.W;
+      T* d = xs + i * OHW;
+      for (index_t oh = 0; oh < s.OH; ++oh, d += s.OW) {
+        const index_t ih = oh * p.stride_h - p.pad_top;
+        if (ih < 0 || ih >= s.H) {
+          std::fill(d, d + s.OW, T(0));
+          continue;
+        }
+        const T* __restrict xr = xp + ih * s.W;
+        T* __restrict dr = d;
+        if (p.pad_left == 0 && (s.OW - 1) * p.stride_w < s.W) {
+          if (p.stride_w == 2)
+            for (index_t ow = 0; ow < s.OW; ++ow) dr[ow] = xr[2 * ow];
+          else
+            for (index_t ow = 0; ow < s.OW; ++ow) dr[ow] = xr[ow * p.stride_w];
+          continue;
+        }
+        for (index_t ow = 0; ow < s.OW; ++ow) {
+          const index_t iw = ow * p.stride_w - p.pad_left;
+          dr[ow] = iw < 0 || iw >= s.W ? T(0) : xr[iw];
+        }
+      }
+    });
+    return forward_any(out, static_cast<const T*>(xs), w, b,
+                       conv2d_shape(s.N, s.C, s.OH, s.OW, s.F, 1, 1, Conv2dParams{}), false, relu, act, pre);
+  }
   if constexpr (sizeof(T) == 4) {
     if (const auto c = conv_detail::winograd_choice(s); c && act) {
       forward_any(out, x, w, b, s, flipped, false);  // the same Winograd call, then the activation

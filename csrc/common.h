@@ -2,6 +2,7 @@
 // limit and the per-thread scratch arena. Nothing here knows about Python.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -9,6 +10,7 @@
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #if defined(__unix__) || defined(__APPLE__)
@@ -41,14 +43,27 @@ inline std::atomic<int>& thread_count() {
   return n;
 }
 inline int max_threads() { return thread_count().load(std::memory_order_relaxed); }
-inline int thread_id() {
-#ifdef GRADVIS_HAVE_OPENMP
-  return omp_get_thread_num();
-#else
-  return 0;
-#endif
+// The thread team (team.cpp): a pool of workers whose waits yield their core, or
+// OpenMP's regions with GRADVIS_TEAM=openmp in the environment (read once).
+namespace team_detail {
+using JobFn = void (*)(void* ctx, index_t t, index_t nt);
+// fn(ctx, t, nt') on nt' threads (the caller is t = 0; nt' = nt, or fewer when the
+// system refuses threads, or 1 when nested or when another thread's region holds
+// the pool); returns when all have finished, rethrowing the first exception.
+void run(index_t nt, JobFn fn, void* ctx);
+void barrier();  // among the threads of the region this thread runs (none: no-op)
+bool in_team();  // inside a region of run()
+inline bool use_pool() {
+  static const bool pool = [] {
+    const char* v = std::getenv("GRADVIS_TEAM");
+    return !(v && v[0] == 'o');  // "openmp"
+  }();
+  return pool;
 }
+}  // namespace team_detail
+
 inline bool in_parallel() {
+  if (team_detail::in_team()) return true;
 #ifdef GRADVIS_HAVE_OPENMP
   return omp_in_parallel();
 #else
@@ -89,17 +104,43 @@ inline index_t team_size() {
   return n < cap ? n : cap;
 }
 
-// Run f(i) for i in [0, n) over the OpenMP team; serial when nested or tiny.
+// The calling thread's team: f(t, nthreads) on each of nt threads, one parallel
+// region (serial when nt == 1). Phases inside are separated with team_barrier().
+// f must not throw past a team_barrier (the others would wait there): kernels
+// catch inside (ErrorTrap) and rethrow after the region.
+template <class F>
+inline void team_run(index_t nt, F&& f) {
+  if (nt > 1) {
+    using Fn = std::remove_reference_t<F>;
+    if (team_detail::use_pool())
+      return team_detail::run(
+          nt, [](void* c, index_t t, index_t n) { (*static_cast<Fn*>(c))(t, n); },
+          const_cast<void*>(static_cast<const void*>(&f)));
+#ifdef GRADVIS_HAVE_OPENMP
+#pragma omp parallel num_threads(int(nt))
+    f(index_t(omp_get_thread_num()), index_t(omp_get_num_threads()));
+    return;
+#endif
+  }
+  f(index_t(0), index_t(1));
+}
+
+inline void team_barrier() {
+  if (team_detail::use_pool()) return team_detail::barrier();
+#ifdef GRADVIS_HAVE_OPENMP
+#pragma omp barrier
+#endif
+}
+
+// Run f(i) for i in [0, n) over the team, in contiguous chunks; serial when nested
+// or tiny.
 template <class F>
 inline void parallel_for(index_t n, F&& f) {
-#ifdef GRADVIS_HAVE_OPENMP
-  const int nt = int(team_size());
-  if (n > 1 && nt > 1) {
-#pragma omp parallel for schedule(static) num_threads(nt)
-    for (index_t i = 0; i < n; ++i) f(i);
-    return;
-  }
-#endif
+  const index_t nt = team_size();
+  if (n > 1 && nt > 1)
+    return team_run(std::min(nt, n), [&](index_t t, index_t nth) {
+      for (index_t i = n * t / nth, e = n * (t + 1) / nth; i < e; ++i) f(i);
+    });
   for (index_t i = 0; i < n; ++i) f(i);
 }
 
@@ -117,54 +158,24 @@ inline int grain_threads(double work, double grain, index_t items) {
 // parallel_for over at most nt threads (nt from grain_threads).
 template <class F>
 inline void parallel_for_nt(int nt, index_t n, F&& f) {
-#ifdef GRADVIS_HAVE_OPENMP
-  if (nt > 1 && n > 1 && !omp_in_parallel()) {
-#pragma omp parallel for schedule(static) num_threads(nt)
-    for (index_t i = 0; i < n; ++i) f(i);
-    return;
-  }
-#endif
+  if (nt > 1 && n > 1 && !in_parallel())
+    return team_run(std::min<index_t>(nt, n), [&](index_t t, index_t nth) {
+      for (index_t i = n * t / nth, e = n * (t + 1) / nth; i < e; ++i) f(i);
+    });
   for (index_t i = 0; i < n; ++i) f(i);
 }
 
 // Split [0, n) into contiguous chunks, one per thread: f(begin, end, tid).
 template <class F>
 inline void parallel_chunks(index_t n, F&& f) {
-#ifdef GRADVIS_HAVE_OPENMP
-  const int nt_max = int(team_size());
-  if (n > 1 && nt_max > 1) {
-#pragma omp parallel num_threads(nt_max)
-    {
-      const index_t nt = omp_get_num_threads(), t = omp_get_thread_num();
+  const index_t nt_max = team_size();
+  if (n > 1 && nt_max > 1)
+    return team_run(nt_max, [&](index_t t, index_t nt) {
       const index_t b = n * t / nt, e = n * (t + 1) / nt;
-      if (b < e) f(b, e, (int)t);
-    }
-    return;
-  }
-#endif
+      if (b < e) f(b, e, int(t));
+    });
   f(index_t(0), n, 0);
 }
-
-// The calling thread's team: f(t, nthreads) on each of nt threads, one parallel
-// region (serial when nt == 1). Phases inside are separated with team_barrier().
-template <class F>
-inline void team_run(index_t nt, F&& f) {
-#ifdef GRADVIS_HAVE_OPENMP
-  if (nt > 1) {
-#pragma omp parallel num_threads(int(nt))
-    f(index_t(omp_get_thread_num()), index_t(omp_get_num_threads()));
-    return;
-  }
-#endif
-  f(index_t(0), index_t(1));
-}
-
-inline void team_barrier() {
-#ifdef GRADVIS_HAVE_OPENMP
-#pragma omp barrier
-#endif
-}
-
 
 // ---- memory limit -------------------------------------------------------------
 // Outputs and workspaces larger than this are refused before anything is

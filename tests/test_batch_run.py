@@ -194,7 +194,7 @@ def test_scheduler_address_and_a_registered_method(model, imgs, client, tmp_path
     doc = json.loads((tmp_path / "r" / "run.json").read_text())
     assert doc["settings"]["options"] == {"batch_size": 4, "delay": 0.0}
     assert doc["settings"]["model_digest"] == gb.model_digest(model)
-    # the workers' OpenMP threads: cores / Dask threads on the host (the nanny's
+    # the workers' kernel threads: cores / Dask threads on the host (the nanny's
     # OMP_NUM_THREADS=1 overridden in each task), or as given
     from gradvis.batch.worker import local_cores
     cores = max(client.run(local_cores).values())

@@ -138,9 +138,16 @@ def test_equal_calls_from_two_threads_give_equal_bits(threads):
     x = rng.standard_normal((1, 32, 16, 16)).astype(F32)
     w = rng.standard_normal((32, 32, 3, 3)).astype(F32)
     dout = rng.standard_normal((1, 32, 16, 16)).astype(F32)
+    # a weight gradient whose per-thread sums round differently on 1 and 2 threads:
+    # calls that meet must still each get the whole team
+    grad = _weight_gradient()
+    _core.set_num_threads(1)
+    one = grad()
     _core.set_num_threads(2)
     expected = (_core.conv2d_forward(x, w, None, 1, 1), _core.conv2d_backward_input(dout, w, (16, 16), 1, 1),
-                _core.conv2d_backward_weight(dout, x, (3, 3), 1, 1)[0])
+                _core.conv2d_backward_weight(dout, x, (3, 3), 1, 1)[0], grad())
+    if _core.has_openmp():
+        assert not np.array_equal(expected[3], one)
     results = [None] * 4
     barrier = threading.Barrier(len(results))
 
@@ -149,7 +156,7 @@ def test_equal_calls_from_two_threads_give_equal_bits(threads):
         out = []
         for _ in range(5):
             out.append((_core.conv2d_forward(x, w, None, 1, 1), _core.conv2d_backward_input(dout, w, (16, 16), 1, 1),
-                        _core.conv2d_backward_weight(dout, x, (3, 3), 1, 1)[0]))
+                        _core.conv2d_backward_weight(dout, x, (3, 3), 1, 1)[0], grad()))
         results[i] = out
 
     pool = [threading.Thread(target=work, args=(i,)) for i in range(len(results))]
@@ -162,3 +169,63 @@ def test_equal_calls_from_two_threads_give_equal_bits(threads):
         for triple in out:
             for got, want in zip(triple, expected):
                 np.testing.assert_array_equal(got, want)
+
+
+_TEAM_SCRIPT = textwrap.dedent("""
+    import os, sys
+    import numpy as np
+    from gradvis import _core
+    _core.set_num_threads(2)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((4, 24, 20, 20)).astype(np.float32)
+    w = rng.standard_normal((40, 24, 3, 3)).astype(np.float32)
+    dw = rng.standard_normal((24, 1, 5, 5)).astype(np.float32)
+    dout = rng.standard_normal((4, 40, 20, 20)).astype(np.float32)
+
+    def passes():
+        return [_core.conv2d_forward(x, w, None, 1, 1), _core.conv2d_backward_input(dout, w, (20, 20), 1, 1),
+                _core.conv2d_backward_weight(dout, x, (3, 3), 1, 1)[0],
+                _core.conv2d_forward(x, dw, None, 2, 2, 1, 24), _core.conv2d_backward_weight(
+                    rng.standard_normal((4, 24, 10, 10)).astype(np.float32), x, (5, 5), 2, 2, 1, 24)[0]]
+
+    rng = np.random.default_rng(8)
+    first = passes()
+    if sys.argv[1] == "fork":
+        pid = os.fork()
+        if pid == 0:   # the child's regions need workers of its own
+            rng = np.random.default_rng(8)
+            again = passes()
+            os._exit(0 if all(np.array_equal(a, b) for a, b in zip(first, again)) else 3)
+        _, status = os.waitpid(pid, 0)
+        print("child", os.waitstatus_to_exitcode(status))
+    else:
+        np.savez(sys.argv[2], *first)
+    """)
+
+
+def _run_team_script(tmp_path, *args, env=None):
+    res = subprocess.run([sys.executable, "-c", _TEAM_SCRIPT, *args], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path, env=dict(os.environ, **(env or {})))
+    assert res.returncode == 0, res.stdout + res.stderr
+    return res.stdout
+
+
+def test_forked_child_runs_parallel_regions(tmp_path):
+    # the parent's workers do not come along into a child: it must start its own
+    # rather than wait for them
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork on this platform")
+    assert "child 0" in _run_team_script(tmp_path, "fork")
+
+
+def test_openmp_team_gives_the_pools_bits(tmp_path):
+    # GRADVIS_TEAM=openmp runs the same regions on OpenMP's threads: the same team
+    # size, so the same bits (the weight gradients' per-thread sums included)
+    if not _core.has_openmp():
+        pytest.skip("built without OpenMP")
+    _run_team_script(tmp_path, "save", str(tmp_path / "pool.npz"))
+    _run_team_script(tmp_path, "save", str(tmp_path / "omp.npz"), env={"GRADVIS_TEAM": "openmp"})
+    pool, omp = np.load(tmp_path / "pool.npz"), np.load(tmp_path / "omp.npz")
+    assert len(pool.files) == 5
+    for k in pool.files:
+        np.testing.assert_array_equal(pool[k], omp[k])

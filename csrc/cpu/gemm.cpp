@@ -197,17 +197,15 @@ void gemm_driver(ukernel_fn<T> kern, const Problem& P, T alpha, const T* A, cons
   }
   const int tm = best_tm, tn = nt / tm;
   ErrorTrap trap;
-#ifdef GRADVIS_HAVE_OPENMP
-#pragma omp parallel num_threads(nt)
-#endif
-  {
-    const int t = thread_id();
-    const int ti = t / tn, tj = t % tn;
-    const index_t m0 = std::min(M, mt * ti / tm * MR), m1 = std::min(M, mt * (ti + 1) / tm * MR);
-    const index_t n0 = std::min(N, ntiles * tj / tn * NR), n1 = std::min(N, ntiles * (tj + 1) / tn * NR);
-    if (m0 < m1 && n0 < n1)
-      trap.run([&] { gemm_block<T, MR, NR>(kern, P, alpha, A, B, beta, C, m0, m1, n0, n1); });
-  }
+  team_run(nt, [&](index_t t0, index_t nth) {
+    for (index_t t = t0; t < nt; t += nth) {  // every block, whatever team the region got
+      const index_t ti = t / tn, tj = t % tn;
+      const index_t m0 = std::min(M, mt * ti / tm * MR), m1 = std::min(M, mt * (ti + 1) / tm * MR);
+      const index_t n0 = std::min(N, ntiles * tj / tn * NR), n1 = std::min(N, ntiles * (tj + 1) / tn * NR);
+      if (m0 < m1 && n0 < n1)
+        trap.run([&] { gemm_block<T, MR, NR>(kern, P, alpha, A, B, beta, C, m0, m1, n0, n1); });
+    }
+  });
   trap.rethrow();
 }
 

@@ -17,12 +17,13 @@ layer API.
 """
 import os as _os
 
-# GNU OpenMP threads spin for a long time at every barrier by default; when
-# another process holds a core, a spinning thread burns the time slice its
-# descheduled peer needs, and loops of short parallel regions (a batch-1 gradient
-# loop) slow down many times over. A short spin keeps idle-machine speed and bounds
-# the busy case (bench/RESULTS.md, "Design measurements"). It must be set before
-# the OpenMP runtime loads (importing _core); a user's own setting wins.
+# The kernels run on gradvis's own thread pool (csrc/cpu/team.cpp), whose waits
+# yield their core. With GRADVIS_TEAM=openmp they run on GNU OpenMP's threads, which
+# spin for a long time at every barrier by default; when another process holds a
+# core, a spinning thread burns the time slice its descheduled peer needs, and loops
+# of short parallel regions (a batch-1 gradient loop) slow down many times over. A
+# short spin bounds that case (bench/RESULTS.md, "Design measurements"). It must be
+# set before the OpenMP runtime loads (importing _core); a user's own setting wins.
 _spin_set = "OMP_WAIT_POLICY" not in _os.environ and "GOMP_SPINCOUNT" not in _os.environ
 if _spin_set:
     _os.environ["GOMP_SPINCOUNT"] = "1000"

@@ -28,7 +28,7 @@ def _local_cores():
 
 def default_workers(cores=None):
     """Worker processes of the default local cluster: one per 4 cores (at least 1);
-    each runs one chunk at a time with cores // workers OpenMP threads."""
+    each runs one chunk at a time with cores // workers kernel threads."""
     cores = _local_cores() if cores is None else cores
     return max(1, cores // 4)
 
@@ -82,7 +82,7 @@ def _connect(scheduler, workers, dashboard):
 
 
 def _threads(client, threads_per_worker):
-    """{host: OpenMP threads per worker}: the given number, or each host's cores
+    """{host: kernel threads per worker}: the given number, or each host's cores
     divided by the Dask threads of its workers (workers x threads = cores)."""
     from .worker import host_of, local_cores
     info = _workers(client)
@@ -139,7 +139,7 @@ def run(method, data, out, model=None, scheduler=None, workers=None, chunk_size=
         target: the class each image's method works on: 'predicted' (default),
             'label' (the data's label; images without one fail), 'random' (a
             class other than the predicted one, seeded per image) or a class index.
-        threads_per_worker: gradvis's OpenMP threads per worker (default: the
+        threads_per_worker: gradvis's kernel threads per worker (default: the
             cores shared out so that workers x threads = cores).
         dashboard: print the Dask dashboard's address (local cluster).
         **method_kwargs: the method's options (e.g. ``num_samples`` for
@@ -221,7 +221,7 @@ def _quiet_config(dashboard):
     processes' event loops while the workers compute. Dask's defaults sample
     every worker thread's stack each 10 ms for the dashboard's profile page,
     check the event loop each 20 ms and record the host's CPU and memory each
-    0.5 s; each wake-up takes a core from gradvis's OpenMP threads, which wait
+    0.5 s; each wake-up takes a core from gradvis's threads, which wait
     for each other. Together they cost a 2-core host 5-7% of a run's speed
     (bench/RESULTS.md). With ``dashboard=True`` the profiler and the system
     monitor keep Dask's defaults."""

@@ -20,7 +20,7 @@ from .store import RunStore
 
 __all__ = ["ModelPlugin", "run_chunk", "choose_classes", "local_cores", "host_of"]
 
-# The models held by this worker process, by run key, and the OpenMP threads its
+# The models held by this worker process, by run key, and the kernel threads its
 # tasks use (set by ModelPlugin).
 WORKER_MODELS = {}
 WORKER_THREADS = {}
@@ -41,17 +41,16 @@ def host_of(address):
 
 class ModelPlugin(WorkerPlugin):
     """Gives every worker, including one that joins or restarts later, the model
-    once (unpickled into :data:`WORKER_MODELS`), and chooses gradvis's OpenMP
+    once (unpickled into :data:`WORKER_MODELS`), and chooses gradvis's kernel
     threads for its tasks: Dask's nanny starts workers with
     ``OMP_NUM_THREADS=1``, so without this each worker would compute on one
-    core. OpenMP's thread count is a per-thread setting and tasks run in the
-    worker's executor threads, so each task applies it (:func:`run_chunk`).
+    core. Each task applies the count again (:func:`run_chunk`).
 
     Args:
         key: the run's key for the model on the workers (one per run, so that
             the end of one run never removes another's model).
         model_bytes: the pickled model.
-        threads: {host: OpenMP threads per worker}, and ``None`` for hosts not
+        threads: {host: kernel threads per worker}, and ``None`` for hosts not
             listed (those use their cores divided by the worker's Dask threads).
     """
 

@@ -91,7 +91,7 @@ def register(sub):
                    help="the class per image: predicted (default), label, random, or a class "
                         "(index, wnid or name)")
     p.add_argument("--threads-per-worker", type=pos_int, default=None, metavar="N",
-                   help="gradvis OpenMP threads per worker (default: cores / workers)")
+                   help="gradvis kernel threads per worker (default: cores / workers)")
     p.add_argument("--dashboard", action="store_true", help="print the Dask dashboard's address")
     p.add_argument("--no-resume", action="store_true", help="refuse a directory that holds a run")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")

@@ -85,7 +85,7 @@ def add_common(p, seed=True, save_npy=True, model=True):
     g.add_argument("--force", "-f", action="store_true", help="overwrite existing output files")
     g.add_argument("--quiet", "-q", action="store_true", help="no progress bars or notes on stderr")
     g.add_argument("--threads", type=threads_arg, default=None, metavar="N",
-                   help=f"OpenMP threads, 1 to {MAX_THREADS} (default: OMP_NUM_THREADS or all cores)")
+                   help=f"kernel threads, 1 to {MAX_THREADS} (default: OMP_NUM_THREADS or all cores)")
 
 
 def add_model_options(g, model=True):

@@ -57,4 +57,4 @@ def register(sub):
                     help="access token the page and API require (generated and printed when --host is "
                          "not a loopback address)")
     sp.add_argument("--threads", type=number(int, 1, hi=1024), default=None, metavar="N",
-                    help="OpenMP threads (default: OMP_NUM_THREADS or all cores)")
+                    help="kernel threads (default: OMP_NUM_THREADS or all cores)")

@@ -1,4 +1,4 @@
-// Shared helpers for the CPU kernels: index types, OpenMP wrappers, the memory
+// Shared helpers for the CPU kernels: index types, the thread team's wrappers, the memory
 // limit and the per-thread scratch arena. Nothing here knows about Python.
 #pragma once
 
@@ -26,8 +26,8 @@ namespace gradvis {
 using index_t = std::int64_t;
 
 // ---- threading --------------------------------------------------------------
-// The kernels' thread count is one process-wide setting (set_num_threads), passed
-// as num_threads(...) to every parallel region: OpenMP's own count is per calling
+// The kernels' thread count is one process-wide setting (set_num_threads), read
+// by every parallel region: OpenMP's own count is per calling
 // thread (a Python thread pool would see the default) and is shared with other
 // libraries on the same runtime (torch.set_num_threads), so it is read once, at
 // the first use, and never again.
@@ -47,9 +47,9 @@ inline int max_threads() { return thread_count().load(std::memory_order_relaxed)
 // OpenMP's regions with GRADVIS_TEAM=openmp in the environment (read once).
 namespace team_detail {
 using JobFn = void (*)(void* ctx, index_t t, index_t nt);
-// fn(ctx, t, nt') on nt' threads (the caller is t = 0; nt' = nt, or fewer when the
-// system refuses threads, or 1 when nested or when another thread's region holds
-// the pool); returns when all have finished, rethrowing the first exception.
+// fn(ctx, t, nt') on nt' threads (the caller is t = 0; nt' = nt, fewer when the
+// system refuses threads, 1 when nested); a region of another thread holding the
+// pool is waited for. Returns when all have finished, rethrowing the first exception.
 void run(index_t nt, JobFn fn, void* ctx);
 void barrier();  // among the threads of the region this thread runs (none: no-op)
 bool in_team();  // inside a region of run()

@@ -378,22 +378,6 @@ PATCHES = [
 ]
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", PATCHES)
-def test_patch_layers(shape, dtype):
-    xs, ws, geometry = shape
-    for threads in (1, 2):
-        check_all_passes(xs, ws, dtype, threads, seed=16, **geometry)
-    # the fused ReLU mask over the whole input gradient is the separate one
-    rng = np.random.default_rng(17)
-    x = np.maximum(rng.standard_normal(xs), 0).astype(dtype)
-    w = rng.standard_normal(ws).astype(dtype)
-    dout = rng.standard_normal(_core.conv2d_forward(x, w, **geometry).shape).astype(dtype)
-    dx = _core.conv2d_backward_input(dout, w, xs[2:], **geometry)
-    fused = _core.conv2d_backward_input_act(dout, w, x, activation="relu", **geometry)
-    np.testing.assert_array_equal(fused, _core.relu_backward(dx, x))
-
-
 # Strided 1x1 layers run as the stride-1 layer on a copy of the positions they read:
 # ResNet's downsampling layers (stride 2 on an even and an odd map, batch 2: the
 # copy's planes across images), strides that differ by axis, padding (positions
@@ -409,17 +393,22 @@ STRIDED_POINTWISE = [
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", STRIDED_POINTWISE)
-def test_strided_pointwise(shape, dtype):
+@pytest.mark.parametrize("shape", PATCHES + STRIDED_POINTWISE)
+def test_patch_and_strided_pointwise_layers(shape, dtype):
     xs, ws, geometry = shape
     for threads in (1, 2):
-        check_all_passes(xs, ws, dtype, threads, seed=18, **geometry)
-    # a fused activation, its input kept, is the separate one's
-    rng = np.random.default_rng(19)
-    x = rng.standard_normal(xs).astype(dtype)
+        check_all_passes(xs, ws, dtype, threads, seed=16, **geometry)
+    # the fused ReLU mask over the whole input gradient is the separate one
+    rng = np.random.default_rng(17)
+    x = np.maximum(rng.standard_normal(xs), 0).astype(dtype)
     w = rng.standard_normal(ws).astype(dtype)
     b = rng.standard_normal(ws[0]).astype(dtype)
     y = _core.conv2d_forward(x, w, b, **geometry)
+    dout = rng.standard_normal(y.shape).astype(dtype)
+    dx = _core.conv2d_backward_input(dout, w, xs[2:], **geometry)
+    fused = _core.conv2d_backward_input_act(dout, w, x, activation="relu", **geometry)
+    np.testing.assert_array_equal(fused, _core.relu_backward(dx, x))
+    # a fused activation, its input kept, is the separate one's
     s = geometry["stride"] if isinstance(geometry["stride"], tuple) else (geometry["stride"],) * 2
     p = geometry.get("padding", 0)
     p = (p,) * 4 if isinstance(p, int) else p

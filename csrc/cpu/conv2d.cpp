@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "cpu/conv2d_implicit.h"
+#include "cpu/conv2d_pack.h"
 #include "cpu/conv_amx.h"
 #include "ops/affine.h"
 #include "cpu/conv_depthwise.h"
@@ -71,28 +72,12 @@ void forward_any(T* out, const T* x, const T* w, const T* b, const Conv2dShape& 
     const index_t planes = s.N * s.C, OHW = s.OH * s.OW;
     T* xs = scratch<T>(ScratchSlot::conv_amx_sub, std::size_t(planes * OHW));
     const auto& p = s.p;
+    const SimdLevel level = cpu_level();
     parallel_for_nt(grain_threads(double(planes) * double(OHW), double(1 << 17), planes), planes, [&](index_t i) {
-      const T* xp = x + i * s.H * s.W;
-      T* d = xs + i * OHW;
-      for (index_t oh = 0; oh < s.OH; ++oh, d += s.OW) {
+      for (index_t oh = 0; oh < s.OH; ++oh) {
         const index_t ih = oh * p.stride_h - p.pad_top;
-        if (ih < 0 || ih >= s.H) {
-          std::fill(d, d + s.OW, T(0));
-          continue;
-        }
-        const T* __restrict xr = xp + ih * s.W;
-        T* __restrict dr = d;
-        if (p.pad_left == 0 && (s.OW - 1) * p.stride_w < s.W) {
-          if (p.stride_w == 2)
-            for (index_t ow = 0; ow < s.OW; ++ow) dr[ow] = xr[2 * ow];
-          else
-            for (index_t ow = 0; ow < s.OW; ++ow) dr[ow] = xr[ow * p.stride_w];
-          continue;
-        }
-        for (index_t ow = 0; ow < s.OW; ++ow) {
-          const index_t iw = ow * p.stride_w - p.pad_left;
-          dr[ow] = iw < 0 || iw >= s.W ? T(0) : xr[iw];
-        }
+        conv_detail::gather_row(xs + i * OHW + oh * s.OW, 1, ih >= 0 && ih < s.H ? x + (i * s.H + ih) * s.W : nullptr,
+                                -p.pad_left, p.stride_w, s.W, s.OW, level);
       }
     });
     return forward_any(out, static_cast<const T*>(xs), w, b,

@@ -145,3 +145,17 @@ def test_conv_input_checks_after_a_pass():
     with pytest.raises(ValueError, match=r"expects input \(N, 3, H, W\), got an array of shape \(2, 3, 8, 8, 1\)"):
         layer.forward_act([X[..., None]], {"weight": m.params["conv.weight"]}, ("silu",))
     assert np.array_equal(m.forward(X, cache=False)[0], ok)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_add_broadcasts_either_operand(dtype):
+    # the smaller operand first or second: numpy's sum, and gradients summed back to each shape
+    m = Model(input_shape=(3, 4, 5), seed=0)
+    m.add("pool", GlobalAvgPool()).add("add", Add(), inputs=["pool", "input"])
+    m.add("add2", Add(), inputs=["add", "pool"])
+    X = np.random.default_rng(0).standard_normal((2, 3, 4, 5)).astype(dtype)
+    out, cache = m.forward(X)
+    p = X.mean(axis=(2, 3), keepdims=True)
+    np.testing.assert_allclose(out, p + X + p, rtol=1e-6, atol=1e-6)
+    dx, _ = m.backward(np.ones_like(out), cache)
+    np.testing.assert_allclose(dx, np.full(X.shape, 3.0), rtol=1e-6)   # 1 + two means of 20 ones

@@ -84,7 +84,7 @@ class Add(Layer):
 
     def forward(self, inputs, params, buffers, mode, rng, relu=False):
         shape = self.output_shape([x.shape for x in inputs])
-        if len(inputs) == 2 and inputs[1].shape == shape and _kernel_pair(inputs[0], inputs[1]):
+        if len(inputs) == 2 and inputs[0].shape == inputs[1].shape == shape and _kernel_pair(inputs[0], inputs[1]):
             return _core.add_forward(inputs[0], inputs[1], relu), [shape, shape]
         if inputs[0].shape == shape:
             out = inputs[0].copy()

@@ -107,7 +107,7 @@ constexpr const char* kFwd = "conv2d_forward";
 template <class T>
 py::object forward_impl(const py::array& x_in, const py::handle& w_obj, const py::handle& b_obj,
                         const Conv2dParams& p, bool relu, const ConvAct* act = nullptr, bool return_pre = false,
-                        const char* fn = kFwd) {
+                        const char* fn = kFwd, const py::handle& res_obj = py::none()) {
   auto x = as_array<T>(x_in, fn, "x");
   auto w = as_array<T>(w_obj, fn, "w");
   check_ndim(x, 4, fn, "x", "(N, C, H, W)");
@@ -140,6 +140,17 @@ py::object forward_impl(const py::array& x_in, const py::handle& w_obj, const py
   }
   const T* xp = x.data();
   const T* wp = w.data();
+  if (!res_obj.is_none()) {   // conv2d_forward_add
+    auto res = as_array<T>(res_obj, fn, "residual");
+    if (res.ndim() != 4 || res.shape(0) != s.N || res.shape(1) != s.F || res.shape(2) != s.OH ||
+        res.shape(3) != s.OW)
+      throw py::value_error(cat(fn, ": residual must have the output's shape (", s.N, ", ", s.F, ", ", s.OH, ", ",
+                                s.OW, "), got ", shape_str(res), "; ", where()));
+    const T* rp = res.data();
+    py::gil_scoped_release release;
+    conv2d_forward_add_cpu<T>(op, xp, wp, bp, rp, s, relu);
+    return std::move(out);
+  }
   {
     py::gil_scoped_release release;
     if (act)
@@ -152,6 +163,7 @@ py::object forward_impl(const py::array& x_in, const py::handle& w_obj, const py
 }
 
 constexpr const char* kFwdAct = "conv2d_forward_act";
+constexpr const char* kFwdAdd = "conv2d_forward_add";
 
 // fn names the caller in errors
 ConvAct parse_act(const char* fn, const std::string& name, double lo, double hi) {
@@ -325,6 +337,25 @@ void register_conv2d(py::module_& m) {
       "activation: 'none', 'relu', 'clamp' (to [lo, hi]; ReLU6 is 0, 6), 'hardswish' (x * clamp(x + 3, 0, 6) / 6)\n"
       "or 'silu' (x / (1 + exp(-x))), the same values as the separate activation.\n"
       "Returns out (N, F, OH, OW), or (out, pre) with return_pre, pre = conv + b (the activation's input).");
+  m.def(
+      kFwdAdd,
+      [](const py::object& x, const py::object& w, const py::object& b, const py::object& residual,
+         const py::object& stride, const py::object& padding, const py::object& dilation, const py::object& groups,
+         bool relu) -> py::array {
+        FloatKind k;
+        py::array xa = primary_array(x, kFwdAdd, "x", k);
+        const Conv2dParams p = parse_params(kFwdAdd, stride, padding, dilation, groups);
+        if (residual.is_none()) throw py::type_error(cat(kFwdAdd, ": residual must be an array, got None"));
+        return (k == FloatKind::f32 ? forward_impl<float>(xa, w, b, p, relu, nullptr, false, kFwdAdd, residual)
+                                    : forward_impl<double>(xa, w, b, p, relu, nullptr, false, kFwdAdd, residual))
+            .cast<py::array>();
+      },
+      py::arg("x"), py::arg("w"), py::arg("b"), py::arg("residual"), py::arg("stride") = 1, py::arg("padding") = 0,
+      py::arg("dilation") = 1, py::arg("groups") = 1, py::arg("relu") = false,
+      "conv2d_forward plus a tensor of the output's shape (a residual connection), then max(., 0) when relu:\n"
+      "the values of conv2d_forward followed by add_forward(out, residual, relu), the sum made as each\n"
+      "output tile is finished, in cache. residual (N, F, OH, OW) is cast to x's dtype.\n"
+      "Returns out (N, F, OH, OW).");
   m.def(
       "conv2d_backward_input",
       [](const py::object& dout, const py::object& w, const py::object& input_hw, const py::object& stride,

@@ -156,6 +156,15 @@ void conv2d_forward_act_cpu(T* out, T* pre, const T* x, const T* w, const T* b, 
   forward_any(out, x, w, b, s, false, false, &act, pre);
 }
 
+template <class T>
+void conv2d_forward_add_cpu(T* out, const T* x, const T* w, const T* b, const T* res, const Conv2dShape& s,
+                            bool relu) {
+  ConvAct act;
+  act.kind = relu ? ConvAct::add_relu : ConvAct::add;
+  // (the kinds that read a reference never write through pre)
+  conv2d_forward_act_cpu(out, const_cast<T*>(res), x, w, b, s, act);
+}
+
 namespace {
 
 // act, ref: null, or the mask of conv2d_backward_input_act_cpu
@@ -288,6 +297,10 @@ template void conv2d_forward_act_cpu<float>(float*, float*, const float*, const 
                                            const Conv2dShape&, const ConvAct&);
 template void conv2d_forward_act_cpu<double>(double*, double*, const double*, const double*, const double*,
                                             const Conv2dShape&, const ConvAct&);
+template void conv2d_forward_add_cpu<float>(float*, const float*, const float*, const float*, const float*,
+                                           const Conv2dShape&, bool);
+template void conv2d_forward_add_cpu<double>(double*, const double*, const double*, const double*, const double*,
+                                            const Conv2dShape&, bool);
 template void conv2d_forward_cpu<float>(float*, const float*, const float*, const float*, const Conv2dShape&, bool);
 template void conv2d_forward_cpu<double>(double*, const double*, const double*, const double*, const Conv2dShape&,
                                      bool);

@@ -366,7 +366,7 @@ void forward_tiled(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* out
       } else if (act) {
         // The item's outputs (in L2): the activation over runs of up to P positions
         // (per tile it cost more than a separate pass).
-        const bool ref = pre && is_mask(act->kind);
+        const bool ref = pre && reads_ref(act->kind);
         for (index_t q = q0; q < q0 + pc;) {
           const index_t n = q / g.OHW, r = q % g.OHW, len = std::min(g.OHW - r, q0 + pc - q);
           const index_t ahead = ref ? runs_ahead(len, sizeof(T)) : 0;
@@ -746,10 +746,16 @@ void pointwise_rows_forward(ukernel_fn<T> pkern, ukernel_offs_fn<T> ikern, T* ou
           r += len;
         }
       };
-      if (!act || !is_mask(act->kind)) {
-        // Bias and activation on the panel, a filter per lane, before it is
-        // written out: one pass, in L1, where per output row they were two more
-        // passes over the output (scalar bias, then the activation).
+      const bool ref = act && reads_ref(act->kind);
+      // Bias and activation on the panel, a filter per lane, before it is
+      // written out: one pass, in L1, where per output row they were two more
+      // passes over the output (scalar bias, then the activation).
+      if (ref && b) {
+        T bv[NR];
+        for (index_t j = 0; j < NR; ++j) bv[j] = j < nr ? b[o0 + j] : T(0);
+        panel_bias_relu<T, NR>(panel, r1 - r0, bv, false);
+      }
+      if (!ref) {
         const index_t n = (r1 - r0) * NR;
         if (b || (relu && !act)) {
           T bv[NR];
@@ -763,8 +769,9 @@ void pointwise_rows_forward(ukernel_fn<T> pkern, ukernel_offs_fn<T> ikern, T* ou
         write(out);
         continue;
       }
-      // A backward mask (an input gradient: no bias, no relu) reads its reference
-      // at the output's own positions: applied to each filter's run once written.
+      // A backward mask (an input gradient: no bias, no relu) or a residual sum
+      // reads its reference at the output's own positions: applied to each
+      // filter's run once written.
       write(out);
       for (index_t r = r0; r < r1;) {
         const index_t n = r / Q, q = r % Q, len = std::min(Q - q, r1 - r), ahead = runs_ahead(len, sizeof(T));

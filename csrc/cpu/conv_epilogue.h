@@ -47,12 +47,27 @@ inline bool is_mask(ConvAct::Kind k) {
          k == ConvAct::mask_hardswish;
 }
 
+// The kinds whose `pre` is a read-only reference array at the output's own
+// positions (the backward masks, the residual sums), never written.
+inline bool reads_ref(ConvAct::Kind k) { return is_mask(k) || k == ConvAct::add || k == ConvAct::add_relu; }
+
 // The backward masks: o[i] kept where ref[i] > 0 (mask_pos) or lo < ref[i] < hi
 // (mask_range), else 0; NaN references give 0, as relu_backward and clamp_backward.
 // mask_silu / mask_hardswish: o[i] times the derivative at ref[i] (the activation's
 // input), by the SiLU and HardSwish layers' own backward code (the same bits).
+// add / add_relu: o[i] + ref[i], then for add_relu v < 0 ? 0 : v, as add_cpu
+// (a NaN falls through).
 template <class T>
 inline void mask_inplace(T* __restrict o, const T* __restrict ref, index_t n, const ConvAct& a) {
+  if (a.kind == ConvAct::add || a.kind == ConvAct::add_relu) {
+    const bool relu = a.kind == ConvAct::add_relu;
+    if constexpr (sizeof(T) == 4) return add_ref_f32(o, ref, n, relu);   // SIMD at the CPU's level
+    for (index_t i = 0; i < n; ++i) {
+      const T v = o[i] + ref[i];
+      o[i] = relu && v < T(0) ? T(0) : v;
+    }
+    return;
+  }
   if (a.kind == ConvAct::mask_pos) {
     if constexpr (sizeof(T) == 4) return mask_pos_f32(o, ref, n);   // SIMD at the CPU's level
     for (index_t i = 0; i < n; ++i) o[i] = ref[i] > T(0) ? o[i] : T(0);
@@ -80,10 +95,10 @@ inline void mask_inplace(T* __restrict o, const T* __restrict ref, index_t n, co
 }
 
 // o[0, n) = act(o[0, n)); pre[0, n) = the values before (when pre is not null).
-// For the backward masks pre is the reference array, read only.
+// For the backward masks and the residual sums pre is the reference array, read only.
 template <class T>
 inline void apply_act(T* __restrict o, T* __restrict pre, index_t n, const ConvAct& a) {
-  if (is_mask(a.kind)) return mask_inplace(o, pre, n, a);
+  if (reads_ref(a.kind)) return mask_inplace(o, pre, n, a);
   if constexpr (sizeof(T) == 4) {
     if (a.kind == ConvAct::silu) return silu_inplace_f32(o, pre, n);
     if (a.kind == ConvAct::hardswish) return hardswish_inplace_f32(o, pre, n);
@@ -96,6 +111,8 @@ inline void apply_act(T* __restrict o, T* __restrict pre, index_t n, const ConvA
     case ConvAct::mask_range:
     case ConvAct::mask_silu:
     case ConvAct::mask_hardswish:
+    case ConvAct::add:
+    case ConvAct::add_relu:
       break;
     case ConvAct::relu:
       for (index_t i = 0; i < n; ++i) o[i] = o[i] < T(0) ? T(0) : o[i];

@@ -35,6 +35,8 @@ struct PwKernels {
   void (*clamp_pre)(float*, float*, index_t, float, float);
   void (*mask_pos)(float*, const float*, index_t, float, float);
   void (*mask_range)(float*, const float*, index_t, float, float);
+  void (*add_ref)(float*, const float*, index_t);
+  void (*add_ref_relu)(float*, const float*, index_t);
 };
 
 }  // namespace
@@ -188,6 +190,9 @@ void clamp_inplace_f32(float* o, float* pre, index_t n, float lo, float hi) { ke
 void mask_pos_f32(float* o, const float* ref, index_t n) { kernels().mask_pos(o, ref, n, 0.f, 0.f); }
 void mask_range_f32(float* o, const float* ref, index_t n, float lo, float hi) {
   kernels().mask_range(o, ref, n, lo, hi);
+}
+void add_ref_f32(float* o, const float* ref, index_t n, bool relu) {
+  (relu ? kernels().add_ref_relu : kernels().add_ref)(o, ref, n);
 }
 void hardswish_backward_f32(float* dx, const float* dout, const float* x, index_t n) {
   kernels().hardswish_b(dx, dout, x, n);

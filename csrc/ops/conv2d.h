@@ -78,12 +78,15 @@ void conv2d_forward_cpu(T* out, const T* x, const T* w, const T* b, const Conv2d
 // gradient value where the reference array (the activation's output, in place of
 // pre) is > 0 (ReLU), or within (lo, hi) (clamp), and write 0 elsewhere: the
 // selections of relu_backward_cpu and clamp_backward_cpu.
+// Forward only (conv2d_forward_add_cpu): add and add_relu add a reference array
+// of the output's shape (a residual connection's other operand, in place of pre)
+// and then, for add_relu, apply the ReLU: add_cpu's sum and comparison.
 struct ConvAct {
   // mask_*: the backward of an activation, applied to an input gradient (its
   // reference array: the activation's output for mask_pos / mask_range, its
   // input for mask_silu / mask_hardswish)
   enum Kind { none = 0, relu = 1, clamp = 2, hardswish = 3, silu = 4, mask_pos = 5, mask_range = 6,
-              mask_silu = 7, mask_hardswish = 8 };
+              mask_silu = 7, mask_hardswish = 8, add = 9, add_relu = 10 };
   Kind kind = none;
   double lo = 0, hi = 0;  // clamp's bounds
 };
@@ -94,6 +97,14 @@ struct ConvAct {
 template <class T>
 void conv2d_forward_act_cpu(T* out, T* pre, const T* x, const T* w, const T* b, const Conv2dShape& s,
                             const ConvAct& act);
+
+// out = conv(x, w) + b + res, then max(., 0) when relu: the bits of
+// conv2d_forward_cpu followed by add_cpu (a residual connection after the
+// convolution), the sum made as each output tile or plane is finished, in cache.
+// res (N,F,OH,OW) is read only and must not overlap out.
+template <class T>
+void conv2d_forward_add_cpu(T* out, const T* x, const T* w, const T* b, const T* res, const Conv2dShape& s,
+                            bool relu);
 
 // dx (N,C,H,W) = gradient of sum(dout * conv(x, w)) with respect to x
 template <class T>

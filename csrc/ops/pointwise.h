@@ -33,6 +33,9 @@ void clamp_inplace_f32(float* o, float* pre, index_t n, float lo, float hi);
 // (NaN references give 0): the ReLU and clamp masks of a convolution's input gradient.
 void mask_pos_f32(float* o, const float* ref, index_t n);
 void mask_range_f32(float* o, const float* ref, index_t n, float lo, float hi);
+// o[i] = o[i] + ref[i], then v < 0 ? 0 : v when relu (NaN passes): add_cpu's
+// values, a convolution's fused residual sum.
+void add_ref_f32(float* o, const float* ref, index_t n, bool relu);
 
 // x and out are (N, C, HW); s is (N, C) when per_sample, else (C,):
 // out[n, c, :] = x[n, c, :] * s[n, c] (or s[c]).

@@ -37,6 +37,9 @@ def conv2d_forward_act(x: _Array, w: _Array, b: Optional[_Array] = None, stride:
                        padding: _Padding = 0, dilation: _IntPair = 1, groups: int = 1, activation: str = "none",
                        lo: float = 0.0, hi: float = 0.0,
                        return_pre: bool = False) -> Union[_Array, Tuple[_Array, _Array]]: ...
+def conv2d_forward_add(x: _Array, w: _Array, b: Optional[_Array], residual: _Array, stride: _IntPair = 1,
+                       padding: _Padding = 0, dilation: _IntPair = 1, groups: int = 1,
+                       relu: bool = False) -> _Array: ...
 def conv2d_backward_input(dout: _Array, w: _Array, input_hw: _InputHW, stride: _IntPair = 1,
                           padding: _Padding = 0, dilation: _IntPair = 1, groups: int = 1) -> _Array: ...
 def conv2d_backward_input_act(dout: _Array, w: _Array, x: _Array, stride: _IntPair = 1,

@@ -79,13 +79,14 @@ class Conv2d(Layer):
         return (self.out_channels, h, w)
 
     _checked_input = None   # the last (C, H, W) output_shape accepted
+    _checked_output = None  # its output shape (F, OH, OW)
 
     def _check_input(self, x):
         """output_shape's checks of x (N, C, H, W), remembered for the next call with
         the same (C, H, W): a gradient loop repeats them on every layer of every pass."""
         if x.ndim != 4:
             raise ValueError(f"expects input (N, {self.in_channels}, H, W), got an array of shape {x.shape}")
-        self.output_shape([x.shape[1:]])
+        self._checked_output = tuple(self.output_shape([x.shape[1:]]))
         self._checked_input = x.shape[1:]
 
     def _param(self):
@@ -100,13 +101,28 @@ class Conv2d(Layer):
         pad = self.padding[0] if len(set(self.padding)) == 1 else self.padding
         return f"Conv2d {self.in_channels}->{self.out_channels} {k[0]}x{k[1]} pad {pad}{extra}"
 
-    def forward(self, inputs, params, buffers, mode, rng, relu=False):
-        """relu=True returns max(conv, 0) (the model fuses a ReLU that only reads this layer)."""
+    def forward(self, inputs, params, buffers, mode, rng, relu=False, residual=None):
+        """relu=True returns max(conv, 0) (the model fuses a ReLU that only reads this layer).
+        ``residual``: None, or an array of the output's shape and x's float dtype added
+        before the relu as the output is written (the model fuses the residual Add
+        that alone reads this layer, :meth:`residual_fits`): the values of the
+        convolution followed by that Add."""
         x = inputs[0]
         if x.shape[1:] != self._checked_input or x.ndim != 4:
             self._check_input(x)
         return F.conv2d_run(x, params["weight"], params.get("bias"),
-                           (self.stride, self.padding, self.dilation, self.groups), relu)
+                           (self.stride, self.padding, self.dilation, self.groups), relu, residual)
+
+    def residual_fits(self, x, r):
+        """Whether :meth:`forward` can add ``r`` to its output for input ``x``: r an
+        array of the output's shape and of x's dtype, float32 or float64 (an Add
+        that broadcasts, or casts, runs as its own layer)."""
+        if not (type(r) is np.ndarray and type(x) is np.ndarray and r.dtype == x.dtype and r.dtype.char in "fd"
+                and x.ndim == 4 and r.ndim == 4 and r.shape[0] == x.shape[0]):
+            return False
+        if x.shape[1:] != self._checked_input:
+            self._check_input(x)
+        return r.shape[1:] == self._checked_output
 
     def forward_act(self, inputs, params, act, keep_pre=True):
         """The convolution followed by the activation ``act`` in one pass.

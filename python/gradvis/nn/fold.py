@@ -129,9 +129,13 @@ def _channel_values(scale, channels):
     return np.broadcast_to(s, (channels,)) if s.size == 1 else s
 
 
-def folded_conv_forward(model, i, x, relu):
+def folded_conv_forward(model, i, x, relu, residual=None, residual_relu=False):
     """Node i (a Conv2d) and node i + 1 (its BatchNorm2d or per-channel Scale) in
-    one convolution: (out, conv cache, the second node's cache).
+    one convolution: (out, conv cache, the second node's cache, whether
+    ``residual`` was added). ``relu``: the second node's fused ReLU.
+    ``residual``: None, or the other operand of the Add that alone reads node
+    i + 1, added where the pair folds and :meth:`Conv2d.residual_fits`, followed
+    by that Add's fused ReLU (``residual_relu``) in place of ``relu``.
 
     Folding writes the scaled weights on every pass, which pays only while the
     weights are no larger than the convolution's output (the separate layer's pass
@@ -152,7 +156,7 @@ def folded_conv_forward(model, i, x, relu):
         kw = {"relu": True} if relu else {}
         out, second_cache = second.layer.forward([y], own(second, "params"), own(second, "buffers"), "test", None,
                                                  **kw)
-        return out, conv_cache, second_cache
+        return out, conv_cache, second_cache, False
     if second.layer.type == "Scale":
         scale = model.params[f"{second.name}.scale"]
         s = _channel_values(scale, w.shape[0])
@@ -173,8 +177,10 @@ def folded_conv_forward(model, i, x, relu):
     if wf is None or wf.shape != w.shape:
         wf = bufs[key] = np.empty(w.shape, dt)
     np.multiply(w, s.astype(dt)[:, None, None, None], out=wf)
-    out, cache = node.layer.forward([x], {"weight": wf, "bias": t.astype(dt)}, {}, "test", None, relu=relu)
-    return out, cache, folded
+    add = residual is not None and node.layer.residual_fits(x, residual)
+    out, cache = node.layer.forward([x], {"weight": wf, "bias": t.astype(dt)}, {}, "test", None,
+                                    relu=residual_relu if add else relu, residual=residual if add else None)
+    return out, cache, folded, add
 
 
 class GateFold:

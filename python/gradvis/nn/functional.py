@@ -130,14 +130,19 @@ def _conv_forward(x, w, b, conv_param, relu):
     return conv2d_run(x, w, b, _conv_geometry(conv_param), relu)
 
 
-def conv2d_run(x, w, b, geometry, relu):
+def conv2d_run(x, w, b, geometry, relu, residual=None):
     """The convolution with checked ``geometry`` = (stride, pad, dilation, groups), as
-    :func:`_conv_geometry` returns it (a Model's Conv2d holds it checked already)."""
+    :func:`_conv_geometry` returns it (a Model's Conv2d holds it checked already).
+    ``residual`` (or None): an array of the output's shape added to it before the
+    relu (a residual connection, made as the output is written)."""
     x = float_array(x, "x")
     w = _like(w, x.dtype, "w")
     b = _like(b, x.dtype, "b")
     stride, pad, dilation, groups = geometry
-    out = _core.conv2d_forward(x, w, b, stride, pad, dilation, groups, relu)
+    if residual is None:
+        out = _core.conv2d_forward(x, w, b, stride, pad, dilation, groups, relu)
+    else:
+        out = _core.conv2d_forward_add(x, w, b, residual, stride, pad, dilation, groups, relu)
     return out, (x, w, b is not None, stride, pad, dilation, groups)
 
 

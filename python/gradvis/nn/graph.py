@@ -429,12 +429,13 @@ class Model:
         needed, fused, keys, folds, masks, frees, gates, steps, light = self._plan(s, e, outputs, bound, mode)
         tensors = {bound: X}
         if not cache_on:
-            passes.forward_light(self, light, tensors, first, fused, mode, rng)
+            passes.forward_light(self, light, tensors, first, fused, mode, rng, set())
             last = self.nodes[e].name
             return ({o: tensors[o] for o in outputs} if outputs is not None else tensors[last]), None
         shapes = {}
         caches = []
         act_caches = {}
+        done = set()       # the residual Adds their convolutions made
         for step in steps:
             kind = step[0]
             if kind == _TAKE:      # the convolution before it applied this batch norm or activation
@@ -448,7 +449,7 @@ class Model:
             if kind == _SKIP:      # a branch the requested outputs do not depend on
                 caches.append(None)
                 continue
-            out, cache = passes.node_forward(self, step, tensors, first, fused, mode, rng, act_caches)
+            out, cache = passes.node_forward(self, step, tensors, first, fused, mode, rng, act_caches, done)
             tensors[step[2].name] = out
             caches.append(cache)
         last = self.nodes[e].name
@@ -485,7 +486,9 @@ class Model:
             for t, j in last_reader.items():
                 if t not in keep:
                     frees.setdefault(j, []).append(t)
-            steps = fusion.forward_steps(self.nodes, s, e, needed, fused, keys, folds, frees, gates)
+            residuals = (fusion.residual_fusions(self.nodes, self._index, s, e, needed, outputs, fused, folds, bound)
+                         if self.fuse_relu else {})
+            steps = fusion.forward_steps(self.nodes, s, e, needed, fused, keys, folds, frees, gates, residuals)
             plan = plans[key] = (needed, fused, keys, folds, masks, frees, gates, steps,
                                  fusion.light_steps(steps, fused))
         return plan

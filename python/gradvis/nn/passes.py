@@ -10,17 +10,19 @@ import numpy as np
 from .. import _core
 from .conv import fused_act_cache
 from .fold import GateFold, folded_conv_forward, gate_fold
-from .fusion import ACT as _ACT, FOLD as _FOLD, LCONV as _LCONV, LTAKE as _LTAKE, RUN as _RUN
+from .fusion import ACT as _ACT, FOLD as _FOLD, LCONV as _LCONV, LTAKE as _LTAKE, RADD as _RADD, RUN as _RUN
 
 __all__ = ["node_forward", "forward_light", "conv_input_grad"]
 
 
-def node_forward(model, step, tensors, first, fused, mode, rng, act_caches=None):
-    """One node of a pass (a RUN, RELU, ACT or FOLD step of fusion.forward_steps)
-    on the tensors computed so far: (out, its cache). act_caches: None in a pass
-    that keeps nothing for a backward pass, else where the caches of the batch
-    norm or activation a convolution applied go (by node index)."""
-    kind, i, node, inputs, pkeys, bkeys, gate_key, _ = step
+def node_forward(model, step, tensors, first, fused, mode, rng, act_caches=None, done=None):
+    """One node of a pass (a RUN, RELU, ACT, FOLD or RADD step of
+    fusion.forward_steps) on the tensors computed so far: (out, its cache).
+    act_caches: None in a pass that keeps nothing for a backward pass, else where
+    the caches of the batch norm or activation a convolution applied go (by node
+    index). done: the pass's set of the residual Adds (node indices) their
+    convolution made."""
+    kind, i, node, inputs, pkeys, bkeys, gate_key, _, res = step
     try:
         ins = [tensors[t] for t in inputs]
     except KeyError:
@@ -28,6 +30,9 @@ def node_forward(model, step, tensors, first, fused, mode, rng, act_caches=None)
         raise ValueError(
             f"layer {node.name!r} needs {t!r}, which is computed before the start of this "
             f"pass ({first.name!r}); a skip connection crosses the cut, start earlier") from None
+    if kind == _RADD and i in done:     # the convolution before it made the sum (and its ReLU)
+        done.discard(i)
+        return tensors[res[0]], [x.shape for x in ins]
     P = model.params
     params = {k: P[pk] for k, pk in pkeys}
     buffers = {k: model.buffers[bk] for k, bk in bkeys} if bkeys else {}
@@ -39,6 +44,22 @@ def node_forward(model, step, tensors, first, fused, mode, rng, act_caches=None)
     if ins and type(ins[0]) is GateFold:
         params, ins = dict(params, weight=ins[0].weight(params["weight"])), [ins[0].x]
     try:
+        if res is not None and kind in (_RUN, _FOLD):   # a convolution that may add its residual
+            ref, j, relu = res
+            r = tensors.get(ref)
+            if kind == _FOLD:
+                out, cache, second, added = folded_conv_forward(model, i, ins[0], False, r, relu)
+                if act_caches is not None:
+                    act_caches[i + 1] = second
+            elif node.layer.residual_fits(ins[0], r):
+                out, cache = node.layer.forward(ins, params, buffers, mode, rng, relu=relu, residual=r)
+                added = True
+            else:
+                out, cache = node.layer.forward(ins, params, buffers, mode, rng)
+                added = False
+            if added:
+                done.add(j)
+            return out, cache
         if kind == _RUN:
             return node.layer.forward(ins, params, buffers, mode, rng)
         if kind == _ACT:
@@ -48,22 +69,25 @@ def node_forward(model, step, tensors, first, fused, mode, rng, act_caches=None)
                 act_caches[i + 1] = fused_act_cache(act, out, pre)
             return out, cache
         if kind == _FOLD:
-            out, cache, second = folded_conv_forward(model, i, ins[0], i + 1 in fused)
+            out, cache, second, _ = folded_conv_forward(model, i, ins[0], i + 1 in fused)
             if act_caches is not None:
                 act_caches[i + 1] = second
             return out, cache
+        if kind == _RADD:                    # the sum the convolution did not make
+            return node.layer.forward(ins, params, buffers, mode, rng, relu=res[1])
         return node.layer.forward(ins, params, buffers, mode, rng, relu=True)   # _RELU
     except (ValueError, TypeError) as err:
         raise type(err)(f"layer {node.name!r} ({node.layer.type}): {err}") from None
 
 
-def forward_light(model, light, tensors, first, fused, mode, rng):
+def forward_light(model, light, tensors, first, fused, mode, rng, done):
     """The nodes of a pass that keeps nothing for a backward pass (fusion.light_steps),
     each tensor dropped after its last reader; a convolution whose input and
     parameters are arrays of one dtype, of the shape it last accepted, calls its
-    kernel directly (what Conv2d.forward and forward_act call then)."""
+    kernel directly (what Conv2d.forward and forward_act call then). done: as
+    node_forward's (an empty set)."""
     P = model.params
-    conv, conv_act = _core.conv2d_forward, _core.conv2d_forward_act
+    conv, conv_act, conv_add = _core.conv2d_forward, _core.conv2d_forward_act, _core.conv2d_forward_add
     for ls in light:
         kind = ls[0]
         if kind == _LTAKE:
@@ -71,23 +95,34 @@ def forward_light(model, light, tensors, first, fused, mode, rng):
             continue
         step = ls[1]
         if kind == _LCONV:
-            _, _, layer, inp, wkey, bkey, act, lo, hi, relu = ls
+            _, _, layer, inp, wkey, bkey, act, lo, hi, relu, res = ls
             x, w = tensors.get(inp), P[wkey]
             b = P[bkey] if bkey else None
             if (type(x) is np.ndarray and type(w) is np.ndarray and x.dtype is w.dtype and x.ndim == 4
                     and x.shape[1:] == layer._checked_input
                     and (b is None or (type(b) is np.ndarray and b.dtype is w.dtype))):
+                r = None
+                if res is not None:   # its residual Add (the step's kind is RUN), where the operand fits
+                    r = tensors.get(res[0])
+                    if not (type(r) is np.ndarray and r.dtype is x.dtype and r.shape[0] == x.shape[0]
+                            and r.shape[1:] == layer._checked_output):
+                        r = None
                 try:
-                    out = (conv(x, w, b, layer.stride, layer.padding, layer.dilation, layer.groups, relu)
-                           if act is None else
-                           conv_act(x, w, b, layer.stride, layer.padding, layer.dilation, layer.groups, act,
-                                    lo, hi, False))
+                    if r is not None:
+                        out = conv_add(x, w, b, r, layer.stride, layer.padding, layer.dilation, layer.groups,
+                                       res[2])
+                        done.add(res[1])
+                    elif act is None:
+                        out = conv(x, w, b, layer.stride, layer.padding, layer.dilation, layer.groups, relu)
+                    else:
+                        out = conv_act(x, w, b, layer.stride, layer.padding, layer.dilation, layer.groups, act,
+                                       lo, hi, False)
                 except (ValueError, TypeError) as err:
                     raise type(err)(f"layer {step[2].name!r} ({layer.type}): {err}") from None
             else:
-                out, _ = node_forward(model, step, tensors, first, fused, mode, rng)
+                out, _ = node_forward(model, step, tensors, first, fused, mode, rng, None, done)
         else:
-            out, _ = node_forward(model, step, tensors, first, fused, mode, rng)
+            out, _ = node_forward(model, step, tensors, first, fused, mode, rng, None, done)
         tensors[step[2].name] = out
         for t in step[7]:
             tensors.pop(t, None)

@@ -62,10 +62,12 @@ CASES = [
     (2, 16, 1, 1, 1, 3, 1, 1, 1),                 # 1x1 images
     (1, 8, 9, 9, 1, 3, 4, 1, 1),                  # stride larger than the kernel
     (1, 32, 16, 16, 1, 3, 1, 1, 1),               # whole 16 x 16 blocks of the planes' transposes
-    # rows and columns of taps that read only the padding (skipped), wider than half the kernel
+    # 7x7 on at most 7 rows: rows and columns of taps that read only the padding
+    # (skipped), padding wider than half the kernel
     (2, 24, 3, 3, 1, 7, 1, (5, 3, 6, 2), 1),
+    (1, 16, 5, 4, 1, 7, 1, (1, 4, 6, 0), 1),
+    (1, 20, 6, 2, 1, 7, 1, (2, 5, 6, 5), 1),
     (1, 16, 4, 6, 1, 5, 1, (4, 1, 0, 4), 1),
-    (1, 20, 6, 2, 1, 3, 1, (2, 2, 2, 0), 1),
     # two or more blocks of channels: the channels-in-lanes weight gradient too
     (2, 40, 7, 7, 1, 7, 1, 3, 1),                 # 7x7: three kernel rows at a time, then one; 8 channels left
     (2, 33, 9, 11, 1, 5, 2, 2, 1),                # stride 2, 1 channel in the last block

@@ -309,3 +309,24 @@ def test_model_fusion_finite_differences():
         q[idx] -= h
         num = (np.vdot(m.forward(p)[0], R) - np.vdot(m.forward(q)[0], R)) / (2 * h)
         assert abs(num - dx[idx]) < 1e-6 * max(1.0, abs(num)), (idx, num, dx[idx])
+
+
+def test_node_forward_without_a_done_set_runs_each_add():
+    # nn/passes.node_forward called without the pass's set: every Add sums itself
+    m = resnet_model(bn=False)
+    X = np.random.default_rng(10).standard_normal((2, 8, 12, 12)).astype(np.float32)
+    want = m.forward(X)[0]
+    plan = m._plan(0, len(m) - 1, None, "input", "test")
+    fused, steps = plan[1], plan[7]
+    assert sum(st[0] == fusion.RADD for st in steps) == 3
+    tensors = {"input": X}
+    spy = Spy()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(F, "_core", spy)
+        for st in steps:
+            if st[0] == fusion.TAKE:
+                tensors[st[3]] = tensors.pop(st[2])
+                continue
+            tensors[st[2].name] = passes.node_forward(m, st, tensors, m.nodes[0], fused, "test", None)[0]
+    assert spy.calls == 0
+    assert_same(tensors[m.nodes[-1].name], want)

@@ -21,7 +21,7 @@ def node_forward(model, step, tensors, first, fused, mode, rng, act_caches=None,
     act_caches: None in a pass that keeps nothing for a backward pass, else where
     the caches of the batch norm or activation a convolution applied go (by node
     index). done: the pass's set of the residual Adds (node indices) their
-    convolution made."""
+    convolution made (None: every Add runs itself)."""
     kind, i, node, inputs, pkeys, bkeys, gate_key, _, res = step
     try:
         ins = [tensors[t] for t in inputs]
@@ -30,7 +30,7 @@ def node_forward(model, step, tensors, first, fused, mode, rng, act_caches=None,
         raise ValueError(
             f"layer {node.name!r} needs {t!r}, which is computed before the start of this "
             f"pass ({first.name!r}); a skip connection crosses the cut, start earlier") from None
-    if kind == _RADD and i in done:     # the convolution before it made the sum (and its ReLU)
+    if kind == _RADD and done is not None and i in done:   # the convolution made the sum (and its ReLU)
         done.discard(i)
         return tensors[res[0]], [x.shape for x in ins]
     P = model.params
@@ -44,7 +44,7 @@ def node_forward(model, step, tensors, first, fused, mode, rng, act_caches=None,
     if ins and type(ins[0]) is GateFold:
         params, ins = dict(params, weight=ins[0].weight(params["weight"])), [ins[0].x]
     try:
-        if res is not None and kind in (_RUN, _FOLD):   # a convolution that may add its residual
+        if res is not None and kind in (_RUN, _FOLD) and done is not None:   # it may add its residual
             ref, j, relu = res
             r = tensors.get(ref)
             if kind == _FOLD:

@@ -59,6 +59,22 @@ def run_at_simd_level(level, script):
     assert "ok" in res.stdout
 
 
+SIMD_HEADER = r"""
+import sys
+sys.path.insert(0, {tests!r})
+import numpy as np
+from gradvis import _core
+assert _core.simd_level() == {level!r}, _core.simd_level()
+"""
+
+
+def run_checks_at_simd_level(level, checks):
+    """run_at_simd_level for ``checks`` (Python source that imports its checks from
+    the tests' folder, numpy as np and gradvis's _core at hand): they pass when
+    they raise nothing."""
+    run_at_simd_level(level, SIMD_HEADER + checks.replace("{", "{{").replace("}", "}}") + '\nprint("ok")\n')
+
+
 @pytest.fixture
 def torch():
     return require_torch()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import gradvis
-from conftest import run_at_simd_level
+from conftest import run_checks_at_simd_level
 from gradvis import _core
 from gradvis.nn import (Add, BatchNorm2d, Clip, Conv2d, Flatten, GlobalAvgPool, HardSwish, Linear, Model, ReLU,
                         ReLU6, SiLU)
@@ -70,25 +70,19 @@ def check_case(case, act, dtype):
     np.testing.assert_array_equal(got, want)
 
 
-SIMD_SCRIPT = r"""
-import sys
-sys.path.insert(0, {tests!r})
-import numpy as np
-from gradvis import _core
-assert _core.simd_level() == {level!r}, _core.simd_level()
+SIMD_CHECKS = r"""
 from test_conv_backward_mask import CASES, check_case
 from test_conv_backward_mask import check_special_references
 for case in CASES:
     for act in ("relu", "clamp", "silu", "hardswish"):
         check_case(case, act, np.float32)
 check_special_references()
-print("ok")
 """
 
 
 @pytest.mark.parametrize("level", ["avx2", "scalar"])
 def test_masks_at_simd_levels(level):
-    run_at_simd_level(level, SIMD_SCRIPT)
+    run_checks_at_simd_level(level, SIMD_CHECKS)
 
 
 def check_special_references():

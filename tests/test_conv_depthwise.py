@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import reference_conv as ref
-from conftest import run_at_simd_level
+from conftest import run_checks_at_simd_level
 from helpers import close
 from gradvis import _core
 
@@ -147,12 +147,7 @@ def test_depthwise_finite_differences(case):
     check_finite_differences(x, w, b, dout, kw, np.random.default_rng(4))
 
 
-SIMD_SCRIPT = r"""
-import sys
-sys.path.insert(0, {tests!r})
-import numpy as np
-from gradvis import _core
-assert _core.simd_level() == {level!r}, _core.simd_level()
+SIMD_CHECKS = r"""
 from test_conv_depthwise import CASES, GROUPED, check_case, check_grouped
 for case in CASES:
     for dt in (np.float32, np.float64):
@@ -166,14 +161,13 @@ for case in random_grouped_cases(seed=5, count=40):
 from test_conv_depthwise import random_lanes_dx_cases
 for case in random_lanes_dx_cases(seed=9, count=30):
     check_grouped(case, np.float32)
-print("ok")
 """
 
 
 @pytest.mark.parametrize("level", ["avx2", "scalar"])
 def test_depthwise_simd_paths(level):
     # the widest level the CPU has runs in this process (the tests above)
-    run_at_simd_level(level, SIMD_SCRIPT)
+    run_checks_at_simd_level(level, SIMD_CHECKS)
 
 
 @pytest.mark.parametrize("case", [CASES[0], CASES[3], CASES[7], CASES[9]], ids=[IDS[0], IDS[3], IDS[7], IDS[9]])

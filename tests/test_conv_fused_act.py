@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import gradvis
-from conftest import run_at_simd_level
+from conftest import run_checks_at_simd_level
 from gradvis import _core
 from gradvis.nn import Clip, Conv2d, HardSwish, Model, ReLU, ReLU6, SiLU
 
@@ -94,24 +94,18 @@ def test_kernel_nan_passes_like_separate_activation(case):
     check_kernel(case, np.float32, seed=1, nan_filter=True)
 
 
-SIMD_SCRIPT = r"""
-import sys
-sys.path.insert(0, {tests!r})
-import numpy as np
-from gradvis import _core
-assert _core.simd_level() == {level!r}, _core.simd_level()
+SIMD_CHECKS = r"""
 from test_conv_fused_act import CASES, check_kernel
 for case in CASES:
     check_kernel(case, np.float32)
     check_kernel(case, np.float32, seed=1, nan_filter=True)
 check_kernel(CASES[4], np.float64)
-print("ok")
 """
 
 
 @pytest.mark.parametrize("level", ["avx2", "scalar"])
 def test_kernel_simd_paths(level):
-    run_at_simd_level(level, SIMD_SCRIPT)
+    run_checks_at_simd_level(level, SIMD_CHECKS)
 
 
 def test_kernel_bad_arguments():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import gradvis
-from conftest import run_at_simd_level
+from conftest import run_checks_at_simd_level
 from gradvis import _core
 from gradvis.nn import Add, BatchNorm2d, Conv2d, Model, ReLU, Scale, fusion
 from gradvis.nn import functional as F
@@ -76,24 +76,18 @@ def test_kernel_threads(threads):
         gradvis.set_num_threads(old)
 
 
-SIMD_SCRIPT = r"""
-import sys
-sys.path.insert(0, {tests!r})
-import numpy as np
-from gradvis import _core
-assert _core.simd_level() == {level!r}, _core.simd_level()
+SIMD_CHECKS = r"""
 from test_residual_fusion import CASES_ADD, check_kernel
 for case in CASES_ADD:
     check_kernel(case, np.float32)
     check_kernel(case, np.float32, seed=1, nan=True)
 check_kernel(CASES_ADD[1], np.float64)
-print("ok")
 """
 
 
 @pytest.mark.parametrize("level", ["avx2", "scalar"])
 def test_kernel_simd_paths(level):
-    run_at_simd_level(level, SIMD_SCRIPT)
+    run_checks_at_simd_level(level, SIMD_CHECKS)
 
 
 def test_kernel_bad_arguments():

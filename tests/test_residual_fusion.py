@@ -324,3 +324,28 @@ def test_node_forward_without_a_done_set_runs_each_add():
             tensors[st[2].name] = passes.node_forward(m, st, tensors, m.nodes[0], fused, "test", None)[0]
     assert spy.calls == 0
     assert_same(tensors[m.nodes[-1].name], want)
+
+
+def test_two_threads_with_other_input_sizes():
+    # each layer remembers the shapes it last checked as one value: passes of two
+    # sizes at once in two Python threads get their own results, fused or not
+    import threading
+    m = resnet_model(bn=False)
+    rng = np.random.default_rng(11)
+    Xs = [rng.standard_normal((1, 8, 12, 12)).astype(np.float32),
+          rng.standard_normal((2, 8, 16, 20)).astype(np.float32)]
+    want = [m.forward(X, cache=False)[0] for X in Xs]
+    bad = []
+
+    def run(k):
+        for _ in range(40):
+            out = m.forward(Xs[k], cache=False)[0]
+            if not np.array_equal(out, want[k]):
+                bad.append(k)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not bad

@@ -79,15 +79,19 @@ class Conv2d(Layer):
         return (self.out_channels, h, w)
 
     _checked_input = None   # the last (C, H, W) output_shape accepted
-    _checked_output = None  # its output shape (F, OH, OW)
+    _checked_io = (None, None)   # that input shape and its output's (F, OH, OW), one value
 
     def _check_input(self, x):
         """output_shape's checks of x (N, C, H, W), remembered for the next call with
-        the same (C, H, W): a gradient loop repeats them on every layer of every pass."""
+        the same (C, H, W): a gradient loop repeats them on every layer of every pass.
+        Returns (x's (C, H, W), the output's (F, OH, OW))."""
         if x.ndim != 4:
             raise ValueError(f"expects input (N, {self.in_channels}, H, W), got an array of shape {x.shape}")
-        self._checked_output = tuple(self.output_shape([x.shape[1:]]))
+        # (one tuple: threads that pass other shapes through the layer at once
+        # never see one shape's input beside another's output)
+        io = self._checked_io = (x.shape[1:], tuple(self.output_shape([x.shape[1:]])))
         self._checked_input = x.shape[1:]
+        return io
 
     def _param(self):
         return dict(stride=self.stride, pad=self.padding, dilation=self.dilation, groups=self.groups)
@@ -120,9 +124,10 @@ class Conv2d(Layer):
         if not (type(r) is np.ndarray and type(x) is np.ndarray and r.dtype == x.dtype and r.dtype.char in "fd"
                 and x.ndim == 4 and r.ndim == 4 and r.shape[0] == x.shape[0]):
             return False
-        if x.shape[1:] != self._checked_input:
-            self._check_input(x)
-        return r.shape[1:] == self._checked_output
+        io = self._checked_io
+        if x.shape[1:] != io[0]:
+            io = self._check_input(x)
+        return r.shape[1:] == io[1]
 
     def forward_act(self, inputs, params, act, keep_pre=True):
         """The convolution followed by the activation ``act`` in one pass.

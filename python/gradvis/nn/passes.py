@@ -104,8 +104,9 @@ def forward_light(model, light, tensors, first, fused, mode, rng, done):
                 r = None
                 if res is not None:   # its residual Add (the step's kind is RUN), where the operand fits
                     r = tensors.get(res[0])
+                    io = layer._checked_io
                     if not (type(r) is np.ndarray and r.dtype is x.dtype and r.shape[0] == x.shape[0]
-                            and r.shape[1:] == layer._checked_output):
+                            and io[0] == x.shape[1:] and r.shape[1:] == io[1]):
                         r = None
                 try:
                     if r is not None:

@@ -75,6 +75,16 @@ def run_checks_at_simd_level(level, checks):
     run_at_simd_level(level, SIMD_HEADER + checks.replace("{", "{{").replace("}", "}}") + '\nprint("ok")\n')
 
 
+def simd_paths_test(checks):
+    """A test that runs ``checks`` (as run_checks_at_simd_level) at AVX2 and at the
+    scalar level, in child processes; the widest level the CPU has runs in the
+    test process itself. Assign it to a module name starting with test_."""
+    @pytest.mark.parametrize("level", ["avx2", "scalar"])
+    def test(level):
+        run_checks_at_simd_level(level, checks)
+    return test
+
+
 @pytest.fixture
 def torch():
     return require_torch()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import gradvis
-from conftest import run_checks_at_simd_level
+from conftest import simd_paths_test
 from gradvis import _core
 from gradvis.nn import (Add, BatchNorm2d, Clip, Conv2d, Flatten, GlobalAvgPool, HardSwish, Linear, Model, ReLU,
                         ReLU6, SiLU)
@@ -80,9 +80,7 @@ check_special_references()
 """
 
 
-@pytest.mark.parametrize("level", ["avx2", "scalar"])
-def test_masks_at_simd_levels(level):
-    run_checks_at_simd_level(level, SIMD_CHECKS)
+test_masks_at_simd_levels = simd_paths_test(SIMD_CHECKS)
 
 
 def check_special_references():

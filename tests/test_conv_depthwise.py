@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import reference_conv as ref
-from conftest import run_checks_at_simd_level
+from conftest import simd_paths_test
 from helpers import close
 from gradvis import _core
 
@@ -164,10 +164,8 @@ for case in random_lanes_dx_cases(seed=9, count=30):
 """
 
 
-@pytest.mark.parametrize("level", ["avx2", "scalar"])
-def test_depthwise_simd_paths(level):
-    # the widest level the CPU has runs in this process (the tests above)
-    run_checks_at_simd_level(level, SIMD_CHECKS)
+# the widest level the CPU has runs in this process (the tests above)
+test_depthwise_simd_paths = simd_paths_test(SIMD_CHECKS)
 
 
 @pytest.mark.parametrize("case", [CASES[0], CASES[3], CASES[7], CASES[9]], ids=[IDS[0], IDS[3], IDS[7], IDS[9]])

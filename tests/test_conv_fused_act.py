@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import gradvis
-from conftest import run_checks_at_simd_level
+from conftest import simd_paths_test
 from gradvis import _core
 from gradvis.nn import Clip, Conv2d, HardSwish, Model, ReLU, ReLU6, SiLU
 
@@ -103,9 +103,7 @@ check_kernel(CASES[4], np.float64)
 """
 
 
-@pytest.mark.parametrize("level", ["avx2", "scalar"])
-def test_kernel_simd_paths(level):
-    run_checks_at_simd_level(level, SIMD_CHECKS)
+test_kernel_simd_paths = simd_paths_test(SIMD_CHECKS)
 
 
 def test_kernel_bad_arguments():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import gradvis
-from conftest import run_checks_at_simd_level
+from conftest import simd_paths_test
 from gradvis import _core
 from gradvis.nn import Add, BatchNorm2d, Conv2d, Model, ReLU, Scale, fusion
 from gradvis.nn import functional as F
@@ -85,9 +85,7 @@ check_kernel(CASES_ADD[1], np.float64)
 """
 
 
-@pytest.mark.parametrize("level", ["avx2", "scalar"])
-def test_kernel_simd_paths(level):
-    run_checks_at_simd_level(level, SIMD_CHECKS)
+test_kernel_simd_paths = simd_paths_test(SIMD_CHECKS)
 
 
 def test_kernel_bad_arguments():

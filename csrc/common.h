@@ -132,17 +132,6 @@ inline void team_barrier() {
 #endif
 }
 
-// Run f(i) for i in [0, n) over the team, in contiguous chunks; serial when nested
-// or tiny.
-template <class F>
-inline void parallel_for(index_t n, F&& f) {
-  const index_t nt = team_size();
-  if (n > 1 && nt > 1)
-    return team_run(std::min(nt, n), [&](index_t t, index_t nth) {
-      for (index_t i = n * t / nth, e = n * (t + 1) / nth; i < e; ++i) f(i);
-    });
-  for (index_t i = 0; i < n; ++i) f(i);
-}
 
 // Threads for `work` units (multiply-adds or element visits) so that each gets at
 // least `grain` of them: small work stays on the calling thread, where a parallel
@@ -155,7 +144,8 @@ inline int grain_threads(double work, double grain, index_t items) {
   return nt < 1 ? 1 : int(nt);
 }
 
-// parallel_for over at most nt threads (nt from grain_threads).
+// Run f(i) for i in [0, n) over at most nt threads (nt from grain_threads), in
+// contiguous chunks; serial when nested or tiny.
 template <class F>
 inline void parallel_for_nt(int nt, index_t n, F&& f) {
   if (nt > 1 && n > 1 && !in_parallel())
@@ -163,6 +153,12 @@ inline void parallel_for_nt(int nt, index_t n, F&& f) {
       for (index_t i = n * t / nth, e = n * (t + 1) / nth; i < e; ++i) f(i);
     });
   for (index_t i = 0; i < n; ++i) f(i);
+}
+
+// parallel_for_nt over the whole team.
+template <class F>
+inline void parallel_for(index_t n, F&& f) {
+  parallel_for_nt(int(team_size()), n, f);
 }
 
 // Split [0, n) into contiguous chunks, one per thread: f(begin, end, tid).

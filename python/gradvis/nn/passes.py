@@ -101,13 +101,10 @@ def forward_light(model, light, tensors, first, fused, mode, rng, done):
             if (type(x) is np.ndarray and type(w) is np.ndarray and x.dtype is w.dtype and x.ndim == 4
                     and x.shape[1:] == layer._checked_input
                     and (b is None or (type(b) is np.ndarray and b.dtype is w.dtype))):
-                r = None
-                if res is not None:   # its residual Add (the step's kind is RUN), where the operand fits
-                    r = tensors.get(res[0])
-                    io = layer._checked_io
-                    if not (type(r) is np.ndarray and r.dtype is x.dtype and r.shape[0] == x.shape[0]
-                            and io[0] == x.shape[1:] and r.shape[1:] == io[1]):
-                        r = None
+                # its residual Add (the step's kind is RUN), where the operand fits
+                r = tensors.get(res[0]) if res is not None else None
+                if r is not None and not layer.residual_fits(x, r):
+                    r = None
                 try:
                     if r is not None:
                         out = conv_add(x, w, b, r, layer.stride, layer.padding, layer.dilation, layer.groups,

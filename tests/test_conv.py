@@ -10,7 +10,7 @@ import pytest
 
 from gradvis import _core
 import reference_conv as ref
-from conftest import run_at_simd_level
+from conftest import run_at_simd_level, simd_paths_test
 from helpers import close
 
 DTYPES = [np.float32, np.float64]
@@ -642,6 +642,65 @@ def test_secondary_args_are_converted_and_inputs_untouched():
     close(dw, rdw, np.float64, 72)
     np.testing.assert_array_equal(dout, d0)
 
+
+# Layers whose chunks of positions (and so which tiles are partial, or span two
+# images) move with the thread count, with a bias, each way it can be applied:
+# every output must be the same bits at 1, 2 and 3 threads (a tile started from
+# the bias rounds differently from one given it at the end).
+CHUNK_CASES = [
+    # x shape, w shape, stride, padding
+    ((3, 4, 24, 11), (10, 4, 7, 7), 1, 3),
+    ((5, 3, 9, 30), (16, 3, 5, 5), 1, 2),
+    ((5, 2, 23, 18), (26, 2, 5, 5), 1, 2),
+    ((4, 4, 3, 37), (35, 4, 5, 5), 1, 4),
+    ((2, 2, 33, 14), (21, 2, 7, 7), 1, 5),
+    ((3, 6, 17, 13), (12, 6, 3, 3), 2, 1),
+]
+
+
+def check_chunk_bits(case, seed=0):
+    import gradvis
+
+    xs, ws, stride, pad = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    b = rng.standard_normal(ws[0]).astype(np.float32)
+    runs = {
+        "bias": lambda: _core.conv2d_forward(x, w, b, stride, pad),
+        "relu": lambda: _core.conv2d_forward(x, w, b, stride, pad, 1, 1, True),
+        "clamp": lambda: _core.conv2d_forward_act(x, w, b, stride, pad, 1, 1, "clamp", -0.5, 0.7),
+        "silu": lambda: _core.conv2d_forward_act(x, w, b, stride, pad, 1, 1, "silu"),
+    }
+    y = _core.conv2d_forward(x, w, b, stride, pad)
+    res = rng.standard_normal(y.shape).astype(np.float32)
+    runs["add_relu"] = lambda: _core.conv2d_forward_add(x, w, b, res, stride, pad, 1, 1, True)
+    old, algo = gradvis.get_num_threads(), gradvis.get_conv_algorithm()
+    try:
+        for a in ("auto", "direct"):
+            gradvis.set_conv_algorithm(a)
+            for name, run in runs.items():
+                got = []
+                for threads in (1, 2, 3):
+                    gradvis.set_num_threads(threads)
+                    got.append(run())
+                for t, g in zip((2, 3), got[1:]):
+                    assert np.array_equal(g, got[0]), (case, a, name, t, int((g != got[0]).sum()))
+    finally:
+        gradvis.set_num_threads(old)
+        gradvis.set_conv_algorithm(algo)
+
+
+@pytest.mark.parametrize("case", CHUNK_CASES)
+def test_forward_bits_do_not_depend_on_the_thread_count(case):
+    check_chunk_bits(case)
+
+
+test_forward_thread_bits_simd_paths = simd_paths_test("""
+from test_conv import CHUNK_CASES, check_chunk_bits
+for case in CHUNK_CASES:
+    check_chunk_bits(case)
+""")
 
 def test_threads_give_serial_results():
     rng = np.random.default_rng(10)

@@ -306,7 +306,9 @@ inline index_t window_out_size(index_t in, index_t k, index_t stride, index_t pa
                                index_t dilation = 1, bool ceil_mode = false) {
   const index_t eff = dilation * (k - 1) + 1;
   const index_t span = in + pad_lo + pad_hi - eff;
-  if (span < 0) return 0;
+  // A window past the padded input: none in floor mode; in ceil mode the first
+  // one if it starts inside (PyTorch and ONNX: a 3x3 window on a 2x2 map gives 1)
+  if (span < 0 && !(ceil_mode && span + stride > 0)) return 0;
   index_t out = (ceil_mode ? (span + stride - 1) / stride : span / stride) + 1;
   // As in PyTorch/ONNX: the last window must start inside the input or left padding.
   if (ceil_mode && (out - 1) * stride >= in + pad_lo) --out;

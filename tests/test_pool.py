@@ -209,6 +209,79 @@ def test_caller_arrays_are_not_modified_and_array_likes_convert():
     np.testing.assert_array_equal(_core.max_pool2d_forward(xs, 2, 2)[0], ref.max_pool2d(xs, 2, 2)[0])
 
 
+def tiny_cases(seed=7, n=400):
+    """Maps of 1-5 rows and columns under windows of 1-5, strides 1-4 and padding up
+    to half the window: many windows run past the input, some past both ends."""
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        H, W, kh, kw = (int(v) for v in rng.integers(1, 6, 4))
+        sh, sw = (int(v) for v in rng.integers(1, 5, 2))
+        ph, pw = int(rng.integers(0, kh // 2 + 1)), int(rng.integers(0, kw // 2 + 1))
+        yield (H, W), (kh, kw), (sh, sw), (ph, pw), bool(rng.random() < 0.7), bool(rng.random() < 0.5)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_tiny_maps_and_windows_past_the_input_match_torch(dtype):
+    """Where PyTorch pools (in ceil mode a window may be larger than the padded
+    input: a 3x3 window over a 2x2 map gives one output), gradvis gives its values
+    and gradients; where PyTorch refuses, gradvis raises a ValueError."""
+    torch = require_torch()
+    rng = np.random.default_rng(8)
+    pooled = 0
+    for (H, W), k, st, (ph, pw), ceil_mode, include in tiny_cases():
+        x = distinct(rng, (2, 2, H, W)).astype(dtype)
+        pads = (ph, ph, pw, pw)
+        for kind in ("max", "avg"):
+            xt = torch.tensor(x, requires_grad=True)
+            try:
+                if kind == "max":
+                    want = torch.nn.functional.max_pool2d(xt, k, st, (ph, pw), 1, ceil_mode)
+                else:
+                    want = torch.nn.functional.avg_pool2d(xt, k, st, (ph, pw), ceil_mode, include)
+            except RuntimeError:
+                with pytest.raises(ValueError, match="output would be empty|larger than the padded input"):
+                    if kind == "max":
+                        _core.max_pool2d_forward(x, k, st, pads, ceil_mode)
+                    else:
+                        _core.avg_pool2d_forward(x, k, st, pads, ceil_mode, include)
+                continue
+            if kind == "max":
+                out, am = _core.max_pool2d_forward(x, k, st, pads, ceil_mode)
+            else:
+                out = _core.avg_pool2d_forward(x, k, st, pads, ceil_mode, include)
+            np.testing.assert_allclose(out, want.detach().numpy(), **tol(dtype))
+            dout = rng.standard_normal(out.shape).astype(dtype)
+            want.backward(torch.tensor(dout))
+            if kind == "max":
+                dx = _core.max_pool2d_backward(dout, am, x.shape[2:])
+            else:
+                dx = _core.avg_pool2d_backward(dout, x.shape[2:], k, st, pads, ceil_mode, include)
+            np.testing.assert_allclose(dx, xt.grad.numpy(), **tol(dtype))
+            pooled += 1
+    assert pooled > 400   # most cases pool; the rest were refused by both
+
+
+def test_pool_layers_take_a_window_larger_than_the_input_in_ceil_mode():
+    import gradvis
+
+    x = np.arange(4, dtype=np.float32).reshape(1, 1, 2, 2)
+    mp = gradvis.MaxPool2d(3, 2, ceil_mode=True)
+    assert mp.output_shape([(1, 2, 2)]) == (1, 1, 1)
+    out, _ = mp.forward([x], {}, {}, "test", None)
+    assert out.ravel().tolist() == [3.0]
+    ap = gradvis.AvgPool2d(3, 3, ceil_mode=True)
+    out, _ = ap.forward([x], {}, {}, "test", None)
+    assert out.ravel().tolist() == [1.5]
+    with pytest.raises(ValueError, match="too small for a \\(3, 3\\) window"):
+        gradvis.MaxPool2d(3, 2).output_shape([(1, 2, 2)])
+    # the last window must start inside the input or its leading padding
+    assert gradvis.MaxPool2d(2, 2, padding=1, ceil_mode=True).output_shape([(1, 2, 2)]) == (1, 2, 2)
+    # (asymmetric padding, as ONNX gives it: the leading side counts)
+    lead = gradvis.MaxPool2d(2, 2, padding=(1, 0, 1, 0), ceil_mode=True)
+    assert lead.output_shape([(1, 4, 4)]) == (1, 3, 3)
+    x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+    assert lead.forward([x], {}, {}, "test", None)[0].shape == (1, 1, 3, 3)
+
 @pytest.mark.parametrize(
     "call, match",
     [
@@ -220,6 +293,7 @@ def test_caller_arrays_are_not_modified_and_array_likes_convert():
         (lambda x: _core.max_pool2d_forward(x, 3, 1, 2), "padding"),
         (lambda x: _core.max_pool2d_forward(x, 3, 1, -1), "padding"),
         (lambda x: _core.max_pool2d_forward(x, 9, 1), "kernel .* larger than the padded input"),
+        (lambda x: _core.max_pool2d_forward(x, 9, 3, 0, True), "output would be empty .* kernel \\(9, 9\\)"),
         (lambda x: _core.max_pool2d_forward(x[:, :, :0], 2, 2), "x is empty"),
         (lambda x: _core.avg_pool2d_forward(x, (2, 9), 1), "kernel"),
         (lambda x: _core.avg_pool2d_backward(np.zeros((1, 2, 2, 2)), (6, 6), 2, 2), "dout shape"),

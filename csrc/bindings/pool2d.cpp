@@ -52,13 +52,15 @@ Pool2dShape pool_shape(const char* fn, index_t N, index_t C, index_t H, index_t 
   if (s.pt > s.kh / 2 || s.pb > s.kh / 2 || s.pl > s.kw / 2 || s.pr > s.kw / 2)
     throw py::value_error(cat(fn, ": padding (", s.pt, ", ", s.pb, ", ", s.pl, ", ", s.pr,
                               ") must be at most half the kernel (", s.kh, ", ", s.kw, ")"));
-  if (s.kh > H + s.pt + s.pb || s.kw > W + s.pl + s.pr)
+  if (!ceil_mode && (s.kh > H + s.pt + s.pb || s.kw > W + s.pl + s.pr))
     throw py::value_error(cat(fn, ": kernel (", s.kh, ", ", s.kw, ") is larger than the padded input (",
                               H + s.pt + s.pb, ", ", W + s.pl + s.pr, ")"));
   s.OH = window_out_size(H, s.kh, s.sh, s.pt, s.pb, 1, ceil_mode);
   s.OW = window_out_size(W, s.kw, s.sw, s.pl, s.pr, 1, ceil_mode);
   if (s.OH < 1 || s.OW < 1)
-    throw py::value_error(cat(fn, ": output would be empty for input (", H, ", ", W, ")"));
+    throw py::value_error(cat(fn, ": output would be empty for input (", H, ", ", W, ") with kernel (", s.kh, ", ",
+                              s.kw, "), stride (", s.sh, ", ", s.sw, ") and padding (", s.pt, ", ", s.pb, ", ", s.pl,
+                              ", ", s.pr, ")"));
   return s;
 }
 

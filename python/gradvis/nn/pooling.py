@@ -37,14 +37,18 @@ class _Pool(Layer):
             raise ValueError(f"expects input (N, C, H, W), got (N, {', '.join(map(str, s))})")
         t, b, l, r = self.padding
         dims = []
-        for size, k, st, p in ((s[1], self.kernel_size[0], self.stride[0], t + b),
-                               (s[2], self.kernel_size[1], self.stride[1], l + r)):
-            span = size + p - k
+        for size, k, st, lo, hi in ((s[1], self.kernel_size[0], self.stride[0], t, b),
+                                    (s[2], self.kernel_size[1], self.stride[1], l, r)):
+            span = size + lo + hi - k
             o = (-(-span // st) if self.ceil_mode else span // st) + 1
-            if self.ceil_mode and (o - 1) * st >= size + p // 2:   # PyTorch's rule
+            # PyTorch's and ONNX's rule: the last window starts inside the input or
+            # its leading padding (in ceil mode a window may run past both ends)
+            if self.ceil_mode and (o - 1) * st >= size + lo:
                 o -= 1
-            if span < 0 or o < 1:
-                raise ValueError(f"input {s[1]}x{s[2]} is too small for a {self.kernel_size} window")
+            if o < 1:
+                raise ValueError(f"input {s[1]}x{s[2]} is too small for a {self.kernel_size} window"
+                                 f" (stride {self.stride}, padding {self.padding}"
+                                 f"{', ceil_mode' if self.ceil_mode else ''})")
             dims.append(o)
         return (s[0], dims[0], dims[1])
 

@@ -218,6 +218,22 @@ def test_constant_operator_it_cannot_evaluate_suggests_folding(ox):
         gradvis.load_onnx(proto)
 
 
+def test_constant_only_operator_on_activations_is_named_with_the_missing_ones(ox):
+    """Max of two activations (evaluated on constants only) and an operator gradvis
+    lacks: one UnsupportedOperatorError naming both, and how Max's input depends on
+    the image (not the advice to fold constants, which cannot help)."""
+    _, helper, _, _ = ox
+    n = helper.make_node
+    proto = make(ox, [n("Relu", ["x"], ["r"], name="act"), n("Max", ["x", "r"], ["m"], name="mx"),
+                      n("Softsign", ["m"], ["y"], name="ss")], {})
+    with pytest.raises(gradvis.io.onnx_import.UnsupportedOperatorError) as e:
+        gradvis.load_onnx(proto)
+    msg = str(e.value)
+    assert "unsupported ONNX operator 'Softsign' (node 'ss')" in msg
+    assert ("'Max' (node 'mx', input 'x', which is the image input itself) applied to values computed from the "
+            "image, which gradvis evaluates on constants only") in msg
+    assert "onnxsim" not in msg
+
 def test_complex_initializer_is_refused(ox):
     _, helper, numpy_helper, _ = ox
     proto = make(ox, [helper.make_node("Mul", ["x", "c"], ["y"])], {})
@@ -259,7 +275,8 @@ def test_refused_shapes_name_the_node(ox):
         ([n("Transpose", ["x"], ["t"], perm=[2, 3, 0, 1], name="tg"), n("GatherND", ["t", "i"], ["y"])],
          {"i": np.array([[0, 1]], np.int64)}, r"'tg'.*moves the batch axis"),
         ([n("Greater", ["x", "z"], ["c"], name="gt"), n("Where", ["c", "x", "z"], ["y"])], {"z": np.array(0, F32)},
-         r"'gt' \(Greater\).*must be known at import time.*image input"),
+         r"'Greater' \(node 'gt', input 'x', which is the image input itself\) applied to values computed from the "
+         r"image, which gradvis evaluates on constants only"),
         ([n("Where", ["c", "x", "x"], ["y"], name="wh")], {"c": np.array([True, False] * 3)},
          r"'wh'.*two activation branches"),
         ([n("Concat", ["x", "x"], ["y"], axis=0, name="cb")], {}, r"'cb'.*batch axis"),

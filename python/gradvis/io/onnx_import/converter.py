@@ -169,12 +169,15 @@ class Importer(LayerOps):
         if t not in self.producer and t != self.input_name:
             return ONNXImportError(f"{node.where()}: {what} {t!r} names no initializer and no node "
                                    "output (a missing initializer?)")
-        src = self.value_source(t) if t != self.input_name else None
-        via = ("is the image input itself" if src is None else
-               f"depends on the image's values through ONNX node {src.name!r} ({src.op})")
-        return ONNXImportError(f"{node.where()}: {what} {t!r} must be known at import time, but it {via}; "
+        return ONNXImportError(f"{node.where()}: {what} {t!r} must be known at import time, but it {self._depends(t)}; "
                                f"gradvis evaluates shape arithmetic on constants and static shapes only. "
                                f"If the graph only looks dynamic, {FOLDING_HINT}")
+
+    def _depends(self, t):
+        """How tensor t depends on the image, for errors."""
+        src = self.value_source(t) if t != self.input_name else None
+        return ("is the image input itself" if src is None else
+                f"depends on the image's values through ONNX node {src.name!r} ({src.op})")
 
     def constant(self, node, i, what):
         t = node.inputs[i] if i < len(node.inputs) else ""
@@ -243,17 +246,22 @@ class Importer(LayerOps):
 
     # ------------------------------------------------------------------ run
     def _check_operators(self):
-        missing = {}
+        missing, on_values = {}, {}
         for node in self.nodes:   # every unsupported operator at once, not just the first
             if node.index not in self.live or node.index in self.skip or self.is_static_node(node):
                 continue
             if hasattr(self, "op_" + node.op):
                 continue
             if node.op in CONSTANT_OPS:
-                # shape arithmetic on values computed from the image
+                # an operator evaluated on constants only, here given the image's values
                 dyn = next(t for t in node.inputs if t and t not in self.static)
-                raise self.not_constant(node, dyn, "input")
+                if dyn not in self.producer and dyn != self.input_name:
+                    raise self.not_constant(node, dyn, "input")
+                on_values.setdefault(node.op, (node.name, dyn))
+                continue
             missing.setdefault(node.op, node.name)
+        if on_values:   # the cause of any input below that is not constant
+            self._refuse_operators(missing, on_values)
         for node in self.nodes:   # then, in graph order, inputs that must be constants but are not
             if node.index not in self.live or node.index in self.skip or self.is_static_node(node):
                 continue
@@ -262,10 +270,22 @@ class Importer(LayerOps):
                 if t and t not in self.static and not (node.op == "MatMul"):
                     raise self.not_constant(node, t, f"{what} (input {i})")
         if missing:
+            self._refuse_operators(missing, on_values)
+
+    def _refuse_operators(self, missing, on_values):
+        """Raises the error that names every operator the graph needs and gradvis lacks:
+        ``missing`` {op: node name}, ``on_values`` {op: (node name, image-dependent input)}."""
+        parts = []
+        if missing:
             listed = ", ".join(f"{op!r} (node {name!r})" for op, name in missing.items())
-            raise UnsupportedOperatorError(
-                f"{self.label}: unsupported ONNX operator{'s' if len(missing) > 1 else ''} {listed}; "
-                f"gradvis's importer supports {', '.join(SUPPORTED_OPS)}")
+            parts.append(f"unsupported ONNX operator{'s' if len(missing) > 1 else ''} {listed}")
+        if on_values:
+            listed = ", ".join(f"{op!r} (node {name!r}, input {t!r}, which {self._depends(t)})"
+                               for op, (name, t) in on_values.items())
+            parts.append(f"ONNX operator{'s' if len(on_values) > 1 else ''} {listed} applied to values "
+                         f"computed from the image, which gradvis evaluates on constants only")
+        raise UnsupportedOperatorError(
+            f"{self.label}: {'; '.join(parts)}; gradvis's importer supports {', '.join(SUPPORTED_OPS)}")
 
     def run(self, model):
         self.model = model

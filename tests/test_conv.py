@@ -644,9 +644,12 @@ def test_secondary_args_are_converted_and_inputs_untouched():
 
 
 # Layers whose chunks of positions (and so which tiles are partial, or span two
-# images) move with the thread count, with a bias, each way it can be applied:
-# every output must be the same bits at 1, 2 and 3 threads (a tile started from
-# the bias rounds differently from one given it at the end).
+# images, or are computed at all in the batch-1 "direct" way) move with the thread
+# count and the batch, with a bias, each way it can be applied: every output must
+# be the same bits at 1, 2 and 3 threads, and each image's that of the image alone
+# (with the direct algorithm: the automatic choice may turn on the batch's tile
+# count). A tile started from the bias rounded differently from one given it at
+# the end.
 CHUNK_CASES = [
     # x shape, w shape, stride, padding
     ((3, 4, 24, 11), (10, 4, 7, 7), 1, 3),
@@ -686,6 +689,14 @@ def check_chunk_bits(case, seed=0):
                     got.append(run())
                 for t, g in zip((2, 3), got[1:]):
                     assert np.array_equal(g, got[0]), (case, a, name, t, int((g != got[0]).sum()))
+        gradvis.set_conv_algorithm("direct")
+        whole = runs["bias"](), runs["relu"](), runs["clamp"]()
+        for i in range(xs[0]):
+            xi = x[i:i + 1]
+            alone = (_core.conv2d_forward(xi, w, b, stride, pad), _core.conv2d_forward(xi, w, b, stride, pad, 1, 1, True),
+                     _core.conv2d_forward_act(xi, w, b, stride, pad, 1, 1, "clamp", -0.5, 0.7))
+            for k, (wh, al) in enumerate(zip(whole, alone)):
+                assert np.array_equal(wh[i], al[0]), (case, "image alone", i, k)
     finally:
         gradvis.set_num_threads(old)
         gradvis.set_conv_algorithm(algo)

@@ -231,32 +231,15 @@ void forward_tiled(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* out
   if (clamp_act) act = nullptr;
   const T* clamp = relu || clamp_act ? lohi : nullptr;
   // The packed slivers read through the same kernel (row k at k * NR), so that
-  // full tiles start from the bias and apply the clamp as they are stored: a separate
-  // pass over each tile cost 5-10% at K <= 96 (64->256 at 56x56, 1 thread).
+  // full tiles add the bias and apply the clamp as they are stored: a separate
+  // pass over each tile cost 5-10% at K <= 96 (64->256 at 56x56, 1 thread). The
+  // bias is added after the last K block's sums, as `finish` adds it to the other
+  // tiles (partial ones, those across two images, direct and panel runs): which
+  // positions fall in which kind of tile depends on the chunks, and so on the
+  // batch and the thread count; a sum started from the bias rounded differently.
   std::vector<index_t> poff((b || clamp) && boffs_kern && !direct ? std::size_t(kc_max) : 0);
   for (index_t k = 0; k < index_t(poff.size()); ++k) poff[std::size_t(k)] = k * NR;
-  // Where full tiles start from the bias, every tile of the layer does (partial
-  // ones and those across two images too, through `tile`): which positions fall
-  // in a partial tile depends on the chunks, and so on the thread count, and a sum
-  // started from the bias rounds differently from the bias added at the end. The
-  // bias padded to whole slivers, per group (a partial sliver's tile reads MR).
-  const bool bias_first = b && !poff.empty() && !panel;
-  std::vector<T> bpad(bias_first ? std::size_t(g.G * Mpad) : 0);
-  for (index_t gi = 0; bias_first && gi < g.G; ++gi)
-    for (index_t f = 0; f < M; ++f) bpad[std::size_t(gi * Mpad + f)] = b[gi * M + f];
 
-  // o[0, len) of a tile that started from the bias: relu or the clamp only, the
-  // bits of the micro-kernel's max(lo, v) and min(hi, v) (NaN and -0 kept).
-  auto finish_clamp = [&](T* o, index_t len) {
-    if (clamp_act) {
-      for (index_t t = 0; t < len; ++t) {
-        const T u = lohi[0] > o[t] ? lohi[0] : o[t];
-        o[t] = lohi[1] < u ? lohi[1] : u;
-      }
-    } else if (relu && !act) {
-      for (index_t t = 0; t < len; ++t) o[t] = T(0) > o[t] ? T(0) : o[t];
-    }
-  };
   // o[0, len) of output channel f: + bias, relu or the clamp (act: at the end of the item).
   auto finish = [&](T* o, index_t len, index_t f) {
     const T bv = b ? b[f] : T(0);
@@ -295,23 +278,21 @@ void forward_tiled(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* out
           // C tile (MR x NR at c, row stride ldc) from B's tile at jr: in place in
           // the split image when the tile lies in one output row, else packed.
           // fuse (a full tile into the output): bias and clamp may be applied by the
-          // micro-kernel; returns whether they were. fuse_clamp false: the bias only.
-          const T* bias_m = bias_first ? bpad.data() + gi * Mpad + m : b ? b + row0 + m : nullptr;
-          auto kern = [&](index_t jr, T* c, index_t ldc, T beta_c, bool fuse = false, bool fuse_clamp = true) {
+          // micro-kernel; returns whether they were.
+          auto kern = [&](index_t jr, T* c, index_t ldc, T beta_c, bool fuse = false) {
             const T* bs = bp + jr * kc;
             if (direct) return rows_kern(kc, a, lda, mr, koff.data() + k0, bs, c, ldc, T(1), beta_c), false;
             const index_t q = q0 + jr;
             if (inplace && pc - jr >= NR && q % s.OW + NR <= s.OW) {
               const index_t n = q / g.OHW, r = q % g.OHW;
               const T* src = xs + gi * g.Cg * sp.SC + n * sp.SI + (r / s.OW) * s.p.stride_h * sp.SH + r % s.OW;
-              const T* bias = fuse && b && bk == 0 ? bias_m : nullptr;
-              boffs_kern(kc, a, src, roff.data() + k0, c, ldc, bias,
-                         fuse && fuse_clamp && bk == kb.n - 1 ? clamp : nullptr, beta_c);
+              const T* bias = fuse && b && bk == kb.n - 1 ? b + row0 + m : nullptr;
+              boffs_kern(kc, a, src, roff.data() + k0, c, ldc, bias, fuse && bk == kb.n - 1 ? clamp : nullptr, beta_c);
               return fuse;
             }
             if (fuse && !poff.empty()) {  // (its extra offset load costs 2-3% where nothing is fused)
-              const T* bias = b && bk == 0 ? bias_m : nullptr;
-              const T* r = fuse_clamp && bk == kb.n - 1 ? clamp : nullptr;
+              const T* bias = b && bk == kb.n - 1 ? b + row0 + m : nullptr;
+              const T* r = bk == kb.n - 1 ? clamp : nullptr;
               if (bias || r)
                 boffs_kern(kc, a, bs, poff.data(), c, ldc, bias, r, beta_c);
               else
@@ -345,8 +326,7 @@ void forward_tiled(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* out
                 for (index_t i = 0; i < MR; ++i) finish(c + i * g.OHW, NR, row0 + m + i);
               continue;
             }
-            kern(jr, tile, NR, T(0), bias_first, false);
-            auto done = [&](T* d, index_t len, index_t f) { bias_first ? finish_clamp(d, len) : finish(d, len, f); };
+            kern(jr, tile, NR, T(0));
             if (r + nr <= g.OHW) {   // one image: each filter's run of nr positions
               for (index_t i = 0; i < mr; ++i) {
                 T* d = out + (n * s.F + row0 + m + i) * g.OHW + r;
@@ -355,7 +335,7 @@ void forward_tiled(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* out
                   for (index_t j = 0; j < nr; ++j) d[j] = t[j];
                 else
                   for (index_t j = 0; j < nr; ++j) d[j] += t[j];
-                if (last) done(d, nr, row0 + m + i);
+                if (last) finish(d, nr, row0 + m + i);
               }
               continue;
             }
@@ -364,7 +344,7 @@ void forward_tiled(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* out
               T* d = out + (nn * s.F + row0 + m) * g.OHW + rr;
               for (index_t i = 0; i < mr; ++i) {
                 d[i * g.OHW] = beta == T(0) ? tile[i * NR + j] : d[i * g.OHW] + tile[i * NR + j];
-                if (last) done(d + i * g.OHW, 1, row0 + m + i);
+                if (last) finish(d + i * g.OHW, 1, row0 + m + i);
               }
             }
           }

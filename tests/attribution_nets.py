@@ -85,8 +85,25 @@ def _define(torch):
         def forward(self, x):
             return self.fc(self.pool(self.features(x)).flatten(1))
 
+    class SmoothLike(nn.Module):
+        """ELU and Softplus, the other activations Captum's DeepLift gives the rescale rule."""
+        def __init__(self, nc=10):
+            super().__init__()
+            self.features = nn.Sequential(
+                nn.Conv2d(3, 8, 3, padding=1), nn.ELU(0.8), nn.BatchNorm2d(8), nn.AvgPool2d(2),
+                nn.Conv2d(8, 16, 3, padding=1), nn.Softplus(), nn.BatchNorm2d(16), nn.AvgPool2d(2),
+                nn.Conv2d(16, 16, 3, padding=1), nn.ELU())
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.fc1 = nn.Linear(16, 32)
+            self.act = nn.Softplus()
+            self.fc2 = nn.Linear(32, nc)
+
+        def forward(self, x):
+            x = self.pool(self.features(x)).flatten(1)
+            return self.fc2(self.act(self.fc1(x)))
+
     return {"vgg": VGGLike, "resnet": ResNetLike, "mobilenet": MobileLike,
-            "vgg_bn_between": lambda: VGGLike(bn_between=True)}
+            "vgg_bn_between": lambda: VGGLike(bn_between=True), "smooth": SmoothLike}
 
 
 def make_pair(name, dtype=np.float32, n=3, hw=32, seed=0):

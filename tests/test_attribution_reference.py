@@ -116,7 +116,8 @@ def test_occlusion_matches_captum(pairs, net_name, dtype):
 
 
 @pytest.mark.parametrize("net_name,dtype", [pytest.param("vgg_bn_between", np.float32), pytest.param(
-    "resnet", np.float32), pytest.param("vgg_bn_between", np.float64),
+    "resnet", np.float32), pytest.param("smooth", np.float32), pytest.param("smooth", np.float64),
+    pytest.param("vgg_bn_between", np.float64),
     pytest.param("resnet", np.float64, marks=pytest.mark.slow)])
 def test_deeplift_matches_captum(pairs, net_name, dtype):
     ca = captum()

@@ -129,6 +129,24 @@ def graphs(ox):
                        n("Pow", ["x", "three"], ["e"]), n("Erf", ["x"], ["f"]), n("Add", ["d", "e"], ["g"]),
                        n("Add", ["g", "f"], ["y"])], {"three": np.array(3.0, F32)}, 17),
         "gelu_opset20": ([n("Gelu", ["x"], ["a"]), n("Gelu", ["a"], ["y"], approximate="tanh")], {}, 20),
+        # the activations of other networks, each on its own branch, summed
+        "activations": ([n("Elu", ["x"], ["a1"]), n("Elu", ["x"], ["a2"], alpha=0.4), n("Selu", ["x"], ["a3"]),
+                         n("Selu", ["x"], ["a4"], alpha=1.2, gamma=0.9), n("Celu", ["x"], ["a5"], alpha=0.6),
+                         n("Softplus", ["x"], ["a6"]), n("Softsign", ["x"], ["a7"]), n("Mish", ["x"], ["a8"]),
+                         n("ThresholdedRelu", ["x"], ["a9"], alpha=0.3), n("Log", ["a6"], ["a10"]),
+                         n("Mul", ["x", "x"], ["xx"]), n("Add", ["xx", "one"], ["q"]), n("Reciprocal", ["q"], ["a11"]),
+                         n("PRelu", ["x", "slope_c"], ["a12"]), n("PRelu", ["x", "slope_1"], ["a13"]),
+                         n("Add", ["a1", "a2"], ["s0"])]
+                        + [n("Add", [f"s{i}", f"a{i + 3}"], [f"s{i + 1}"]) for i in range(10)]
+                        + [n("Add", ["s10", "a13"], ["y"])],
+                        {"one": np.array(1.0, F32), "slope_c": w(4, 1, 1), "slope_1": np.array([0.2], F32)}, 18),
+        "extrema_and_global_max": ([n("Split", ["x"], ["h1", "h2"], axis=1, num_outputs=2),
+                                    n("Max", ["h1", "h2"], ["mx"]), n("Min", ["h1", "h2"], ["mn"]),
+                                    n("Max", ["mx", "c"], ["mc"]), n("Min", ["mn", "c"], ["nc"]),
+                                    n("GlobalMaxPool", ["x"], ["gm"]), n("ReduceMin", ["x", "ax23"], ["rn"], keepdims=1),
+                                    n("Concat", ["mc", "nc"], ["cc"], axis=1), n("Add", ["cc", "gm"], ["t"]),
+                                    n("Sub", ["t", "rn"], ["y"])],
+                                   {"c": np.array(0.1, F32), "ax23": i64(2, 3)}, 18),
         # ConvNeXt's LayerNorm2d and block, channels-last
         "convnext_block": ([n("Transpose", ["x"], ["t"], perm=[0, 2, 3, 1]),
                             n("LayerNormalization", ["t", "lw", "lb"], ["ln"], axis=-1, epsilon=1e-6),
@@ -154,7 +172,8 @@ def graphs(ox):
 
 @pytest.mark.parametrize("name", ["shuffle", "pad_subgraph", "range_expand_where", "slices_split_gather", "resize",
                                   "resize_cubic", "gathernd_where_concat", "gathernd_batch_dims", "gemm_transa", "upsample_opset9",
-                                  "softmax_reductions", "pointwise", "gelu_opset20",
+                                  "softmax_reductions", "pointwise", "gelu_opset20", "activations",
+                                  "extrema_and_global_max",
                                   "convnext_block", "layernorm_trailing_and_matmuls", "flatten_squeeze_gemm"])
 def test_graph_matches_reference_and_finite_differences(ox, name):
     nodes, inits, opset = graphs(ox)[name]
@@ -219,19 +238,19 @@ def test_constant_operator_it_cannot_evaluate_suggests_folding(ox):
 
 
 def test_constant_only_operator_on_activations_is_named_with_the_missing_ones(ox):
-    """Max of two activations (evaluated on constants only) and an operator gradvis
-    lacks: one UnsupportedOperatorError naming both, and how Max's input depends on
+    """Floor of activations (evaluated on constants only) and an operator gradvis
+    lacks: one UnsupportedOperatorError naming both, and how Floor's input depends on
     the image (not the advice to fold constants, which cannot help)."""
     _, helper, _, _ = ox
     n = helper.make_node
-    proto = make(ox, [n("Relu", ["x"], ["r"], name="act"), n("Max", ["x", "r"], ["m"], name="mx"),
-                      n("Softsign", ["m"], ["y"], name="ss")], {})
+    proto = make(ox, [n("Relu", ["x"], ["r"], name="act"), n("Floor", ["r"], ["f"], name="fl"),
+                      n("Sin", ["f"], ["y"], name="sn")], {})
     with pytest.raises(gradvis.io.onnx_import.UnsupportedOperatorError) as e:
         gradvis.load_onnx(proto)
     msg = str(e.value)
-    assert "unsupported ONNX operator 'Softsign' (node 'ss')" in msg
-    assert ("'Max' (node 'mx', input 'x', which is the image input itself) applied to values computed from the "
-            "image, which gradvis evaluates on constants only") in msg
+    assert "unsupported ONNX operator 'Sin' (node 'sn')" in msg
+    assert ("'Floor' (node 'fl', input 'r', which depends on the image's values through ONNX node 'act' (Relu)) "
+            "applied to values computed from the image, which gradvis evaluates on constants only") in msg
     assert "onnxsim" not in msg
 
 def test_complex_initializer_is_refused(ox):

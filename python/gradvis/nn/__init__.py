@@ -19,14 +19,15 @@ the graph :class:`Model`.
 """
 from .activation import HardSigmoid, HardSwish, LeakyReLU, ReLU, ReLU6, Sigmoid, SiLU, Tanh
 from .conv import Conv2d
-from .elementwise import Add, Bias, Clip, Concat, Div, Mul, Pad, Scale, Sub
+from .elementwise import Add, Bias, Clip, Concat, Div, Maximum, Minimum, Mul, Pad, PReLU, Scale, Sub
 from .graph import Model, Node
 from .layernorm import LayerNorm
 from .linear import Dropout, Flatten, Linear
 from .matmul import MatMul
 from .module import INPUT, Layer, LayerNotFoundError
 from .norm import BatchNorm1d, BatchNorm2d
-from .pointwise import GELU, Abs, Erf, Exp, Neg, Pow, Sqrt
+from .pointwise import (CELU, ELU, GELU, SELU, Abs, Erf, Exp, Log, Mish, Neg, Pow, Reciprocal, Softplus,
+                        Softsign, Sqrt, ThresholdedReLU)
 from .pooling import AvgPool2d, GlobalAvgPool, MaxPool2d
 from .reduce import LogSoftmax, Reduce, Softmax
 from .registry import LAYER_TYPES
@@ -40,4 +41,6 @@ __all__ = [
     "Add", "Mul", "Sub", "Div", "Concat", "Clip", "Pad", "Bias", "Scale",
     "LayerNorm", "GELU", "Erf", "Pow", "Sqrt", "Neg", "Abs", "Exp", "Transpose", "Reshape", "Slice",
     "GatherND", "Resize", "Reduce", "Softmax", "LogSoftmax", "MatMul",
+    "Log", "Reciprocal", "ELU", "SELU", "CELU", "Softplus", "Softsign", "Mish", "ThresholdedReLU",
+    "Maximum", "Minimum", "PReLU",
 ]

@@ -1,5 +1,6 @@
-"""Layers that combine or reshape tensors elementwise: Add, Mul, Sub, Div (numpy
-broadcasting), Concat, Clip, Pad, and the constant Bias and Scale.
+"""Layers that combine or reshape tensors elementwise: Add, Mul, Sub, Div, Maximum,
+Minimum (numpy broadcasting), Concat, Clip, Pad, the constant Bias and Scale, and
+PReLU (a learned slope).
 
 The sum of two tensors of one shape (a residual connection), the product of an
 (N, C, H, W) tensor and a per-channel (N, C, 1, 1) gate (squeeze-and-excitation) and
@@ -16,7 +17,7 @@ from . import functional as F
 from .geometry import pad4
 from .module import Layer
 
-__all__ = ["Add", "Mul", "Sub", "Div", "Concat", "Clip", "Pad", "Bias", "Scale"]
+__all__ = ["Add", "Mul", "Sub", "Div", "Maximum", "Minimum", "Concat", "Clip", "Pad", "Bias", "Scale", "PReLU"]
 
 
 def _broadcast_inputs(input_shapes):
@@ -170,6 +171,38 @@ class Div(_Binary):
         q = np.asarray(dout) / b
         return [_sum_to(q, a_shape), _sum_to(-q * out, b.shape)], {}
 
+
+class _Extremum(_Binary):
+    """The elementwise larger (smaller) of two tensors, broadcasting; the gradient goes
+    to the operand that gave the value, half to each where they tie (as PyTorch's
+    ``maximum`` / ``minimum``); a NaN in either operand gives NaN."""
+    _pick = None
+
+    def forward(self, inputs, params, buffers, mode, rng):
+        a, b = self._operands(inputs)
+        return self._pick(a, b), (a, b)
+
+    def backward(self, dout, cache):
+        a, b = cache
+        dout = np.asarray(dout)
+        wins = self._pick(a, b) == a          # a gave the value (or tied)
+        tie = a == b
+        half = dout * dout.dtype.type(0.5)
+        da = np.where(tie, half, np.where(wins, dout, 0))
+        db = np.where(tie, half, np.where(wins, 0, dout))
+        return [_sum_to(da, a.shape), _sum_to(db, b.shape)], {}
+
+
+class Maximum(_Extremum):
+    """max(a, b) elementwise (ONNX Max of two tensors, ``torch.maximum``)."""
+    type = "Maximum"
+    _pick = staticmethod(np.maximum)
+
+
+class Minimum(_Extremum):
+    """min(a, b) elementwise (ONNX Min of two tensors, ``torch.minimum``)."""
+    type = "Minimum"
+    _pick = staticmethod(np.minimum)
 
 class Concat(Layer):
     """Concatenation of its inputs along ``axis`` (>= 1 of the (N, ...) tensors; the
@@ -392,3 +425,52 @@ class Scale(Layer):
         if kernel:
             return [_core.channel_scale_backward(np.asarray(dout, dtype=x.dtype), x, s, True, False)[0]]
         return [dout * s]
+
+
+class PReLU(Layer):
+    """Parametric ReLU (He et al. 2015, arXiv:1502.01852): x where x > 0, else
+    slope * x, with ``slope`` of ``shape`` broadcast against one sample ((C, 1, 1): one
+    per channel, as ``torch.nn.PReLU(C)``; (1,): one for all). Gradients as
+    PyTorch's: dout where x > 0, else slope * dout; the slope's, the sum of
+    dout * x where x <= 0.
+
+    Shapes: (N, ...) -> the same shape.
+    """
+    type = "PReLU"
+
+    def __init__(self, shape=(1,)):
+        self.shape = _shape(shape, f"{self.type}: shape")
+
+    def config(self):
+        return dict(shape=list(self.shape))
+
+    def describe(self):
+        return f"PReLU {'x'.join(map(str, self.shape))}"
+
+    @property
+    def param_shapes(self):
+        return {"slope": self.shape}
+
+    def init_params(self, rng, dtype):
+        return {"slope": np.full(self.shape, 0.25, dtype)}   # PyTorch's initial slope
+
+    def output_shape(self, input_shapes):
+        return _broadcast_shape(self.shape, input_shapes[0], "slope")
+
+    def forward(self, inputs, params, buffers, mode, rng):
+        x = inputs[0]
+        self.output_shape([x.shape[1:]])
+        a = params["slope"].astype(x.dtype, copy=False)
+        pos = x > 0
+        return np.where(pos, x, a * x), (x, a, pos)
+
+    def backward(self, dout, cache):
+        x, a, pos = cache
+        dout = np.asarray(dout, dtype=x.dtype)
+        dx = np.where(pos, dout, a * dout)
+        return [dx], {"slope": _reduce_to(np.where(pos, 0, dout * x), self.shape)}
+
+    def backward_inputs(self, dout, cache):
+        x, a, pos = cache
+        dout = np.asarray(dout, dtype=x.dtype)
+        return [np.where(pos, dout, a * dout)]

@@ -1,5 +1,7 @@
 """Elementwise layers an imported graph may use beyond the CS231n set: GELU (exact
-and tanh forms), erf, and constant powers, roots, negation, absolute value and exp.
+and tanh forms), erf, constant powers, roots, negation, absolute value, exp, log and
+the reciprocal, and the activations ELU, SELU, CELU, Softplus, Softsign, Mish and
+ThresholdedReLU (PyTorch's and ONNX's definitions).
 
 GELU and erf run in the compiled core (float32 in SIMD lanes, several threads
 for large maps); the rest are numpy (memory-bound). Each takes and returns arrays of
@@ -15,7 +17,8 @@ from .. import _core
 from .functional import float_array
 from .module import Layer
 
-__all__ = ["erf", "GELU", "Erf", "Pow", "Sqrt", "Neg", "Abs", "Exp"]
+__all__ = ["erf", "GELU", "Erf", "Pow", "Sqrt", "Neg", "Abs", "Exp", "Log", "Reciprocal", "ELU", "SELU", "CELU",
+           "Softplus", "Softsign", "Mish", "ThresholdedReLU"]
 
 def erf(x):
     """The error function of a float32 or float64 array, in its dtype (the compiled
@@ -152,3 +155,192 @@ class Exp(_Pointwise):
     @staticmethod
     def _df(x, out):
         return out
+
+
+class Log(_Pointwise):
+    """Natural logarithm (gradient 1 / x); ``log(sigmoid(x))`` is PyTorch's LogSigmoid as exported."""
+    type = "Log"
+
+    @staticmethod
+    def _f(x):
+        return np.log(x)
+
+    @staticmethod
+    def _df(x, out):
+        return 1 / x
+
+
+class Reciprocal(_Pointwise):
+    """1 / x (gradient -1 / x^2)."""
+    type = "Reciprocal"
+
+    @staticmethod
+    def _f(x):
+        return 1 / x
+
+    @staticmethod
+    def _df(x, out):
+        return -(out * out)
+
+
+def _alpha(value, what, positive=False):
+    v = float(value)
+    if not math.isfinite(v) or (positive and v <= 0):
+        raise ValueError(f"{what} must be a finite{' positive' if positive else ''} number, got {value!r}")
+    return v
+
+
+def _sigmoid(x):
+    """1 / (1 + exp(-x)) without overflow."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def _softplus(x):
+    """log(1 + exp(x)) without overflow (NaN stays NaN, quietly)."""
+    with np.errstate(invalid="ignore"):
+        return np.logaddexp(x.dtype.type(0), x)
+
+
+class ELU(_Pointwise):
+    """Exponential linear unit (Clevert, Unterthiner & Hochreiter 2016,
+    arXiv:1511.07289): x for x > 0, else alpha (exp(x) - 1). Gradient 1 or
+    alpha exp(x) (alpha at 0, as PyTorch)."""
+    type = "ELU"
+
+    def __init__(self, alpha=1.0):
+        self.alpha = _alpha(alpha, "ELU: alpha")
+
+    def config(self):
+        return dict(alpha=self.alpha)
+
+    def describe(self):
+        return f"ELU alpha {self.alpha:g}"
+
+    def _f(self, x):
+        a = x.dtype.type(self.alpha)
+        return np.where(x > 0, x, a * np.expm1(np.minimum(x, 0)))
+
+    def _df(self, x, out):
+        a = x.dtype.type(self.alpha)
+        return np.where(x > 0, x.dtype.type(1), a * np.exp(np.minimum(x, 0)))
+
+
+class SELU(_Pointwise):
+    """Scaled ELU (Klambauer et al. 2017, arXiv:1706.02515): gamma * ELU(x, alpha),
+    with PyTorch's constants by default (ONNX's are the same rounded to float32)."""
+    type = "SELU"
+    ALPHA = 1.6732632423543772848170429916717
+    GAMMA = 1.0507009873554804934193349852946
+
+    def __init__(self, alpha=ALPHA, gamma=GAMMA):
+        self.alpha = _alpha(alpha, "SELU: alpha")
+        self.gamma = _alpha(gamma, "SELU: gamma")
+
+    def config(self):
+        return dict(alpha=self.alpha, gamma=self.gamma)
+
+    def _f(self, x):
+        a, g = x.dtype.type(self.alpha), x.dtype.type(self.gamma)
+        return g * np.where(x > 0, x, a * np.expm1(np.minimum(x, 0)))
+
+    def _df(self, x, out):
+        a, g = x.dtype.type(self.alpha), x.dtype.type(self.gamma)
+        return np.where(x > 0, g, g * a * np.exp(np.minimum(x, 0)))
+
+
+class CELU(_Pointwise):
+    """Continuously differentiable ELU (Barron 2017, arXiv:1704.07483):
+    max(0, x) + min(0, alpha (exp(x / alpha) - 1)), alpha > 0."""
+    type = "CELU"
+
+    def __init__(self, alpha=1.0):
+        self.alpha = _alpha(alpha, "CELU: alpha", positive=True)
+
+    def config(self):
+        return dict(alpha=self.alpha)
+
+    def describe(self):
+        return f"CELU alpha {self.alpha:g}"
+
+    def _f(self, x):
+        a = x.dtype.type(self.alpha)
+        return np.where(x > 0, x, a * np.expm1(np.minimum(x, 0) / a))
+
+    def _df(self, x, out):
+        a = x.dtype.type(self.alpha)
+        return np.where(x > 0, x.dtype.type(1), np.exp(np.minimum(x, 0) / a))
+
+
+class Softplus(_Pointwise):
+    """log(1 + exp(x)) (ONNX Softplus), gradient sigmoid(x); with a ``threshold``, x
+    itself (gradient 1) where x > threshold, as PyTorch's ``Softplus(beta=1,
+    threshold)`` (its export without the threshold agrees to rounding past 20)."""
+    type = "Softplus"
+
+    def __init__(self, threshold=None):
+        self.threshold = None if threshold is None else _alpha(threshold, "Softplus: threshold")
+
+    def config(self):
+        return dict(threshold=self.threshold)
+
+    def describe(self):
+        return "Softplus" + ("" if self.threshold is None else f" threshold {self.threshold:g}")
+
+    def _f(self, x):
+        y = _softplus(x)
+        return y if self.threshold is None else np.where(x > x.dtype.type(self.threshold), x, y)
+
+    def _df(self, x, out):
+        d = _sigmoid(x)
+        return d if self.threshold is None else np.where(x > x.dtype.type(self.threshold), x.dtype.type(1), d)
+
+
+class Softsign(_Pointwise):
+    """x / (1 + |x|) (gradient 1 / (1 + |x|)^2)."""
+    type = "Softsign"
+
+    @staticmethod
+    def _f(x):
+        return x / (1 + np.abs(x))
+
+    @staticmethod
+    def _df(x, out):
+        d = 1 + np.abs(x)
+        return 1 / (d * d)
+
+
+class Mish(_Pointwise):
+    """x tanh(softplus(x)) (Misra 2019, arXiv:1908.08681): ONNX Mish (opset 18; older
+    exports write Softplus, Tanh and Mul, which import as those three layers)."""
+    type = "Mish"
+
+    @staticmethod
+    def _f(x):
+        return x * np.tanh(_softplus(x))
+
+    @staticmethod
+    def _df(x, out):
+        t = np.tanh(_softplus(x))
+        return t + x * _sigmoid(x) * (1 - t * t)
+
+
+class ThresholdedReLU(_Pointwise):
+    """x where x > alpha, else 0 (ONNX ThresholdedRelu, PyTorch's ``threshold(x,
+    alpha, 0)``: a NaN stays NaN); gradient 1 there, else 0."""
+    type = "ThresholdedReLU"
+
+    def __init__(self, alpha=1.0):
+        self.alpha = _alpha(alpha, "ThresholdedReLU: alpha")
+
+    def config(self):
+        return dict(alpha=self.alpha)
+
+    def describe(self):
+        return f"ThresholdedReLU alpha {self.alpha:g}"
+
+    def _f(self, x):
+        return np.where(x <= x.dtype.type(self.alpha), x.dtype.type(0), x)
+
+    def _df(self, x, out):
+        return (~(x <= x.dtype.type(self.alpha))).astype(x.dtype)

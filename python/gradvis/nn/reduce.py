@@ -1,5 +1,5 @@
 """Reductions and normalized exponentials over chosen axes of each sample: ONNX
-ReduceMean / ReduceSum / ReduceMax and Softmax / LogSoftmax inside a graph."""
+ReduceMean / ReduceSum / ReduceMax / ReduceMin and Softmax / LogSoftmax inside a graph."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,14 +11,14 @@ __all__ = ["Reduce", "Softmax", "LogSoftmax"]
 
 
 class Reduce(Layer):
-    """Mean, sum or max over ``axes`` (>= 1) of each sample, the reduced axes kept as
-    size 1 (``keepdims``) or removed. The max's gradient is shared equally among tied
-    maxima (as ``torch.amax``).
+    """Mean, sum, max or min over ``axes`` (>= 1) of each sample, the reduced axes kept
+    as size 1 (``keepdims``) or removed. The max's (min's) gradient is shared equally
+    among tied maxima (as ``torch.amax`` / ``torch.amin``).
 
     Shapes: (N, d1, ..., dk) -> (N, ...) without (or with size-1) ``axes``.
     """
     type = "Reduce"
-    _OPS = ("mean", "sum", "max")
+    _OPS = ("mean", "sum", "max", "min")
 
     def __init__(self, op, axes, keepdims=True):
         if op not in self._OPS:
@@ -44,12 +44,12 @@ class Reduce(Layer):
     def forward(self, inputs, params, buffers, mode, rng):
         x = inputs[0]
         self.output_shape([x.shape[1:]])
-        f = {"mean": np.mean, "sum": np.sum, "max": np.max}[self.op]
+        f = {"mean": np.mean, "sum": np.sum, "max": np.max, "min": np.min}[self.op]
         kept = f(x, axis=self.axes, keepdims=True)
         out = kept if self.keepdims else kept.reshape(
             tuple(d for i, d in enumerate(x.shape) if i not in self.axes))
-        return np.ascontiguousarray(out), (x if self.op == "max" else None, kept if self.op == "max" else None,
-                                           x.shape)
+        extreme = self.op in ("max", "min")
+        return np.ascontiguousarray(out), (x if extreme else None, kept if extreme else None, x.shape)
 
     def backward(self, dout, cache):
         x, kept, shape = cache

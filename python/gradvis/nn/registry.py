@@ -3,12 +3,13 @@ from __future__ import annotations
 
 from .activation import HardSigmoid, HardSwish, LeakyReLU, ReLU, ReLU6, Sigmoid, SiLU, Tanh
 from .conv import Conv2d
-from .elementwise import Add, Bias, Clip, Concat, Div, Mul, Pad, Scale, Sub
+from .elementwise import Add, Bias, Clip, Concat, Div, Maximum, Minimum, Mul, Pad, PReLU, Scale, Sub
 from .layernorm import LayerNorm
 from .linear import Dropout, Flatten, Linear
 from .matmul import MatMul
 from .norm import BatchNorm1d, BatchNorm2d
-from .pointwise import GELU, Abs, Erf, Exp, Neg, Pow, Sqrt
+from .pointwise import (CELU, ELU, GELU, SELU, Abs, Erf, Exp, Log, Mish, Neg, Pow, Reciprocal, Softplus,
+                        Softsign, Sqrt, ThresholdedReLU)
 from .pooling import AvgPool2d, GlobalAvgPool, MaxPool2d
 from .reduce import LogSoftmax, Reduce, Softmax
 from .tensor import GatherND, Reshape, Resize, Slice, Transpose
@@ -22,4 +23,5 @@ LAYER_TYPES = {cls.type: cls for cls in (
     Clip, Pad, Bias, Scale,
     # what imported graphs use beyond the CS231n set
     LayerNorm, GELU, Erf, Pow, Sqrt, Neg, Abs, Exp, Transpose, Reshape, Slice, GatherND, Resize, Reduce, Softmax,
-    LogSoftmax, MatMul)}
+    LogSoftmax, MatMul, Log, Reciprocal, ELU, SELU, CELU, Softplus, Softsign, Mish, ThresholdedReLU, Maximum, Minimum,
+    PReLU)}

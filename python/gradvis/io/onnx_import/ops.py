@@ -8,11 +8,12 @@ import math
 
 import numpy as np
 
-from ...nn import (Add, AvgPool2d, BatchNorm1d, BatchNorm2d, Bias, Clip, Concat, Conv2d, Div, GlobalAvgPool, HardSigmoid, HardSwish, LeakyReLU, Linear, MaxPool2d, Mul, Pad, ReLU,
-                   ReLU6, Scale, SiLU, Sigmoid, Sub, Tanh)
+from ...nn import (Add, AvgPool2d, BatchNorm1d, BatchNorm2d, Bias, Clip, Concat, Conv2d, Div, GlobalAvgPool, HardSigmoid, HardSwish, LeakyReLU, Linear, MaxPool2d, Maximum, Minimum, Mul, Pad, PReLU,
+                   ReLU, ReLU6, Scale, SiLU, Sigmoid, Sub, Tanh)
 from ...nn.layernorm import LayerNorm
 from ...nn.matmul import MatMul
-from ...nn.pointwise import GELU, Abs, Erf, Exp, Neg, Pow, Sqrt
+from ...nn.pointwise import (CELU, ELU, GELU, SELU, Abs, Erf, Exp, Log, Mish, Neg, Pow, Reciprocal, Softplus,
+                             Softsign, Sqrt, ThresholdedReLU)
 from ...nn.reduce import LogSoftmax, Reduce, Softmax
 from .patterns import Patterns
 from .reader import ONNXImportError, UnsupportedOperatorError
@@ -23,7 +24,9 @@ __all__ = ["LayerOps", "SUPPORTED_OPS", "CONSTANT_INPUTS"]
 SUPPORTED_OPS = (
     "Conv", "BatchNormalization", "LayerNormalization", "Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh",
     "HardSigmoid", "HardSwish", "Swish (alpha 1)", "Gelu", "Erf", "Pow (constant exponent)", "Sqrt", "Neg",
-    "Abs", "Exp", "MaxPool", "AveragePool", "GlobalAveragePool", "ReduceMean", "ReduceSum", "ReduceMax",
+    "Abs", "Exp", "Log", "Reciprocal", "Elu", "Selu", "Celu", "Softplus", "Softsign", "Mish", "ThresholdedRelu",
+    "PRelu (constant slope)", "Max and Min (two tensors, or a tensor and a constant scalar)", "MaxPool",
+    "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin",
     "Softmax", "LogSoftmax", "Gemm", "MatMul (by a constant)", "Flatten", "Reshape", "Transpose",
     "Squeeze", "Unsqueeze", "Slice", "Split", "Gather (constant indices)", "GatherND (constant indices)",
     "Resize", "Upsample", "Add", "Sub", "Mul", "Div", "Where (constant condition)", "Concat", "Dropout", "Pad",
@@ -41,8 +44,8 @@ CONSTANT_INPUTS = {
     "Resize": {2: "scales", 3: "sizes"}, "Upsample": {1: "scales"}, "Split": {1: "split"},
     "Gather": {1: "the indices"}, "GatherND": {1: "the indices"}, "Where": {0: "the condition"},
     "Squeeze": {1: "axes"}, "Unsqueeze": {1: "axes"}, "ReduceMean": {1: "axes"},
-    "ReduceSum": {1: "axes"}, "ReduceMax": {1: "axes"}, "Clip": {1: "the lower bound", 2: "the upper bound"},
-    "Pow": {1: "the exponent"},
+    "ReduceSum": {1: "axes"}, "ReduceMax": {1: "axes"}, "ReduceMin": {1: "axes"},
+    "Clip": {1: "the lower bound", 2: "the upper bound"}, "Pow": {1: "the exponent"}, "PRelu": {1: "the slope"},
 }
 
 
@@ -301,6 +304,86 @@ class LayerOps(Patterns, ShapeOps):
     def op_Exp(self, node):
         self._single(node, Exp())
 
+    def op_Log(self, node):
+        self._single(node, Log())
+
+    def op_Reciprocal(self, node):
+        self._single(node, Reciprocal())
+
+    def op_Elu(self, node):
+        self._single(node, ELU(float(node.attr("alpha", 1.0))))
+
+    def op_Selu(self, node):
+        # ONNX's defaults are PyTorch's constants rounded to float32: those, unrounded
+        f32 = np.float32
+        alpha, gamma = float(node.attr("alpha", SELU.ALPHA)), float(node.attr("gamma", SELU.GAMMA))
+        if f32(alpha) == f32(SELU.ALPHA):
+            alpha = SELU.ALPHA
+        if f32(gamma) == f32(SELU.GAMMA):
+            gamma = SELU.GAMMA
+        self._single(node, SELU(alpha, gamma))
+
+    def op_Celu(self, node):
+        self._single(node, CELU(float(node.attr("alpha", 1.0))))
+
+    def op_Softplus(self, node):
+        self._single(node, Softplus())
+
+    def op_Softsign(self, node):
+        self._single(node, Softsign())
+
+    def op_Mish(self, node):
+        self._single(node, Mish())
+
+    def op_ThresholdedRelu(self, node):
+        self._single(node, ThresholdedReLU(float(node.attr("alpha", 1.0))))
+
+    def op_PRelu(self, node):
+        src = self.activation(node, node.inputs[0])
+        slope = np.asarray(self.constant(node, 1, "the slope"), np.float64)
+        rank = len(self.shape[src]) + 1
+        shape = slope.shape
+        if len(shape) == rank:          # a leading batch axis of 1
+            if shape[0] != 1:
+                raise self.unsupported(node, f"PRelu with a slope {shape} that varies over the batch axis")
+            shape = shape[1:]
+        elif len(shape) > rank:
+            raise ONNXImportError(f"{node.where()}: slope {slope.shape} has more axes than the input "
+                                  f"{_fmt(self.shape[src])}")
+        shape = shape or (1,)
+        layer = PReLU(shape)
+        try:
+            layer.output_shape([self.shape[src]])
+        except ValueError:
+            raise ONNXImportError(f"{node.where()}: slope {slope.shape} does not broadcast to the input "
+                                  f"{_fmt(self.shape[src])}") from None
+        self.emit(node, layer, [src], {"slope": slope.reshape(shape)})
+
+    def _extremum(self, node, cls):
+        ins = [t for t in node.inputs if t]
+        if len(ins) == 1:
+            self.alias(node, node.outputs[0], self.activation(node, ins[0]))
+            return
+        if len(ins) != 2:
+            raise self.unsupported(node, f"{node.op} of {len(ins)} inputs (two are supported)")
+        const = [t in self.static for t in ins]
+        if not any(const):
+            self.emit(node, cls(), [self.activation(node, t) for t in ins])
+            return
+        src = self.activation(node, ins[const.index(False)])
+        c = np.asarray(self.constant(node, const.index(True), "the constant operand"), np.float64)
+        if c.size != 1:
+            raise self.unsupported(node, f"{node.op} of activations and a constant of shape {c.shape} "
+                                         "(a constant scalar is supported)")
+        c = float(c.reshape(()))
+        self.emit(node, Clip(c, None) if cls is Maximum else Clip(None, c), [src])
+
+    def op_Max(self, node):
+        self._extremum(node, Maximum)
+
+    def op_Min(self, node):
+        self._extremum(node, Minimum)
+
     def op_Pow(self, node):
         if node.inputs[0] in self.static:
             raise self.unsupported(node, "a constant raised to the power of activations is not supported "
@@ -371,6 +454,13 @@ class LayerOps(Patterns, ShapeOps):
     def op_GlobalAveragePool(self, node):
         self.emit(node, GlobalAvgPool(), [self._input4(node, node.inputs[0])])
 
+    def op_GlobalMaxPool(self, node):
+        """A max pool whose window is the map (its gradient goes to the first maximum,
+        as PyTorch's adaptive max pooling to 1x1)."""
+        src = self._input4(node, node.inputs[0])
+        hw = tuple(self.shape[src][1:])
+        self.emit(node, MaxPool2d(hw, stride=hw), [src])
+
     def _reduce(self, node, op):
         src = self.activation(node, node.inputs[0])
         rank = self._rank(src)
@@ -399,6 +489,9 @@ class LayerOps(Patterns, ShapeOps):
 
     def op_ReduceMax(self, node):
         self._reduce(node, "max")
+
+    def op_ReduceMin(self, node):
+        self._reduce(node, "min")
 
     # ------------------------------------------------------------------ matrix products
     def _fold_bias(self, node, m, b):

@@ -8,14 +8,15 @@ import math
 import numpy as np
 
 from ...nn import HardSwish, SiLU
-from ...nn.pointwise import GELU
+from ...nn.pointwise import GELU, Softplus
 
 __all__ = ["Patterns"]
 
 _SQRT2 = math.sqrt(2.0)
 # elementwise operators that commute with moving the channel axis
 _UNARY = {"Relu", "Sigmoid", "Tanh", "Gelu", "Erf", "Clip", "HardSwish", "HardSigmoid", "LeakyRelu",
-          "Identity", "Dropout", "Sqrt", "Neg", "Abs", "Exp", "Pow"}
+          "Identity", "Dropout", "Sqrt", "Neg", "Abs", "Exp", "Pow", "Log", "Reciprocal", "Elu", "Selu", "Celu",
+          "Softplus", "Softsign", "Mish", "ThresholdedRelu"}
 _BINARY = {"Add", "Sub", "Mul", "Div"}
 
 
@@ -53,9 +54,27 @@ class Patterns:
                 if parts is not None:
                     fused[n.index] = ("gelu",) + parts
                     self.skip.update(p.index for p in parts[1:])
+            elif n.op == "Softplus":
+                parts = self._thresholded_softplus(n)
+                if parts is not None:
+                    fused[n.index] = ("softplus",) + parts
+                    self.skip.update(p.index for p in parts[:2])
             elif n.op == "Transpose" and list(n.attr("perm") or []) == [0, 2, 3, 1]:
                 self._channels_last_region(n)
         return fused
+
+    def _thresholded_softplus(self, sp):
+        """(where, greater, threshold) of ``Where(Greater(x, T), x, Softplus(x))`` (the
+        torch.export-based exporter's nn.Softplus), or None."""
+        x = sp.inputs[0]
+        where = self.sole_consumer(sp.outputs[0])
+        if where is None or where.op != "Where" or list(where.inputs[1:]) != [x, sp.outputs[0]]:
+            return None
+        gt = self.producer.get(where.inputs[0])
+        if gt is None or gt.op != "Greater" or gt.inputs[0] != x or self.sole_consumer(gt.outputs[0]) is not where:
+            return None
+        t = self._scalar_const(gt, gt.inputs[1])
+        return None if t is None or not math.isfinite(t) else (where, gt, t)
 
     def _scalar_const(self, node, t):
         """The value of a one-element constant input t of ``node``, or None."""
@@ -161,6 +180,11 @@ class Patterns:
             self.emit(node, GELU(), [self.activation(node, x)], out=half.outputs[0])
             self.info["folded"].append(f"{div.name}, {node.name}, {add.name}, {mul.name}, {half.name} "
                                        "(x * 0.5 * (1 + erf(x / sqrt(2)))) into one GELU")
+        elif kind[0] == "softplus":
+            where, gt, t = kind[1:]
+            self.emit(node, Softplus(t), [self.activation(node, node.inputs[0])], out=where.outputs[0])
+            self.info["folded"].append(f"{node.name} (Softplus), {gt.name} (Greater) and {where.name} (Where) "
+                                       f"into one Softplus with threshold {t:g}")
 
     def pass_transpose(self, node):
         """A Transpose at the edge of a channels-last region: its output is its input."""

@@ -1,0 +1,241 @@
+"""The activations and elementwise layers other networks bring (ELU, SELU, CELU,
+Softplus, Softsign, Mish, ThresholdedReLU, Log, Reciprocal, PReLU, Maximum,
+Minimum, a minimum reduction): float64 references, finite differences, PyTorch's
+values and gradients (ties and kinks included), dtypes, extreme inputs, saving and
+DeepLIFT's summation to delta. Their ONNX import is in test_onnx_ops.py, DeepLIFT
+against Captum on ELU and Softplus in test_attribution_reference.py."""
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+import gradvis
+from gradvis.nn import (CELU, ELU, SELU, Conv2d, Flatten, Linear, Log, Maximum, Minimum, Mish, Model, PReLU,
+                        Reciprocal, Reduce, Softplus, Softsign, ThresholdedReLU)
+from conftest import require_torch
+
+
+def _elu(x, a):
+    return x if x > 0 else a * math.expm1(x)
+
+
+def _softplus(x):
+    return math.log1p(math.exp(x)) if x < 30 else x + math.log1p(math.exp(-x))
+
+
+# name: (layer, float64 reference of one value, its kinks, PyTorch's function)
+def cases():
+    import torch.nn.functional as tf
+    import torch
+    return {
+        "elu": (ELU(0.7), lambda x: _elu(x, 0.7), [0.0], lambda t: tf.elu(t, 0.7)),
+        "selu": (SELU(), lambda x: SELU.GAMMA * _elu(x, SELU.ALPHA), [0.0], tf.selu),
+        "celu": (CELU(1.3), lambda x: max(0.0, x) + min(0.0, 1.3 * math.expm1(x / 1.3)), [0.0],
+                 lambda t: tf.celu(t, 1.3)),
+        # PyTorch's threshold (20): past it x itself, within e^-20 of log(1 + e^x)
+        "softplus": (Softplus(), _softplus, [], tf.softplus),
+        "softplus_threshold": (Softplus(2.5), lambda x: x if x > 2.5 else _softplus(x), [2.5],
+                               lambda t: tf.softplus(t, threshold=2.5)),
+        "softsign": (Softsign(), lambda x: x / (1 + abs(x)), [0.0], tf.softsign),
+        "mish": (Mish(), lambda x: x * math.tanh(_softplus(x)), [], tf.mish),
+        "thresholded_relu": (ThresholdedReLU(0.3), lambda x: x if x > 0.3 else 0.0, [0.3],
+                             lambda t: tf.threshold(t, 0.3, 0.0)),
+        "log": (Log(), lambda x: math.log(x) if x > 0 else float("nan"), [0.0], torch.log),
+        "reciprocal": (Reciprocal(), lambda x: 1 / x if x != 0 else float("inf"), [0.0], torch.reciprocal),
+    }
+
+
+NAMES = ["elu", "selu", "celu", "softplus", "softplus_threshold", "softsign", "mish", "thresholded_relu", "log",
+         "reciprocal"]
+
+
+def _positive_only(name):
+    return name in ("log",)
+
+
+def _draw(name, rng, shape=(2, 3, 5, 7)):
+    x = rng.standard_normal(shape) * 3
+    if _positive_only(name):
+        x = np.abs(x) + 0.05
+    if name == "reciprocal":
+        x = np.where(np.abs(x) < 0.05, 0.5, x)
+    return x
+
+
+def _run(layer, x):
+    return layer.forward([x], {}, {}, "test", None)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_values_match_float64_reference_and_keep_the_dtype(name):
+    layer, ref, _, _ = cases()[name]
+    rng = np.random.default_rng(NAMES.index(name))
+    x = _draw(name, rng)
+    out, _ = _run(layer, x)
+    want = np.vectorize(ref)(x)
+    np.testing.assert_allclose(out, want, rtol=1e-13, atol=1e-15)
+    out32, _ = _run(layer, x.astype(np.float32))
+    assert out32.dtype == np.float32
+    np.testing.assert_allclose(out32, want, rtol=2e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_gradients_match_finite_differences(name):
+    layer, _, kinks, _ = cases()[name]
+    rng = np.random.default_rng(10 + NAMES.index(name))
+    x = _draw(name, rng, (40,))
+    for k in kinks:     # central differences across a kink are meaningless
+        x = np.where(np.abs(x - k) < 1e-3, x + 0.01, x)
+    out, cache = _run(layer, x)
+    dout = rng.standard_normal(out.shape)
+    dx = layer.backward(dout, cache)[0][0]
+    h = 1e-6
+    num = (_run(layer, x + h)[0] - _run(layer, x - h)[0]) / (2 * h) * dout
+    np.testing.assert_allclose(dx, num, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_values_and_gradients_match_pytorch_at_kinks_and_extremes(name):
+    torch = require_torch()
+    layer, _, kinks, tfun = cases()[name]
+    rng = np.random.default_rng(20 + NAMES.index(name))
+    special = np.array([0.0, -0.0, 1e-30, -1e-30, 20.0, -20.0, 50.0, -50.0, 1e4, -1e4, 88.0, -88.0, *kinks])
+    x = np.concatenate([_draw(name, rng, (50,)), special])
+    if _positive_only(name):
+        x = np.abs(x)
+    xt = torch.tensor(x, requires_grad=True)
+    yt = tfun(xt)
+    dout = rng.standard_normal(x.shape)
+    yt.backward(torch.tensor(dout))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")         # no overflow or invalid-value warnings on finite input
+        with np.errstate(divide="ignore") if name in ("log", "reciprocal") else np.errstate():
+            out, cache = _run(layer, x)
+            dx = layer.backward(dout, cache)[0][0]
+    rtol = 1e-9 if name == "softplus" else 1e-12
+    np.testing.assert_allclose(out, yt.detach().numpy(), rtol=rtol, atol=1e-300)
+    # PyTorch's CELU backward takes 1 / alpha of alpha rounded to float32, even in
+    # float64: exp(x / alpha) off by about 3e-8 relative per unit of |x| (ours is
+    # exp(x / alpha), as the float64 reference and finite differences above check)
+    rtol = 5e-6 if name == "celu" else rtol
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=rtol, atol=1e-300)
+    # NaN stays NaN
+    nan_out, _ = _run(layer, np.array([np.nan]))
+    assert np.isnan(nan_out).all()
+
+
+def test_constructor_arguments_are_checked():
+    with pytest.raises(ValueError, match="CELU: alpha must be a finite positive number"):
+        CELU(0.0)
+    with pytest.raises(ValueError, match="ELU: alpha must be a finite number"):
+        ELU(float("inf"))
+    with pytest.raises(ValueError, match="Softplus: threshold"):
+        Softplus(float("nan"))
+    with pytest.raises(ValueError, match="PReLU: shape"):
+        PReLU((0,))
+    with pytest.raises(ValueError, match="slope of shape \\(4, 1, 1\\) does not broadcast"):
+        PReLU((4, 1, 1)).output_shape([(3, 5, 5)])
+
+
+@pytest.mark.parametrize("shape", [(3, 1, 1), (1,), (3, 5, 1)])
+def test_prelu_matches_pytorch_with_its_slope_gradient(shape):
+    torch = require_torch()
+    rng = np.random.default_rng(30)
+    x = rng.standard_normal((2, 3, 5, 4))
+    x[0, 0, 0, :2] = 0.0                      # PyTorch's slope side at 0
+    slope = rng.standard_normal(shape) * 0.3
+    layer = PReLU(shape)
+    out, cache = layer.forward([x], {"slope": slope}, {}, "test", None)
+    dout = rng.standard_normal(out.shape)
+    (dx,), dparams = layer.backward(dout, cache)
+    xt = torch.tensor(x, requires_grad=True)
+    wt = torch.tensor(slope, requires_grad=True)
+    yt = torch.where(xt > 0, xt, wt * xt)     # F.prelu's definition, any broadcastable slope
+    yt.backward(torch.tensor(dout))
+    np.testing.assert_allclose(out, yt.detach().numpy(), rtol=1e-14)
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-14)
+    np.testing.assert_allclose(dparams["slope"], wt.grad.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(layer.backward_inputs(dout, cache)[0], dx)
+    if shape == (3, 1, 1):   # nn.PReLU(C) itself
+        mod = torch.nn.PReLU(3).double()
+        mod.weight.data = torch.tensor(slope.reshape(3))
+        np.testing.assert_allclose(out, mod(torch.tensor(x)).detach().numpy(), rtol=1e-14)
+
+
+@pytest.mark.parametrize("cls,tfun", [(Maximum, "maximum"), (Minimum, "minimum")])
+@pytest.mark.parametrize("shapes", [((2, 3, 4, 5), (2, 3, 4, 5)), ((2, 3, 4, 5), (2, 3, 1, 1)),
+                                    ((1, 3, 1, 5), (2, 3, 4, 1))])
+def test_maximum_minimum_match_pytorch_with_ties(cls, tfun, shapes):
+    torch = require_torch()
+    rng = np.random.default_rng(40)
+    a = np.round(rng.standard_normal(shapes[0]), 1)     # many exact ties
+    b = np.round(rng.standard_normal(shapes[1]), 1)
+    layer = cls()
+    out, cache = layer.forward([a, b], {}, {}, "test", None)
+    assert out.shape == layer.output_shape([a.shape, b.shape]) or out.shape[1:] == layer.output_shape(
+        [a.shape[1:], b.shape[1:]])
+    dout = rng.standard_normal(out.shape)
+    (da, db), _ = layer.backward(dout, cache)
+    at, bt = torch.tensor(a, requires_grad=True), torch.tensor(b, requires_grad=True)
+    yt = getattr(torch, tfun)(at, bt)
+    yt.backward(torch.tensor(dout))
+    np.testing.assert_array_equal(out, yt.detach().numpy())
+    np.testing.assert_allclose(da, at.grad.numpy(), rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(db, bt.grad.numpy(), rtol=1e-14, atol=1e-15)
+
+
+def test_minimum_reduction_matches_torch_amin_with_ties():
+    torch = require_torch()
+    rng = np.random.default_rng(50)
+    x = np.round(rng.standard_normal((2, 3, 4, 5)), 0)
+    for axes, keep in (((2, 3), True), ((1,), False), ((1, 3), True)):
+        layer = Reduce("min", axes, keep)
+        out, cache = layer.forward([x], {}, {}, "test", None)
+        dout = rng.standard_normal(out.shape)
+        dx = layer.backward(dout, cache)[0][0]
+        xt = torch.tensor(x, requires_grad=True)
+        yt = torch.amin(xt, dim=axes, keepdim=keep)
+        yt.backward(torch.tensor(dout))
+        np.testing.assert_array_equal(out, yt.detach().numpy())
+        np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-14)
+
+
+def _net(seed=0, extremum=True):
+    m = Model(input_shape=(3, 8, 8), seed=seed)
+    m.add("conv1", Conv2d(3, 6, 3, padding=1))
+    m.add("prelu", PReLU((6, 1, 1)))
+    m.add("elu", ELU(0.5))
+    m.add("conv2", Conv2d(6, 6, 3, padding=1))
+    m.add("mish", Mish())
+    if extremum:     # (two activations: DeepLIFT has no rule for it, as Captum has none)
+        m.add("max", Maximum(), inputs=["mish", "elu"])
+    m.add("sp", Softplus(20.0))
+    m.add("flat", Flatten())
+    m.add("fc", Linear(6 * 64, 5))
+    m.add("selu", SELU())
+    rng = np.random.default_rng(seed + 7)
+    for k in m.params:
+        m.params[k] = (rng.standard_normal(m.params[k].shape) * 0.3).astype(m.params[k].dtype)
+    return m
+
+
+def test_model_with_them_saves_loads_and_trains(tmp_path):
+    m = _net()
+    X = np.random.default_rng(1).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    m2 = gradvis.load_model(m.save(tmp_path / "m.npz"))
+    assert [n.layer.config() for n in m2.nodes] == [n.layer.config() for n in m.nodes]
+    np.testing.assert_array_equal(m2.forward(X)[0], m.forward(X)[0])
+    # the slope's gradient reaches the parameters
+    out, cache = m.forward(X, mode="train")
+    _, grads = m.backward(np.ones_like(out), cache)
+    assert np.abs(grads["prelu.slope"]).sum() > 0
+
+
+def test_deeplift_sums_to_the_score_difference_through_them():
+    import gradvis.attribution as A
+    m = _net(extremum=False).astype(np.float64)
+    X = np.random.default_rng(2).standard_normal((3, 3, 8, 8))
+    attr, delta = A.deeplift(X, [0, 2, 4], m, baselines=0.1, return_convergence_delta=True)
+    assert attr.shape == X.shape and np.abs(attr).sum() > 0
+    assert np.abs(delta).max() < 1e-9

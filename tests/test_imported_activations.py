@@ -2,8 +2,9 @@
 Softplus, Softsign, Mish, ThresholdedReLU, Log, Reciprocal, PReLU, Maximum,
 Minimum, a minimum reduction): float64 references, finite differences, PyTorch's
 values and gradients (ties and kinks included), dtypes, extreme inputs, saving and
-DeepLIFT's summation to delta. Their ONNX import is in test_onnx_ops.py, DeepLIFT
-against Captum on ELU and Softplus in test_attribution_reference.py."""
+DeepLIFT's summation to delta; instance and group norms imported from PyTorch.
+Their ONNX graphs are in test_onnx_ops.py, DeepLIFT against Captum on ELU and
+Softplus in test_attribution_reference.py."""
 import math
 import warnings
 
@@ -13,7 +14,7 @@ import pytest
 import gradvis
 from gradvis.nn import (CELU, ELU, SELU, Conv2d, Flatten, Linear, Log, Maximum, Minimum, Mish, Model, PReLU,
                         Reciprocal, Reduce, Softplus, Softsign, ThresholdedReLU)
-from conftest import require_torch
+from conftest import require, require_onnx, require_torch
 
 
 def _elu(x, a):
@@ -239,3 +240,45 @@ def test_deeplift_sums_to_the_score_difference_through_them():
     attr, delta = A.deeplift(X, [0, 2, 4], m, baselines=0.1, return_convergence_delta=True)
     assert attr.shape == X.shape and np.abs(attr).sum() > 0
     assert np.abs(delta).max() < 1e-9
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_instance_and_group_norms_import_and_match_pytorch(exporter):
+    """InstanceNorm2d (with and without affine) and GroupNorm (1, some and one
+    channel per group), through both exporters: outputs and input gradients in
+    float64 against PyTorch's."""
+    import copy
+    import io
+    torch = require_torch()
+    require_onnx()
+    if exporter == "dynamo":
+        require("onnxscript")
+    nn = torch.nn
+    torch.manual_seed(0)
+    for norm in (nn.InstanceNorm2d(8, affine=True), nn.InstanceNorm2d(8), nn.GroupNorm(4, 8), nn.GroupNorm(1, 8),
+                 nn.GroupNorm(8, 8)):
+        net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), norm, nn.ReLU(), nn.Conv2d(8, 4, 1),
+                            nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+        with torch.no_grad():
+            for p in net.parameters():
+                p.copy_(torch.randn_like(p) * 0.5 + (1.0 if p.dim() == 1 else 0.0))
+        example = (torch.zeros(2, 3, 7, 9),)
+        if exporter == "dynamo":
+            proto = torch.onnx.export(copy.deepcopy(net), example, dynamo=True, verbose=False).model_proto
+        else:
+            buf = io.BytesIO()
+            torch.onnx.export(copy.deepcopy(net), example, buf, dynamo=False, opset_version=17,
+                              input_names=["input"], output_names=["output"])
+            proto = buf.getvalue()
+        model = gradvis.load_onnx(proto).astype(np.float64)
+        X = np.random.default_rng(0).standard_normal((2, 3, 7, 9))
+        netd = copy.deepcopy(net).double()
+        xt = torch.tensor(X, requires_grad=True)
+        y = netd(xt)
+        R = np.random.default_rng(1).standard_normal(tuple(y.shape))
+        (y * torch.tensor(R)).sum().backward()
+        out, cache = model.forward(X)
+        dx = model.backward(R, cache, param_grads=False)[0]
+        # the ONNX file holds the weights and eps in float32
+        np.testing.assert_allclose(out, y.detach().numpy(), rtol=1e-6, atol=1e-7, err_msg=repr(norm))
+        np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-6, atol=1e-7, err_msg=repr(norm))

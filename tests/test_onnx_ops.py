@@ -140,6 +140,15 @@ def graphs(ox):
                         + [n("Add", [f"s{i}", f"a{i + 3}"], [f"s{i + 1}"]) for i in range(10)]
                         + [n("Add", ["s10", "a13"], ["y"])],
                         {"one": np.array(1.0, F32), "slope_c": w(4, 1, 1), "slope_1": np.array([0.2], F32)}, 18),
+        # InstanceNorm2d, and GroupNorm as PyTorch exports it
+        "instance_and_group_norm": ([n("InstanceNormalization", ["x", "isc", "ib"], ["i"], epsilon=1e-4),
+                                     n("Reshape", ["i", "gs"], ["g"]),
+                                     n("InstanceNormalization", ["g", "one2", "zero2"], ["gn"]),
+                                     n("Reshape", ["gn", "back"], ["r"]), n("Mul", ["r", "gw"], ["m"]),
+                                     n("Add", ["m", "gb"], ["y"])],
+                                    {"isc": w(4) + 1, "ib": w(4), "gs": i64(1, 2, -1),
+                                     "one2": np.ones(2, F32), "zero2": np.zeros(2, F32), "back": i64(1, 4, 6, 6),
+                                     "gw": w(4, 1, 1) + 1, "gb": w(4, 1, 1)}, 17),
         "extrema_and_global_max": ([n("Split", ["x"], ["h1", "h2"], axis=1, num_outputs=2),
                                     n("Max", ["h1", "h2"], ["mx"]), n("Min", ["h1", "h2"], ["mn"]),
                                     n("Max", ["mx", "c"], ["mc"]), n("Min", ["mn", "c"], ["nc"]),
@@ -173,7 +182,7 @@ def graphs(ox):
 @pytest.mark.parametrize("name", ["shuffle", "pad_subgraph", "range_expand_where", "slices_split_gather", "resize",
                                   "resize_cubic", "gathernd_where_concat", "gathernd_batch_dims", "gemm_transa", "upsample_opset9",
                                   "softmax_reductions", "pointwise", "gelu_opset20", "activations",
-                                  "extrema_and_global_max",
+                                  "extrema_and_global_max", "instance_and_group_norm",
                                   "convnext_block", "layernorm_trailing_and_matmuls", "flatten_squeeze_gemm"])
 def test_graph_matches_reference_and_finite_differences(ox, name):
     nodes, inits, opset = graphs(ox)[name]

@@ -22,7 +22,7 @@ from .shapes import ShapeOps
 __all__ = ["LayerOps", "SUPPORTED_OPS", "CONSTANT_INPUTS"]
 
 SUPPORTED_OPS = (
-    "Conv", "BatchNormalization", "LayerNormalization", "Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh",
+    "Conv", "BatchNormalization", "LayerNormalization", "InstanceNormalization (also GroupNorm's export)", "Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh",
     "HardSigmoid", "HardSwish", "Swish (alpha 1)", "Gelu", "Erf", "Pow (constant exponent)", "Sqrt", "Neg",
     "Abs", "Exp", "Log", "Reciprocal", "Elu", "Selu", "Celu", "Softplus", "Softsign", "Mish", "ThresholdedRelu",
     "PRelu (constant slope)", "Max and Min (two tensors, or a tensor and a constant scalar)", "MaxPool",
@@ -39,7 +39,8 @@ SUPPORTED_OPS = (
 CONSTANT_INPUTS = {
     "Conv": {1: "the weight", 2: "the bias"}, "Gemm": {1: "B (the weight)", 2: "C (the bias)"},
     "BatchNormalization": {1: "scale", 2: "bias", 3: "running mean", 4: "running variance"},
-    "LayerNormalization": {1: "scale", 2: "bias"}, "Reshape": {1: "the target shape"},
+    "LayerNormalization": {1: "scale", 2: "bias"}, "InstanceNormalization": {1: "scale", 2: "B (the bias)"},
+    "Reshape": {1: "the target shape"},
     "Slice": {1: "starts", 2: "ends", 3: "axes", 4: "steps"}, "Pad": {1: "pads", 2: "constant_value", 3: "axes"},
     "Resize": {2: "scales", 3: "sizes"}, "Upsample": {1: "scales"}, "Split": {1: "split"},
     "Gather": {1: "the indices"}, "GatherND": {1: "the indices"}, "Where": {0: "the condition"},
@@ -221,6 +222,26 @@ class LayerOps(Patterns, ShapeOps):
         layer = cls(s[0], eps=float(node.attr("epsilon", 1e-5)))
         self.emit(node, layer, [src], {"gamma": gamma, "beta": beta},
                   {"running_mean": mean, "running_var": var})
+
+    def op_InstanceNormalization(self, node):
+        """Normalization over the axes after the channels, per sample and channel, with a
+        per-channel scale and bias (InstanceNorm2d; GroupNorm exports it between two
+        Reshapes to (N, groups, -1) and back): a LayerNorm over those axes whose weight
+        and bias vary along the channels."""
+        src = self.activation(node, node.inputs[0])
+        s = self.shape[src]
+        if len(s) < 2:
+            raise self.unsupported(node, f"InstanceNormalization of a {len(s) + 1}-D tensor (3-D or more are "
+                                         "supported)")
+        eps = float(node.attr("epsilon", 1e-5))
+        c = s[0]
+        scale = np.asarray(self.constant(node, 1, "scale"), np.float64)
+        bias = np.asarray(self.constant(node, 2, "B (the bias)"), np.float64)
+        if scale.size != c or bias.size != c:
+            raise ONNXImportError(f"{node.where()}: scale/bias of {scale.size}/{bias.size} values for {c} channels")
+        shape = (c,) + (1,) * (len(s) - 1)
+        self.emit(node, LayerNorm(tuple(range(2, len(s) + 1)), shape, eps), [src],
+                  {"weight": scale.reshape(shape), "bias": bias.reshape(shape)})
 
     def op_LayerNormalization(self, node):
         if any(self.consumers.get(o) for o in node.outputs[1:] if o):

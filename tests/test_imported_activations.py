@@ -2,7 +2,8 @@
 Softplus, Softsign, Mish, ThresholdedReLU, Log, Reciprocal, PReLU, Maximum,
 Minimum, a minimum reduction): float64 references, finite differences, PyTorch's
 values and gradients (ties and kinks included), dtypes, extreme inputs, saving and
-DeepLIFT's summation to delta; instance and group norms imported from PyTorch.
+DeepLIFT's summation to delta; instance and group norms and reflect, replicate and
+circular padding imported from PyTorch.
 Their ONNX graphs are in test_onnx_ops.py, DeepLIFT against Captum on ELU and
 Softplus in test_attribution_reference.py."""
 import math
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 import gradvis
-from gradvis.nn import (CELU, ELU, SELU, Conv2d, Flatten, Linear, Log, Maximum, Minimum, Mish, Model, PReLU,
+from gradvis.nn import (CELU, ELU, SELU, Conv2d, Flatten, Linear, Log, Maximum, Minimum, Mish, Model, Pad, PReLU,
                         Reciprocal, Reduce, Softplus, Softsign, ThresholdedReLU)
 from conftest import require, require_onnx, require_torch
 
@@ -282,3 +283,73 @@ def test_instance_and_group_norms_import_and_match_pytorch(exporter):
         # the ONNX file holds the weights and eps in float32
         np.testing.assert_allclose(out, y.detach().numpy(), rtol=1e-6, atol=1e-7, err_msg=repr(norm))
         np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-6, atol=1e-7, err_msg=repr(norm))
+
+
+@pytest.mark.parametrize("mode", ["reflect", "edge", "wrap"])
+def test_pad_modes_match_numpy_and_finite_differences(mode):
+    rng = np.random.default_rng(60)
+    x = rng.standard_normal((2, 3, 4, 5))
+    pads = (3, 1, 0, 4)
+    layer = Pad(pads, mode=mode)
+    out, cache = layer.forward([x], {}, {}, "test", None)
+    np.testing.assert_array_equal(out, np.pad(x, ((0, 0), (0, 0), pads[:2], pads[2:]), mode=mode))
+    dout = rng.standard_normal(out.shape)
+    dx = layer.backward(dout, cache)[0][0]
+    # the adjoint identity: <pad(x), dout> == <x, dx> for every x
+    for _ in range(3):
+        v = rng.standard_normal(x.shape)
+        assert np.isclose((layer.forward([v], {}, {}, "test", None)[0] * dout).sum(), (v * dx).sum(), rtol=1e-12)
+
+
+
+def test_pad_modes_refuse_what_they_cannot_copy():
+    with pytest.raises(ValueError, match="reflect padding .* smaller than the side"):
+        Pad((4, 0, 0, 0), mode="reflect").output_shape([(3, 4, 4)])   # as PyTorch
+    assert Pad((4, 0, 0, 0), mode="wrap").output_shape([(3, 4, 4)]) == (3, 8, 4)
+    with pytest.raises(ValueError, match="wrap padding .* at most the side"):
+        Pad((0, 0, 0, 5), mode="wrap").output_shape([(3, 4, 4)])
+    with pytest.raises(ValueError, match="mode must be one of"):
+        Pad(1, mode="symmetric")
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_reflect_replicate_circular_padding_import_and_match_pytorch(exporter):
+    import copy
+    import io
+    torch = require_torch()
+    require_onnx()
+    if exporter == "dynamo":
+        require("onnxscript")
+    nn, F = torch.nn, torch.nn.functional
+    torch.manual_seed(0)
+
+    class Net(nn.Module):
+        def __init__(self, mode, pads):
+            super().__init__()
+            self.c1, self.c2, self.mode, self.pads = nn.Conv2d(3, 4, 3), nn.Conv2d(4, 2, 3), mode, pads
+
+        def forward(self, x):
+            return self.c2(F.pad(self.c1(x), self.pads, mode=self.mode)).flatten(1)
+
+    for mode, pads in [("reflect", (1, 2, 3, 1)), ("reflect", (4, 4, 4, 4)), ("replicate", (2, 0, 1, 3)),
+                       ("circular", (1, 2, 2, 1))]:
+        net = Net(mode, pads).eval()
+        example = (torch.zeros(2, 3, 8, 9),)
+        if exporter == "dynamo":
+            proto = torch.onnx.export(copy.deepcopy(net), example, dynamo=True, verbose=False).model_proto
+        else:
+            buf = io.BytesIO()
+            torch.onnx.export(copy.deepcopy(net), example, buf, dynamo=False, opset_version=19,
+                              input_names=["input"], output_names=["output"])
+            proto = buf.getvalue()
+        model = gradvis.load_onnx(proto).astype(np.float64)
+        X = np.random.default_rng(0).standard_normal((2, 3, 8, 9))
+        netd = copy.deepcopy(net).double()
+        xt = torch.tensor(X, requires_grad=True)
+        y = netd(xt)
+        R = np.random.default_rng(1).standard_normal(tuple(y.shape))
+        (y * torch.tensor(R)).sum().backward()
+        out, cache = model.forward(X)
+        dx = model.backward(R, cache, param_grads=False)[0]
+        np.testing.assert_allclose(out, y.detach().numpy(), rtol=1e-6, atol=1e-7, err_msg=mode)
+        np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-6, atol=1e-7, err_msg=mode)

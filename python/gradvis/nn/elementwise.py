@@ -270,14 +270,20 @@ class Clip(Layer):
 
 
 class Pad(Layer):
-    """Constant padding of H and W: (top, bottom, left, right) cells of ``value``.
+    """Padding of H and W by (top, bottom, left, right) cells: of ``value``
+    (``mode='constant'``), or the input mirrored without repeating its edge
+    (``'reflect'``, ``nn.ReflectionPad2d``; each pad smaller than the side), its edge
+    repeated (``'edge'``, ``nn.ReplicationPad2d``) or wrapped around (``'wrap'``,
+    circular; each pad at most the side). The gradient of a padded cell goes back to
+    the cell it copies.
 
     A zero Pad that feeds a convolution is better folded into the convolution's
     own padding (the ONNX importer does that); this layer covers the rest.
     """
     type = "Pad"
+    MODES = ("constant", "reflect", "edge", "wrap")
 
-    def __init__(self, padding, value=0.0):
+    def __init__(self, padding, value=0.0, mode="constant"):
         self.padding = pad4(padding, "Pad: padding", lo=None)
         if min(self.padding) < 0:
             raise ValueError(f"Pad: negative padding {self.padding} (cropping) is not supported")
@@ -286,11 +292,16 @@ class Pad(Layer):
         self.value = float(value)
         if math.isnan(self.value):
             raise ValueError(f"Pad: value must be a number, got {value!r}")
+        if mode not in self.MODES:
+            raise ValueError(f"Pad: mode must be one of {self.MODES}, got {mode!r}")
+        self.mode = mode
 
     def config(self):
-        return dict(padding=list(self.padding), value=self.value)
+        return dict(padding=list(self.padding), value=self.value, mode=self.mode)
 
     def describe(self):
+        if self.mode != "constant":
+            return f"Pad {self.padding} {self.mode}"
         return f"Pad {self.padding}" + ("" if self.value == 0 else f" value {self.value:g}")
 
     def output_shape(self, input_shapes):
@@ -298,19 +309,43 @@ class Pad(Layer):
         if len(s) != 3:
             raise ValueError(f"expects input (N, C, H, W), got (N, {', '.join(map(str, s))})")
         t, b, l, r = self.padding
+        if self.mode == "reflect" and (max(t, b) >= s[1] or max(l, r) >= s[2]):
+            raise ValueError(f"reflect padding {self.padding} needs each pad smaller than the side it mirrors "
+                             f"(input {s[1]}x{s[2]})")
+        if self.mode == "wrap" and (max(t, b) > s[1] or max(l, r) > s[2]):
+            raise ValueError(f"wrap padding {self.padding} needs each pad at most the side it wraps "
+                             f"(input {s[1]}x{s[2]})")
+        if self.mode == "edge" and (s[1] == 0 or s[2] == 0):
+            raise ValueError(f"edge padding of an empty input {s[1]}x{s[2]}")
         return (s[0], s[1] + t + b, s[2] + l + r)
+
+    def _sources(self, h, w):
+        """The input row and column each padded row and column copies."""
+        t, b, l, r = self.padding
+        return (np.pad(np.arange(h), (t, b), mode=self.mode), np.pad(np.arange(w), (l, r), mode=self.mode))
 
     def forward(self, inputs, params, buffers, mode, rng):
         x = inputs[0]
         self.output_shape([x.shape[1:]])
         t, b, l, r = self.padding
-        out = np.pad(x, ((0, 0), (0, 0), (t, b), (l, r)), constant_values=x.dtype.type(self.value))
+        if self.mode == "constant":
+            out = np.pad(x, ((0, 0), (0, 0), (t, b), (l, r)), constant_values=x.dtype.type(self.value))
+        else:
+            out = np.pad(x, ((0, 0), (0, 0), (t, b), (l, r)), mode=self.mode)
         return out, x.shape
 
     def backward(self, dout, cache):
         h, w = cache[2:]
         t, _, l, _ = self.padding
-        return [np.ascontiguousarray(np.asarray(dout)[:, :, t:t + h, l:l + w])], {}
+        dout = np.asarray(dout)
+        if self.mode == "constant":
+            return [np.ascontiguousarray(dout[:, :, t:t + h, l:l + w])], {}
+        rows, cols = self._sources(h, w)
+        g = np.zeros(dout.shape[:3] + (w,), dout.dtype)
+        np.add.at(g, (slice(None), slice(None), slice(None), cols), dout)
+        dx = np.zeros(dout.shape[:2] + (h, w), dout.dtype)
+        np.add.at(dx, (slice(None), slice(None), rows), g)
+        return [dx], {}
 
 
 def _broadcast_shape(param, input_shape, what):

@@ -29,7 +29,7 @@ SUPPORTED_OPS = (
     "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin",
     "Softmax", "LogSoftmax", "Gemm", "MatMul (by a constant)", "Flatten", "Reshape", "Transpose",
     "Squeeze", "Unsqueeze", "Slice", "Split", "Gather (constant indices)", "GatherND (constant indices)",
-    "Resize", "Upsample", "Add", "Sub", "Mul", "Div", "Where (constant condition)", "Concat", "Dropout", "Pad",
+    "Resize", "Upsample", "Add", "Sub", "Mul", "Div", "Where (constant condition)", "Concat", "Dropout", "Pad (constant, reflect, edge, wrap)",
     "Identity", "Cast (to float)",
 )
 
@@ -717,8 +717,8 @@ class LayerOps(Patterns, ShapeOps):
     def op_Pad(self, node):
         src = self._input4(node, node.inputs[0])
         mode = node.attr("mode", "constant")
-        if mode != "constant":
-            raise self.unsupported(node, f"Pad mode {mode!r} (only 'constant' is supported)")
+        if mode not in Pad.MODES:
+            raise self.unsupported(node, f"Pad mode {mode!r} (supported: {', '.join(Pad.MODES)})")
         if self.opset is not None and self.opset < 11:
             pads, value = list(node.attr("pads")), float(node.attr("value", 0.0))
         else:
@@ -742,9 +742,15 @@ class LayerOps(Patterns, ShapeOps):
         if min(p4) < 0:
             raise self.unsupported(node, f"negative pads (cropping) {pads}")
         nxt = self.sole_consumer(node.outputs[0])
-        if value == 0.0 and nxt is not None and nxt.op == "Conv" and nxt.inputs[0] == node.outputs[0]:
+        if mode == "constant" and value == 0.0 and nxt is not None and nxt.op == "Conv" and \
+                nxt.inputs[0] == node.outputs[0]:
             self.pending_pad[node.outputs[0]] = (src, p4)
             self.tensor[node.outputs[0]] = None
             self.info["folded"].append(f"{node.name} (Pad) into {nxt.name} (Conv)")
             return
-        self.emit(node, Pad(p4, value), [src])
+        layer = Pad(p4, value if mode == "constant" else 0.0, mode)
+        try:
+            layer.output_shape([self.shape[src]])
+        except ValueError as e:
+            raise ONNXImportError(f"{node.where()}: {e}") from None
+        self.emit(node, layer, [src])

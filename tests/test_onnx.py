@@ -343,9 +343,10 @@ def test_elementwise_errors(ox):
     swish2 = make(ox, [n("Swish", ["x"], ["y"], name="swish2", alpha=2.0)], {}, opset=24)
     with pytest.raises(gradvis.io.onnx_import.UnsupportedOperatorError, match=r"'swish2'.*alpha=2"):
         gradvis.load_onnx(swish2)
-    const_minus = make(ox, [n("Sub", ["c", "x"], ["y"], name="rsub")], {"c": np.array(1.0, F32)})
-    with pytest.raises(ValueError, match=r"'rsub'.*constant - activations is not supported"):
-        gradvis.load_onnx(const_minus)
+    # a constant that enlarges the activations it divides
+    const_div = make(ox, [n("Div", ["c", "x"], ["y"], name="rdiv")], {"c": np.ones((2, 3, 1, 1), F32)})
+    with pytest.raises(ValueError, match=r"'rdiv'.*varies over the batch axis"):
+        gradvis.load_onnx(const_div)
     bad_mul = make(ox, [n("Conv", ["x", "w"], ["a"], name="conv", strides=[2, 2]),
                         n("Mul", ["a", "x"], ["y"], name="mul_bad")], {"w": rand(rng, 3, 3, 3, 3)})
     with pytest.raises(ValueError, match=r"'mul_bad'.*shape mismatch.*do not broadcast"):

@@ -140,6 +140,10 @@ def graphs(ox):
                         + [n("Add", [f"s{i}", f"a{i + 3}"], [f"s{i + 1}"]) for i in range(10)]
                         + [n("Add", ["s10", "a13"], ["y"])],
                         {"one": np.array(1.0, F32), "slope_c": w(4, 1, 1), "slope_1": np.array([0.2], F32)}, 18),
+        # constant - x and constant / x
+        "constant_first": ([n("Sub", ["c", "x"], ["a"]), n("Mul", ["x", "x"], ["xx"]), n("Add", ["xx", "one"], ["q"]),
+                            n("Div", ["cc", "q"], ["b"]), n("Add", ["a", "b"], ["y"])],
+                           {"c": np.array(0.7, F32), "one": np.array(1.0, F32), "cc": w(4, 1, 1)}, 17),
         "pad_modes": ([n("Pad", ["x", "p1"], ["a"], mode="reflect"), n("Pad", ["x", "p2"], ["b"], mode="edge"),
                        n("Pad", ["x", "p3"], ["c"], mode="wrap"), n("Add", ["a", "b"], ["ab"]), n("Add", ["ab", "c"], ["y"])],
                       {"p1": i64(0, 0, 2, 1, 0, 0, 1, 3), "p2": i64(0, 0, 1, 3, 0, 0, 2, 1),
@@ -187,6 +191,7 @@ def graphs(ox):
                                   "resize_cubic", "gathernd_where_concat", "gathernd_batch_dims", "gemm_transa", "upsample_opset9",
                                   "softmax_reductions", "pointwise", "gelu_opset20", "activations",
                                   "extrema_and_global_max", "instance_and_group_norm", "pad_modes",
+                                  "constant_first",
                                   "convnext_block", "layernorm_trailing_and_matmuls", "flatten_squeeze_gemm"])
 def test_graph_matches_reference_and_finite_differences(ox, name):
     nodes, inits, opset = graphs(ox)[name]

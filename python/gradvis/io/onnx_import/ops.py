@@ -635,16 +635,21 @@ class LayerOps(Patterns, ShapeOps):
 
     def _elementwise(self, node, layer, const_layer, const_params, const_first_ok=True):
         """Add/Sub/Mul/Div: of two activation tensors ``layer`` (broadcasting); with one
-        constant operand c, ``const_layer`` with the parameters ``const_params(c)``."""
+        constant operand c, ``const_layer`` with the parameters ``const_params(c)``;
+        c - x and c / x (``const_first_ok`` False) as Neg then Bias(c), Reciprocal then
+        Scale(c)."""
         ec = self._elementwise_const(node)
         if ec is None:
             self.emit(node, layer, [self.activation(node, t) for t in node.inputs])
             return
         src, c, const_second = ec
         if not (const_second or const_first_ok):
-            op = {"Sub": "-", "Div": "/"}[node.op]
-            raise self.unsupported(node, f"constant {op} activations is not supported (activations {op} "
-                                         f"a constant and activations {op} activations are)")
+            first, then, params = ((Neg(), Bias(c.shape), {"bias": c}) if node.op == "Sub" else
+                                   (Reciprocal(), Scale(c.shape), {"scale": c}))
+            tmp = node.outputs[0] + "#" + first.type.lower()
+            self.emit(node, first, [src], out=tmp, name=self.fresh_name(f"{self.names[node.index]}.{first.type.lower()}"))
+            self.emit(node, then, [self.tensor[tmp]], params)
+            return
         self.emit(node, const_layer(c.shape), [src], const_params(c))
 
     def op_Add(self, node):

@@ -2,8 +2,9 @@
 Softplus, Softsign, Mish, ThresholdedReLU, Log, Reciprocal, PReLU, Maximum,
 Minimum, a minimum reduction): float64 references, finite differences, PyTorch's
 values and gradients (ties and kinks included), dtypes, extreme inputs, saving and
-DeepLIFT's summation to delta; instance and group norms and reflect, replicate and
-circular padding imported from PyTorch.
+DeepLIFT's summation to delta; instance and group norms, reflect, replicate and
+circular padding, and torch.where on conditions of the activations (Compare,
+Select) imported from PyTorch.
 Their ONNX graphs are in test_onnx_ops.py, DeepLIFT against Captum on ELU and
 Softplus in test_attribution_reference.py."""
 import math
@@ -13,8 +14,8 @@ import numpy as np
 import pytest
 
 import gradvis
-from gradvis.nn import (CELU, ELU, SELU, Conv2d, Flatten, Linear, Log, Maximum, Minimum, Mish, Model, Pad, PReLU,
-                        Reciprocal, Reduce, Softplus, Softsign, ThresholdedReLU)
+from gradvis.nn import (CELU, ELU, SELU, Compare, Conv2d, Flatten, Linear, Log, Maximum, Minimum, Mish, Model, Pad,
+                        PReLU, Reciprocal, Reduce, Select, Softplus, Softsign, ThresholdedReLU)
 from conftest import require, require_onnx, require_torch
 
 
@@ -353,3 +354,91 @@ def test_reflect_replicate_circular_padding_import_and_match_pytorch(exporter):
         dx = model.backward(R, cache, param_grads=False)[0]
         np.testing.assert_allclose(out, y.detach().numpy(), rtol=1e-6, atol=1e-7, err_msg=mode)
         np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-6, atol=1e-7, err_msg=mode)
+
+
+def test_compare_and_select_match_torch_where_with_broadcasting_and_constants():
+    torch = require_torch()
+    rng = np.random.default_rng(70)
+    x = rng.standard_normal((2, 3, 4, 5))
+    y = rng.standard_normal((2, 3, 1, 5))
+    t = np.array([0.1, -0.2, 0.3]).reshape(3, 1, 1)
+    mask, mcache = Compare("greater", t.shape).forward([x], {"value": t}, {}, "test", None)
+    np.testing.assert_array_equal(mask, (x > t).astype(x.dtype))
+    assert mask.dtype == x.dtype
+    m2, _ = Compare("less_equal").forward([x, y], {}, {}, "test", None)
+    np.testing.assert_array_equal(m2, (x <= y).astype(x.dtype))
+    dins, dparams = Compare("greater", t.shape).backward(np.ones_like(mask), mcache)
+    assert not dins[0].any() and not dparams["value"].any()      # a mask has no gradient
+    assert Compare("equal", (1,)).forward([np.array([[np.nan, 0.0]])], {"value": np.zeros(1)}, {}, "test",
+                                          None)[0].tolist() == [[0.0, 1.0]]
+    for a_shape, b_shape in ((None, None), (None, (3, 1, 1)), ((1,), None)):
+        layer = Select(a_shape, b_shape)
+        params, ins = {}, [mask]
+        a = rng.standard_normal(a_shape) if a_shape else x
+        b = rng.standard_normal(b_shape) if b_shape else y
+        for key, shape, v in (("a", a_shape, a), ("b", b_shape, b)):
+            if shape:
+                params[key] = v
+            else:
+                ins.append(v)
+        out, cache = layer.forward(ins, params, {}, "test", None)
+        dout = rng.standard_normal(out.shape)
+        dins, dparams = layer.backward(dout, cache)
+        at, bt = torch.tensor(a, requires_grad=True), torch.tensor(b, requires_grad=True)
+        yt = torch.where(torch.tensor(mask) != 0, at, bt)
+        yt.backward(torch.tensor(dout))
+        np.testing.assert_array_equal(out, yt.detach().numpy())
+        got = dict(zip([k for k, sh in (("a", a_shape), ("b", b_shape)) if not sh], dins[1:]), **dparams)
+        np.testing.assert_allclose(got["a"], at.grad.numpy(), rtol=1e-14)
+        np.testing.assert_allclose(got["b"], bt.grad.numpy(), rtol=1e-14)
+        assert not dins[0].any()
+    with pytest.raises(ValueError, match="Compare: op must be one of"):
+        Compare("greater_than")
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_where_on_conditions_of_the_activations_imports_and_matches_pytorch(exporter):
+    """Hand-written leaky ReLU, threshold, sign and mask products, conditions with
+    not/and/or, a constant compared first: values and input gradients in float64."""
+    import copy
+    import io
+    torch = require_torch()
+    require_onnx()
+    if exporter == "dynamo":
+        require("onnxscript")
+    nn = torch.nn
+
+    class Net(nn.Module):
+        def __init__(self, f):
+            super().__init__()
+            self.c1, self.c2, self.f = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 2, 1), f
+
+        def forward(self, x):
+            return self.c2(self.f(self.c1(x))).flatten(1)
+
+    fs = [lambda x: torch.where(x > 0, x, 0.1 * x), lambda x: torch.where(x >= 0.2, x, torch.zeros_like(x)),
+          lambda x: (x > 0).float() * x, lambda x: torch.where(x > 0, 1.0, -1.0) * x,
+          lambda x: torch.where((x > -0.5) & ~(x > 0.5), x, x * x), lambda x: torch.where(0.3 < x, x, -x),
+          lambda x: torch.where((x > 0.5) | (x < -0.5), x, 0.0 * x)]
+    for i, f in enumerate(fs):
+        torch.manual_seed(i)
+        net = Net(f).eval()
+        example = (torch.zeros(2, 3, 6, 6),)
+        if exporter == "dynamo":
+            proto = torch.onnx.export(copy.deepcopy(net), example, dynamo=True, verbose=False).model_proto
+        else:
+            buf = io.BytesIO()
+            torch.onnx.export(copy.deepcopy(net), example, buf, dynamo=False, opset_version=17,
+                              input_names=["input"], output_names=["output"])
+            proto = buf.getvalue()
+        model = gradvis.load_onnx(proto).astype(np.float64)
+        X = np.random.default_rng(0).standard_normal((3, 3, 6, 6))      # another batch than the export's
+        netd = copy.deepcopy(net).double()
+        xt = torch.tensor(X, requires_grad=True)
+        y = netd(xt)
+        R = np.random.default_rng(1).standard_normal(tuple(y.shape))
+        (y * torch.tensor(R)).sum().backward()
+        out, cache = model.forward(X)
+        dx = model.backward(R, cache, param_grads=False)[0]
+        np.testing.assert_allclose(out, y.detach().numpy(), rtol=1e-6, atol=1e-7, err_msg=str(i))
+        np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-6, atol=1e-7, err_msg=str(i))

@@ -19,7 +19,7 @@ the graph :class:`Model`.
 """
 from .activation import HardSigmoid, HardSwish, LeakyReLU, ReLU, ReLU6, Sigmoid, SiLU, Tanh
 from .conv import Conv2d
-from .elementwise import Add, Bias, Clip, Concat, Div, Maximum, Minimum, Mul, Pad, PReLU, Scale, Sub
+from .elementwise import Add, Bias, Clip, Compare, Concat, Div, Maximum, Minimum, Mul, Pad, PReLU, Scale, Select, Sub
 from .graph import Model, Node
 from .layernorm import LayerNorm
 from .linear import Dropout, Flatten, Linear
@@ -42,5 +42,5 @@ __all__ = [
     "LayerNorm", "GELU", "Erf", "Pow", "Sqrt", "Neg", "Abs", "Exp", "Transpose", "Reshape", "Slice",
     "GatherND", "Resize", "Reduce", "Softmax", "LogSoftmax", "MatMul",
     "Log", "Reciprocal", "ELU", "SELU", "CELU", "Softplus", "Softsign", "Mish", "ThresholdedReLU",
-    "Maximum", "Minimum", "PReLU",
+    "Maximum", "Minimum", "PReLU", "Compare", "Select",
 ]

@@ -1,6 +1,7 @@
 """Layers that combine or reshape tensors elementwise: Add, Mul, Sub, Div, Maximum,
-Minimum (numpy broadcasting), Concat, Clip, Pad, the constant Bias and Scale, and
-PReLU (a learned slope).
+Minimum (numpy broadcasting), Concat, Clip, Pad, the constant Bias and Scale, PReLU
+(a learned slope), and Compare / Select (``torch.where`` on a condition computed from
+the activations).
 
 The sum of two tensors of one shape (a residual connection), the product of an
 (N, C, H, W) tensor and a per-channel (N, C, 1, 1) gate (squeeze-and-excitation) and
@@ -17,7 +18,8 @@ from . import functional as F
 from .geometry import pad4
 from .module import Layer
 
-__all__ = ["Add", "Mul", "Sub", "Div", "Maximum", "Minimum", "Concat", "Clip", "Pad", "Bias", "Scale", "PReLU"]
+__all__ = ["Add", "Mul", "Sub", "Div", "Maximum", "Minimum", "Concat", "Clip", "Pad", "Bias", "Scale", "PReLU",
+           "Compare", "Select"]
 
 
 def _broadcast_inputs(input_shapes):
@@ -509,3 +511,119 @@ class PReLU(Layer):
         x, a, pos = cache
         dout = np.asarray(dout, dtype=x.dtype)
         return [np.where(pos, dout, a * dout)]
+
+
+class Compare(Layer):
+    """A 0/1 mask in the input's dtype: ``a > b`` (``'greater'``), ``'less'``,
+    ``'greater_equal'``, ``'less_equal'`` or ``'equal'``, of two activation tensors
+    (broadcasting) or of one and a constant ``value`` of ``shape`` (broadcast against
+    one sample). A mask has no gradient: its inputs get zeros (as PyTorch's
+    comparisons). A NaN compares false.
+
+    Shapes: (N, ...) -> the broadcast shape.
+    """
+    type = "Compare"
+    OPS = {"greater": np.greater, "less": np.less, "greater_equal": np.greater_equal,
+           "less_equal": np.less_equal, "equal": np.equal}
+
+    def __init__(self, op, shape=None):
+        if op not in self.OPS:
+            raise ValueError(f"Compare: op must be one of {tuple(self.OPS)}, got {op!r}")
+        self.op = op
+        self.shape = None if shape is None else _shape(shape, f"{self.type}: shape")
+        self.num_inputs = 2 if self.shape is None else 1
+
+    def config(self):
+        return dict(op=self.op, shape=None if self.shape is None else list(self.shape))
+
+    def describe(self):
+        return f"Compare {self.op}" + ("" if self.shape is None else " a constant")
+
+    @property
+    def param_shapes(self):
+        return {} if self.shape is None else {"value": self.shape}
+
+    def output_shape(self, input_shapes):
+        if self.shape is None:
+            return _broadcast_inputs(input_shapes)
+        return _broadcast_shape(self.shape, input_shapes[0], "value")
+
+    def forward(self, inputs, params, buffers, mode, rng):
+        a = inputs[0]
+        b = inputs[1] if self.shape is None else params["value"]
+        self.output_shape([t.shape[1:] for t in inputs])
+        return self.OPS[self.op](a, b.astype(a.dtype, copy=False)).astype(a.dtype), [t.shape for t in inputs]
+
+    def backward(self, dout, cache):
+        dt = np.asarray(dout).dtype
+        return [np.zeros(s, dt) for s in cache], {k: np.zeros(v, dt) for k, v in self.param_shapes.items()}
+
+
+class Select(Layer):
+    """``where(cond != 0, a, b)`` (ONNX Where, ``torch.where``) with the condition an
+    activation tensor (a :class:`Compare` mask), broadcasting; either branch may be a
+    constant (``a_shape`` / ``b_shape``: parameters ``a`` / ``b``, broadcast against
+    one sample). Inputs: the condition, then the branches that are not constants.
+    Gradients: dout where the branch was taken, else 0; none to the condition.
+
+    Shapes: (N, ...) -> the broadcast shape.
+    """
+    type = "Select"
+
+    def __init__(self, a_shape=None, b_shape=None):
+        self.a_shape = None if a_shape is None else _shape(a_shape, f"{self.type}: a_shape")
+        self.b_shape = None if b_shape is None else _shape(b_shape, f"{self.type}: b_shape")
+        self.num_inputs = 1 + (self.a_shape is None) + (self.b_shape is None)
+
+    def config(self):
+        return dict(a_shape=None if self.a_shape is None else list(self.a_shape),
+                    b_shape=None if self.b_shape is None else list(self.b_shape))
+
+    @property
+    def param_shapes(self):
+        p = {}
+        if self.a_shape is not None:
+            p["a"] = self.a_shape
+        if self.b_shape is not None:
+            p["b"] = self.b_shape
+        return p
+
+    def output_shape(self, input_shapes):
+        shapes = [tuple(input_shapes[0])]
+        rank = len(shapes[0])
+        it = iter(input_shapes[1:])
+        for const in (self.a_shape, self.b_shape):
+            shapes.append(tuple(next(it)) if const is None else (1,) * (rank - len(const)) + tuple(const))
+        if any(len(t) != rank for t in shapes):
+            raise ValueError(f"condition and branches {shapes} must have the same number of axes (constants: at "
+                             "most as many)")
+        return _broadcast_inputs(shapes)
+
+    def _operands(self, inputs, params):
+        cond = inputs[0]
+        rest = iter(inputs[1:])
+        a = next(rest) if self.a_shape is None else params["a"].astype(cond.dtype, copy=False)
+        b = next(rest) if self.b_shape is None else params["b"].astype(cond.dtype, copy=False)
+        return cond, a, b
+
+    def forward(self, inputs, params, buffers, mode, rng):
+        self.output_shape([t.shape[1:] for t in inputs])
+        cond, a, b = self._operands(inputs, params)
+        take = cond != 0
+        out = np.where(take, a, b.astype(np.result_type(a, b), copy=False))
+        return np.ascontiguousarray(out), (take, [t.shape for t in inputs])
+
+    def backward(self, dout, cache):
+        take, shapes = cache
+        dout = np.asarray(dout)
+        zero = dout.dtype.type(0)
+        ga, gb = np.where(take, dout, zero), np.where(take, zero, dout)
+        dins = [np.zeros(shapes[0], dout.dtype)]
+        dparams = {}
+        rest = iter(shapes[1:])
+        for name, const, g in (("a", self.a_shape, ga), ("b", self.b_shape, gb)):
+            if const is None:
+                dins.append(_sum_to(g, next(rest)))
+            else:
+                dparams[name] = _reduce_to(g, const)
+        return dins, dparams

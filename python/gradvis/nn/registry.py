@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .activation import HardSigmoid, HardSwish, LeakyReLU, ReLU, ReLU6, Sigmoid, SiLU, Tanh
 from .conv import Conv2d
-from .elementwise import Add, Bias, Clip, Concat, Div, Maximum, Minimum, Mul, Pad, PReLU, Scale, Sub
+from .elementwise import Add, Bias, Clip, Compare, Concat, Div, Maximum, Minimum, Mul, Pad, PReLU, Scale, Select, Sub
 from .layernorm import LayerNorm
 from .linear import Dropout, Flatten, Linear
 from .matmul import MatMul
@@ -24,4 +24,4 @@ LAYER_TYPES = {cls.type: cls for cls in (
     # what imported graphs use beyond the CS231n set
     LayerNorm, GELU, Erf, Pow, Sqrt, Neg, Abs, Exp, Transpose, Reshape, Slice, GatherND, Resize, Reduce, Softmax,
     LogSoftmax, MatMul, Log, Reciprocal, ELU, SELU, CELU, Softplus, Softsign, Mish, ThresholdedReLU, Maximum, Minimum,
-    PReLU)}
+    PReLU, Compare, Select)}

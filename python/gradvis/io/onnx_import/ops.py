@@ -15,6 +15,7 @@ from ...nn.matmul import MatMul
 from ...nn.pointwise import (CELU, ELU, GELU, SELU, Abs, Erf, Exp, Log, Mish, Neg, Pow, Reciprocal, Softplus,
                              Softsign, Sqrt, ThresholdedReLU)
 from ...nn.reduce import LogSoftmax, Reduce, Softmax
+from .masks import MaskOps
 from .patterns import Patterns
 from .reader import ONNXImportError, UnsupportedOperatorError
 from .shapes import ShapeOps
@@ -29,7 +30,7 @@ SUPPORTED_OPS = (
     "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin",
     "Softmax", "LogSoftmax", "Gemm", "MatMul (by a constant)", "Flatten", "Reshape", "Transpose",
     "Squeeze", "Unsqueeze", "Slice", "Split", "Gather (constant indices)", "GatherND (constant indices)",
-    "Resize", "Upsample", "Add", "Sub", "Mul", "Div", "Where (constant condition)", "Concat", "Dropout", "Pad (constant, reflect, edge, wrap)",
+    "Resize", "Upsample", "Add", "Sub", "Mul", "Div", "Where", "Greater, Less, GreaterOrEqual, LessOrEqual, Equal, Not, And, Or (conditions)", "Concat", "Dropout", "Pad (constant, reflect, edge, wrap)",
     "Identity", "Cast (to float)",
 )
 
@@ -43,7 +44,7 @@ CONSTANT_INPUTS = {
     "Reshape": {1: "the target shape"},
     "Slice": {1: "starts", 2: "ends", 3: "axes", 4: "steps"}, "Pad": {1: "pads", 2: "constant_value", 3: "axes"},
     "Resize": {2: "scales", 3: "sizes"}, "Upsample": {1: "scales"}, "Split": {1: "split"},
-    "Gather": {1: "the indices"}, "GatherND": {1: "the indices"}, "Where": {0: "the condition"},
+    "Gather": {1: "the indices"}, "GatherND": {1: "the indices"},
     "Squeeze": {1: "axes"}, "Unsqueeze": {1: "axes"}, "ReduceMean": {1: "axes"},
     "ReduceSum": {1: "axes"}, "ReduceMax": {1: "axes"}, "ReduceMin": {1: "axes"},
     "Clip": {1: "the lower bound", 2: "the upper bound"}, "Pow": {1: "the exponent"}, "PRelu": {1: "the slope"},
@@ -54,7 +55,7 @@ def _fmt(s):
     return f"(N, {', '.join(map(str, s))})"
 
 
-class LayerOps(Patterns, ShapeOps):
+class LayerOps(Patterns, ShapeOps, MaskOps):
     """Operator handlers ``op_<Type>(node)`` (those of the shape operators in
     :mod:`.shapes`) and the pattern finder (:mod:`.patterns`), mixed into the importer."""
 
@@ -678,7 +679,11 @@ class LayerOps(Patterns, ShapeOps):
     def op_Where(self, node):
         """Where(constant condition, X, Y) with one of X, Y activations and the other a
         constant c (PyTorch's masked_fill): x * mask + c * (1 - mask), a Scale by the
-        0/1 mask, then a Bias where c is not 0."""
+        0/1 mask, then a Bias where c is not 0. A condition computed from the
+        activations: :meth:`MaskOps.where_on_activations`."""
+        if node.inputs[0] not in self.static:
+            self.where_on_activations(node)
+            return
         cond = np.asarray(self.constant(node, 0, "the condition")).astype(bool)
         xs = [t in self.static for t in node.inputs[1:3]]
         if xs[0] == xs[1]:

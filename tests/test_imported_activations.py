@@ -244,17 +244,45 @@ def test_deeplift_sums_to_the_score_difference_through_them():
     assert np.abs(delta).max() < 1e-9
 
 
+def _export_matches_pytorch(torch, net, exporter, example_shape, X, what):
+    """Export ``net`` with ``exporter``, import it, and check its float64 values and
+    input gradients on X against PyTorch's (the ONNX file holds float32 weights)."""
+    import copy
+    import io
+    example = (torch.zeros(*example_shape),)
+    if exporter == "dynamo":
+        proto = torch.onnx.export(copy.deepcopy(net), example, dynamo=True, verbose=False).model_proto
+    else:
+        buf = io.BytesIO()
+        torch.onnx.export(copy.deepcopy(net), example, buf, dynamo=False, opset_version=19 if "pad" in what else 17,
+                          input_names=["input"], output_names=["output"])
+        proto = buf.getvalue()
+    model = gradvis.load_onnx(proto).astype(np.float64)
+    netd = copy.deepcopy(net).double()
+    xt = torch.tensor(X, requires_grad=True)
+    y = netd(xt)
+    R = np.random.default_rng(1).standard_normal(tuple(y.shape))
+    (y * torch.tensor(R)).sum().backward()
+    out, cache = model.forward(X)
+    dx = model.backward(R, cache, param_grads=False)[0]
+    np.testing.assert_allclose(out, y.detach().numpy(), rtol=1e-6, atol=1e-7, err_msg=what)
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-6, atol=1e-7, err_msg=what)
+
+
+def _exporter_ready(exporter):
+    torch = require_torch()
+    require_onnx()
+    if exporter == "dynamo":
+        require("onnxscript")
+    return torch
+
+
 @pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
 def test_instance_and_group_norms_import_and_match_pytorch(exporter):
     """InstanceNorm2d (with and without affine) and GroupNorm (1, some and one
     channel per group), through both exporters: outputs and input gradients in
     float64 against PyTorch's."""
-    import copy
-    import io
-    torch = require_torch()
-    require_onnx()
-    if exporter == "dynamo":
-        require("onnxscript")
+    torch = _exporter_ready(exporter)
     nn = torch.nn
     torch.manual_seed(0)
     for norm in (nn.InstanceNorm2d(8, affine=True), nn.InstanceNorm2d(8), nn.GroupNorm(4, 8), nn.GroupNorm(1, 8),
@@ -264,27 +292,8 @@ def test_instance_and_group_norms_import_and_match_pytorch(exporter):
         with torch.no_grad():
             for p in net.parameters():
                 p.copy_(torch.randn_like(p) * 0.5 + (1.0 if p.dim() == 1 else 0.0))
-        example = (torch.zeros(2, 3, 7, 9),)
-        if exporter == "dynamo":
-            proto = torch.onnx.export(copy.deepcopy(net), example, dynamo=True, verbose=False).model_proto
-        else:
-            buf = io.BytesIO()
-            torch.onnx.export(copy.deepcopy(net), example, buf, dynamo=False, opset_version=17,
-                              input_names=["input"], output_names=["output"])
-            proto = buf.getvalue()
-        model = gradvis.load_onnx(proto).astype(np.float64)
         X = np.random.default_rng(0).standard_normal((2, 3, 7, 9))
-        netd = copy.deepcopy(net).double()
-        xt = torch.tensor(X, requires_grad=True)
-        y = netd(xt)
-        R = np.random.default_rng(1).standard_normal(tuple(y.shape))
-        (y * torch.tensor(R)).sum().backward()
-        out, cache = model.forward(X)
-        dx = model.backward(R, cache, param_grads=False)[0]
-        # the ONNX file holds the weights and eps in float32
-        np.testing.assert_allclose(out, y.detach().numpy(), rtol=1e-6, atol=1e-7, err_msg=repr(norm))
-        np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-6, atol=1e-7, err_msg=repr(norm))
-
+        _export_matches_pytorch(torch, net, exporter, (2, 3, 7, 9), X, repr(norm))
 
 @pytest.mark.parametrize("mode", ["reflect", "edge", "wrap"])
 def test_pad_modes_match_numpy_and_finite_differences(mode):
@@ -315,12 +324,7 @@ def test_pad_modes_refuse_what_they_cannot_copy():
 
 @pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
 def test_reflect_replicate_circular_padding_import_and_match_pytorch(exporter):
-    import copy
-    import io
-    torch = require_torch()
-    require_onnx()
-    if exporter == "dynamo":
-        require("onnxscript")
+    torch = _exporter_ready(exporter)
     nn, F = torch.nn, torch.nn.functional
     torch.manual_seed(0)
 
@@ -334,27 +338,8 @@ def test_reflect_replicate_circular_padding_import_and_match_pytorch(exporter):
 
     for mode, pads in [("reflect", (1, 2, 3, 1)), ("reflect", (4, 4, 4, 4)), ("replicate", (2, 0, 1, 3)),
                        ("circular", (1, 2, 2, 1))]:
-        net = Net(mode, pads).eval()
-        example = (torch.zeros(2, 3, 8, 9),)
-        if exporter == "dynamo":
-            proto = torch.onnx.export(copy.deepcopy(net), example, dynamo=True, verbose=False).model_proto
-        else:
-            buf = io.BytesIO()
-            torch.onnx.export(copy.deepcopy(net), example, buf, dynamo=False, opset_version=19,
-                              input_names=["input"], output_names=["output"])
-            proto = buf.getvalue()
-        model = gradvis.load_onnx(proto).astype(np.float64)
         X = np.random.default_rng(0).standard_normal((2, 3, 8, 9))
-        netd = copy.deepcopy(net).double()
-        xt = torch.tensor(X, requires_grad=True)
-        y = netd(xt)
-        R = np.random.default_rng(1).standard_normal(tuple(y.shape))
-        (y * torch.tensor(R)).sum().backward()
-        out, cache = model.forward(X)
-        dx = model.backward(R, cache, param_grads=False)[0]
-        np.testing.assert_allclose(out, y.detach().numpy(), rtol=1e-6, atol=1e-7, err_msg=mode)
-        np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-6, atol=1e-7, err_msg=mode)
-
+        _export_matches_pytorch(torch, Net(mode, pads).eval(), exporter, (2, 3, 8, 9), X, f"pad {mode}")
 
 def test_compare_and_select_match_torch_where_with_broadcasting_and_constants():
     torch = require_torch()
@@ -399,13 +384,9 @@ def test_compare_and_select_match_torch_where_with_broadcasting_and_constants():
 @pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
 def test_where_on_conditions_of_the_activations_imports_and_matches_pytorch(exporter):
     """Hand-written leaky ReLU, threshold, sign and mask products, conditions with
-    not/and/or, a constant compared first: values and input gradients in float64."""
-    import copy
-    import io
-    torch = require_torch()
-    require_onnx()
-    if exporter == "dynamo":
-        require("onnxscript")
+    not/and/or, a constant compared first: values and input gradients in float64,
+    at another batch than the export's."""
+    torch = _exporter_ready(exporter)
     nn = torch.nn
 
     class Net(nn.Module):
@@ -422,23 +403,5 @@ def test_where_on_conditions_of_the_activations_imports_and_matches_pytorch(expo
           lambda x: torch.where((x > 0.5) | (x < -0.5), x, 0.0 * x)]
     for i, f in enumerate(fs):
         torch.manual_seed(i)
-        net = Net(f).eval()
-        example = (torch.zeros(2, 3, 6, 6),)
-        if exporter == "dynamo":
-            proto = torch.onnx.export(copy.deepcopy(net), example, dynamo=True, verbose=False).model_proto
-        else:
-            buf = io.BytesIO()
-            torch.onnx.export(copy.deepcopy(net), example, buf, dynamo=False, opset_version=17,
-                              input_names=["input"], output_names=["output"])
-            proto = buf.getvalue()
-        model = gradvis.load_onnx(proto).astype(np.float64)
-        X = np.random.default_rng(0).standard_normal((3, 3, 6, 6))      # another batch than the export's
-        netd = copy.deepcopy(net).double()
-        xt = torch.tensor(X, requires_grad=True)
-        y = netd(xt)
-        R = np.random.default_rng(1).standard_normal(tuple(y.shape))
-        (y * torch.tensor(R)).sum().backward()
-        out, cache = model.forward(X)
-        dx = model.backward(R, cache, param_grads=False)[0]
-        np.testing.assert_allclose(out, y.detach().numpy(), rtol=1e-6, atol=1e-7, err_msg=str(i))
-        np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-6, atol=1e-7, err_msg=str(i))
+        X = np.random.default_rng(0).standard_normal((3, 3, 6, 6))
+        _export_matches_pytorch(torch, Net(f).eval(), exporter, (2, 3, 6, 6), X, f"where pattern {i}")

@@ -202,20 +202,26 @@ def _softplus(x):
         return np.logaddexp(x.dtype.type(0), x)
 
 
-class ELU(_Pointwise):
-    """Exponential linear unit (Clevert, Unterthiner & Hochreiter 2016,
-    arXiv:1511.07289): x for x > 0, else alpha (exp(x) - 1). Gradient 1 or
-    alpha exp(x) (alpha at 0, as PyTorch)."""
-    type = "ELU"
+class _WithAlpha(_Pointwise):
+    """An elementwise function of one constant ``alpha`` (positive where
+    ``_positive``)."""
+    _positive = False
 
     def __init__(self, alpha=1.0):
-        self.alpha = _alpha(alpha, "ELU: alpha")
+        self.alpha = _alpha(alpha, f"{self.type}: alpha", positive=self._positive)
 
     def config(self):
         return dict(alpha=self.alpha)
 
     def describe(self):
-        return f"ELU alpha {self.alpha:g}"
+        return f"{self.type} alpha {self.alpha:g}"
+
+
+class ELU(_WithAlpha):
+    """Exponential linear unit (Clevert, Unterthiner & Hochreiter 2016,
+    arXiv:1511.07289): x for x > 0, else alpha (exp(x) - 1). Gradient 1 or
+    alpha exp(x) (alpha at 0, as PyTorch)."""
+    type = "ELU"
 
     def _f(self, x):
         a = x.dtype.type(self.alpha)
@@ -249,19 +255,11 @@ class SELU(_Pointwise):
         return np.where(x > 0, g, g * a * np.exp(np.minimum(x, 0)))
 
 
-class CELU(_Pointwise):
+class CELU(_WithAlpha):
     """Continuously differentiable ELU (Barron 2017, arXiv:1704.07483):
     max(0, x) + min(0, alpha (exp(x / alpha) - 1)), alpha > 0."""
     type = "CELU"
-
-    def __init__(self, alpha=1.0):
-        self.alpha = _alpha(alpha, "CELU: alpha", positive=True)
-
-    def config(self):
-        return dict(alpha=self.alpha)
-
-    def describe(self):
-        return f"CELU alpha {self.alpha:g}"
+    _positive = True
 
     def _f(self, x):
         a = x.dtype.type(self.alpha)
@@ -325,19 +323,10 @@ class Mish(_Pointwise):
         return t + x * _sigmoid(x) * (1 - t * t)
 
 
-class ThresholdedReLU(_Pointwise):
+class ThresholdedReLU(_WithAlpha):
     """x where x > alpha, else 0 (ONNX ThresholdedRelu, PyTorch's ``threshold(x,
     alpha, 0)``: a NaN stays NaN); gradient 1 there, else 0."""
     type = "ThresholdedReLU"
-
-    def __init__(self, alpha=1.0):
-        self.alpha = _alpha(alpha, "ThresholdedReLU: alpha")
-
-    def config(self):
-        return dict(alpha=self.alpha)
-
-    def describe(self):
-        return f"ThresholdedReLU alpha {self.alpha:g}"
 
     def _f(self, x):
         return np.where(x <= x.dtype.type(self.alpha), x.dtype.type(0), x)

@@ -14,7 +14,8 @@ What the importer does with the graph:
   a test-mode :class:`~gradvis.nn.BatchNorm2d` / ``BatchNorm1d``. (PyTorch's
   own exporter already folds conv+BN in eval mode.)
 - **Zero padding** (``Pad``) that feeds a convolution becomes that convolution's
-  padding; other constant pads become a :class:`~gradvis.nn.Pad` layer.
+  padding; other pads (constant, reflect, edge, wrap) become a
+  :class:`~gradvis.nn.Pad` layer.
 - A constant added after a convolution or a ``MatMul`` becomes its bias.
 - ``Mul(x, Sigmoid(x))`` (how PyTorch exports ``nn.SiLU``) becomes one
   :class:`~gradvis.nn.SiLU` layer when nothing else reads the Sigmoid, and
@@ -25,7 +26,18 @@ What the importer does with the graph:
   constant as a parameter); of two activation tensors, :class:`~gradvis.nn.Add`,
   :class:`~gradvis.nn.Sub`, :class:`~gradvis.nn.Mul` and
   :class:`~gradvis.nn.Div` layers that broadcast as numpy does: the
-  squeeze-and-excitation gate ``(N, C, H, W) * (N, C, 1, 1)``.
+  squeeze-and-excitation gate ``(N, C, H, W) * (N, C, 1, 1)``; a constant minus
+  (divided by) activations is :class:`~gradvis.nn.Neg` (``Reciprocal``) then the
+  constant's layer. ``Max`` / ``Min`` of two activations are
+  :class:`~gradvis.nn.Maximum` / :class:`~gradvis.nn.Minimum`.
+- **Conditions on the activations** (:mod:`.masks`): ``Greater``, ``Less``,
+  ``Equal``... of activations become a :class:`~gradvis.nn.Compare` 0/1 mask,
+  ``Not`` / ``And`` / ``Or`` work on masks, and ``Where`` on one is a
+  :class:`~gradvis.nn.Select` (``torch.where(x > t, a, b)``).
+- ``InstanceNormalization`` (and GroupNorm's export around it) is a
+  :class:`~gradvis.nn.LayerNorm` over the axes after the channels;
+  ``Softplus`` -> ``Greater`` -> ``Where`` (the torch.export-based exporter's
+  ``nn.Softplus``) is one :class:`~gradvis.nn.Softplus` with PyTorch's threshold.
 - ``ReduceMean`` over the spatial axes [2, 3] (``x.mean((2, 3))``) is global
   average pooling (flattened when keepdims=0); other reductions (``ReduceMean``,
   ``ReduceSum``, ``ReduceMax`` on any axes but the batch) are a
@@ -60,7 +72,9 @@ What the importer does with the graph:
   ``Where``, arithmetic, ``Reshape``, ``Transpose``... on constants and shapes
   are computed once (``F.pad``'s export, ShuffleNet's ``x.size(0)``). What
   depends on the image's values cannot be: the error names the node where the
-  dependence enters and suggests folding with onnxsim or onnxruntime. The batch
+  dependence enters (an operator evaluated on constants only, given activations, is
+  reported as unsupported) and, for shape arithmetic, suggests folding with
+  onnxsim or onnxruntime. The batch
   size stays free: a leading ``0``, ``-1`` or the exported batch size in a
   ``Reshape`` is the batch axis.
 - Complex or string initializers, and a Conv whose bias names no initializer,

@@ -3,8 +3,8 @@ Softplus, Softsign, Mish, ThresholdedReLU, Log, Reciprocal, PReLU, Maximum,
 Minimum, a minimum reduction): float64 references, finite differences, PyTorch's
 values and gradients (ties and kinks included), dtypes, extreme inputs, saving and
 DeepLIFT's summation to delta; instance and group norms, reflect, replicate and
-circular padding, and torch.where on conditions of the activations (Compare,
-Select) imported from PyTorch.
+circular padding, torch.where on conditions of the activations (Compare, Select),
+and repeat / expand_as of activations (Tile) imported from PyTorch.
 Their ONNX graphs are in test_onnx_ops.py, DeepLIFT against Captum on ELU and
 Softplus in test_attribution_reference.py."""
 import math
@@ -15,7 +15,7 @@ import pytest
 
 import gradvis
 from gradvis.nn import (CELU, ELU, SELU, Compare, Conv2d, Flatten, Linear, Log, Maximum, Minimum, Mish, Model, Pad,
-                        PReLU, Reciprocal, Reduce, Select, Softplus, Softsign, ThresholdedReLU)
+                        PReLU, Reciprocal, Reduce, Select, Softplus, Softsign, ThresholdedReLU, Tile)
 from conftest import require, require_onnx, require_torch
 
 
@@ -405,3 +405,37 @@ def test_where_on_conditions_of_the_activations_imports_and_matches_pytorch(expo
         torch.manual_seed(i)
         X = np.random.default_rng(0).standard_normal((3, 3, 6, 6))
         _export_matches_pytorch(torch, Net(f).eval(), exporter, (2, 3, 6, 6), X, f"where pattern {i}")
+
+
+def test_tile_repeats_and_sums_its_gradient():
+    rng = np.random.default_rng(80)
+    x = rng.standard_normal((2, 3, 1, 4))
+    layer = Tile((2, 5, 1))
+    out, cache = layer.forward([x], {}, {}, "test", None)
+    np.testing.assert_array_equal(out, np.tile(x, (1, 2, 5, 1)))
+    dout = rng.standard_normal(out.shape)
+    dx = layer.backward(dout, cache)[0][0]
+    v = rng.standard_normal(x.shape)
+    assert np.isclose((layer.forward([v], {}, {}, "test", None)[0] * dout).sum(), (v * dx).sum(), rtol=1e-12)
+    with pytest.raises(ValueError, match="one per axis after the batch"):
+        Tile((2, 2)).output_shape([(3, 1, 4)])
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_repeat_and_expand_as_of_activations_import_and_match_pytorch(exporter):
+    torch = _exporter_ready(exporter)
+    nn = torch.nn
+
+    class SE(nn.Module):     # a gate written with expand_as, then a channel repeat
+        def __init__(self):
+            super().__init__()
+            self.c1, self.fc, self.c2 = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 1), nn.Conv2d(8, 2, 1)
+
+        def forward(self, x):
+            x = self.c1(x)
+            g = torch.sigmoid(self.fc(x.mean((2, 3), keepdim=True)))
+            return self.c2((x * g.expand_as(x)).repeat(1, 2, 1, 1)).flatten(1)
+
+    torch.manual_seed(0)
+    X = np.random.default_rng(0).standard_normal((3, 3, 6, 6))
+    _export_matches_pytorch(torch, SE().eval(), exporter, (2, 3, 6, 6), X, "expand_as and repeat")

@@ -152,6 +152,12 @@ def graphs(ox):
                         n("Add", ["a", "b"], ["ab"]), n("Add", ["ab", "cc"], ["abc"]), n("Add", ["abc", "d"], ["y"])],
                        {"t": np.array(0.2, F32), "k": np.array(0.1, F32), "one": np.array(1.0, F32),
                         "mone": np.array(-1.0, F32), "lo": w(4, 1, 1), "zero": np.array(0.0, F32)}, 18),
+        # x.repeat and y.expand_as(x) of activations
+        "tile_expand": ([n("ReduceMean", ["x"], ["m"], axes=[2, 3], keepdims=1), n("Expand", ["m", "shp"], ["e"]),
+                         n("Mul", ["x", "e"], ["g"]), n("Tile", ["g", "reps"], ["t"]),
+                         n("Slice", ["t", "s0", "s1", "ax"], ["y"])],
+                        {"shp": i64(1, 4, 6, 6), "reps": i64(1, 2, 1, 3), "s0": i64(2), "s1": i64(10), "ax": i64(1)},
+                        17),
         # constant - x and constant / x
         "constant_first": ([n("Sub", ["c", "x"], ["a"]), n("Mul", ["x", "x"], ["xx"]), n("Add", ["xx", "one"], ["q"]),
                             n("Div", ["cc", "q"], ["b"]), n("Add", ["a", "b"], ["y"])],
@@ -203,7 +209,7 @@ def graphs(ox):
                                   "resize_cubic", "gathernd_where_concat", "gathernd_batch_dims", "gemm_transa", "upsample_opset9",
                                   "softmax_reductions", "pointwise", "gelu_opset20", "activations",
                                   "extrema_and_global_max", "instance_and_group_norm", "pad_modes",
-                                  "constant_first", "conditions",
+                                  "constant_first", "conditions", "tile_expand",
                                   "convnext_block", "layernorm_trailing_and_matmuls", "flatten_squeeze_gemm"])
 def test_graph_matches_reference_and_finite_differences(ox, name):
     nodes, inits, opset = graphs(ox)[name]

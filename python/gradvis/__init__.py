@@ -45,7 +45,7 @@ from .nn import (Add, AvgPool2d, BatchNorm1d, BatchNorm2d, Bias, Clip, Concat, C
 from .nn import (GELU, Abs, Erf, Exp, GatherND, LayerNorm, LogSoftmax, MatMul, Neg, Pow, Reduce, Reshape, Resize, Slice,
                  Softmax, Sqrt, Transpose)
 from .nn import (CELU, ELU, SELU, Compare, Log, Maximum, Minimum, Mish, PReLU, Reciprocal, Select, Softplus,
-                 Softsign, ThresholdedReLU)
+                 Softsign, ThresholdedReLU, Tile)
 from .io import from_torch, load_any, load_cs231n_h5, load_image, load_model, load_onnx, load_pretrained
 from .attribution import compute_saliency_maps, smoothgrad_saliency_maps
 from .attacks import make_fooling_image
@@ -63,7 +63,7 @@ __all__ = [
     "LayerNorm", "GELU", "Erf", "Pow", "Sqrt", "Neg", "Abs", "Exp", "Transpose", "Reshape", "Slice",
     "GatherND", "Resize", "Reduce", "Softmax", "LogSoftmax", "MatMul",
     "Log", "Reciprocal", "ELU", "SELU", "CELU", "Softplus", "Softsign", "Mish", "ThresholdedReLU",
-    "Maximum", "Minimum", "PReLU", "Compare", "Select",
+    "Maximum", "Minimum", "PReLU", "Compare", "Select", "Tile",
     "load_model",
     "load_onnx",
     "from_torch",

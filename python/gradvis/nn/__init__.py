@@ -31,7 +31,7 @@ from .pointwise import (CELU, ELU, GELU, SELU, Abs, Erf, Exp, Log, Mish, Neg, Po
 from .pooling import AvgPool2d, GlobalAvgPool, MaxPool2d
 from .reduce import LogSoftmax, Reduce, Softmax
 from .registry import LAYER_TYPES
-from .tensor import GatherND, Reshape, Resize, Slice, Transpose
+from .tensor import GatherND, Reshape, Resize, Slice, Tile, Transpose
 
 __all__ = [
     "Model", "Node", "Layer", "LayerNotFoundError", "INPUT", "LAYER_TYPES",
@@ -42,5 +42,5 @@ __all__ = [
     "LayerNorm", "GELU", "Erf", "Pow", "Sqrt", "Neg", "Abs", "Exp", "Transpose", "Reshape", "Slice",
     "GatherND", "Resize", "Reduce", "Softmax", "LogSoftmax", "MatMul",
     "Log", "Reciprocal", "ELU", "SELU", "CELU", "Softplus", "Softsign", "Mish", "ThresholdedReLU",
-    "Maximum", "Minimum", "PReLU", "Compare", "Select",
+    "Maximum", "Minimum", "PReLU", "Compare", "Select", "Tile",
 ]

@@ -12,7 +12,7 @@ from .pointwise import (CELU, ELU, GELU, SELU, Abs, Erf, Exp, Log, Mish, Neg, Po
                         Softsign, Sqrt, ThresholdedReLU)
 from .pooling import AvgPool2d, GlobalAvgPool, MaxPool2d
 from .reduce import LogSoftmax, Reduce, Softmax
-from .tensor import GatherND, Reshape, Resize, Slice, Transpose
+from .tensor import GatherND, Reshape, Resize, Slice, Tile, Transpose
 
 __all__ = ["LAYER_TYPES"]
 
@@ -24,4 +24,4 @@ LAYER_TYPES = {cls.type: cls for cls in (
     # what imported graphs use beyond the CS231n set
     LayerNorm, GELU, Erf, Pow, Sqrt, Neg, Abs, Exp, Transpose, Reshape, Slice, GatherND, Resize, Reduce, Softmax,
     LogSoftmax, MatMul, Log, Reciprocal, ELU, SELU, CELU, Softplus, Softsign, Mish, ThresholdedReLU, Maximum, Minimum,
-    PReLU, Compare, Select)}
+    PReLU, Compare, Select, Tile)}

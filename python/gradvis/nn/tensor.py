@@ -1,6 +1,6 @@
 """Layers that move values without arithmetic (or, for Resize, interpolate them):
-transposition, reshaping, slicing, gathering and resizing of (N, ...) activations,
-each with its gradient. The batch axis 0 is never moved or merged."""
+transposition, reshaping, slicing, tiling, gathering and resizing of (N, ...)
+activations, each with its gradient. The batch axis 0 is never moved or merged."""
 from __future__ import annotations
 
 import math
@@ -9,7 +9,7 @@ import numpy as np
 
 from .module import Layer
 
-__all__ = ["Transpose", "Reshape", "Slice", "GatherND", "Resize"]
+__all__ = ["Transpose", "Reshape", "Slice", "Tile", "GatherND", "Resize"]
 
 
 def _ints(v, what, lo=None):
@@ -147,6 +147,42 @@ class Slice(Layer):
         dx = np.zeros(cache, dout.dtype)
         dx[self._index(len(cache))] = dout
         return [dx], {}
+
+class Tile(Layer):
+    """Each sample repeated ``repeats[i]`` times along its axis i + 1 (ONNX Tile,
+    ``x.repeat``; ONNX Expand of size-1 axes, ``y.expand_as(x)``). The gradient sums
+    the copies.
+
+    Shapes: (N, d1, ..., dk) -> (N, r1 d1, ..., rk dk).
+    """
+    type = "Tile"
+
+    def __init__(self, repeats):
+        self.repeats = _ints(repeats, "Tile: repeats", lo=1)
+
+    def config(self):
+        return dict(repeats=list(self.repeats))
+
+    def describe(self):
+        return f"Tile {'x'.join(map(str, self.repeats))}"
+
+    def output_shape(self, input_shapes):
+        s = tuple(input_shapes[0])
+        if len(s) != len(self.repeats):
+            raise ValueError(f"repeats {self.repeats} for an input {_fmt(s)}: one per axis after the batch")
+        return tuple(d * r for d, r in zip(s, self.repeats))
+
+    def forward(self, inputs, params, buffers, mode, rng):
+        x = inputs[0]
+        self.output_shape([x.shape[1:]])
+        return np.tile(x, (1,) + self.repeats), x.shape
+
+    def backward(self, dout, cache):
+        split = [cache[0]]
+        for r, d in zip(self.repeats, cache[1:]):
+            split += [r, d]
+        g = np.asarray(dout).reshape(split)
+        return [g.sum(axis=tuple(range(1, len(split), 2)))], {}
 
 class GatherND(Layer):
     """Entries of ``axes`` of each sample picked by index tuples: with ``indices`` of

@@ -53,7 +53,8 @@ What the importer does with the graph:
   (ShuffleNet's channel shuffle), ``Slice``, ``Split`` and ``Gather`` by evenly
   spaced constant indices are layers with gradients
   (:class:`~gradvis.nn.Transpose`, :class:`~gradvis.nn.Reshape`,
-  :class:`~gradvis.nn.Slice`); the batch axis may not be sliced or merged, and moved
+  :class:`~gradvis.nn.Slice`), as are ``Tile`` and ``Expand`` of activations
+  (:class:`~gradvis.nn.Tile`); the batch axis may not be sliced or merged, and moved
   only where the next nodes move it back: ``Transpose`` -> ``GatherND`` ->
   ``Transpose`` (the torch.export-based exporter's adaptive average pooling) is one
   :class:`~gradvis.nn.GatherND`, and ``Transpose`` (1, 0) into a ``Gemm`` with

@@ -29,7 +29,7 @@ SUPPORTED_OPS = (
     "PRelu (constant slope)", "Max and Min (two tensors, or a tensor and a constant scalar)", "MaxPool",
     "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin",
     "Softmax", "LogSoftmax", "Gemm", "MatMul (by a constant)", "Flatten", "Reshape", "Transpose",
-    "Squeeze", "Unsqueeze", "Slice", "Split", "Gather (constant indices)", "GatherND (constant indices)",
+    "Squeeze", "Unsqueeze", "Slice", "Split", "Tile", "Expand", "Gather (constant indices)", "GatherND (constant indices)",
     "Resize", "Upsample", "Add", "Sub", "Mul", "Div", "Where", "Greater, Less, GreaterOrEqual, LessOrEqual, Equal, Not, And, Or (conditions)", "Concat", "Dropout", "Pad (constant, reflect, edge, wrap)",
     "Identity", "Cast (to float)",
 )
@@ -43,7 +43,7 @@ CONSTANT_INPUTS = {
     "LayerNormalization": {1: "scale", 2: "bias"}, "InstanceNormalization": {1: "scale", 2: "B (the bias)"},
     "Reshape": {1: "the target shape"},
     "Slice": {1: "starts", 2: "ends", 3: "axes", 4: "steps"}, "Pad": {1: "pads", 2: "constant_value", 3: "axes"},
-    "Resize": {2: "scales", 3: "sizes"}, "Upsample": {1: "scales"}, "Split": {1: "split"},
+    "Resize": {2: "scales", 3: "sizes"}, "Tile": {1: "repeats"}, "Expand": {1: "the shape"}, "Upsample": {1: "scales"}, "Split": {1: "split"},
     "Gather": {1: "the indices"}, "GatherND": {1: "the indices"},
     "Squeeze": {1: "axes"}, "Unsqueeze": {1: "axes"}, "ReduceMean": {1: "axes"},
     "ReduceSum": {1: "axes"}, "ReduceMax": {1: "axes"}, "ReduceMin": {1: "axes"},

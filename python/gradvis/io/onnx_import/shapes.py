@@ -9,7 +9,7 @@ import math
 import numpy as np
 
 from ...nn import Flatten
-from ...nn.tensor import GatherND, Reshape, Resize, Slice, Transpose
+from ...nn.tensor import GatherND, Reshape, Resize, Slice, Tile, Transpose
 from .constants import slice_bounds
 from .reader import ONNXImportError
 
@@ -46,6 +46,38 @@ class ShapeOps:
             self.emit(node, Flatten(), [src], out=out)
         else:
             self.emit(node, Reshape(shape), [src], out=out)
+
+    def _tile(self, node, src, repeats):
+        if all(r == 1 for r in repeats):
+            self.alias(node, node.outputs[0], src)
+        else:
+            self.emit(node, Tile(repeats), [src])
+
+    def op_Tile(self, node):
+        """Tile of activations (``x.repeat``), the batch axis repeated once."""
+        src = self.activation(node, node.inputs[0])
+        reps = [int(v) for v in np.asarray(self.constant(node, 1, "repeats")).reshape(-1)]
+        if len(reps) != len(self.shape[src]) + 1 or min(reps) < 1:
+            raise ONNXImportError(f"{node.where()}: repeats {reps} for a {len(self.shape[src]) + 1}-D input")
+        if reps[0] != 1:
+            raise self.unsupported(node, f"Tile along the batch axis (repeats {reps})")
+        self._tile(node, src, reps[1:])
+
+    def op_Expand(self, node):
+        """Expand of activations to a shape (``y.expand_as(x)``): their size-1 axes
+        repeated; the batch axis stays the input's."""
+        src = self.activation(node, node.inputs[0])
+        sample = tuple(self.shape[src])
+        shape = tuple(int(v) for v in np.asarray(self.constant(node, 1, "the shape")).reshape(-1))
+        if len(shape) > len(sample) + 1:
+            raise self.unsupported(node, f"Expand of an input (N, {', '.join(map(str, sample))}) to more axes "
+                                         f"{shape}")
+        try:
+            full = np.broadcast_shapes((1,) + sample, shape)
+        except ValueError:
+            raise ONNXImportError(f"{node.where()}: shape {shape} does not broadcast with the input "
+                                  f"(N, {', '.join(map(str, sample))})") from None
+        self._tile(node, src, [t // d for t, d in zip(full[1:], sample)])
 
     def op_Reshape(self, node):
         src = self.activation(node, node.inputs[0])

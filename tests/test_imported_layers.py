@@ -222,3 +222,25 @@ def test_concat_on_any_axis_matches_torch(axis, dtype):
     assert rel_err(out, ref.detach().numpy()) < 1e-6
     for d, t in zip(dxs, ts):
         assert d.dtype == dtype and rel_err(d, t.grad.numpy()) < 1e-6
+
+
+def test_nearest_resize_reads_the_rows_pytorch_reads():
+    """F.interpolate(mode='nearest') takes source index floor(o * in / out) with the
+    product in float32, by size or by scale_factor; in float64 o / (out / in) fell
+    just under an integer for some sizes (14 -> 18: row 9 read row 6, not 7)."""
+    torch = require_torch()
+    from gradvis.nn import Resize
+    for n_in in range(1, 33):
+        x = np.arange(n_in, dtype=np.float32).reshape(1, 1, n_in, 1)
+        for n_out in range(1, 49):
+            got = Resize((n_out, 1), "nearest", "asymmetric", "floor").forward([x], {}, {}, "test", None)[0]
+            want = torch.nn.functional.interpolate(torch.tensor(x), size=(n_out, 1), mode="nearest").numpy()
+            np.testing.assert_array_equal(got, want, err_msg=f"{n_in} -> {n_out}")
+        for f in (0.5, 1.5, 2.0, 2.5, 3.0, 0.75, 1.3):
+            n_out = int(np.floor(n_in * f))
+            if n_out < 1:
+                continue
+            got = Resize((n_out, 1), "nearest", "asymmetric", "floor", scales=(f, 1.0)).forward(
+                [x], {}, {}, "test", None)[0]
+            want = torch.nn.functional.interpolate(torch.tensor(x), scale_factor=(f, 1.0), mode="nearest").numpy()
+            np.testing.assert_array_equal(got, want, err_msg=f"{n_in} x {f}")

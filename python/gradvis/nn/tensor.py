@@ -274,6 +274,7 @@ def _resize_matrix(n_in, n_out, mode, coord, nearest_mode="round_prefer_floor", 
     with ``exclude_outside`` drops them and renormalizes the rest). ``scale`` is the
     factor of the coordinate transforms, n_out / n_in unless given (ONNX's ``scales``
     input, PyTorch's ``scale_factor``: 1.5 maps 7 pixels to 10, at 1 / 1.5 apart)."""
+    given = scale
     scale = n_out / n_in if scale is None else scale
     o = np.arange(n_out, dtype=np.float64)
     if coord == "half_pixel":
@@ -289,6 +290,19 @@ def _resize_matrix(n_in, n_out, mode, coord, nearest_mode="round_prefer_floor", 
                          "(half_pixel, pytorch_half_pixel, align_corners, asymmetric are)")
     m = np.zeros((n_out, n_in))
     if mode == "nearest":
+        if coord == "asymmetric" and nearest_mode == "floor":
+            # PyTorch's 'nearest' (how it exports F.interpolate's default): index o when
+            # n_out == n_in, o // 2 when n_out == 2 n_in, else floor(o * s) with s =
+            # n_in / n_out (or 1 / scale_factor) and the product in float32. In float64,
+            # o / (n_out / n_in) put 14 -> 18's row 9 at 6.999... (row 6, where PyTorch
+            # and onnxruntime read row 7).
+            if n_out == n_in:
+                src = o
+            elif n_out == 2 * n_in:
+                src = np.floor(o / 2)
+            else:
+                inv = np.float32(np.float32(n_in) / np.float32(n_out)) if given is None else np.float32(1.0 / given)
+                src = np.floor(o.astype(np.float32) * inv).astype(np.float64)
         if nearest_mode == "round_prefer_floor":
             i = np.ceil(src - 0.5)
         elif nearest_mode == "round_prefer_ceil":

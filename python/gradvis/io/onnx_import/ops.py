@@ -394,10 +394,10 @@ class LayerOps(Patterns, ShapeOps, MaskOps):
             return
         src = self.activation(node, ins[const.index(False)])
         c = np.asarray(self.constant(node, const.index(True), "the constant operand"), np.float64)
-        if c.size != 1:
-            raise self.unsupported(node, f"{node.op} of activations and a constant of shape {c.shape} "
-                                         "(a constant scalar is supported)")
-        c = float(c.reshape(()))
+        if c.size != 1 and not (c.size and (c == c.reshape(-1)[0]).all()):   # (torch.zeros_like(x) is one value)
+            raise self.unsupported(node, f"{node.op} of activations and a constant of shape {c.shape} that "
+                                         "varies (a constant scalar is supported)")
+        c = float(c.reshape(-1)[0])
         self.emit(node, Clip(c, None) if cls is Maximum else Clip(None, c), [src])
 
     def op_Max(self, node):

@@ -8,8 +8,9 @@ import math
 
 import numpy as np
 
-from ...nn import (Add, AvgPool2d, BatchNorm1d, BatchNorm2d, Bias, Clip, Concat, Conv2d, Div, GlobalAvgPool, HardSigmoid, HardSwish, LeakyReLU, Linear, MaxPool2d, Maximum, Minimum, Mul, Pad, PReLU,
-                   ReLU, ReLU6, Scale, SiLU, Sigmoid, Sub, Tanh)
+from ...nn import (Add, AvgPool2d, BatchNorm1d, BatchNorm2d, Bias, Clip, Concat, Conv2d, Div, GlobalAvgPool,
+                   HardSigmoid, HardSwish, LeakyReLU, Linear, MaxPool2d, Maximum, Minimum, Mul, Pad, PReLU, ReLU,
+                   ReLU6, Scale, SiLU, Sigmoid, Sub, Tanh)
 from ...nn.layernorm import LayerNorm
 from ...nn.matmul import MatMul
 from ...nn.pointwise import (CELU, ELU, GELU, SELU, Abs, Erf, Exp, Log, Mish, Neg, Pow, Reciprocal, Softplus,
@@ -23,15 +24,17 @@ from .shapes import ShapeOps
 __all__ = ["LayerOps", "SUPPORTED_OPS", "CONSTANT_INPUTS"]
 
 SUPPORTED_OPS = (
-    "Conv", "BatchNormalization", "LayerNormalization", "InstanceNormalization (also GroupNorm's export)", "Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh",
-    "HardSigmoid", "HardSwish", "Swish (alpha 1)", "Gelu", "Erf", "Pow (constant exponent)", "Sqrt", "Neg",
-    "Abs", "Exp", "Log", "Reciprocal", "Elu", "Selu", "Celu", "Softplus", "Softsign", "Mish", "ThresholdedRelu",
-    "PRelu (constant slope)", "Max and Min (two tensors, or a tensor and a constant scalar)", "MaxPool",
-    "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin",
+    "Conv", "BatchNormalization", "LayerNormalization", "InstanceNormalization (also GroupNorm's export)",
+    "Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Swish (alpha 1)", "Gelu", "Erf",
+    "Pow (constant exponent)", "Sqrt", "Neg", "Abs", "Exp", "Log", "Reciprocal", "Elu", "Selu", "Celu",
+    "Softplus", "Softsign", "Mish", "ThresholdedRelu", "PRelu (constant slope)",
+    "Max and Min (two tensors, or a tensor and a constant scalar)", "MaxPool", "AveragePool",
+    "GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin",
     "Softmax", "LogSoftmax", "Gemm", "MatMul (by a constant)", "Flatten", "Reshape", "Transpose",
-    "Squeeze", "Unsqueeze", "Slice", "Split", "Tile", "Expand", "Gather (constant indices)", "GatherND (constant indices)",
-    "Resize", "Upsample", "Add", "Sub", "Mul", "Div", "Where", "Greater, Less, GreaterOrEqual, LessOrEqual, Equal, Not, And, Or (conditions)", "Concat", "Dropout", "Pad (constant, reflect, edge, wrap)",
-    "Identity", "Cast (to float)",
+    "Squeeze", "Unsqueeze", "Slice", "Split", "Tile", "Expand", "Gather (constant indices)",
+    "GatherND (constant indices)", "Resize", "Upsample", "Add", "Sub", "Mul", "Div", "Where",
+    "Greater, Less, GreaterOrEqual, LessOrEqual, Equal, Not, And, Or (conditions)", "Concat", "Dropout",
+    "Pad (constant, reflect, edge, wrap)", "Identity", "Cast (to float)",
 )
 
 
@@ -43,7 +46,8 @@ CONSTANT_INPUTS = {
     "LayerNormalization": {1: "scale", 2: "bias"}, "InstanceNormalization": {1: "scale", 2: "B (the bias)"},
     "Reshape": {1: "the target shape"},
     "Slice": {1: "starts", 2: "ends", 3: "axes", 4: "steps"}, "Pad": {1: "pads", 2: "constant_value", 3: "axes"},
-    "Resize": {2: "scales", 3: "sizes"}, "Tile": {1: "repeats"}, "Expand": {1: "the shape"}, "Upsample": {1: "scales"}, "Split": {1: "split"},
+    "Resize": {2: "scales", 3: "sizes"}, "Tile": {1: "repeats"}, "Expand": {1: "the shape"},
+    "Upsample": {1: "scales"}, "Split": {1: "split"},
     "Gather": {1: "the indices"}, "GatherND": {1: "the indices"},
     "Squeeze": {1: "axes"}, "Unsqueeze": {1: "axes"}, "ReduceMean": {1: "axes"},
     "ReduceSum": {1: "axes"}, "ReduceMax": {1: "axes"}, "ReduceMin": {1: "axes"},
@@ -648,7 +652,8 @@ class LayerOps(Patterns, ShapeOps, MaskOps):
             first, then, params = ((Neg(), Bias(c.shape), {"bias": c}) if node.op == "Sub" else
                                    (Reciprocal(), Scale(c.shape), {"scale": c}))
             tmp = node.outputs[0] + "#" + first.type.lower()
-            self.emit(node, first, [src], out=tmp, name=self.fresh_name(f"{self.names[node.index]}.{first.type.lower()}"))
+            self.emit(node, first, [src], out=tmp,
+                      name=self.fresh_name(f"{self.names[node.index]}.{first.type.lower()}"))
             self.emit(node, then, [self.tensor[tmp]], params)
             return
         self.emit(node, const_layer(c.shape), [src], const_params(c))

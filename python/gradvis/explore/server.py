@@ -556,9 +556,12 @@ def create_app(model=None, model_path=None, images_dir=None, token=None, allowed
                     job.seen = time.monotonic()
                     if job.version != version:
                         version = job.version
+                        # done read once: a job finishing while the event is sent would
+                        # otherwise end the stream on a progress event, with no result
+                        done = job.done
                         d = ex.job_json(job)
-                        yield f"event: {'result' if job.done else 'progress'}\ndata: {json.dumps(d)}\n\n"
-                        if job.done:
+                        yield f"event: {'result' if done else 'progress'}\ndata: {json.dumps(d)}\n\n"
+                        if done:
                             return
                     if await request.is_disconnected():
                         return

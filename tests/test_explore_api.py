@@ -371,6 +371,40 @@ def test_event_stream(client, image_id):
     assert client.get(f"/api/jobs/{job}").json()["status"] == "done"
 
 
+def test_event_stream_ends_with_the_result_when_the_job_finishes_as_an_event_is_sent(client):
+    """The job finishes right after the stream has read it as running (forced here on
+    that read): the stream must still end with one result event, not on the progress
+    event it was sending."""
+    from gradvis.explore.jobs import Job, RUNNING
+    ex = client.app.state.explorer
+    gate = threading.Event()
+    job = ex.queue.submit(lambda job: gate.wait(10) or 1, kind="racy", long=True)
+    armed = [True]
+
+    class Racy(Job):
+        @property
+        def done(self):
+            # (only the stream's read: the queue reads it too, under its lock)
+            if armed[0] and self.status == RUNNING and sys._getframe(1).f_code.co_name == "events":
+                armed[0] = False
+                gate.set()                      # it finishes now...
+                t0 = time.monotonic()
+                while not Job.done.fget(self) and time.monotonic() - t0 < 10:
+                    time.sleep(0.002)
+                return False                    # ...just after this read said it was running
+            return Job.done.fget(self)
+    job.__class__ = Racy
+    t0 = time.monotonic()
+    while job.status != RUNNING and time.monotonic() - t0 < 10:
+        time.sleep(0.002)
+    events = []
+    with client.stream("GET", f"/api/jobs/{job.id}/events") as r:
+        for line in r.iter_lines():
+            if line.startswith("event: "):
+                events.append(line[7:])
+    assert not armed[0], "the stream never read the job as running"
+    assert events[-1] == "result" and events.count("result") == 1, events
+
 def test_queue_bounds_waiting_abandoned_and_finished_jobs():
     q = JobQueue(max_queued=2, max_finished=3, keep_s=600, abandon_s=0.3)
     gate = threading.Event()

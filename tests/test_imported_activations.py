@@ -176,7 +176,7 @@ def test_maximum_minimum_match_pytorch_with_ties(cls, tfun, shapes):
     b = np.round(rng.standard_normal(shapes[1]), 1)
     layer = cls()
     out, cache = layer.forward([a, b], {}, {}, "test", None)
-    assert out.shape == layer.output_shape([a.shape, b.shape]) or out.shape[1:] == layer.output_shape(
+    assert out.shape == layer.output_shape([a.shape, b.shape]) and out.shape[1:] == layer.output_shape(
         [a.shape[1:], b.shape[1:]])
     dout = rng.standard_normal(out.shape)
     (da, db), _ = layer.backward(dout, cache)

@@ -182,12 +182,13 @@ class _Extremum(_Binary):
 
     def forward(self, inputs, params, buffers, mode, rng):
         a, b = self._operands(inputs)
-        return self._pick(a, b), (a, b)
+        out = self._pick(a, b)
+        return out, (a, b, out)
 
     def backward(self, dout, cache):
-        a, b = cache
+        a, b, out = cache
         dout = np.asarray(dout)
-        wins = self._pick(a, b) == a          # a gave the value (or tied)
+        wins = out == a          # a gave the value (or tied)
         tie = a == b
         half = dout * dout.dtype.type(0.5)
         da = np.where(tie, half, np.where(wins, dout, 0))
@@ -502,10 +503,9 @@ class PReLU(Layer):
         return np.where(pos, x, a * x), (x, a, pos)
 
     def backward(self, dout, cache):
-        x, a, pos = cache
+        x, _, pos = cache
         dout = np.asarray(dout, dtype=x.dtype)
-        dx = np.where(pos, dout, a * dout)
-        return [dx], {"slope": _reduce_to(np.where(pos, 0, dout * x), self.shape)}
+        return self.backward_inputs(dout, cache), {"slope": _reduce_to(np.where(pos, 0, dout * x), self.shape)}
 
     def backward_inputs(self, dout, cache):
         x, a, pos = cache

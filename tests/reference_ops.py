@@ -5,8 +5,8 @@ import numpy as np
 from helpers import numeric_grad  # noqa: F401  (tests use ref.numeric_grad)
 
 
-def out_size(n, k, s, pad_lo, pad_hi, ceil_mode):
-    span = n + pad_lo + pad_hi - k
+def out_size(n, k, s, pad_lo, pad_hi, ceil_mode, dilation=1):
+    span = n + pad_lo + pad_hi - (k - 1) * dilation - 1
     o = (-(-span // s) if ceil_mode else span // s) + 1
     if ceil_mode and (o - 1) * s >= n + pad_lo:
         o -= 1
@@ -25,13 +25,13 @@ def _pair(v):
     return (v, v) if isinstance(v, int) else tuple(v)
 
 
-def max_pool2d(x, kernel, stride, padding=0, ceil_mode=False):
+def max_pool2d(x, kernel, stride, padding=0, ceil_mode=False, dilation=1):
     """Returns (out, argmax) with argmax = h*W + w; first maximum in row-major window order."""
     x = np.asarray(x, np.float64)
-    (kh, kw), (sh, sw) = _pair(kernel), _pair(stride)
+    (kh, kw), (sh, sw), (dh, dw) = _pair(kernel), _pair(stride), _pair(dilation)
     pt, pb, pl, pr = _pads(padding)
     N, C, H, W = x.shape
-    OH, OW = out_size(H, kh, sh, pt, pb, ceil_mode), out_size(W, kw, sw, pl, pr, ceil_mode)
+    OH, OW = out_size(H, kh, sh, pt, pb, ceil_mode, dh), out_size(W, kw, sw, pl, pr, ceil_mode, dw)
     out = np.empty((N, C, OH, OW))
     am = np.empty((N, C, OH, OW), np.int64)
     for n in range(N):
@@ -39,8 +39,8 @@ def max_pool2d(x, kernel, stride, padding=0, ceil_mode=False):
             for oh in range(OH):
                 for ow in range(OW):
                     best, bi = -np.inf, None
-                    for i in range(oh * sh - pt, oh * sh - pt + kh):
-                        for j in range(ow * sw - pl, ow * sw - pl + kw):
+                    for i in range(oh * sh - pt, oh * sh - pt + kh * dh, dh):
+                        for j in range(ow * sw - pl, ow * sw - pl + kw * dw, dw):
                             if 0 <= i < H and 0 <= j < W:
                                 if bi is None:
                                     bi = i * W + j

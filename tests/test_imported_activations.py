@@ -341,6 +341,31 @@ def test_reflect_replicate_circular_padding_import_and_match_pytorch(exporter):
         X = np.random.default_rng(0).standard_normal((2, 3, 8, 9))
         _export_matches_pytorch(torch, Net(mode, pads).eval(), exporter, (2, 3, 8, 9), X, f"pad {mode}")
 
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_dilated_max_pooling_imports_and_matches_pytorch(exporter):
+    """MaxPool2d with a dilation (square, rectangular, in ceil mode, with padding)
+    through both exporters: values and input gradients against PyTorch's."""
+    torch = _exporter_ready(exporter)
+    nn = torch.nn
+    torch.manual_seed(0)
+    for pool in (nn.MaxPool2d(3, 1, 1, dilation=2), nn.MaxPool2d((2, 3), (2, 1), (1, 0), dilation=(3, 2)),
+                 nn.MaxPool2d(3, 2, 1, dilation=2, ceil_mode=True)):
+        net = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), pool, nn.ReLU(), nn.Conv2d(6, 4, 1), nn.Flatten()).eval()
+        X = np.random.default_rng(0).standard_normal((2, 3, 11, 12))
+        _export_matches_pytorch(torch, net, exporter, (2, 3, 11, 12), X, repr(pool))
+
+
+def test_dilated_average_pooling_is_refused_by_name():
+    require_onnx()
+    from onnx import TensorProto, helper
+    node = helper.make_node("AveragePool", ["input"], ["output"], kernel_shape=[3, 3], dilations=[2, 2])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 2, 9, 9])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 2, 5, 5])])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    with pytest.raises(gradvis.io.onnx_import.ONNXImportError, match="dilated average pooling"):
+        gradvis.load_onnx(proto.SerializeToString())
+
+
 def test_compare_and_select_match_torch_where_with_broadcasting_and_constants():
     torch = require_torch()
     rng = np.random.default_rng(70)

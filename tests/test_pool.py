@@ -10,7 +10,7 @@ import pytest
 
 from gradvis import _core
 import reference_ops as ref
-from conftest import require_torch
+from conftest import require_torch, simd_paths_test
 
 DTYPES = [np.float32, np.float64]
 
@@ -452,3 +452,141 @@ def test_global_avg_pool_bits_at_every_simd_level(level, tmp_path):
 def test_max_pool_2x2_simd_paths(level):
     from conftest import run_at_simd_level
     run_at_simd_level(level, POOL_2X2_SCRIPT)
+
+
+# ---------------------------------------------------------------------------- dilated max pooling
+def window_is_real(n, k, s, pad, d, o):
+    """Whether window o along an axis reads at least one cell of [0, n)."""
+    return any(0 <= o * s - pad + a * d < n for a in range(k))
+
+
+def dilated_cases(seed, n):
+    """Dilated max-pool geometries on maps of 1-21 rows and 1-40 columns (rows of
+    interior windows past a vector and not a multiple of one): windows 1-4 with
+    dilations 1-4, strides 1, 2 (each with its own interior sweep) and 3-5 (the
+    strided one), padding up to half the window, floor and ceil mode. Yields
+    ((H, W), kernel, stride, padding (t, b, l, r), dilation, ceil_mode, valid),
+    valid when every output window reads some cell (the reference's rule)."""
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        H, W = int(rng.integers(1, 22)), int(rng.integers(1, 41))
+        kh, kw = (int(v) for v in rng.integers(1, 5, 2))
+        dh, dw = (int(v) for v in rng.integers(1, 5, 2))
+        sh, sw = (int(rng.choice([1, 1, 2, 2, 3, 5])) for _ in range(2))
+        pads = tuple(int(rng.integers(0, k // 2 + 1)) for k in (kh, kh, kw, kw))
+        ceil_mode = bool(rng.random() < 0.4)
+        OH = ref.out_size(H, kh, sh, pads[0], pads[1], ceil_mode, dh)
+        OW = ref.out_size(W, kw, sw, pads[2], pads[3], ceil_mode, dw)
+        fits = ceil_mode or ((kh - 1) * dh < H + pads[0] + pads[1] and (kw - 1) * dw < W + pads[2] + pads[3])
+        valid = fits and OH >= 1 and OW >= 1 and \
+            all(window_is_real(H, kh, sh, pads[0], dh, o) for o in range(OH)) and \
+            all(window_is_real(W, kw, sw, pads[2], dw, o) for o in range(OW))
+        yield (H, W), (kh, kw), (sh, sw), pads, (dh, dw), ceil_mode, valid
+
+
+def check_dilated_max_pool(seed=21, n=250):
+    """Values and argmax against the float64 reference, bit for bit, in both
+    precisions, with ties (values from a few integers) and a NaN that must win
+    its windows; refused geometries raise a ValueError naming the cause."""
+    rng = np.random.default_rng(seed)
+    pooled = 0
+    for (H, W), k, st, pads, dil, ceil_mode, valid in dilated_cases(seed, n):
+        if not valid:
+            with pytest.raises(ValueError, match="read only padding|output would be empty|larger than the padded"):
+                _core.max_pool2d_forward(np.zeros((1, 1, H, W), np.float32), k, st, pads, ceil_mode, dil)
+            continue
+        for dtype in DTYPES:
+            x = rng.integers(-4, 5, (2, 3, H, W)).astype(dtype)
+            out, am = _core.max_pool2d_forward(x, k, st, pads, ceil_mode, dil)
+            rout, ram = ref.max_pool2d(x, k, st, pads, ceil_mode, dil)
+            np.testing.assert_array_equal(out, rout.astype(dtype))
+            np.testing.assert_array_equal(am, ram)
+            i, j = int(rng.integers(H)), int(rng.integers(W))
+            x[1, 2, i, j] = np.nan
+            out, am = _core.max_pool2d_forward(x, k, st, pads, ceil_mode, dil)
+            hit = am[1, 2] == i * W + j
+            assert np.isnan(out[1, 2][hit]).all() and np.isnan(out).sum() == hit.sum()
+        pooled += 1
+    assert pooled > n // 2
+
+
+def test_dilated_max_pool_matches_reference():
+    check_dilated_max_pool()
+
+
+test_dilated_max_pool_simd_paths = simd_paths_test("""
+from test_pool import check_dilated_max_pool
+check_dilated_max_pool(seed=22, n=150)
+""")
+
+
+@pytest.mark.parametrize("dilation", [2, (1, 3), (3, 2)])
+def test_dilated_max_pool_backward_matches_finite_differences(dilation):
+    rng = np.random.default_rng(23)
+    x = distinct(rng, (2, 2, 11, 13))
+    args = (3, (1, 2), 1, False, dilation)
+    out, am = _core.max_pool2d_forward(x, *args)
+    dout = rng.standard_normal(out.shape)
+    dx = _core.max_pool2d_backward(dout, am, x.shape)
+    num = ref.numeric_grad(lambda v: _core.max_pool2d_forward(v, *args)[0], x, dout)
+    np.testing.assert_allclose(dx, num, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dilated_max_pool_matches_torch(dtype):
+    """Values, indices and gradients against torch.nn.functional.max_pool2d on the
+    geometries PyTorch takes (symmetric padding, no window of padding only:
+    there PyTorch returns indices past the input)."""
+    torch = require_torch()
+    rng = np.random.default_rng(24)
+    compared = 0
+    for (H, W), k, st, pads, dil, ceil_mode, valid in dilated_cases(25, 300):
+        if not valid or pads[0] != pads[1] or pads[2] != pads[3]:
+            continue
+        x = distinct(rng, (2, 2, H, W)).astype(dtype)
+        xt = torch.tensor(x, requires_grad=True)
+        want, wam = torch.nn.functional.max_pool2d(xt, k, st, (pads[0], pads[2]), dil, ceil_mode,
+                                                   return_indices=True)
+        out, am = _core.max_pool2d_forward(x, k, st, pads, ceil_mode, dil)
+        np.testing.assert_array_equal(out, want.detach().numpy())
+        np.testing.assert_array_equal(am, wam.numpy())
+        dout = rng.standard_normal(out.shape).astype(dtype)
+        want.backward(torch.tensor(dout))
+        dx = _core.max_pool2d_backward(dout, am, x.shape)
+        np.testing.assert_allclose(dx, xt.grad.numpy(), **tol(dtype))
+        compared += 1
+    assert compared > 60
+
+
+@pytest.mark.parametrize("args, match", [
+    ((2, 1, 1, False, 6), "read only padding"),           # rows -1 and 5 of a 5-row map
+    ((2, 1, 0, False, 0), "dilation must be >= 1"),
+    ((3, 1, 0, False, (2, -1)), "dilation must be >= 1"),
+    ((3, 1, 0, False, 3), "with dilation \\(3, 3\\) is larger than the padded input"),
+    ((2, 1, 0, False, "2"), "dilation"),
+])
+def test_dilated_max_pool_bad_geometry(args, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        _core.max_pool2d_forward(np.zeros((1, 1, 5, 5), np.float32), *args)
+
+
+def test_max_pool_layer_dilation():
+    """MaxPool2d(dilation=...): shape, values through the model, config round trip."""
+    from gradvis.nn import MaxPool2d
+    rng = np.random.default_rng(26)
+    layer = MaxPool2d(3, stride=2, padding=1, dilation=(2, 3), ceil_mode=True)
+    x = rng.standard_normal((2, 3, 15, 17))
+    out, cache = layer.forward([x], {}, {}, "test", None)
+    want = ref.max_pool2d(x, 3, 2, 1, True, (2, 3))[0]
+    assert layer.output_shape([x.shape[1:]]) == want.shape[1:]
+    np.testing.assert_array_equal(out, want)
+    dout = rng.standard_normal(out.shape)
+    num = ref.numeric_grad(lambda v: layer.forward([v], {}, {}, "test", None)[0], x, dout)
+    np.testing.assert_allclose(layer.backward(dout, cache)[0][0], num, rtol=1e-6, atol=1e-7)
+    again = MaxPool2d(**layer.config())
+    assert again.dilation == (2, 3) and "dilation (2, 3)" in again.describe()
+    assert "dilation" not in MaxPool2d(2).config()
+    with pytest.raises(ValueError, match="dilation"):
+        MaxPool2d(2, dilation=0)
+    with pytest.raises(ValueError, match="dilation \\(1, 5\\)"):
+        MaxPool2d(2, dilation=(1, 5)).output_shape([(3, 4, 4)])

@@ -2,6 +2,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
 #include <string>
 #include <utility>
 #include <vector>
@@ -42,25 +43,47 @@ std::vector<index_t> pool_padding(const py::handle& obj, const char* fn) {
   return v;
 }
 
+// Whether every window along one axis reads at least one input cell: with a
+// dilation a window's taps can all fall in the padding (PyTorch then returns
+// indices outside the input).
+bool every_window_real(index_t n, index_t k, index_t stride, index_t pad, index_t dilation, index_t out) {
+  for (index_t o = 0; o < out; ++o) {
+    const index_t start = o * stride - pad;  // taps [lo, hi) land inside [0, n)
+    const index_t lo = start >= 0 ? 0 : (-start + dilation - 1) / dilation;
+    const index_t hi = start >= n ? 0 : std::min(k, (n - 1 - start) / dilation + 1);
+    if (lo >= hi) return false;
+  }
+  return true;
+}
+
 // Checks every geometry argument once and returns the shape the kernels use.
 Pool2dShape pool_shape(const char* fn, index_t N, index_t C, index_t H, index_t W, const py::handle& kernel,
-                       const py::handle& stride, const py::handle& padding, bool ceil_mode) {
+                       const py::handle& stride, const py::handle& padding, bool ceil_mode,
+                       const py::handle& dilation = py::int_(1)) {
   const auto k = pool_pair(kernel, fn, "kernel", 1);
   const auto st = pool_pair(stride, fn, "stride", 1);
   const auto p = pool_padding(padding, fn);
-  Pool2dShape s{N, C, H, W, k.first, k.second, st.first, st.second, p[0], p[1], p[2], p[3], 0, 0};
+  const auto d = pool_pair(dilation, fn, "dilation", 1);
+  Pool2dShape s{N, C, H, W, k.first, k.second, st.first, st.second, p[0], p[1], p[2], p[3], 0, 0, d.first, d.second};
   if (s.pt > s.kh / 2 || s.pb > s.kh / 2 || s.pl > s.kw / 2 || s.pr > s.kw / 2)
     throw py::value_error(cat(fn, ": padding (", s.pt, ", ", s.pb, ", ", s.pl, ", ", s.pr,
                               ") must be at most half the kernel (", s.kh, ", ", s.kw, ")"));
-  if (!ceil_mode && (s.kh > H + s.pt + s.pb || s.kw > W + s.pl + s.pr))
-    throw py::value_error(cat(fn, ": kernel (", s.kh, ", ", s.kw, ") is larger than the padded input (",
-                              H + s.pt + s.pb, ", ", W + s.pl + s.pr, ")"));
-  s.OH = window_out_size(H, s.kh, s.sh, s.pt, s.pb, 1, ceil_mode);
-  s.OW = window_out_size(W, s.kw, s.sw, s.pl, s.pr, 1, ceil_mode);
+  // the window's extent, dilation included (both at most 2^62: no overflow)
+  const index_t eh = (s.kh - 1) * s.dh + 1, ew = (s.kw - 1) * s.dw + 1;
+  if (!ceil_mode && (eh > H + s.pt + s.pb || ew > W + s.pl + s.pr))
+    throw py::value_error(cat(fn, ": kernel (", s.kh, ", ", s.kw, ")",
+                              s.dh * s.dw > 1 ? cat(" with dilation (", s.dh, ", ", s.dw, ")") : std::string(),
+                              " is larger than the padded input (", H + s.pt + s.pb, ", ", W + s.pl + s.pr, ")"));
+  s.OH = window_out_size(H, s.kh, s.sh, s.pt, s.pb, s.dh, ceil_mode);
+  s.OW = window_out_size(W, s.kw, s.sw, s.pl, s.pr, s.dw, ceil_mode);
   if (s.OH < 1 || s.OW < 1)
     throw py::value_error(cat(fn, ": output would be empty for input (", H, ", ", W, ") with kernel (", s.kh, ", ",
                               s.kw, "), stride (", s.sh, ", ", s.sw, ") and padding (", s.pt, ", ", s.pb, ", ", s.pl,
                               ", ", s.pr, ")"));
+  if (!every_window_real(H, s.kh, s.sh, s.pt, s.dh, s.OH) || !every_window_real(W, s.kw, s.sw, s.pl, s.dw, s.OW))
+    throw py::value_error(cat(fn, ": with dilation (", s.dh, ", ", s.dw, ") some windows of kernel (", s.kh, ", ",
+                              s.kw, "), stride (", s.sh, ", ", s.sw, ") and padding (", s.pt, ", ", s.pb, ", ", s.pl,
+                              ", ", s.pr, ") read only padding of the (", H, ", ", W, ") input"));
   return s;
 }
 
@@ -84,11 +107,12 @@ std::string hw_str(index_t a, index_t b) { return cat("(", a, ", ", b, ")"); }
 
 template <class T>
 py::tuple max_forward(const py::handle& xo, const py::handle& kernel, const py::handle& stride,
-                      const py::handle& padding, bool ceil_mode) {
+                      const py::handle& padding, bool ceil_mode, const py::handle& dilation) {
   const char* fn = "max_pool2d_forward";
   auto x = as_array<T>(xo, fn, "x");
   check_x4(x, fn, "x");
-  const Pool2dShape s = pool_shape(fn, x.shape(0), x.shape(1), x.shape(2), x.shape(3), kernel, stride, padding, ceil_mode);
+  const Pool2dShape s =
+      pool_shape(fn, x.shape(0), x.shape(1), x.shape(2), x.shape(3), kernel, stride, padding, ceil_mode, dilation);
   auto out = empty_array<T>({s.N, s.C, s.OH, s.OW});
   auto am = empty_array<std::int64_t>({s.N, s.C, s.OH, s.OW});
   T* po = out.mutable_data();
@@ -209,14 +233,17 @@ py::array gap_backward(const py::handle& douto, const py::handle& input_hw) {
 void register_pool2d(py::module_& m) {
   m.def(
       "max_pool2d_forward",
-      [](py::object x, py::object kernel, py::object stride, py::object padding, bool ceil_mode) {
+      [](py::object x, py::object kernel, py::object stride, py::object padding, bool ceil_mode,
+         py::object dilation) {
         return float_kind(x, "max_pool2d_forward", "x") == FloatKind::f32
-                   ? max_forward<float>(x, kernel, stride, padding, ceil_mode)
-                   : max_forward<double>(x, kernel, stride, padding, ceil_mode);
+                   ? max_forward<float>(x, kernel, stride, padding, ceil_mode, dilation)
+                   : max_forward<double>(x, kernel, stride, padding, ceil_mode, dilation);
       },
       py::arg("x"), py::arg("kernel"), py::arg("stride"), py::arg("padding") = 0, py::arg("ceil_mode") = false,
+      py::arg("dilation") = 1,
       "2-D max pooling of x (N,C,H,W). Returns (out, argmax); argmax is int64, h*W+w within the input plane.\n"
-      "kernel, stride: int or (h, w); padding: int, (ph, pw) or (top, bottom, left, right).");
+      "kernel, stride, dilation: int or (h, w); padding: int, (ph, pw) or (top, bottom, left, right).\n"
+      "A dilated window's cell (a, b) reads row oh*stride_h - top + a*dilation_h (as PyTorch's MaxPool2d).");
   m.def(
       "max_pool2d_backward",
       [](py::object dout, py::object argmax, py::object input_hw) -> py::array {

@@ -150,14 +150,23 @@ void max_pool_plane_2x2(T* out, std::int64_t* am, const T* x, const Pool2dShape&
 // Columns [owa, owb) have windows entirely inside the row; the others are clipped.
 inline void interior_cols(const Pool2dShape& s, index_t& owa, index_t& owb) {
   owa = std::min<index_t>((s.pl + s.sw - 1) / s.sw, s.OW);
-  const index_t last = s.W + s.pl - s.kw;  // ow*sw <= last
+  const index_t last = s.W + s.pl - ((s.kw - 1) * s.dw + 1);  // ow*sw <= last
   owb = last >= 0 ? std::min<index_t>(last / s.sw + 1, s.OW) : 0;
   if (owb < owa) owb = owa;
 }
 
+// The taps [lo, hi) of a window starting at `start` (dilation d, k taps) that
+// fall inside [0, n); empty when none does.
+inline void real_taps(index_t start, index_t k, index_t d, index_t n, index_t& lo, index_t& hi) {
+  lo = start >= 0 ? 0 : (-start + d - 1) / d;
+  hi = start >= n ? 0 : std::min<index_t>(k, (n - 1 - start) / d + 1);
+  if (hi < lo) hi = lo;
+}
+
 template <class T>
 [[gnu::always_inline]] inline void max_pool_plane_body(T* out, std::int64_t* am, const T* x, const Pool2dShape& s) {
-  const index_t H = s.H, W = s.W, OW = s.OW, kw = s.kw, sw = s.sw, pl = s.pl;
+  const index_t H = s.H, W = s.W, OW = s.OW, kw = s.kw, sw = s.sw, pl = s.pl, dh = s.dh, dw = s.dw;
+  const index_t ke = (kw - 1) * dw + 1;  // the window's width, dilation included
   // Per-thread row buffers of the interior sweep: running max and window cell,
   // and for strides 1 and 2 the input row in hand (stride 2: its even and odd
   // columns), padded with -inf so every cell's loop runs whole vectors (with 55
@@ -165,7 +174,7 @@ template <class T>
   constexpr index_t kLanes = 16;
   T* mrow = scratch<T>(ScratchSlot::pool_row, std::size_t(OW + kLanes));
   std::int32_t* crow = scratch<std::int32_t>(ScratchSlot::pool_count, std::size_t(OW + kLanes));
-  const index_t half = OW + kw + 2 * kLanes;
+  const index_t half = OW + ke + 2 * kLanes;
   T* even = sw <= 2 ? scratch<T>(ScratchSlot::pool_even, std::size_t(2 * half)) : nullptr;  // stride 1: the row itself
   T* odd = sw <= 2 ? even + half : nullptr;
   std::int64_t* celloff = scratch<std::int64_t>(ScratchSlot::pool_cell, std::size_t(s.kh * kw));
@@ -173,22 +182,26 @@ template <class T>
   index_t owa, owb;
   interior_cols(s, owa, owb);
   for (index_t oh = 0; oh < s.OH; ++oh) {
-    index_t hs = oh * s.sh - s.pt;
-    const index_t he = std::min(hs + s.kh, H);
-    hs = std::max<index_t>(hs, 0);
+    // The window's rows inside the map: hs + a dh for a in [a0, a1) (every window
+    // has one: the binding refuses geometries that leave a window empty).
+    const index_t h0 = oh * s.sh - s.pt;
+    index_t a0, a1;
+    real_taps(h0, s.kh, dh, H, a0, a1);
+    const index_t hs = h0 + a0 * dh;
     T* o = out + oh * OW;
     std::int64_t* a = am + oh * OW;
     // Clipped border windows, one at a time.
     auto border = [&](index_t ow) {
-      index_t ws = ow * s.sw - s.pl;
-      const index_t we = std::min(ws + s.kw, W);
-      ws = std::max<index_t>(ws, 0);
+      const index_t w0 = ow * s.sw - s.pl;
+      index_t b0, b1;
+      real_taps(w0, kw, dw, W, b0, b1);
       T m = neg_inf;
-      std::int64_t id = hs * W + ws;  // padded cells never win: start at the first real one
-      for (index_t i = hs; i < he; ++i)
-        for (index_t w = ws; w < we; ++w) {
-          const T v = x[i * W + w];
-          if (takes_max(v, m)) { m = v; id = i * W + w; }
+      std::int64_t id = hs * W + w0 + b0 * dw;  // padded cells never win: start at the first real one
+      for (index_t i = a0; i < a1; ++i)
+        for (index_t j = b0; j < b1; ++j) {
+          const std::int64_t c = (h0 + i * dh) * W + w0 + j * dw;
+          const T v = x[c];
+          if (takes_max(v, m)) { m = v; id = c; }
         }
       o[ow] = m;
       a[ow] = id;
@@ -200,7 +213,7 @@ template <class T>
     // the loop vectorizes (a window at a time is a chain of dependent selects, 3-4x
     // slower), and each window still sees its cells in row-major order, so ties keep
     // the first maximum and NaNs win exactly as before. Cells are counted from the
-    // window's first real row: c -> (hs + c / kw, ws + c % kw).
+    // window's first real row: c -> (hs + (c / kw) dh, ws + (c % kw) dw).
     const index_t n_in = owb - owa;
     if (n_in > 0) {
       const T* x0 = x + owa * sw - pl;  // column of the first interior window's corner
@@ -221,22 +234,22 @@ template <class T>
       };
       // Each lane keeps the tag of its winning cell: the cell's offset from the
       // window's first real cell, (i - hs) W + j (so the argmax needs no table or
-      // division), or, on rows too long for 32 bits, the cell's index.
-      const bool offsets = s.kh * W < (index_t(1) << 31);
+      // division), or, on windows too tall for 32 bits, the cell's index.
+      const bool offsets = ((s.kh - 1) * dh + 1) * W < (index_t(1) << 31);
       std::int32_t cell = 0;
       auto tag = [&](index_t i, index_t j) { return offsets ? std::int32_t((i - hs) * W + j) : cell; };
-      for (index_t i = hs; i < he; ++i) {
+      for (index_t i = hs; i < h0 + a1 * dh; i += dh) {
         const T* r = x0 + i * W;
         if (sw == 1) {
-          // The row's interior columns [0, n_in + kw - 1), then -inf.
-          const index_t n = n_in + kw - 1;
+          // The row's interior columns [0, n_in + ke - 1), then -inf.
+          const index_t n = n_in + ke - 1;
           std::copy(r, r + n, even);
-          std::fill(even + n, even + n_run + kw, neg_inf);
-          for (index_t j = 0; j < kw; ++j, ++cell) sweep(even + j, 1, tag(i, j));
+          std::fill(even + n, even + n_run + ke, neg_inf);
+          for (index_t j = 0; j < ke; j += dw, ++cell) sweep(even + j, 1, tag(i, j));
         } else if (sw == 2) {
           // De-interleave the row once (the interior windows read columns up to
-          // 2 (n_in - 1) + kw - 1 of it); then every cell's loop is contiguous.
-          const index_t ne = n_in + (kw - 1) / 2, no = kw >= 2 ? n_in + (kw - 2) / 2 : 0;
+          // 2 (n_in - 1) + ke - 1 of it); then every cell's loop is contiguous.
+          const index_t ne = n_in + (ke - 1) / 2, no = ke >= 2 ? n_in + (ke - 2) / 2 : 0;
           const index_t both = std::min(ne, no);
           for (index_t k = 0; k < both; ++k) {
             even[k] = r[2 * k];
@@ -244,11 +257,11 @@ template <class T>
           }
           for (index_t k = both; k < ne; ++k) even[k] = r[2 * k];
           for (index_t k = both; k < no; ++k) odd[k] = r[2 * k + 1];
-          std::fill(even + ne, even + n_run + kw, neg_inf);
-          std::fill(odd + no, odd + n_run + kw, neg_inf);
-          for (index_t j = 0; j < kw; ++j, ++cell) sweep((j % 2 == 0 ? even : odd) + j / 2, 1, tag(i, j));
+          std::fill(even + ne, even + n_run + ke, neg_inf);
+          std::fill(odd + no, odd + n_run + ke, neg_inf);
+          for (index_t j = 0; j < ke; j += dw, ++cell) sweep((j % 2 == 0 ? even : odd) + j / 2, 1, tag(i, j));
         } else {
-          for (index_t j = 0; j < kw; ++j, ++cell) sweep(r + j, sw, tag(i, j));
+          for (index_t j = 0; j < ke; j += dw, ++cell) sweep(r + j, sw, tag(i, j));
         }
       }
       const std::int64_t base = hs * W + owa * sw - pl;
@@ -256,7 +269,7 @@ template <class T>
       if (offsets) {
         for (index_t k = 0; k < n_in; ++k) a[owa + k] = base + k * sw + crow[k];
       } else {
-        for (index_t c = 0; c < cell; ++c) celloff[c] = (c / kw) * W + c % kw;
+        for (index_t c = 0; c < cell; ++c) celloff[c] = (c / kw) * dh * W + (c % kw) * dw;
         for (index_t k = 0; k < n_in; ++k) a[owa + k] = base + k * sw + celloff[crow[k]];
       }
     }
@@ -349,7 +362,7 @@ template <class T>
 void max_pool2d_forward_cpu(T* out, std::int64_t* argmax, const T* x, const Pool2dShape& s) {
   const index_t in_plane = s.H * s.W, out_plane = s.OH * s.OW;
   const bool fast = s.kh == 2 && s.kw == 2 && s.sh == 2 && s.sw == 2 && s.pt == 0 && s.pb == 0 && s.pl == 0 &&
-                    s.pr == 0 && 2 * s.OH <= s.H && 2 * s.OW <= s.W;
+                    s.pr == 0 && s.dh == 1 && s.dw == 1 && 2 * s.OH <= s.H && 2 * s.OW <= s.W;
   const SimdLevel level = cpu_level();
   for_planes(s.N * s.C, in_plane, [&](index_t p) {
     if (fast)

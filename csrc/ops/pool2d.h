@@ -8,12 +8,15 @@
 namespace gradvis {
 
 // One pooling geometry: input plane (H, W), window (kh, kw), stride, padding
-// (top, bottom, left, right) and the output plane (OH, OW) it gives.
+// (top, bottom, left, right), the output plane (OH, OW) it gives, and the
+// window's dilation (max pooling only: window row a, column b reads input row
+// oh sh - pt + a dh, column ow sw - pl + b dw).
 struct Pool2dShape {
   index_t N, C, H, W;
   index_t kh, kw, sh, sw;
   index_t pt, pb, pl, pr;
   index_t OH, OW;
+  index_t dh = 1, dw = 1;
 };
 
 // x is (N,C,H,W); out and argmax are (N,C,OH,OW); argmax holds h*W+w within the plane.

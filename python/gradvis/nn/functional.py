@@ -199,20 +199,24 @@ def max_pool_forward(x, pool_param):
     Args:
         x: (N, C, H, W).
         pool_param: 'pool_height', 'pool_width', 'stride'; optional 'pad' (padded
-            cells never win) and 'ceil_mode' (default False).
+            cells never win), 'ceil_mode' (default False) and 'dilation' (int or
+            (dh, dw), default 1: window cell (a, b) reads the input a*dh rows and
+            b*dw columns from the window's corner, as PyTorch's MaxPool2d).
 
     Returns:
-        out: (N, C, H', W') with H' = 1 + (H + pads - pool_height) // stride.
+        out: (N, C, H', W') with H' = 1 + (H + pads - dh*(pool_height-1) - 1) // stride.
         cache: for :func:`max_pool_backward` (keeps the argmax of each window).
     """
-    return max_pool2d_run(x, _pool_geometry(pool_param))
+    geometry = _pool_geometry(pool_param, extra=("dilation",))
+    return max_pool2d_run(x, geometry + (pair(pool_param.get("dilation", 1), "pool_param['dilation']"),))
 
 
 def max_pool2d_run(x, geometry):
-    """Max pooling with checked ``geometry`` = (kernel, stride, pad, ceil_mode)."""
+    """Max pooling with checked ``geometry`` = (kernel, stride, pad, ceil_mode[, dilation])."""
     x = float_array(x, "x")
-    kernel, stride, pad, ceil_mode = geometry
-    out, argmax = _core.max_pool2d_forward(x, kernel, stride, pad, ceil_mode)
+    kernel, stride, pad, ceil_mode = geometry[:4]
+    dilation = geometry[4] if len(geometry) > 4 else 1
+    out, argmax = _core.max_pool2d_forward(x, kernel, stride, pad, ceil_mode, dilation)
     return out, (x.shape, x.dtype, argmax)
 
 

@@ -464,11 +464,13 @@ class LayerOps(Patterns, ShapeOps, MaskOps):
         src = self._input4(node, node.inputs[0])
         kernel = tuple(node.attr("kernel_shape"))
         strides, dil, pads = self._window(node, kernel, self.shape[src][1:])
-        if dil != (1, 1):
-            raise self.unsupported(node, f"dilated pooling (dilations {dil})")
         kw = dict(stride=strides, padding=pads, ceil_mode=bool(node.attr("ceil_mode", 0)))
         if cls is AvgPool2d:
+            if dil != (1, 1):    # AveragePool's dilations (opset 19); PyTorch has no such pool
+                raise self.unsupported(node, f"dilated average pooling (dilations {dil})")
             kw["count_include_pad"] = bool(node.attr("count_include_pad", 0))
+        elif dil != (1, 1):
+            kw["dilation"] = dil
         self.emit(node, cls(kernel, **kw), [src])
 
     def op_MaxPool(self, node):

@@ -197,6 +197,25 @@ def test_opset10_attributes_and_save_round_trip(ox, tmp_path):
     np.testing.assert_array_equal(back.forward(X)[0], model.forward(X)[0])
 
 
+def test_clip_with_min_above_max_gives_max_everywhere(ox):
+    """ONNX and PyTorch: a Clip whose min exceeds its max sets every value to max
+    (the gradient is 0)."""
+    _, helper, _, _ = ox
+    n = helper.make_node
+    nodes = [n("Conv", ["x", "w"], ["c"], name="conv"),
+             n("Clip", ["c", "lo", "hi"], ["k"], name="clip"),
+             n("Flatten", ["k"], ["y"], name="flatten")]
+    rng = np.random.default_rng(0)
+    consts = {"w": rand(rng, 2, 3, 3, 3), "lo": np.array(0.5, F32), "hi": np.array(-0.25, F32)}
+    proto = make(ox, nodes, consts)
+    model = gradvis.load_onnx(proto)
+    X = rng.standard_normal((2, 3, 12, 12)).astype(F32)
+    out, cache = model.forward(X)
+    np.testing.assert_array_equal(out, np.full(out.shape, -0.25, F32))
+    np.testing.assert_array_equal(out, reference(ox, proto, X)[0])
+    assert not model.backward(np.ones_like(out), cache, param_grads=False)[0].any()
+
+
 def test_names_are_readable_and_unique(ox):
     _, helper, _, _ = ox
     rng = np.random.default_rng(0)

@@ -429,6 +429,9 @@ class LayerOps(Patterns, ShapeOps, MaskOps):
             lo, hi = node.attrs.get("min"), node.attrs.get("max")
         lo = -math.inf if lo is None else float(np.asarray(lo).reshape(-1)[0])
         hi = math.inf if hi is None else float(np.asarray(hi).reshape(-1)[0])
+        # min > max: every value becomes max (ONNX's Clip, PyTorch's clamp), with no
+        # gradient; Clip(max, max) gives both (its gradient needs min < x < max)
+        lo = min(lo, hi)
         if lo == 0.0 and hi == 6.0:
             layer = ReLU6()
         elif lo == 0.0 and math.isinf(hi):

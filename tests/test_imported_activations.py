@@ -432,6 +432,64 @@ def test_where_on_conditions_of_the_activations_imports_and_matches_pytorch(expo
         _export_matches_pytorch(torch, Net(f).eval(), exporter, (2, 3, 6, 6), X, f"where pattern {i}")
 
 
+def test_select_on_a_constant_condition_matches_torch_where(tmp_path):
+    """Select(cond_shape=...): the condition a 0/1 buffer broadcast against each
+    sample, both branches activations or one a constant; values and gradients as
+    torch.where's; saved and loaded with its mask."""
+    torch = require_torch()
+    rng = np.random.default_rng(81)
+    x, y = rng.standard_normal((2, 3, 4, 5)), rng.standard_normal((2, 3, 4, 5))
+    for cond_shape, b_shape in (((3, 4, 5), None), ((1, 1, 5), None), ((3, 1, 1), (1,))):
+        cond = (rng.random(cond_shape) < 0.5).astype(np.float64)
+        layer = Select(b_shape=b_shape, cond_shape=cond_shape)
+        b = rng.standard_normal(b_shape) if b_shape else y
+        ins = [x] + ([] if b_shape else [y])
+        params = {"b": b} if b_shape else {}
+        out, cache = layer.forward(ins, params, {"cond": cond}, "test", None)
+        assert layer.output_shape([t.shape[1:] for t in ins]) == out.shape[1:]
+        dout = rng.standard_normal(out.shape)
+        dins, dparams = layer.backward(dout, cache)
+        at, bt = torch.tensor(x, requires_grad=True), torch.tensor(b, requires_grad=True)
+        yt = torch.where(torch.tensor(cond) != 0, at, bt)
+        yt.backward(torch.tensor(dout))
+        np.testing.assert_array_equal(out, yt.detach().numpy())
+        np.testing.assert_allclose(dins[0], at.grad.numpy(), rtol=1e-14)
+        np.testing.assert_allclose(dparams["b"] if b_shape else dins[1], bt.grad.numpy(), rtol=1e-14)
+        assert len(dins) == len(ins)
+    m = Model(input_shape=(3, 4, 5))
+    m.add("conv", Conv2d(3, 3, 1))
+    m.add("select", Select(cond_shape=(3, 1, 5)), inputs=["conv", "input"])
+    m.buffers["select.cond"] = (rng.random((3, 1, 5)) < 0.5).astype(np.float32)
+    back = gradvis.load_model(m.save(tmp_path / "m.npz"))
+    np.testing.assert_array_equal(back.buffers["select.cond"], m.buffers["select.cond"])
+    assert back["select"].cond_shape == (3, 1, 5)
+    with pytest.raises(ValueError, match="condition and both branches are constants"):
+        Select((1,), (1,), (1,))
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_where_on_a_constant_condition_with_two_activation_branches_imports(exporter):
+    """torch.where(mask, a, b) with a fixed mask (a buffer) and both branches computed
+    from the image, the mask per position and per channel."""
+    torch = _exporter_ready(exporter)
+    nn = torch.nn
+
+    class Net(nn.Module):
+        def __init__(self, mask):
+            super().__init__()
+            self.c1, self.c2, self.c3 = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(3, 4, 1), nn.Conv2d(4, 2, 1)
+            self.register_buffer("mask", mask)
+
+        def forward(self, x):
+            return self.c3(torch.where(self.mask, self.c1(x), torch.relu(self.c2(x)))).flatten(1)
+
+    g = torch.Generator().manual_seed(0)
+    for mask in (torch.rand(1, 4, 6, 6, generator=g) < 0.5, torch.rand(4, 1, 1, generator=g) < 0.5):
+        torch.manual_seed(1)
+        X = np.random.default_rng(0).standard_normal((3, 3, 6, 6))
+        _export_matches_pytorch(torch, Net(mask).eval(), exporter, (2, 3, 6, 6), X, f"mask {tuple(mask.shape)}")
+
+
 def test_tile_repeats_and_sums_its_gradient():
     rng = np.random.default_rng(80)
     x = rng.standard_normal((2, 3, 1, 4))

@@ -330,8 +330,8 @@ def test_refused_shapes_name_the_node(ox):
         ([n("GatherND", ["x", "i"], ["y"], name="gn")], {"i": i64(0, 1)}, r"'gn'.*GatherND on the batch axis"),
         ([n("Transpose", ["x"], ["t"], perm=[2, 3, 0, 1], name="tg"), n("GatherND", ["t", "i"], ["y"])],
          {"i": np.array([[0, 1]], np.int64)}, r"'tg'.*moves the batch axis"),
-        ([n("Where", ["c", "x", "x"], ["y"], name="wh")], {"c": np.array([True, False] * 3)},
-         r"'wh'.*two activation branches"),
+        ([n("Where", ["c", "x", "x"], ["y"], name="wh")], {"c": np.array([True, False]).reshape(2, 1, 1, 1)},
+         r"'wh'.*condition of shape \(2, 1, 1, 1\) varies over the batch axis"),
         ([n("Concat", ["x", "x"], ["y"], axis=0, name="cb")], {}, r"'cb'.*batch axis"),
     ]
     for nodes, inits, match in cases:

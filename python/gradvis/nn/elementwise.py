@@ -560,24 +560,32 @@ class Compare(Layer):
 
 
 class Select(Layer):
-    """``where(cond != 0, a, b)`` (ONNX Where, ``torch.where``) with the condition an
-    activation tensor (a :class:`Compare` mask), broadcasting; either branch may be a
-    constant (``a_shape`` / ``b_shape``: parameters ``a`` / ``b``, broadcast against
-    one sample). Inputs: the condition, then the branches that are not constants.
-    Gradients: dout where the branch was taken, else 0; none to the condition.
+    """``where(cond != 0, a, b)`` (ONNX Where, ``torch.where``), broadcasting. The
+    condition is an activation tensor (a :class:`Compare` mask) or, with
+    ``cond_shape``, a constant 0/1 mask (buffer ``cond``, broadcast against one
+    sample); either branch may be a constant (``a_shape`` / ``b_shape``:
+    parameters ``a`` / ``b``). Inputs: those of the condition, a and b that are
+    not constants, in that order. Gradients: dout where the branch was taken,
+    else 0; none to the condition.
 
     Shapes: (N, ...) -> the broadcast shape.
     """
     type = "Select"
 
-    def __init__(self, a_shape=None, b_shape=None):
+    def __init__(self, a_shape=None, b_shape=None, cond_shape=None):
         self.a_shape = None if a_shape is None else _shape(a_shape, f"{self.type}: a_shape")
         self.b_shape = None if b_shape is None else _shape(b_shape, f"{self.type}: b_shape")
-        self.num_inputs = 1 + (self.a_shape is None) + (self.b_shape is None)
+        self.cond_shape = None if cond_shape is None else _shape(cond_shape, f"{self.type}: cond_shape")
+        self.num_inputs = sum(c is None for c in (self.cond_shape, self.a_shape, self.b_shape))
+        if not self.num_inputs:
+            raise ValueError(f"{self.type}: the condition and both branches are constants: no input to select from")
 
     def config(self):
-        return dict(a_shape=None if self.a_shape is None else list(self.a_shape),
-                    b_shape=None if self.b_shape is None else list(self.b_shape))
+        c = dict(a_shape=None if self.a_shape is None else list(self.a_shape),
+                 b_shape=None if self.b_shape is None else list(self.b_shape))
+        if self.cond_shape is not None:
+            c["cond_shape"] = list(self.cond_shape)
+        return c
 
     @property
     def param_shapes(self):
@@ -588,27 +596,31 @@ class Select(Layer):
             p["b"] = self.b_shape
         return p
 
+    @property
+    def buffer_shapes(self):
+        return {} if self.cond_shape is None else {"cond": self.cond_shape}
+
     def output_shape(self, input_shapes):
-        shapes = [tuple(input_shapes[0])]
-        rank = len(shapes[0])
-        it = iter(input_shapes[1:])
-        for const in (self.a_shape, self.b_shape):
-            shapes.append(tuple(next(it)) if const is None else (1,) * (rank - len(const)) + tuple(const))
+        rank = len(input_shapes[0])
+        it = iter(input_shapes)
+        shapes = [tuple(next(it)) if const is None else (1,) * (rank - len(const)) + tuple(const)
+                  for const in (self.cond_shape, self.a_shape, self.b_shape)]
         if any(len(t) != rank for t in shapes):
             raise ValueError(f"condition and branches {shapes} must have the same number of axes (constants: at "
                              "most as many)")
         return _broadcast_inputs(shapes)
 
-    def _operands(self, inputs, params):
-        cond = inputs[0]
-        rest = iter(inputs[1:])
-        a = next(rest) if self.a_shape is None else params["a"].astype(cond.dtype, copy=False)
-        b = next(rest) if self.b_shape is None else params["b"].astype(cond.dtype, copy=False)
+    def _operands(self, inputs, params, buffers):
+        rest = iter(inputs)
+        cond = next(rest) if self.cond_shape is None else buffers["cond"]
+        dtype = inputs[0].dtype
+        a = next(rest) if self.a_shape is None else params["a"].astype(dtype, copy=False)
+        b = next(rest) if self.b_shape is None else params["b"].astype(dtype, copy=False)
         return cond, a, b
 
     def forward(self, inputs, params, buffers, mode, rng):
         self.output_shape([t.shape[1:] for t in inputs])
-        cond, a, b = self._operands(inputs, params)
+        cond, a, b = self._operands(inputs, params, buffers)
         take = cond != 0
         out = np.where(take, a, b.astype(np.result_type(a, b), copy=False))
         return np.ascontiguousarray(out), (take, [t.shape for t in inputs])
@@ -618,9 +630,9 @@ class Select(Layer):
         dout = np.asarray(dout)
         zero = dout.dtype.type(0)
         ga, gb = np.where(take, dout, zero), np.where(take, zero, dout)
-        dins = [np.zeros(shapes[0], dout.dtype)]
+        rest = iter(shapes)
+        dins = [] if self.cond_shape is not None else [np.zeros(next(rest), dout.dtype)]
         dparams = {}
-        rest = iter(shapes[1:])
         for name, const, g in (("a", self.a_shape, ga), ("b", self.b_shape, gb)):
             if const is None:
                 dins.append(_sum_to(g, next(rest)))

@@ -1,8 +1,9 @@
 """Conditions computed from the activations: comparisons, their logic, and Where on
 them (``torch.where(x > t, a, b)``, hand-written leaky ReLUs and thresholds). A
 condition is a 0/1 mask in the activations' dtype (:class:`~gradvis.nn.Compare`);
-Where on it is a :class:`~gradvis.nn.Select`. A Where whose condition is a constant
-is in :mod:`.ops`."""
+Where on it is a :class:`~gradvis.nn.Select`, as is a Where whose condition is a
+constant and whose branches are both activations. A Where with a constant condition
+and a constant branch (``masked_fill``) is in :mod:`.ops`."""
 from __future__ import annotations
 
 import numpy as np
@@ -76,6 +77,13 @@ class MaskOps:
         if any(t in self.static for t in node.inputs[:2]):
             raise self.unsupported(node, f"{node.op} of a condition and a constant")
         self.emit(node, layer, [self.activation(node, t) for t in node.inputs[:2]])
+
+    def where_on_constant_condition(self, node, cond):
+        """Where(constant condition, X, Y), X and Y activations: a Select whose
+        condition is a constant 0/1 mask, broadcast against one sample."""
+        a, b = (self.activation(node, t) for t in node.inputs[1:3])
+        mask = self._per_sample(node, np.asarray(cond, np.float64), a, "the condition")
+        self.emit(node, Select(cond_shape=mask.shape), [a, b], buffers={"cond": mask})
 
     def where_on_activations(self, node):
         """Where(condition computed from the activations, X, Y), X and Y activations or

@@ -689,16 +689,19 @@ class LayerOps(Patterns, ShapeOps, MaskOps):
     def op_Where(self, node):
         """Where(constant condition, X, Y) with one of X, Y activations and the other a
         constant c (PyTorch's masked_fill): x * mask + c * (1 - mask), a Scale by the
-        0/1 mask, then a Bias where c is not 0. A condition computed from the
-        activations: :meth:`MaskOps.where_on_activations`."""
+        0/1 mask, then a Bias where c is not 0. With both activations: a Select on the
+        constant mask (:meth:`MaskOps.where_on_constant_condition`). A condition
+        computed from the activations: :meth:`MaskOps.where_on_activations`."""
         if node.inputs[0] not in self.static:
             self.where_on_activations(node)
             return
         cond = np.asarray(self.constant(node, 0, "the condition")).astype(bool)
         xs = [t in self.static for t in node.inputs[1:3]]
-        if xs[0] == xs[1]:
-            raise self.unsupported(node, "Where with " + ("two constant" if xs[0] else "two activation") +
-                                         " branches (one activation and one constant branch are supported)")
+        if xs[0] and xs[1]:
+            raise self.unsupported(node, "Where with a constant condition and two constant branches")
+        if not xs[0] and not xs[1]:
+            self.where_on_constant_condition(node, cond)
+            return
         ai = 1 if not xs[0] else 2
         src = self.activation(node, node.inputs[ai])
         c = np.asarray(self.constant(node, 3 - ai, "the constant branch"), np.float64)

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import gradvis
-from gradvis.nn import (CELU, ELU, SELU, Compare, Conv2d, Flatten, Linear, Log, Maximum, Minimum, Mish, Model, Pad,
-                        PReLU, Reciprocal, Reduce, Select, Softplus, Softsign, ThresholdedReLU, Tile)
+from gradvis.nn import (CELU, ELU, SELU, Compare, Conv2d, Flatten, Linear, Log, LogSigmoid, Maximum, Minimum, Mish,
+                        Model, Pad, PReLU, Reciprocal, Reduce, Select, Softplus, Softsign, ThresholdedReLU, Tile)
 from conftest import require, require_onnx, require_torch
 
 
@@ -46,11 +46,12 @@ def cases():
                              lambda t: tf.threshold(t, 0.3, 0.0)),
         "log": (Log(), lambda x: math.log(x) if x > 0 else float("nan"), [0.0], torch.log),
         "reciprocal": (Reciprocal(), lambda x: 1 / x if x != 0 else float("inf"), [0.0], torch.reciprocal),
+        "logsigmoid": (LogSigmoid(), lambda x: -_softplus(-x), [], tf.logsigmoid),
     }
 
 
 NAMES = ["elu", "selu", "celu", "softplus", "softplus_threshold", "softsign", "mish", "thresholded_relu", "log",
-         "reciprocal"]
+         "reciprocal", "logsigmoid"]
 
 
 def _positive_only(name):
@@ -116,7 +117,7 @@ def test_values_and_gradients_match_pytorch_at_kinks_and_extremes(name):
         with np.errstate(divide="ignore") if name in ("log", "reciprocal") else np.errstate():
             out, cache = _run(layer, x)
             dx = layer.backward(dout, cache)[0][0]
-    rtol = 1e-9 if name == "softplus" else 1e-12
+    rtol = 1e-9 if name in ("softplus", "logsigmoid") else 1e-12
     np.testing.assert_allclose(out, yt.detach().numpy(), rtol=rtol, atol=1e-300)
     # PyTorch's CELU backward takes 1 / alpha of alpha rounded to float32, even in
     # float64: exp(x / alpha) off by about 3e-8 relative per unit of |x| (ours is
@@ -246,7 +247,8 @@ def test_deeplift_sums_to_the_score_difference_through_them():
 
 def _export_matches_pytorch(torch, net, exporter, example_shape, X, what):
     """Export ``net`` with ``exporter``, import it, and check its float64 values and
-    input gradients on X against PyTorch's (the ONNX file holds float32 weights)."""
+    input gradients on X against PyTorch's (the ONNX file holds float32 weights).
+    Returns the imported model (float64)."""
     import copy
     import io
     example = (torch.zeros(*example_shape),)
@@ -267,6 +269,7 @@ def _export_matches_pytorch(torch, net, exporter, example_shape, X, what):
     dx = model.backward(R, cache, param_grads=False)[0]
     np.testing.assert_allclose(out, y.detach().numpy(), rtol=1e-6, atol=1e-7, err_msg=what)
     np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-6, atol=1e-7, err_msg=what)
+    return model
 
 
 def _exporter_ready(exporter):
@@ -353,6 +356,29 @@ def test_dilated_max_pooling_imports_and_matches_pytorch(exporter):
         net = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), pool, nn.ReLU(), nn.Conv2d(6, 4, 1), nn.Flatten()).eval()
         X = np.random.default_rng(0).standard_normal((2, 3, 11, 12))
         _export_matches_pytorch(torch, net, exporter, (2, 3, 11, 12), X, repr(pool))
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_logsigmoid_imports_as_one_layer_finite_where_sigmoid_underflows(exporter):
+    """nn.LogSigmoid, exported as Log(Sigmoid(x)): one LogSigmoid layer, whose float32
+    values stay finite (and equal PyTorch's) at inputs far below -88, where sigmoid
+    rounds to 0 and the exported graph itself gives -inf."""
+    torch = _exporter_ready(exporter)
+    nn = torch.nn
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.LogSigmoid(), nn.Conv2d(4, 2, 1), nn.Flatten()).eval()
+    with torch.no_grad():
+        net[0].weight.mul_(200.0)
+    X = np.random.default_rng(0).standard_normal((2, 3, 5, 5))
+    model = _export_matches_pytorch(torch, net, exporter, (2, 3, 5, 5), X, "logsigmoid").astype(np.float32)
+    assert [n.layer.type for n in model.nodes] == ["Conv2d", "LogSigmoid", "Conv2d", "Flatten"]
+    X32 = X.astype(np.float32)
+    pre = net[0](torch.tensor(X32))
+    assert float(pre.min()) < -200       # sigmoid(x) is 0 in float32 there
+    out = model.forward(X32)[0]
+    want = net(torch.tensor(X32)).detach().numpy()
+    assert np.isfinite(out).all()
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-3)
 
 
 def test_dilated_average_pooling_is_refused_by_name():

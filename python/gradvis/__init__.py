@@ -44,8 +44,8 @@ from .nn import (Add, AvgPool2d, BatchNorm1d, BatchNorm2d, Bias, Clip, Concat, C
                  Linear, MaxPool2d, Model, Mul, Pad, ReLU, ReLU6, Scale, SiLU, Sigmoid, Sub, Tanh)
 from .nn import (GELU, Abs, Erf, Exp, GatherND, LayerNorm, LogSoftmax, MatMul, Neg, Pow, Reduce, Reshape, Resize, Slice,
                  Softmax, Sqrt, Transpose)
-from .nn import (CELU, ELU, SELU, Compare, Log, Maximum, Minimum, Mish, PReLU, Reciprocal, Select, Softplus,
-                 Softsign, ThresholdedReLU, Tile)
+from .nn import (CELU, ELU, SELU, Compare, Log, LogSigmoid, Maximum, Minimum, Mish, PReLU, Reciprocal, Select,
+                 Softplus, Softsign, ThresholdedReLU, Tile)
 from .io import from_torch, load_any, load_cs231n_h5, load_image, load_model, load_onnx, load_pretrained
 from .attribution import compute_saliency_maps, smoothgrad_saliency_maps
 from .attacks import make_fooling_image
@@ -62,7 +62,7 @@ __all__ = [
     "Concat", "Clip", "Pad", "Bias", "Scale",
     "LayerNorm", "GELU", "Erf", "Pow", "Sqrt", "Neg", "Abs", "Exp", "Transpose", "Reshape", "Slice",
     "GatherND", "Resize", "Reduce", "Softmax", "LogSoftmax", "MatMul",
-    "Log", "Reciprocal", "ELU", "SELU", "CELU", "Softplus", "Softsign", "Mish", "ThresholdedReLU",
+    "Log", "Reciprocal", "ELU", "SELU", "CELU", "Softplus", "LogSigmoid", "Softsign", "Mish", "ThresholdedReLU",
     "Maximum", "Minimum", "PReLU", "Compare", "Select", "Tile",
     "load_model",
     "load_onnx",

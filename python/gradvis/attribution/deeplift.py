@@ -9,7 +9,7 @@ from ..nn.conv import Conv2d
 from ..nn.elementwise import Add, Bias, Clip, Concat, Pad, PReLU, Scale, Sub
 from ..nn.linear import Dropout, Flatten, Linear
 from ..nn.norm import BatchNorm1d, BatchNorm2d
-from ..nn.pointwise import CELU, ELU, SELU, Mish, Softplus, Softsign, ThresholdedReLU
+from ..nn.pointwise import CELU, ELU, SELU, LogSigmoid, Mish, Softplus, Softsign, ThresholdedReLU
 from ..nn.pooling import AvgPool2d, GlobalAvgPool, MaxPool2d
 
 __all__ = ["deeplift", "DEEPLIFT_LINEAR", "DEEPLIFT_RESCALE"]
@@ -19,7 +19,7 @@ DEEPLIFT_LINEAR = (Conv2d, BatchNorm2d, BatchNorm1d, Linear, AvgPool2d, GlobalAv
                    Add, Sub, Concat, Pad, Bias, Scale)
 # Elementwise nonlinearities: the rescale rule, multiplier = delta_out / delta_in.
 DEEPLIFT_RESCALE = (ReLU, ReLU6, LeakyReLU, Sigmoid, Tanh, HardSigmoid, HardSwish, SiLU, Clip, ELU, SELU, CELU,
-                    Softplus, Softsign, Mish, ThresholdedReLU, PReLU)
+                    Softplus, LogSigmoid, Softsign, Mish, ThresholdedReLU, PReLU)
 
 _EPS = 1e-10    # Captum's: below it, |delta_in| is taken as 0 and the gradient is used
 
@@ -108,7 +108,7 @@ def deeplift(X, target, model, baselines=None, internal_batch_size=None, return_
     Covered layers: convolution, batch norm, linear, pools, flatten, dropout,
     add/sub/concat/pad/bias/scale, and the elementwise activations (ReLU,
     ReLU6, LeakyReLU, Sigmoid, Tanh, HardSigmoid, HardSwish, SiLU, Clip, ELU,
-    SELU, CELU, Softplus, Softsign, Mish, ThresholdedReLU, PReLU; Captum
+    SELU, CELU, Softplus, LogSigmoid, Softsign, Mish, ThresholdedReLU, PReLU; Captum
     applies the rescale rule to its ReLU, LeakyReLU, Sigmoid, Tanh, ELU and
     Softplus modules and the plain gradient to others such as ReLU6). A model
     with other layers (e.g. Mul of two activations) raises ValueError naming

@@ -26,8 +26,8 @@ from .linear import Dropout, Flatten, Linear
 from .matmul import MatMul
 from .module import INPUT, Layer, LayerNotFoundError
 from .norm import BatchNorm1d, BatchNorm2d
-from .pointwise import (CELU, ELU, GELU, SELU, Abs, Erf, Exp, Log, Mish, Neg, Pow, Reciprocal, Softplus,
-                        Softsign, Sqrt, ThresholdedReLU)
+from .pointwise import (CELU, ELU, GELU, SELU, Abs, Erf, Exp, Log, LogSigmoid, Mish, Neg, Pow, Reciprocal,
+                        Softplus, Softsign, Sqrt, ThresholdedReLU)
 from .pooling import AvgPool2d, GlobalAvgPool, MaxPool2d
 from .reduce import LogSoftmax, Reduce, Softmax
 from .registry import LAYER_TYPES
@@ -41,6 +41,6 @@ __all__ = [
     "Add", "Mul", "Sub", "Div", "Concat", "Clip", "Pad", "Bias", "Scale",
     "LayerNorm", "GELU", "Erf", "Pow", "Sqrt", "Neg", "Abs", "Exp", "Transpose", "Reshape", "Slice",
     "GatherND", "Resize", "Reduce", "Softmax", "LogSoftmax", "MatMul",
-    "Log", "Reciprocal", "ELU", "SELU", "CELU", "Softplus", "Softsign", "Mish", "ThresholdedReLU",
+    "Log", "Reciprocal", "ELU", "SELU", "CELU", "Softplus", "LogSigmoid", "Softsign", "Mish", "ThresholdedReLU",
     "Maximum", "Minimum", "PReLU", "Compare", "Select", "Tile",
 ]

@@ -1,7 +1,7 @@
 """Elementwise layers an imported graph may use beyond the CS231n set: GELU (exact
 and tanh forms), erf, constant powers, roots, negation, absolute value, exp, log and
-the reciprocal, and the activations ELU, SELU, CELU, Softplus, Softsign, Mish and
-ThresholdedReLU (PyTorch's and ONNX's definitions).
+the reciprocal, and the activations ELU, SELU, CELU, Softplus, LogSigmoid, Softsign,
+Mish and ThresholdedReLU (PyTorch's and ONNX's definitions).
 
 GELU and erf run in the compiled core (float32 in SIMD lanes, several threads
 for large maps); the rest are numpy (memory-bound). Each takes and returns arrays of
@@ -18,7 +18,7 @@ from .functional import float_array
 from .module import Layer
 
 __all__ = ["erf", "GELU", "Erf", "Pow", "Sqrt", "Neg", "Abs", "Exp", "Log", "Reciprocal", "ELU", "SELU", "CELU",
-           "Softplus", "Softsign", "Mish", "ThresholdedReLU"]
+           "Softplus", "LogSigmoid", "Softsign", "Mish", "ThresholdedReLU"]
 
 def erf(x):
     """The error function of a float32 or float64 array, in its dtype (the compiled
@@ -292,6 +292,21 @@ class Softplus(_Pointwise):
     def _df(self, x, out):
         d = _sigmoid(x)
         return d if self.threshold is None else np.where(x > x.dtype.type(self.threshold), x.dtype.type(1), d)
+
+
+class LogSigmoid(_Pointwise):
+    """log(sigmoid(x)) = -softplus(-x), computed so that it stays finite where
+    sigmoid(x) rounds to 0 (as PyTorch's ``LogSigmoid``, which both ONNX exporters
+    write as Sigmoid then Log); gradient sigmoid(-x)."""
+    type = "LogSigmoid"
+
+    @staticmethod
+    def _f(x):
+        return -_softplus(-x)
+
+    @staticmethod
+    def _df(x, out):
+        return _sigmoid(-x)
 
 
 class Softsign(_Pointwise):

@@ -8,8 +8,8 @@ from .layernorm import LayerNorm
 from .linear import Dropout, Flatten, Linear
 from .matmul import MatMul
 from .norm import BatchNorm1d, BatchNorm2d
-from .pointwise import (CELU, ELU, GELU, SELU, Abs, Erf, Exp, Log, Mish, Neg, Pow, Reciprocal, Softplus,
-                        Softsign, Sqrt, ThresholdedReLU)
+from .pointwise import (CELU, ELU, GELU, SELU, Abs, Erf, Exp, Log, LogSigmoid, Mish, Neg, Pow, Reciprocal,
+                        Softplus, Softsign, Sqrt, ThresholdedReLU)
 from .pooling import AvgPool2d, GlobalAvgPool, MaxPool2d
 from .reduce import LogSoftmax, Reduce, Softmax
 from .tensor import GatherND, Reshape, Resize, Slice, Tile, Transpose
@@ -24,4 +24,4 @@ LAYER_TYPES = {cls.type: cls for cls in (
     # what imported graphs use beyond the CS231n set
     LayerNorm, GELU, Erf, Pow, Sqrt, Neg, Abs, Exp, Transpose, Reshape, Slice, GatherND, Resize, Reduce, Softmax,
     LogSoftmax, MatMul, Log, Reciprocal, ELU, SELU, CELU, Softplus, Softsign, Mish, ThresholdedReLU, Maximum, Minimum,
-    PReLU, Compare, Select, Tile)}
+    PReLU, Compare, Select, Tile, LogSigmoid)}

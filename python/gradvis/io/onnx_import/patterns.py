@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from ...nn import HardSwish, SiLU
-from ...nn.pointwise import GELU, Softplus
+from ...nn.pointwise import GELU, LogSigmoid, Softplus
 
 __all__ = ["Patterns"]
 
@@ -29,6 +29,8 @@ class Patterns:
         nodes of each pattern added to ``self.skip``:
 
         - ``x * sigmoid(x)`` -> SiLU, ``x * hardsigmoid(x)`` (PyTorch's 1/6, 1/2) -> HardSwish;
+        - ``log(sigmoid(x))`` (both exporters' LogSigmoid) -> LogSigmoid, finite where
+          sigmoid(x) rounds to 0;
         - ``x * 0.5 * (1 + erf(x / sqrt(2)))`` (the TorchScript exporter's GELU) -> GELU;
         - channels-last regions: Transpose (0, 2, 3, 1), then only layer norms over the
           last axis, MatMuls by constants, elementwise ops, back through Transpose
@@ -48,6 +50,9 @@ class Patterns:
                 mul = self.sole_consumer(n.outputs[0])
                 if mul is not None and mul.op == "Mul" and sorted(mul.inputs) == sorted([n.inputs[0], n.outputs[0]]):
                     fused[n.index] = ("gate", mul)
+                    self.skip.add(mul.index)
+                elif n.op == "Sigmoid" and mul is not None and mul.op == "Log":
+                    fused[n.index] = ("logsigmoid", mul)
                     self.skip.add(mul.index)
             elif n.op == "Erf":
                 parts = self._erf_gelu(n)
@@ -175,6 +180,10 @@ class Patterns:
             layer = SiLU() if node.op == "Sigmoid" else HardSwish()
             self.emit(node, layer, [self.activation(node, node.inputs[0])], out=mul.outputs[0])
             self.info["folded"].append(f"{mul.name} (Mul) and {node.name} ({node.op}) into one {layer.type}")
+        elif kind[0] == "logsigmoid":
+            log = kind[1]
+            self.emit(node, LogSigmoid(), [self.activation(node, node.inputs[0])], out=log.outputs[0])
+            self.info["folded"].append(f"{node.name} (Sigmoid) and {log.name} (Log) into one LogSigmoid")
         elif kind[0] == "gelu":
             x, div, add, mul, half = kind[1:]
             self.emit(node, GELU(), [self.activation(node, x)], out=half.outputs[0])

@@ -4,7 +4,8 @@ Slice with steps, Split, Gather, GatherND after a Transpose as adaptive pooling 
 it, Concat on any axis, Where with a constant condition), Resize / Upsample (nearest,
 linear, cubic), Gemm with transA after a Transpose, in-graph Softmax / LogSoftmax,
 reductions on any axes, Pow / Sqrt / Neg / Abs / Exp / Erf / Gelu, LayerNormalization,
-MatMul by constants on any axis; constant subgraphs evaluated at import; input
+MatMul by constants on any axis; constant subgraphs evaluated at import (shape
+arithmetic, "same" pads with Ceil and Clip, weight standardization); input
 gradients against finite differences; and the errors (what cannot be evaluated,
 complex initializers, a Conv bias that names no initializer)."""
 import numpy as np
@@ -158,6 +159,27 @@ def graphs(ox):
                          n("Slice", ["t", "s0", "s1", "ax"], ["y"])],
                         {"shp": i64(1, 4, 6, 6), "reps": i64(1, 2, 1, 3), "s0": i64(2), "s1": i64(10), "ax": i64(1)},
                         17),
+        # weight standardization (NFNets' ScaledStdConv2d): a training-mode
+        # BatchNormalization over the weights' rows, then a conv with TF-style "same"
+        # pads computed with Ceil and Clip (tf_efficientnet), and Sigmoid / Tanh / Log
+        # of constants
+        "constant_weights_and_pads": ([n("Reshape", ["cw", "rows"], ["wr"]),
+                                       n("BatchNormalization", ["wr", "bns", "bnb", "bnm", "bnv"], ["wn"],
+                                         epsilon=1e-5, momentum=0.0, training_mode=1),
+                                       n("Reshape", ["wn", "wshape"], ["wstd"]), n("Mul", ["wstd", "gain"], ["wg"]),
+                                       n("Div", ["seven", "two"], ["half7"]), n("Ceil", ["half7"], ["c3"]),
+                                       n("Sub", ["c3", "five"], ["neg"]), n("Clip", ["neg", "zero"], ["pz"]),
+                                       n("Add", ["pz", "one"], ["pad1"]), n("Cast", ["pad1"], ["pi"], to=7),
+                                       n("Concat", ["zz", "pi", "pi", "zz", "pi", "pi"], ["pads"], axis=0),
+                                       n("Pad", ["x", "pads"], ["xp"]),
+                                       n("Sigmoid", ["sb"], ["sg"]), n("Tanh", ["sg"], ["th"]), n("Log", ["th"], ["lg"]),
+                                       n("Conv", ["xp", "wg", "lg"], ["y"])],
+                                      {"cw": w(5, 4, 3, 3), "rows": i64(1, 5, -1), "bns": np.ones(5, F32),
+                                       "bnb": np.zeros(5, F32), "bnm": np.zeros(5, F32), "bnv": np.ones(5, F32),
+                                       "wshape": i64(5, 4, 3, 3), "gain": (np.abs(w(5, 1, 1, 1)) + 0.5) / 6,
+                                       "seven": np.array([7.0], F32), "two": np.array(2.0, F32),
+                                       "five": np.array(5.0, F32), "zero": np.array(0.0, F32),
+                                       "one": np.array(1.0, F32), "zz": i64(0, 0), "sb": np.abs(w(5)) + 1}, 17),
         # constant - x and constant / x
         "constant_first": ([n("Sub", ["c", "x"], ["a"]), n("Mul", ["x", "x"], ["xx"]), n("Add", ["xx", "one"], ["q"]),
                             n("Div", ["cc", "q"], ["b"]), n("Add", ["a", "b"], ["y"])],
@@ -210,7 +232,7 @@ def graphs(ox):
                                   "resize_cubic", "gathernd_where_concat", "gathernd_batch_dims", "gemm_transa", "upsample_opset9",
                                   "softmax_reductions", "pointwise", "gelu_opset20", "activations",
                                   "extrema_and_global_max", "instance_and_group_norm", "pad_modes",
-                                  "constant_first", "conditions", "tile_expand",
+                                  "constant_first", "constant_weights_and_pads", "conditions", "tile_expand",
                                   "convnext_block", "layernorm_trailing_and_matmuls", "flatten_squeeze_gemm"])
 def test_graph_matches_reference_and_finite_differences(ox, name):
     nodes, inits, opset = graphs(ox)[name]

@@ -2,7 +2,10 @@
 
 Exporters leave shape arithmetic in the graph: PyTorch's ``F.pad`` becomes
 ``Shape``, ``Gather``, ``ConstantOfShape``, ``Slice``, ``Concat``, ``Cast``...;
-ShuffleNet's channel shuffle reads the batch and channel counts with ``Shape``. The
+ShuffleNet's channel shuffle reads the batch and channel counts with ``Shape``;
+TensorFlow-style "same" padding computes its pads with ``Ceil`` and ``Clip``; weight
+standardization (NFNets) normalizes the weights with a training-mode
+``BatchNormalization``. The
 importer knows every activation's shape (from the graph input's static shape, or
 ``input_shape``), so ``Shape`` of an activation is a constant, and so is everything
 computed only from constants and shapes. :func:`evaluate` computes such a node with
@@ -170,6 +173,47 @@ def _gather(vals, attr):
     return np.take(x, np.where(idx < 0, idx + n, idx), axis=axis)
 
 
+def _clip(vals, attr):
+    x = vals[0]
+    if len(vals) > 1:               # opset >= 11: min and max are optional inputs
+        lo = vals[1] if vals[1] is not None else None
+        hi = vals[2] if len(vals) > 2 and vals[2] is not None else None
+    else:
+        lo, hi = attr("min"), attr("max")
+    out = x
+    if lo is not None:
+        out = np.maximum(out, np.asarray(lo).astype(x.dtype))
+    if hi is not None:             # min > max: every value becomes max, as ONNX defines it
+        out = np.minimum(out, np.asarray(hi).astype(x.dtype))
+    return np.asarray(out, x.dtype)
+
+
+def _batch_norm(vals, attr, n_out):
+    """BatchNormalization; in training mode with the batch's own statistics (the
+    exporters' weight standardization: F.batch_norm over a weight), then the running
+    statistics ONNX defines as further outputs."""
+    x, scale, bias, mean, var = vals[:5]
+    eps, momentum = float(attr("epsilon", 1e-5)), float(attr("momentum", 0.9))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    if attr("training_mode", 0):
+        axes = (0,) + tuple(range(2, x.ndim))
+        cur_mean, cur_var = x.mean(axis=axes), x.var(axis=axes)
+    else:
+        cur_mean, cur_var = mean, var
+    y = (x - cur_mean.reshape(shape)) / np.sqrt(cur_var.reshape(shape) + eps) * scale.reshape(shape) \
+        + bias.reshape(shape)
+    outs = [np.asarray(y, x.dtype)]
+    if n_out > 1:
+        outs += [np.asarray(mean * momentum + cur_mean * (1 - momentum), x.dtype),
+                 np.asarray(var * momentum + cur_var * (1 - momentum), x.dtype)]
+    return tuple(outs[:n_out])
+
+
+def _sigmoid(x):
+    with np.errstate(over="ignore"):
+        return (1 / (1 + np.exp(-x))).astype(x.dtype, copy=False)
+
+
 _OPS = {
     "Identity": lambda v, a: v[0],
     "Cast": lambda v, a: v[0].astype(_np_dtype(a("to"))),
@@ -215,6 +259,11 @@ _OPS = {
     "Ceil": lambda v, a: np.ceil(v[0]),
     "Sign": lambda v, a: np.sign(v[0]),
     "Relu": lambda v, a: np.maximum(v[0], 0).astype(v[0].dtype),
+    "Clip": _clip,
+    "Log": lambda v, a: np.log(v[0]),
+    "Sigmoid": lambda v, a: _sigmoid(v[0]),
+    "Tanh": lambda v, a: np.tanh(v[0]),
+    "BatchNormalization": None,   # up to three outputs: handled in evaluate
     "ReduceProd": _reduce(np.prod),
     "ReduceSum": _reduce(np.sum),
     "ReduceMax": _reduce(np.max),
@@ -238,5 +287,7 @@ def evaluate(op, vals, attr, n_outputs=1):
     vals = [None if v is None else np.asarray(v) for v in vals]
     if op == "Split":
         return _split(vals, attr, n_outputs)
+    if op == "BatchNormalization":
+        return _batch_norm(vals, attr, n_outputs)
     out = _OPS[op](vals, attr)
     return (np.asarray(out),)

@@ -381,6 +381,41 @@ def test_logsigmoid_imports_as_one_layer_finite_where_sigmoid_underflows(exporte
     np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-3)
 
 
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_one_dimensional_convolutions_import_and_match_pytorch(exporter):
+    """Conv1d on (N, C, L): ECA-Net's channel attention (a Conv1d across the pooled
+    channels) and Conv1d over flattened maps with stride, dilation, groups, bias and
+    'same' padding."""
+    torch = _exporter_ready(exporter)
+    nn = torch.nn
+
+    class ECA(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.eca, self.c2 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv1d(1, 1, 5, padding=2, bias=False), \
+                nn.Conv2d(8, 2, 1)
+
+        def forward(self, x):
+            x = self.c1(x)
+            y = self.eca(x.mean((2, 3)).view(x.shape[0], 1, -1))
+            return self.c2(x * torch.sigmoid(y).view(x.shape[0], -1, 1, 1)).flatten(1)
+
+    class Seq(nn.Module):
+        def __init__(self, conv):
+            super().__init__()
+            self.c1, self.conv = nn.Conv2d(3, 4, 3), conv
+
+        def forward(self, x):
+            return torch.relu(self.conv(self.c1(x).flatten(2))).flatten(1)
+
+    torch.manual_seed(0)
+    nets = [ECA(), Seq(nn.Conv1d(4, 6, 3, stride=2, dilation=2, padding=1, groups=2)),
+            Seq(nn.Conv1d(4, 4, 4, padding="same", groups=4, bias=False)), Seq(nn.Conv1d(4, 3, 1))]
+    for net in nets:
+        X = np.random.default_rng(0).standard_normal((3, 3, 7, 6))
+        _export_matches_pytorch(torch, net.eval(), exporter, (2, 3, 7, 6), X, repr(net))
+
+
 def test_dilated_average_pooling_is_refused_by_name():
     require_onnx()
     from onnx import TensorProto, helper

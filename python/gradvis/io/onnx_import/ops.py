@@ -16,6 +16,7 @@ from ...nn.matmul import MatMul
 from ...nn.pointwise import (CELU, ELU, GELU, SELU, Abs, Erf, Exp, Log, Mish, Neg, Pow, Reciprocal, Softplus,
                              Softsign, Sqrt, ThresholdedReLU)
 from ...nn.reduce import LogSoftmax, Reduce, Softmax
+from ...nn.tensor import Reshape
 from .masks import MaskOps
 from .patterns import Patterns
 from .reader import ONNXImportError, UnsupportedOperatorError
@@ -119,6 +120,8 @@ class LayerOps(Patterns, ShapeOps, MaskOps):
     def op_Conv(self, node):
         extra = (0, 0, 0, 0)
         t = node.inputs[0]
+        if t not in self.pending_pad and np.ndim(self.constant(node, 1, "the weight")) == 3:
+            return self._conv1d(node, np.asarray(self.constant(node, 1, "the weight")))
         if t in self.pending_pad:
             src, extra = self.pending_pad.pop(t)
         else:
@@ -176,6 +179,49 @@ class LayerOps(Patterns, ShapeOps, MaskOps):
         if t in self.tensor and self.tensor[t] is None:
             self.tensor[t] = name     # a folded Pad's output
         self._alias_chain(node.outputs[0], out, name)
+
+    def _conv1d(self, node, w):
+        """A 1-D Conv on (N, C, L) (ECA-Net's channel attention, audio front ends): a
+        Conv2d with a (1, k) kernel between Reshapes to (N, C, 1, L) and back."""
+        src = self.activation(node, node.inputs[0])
+        if len(self.shape[src]) != 2:
+            raise ONNXImportError(f"{node.where()}: a 1-D convolution expects (N, C, L) input, got "
+                                  f"{_fmt(self.shape[src])} from {node.inputs[0]!r}")
+        (c, length), groups = self.shape[src], int(node.attr("group", 1))
+        if w.shape[1] * groups != c:
+            raise ONNXImportError(f"{node.where()}: shape mismatch: weight {w.shape} with group={groups} "
+                                  f"expects {w.shape[1] * groups} input channels, the input has {c}")
+        k = tuple(node.attr("kernel_shape", w.shape[2:]))
+        if k != w.shape[2:]:
+            raise ONNXImportError(f"{node.where()}: kernel_shape {k} disagrees with the weight {w.shape}")
+        s, d = (tuple(node.attr(a, [1])) for a in ("strides", "dilations"))
+        if len(s) != 1 or len(d) != 1:
+            raise self.unsupported(node, f"strides {s} or dilations {d} of a 1-D convolution")
+        auto = node.attr("auto_pad", "NOTSET")
+        if auto in ("SAME_UPPER", "SAME_LOWER"):
+            total = max((-(-length // s[0]) - 1) * s[0] + d[0] * (k[0] - 1) + 1 - length, 0)
+            small = total // 2
+            p = (small, total - small) if auto == "SAME_UPPER" else (total - small, small)
+        elif auto == "VALID":
+            p = (0, 0)
+        elif auto in ("NOTSET", ""):
+            p = tuple(int(v) for v in node.attr("pads", [0, 0]))
+        else:
+            raise self.unsupported(node, f"auto_pad {auto!r} is not supported")
+        if len(p) != 2 or min(p) < 0:
+            raise self.unsupported(node, f"pads {p} of a 1-D convolution")
+        b = self.optional_constant(node, 2, "the bias")
+        params = {"weight": np.asarray(w)[:, :, None, :]}
+        if b is not None:
+            params["bias"] = np.asarray(b, np.float64).reshape(-1)
+        base = self.names[node.index]
+        wide = node.outputs[0] + "#2d"
+        self.emit(node, Reshape((c, 1, length)), [src], out=wide + "in", name=self.fresh_name(base + ".to2d"))
+        layer = Conv2d(c, w.shape[0], (1, k[0]), stride=(1, s[0]), padding=(0, 0, p[0], p[1]),
+                       dilation=(1, d[0]), groups=groups, bias=b is not None)
+        conv = self.emit(node, layer, [self.tensor[wide + "in"]], params, out=wide)
+        f, _, ol = self.shape[conv]
+        self.emit(node, Reshape((f, ol)), [conv], name=self.fresh_name(base + ".to1d"))
 
     def _alias_chain(self, first, last, name):
         """Every ONNX tensor folded into one layer names that layer's output."""

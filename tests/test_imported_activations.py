@@ -416,6 +416,32 @@ def test_one_dimensional_convolutions_import_and_match_pytorch(exporter):
         _export_matches_pytorch(torch, net.eval(), exporter, (2, 3, 7, 6), X, repr(net))
 
 
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_norms_import_and_match_pytorch(exporter):
+    """ConvNeXt-V2's global response normalization (torch.norm over the map: ONNX
+    ReduceL2), an L1 norm and a sum of squares over the channels."""
+    torch = _exporter_ready(exporter)
+    nn = torch.nn
+
+    class GRN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.c2 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 2, 1)
+            self.gamma, self.beta = nn.Parameter(torch.randn(1, 8, 1, 1)), nn.Parameter(torch.randn(1, 8, 1, 1))
+
+        def forward(self, x):
+            x = nn.functional.gelu(self.c1(x))
+            gx = torch.norm(x, p=2, dim=(2, 3), keepdim=True)
+            nx = gx / (gx.mean(dim=1, keepdim=True) + 1e-6)
+            x = x + torch.addcmul(self.beta, self.gamma, x * nx)
+            return self.c2(x * torch.linalg.vector_norm(x, 1, dim=1, keepdim=True)
+                           + x.pow(2).sum(1, keepdim=True)).flatten(1)
+
+    torch.manual_seed(0)
+    X = np.random.default_rng(0).standard_normal((3, 3, 6, 5))
+    _export_matches_pytorch(torch, GRN().eval(), exporter, (2, 3, 6, 5), X, "norms")
+
+
 def test_dilated_average_pooling_is_refused_by_name():
     require_onnx()
     from onnx import TensorProto, helper

@@ -69,6 +69,11 @@ def cases():
         ("reduce_mean", Reduce("mean", (2, 3), False), (2, 6, 5, 4), {}, lambda t: t.mean((2, 3)), None),
         ("reduce_sum", Reduce("sum", (1,), True), (2, 6, 5, 4), {}, lambda t: t.sum(1, keepdim=True), None),
         ("reduce_max", Reduce("max", (1, 3), True), (2, 6, 5, 4), {}, lambda t: t.amax((1, 3), keepdim=True), None),
+        ("reduce_l2", Reduce("l2", (2, 3), True), (2, 6, 5, 4), {},
+         lambda t: T().linalg.vector_norm(t, 2, (2, 3), keepdim=True), None),
+        ("reduce_l1", Reduce("l1", (1,), False), (2, 6, 5, 4), {}, lambda t: t.abs().sum(1), None),
+        ("reduce_sum_square", Reduce("sum_square", (1, 2, 3), True), (2, 6, 5, 4), {},
+         lambda t: (t * t).sum((1, 2, 3), keepdim=True), None),
         ("softmax", Softmax(1), (2, 6, 5, 4), {}, lambda t: T().softmax(t, 1), None),
         ("log_softmax", LogSoftmax(3), (2, 6, 5, 4), {}, lambda t: T().log_softmax(t, 3), None),
         ("matmul_last", MatMul(4, 7, -1, bias=True), (2, 6, 5, 4), {"weight": (4, 7), "bias": (7,)},
@@ -163,6 +168,20 @@ def test_layers_save_and_load_in_model_files(tmp_path):
     m2 = gradvis.load_model(path)
     assert [n.layer.config() for n in m2.nodes] == [n.layer.config() for n in m.nodes]
     np.testing.assert_array_equal(m.forward(X)[0], m2.forward(X)[0])
+
+
+def test_l2_norm_of_a_zero_plane_passes_no_gradient_as_torch():
+    torch = require_torch()
+    x = np.random.default_rng(4).standard_normal((2, 3, 4, 4))
+    x[1, 2] = 0.0
+    layer = Reduce("l2", (2, 3))
+    out, cache = layer.forward([x], {}, {}, "test", None)
+    dout = np.ones_like(out)
+    dx = layer.backward(dout, cache)[0][0]
+    xt = torch.tensor(x, requires_grad=True)
+    torch.linalg.vector_norm(xt, 2, (2, 3), keepdim=True).backward(torch.tensor(dout))
+    assert np.isfinite(dx).all() and not dx[1, 2].any()
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-13)
 
 
 @pytest.mark.parametrize("make, match", [

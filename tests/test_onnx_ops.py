@@ -5,7 +5,8 @@ it, Concat on any axis, Where with a constant condition), Resize / Upsample (nea
 linear, cubic), Gemm with transA after a Transpose, in-graph Softmax / LogSoftmax,
 reductions on any axes, Pow / Sqrt / Neg / Abs / Exp / Erf / Gelu, LayerNormalization,
 MatMul by constants on any axis; constant subgraphs evaluated at import (shape
-arithmetic, "same" pads with Ceil and Clip, weight standardization); input
+arithmetic, "same" pads with Ceil and Clip, weight standardization, position
+embeddings); input
 gradients against finite differences; and the errors (what cannot be evaluated,
 complex initializers, a Conv bias that names no initializer)."""
 import numpy as np
@@ -180,6 +181,17 @@ def graphs(ox):
                                        "seven": np.array([7.0], F32), "two": np.array(2.0, F32),
                                        "five": np.array(5.0, F32), "zero": np.array(0.0, F32),
                                        "one": np.array(1.0, F32), "zz": i64(0, 0), "sb": np.abs(w(5)) + 1}, 17),
+        # a sinusoidal position embedding computed at import (EdgeNeXt's): CumSum of a
+        # mask (one exclusive and reversed), Sin, Cos, a Conv projection, then added
+        "position_embedding": ([n("CumSum", ["ones", "ax2"], ["ye"]),
+                                n("CumSum", ["ones", "ax3"], ["xe"], exclusive=1, reverse=1),
+                                n("Div", ["ye", "tau"], ["yd"]), n("Sin", ["yd"], ["ys"]), n("Cos", ["xe"], ["xc"]),
+                                n("Atan", ["yd"], ["ya"]), n("Tan", ["ya"], ["yt"]), n("Round", ["xe"], ["xr"]),
+                                n("Concat", ["ys", "xc", "yt", "xr"], ["pe"], axis=1),
+                                n("Conv", ["pe", "pw", "pb"], ["pp"], pads=[1, 1, 1, 1]),
+                                n("Add", ["x", "pp"], ["y"])],
+                               {"ones": np.ones((1, 1, 6, 6), F32), "ax2": np.array(2, np.int64), "ax3": np.array(3, np.int32),
+                                "tau": np.array(2.5, F32), "pw": w(4, 4, 3, 3), "pb": w(4)}, 17),
         # constant - x and constant / x
         "constant_first": ([n("Sub", ["c", "x"], ["a"]), n("Mul", ["x", "x"], ["xx"]), n("Add", ["xx", "one"], ["q"]),
                             n("Div", ["cc", "q"], ["b"]), n("Add", ["a", "b"], ["y"])],
@@ -232,7 +244,8 @@ def graphs(ox):
                                   "resize_cubic", "gathernd_where_concat", "gathernd_batch_dims", "gemm_transa", "upsample_opset9",
                                   "softmax_reductions", "pointwise", "gelu_opset20", "activations",
                                   "extrema_and_global_max", "instance_and_group_norm", "pad_modes",
-                                  "constant_first", "constant_weights_and_pads", "conditions", "tile_expand",
+                                  "constant_first", "constant_weights_and_pads", "position_embedding",
+                                  "conditions", "tile_expand",
                                   "convnext_block", "layernorm_trailing_and_matmuls", "flatten_squeeze_gemm"])
 def test_graph_matches_reference_and_finite_differences(ox, name):
     nodes, inits, opset = graphs(ox)[name]
@@ -311,6 +324,23 @@ def test_constant_only_operator_on_activations_is_named_with_the_missing_ones(ox
     assert ("'Floor' (node 'fl', input 'r', which depends on the image's values through ONNX node 'act' (Relu)) "
             "applied to values computed from the image, which gradvis evaluates on constants only") in msg
     assert "onnxsim" not in msg
+
+def test_constant_baked_at_the_export_batch_is_taken_per_sample(ox):
+    """An exporter evaluates constants built for the example (position embeddings of
+    EdgeNeXt) at its batch: equal rows import as one sample's constant; rows that
+    differ are refused."""
+    _, helper, _, _ = ox
+    rng = np.random.default_rng(3)
+    row = rng.standard_normal((1, 4, 6, 6)).astype(F32)
+    proto = make(ox, [helper.make_node("Add", ["x", "pe"], ["y"], name="add")], {"pe": np.concatenate([row, row])},
+                 in_shape=(2, 4, 6, 6))
+    X = rng.standard_normal((3, 4, 6, 6)).astype(F32)
+    np.testing.assert_array_equal(gradvis.load_onnx(proto).forward(X)[0], X + row)
+    proto = make(ox, [helper.make_node("Add", ["x", "pe"], ["y"], name="add")], {"pe": np.concatenate([row, -row])},
+                 in_shape=(2, 4, 6, 6))
+    with pytest.raises(gradvis.io.onnx_import.ONNXImportError, match=r"'add'.*varies over the batch axis"):
+        gradvis.load_onnx(proto)
+
 
 def test_complex_initializer_is_refused(ox):
     _, helper, numpy_helper, _ = ox

@@ -11,14 +11,17 @@ __all__ = ["Reduce", "Softmax", "LogSoftmax"]
 
 
 class Reduce(Layer):
-    """Mean, sum, max or min over ``axes`` (>= 1) of each sample, the reduced axes kept
-    as size 1 (``keepdims``) or removed. The max's (min's) gradient is shared equally
-    among tied maxima (as ``torch.amax`` / ``torch.amin``).
+    """Mean, sum, max, min, the L1 or L2 norm, or the sum of squares over ``axes``
+    (>= 1) of each sample (ONNX ReduceMean, ReduceSum, ReduceMax, ReduceMin,
+    ReduceL1, ReduceL2, ReduceSumSquare), the reduced axes kept as size 1
+    (``keepdims``) or removed. The max's (min's) gradient is shared equally among
+    tied maxima (as ``torch.amax`` / ``torch.amin``); the L2 norm's is x / norm, 0
+    where the norm is 0, and the L1 norm's sign(x) (as ``torch.linalg.vector_norm``).
 
     Shapes: (N, d1, ..., dk) -> (N, ...) without (or with size-1) ``axes``.
     """
     type = "Reduce"
-    _OPS = ("mean", "sum", "max", "min")
+    _OPS = ("mean", "sum", "max", "min", "l1", "l2", "sum_square")
 
     def __init__(self, op, axes, keepdims=True):
         if op not in self._OPS:
@@ -31,7 +34,8 @@ class Reduce(Layer):
         return dict(op=self.op, axes=list(self.axes), keepdims=self.keepdims)
 
     def describe(self):
-        return f"Reduce{self.op.capitalize()} axes {list(self.axes)}" + ("" if self.keepdims else " squeezed")
+        name = {"l1": "L1", "l2": "L2", "sum_square": "SumSquare"}.get(self.op, self.op.capitalize())
+        return f"Reduce{name} axes {list(self.axes)}" + ("" if self.keepdims else " squeezed")
 
     def output_shape(self, input_shapes):
         s = tuple(input_shapes[0])
@@ -44,12 +48,14 @@ class Reduce(Layer):
     def forward(self, inputs, params, buffers, mode, rng):
         x = inputs[0]
         self.output_shape([x.shape[1:]])
-        f = {"mean": np.mean, "sum": np.sum, "max": np.max, "min": np.min}[self.op]
+        f = {"mean": np.mean, "sum": np.sum, "max": np.max, "min": np.min,
+             "l1": lambda v, **kw: np.sum(np.abs(v), **kw), "l2": lambda v, **kw: np.sqrt(np.sum(v * v, **kw)),
+             "sum_square": lambda v, **kw: np.sum(v * v, **kw)}[self.op]
         kept = f(x, axis=self.axes, keepdims=True)
         out = kept if self.keepdims else kept.reshape(
             tuple(d for i, d in enumerate(x.shape) if i not in self.axes))
-        extreme = self.op in ("max", "min")
-        return np.ascontiguousarray(out), (x if extreme else None, kept if extreme else None, x.shape)
+        needs_x = self.op not in ("mean", "sum")
+        return np.ascontiguousarray(out), (x if needs_x else None, kept if needs_x else None, x.shape)
 
     def backward(self, dout, cache):
         x, kept, shape = cache
@@ -60,6 +66,14 @@ class Reduce(Layer):
         if self.op == "mean":
             n = int(np.prod([shape[a] for a in self.axes]))
             return [np.ascontiguousarray(np.broadcast_to(g / g.dtype.type(n), shape))], {}
+        if self.op == "l1":
+            return [np.sign(x) * g], {}
+        if self.op == "sum_square":
+            return [2 * x * g], {}
+        if self.op == "l2":
+            with np.errstate(divide="ignore", invalid="ignore"):
+                scale = np.where(kept > 0, g / kept, g.dtype.type(0))
+            return [x * scale], {}
         mask = (x == kept).astype(x.dtype)
         mask /= mask.sum(axis=self.axes, keepdims=True)
         return [mask * g], {}

@@ -5,7 +5,8 @@ Exporters leave shape arithmetic in the graph: PyTorch's ``F.pad`` becomes
 ShuffleNet's channel shuffle reads the batch and channel counts with ``Shape``;
 TensorFlow-style "same" padding computes its pads with ``Ceil`` and ``Clip``; weight
 standardization (NFNets) normalizes the weights with a training-mode
-``BatchNormalization``. The
+``BatchNormalization``; sinusoidal position embeddings (EdgeNeXt) come from ``Range``,
+``CumSum``, ``Sin`` and ``Cos``, projected by a ``Conv``. The
 importer knows every activation's shape (from the graph input's static shape, or
 ``input_shape``), so ``Shape`` of an activation is a constant, and so is everything
 computed only from constants and shapes. :func:`evaluate` computes such a node with
@@ -209,6 +210,37 @@ def _batch_norm(vals, attr, n_out):
     return tuple(outs[:n_out])
 
 
+def _cumsum(vals, attr):
+    """CumSum along the axis input, with ONNX's ``exclusive`` and ``reverse``."""
+    x, axis = vals[0], int(np.asarray(vals[1]).reshape(-1)[0])
+    if not -x.ndim <= axis < x.ndim:
+        raise ConstantEvaluationError(f"CumSum axis {axis} out of range for a {x.ndim}-D tensor")
+    y = np.flip(x, axis) if attr("reverse", 0) else x
+    out = np.cumsum(y, axis=axis, dtype=x.dtype)
+    if attr("exclusive", 0):
+        out = np.concatenate([np.zeros_like(np.take(out, [0], axis=axis)),
+                              np.take(out, range(out.shape[axis] - 1), axis=axis)], axis=axis)
+    return np.flip(out, axis) if attr("reverse", 0) else out
+
+
+def _conv(vals, attr):
+    """A 2-D Conv of constants (a projection of position embeddings), in float64
+    with gradvis's own kernel, returned in the input's dtype."""
+    from ...nn.functional import conv_forward
+    x, w = vals[0], vals[1]
+    b = vals[2] if len(vals) > 2 else None
+    if x.ndim != 4 or w.ndim != 4:
+        raise ConstantEvaluationError(f"only 2-D convolutions of constants are evaluated (input {x.shape})")
+    if attr("auto_pad", "NOTSET") not in ("NOTSET", "", "VALID"):
+        raise ConstantEvaluationError(f"auto_pad {attr('auto_pad')!r} on constants")
+    p = list(attr("pads", [0, 0, 0, 0])) if attr("auto_pad", "NOTSET") != "VALID" else [0, 0, 0, 0]
+    param = {"stride": tuple(attr("strides", [1, 1])), "pad": (p[0], p[2], p[1], p[3]),
+             "dilation": tuple(attr("dilations", [1, 1])), "groups": int(attr("group", 1))}
+    out, _ = conv_forward(x.astype(np.float64), w.astype(np.float64),
+                          None if b is None else b.astype(np.float64), param)
+    return out.astype(x.dtype)
+
+
 def _sigmoid(x):
     with np.errstate(over="ignore"):
         return (1 / (1 + np.exp(-x))).astype(x.dtype, copy=False)
@@ -256,6 +288,11 @@ _OPS = {
     "Exp": lambda v, a: np.exp(v[0]),
     "Reciprocal": lambda v, a: np.reciprocal(v[0]),
     "Floor": lambda v, a: np.floor(v[0]),
+    "Round": lambda v, a: np.round(v[0]),      # half to even, as ONNX
+    "Sin": lambda v, a: np.sin(v[0]),           # sinusoidal position embeddings
+    "Cos": lambda v, a: np.cos(v[0]),
+    "Tan": lambda v, a: np.tan(v[0]),
+    "Atan": lambda v, a: np.arctan(v[0]),
     "Ceil": lambda v, a: np.ceil(v[0]),
     "Sign": lambda v, a: np.sign(v[0]),
     "Relu": lambda v, a: np.maximum(v[0], 0).astype(v[0].dtype),
@@ -269,6 +306,11 @@ _OPS = {
     "ReduceMax": _reduce(np.max),
     "ReduceMin": _reduce(np.min),
     "ReduceMean": _reduce(np.mean),
+    "ReduceL1": _reduce(lambda x, **kw: np.sum(np.abs(x), **kw)),
+    "ReduceL2": _reduce(lambda x, **kw: np.sqrt(np.sum(np.square(x), **kw)).astype(x.dtype)),
+    "ReduceSumSquare": _reduce(lambda x, **kw: np.sum(np.square(x), **kw)),
+    "CumSum": _cumsum,
+    "Conv": _conv,
     "Split": None,   # several outputs: handled in evaluate
     "Dropout": lambda v, a: v[0],
 }

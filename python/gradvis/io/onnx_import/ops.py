@@ -30,7 +30,8 @@ SUPPORTED_OPS = (
     "Pow (constant exponent)", "Sqrt", "Neg", "Abs", "Exp", "Log", "Reciprocal", "Elu", "Selu", "Celu",
     "Softplus", "Softsign", "Mish", "ThresholdedRelu", "PRelu (constant slope)",
     "Max and Min (two tensors, or a tensor and a constant scalar)", "MaxPool", "AveragePool",
-    "GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin",
+    "GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceL1",
+    "ReduceL2", "ReduceSumSquare",
     "Softmax", "LogSoftmax", "Gemm", "MatMul (by a constant)", "Flatten", "Reshape", "Transpose",
     "Squeeze", "Unsqueeze", "Slice", "Split", "Tile", "Expand", "Gather (constant indices)",
     "GatherND (constant indices)", "Resize", "Upsample", "Add", "Sub", "Mul", "Div", "Where",
@@ -570,6 +571,16 @@ class LayerOps(Patterns, ShapeOps, MaskOps):
     def op_ReduceMin(self, node):
         self._reduce(node, "min")
 
+    def op_ReduceL1(self, node):
+        self._reduce(node, "l1")
+
+    def op_ReduceL2(self, node):
+        """ReduceL2 (``torch.norm``, ConvNeXt-V2's global response normalization)."""
+        self._reduce(node, "l2")
+
+    def op_ReduceSumSquare(self, node):
+        self._reduce(node, "sum_square")
+
     # ------------------------------------------------------------------ matrix products
     def _fold_bias(self, node, m, b):
         """(output tensor, bias) with a following Add of a (m,) constant folded in."""
@@ -680,7 +691,8 @@ class LayerOps(Patterns, ShapeOps, MaskOps):
             c = c.reshape(-1).reshape((-1,) + (1,) * (len(self.shape[src]) - 1))
         rank = len(self.shape[src]) + 1
         if c.ndim == rank:
-            if c.shape[0] != 1:
+            # (an exporter bakes a constant computed for the example's batch in: equal rows)
+            if c.shape[0] != 1 and not (c == c[:1]).all():
                 raise ONNXImportError(f"{node.where()}: constant of shape {c.shape} varies over the "
                                       "batch axis")
             c = c[0]

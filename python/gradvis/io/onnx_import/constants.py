@@ -192,8 +192,10 @@ def _clip(vals, attr):
 def _batch_norm(vals, attr, n_out):
     """BatchNormalization; in training mode with the batch's own statistics (the
     exporters' weight standardization: F.batch_norm over a weight), then the running
-    statistics ONNX defines as further outputs."""
-    x, scale, bias, mean, var = vals[:5]
+    statistics ONNX defines as further outputs. Computed in float64 (a weight's
+    variance can be small beside its mean), returned in the input's dtype."""
+    dtype = vals[0].dtype
+    x, scale, bias, mean, var = (np.asarray(v, np.float64) for v in vals[:5])
     eps, momentum = float(attr("epsilon", 1e-5)), float(attr("momentum", 0.9))
     shape = (1, -1) + (1,) * (x.ndim - 2)
     if attr("training_mode", 0):
@@ -203,10 +205,10 @@ def _batch_norm(vals, attr, n_out):
         cur_mean, cur_var = mean, var
     y = (x - cur_mean.reshape(shape)) / np.sqrt(cur_var.reshape(shape) + eps) * scale.reshape(shape) \
         + bias.reshape(shape)
-    outs = [np.asarray(y, x.dtype)]
+    outs = [np.asarray(y, dtype)]
     if n_out > 1:
-        outs += [np.asarray(mean * momentum + cur_mean * (1 - momentum), x.dtype),
-                 np.asarray(var * momentum + cur_var * (1 - momentum), x.dtype)]
+        outs += [np.asarray(mean * momentum + cur_mean * (1 - momentum), dtype),
+                 np.asarray(var * momentum + cur_var * (1 - momentum), dtype)]
     return tuple(outs[:n_out])
 
 

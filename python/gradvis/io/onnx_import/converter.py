@@ -196,6 +196,20 @@ class Importer(LayerOps):
     def alias(self, node, onnx_out, gv_tensor):
         self.tensor[onnx_out] = gv_tensor
 
+    def one_sample(self, node, c, what):
+        """One sample's rows of constant ``c`` that has the batch axis: its only row, or,
+        for a constant an exporter computed at the exported batch (torch.zeros_like(x),
+        position embeddings), its equal rows; else an ONNXImportError (the constant
+        would change the batch)."""
+        if c.shape[0] == 1:
+            return c[0]
+        if c.shape[0] != self.batch:
+            raise ONNXImportError(f"{node.where()}: {what} of shape {c.shape} has a batch axis of {c.shape[0]}, "
+                                  f"the graph's input {self.batch}")
+        if not (c == c[:1]).all():
+            raise ONNXImportError(f"{node.where()}: {what} of shape {c.shape} varies over the batch axis")
+        return c[0]
+
     def fresh_name(self, base):
         cand, k = base, 2
         while cand in self.used_names:

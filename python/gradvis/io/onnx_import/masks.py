@@ -24,10 +24,7 @@ class MaskOps:
         """Constant ``c`` as a parameter broadcast against one sample of ``src``."""
         rank = len(self.shape[src]) + 1
         if c.ndim == rank:
-            # (an exporter bakes torch.zeros_like(x) in at the example's batch: equal rows)
-            if c.shape[0] != 1 and not (c == c[:1]).all():
-                raise ONNXImportError(f"{node.where()}: {what} of shape {c.shape} varies over the batch axis")
-            c = c[0]
+            c = self.one_sample(node, c, what)
         elif c.ndim > rank:
             raise ONNXImportError(f"{node.where()}: {what} of shape {c.shape} has more axes than the input")
         return c.reshape(c.shape or (1,))

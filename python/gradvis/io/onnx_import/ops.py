@@ -691,11 +691,7 @@ class LayerOps(Patterns, ShapeOps, MaskOps):
             c = c.reshape(-1).reshape((-1,) + (1,) * (len(self.shape[src]) - 1))
         rank = len(self.shape[src]) + 1
         if c.ndim == rank:
-            # (an exporter bakes a constant computed for the example's batch in: equal rows)
-            if c.shape[0] != 1 and not (c == c[:1]).all():
-                raise ONNXImportError(f"{node.where()}: constant of shape {c.shape} varies over the "
-                                      "batch axis")
-            c = c[0]
+            c = self.one_sample(node, c, "constant")
         elif c.ndim > rank:
             raise ONNXImportError(f"{node.where()}: constant of shape {c.shape} has more axes than the "
                                   f"input {_fmt(self.shape[src])}")

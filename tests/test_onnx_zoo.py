@@ -73,7 +73,12 @@ def build(torch, tv, name, seed=0):
     hide a folding mistake (batch norm's 0/1, ConvNeXt's 1e-6 layer scale)."""
     torch.manual_seed(seed)
     kw = {"aux_logits": False, "init_weights": False} if name in ("googlenet", "inception_v3") else {}
-    net = tv.models.get_model(name, weights=None, **kw).eval()
+    return randomize_statistics(torch, tv.models.get_model(name, weights=None, **kw).eval(), seed)
+
+
+def randomize_statistics(torch, net, seed=0):
+    """``net`` with random batch-norm statistics and affines, layer-norm affines and
+    layer scales, in place."""
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for m in net.modules():
@@ -104,11 +109,16 @@ def torch_pass(torch, net, X, R, dtype):
 
 def check_model(name, exporter, size=None):
     torch, tv = _torchvision()
+    size = size or size_for(name, exporter)
+    check_net(torch, build(torch, tv, name), name, exporter, size)
+
+
+def check_net(torch, net, name, exporter, size):
+    """``net`` (eval mode) exported with ``exporter`` at size x size and imported: its
+    logits and input gradient against PyTorch's (see the module docstring)."""
     if exporter == "dynamo":
         require("onnxscript")
     torch.set_num_threads(1)
-    size = size or size_for(name, exporter)
-    net = build(torch, tv, name)
     rng = np.random.default_rng(7)
     # batch 2 (the exports are batch-1 graphs: the batch must stay free), 1 at 224x224
     X = rng.standard_normal((1 if size >= 224 else 2, 3, size, size)).astype(np.float32)

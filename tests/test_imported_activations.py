@@ -442,6 +442,39 @@ def test_norms_import_and_match_pytorch(exporter):
     _export_matches_pytorch(torch, GRN().eval(), exporter, (2, 3, 6, 5), X, "norms")
 
 
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_attention_between_convolutions_imports_and_matches_pytorch(exporter):
+    """Self-attention over a conv feature map (MobileViT's kind: heads split by a
+    reshape that keeps the batch first, q @ k^T, softmax, @ v) and ReLU linear
+    attention (EfficientViT's k^T v): MatMul of two activation tensors."""
+    torch = _exporter_ready(exporter)
+    nn = torch.nn
+
+    class Attention(nn.Module):
+        def __init__(self, linear):
+            super().__init__()
+            self.c1, self.qkv, self.c2, self.linear = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 24, 1), \
+                nn.Conv2d(8, 2, 1), linear
+
+        def forward(self, x):
+            x = self.c1(x)
+            n, c, h, w = x.shape
+            q, k, v = self.qkv(x).reshape(n, 3, 2, c // 2, h * w).unbind(1)     # (n, heads, d, hw)
+            if self.linear:
+                q, k = torch.relu(q), torch.relu(k)
+                kv = torch.matmul(v, k.transpose(-1, -2))                       # (n, heads, d, d)
+                y = torch.matmul(kv, q) / (q.sum(2, keepdim=True) + 1.0)
+            else:
+                a = torch.softmax(torch.matmul(q.transpose(-1, -2), k) * 0.5, dim=-1)   # (n, heads, hw, hw)
+                y = torch.matmul(v, a.transpose(-1, -2))
+            return self.c2(x + y.reshape(n, c, h, w)).flatten(1)
+
+    torch.manual_seed(0)
+    for linear in (False, True):
+        X = np.random.default_rng(0).standard_normal((3, 3, 5, 6))
+        _export_matches_pytorch(torch, Attention(linear).eval(), exporter, (2, 3, 5, 6), X, f"linear={linear}")
+
+
 def test_dilated_average_pooling_is_refused_by_name():
     require_onnx()
     from onnx import TensorProto, helper

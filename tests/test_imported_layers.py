@@ -11,7 +11,7 @@ import pytest
 import gradvis
 from conftest import require_torch
 from helpers import rel_err
-from gradvis.nn import (GELU, Abs, Concat, Erf, Exp, GatherND, LayerNorm, LogSoftmax, MatMul, Model, Neg, Pow,
+from gradvis.nn import (GELU, Abs, BatchMatMul, Concat, Erf, Exp, GatherND, LayerNorm, LogSoftmax, MatMul, Model, Neg, Pow,
                         Reduce, Reshape, Resize, Slice, Softmax, Sqrt, Transpose)
 from gradvis.nn.pointwise import erf
 
@@ -147,6 +147,41 @@ def test_erf_is_exact_in_float64():
     assert erf(np.float32([0.5])).dtype == np.float32
 
 
+@pytest.mark.parametrize("shapes", [((2, 3, 4, 5), (2, 3, 5, 6)), ((2, 1, 4, 5), (2, 3, 5, 2)),
+                                    ((2, 3, 4, 5), (2, 1, 5, 6)), ((2, 7, 3), (2, 3, 7))])
+def test_batch_matmul_of_two_activations_matches_torch(shapes):
+    """a @ b per sample, the axes between broadcast (attention's heads against a
+    shared operand): values and both gradients, float64 against torch.matmul's and
+    float32 to rounding."""
+    torch = require_torch()
+    rng = np.random.default_rng(sum(map(sum, shapes)))
+    a, b = rng.standard_normal(shapes[0]), rng.standard_normal(shapes[1])
+    layer = BatchMatMul()
+    out, cache = layer.forward([a, b], {}, {}, "test", None)
+    assert out.shape[1:] == layer.output_shape([a.shape[1:], b.shape[1:]])
+    dout = rng.standard_normal(out.shape)
+    da, db = layer.backward(dout, cache)[0]
+    at, bt = torch.tensor(a, requires_grad=True), torch.tensor(b, requires_grad=True)
+    yt = torch.matmul(at, bt)
+    yt.backward(torch.tensor(dout))
+    np.testing.assert_allclose(out, yt.detach().numpy(), rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(da, at.grad.numpy(), rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(db, bt.grad.numpy(), rtol=1e-13, atol=1e-13)
+    out32, cache32 = layer.forward([a.astype(np.float32), b.astype(np.float32)], {}, {}, "test", None)
+    assert out32.dtype == np.float32 and rel_err(out32, out) < 1e-5
+    assert all(g.dtype == np.float32 for g in layer.backward(dout.astype(np.float32), cache32)[0])
+
+
+def test_batch_matmul_refuses_shapes_it_cannot_multiply():
+    layer = BatchMatMul()
+    with pytest.raises(ValueError, match="inner sizes differ"):
+        layer.output_shape([(3, 4, 5), (3, 4, 5)])
+    with pytest.raises(ValueError, match="as many axes"):
+        layer.output_shape([(3, 4, 5), (5, 2)])
+    with pytest.raises(ValueError, match="do not broadcast"):
+        layer.output_shape([(3, 4, 5), (2, 5, 2)])
+
+
 def test_layers_save_and_load_in_model_files(tmp_path):
     """Every new layer type is in the registry: a model using them round-trips through
     the .npz format and computes the same."""
@@ -160,6 +195,7 @@ def test_layers_save_and_load_in_model_files(tmp_path):
     m.add("rc", Resize((5, 3), "cubic", "align_corners", cubic_coeff_a=-0.5, exclude_outside=True,
                        scales=(1.3, 0.8)))
     m.add("g", GatherND((2,), [[1], [0], [3]])).add("cat", Concat(2), inputs=["g", "g"])
+    m.add("catT", Transpose((0, 1, 3, 2)), inputs=["cat"]).add("bmm", BatchMatMul(), inputs=["cat", "catT"])
     m.add("red", Reduce("max", (2, 3), keepdims=False))
     for k in m.params:
         m.params[k] = rng.standard_normal(m.params[k].shape).astype(np.float32) * 0.5

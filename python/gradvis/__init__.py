@@ -42,8 +42,8 @@ from ._core import (has_cuda, has_openmp, get_num_threads, set_num_threads, simd
 from .nn import (Add, AvgPool2d, BatchNorm1d, BatchNorm2d, Bias, Clip, Concat, Conv2d, Div, Dropout,
                  Flatten, GlobalAvgPool, HardSigmoid, HardSwish, Layer, LayerNotFoundError, LeakyReLU,
                  Linear, MaxPool2d, Model, Mul, Pad, ReLU, ReLU6, Scale, SiLU, Sigmoid, Sub, Tanh)
-from .nn import (GELU, Abs, Erf, Exp, GatherND, LayerNorm, LogSoftmax, MatMul, Neg, Pow, Reduce, Reshape, Resize, Slice,
-                 Softmax, Sqrt, Transpose)
+from .nn import (GELU, Abs, BatchMatMul, Erf, Exp, GatherND, LayerNorm, LogSoftmax, MatMul, Neg, Pow, Reduce, Reshape,
+                 Resize, Slice, Softmax, Sqrt, Transpose)
 from .nn import (CELU, ELU, SELU, Compare, Log, LogSigmoid, Maximum, Minimum, Mish, PReLU, Reciprocal, Select,
                  Softplus, Softsign, ThresholdedReLU, Tile)
 from .io import from_torch, load_any, load_cs231n_h5, load_image, load_model, load_onnx, load_pretrained
@@ -61,7 +61,7 @@ __all__ = [
     "AvgPool2d", "GlobalAvgPool", "Flatten", "Linear", "Dropout", "Add", "Mul", "Sub", "Div",
     "Concat", "Clip", "Pad", "Bias", "Scale",
     "LayerNorm", "GELU", "Erf", "Pow", "Sqrt", "Neg", "Abs", "Exp", "Transpose", "Reshape", "Slice",
-    "GatherND", "Resize", "Reduce", "Softmax", "LogSoftmax", "MatMul",
+    "GatherND", "Resize", "Reduce", "Softmax", "LogSoftmax", "MatMul", "BatchMatMul",
     "Log", "Reciprocal", "ELU", "SELU", "CELU", "Softplus", "LogSigmoid", "Softsign", "Mish", "ThresholdedReLU",
     "Maximum", "Minimum", "PReLU", "Compare", "Select", "Tile",
     "load_model",

@@ -23,7 +23,7 @@ from .elementwise import Add, Bias, Clip, Compare, Concat, Div, Maximum, Minimum
 from .graph import Model, Node
 from .layernorm import LayerNorm
 from .linear import Dropout, Flatten, Linear
-from .matmul import MatMul
+from .matmul import BatchMatMul, MatMul
 from .module import INPUT, Layer, LayerNotFoundError
 from .norm import BatchNorm1d, BatchNorm2d
 from .pointwise import (CELU, ELU, GELU, SELU, Abs, Erf, Exp, Log, LogSigmoid, Mish, Neg, Pow, Reciprocal,
@@ -40,7 +40,7 @@ __all__ = [
     "MaxPool2d", "AvgPool2d", "GlobalAvgPool", "Flatten", "Linear", "Dropout",
     "Add", "Mul", "Sub", "Div", "Concat", "Clip", "Pad", "Bias", "Scale",
     "LayerNorm", "GELU", "Erf", "Pow", "Sqrt", "Neg", "Abs", "Exp", "Transpose", "Reshape", "Slice",
-    "GatherND", "Resize", "Reduce", "Softmax", "LogSoftmax", "MatMul",
+    "GatherND", "Resize", "Reduce", "Softmax", "LogSoftmax", "MatMul", "BatchMatMul",
     "Log", "Reciprocal", "ELU", "SELU", "CELU", "Softplus", "LogSigmoid", "Softsign", "Mish", "ThresholdedReLU",
     "Maximum", "Minimum", "PReLU", "Compare", "Select", "Tile",
 ]

@@ -1,13 +1,16 @@
 """Multiplication of activations by a constant matrix along any axis: ONNX MatMul
 and Gemm whose weight is a constant, on (N, ..., K) activations (ConvNeXt's
-pointwise layers act on the last axis of (N, H, W, C)) or any other axis."""
+pointwise layers act on the last axis of (N, H, W, C)) or any other axis; and the
+matrix product of two activation tensors (attention: ONNX MatMul of two computed
+operands)."""
 from __future__ import annotations
 
 import numpy as np
 
 from .linear import DenseWeight
+from .module import Layer
 
-__all__ = ["MatMul"]
+__all__ = ["MatMul", "BatchMatMul"]
 
 
 class MatMul(DenseWeight):
@@ -77,3 +80,51 @@ class MatMul(DenseWeight):
 
     def backward_inputs(self, dout, cache):
         return [self._dx(dout, *cache)]
+
+
+def _broadcast_sum(g, shape):
+    """Gradient ``g`` of a broadcast operand summed back to its ``shape`` (same rank)."""
+    axes = tuple(i for i, (a, b) in enumerate(zip(g.shape, shape)) if b == 1 and a != 1)
+    return g.sum(axis=axes, keepdims=True) if axes else g
+
+
+class BatchMatMul(Layer):
+    """``a @ b`` of two activation tensors per sample (ONNX MatMul of two computed
+    operands, ``torch.matmul``: attention's ``q @ k^T`` and ``attn @ v``, linear
+    attention's ``k^T v``): the last two axes multiplied as matrices, the axes
+    between the batch and them broadcast as in numpy. Both inputs have the same
+    number of axes (at least 3, the batch's included).
+
+    Shapes: (N, ..., M, K), (N, ..., K, L) -> (N, ..., M, L).
+    """
+    type = "BatchMatMul"
+    num_inputs = 2
+
+    def output_shape(self, input_shapes):
+        a, b = (tuple(s) for s in input_shapes)
+        if len(a) != len(b) or len(a) < 2:
+            raise ValueError(f"expects two inputs (N, ..., M, K) and (N, ..., K, L) with as many axes, got "
+                             f"(N, {', '.join(map(str, a))}) and (N, {', '.join(map(str, b))})")
+        if a[-1] != b[-2]:
+            raise ValueError(f"inner sizes differ: (N, {', '.join(map(str, a))}) @ (N, {', '.join(map(str, b))})")
+        try:
+            lead = np.broadcast_shapes(a[:-2], b[:-2])
+        except ValueError:
+            raise ValueError(f"the axes before the last two of (N, {', '.join(map(str, a))}) and "
+                             f"(N, {', '.join(map(str, b))}) do not broadcast") from None
+        return tuple(lead) + (a[-2], b[-1])
+
+    def forward(self, inputs, params, buffers, mode, rng):
+        a, b = inputs
+        self.output_shape([a.shape[1:], b.shape[1:]])
+        if a.shape[0] != b.shape[0]:
+            raise ValueError(f"BatchMatMul: batches differ ({a.shape[0]} and {b.shape[0]})")
+        return np.matmul(a, b.astype(a.dtype, copy=False)), (a, b)
+
+    def backward(self, dout, cache):
+        a, b = cache
+        dout = np.asarray(dout)
+        da = np.matmul(dout, np.swapaxes(b, -1, -2).astype(dout.dtype, copy=False))
+        db = np.matmul(np.swapaxes(a, -1, -2).astype(dout.dtype, copy=False), dout)
+        return [np.ascontiguousarray(_broadcast_sum(da, a.shape)),
+                np.ascontiguousarray(_broadcast_sum(db, b.shape))], {}

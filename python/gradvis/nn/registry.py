@@ -6,7 +6,7 @@ from .conv import Conv2d
 from .elementwise import Add, Bias, Clip, Compare, Concat, Div, Maximum, Minimum, Mul, Pad, PReLU, Scale, Select, Sub
 from .layernorm import LayerNorm
 from .linear import Dropout, Flatten, Linear
-from .matmul import MatMul
+from .matmul import BatchMatMul, MatMul
 from .norm import BatchNorm1d, BatchNorm2d
 from .pointwise import (CELU, ELU, GELU, SELU, Abs, Erf, Exp, Log, LogSigmoid, Mish, Neg, Pow, Reciprocal,
                         Softplus, Softsign, Sqrt, ThresholdedReLU)
@@ -24,4 +24,4 @@ LAYER_TYPES = {cls.type: cls for cls in (
     # what imported graphs use beyond the CS231n set
     LayerNorm, GELU, Erf, Pow, Sqrt, Neg, Abs, Exp, Transpose, Reshape, Slice, GatherND, Resize, Reduce, Softmax,
     LogSoftmax, MatMul, Log, Reciprocal, ELU, SELU, CELU, Softplus, Softsign, Mish, ThresholdedReLU, Maximum, Minimum,
-    PReLU, Compare, Select, Tile, LogSigmoid)}
+    PReLU, Compare, Select, Tile, LogSigmoid, BatchMatMul)}

@@ -13,7 +13,7 @@ from ...nn import (Add, BatchNorm1d, BatchNorm2d, Bias, Clip, Concat, Conv2d, Di
                    LeakyReLU, Linear, Maximum, Minimum, Mul, Pad, PReLU, ReLU, ReLU6, Scale, SiLU, Sigmoid, Sub,
                    Tanh)
 from ...nn.layernorm import LayerNorm
-from ...nn.matmul import MatMul
+from ...nn.matmul import BatchMatMul, MatMul
 from ...nn.pointwise import (CELU, ELU, GELU, SELU, Abs, Erf, Exp, Log, Mish, Neg, Pow, Reciprocal, Softplus,
                              Softsign, Sqrt, ThresholdedReLU)
 from ...nn.tensor import Reshape
@@ -33,7 +33,7 @@ SUPPORTED_OPS = (
     "Max and Min (two tensors, or a tensor and a constant scalar)", "MaxPool", "AveragePool",
     "GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceL1",
     "ReduceL2", "ReduceSumSquare",
-    "Softmax", "LogSoftmax", "Gemm", "MatMul (by a constant)", "Flatten", "Reshape", "Transpose",
+    "Softmax", "LogSoftmax", "Gemm", "MatMul", "Flatten", "Reshape", "Transpose",
     "Squeeze", "Unsqueeze", "Slice", "Split", "Tile", "Expand", "Gather (constant indices)",
     "GatherND (constant indices)", "Resize", "Upsample", "Add", "Sub", "Mul", "Div", "Where",
     "Greater, Less, GreaterOrEqual, LessOrEqual, Equal, Not, And, Or (conditions)", "Concat", "Dropout",
@@ -557,7 +557,12 @@ class LayerOps(Patterns, ShapeOps, MaskOps, ReduceOps):
         if a in self.static and b in self.static:
             raise self.unsupported(node, "MatMul of two constants")   # evaluated earlier; unreachable
         if a not in self.static and b not in self.static:
-            raise self.unsupported(node, "MatMul of two activation tensors (one operand must be a constant)")
+            sa, sb = self.activation(node, a), self.activation(node, b)
+            if len(self.shape[sa]) != len(self.shape[sb]) or len(self.shape[sa]) < 2:
+                raise self.unsupported(node, f"MatMul of activations {_fmt(self.shape[sa])} and "
+                                             f"{_fmt(self.shape[sb])} (supported: as many axes, at least 3)")
+            self.emit(node, BatchMatMul(), [sa, sb])
+            return
         if a in self.static:      # W (M, K) @ x (N, ..., K, L): along the second-to-last axis
             w = np.asarray(self.constant(node, 0, "the constant operand"))
             src = self.activation(node, b)

@@ -62,8 +62,13 @@ What the importer does with the graph:
   (``masked_fill``) is a :class:`~gradvis.nn.Scale` by the 0/1 mask (and a
   :class:`~gradvis.nn.Bias` for a non-zero fill).
 - ``Resize`` / ``Upsample`` (nearest, linear and cubic) become :class:`~gradvis.nn.Resize`;
-  ``Softmax`` / ``LogSoftmax`` inside the network are layers, and ``MatMul`` by a
-  constant acts on any axis (:class:`~gradvis.nn.MatMul`).
+  ``Softmax`` / ``LogSoftmax`` inside the network are layers, ``MatMul`` by a
+  constant acts on any axis (:class:`~gradvis.nn.MatMul`), and ``MatMul`` of two
+  activation tensors (attention) is a :class:`~gradvis.nn.BatchMatMul`. ``Where``
+  with a constant condition and two activation branches is a
+  :class:`~gradvis.nn.Select` on the constant mask. ``Log(Sigmoid(x))`` is one
+  :class:`~gradvis.nn.LogSigmoid`; a 1-D ``Conv`` is a ``Conv2d`` with a (1, k) kernel
+  between two reshapes.
 - ``Dropout`` and ``Identity`` disappear (their output is another name for their
   input); a ``Softmax`` producing the graph output is dropped, so the model
   returns scores as the algorithms expect; ``model.info['dropped']`` says so.

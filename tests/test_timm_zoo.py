@@ -3,8 +3,9 @@ checks of :mod:`test_onnx_zoo` (logits and input gradient, float64 and float32) 
 networks whose graphs use what torchvision's do not: ECA-Net's 1-D convolution across
 the channels, ConvNeXt-V2's global response normalization (ReduceL2), TensorFlow-style
 "same" pads computed with Ceil and Clip, NFNets' and BiT's weight standardization (a
-training-mode BatchNormalization over the weights), anti-aliased and space-to-depth
-stems, ghost and RepVGG blocks, selective-kernel and split attention, ...
+training-mode BatchNormalization over the weights), the attention of hybrid networks
+(MobileViT-V2, EfficientViT: MatMul of two activation tensors), anti-aliased and
+space-to-depth stems, ghost and RepVGG blocks, selective-kernel and split attention, ...
 
 timm is a test-time reference only (installed without its dependencies, which its
 model code does not import). Weights are timm's random initialization, with every
@@ -25,6 +26,7 @@ CI_MODELS = {
     "convnextv2_atto": 64,       # global response normalization: ReduceL2
     "tf_efficientnet_b0": 64,    # "same" pads computed from shapes with Ceil and Clip
     "nf_resnet26": 64,           # weight standardization: BatchNormalization on constants
+    "efficientvit_b0": 64,       # linear attention: MatMul of two activation tensors
 }
 SLOW_MODELS = {
     **{m: 64 for m in (
@@ -36,7 +38,7 @@ SLOW_MODELS = {
         "gernet_s", "repvgg_a0", "mobileone_s0", "hardcorenas_a", "lcnet_050", "fbnetc_100", "mnasnet_small",
         "semnasnet_050", "spnasnet_100", "xception41", "legacy_xception", "hgnetv2_b0", "fastvit_t8",
         "poolformer_s12", "convmixer_768_32", "convnext_atto", "rdnet_tiny", "inception_next_atto",
-        "resnet50_gn", "resnetblur18")},
+        "resnet50_gn", "resnetblur18", "mobilevitv2_050")},
 }
 
 

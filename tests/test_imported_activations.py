@@ -445,21 +445,28 @@ def test_norms_import_and_match_pytorch(exporter):
 @pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
 def test_attention_between_convolutions_imports_and_matches_pytorch(exporter):
     """Self-attention over a conv feature map (MobileViT's kind: heads split by a
-    reshape that keeps the batch first, q @ k^T, softmax, @ v) and ReLU linear
-    attention (EfficientViT's k^T v): MatMul of two activation tensors."""
+    reshape that keeps the batch first, q @ k^T, softmax, @ v), the same with q, k, v
+    taken as timm's attention takes them (``qkv.permute(2, 0, 3, 1, 4).unbind(0)``,
+    or indexed: the permute moves the batch axis second), and ReLU linear attention
+    (EfficientViT's k^T v): MatMul of two activation tensors."""
     torch = _exporter_ready(exporter)
     nn = torch.nn
 
     class Attention(nn.Module):
-        def __init__(self, linear):
+        def __init__(self, linear, split="reshape"):
             super().__init__()
             self.c1, self.qkv, self.c2, self.linear = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 24, 1), \
                 nn.Conv2d(8, 2, 1), linear
+            self.split = split
 
         def forward(self, x):
             x = self.c1(x)
             n, c, h, w = x.shape
-            q, k, v = self.qkv(x).reshape(n, 3, 2, c // 2, h * w).unbind(1)     # (n, heads, d, hw)
+            if self.split == "reshape":
+                q, k, v = self.qkv(x).reshape(n, 3, 2, c // 2, h * w).unbind(1)     # (n, heads, d, hw)
+            else:      # timm's: (n, hw, 3, heads, d) -> (3, n, heads, d, hw)
+                qkv = self.qkv(x).flatten(2).transpose(1, 2).reshape(n, h * w, 3, 2, c // 2).permute(2, 0, 3, 4, 1)
+                q, k, v = qkv.unbind(0) if self.split == "unbind" else (qkv[0], qkv[1], qkv[2])
             if self.linear:
                 q, k = torch.relu(q), torch.relu(k)
                 kv = torch.matmul(v, k.transpose(-1, -2))                       # (n, heads, d, d)
@@ -470,9 +477,10 @@ def test_attention_between_convolutions_imports_and_matches_pytorch(exporter):
             return self.c2(x + y.reshape(n, c, h, w)).flatten(1)
 
     torch.manual_seed(0)
-    for linear in (False, True):
+    for linear, split in ((False, "reshape"), (True, "reshape"), (False, "unbind"), (True, "index")):
         X = np.random.default_rng(0).standard_normal((3, 3, 5, 6))
-        _export_matches_pytorch(torch, Attention(linear).eval(), exporter, (2, 3, 5, 6), X, f"linear={linear}")
+        _export_matches_pytorch(torch, Attention(linear, split).eval(), exporter, (2, 3, 5, 6), X,
+                                f"linear={linear}, {split}")
 
 
 def test_dilated_average_pooling_is_refused_by_name():

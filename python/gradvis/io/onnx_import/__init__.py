@@ -64,7 +64,10 @@ What the importer does with the graph:
 - ``Resize`` / ``Upsample`` (nearest, linear and cubic) become :class:`~gradvis.nn.Resize`;
   ``Softmax`` / ``LogSoftmax`` inside the network are layers, ``MatMul`` by a
   constant acts on any axis (:class:`~gradvis.nn.MatMul`), and ``MatMul`` of two
-  activation tensors (attention) is a :class:`~gradvis.nn.BatchMatMul`. ``Where``
+  activation tensors (attention) is a :class:`~gradvis.nn.BatchMatMul`; a
+  ``Transpose`` that moves the batch axis second, read only by the pieces of its
+  new first axis (attention's ``qkv.permute(2, 0, 3, 1, 4).unbind(0)``), becomes
+  slices of the untransposed tensor. ``Where``
   with a constant condition and two activation branches is a
   :class:`~gradvis.nn.Select` on the constant mask. ``Log(Sigmoid(x))`` is one
   :class:`~gradvis.nn.LogSigmoid`; a 1-D ``Conv`` is a ``Conv2d`` with a (1, k) kernel

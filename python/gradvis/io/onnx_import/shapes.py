@@ -38,14 +38,14 @@ class ShapeOps:
             return
         self.emit(node, Flatten(), [src])
 
-    def _reshape_to(self, node, src, shape, out=None):
+    def _reshape_to(self, node, src, shape, out=None, name=None):
         shape = tuple(int(v) for v in shape)
         if shape == tuple(self.shape[src]):
             self.alias(node, out or node.outputs[0], src)
         elif len(shape) == 1:
-            self.emit(node, Flatten(), [src], out=out)
+            self.emit(node, Flatten(), [src], out=out, name=name)
         else:
-            self.emit(node, Reshape(shape), [src], out=out)
+            self.emit(node, Reshape(shape), [src], out=out, name=name)
 
     def _tile(self, node, src, repeats):
         if all(r == 1 for r in repeats):
@@ -157,11 +157,13 @@ class ShapeOps:
         if sorted(perm) != list(range(rank)):
             raise ONNXImportError(f"{node.where()}: perm {perm} is not a permutation of {rank} axes")
         if perm[0] != 0:
-            if self._transpose_into_gathernd(node, src, perm) or self._transpose_into_gemm(node, src, perm):
+            if (self._transpose_into_gathernd(node, src, perm) or self._transpose_into_gemm(node, src, perm)
+                    or self._transpose_into_unbind(node, src, perm)):
                 return
             raise self.unsupported(node, f"Transpose {perm} moves the batch axis (supported only where the "
                                          "next nodes move it back: a GatherND of other axes then a Transpose, "
-                                         "as adaptive pooling exports, or a Gemm with transA=1)")
+                                         "as adaptive pooling exports, a Gemm with transA=1, or an unbind of "
+                                         "the new first axis, as attention's q, k, v)")
         if perm == list(range(rank)):
             self.alias(node, node.outputs[0], src)
             return
@@ -209,6 +211,93 @@ class ShapeOps:
         self.info["folded"].append(f"{', '.join(names)} (Transpose, GatherND, Transpose) into one GatherND")
         self.alias(node, node.outputs[0], None)
         self.alias(node, g.outputs[0], None)
+        return True
+
+    def _const_ints(self, node, i, attr=None):
+        """Input ``i`` of ``node`` (or its attribute ``attr`` when that input is absent)
+        as a list of ints if it is a constant, else None."""
+        v = self.const.get(node.inputs[i]) if len(node.inputs) > i and node.inputs[i] else \
+            (node.attr(attr) if attr else None)
+        return None if v is None else [int(x) for x in np.asarray(v).reshape(-1)]
+
+    def _squeezed_first(self, t):
+        """The Squeeze of axis 0 that alone reads ``t``, or None."""
+        users = self.readers(t) if t else []
+        sq = users[0] if len(users) == 1 else None
+        return sq if sq is not None and sq.op == "Squeeze" and self._const_ints(sq, 1, "axes") == [0] else None
+
+    def _unbind_pieces(self, t):
+        """[(index, output tensor, nodes)] of the pieces of ``t`` taken along axis 0
+        one at a time (``unbind(0)``, ``x[i]``): by Split into ones (TorchScript
+        exporter) or a Slice of one index (torch.export-based), each then squeezed,
+        or by Gather of one index; None if ``t`` has other readers."""
+        pieces = []
+        for r in self.readers(t):
+            if r.inputs[0] != t:
+                return None
+            if r.op == "Gather" and int(r.attr("axis", 0)) == 0 and r.inputs[1] in self.const \
+                    and np.ndim(self.const[r.inputs[1]]) == 0:
+                pieces.append((int(self.const[r.inputs[1]]), r.outputs[0], [r]))
+            elif r.op == "Slice" and len(r.inputs) >= 4:
+                starts, ends = self._const_ints(r, 1), self._const_ints(r, 2)
+                axes, steps = self._const_ints(r, 3), self._const_ints(r, 4) or [1]
+                sq = self._squeezed_first(r.outputs[0])
+                if axes != [0] or steps != [1] or starts is None or ends != [starts[0] + 1] or sq is None:
+                    return None
+                pieces.append((starts[0], sq.outputs[0], [r, sq]))
+            elif r.op == "Split" and int(r.attr("axis", 0)) == 0:
+                given = len(r.inputs) > 1 and r.inputs[1] or r.attr("split") is not None
+                sizes = self._const_ints(r, 1, "split") if given else [1] * len(r.outputs)
+                if sizes is None:
+                    return None
+                if len(sizes) != len(r.outputs) or any(v != 1 for v in sizes):
+                    return None
+                for j, o in enumerate(r.outputs):
+                    if not (o and self.readers(o)):
+                        continue
+                    sq = self._squeezed_first(o)
+                    if sq is None:
+                        return None
+                    pieces.append((j, sq.outputs[0], [r, sq]))
+            else:
+                return None
+        return pieces or None
+
+    def _transpose_into_unbind(self, node, src, perm):
+        """Transpose moving axis a first and the batch second, read only by pieces of
+        that axis (attention's ``qkv.permute(2, 0, 3, 1, 4).unbind(0)``): each piece
+        is a Slice of axis a of ``src``, reshaped without it, then transposed (the
+        batch first). False if not this."""
+        if len(perm) < 3 or perm[1] != 0:
+            return False
+        pieces = self._unbind_pieces(node.outputs[0])
+        if pieces is None:
+            return False
+        a, s = perm[0], self.shape[src]
+        if any(not -s[a - 1] <= i < s[a - 1] for i, _, _ in pieces):
+            raise ONNXImportError(f"{node.where()}: an index past axis {a} of {_fmt(s)}")
+        pieces = [(i % s[a - 1], out, nodes) for i, out, nodes in pieces]
+        rest = [k for k in range(len(perm)) if k != a]          # the axes left after the slice
+        q = [rest.index(k) for k in [0] + perm[2:]]
+        base = self.names[node.index]
+        for i, out, nodes in pieces:
+            self.skip.update(n.index for n in nodes)
+            for n in nodes:
+                for o in n.outputs:
+                    if o and o != out:
+                        self.alias(node, o, None)
+            cut, flat = out + "#slice", out + "#flat"
+            self._slice_layer(node, src, [a], [i], [i + 1], [1], cut, name=self.fresh_name(f"{base}.{i}"))
+            shape = [d for k, d in enumerate(s) if k + 1 != a]
+            if q == list(range(len(q))):
+                self._reshape_to(node, self.tensor[cut], shape, out=out, name=self.fresh_name(f"{base}.{i}.squeeze"))
+            else:
+                self._reshape_to(node, self.tensor[cut], shape, out=flat, name=self.fresh_name(f"{base}.{i}.squeeze"))
+                self.emit(node, Transpose(q), [self.tensor[flat]], out=out,
+                          name=self.fresh_name(f"{base}.{i}.transpose"))
+        self.alias(node, node.outputs[0], None)
+        self.info["folded"].append(f"{node.name} (Transpose {perm}) and the unbind of its first axis into "
+                                   f"{len(pieces)} slices of axis {a}")
         return True
 
     def _transpose_into_gemm(self, node, src, perm):

@@ -343,6 +343,35 @@ def test_constant_baked_at_the_export_batch_is_taken_per_sample(ox):
         gradvis.load_onnx(proto)
 
 
+def test_negative_pads_crop(ox):
+    """ONNX Pad with negative pads removes cells (NASNet's one-pixel shift), beside
+    positive pads on other sides; values and gradient against numpy (the reference
+    evaluator pads with np.pad, which takes no negative pads)."""
+    _, helper, _, _ = ox
+    n = helper.make_node
+    proto = make(ox, [n("Pad", ["x", "p1"], ["a"]), n("Pad", ["x", "p2", "cv"], ["b"]),
+                      n("Mul", ["a", "b"], ["y"])],
+                 {"p1": i64(0, 0, -1, 0, 0, 0, 1, 0), "p2": i64(0, 0, 1, -2, 0, 0, -1, 2), "cv": np.array(0.5, F32)})
+    model = gradvis.load_onnx(proto).astype(np.float64)
+    x = np.random.default_rng(6).standard_normal((2, 4, 6, 6))
+    a = np.pad(x[:, :, 1:, :], ((0, 0), (0, 0), (0, 1), (0, 0)))
+    b = np.pad(x[:, :, :-1, 2:], ((0, 0), (0, 0), (1, 0), (0, 2)), constant_values=0.5)
+    y, cache = model.forward(x)
+    np.testing.assert_array_equal(y, a * b)
+    R = np.random.default_rng(7).standard_normal(y.shape)
+    dx = model.backward(R, cache, param_grads=False)[0]
+    want = np.zeros_like(x)
+    want[:, :, 1:, :] += (R * b)[:, :, :-1, :]
+    want[:, :, :-1, 2:] += (R * a)[:, :, 1:, :-2]
+    np.testing.assert_allclose(dx, want, rtol=1e-14, atol=1e-14)
+    reflect = make(ox, [n("Pad", ["x", "p"], ["y"], mode="reflect")], {"p": i64(0, 0, -1, 0, 0, 0, 1, 0)})
+    with pytest.raises(gradvis.io.onnx_import.ONNXImportError, match="negative pads .* in mode 'reflect'"):
+        gradvis.load_onnx(reflect)
+    everything = make(ox, [n("Pad", ["x", "p"], ["y"], name="pad")], {"p": i64(0, 0, -3, 0, 0, 0, -3, 0)})
+    with pytest.raises(gradvis.io.onnx_import.ONNXImportError, match="'pad'.*crop all of the 6x6 input"):
+        gradvis.load_onnx(everything)
+
+
 def test_complex_initializer_is_refused(ox):
     _, helper, numpy_helper, _ = ox
     proto = make(ox, [helper.make_node("Mul", ["x", "c"], ["y"])], {})

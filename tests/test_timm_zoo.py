@@ -38,7 +38,8 @@ SLOW_MODELS = {
         "gernet_s", "repvgg_a0", "mobileone_s0", "hardcorenas_a", "lcnet_050", "fbnetc_100", "mnasnet_small",
         "semnasnet_050", "spnasnet_100", "xception41", "legacy_xception", "hgnetv2_b0", "fastvit_t8",
         "poolformer_s12", "convmixer_768_32", "convnext_atto", "rdnet_tiny", "inception_next_atto",
-        "resnet50_gn", "resnetblur18", "mobilevitv2_050", "edgenext_xx_small")},
+        "resnet50_gn", "resnetblur18", "mobilevitv2_050", "edgenext_xx_small", "regnetz_b16", "dla46_c",
+        "hrnet_w18_small_v2", "nasnetalarge")},
 }
 
 

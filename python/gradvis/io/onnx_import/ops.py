@@ -729,7 +729,21 @@ class LayerOps(Patterns, ShapeOps, MaskOps, ReduceOps):
             raise self.unsupported(node, f"padding the batch or channel axis (pads {pads})")
         p4 = (pads[2], pads[6], pads[3], pads[7])
         if min(p4) < 0:
-            raise self.unsupported(node, f"negative pads (cropping) {pads}")
+            # negative pads crop (NASNet's one-pixel shift: F.pad(x, (-1, 1, -1, 1))):
+            # a Slice of the cropped sides, then the padding of the others
+            if mode != "constant":
+                raise self.unsupported(node, f"negative pads (cropping) {pads} in mode {mode!r}")
+            h, w = self.shape[src][1:]
+            t, b, l, r = (max(-v, 0) for v in p4)
+            if t + b >= h or l + r >= w:
+                raise ONNXImportError(f"{node.where()}: pads {pads} crop all of the {h}x{w} input")
+            p4 = tuple(max(v, 0) for v in p4)
+            cut = node.outputs[0] + ("#crop" if any(p4) else "")
+            self._slice_layer(node, src, [2, 3], [t, l], [h - b, w - r], [1, 1], cut,
+                              name=self.fresh_name(self.names[node.index] + ".crop") if any(p4) else None)
+            if not any(p4):
+                return
+            src = self.tensor[cut]
         nxt = self.sole_consumer(node.outputs[0])
         if mode == "constant" and value == 0.0 and nxt is not None and nxt.op == "Conv" and \
                 nxt.inputs[0] == node.outputs[0]:

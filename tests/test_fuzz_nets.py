@@ -34,10 +34,11 @@ import fuzz_nets  # noqa: E402  (needs torch)
 
 # Seeds whose cases together hold every block kind (with each exporter), activation and
 # formula, the conv, pool and resize options, both exporters and the four convolution
-# algorithms (test_ci_seeds_cover_the_generator checks the main ones).
-CI_SEEDS = [14, 30, 36, 37, 56, 70, 99, 130, 132, 142, 146, 150, 151, 164, 165, 183, 219, 226, 235, 242, 248,
-            251, 256, 270, 273, 282, 289, 305, 308, 332, 337, 345, 352, 363, 371, 376, 382, 385, 433, 438, 468,
-            514, 550, 575, 596]
+# algorithms (test_ci_seeds_cover_the_generator checks the main ones); none of them has a
+# zero input gradient (about 1 case in 20 has: saturated clamps, min/max against constants).
+CI_SEEDS = [14, 30, 36, 37, 56, 99, 131, 132, 142, 146, 148, 149, 150, 151, 164, 165, 219, 234, 235, 242, 251,
+            253, 256, 270, 289, 305, 317, 324, 337, 345, 363, 371, 376, 385, 410, 433, 468, 486, 514, 550, 551,
+            567, 584, 596]
 
 SWEEP_SEEDS = range(1000, 1400)
 
@@ -149,6 +150,8 @@ def check_seed(seed):
         errors, e = compare(case)
     except (gradvis.io.onnx_import.UnsupportedOperatorError, gradvis.io.onnx_import.ONNXImportError) as exc:
         pytest.fail(f"{where}import failed: {type(exc).__name__}: {exc}")
+    except Exception as exc:    # an export or a run that raises: the case goes with the traceback
+        raise AssertionError(f"{where}raised {type(exc).__name__}: {exc}") from exc
     assert not errors, f"{where}errors: {errors}\nrelative errors: {json.dumps(e)}"
 
 

@@ -9,9 +9,9 @@ d sum(out * R) / dX must match PyTorch autograd in float64:
 - gradvis float64 within max(1e-5, 3x PyTorch float32's own error), float32 within
   max(1e-4, 30x that error); where the reference gradient is zero (up to rounding),
   gradvis's may be as large as PyTorch float32's, or 1e-5 of the output's scale;
-- a float32 gradient beyond its bound passes only where float64 passes and the reference
-  gradient jumps nearby (a ReLU at 0 or a max's tie within float32 rounding of X: the
-  jump under a 1e-5 perturbation of X accounts for the difference);
+- a float32 gradient beyond its bound, where float64 agrees, is checked again on another
+  input, which must pass: a max's or min's tie within float32 rounding (or a ReLU at 0)
+  sends the gradient to another entry on one input, a float32 bug shows on any;
 - 1 and 2 threads give the same bits (output, gradient, light pass);
 - the light pass (``forward(X, cache=False)``) matches the cached one.
 
@@ -75,19 +75,10 @@ def gradvis_pass(model, X, R, threads):
     return out, dx, light
 
 
-def reference_jump(net, X, R, grad, rel=1e-5):
-    """How far PyTorch's float64 gradient moves, beyond its smooth change, when X moves by
-    ``rel`` of its scale both ways along a fixed random direction: the size of a kink near
-    X (ReLU at 0, a tie of a max) that float32 rounding may cross."""
-    d = np.random.default_rng(0).standard_normal(X.shape) * rel * np.sqrt(np.mean(X.astype(np.float64) ** 2))
-    _, up = torch_pass(net, X.astype(np.float64) + d, R, torch.float64)
-    _, down = torch_pass(net, X.astype(np.float64) - d, R, torch.float64)
-    return rel_err((up + down) / 2, grad)
-
-
-def compare(case):
+def compare(case, recheck=True):
     """The errors of gradvis against PyTorch on ``case`` (a list of strings, empty when it
-    agrees) and the measured relative errors."""
+    agrees) and the measured relative errors. ``recheck``: a float32 gradient error alone
+    is checked again on another input (see the module's docstring)."""
     if case["exporter"] == "dynamo":
         require("onnxscript")
     net = fuzz_nets.build(case)
@@ -132,8 +123,10 @@ def compare(case):
         if not f64_ok:
             errors.append("float64 gradient")
         if e["f32 grad"] > max(1e-4, 30 * e["torch32 grad"]):
-            e["reference jump"] = reference_jump(net, X, R, t64g)
-            if not (f64_ok and e["f32 grad"] <= 4 * e["reference jump"]):
+            again = ["not rechecked"]
+            if f64_ok and recheck:
+                again, e["input_seed + 1"] = compare(dict(case, input_seed=case["input_seed"] + 1), recheck=False)
+            if again:
                 errors.append("float32 gradient")
     for name, a, b in (("output", o1, o2), ("gradient", g1, g2), ("light pass", l1, l2)):
         if not np.array_equal(a, b, equal_nan=True):

@@ -18,8 +18,9 @@ d sum(out * R) / dX must match PyTorch autograd in float64:
 The CI subset runs a fixed list of seeds; ``pytest -m slow tests/test_fuzz_nets.py``
 sweeps many more. A failure prints the seed, the case (JSON) and the errors; rerun it
 with ``pytest 'tests/test_fuzz_nets.py::test_sweep[SEED]'`` (or ``test_ci``), or a
-hand-edited case with ``compare(json.loads(...))``.
+hand-edited case with ``compare(json.loads(...))`` (from tests/: ``import test_fuzz_nets``).
 """
+import copy
 import json
 
 import numpy as np
@@ -36,9 +37,9 @@ import fuzz_nets  # noqa: E402  (needs torch)
 # formula, the conv, pool and resize options, both exporters and the four convolution
 # algorithms (test_ci_seeds_cover_the_generator checks the main ones); none of them has a
 # zero input gradient (about 1 case in 20 has: saturated clamps, min/max against constants).
-CI_SEEDS = [14, 30, 36, 37, 56, 99, 131, 132, 142, 146, 148, 149, 150, 151, 164, 165, 219, 234, 235, 242, 251,
-            253, 256, 270, 289, 305, 317, 324, 337, 345, 363, 371, 376, 385, 410, 433, 468, 486, 514, 550, 551,
-            567, 584, 596]
+CI_SEEDS = [14, 88, 99, 124, 132, 142, 148, 149, 151, 164, 165, 186, 219, 251, 253, 256, 265, 289, 300, 305, 317,
+            324, 338, 345, 352, 353, 363, 366, 371, 375, 376, 385, 397, 411, 433, 451, 452, 486, 503, 514, 526,
+            550, 551, 584]
 
 SWEEP_SEEDS = range(1000, 1400)
 
@@ -57,7 +58,6 @@ def rel_err(got, want):
 
 def torch_pass(net, X, R, dtype):
     """PyTorch's output and d sum(out * R) / dX in ``dtype``, as float64 arrays."""
-    import copy
     net = copy.deepcopy(net).to(dtype)
     x = torch.from_numpy(X).to(dtype).requires_grad_(True)
     y = net(x)
@@ -113,10 +113,10 @@ def compare(case, recheck=True):
         errors.append("float32 output")
     scale = max(1.0, float(np.abs(t64o).max()))
     if np.abs(t64g).max() < 1e-9:        # the gradient is zero up to rounding: absolute bounds
-        e["f32 grad"], e["f64 grad"] = float(np.abs(g2).max()), float(np.abs(g64).max())
-        if not e["f64 grad"] <= 1e-5 * scale:
+        e["f32 max |grad|"], e["f64 max |grad|"] = float(np.abs(g2).max()), float(np.abs(g64).max())
+        if not e["f64 max |grad|"] <= 1e-5 * scale:
             errors.append("float64 gradient (zero expected)")
-        if not e["f32 grad"] <= max(1e-5 * scale, 30 * float(np.abs(t32g).max())):
+        if not e["f32 max |grad|"] <= max(1e-5 * scale, 30 * float(np.abs(t32g).max())):
             errors.append("float32 gradient (zero expected)")
     else:
         f64_ok = e["f64 grad"] <= max(1e-5, 3 * e["torch32 grad"])

@@ -37,9 +37,10 @@ import fuzz_nets  # noqa: E402  (needs torch)
 # formula, the conv, pool and resize options, both exporters and the four convolution
 # algorithms (test_ci_seeds_cover_the_generator checks the main ones); none of them has a
 # zero input gradient (about 1 case in 20 has: saturated clamps, min/max against constants).
+# 470: a layer norm over channels of equal values (float32 had left 5e-4 of the value).
 CI_SEEDS = [14, 88, 99, 124, 132, 142, 148, 149, 151, 164, 165, 186, 219, 251, 253, 256, 265, 289, 300, 305, 317,
-            324, 338, 345, 352, 353, 363, 366, 371, 375, 376, 385, 397, 411, 433, 451, 452, 486, 503, 514, 526,
-            550, 551, 584]
+            324, 338, 345, 352, 353, 363, 366, 371, 375, 376, 385, 397, 411, 433, 451, 452, 470, 486, 503, 514,
+            526, 550, 551, 584]
 
 SWEEP_SEEDS = range(1000, 1400)
 

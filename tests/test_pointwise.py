@@ -100,6 +100,17 @@ def check_layernorm_kernels():
                     close(db, r_db, 5 * tol, floor=max(np.abs(r_db).max(), 1e-6))
                 else:
                     assert dw is None and db is None
+    # groups of equal values normalize to exactly 0, their mean exactly their value
+    # (as PyTorch's layer norm), whatever their count and a small eps; a mean far
+    # from 0 beside a small spread keeps its digits
+    for shape, begin, end in ((2, 48, 3, 5), 1, 2), ((3, 7, 37), 2, 3), ((2, 1000, 1, 1), 1, 2):
+        for dt in (np.float32, np.float64):
+            x = np.broadcast_to(rng.uniform(-3, 3, shape[:begin] + (1,) * (len(shape) - begin)), shape).astype(dt)
+            out, mean, rstd = _core.layernorm_forward(x, None, None, begin, end, 1e-6)
+            assert not out.any(), (shape, dt, np.abs(out).max())
+        d = rng.standard_normal(shape) * 1e-4     # float64 at 1e4: a plain sum would lose 8 digits
+        out, _, _ = _core.layernorm_forward(1e4 + d, None, None, begin, end, 1e-15)
+        close(out, ref.layernorm((1e4 + d) - 1e4, None, None, begin, end, 1e-15)[0], 5e-8, floor=1.0)
 
 
 def check_channel_scale_kernels():

@@ -483,6 +483,43 @@ def test_attention_between_convolutions_imports_and_matches_pytorch(exporter):
                                 f"linear={linear}, {split}")
 
 
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_class_token_and_transformer_block_import_and_match_pytorch(exporter):
+    """A vision transformer's front and one block: patch embedding by a strided conv,
+    a learned class token expanded to the batch and joined before the patch tokens
+    (Concat with a constant part), position embeddings, a layer norm, timm's attention
+    (qkv unbound from a permute that moves the batch), an MLP, and the class token's
+    output through a Linear head."""
+    torch = _exporter_ready(exporter)
+    nn = torch.nn
+
+    class TinyViT(nn.Module):
+        def __init__(self):
+            super().__init__()
+            d, self.heads = 8, 2
+            self.patch = nn.Conv2d(3, d, 2, stride=2)
+            self.cls = nn.Parameter(torch.randn(1, 1, d))
+            self.pos = nn.Parameter(torch.randn(1, 1 + 9, d) * 0.1)
+            self.norm, self.qkv, self.proj = nn.LayerNorm(d), nn.Linear(d, 3 * d), nn.Linear(d, d)
+            self.mlp, self.head = nn.Sequential(nn.Linear(d, 16), nn.GELU(), nn.Linear(16, d)), nn.Linear(d, 4)
+
+        def forward(self, x):
+            x = self.patch(x).flatten(2).transpose(1, 2)                       # (n, 9, d)
+            n, t, d = x.shape
+            x = torch.cat([self.cls.expand(n, -1, -1), x], dim=1) + self.pos
+            q, k, v = self.qkv(self.norm(x)).reshape(n, t + 1, 3, self.heads, d // self.heads) \
+                .permute(2, 0, 3, 1, 4).unbind(0)
+            a = torch.softmax(q @ k.transpose(-2, -1) * 0.5, dim=-1)
+            x = x + self.proj((a @ v).transpose(1, 2).reshape(n, t + 1, d))
+            x = x + self.mlp(x)
+            return self.head(x[:, 0])
+
+    torch.manual_seed(0)
+    X = np.random.default_rng(0).standard_normal((3, 3, 6, 6))
+    model = _export_matches_pytorch(torch, TinyViT().eval(), exporter, (2, 3, 6, 6), X, "tiny vit")
+    assert any(n.layer.type == "Concat" and n.layer.constants for n in model.nodes)
+
+
 def test_dilated_average_pooling_is_refused_by_name():
     require_onnx()
     from onnx import TensorProto, helper

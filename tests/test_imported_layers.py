@@ -172,6 +172,37 @@ def test_batch_matmul_of_two_activations_matches_torch(shapes):
     assert all(g.dtype == np.float32 for g in layer.backward(dout.astype(np.float32), cache32)[0])
 
 
+def test_concat_with_constant_parts_trains_them_and_saves(tmp_path):
+    """Concat(axis, constants={position: shape}): parameters joined among the inputs
+    for every sample (a class token before the patch tokens); the inputs' gradients
+    are their slices, the constants' the slices summed over the batch."""
+    rng = np.random.default_rng(12)
+    x, y = rng.standard_normal((3, 5, 4)), rng.standard_normal((3, 2, 4))
+    layer = Concat(1, {0: (1, 4), 2: (2, 4)})
+    params = {"const0": rng.standard_normal((1, 4)), "const2": rng.standard_normal((2, 4))}
+    out, cache = layer.forward([x, y], params, {}, "test", None)
+    want = np.concatenate([np.broadcast_to(params["const0"], (3, 1, 4)), x,
+                           np.broadcast_to(params["const2"], (3, 2, 4)), y], axis=1)
+    np.testing.assert_array_equal(out, want)
+    assert layer.output_shape([x.shape[1:], y.shape[1:]]) == out.shape[1:] == (10, 4)
+    dout = rng.standard_normal(out.shape)
+    dins, dparams = layer.backward(dout, cache)
+    np.testing.assert_array_equal(dins[0], dout[:, 1:6])
+    np.testing.assert_array_equal(dins[1], dout[:, 8:])
+    np.testing.assert_allclose(dparams["const0"], dout[:, :1].sum(0), rtol=1e-15)
+    np.testing.assert_allclose(dparams["const2"], dout[:, 6:8].sum(0), rtol=1e-15)
+    assert Concat(**layer.config()).constants == layer.constants and "2 constants" in layer.describe()
+    assert Concat(2).config() == {"axis": 2}
+    m = Model(input_shape=(5, 4, 3))
+    m.add("cat", Concat(1, {0: (1, 4, 3)}), inputs=["input"])
+    m.params["cat.const0"] = rng.standard_normal((1, 4, 3)).astype(np.float32)
+    back = gradvis.load_model(m.save(tmp_path / "m.npz"))
+    X = rng.standard_normal((2, 5, 4, 3)).astype(np.float32)
+    np.testing.assert_array_equal(back.forward(X)[0], m.forward(X)[0])
+    with pytest.raises(ValueError, match="constant positions"):
+        Concat(1, {3: (1, 4)}).output_shape([(5, 4)])
+
+
 def test_batch_matmul_refuses_shapes_it_cannot_multiply():
     layer = BatchMatMul()
     with pytest.raises(ValueError, match="inner sizes differ"):

@@ -211,22 +211,51 @@ class Concat(Layer):
     """Concatenation of its inputs along ``axis`` (>= 1 of the (N, ...) tensors; the
     channel axis 1 by default, as DenseNet and Inception join branches).
 
+    ``constants`` (``{position: shape}``) puts parameters ``const<position>`` of the
+    given per-sample shapes among the inputs, at those positions of the joined
+    parts, the same for every sample (a vision transformer's class token joined
+    before the patch tokens); they train like any parameter.
+
     Shapes: inputs (N, ..., d_i at axis, ...) agreeing on every other axis -> (N, ...,
     sum of d_i, ...).
     """
     type = "Concat"
     num_inputs = None
 
-    def __init__(self, axis=1):
+    def __init__(self, axis=1, constants=None):
         self.axis = _checks.integer(axis, "Concat: axis", 1)
+        self.constants = {}
+        for pos, shape in dict(constants or {}).items():
+            self.constants[_checks.integer(int(pos) if isinstance(pos, str) else pos, "Concat: constant position",
+                                           0)] = _shape(shape, "Concat: constant shape")
 
     def config(self):
-        return {} if self.axis == 1 else dict(axis=self.axis)
+        c = {} if self.axis == 1 else dict(axis=self.axis)
+        if self.constants:
+            c["constants"] = {str(k): list(v) for k, v in sorted(self.constants.items())}
+        return c
 
     def describe(self):
-        return "Concat" if self.axis == 1 else f"Concat axis {self.axis}"
+        return ("Concat" if self.axis == 1 else f"Concat axis {self.axis}") + \
+            (f" with {len(self.constants)} constant{'s' if len(self.constants) > 1 else ''}" if self.constants else "")
+
+    @property
+    def param_shapes(self):
+        return {f"const{k}": v for k, v in self.constants.items()}
+
+    def _parts(self, items, consts):
+        """The joined parts in order: ``items`` (the inputs) with ``consts(position)`` at
+        the constants' positions."""
+        it, parts = iter(items), []
+        for k in range(len(items) + len(self.constants)):
+            parts.append(consts(k) if k in self.constants else next(it))
+        return parts
 
     def output_shape(self, input_shapes):
+        if self.constants and max(self.constants) >= len(input_shapes) + len(self.constants):
+            raise ValueError(f"constant positions {sorted(self.constants)} past the {len(input_shapes)} inputs and "
+                             f"{len(self.constants)} constants")
+        input_shapes = self._parts([tuple(s) for s in input_shapes], lambda k: self.constants[k])
         a = self.axis - 1
         if any(len(s) <= a for s in input_shapes):
             raise ValueError(f"axis {self.axis} is not an axis of every input, got {input_shapes}")
@@ -237,12 +266,22 @@ class Concat(Layer):
 
     def forward(self, inputs, params, buffers, mode, rng):
         self.output_shape([x.shape[1:] for x in inputs])
-        sizes = [x.shape[self.axis] for x in inputs]
-        return np.concatenate(inputs, axis=self.axis), sizes
+        n, dtype = inputs[0].shape[0], inputs[0].dtype
+        parts = self._parts(list(inputs), lambda k: np.broadcast_to(
+            params[f"const{k}"].astype(dtype, copy=False), (n,) + self.constants[k]))
+        sizes = [x.shape[self.axis] for x in parts]
+        return np.concatenate(parts, axis=self.axis), sizes
 
     def backward(self, dout, cache):
         splits = np.cumsum(cache)[:-1]
-        return [np.ascontiguousarray(d) for d in np.split(dout, splits, axis=self.axis)], {}
+        pieces = np.split(dout, splits, axis=self.axis)
+        dins, dparams = [], {}
+        for k, d in enumerate(pieces):
+            if k in self.constants:
+                dparams[f"const{k}"] = d.sum(axis=0)
+            else:
+                dins.append(np.ascontiguousarray(d))
+        return dins, dparams
 
 
 class Clip(Layer):

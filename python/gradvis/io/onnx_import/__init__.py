@@ -67,7 +67,9 @@ What the importer does with the graph:
   activation tensors (attention) is a :class:`~gradvis.nn.BatchMatMul`; a
   ``Transpose`` that moves the batch axis second, read only by the pieces of its
   new first axis (attention's ``qkv.permute(2, 0, 3, 1, 4).unbind(0)``), becomes
-  slices of the untransposed tensor. ``Where``
+  slices of the untransposed tensor. A ``Concat`` of activations and constants (a
+  class token expanded to the batch) keeps the constants as parameters of the
+  :class:`~gradvis.nn.Concat` layer. ``Where``
   with a constant condition and two activation branches is a
   :class:`~gradvis.nn.Select` on the constant mask. ``Log(Sigmoid(x))`` is one
   :class:`~gradvis.nn.LogSigmoid`; a 1-D ``Conv`` is a ``Conv2d`` with a (1, k) kernel

@@ -642,7 +642,12 @@ class LayerOps(Patterns, ShapeOps, MaskOps, ReduceOps):
         self._elementwise(node, Div(), Scale, lambda c: {"scale": 1.0 / c}, const_first_ok=False)
 
     def op_Concat(self, node):
-        ins = [self.activation(node, t) for t in node.inputs]
+        """Concat of activations, some parts possibly constants the same for every
+        sample (a class token expanded to the batch): parameters of the layer."""
+        acts = [t for t in node.inputs if t not in self.static]
+        if not acts:
+            raise self.unsupported(node, "Concat of constants only")    # evaluated earlier; unreachable
+        ins = [self.activation(node, t) for t in acts]
         rank = len(self.shape[ins[0]]) + 1
         axis = int(node.attr("axis"))
         if not -rank <= axis < rank:
@@ -650,7 +655,16 @@ class LayerOps(Patterns, ShapeOps, MaskOps, ReduceOps):
         axis %= rank
         if axis == 0:
             raise self.unsupported(node, "Concat along the batch axis 0")
-        self.emit(node, Concat(axis), ins)
+        consts, params = {}, {}
+        for k, t in enumerate(node.inputs):
+            if t in self.static:
+                c = np.asarray(self.constant(node, k, f"input {k}"), np.float64)
+                if c.ndim != rank:
+                    raise ONNXImportError(f"{node.where()}: constant input {t!r} of shape {c.shape} for "
+                                          f"{rank}-D activations")
+                c = self.one_sample(node, c, f"constant input {t!r}")
+                consts[k], params[f"const{k}"] = c.shape, c
+        self.emit(node, Concat(axis, consts), ins, params)
 
     def op_Where(self, node):
         """Where(constant condition, X, Y) with one of X, Y activations and the other a

@@ -531,6 +531,20 @@ def test_dilated_average_pooling_is_refused_by_name():
         gradvis.load_onnx(proto.SerializeToString())
 
 
+def _select_against_torch(torch, layer, ins, params, buffers, cond, a, b, rng):
+    """Run ``layer`` (a Select) forward and backward; check its values against
+    torch.where(cond != 0, a, b); return (out, input gradients, parameter gradients,
+    torch's gradients of a and b)."""
+    out, cache = layer.forward(ins, params, buffers, "test", None)
+    dout = rng.standard_normal(out.shape)
+    dins, dparams = layer.backward(dout, cache)
+    at, bt = torch.tensor(a, requires_grad=True), torch.tensor(b, requires_grad=True)
+    yt = torch.where(torch.tensor(cond) != 0, at, bt)
+    yt.backward(torch.tensor(dout))
+    np.testing.assert_array_equal(out, yt.detach().numpy())
+    return out, dins, dparams, at.grad.numpy(), bt.grad.numpy()
+
+
 def test_compare_and_select_match_torch_where_with_broadcasting_and_constants():
     torch = require_torch()
     rng = np.random.default_rng(70)
@@ -556,16 +570,10 @@ def test_compare_and_select_match_torch_where_with_broadcasting_and_constants():
                 params[key] = v
             else:
                 ins.append(v)
-        out, cache = layer.forward(ins, params, {}, "test", None)
-        dout = rng.standard_normal(out.shape)
-        dins, dparams = layer.backward(dout, cache)
-        at, bt = torch.tensor(a, requires_grad=True), torch.tensor(b, requires_grad=True)
-        yt = torch.where(torch.tensor(mask) != 0, at, bt)
-        yt.backward(torch.tensor(dout))
-        np.testing.assert_array_equal(out, yt.detach().numpy())
+        out, dins, dparams, ga, gb = _select_against_torch(torch, layer, ins, params, {}, mask, a, b, rng)
         got = dict(zip([k for k, sh in (("a", a_shape), ("b", b_shape)) if not sh], dins[1:]), **dparams)
-        np.testing.assert_allclose(got["a"], at.grad.numpy(), rtol=1e-14)
-        np.testing.assert_allclose(got["b"], bt.grad.numpy(), rtol=1e-14)
+        np.testing.assert_allclose(got["a"], ga, rtol=1e-14)
+        np.testing.assert_allclose(got["b"], gb, rtol=1e-14)
         assert not dins[0].any()
     with pytest.raises(ValueError, match="Compare: op must be one of"):
         Compare("greater_than")
@@ -610,16 +618,11 @@ def test_select_on_a_constant_condition_matches_torch_where(tmp_path):
         b = rng.standard_normal(b_shape) if b_shape else y
         ins = [x] + ([] if b_shape else [y])
         params = {"b": b} if b_shape else {}
-        out, cache = layer.forward(ins, params, {"cond": cond}, "test", None)
+        out, dins, dparams, ga, gb = _select_against_torch(torch, layer, ins, params, {"cond": cond}, cond, x, b,
+                                                           rng)
         assert layer.output_shape([t.shape[1:] for t in ins]) == out.shape[1:]
-        dout = rng.standard_normal(out.shape)
-        dins, dparams = layer.backward(dout, cache)
-        at, bt = torch.tensor(x, requires_grad=True), torch.tensor(b, requires_grad=True)
-        yt = torch.where(torch.tensor(cond) != 0, at, bt)
-        yt.backward(torch.tensor(dout))
-        np.testing.assert_array_equal(out, yt.detach().numpy())
-        np.testing.assert_allclose(dins[0], at.grad.numpy(), rtol=1e-14)
-        np.testing.assert_allclose(dparams["b"] if b_shape else dins[1], bt.grad.numpy(), rtol=1e-14)
+        np.testing.assert_allclose(dins[0], ga, rtol=1e-14)
+        np.testing.assert_allclose(dparams["b"] if b_shape else dins[1], gb, rtol=1e-14)
         assert len(dins) == len(ins)
     m = Model(input_shape=(3, 4, 5))
     m.add("conv", Conv2d(3, 3, 1))

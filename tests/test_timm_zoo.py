@@ -4,8 +4,10 @@ networks whose graphs use what torchvision's do not: ECA-Net's 1-D convolution a
 the channels, ConvNeXt-V2's global response normalization (ReduceL2), TensorFlow-style
 "same" pads computed with Ceil and Clip, NFNets' and BiT's weight standardization (a
 training-mode BatchNormalization over the weights), the attention of hybrid networks
-(MobileViT-V2, EfficientViT: MatMul of two activation tensors), anti-aliased and
-space-to-depth stems, ghost and RepVGG blocks, selective-kernel and split attention, ...
+(MobileViT-V2, EfficientViT: MatMul of two activation tensors; timm's attention,
+whose q, k, v are unbound from a permute that moves the batch axis), a vision
+transformer's class token (Concat with a constant), anti-aliased and space-to-depth
+stems, ghost and RepVGG blocks, selective-kernel and split attention, ...
 
 timm is a test-time reference only (installed without its dependencies, which its
 model code does not import). Weights are timm's random initialization, with every
@@ -39,7 +41,12 @@ SLOW_MODELS = {
         "semnasnet_050", "spnasnet_100", "xception41", "legacy_xception", "hgnetv2_b0", "fastvit_t8",
         "poolformer_s12", "convmixer_768_32", "convnext_atto", "rdnet_tiny", "inception_next_atto",
         "resnet50_gn", "resnetblur18", "mobilevitv2_050", "edgenext_xx_small", "regnetz_b16", "dla46_c",
-        "hrnet_w18_small_v2", "nasnetalarge")},
+        "hrnet_w18_small_v2", "nasnetalarge", "gcresnet33ts", "skresnext50_32x4d", "resnest26d", "rexnetr_100",
+        "tf_mobilenetv3_small_075", "tf_efficientnetv2_b0", "mobilenetv3_rw", "ese_vovnet39b", "repvit_m0_9",
+        "ghostnetv3_100", "starnet_s1", "mambaout_femto")},
+    # hybrids and transformers that take 224x224 only (a class token, position embeddings)
+    **{m: 224 for m in ("pvt_v2_b0", "vit_tiny_patch16_224", "deit_tiny_distilled_patch16_224")},
+    **{m: 160 for m in ("inception_v3", "inception_v4", "inception_resnet_v2")},
 }
 
 

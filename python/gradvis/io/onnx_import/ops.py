@@ -133,14 +133,8 @@ class LayerOps(Patterns, ShapeOps, MaskOps, ReduceOps):
         has_bias = b is not None
         if w.ndim != 4:
             raise self.unsupported(node, f"only 2-D convolutions are supported (weight shape {w.shape})")
-        groups = int(node.attr("group", 1))
         c = self.shape[src][0]
-        if w.shape[1] * groups != c:
-            raise ONNXImportError(f"{node.where()}: shape mismatch: weight {w.shape} with group={groups} "
-                                  f"expects {w.shape[1] * groups} input channels, the input {src!r} has {c}")
-        kernel = tuple(node.attr("kernel_shape", w.shape[2:]))
-        if kernel != w.shape[2:]:
-            raise ONNXImportError(f"{node.where()}: kernel_shape {kernel} disagrees with the weight {w.shape}")
+        groups, kernel = self._conv_weight(node, w, c, src)
         in_hw = (self.shape[src][1] + extra[0] + extra[1], self.shape[src][2] + extra[2] + extra[3])
         strides, dil, pads = self._window(node, kernel, in_hw)
         pads = tuple(p + q for p, q in zip(pads, extra))
@@ -182,6 +176,18 @@ class LayerOps(Patterns, ShapeOps, MaskOps, ReduceOps):
             self.tensor[t] = name     # a folded Pad's output
         self._alias_chain(node.outputs[0], out, name)
 
+    def _conv_weight(self, node, w, c, src):
+        """(groups, kernel) of a Conv node whose weight ``w`` meets ``c`` input channels
+        of ``src``, checked."""
+        groups = int(node.attr("group", 1))
+        if w.shape[1] * groups != c:
+            raise ONNXImportError(f"{node.where()}: shape mismatch: weight {w.shape} with group={groups} "
+                                  f"expects {w.shape[1] * groups} input channels, the input {src!r} has {c}")
+        kernel = tuple(node.attr("kernel_shape", w.shape[2:]))
+        if kernel != w.shape[2:]:
+            raise ONNXImportError(f"{node.where()}: kernel_shape {kernel} disagrees with the weight {w.shape}")
+        return groups, kernel
+
     def _conv1d(self, node, w):
         """A 1-D Conv on (N, C, L) (ECA-Net's channel attention, audio front ends): a
         Conv2d with a (1, k) kernel between Reshapes to (N, C, 1, L) and back."""
@@ -189,13 +195,8 @@ class LayerOps(Patterns, ShapeOps, MaskOps, ReduceOps):
         if len(self.shape[src]) != 2:
             raise ONNXImportError(f"{node.where()}: a 1-D convolution expects (N, C, L) input, got "
                                   f"{_fmt(self.shape[src])} from {node.inputs[0]!r}")
-        (c, length), groups = self.shape[src], int(node.attr("group", 1))
-        if w.shape[1] * groups != c:
-            raise ONNXImportError(f"{node.where()}: shape mismatch: weight {w.shape} with group={groups} "
-                                  f"expects {w.shape[1] * groups} input channels, the input has {c}")
-        k = tuple(node.attr("kernel_shape", w.shape[2:]))
-        if k != w.shape[2:]:
-            raise ONNXImportError(f"{node.where()}: kernel_shape {k} disagrees with the weight {w.shape}")
+        c, length = self.shape[src]
+        groups, k = self._conv_weight(node, w, c, src)
         s, d = (tuple(node.attr(a, [1])) for a in ("strides", "dilations"))
         if len(s) != 1 or len(d) != 1:
             raise self.unsupported(node, f"strides {s} or dilations {d} of a 1-D convolution")

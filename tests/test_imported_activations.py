@@ -520,6 +520,38 @@ def test_class_token_and_transformer_block_import_and_match_pytorch(exporter):
     assert any(n.layer.type == "Concat" and n.layer.constants for n in model.nodes)
 
 
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_batch_norm_over_tokens_imports_and_matches_pytorch(exporter):
+    """LeViT's Linear + BatchNorm1d over the tokens: (N, T, C) flattened to (N*T, C)
+    for the batch norm and reshaped back (merging the batch axis, which gradvis's
+    layers never do): a per-channel scale and bias on the last axis."""
+    torch = _exporter_ready(exporter)
+    nn = torch.nn
+
+    class Tokens(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.fc, self.bn, self.head = nn.Conv2d(3, 6, 3, padding=1), nn.Linear(6, 8), \
+                nn.BatchNorm1d(8), nn.Linear(8, 3)
+
+        def forward(self, x):
+            x = self.c1(x).flatten(2).transpose(1, 2)                 # (n, t, 6)
+            y = self.fc(x)
+            y = self.bn(y.flatten(0, 1)).reshape_as(y)
+            return self.head(torch.relu(y)).mean(1)
+
+    torch.manual_seed(0)
+    net = Tokens().eval()
+    with torch.no_grad():
+        net.bn.running_mean.normal_(0, 0.3)
+        net.bn.running_var.uniform_(0.5, 2.0)
+        net.bn.weight.uniform_(0.5, 1.5)
+        net.bn.bias.normal_(0, 0.2)
+    X = np.random.default_rng(0).standard_normal((3, 3, 5, 4))
+    model = _export_matches_pytorch(torch, net, exporter, (2, 3, 5, 4), X, "batch norm over tokens")
+    assert "BatchNorm" not in " ".join(n.layer.type for n in model.nodes)
+
+
 def test_dilated_average_pooling_is_refused_by_name():
     require_onnx()
     from onnx import TensorProto, helper

@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from ...nn import Flatten
+from ...nn import Bias, Flatten, Scale
 from ...nn.tensor import GatherND, Reshape, Resize, Slice, Tile, Transpose
 from .constants import slice_bounds
 from .reader import ONNXImportError
@@ -31,6 +31,8 @@ class ShapeOps:
         axis = int(node.attr("axis", 1))
         axis = axis + rank if axis < 0 else axis
         if axis != 1:     # ONNX Flatten's output is 2-D: (d0 * ... * d_{axis-1}, the rest)
+            if axis == rank - 1 and self._merged_batch_norm(node, src):
+                return
             raise self.unsupported(node, f"Flatten with axis={node.attr('axis')} merges the batch axis "
                                          "with others (only axis 1 keeps it)")
         if rank == 2:
@@ -89,6 +91,8 @@ class ShapeOps:
             self._flat_then_gather(node, src, target)   # the batch merged in: a batch-1 export
             return
         if not target or target[0] not in (0, -1, self.batch) or (target[0] == 0 and allowzero):
+            if len(target) == 2 and target[1] == s[-1] and self._merged_batch_norm(node, src):
+                return
             raise self.unsupported(node, f"Reshape of {_fmt(s)} to {target} changes the batch axis "
                                          f"(its first entry must be 0, -1 or the exported batch size {self.batch})")
         rest = [s[i - 1] if (d == 0 and not allowzero and i - 1 < len(s)) else d
@@ -104,6 +108,48 @@ class ShapeOps:
             raise ONNXImportError(f"{node.where()}: cannot reshape {_fmt(s)} ({size} values a sample) "
                                   f"to {target}")
         self._reshape_to(node, src, rest)
+
+    def _merged_batch_norm(self, node, src):
+        """(N, ..., C) merged to (N * ..., C) by ``node``, read only by an inference
+        BatchNormalization of the C channels whose only reader reshapes the result
+        back to (N, ..., C) (LeViT's BatchNorm1d over its tokens): a per-channel
+        Scale and Bias on the last axis of ``src``. False if not this."""
+        bn = self.sole_consumer(node.outputs[0])
+        if bn is None or bn.op != "BatchNormalization" or int(bn.attr("training_mode", 0)) or \
+                not all(t in self.const for t in bn.inputs[1:5]) or \
+                any(self.consumers.get(o) for o in bn.outputs[1:] if o):
+            return False
+        back = self.sole_consumer(bn.outputs[0])
+        if back is None or back.op != "Reshape":
+            return False
+        full = (self.batch,) + tuple(self.shape[src])
+        shape_of = self.producer.get(back.inputs[1])
+        if back.inputs[1] in self.const:
+            target = [int(v) for v in np.asarray(self.const[back.inputs[1]]).reshape(-1)]
+        elif shape_of is not None and shape_of.op == "Shape" and shape_of.inputs[0] == node.inputs[0] and \
+                shape_of.attr("start") is None and shape_of.attr("end") is None:
+            target = list(full)          # reshape_as(x): the Shape of the tensor merged
+        else:
+            return False
+        if len(target) != len(full) or any(t not in (f, -1) and not (t == 0 and i < 2) for i, (t, f) in
+                                           enumerate(zip(target, full))) or target.count(-1) > 1:
+            return False
+        gamma, beta, mean, var = (np.asarray(self.const[t], np.float64).reshape(-1) for t in bn.inputs[1:5])
+        c = full[-1]
+        if not all(v.size == c for v in (gamma, beta, mean, var)):
+            return False
+        if (var < 0).any():
+            raise ONNXImportError(f"{bn.where()}: running variance has negative entries (min {var.min():g})")
+        scale = gamma / np.sqrt(var + float(bn.attr("epsilon", 1e-5)))
+        self.skip.update((bn.index, back.index))
+        tmp = back.outputs[0] + "#scale"
+        self.emit(bn, Scale((c,)), [src], {"scale": scale}, out=tmp, name=self.fresh_name(self.names[bn.index] + ".scale"))
+        self.emit(bn, Bias((c,)), [self.tensor[tmp]], {"bias": beta - mean * scale}, out=back.outputs[0])
+        self.alias(node, node.outputs[0], None)
+        self.alias(bn, bn.outputs[0], None)
+        self.info["folded"].append(f"{node.name} ({node.op}), {bn.name} (BatchNormalization) and {back.name} "
+                                   "(Reshape back) into a per-channel Scale and Bias on the last axis")
+        return True
 
     def _flat_then_gather(self, node, src, target):
         """A Reshape to 1-D (batch and features merged, as a batch-1 export writes

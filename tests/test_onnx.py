@@ -398,6 +398,10 @@ def test_shape_mismatches_are_clear(ox):
                        {"s": np.array([0, 5, -1], np.int64)})
     with pytest.raises(ValueError, match=r"reshape3d.*cannot reshape \(N, 3, 12, 12\)"):
         gradvis.load_onnx(bad_reshape)
+    windows = make(ox, [n("Reshape", ["x", "s"], ["y"], name="windows")], {"s": np.array([-1, 3, 6, 6], np.int64)})
+    with pytest.raises(gradvis.io.onnx_import.ONNXImportError,
+                       match=r"'windows'.*merges the batch axis with others \(its first entry would hold N x 4\)"):
+        gradvis.load_onnx(windows)
     bad_gemm = make(ox, [n("Flatten", ["x"], ["f"], name="flat"),
                          n("Gemm", ["f", "w"], ["y"], name="fc", transB=1)], {"w": rand(rng, 10, 400)})
     with pytest.raises(ValueError, match=r"'fc'.*400.*432"):

@@ -48,7 +48,7 @@ SLOW_MODELS = {
     # (LeViT imports and its logits match, but with its constant parameters drawn at
     # random PyTorch's autograd input gradient disagrees with PyTorch's own finite
     # differences, which gradvis's gradient matches: no reference here)
-    **{m: 224 for m in ("pvt_v2_b0", "vit_tiny_patch16_224", "deit_tiny_distilled_patch16_224")},
+    **{m: 224 for m in ("pvt_v2_b0", "vit_tiny_patch16_224", "deit_tiny_distilled_patch16_224", "coat_lite_tiny")},
     **{m: 160 for m in ("inception_v3", "inception_v4", "inception_resnet_v2")},
 }
 

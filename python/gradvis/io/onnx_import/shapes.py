@@ -104,7 +104,12 @@ class ShapeOps:
             if rest.count(-1) > 1 or known == 0 or size % known:
                 raise ONNXImportError(f"{node.where()}: cannot reshape {_fmt(s)} to {target}")
             rest[rest.index(-1)] = size // known
-        if any(d <= 0 for d in rest) or int(np.prod(rest, dtype=np.int64)) != size:
+        n = int(np.prod(rest, dtype=np.int64))
+        if target[0] == -1 and all(d > 0 for d in rest) and n < size and size % n == 0:
+            # (Swin's window partition: (N, h, w, 7, 7, C) -> (N * h * w, 7, 7, C))
+            raise self.unsupported(node, f"Reshape of {_fmt(s)} to {target} merges the batch axis with others "
+                                         f"(its first entry would hold N x {size // n})")
+        if any(d <= 0 for d in rest) or n != size:
             raise ONNXImportError(f"{node.where()}: cannot reshape {_fmt(s)} ({size} values a sample) "
                                   f"to {target}")
         self._reshape_to(node, src, rest)

@@ -293,7 +293,9 @@ class ShapeOps:
                 starts, ends = self._const_ints(r, 1), self._const_ints(r, 2)
                 axes, steps = self._const_ints(r, 3), self._const_ints(r, 4) or [1]
                 sq = self._squeezed_first(r.outputs[0])
-                if axes != [0] or steps != [1] or starts is None or ends != [starts[0] + 1] or sq is None:
+                # (a negative start with end start + 1 would be an empty slice)
+                if axes != [0] or steps != [1] or starts is None or starts[0] < 0 or ends != [starts[0] + 1] \
+                        or sq is None:
                     return None
                 pieces.append((starts[0], sq.outputs[0], [r, sq]))
             elif r.op == "Split" and int(r.attr("axis", 0)) == 0:

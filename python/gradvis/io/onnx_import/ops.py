@@ -122,13 +122,13 @@ class LayerOps(Patterns, ShapeOps, MaskOps, ReduceOps):
     def op_Conv(self, node):
         extra = (0, 0, 0, 0)
         t = node.inputs[0]
-        if t not in self.pending_pad and np.ndim(self.constant(node, 1, "the weight")) == 3:
-            return self._conv1d(node, np.asarray(self.constant(node, 1, "the weight")))
+        w = np.asarray(self.constant(node, 1, "the weight"))
+        if t not in self.pending_pad and w.ndim == 3:
+            return self._conv1d(node, w)
         if t in self.pending_pad:
             src, extra = self.pending_pad.pop(t)
         else:
             src = self._input4(node, t)
-        w = np.asarray(self.constant(node, 1, "the weight"))
         b = self.optional_constant(node, 2, "the bias")
         has_bias = b is not None
         if w.ndim != 4:

@@ -590,3 +590,71 @@ def test_max_pool_layer_dilation():
         MaxPool2d(2, dilation=0)
     with pytest.raises(ValueError, match="dilation \\(1, 5\\)"):
         MaxPool2d(2, dilation=(1, 5)).output_shape([(3, 4, 4)])
+
+
+def max_pool_takes_max_ref(x, kernel, stride, pads, ceil_mode=False, dilation=(1, 1)):
+    """The float64 reference's windows with the kernels' (and PyTorch's) rule: a
+    larger value or a NaN takes the window, so ties keep the first maximum and the
+    last NaN in row-major order wins; padding never does."""
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    pt, pb, pl, pr = pads
+    N, C, H, W = x.shape
+    OH, OW = ref.out_size(H, kh, sh, pt, pb, ceil_mode, dh), ref.out_size(W, kw, sw, pl, pr, ceil_mode, dw)
+    out, am = np.empty((N, C, OH, OW), x.dtype), np.empty((N, C, OH, OW), np.int64)
+    for n, c, oh, ow in np.ndindex(N, C, OH, OW):
+        best, bi = -np.inf, None
+        for i in range(oh * sh - pt, oh * sh - pt + kh * dh, dh):
+            for j in range(ow * sw - pl, ow * sw - pl + kw * dw, dw):
+                if 0 <= i < H and 0 <= j < W:
+                    v = x[n, c, i, j]
+                    if bi is None:        # (-inf, the first real cell) until a cell takes it
+                        bi = i * W + j
+                    if v > best or v != v:
+                        best, bi = v, i * W + j
+        out[n, c, oh, ow], am[n, c, oh, ow] = best, bi
+    return out, am
+
+
+def check_stride2_rows(seed=31, n=120):
+    """Column stride 2 (the 3x3 stride-2 pool after ResNet's stem, AlexNet's and
+    Inception's pools): rows of 1 to 112 windows (vectors of 16 and their masked
+    tails), windows 1-5 wide and 1-3 tall with row dilations 1-2, row strides 1-3,
+    padding, ceil mode; values from a few integers with infinities (ties, a window
+    of -inf) and NaNs, up to three in a window: values and argmax against
+    max_pool_takes_max_ref, bit for bit."""
+    rng = np.random.default_rng(seed)
+    widths = list(range(1, 41)) + [63, 64, 65, 111, 112, 223, 224]
+    done = 0
+    for t in range(n):
+        W = widths[t % len(widths)]
+        H = int(rng.integers(1, 9))
+        kh, kw = int(rng.integers(1, 4)), int(rng.integers(1, 6))
+        dh, sh = int(rng.integers(1, 3)), int(rng.integers(1, 4))
+        pads = (int(rng.integers(0, (kh - 1) * dh // 2 + 1)),) * 2 + (int(rng.integers(0, kw // 2 + 1)),) * 2
+        ceil_mode = bool(rng.random() < 0.3)
+        try:
+            want = None
+            x = rng.choice(np.array([-np.inf, -1, 0, 0, 1, 2, np.inf]), size=(2, 2, H, W))
+            if t % 2:
+                x[rng.random(x.shape) < 0.08] = np.nan
+            for dtype in DTYPES:
+                xd = x.astype(dtype)
+                out, am = _core.max_pool2d_forward(xd, (kh, kw), (sh, 2), pads, ceil_mode, (dh, 1))
+                if want is None:
+                    want = max_pool_takes_max_ref(x, (kh, kw), (sh, 2), pads, ceil_mode, (dh, 1))
+                np.testing.assert_array_equal(out, want[0].astype(dtype))
+                np.testing.assert_array_equal(am, want[1])
+            done += 1
+        except ValueError as e:
+            assert "padding" in str(e) or "empty" in str(e) or "larger" in str(e), e
+    assert done > n // 2
+
+
+def test_max_pool_stride2_rows():
+    check_stride2_rows()
+
+
+test_max_pool_stride2_rows_simd_paths = simd_paths_test("""
+from test_pool import check_stride2_rows
+check_stride2_rows(seed=32, n=60)
+""")

@@ -8,7 +8,8 @@ every entry point of the compiled convolution on it (forward, with a ReLU, with 
 fused activation and its input kept, with a residual sum, input gradient, input
 gradient with an activation's backward, weight and bias gradients) against the
 float64 reference of tests/reference_conv.py, and checks that the forward pass
-and the input gradient give the same bits on 1 and 2 threads. It returns the
+and the input gradient give the same bits on 1 and 2 threads (or on a larger
+team and 1 thread). It returns the
 list of what failed (empty: the case passed).
 
 The bound on an entry's error is ``eps * (S + 0.01 max S)``, S the same pass on
@@ -132,9 +133,12 @@ def _act_grad(kind, x, lo, hi):
     return np.where(x < -3, 0.0, np.where(x > 3, 1.0, (2 * x + 3) / 6))
 
 
-def check(case):
+def check(case, team=None):
     """The failures of every convolution entry point on ``case`` (see the module's
-    docstring); leaves the thread count and algorithm as it found them."""
+    docstring); leaves the thread count and algorithm as it found them. ``team``: run
+    at that many threads instead of the case's, and compare the bits with 1 thread
+    (a team of 3-8 splits the work as on a larger machine; oversubscribed here, it
+    still has to give the same bits)."""
     rng = np.random.default_rng(case["seed"] + 10**6)
     dt = np.dtype(case["dtype"])
     eps = 1e-4 if dt == np.float32 else 1e-11
@@ -166,7 +170,7 @@ def check(case):
 
     threads, algo = _core.get_num_threads(), _core.get_conv_algorithm()
     try:
-        _core.set_num_threads(case["threads"])
+        _core.set_num_threads(team or case["threads"])
         _core.set_conv_algorithm(case["algo"])
         out = _core.conv2d_forward(xs, ws_, bs, **geo)
         expect("forward", out, ref, scale)
@@ -189,11 +193,12 @@ def check(case):
         gw, gb = _core.conv2d_backward_weight(ds, xs, ws[2:], **geo)
         expect("weight gradient", gw, dw_ref, dw_scale)
         expect("bias gradient", gb, db_ref, np.abs(dout).sum(axis=(0, 2, 3)))
-        _core.set_num_threads(3 - case["threads"])
+        other = 1 if team else 3 - case["threads"]
+        _core.set_num_threads(other)
         if not np.array_equal(out, _core.conv2d_forward(xs, ws_, bs, **geo), equal_nan=True):
-            errors.append("forward: other bits on the other thread count")
+            errors.append(f"forward: other bits on {other} thread(s)")
         if not np.array_equal(dx, _core.conv2d_backward_input(ds, ws_, (h, w), **geo), equal_nan=True):
-            errors.append("input gradient: other bits on the other thread count")
+            errors.append(f"input gradient: other bits on {other} thread(s)")
     finally:
         _core.set_num_threads(threads)
         _core.set_conv_algorithm(algo)

@@ -44,6 +44,16 @@ def test_sweep(seed):
     run(seed)
 
 
+@pytest.mark.parametrize("team", [3, 4, 5, 8])
+def test_larger_teams(team):
+    # the splits of a machine with more cores (here oversubscribed): the reference's
+    # values and 1 thread's bits
+    for seed in SIMD_SEEDS[team::4]:
+        case = fuzz_conv.draw(seed)
+        errors = fuzz_conv.check(case, team=team)
+        assert not errors, f"team {team}: {case}\n" + "\n".join(errors)
+
+
 test_simd_levels = simd_paths_test(r"""
 import fuzz_conv
 from test_fuzz_conv import SIMD_SEEDS

@@ -9,8 +9,7 @@ fused activation and its input kept, with a residual sum, input gradient, input
 gradient with an activation's backward, weight and bias gradients) against the
 float64 reference of tests/reference_conv.py, and checks that the forward pass
 and the input gradient give the same bits on 1 and 2 threads (or on a larger
-team and 1 thread). It returns the
-list of what failed (empty: the case passed).
+team and 1 thread). It returns the list of what failed (empty: the case passed).
 
 The bound on an entry's error is ``eps * (S + 0.01 max S)``, S the same pass on
 |x|, |w| and |b| (the sum of the magnitudes of the terms: float32 rounding is a

@@ -417,6 +417,40 @@ def test_one_dimensional_convolutions_import_and_match_pytorch(exporter):
 
 
 @pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_one_dimensional_pools_and_batch_norm_import_and_match_pytorch(exporter):
+    """MaxPool1d, AvgPool1d and BatchNorm1d on (N, C, L) (NextViT's pooled keys and
+    values: a map flattened to tokens, pooled along them, batch-normalized): each the
+    2-D layer on (N, C, 1, L) between Reshapes. Strides, padding, ceil mode, a
+    dilated max pool, count_include_pad both ways."""
+    torch = _exporter_ready(exporter)
+    nn = torch.nn
+
+    class Seq(nn.Module):
+        def __init__(self, *layers):
+            super().__init__()
+            self.c1, self.layers = nn.Conv2d(3, 4, 3), nn.Sequential(*layers)
+
+        def forward(self, x):
+            return torch.relu(self.layers(self.c1(x).flatten(2))).flatten(1)
+
+    torch.manual_seed(0)
+    bn = nn.BatchNorm1d(4)
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.randn(4) * 0.1)
+        bn.running_var.copy_(torch.rand(4) + 0.5)
+        bn.weight.copy_(torch.rand(4) + 0.5)
+        bn.bias.copy_(torch.randn(4))
+    nets = [Seq(nn.AvgPool1d(4, 4)), Seq(nn.AvgPool1d(3, 2, padding=1, ceil_mode=True)),
+            Seq(nn.AvgPool1d(3, 2, padding=1, count_include_pad=False)), Seq(nn.MaxPool1d(3, 2, padding=1)),
+            Seq(nn.MaxPool1d(2, 3, dilation=2, ceil_mode=True)), Seq(bn, nn.MaxPool1d(2))]
+    for net in nets:
+        X = np.random.default_rng(0).standard_normal((3, 3, 7, 6))
+        model = _export_matches_pytorch(torch, net.eval(), exporter, (2, 3, 7, 6), X, repr(net))
+        types = [n.layer.type for n in model.nodes]
+        assert types.count("Reshape") >= 2 and ("MaxPool2d" in types or "AvgPool2d" in types), types
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
 def test_norms_import_and_match_pytorch(exporter):
     """ConvNeXt-V2's global response normalization (torch.norm over the map: ONNX
     ReduceL2), an L1 norm and a sum of squares over the channels."""

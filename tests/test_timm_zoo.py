@@ -43,12 +43,14 @@ SLOW_MODELS = {
         "resnet50_gn", "resnetblur18", "mobilevitv2_050", "edgenext_xx_small", "regnetz_b16", "dla46_c",
         "hrnet_w18_small_v2", "nasnetalarge", "gcresnet33ts", "skresnext50_32x4d", "resnest26d", "rexnetr_100",
         "tf_mobilenetv3_small_075", "tf_efficientnetv2_b0", "mobilenetv3_rw", "ese_vovnet39b", "repvit_m0_9",
-        "ghostnetv3_100", "starnet_s1", "mambaout_femto")},
+        "ghostnetv3_100", "starnet_s1", "mambaout_femto", "fastvit_sa12")},
     # hybrids and transformers that take 224x224 only (a class token, position embeddings)
     # (LeViT imports and its logits match, but with its constant parameters drawn at
     # random PyTorch's autograd input gradient disagrees with PyTorch's own finite
     # differences, which gradvis's gradient matches: no reference here)
-    **{m: 224 for m in ("pvt_v2_b0", "vit_tiny_patch16_224", "deit_tiny_distilled_patch16_224", "coat_lite_tiny")},
+    **{m: 224 for m in ("pvt_v2_b0", "vit_tiny_patch16_224", "deit_tiny_distilled_patch16_224", "coat_lite_tiny",
+                        "efficientformerv2_s0", "coatnet_nano_rw_224",
+                        "nextvit_small")},          # 1-D pools and batch norm over tokens
     **{m: 160 for m in ("inception_v3", "inception_v4", "inception_resnet_v2")},
 }
 

@@ -73,7 +73,8 @@ What the importer does with the graph:
   with a constant condition and two activation branches is a
   :class:`~gradvis.nn.Select` on the constant mask. ``Log(Sigmoid(x))`` is one
   :class:`~gradvis.nn.LogSigmoid`; a 1-D ``Conv`` is a ``Conv2d`` with a (1, k) kernel
-  between two reshapes.
+  between two reshapes, and a 1-D ``MaxPool``, ``AveragePool`` or
+  ``BatchNormalization`` on (N, C, L) likewise the 2-D layer on (N, C, 1, L).
 - ``Dropout`` and ``Identity`` disappear (their output is another name for their
   input); a ``Softmax`` producing the graph output is dropped, so the model
   returns scores as the algorithms expect; ``model.info['dropped']`` says so.

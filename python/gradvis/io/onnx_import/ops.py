@@ -197,12 +197,29 @@ class LayerOps(Patterns, ShapeOps, MaskOps, ReduceOps):
                                   f"{_fmt(self.shape[src])} from {node.inputs[0]!r}")
         c, length = self.shape[src]
         groups, k = self._conv_weight(node, w, c, src)
+        s, d, p = self._window1d(node, k[0], length, "convolution")
+        b = self.optional_constant(node, 2, "the bias")
+        params = {"weight": np.asarray(w)[:, :, None, :]}
+        if b is not None:
+            params["bias"] = np.asarray(b, np.float64).reshape(-1)
+        base = self.names[node.index]
+        wide = node.outputs[0] + "#2d"
+        self.emit(node, Reshape((c, 1, length)), [src], out=wide + "in", name=self.fresh_name(base + ".to2d"))
+        layer = Conv2d(c, w.shape[0], (1, k[0]), stride=(1, s), padding=(0, 0, p[0], p[1]),
+                       dilation=(1, d), groups=groups, bias=b is not None)
+        conv = self.emit(node, layer, [self.tensor[wide + "in"]], params, out=wide)
+        f, _, ol = self.shape[conv]
+        self.emit(node, Reshape((f, ol)), [conv], name=self.fresh_name(base + ".to1d"))
+
+    def _window1d(self, node, k, length, what):
+        """(stride, dilation, (left, right) pads) of a 1-D Conv or pool of window k over
+        ``length`` values."""
         s, d = (tuple(node.attr(a, [1])) for a in ("strides", "dilations"))
         if len(s) != 1 or len(d) != 1:
-            raise self.unsupported(node, f"strides {s} or dilations {d} of a 1-D convolution")
+            raise self.unsupported(node, f"strides {s} or dilations {d} of a 1-D {what}")
         auto = node.attr("auto_pad", "NOTSET")
         if auto in ("SAME_UPPER", "SAME_LOWER"):
-            total = max((-(-length // s[0]) - 1) * s[0] + d[0] * (k[0] - 1) + 1 - length, 0)
+            total = max((-(-length // s[0]) - 1) * s[0] + d[0] * (k - 1) + 1 - length, 0)
             small = total // 2
             p = (small, total - small) if auto == "SAME_UPPER" else (total - small, small)
         elif auto == "VALID":
@@ -212,19 +229,8 @@ class LayerOps(Patterns, ShapeOps, MaskOps, ReduceOps):
         else:
             raise self.unsupported(node, f"auto_pad {auto!r} is not supported")
         if len(p) != 2 or min(p) < 0:
-            raise self.unsupported(node, f"pads {p} of a 1-D convolution")
-        b = self.optional_constant(node, 2, "the bias")
-        params = {"weight": np.asarray(w)[:, :, None, :]}
-        if b is not None:
-            params["bias"] = np.asarray(b, np.float64).reshape(-1)
-        base = self.names[node.index]
-        wide = node.outputs[0] + "#2d"
-        self.emit(node, Reshape((c, 1, length)), [src], out=wide + "in", name=self.fresh_name(base + ".to2d"))
-        layer = Conv2d(c, w.shape[0], (1, k[0]), stride=(1, s[0]), padding=(0, 0, p[0], p[1]),
-                       dilation=(1, d[0]), groups=groups, bias=b is not None)
-        conv = self.emit(node, layer, [self.tensor[wide + "in"]], params, out=wide)
-        f, _, ol = self.shape[conv]
-        self.emit(node, Reshape((f, ol)), [conv], name=self.fresh_name(base + ".to1d"))
+            raise self.unsupported(node, f"pads {p} of a 1-D {what}")
+        return int(s[0]), int(d[0]), (int(p[0]), int(p[1]))
 
     def _alias_chain(self, first, last, name):
         """Every ONNX tensor folded into one layer names that layer's output."""
@@ -270,12 +276,21 @@ class LayerOps(Patterns, ShapeOps, MaskOps, ReduceOps):
         mean = self.constant(node, 3, "running mean")
         var = self.constant(node, 4, "running variance")
         s = self.shape[src]
-        cls = BatchNorm2d if len(s) == 3 else BatchNorm1d if len(s) == 1 else None
+        cls = BatchNorm2d if len(s) in (2, 3) else BatchNorm1d if len(s) == 1 else None
         if cls is None:
             raise self.unsupported(node, f"batch norm of {_fmt(s)} inputs")
         layer = cls(s[0], eps=float(node.attr("epsilon", 1e-5)))
-        self.emit(node, layer, [src], {"gamma": gamma, "beta": beta},
-                  {"running_mean": mean, "running_var": var})
+        params, buffers = {"gamma": gamma, "beta": beta}, {"running_mean": mean, "running_var": var}
+        if len(s) == 3 or len(s) == 1:
+            self.emit(node, layer, [src], params, buffers)
+            return
+        # (N, C, L) (BatchNorm1d over a sequence, as NextViT's attention): the 2-D
+        # batch norm of (N, C, 1, L), between Reshapes
+        base = self.names[node.index]
+        wide = node.outputs[0] + "#2d"
+        self.emit(node, Reshape((s[0], 1, s[1])), [src], out=wide + "in", name=self.fresh_name(base + ".to2d"))
+        bn = self.emit(node, layer, [self.tensor[wide + "in"]], params, buffers, out=wide)
+        self.emit(node, Reshape(s), [bn], name=self.fresh_name(base + ".to1d"))
 
     def op_InstanceNormalization(self, node):
         """Normalization over the axes after the channels, per sample and channel, with a

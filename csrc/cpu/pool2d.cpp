@@ -165,7 +165,7 @@ inline void real_taps(index_t start, index_t k, index_t d, index_t n, index_t& l
 }
 
 // The interior windows [owa, owb) of one output row at column stride 2 and column
-// dilation 1, float32, AVX-512 (see max_pool_plane_body): 16 windows at a time,
+// dilation 1, float32, AVX-512 (AVX2 below; see max_pool_plane_body): 16 windows at a time,
 // each window cell's 16 values taken from two loads by one permute, the running
 // max and its cell kept in registers. The cells go in the generic sweep's
 // row-major order with the same comparison, so values and argmax are its bits.
@@ -173,12 +173,12 @@ inline void real_taps(index_t start, index_t k, index_t d, index_t n, index_t& l
 // sweep de-interleaved each row, then swept the running max through memory once
 // per cell: ResNet's 3x3 stride-2 pool (64x112x112) took 0.58 ms on 1 thread.
 using MaxPoolRowS2 = void (*)(float*, std::int64_t*, const float*, index_t, index_t, index_t, index_t, index_t,
-                              index_t, index_t, index_t);
+                              index_t, index_t, index_t, index_t);
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq"))) void max_pool_row_s2_avx512_f32(
     float* o, std::int64_t* a, const float* x, index_t W, index_t hs, index_t rows, index_t dh, index_t kw,
-    index_t owa, index_t owb, index_t pl) {
+    index_t owa, index_t owb, index_t pl, index_t /*end: masked loads throughout*/) {
   const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i lane2 = _mm512_slli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), 1);
   const __m512 neg_inf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
@@ -207,6 +207,59 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq"))) void max_pool_row_
                              _mm512_add_epi64(base, _mm512_cvtepi32_epi64(_mm512_castsi512_si256(col))));
     _mm512_mask_storeu_epi64(a + ow0 + 8, __mmask8(m >> 8),
                              _mm512_add_epi64(base, _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(col, 1))));
+  }
+}
+
+// max_pool_row_s2_avx512_f32 at AVX2: 8 windows a step, each cell's 8 values from
+// two loads by a shuffle and a permute; the same bits. The loads of a full step
+// read one value past the last one it needs, so only where that stays inside the
+// plane (H*W values, `end`); elsewhere, and for the row's last part-filled step,
+// masked loads (vmaskmovps: slow on AMD's cores from memory, 2x slower at batch
+// 16 when every load was masked) and scalar stores.
+__attribute__((target("avx2,fma"))) void max_pool_row_s2_avx2_f32(float* o, std::int64_t* a, const float* x,
+                                                                  index_t W, index_t hs, index_t rows, index_t dh,
+                                                                  index_t kw, index_t owa, index_t owb, index_t pl,
+                                                                  index_t end) {
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i lane8 = _mm256_add_epi32(lane, _mm256_set1_epi32(8));
+  const __m256 neg_inf = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+  for (index_t ow0 = owa; ow0 < owb; ow0 += 8) {
+    const index_t n = std::min<index_t>(8, owb - ow0);
+    const __m256i span = _mm256_set1_epi32(std::int32_t(2 * (n - 1) + 1));   // columns a cell's loads need
+    const __m256i mlo = _mm256_cmpgt_epi32(span, lane), mhi = _mm256_cmpgt_epi32(span, lane8);
+    // whole loads: a full step whose last row's last load ends inside the plane
+    const bool whole = n == 8 && (hs + (rows - 1) * dh) * W + 2 * ow0 - pl + (kw - 1) + 16 <= end;
+    __m256 mx = neg_inf;
+    __m256 cell = _mm256_setzero_ps();   // the cells' tags, as int32 bits
+    for (index_t i = 0; i < rows; ++i) {
+      const float* r = x + (hs + i * dh) * W + 2 * ow0 - pl;
+      for (index_t j = 0; j < kw; ++j) {
+        const __m256 lo = whole ? _mm256_loadu_ps(r + j) : _mm256_maskload_ps(r + j, mlo);
+        const __m256 hi = whole ? _mm256_loadu_ps(r + j + 8) : _mm256_maskload_ps(r + j + 8, mhi);
+        const __m256 e = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));   // lo0 lo2 hi0 hi2 | lo4 lo6 hi4 hi6
+        const __m256 v = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8));
+        const __m256 t = _mm256_or_ps(_mm256_cmp_ps(v, mx, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+        mx = _mm256_blendv_ps(mx, v, t);
+        cell = _mm256_blendv_ps(cell, _mm256_castsi256_ps(_mm256_set1_epi32(std::int32_t(i * dh * W + j))), t);
+      }
+    }
+    // argmax = hs W + 2 ow - pl + cell
+    const __m256i col = _mm256_add_epi32(_mm256_castps_si256(cell), _mm256_slli_epi32(lane, 1));
+    const __m256i base = _mm256_set1_epi64x(hs * W + 2 * ow0 - pl);
+    const __m256i a0 = _mm256_add_epi64(base, _mm256_cvtepi32_epi64(_mm256_castsi256_si128(col)));
+    const __m256i a1 = _mm256_add_epi64(base, _mm256_cvtepi32_epi64(_mm256_extracti128_si256(col, 1)));
+    if (n == 8) {
+      _mm256_storeu_ps(o + ow0, mx);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(a + ow0), a0);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(a + ow0 + 4), a1);
+      continue;
+    }
+    alignas(32) float ov[8];
+    alignas(32) std::int64_t av[8];
+    _mm256_store_ps(ov, mx);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(av), a0);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(av + 4), a1);
+    for (index_t t = 0; t < n; ++t) o[ow0 + t] = ov[t], a[ow0 + t] = av[t];
   }
 }
 #endif
@@ -266,7 +319,7 @@ template <class T>
     const index_t n_in = owb - owa;
     if constexpr (std::is_same_v<T, float>) {
       if (n_in > 0 && row_s2 && sw == 2 && dw == 1 && ((s.kh - 1) * dh + 1) * W < (index_t(1) << 31)) {
-        row_s2(o, a, x, W, hs, a1 - a0, dh, kw, owa, owb, pl);
+        row_s2(o, a, x, W, hs, a1 - a0, dh, kw, owa, owb, pl, H * W);
         continue;
       }
     }
@@ -335,7 +388,10 @@ template <class T>
 template <class T>
 __attribute__((target("avx2,fma"))) void max_pool_plane_avx2(T* out, std::int64_t* am, const T* x,
                                                              const Pool2dShape& s) {
-  max_pool_plane_body(out, am, x, s);
+  if constexpr (std::is_same_v<T, float>)
+    max_pool_plane_body(out, am, x, s, s.H * s.W < (index_t(1) << 31) ? max_pool_row_s2_avx2_f32 : nullptr);
+  else
+    max_pool_plane_body(out, am, x, s);
 }
 template <class T>
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq"))) void max_pool_plane_avx512(

@@ -202,14 +202,20 @@ class LayerOps(Patterns, ShapeOps, MaskOps, ReduceOps):
         params = {"weight": np.asarray(w)[:, :, None, :]}
         if b is not None:
             params["bias"] = np.asarray(b, np.float64).reshape(-1)
+        layer = Conv2d(c, w.shape[0], (1, k[0]), stride=(1, s), padding=(0, 0, p[0], p[1]),
+                       dilation=(1, d), groups=groups, bias=b is not None)
+        self._emit_on_1d(node, src, layer, params)
+
+    def _emit_on_1d(self, node, src, layer, params=None, buffers=None):
+        """Emit the 2-D ``layer`` for ``node`` on the (N, C, L) tensor ``src``: on
+        (N, C, 1, L), between two Reshapes (a 1-D Conv, pool or batch norm)."""
+        c, length = self.shape[src]
         base = self.names[node.index]
         wide = node.outputs[0] + "#2d"
         self.emit(node, Reshape((c, 1, length)), [src], out=wide + "in", name=self.fresh_name(base + ".to2d"))
-        layer = Conv2d(c, w.shape[0], (1, k[0]), stride=(1, s), padding=(0, 0, p[0], p[1]),
-                       dilation=(1, d), groups=groups, bias=b is not None)
-        conv = self.emit(node, layer, [self.tensor[wide + "in"]], params, out=wide)
-        f, _, ol = self.shape[conv]
-        self.emit(node, Reshape((f, ol)), [conv], name=self.fresh_name(base + ".to1d"))
+        out = self.emit(node, layer, [self.tensor[wide + "in"]], params, buffers, out=wide)
+        f, _, ol = self.shape[out]
+        self.emit(node, Reshape((f, ol)), [out], name=self.fresh_name(base + ".to1d"))
 
     def _window1d(self, node, k, length, what):
         """(stride, dilation, (left, right) pads) of a 1-D Conv or pool of window k over
@@ -281,16 +287,10 @@ class LayerOps(Patterns, ShapeOps, MaskOps, ReduceOps):
             raise self.unsupported(node, f"batch norm of {_fmt(s)} inputs")
         layer = cls(s[0], eps=float(node.attr("epsilon", 1e-5)))
         params, buffers = {"gamma": gamma, "beta": beta}, {"running_mean": mean, "running_var": var}
-        if len(s) == 3 or len(s) == 1:
+        if len(s) == 2:      # (N, C, L): BatchNorm1d over a sequence (NextViT's attention)
+            self._emit_on_1d(node, src, layer, params, buffers)
+        else:
             self.emit(node, layer, [src], params, buffers)
-            return
-        # (N, C, L) (BatchNorm1d over a sequence, as NextViT's attention): the 2-D
-        # batch norm of (N, C, 1, L), between Reshapes
-        base = self.names[node.index]
-        wide = node.outputs[0] + "#2d"
-        self.emit(node, Reshape((s[0], 1, s[1])), [src], out=wide + "in", name=self.fresh_name(base + ".to2d"))
-        bn = self.emit(node, layer, [self.tensor[wide + "in"]], params, buffers, out=wide)
-        self.emit(node, Reshape(s), [bn], name=self.fresh_name(base + ".to1d"))
 
     def op_InstanceNormalization(self, node):
         """Normalization over the axes after the channels, per sample and channel, with a

@@ -6,7 +6,6 @@ import numpy as np
 
 from ...nn import AvgPool2d, GlobalAvgPool, MaxPool2d
 from ...nn.reduce import LogSoftmax, Reduce, Softmax
-from ...nn.tensor import Reshape
 
 __all__ = ["ReduceOps"]
 
@@ -39,8 +38,9 @@ class ReduceOps:
         if len(node.outputs) > 1 and any(self.consumers.get(o) for o in node.outputs[1:] if o):
             raise self.unsupported(node, "MaxPool's indices output is not supported")
         kernel = tuple(node.attr("kernel_shape"))
-        if len(kernel) == 1 and len(self.shape.get(self.activation(node, node.inputs[0]), ())) == 2:
-            return self._pool1d(node, cls, kernel[0])
+        src = self.activation(node, node.inputs[0])
+        if len(kernel) == 1 and len(self.shape[src]) == 2:
+            return self._pool1d(node, cls, kernel[0], src)
         src = self._input4(node, node.inputs[0])
         strides, dil, pads = self._window(node, kernel, self.shape[src][1:])
         kw = dict(stride=strides, padding=pads, ceil_mode=bool(node.attr("ceil_mode", 0)))
@@ -52,13 +52,11 @@ class ReduceOps:
             kw["dilation"] = dil
         self.emit(node, cls(kernel, **kw), [src])
 
-    def _pool1d(self, node, cls, k):
+    def _pool1d(self, node, cls, k, src):
         """A 1-D MaxPool or AveragePool on (N, C, L) (NextViT's pooled keys and values,
         PyTorch's MaxPool1d / AvgPool1d): the 2-D pool with a (1, k) window between
         Reshapes to (N, C, 1, L) and back."""
-        src = self.activation(node, node.inputs[0])
-        c, length = self.shape[src]
-        s, d, p = self._window1d(node, k, length, "pool")
+        s, d, p = self._window1d(node, k, self.shape[src][1], "pool")
         kw = dict(stride=(1, s), padding=(0, 0, p[0], p[1]), ceil_mode=bool(node.attr("ceil_mode", 0)))
         if cls is AvgPool2d:
             if d != 1:
@@ -66,11 +64,7 @@ class ReduceOps:
             kw["count_include_pad"] = bool(node.attr("count_include_pad", 0))
         elif d != 1:
             kw["dilation"] = (1, d)
-        base = self.names[node.index]
-        wide = node.outputs[0] + "#2d"
-        self.emit(node, Reshape((c, 1, length)), [src], out=wide + "in", name=self.fresh_name(base + ".to2d"))
-        pool = self.emit(node, cls((1, k), **kw), [self.tensor[wide + "in"]], out=wide)
-        self.emit(node, Reshape((c, self.shape[pool][2])), [pool], name=self.fresh_name(base + ".to1d"))
+        self._emit_on_1d(node, src, cls((1, k), **kw))
 
     def op_MaxPool(self, node):
         self._pool(node, MaxPool2d)

@@ -49,7 +49,8 @@ SLOW_MODELS = {
     # random PyTorch's autograd input gradient disagrees with PyTorch's own finite
     # differences, which gradvis's gradient matches: no reference here)
     **{m: 224 for m in ("pvt_v2_b0", "vit_tiny_patch16_224", "deit_tiny_distilled_patch16_224", "coat_lite_tiny",
-                        "efficientformerv2_s0", "coatnet_nano_rw_224",
+                        "efficientformerv2_s0", "coatnet_nano_rw_224", "visformer_tiny", "pit_ti_224",
+                        "twins_pcpvt_small", "cait_xxs24_224", "mobilenetv4_hybrid_medium",
                         "nextvit_small")},          # 1-D pools and batch norm over tokens
     **{m: 160 for m in ("inception_v3", "inception_v4", "inception_resnet_v2")},
 }

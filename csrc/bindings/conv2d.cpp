@@ -5,6 +5,7 @@
 
 #include "bindings/register.h"
 #include "bindings/util.h"
+#include "bindings/weight_key.h"
 #include "ops/conv2d.h"
 
 namespace gradvis {
@@ -140,6 +141,7 @@ py::object forward_impl(const py::array& x_in, const py::handle& w_obj, const py
   }
   const T* xp = x.data();
   const T* wp = w.data();
+  const WeightKeyScope key(immutable_key(w));
   if (!res_obj.is_none()) {   // conv2d_forward_add
     auto res = as_array<T>(res_obj, fn, "residual");
     if (res.ndim() != 4 || res.shape(0) != s.N || res.shape(1) != s.F || res.shape(2) != s.OH ||
@@ -235,6 +237,7 @@ py::array backward_input_impl(const py::array& d_in, const py::handle& w_obj, co
   T* dxp = dx.mutable_data();
   const T* dp = dout.data();
   const T* wp = w.data();
+  const WeightKeyScope key(immutable_key(w));
   if (act) {
     auto ref = as_array<T>(ref_obj, fn, "x");
     if (ref.ndim() != 4 || ref.shape(0) != N || ref.shape(1) != C || ref.shape(2) != s.H || ref.shape(3) != s.W)

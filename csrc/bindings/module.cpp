@@ -107,4 +107,5 @@ PYBIND11_MODULE(_core, m) {
   gradvis::register_blur(m);
   gradvis::register_resample(m);
   gradvis::register_pointwise(m);
+  gradvis::register_weight_key(m);
 }

@@ -12,4 +12,5 @@ void register_batchnorm(pybind11::module_& m);
 void register_blur(pybind11::module_& m);
 void register_resample(pybind11::module_& m);
 void register_pointwise(pybind11::module_& m);
+void register_weight_key(pybind11::module_& m);
 }  // namespace gradvis

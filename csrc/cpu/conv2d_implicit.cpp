@@ -26,10 +26,14 @@
 #include "cpu/conv_epilogue.h"
 
 #include "cpu/conv2d_pack.h"
+#include "cpu/weight_cache.h"
 
 namespace gradvis {
 namespace conv_detail {
 namespace {
+
+// PackedId kinds of the weights these kernels keep for keyed calls (weight_cache.h)
+constexpr int kPackedTiled = 1, kPackedRows = 2;
 
 // o[t] = max(o[t] + bv, 0) for t < len (src[t] for o[t] on the right when given),
 // as std::max gives it (NaN and -0 kept: x86's max returns its second operand
@@ -188,8 +192,21 @@ void forward_tiled(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* out
   for (index_t k = 0; k < index_t(koff.size()); ++k)  // flipped: k = (f, tap) reads w[f][m][KK-1-tap]
     koff[std::size_t(k)] = flipped ? (k / g.KK) * M * g.KK + (g.KK - 1 - k % g.KK) : k;
 
-  T* ap = direct ? nullptr : scratch<T>(ScratchSlot::conv_pack_a, std::size_t(g.G * Mpad * K));
-  const index_t a_slivers = direct ? 0 : g.G * kb.n * mslivers;
+  // Weights known immutable (a WeightKey): their packed slivers kept across calls
+  // (packing ResNet-50's weights was about 1% of its forward pass).
+  std::shared_ptr<const PackedEntry> kept;
+  std::shared_ptr<PackedEntry> fresh;
+  if (!direct)
+    if (const std::uint64_t token = weight_token(w)) {
+      const PackedId id{kPackedTiled, {index_t(sizeof(T)), M, K, g.G, flipped ? g.KK : 0, MR}};
+      kept = packed_find(id, token, w);
+      if (!kept) fresh = packed_reserve(id, token, w, std::size_t(g.G * Mpad * K) * sizeof(T));
+    }
+  T* ap = direct  ? nullptr
+          : kept  ? static_cast<T*>(kept->data)
+          : fresh ? static_cast<T*>(fresh->data)
+                  : scratch<T>(ScratchSlot::conv_pack_a, std::size_t(g.G * Mpad * K));
+  const index_t a_slivers = direct || kept ? 0 : g.G * kb.n * mslivers;
   auto pack_a = [&](index_t id) {
     const index_t gi = id / (kb.n * mslivers), bk = (id / mslivers) % kb.n, is = id % mslivers;
     const index_t k0 = kb.begin(bk), kc = kb.begin(bk + 1) - k0, m0 = is * MR;
@@ -418,6 +435,7 @@ void forward_tiled(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* out
     });
   });
   trap.rethrow();
+  if (fresh) packed_put(std::move(fresh));
 }
 
 // dw (F, CK) = sum over positions of dout[f][pos] * cols[k][pos], per group.
@@ -659,6 +677,17 @@ void pointwise_rows_forward(ukernel_fn<T> pkern, ukernel_offs_fn<T> ikern, T* ou
   // bytes per row, rows O apart, each on a new page for the prefetchers (768 <-
   // 3072 at 7x7, 1 thread: 2.8-3.1 ms, 2.1-2.3 in groups). Unflipped, the
   // transposes read runs of kc along w's rows either way: groups of one item.
+  // Weights known immutable (a WeightKey): every sliver's K blocks packed by the
+  // team before the products, kept across calls; sliver js's block at k0 is
+  // kw + (js K + k0) NR (the transposes were 1-2% of ResNet-50's forward pass).
+  std::shared_ptr<const PackedEntry> kept;
+  std::shared_ptr<PackedEntry> fresh;
+  if (const std::uint64_t token = weight_token(w)) {
+    const PackedId id{kPackedRows, {index_t(sizeof(T)), O, K, NR, flipped ? 1 : 0, 0}};
+    kept = packed_find(id, token, w);
+    if (!kept) fresh = packed_reserve(id, token, w, std::size_t(slivers * K * NR) * sizeof(T));
+  }
+  T* const kw = kept ? static_cast<T*>(kept->data) : fresh ? static_cast<T*>(fresh->data) : nullptr;
   const index_t per_item = kc_max * NR + block_rows * NR;
   const index_t group = flipped ? std::max<index_t>(1, (index_t(1) << 20) / index_t(sizeof(T)) / per_item) : 1;
 
@@ -703,28 +732,30 @@ void pointwise_rows_forward(ukernel_fn<T> pkern, ukernel_offs_fn<T> ikern, T* ou
     const index_t js0 = i0 / rblocks, js1 = (i1 - 1) / rblocks + 1;
     for (index_t bk = 0; bk < kb.n; ++bk) {
       const index_t k0 = kb.begin(bk), kc = kb.begin(bk + 1) - k0;
-      if (!(packed == js0 && js1 == js0 + 1)) pack(bp, js0, js1, k0, kc);   // a row block of the same sliver
+      if (!kw && !(packed == js0 && js1 == js0 + 1)) pack(bp, js0, js1, k0, kc);   // a row block of the same sliver
       packed = kb.n == 1 && js1 == js0 + 1 ? js0 : -1;
       // While these products run, the weights the next pack transposes (this
       // sliver's next K block, or the thread's next item's first) come toward L2:
       // the packs read w from memory in short runs, a pass apart, and waited for
       // it (192->1152 at 7x7: a tenth of the layer in the transposes' loads).
       // Not for `flipped` packs, whose groups already fill half of L2 (no faster).
+      // Kept, the next block is its nkc rows of NR values.
       const T* nsrc = nullptr;
-      index_t nrows = 0, nkc = 0;
-      if (!flipped) {
+      index_t nrows = 0, nkc = 0, nstride = K;
+      if (!flipped || kw) {
         const index_t nbk = bk + 1 < kb.n ? bk + 1 : 0, nid = bk + 1 < kb.n ? i0 : next;
         if (nid >= 0 && (nbk > 0 || nid / rblocks != js0)) {
           const index_t no0 = nid / rblocks * NR;
           nsrc = w + no0 * K + kb.begin(nbk);
           nrows = std::min<index_t>(NR, O - no0), nkc = kb.begin(nbk + 1) - kb.begin(nbk);
+          if (kw) nsrc = kw + (nid / rblocks * K + kb.begin(nbk)) * NR, nrows = nkc, nkc = NR, nstride = NR;
         }
       }
       const T beta = bk == 0 ? T(0) : T(1);
       for (index_t id = i0; id < i1; ++id) {
         index_t r0, r1;
         rows_of(id, r0, r1);
-        const T* bs = bp + (id / rblocks - js0) * kc_max * NR;
+        const T* bs = kw ? kw + (id / rblocks * K + k0) * NR : bp + (id / rblocks - js0) * kc_max * NR;
         T* panel = cp + (id - i0) * block_rows * NR;
         const index_t tiles = (r1 - r0 + MR - 1) / MR;
         for (index_t r = r0, t = 0; r < r1; r += MR, ++t) {
@@ -733,7 +764,7 @@ void pointwise_rows_forward(ukernel_fn<T> pkern, ukernel_offs_fn<T> ikern, T* ou
           else
             ikern(kc, x + k0 * Q, roff.data() + r, std::min<index_t>(MR, r1 - r), koff.data(), bs,
                     panel + (r - r0) * NR, NR, T(1), beta);
-          for (index_t q = nrows * t / tiles, q1 = nrows * (t + 1) / tiles; q < q1; ++q) prefetch_run(nsrc + q * K, nkc);
+          for (index_t q = nrows * t / tiles, q1 = nrows * (t + 1) / tiles; q < q1; ++q) prefetch_run(nsrc + q * nstride, nkc);
         }
       }
     }
@@ -791,10 +822,13 @@ void pointwise_rows_forward(ukernel_fn<T> pkern, ukernel_offs_fn<T> ikern, T* ou
 
   ErrorTrap trap;
   team_run(nt, [&](index_t t, index_t nth) {
-    if (pkern) {
-      pack_a(rtiles * t / nth, rtiles * (t + 1) / nth);
-      team_barrier();
-    }
+    if (pkern) pack_a(rtiles * t / nth, rtiles * (t + 1) / nth);
+    if (fresh)
+      for (index_t i = slivers * kb.n * t / nth; i < slivers * kb.n * (t + 1) / nth; ++i) {
+        const index_t js = i / kb.n, k0 = kb.begin(i % kb.n);
+        pack(kw + (js * K + k0) * NR, js, js + 1, k0, kb.begin(i % kb.n + 1) - k0);
+      }
+    if (pkern || fresh) team_barrier();
     trap.run([&] {
       const index_t i0 = items * t / nth, i1 = items * (t + 1) / nth;
       const index_t g = std::min(group, std::max<index_t>(1, i1 - i0));
@@ -806,6 +840,7 @@ void pointwise_rows_forward(ukernel_fn<T> pkern, ukernel_offs_fn<T> ikern, T* ou
     });
   });
   trap.rethrow();
+  if (fresh) packed_put(std::move(fresh));
 }
 
 // Fraction of a gemm's tile products that are not padding: n rows or columns in

@@ -9,7 +9,7 @@ __all__ = ["load_cs231n_h5"]
 
 
 def load_cs231n_h5(path, class_names=None, wnids=None, mean=None):
-    """Load CS231n 2016's ``pretrained_model.h5`` as a :class:`Model`.
+    """Load CS231n 2016's ``pretrained_model.h5`` as a frozen :class:`Model` (:meth:`Model.freeze`).
 
     The file holds ``W0..W10``, ``b0..b10``, ``gamma0..gamma9``, ``beta0..beta9``,
     ``running_mean0..9``, ``running_var0..9`` (conv weights (F, C, k, k), affine
@@ -109,4 +109,4 @@ def load_cs231n_h5(path, class_names=None, wnids=None, mean=None):
                 if stat == "running_var" and (arr < 0).any():
                     raise ValueError(f"{path}: 'running_var{i}' has negative entries (min {arr.min():g})")
                 model.buffers[f"bn{i}.{stat}"] = arr
-    return model
+    return model.freeze()

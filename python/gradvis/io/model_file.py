@@ -150,9 +150,10 @@ def _read(z, path):
 
 
 def load_model(path):
-    """Load a model saved by :meth:`Model.save` (or a training checkpoint).
+    """Load a model saved by :meth:`Model.save` (or a training checkpoint), frozen
+    (:meth:`Model.freeze`: call ``unfreeze()`` to change its weights in place).
 
     Raises FileNotFoundError if there is no file, ValueError naming the file and
     the problem if it is not a valid gradvis model file.
     """
-    return read_model_file(path)[0]
+    return read_model_file(path)[0].freeze()

@@ -10,7 +10,9 @@ never written), and the ReLU after the batch norm is applied by the
 convolution. The folded weights are computed on every pass (about 0.1 ms per
 million weights), so changed parameters or statistics take effect at once;
 they are written into one array per layer that is kept, so that the
-transformed filters the Winograd kernels keep across calls stay found.
+transformed filters the Winograd kernels keep across calls stay found. Where
+the model is frozen (nn/frozen.py) they are computed once and frozen too, so
+the kernels keep their packed forms without reading them.
 
 Backward: the gradient at the batch norm's output is the folded convolution's
 output gradient, so the input gradient is the folded convolution's. Parameter
@@ -41,6 +43,7 @@ import numpy as np
 
 from .. import _core
 from . import functional as F
+from .frozen import immutable, is_immutable
 
 __all__ = ["Folded", "FoldedBatchNorm", "FoldedScale", "GateFold", "folded_conv_forward", "foldable_scale",
            "gate_fold"]
@@ -159,28 +162,52 @@ def folded_conv_forward(model, i, x, relu, residual=None, residual_relu=False):
         return out, conv_cache, second_cache, False
     if second.layer.type == "Scale":
         scale = model.params[f"{second.name}.scale"]
-        s = _channel_values(scale, w.shape[0])
-        t = np.zeros(w.shape[0]) if b is None else b.astype(np.float64) * s
+        sources = (w, b, scale)
         folded = FoldedScale(node.layer, second.layer, x, w, b, scale)
     else:
         bn = second
         gamma, beta = model.params[f"{bn.name}.gamma"], model.params[f"{bn.name}.beta"]
         mean, var = model.buffers[f"{bn.name}.running_mean"], model.buffers[f"{bn.name}.running_var"]
-        s = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + bn.layer.eps)
-        t = beta.astype(np.float64) - mean.astype(np.float64) * s
-        if b is not None:
-            t += b.astype(np.float64) * s
+        sources = (w, b, gamma, beta, mean, var)
         folded = FoldedBatchNorm(node.layer, bn.layer, x, w, b, gamma, mean, var)
     bufs = model.__dict__.setdefault("_folded", {})
     key = (node.name, dt.str)
-    wf = bufs.get(key)
-    if wf is None or wf.shape != w.shape:
-        wf = bufs[key] = np.empty(w.shape, dt)
-    np.multiply(w, s.astype(dt)[:, None, None, None], out=wf)
+    # Frozen arrays (nn/frozen.py) cannot change: their folded weights are made
+    # once, frozen too, and kept while the layers hold the same arrays.
+    frozen = all(v is None or is_immutable(v) for v in sources)
+    kept = bufs.get(key)
+    if frozen and type(kept) is tuple and all(a is c for a, c in zip(kept[0], sources)):
+        wf, tf = kept[1], kept[2]
+    else:
+        s, t = _scale_shift(second, sources, w.shape[0])
+        wf = kept if type(kept) is np.ndarray and kept.shape == w.shape and not frozen else np.empty(w.shape, dt)
+        np.multiply(w, s.astype(dt)[:, None, None, None], out=wf)
+        tf = t.astype(dt)
+        if frozen:
+            wf, tf = immutable(wf), immutable(tf)
+            bufs[key] = (sources, wf, tf)
+        else:
+            bufs[key] = wf
     add = residual is not None and node.layer.residual_fits(x, residual)
-    out, cache = node.layer.forward([x], {"weight": wf, "bias": t.astype(dt)}, {}, "test", None,
+    out, cache = node.layer.forward([x], {"weight": wf, "bias": tf}, {}, "test", None,
                                     relu=residual_relu if add else relu, residual=residual if add else None)
     return out, cache, folded, add
+
+
+def _scale_shift(second, sources, channels):
+    """The per-channel (s, t), float64, of the layer ``second`` (a Scale or a
+    BatchNorm2d) after a convolution with bias ``b``: ``sources`` as
+    folded_conv_forward gathers them."""
+    if second.layer.type == "Scale":
+        _, b, scale = sources
+        s = _channel_values(scale, channels)
+        return s, (np.zeros(channels) if b is None else b.astype(np.float64) * s)
+    _, b, gamma, beta, mean, var = sources
+    s = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + second.layer.eps)
+    t = beta.astype(np.float64) - mean.astype(np.float64) * s
+    if b is not None:
+        t += b.astype(np.float64) * s
+    return s, t
 
 
 class GateFold:

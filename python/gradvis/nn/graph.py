@@ -38,6 +38,7 @@ from .elementwise import add_arrays
 from .fileformat import save_model
 from . import fusion, passes
 from .fold import Folded
+from .frozen import FrozenWeights, is_immutable
 from .fusion import SKIP as _SKIP, TAKE as _TAKE
 from .linear import Linear
 from .losses import softmax_cross_entropy
@@ -81,7 +82,7 @@ def _names(names, what):
     return names
 
 
-class Model:
+class Model(FrozenWeights):
     """A network of named nodes with CS231n ``forward``/``backward`` (see the module doc).
 
     Args:
@@ -668,8 +669,9 @@ class Model:
         m = _copy.copy(self)
         m.nodes = list(self.nodes)
         m._index = dict(self._index)
-        m.params = {k: v.copy() for k, v in self.params.items()}
-        m.buffers = {k: v.copy() for k, v in self.buffers.items()}
+        # frozen arrays cannot change: the copy shares them
+        m.params = {k: v if is_immutable(v) else v.copy() for k, v in self.params.items()}
+        m.buffers = {k: v if is_immutable(v) else v.copy() for k, v in self.buffers.items()}
         m.class_names = None if self.class_names is None else list(self.class_names)
         m.wnids = None if self.wnids is None else list(self.wnids)
         m.info = _copy.deepcopy(self.info)
@@ -680,8 +682,16 @@ class Model:
         return m
 
     def __getstate__(self):
-        # the per-pass plans and folded weights are rebuilt on use
-        return {k: v for k, v in self.__dict__.items() if k not in ("_plans", "_folded")}
+        # the per-pass plans and folded weights are rebuilt on use; frozen arrays
+        # come back writeable from a pickle, so the model is frozen again
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_plans", "_folded")}
+        return dict(state, _refreeze=True) if self.frozen else state
+
+    def __setstate__(self, state):
+        refreeze = state.pop("_refreeze", False)
+        self.__dict__.update(state)
+        if refreeze:
+            self.freeze()
 
     def astype(self, dtype):
         """A copy whose parameters and buffers are ``dtype``: float32 or float64 (e.g.
@@ -695,7 +705,7 @@ class Model:
         m = self.copy()
         m.params = {k: v.astype(dtype) for k, v in m.params.items()}
         m.buffers = {k: v.astype(dtype) for k, v in m.buffers.items()}
-        return m
+        return m.freeze() if self.frozen else m
 
     # ------------------------------------------------------------------ pre/post-processing
     def _mean_for(self, h, w):

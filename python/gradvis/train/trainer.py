@@ -556,7 +556,7 @@ def train(model, data, config=None, run_dir=None, resume=False, log=print, on_st
                              cfg.warmup_epochs, cfg.milestones)
     opt = _make_optimizer(cfg)
     rng = np.random.default_rng(cfg.seed)
-    model.seed(cfg.seed + 1)
+    model.unfreeze().seed(cfg.seed + 1)   # (its weights change in place)
     step, perm = 0, None
     history = {"config": dataclasses.asdict(cfg), "val_acc": [], "curve": []}
     run_dir = Path(run_dir) if run_dir is not None else None

@@ -147,8 +147,10 @@ def load_onnx(source, input_shape=None, mean=None, std=None, scale=1.0, channel_
         fold_batchnorm: fold BatchNormalization into the preceding convolution.
 
     Returns:
-        A :class:`gradvis.Model`; ``model.info`` records the source, what was
-        folded or dropped, and the ONNX tensor -> node name map.
+        A :class:`gradvis.Model`, frozen (:meth:`Model.freeze`: its weights are
+        constants, as an ONNX Runtime session's; ``unfreeze()`` to change them in
+        place); ``model.info`` records the source, what was folded or dropped,
+        and the ONNX tensor -> node name map.
 
     Raises:
         ImportError: the ``onnx`` package is missing.
@@ -183,7 +185,7 @@ def load_onnx(source, input_shape=None, mean=None, std=None, scale=1.0, channel_
     if class_names is not None and k is not None and len(class_names) != k and \
             model.output_shapes()[model.nodes[-1].name] == (k,):
         raise ValueError(f"load_onnx: {len(class_names)} class names for a model with {k} outputs")
-    return model
+    return model.freeze()
 
 
 def _exporter(which):

@@ -37,7 +37,8 @@ finally:
 from . import layers
 from ._core import (has_cuda, has_openmp, get_num_threads, set_num_threads, simd_level,
                     get_conv_algorithm, set_conv_algorithm, set_winograd_cache_limit,
-                    winograd_cache_info, set_array_pool_limit, array_pool_info,
+                    winograd_cache_info, set_packed_cache_limit, packed_cache_info,
+                    set_array_pool_limit, array_pool_info,
                     set_block_cache_limit, block_cache_info, set_memory_limit, get_memory_limit)
 from .nn import (Add, AvgPool2d, BatchNorm1d, BatchNorm2d, Bias, Clip, Concat, Conv2d, Div, Dropout,
                  Flatten, GlobalAvgPool, HardSigmoid, HardSwish, Layer, LayerNotFoundError, LeakyReLU,
@@ -86,6 +87,8 @@ __all__ = [
     "set_conv_algorithm",
     "set_winograd_cache_limit",
     "winograd_cache_info",
+    "set_packed_cache_limit",
+    "packed_cache_info",
     "set_array_pool_limit",
     "set_block_cache_limit",
     "block_cache_info",

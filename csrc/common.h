@@ -246,6 +246,8 @@ enum class ScratchSlot : int {
   pool_cell = 3,       // max pool: window cell offsets
   // batch norm
   batchnorm_acc = 0,   // per-block running sums
+  // fully connected
+  affine_part = 0,     // calling thread: the few-rows product's partial sums (shared by the team)
   // gaussian blur
   blur_mid = 0,        // the intermediate image
   blur_row = 1,        // per thread: a padded row

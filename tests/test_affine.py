@@ -6,9 +6,12 @@ import reference_conv as ref
 from helpers import close
 
 DTYPES = [np.float32, np.float64]
-# N <= 4 streams w without the gemm (columns over threads forward, rows for dx);
-# the wide ones cross its 64-column blocks and the thread split.
-SHAPES = [(1, 1, 1), (3, 7, 5), (17, 33, 10), (64, 300, 101), (4, 1000, 130), (1, 5000, 67), (5, 40, 9)]
+# N <= 4 streams w without the gemm (forward: groups of 64 rows over threads,
+# then their partial sums; dx: rows over threads); the wide ones cross its
+# 64-column blocks and the thread split, the long ones the row groups (one group
+# exactly, one row past it, a last group of 2 rows, four-row passes and the rest).
+SHAPES = [(1, 1, 1), (3, 7, 5), (17, 33, 10), (64, 300, 101), (4, 1000, 130), (1, 5000, 67), (5, 40, 9),
+          (1, 64, 5), (3, 65, 70), (2, 130, 9), (2, 1, 3)]
 
 
 
@@ -57,6 +60,25 @@ def test_affine_gradients_on_request(N, threads):
     rdx, rdw, _ = ref.affine_backward(dout, x, w)
     close(full[0], rdx, np.float32, 150)
     close(full[1], rdw, np.float32, N)
+
+
+@pytest.mark.parametrize("N", [1, 2, 3, 4])
+def test_affine_few_rows_same_bits_on_any_team(N):
+    """The few-rows forward product sums each output in an order fixed by its shape."""
+    import gradvis
+
+    x, w, b, _ = inputs(N, 1000, 333, np.float32, 4)
+    old = gradvis.get_num_threads()
+    try:
+        outs = []
+        for t in (1, 2, 3, 4):
+            gradvis.set_num_threads(t)
+            outs.append(_core.affine_forward(x, w, b))
+    finally:
+        gradvis.set_num_threads(old)
+    for o in outs[1:]:
+        np.testing.assert_array_equal(o, outs[0])
+    close(outs[0], ref.affine_forward(x, w, b), np.float32, 1000)
 
 
 def test_affine_finite_differences():

@@ -6,12 +6,13 @@ import reference_conv as ref
 from helpers import close
 
 DTYPES = [np.float32, np.float64]
-# N <= 4 streams w without the gemm (forward: groups of 64 rows over threads,
-# then their partial sums; dx: rows over threads); the wide ones cross its
-# 64-column blocks and the thread split, the long ones the row groups (one group
-# exactly, one row past it, a last group of 2 rows, four-row passes and the rest).
+# N <= 4 reads w without the gemm: weights below 2 MB in cache, columns over
+# threads (the wide ones cross its 64-column blocks and the thread split); larger
+# ones (the last two) in one stream per thread, forward in groups of 64 rows
+# over threads then their partial sums (the long ones cross the row groups), dx
+# a row at a time for one image. Rows over threads for dx.
 SHAPES = [(1, 1, 1), (3, 7, 5), (17, 33, 10), (64, 300, 101), (4, 1000, 130), (1, 5000, 67), (5, 40, 9),
-          (1, 64, 5), (3, 65, 70), (2, 130, 9), (2, 1, 3)]
+          (1, 64, 5), (3, 65, 70), (2, 130, 9), (2, 1, 3), (1, 1030, 600), (3, 1030, 600)]
 
 
 
@@ -67,18 +68,21 @@ def test_affine_few_rows_same_bits_on_any_team(N):
     """The few-rows forward product sums each output in an order fixed by its shape."""
     import gradvis
 
-    x, w, b, _ = inputs(N, 1000, 333, np.float32, 4)
+    x, w, b, dout = inputs(N, 1030, 600, np.float32, 4)   # 2.4 MB: the streamed path
     old = gradvis.get_num_threads()
     try:
-        outs = []
+        outs, dxs = [], []
         for t in (1, 2, 3, 4):
             gradvis.set_num_threads(t)
             outs.append(_core.affine_forward(x, w, b))
+            dxs.append(_core.affine_backward(dout, x, w, True, False)[0])
     finally:
         gradvis.set_num_threads(old)
-    for o in outs[1:]:
+    for o, dx in zip(outs[1:], dxs[1:]):
         np.testing.assert_array_equal(o, outs[0])
-    close(outs[0], ref.affine_forward(x, w, b), np.float32, 1000)
+        np.testing.assert_array_equal(dx, dxs[0])
+    close(outs[0], ref.affine_forward(x, w, b), np.float32, 1030)
+    close(dxs[0], ref.affine_backward(dout, x, w)[0], np.float32, 600)
 
 
 def test_affine_finite_differences():

@@ -25,20 +25,65 @@ inline void prefetch_rows(const T* p, index_t ld, index_t len) {
   }
 }
 
+// Weights of at least this many bytes, larger than L2, are taken to come from
+// memory: the few-rows products then read them in one sequential stream per
+// thread, a row per pass over the outputs. From L2 or L3 they run faster four
+// rows a pass (1 thread: 576x1024 from L2 47 us against 85, from L3 79 against
+// 89; from memory 1280x1000 0.39 ms against 0.19-0.21).
+constexpr std::size_t kStreamBytes = std::size_t(2) << 20;
+
+// out (N,M) = x w (+ b) for N <= kFewRows and weights in cache (below
+// kStreamBytes): the columns split over threads, each thread reading its slice
+// of every row of w once, four rows a pass over its outputs (the sums over d run
+// in order, whatever the thread count).
+template <class T>
+void few_rows_forward_cached(T* out, const T* x, const T* w, const T* b, index_t N, index_t D, index_t M) {
+  const index_t blocks = (M + 63) / 64;
+  parallel_chunks(blocks, [&](index_t b0, index_t b1, int) {
+    const index_t m0 = b0 * 64, m1 = std::min(M, b1 * 64), len = m1 - m0;
+    for (index_t n = 0; n < N; ++n) {
+      T* o = out + n * M + m0;
+      for (index_t m = 0; m < len; ++m) o[m] = b ? b[m0 + m] : T(0);
+    }
+    index_t d = 0;
+    for (; d + 4 <= D; d += 4) {  // four rows per pass over the outputs
+      const T *r0 = w + d * M + m0, *r1 = r0 + M, *r2 = r1 + M, *r3 = r2 + M;
+      if (d + 8 <= D) prefetch_rows(r0 + 4 * M, M, len);
+      for (index_t n = 0; n < N; ++n) {
+        const T* xn = x + n * D + d;
+        const T a0 = xn[0], a1 = xn[1], a2 = xn[2], a3 = xn[3];
+        T* o = out + n * M + m0;
+#pragma omp simd
+        for (index_t m = 0; m < len; ++m) o[m] += ((a0 * r0[m] + a1 * r1[m]) + a2 * r2[m]) + a3 * r3[m];
+      }
+    }
+    for (; d < D; ++d) {
+      const T* row = w + d * M + m0;
+      for (index_t n = 0; n < N; ++n) {
+        const T xv = x[n * D + d];
+        T* o = out + n * M + m0;
+#pragma omp simd
+        for (index_t m = 0; m < len; ++m) o[m] += xv * row[m];
+      }
+    }
+  });
+}
+
 // Rows of w per partial sum of the few-rows forward product: a constant, so that
 // the sums do not depend on the thread count.
 constexpr index_t kRowGroup = 64;
 
-// out (N,M) = x w (+ b) for N <= kFewRows. w is read in one sequential stream per
-// thread, a row per pass over the outputs: threads take groups of kRowGroup
-// rows, each group's products summed in row order into a partial sum, and the
-// partial sums are added to the bias in group order, the outputs split over the
-// threads. (Four rows a pass, each thread taking a slice of every row, read four
-// streams 4 KB apart: 1 thread, batch 1, weights from memory, 1280x1000 took
-// 0.39 ms, 13 GB/s, against 0.23 now; one row a pass over such slices ran 2.2x
-// slower on 2 threads.) The sums are the same whatever the thread count.
+// out (N,M) = x w (+ b) for N <= kFewRows and weights from memory (kStreamBytes
+// or more). w is read in one sequential stream per thread, a row per pass over
+// the outputs: threads take groups of kRowGroup rows, each group's products
+// summed in row order into a partial sum, and the partial sums are added to the
+// bias in group order, the outputs split over the threads. (Four rows a pass, as
+// few_rows_forward_cached, read four streams 4 KB apart: 1 thread, batch 1,
+// 1280x1000 took 0.39 ms, 13 GB/s, against 0.19-0.21 now; one row a pass over
+// each thread's slices ran 2.2x slower on 2 threads.) The sums are the same
+// whatever the thread count.
 template <class T>
-void few_rows_forward(T* out, const T* x, const T* w, const T* b, index_t N, index_t D, index_t M) {
+void few_rows_forward_stream(T* out, const T* x, const T* w, const T* b, index_t N, index_t D, index_t M) {
   const index_t groups = (D + kRowGroup - 1) / kRowGroup;
   // group g's sums for image n at part + (g N + n) M (one group: the output itself)
   T* part = groups > 1 ? scratch<T>(ScratchSlot::affine_part, std::size_t(groups * N * M)) : out;
@@ -104,12 +149,44 @@ void few_rows_forward(T* out, const T* x, const T* w, const T* b, index_t N, ind
   });
 }
 
-// dx (N,D) = dout w^T for N <= kFewRows: one dot product per row of w and image,
-// four rows at a time (four independent sums: one would wait on its own additions).
+template <class T>
+void few_rows_forward(T* out, const T* x, const T* w, const T* b, index_t N, index_t D, index_t M) {
+  if (std::size_t(D) * std::size_t(M) * sizeof(T) >= kStreamBytes)
+    few_rows_forward_stream(out, x, w, b, N, D, M);
+  else
+    few_rows_forward_cached(out, x, w, b, N, D, M);
+}
+
+// sum of a[m] b[m] over m < n: kDotLanes running sums, one per position mod
+// kDotLanes (enough to hide the additions' latency at SSE2's four floats a
+// vector; 64 spilled them), added in order at the end.
+constexpr int kDotLanes = 32;
+template <class T>
+T dot(const T* a, const T* b, index_t n) {
+  T acc[kDotLanes] = {};
+  index_t m = 0;
+  for (; m + kDotLanes <= n; m += kDotLanes)
+#pragma omp simd
+    for (int j = 0; j < kDotLanes; ++j) acc[j] += a[m + j] * b[m + j];
+  for (int j = 0; m < n; ++m, ++j) acc[j] += a[m] * b[m];
+  T s = 0;
+  for (int j = 0; j < kDotLanes; ++j) s += acc[j];
+  return s;
+}
+
+// dx (N,D) = dout w^T for N <= kFewRows: one dot product per row of w and image;
+// one image and weights from memory (kStreamBytes or more): a row at a time, so
+// that each thread reads w in one sequential stream (1 thread, 1280x1000: 0.38 ->
+// 0.22 ms); else four rows at a time (four independent sums: one would wait on
+// its own additions).
 template <class T>
 void few_rows_backward_input(T* dx, const T* dout, const T* w, index_t N, index_t D, index_t M) {
   // Threads take whole groups of four rows, so that how a row is summed does not
   // depend on the thread count.
+  if (N == 1 && std::size_t(D) * std::size_t(M) * sizeof(T) >= kStreamBytes)
+    return parallel_chunks((D + 3) / 4, [&](index_t q0, index_t q1, int) {
+      for (index_t d = q0 * 4, d1 = std::min(D, q1 * 4); d < d1; ++d) dx[d] = dot(dout, w + d * M, M);
+    });
   parallel_chunks((D + 3) / 4, [&](index_t q0, index_t q1, int) {
     const index_t d1 = std::min(D, q1 * 4);
     index_t d = q0 * 4;

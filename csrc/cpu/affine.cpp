@@ -27,9 +27,10 @@ inline void prefetch_rows(const T* p, index_t ld, index_t len) {
 
 // Weights of at least this many bytes, larger than L2, are taken to come from
 // memory: the few-rows products then read them in one sequential stream per
-// thread, a row per pass over the outputs. From L2 or L3 they run faster four
-// rows a pass (1 thread: 576x1024 from L2 47 us against 85, from L3 79 against
-// 89; from memory 1280x1000 0.39 ms against 0.19-0.21).
+// thread, a row per pass over the outputs. From cache they run faster four rows
+// a pass (1 thread, 576x1024, 2.4 MB: called again, 47 us against 85; eight such
+// arrays in turn, from L3, 79 against 89), from memory slower (1280x1000: 0.39 ms
+// against 0.19-0.21).
 constexpr std::size_t kStreamBytes = std::size_t(2) << 20;
 
 // out (N,M) = x w (+ b) for N <= kFewRows and weights in cache (below

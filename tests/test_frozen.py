@@ -149,6 +149,28 @@ def test_a_new_array_at_a_freed_address_is_not_taken_for_the_old_one():
         gc.collect()
 
 
+def test_threads_share_the_kept_weights():
+    """Python threads calling the same frozen layer (the kernels run without the GIL)
+    all get the bits of a writeable copy, while the entries are made and found."""
+    from concurrent.futures import ThreadPoolExecutor
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((1, 96, 7, 7)).astype(np.float32)
+    w = rng.standard_normal((160, 96, 1, 1)).astype(np.float32)
+    x3 = rng.standard_normal((1, 64, 14, 14)).astype(np.float32)
+    w3 = rng.standard_normal((48, 64, 3, 3)).astype(np.float32)
+    want = (_core.conv2d_forward(x, w), _core.conv2d_forward(x3, w3, None, 1, 1))
+    for _ in range(3):
+        wf, w3f = frozen_copy(w), frozen_copy(w3)
+
+        def call(i):
+            return (_core.conv2d_forward(x, wf), _core.conv2d_forward(x3, w3f, None, 1, 1))
+
+        with ThreadPoolExecutor(4) as pool:
+            for got in pool.map(call, range(32)):
+                assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+        del wf, w3f
+
+
 def test_packed_cache_limit():
     rng = np.random.default_rng(3)
     x = rng.standard_normal((1, 72, 7, 7)).astype(np.float32)

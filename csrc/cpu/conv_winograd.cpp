@@ -227,12 +227,13 @@ struct FilterEntry {
   float* U = nullptr;          // P x Mpad x C, 64-byte aligned
   std::size_t u_floats = 0;
   std::uint64_t last_used = 0;
+  std::size_t size_bytes() const { return u_floats * sizeof(float); }
   ~FilterEntry() { std::free(U); }
 };
 
 constexpr std::uint64_t kStaleCalls = 512;
 
-class FilterCache {
+class FilterCache : public KeptEntries<FilterEntry> {
  public:
   // Whether an entry of this shape is held.
   bool holds(index_t F, index_t C, index_t MR, index_t TM, bool flipped) {
@@ -295,39 +296,6 @@ class FilterCache {
     e->u_floats = u_floats;
     return e;
   }
-  void put(std::shared_ptr<FilterEntry> e) {
-    std::lock_guard<std::mutex> lock(mu_);
-    e->last_used = clock_;
-    entries_.push_back(std::move(e));
-  }
-  // Drops the entries made from the weights with this token.
-  void drop(std::uint64_t token) {
-    std::lock_guard<std::mutex> lock(mu_);
-    entries_.erase(std::remove_if(entries_.begin(), entries_.end(), [&](const auto& e) { return e->token == token; }),
-                   entries_.end());
-  }
-  // Drops the oldest entries until at most `limit` bytes remain.
-  void trim(std::size_t limit) {
-    std::lock_guard<std::mutex> lock(mu_);
-    std::size_t bytes = 0;
-    for (const auto& e : entries_) bytes += e->u_floats * sizeof(float);
-    std::stable_sort(entries_.begin(), entries_.end(),
-                     [](const auto& a, const auto& b) { return a->last_used < b->last_used; });
-    auto it = entries_.begin();
-    for (; it != entries_.end() && bytes > limit; ++it) bytes -= (*it)->u_floats * sizeof(float);
-    entries_.erase(entries_.begin(), it);
-  }
-  std::pair<std::size_t, std::size_t> usage() {
-    std::lock_guard<std::mutex> lock(mu_);
-    std::size_t bytes = 0;
-    for (const auto& e : entries_) bytes += e->u_floats * sizeof(float);
-    return {bytes, entries_.size()};
-  }
-
- private:
-  std::mutex mu_;
-  std::uint64_t clock_ = 0;
-  std::vector<std::shared_ptr<FilterEntry>> entries_;
 };
 
 FilterCache& filter_cache() {

@@ -1,11 +1,8 @@
 // The weight key and the packed-weights cache (weight_cache.h).
 #include "cpu/weight_cache.h"
 
-#include <algorithm>
 #include <atomic>
 #include <cstdlib>
-#include <mutex>
-#include <vector>
 
 namespace gradvis {
 
@@ -14,7 +11,7 @@ thread_local WeightKey t_key;
 
 constexpr std::uint64_t kStaleLookups = 4096;  // a network's layers, many times over
 
-class PackedCache {
+class PackedCache : public KeptEntries<PackedEntry> {
  public:
   std::shared_ptr<const PackedEntry> find(const PackedId& id, std::uint64_t token, const void* src) {
     std::lock_guard<std::mutex> lock(mu_);
@@ -49,39 +46,17 @@ class PackedCache {
     e->id = id, e->token = token, e->src = src, e->bytes = bytes;
     return e;
   }
-  void put(std::shared_ptr<PackedEntry> e) {
-    std::lock_guard<std::mutex> lock(mu_);
-    e->last_used = clock_;
-    entries_.push_back(std::move(e));
-  }
-  void drop(std::uint64_t token) {
-    std::lock_guard<std::mutex> lock(mu_);
-    entries_.erase(std::remove_if(entries_.begin(), entries_.end(), [&](const auto& e) { return e->token == token; }),
-                   entries_.end());
-  }
   void set_limit(std::size_t bytes) {
     limit_.store(bytes, std::memory_order_relaxed);
-    std::lock_guard<std::mutex> lock(mu_);
-    std::stable_sort(entries_.begin(), entries_.end(),
-                     [](const auto& a, const auto& b) { return a->last_used < b->last_used; });
-    std::size_t held = 0;
-    for (const auto& e : entries_) held += e->bytes;
-    auto it = entries_.begin();
-    for (; it != entries_.end() && held > bytes; ++it) held -= (*it)->bytes;
-    entries_.erase(entries_.begin(), it);
+    trim(bytes);
   }
   PackedCacheInfo info() {
-    std::lock_guard<std::mutex> lock(mu_);
-    std::size_t held = 0;
-    for (const auto& e : entries_) held += e->bytes;
-    return {limit_.load(std::memory_order_relaxed), held, entries_.size()};
+    const auto u = usage();
+    return {limit_.load(std::memory_order_relaxed), u.first, u.second};
   }
 
  private:
-  std::mutex mu_;
-  std::uint64_t clock_ = 0;
   std::atomic<std::size_t> limit_{std::size_t(512) << 20};
-  std::vector<std::shared_ptr<PackedEntry>> entries_;
 };
 
 PackedCache& cache() {

@@ -15,13 +15,60 @@
 // weight_token(w) gives the token only for the array the key was made for.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
+#include <utility>
+#include <vector>
 
 #include "common.h"
 
 namespace gradvis {
+
+// What the caches of prepared weights share (the packed weights below and
+// Winograd's transformed filters): entries held by shared pointer, so that an
+// entry dropped while a call uses it lives until that call ends, and a clock of
+// lookups for recency. E provides `token`, `last_used` and `size_bytes()`.
+template <class E>
+class KeptEntries {
+ public:
+  void put(std::shared_ptr<E> e) {
+    std::lock_guard<std::mutex> lock(mu_);
+    e->last_used = clock_;
+    entries_.push_back(std::move(e));
+  }
+  // Drops the entries made from the weights with this token.
+  void drop(std::uint64_t token) {
+    std::lock_guard<std::mutex> lock(mu_);
+    entries_.erase(std::remove_if(entries_.begin(), entries_.end(), [&](const auto& e) { return e->token == token; }),
+                   entries_.end());
+  }
+  // Drops the least recently used entries until at most `limit` bytes remain.
+  void trim(std::size_t limit) {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::stable_sort(entries_.begin(), entries_.end(),
+                     [](const auto& a, const auto& b) { return a->last_used < b->last_used; });
+    std::size_t held = 0;
+    for (const auto& e : entries_) held += e->size_bytes();
+    auto it = entries_.begin();
+    for (; it != entries_.end() && held > limit; ++it) held -= (*it)->size_bytes();
+    entries_.erase(entries_.begin(), it);
+  }
+  // (bytes held, entries)
+  std::pair<std::size_t, std::size_t> usage() {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::size_t held = 0;
+    for (const auto& e : entries_) held += e->size_bytes();
+    return {held, entries_.size()};
+  }
+
+ protected:
+  std::mutex mu_;
+  std::uint64_t clock_ = 0;
+  std::vector<std::shared_ptr<E>> entries_;
+};
 
 struct WeightKey {
   std::uint64_t token = 0;     // 0: no key
@@ -72,6 +119,7 @@ struct PackedEntry {
   void* data = nullptr;  // 64-byte aligned
   std::size_t bytes = 0;
   std::uint64_t last_used = 0;
+  std::size_t size_bytes() const { return bytes; }
   PackedEntry() = default;
   PackedEntry(const PackedEntry&) = delete;
   PackedEntry& operator=(const PackedEntry&) = delete;

@@ -299,6 +299,52 @@ def test_pointwise_packing(case, dtype, threads):
     check_all_passes(xs, ws, dtype, threads, seed=17)
 
 
+# Other ungrouped layers on small maps computed transposed, on a zero-padded copy
+# of x (AVX-512 float, where its tiles are fuller: 7x7 outputs and the like; the
+# other levels and float64 take forward_tiled):
+# strides, dilation, asymmetric padding, several images, partial slivers, K
+# blocks across channels. (x shape, w shape, geometry)
+TRANSPOSED = [
+    ((1, 64, 14, 14), (96, 64, 3, 3), dict(padding=1, stride=2)),            # 49 positions, 3 slivers
+    ((1, 300, 14, 14), (64, 300, 3, 3), dict(padding=1, stride=2)),          # K = 2700: many K blocks
+    ((2, 40, 9, 9), (128, 40, 3, 3), dict(padding=(0, 2, 1, 0), stride=2)),  # asymmetric, two images
+    ((1, 48, 14, 14), (160, 48, 2, 2), dict(stride=2)),                      # ConvNeXt's downsampling
+    ((1, 40, 7, 7), (124, 40, 5, 5), dict(padding=2)),                       # 5x5, a partial sliver
+    ((1, 32, 11, 11), (64, 32, 3, 3), dict(dilation=2)),                     # dilated
+    ((3, 16, 5, 5), (64, 16, 3, 2), dict(padding=(1, 1, 0, 1), stride=(1, 2))),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("case", TRANSPOSED, ids=[f"{c[0]}-{c[1]}" for c in TRANSPOSED])
+def test_transposed_small_maps(case, dtype, threads):
+    xs, ws, geometry = case
+    check_all_passes(xs, ws, dtype, threads, seed=23, **geometry)
+    # the fused epilogues: relu, a clamp, SiLU keeping its input, a residual sum
+    import gradvis
+    rng = np.random.default_rng(29)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[0]).astype(dtype)
+    g = {"stride": 1, "padding": 0, "dilation": 1, **geometry}
+    args = (g["stride"], g["padding"], g["dilation"], 1)
+    want = ref.conv2d_forward(x, w, b, **geometry)
+    terms = ws[1] * ws[2] * ws[3]
+    old = gradvis.get_num_threads()
+    gradvis.set_num_threads(threads)
+    try:
+        close(_core.conv2d_forward(x, w, b, *args, True), np.maximum(want, 0), dtype, terms)
+        close(_core.conv2d_forward_act(x, w, b, *args, "clamp", 0.0, 6.0, False), np.clip(want, 0, 6), dtype, terms)
+        out, pre = _core.conv2d_forward_act(x, w, b, *args, "silu", 0.0, 0.0, True)
+        close(pre, want, dtype, terms)
+        close(out, want / (1 + np.exp(-want)), dtype, terms)
+        r = rng.standard_normal(want.shape).astype(dtype)
+        close(_core.conv2d_forward_add(x, w, b, r, *args, True), np.maximum(want + r, 0), dtype, terms)
+    finally:
+        gradvis.set_num_threads(old)
+
+
 @pytest.mark.parametrize("threads", [3, 4])
 @pytest.mark.parametrize("case", POINTWISE[7:], ids=[f"{c[0]}-{c[1]}" for c in POINTWISE[7:]])
 def test_pointwise_transposed_odd_teams(case, threads):

@@ -53,8 +53,12 @@ def test_tokens_are_never_given_twice():
 # (x shape, w shape, stride, padding, dilation, groups): a layer for each path that
 # keeps weights: Winograd F(2x2) and F(4x4) on small maps, the implicit gemm's
 # packed filters (stride 2, dilation, groups, a 1x1 layer on a large map), and the
-# transposed 1x1 path on 7x7 and 14x14 maps (partial slivers, two K blocks)
+# transposed 1x1 path on 7x7 and 14x14 maps (partial slivers, two K blocks) and
+# its padded-copy form for other kernels (3x3 stride 2, 2x2 stride 2, 5x5 on 7x7)
 LAYERS = [
+    ((1, 64, 14, 14), (96, 64, 3, 3), 2, 1, 1, 1),
+    ((1, 48, 14, 14), (160, 48, 2, 2), 2, 0, 1, 1),
+    ((1, 40, 7, 7), (64, 40, 5, 5), 1, 2, 1, 1),
     ((1, 32, 8, 8), (32, 32, 3, 3), 1, 1, 1, 1),
     ((1, 64, 14, 14), (48, 64, 3, 3), 1, 1, 1, 1),
     ((1, 40, 28, 28), (36, 40, 3, 3), 1, 1, 1, 1),

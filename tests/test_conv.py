@@ -201,6 +201,12 @@ def test_larger_shapes(shape, dtype):
     close(db, rdb, dtype, out[:, 0].size)
 
 
+def random_layer(xs, ws, dtype, rng):
+    """x (shape xs), w (shape ws) and a bias, standard normal, of dtype."""
+    return (rng.standard_normal(xs).astype(dtype), rng.standard_normal(ws).astype(dtype),
+            rng.standard_normal(ws[0]).astype(dtype))
+
+
 def check_all_passes(xs, ws, dtype, threads, seed, **geometry):
     """Forward, input gradient and weight/bias gradient at a thread count, each
     against the float64 reference."""
@@ -324,9 +330,7 @@ def test_transposed_small_maps(case, dtype, threads):
     # the fused epilogues: relu, a clamp, SiLU keeping its input, a residual sum
     import gradvis
     rng = np.random.default_rng(29)
-    x = rng.standard_normal(xs).astype(dtype)
-    w = rng.standard_normal(ws).astype(dtype)
-    b = rng.standard_normal(ws[0]).astype(dtype)
+    x, w, b = random_layer(xs, ws, dtype, rng)
     g = {"stride": 1, "padding": 0, "dilation": 1, **geometry}
     args = (g["stride"], g["padding"], g["dilation"], 1)
     want = ref.conv2d_forward(x, w, b, **geometry)
@@ -385,10 +389,7 @@ def test_short_output_rows(case, dtype, threads):
 def test_few_input_channels(shape, dtype, threads):
     xs, ws, geometry = shape
     check_all_passes(xs, ws, dtype, threads, seed=13, **geometry)
-    rng = np.random.default_rng(14)
-    x = rng.standard_normal(xs).astype(dtype)
-    w = rng.standard_normal(ws).astype(dtype)
-    b = rng.standard_normal(ws[0]).astype(dtype)
+    x, w, b = random_layer(xs, ws, dtype, np.random.default_rng(14))
     fused = _core.conv2d_forward(x, w, b, relu=True, **geometry)
     np.testing.assert_array_equal(fused, np.maximum(_core.conv2d_forward(x, w, b, **geometry), 0))
     close(fused, np.maximum(ref.conv2d_forward(x, w, b, **geometry), 0), dtype, ws[1] * ws[2] * ws[3])

@@ -54,8 +54,9 @@ class FrozenWeights:
         filters across calls without reading the weights to check them, and a batch
         norm is folded into the convolution before it once, not on every pass:
         ResNet-50's forward pass and its input gradient at batch 1 run 5-7%
-        faster, the bundled model's 6-9% (bench/RESULTS.md). What is kept (``_core.packed_cache_info()``,
-        ``gradvis.winograd_cache_info()``) goes with the arrays.
+        faster, the bundled model's 6-9% (bench/RESULTS.md). What is kept
+        (``gradvis.packed_cache_info()``, ``gradvis.winograd_cache_info()``)
+        goes with the arrays.
 
         Models from :func:`gradvis.load_onnx`, :func:`gradvis.from_torch`,
         :func:`gradvis.load_model`, :func:`gradvis.load_cs231n_h5` and

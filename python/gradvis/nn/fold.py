@@ -173,12 +173,13 @@ def folded_conv_forward(model, i, x, relu, residual=None, residual_relu=False):
     bufs = model.__dict__.setdefault("_folded", {})
     key = (node.name, dt.str)
     # Frozen arrays (nn/frozen.py) cannot change: their folded weights are made
-    # once, frozen too, and kept while the layers hold the same arrays.
-    frozen = all(v is None or is_immutable(v) for v in sources)
+    # once, frozen too, and kept while the layers hold the same arrays (a kept
+    # tuple was made from frozen arrays only, so the same objects need no check).
     kept = bufs.get(key)
-    if frozen and type(kept) is tuple and all(a is c for a, c in zip(kept[0], sources)):
+    if type(kept) is tuple and all(a is c for a, c in zip(kept[0], sources)):
         wf, tf = kept[1], kept[2]
     else:
+        frozen = all(v is None or is_immutable(v) for v in sources)
         s, t = _scale_shift(second, sources, w.shape[0])
         wf = kept if type(kept) is np.ndarray and kept.shape == w.shape and not frozen else np.empty(w.shape, dt)
         np.multiply(w, s.astype(dt)[:, None, None, None], out=wf)

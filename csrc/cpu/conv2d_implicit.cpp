@@ -89,6 +89,17 @@ inline void panel_bias_relu(T* p, index_t rows, const T* bv, bool relu) {
   }
 }
 
+// transpose_out_avx512 or _avx2 at the CPU's level (callers check it is one of them).
+inline void transpose_out(float* d, index_t ldd, const float* src, index_t lds, index_t rows, index_t cols,
+                          const OutEpilogue& e) {
+#ifdef GV_HAVE_X86
+  if (cpu_level() == SimdLevel::avx512) return transpose_out_avx512(d, ldd, src, lds, rows, cols, e);
+  transpose_out_avx2(d, ldd, src, lds, rows, cols, e);
+#else
+  (void)d, (void)ldd, (void)src, (void)lds, (void)rows, (void)cols, (void)e;
+#endif
+}
+
 // The ukernel_offs whose tile is MR x NR, if any.
 template <class T, int MR, int NR>
 ukernel_offs_fn<T> offs_ukernel() {
@@ -751,6 +762,11 @@ void pointwise_rows_forward(ukernel_fn<T> pkern, ukernel_offs_fn<T> ikern, T* ou
     r0 = t0 * MR, r1 = std::min(R, t1 * MR);
   };
 
+  // The epilogues transpose_out applies (the others: on the panel, or on the output once written)
+  const bool out_epi = std::is_same_v<T, float> && cpu_level() != SimdLevel::scalar &&
+                       (!act || (!pre && (act->kind == ConvAct::clamp || act->kind == ConvAct::relu)) ||
+                        act->kind == ConvAct::add || act->kind == ConvAct::add_relu);
+
   // items [i0, i1): their slivers packed into bp, products into panels cp;
   // `next`: the item this thread runs after them (-1: none); `packed`: the
   // sliver bp holds whole (one K block, one sliver a group), else -1.
@@ -811,6 +827,34 @@ void pointwise_rows_forward(ukernel_fn<T> pkern, ukernel_offs_fn<T> ikern, T* ou
         }
       };
       const bool ref = act && reads_ref(act->kind);
+      // Float at AVX2 and up: the bias, a ReLU or clamp whose input is not kept,
+      // and a residual sum, applied to the transposed registers as they are
+      // written (transpose_out): their passes over the panel in L1 were 3% of
+      // MobileNetV2's 64->384 and 96->576 layers at 14x14 (AVX-512, 1 thread).
+      if constexpr (std::is_same_v<T, float>) {
+        if (out_epi) {
+          OutEpilogue e;
+          T bv[NR];
+          if (b || (relu && !act)) {
+            for (index_t j = 0; j < NR; ++j) bv[j] = b && j < nr ? b[o0 + j] : T(0);
+            e.bias = bv;
+          }
+          if ((relu && !act) || (act && (act->kind == ConvAct::clamp || act->kind == ConvAct::relu))) {
+            const bool range = act && act->kind == ConvAct::clamp;
+            e.clamp = true;
+            e.lo = range ? float(act->lo) : 0.f;
+            e.hi = range ? float(act->hi) : std::numeric_limits<float>::infinity();
+          }
+          for (index_t r = r0; r < r1;) {
+            const index_t n = r / Q, q = r % Q, len = std::min(Q - q, r1 - r);
+            T* dst = out + (n * O + o0) * Q + q;
+            if (ref) e.ref = pre + (dst - out), e.ref_relu = act->kind == ConvAct::add_relu;
+            transpose_out(dst, Q, panel + (r - r0) * NR, NR, len, nr, e);
+            r += len;
+          }
+          continue;
+        }
+      }
       // Bias and activation on the panel, a filter per lane, before it is
       // written out: one pass, in L1, where per output row they were two more
       // passes over the output (scalar bias, then the activation).

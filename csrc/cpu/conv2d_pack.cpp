@@ -85,6 +85,99 @@ __attribute__((target("avx512f"))) void transpose16_avx512(float* d, index_t ldd
     }
 }
 
+__attribute__((target("avx512f"))) void transpose_out_avx512(float* d, index_t ldd, const float* src,
+                                                             index_t lds, index_t rows, index_t cols,
+                                                             const OutEpilogue& e) {
+  const __m512 lo = _mm512_set1_ps(e.lo), hi = _mm512_set1_ps(e.hi), zero = _mm512_setzero_ps();
+  for (index_t j = 0; j < rows; j += 16) {
+    const index_t rr = std::min<index_t>(16, rows - j);
+    const __mmask16 rmask = __mmask16(rr == 16 ? 0xFFFF : (1u << rr) - 1);
+    for (index_t c = 0; c < cols; c += 16) {
+      const index_t cc = std::min<index_t>(16, cols - c);
+      const __mmask16 cmask = __mmask16(cc == 16 ? 0xFFFF : (1u << cc) - 1);
+      const float* sp = src + j * lds + c;
+      __m512 r[16], t[16];
+      for (int i = 0; i < 16; ++i) r[i] = i < rr ? _mm512_maskz_loadu_ps(cmask, sp + i * lds) : zero;
+      for (int i = 0; i < 8; ++i) {  // as transpose16_avx512
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+      }
+      for (int i = 0; i < 4; ++i) {
+        r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+      }
+      for (int i = 0; i < 2; ++i)
+        for (int k = 0; k < 4; ++k) {
+          t[8 * i + k] = _mm512_shuffle_f32x4(r[8 * i + k], r[8 * i + 4 + k], 0x88);
+          t[8 * i + 4 + k] = _mm512_shuffle_f32x4(r[8 * i + k], r[8 * i + 4 + k], 0xdd);
+        }
+      for (int k = 0; k < 8; ++k) {  // r[k]: column c + k
+        r[k] = _mm512_shuffle_f32x4(t[k], t[8 + k], 0x88);
+        r[8 + k] = _mm512_shuffle_f32x4(t[k], t[8 + k], 0xdd);
+      }
+      for (index_t k = 0; k < cc; ++k) {
+        __m512 v = r[k];
+        if (e.bias) v = _mm512_add_ps(v, _mm512_set1_ps(e.bias[c + k]));
+        if (e.clamp) v = _mm512_min_ps(hi, _mm512_max_ps(lo, v));
+        const index_t off = (c + k) * ldd + j;
+        if (e.ref) {
+          v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(rmask, e.ref + off));
+          if (e.ref_relu) v = _mm512_max_ps(zero, v);
+        }
+        _mm512_mask_storeu_ps(d + off, rmask, v);
+      }
+    }
+  }
+}
+
+__attribute__((target("avx2"))) void transpose_out_avx2(float* d, index_t ldd, const float* src, index_t lds,
+                                                        index_t rows, index_t cols, const OutEpilogue& e) {
+  const __m256 lo = _mm256_set1_ps(e.lo), hi = _mm256_set1_ps(e.hi), zero = _mm256_setzero_ps();
+  const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);   // lanes < n: cmpgt(set1(n), iota)
+  for (index_t j = 0; j < rows; j += 8) {
+    const index_t rr = std::min<index_t>(8, rows - j);
+    const __m256i rmask = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(rr)), iota);
+    for (index_t c = 0; c < cols; c += 8) {
+      const index_t cc = std::min<index_t>(8, cols - c);
+      const __m256i cmask = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(cc)), iota);
+      const float* sp = src + j * lds + c;
+      __m256 r[8], t[8];
+      for (int i = 0; i < 8; ++i)
+        r[i] = i >= rr ? zero : cc == 8 ? _mm256_loadu_ps(sp + i * lds) : _mm256_maskload_ps(sp + i * lds, cmask);
+      for (int i = 0; i < 4; ++i) {
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+      }
+      for (int i = 0; i < 2; ++i) {
+        r[4 * i] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        r[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        r[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        r[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+      }
+      for (int k = 0; k < 4; ++k) {  // t[k]: column c + k, t[4 + k]: c + 4 + k
+        t[k] = _mm256_permute2f128_ps(r[k], r[4 + k], 0x20);
+        t[4 + k] = _mm256_permute2f128_ps(r[k], r[4 + k], 0x31);
+      }
+      for (index_t k = 0; k < cc; ++k) {
+        __m256 v = t[k];
+        if (e.bias) v = _mm256_add_ps(v, _mm256_set1_ps(e.bias[c + k]));
+        if (e.clamp) v = _mm256_min_ps(hi, _mm256_max_ps(lo, v));
+        const index_t off = (c + k) * ldd + j;
+        if (e.ref) {
+          v = _mm256_add_ps(v, rr == 8 ? _mm256_loadu_ps(e.ref + off) : _mm256_maskload_ps(e.ref + off, rmask));
+          if (e.ref_relu) v = _mm256_max_ps(zero, v);
+        }
+        if (rr == 8)
+          _mm256_storeu_ps(d + off, v);
+        else
+          _mm256_maskstore_ps(d + off, rmask, v);
+      }
+    }
+  }
+}
+
 __attribute__((target("avx512f"))) bool pack_b_gather_avx512(float* out, const float* x, index_t img_stride,
                                                              const Conv2dShape& s, const Tap* taps, index_t kc,
                                                              index_t q0, index_t P) {

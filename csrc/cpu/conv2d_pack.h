@@ -119,6 +119,33 @@ __attribute__((target("avx512f"))) void transpose16_avx512(float* d, index_t ldd
                                                            index_t rows, index_t cols);
 #endif
 
+// What transpose_out does to each value it writes (the transposed 1x1 path's
+// write-out of a panel, filters in its columns): + bias[t] for source column t
+// (bias given), then max(lo, v) and min(hi, v) (clamp; hi = +inf for a ReLU), then
+// + ref at the value's own destination offset and max(0, v) (ref_relu). The
+// order and the operations of panel_bias_relu, clamp_inplace_f32 and add_ref_f32
+// (NaN and -0 fall through alike), so fused or not the outputs are the same bits.
+struct OutEpilogue {
+  const float* bias = nullptr;
+  bool clamp = false;
+  float lo = 0.f, hi = 0.f;
+  const float* ref = nullptr;   // indexed as d
+  bool ref_relu = false;
+};
+
+#ifdef GV_HAVE_X86
+// d[t*ldd + j] = epi(src[j*lds + t]) for j < rows, t < cols, any sizes: whole 16 x
+// 16 blocks (AVX-512) or 8 x 8 blocks (AVX2), masked at the edges. The epilogue
+// applied to registers on their way out saves the passes over the panel that it
+// took in L1 before the transpose (a bias pass in 4-wide vectors, the clamp's,
+// the residual sum's over the written output).
+__attribute__((target("avx512f"))) void transpose_out_avx512(float* d, index_t ldd, const float* src,
+                                                             index_t lds, index_t rows, index_t cols,
+                                                             const OutEpilogue& e);
+__attribute__((target("avx2"))) void transpose_out_avx2(float* d, index_t ldd, const float* src, index_t lds,
+                                                        index_t rows, index_t cols, const OutEpilogue& e);
+#endif
+
 // transpose_block in 4 x 4 SSE blocks (float on x86), the rest element by element.
 template <class T>
 void transpose_block_sse(T* d, index_t ldd, const T* src, index_t lds, index_t rows, index_t cols) {

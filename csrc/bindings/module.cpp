@@ -100,6 +100,7 @@ PYBIND11_MODULE(_core, m) {
       "The largest output or workspace, in bytes, the kernels allocate (set_memory_limit).");
   gradvis::register_gemm(m);
   gradvis::register_conv2d(m);
+  gradvis::register_conv_chain(m);
   gradvis::register_affine(m);
   gradvis::register_pool2d(m);
   gradvis::register_activation(m);

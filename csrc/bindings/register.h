@@ -5,6 +5,7 @@
 namespace gradvis {
 void register_gemm(pybind11::module_& m);
 void register_conv2d(pybind11::module_& m);
+void register_conv_chain(pybind11::module_& m);
 void register_affine(pybind11::module_& m);
 void register_pool2d(pybind11::module_& m);
 void register_activation(pybind11::module_& m);

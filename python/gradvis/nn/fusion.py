@@ -43,8 +43,9 @@ __all__ = ["readers", "relu_fusions", "act_fusions", "batchnorm_folds", "gate_fo
 # What Model.forward does at a node (forward_steps); RADD: a residual Add whose
 # sum the convolution before it may have made
 SKIP, TAKE, RUN, RELU, ACT, FOLD, RADD = range(7)
-# ... in a pass that keeps nothing for a backward pass (light_steps)
-LTAKE, LCONV, LNODE = range(3)
+# ... in a pass that keeps nothing for a backward pass (light_steps; LCHAIN:
+# passes.chain_steps)
+LTAKE, LCONV, LNODE, LCHAIN = range(4)
 
 
 def readers(nodes):

@@ -491,7 +491,7 @@ class Model(FrozenWeights):
                          if self.fuse_relu else {})
             steps = fusion.forward_steps(self.nodes, s, e, needed, fused, keys, folds, frees, gates, residuals)
             plan = plans[key] = (needed, fused, keys, folds, masks, frees, gates, steps,
-                                 fusion.light_steps(steps, fused))
+                                 passes.chain_steps(fusion.light_steps(steps, fused)))
         return plan
 
     def _relu_fusions(self, s, e, needed, outputs):

@@ -10,9 +10,10 @@ import numpy as np
 from .. import _core
 from .conv import fused_act_cache
 from .fold import GateFold, folded_conv_forward, gate_fold
-from .fusion import ACT as _ACT, FOLD as _FOLD, LCONV as _LCONV, LTAKE as _LTAKE, RADD as _RADD, RUN as _RUN
+from .fusion import (ACT as _ACT, FOLD as _FOLD, LCHAIN as _LCHAIN, LCONV as _LCONV, LNODE as _LNODE,
+                     LTAKE as _LTAKE, RADD as _RADD, RUN as _RUN)
 
-__all__ = ["node_forward", "forward_light", "conv_input_grad"]
+__all__ = ["node_forward", "forward_light", "chain_steps", "conv_input_grad"]
 
 
 def node_forward(model, step, tensors, first, fused, mode, rng, act_caches=None, done=None):
@@ -93,6 +94,23 @@ def forward_light(model, light, tensors, first, fused, mode, rng, done):
         if kind == _LTAKE:
             tensors[ls[2]] = tensors.pop(ls[1])
             continue
+        if kind == _LCHAIN:
+            _, chain, ext, wkeys, bkeys, outs, ext_frees, open_adds, steps = ls
+            try:
+                got = chain.run([tensors[t] for t in ext], [P[k] for k in wkeys],
+                                [P[k] if k else None for k in bkeys])
+            except (KeyError, ValueError, TypeError):
+                # what the chain does not take (another dtype, a residual that casts or
+                # broadcasts, a missing tensor, a bad shape) runs, or fails, step by step
+                forward_light(model, steps, tensors, first, fused, mode, rng, done)
+                continue
+            for names, out in zip(outs, got):
+                for name in names:
+                    tensors[name] = out
+            for t in ext_frees:
+                tensors.pop(t, None)
+            done.update(open_adds)
+            continue
         step = ls[1]
         if kind == _LCONV:
             _, _, layer, inp, wkey, bkey, act, lo, hi, relu, res = ls
@@ -124,6 +142,87 @@ def forward_light(model, light, tensors, first, fused, mode, rng, done):
         tensors[step[2].name] = out
         for t in step[7]:
             tensors.pop(t, None)
+
+
+def chain_steps(light):
+    """light (fusion.light_steps) with each run of two or more convolutions that
+    read what the run computes (or tensors computed before it) as one
+    ``(LCHAIN, chain, inputs, weight keys, bias keys, output names, tensors to free
+    after it, residual Adds made in it whose step follows it, its steps)`` entry:
+    ``chain`` a :class:`_core.ConvChain` that runs them in one call (in a pass at
+    batch 1 each convolution's Python step and binding cost more than some of the
+    layers). The fused activations' and the residual Adds' names (their TAKE
+    steps, and the Adds the convolutions make) are names of the chain's tensors."""
+    # a per-channel gate's product the next convolution folds into its weights is
+    # an object of its own (fold.GateFold), which that convolution's step reads
+    gated = {ls[1][2].name for ls in light if ls[0] == _LNODE and ls[1][6] is not None}
+    out, i = [], 0
+    while i < len(light):
+        j, entry = _chain_at(light, i, gated)
+        if entry is None:
+            out.append(light[i])
+            i += 1
+        else:
+            out.append(entry)
+            i = j
+    return out
+
+
+def _chain_at(light, i, gated):
+    """(the index after the chain that starts at light[i], its LCHAIN entry), or
+    (i + 1, None) where fewer than two convolutions would form it; ``gated``:
+    tensors that may be gates' products (never the chain's inputs)."""
+    if light[i][0] != _LCONV:
+        return i + 1, None
+    live, ext, layers, wkeys, bkeys, frees, adds = {}, [], [], [], [], [], {}
+
+    def ref(name):   # ("x", k): the chain's input k; ("l", k): layer k's output
+        if name in live:
+            return live[name]
+        if name not in ext:
+            ext.append(name)
+        return ("x", ext.index(name))
+
+    def free(names):
+        for t in names:
+            if live.pop(t, None) is None:
+                frees.append(t)
+
+    j = i
+    while j < len(light):
+        ls = light[j]
+        if ls[0] == _LCONV and not (ls[3] in gated and ls[3] not in live):
+            _, step, layer, inp, wkey, bkey, act, lo, hi, relu, res = ls
+            r = None
+            if res is not None:
+                r, relu = ref(res[0]), res[2]
+                adds[res[1]] = step[2].name
+            layers.append((ref(inp), r, layer.stride, layer.padding, layer.dilation, layer.groups, act, lo, hi,
+                           bool(relu)))
+            wkeys.append(wkey)
+            bkeys.append(bkey)
+            live[step[2].name] = ("l", len(layers) - 1)
+            free(step[7])
+        elif ls[0] == _LTAKE and ls[1] in live:
+            live[ls[2]] = live.pop(ls[1])
+        elif ls[0] == _LNODE and ls[1][0] == _RADD and ls[1][1] in adds:   # a sum the chain made
+            step = ls[1]
+            live[step[2].name] = live[adds.pop(step[1])]
+            free(step[7])
+        else:
+            break
+        j += 1
+    if len(layers) < 2:
+        return i + 1, None
+    n = len(ext)
+    slot = lambda r: r[1] if r[0] == "x" else n + r[1]   # noqa: E731
+    spec = [(slot(a), -1 if r is None else slot(r), *rest) for a, r, *rest in layers]
+    outs = {}
+    for name, r in live.items():
+        outs.setdefault(slot(r), []).append(name)
+    chain = _core.ConvChain(n, spec, list(outs))
+    return j, (_LCHAIN, chain, tuple(ext), tuple(wkeys), tuple(bkeys), tuple(outs.values()), tuple(frees),
+               tuple(adds), tuple(light[i:j]))
 
 
 def conv_input_grad(g, c, mask, caches, s):

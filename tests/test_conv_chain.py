@@ -1,0 +1,246 @@
+"""_core.ConvChain, forward convolutions run in one call, against the same layers
+called one by one (the same bits), its argument checks, and the passes without a
+cache that run a model's runs of convolutions as chains (nn/passes.chain_steps):
+the unchained pass's outputs, and the step-by-step pass wherever a chain does
+not take its inputs."""
+import numpy as np
+import pytest
+
+import gradvis
+from gradvis import _core
+from gradvis.nn import Add, Conv2d, GlobalAvgPool, Model, Mul, ReLU, ReLU6, Sigmoid, SiLU, fusion, passes
+from conftest import simd_paths_test
+
+
+def random_chain(rng, dtype, n_layers=8):
+    """(inputs, layer specs, weights, biases, outputs) of a random chain: 1x1,
+    3x3, depthwise, grouped, strided and dilated layers, activations, and residual
+    sums of earlier tensors of the output's shape."""
+    x = rng.standard_normal((int(rng.integers(1, 3)), 8, 11, 10)).astype(dtype)
+    shapes = [x.shape]
+    layers, ws, bs = [], [], []
+    for i in range(n_layers):
+        src = int(rng.integers(max(0, len(shapes) - 3), len(shapes)))
+        n, c, h, w = shapes[src]
+        kind = rng.integers(0, 5)
+        f, k, groups, stride, pad, dil = int(rng.choice([8, 12, 16])), 1, 1, 1, 0, 1
+        if kind == 1:
+            k, pad = 3, 1
+        elif kind == 2:
+            f, k, groups, pad = c, 3, c, 1
+        elif kind == 3 and c % 4 == 0:
+            f, k, groups, pad = 16, 3, 4, 1
+        elif kind == 4 and min(h, w) >= 5:
+            k, pad, stride, dil = 3, (1, 2, 0, 1), 2, int(rng.integers(1, 3))
+        spec_geom = (stride, pad, dil, groups)
+        wt = (rng.standard_normal((f, c // groups, k, k)) / np.sqrt(c // groups * k * k)).astype(dtype)
+        b = rng.standard_normal(f).astype(dtype) if rng.random() < 0.8 else None
+        out = _core.conv2d_forward(np.zeros((n, c, h, w), dtype), wt, None, *spec_geom)
+        same = [s for s in range(len(shapes)) if shapes[s] == out.shape]
+        act, lo, hi, relu, res = None, 0.0, 0.0, bool(rng.random() < 0.3), -1
+        if same and rng.random() < 0.4:
+            res = int(rng.choice(same))
+        elif rng.random() < 0.6:
+            act = str(rng.choice(["relu", "clamp", "silu", "hardswish"]))
+            lo, hi = (0.0, 6.0) if act == "clamp" else (0.0, 0.0)
+        layers.append((src, res) + spec_geom + (act, lo, hi, relu))
+        ws.append(wt)
+        bs.append(b)
+        shapes.append(out.shape)
+    outputs = [len(shapes) - 1] + [int(s) for s in rng.choice(np.arange(1, len(shapes)), 2)]
+    return [x], layers, ws, bs, outputs
+
+
+def one_by_one(inputs, layers, ws, bs, outputs):
+    t = list(inputs)
+    for (src, res, stride, pad, dil, groups, act, lo, hi, relu), w, b in zip(layers, ws, bs):
+        if res >= 0:
+            t.append(_core.conv2d_forward_add(t[src], w, b, t[res], stride, pad, dil, groups, relu))
+        elif act is not None:
+            t.append(_core.conv2d_forward_act(t[src], w, b, stride, pad, dil, groups, act, lo, hi, False))
+        else:
+            t.append(_core.conv2d_forward(t[src], w, b, stride, pad, dil, groups, relu))
+    return [t[o] for o in outputs]
+
+
+def check_random_chains(seeds, dtype=np.float32):
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        inputs, layers, ws, bs, outputs = random_chain(rng, dtype)
+        chain = _core.ConvChain(len(inputs), layers, outputs)
+        assert len(chain) == len(layers) and chain.n_inputs == 1
+        got = chain.run(inputs, ws, bs)
+        want = one_by_one(inputs, layers, ws, bs, outputs)
+        assert len(got) == len(outputs)
+        for g, w in zip(got, want):
+            assert g.dtype == dtype and g.shape == w.shape
+            np.testing.assert_array_equal(g.view(np.uint8), w.view(np.uint8), err_msg=f"seed {seed}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_chain_equals_the_layers_one_by_one(dtype, threads):
+    old = gradvis.get_num_threads()
+    gradvis.set_num_threads(threads)
+    try:
+        check_random_chains(range(12), dtype)
+    finally:
+        gradvis.set_num_threads(old)
+
+
+test_chain_simd_paths = simd_paths_test("""
+from test_conv_chain import check_random_chains
+check_random_chains(range(6))
+""")
+
+
+def test_chain_returns_a_slot_asked_for_twice_and_frees_the_rest():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 4, 80, 80)).astype(np.float32)     # 400 KB tensors: cached blocks
+    w = rng.standard_normal((16, 4, 1, 1)).astype(np.float32)
+    w2 = rng.standard_normal((16, 16, 1, 1)).astype(np.float32)
+    layers = [(0, -1, 1, 0, 1, 1, None, 0.0, 0.0, False), (1, -1, 1, 0, 1, 1, "relu", 0.0, 0.0, False),
+              (2, 1, 1, 0, 1, 1, None, 0.0, 0.0, True), (3, -1, 1, 0, 1, 1, None, 0.0, 0.0, False)]
+    chain = _core.ConvChain(1, layers, [3, 3])
+    used = gradvis.block_cache_info()["used_bytes"]
+    a, b = chain.run([x], [w, w2, w2, w2], [None] * 4)
+    assert a is b
+    # the output's block is held, the other layers' went back
+    assert a.nbytes <= gradvis.block_cache_info()["used_bytes"] - used < 2 * a.nbytes
+    t1 = _core.conv2d_forward(x, w)
+    t2 = _core.conv2d_forward_act(t1, w2, None, activation="relu")
+    t3 = _core.conv2d_forward_add(t2, w2, None, t1, relu=True)
+    np.testing.assert_array_equal(a, t3)   # slot 3; layer 3's output, read by nothing, is dropped
+    del a, b, t1, t2, t3
+    assert gradvis.block_cache_info()["used_bytes"] == used
+
+
+def test_chain_bad_arguments():
+    ok = (0, -1, 1, 0, 1, 1, None, 0.0, 0.0, False)
+    with pytest.raises(ValueError, match="n_inputs must be >= 1"):
+        _core.ConvChain(0, [ok], [1])
+    with pytest.raises(ValueError, match="layers is empty"):
+        _core.ConvChain(1, [], [1])
+    with pytest.raises(ValueError, match="each layer is"):
+        _core.ConvChain(1, [(0, -1, 1)], [1])
+    with pytest.raises(ValueError, match="input slot"):
+        _core.ConvChain(1, [(1,) + ok[1:]], [1])          # a slot not yet written
+    with pytest.raises(ValueError, match="residual slot"):
+        _core.ConvChain(1, [ok, (1, 2) + ok[2:]], [2])
+    with pytest.raises(ValueError, match="output slot"):
+        _core.ConvChain(1, [ok], [0])                      # an input
+    with pytest.raises(ValueError, match="output slot"):
+        _core.ConvChain(1, [ok], [2])
+    with pytest.raises(ValueError, match="both an activation and a residual"):
+        _core.ConvChain(1, [ok, (1, 0, 1, 0, 1, 1, "relu", 0.0, 0.0, False)], [2])
+    with pytest.raises(ValueError, match="activation must be"):
+        _core.ConvChain(1, [ok[:6] + ("gelu", 0.0, 0.0, False)], [1])
+    with pytest.raises(ValueError, match="groups must be >= 1"):
+        _core.ConvChain(1, [ok[:5] + (0,) + ok[6:]], [1])
+    chain = _core.ConvChain(1, [ok, (1, 0, 1, 0, 1, 1, None, 0.0, 0.0, True)], [2])
+    x = np.ones((1, 3, 5, 5), np.float32)
+    w = np.ones((3, 3, 1, 1), np.float32)
+    assert chain.run([x], [w, w], [None, None])[0].shape == (1, 3, 5, 5)
+    with pytest.raises(ValueError, match="expected 1 inputs"):
+        chain.run([x, x], [w, w], [None, None])
+    with pytest.raises(ValueError, match="expected 2 weights and biases"):
+        chain.run([x], [w], [None, None])
+    with pytest.raises(TypeError, match=r"weights\[1\] must be a numpy array of float32"):
+        chain.run([x], [w, w.astype(np.float64)], [None, None])    # nothing is cast
+    with pytest.raises(TypeError, match=r"biases\[0\] must be a numpy array of float64"):
+        chain.run([x.astype(np.float64)], [w.astype(np.float64)] * 2, [np.ones(3, np.float32), None])
+    with pytest.raises(TypeError, match="inputs"):
+        chain.run([[1.0]], [w, w], [None, None])
+    with pytest.raises(ValueError, match=r"layer 1: input shape \(1, 3, 5, 5\), w shape \(3, 2, 1, 1\)"):
+        chain.run([x], [w, np.ones((3, 2, 1, 1), np.float32)], [None, None])
+    with pytest.raises(ValueError, match=r"biases\[1\] must have shape \(3,\)"):
+        chain.run([x], [w, w], [None, np.ones(4, np.float32)])
+    with pytest.raises(ValueError, match="larger than the padded input"):
+        chain.run([x], [w, np.ones((3, 3, 7, 7), np.float32)], [None, None])
+    strided = _core.ConvChain(1, [ok, (1, 0, 2, 0, 1, 1, None, 0.0, 0.0, False)], [2])
+    with pytest.raises(ValueError, match="residual does not have its output's shape"):
+        strided.run([x], [w, w], [None, None])
+
+
+# ---------------------------------------------------------------------------- models
+def mobilenet_like(dtype=np.float32):
+    """Inverted residual blocks: 1x1 expansion + ReLU6, depthwise 3x3 + ReLU6, 1x1
+    projection, the block's input added; then a squeeze-and-excitation gate."""
+    m = Model((8, 12, 12), seed=0)
+    m.add("stem", Conv2d(8, 16, 3, padding=1)).add("a", ReLU6())
+    prev = "a"
+    for i, stride in enumerate((1, 1, 2)):
+        m.add(f"e{i}", Conv2d(16, 48, 1), inputs=prev).add(f"e{i}a", ReLU6())
+        m.add(f"d{i}", Conv2d(48, 48, 3, padding=1, stride=stride, groups=48)).add(f"d{i}a", ReLU6())
+        m.add(f"p{i}", Conv2d(48, 16, 1))
+        if stride == 1:
+            m.add(f"add{i}", Add(), inputs=[f"p{i}", prev])
+        prev = m.nodes[-1].name
+    m.add("s", SiLU(), inputs=prev)
+    m.add("gap", GlobalAvgPool()).add("fc1", Conv2d(16, 4, 1)).add("r1", ReLU())
+    m.add("fc2", Conv2d(4, 16, 1)).add("sig", Sigmoid())
+    m.add("mul", Mul(), inputs=["sig", "s"]).add("last", Conv2d(16, 24, 1)).add("la", ReLU())
+    m.init_params(seed=0, dtype=dtype)
+    rng = np.random.default_rng(1)
+    for k in m.params:
+        if k.endswith(".bias"):
+            m.params[k][...] = rng.uniform(-0.5, 0.5, m.params[k].shape)
+    return m
+
+
+def unchained(m, monkeypatch):
+    u = m.copy()
+    u.__dict__.pop("_plans", None)
+    with monkeypatch.context() as mp:
+        mp.setattr(passes, "chain_steps", lambda light: light)
+        u.forward(np.zeros((1,) + tuple(m.input_shape), m.params["stem.weight"].dtype), cache=False)
+    return u
+
+
+def chains_of(m):
+    return [len(ls[1]) for plan in m._plans.values() for ls in plan[8] if ls[0] == fusion.LCHAIN]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_model_chains_give_the_unchained_outputs(dtype, monkeypatch):
+    m = mobilenet_like(dtype)
+    u = unchained(m, monkeypatch)
+    X = np.random.default_rng(2).standard_normal((2, 8, 12, 12)).astype(dtype)
+    got = m.forward(X, cache=False)[0]
+    # the stem and the three blocks in one chain; the gated convolution is no chain's input
+    assert chains_of(m) == [10, 2]
+    assert chains_of(u) == []
+    np.testing.assert_array_equal(got.view(np.uint8), u.forward(X, cache=False)[0].view(np.uint8))
+    np.testing.assert_array_equal(got.view(np.uint8), m.forward(X)[0].view(np.uint8))
+    # names asked for inside a chain are its outputs
+    outs = m.forward(X, cache=False, outputs=["e1a", "add1", "la"])[0]
+    want = u.forward(X, cache=False, outputs=["e1a", "add1", "la"])[0]
+    for k in want:
+        np.testing.assert_array_equal(outs[k], want[k])
+    # a pass that starts inside the blocks
+    a = m.forward(outs["add1"], start="e2", cache=False)[0]
+    np.testing.assert_array_equal(a, u.forward(outs["add1"], start="e2", cache=False)[0])
+
+
+def test_model_chains_fall_back_to_steps(monkeypatch):
+    m = mobilenet_like()
+    X = np.random.default_rng(3).standard_normal((1, 8, 12, 12)).astype(np.float32)
+    want = m.forward(X, cache=False)[0]
+    calls = []
+    real = passes.forward_light
+
+    def spy(model, light, *a):
+        calls.append(len(light))
+        return real(model, light, *a)
+    monkeypatch.setattr(passes, "forward_light", spy)
+    # weights of another dtype: the layers convert them one by one, the chain refuses
+    m.params["p1.weight"] = m.params["p1.weight"].astype(np.float64)
+    got = m.forward(X, cache=False)[0]
+    assert len(calls) == 2            # the pass, then the chain's steps
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    # an input too small for a layer: the step's own error
+    with pytest.raises(ValueError, match=r"layer 'stem' \(Conv2d\): input 0x12 is too small"):
+        m.forward(np.zeros((1, 8, 12, 12), np.float32)[:, :, :0], cache=False)
+    # a skip connection that crosses the start of the pass
+    with pytest.raises(ValueError, match="needs 'a'.*skip connection crosses the cut"):
+        m.forward(np.zeros((1, 48, 12, 12), np.float32), start="d0", cache=False)

@@ -12,17 +12,45 @@ from gradvis.nn import Add, Conv2d, GlobalAvgPool, Model, Mul, ReLU, ReLU6, Sigm
 from conftest import simd_paths_test
 
 
-def random_chain(rng, dtype, n_layers=8):
+def random_chain(rng, dtype, n_layers=10):
     """(inputs, layer specs, weights, biases, outputs) of a random chain: 1x1,
-    3x3, depthwise, grouped, strided and dilated layers, activations, and residual
-    sums of earlier tensors of the output's shape."""
-    x = rng.standard_normal((int(rng.integers(1, 3)), 8, 11, 10)).astype(dtype)
+    3x3, depthwise, grouped, strided and dilated layers, activations, residual
+    sums of earlier tensors of the output's shape, and squeeze-and-excitation
+    steps: global average pools, sigmoids, hard sigmoids and convolutions of a
+    map times its per-channel gate (which go into the weights at batch 1 when
+    there are no more weights than the map has values)."""
+    n = int(rng.integers(1, 3))
+    x = rng.standard_normal((n, 8, 11, 10)).astype(dtype)
     shapes = [x.shape]
     layers, ws, bs = [], [], []
+    gates = []   # slots of (N or 1, C, 1, 1) tensors
     for i in range(n_layers):
         src = int(rng.integers(max(0, len(shapes) - 3), len(shapes)))
         n, c, h, w = shapes[src]
-        kind = rng.integers(0, 5)
+        kind = int(rng.integers(0, 8))
+        if kind == 5 and h * w > 1:
+            layers.append(("gap", src, -1, -1, 1, 0, 1, 1, None, 0.0, 0.0, False))
+            ws.append(None)
+            bs.append(None)
+            gates.append(len(shapes))
+            shapes.append((n, c, 1, 1))
+            continue
+        if kind == 6 and gates:
+            g = gates[-1]
+            op, lo, hi = (("sigmoid", 0.0, 0.0), ("hardsigmoid", 1 / 6, 0.5))[int(rng.integers(0, 2))]
+            layers.append((op, g, -1, -1, 1, 0, 1, 1, None, lo, hi, False))
+            ws.append(None)
+            bs.append(None)
+            gates.append(len(shapes))
+            shapes.append(shapes[g])
+            continue
+        gate = -1
+        if kind == 7 and gates:
+            cand = [s for s in range(len(shapes)) if shapes[s][1] == shapes[gates[-1]][1] and shapes[s][2] * shapes[s][3] > 1
+                    and shapes[gates[-1]][0] in (1, shapes[s][0])]
+            if cand:
+                src, gate = int(rng.choice(cand)), gates[-1]
+                n, c, h, w = shapes[src]
         f, k, groups, stride, pad, dil = int(rng.choice([8, 12, 16])), 1, 1, 1, 0, 1
         if kind == 1:
             k, pad = 3, 1
@@ -32,6 +60,8 @@ def random_chain(rng, dtype, n_layers=8):
             f, k, groups, pad = 16, 3, 4, 1
         elif kind == 4 and min(h, w) >= 5:
             k, pad, stride, dil = 3, (1, 2, 0, 1), 2, int(rng.integers(1, 3))
+        if gate >= 0 and rng.random() < 0.5:
+            k, pad = 3, 1     # 3x3 weights: more than a small map has values (the gate goes to the map)
         spec_geom = (stride, pad, dil, groups)
         wt = (rng.standard_normal((f, c // groups, k, k)) / np.sqrt(c // groups * k * k)).astype(dtype)
         b = rng.standard_normal(f).astype(dtype) if rng.random() < 0.8 else None
@@ -43,7 +73,8 @@ def random_chain(rng, dtype, n_layers=8):
         elif rng.random() < 0.6:
             act = str(rng.choice(["relu", "clamp", "silu", "hardswish"]))
             lo, hi = (0.0, 6.0) if act == "clamp" else (0.0, 0.0)
-        layers.append((src, res) + spec_geom + (act, lo, hi, relu))
+        ops = (src, gate) if gate < 0 or rng.random() < 0.5 else (gate, src)   # the gate either operand
+        layers.append(("conv", ops[0], res, ops[1]) + spec_geom + (act, lo, hi, relu))
         ws.append(wt)
         bs.append(b)
         shapes.append(out.shape)
@@ -53,17 +84,34 @@ def random_chain(rng, dtype, n_layers=8):
 
 def one_by_one(inputs, layers, ws, bs, outputs):
     t = list(inputs)
-    for (src, res, stride, pad, dil, groups, act, lo, hi, relu), w, b in zip(layers, ws, bs):
+    for (op, src, res, gate, stride, pad, dil, groups, act, lo, hi, relu), w, b in zip(layers, ws, bs):
+        if op == "gap":
+            t.append(_core.global_avg_pool_forward(t[src]))
+            continue
+        if op == "sigmoid":
+            t.append(_core.sigmoid_forward(t[src]))
+            continue
+        if op == "hardsigmoid":
+            t.append(_core.hardsigmoid_forward(t[src], lo, hi))
+            continue
+        x = t[src]
+        if gate >= 0:   # what the layers do: nn/fold.py's gate_fold, else the Mul
+            x, g = (t[src], t[gate]) if t[gate].size < t[src].size else (t[gate], t[src])
+            if x.shape[0] == 1 and g.shape[0] == 1 and w.shape[1] == x.shape[1] and w.size <= x.size:
+                w = _core.channel_scale_forward(w, g.reshape(-1))
+            else:
+                x = _core.channel_scale_forward(x, g.reshape(g.shape[:2]))
         if res >= 0:
-            t.append(_core.conv2d_forward_add(t[src], w, b, t[res], stride, pad, dil, groups, relu))
+            t.append(_core.conv2d_forward_add(x, w, b, t[res], stride, pad, dil, groups, relu))
         elif act is not None:
-            t.append(_core.conv2d_forward_act(t[src], w, b, stride, pad, dil, groups, act, lo, hi, False))
+            t.append(_core.conv2d_forward_act(x, w, b, stride, pad, dil, groups, act, lo, hi, False))
         else:
-            t.append(_core.conv2d_forward(t[src], w, b, stride, pad, dil, groups, relu))
+            t.append(_core.conv2d_forward(x, w, b, stride, pad, dil, groups, relu))
     return [t[o] for o in outputs]
 
 
 def check_random_chains(seeds, dtype=np.float32):
+    ops = set()
     for seed in seeds:
         rng = np.random.default_rng(seed)
         inputs, layers, ws, bs, outputs = random_chain(rng, dtype)
@@ -75,6 +123,8 @@ def check_random_chains(seeds, dtype=np.float32):
         for g, w in zip(got, want):
             assert g.dtype == dtype and g.shape == w.shape
             np.testing.assert_array_equal(g.view(np.uint8), w.view(np.uint8), err_msg=f"seed {seed}")
+        ops |= {op for op, *_ in layers} | {"gated" for layer in layers if layer[3] >= 0}
+    return ops
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -83,15 +133,19 @@ def test_chain_equals_the_layers_one_by_one(dtype, threads):
     old = gradvis.get_num_threads()
     gradvis.set_num_threads(threads)
     try:
-        check_random_chains(range(12), dtype)
+        assert check_random_chains(range(16), dtype) == {"conv", "gap", "sigmoid", "hardsigmoid", "gated"}
     finally:
         gradvis.set_num_threads(old)
 
 
 test_chain_simd_paths = simd_paths_test("""
 from test_conv_chain import check_random_chains
-check_random_chains(range(6))
+check_random_chains(range(8))
 """)
+
+
+def _conv(src, res=-1, gate=-1, stride=1, act=None, relu=False):
+    return ("conv", src, res, gate, stride, 0, 1, 1, act, 0.0, 0.0, relu)
 
 
 def test_chain_returns_a_slot_asked_for_twice_and_frees_the_rest():
@@ -99,8 +153,7 @@ def test_chain_returns_a_slot_asked_for_twice_and_frees_the_rest():
     x = rng.standard_normal((1, 4, 80, 80)).astype(np.float32)     # 400 KB tensors: cached blocks
     w = rng.standard_normal((16, 4, 1, 1)).astype(np.float32)
     w2 = rng.standard_normal((16, 16, 1, 1)).astype(np.float32)
-    layers = [(0, -1, 1, 0, 1, 1, None, 0.0, 0.0, False), (1, -1, 1, 0, 1, 1, "relu", 0.0, 0.0, False),
-              (2, 1, 1, 0, 1, 1, None, 0.0, 0.0, True), (3, -1, 1, 0, 1, 1, None, 0.0, 0.0, False)]
+    layers = [_conv(0), _conv(1, act="relu"), _conv(2, res=1, relu=True), _conv(3)]
     chain = _core.ConvChain(1, layers, [3, 3])
     used = gradvis.block_cache_info()["used_bytes"]
     a, b = chain.run([x], [w, w2, w2, w2], [None] * 4)
@@ -116,28 +169,36 @@ def test_chain_returns_a_slot_asked_for_twice_and_frees_the_rest():
 
 
 def test_chain_bad_arguments():
-    ok = (0, -1, 1, 0, 1, 1, None, 0.0, 0.0, False)
+    ok = _conv(0)
     with pytest.raises(ValueError, match="n_inputs must be >= 1"):
         _core.ConvChain(0, [ok], [1])
     with pytest.raises(ValueError, match="layers is empty"):
         _core.ConvChain(1, [], [1])
     with pytest.raises(ValueError, match="each layer is"):
         _core.ConvChain(1, [(0, -1, 1)], [1])
+    with pytest.raises(ValueError, match="op must be"):
+        _core.ConvChain(1, [("pool",) + ok[1:]], [1])
     with pytest.raises(ValueError, match="input slot"):
-        _core.ConvChain(1, [(1,) + ok[1:]], [1])          # a slot not yet written
+        _core.ConvChain(1, [_conv(1)], [1])          # a slot not yet written
     with pytest.raises(ValueError, match="residual slot"):
-        _core.ConvChain(1, [ok, (1, 2) + ok[2:]], [2])
+        _core.ConvChain(1, [ok, _conv(1, res=2)], [2])
+    with pytest.raises(ValueError, match="gate slot"):
+        _core.ConvChain(1, [ok, _conv(1, gate=-2)], [2])
     with pytest.raises(ValueError, match="output slot"):
-        _core.ConvChain(1, [ok], [0])                      # an input
+        _core.ConvChain(1, [ok], [0])                # an input
     with pytest.raises(ValueError, match="output slot"):
         _core.ConvChain(1, [ok], [2])
     with pytest.raises(ValueError, match="both an activation and a residual"):
-        _core.ConvChain(1, [ok, (1, 0, 1, 0, 1, 1, "relu", 0.0, 0.0, False)], [2])
+        _core.ConvChain(1, [ok, _conv(1, res=0, act="relu")], [2])
     with pytest.raises(ValueError, match="activation must be"):
-        _core.ConvChain(1, [ok[:6] + ("gelu", 0.0, 0.0, False)], [1])
+        _core.ConvChain(1, [_conv(0, act="gelu")], [1])
     with pytest.raises(ValueError, match="groups must be >= 1"):
-        _core.ConvChain(1, [ok[:5] + (0,) + ok[6:]], [1])
-    chain = _core.ConvChain(1, [ok, (1, 0, 1, 0, 1, 1, None, 0.0, 0.0, True)], [2])
+        _core.ConvChain(1, [ok[:7] + (0,) + ok[8:]], [1])
+    with pytest.raises(ValueError, match=r"layer 1 \(gap\) takes no residual or gate"):
+        _core.ConvChain(1, [ok, ("gap", 1, 0, -1) + ok[4:]], [2])
+    with pytest.raises(ValueError, match="alpha and beta"):
+        _core.ConvChain(1, [ok, ("hardsigmoid", 1, -1, -1, 1, 0, 1, 1, None, float("nan"), 0.5, False)], [2])
+    chain = _core.ConvChain(1, [ok, _conv(1, res=0, relu=True)], [2])
     x = np.ones((1, 3, 5, 5), np.float32)
     w = np.ones((3, 3, 1, 1), np.float32)
     assert chain.run([x], [w, w], [None, None])[0].shape == (1, 3, 5, 5)
@@ -157,9 +218,18 @@ def test_chain_bad_arguments():
         chain.run([x], [w, w], [None, np.ones(4, np.float32)])
     with pytest.raises(ValueError, match="larger than the padded input"):
         chain.run([x], [w, np.ones((3, 3, 7, 7), np.float32)], [None, None])
-    strided = _core.ConvChain(1, [ok, (1, 0, 2, 0, 1, 1, None, 0.0, 0.0, False)], [2])
+    strided = _core.ConvChain(1, [ok, _conv(1, res=0, stride=2)], [2])
     with pytest.raises(ValueError, match="residual does not have its output's shape"):
         strided.run([x], [w, w], [None, None])
+    # a gate: (N or 1, C, 1, 1) beside a larger map, either operand
+    se = _core.ConvChain(1, [("gap", 0, -1, -1, 1, 0, 1, 1, None, 0.0, 0.0, False), _conv(0, gate=1)], [2])
+    with pytest.raises(ValueError, match="layer 0 takes no weights or bias"):
+        se.run([x], [w, w], [None, None])
+    got = se.run([x], [None, w], [None, None])[0]
+    np.testing.assert_array_equal(got, _core.conv2d_forward(x, w))   # the mean of ones is 1
+    pair = _core.ConvChain(1, [ok, _conv(0, gate=1)], [2])
+    with pytest.raises(ValueError, match="not a map and its per-channel gate"):
+        pair.run([x], [w, w], [None, None])
 
 
 # ---------------------------------------------------------------------------- models
@@ -207,11 +277,18 @@ def test_model_chains_give_the_unchained_outputs(dtype, monkeypatch):
     u = unchained(m, monkeypatch)
     X = np.random.default_rng(2).standard_normal((2, 8, 12, 12)).astype(dtype)
     got = m.forward(X, cache=False)[0]
-    # the stem and the three blocks in one chain; the gated convolution is no chain's input
-    assert chains_of(m) == [10, 2]
+    # one chain: the stem, the three blocks, the SE block (pool, two convolutions,
+    # sigmoid) and the convolution of the gated map
+    assert chains_of(m) == [15]
     assert chains_of(u) == []
     np.testing.assert_array_equal(got.view(np.uint8), u.forward(X, cache=False)[0].view(np.uint8))
     np.testing.assert_array_equal(got.view(np.uint8), m.forward(X)[0].view(np.uint8))
+    # one image: the gate goes into the last convolution's weights (a pass with a
+    # cache runs the Mul: the same values up to rounding)
+    got1 = m.forward(X[:1], cache=False)[0]
+    np.testing.assert_array_equal(got1.view(np.uint8), u.forward(X[:1], cache=False)[0].view(np.uint8))
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(got1, m.forward(X[:1])[0], rtol=tol, atol=tol)
     # names asked for inside a chain are its outputs
     outs = m.forward(X, cache=False, outputs=["e1a", "add1", "la"])[0]
     want = u.forward(X, cache=False, outputs=["e1a", "add1", "la"])[0]

@@ -188,7 +188,7 @@ class Spy:
 
     def ConvChain(self, n_inputs, layers, outputs):
         spy, chain = self, _core.ConvChain(n_inputs, layers, outputs)
-        sums = sum(layer[1] >= 0 for layer in layers)
+        sums = sum(layer[2] >= 0 for layer in layers)   # (op, input, residual, ...)
 
         class Counted:
             def run(self, *a):

@@ -10,9 +10,14 @@
 // every shape and dtype first (the same checks and kernels as conv2d_forward,
 // conv2d_forward_act and conv2d_forward_add, so the same bits), allocates the
 // outputs it returns, and then runs all layers without the GIL, each
-// intermediate freed after its last reader.
+// intermediate freed after its last reader. Squeeze-and-excitation blocks run in
+// the chain too: the global average pool, the sigmoid or hard sigmoid of the
+// gate, and the convolution that reads the gated map, which applies the gate to
+// its weights where the pass would (nn/fold.py's gate_fold) or else to its input
+// (the Mul layer's channel_scale_forward): the same operations as the layers.
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdlib>
 #include <memory>
 #include <string>
@@ -23,7 +28,10 @@
 #include "bindings/register.h"
 #include "bindings/util.h"
 #include "bindings/weight_key.h"
+#include "ops/activation.h"
 #include "ops/conv2d.h"
+#include "ops/pointwise.h"
+#include "ops/pool2d.h"
 
 namespace gradvis {
 namespace {
@@ -34,12 +42,22 @@ constexpr const char* kRun = "ConvChain.run";
 constexpr const char* kNew = "ConvChain";
 
 struct ChainLayer {
+  enum Op { conv, gap, sigmoid, hardsigmoid } op = conv;
   int in = 0, res = -1;  // slots of the input and the residual operand (-1: none)
+  int gate = -1;         // conv: the slot multiplied with `in` first (a per-channel gate, either operand)
   Conv2dParams p;
   bool has_act = false;  // act applies (conv2d_forward_act), else relu (conv2d_forward / _add)
   ConvAct act;
   bool relu = false;
+  double alpha = 0, beta = 0;   // hardsigmoid
 };
+
+// Whether g (shape gs) is a per-channel gate of a tensor of shape xs: (N or 1, C,
+// 1, 1) with C > 1 and fewer values (elementwise.py's _is_gate).
+bool is_gate(const std::array<index_t, 4>& gs, const std::array<index_t, 4>& xs) {
+  return (gs[0] == 1 || gs[0] == xs[0]) && gs[1] == xs[1] && xs[1] > 1 && gs[2] == 1 && gs[3] == 1 &&
+         gs[0] * gs[1] < xs[0] * xs[1] * xs[2] * xs[3];
+}
 
 // Memory of one intermediate slot: a cached block (large) or malloc's (small).
 struct SlotMemory {
@@ -66,21 +84,39 @@ class ConvChain {
     if (py::len(layers) < 1) throw py::value_error(cat(kNew, ": layers is empty"));
     for (const py::handle& h : layers) {
       const auto t = py::reinterpret_borrow<py::sequence>(h);
-      if (py::len(t) != 10)
-        throw py::value_error(cat(kNew, ": each layer is (input slot, residual slot or -1, stride, padding, "
-                                        "dilation, groups, activation or None, lo, hi, relu), got ",
-                                  std::string(py::repr(h))));
+      if (py::len(t) != 12)
+        throw py::value_error(cat(kNew, ": each layer is (op, input slot, residual slot or -1, gate slot or -1, "
+                                        "stride, padding, dilation, groups, activation or None, lo, hi, relu), "
+                                        "got ", std::string(py::repr(h))));
       const int i = int(layers_.size()), slots = n_in_ + i;
       ChainLayer l;
-      l.in = int(int_arg(t[0], kNew, "input slot", 0, slots - 1));
-      l.res = int(int_arg(t[1], kNew, "residual slot", -1, slots - 1));
-      l.p = parse_params(kNew, t[2], t[3], t[4], t[5]);
-      if (!t[6].is_none()) {
-        l.has_act = true;
-        l.act = parse_act(kNew, py::cast<std::string>(t[6]), py::cast<double>(t[7]), py::cast<double>(t[8]));
-        if (l.res >= 0) throw py::value_error(cat(kNew, ": layer ", i, " has both an activation and a residual"));
+      const std::string op = py::cast<std::string>(t[0]);
+      l.op = op == "conv" ? ChainLayer::conv : op == "gap" ? ChainLayer::gap : op == "sigmoid" ? ChainLayer::sigmoid
+             : op == "hardsigmoid" ? ChainLayer::hardsigmoid
+             : throw py::value_error(cat(kNew, ": op must be 'conv', 'gap', 'sigmoid' or 'hardsigmoid', got '",
+                                         op, "'"));
+      l.in = int(int_arg(t[1], kNew, "input slot", 0, slots - 1));
+      l.res = int(int_arg(t[2], kNew, "residual slot", -1, slots - 1));
+      l.gate = int(int_arg(t[3], kNew, "gate slot", -1, slots - 1));
+      if (l.op == ChainLayer::conv) {
+        l.p = parse_params(kNew, t[4], t[5], t[6], t[7]);
+        if (!t[8].is_none()) {
+          l.has_act = true;
+          l.act = parse_act(kNew, py::cast<std::string>(t[8]), py::cast<double>(t[9]), py::cast<double>(t[10]));
+          if (l.res >= 0)
+            throw py::value_error(cat(kNew, ": layer ", i, " has both an activation and a residual"));
+        }
+        l.relu = py::cast<bool>(t[11]);
+      } else {
+        if (l.res >= 0 || l.gate >= 0)
+          throw py::value_error(cat(kNew, ": layer ", i, " (", op, ") takes no residual or gate"));
+        if (l.op == ChainLayer::hardsigmoid) {
+          l.alpha = py::cast<double>(t[9]), l.beta = py::cast<double>(t[10]);
+          if (!std::isfinite(l.alpha) || !std::isfinite(l.beta))
+            throw py::value_error(cat(kNew, ": layer ", i, ": hardsigmoid's alpha and beta (lo, hi) must be "
+                                            "finite, got ", l.alpha, ", ", l.beta));
+        }
       }
-      l.relu = py::cast<bool>(t[9]);
       layers_.push_back(l);
     }
     const int slots = n_in_ + int(layers_.size());
@@ -92,8 +128,10 @@ class ConvChain {
     // or returned)
     last_.assign(std::size_t(slots), -1);
     for (int i = 0; i < int(layers_.size()); ++i) {
-      last_[std::size_t(layers_[std::size_t(i)].in)] = i;
-      if (layers_[std::size_t(i)].res >= 0) last_[std::size_t(layers_[std::size_t(i)].res)] = i;
+      const ChainLayer& l = layers_[std::size_t(i)];
+      last_[std::size_t(l.in)] = i;
+      if (l.res >= 0) last_[std::size_t(l.res)] = i;
+      if (l.gate >= 0) last_[std::size_t(l.gate)] = i;
     }
     for (int s = 0; s < n_in_; ++s) last_[std::size_t(s)] = -1;
     for (int o : outputs_) last_[std::size_t(o)] = -1;
@@ -132,28 +170,59 @@ class ConvChain {
   template <class T>
   py::tuple run_t(const py::sequence& inputs, const py::sequence& weights, const py::sequence& biases) const {
     const std::size_t L = layers_.size(), S = std::size_t(n_in_) + L;
-    std::vector<py::array_t<T, py::array::c_style>> ins, ws, bs;
-    std::vector<const T*> bptr(L, nullptr);
+    std::vector<py::array_t<T, py::array::c_style>> keep;   // the arrays read, alive until the end
     std::vector<std::array<index_t, 4>> shape(S);
+    std::vector<const T*> wptr(L, nullptr), bptr(L, nullptr);
     std::vector<Conv2dShape> cs(L);
     std::vector<WeightKey> keys(L);
+    // conv layers with a gate: (the gated operand's slot, the gate's slot, whether
+    // the gate goes into the weights)
+    struct Gated { int x = -1, g = -1; bool fold = false; };
+    std::vector<Gated> gated(L);
+    std::vector<T*> ptr(S, nullptr);
     for (int s = 0; s < n_in_; ++s) {
-      ins.push_back(exact<T>(inputs[std::size_t(s)], cat("inputs[", s, "]")));
-      const auto& a = ins.back();
+      keep.push_back(exact<T>(inputs[std::size_t(s)], cat("inputs[", s, "]")));
+      const py::array_t<T, py::array::c_style> a = keep.back();
       check_ndim(a, 4, kRun, "an input", "(N, C, H, W)");
       check_nonempty(a, kRun, "an input");
       check_dims(a, kRun, "an input");
       shape[std::size_t(s)] = {a.shape(0), a.shape(1), a.shape(2), a.shape(3)};
+      ptr[std::size_t(s)] = const_cast<T*>(a.data());
     }
     for (std::size_t i = 0; i < L; ++i) {
       const ChainLayer& l = layers_[i];
+      const std::size_t o = std::size_t(n_in_) + i;
+      if (l.op != ChainLayer::conv) {
+        if (!weights[i].is_none() || !biases[i].is_none())
+          throw py::value_error(cat(kRun, ": layer ", i, " takes no weights or bias"));
+        const auto& x = shape[std::size_t(l.in)];
+        shape[o] = l.op == ChainLayer::gap ? std::array<index_t, 4>{x[0], x[1], 1, 1} : x;
+        continue;
+      }
       const std::string wn = cat("weights[", i, "]");
-      ws.push_back(exact<T>(weights[i], wn));
-      const auto& w = ws.back();
+      keep.push_back(exact<T>(weights[i], wn));
+      const py::array_t<T, py::array::c_style> w = keep.back();   // keep grows below
+      wptr[i] = w.data();
       check_ndim(w, 4, kRun, wn.c_str(), "(F, C/groups, KH, KW)");
       check_nonempty(w, kRun, wn.c_str());
       check_dims(w, kRun, wn.c_str());
-      const auto& x = shape[std::size_t(l.in)];
+      int xin = l.in;
+      if (l.gate >= 0) {   // which operand is the gate, and where it goes
+        const auto &a = shape[std::size_t(l.in)], &g = shape[std::size_t(l.gate)];
+        Gated& gd = gated[i];
+        if (is_gate(g, a))
+          gd.x = l.in, gd.g = l.gate;
+        else if (is_gate(a, g))
+          gd.x = l.gate, gd.g = l.in;
+        else
+          throw py::value_error(cat(kRun, ": layer ", i, "'s two operands are not a map and its per-channel gate"));
+        const auto &xs = shape[std::size_t(gd.x)], &gs = shape[std::size_t(gd.g)];
+        // nn/fold.py's gate_fold: one image, and no more weights than the map has values
+        gd.fold = xs[0] == 1 && gs[0] == 1 && w.shape(1) == xs[1] &&
+                  index_t(w.size()) <= xs[0] * xs[1] * xs[2] * xs[3];
+        xin = gd.x;
+      }
+      const auto& x = shape[std::size_t(xin)];
       const auto where = [&] {
         return cat("layer ", i, ": input shape (", x[0], ", ", x[1], ", ", x[2], ", ", x[3], "), w shape ",
                    shape_str(w));
@@ -161,20 +230,19 @@ class ConvChain {
       cs[i] = make_shape(kRun, x[0], x[1], x[2], x[3], w.shape(0), w.shape(1), w.shape(2), w.shape(3), l.p, where);
       const Conv2dShape& s = cs[i];
       if (!biases[i].is_none()) {
-        bs.push_back(exact<T>(biases[i], cat("biases[", i, "]")));
-        if (bs.back().ndim() != 1 || bs.back().shape(0) != s.F)
+        keep.push_back(exact<T>(biases[i], cat("biases[", i, "]")));
+        if (keep.back().ndim() != 1 || keep.back().shape(0) != s.F)
           throw py::value_error(cat(kRun, ": biases[", i, "] must have shape (", s.F, ",), got ",
-                                    shape_str(bs.back())));
-        bptr[i] = bs.back().data();
+                                    shape_str(keep.back())));
+        bptr[i] = keep.back().data();
       }
-      shape[std::size_t(n_in_) + i] = {s.N, s.F, s.OH, s.OW};
-      if (l.res >= 0 && shape[std::size_t(l.res)] != shape[std::size_t(n_in_) + i])
+      shape[o] = {s.N, s.F, s.OH, s.OW};
+      if (l.res >= 0 && shape[std::size_t(l.res)] != shape[o])
         throw py::value_error(cat(kRun, ": layer ", i, "'s residual does not have its output's shape; ", where()));
-      keys[i] = immutable_key(w);
+      // gated weights are a new array each pass: no key, as in the layers' pass
+      if (!gated[i].fold) keys[i] = immutable_key(w);
     }
     // the outputs, then everything else without the GIL
-    std::vector<T*> ptr(S, nullptr);
-    for (int s = 0; s < n_in_; ++s) ptr[std::size_t(s)] = const_cast<T*>(ins[std::size_t(s)].data());
     std::vector<py::array_t<T>> outs;
     for (int o : outputs_) {
       const auto& sh = shape[std::size_t(o)];
@@ -190,11 +258,18 @@ class ConvChain {
           }
       }
     }
-    std::vector<std::size_t> bytes(S, 0);
+    auto nbytes = [&](const std::array<index_t, 4>& sh) {
+      return checked_output_bytes({py::ssize_t(sh[0]), py::ssize_t(sh[1]), py::ssize_t(sh[2]), py::ssize_t(sh[3])},
+                                  sizeof(T), dtype_name<T>());
+    };
+    std::vector<std::size_t> bytes(S, 0), scratch_bytes(L, 0);
     for (std::size_t s = std::size_t(n_in_); s < S; ++s)
-      if (ptr[s] == nullptr) bytes[s] = checked_output_bytes({py::ssize_t(shape[s][0]), py::ssize_t(shape[s][1]),
-                                                               py::ssize_t(shape[s][2]), py::ssize_t(shape[s][3])},
-                                                              sizeof(T), dtype_name<T>());
+      if (ptr[s] == nullptr) bytes[s] = nbytes(shape[s]);
+    for (std::size_t i = 0; i < L; ++i)
+      if (gated[i].x >= 0)
+        scratch_bytes[i] = gated[i].fold ? sizeof(T) * std::size_t(cs[i].F * cs[i].C / cs[i].p.groups * cs[i].KH *
+                                                                     cs[i].KW)
+                                         : nbytes(shape[std::size_t(gated[i].x)]);
     {
       py::gil_scoped_release release;
       std::vector<SlotMemory> mem(S);
@@ -202,16 +277,40 @@ class ConvChain {
         const ChainLayer& l = layers_[i];
         const std::size_t o = std::size_t(n_in_) + i;
         if (ptr[o] == nullptr) ptr[o] = static_cast<T*>(mem[o].acquire(bytes[o]));
-        const T* x = ptr[std::size_t(l.in)];
-        const T* w = ws[i].data();
-        const T* b = bptr[i];
-        const WeightKeyScope key(keys[i]);
-        if (l.res >= 0)
-          conv2d_forward_add_cpu<T>(ptr[o], x, w, b, ptr[std::size_t(l.res)], cs[i], l.relu);
-        else if (l.has_act)
-          conv2d_forward_act_cpu<T>(ptr[o], nullptr, x, w, b, cs[i], l.act);
-        else
-          conv2d_forward_cpu<T>(ptr[o], x, w, b, cs[i], l.relu);
+        const auto& xs = shape[std::size_t(l.in)];
+        const index_t n = xs[0] * xs[1] * xs[2] * xs[3];
+        if (l.op == ChainLayer::gap) {
+          global_avg_pool_forward_cpu<T>(ptr[o], ptr[std::size_t(l.in)], xs[0] * xs[1], xs[2] * xs[3]);
+        } else if (l.op == ChainLayer::sigmoid) {
+          sigmoid_forward_cpu<T>(ptr[o], ptr[std::size_t(l.in)], n);
+        } else if (l.op == ChainLayer::hardsigmoid) {
+          hardsigmoid_forward_cpu<T>(ptr[o], ptr[std::size_t(l.in)], T(l.alpha), T(l.beta), n);
+        } else {
+          const T* x = ptr[std::size_t(l.in)];
+          const T* w = wptr[i];
+          SlotMemory tmp;
+          if (gated[i].x >= 0) {   // the gated map, or the gated weights (N = F filters, C, KH KW)
+            const Gated& gd = gated[i];
+            const auto &gx = shape[std::size_t(gd.x)], &gg = shape[std::size_t(gd.g)];
+            T* t = static_cast<T*>(tmp.acquire(scratch_bytes[i]));
+            if (gd.fold) {
+              channel_scale_forward_cpu<T>(t, w, ptr[std::size_t(gd.g)], cs[i].F, cs[i].C, cs[i].KH * cs[i].KW,
+                                           false);
+              w = t, x = ptr[std::size_t(gd.x)];
+            } else {
+              channel_scale_forward_cpu<T>(t, ptr[std::size_t(gd.x)], ptr[std::size_t(gd.g)], gx[0], gx[1],
+                                           gx[2] * gx[3], gg[0] != 1 && gx[0] != 1);
+              x = t;
+            }
+          }
+          const WeightKeyScope key(keys[i]);
+          if (l.res >= 0)
+            conv2d_forward_add_cpu<T>(ptr[o], x, w, bptr[i], ptr[std::size_t(l.res)], cs[i], l.relu);
+          else if (l.has_act)
+            conv2d_forward_act_cpu<T>(ptr[o], nullptr, x, w, bptr[i], cs[i], l.act);
+          else
+            conv2d_forward_cpu<T>(ptr[o], x, w, bptr[i], cs[i], l.relu);
+        }
         for (std::size_t s = std::size_t(n_in_); s <= o; ++s)
           if (last_[s] == int(i)) mem[s].release();
       }
@@ -231,19 +330,24 @@ class ConvChain {
 
 void register_conv_chain(py::module_& m) {
   py::class_<ConvChain>(m, "ConvChain",
-                        "Forward convolutions run one after another in one call (Model.forward's passes that\n"
-                        "keep nothing for a backward pass).\n\n"
+                        "Forward convolutions (and squeeze-and-excitation steps) run one after another in one\n"
+                        "call: Model.forward's passes that keep nothing for a backward pass.\n\n"
                         "ConvChain(n_inputs, layers, outputs). Slots 0 .. n_inputs - 1 are the inputs; layer i\n"
-                        "writes slot n_inputs + i. Each layer is (input slot, residual slot or -1, stride,\n"
-                        "padding, dilation, groups, activation, lo, hi, relu): conv2d_forward (activation None),\n"
-                        "conv2d_forward_act (activation 'relu', 'clamp', 'hardswish' or 'silu', with lo, hi)\n"
-                        "or, with a residual slot, conv2d_forward_add; relu as those functions take it.\n"
-                        "outputs: the slots run() returns, in order.")
+                        "writes slot n_inputs + i. Each layer is (op, input slot, residual slot or -1, gate slot\n"
+                        "or -1, stride, padding, dilation, groups, activation, lo, hi, relu). op 'conv':\n"
+                        "conv2d_forward (activation None), conv2d_forward_act (activation 'relu', 'clamp',\n"
+                        "'hardswish' or 'silu', with lo, hi) or, with a residual slot, conv2d_forward_add; relu\n"
+                        "as those functions take it; with a gate slot, of the input times a per-channel gate\n"
+                        "((N or 1, C, 1, 1), either slot), applied to the weights at batch 1 when there are no\n"
+                        "more weights than the map has values, else to the map. op 'gap': global_avg_pool_forward;\n"
+                        "'sigmoid': sigmoid_forward; 'hardsigmoid': hardsigmoid_forward with alpha = lo,\n"
+                        "beta = hi (their other fields are not read). outputs: the slots run() returns, in order.")
       .def(py::init<int, const py::sequence&, const py::sequence&>(), py::arg("n_inputs"), py::arg("layers"),
            py::arg("outputs"))
       .def("run", &ConvChain::run, py::arg("inputs"), py::arg("weights"), py::arg("biases"),
            "run(inputs, weights, biases) -> tuple of the output slots' arrays. inputs: n_inputs arrays\n"
-           "(N, C, H, W); weights, biases: one per layer (a bias may be None), all of the first input's\n"
+           "(N, C, H, W); weights, biases: one per layer (None for a bias and for the layers that are\n"
+           "not convolutions), all of the first input's\n"
            "dtype, float32 or float64 (nothing is cast: a TypeError names the array that is not).\n"
            "Every shape is checked before any layer runs; the values are those of the layers called\n"
            "one by one.")

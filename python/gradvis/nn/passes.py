@@ -9,9 +9,11 @@ import numpy as np
 
 from .. import _core
 from .conv import fused_act_cache
+from .activation import HardSigmoid, Sigmoid
 from .fold import GateFold, folded_conv_forward, gate_fold
 from .fusion import (ACT as _ACT, FOLD as _FOLD, LCHAIN as _LCHAIN, LCONV as _LCONV, LNODE as _LNODE,
                      LTAKE as _LTAKE, RADD as _RADD, RUN as _RUN)
+from .pooling import GlobalAvgPool
 
 __all__ = ["node_forward", "forward_light", "chain_steps", "conv_input_grad"]
 
@@ -97,7 +99,7 @@ def forward_light(model, light, tensors, first, fused, mode, rng, done):
         if kind == _LCHAIN:
             _, chain, ext, wkeys, bkeys, outs, ext_frees, open_adds, steps = ls
             try:
-                got = chain.run([tensors[t] for t in ext], [P[k] for k in wkeys],
+                got = chain.run([tensors[t] for t in ext], [P[k] if k else None for k in wkeys],
                                 [P[k] if k else None for k in bkeys])
             except (KeyError, ValueError, TypeError):
                 # what the chain does not take (another dtype, a residual that casts or
@@ -145,20 +147,19 @@ def forward_light(model, light, tensors, first, fused, mode, rng, done):
 
 
 def chain_steps(light):
-    """light (fusion.light_steps) with each run of two or more convolutions that
-    read what the run computes (or tensors computed before it) as one
-    ``(LCHAIN, chain, inputs, weight keys, bias keys, output names, tensors to free
-    after it, residual Adds made in it whose step follows it, its steps)`` entry:
-    ``chain`` a :class:`_core.ConvChain` that runs them in one call (in a pass at
-    batch 1 each convolution's Python step and binding cost more than some of the
-    layers). The fused activations' and the residual Adds' names (their TAKE
-    steps, and the Adds the convolutions make) are names of the chain's tensors."""
-    # a per-channel gate's product the next convolution folds into its weights is
-    # an object of its own (fold.GateFold), which that convolution's step reads
-    gated = {ls[1][2].name for ls in light if ls[0] == _LNODE and ls[1][6] is not None}
+    """light (fusion.light_steps) with each run of two or more layers a chain takes
+    as one ``(LCHAIN, chain, inputs, weight keys, bias keys, output names, tensors
+    to free after it, residual Adds made in it whose step follows it, its steps)``
+    entry: ``chain`` a :class:`_core.ConvChain` that runs them in one call (in a
+    pass at batch 1 each layer's Python step and binding cost more than some of
+    the layers). It takes the convolutions run directly (their fused activations'
+    and residual Adds' names, from TAKE steps and the Adds they make, are names of
+    its tensors), and squeeze-and-excitation blocks: global average pools that
+    keep their axes, sigmoids, hard sigmoids, and a per-channel gate's Mul with
+    the convolution that alone reads it."""
     out, i = [], 0
     while i < len(light):
-        j, entry = _chain_at(light, i, gated)
+        j, entry = _chain_at(light, i)
         if entry is None:
             out.append(light[i])
             i += 1
@@ -168,12 +169,25 @@ def chain_steps(light):
     return out
 
 
-def _chain_at(light, i, gated):
+def _se_op(ls):
+    """The chain's op for an SE block's step (a global average pool keeping its
+    axes, a sigmoid, a hard sigmoid), else None."""
+    if ls[0] != _LNODE or ls[1][0] != _RUN or len(ls[1][3]) != 1 or ls[1][6] is not None:
+        return None
+    layer = ls[1][2].layer
+    t = type(layer)
+    if t is GlobalAvgPool and layer.keepdims:
+        return ("gap", 0.0, 0.0)
+    if t is Sigmoid:
+        return ("sigmoid", 0.0, 0.0)
+    if t is HardSigmoid:
+        return ("hardsigmoid", float(layer.alpha), float(layer.beta))
+    return None
+
+
+def _chain_at(light, i):
     """(the index after the chain that starts at light[i], its LCHAIN entry), or
-    (i + 1, None) where fewer than two convolutions would form it; ``gated``:
-    tensors that may be gates' products (never the chain's inputs)."""
-    if light[i][0] != _LCONV:
-        return i + 1, None
+    (i + 1, None) where fewer than two layers would form it."""
     live, ext, layers, wkeys, bkeys, frees, adds = {}, [], [], [], [], [], {}
 
     def ref(name):   # ("x", k): the chain's input k; ("l", k): layer k's output
@@ -183,26 +197,47 @@ def _chain_at(light, i, gated):
             ext.append(name)
         return ("x", ext.index(name))
 
-    def free(names):
+    def free(names, skip=None):
         for t in names:
-            if live.pop(t, None) is None:
+            if t != skip and live.pop(t, None) is None:
                 frees.append(t)
+
+    def conv(ls, inp, gate=None):
+        _, step, layer, _, wkey, bkey, act, lo, hi, relu, res = ls
+        r = None
+        if res is not None:
+            r, relu = ref(res[0]), res[2]
+            adds[res[1]] = step[2].name
+        g = None if gate is None else ref(gate)
+        layers.append(("conv", ref(inp), r, g, layer.stride, layer.padding, layer.dilation, layer.groups, act,
+                       lo, hi, bool(relu)))
+        wkeys.append(wkey)
+        bkeys.append(bkey)
 
     j = i
     while j < len(light):
         ls = light[j]
-        if ls[0] == _LCONV and not (ls[3] in gated and ls[3] not in live):
-            _, step, layer, inp, wkey, bkey, act, lo, hi, relu, res = ls
-            r = None
-            if res is not None:
-                r, relu = ref(res[0]), res[2]
-                adds[res[1]] = step[2].name
-            layers.append((ref(inp), r, layer.stride, layer.padding, layer.dilation, layer.groups, act, lo, hi,
-                           bool(relu)))
-            wkeys.append(wkey)
-            bkeys.append(bkey)
+        se = _se_op(ls)
+        if ls[0] == _LCONV:
+            conv(ls, ls[3])
+            live[ls[1][2].name] = ("l", len(layers) - 1)
+            free(ls[1][7])
+        elif se is not None:
+            step = ls[1]
+            layers.append((se[0], ref(step[3][0]), None, None, 1, 0, 1, 1, None, se[1], se[2], False))
+            wkeys.append(None)
+            bkeys.append(None)
             live[step[2].name] = ("l", len(layers) - 1)
             free(step[7])
+        elif (ls[0] == _LNODE and ls[1][6] is not None and len(ls[1][3]) == 2 and j + 1 < len(light)
+              and light[j + 1][0] == _LCONV and light[j + 1][3] == ls[1][2].name):
+            # a gate's Mul and the convolution that alone reads its product
+            mul, nxt = ls[1], light[j + 1]
+            conv(nxt, mul[3][0], mul[3][1])
+            live[nxt[1][2].name] = ("l", len(layers) - 1)
+            free(mul[7])
+            free(nxt[1][7], skip=mul[2].name)
+            j += 1
         elif ls[0] == _LTAKE and ls[1] in live:
             live[ls[2]] = live.pop(ls[1])
         elif ls[0] == _LNODE and ls[1][0] == _RADD and ls[1][1] in adds:   # a sum the chain made
@@ -215,8 +250,8 @@ def _chain_at(light, i, gated):
     if len(layers) < 2:
         return i + 1, None
     n = len(ext)
-    slot = lambda r: r[1] if r[0] == "x" else n + r[1]   # noqa: E731
-    spec = [(slot(a), -1 if r is None else slot(r), *rest) for a, r, *rest in layers]
+    slot = lambda r: -1 if r is None else r[1] if r[0] == "x" else n + r[1]   # noqa: E731
+    spec = [(op, slot(a), slot(r), slot(g), *rest) for op, a, r, g, *rest in layers]
     outs = {}
     for name, r in live.items():
         outs.setdefault(slot(r), []).append(name)

@@ -65,6 +65,16 @@ def numeric_partial(f, x, idx, h=1e-6):
 
 
 # ---------------------------------------------------------------------------- models and images
+def random_biases(model, seed=1, scale=0.5):
+    """Gives every bias of ``model`` values drawn uniformly from [-scale, scale)
+    (initialized biases are zeros, which hide a bias added twice or not at all)."""
+    rng = np.random.default_rng(seed)
+    for key in model.params:
+        if key.endswith(".bias"):
+            model.params[key][...] = rng.uniform(-scale, scale, model.params[key].shape)
+    return model
+
+
 def small_net(seed=0, size=16, classes=5, class_names=False):
     """conv-bn-relu-pool-conv-relu-gap-fc on (3, size, size) with CS231n-style
     normalization and non-trivial batch-norm statistics, as a trained model has."""

@@ -10,6 +10,7 @@ import gradvis
 from gradvis import _core
 from gradvis.nn import Add, Conv2d, GlobalAvgPool, Model, Mul, ReLU, ReLU6, Sigmoid, SiLU, fusion, passes
 from conftest import simd_paths_test
+from helpers import random_biases
 
 
 def random_chain(rng, dtype, n_layers=10):
@@ -251,11 +252,7 @@ def mobilenet_like(dtype=np.float32):
     m.add("fc2", Conv2d(4, 16, 1)).add("sig", Sigmoid())
     m.add("mul", Mul(), inputs=["sig", "s"]).add("last", Conv2d(16, 24, 1)).add("la", ReLU())
     m.init_params(seed=0, dtype=dtype)
-    rng = np.random.default_rng(1)
-    for k in m.params:
-        if k.endswith(".bias"):
-            m.params[k][...] = rng.uniform(-0.5, 0.5, m.params[k].shape)
-    return m
+    return random_biases(m)
 
 
 def unchained(m, monkeypatch):

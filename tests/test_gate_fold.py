@@ -8,6 +8,7 @@ import pytest
 
 from gradvis.nn import Conv2d, Flatten, GlobalAvgPool, Linear, Model, Mul, ReLU, SiLU, Sigmoid
 from gradvis.nn import elementwise, passes
+from helpers import random_biases
 
 
 def _se_net(c=8, f=6, hw=10, k=1, groups=1, gate_first=True, dtype=np.float64, tail_act=None):
@@ -22,11 +23,7 @@ def _se_net(c=8, f=6, hw=10, k=1, groups=1, gate_first=True, dtype=np.float64, t
         m.add("act", tail_act)
     m.add("pool", GlobalAvgPool()).add("flat", Flatten()).add("fc", Linear(f, 5))
     m.init_params(seed=0, dtype=dtype)
-    rng = np.random.default_rng(1)
-    for key in m.params:
-        if key.endswith(".bias"):
-            m.params[key][...] = rng.uniform(-0.5, 0.5, m.params[key].shape)
-    return m
+    return random_biases(m)
 
 
 def _x(n=1, hw=10, dtype=np.float64, seed=2):

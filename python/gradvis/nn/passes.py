@@ -229,7 +229,8 @@ def _chain_at(light, i):
             bkeys.append(None)
             live[step[2].name] = ("l", len(layers) - 1)
             free(step[7])
-        elif (ls[0] == _LNODE and ls[1][6] is not None and len(ls[1][3]) == 2 and j + 1 < len(light)
+        elif (ls[0] == _LNODE and ls[1][0] == _RUN and ls[1][6] is not None and len(ls[1][3]) == 2
+              and j + 1 < len(light)
               and light[j + 1][0] == _LCONV and light[j + 1][3] == ls[1][2].name):
             # a gate's Mul and the convolution that alone reads its product
             mul, nxt = ls[1], light[j + 1]

@@ -16,8 +16,9 @@ import gradvis
 from gradvis import _core
 
 STUB = os.path.join(os.path.dirname(gradvis.__file__), "_core.pyi")
-# what stubtest may not check: the metaclass of pybind11's classes (theirs is
-# pybind11_type, which no stub can name); their members are still checked
+# what stubtest may not check: the metaclass of pybind11's classes (with some
+# builds of pybind11 it is pybind11_type, which no stub can name; with others the
+# entry goes unused); test_stub_methods_match_the_module checks their methods
 ALLOWLIST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "stubtest_allowlist.txt")
 
 
@@ -119,7 +120,7 @@ def test_mypy_stubtest_passes(tmp_path):
     # From an empty directory with a fresh cache, so that nothing but this package is seen.
     res = subprocess.run(
         [sys.executable, "-m", "mypy.stubtest", "gradvis._core", "--concise",
-         "--mypy-config-file", os.devnull, "--allowlist", ALLOWLIST],
+         "--mypy-config-file", os.devnull, "--allowlist", ALLOWLIST, "--ignore-unused-allowlist"],
         cwd=tmp_path, env=dict(env, MYPY_CACHE_DIR=str(tmp_path / "cache")),
         capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr

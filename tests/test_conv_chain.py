@@ -179,6 +179,10 @@ def test_chain_bad_arguments():
         _core.ConvChain(1, [(0, -1, 1)], [1])
     with pytest.raises(ValueError, match="op must be"):
         _core.ConvChain(1, [("pool",) + ok[1:]], [1])
+    with pytest.raises(TypeError, match="op and activation must be strings"):
+        _core.ConvChain(1, [(3,) + ok[1:]], [1])
+    with pytest.raises(TypeError, match="op and activation must be strings"):
+        _core.ConvChain(1, [ok[:8] + (1,) + ok[9:]], [1])
     with pytest.raises(ValueError, match="input slot"):
         _core.ConvChain(1, [_conv(1)], [1])          # a slot not yet written
     with pytest.raises(ValueError, match="residual slot"):

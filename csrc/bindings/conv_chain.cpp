@@ -90,6 +90,9 @@ class ConvChain {
                                         "got ", std::string(py::repr(h))));
       const int i = int(layers_.size()), slots = n_in_ + i;
       ChainLayer l;
+      if (!py::isinstance<py::str>(t[0]) || !(t[8].is_none() || py::isinstance<py::str>(t[8])))
+        throw py::type_error(cat(kNew, ": layer ", i, "'s op and activation must be strings (activation: or None), "
+                                       "got ", std::string(py::repr(h))));
       const std::string op = py::cast<std::string>(t[0]);
       l.op = op == "conv" ? ChainLayer::conv : op == "gap" ? ChainLayer::gap : op == "sigmoid" ? ChainLayer::sigmoid
              : op == "hardsigmoid" ? ChainLayer::hardsigmoid

@@ -1,8 +1,9 @@
 """Running the steps of a :class:`~gradvis.nn.graph.Model` pass (nn/fusion.py plans
 them): one node on the tensors computed so far, and the whole of a pass that keeps
-nothing for a backward pass, whose convolutions call their kernels directly; and
-a convolution's input gradient by its kernel, for backward passes that want no
-parameter gradients."""
+nothing for a backward pass, whose convolutions call their kernels directly or run
+as chains (:func:`chain_steps`: runs of them, with their SE blocks, in one call of
+the compiled core); and a convolution's input gradient by its kernel, for backward
+passes that want no parameter gradients."""
 from __future__ import annotations
 
 import numpy as np

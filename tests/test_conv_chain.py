@@ -47,8 +47,9 @@ def random_chain(rng, dtype, n_layers=10):
             continue
         gate = -1
         if kind == 7 and gates:
-            cand = [s for s in range(len(shapes)) if shapes[s][1] == shapes[gates[-1]][1] and shapes[s][2] * shapes[s][3] > 1
-                    and shapes[gates[-1]][0] in (1, shapes[s][0])]
+            gs = shapes[gates[-1]]
+            cand = [s for s in range(len(shapes))
+                    if shapes[s][1] == gs[1] and shapes[s][2] * shapes[s][3] > 1 and gs[0] in (1, shapes[s][0])]
             if cand:
                 src, gate = int(rng.choice(cand)), gates[-1]
                 n, c, h, w = shapes[src]

@@ -143,6 +143,9 @@ class ConvChain {
       if (last_[std::size_t(n_in_ + i)] == -1 && std::find(outputs_.begin(), outputs_.end(), n_in_ + i) ==
                                                      outputs_.end())
         last_[std::size_t(n_in_ + i)] = i;
+    frees_.resize(layers_.size());
+    for (int s = n_in_; s < slots; ++s)
+      if (last_[std::size_t(s)] >= 0) frees_[std::size_t(last_[std::size_t(s)])].push_back(s);
   }
 
   int n_inputs() const { return n_in_; }
@@ -314,8 +317,7 @@ class ConvChain {
           else
             conv2d_forward_cpu<T>(ptr[o], x, w, bptr[i], cs[i], l.relu);
         }
-        for (std::size_t s = std::size_t(n_in_); s <= o; ++s)
-          if (last_[s] == int(i)) mem[s].release();
+        for (int s : frees_[i]) mem[std::size_t(s)].release();
       }
     }
     py::tuple result(outs.size());
@@ -327,6 +329,7 @@ class ConvChain {
   std::vector<ChainLayer> layers_;
   std::vector<int> outputs_;
   std::vector<int> last_;
+  std::vector<std::vector<int>> frees_;   // per layer: the slots freed after it (last_ inverted)
 };
 
 }  // namespace

@@ -42,6 +42,13 @@ CASES = [
     (1, 2, 13, 28, 1, 7, 1, 3, 1),                # 13 rows: blocks of 4 then 1; 28 = 16 + 12 columns
     (1, 2, 12, 21, 1, 5, 1, 4, 2),                # dilation 2: the tap-offset kernel, not the unit one
     (1, 2, 9, 30, 1, 7, (1, 2), 3, 1),            # column stride 2
+    # 3x3 on rows of 4 vectors or more (AVX2: the plane kernel with its weights
+    # held in registers), last vector partial, rows in blocks of 4 then fewer
+    (1, 3, 10, 45, 1, 3, 1, 1, 1),
+    (2, 2, 13, 70, 1, 3, 2, 1, 1),                # stride 2: 35 columns, 7 rows
+    (1, 2, 14, 36, 2, 3, 1, 1, 1),                # multiplier 2
+    (1, 2, 9, 40, 1, 3, 1, (0, 2, 1, 0), 1),      # uneven padding: 39 columns, 11 rows
+    (1, 2, 5, 67, 1, 3, 2, (0, 1, 1, 0), 1),      # stride 2: 2 output rows of 33 columns
     # small maps at stride 1: the flat forward path (rows shorter than a vector)
     (2, 5, 7, 7, 1, 3, 1, 1, 1),                  # MobileNet's last 7x7 blocks
     (1, 4, 7, 7, 2, 5, 1, 2, 1),                  # 5x5, multiplier 2

@@ -71,9 +71,11 @@ bool is_gate(const std::array<index_t, 4>& gs, const std::array<index_t, 4>& xs)
 class ArenaPlan {
  public:
   static constexpr std::size_t kAlign = 64;
+  // gap: bytes left free after each placement (AddressSanitizer's red zones)
+  explicit ArenaPlan(std::size_t gap = 0) : gap_(gap) {}
   // Places `bytes` (> 0) for `owner`; returns its offset.
   std::size_t place(std::size_t bytes, int owner) {
-    const std::size_t b = (bytes + kAlign - 1) / kAlign * kAlign;
+    const std::size_t b = (bytes + gap_ + kAlign - 1) / kAlign * kAlign;
     std::size_t at = 0, cur = 0;   // live_ is sorted by offset
     for (; at < live_.size() && live_[at].off < cur + b; ++at) cur = std::max(cur, live_[at].off + live_[at].len);
     live_.insert(live_.begin() + std::ptrdiff_t(at), Live{cur, b, owner});
@@ -91,9 +93,25 @@ class ArenaPlan {
     std::size_t off, len;
     int owner;
   };
+  std::size_t gap_;
   std::vector<Live> live_;
   std::size_t total_ = 0;
 };
+
+// Under AddressSanitizer (its runtime loaded: tools/sanitize.sh), the arena is
+// poisoned but for the slots alive, each followed by a red zone, so that a kernel
+// writing past its output or reading a slot after its last reader is reported as
+// it would be with a block per slot. Weak: the bindings need not be instrumented.
+extern "C" void __asan_poison_memory_region(void const volatile*, std::size_t) __attribute__((weak));
+extern "C" void __asan_unpoison_memory_region(void const volatile*, std::size_t) __attribute__((weak));
+inline bool asan_active() { return __asan_poison_memory_region != nullptr; }
+inline void asan_poison(const void* p, std::size_t n, bool poison) {
+  if (!asan_active() || n == 0) return;
+  if (poison)
+    __asan_poison_memory_region(p, n);
+  else
+    __asan_unpoison_memory_region(p, n);
+}
 
 // The arena's memory: a cached block when large (the same block pass after pass),
 // else malloc's.
@@ -106,7 +124,9 @@ struct ArenaMemory {
     if (!small) throw std::bad_alloc();
     return small;
   }
+  std::size_t size = 0;
   ~ArenaMemory() {
+    if (block || small) asan_poison(block ? block->ptr : small, size, false);
     if (block) block_release(block);
     std::free(small);
   }
@@ -313,7 +333,7 @@ class ConvChain {
                                          : nbytes(shape[std::size_t(gated[i].x)]);
     // the intermediates' and the gates' scratch offsets in the arena (owner -1 - i:
     // layer i's scratch, alive while it runs)
-    ArenaPlan plan;
+    ArenaPlan plan(asan_active() ? 64 : 0);
     std::vector<std::size_t> off(S, 0), scratch_off(L, 0);
     for (std::size_t i = 0; i < L; ++i) {
       const std::size_t o = std::size_t(n_in_) + i;
@@ -326,10 +346,15 @@ class ConvChain {
       py::gil_scoped_release release;
       ArenaMemory arena;
       char* base = static_cast<char*>(arena.acquire(plan.total()));
+      arena.size = plan.total();
+      asan_poison(base, plan.total(), true);
       for (std::size_t i = 0; i < L; ++i) {
         const ChainLayer& l = layers_[i];
         const std::size_t o = std::size_t(n_in_) + i;
-        if (ptr[o] == nullptr) ptr[o] = reinterpret_cast<T*>(base + off[o]);
+        if (ptr[o] == nullptr) {
+          ptr[o] = reinterpret_cast<T*>(base + off[o]);
+          asan_poison(ptr[o], bytes[o], false);
+        }
         const auto& xs = shape[std::size_t(l.in)];
         const index_t n = xs[0] * xs[1] * xs[2] * xs[3];
         if (l.op == ChainLayer::gap) {
@@ -345,6 +370,7 @@ class ConvChain {
             const Gated& gd = gated[i];
             const auto &gx = shape[std::size_t(gd.x)], &gg = shape[std::size_t(gd.g)];
             T* t = reinterpret_cast<T*>(base + scratch_off[i]);
+            asan_poison(t, scratch_bytes[i], false);
             if (gd.fold) {
               channel_scale_forward_cpu<T>(t, w, ptr[std::size_t(gd.g)], cs[i].F, cs[i].C, cs[i].KH * cs[i].KW,
                                            false);
@@ -362,6 +388,10 @@ class ConvChain {
             conv2d_forward_act_cpu<T>(ptr[o], nullptr, x, w, bptr[i], cs[i], l.act);
           else
             conv2d_forward_cpu<T>(ptr[o], x, w, bptr[i], cs[i], l.relu);
+        }
+        if (asan_active()) {
+          if (scratch_bytes[i]) asan_poison(base + scratch_off[i], scratch_bytes[i], true);
+          for (int s : frees_[i]) asan_poison(ptr[std::size_t(s)], bytes[std::size_t(s)], true);
         }
       }
     }

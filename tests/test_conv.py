@@ -305,6 +305,52 @@ def test_pointwise_packing(case, dtype, threads):
     check_all_passes(xs, ws, dtype, threads, seed=17)
 
 
+# 1x1 layers with few filters on maps of whole 32-position tiles: at AVX-512 float
+# the micro-kernel reads x in place (rows HW apart) instead of packing it, 2-8
+# slivers of filters (MobileNets' projections, their expansions' input gradients).
+# The sums are those of the packed path (a layer with more filters, whose first
+# filters' outputs must come out the same bits), forward with every fused
+# epilogue and input gradient with its masks, against the float64 reference too.
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("n, c, hw, f", [(1, 40, 32, 24), (2, 96, 24, 20), (1, 16, 40, 64), (3, 300, 16, 40)])
+def test_pointwise_in_place(n, c, hw, f, threads):
+    import gradvis
+
+    rng = np.random.default_rng(n * c + f)
+    x = rng.standard_normal((n, c, hw, hw)).astype(np.float32)
+    wide = rng.standard_normal((f + 72, c, 1, 1)).astype(np.float32)   # 12 slivers or more: packed
+    bwide = rng.standard_normal(f + 72).astype(np.float32)
+    w, b = wide[:f].copy(), bwide[:f].copy()
+    res = rng.standard_normal((n, f + 72, hw, hw)).astype(np.float32)
+    dout = rng.standard_normal((n, f, hw, hw)).astype(np.float32)
+    # dx of a layer with more input channels: its first c channels' sums are the same
+    wc = np.concatenate([w, rng.standard_normal((f, 72, 1, 1)).astype(np.float32)], axis=1)
+    old = gradvis.get_num_threads()
+    gradvis.set_num_threads(threads)
+    try:
+        pairs = [(_core.conv2d_forward(x, w, b), _core.conv2d_forward(x, wide, bwide)),
+                 (_core.conv2d_forward(x, w, b, relu=True), _core.conv2d_forward(x, wide, bwide, relu=True)),
+                 (_core.conv2d_forward_add(x, w, b, res[:, :f].copy(), relu=True),
+                  _core.conv2d_forward_add(x, wide, bwide, res, relu=True))]
+        for act, lo, hi in (("clamp", 0.0, 6.0), ("hardswish", 0.0, 0.0), ("silu", 0.0, 0.0)):
+            o, pre = _core.conv2d_forward_act(x, w, b, activation=act, lo=lo, hi=hi, return_pre=True)
+            ow, prew = _core.conv2d_forward_act(x, wide, bwide, activation=act, lo=lo, hi=hi, return_pre=True)
+            pairs += [(o, ow), (pre, prew)]
+        ref_x = np.clip(x, 0.5, 6.0) * (rng.random(x.shape) < 0.9)   # ties at the clamp's ends
+        refc = np.concatenate([ref_x, np.zeros((n, 72, hw, hw), np.float32)], axis=1).astype(np.float32)
+        pairs.append((_core.conv2d_backward_input(dout, w, (hw, hw)),
+                      _core.conv2d_backward_input(dout, wc, (hw, hw))))
+        pairs.append((_core.conv2d_backward_input_act(dout, w, ref_x.astype(np.float32), activation="clamp",
+                                                      lo=0.5, hi=6.0),
+                      _core.conv2d_backward_input_act(dout, wc, refc, activation="clamp", lo=0.5, hi=6.0)))
+    finally:
+        gradvis.set_num_threads(old)
+    for got, want in pairs:
+        np.testing.assert_array_equal(got, want[:, :got.shape[1]])
+    close(pairs[0][0], ref.conv2d_forward(x, w, b), np.float32, c)
+    close(pairs[-2][0], ref.conv2d_backward(dout, x, w)[0], np.float32, f)
+
+
 # Other ungrouped layers on small maps computed transposed, on a zero-padded copy
 # of x (AVX-512 float, where its tiles are fuller: 7x7 outputs and the like; the
 # other levels and float64 take forward_tiled):

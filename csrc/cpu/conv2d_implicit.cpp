@@ -248,6 +248,18 @@ void forward_tiled(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* out
   T* xs = split ? scratch<T>(ScratchSlot::conv_cols, std::size_t(s.N * sp.SI)) : nullptr;
   const ukernel_boffs_fn<T> boffs_kern = boffs_ukernel<T, MR, NR>();
   const bool inplace = split && !direct && boffs_kern;
+  // A 1x1 layer with few filters (2-8 slivers) on maps of whole tiles, at AVX-512
+  // float: the micro-kernel reads x in place (row k at taps[k].xoff) and nothing is
+  // packed. Packing B costs about one pass of the kernel over it, which few
+  // slivers do not repay (1 thread, in MobileNetV2's pass: 32->16 at 112x112
+  // 0.234-0.253 -> 0.142-0.164 ms, 96->24 at 56x56 0.225-0.246 -> 0.164-0.189,
+  // 144->24 0.285-0.300 -> 0.214-0.234; alone, 128->64 at 56 0.525 -> 0.478). With
+  // 12 slivers (16->96, 24->144) it measured no faster; at AVX2 (16-position
+  // tiles, 6-row slivers) no faster or up to 15% slower.
+  const bool pw_inplace = sizeof(T) == 4 && NR == 32 && mslivers <= 8 && g.pointwise && !split && !direct &&
+                          boffs_kern && g.OHW % NR == 0 && P % NR == 0;
+  std::vector<index_t> pwoff(pw_inplace ? std::size_t(K) : 0);
+  for (index_t k = 0; k < index_t(pwoff.size()); ++k) pwoff[std::size_t(k)] = taps[std::size_t(k)].xoff;
   // Small maps whose size is not a multiple of NR (4x4, 7x7...) would put most tiles
   // across two images: those chunks are computed into a contiguous panel (M x P)
   // and copied out once, instead of scattering every tile after every K block.
@@ -296,6 +308,8 @@ void forward_tiled(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* out
         const index_t k0 = kb.begin(bk), kc = kb.begin(bk + 1) - k0;
         if (split)
           pack_b_split<T, NR>(bp, xs + gi * g.Cg * sp.SC, s, sp, roff.data() + k0, kc, q0, pc, inplace);
+        else if (pw_inplace)
+          ;   // every tile read in place
         else if (g.pointwise)
           pack_b_pointwise<T, NR>(bp, xg, s.C * g.HW, g.HW, taps.data() + k0, kc, q0, pc);
         else
@@ -312,6 +326,13 @@ void forward_tiled(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* out
             const T* bs = bp + jr * kc;
             if (direct) return rows_kern(kc, a, lda, mr, koff.data() + k0, bs, c, ldc, T(1), beta_c), false;
             const index_t q = q0 + jr;
+            if (pw_inplace) {   // whole tiles, each in one image
+              const index_t n = q / g.OHW, r = q % g.OHW;
+              const T* src = xg + n * s.C * g.HW + r;
+              const T* bias = fuse && b && bk == kb.n - 1 ? b + row0 + m : nullptr;
+              boffs_kern(kc, a, src, pwoff.data() + k0, c, ldc, bias, fuse && bk == kb.n - 1 ? clamp : nullptr, beta_c);
+              return fuse;
+            }
             if (inplace && pc - jr >= NR && q % s.OW + NR <= s.OW) {
               const index_t n = q / g.OHW, r = q % g.OHW;
               const T* src = xs + gi * g.Cg * sp.SC + n * sp.SI + (r / s.OW) * s.p.stride_h * sp.SH + r % s.OW;

@@ -305,14 +305,17 @@ def test_pointwise_packing(case, dtype, threads):
     check_all_passes(xs, ws, dtype, threads, seed=17)
 
 
-# 1x1 layers with few filters on maps of whole 32-position tiles: at AVX-512 float
-# the micro-kernel reads x in place (rows HW apart) instead of packing it, 2-8
-# slivers of filters (MobileNets' projections, their expansions' input gradients).
+# 1x1 layers with few filters: at AVX-512 float the micro-kernel reads x's whole
+# 32-position tiles in place (rows HW apart) instead of packing them, 2-8 slivers
+# of filters (MobileNets' projections, their expansions' input gradients); tiles
+# at a chunk's end or across two images are packed (28x28, 20x20 at batch 2, and
+# 15x15 at batch 3, whose outputs go through a panel).
 # The sums are those of the packed path (a layer with more filters, whose first
 # filters' outputs must come out the same bits), forward with every fused
 # epilogue and input gradient with its masks, against the float64 reference too.
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("n, c, hw, f", [(1, 40, 32, 24), (2, 96, 24, 20), (1, 16, 40, 64), (3, 300, 16, 40)])
+@pytest.mark.parametrize("n, c, hw, f", [(1, 40, 32, 24), (2, 96, 24, 20), (1, 16, 40, 64), (3, 300, 16, 40),
+                                         (1, 40, 28, 24), (2, 48, 20, 32), (3, 24, 15, 16)])
 def test_pointwise_in_place(n, c, hw, f, threads):
     import gradvis
 

@@ -248,16 +248,22 @@ void forward_tiled(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* out
   T* xs = split ? scratch<T>(ScratchSlot::conv_cols, std::size_t(s.N * sp.SI)) : nullptr;
   const ukernel_boffs_fn<T> boffs_kern = boffs_ukernel<T, MR, NR>();
   const bool inplace = split && !direct && boffs_kern;
-  // A 1x1 layer with few filters (2-8 slivers) on maps of whole tiles, at AVX-512
-  // float: the micro-kernel reads x in place (row k at taps[k].xoff) and nothing is
-  // packed. Packing B costs about one pass of the kernel over it, which few
-  // slivers do not repay (1 thread, in MobileNetV2's pass: 32->16 at 112x112
+  // A 1x1 layer with few filters (2-8 slivers), at AVX-512 float: the micro-kernel
+  // reads x's whole tiles in place (row k at taps[k].xoff); only tiles at a chunk's
+  // end or across two images are packed. Packing B costs about one pass of the
+  // kernel over it, which few slivers do not repay (1 thread, in MobileNetV2's pass: 32->16 at 112x112
   // 0.234-0.253 -> 0.142-0.164 ms, 96->24 at 56x56 0.225-0.246 -> 0.164-0.189,
-  // 144->24 0.285-0.300 -> 0.214-0.234; alone, 128->64 at 56 0.525 -> 0.478). With
+  // 144->24 0.285-0.300 -> 0.214-0.234; alone, 128->64 at 56 0.525 -> 0.478, at
+  // 28x28 (24 of 25 tiles in place) 192->32 0.113 -> 0.097, 240->40 0.162 -> 0.147). With
   // 12 slivers (16->96, 24->144) it measured no faster; at AVX2 (16-position
   // tiles, 6-row slivers) no faster or up to 15% slower.
   const bool pw_inplace = sizeof(T) == 4 && NR == 32 && mslivers <= 8 && g.pointwise && !split && !direct &&
-                          boffs_kern && g.OHW % NR == 0 && P % NR == 0;
+                          boffs_kern;
+  // (a tile read in place: whole, in one image; the others, at the chunk's end or
+  // across two images, are packed)
+  auto in_place = [&](index_t q0, index_t pc, index_t jr) {
+    return pw_inplace && pc - jr >= NR && (q0 + jr) % g.OHW + NR <= g.OHW;
+  };
   std::vector<index_t> pwoff(pw_inplace ? std::size_t(K) : 0);
   for (index_t k = 0; k < index_t(pwoff.size()); ++k) pwoff[std::size_t(k)] = taps[std::size_t(k)].xoff;
   // Small maps whose size is not a multiple of NR (4x4, 7x7...) would put most tiles
@@ -309,7 +315,11 @@ void forward_tiled(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* out
         if (split)
           pack_b_split<T, NR>(bp, xs + gi * g.Cg * sp.SC, s, sp, roff.data() + k0, kc, q0, pc, inplace);
         else if (pw_inplace)
-          ;   // every tile read in place
+          for (index_t jr = 0; jr < pc; jr += NR) {
+            if (!in_place(q0, pc, jr))
+              pack_b_pointwise<T, NR>(bp + jr * kc, xg, s.C * g.HW, g.HW, taps.data() + k0, kc, q0 + jr,
+                                      std::min<index_t>(NR, pc - jr));
+          }
         else if (g.pointwise)
           pack_b_pointwise<T, NR>(bp, xg, s.C * g.HW, g.HW, taps.data() + k0, kc, q0, pc);
         else
@@ -326,7 +336,7 @@ void forward_tiled(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* out
             const T* bs = bp + jr * kc;
             if (direct) return rows_kern(kc, a, lda, mr, koff.data() + k0, bs, c, ldc, T(1), beta_c), false;
             const index_t q = q0 + jr;
-            if (pw_inplace) {   // whole tiles, each in one image
+            if (in_place(q0, pc, jr)) {
               const index_t n = q / g.OHW, r = q % g.OHW;
               const T* src = xg + n * s.C * g.HW + r;
               const T* bias = fuse && b && bk == kb.n - 1 ? b + row0 + m : nullptr;

@@ -881,11 +881,13 @@ for dt, tol in ((np.float32, 1e-4), (np.float64, 1e-11)):
     # 1x1: (a) B packed row by row from the channel planes, chunks starting inside
     # a sliver where an image ends (3 images of 7x9), two K blocks (300 channels);
     # (b) a 7x7 map at batch 1, computed transposed (the input gradient at every level;
-    # at AVX2 float its positions packed, the last tile's rows past the map zero);
+    # at AVX2 float in 5-row tiles, its positions packed, the last tile's rows past
+    # the map zero);
     # (c) the input gradient of two 7x7 images transposed, a tile across both;
-    # (d) a 14x14 map, transposed at AVX2 float, 3 slivers
+    # (d) a 14x14 map, transposed at AVX2 float, 3 slivers; (e) 7x7 with 2 slivers
+    # of filters: at AVX2 float 5-row tiles with the positions read in place
     for xs, f, bias in (((3, 300, 7, 9), 37, False), ((1, 300, 7, 7), 96, True), ((2, 192, 7, 7), 200, False),
-                        ((1, 64, 14, 14), 45, True)):
+                        ((1, 64, 14, 14), 45, True), ((1, 40, 7, 7), 32, True)):
         x = rng.standard_normal(xs).astype(dt)
         w = rng.standard_normal((f, xs[1], 1, 1)).astype(dt)
         b = rng.standard_normal(f).astype(dt) if bias else None

@@ -45,6 +45,9 @@ constexpr int kMR512n = 16, kNR512n_f32 = 16;
 // AVX-512 float, 7 rows: the transposed 1x1 convolution of 7x7 and 14x14 maps,
 // whose 49 and 196 positions are whole numbers of 7-row tiles.
 constexpr int kMR512r7 = 7;
+// AVX2 float, 5 rows: the transposed 1x1 convolution of 7x7 maps, whose 49
+// positions fill 10 five-row tiles (98%) against 9 six-row ones (91%).
+constexpr int kMR256r5 = 5;
 
 void ukernel_avx512_f32(index_t kc, const float* a, const float* b, float* c, index_t ldc, float alpha, float beta);
 void ukernel_avx512_f64(index_t kc, const double* a, const double* b, double* c, index_t ldc, double alpha,
@@ -62,6 +65,7 @@ void ukernel_rows_avx512_f32_narrow(GV_ROWS_ARGS(float));
 void ukernel_avx512_f32_narrow(index_t kc, const float* a, const float* b, float* c, index_t ldc, float alpha,
                                float beta);
 void ukernel_rows_avx2_f32(GV_ROWS_ARGS(float));
+void ukernel_avx2_f32_5(index_t kc, const float* a, const float* b, float* c, index_t ldc, float alpha, float beta);
 void ukernel_rows_avx2_f64(GV_ROWS_ARGS(double));
 template <class T>
 void ukernel_rows_scalar(GV_ROWS_ARGS(T));
@@ -69,6 +73,7 @@ void ukernel_rows_scalar(GV_ROWS_ARGS(T));
 #define GV_OFFS_ARGS(T) index_t, const T*, const index_t*, index_t, const index_t*, const T*, T*, index_t, T, T
 void ukernel_offs_avx512_f32(GV_OFFS_ARGS(float));
 void ukernel_offs_avx512_f32_7(GV_OFFS_ARGS(float));
+void ukernel_offs_avx2_f32_5(GV_OFFS_ARGS(float));
 void ukernel_offs_avx512_f64(GV_OFFS_ARGS(double));
 void ukernel_offs_avx2_f32(GV_OFFS_ARGS(float));
 void ukernel_offs_avx2_f64(GV_OFFS_ARGS(double));

@@ -157,14 +157,14 @@ def test_chain_returns_a_slot_asked_for_twice_and_frees_the_rest():
     w2 = rng.standard_normal((16, 16, 1, 1)).astype(np.float32)
     layers = [_conv(0), _conv(1, act="relu"), _conv(2, res=1, relu=True), _conv(3)]
     chain = _core.ConvChain(1, layers, [3, 3])
-    for _ in range(2):   # the second run's blocks are the first's
+    for run in range(2):   # the second run's blocks are the first's
         before = gradvis.block_cache_info()
         used = before["used_bytes"]
         a, b = chain.run([x], [w, w2, w2, w2], [None] * 4)
         after = gradvis.block_cache_info()
-        # one block for the output, one for all three intermediates
+        # one block for the output, one (the arena) for all three intermediates
         assert after["reused"] + after["fresh"] - before["reused"] - before["fresh"] == 2
-        if _ == 0:
+        if run == 0:
             del a, b
     assert after["fresh"] == before["fresh"]
     assert a is b

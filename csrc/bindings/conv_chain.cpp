@@ -66,7 +66,7 @@ bool is_gate(const std::array<index_t, 4>& gs, const std::array<index_t, 4>& xs)
 // (still in cache) rather than a block last touched a pass before. With a block
 // per slot (the output block cache's, reused by size), a layer's first write went
 // to memory the rest of the pass had evicted: MobileNetV2's forward pass took 8.3
-// ms that way and 7.9 with the arena (1 thread), its depthwise layers 10-28%
+// ms that way and 7.9 with the arena (1 thread), its depthwise layers 10-44%
 // faster each.
 class ArenaPlan {
  public:

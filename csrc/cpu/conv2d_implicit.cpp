@@ -251,12 +251,13 @@ void forward_tiled(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* out
   // A 1x1 layer with few filters (2-8 slivers), at AVX-512 float: the micro-kernel
   // reads x's whole tiles in place (row k at taps[k].xoff); only tiles at a chunk's
   // end or across two images are packed. Packing B costs about one pass of the
-  // kernel over it, which few slivers do not repay (1 thread, in MobileNetV2's pass: 32->16 at 112x112
-  // 0.234-0.253 -> 0.142-0.164 ms, 96->24 at 56x56 0.225-0.246 -> 0.164-0.189,
-  // 144->24 0.285-0.300 -> 0.214-0.234; alone, 128->64 at 56 0.525 -> 0.478, at
-  // 28x28 (24 of 25 tiles in place) 192->32 0.113 -> 0.097, 240->40 0.162 -> 0.147). With
-  // 12 slivers (16->96, 24->144) it measured no faster; at AVX2 (16-position
-  // tiles, 6-row slivers) no faster or up to 15% slower.
+  // kernel over it, which few slivers do not repay (1 thread, in MobileNetV2's
+  // pass: 32->16 at 112x112 0.234-0.253 -> 0.142-0.164 ms, 96->24 at 56x56
+  // 0.225-0.246 -> 0.164-0.189, 144->24 0.285-0.300 -> 0.214-0.234; alone, 128->64
+  // at 56 0.525 -> 0.478, at 28x28 (24 of 25 tiles in place) 192->32 0.113 ->
+  // 0.097, 240->40 0.162 -> 0.147). With 12 slivers (16->96, 24->144) it measured
+  // no faster; at AVX2 (16-position tiles, 6-row slivers) no faster or up to 15%
+  // slower.
   const bool pw_inplace = sizeof(T) == 4 && NR == 32 && mslivers <= 8 && g.pointwise && !split && !direct &&
                           boffs_kern;
   // (a tile read in place: whole, in one image; the others, at the chunk's end or
@@ -340,7 +341,8 @@ void forward_tiled(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* out
               const index_t n = q / g.OHW, r = q % g.OHW;
               const T* src = xg + n * s.C * g.HW + r;
               const T* bias = fuse && b && bk == kb.n - 1 ? b + row0 + m : nullptr;
-              boffs_kern(kc, a, src, pwoff.data() + k0, c, ldc, bias, fuse && bk == kb.n - 1 ? clamp : nullptr, beta_c);
+              boffs_kern(kc, a, src, pwoff.data() + k0, c, ldc, bias, fuse && bk == kb.n - 1 ? clamp : nullptr,
+                         beta_c);
               return fuse;
             }
             if (inplace && pc - jr >= NR && q % s.OW + NR <= s.OW) {

@@ -114,22 +114,32 @@ inline void asan_poison(const void* p, std::size_t n, bool poison) {
 }
 
 // The arena's memory: a cached block when large (the same block pass after pass),
-// else malloc's.
-struct ArenaMemory {
-  CachedBlock* block = nullptr;
-  void* small = nullptr;
-  void* acquire(std::size_t bytes) {
-    if (bytes >= kCachedMinBytes) return (block = block_acquire(bytes))->ptr;
-    small = std::malloc(bytes ? bytes : 1);
-    if (!small) throw std::bad_alloc();
-    return small;
+// else malloc's; under ASan poisoned until its slots are handed out.
+class ArenaMemory {
+ public:
+  explicit ArenaMemory(std::size_t bytes) : size_(bytes) {
+    if (bytes >= kCachedMinBytes) {
+      block_ = block_acquire(bytes);
+      base_ = block_->ptr;
+    } else if (!(base_ = small_ = std::malloc(bytes ? bytes : 1))) {
+      throw std::bad_alloc();
+    }
+    asan_poison(base_, size_, true);
   }
-  std::size_t size = 0;
+  ArenaMemory(const ArenaMemory&) = delete;
+  ArenaMemory& operator=(const ArenaMemory&) = delete;
   ~ArenaMemory() {
-    if (block || small) asan_poison(block ? block->ptr : small, size, false);
-    if (block) block_release(block);
-    std::free(small);
+    asan_poison(base_, size_, false);
+    if (block_) block_release(block_);
+    std::free(small_);
   }
+  char* base() const { return static_cast<char*>(base_); }
+
+ private:
+  std::size_t size_;
+  CachedBlock* block_ = nullptr;
+  void* small_ = nullptr;
+  void* base_ = nullptr;
 };
 
 class ConvChain {
@@ -344,10 +354,8 @@ class ConvChain {
     }
     {
       py::gil_scoped_release release;
-      ArenaMemory arena;
-      char* base = static_cast<char*>(arena.acquire(plan.total()));
-      arena.size = plan.total();
-      asan_poison(base, plan.total(), true);
+      const ArenaMemory arena(plan.total());
+      char* const base = arena.base();
       for (std::size_t i = 0; i < L; ++i) {
         const ChainLayer& l = layers_[i];
         const std::size_t o = std::size_t(n_in_) + i;

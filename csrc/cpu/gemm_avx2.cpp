@@ -22,6 +22,10 @@ namespace {
 void ukernel_avx2_f32(index_t kc, const float* a, const float* b, float* c, index_t ldc, float alpha, float beta) {
   ukernel<V256f, kMR256, kNR256_f32 / 8>(kc, a, b, c, ldc, alpha, beta);
 }
+void ukernel_avx2_f32_pf(index_t kc, const float* a, const float* b, float* c, index_t ldc, float alpha, float beta,
+                         const float* pf) {
+  ukernel<V256f, kMR256, kNR256_f32 / 8, true>(kc, a, b, c, ldc, alpha, beta, pf);
+}
 void ukernel_avx2_f64(index_t kc, const double* a, const double* b, double* c, index_t ldc, double alpha,
                         double beta) {
   ukernel<V256d, kMR256, kNR256_f64 / 4>(kc, a, b, c, ldc, alpha, beta);
@@ -68,6 +72,7 @@ void ukernel_boffs_avx2_f64(index_t kc, const double* a, const double* b, const 
 namespace gradvis {
 namespace gemm_detail {
 void ukernel_avx2_f32(index_t, const float*, const float*, float*, index_t, float, float) { std::abort(); }
+void ukernel_avx2_f32_pf(GV_PF_ARGS(float)) { std::abort(); }
 void ukernel_avx2_f64(index_t, const double*, const double*, double*, index_t, double, double) { std::abort(); }
 void ukernel_rows_avx2_f32(GV_ROWS_ARGS(float)) { std::abort(); }
 void ukernel_rows_avx2_f64(GV_ROWS_ARGS(double)) { std::abort(); }

@@ -22,6 +22,10 @@ namespace {
 void ukernel_avx512_f32(index_t kc, const float* a, const float* b, float* c, index_t ldc, float alpha, float beta) {
   ukernel<V512f, kMR512, kNR512_f32 / 16>(kc, a, b, c, ldc, alpha, beta);
 }
+void ukernel_avx512_f32_pf(index_t kc, const float* a, const float* b, float* c, index_t ldc, float alpha,
+                           float beta, const float* pf) {
+  ukernel<V512f, kMR512, kNR512_f32 / 16, true>(kc, a, b, c, ldc, alpha, beta, pf);
+}
 void ukernel_avx512_f64(index_t kc, const double* a, const double* b, double* c, index_t ldc, double alpha,
                         double beta) {
   ukernel<V512d, kMR512, kNR512_f64 / 8>(kc, a, b, c, ldc, alpha, beta);
@@ -34,6 +38,10 @@ void ukernel_rows_avx512_f32(index_t kc, const float* a, index_t lda, index_t mr
 void ukernel_avx512_f32_narrow(index_t kc, const float* a, const float* b, float* c, index_t ldc, float alpha,
                                float beta) {
   ukernel<V512f, kMR512n, kNR512n_f32 / 16>(kc, a, b, c, ldc, alpha, beta);
+}
+void ukernel_avx512_f32_narrow_pf(index_t kc, const float* a, const float* b, float* c, index_t ldc, float alpha,
+                                  float beta, const float* pf) {
+  ukernel<V512f, kMR512n, kNR512n_f32 / 16, true>(kc, a, b, c, ldc, alpha, beta, pf);
 }
 void ukernel_rows_avx512_f32_narrow(index_t kc, const float* a, index_t lda, index_t mr, const index_t* koff,
                                     const float* b, float* c, index_t ldc, float alpha, float beta) {
@@ -74,6 +82,8 @@ namespace gradvis {
 namespace gemm_detail {
 void ukernel_avx512_f32(index_t, const float*, const float*, float*, index_t, float, float) { std::abort(); }
 void ukernel_avx512_f64(index_t, const double*, const double*, double*, index_t, double, double) { std::abort(); }
+void ukernel_avx512_f32_pf(GV_PF_ARGS(float)) { std::abort(); }
+void ukernel_avx512_f32_narrow_pf(GV_PF_ARGS(float)) { std::abort(); }
 void ukernel_rows_avx512_f32(GV_ROWS_ARGS(float)) { std::abort(); }
 void ukernel_rows_avx512_f64(GV_ROWS_ARGS(double)) { std::abort(); }
 void ukernel_rows_avx512_f32_narrow(GV_ROWS_ARGS(float)) { std::abort(); }

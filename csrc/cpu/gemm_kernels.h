@@ -16,6 +16,12 @@ namespace gemm_detail {
 template <class T>
 using ukernel_fn = void (*)(index_t kc, const T* a, const T* b, T* c, index_t ldc, T alpha, T beta);
 
+// ukernel_fn's tile that also prefetches into L2 the stream at pf, one cache line
+// for each one of A it reads (pf + k MR): the next slivers of an A that comes from
+// memory, e.g. Winograd's transformed filters.
+template <class T>
+using ukernel_pf_fn = void (*)(index_t kc, const T* a, const T* b, T* c, index_t ldc, T alpha, T beta, const T* pf);
+
 // The same tile from an unpacked A (see ukernel_rows in gemm_ukernel.inc): row i
 // at a + i*lda (rows >= mr repeat row 0), its k-th element at offset koff[k].
 template <class T>
@@ -52,6 +58,10 @@ constexpr int kMR256r5 = 5;
 void ukernel_avx512_f32(index_t kc, const float* a, const float* b, float* c, index_t ldc, float alpha, float beta);
 void ukernel_avx512_f64(index_t kc, const double* a, const double* b, double* c, index_t ldc, double alpha,
                         double beta);
+#define GV_PF_ARGS(T) index_t, const T*, const T*, T*, index_t, T, T, const T*
+void ukernel_avx512_f32_pf(GV_PF_ARGS(float));
+void ukernel_avx512_f32_narrow_pf(GV_PF_ARGS(float));
+void ukernel_avx2_f32_pf(GV_PF_ARGS(float));
 void ukernel_avx2_f32(index_t kc, const float* a, const float* b, float* c, index_t ldc, float alpha, float beta);
 void ukernel_avx2_f64(index_t kc, const double* a, const double* b, double* c, index_t ldc, double alpha,
                       double beta);

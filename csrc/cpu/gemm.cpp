@@ -236,8 +236,8 @@ template void ukernel_offs_scalar<double>(GV_OFFS_ARGS(double));
 
 template <class T>
 void ukernel_boffs_scalar(index_t kc, const T* a, const T* b, const index_t* boff, T* c, index_t ldc, const T* bias,
-                          const T* clamp, T beta) {
-  ukernel_boffs<VScalar<T>, kMRScalar, kNRScalar>(kc, a, b, boff, c, ldc, bias, clamp, beta);
+                          const T* clamp, T beta, const T* ref) {
+  ukernel_boffs<VScalar<T>, kMRScalar, kNRScalar>(kc, a, b, boff, c, ldc, bias, clamp, beta, ref);
 }
 template void ukernel_boffs_scalar<float>(GV_BOFFS_ARGS(float));
 template void ukernel_boffs_scalar<double>(GV_BOFFS_ARGS(double));

@@ -57,12 +57,12 @@ void ukernel_offs_avx2_f64(index_t kc, const double* a, const index_t* roff, ind
 }
 
 void ukernel_boffs_avx2_f32(index_t kc, const float* a, const float* b, const index_t* boff, float* c, index_t ldc,
-                           const float* bias, const float* clamp, float beta) {
-  ukernel_boffs<V256f, kMR256, kNR256_f32 / 8>(kc, a, b, boff, c, ldc, bias, clamp, beta);
+                           const float* bias, const float* clamp, float beta, const float* ref) {
+  ukernel_boffs<V256f, kMR256, kNR256_f32 / 8>(kc, a, b, boff, c, ldc, bias, clamp, beta, ref);
 }
 void ukernel_boffs_avx2_f64(index_t kc, const double* a, const double* b, const index_t* boff, double* c, index_t ldc,
-                           const double* bias, const double* clamp, double beta) {
-  ukernel_boffs<V256d, kMR256, kNR256_f64 / 4>(kc, a, b, boff, c, ldc, bias, clamp, beta);
+                           const double* bias, const double* clamp, double beta, const double* ref) {
+  ukernel_boffs<V256d, kMR256, kNR256_f64 / 4>(kc, a, b, boff, c, ldc, bias, clamp, beta, ref);
 }
 }  // namespace gemm_detail
 }  // namespace gradvis

@@ -36,10 +36,11 @@ using ukernel_offs_fn = void (*)(index_t kc, const T* a, const index_t* roff, in
 
 // The same tile from a packed A and B's k-th row at b + boff[k], rows started
 // from bias[i] (if any), clamped to [clamp[0], clamp[1]] on store (if clamp is
-// not null; ReLU: 0 and infinity), alpha 1 (ukernel_boffs).
+// not null; ReLU: 0 and infinity), alpha 1, a residual ref (laid out as c) added
+// before the clamp if not null (ukernel_boffs).
 template <class T>
 using ukernel_boffs_fn = void (*)(index_t kc, const T* a, const T* b, const index_t* boff, T* c, index_t ldc,
-                                  const T* bias, const T* clamp, T beta);
+                                  const T* bias, const T* clamp, T beta, const T* ref);
 
 // Tile sizes (MR rows x NR columns) per level; NR is a multiple of the vector width.
 constexpr int kMR512 = 8, kNR512_f32 = 32, kNR512_f64 = 16;
@@ -89,7 +90,7 @@ void ukernel_offs_avx2_f32(GV_OFFS_ARGS(float));
 void ukernel_offs_avx2_f64(GV_OFFS_ARGS(double));
 template <class T>
 void ukernel_offs_scalar(GV_OFFS_ARGS(T));
-#define GV_BOFFS_ARGS(T) index_t, const T*, const T*, const index_t*, T*, index_t, const T*, const T*, T
+#define GV_BOFFS_ARGS(T) index_t, const T*, const T*, const index_t*, T*, index_t, const T*, const T*, T, const T*
 void ukernel_boffs_avx512_f32(GV_BOFFS_ARGS(float));
 void ukernel_boffs_avx512_f64(GV_BOFFS_ARGS(double));
 void ukernel_boffs_avx2_f32(GV_BOFFS_ARGS(float));

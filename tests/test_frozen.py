@@ -152,6 +152,35 @@ def test_entries_are_made_and_dropped_with_the_array():
     assert _core.packed_cache_info()["entries"] == 0
 
 
+def test_entries_of_megabytes_are_kept_and_released():
+    # Entries of 2 MiB and more are mapped on their own (with huge pages asked
+    # for): a 1x1 layer's packed filters (2.4 MB, the length not a multiple of 4
+    # KiB), its flipped ones, and a Winograd layer's transformed filters (9.4 MB).
+    rng = np.random.default_rng(3)
+    cases = [((1, 1000, 7, 7), (613, 1000, 1, 1), 0), ((1, 256, 14, 14), (256, 256, 3, 3), 1)]
+    old_algo = _core.get_conv_algorithm()
+    try:
+        _core.set_conv_algorithm("auto")
+        for xs, ws, pad in cases:
+            x = rng.standard_normal(xs).astype(np.float32)
+            w = rng.standard_normal(ws).astype(np.float32)
+            y = _core.conv2d_forward(x, w, None, 1, pad)
+            dout = rng.standard_normal(y.shape).astype(np.float32)
+            dx = _core.conv2d_backward_input(dout, w, x.shape, 1, pad)
+            clear_kept()
+            wf = frozen_copy(w)
+            for _ in range(3):
+                assert np.array_equal(_core.conv2d_forward(x, wf, None, 1, pad), y)
+                assert np.array_equal(_core.conv2d_backward_input(dout, wf, x.shape, 1, pad), dx)
+            held = _core.packed_cache_info()["bytes"] + _core.winograd_cache_info()["bytes"]
+            assert sum(kept_entries()) == 2 and held >= 2 * w.nbytes > 4 << 20, (ws, kept_entries(), held)
+            del wf
+            gc.collect()
+            assert kept_entries() == (0, 0)
+    finally:
+        _core.set_conv_algorithm(old_algo)
+
+
 def test_a_new_array_at_a_freed_address_is_not_taken_for_the_old_one():
     rng = np.random.default_rng(2)
     x = rng.standard_normal((1, 72, 7, 7)).astype(np.float32)

@@ -228,7 +228,7 @@ struct FilterEntry {
   std::size_t u_floats = 0;
   std::uint64_t last_used = 0;
   std::size_t size_bytes() const { return u_floats * sizeof(float); }
-  ~FilterEntry() { std::free(U); }
+  ~FilterEntry() { cache_free(U, u_floats * sizeof(float)); }
 };
 
 constexpr std::uint64_t kStaleCalls = 512;
@@ -291,7 +291,7 @@ class FilterCache : public KeptEntries<FilterEntry> {
     auto e = std::make_shared<FilterEntry>();
     e->F = F, e->C = C, e->MR = MR, e->TM = TM, e->flipped = flipped, e->src = w, e->digest = digest;
     e->token = token;
-    e->U = static_cast<float*>(std::aligned_alloc(64, (need + 63) / 64 * 64));
+    e->U = static_cast<float*>(cache_alloc(need));
     if (!e->U) return nullptr;
     e->u_floats = u_floats;
     return e;

@@ -173,7 +173,8 @@ def test_entries_of_megabytes_are_kept_and_released():
                 assert np.array_equal(_core.conv2d_forward(x, wf, None, 1, pad), y)
                 assert np.array_equal(_core.conv2d_backward_input(dout, wf, x.shape, 1, pad), dx)
             held = _core.packed_cache_info()["bytes"] + _core.winograd_cache_info()["bytes"]
-            assert sum(kept_entries()) == 2 and held >= 2 * w.nbytes > 4 << 20, (ws, kept_entries(), held)
+            if _core.simd_level() != "scalar":   # (the scalar kernels keep nothing of these layers)
+                assert sum(kept_entries()) == 2 and held >= 2 * w.nbytes > 4 << 20, (ws, kept_entries(), held)
             del wf
             gc.collect()
             assert kept_entries() == (0, 0)

@@ -62,6 +62,9 @@ if [ "$quick" = 1 ]; then
          tests/test_conv_chain.py::test_chain_equals_the_layers_one_by_one
          tests/test_frozen.py::test_kept_weights_give_the_same_bits
          tests/test_frozen.py::test_entries_are_made_and_dropped_with_the_array
+         tests/test_frozen.py::test_entries_of_megabytes_are_kept_and_released
+         tests/test_residual_fusion.py::test_kernel_equals_conv_then_add
+         tests/test_residual_fusion.py::test_kernel_nan_and_signed_zero_like_add
          tests/test_affine.py::test_affine_few_rows_same_bits_on_any_team)
 else
   levels=(scalar avx2 native)
@@ -71,7 +74,7 @@ else
          tests/test_gemm.py tests/test_array_pool.py tests/test_relu_fusion.py tests/test_core_limits.py
          tests/test_core_threads.py tests/test_layers.py tests/test_resample.py tests/test_pointwise.py
          tests/test_conv_amx.py tests/test_frozen.py tests/test_conv_epilogue.py
-         tests/test_conv_chain.py)
+         tests/test_conv_chain.py tests/test_residual_fusion.py)
 fi
 
 status=0

@@ -15,9 +15,9 @@ namespace {
 // rounded to 4 KiB pages (a huge page backs each whole 2 MiB of them; none is
 // rounded up, so that no memory is spent on it). ResNet-50, 1 thread,
 // alternating processes: forward 68.3-69.1 -> 65.9-67.5 ms (AVX2 70.3-71.6 ->
-// 69.8-70.0; 2 threads 35.7 -> 34.6-34.8), forward + input gradient 1.5% faster,
-// ConvNeXt-T 1%; MobileNetV2, EfficientNet-B0 and RegNetY-400MF, whose entries are
-// small, the same.
+// 69.8-70.0; 2 threads 35.7 -> 34.6-34.8), forward + input gradient 148.9-151.1 ->
+// 143.1-145.5, ConvNeXt-T 1%; MobileNetV2, EfficientNet-B0 and RegNetY-400MF, whose
+// entries are small, the same.
 constexpr std::size_t kHuge = std::size_t(2) << 20, kSmallPage = 4096;
 bool mapped(std::size_t bytes) { return bytes >= kHuge; }
 std::size_t mapped_length(std::size_t bytes) { return (bytes + kSmallPage - 1) / kSmallPage * kSmallPage; }

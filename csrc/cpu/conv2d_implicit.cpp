@@ -297,8 +297,8 @@ void forward_tiled(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* out
   // residual, then the ReLU.
   const bool res_tiles = act && (act->kind == ConvAct::add || act->kind == ConvAct::add_relu) && pre && !panel &&
                          !direct && boffs_kern;
-  const T relu_lohi[2] = {T(0), std::numeric_limits<T>::infinity()};
-  const T* res_clamp = res_tiles && act->kind == ConvAct::add_relu ? relu_lohi : nullptr;
+  // (lohi is ReLU's [0, infinity) here: an Add is not a clamp activation)
+  const T* res_clamp = res_tiles && act->kind == ConvAct::add_relu ? lohi : nullptr;
   std::vector<index_t> poff((b || clamp || res_tiles) && boffs_kern && !direct ? std::size_t(kc_max) : 0);
   for (index_t k = 0; k < index_t(poff.size()); ++k) poff[std::size_t(k)] = k * NR;
 

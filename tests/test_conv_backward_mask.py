@@ -70,13 +70,67 @@ def check_case(case, act, dtype):
     np.testing.assert_array_equal(got, want)
 
 
+def packed_mask(x, act, lo=0.0, hi=6.0):
+    """activation_mask's layout by numpy: element i (C order) at bit i % 64 of
+    word i // 64, the words little-endian."""
+    keep = (x > lo) & (x < hi) if act == "clamp" else x > 0
+    b = np.packbits(keep.ravel(), bitorder="little")
+    return np.concatenate([b, np.zeros(-len(b) % 8, np.uint8)]).view("<u8").astype(np.uint64)
+
+
+def check_bits_case(case, act, dtype):
+    """conv2d_backward_input_mask with activation_mask's bits: the bits of
+    conv2d_backward_input_act with the activation's output (raises AssertionError)."""
+    xs, ws, stride, pad, groups, algo = case
+    rng = np.random.default_rng(0)
+    pre = rng.standard_normal(xs).astype(dtype) * 4
+    x = np.maximum(pre, 0) if act == "relu" else np.clip(pre, 0, 6)
+    w = rng.standard_normal(ws).astype(dtype)
+    old = gradvis.get_conv_algorithm()
+    gradvis.set_conv_algorithm(algo)
+    try:
+        out = _core.conv2d_forward(x, w, None, stride, pad, 1, groups)
+        dout = rng.standard_normal(out.shape).astype(dtype)
+        want = _core.conv2d_backward_input_act(dout, w, x, stride, pad, 1, groups, act, 0.0, 6.0)
+        bits = _core.activation_mask(x, act, 0.0, 6.0)
+        got = _core.conv2d_backward_input_mask(dout, w, bits, x.shape, stride, pad, 1, groups)
+    finally:
+        gradvis.set_conv_algorithm(old)
+    np.testing.assert_array_equal(bits, packed_mask(x, act))
+    assert got.dtype == dtype and got.shape == x.shape
+    assert (want == 0).any() and (want != 0).any()
+    np.testing.assert_array_equal(got, want)
+
+
+def check_mask_bits():
+    """activation_mask against numpy's packbits: sizes around the 64-bit words and
+    the vector widths, NaN, infinities, signed zeros and the bounds themselves,
+    float32 and float64; and a map large enough to be split between threads."""
+    rng = np.random.default_rng(7)
+    special = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 6.0, 6.000001, 5.999999, 1e-45, -1e-45, 1.0, -1.0])
+    for n in (1, 3, 15, 16, 17, 63, 64, 65, 127, 128, 129, 200, 1000, 3 * 112 * 112 + 5):
+        for dtype in (np.float32, np.float64):
+            x = np.where(rng.random(n) < 0.3, rng.choice(special, size=n), rng.uniform(-2, 8, n)).astype(dtype)
+            for act, lo, hi in (("relu", 0.0, 0.0), ("clamp", 0.0, 6.0), ("clamp", -1.0, 1.0)):
+                got = _core.activation_mask(x, act, lo, hi)
+                assert got.dtype == np.uint64 and got.shape == ((n + 63) // 64,)
+                np.testing.assert_array_equal(got, packed_mask(x, act, lo, hi))
+    # any shape and memory order: the elements in C order
+    x = rng.uniform(-1, 1, (3, 5, 7, 9)).astype(np.float32)
+    np.testing.assert_array_equal(_core.activation_mask(np.asfortranarray(x)), packed_mask(x, "relu"))
+    np.testing.assert_array_equal(_core.activation_mask(x[:, :, ::2]), packed_mask(x[:, :, ::2], "relu"))
+
+
 SIMD_CHECKS = r"""
-from test_conv_backward_mask import CASES, check_case
+from test_conv_backward_mask import CASES, check_case, check_bits_case, check_mask_bits
 from test_conv_backward_mask import check_special_references
 for case in CASES:
     for act in ("relu", "clamp", "silu", "hardswish"):
         check_case(case, act, np.float32)
+    for act in ("relu", "clamp"):
+        check_bits_case(case, act, np.float32)
 check_special_references()
+check_mask_bits()
 """
 
 
@@ -101,6 +155,56 @@ def check_special_references():
 
 def test_masks_with_special_references():
     check_special_references()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("act", ["relu", "clamp"])
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_bit_masks_equal_the_activation_output(case, act, dtype):
+    check_bits_case(case, act, dtype)
+
+
+def test_activation_mask_bits():
+    check_mask_bits()
+
+
+def test_bit_masks_with_special_references():
+    """The references of check_special_references as bits: the same bits again."""
+    rng = np.random.default_rng(5)
+    special = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 6.0, 6.000001, 5.999999, 1e-45, -1e-45], np.float32)
+    for xs, ws, pad in [((1, 64, 7, 7), (40, 64, 1, 1), 0), ((2, 8, 9, 9), (16, 8, 3, 3), 1),
+                        ((1, 24, 13, 11), (24, 1, 3, 3), 1)]:
+        groups = xs[1] if ws[1] == 1 else 1
+        ref = np.where(rng.random(xs) < 0.5, rng.choice(special, size=xs), rng.uniform(-2, 8, xs)).astype(np.float32)
+        w = rng.standard_normal(ws).astype(np.float32)
+        dout = rng.standard_normal((xs[0], ws[0], xs[2], xs[3])).astype(np.float32)
+        for act in ("relu", "clamp"):
+            want = _core.conv2d_backward_input_act(dout, w, ref, 1, pad, 1, groups, act, 0.0, 6.0)
+            bits = _core.activation_mask(ref, act, 0.0, 6.0)
+            got = _core.conv2d_backward_input_mask(dout, w, bits, xs, 1, pad, 1, groups)
+            np.testing.assert_array_equal(got, want)
+
+
+def test_bit_masks_on_two_threads():
+    """Maps large enough for both threads (the bits split by whole words, the
+    gradient's planes between threads): the 1-thread bits."""
+    rng = np.random.default_rng(9)
+    x = np.clip(4 * rng.standard_normal((2, 48, 37, 29)), 0, 6).astype(np.float32)
+    w = rng.standard_normal((48, 1, 3, 3)).astype(np.float32)
+    dout = rng.standard_normal((2, 48, 19, 15)).astype(np.float32)
+    old = gradvis.get_num_threads()
+    try:
+        got = {}
+        for nt in (1, 2):
+            gradvis.set_num_threads(nt)
+            bits = _core.activation_mask(x, "clamp", 0.0, 6.0)
+            got[nt] = bits, _core.conv2d_backward_input_mask(dout, w, bits, x.shape, 2, 1, 1, 48)
+    finally:
+        gradvis.set_num_threads(old)
+    np.testing.assert_array_equal(got[1][0], packed_mask(x, "clamp"))
+    np.testing.assert_array_equal(got[2][0], got[1][0])
+    np.testing.assert_array_equal(got[2][1], got[1][1])
+    np.testing.assert_array_equal(got[1][1], _core.conv2d_backward_input_act(dout, w, x, 2, 1, 1, 48, "clamp", 0.0, 6.0))
 
 
 def test_float64_against_numpy_reference():
@@ -136,6 +240,25 @@ def test_bad_arguments_are_named():
         _core.conv2d_backward_input_act(d, w, np.zeros((2, 4, 6, 6), np.float32), 1, 1, 1, 1, "relu")
     with pytest.raises(TypeError, match="x must be a numpy array"):
         _core.conv2d_backward_input_act(d, w, [1, 2], 1, 1, 1, 1, "relu")
+    bits = _core.activation_mask(x)
+    with pytest.raises(ValueError, match="activation_mask: activation must be 'relu' or 'clamp'"):
+        _core.activation_mask(x, "silu")
+    with pytest.raises(ValueError, match="activation_mask: lo .* and hi"):
+        _core.activation_mask(x, "clamp", 6.0, 0.0)
+    with pytest.raises(TypeError, match="activation_mask"):
+        _core.activation_mask(x.astype(np.int32))
+    with pytest.raises(ValueError, match="conv2d_backward_input_mask: mask must hold 3 words"):
+        _core.conv2d_backward_input_mask(d, w, bits[:2], x.shape, 1, 1, 1, 1)
+    with pytest.raises(ValueError, match="conv2d_backward_input_mask: mask must hold 3 words"):
+        _core.conv2d_backward_input_mask(d, w, np.zeros((3, 1), np.uint64), x.shape, 1, 1, 1, 1)
+    with pytest.raises(TypeError, match="conv2d_backward_input_mask: mask must be the uint64 array"):
+        _core.conv2d_backward_input_mask(d, w, bits.view(np.int64), x.shape, 1, 1, 1, 1)
+    with pytest.raises(TypeError, match="conv2d_backward_input_mask: mask must be the uint64 array"):
+        _core.conv2d_backward_input_mask(d, w, list(bits), x.shape, 1, 1, 1, 1)
+    with pytest.raises(ValueError, match="conv2d_backward_input_mask: input_shape must be the input's shape"):
+        _core.conv2d_backward_input_mask(d, w, bits, (6, 6), 1, 1, 1, 1)
+    with pytest.raises(ValueError, match="conv2d_backward_input_mask: .*not the input shape"):
+        _core.conv2d_backward_input_mask(d, w, bits, (2, 4, 6, 6), 1, 1, 1, 1)
 
 
 def _net():
@@ -209,3 +332,4 @@ def test_model_applies_silu_and_hardswish_derivatives(dtype):
         np.testing.assert_allclose(dX, rX, rtol=tol, atol=tol * np.abs(rX).max())
         for k in rg:
             np.testing.assert_allclose(g[k], rg[k], rtol=tol, atol=tol * np.abs(rg[k]).max())
+

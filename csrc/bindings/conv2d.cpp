@@ -1,6 +1,7 @@
 // _core.conv2d_forward / conv2d_backward_input / conv2d_backward_weight.
 // All validation happens here, once; the kernels trust the shapes.
 #include <cmath>
+#include <cstdint>
 #include <limits>
 
 #include "bindings/conv_args.h"
@@ -8,6 +9,7 @@
 #include "bindings/util.h"
 #include "bindings/weight_key.h"
 #include "ops/conv2d.h"
+#include "ops/pointwise.h"
 
 namespace gradvis {
 
@@ -87,11 +89,16 @@ constexpr const char* kBwdInAct = "conv2d_backward_input_act";
 
 // act and ref_obj (conv2d_backward_input_act): the activation mask and its
 // reference array, of dx's shape; fn names the caller in errors
+constexpr const char* kBwdInMask = "conv2d_backward_input_mask";
+
+// act mask_bits (conv2d_backward_input_mask): ref_obj is the uint64 bit mask of
+// activation_mask, for the input's (N, C, H, W) values
 template <class T>
 py::array backward_input_impl(const py::array& d_in, const py::handle& w_obj, const py::handle& hw_obj,
                               const Conv2dParams& p, const ConvAct* act = nullptr,
                               const py::handle& ref_obj = py::none()) {
-  const char* fn = act ? kBwdInAct : kBwdIn;
+  const bool bits = act && act->kind == ConvAct::mask_bits;
+  const char* fn = bits ? kBwdInMask : act ? kBwdInAct : kBwdIn;
   auto dout = as_array<T>(d_in, fn, "dout");
   auto w = as_array<T>(w_obj, fn, "w");
   check_ndim(dout, 4, fn, "dout", "(N, F, OH, OW)");
@@ -127,6 +134,27 @@ py::array backward_input_impl(const py::array& d_in, const py::handle& w_obj, co
   const T* dp = dout.data();
   const T* wp = w.data();
   const WeightKeyScope key(immutable_key(w));
+  if (bits) {
+    if (!py::isinstance<py::array>(ref_obj) || !py::array(py::reinterpret_borrow<py::object>(ref_obj))
+                                                     .dtype()
+                                                     .is(py::dtype::of<std::uint64_t>()))
+      throw py::type_error(cat(fn, ": mask must be the uint64 array of activation_mask, got ",
+                               std::string(py::str(py::type::of(ref_obj).attr("__name__"))),
+                               py::isinstance<py::array>(ref_obj)
+                                   ? cat(" of dtype ", std::string(py::str(ref_obj.attr("dtype"))))
+                                   : std::string()));
+    auto mask = py::array_t<std::uint64_t, py::array::c_style>::ensure(ref_obj);
+    const index_t n = N * C * s.H * s.W, words = (n + 63) / 64;
+    if (!mask || mask.ndim() != 1 || index_t(mask.shape(0)) != words)
+      throw py::value_error(cat(fn, ": mask must hold ", words, " words (activation_mask of an input of shape (", N,
+                                ", ", C, ", ", s.H, ", ", s.W, ")), got shape ", shape_str(mask)));
+    ConvAct a = *act;
+    a.bits = mask.data();
+    a.base = dxp;
+    py::gil_scoped_release release;
+    conv2d_backward_input_act_cpu<T>(dxp, dp, wp, s, a, dxp);   // dx stands for the reference (ConvAct)
+    return dx;
+  }
   if (act) {
     auto ref = as_array<T>(ref_obj, fn, "x");
     if (ref.ndim() != 4 || ref.shape(0) != N || ref.shape(1) != C || ref.shape(2) != s.H || ref.shape(3) != s.W)
@@ -295,6 +323,56 @@ void register_conv2d(py::module_& m) {
       "there. Applied to each block of dx while it is in cache. The values are those of\n"
       "conv2d_backward_input followed by relu_backward / clamp_backward / silu_backward /\n"
       "hardswish_backward.");
+  m.def(
+      "activation_mask",
+      [](const py::object& y, const std::string& activation, double lo, double hi) -> py::array {
+        const char* fn = "activation_mask";
+        FloatKind k;
+        py::array ya = primary_array(y, fn, "y", k);
+        if (activation != "relu" && activation != "clamp")
+          throw py::value_error(cat(fn, ": activation must be 'relu' or 'clamp', got '", activation, "'"));
+        const ConvAct a = parse_act(fn, activation, lo, hi);
+        auto run = [&](auto tag) -> py::array {
+          using T = decltype(tag);
+          auto x = as_array<T>(ya, fn, "y");
+          const index_t n = index_t(x.size());
+          py::array_t<std::uint64_t> bits(py::ssize_t((n + 63) / 64));
+          std::uint64_t* bp = bits.mutable_data();
+          const T* xp = x.data();
+          const bool upper = a.kind == ConvAct::clamp;
+          py::gil_scoped_release release;
+          activation_mask_bits_cpu<T>(bp, xp, n, upper ? a.lo : 0.0, a.hi, upper);
+          return bits;
+        };
+        return k == FloatKind::f32 ? run(float{}) : run(double{});
+      },
+      py::arg("y"), py::arg("activation") = "relu", py::arg("lo") = 0.0, py::arg("hi") = 0.0,
+      "The backward mask of a ReLU ('relu': y > 0) or clamp ('clamp': lo < y < hi; ReLU6 is (0, 6)) from\n"
+      "its output y (any shape), as bits: element i (in C order) is bit i % 64 of word i // 64 of the\n"
+      "returned uint64 array of (y.size + 63) // 64 words (a NaN gives 0). A 32nd of a float32 y's\n"
+      "size: conv2d_backward_input_mask applies it in place of y.");
+  m.def(
+      kBwdInMask,
+      [](const py::object& dout, const py::object& w, const py::object& mask, const py::object& input_shape,
+         const py::object& stride, const py::object& padding, const py::object& dilation,
+         const py::object& groups) -> py::array {
+        FloatKind k;
+        py::array da = primary_array(dout, kBwdInMask, "dout", k);
+        const Conv2dParams p = parse_params(kBwdInMask, stride, padding, dilation, groups);
+        const auto full = int_values(input_shape, kBwdInMask, "input_shape", "the input's shape (N, C, H, W)");
+        if (full.size() != 4)
+          throw py::value_error(cat(kBwdInMask, ": input_shape must be the input's shape (N, C, H, W), got ",
+                                    full.size(), " values"));
+        ConvAct act;
+        act.kind = ConvAct::mask_bits;
+        return k == FloatKind::f32 ? backward_input_impl<float>(da, w, input_shape, p, &act, mask)
+                                   : backward_input_impl<double>(da, w, input_shape, p, &act, mask);
+      },
+      py::arg("dout"), py::arg("w"), py::arg("mask"), py::arg("input_shape"), py::arg("stride") = 1,
+      py::arg("padding") = 0, py::arg("dilation") = 1, py::arg("groups") = 1,
+      "conv2d_backward_input_act for 'relu' or 'clamp' with the activation's mask as activation_mask's\n"
+      "bits instead of its output: dx (input_shape, (N, C, H, W)) kept where the mask's bit is set,\n"
+      "else 0; the same values as conv2d_backward_input_act with the array the mask was made from.");
   m.def(
       "conv2d_backward_weight",
       [](const py::object& dout, const py::object& x, const py::object& kernel_hw, const py::object& stride,

@@ -450,7 +450,7 @@ void forward_tiled(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* out
       } else if (act && !res_tiles) {
         // The item's outputs (in L2): the activation over runs of up to P positions
         // (per tile it cost more than a separate pass).
-        const bool ref = pre && reads_ref(act->kind);
+        const bool ref = pre && ref_values(act->kind);
         for (index_t q = q0; q < q0 + pc;) {
           const index_t n = q / g.OHW, r = q % g.OHW, len = std::min(g.OHW - r, q0 + pc - q);
           const index_t ahead = ref ? runs_ahead(len, sizeof(T)) : 0;
@@ -936,7 +936,7 @@ void pointwise_rows_forward(ukernel_fn<T> pkern, ukernel_offs_fn<T> ikern, T* ou
         const index_t n = r / Q, q = r % Q, len = std::min(Q - q, r1 - r), ahead = runs_ahead(len, sizeof(T));
         for (index_t j = 0; j < nr; ++j) {
           T* d = out + (n * O + o0 + j) * Q + q;
-          if (j + ahead < nr) prefetch_run(pre + (d - out) + ahead * Q, len);
+          if (j + ahead < nr && ref_values(act->kind)) prefetch_run(pre + (d - out) + ahead * Q, len);
           apply_act(d, pre + (d - out), len, *act);
         }
         r += len;

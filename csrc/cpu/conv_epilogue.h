@@ -44,21 +44,35 @@ inline index_t runs_ahead(index_t len, std::size_t item) {
 
 inline bool is_mask(ConvAct::Kind k) {
   return k == ConvAct::mask_pos || k == ConvAct::mask_range || k == ConvAct::mask_silu ||
-         k == ConvAct::mask_hardswish;
+         k == ConvAct::mask_hardswish || k == ConvAct::mask_bits;
 }
 
 // The kinds whose `pre` is a read-only reference array at the output's own
 // positions (the backward masks, the residual sums), never written.
 inline bool reads_ref(ConvAct::Kind k) { return is_mask(k) || k == ConvAct::add || k == ConvAct::add_relu; }
 
+// Whether that reference holds values to read (worth prefetching): mask_bits
+// passes the output itself in its place (ConvAct).
+inline bool ref_values(ConvAct::Kind k) { return reads_ref(k) && k != ConvAct::mask_bits; }
+
 // The backward masks: o[i] kept where ref[i] > 0 (mask_pos) or lo < ref[i] < hi
 // (mask_range), else 0; NaN references give 0, as relu_backward and clamp_backward.
+// mask_bits: o[i] kept where its bit is set (ConvAct).
 // mask_silu / mask_hardswish: o[i] times the derivative at ref[i] (the activation's
 // input), by the SiLU and HardSwish layers' own backward code (the same bits).
 // add / add_relu: o[i] + ref[i], then for add_relu v < 0 ? 0 : v, as add_cpu
 // (a NaN falls through).
 template <class T>
 inline void mask_inplace(T* __restrict o, const T* __restrict ref, index_t n, const ConvAct& a) {
+  if (a.kind == ConvAct::mask_bits) {   // ref is o's own place: its index in the gradient
+    const index_t off = index_t(ref - static_cast<const T*>(a.base));
+    if constexpr (sizeof(T) == 4) return mask_bits_f32(o, a.bits, off, n);
+    for (index_t i = 0; i < n; ++i) {
+      const index_t p = off + i;
+      o[i] = (a.bits[p >> 6] >> (p & 63)) & 1 ? o[i] : T(0);
+    }
+    return;
+  }
   if (a.kind == ConvAct::add || a.kind == ConvAct::add_relu) {
     const bool relu = a.kind == ConvAct::add_relu;
     if constexpr (sizeof(T) == 4) return add_ref_f32(o, ref, n, relu);   // SIMD at the CPU's level
@@ -111,6 +125,7 @@ inline void apply_act(T* __restrict o, T* __restrict pre, index_t n, const ConvA
     case ConvAct::mask_range:
     case ConvAct::mask_silu:
     case ConvAct::mask_hardswish:
+    case ConvAct::mask_bits:
     case ConvAct::add:
     case ConvAct::add_relu:
       break;

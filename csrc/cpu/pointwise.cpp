@@ -37,6 +37,9 @@ struct PwKernels {
   void (*mask_range)(float*, const float*, index_t, float, float);
   void (*add_ref)(float*, const float*, index_t);
   void (*add_ref_relu)(float*, const float*, index_t);
+  void (*bits_pos)(std::uint64_t*, const float*, index_t, float, float);
+  void (*bits_range)(std::uint64_t*, const float*, index_t, float, float);
+  void (*apply_bits)(float*, const std::uint64_t*, index_t, index_t);
 };
 
 }  // namespace
@@ -194,6 +197,39 @@ void mask_range_f32(float* o, const float* ref, index_t n, float lo, float hi) {
 void add_ref_f32(float* o, const float* ref, index_t n, bool relu) {
   (relu ? kernels().add_ref_relu : kernels().add_ref)(o, ref, n);
 }
+void mask_bits_f32(float* o, const std::uint64_t* bits, index_t off, index_t n) {
+  kernels().apply_bits(o, bits, off, n);
+}
+
+template <class T>
+void activation_mask_bits_cpu(std::uint64_t* bits, const T* y, index_t n, double lo, double hi, bool upper) {
+  const index_t words = (n + 63) / 64;
+  const int nt = grain_threads(double(n), kCopyGrain, words);
+  auto run = [&](index_t w0, index_t w1) {
+    const index_t b = w0 * 64, e = std::min(n, w1 * 64);
+    if constexpr (sizeof(T) == 4) {
+      (upper ? kernels().bits_range : kernels().bits_pos)(bits + w0, y + b, e - b, float(lo), float(hi));
+    } else {
+      for (index_t w = w0; w < w1; ++w) {
+        std::uint64_t word = 0;
+        for (index_t i = w * 64, j = 0; i < std::min(e, (w + 1) * 64); ++i, ++j)
+          if (y[i] > T(lo) && (!upper || y[i] < T(hi))) word |= std::uint64_t(1) << j;
+        bits[w] = word;
+      }
+    }
+  };
+  if (nt <= 1) {
+    if (words > 0) run(0, words);
+    return;
+  }
+  team_run(nt, [&](index_t t, index_t nth) {
+    const index_t w0 = words * t / nth, w1 = words * (t + 1) / nth;
+    if (w0 < w1) run(w0, w1);
+  });
+}
+template void activation_mask_bits_cpu<float>(std::uint64_t*, const float*, index_t, double, double, bool);
+template void activation_mask_bits_cpu<double>(std::uint64_t*, const double*, index_t, double, double, bool);
+
 void hardswish_backward_f32(float* dx, const float* dout, const float* x, index_t n) {
   kernels().hardswish_b(dx, dout, x, n);
 }

@@ -5,6 +5,8 @@
 // written (never accumulated into), inputs are never modified.
 #pragma once
 
+#include <cstdint>
+
 #include "common.h"
 
 namespace gradvis {
@@ -85,10 +87,16 @@ struct ConvAct {
   // mask_*: the backward of an activation, applied to an input gradient (its
   // reference array: the activation's output for mask_pos / mask_range, its
   // input for mask_silu / mask_hardswish)
+  // mask_bits: a ReLU's or clamp's mask kept as bits (activation_mask_bits_cpu,
+  // ops/pointwise.h): `bits` for the whole input gradient, whose first element is
+  // at `base`; the reference pointer passed with it is the gradient itself, so
+  // that ref - base is the element's index, and no values are read through it.
   enum Kind { none = 0, relu = 1, clamp = 2, hardswish = 3, silu = 4, mask_pos = 5, mask_range = 6,
-              mask_silu = 7, mask_hardswish = 8, add = 9, add_relu = 10 };
+              mask_silu = 7, mask_hardswish = 8, add = 9, add_relu = 10, mask_bits = 11 };
   Kind kind = none;
   double lo = 0, hi = 0;  // clamp's bounds
+  const std::uint64_t* bits = nullptr;
+  const void* base = nullptr;
 };
 
 // out = act(conv(x, w) + b); when pre is not null it receives conv(x, w) + b, the

@@ -6,6 +6,8 @@
 // chosen at run time); float64 calls the C library.
 #pragma once
 
+#include <cstdint>
+
 #include "common.h"
 
 namespace gradvis {
@@ -33,6 +35,15 @@ void clamp_inplace_f32(float* o, float* pre, index_t n, float lo, float hi);
 // (NaN references give 0): the ReLU and clamp masks of a convolution's input gradient.
 void mask_pos_f32(float* o, const float* ref, index_t n);
 void mask_range_f32(float* o, const float* ref, index_t n, float lo, float hi);
+// A ReLU's or clamp's backward mask kept as bits: element i of an array of n is
+// bit i % 64 of bits[i / 64], set where y[i] > lo (and, when upper, y[i] < hi), the
+// selections of mask_pos / mask_range (NaN gives 0); bits past n are 0. bits
+// holds (n + 63) / 64 words. It is a 32nd of y's size (float32), so an input
+// gradient that applies it reads far less than the activation's output.
+template <class T>
+void activation_mask_bits_cpu(std::uint64_t* bits, const T* y, index_t n, double lo, double hi, bool upper);
+// o[i] kept where bit off + i of bits is set, else 0 (serial over [0, n)).
+void mask_bits_f32(float* o, const std::uint64_t* bits, index_t off, index_t n);
 // o[i] = o[i] + ref[i], then v < 0 ? 0 : v when relu (NaN passes): add_cpu's
 // values, a convolution's fused residual sum.
 void add_ref_f32(float* o, const float* ref, index_t n, bool relu);

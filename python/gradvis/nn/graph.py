@@ -427,7 +427,8 @@ class Model(FrozenWeights):
                 raise ValueError(f"cannot start at {first.name!r}: it reads several tensors {first.inputs}")
             bound = first.inputs[0]
         rng = self.rng if rng is None else rng
-        needed, fused, keys, folds, masks, frees, gates, steps, light = self._plan(s, e, outputs, bound, mode)
+        needed, fused, keys, folds, masks, frees, gates, steps, light, bit_masks = self._plan(
+            s, e, outputs, bound, mode)
         tensors = {bound: X}
         if not cache_on:
             passes.forward_light(self, light, tensors, first, fused, mode, rng, set())
@@ -437,6 +438,11 @@ class Model(FrozenWeights):
         caches = []
         act_caches = {}
         done = set()       # the residual Adds their convolutions made
+        # The ReLU and clamp masks as bits, for a backward pass of input gradients only:
+        # the convolution before each activation then reads a 32nd of the activation's
+        # output. Made in test mode when this model's last backward pass was one
+        # (a gradient loop's), as they cost a read of each activation's output.
+        bits = {} if bit_masks and mode == "test" and self.__dict__.get("_input_grad_only") else None
         for step in steps:
             kind = step[0]
             if kind == _TAKE:      # the convolution before it applied this batch norm or activation
@@ -446,17 +452,21 @@ class Model(FrozenWeights):
                 # a fused relu's backward masks with out > 0, as with its input; the others
                 # get the cache their own forward returns (conv.fused_act_cache)
                 caches.append(act_caches.pop(i) if folded else act_caches.pop(i, out))
-                continue
-            if kind == _SKIP:      # a branch the requested outputs do not depend on
+            elif kind == _SKIP:    # a branch the requested outputs do not depend on
                 caches.append(None)
                 continue
-            out, cache = passes.node_forward(self, step, tensors, first, fused, mode, rng, act_caches, done)
-            tensors[step[2].name] = out
-            caches.append(cache)
+            else:
+                i = step[1]
+                out, cache = passes.node_forward(self, step, tensors, first, fused, mode, rng, act_caches, done)
+                tensors[step[2].name] = out
+                caches.append(cache)
+            if bits is not None and i in bit_masks:
+                bits[i] = passes.activation_bits(out, bit_masks[i])
         last = self.nodes[e].name
         result = {o: tensors[o] for o in outputs} if outputs is not None else tensors[last]
         shapes.update((k, v.shape) for k, v in tensors.items())
         cache = {"start": s, "end": e, "bound": bound, "caches": caches, "dtype": X.dtype, "masks": masks,
+                 "bits": bits,
                  "X_shape": X.shape, "outputs": outputs, "shapes": shapes, "last": self.nodes[e]}
         return result, cache
 
@@ -490,8 +500,10 @@ class Model(FrozenWeights):
             residuals = (fusion.residual_fusions(self.nodes, self._index, s, e, needed, outputs, fused, folds, bound)
                          if self.fuse_relu else {})
             steps = fusion.forward_steps(self.nodes, s, e, needed, fused, keys, folds, frees, gates, residuals)
+            # the activations whose masks a convolution's input gradient may read as bits
+            bit_masks = {a: spec for a, spec in masks.values() if spec[0] in ("relu", "clamp")}
             plan = plans[key] = (needed, fused, keys, folds, masks, frees, gates, steps,
-                                 passes.chain_steps(fusion.light_steps(steps, fused)))
+                                 passes.chain_steps(fusion.light_steps(steps, fused)), bit_masks)
         return plan
 
     def _relu_fusions(self, s, e, needed, outputs):
@@ -553,6 +565,7 @@ class Model(FrozenWeights):
         dtype = cache["dtype"]
         shapes = cache["shapes"]
         masks = cache["masks"]
+        bits = cache.get("bits") or {}
         caches, bound = cache["caches"], cache["bound"]
         grads_t = {}
 
@@ -578,6 +591,7 @@ class Model(FrozenWeights):
         # input gradients only, no rules (the image-gradient methods): a convolution's
         # kernel called directly, as Model.forward does without a cache
         direct = not param_grads and input_grad and not rules
+        self._input_grad_only = direct   # the next test-mode forward pass makes mask bits (forward)
         for i in range(e, s - 1, -1):
             node = self.nodes[i]
             g = grads_t.pop(node.name, None)
@@ -588,7 +602,9 @@ class Model(FrozenWeights):
                 continue
             c = caches[i - s]
             if direct and type(node.layer) is Conv2d and type(c) is tuple and type(g) is np.ndarray:
-                dx = passes.conv_input_grad(g, c, masks.get(i), caches, s)   # None: the layer's own path
+                m = masks.get(i)
+                dx = passes.conv_input_grad(g, c, m, caches, s, bits.get(m[0]) if m else None)
+                # (None: the layer's own path)
                 if dx is not None:
                     t = self.nodes[masks[i][0]].inputs[0] if i in masks else node.inputs[0]
                     prev = grads_t.get(t)
@@ -684,7 +700,7 @@ class Model(FrozenWeights):
     def __getstate__(self):
         # the per-pass plans and folded weights are rebuilt on use; frozen arrays
         # come back writeable from a pickle, so the model is frozen again
-        state = {k: v for k, v in self.__dict__.items() if k not in ("_plans", "_folded")}
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_plans", "_folded", "_input_grad_only")}
         return dict(state, _refreeze=True) if self.frozen else state
 
     def __setstate__(self, state):

@@ -16,7 +16,7 @@ from .fusion import (ACT as _ACT, FOLD as _FOLD, LCHAIN as _LCHAIN, LCONV as _LC
                      LTAKE as _LTAKE, RADD as _RADD, RUN as _RUN)
 from .pooling import GlobalAvgPool
 
-__all__ = ["node_forward", "forward_light", "chain_steps", "conv_input_grad"]
+__all__ = ["node_forward", "forward_light", "chain_steps", "conv_input_grad", "activation_bits"]
 
 
 def node_forward(model, step, tensors, first, fused, mode, rng, act_caches=None, done=None):
@@ -262,11 +262,22 @@ def _chain_at(light, i):
                tuple(adds), tuple(light[i:j]))
 
 
-def conv_input_grad(g, c, mask, caches, s):
+def activation_bits(y, spec):
+    """The backward mask of a ReLU or clamp (spec: backward_masks' ``("relu", 0, 0)``
+    or ``("clamp", lo, hi)``) from its output y, as _core.activation_mask's bits;
+    None where y is not a float32 / float64 array."""
+    if type(y) is not np.ndarray or y.dtype.char not in "fd":
+        return None
+    return _core.activation_mask(y, spec[0], spec[1], spec[2])
+
+
+def conv_input_grad(g, c, mask, caches, s, bits=None):
     """A Conv2d's input gradient from its output gradient g and forward cache c,
-    masked by the activation before it (mask: backward_masks' (node, spec) or None),
-    by the kernel directly; None where g, the activation's cache or the weights are
-    not arrays of the input's dtype (the layer's own path converts them)."""
+    masked by the activation before it (mask: backward_masks' (node, spec) or None;
+    bits: that ReLU's or clamp's mask as activation_bits made it in the forward
+    pass, or None), by the kernel directly; None where g, the activation's cache or
+    the weights are not arrays of the input's dtype (the layer's own path converts
+    them)."""
     x, w, _, stride, pad, dilation, groups = c
     dt = x.dtype
     if g.dtype is not dt or type(w) is not np.ndarray or w.dtype is not dt:
@@ -274,6 +285,8 @@ def conv_input_grad(g, c, mask, caches, s):
     if mask is None:
         return _core.conv2d_backward_input(g, w, x.shape, stride, pad, dilation, groups)
     a, (kind, lo, hi) = mask
+    if bits is not None and kind in ("relu", "clamp"):
+        return _core.conv2d_backward_input_mask(g, w, bits, x.shape, stride, pad, dilation, groups)
     ref = caches[a - s] if kind in ("silu", "hardswish") else x
     if type(ref) is not np.ndarray or ref.dtype is not dt:
         return None

@@ -204,7 +204,8 @@ def test_bit_masks_on_two_threads():
     np.testing.assert_array_equal(got[1][0], packed_mask(x, "clamp"))
     np.testing.assert_array_equal(got[2][0], got[1][0])
     np.testing.assert_array_equal(got[2][1], got[1][1])
-    np.testing.assert_array_equal(got[1][1], _core.conv2d_backward_input_act(dout, w, x, 2, 1, 1, 48, "clamp", 0.0, 6.0))
+    want = _core.conv2d_backward_input_act(dout, w, x, 2, 1, 1, 48, "clamp", 0.0, 6.0)
+    np.testing.assert_array_equal(got[1][1], want)
 
 
 def test_float64_against_numpy_reference():
@@ -363,3 +364,90 @@ def test_gradient_loop_masks_by_bits(dtype):
     m.backward(dout, c1, param_grads=False)
     assert m.forward(X, mode="train")[1]["bits"] is None
     assert m.forward(X)[1]["bits"] is not None
+
+
+def _se_net(dtype):
+    """Convolutions with ReLU, ReLU6, SiLU and HardSwish before them, a squeeze-
+    and-excitation gate, a residual Add and a batch norm that folds."""
+    from gradvis.nn import HardSigmoid, Mul
+    m = Model(input_shape=(3, 12, 12), seed=0)
+    m.add("c1", Conv2d(3, 8, 3, padding=1)).add("b1", BatchNorm2d(8)).add("r1", ReLU())
+    m.add("c2", Conv2d(8, 8, 3, padding=1, groups=8)).add("s2", SiLU())
+    m.add("gap", GlobalAvgPool()).add("fc1", Conv2d(8, 4, 1)).add("r3", ReLU()).add("fc2", Conv2d(4, 8, 1))
+    m.add("hs", HardSigmoid()).add("mul", Mul(), inputs=["s2", "hs"])
+    m.add("c3", Conv2d(8, 8, 1)).add("r6", ReLU6()).add("c4", Conv2d(8, 8, 3, padding=1, groups=8))
+    m.add("h4", HardSwish()).add("c5", Conv2d(8, 8, 1)).add("sum", Add(), inputs=["c5", "r1"])
+    m.add("c6", Conv2d(8, 6, 3, stride=2, padding=1))
+    m.add("gap2", GlobalAvgPool()).add("flat", Flatten()).add("fc", Linear(6, 4))
+    m.init_params(seed=0, dtype=dtype)
+    return m
+
+
+def _holds_batch_maps(c, n):
+    """Whether cache c holds an array of n (N, C, H, W) maps."""
+    if isinstance(c, np.ndarray):
+        return c.ndim == 4 and c.shape[0] == n
+    if isinstance(c, (tuple, list)):
+        return any(_holds_batch_maps(v, n) for v in c)
+    return any(_holds_batch_maps(getattr(c, k, None), n) for k in getattr(c, "__slots__", ()))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_lean_caches_give_the_same_gradients(dtype):
+    """A gradient loop's forward passes keep convolutions' inputs as shapes and free
+    the activations as a pass without a cache does; the input gradients are those
+    of a full cache, to the bit. A backward pass that needs more (parameter
+    gradients, rules, no input gradient) runs the forward pass again and gets the
+    full cache's results."""
+    from gradvis.nn.passes import InputSpec
+    m = _se_net(dtype)
+    X = np.random.default_rng(4).standard_normal((2, 3, 12, 12)).astype(dtype)
+    out, full = m.forward(X)
+    assert "lean" not in full
+    dout = np.random.default_rng(5).standard_normal(out.shape).astype(dtype)
+    want = m.backward(dout, full, param_grads=False)[0]
+    want_pg = m.copy().backward(dout, full)
+    out2, lean = m.forward(X)
+    np.testing.assert_array_equal(out2, out)
+    assert "lean" in lean
+    assert "lean" not in m.forward(X, cache="full")[1]
+    with pytest.raises(TypeError, match="cache must be True, False or 'full', got 'lean'"):
+        m.forward(X, cache="lean")
+    conv = [j for j, n in enumerate(m.nodes) if type(n.layer) is Conv2d]
+    specs = [j for j in conv if type(lean["caches"][j][0]) is InputSpec]
+    # the SE block's convolutions on 1x1 maps too; c2 keeps nothing of its input (r1's mask is bits)
+    assert len(specs) == len(conv)
+    np.testing.assert_array_equal(m.backward(dout, lean, param_grads=False)[0], want)
+    # what keeps maps of the batch: the activations whose backward passes read them
+    # (r1 has two readers, s2 too; hs's and mul's inputs; h4's input, for c5's mask)
+    assert {m.nodes[j].name for j, c in enumerate(lean["caches"]) if _holds_batch_maps(c, 2)} == {
+        "r1", "s2", "hs", "mul", "h4"}
+    # parameter gradients from a lean cache: the pass again, the full cache's values
+    _, lean = m.forward(X)
+    dX, g = m.backward(dout, lean)
+    np.testing.assert_array_equal(dX, want_pg[0])
+    for k, v in want_pg[1].items():
+        np.testing.assert_array_equal(g[k], v)
+    assert "lean" not in m.forward(X)[1]       # that backward pass wanted parameter gradients
+    m.backward(dout, m.forward(X)[1], param_grads=False)
+    _, lean = m.forward(X)
+    assert "lean" in lean
+    calls = []
+
+    def rule(layer, d, c):
+        calls.append(layer.type)
+        return layer.backward_inputs(d, c)
+    np.testing.assert_array_equal(m.backward(dout, lean, param_grads=False, rules={ReLU: rule})[0], want)
+    assert calls == ["ReLU", "ReLU"]
+    m.backward(dout, m.forward(X)[1], param_grads=False)
+    _, lean = m.forward(X)
+    assert m.backward(dout, lean, input_grad=False, param_grads=True)[0] is None
+    # a pass that starts inside the network, asked for two outputs
+    m.backward(dout, m.forward(X)[1], param_grads=False)
+    h = m.forward(X, end="r1")[0]
+    outs, c = m.forward(h, start="c2", outputs=["c5", "fc"])
+    assert "lean" in c
+    d = {"c5": np.ones_like(outs["c5"]), "fc": dout}
+    got = m.backward(d, c, param_grads=False)[0]
+    outs2, c2 = m.forward(h, start="c2", outputs=["c5", "fc"])
+    np.testing.assert_array_equal(m.backward(d, c2, param_grads=True)[0], got)

@@ -154,7 +154,8 @@ def rows(target, i, b):
 def gradient(model, X, target, rules=None):
     """(scores, d score_target / dX) for one chunk, test mode, no weight gradients.
     ``rules`` replace backward rules (see :meth:`gradvis.Model.backward`)."""
-    scores, cache = model.forward(X, mode="test")
+    # (a backward pass with rules reads the activations: a full cache)
+    scores, cache = model.forward(X, mode="test", cache="full" if rules else True)
     dout = one_hot(len(X), scores.shape[1], target, scores.dtype, scores)
     dX, _ = model.backward(dout, cache, param_grads=False, rules=rules)
     return scores, dX
@@ -285,7 +286,7 @@ def activation_and_gradient(model, X, target, layer_name):
         dA, _ = model.backward(dout, cache, param_grads=False)
         return scores, A, dA
     outs = [layer_name] if layer_name == last else [layer_name, last]
-    res, cache = model.forward(X, mode="test", outputs=outs)
+    res, cache = model.forward(X, mode="test", outputs=outs, cache="full")   # read_gradient's rule
     scores, A = res[last], res[layer_name]
     dout = {last: one_hot(len(X), scores.shape[1], target, scores.dtype, scores)}
     dA = read_gradient(model, dout, cache, layer_name)

@@ -123,14 +123,15 @@ def _cam_and_guided_gradients(model, X, target, name):
     rules = guided_backprop_rules()
     last = model.nodes[-1].name
     if name != last and not C.clean_cut(model, name):
-        A, head = model.forward(X, mode="test", end=name)
-        scores, tail = model.forward(A, mode="test", start=model.index(name) + 1)
+        # (full caches: the guided passes' rules read the activations)
+        A, head = model.forward(X, mode="test", end=name, cache="full")
+        scores, tail = model.forward(A, mode="test", start=model.index(name) + 1, cache="full")
         dout = C.one_hot(len(X), scores.shape[1], target, scores.dtype, scores)
         dA, _ = model.backward(dout, tail, param_grads=False)
         gA, _ = model.backward(dout, tail, param_grads=False, rules=rules)
         G, _ = model.backward(gA, head, param_grads=False, rules=rules)
         return A, dA, G
-    res, cache = model.forward(X, mode="test", outputs=[name] if name == last else [name, last])
+    res, cache = model.forward(X, mode="test", outputs=[name] if name == last else [name, last], cache="full")
     scores, A = res[last], res[name]
     dout = {last: C.one_hot(len(X), scores.shape[1], target, scores.dtype, scores)}
     dA = C.read_gradient(model, dout, cache, name)

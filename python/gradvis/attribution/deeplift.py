@@ -141,7 +141,7 @@ def deeplift(X, target, model, baselines=None, internal_batch_size=None, return_
     for i in range(0, len(X), b):
         x, xb, tt = X[i:i + b], base[i:i + b], t[i:i + b]
         Z = np.concatenate([x, xb])
-        res, cache = model.forward(Z, mode="test", outputs=outs)
+        res, cache = model.forward(Z, mode="test", outputs=outs, cache="full")   # for the rules
         tensors = dict(res)
         tensors["input"] = Z
         rules = {}

@@ -39,6 +39,8 @@ never written (5-10% of EfficientNet-B0's forward pass at batch 1).
 """
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from .. import _core
@@ -52,6 +54,13 @@ __all__ = ["Folded", "FoldedBatchNorm", "FoldedScale", "GateFold", "folded_conv_
 class Folded:
     """The cache of a node folded into the convolution before it."""
     __slots__ = ()
+
+    def lean(self):
+        """A copy without the convolution's input, for a lean cache (Model.forward),
+        whose backward pass takes input gradients only and reads none of it."""
+        c = copy.copy(self)
+        c.x = None
+        return c
 
 
 class FoldedBatchNorm(Folded):

@@ -39,7 +39,6 @@ from .fileformat import save_model
 from . import fusion, passes
 from .fold import Folded
 from .frozen import FrozenWeights, is_immutable
-from .fusion import SKIP as _SKIP, TAKE as _TAKE
 from .linear import Linear
 from .losses import softmax_cross_entropy
 from .module import INPUT, Layer, LayerNotFoundError
@@ -392,6 +391,12 @@ class Model(FrozenWeights):
             cache: False keeps nothing for a backward pass and drops each tensor
                 after its last reader: a pass then holds a few layers' outputs,
                 not all of them (the returned cache is None).
+                In test mode, once this model's last backward pass took input
+                gradients only (a gradient loop), the cache is lean: it keeps
+                the ReLU / clamp masks as bits and no activation the input
+                gradient does not read, and a reference to X; a backward pass
+                that needs more (rules, parameter gradients) runs this forward
+                pass again. 'full' keeps a full cache whatever came before.
 
         Returns:
             (out, cache): the last node's output (or the dict), and the cache for
@@ -399,7 +404,12 @@ class Model(FrozenWeights):
         """
         if mode not in ("train", "test"):
             raise ValueError(f"mode must be 'train' or 'test', got {mode!r}")
-        cache_on = _checks.boolean(cache, "cache")
+        if isinstance(cache, (bool, np.bool_)):
+            cache_on, full = bool(cache), False
+        elif isinstance(cache, str) and cache == "full":
+            cache_on, full = True, True
+        else:
+            raise TypeError(f"cache must be True, False or 'full', got {cache!r}")
         X = _as_float_input(X)
         if outputs is not None:
             outputs = [outputs] if isinstance(outputs, str) else list(outputs)
@@ -434,40 +444,18 @@ class Model(FrozenWeights):
             passes.forward_light(self, light, tensors, first, fused, mode, rng, set())
             last = self.nodes[e].name
             return ({o: tensors[o] for o in outputs} if outputs is not None else tensors[last]), None
-        shapes = {}
-        caches = []
-        act_caches = {}
-        done = set()       # the residual Adds their convolutions made
-        # The ReLU and clamp masks as bits, for a backward pass of input gradients only:
-        # the convolution before each activation then reads a 32nd of the activation's
-        # output. Made in test mode when this model's last backward pass was one
-        # (a gradient loop's), as they cost a read of each activation's output.
-        bits = {} if bit_masks and mode == "test" and self.__dict__.get("_input_grad_only") else None
-        for step in steps:
-            kind = step[0]
-            if kind == _TAKE:      # the convolution before it applied this batch norm or activation
-                _, i, conv, name, folded = step
-                out = tensors[name] = tensors.pop(conv)
-                shapes[conv] = out.shape
-                # a fused relu's backward masks with out > 0, as with its input; the others
-                # get the cache their own forward returns (conv.fused_act_cache)
-                caches.append(act_caches.pop(i) if folded else act_caches.pop(i, out))
-            elif kind == _SKIP:    # a branch the requested outputs do not depend on
-                caches.append(None)
-                continue
-            else:
-                i = step[1]
-                out, cache = passes.node_forward(self, step, tensors, first, fused, mode, rng, act_caches, done)
-                tensors[step[2].name] = out
-                caches.append(cache)
-            if bits is not None and i in bit_masks:
-                bits[i] = passes.activation_bits(out, bit_masks[i])
+        # a lean cache where the backward pass will take input gradients only (test
+        # mode, and this model's last backward pass was one: a gradient loop)
+        lean = not full and mode == "test" and bool(self.__dict__.get("_input_grad_only"))
+        caches, shapes, bits = passes.forward_cached(self, steps, tensors, first, fused, mode, rng, masks,
+                                                     bit_masks if lean else None, frees if lean else None, s)
         last = self.nodes[e].name
         result = {o: tensors[o] for o in outputs} if outputs is not None else tensors[last]
         shapes.update((k, v.shape) for k, v in tensors.items())
         cache = {"start": s, "end": e, "bound": bound, "caches": caches, "dtype": X.dtype, "masks": masks,
-                 "bits": bits,
-                 "X_shape": X.shape, "outputs": outputs, "shapes": shapes, "last": self.nodes[e]}
+                 "bits": bits, "X_shape": X.shape, "outputs": outputs, "shapes": shapes, "last": self.nodes[e]}
+        if lean:   # what a backward pass that needs the activations runs again
+            cache["lean"] = (X, start, end, outputs)
         return result, cache
 
     def _plan(self, s, e, outputs, bound, mode="test"):
@@ -591,7 +579,12 @@ class Model(FrozenWeights):
         # input gradients only, no rules (the image-gradient methods): a convolution's
         # kernel called directly, as Model.forward does without a cache
         direct = not param_grads and input_grad and not rules
-        self._input_grad_only = direct   # the next test-mode forward pass makes mask bits (forward)
+        if "lean" in cache and not direct:   # the pass again, keeping what this backward reads
+            self._input_grad_only = False
+            X, start, end, outs = cache["lean"]
+            cache = self.forward(X, start=start, end=end, mode="test", outputs=outs)[1]
+            caches, bits, shapes = cache["caches"], {}, cache["shapes"]
+        self._input_grad_only = direct   # the next test-mode forward pass keeps a lean cache (forward)
         for i in range(e, s - 1, -1):
             node = self.nodes[i]
             g = grads_t.pop(node.name, None)

@@ -2,21 +2,23 @@
 them): one node on the tensors computed so far, and the whole of a pass that keeps
 nothing for a backward pass, whose convolutions call their kernels directly or run
 as chains (:func:`chain_steps`: runs of them, with their SE blocks, in one call of
-the compiled core); and a convolution's input gradient by its kernel, for backward
-passes that want no parameter gradients."""
+the compiled core); the steps of a pass that keeps a cache, full or lean (for a
+backward pass of input gradients only); and a convolution's input gradient by its
+kernel, for backward passes that want no parameter gradients."""
 from __future__ import annotations
 
 import numpy as np
 
 from .. import _core
-from .conv import fused_act_cache
+from .conv import Conv2d, fused_act_cache
 from .activation import HardSigmoid, Sigmoid
-from .fold import GateFold, folded_conv_forward, gate_fold
+from .fold import Folded, GateFold, folded_conv_forward, gate_fold
 from .fusion import (ACT as _ACT, FOLD as _FOLD, LCHAIN as _LCHAIN, LCONV as _LCONV, LNODE as _LNODE,
-                     LTAKE as _LTAKE, RADD as _RADD, RUN as _RUN)
+                     LTAKE as _LTAKE, RADD as _RADD, RUN as _RUN, SKIP as _SKIP, TAKE as _TAKE)
 from .pooling import GlobalAvgPool
 
-__all__ = ["node_forward", "forward_light", "chain_steps", "conv_input_grad", "activation_bits"]
+__all__ = ["node_forward", "forward_cached", "forward_light", "chain_steps", "conv_input_grad", "activation_bits",
+           "lean_cache", "InputSpec"]
 
 
 def node_forward(model, step, tensors, first, fused, mode, rng, act_caches=None, done=None):
@@ -82,6 +84,47 @@ def node_forward(model, step, tensors, first, fused, mode, rng, act_caches=None,
         return node.layer.forward(ins, params, buffers, mode, rng, relu=True)   # _RELU
     except (ValueError, TypeError) as err:
         raise type(err)(f"layer {node.name!r} ({node.layer.type}): {err}") from None
+
+
+def forward_cached(model, steps, tensors, first, fused, mode, rng, masks, bit_masks, frees, s):
+    """The steps (fusion.forward_steps) of a pass that keeps a cache for a backward
+    pass: (each node's cache, tensor shapes, mask bits or None). ``frees``: None for
+    a full cache, else the plan's frees, for a lean one (Model.forward), whose
+    backward pass takes input gradients only: the ReLU and clamp masks of
+    ``bit_masks`` as bits (the convolution after each then reads a 32nd of the
+    activation's output), caches as lean_cache keeps them, and each activation
+    only until its last reader, so that later layers write into memory still in
+    cache (the block cache hands out the block released last)."""
+    lean = frees is not None
+    shapes, caches, act_caches = {}, [], {}
+    done = set()       # the residual Adds their convolutions made
+    bits = {} if lean and bit_masks else None
+    for step in steps:
+        kind = step[0]
+        if kind == _TAKE:      # the convolution before it applied this batch norm or activation
+            _, i, conv, name, folded = step
+            out = tensors[name] = tensors.pop(conv)
+            shapes[conv] = out.shape
+            # a fused relu's backward masks with out > 0, as with its input; the others
+            # get the cache their own forward returns (conv.fused_act_cache)
+            cache = act_caches.pop(i) if folded else act_caches.pop(i, out)
+        elif kind == _SKIP:    # a branch the requested outputs do not depend on
+            caches.append(None)
+            continue
+        else:
+            i = step[1]
+            out, cache = node_forward(model, step, tensors, first, fused, mode, rng, act_caches, done)
+            tensors[step[2].name] = out
+        if lean:
+            if bits is not None and i in bit_masks:
+                bits[i] = activation_bits(out, bit_masks[i])
+            cache = lean_cache(model.nodes[i], i, cache, masks.get(i), bits, caches, s)
+            for t in frees.get(i, ()):
+                v = tensors.pop(t, None)
+                if v is not None:
+                    shapes[t] = v.shape
+        caches.append(cache)
+    return caches, shapes, bits
 
 
 def forward_light(model, light, tensors, first, fused, mode, rng, done):
@@ -262,6 +305,40 @@ def _chain_at(light, i):
                tuple(adds), tuple(light[i:j]))
 
 
+class InputSpec:
+    """A convolution's input as a lean cache keeps it (Model.forward): its shape and
+    dtype, all that the input gradient reads of it."""
+    __slots__ = ("shape", "dtype")
+
+    def __init__(self, x):
+        self.shape, self.dtype = x.shape, x.dtype
+
+
+def lean_cache(node, i, cache, mask, bits, caches, s):
+    """Node i's cache as a lean pass keeps it (Model.forward): a Conv2d's with its
+    input as an InputSpec where conv_input_grad will not need the input itself (the
+    weights are an array of its dtype, and a ReLU / clamp mask before it is in
+    ``bits``, or a SiLU / HardSwish one has its array); None for an activation
+    whose mask is in ``bits`` (the convolution after it applies it); a folded batch
+    norm's without the convolution's input; else as it is."""
+    if bits and bits.get(i) is not None:
+        return None
+    if isinstance(cache, Folded):
+        return cache.lean()
+    if type(cache) is not tuple or type(node.layer) is not Conv2d or len(cache) != 7:
+        return cache
+    x, w = cache[0], cache[1]
+    if type(x) is not np.ndarray or type(w) is not np.ndarray or w.dtype is not x.dtype:
+        return cache
+    if mask is not None:
+        a, (kind, _, _) = mask
+        ref = caches[a - s] if kind in ("silu", "hardswish") else None
+        if (not bits or bits.get(a) is None) if ref is None else (type(ref) is not np.ndarray
+                                                                  or ref.dtype is not x.dtype):
+            return cache
+    return (InputSpec(x),) + cache[1:]
+
+
 def activation_bits(y, spec):
     """The backward mask of a ReLU or clamp (spec: backward_masks' ``("relu", 0, 0)``
     or ``("clamp", lo, hi)``) from its output y, as _core.activation_mask's bits;
@@ -280,8 +357,12 @@ def conv_input_grad(g, c, mask, caches, s, bits=None):
     them)."""
     x, w, _, stride, pad, dilation, groups = c
     dt = x.dtype
-    if g.dtype is not dt or type(w) is not np.ndarray or w.dtype is not dt:
+    if type(w) is not np.ndarray or w.dtype is not dt:
         return None
+    if g.dtype is not dt:
+        if type(x) is not InputSpec:
+            return None
+        g = g.astype(dt)   # (a lean cache's convolution has no other path)
     if mask is None:
         return _core.conv2d_backward_input(g, w, x.shape, stride, pad, dilation, groups)
     a, (kind, lo, hi) = mask

@@ -356,7 +356,9 @@ def render(objective, model, param=None, transforms="standard", optimizer="adam"
         if outputs:
             xt, back = tf.apply(img, rng)
             X = to_model_input(xt, model)
-            out, cache = model.forward(X, outputs=outputs, mode="test")
+            # (the redirected ReLUs' rules read the activations: a full cache)
+            out, cache = model.forward(X, outputs=outputs, mode="test",
+                                       cache="full" if t <= redirected_relu_steps else True)
             for node_name, keys in keys_of.items():
                 for k in keys:
                     acts[k] = out[node_name]

@@ -44,7 +44,9 @@ def test_equals_backward_input_then_activation_backward(case, act, dtype):
 def check_case(case, act, dtype):
     """conv2d_backward_input_act against conv2d_backward_input then the separate
     activation's backward: the same bits (raises AssertionError). relu / clamp
-    read the activation's output, silu / hardswish its input (pre)."""
+    read the activation's output, silu / hardswish its input (pre); relu / clamp
+    also as activation_mask's bits (conv2d_backward_input_mask), whose words
+    are checked against numpy's packbits."""
     xs, ws, stride, pad, groups, algo = case
     rng = np.random.default_rng(0)
     pre = rng.standard_normal(xs).astype(dtype) * 4
@@ -62,12 +64,19 @@ def check_case(case, act, dtype):
                 "hardswish": lambda: _core.hardswish_backward(dx, pre)}[act]()
         ref = x if act in ("relu", "clamp") else pre
         got = _core.conv2d_backward_input_act(dout, w, ref, stride, pad, 1, groups, act, 0.0, 6.0)
+        if act in ("relu", "clamp"):   # the mask as activation_mask's bits
+            bits = _core.activation_mask(x, act, 0.0, 6.0)
+            got_bits = _core.conv2d_backward_input_mask(dout, w, bits, x.shape, stride, pad, 1, groups)
     finally:
         gradvis.set_conv_algorithm(old)
     assert got.dtype == dtype and got.shape == x.shape
     assert (want == 0).any() or act == "silu"
     assert (want != 0).any()
     np.testing.assert_array_equal(got, want)
+    if act in ("relu", "clamp"):
+        np.testing.assert_array_equal(bits, packed_mask(x, act))
+        assert got_bits.dtype == dtype and got_bits.shape == x.shape
+        np.testing.assert_array_equal(got_bits, want)
 
 
 def packed_mask(x, act, lo=0.0, hi=6.0):
@@ -76,30 +85,6 @@ def packed_mask(x, act, lo=0.0, hi=6.0):
     keep = (x > lo) & (x < hi) if act == "clamp" else x > 0
     b = np.packbits(keep.ravel(), bitorder="little")
     return np.concatenate([b, np.zeros(-len(b) % 8, np.uint8)]).view("<u8").astype(np.uint64)
-
-
-def check_bits_case(case, act, dtype):
-    """conv2d_backward_input_mask with activation_mask's bits: the bits of
-    conv2d_backward_input_act with the activation's output (raises AssertionError)."""
-    xs, ws, stride, pad, groups, algo = case
-    rng = np.random.default_rng(0)
-    pre = rng.standard_normal(xs).astype(dtype) * 4
-    x = np.maximum(pre, 0) if act == "relu" else np.clip(pre, 0, 6)
-    w = rng.standard_normal(ws).astype(dtype)
-    old = gradvis.get_conv_algorithm()
-    gradvis.set_conv_algorithm(algo)
-    try:
-        out = _core.conv2d_forward(x, w, None, stride, pad, 1, groups)
-        dout = rng.standard_normal(out.shape).astype(dtype)
-        want = _core.conv2d_backward_input_act(dout, w, x, stride, pad, 1, groups, act, 0.0, 6.0)
-        bits = _core.activation_mask(x, act, 0.0, 6.0)
-        got = _core.conv2d_backward_input_mask(dout, w, bits, x.shape, stride, pad, 1, groups)
-    finally:
-        gradvis.set_conv_algorithm(old)
-    np.testing.assert_array_equal(bits, packed_mask(x, act))
-    assert got.dtype == dtype and got.shape == x.shape
-    assert (want == 0).any() and (want != 0).any()
-    np.testing.assert_array_equal(got, want)
 
 
 def check_mask_bits():
@@ -122,13 +107,11 @@ def check_mask_bits():
 
 
 SIMD_CHECKS = r"""
-from test_conv_backward_mask import CASES, check_case, check_bits_case, check_mask_bits
+from test_conv_backward_mask import CASES, check_case, check_mask_bits
 from test_conv_backward_mask import check_special_references
 for case in CASES:
     for act in ("relu", "clamp", "silu", "hardswish"):
         check_case(case, act, np.float32)
-    for act in ("relu", "clamp"):
-        check_bits_case(case, act, np.float32)
 check_special_references()
 check_mask_bits()
 """
@@ -155,13 +138,6 @@ def check_special_references():
 
 def test_masks_with_special_references():
     check_special_references()
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("act", ["relu", "clamp"])
-@pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_bit_masks_equal_the_activation_output(case, act, dtype):
-    check_bits_case(case, act, dtype)
 
 
 def test_activation_mask_bits():

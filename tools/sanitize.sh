@@ -52,6 +52,8 @@ if [ "$quick" = 1 ]; then
   tests=(tests/test_core_limits.py tests/test_core_threads.py tests/test_gemm.py
          tests/test_conv_fused_act.py::test_kernel_equals_separate_activation
          tests/test_conv_backward_mask.py::test_equals_backward_input_then_activation_backward
+         tests/test_conv_backward_mask.py::test_activation_mask_bits
+         tests/test_conv_backward_mask.py::test_bit_masks_on_two_threads
          tests/test_conv.py::test_matches_reference tests/test_conv.py::test_few_input_channels
          tests/test_conv.py::test_strided_input_gradient_edges tests/test_conv.py::test_short_output_rows
          tests/test_conv_depthwise.py::test_depthwise_matches_reference

@@ -87,12 +87,12 @@ constexpr const char* kBwdIn = "conv2d_backward_input";
 
 constexpr const char* kBwdInAct = "conv2d_backward_input_act";
 
-// act and ref_obj (conv2d_backward_input_act): the activation mask and its
-// reference array, of dx's shape; fn names the caller in errors
 constexpr const char* kBwdInMask = "conv2d_backward_input_mask";
 
-// act mask_bits (conv2d_backward_input_mask): ref_obj is the uint64 bit mask of
-// activation_mask, for the input's (N, C, H, W) values
+// act and ref_obj (conv2d_backward_input_act): the activation mask and its
+// reference array, of dx's shape; for act mask_bits (conv2d_backward_input_mask)
+// ref_obj is activation_mask's uint64 bits of the input's (N, C, H, W) values; fn
+// names the caller in errors
 template <class T>
 py::array backward_input_impl(const py::array& d_in, const py::handle& w_obj, const py::handle& hw_obj,
                               const Conv2dParams& p, const ConvAct* act = nullptr,

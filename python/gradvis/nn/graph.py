@@ -580,9 +580,8 @@ class Model(FrozenWeights):
         # kernel called directly, as Model.forward does without a cache
         direct = not param_grads and input_grad and not rules
         if "lean" in cache and not direct:   # the pass again, keeping what this backward reads
-            self._input_grad_only = False
             X, start, end, outs = cache["lean"]
-            cache = self.forward(X, start=start, end=end, mode="test", outputs=outs)[1]
+            cache = self.forward(X, start=start, end=end, mode="test", outputs=outs, cache="full")[1]
             caches, bits, shapes = cache["caches"], {}, cache["shapes"]
         self._input_grad_only = direct   # the next test-mode forward pass keeps a lean cache (forward)
         for i in range(e, s - 1, -1):

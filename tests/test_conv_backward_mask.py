@@ -100,6 +100,13 @@ def check_mask_bits():
                 got = _core.activation_mask(x, act, lo, hi)
                 assert got.dtype == np.uint64 and got.shape == ((n + 63) // 64,)
                 np.testing.assert_array_equal(got, packed_mask(x, act, lo, hi))
+            # the activation's backward from them: relu_backward's / clamp_backward's values
+            g = rng.standard_normal(n).astype(dtype)
+            for act, lo, hi in (("relu", 0.0, 0.0), ("clamp", 0.0, 6.0)):
+                want = _core.relu_backward(g, x) if act == "relu" else _core.clamp_backward(g, x, lo, hi)
+                got = _core.activation_mask_backward(g, _core.activation_mask(x, act, lo, hi))
+                assert got.dtype == dtype
+                np.testing.assert_array_equal(got, want)
     # any shape and memory order: the elements in C order
     x = rng.uniform(-1, 1, (3, 5, 7, 9)).astype(np.float32)
     np.testing.assert_array_equal(_core.activation_mask(np.asfortranarray(x)), packed_mask(x, "relu"))
@@ -226,6 +233,10 @@ def test_bad_arguments_are_named():
         _core.activation_mask(x.astype(np.int32))
     with pytest.raises(ValueError, match="conv2d_backward_input_mask: mask must hold 3 words"):
         _core.conv2d_backward_input_mask(d, w, bits[:2], x.shape, 1, 1, 1, 1)
+    with pytest.raises(ValueError, match=r"activation_mask_backward: mask must hold 3 words .* \(1, 4, 6, 6\)"):
+        _core.activation_mask_backward(x, bits[:2])
+    with pytest.raises(TypeError, match="activation_mask_backward: mask must be the uint64 array"):
+        _core.activation_mask_backward(x, bits.astype(np.float64))
     with pytest.raises(ValueError, match="conv2d_backward_input_mask: mask must hold 3 words"):
         _core.conv2d_backward_input_mask(d, w, np.zeros((3, 1), np.uint64), x.shape, 1, 1, 1, 1)
     with pytest.raises(TypeError, match="conv2d_backward_input_mask: mask must be the uint64 array"):
@@ -375,7 +386,7 @@ def test_lean_caches_give_the_same_gradients(dtype):
     of a full cache, to the bit. A backward pass that needs more (parameter
     gradients, rules, no input gradient) runs the forward pass again and gets the
     full cache's results."""
-    from gradvis.nn.passes import InputSpec
+    from gradvis.nn.passes import ActBits, InputSpec
     m = _se_net(dtype)
     X = np.random.default_rng(4).standard_normal((2, 3, 12, 12)).astype(dtype)
     out, full = m.forward(X)
@@ -394,10 +405,12 @@ def test_lean_caches_give_the_same_gradients(dtype):
     # the SE block's convolutions on 1x1 maps too; c2 keeps nothing of its input (r1's mask is bits)
     assert len(specs) == len(conv)
     np.testing.assert_array_equal(m.backward(dout, lean, param_grads=False)[0], want)
-    # what keeps maps of the batch: the activations whose backward passes read them
-    # (r1 has two readers, s2 too; hs's and mul's inputs; h4's input, for c5's mask)
+    # what keeps maps of the batch: the activations whose backward passes read their
+    # values (s2, read twice; hs's and mul's inputs; h4's input, for c5's mask); r1,
+    # read twice, keeps its mask as bits
     assert {m.nodes[j].name for j, c in enumerate(lean["caches"]) if _holds_batch_maps(c, 2)} == {
-        "r1", "s2", "hs", "mul", "h4"}
+        "s2", "hs", "mul", "h4"}
+    assert type(lean["caches"][m.index("r1")]) is ActBits
     # parameter gradients from a lean cache: the pass again, the full cache's values
     _, lean = m.forward(X)
     dX, g = m.backward(dout, lean)

@@ -89,6 +89,25 @@ constexpr const char* kBwdInAct = "conv2d_backward_input_act";
 
 constexpr const char* kBwdInMask = "conv2d_backward_input_mask";
 
+// mask_obj as activation_mask's words for `words` words (what names the array it
+// is for, in errors), kept alive by the caller's reference to mask_obj
+template <class Where>
+const std::uint64_t* mask_words(const py::handle& mask_obj, const char* fn, index_t words, Where&& what) {
+  if (!py::isinstance<py::array>(mask_obj) ||
+      !py::reinterpret_borrow<py::array>(mask_obj).dtype().is(py::dtype::of<std::uint64_t>()) ||
+      !(py::reinterpret_borrow<py::array>(mask_obj).flags() & py::array::c_style))
+    throw py::type_error(cat(fn, ": mask must be the uint64 array of activation_mask, got ",
+                             std::string(py::str(py::type::of(mask_obj).attr("__name__"))),
+                             py::isinstance<py::array>(mask_obj)
+                                 ? cat(" of dtype ", std::string(py::str(mask_obj.attr("dtype"))))
+                                 : std::string()));
+  const auto mask = py::reinterpret_borrow<py::array>(mask_obj);
+  if (mask.ndim() != 1 || index_t(mask.shape(0)) != words)
+    throw py::value_error(cat(fn, ": mask must hold ", words, " words (activation_mask of ", what(), "), got shape ",
+                              shape_str(mask)));
+  return static_cast<const std::uint64_t*>(mask.data());
+}
+
 // act and ref_obj (conv2d_backward_input_act): the activation mask and its
 // reference array, of dx's shape; for act mask_bits (conv2d_backward_input_mask)
 // ref_obj is activation_mask's uint64 bits of the input's (N, C, H, W) values; fn
@@ -135,21 +154,10 @@ py::array backward_input_impl(const py::array& d_in, const py::handle& w_obj, co
   const T* wp = w.data();
   const WeightKeyScope key(immutable_key(w));
   if (bits) {
-    if (!py::isinstance<py::array>(ref_obj) || !py::array(py::reinterpret_borrow<py::object>(ref_obj))
-                                                     .dtype()
-                                                     .is(py::dtype::of<std::uint64_t>()))
-      throw py::type_error(cat(fn, ": mask must be the uint64 array of activation_mask, got ",
-                               std::string(py::str(py::type::of(ref_obj).attr("__name__"))),
-                               py::isinstance<py::array>(ref_obj)
-                                   ? cat(" of dtype ", std::string(py::str(ref_obj.attr("dtype"))))
-                                   : std::string()));
-    auto mask = py::array_t<std::uint64_t, py::array::c_style>::ensure(ref_obj);
-    const index_t n = N * C * s.H * s.W, words = (n + 63) / 64;
-    if (!mask || mask.ndim() != 1 || index_t(mask.shape(0)) != words)
-      throw py::value_error(cat(fn, ": mask must hold ", words, " words (activation_mask of an input of shape (", N,
-                                ", ", C, ", ", s.H, ", ", s.W, ")), got shape ", shape_str(mask)));
+    const index_t n = N * C * s.H * s.W;
     ConvAct a = *act;
-    a.bits = mask.data();
+    a.bits = mask_words(ref_obj, fn, (n + 63) / 64,
+                        [&] { return cat("an input of shape (", N, ", ", C, ", ", s.H, ", ", s.W, ")"); });
     a.base = dxp;
     py::gil_scoped_release release;
     conv2d_backward_input_act_cpu<T>(dxp, dp, wp, s, a, dxp);   // dx stands for the reference (ConvAct)
@@ -351,6 +359,29 @@ void register_conv2d(py::module_& m) {
       "its output y (any shape), as bits: element i (in C order) is bit i % 64 of word i // 64 of the\n"
       "returned uint64 array of (y.size + 63) // 64 words (a NaN gives 0). A 32nd of a float32 y's\n"
       "size: conv2d_backward_input_mask applies it in place of y.");
+  m.def(
+      "activation_mask_backward",
+      [](const py::object& dout, const py::object& mask) -> py::array {
+        const char* fn = "activation_mask_backward";
+        FloatKind k;
+        py::array da = primary_array(dout, fn, "dout", k);
+        auto run = [&](auto tag) -> py::array {
+          using T = decltype(tag);
+          auto d = as_array<T>(da, fn, "dout");
+          const index_t n = index_t(d.size()), words = (n + 63) / 64;
+          const std::uint64_t* bp = mask_words(mask, fn, words, [&] { return cat("dout of shape ", shape_str(d)); });
+          auto dx = empty_array<T>(shape_of(d));
+          T* xp = dx.mutable_data();
+          const T* dp = d.data();
+          py::gil_scoped_release release;
+          activation_mask_backward_cpu<T>(xp, dp, bp, n);
+          return dx;
+        };
+        return k == FloatKind::f32 ? run(float{}) : run(double{});
+      },
+      py::arg("dout"), py::arg("mask"),
+      "dout (any shape) where the mask's bit is set, else 0: relu_backward / clamp_backward with the\n"
+      "activation's mask as activation_mask's bits (made from its output or input) instead of x.");
   m.def(
       kBwdInMask,
       [](const py::object& dout, const py::object& w, const py::object& mask, const py::object& input_shape,

@@ -39,7 +39,7 @@ struct PwKernels {
   void (*add_ref_relu)(float*, const float*, index_t);
   void (*bits_pos)(std::uint64_t*, const float*, index_t, float, float);
   void (*bits_range)(std::uint64_t*, const float*, index_t, float, float);
-  void (*apply_bits)(float*, const std::uint64_t*, index_t, index_t);
+  void (*apply_bits)(float*, const float*, const std::uint64_t*, index_t, index_t);
 };
 
 }  // namespace
@@ -198,8 +198,32 @@ void add_ref_f32(float* o, const float* ref, index_t n, bool relu) {
   (relu ? kernels().add_ref_relu : kernels().add_ref)(o, ref, n);
 }
 void mask_bits_f32(float* o, const std::uint64_t* bits, index_t off, index_t n) {
-  kernels().apply_bits(o, bits, off, n);
+  kernels().apply_bits(o, o, bits, off, n);
 }
+
+template <class T>
+void activation_mask_backward_cpu(T* dx, const T* dout, const std::uint64_t* bits, index_t n) {
+  const index_t words = (n + 63) / 64;
+  auto run = [&](index_t w0, index_t w1) {
+    const index_t b = w0 * 64, e = std::min(n, w1 * 64);
+    if constexpr (sizeof(T) == 4) {
+      kernels().apply_bits(dx + b, dout + b, bits, b, e - b);
+    } else {
+      for (index_t i = b; i < e; ++i) dx[i] = (bits[i >> 6] >> (i & 63)) & 1 ? dout[i] : T(0);
+    }
+  };
+  const int nt = grain_threads(double(n), kCopyGrain, words);
+  if (nt <= 1) {
+    if (words > 0) run(0, words);
+    return;
+  }
+  team_run(nt, [&](index_t t, index_t nth) {
+    const index_t w0 = words * t / nth, w1 = words * (t + 1) / nth;
+    if (w0 < w1) run(w0, w1);
+  });
+}
+template void activation_mask_backward_cpu<float>(float*, const float*, const std::uint64_t*, index_t);
+template void activation_mask_backward_cpu<double>(double*, const double*, const std::uint64_t*, index_t);
 
 template <class T>
 void activation_mask_bits_cpu(std::uint64_t* bits, const T* y, index_t n, double lo, double hi, bool upper) {

@@ -44,6 +44,10 @@ template <class T>
 void activation_mask_bits_cpu(std::uint64_t* bits, const T* y, index_t n, double lo, double hi, bool upper);
 // o[i] kept where bit off + i of bits is set, else 0 (serial over [0, n)).
 void mask_bits_f32(float* o, const std::uint64_t* bits, index_t off, index_t n);
+// dx[i] = dout[i] where bit i of bits is set, else 0: relu_backward /
+// clamp_backward from the activation's mask as bits.
+template <class T>
+void activation_mask_backward_cpu(T* dx, const T* dout, const std::uint64_t* bits, index_t n);
 // o[i] = o[i] + ref[i], then v < 0 ? 0 : v when relu (NaN passes): add_cpu's
 // values, a convolution's fused residual sum.
 void add_ref_f32(float* o, const float* ref, index_t n, bool relu);

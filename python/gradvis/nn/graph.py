@@ -593,10 +593,12 @@ class Model(FrozenWeights):
                         grads[f"{node.name}.{k}"] = np.zeros(shp, dtype)
                 continue
             c = caches[i - s]
+            if type(c) is passes.ActBits:   # (a lean cache: direct) the mask as bits
+                accumulate(node.inputs[0], c.backward(g))
+                continue
             if direct and type(node.layer) is Conv2d and type(c) is tuple and type(g) is np.ndarray:
                 m = masks.get(i)
-                dx = passes.conv_input_grad(g, c, m, caches, s, bits.get(m[0]) if m else None)
-                # (None: the layer's own path)
+                dx = passes.conv_input_grad(g, c, m, caches, s, bits.get(m[0]) if m else None)  # None: own path
                 if dx is not None:
                     t = self.nodes[masks[i][0]].inputs[0] if i in masks else node.inputs[0]
                     prev = grads_t.get(t)

@@ -11,14 +11,15 @@ import numpy as np
 
 from .. import _core
 from .conv import Conv2d, fused_act_cache
-from .activation import HardSigmoid, Sigmoid
+from .elementwise import Clip
+from .activation import HardSigmoid, ReLU, ReLU6, Sigmoid
 from .fold import Folded, GateFold, folded_conv_forward, gate_fold
 from .fusion import (ACT as _ACT, FOLD as _FOLD, LCHAIN as _LCHAIN, LCONV as _LCONV, LNODE as _LNODE,
                      LTAKE as _LTAKE, RADD as _RADD, RUN as _RUN, SKIP as _SKIP, TAKE as _TAKE)
 from .pooling import GlobalAvgPool
 
 __all__ = ["node_forward", "forward_cached", "forward_light", "chain_steps", "conv_input_grad", "activation_bits",
-           "lean_cache", "InputSpec"]
+           "lean_cache", "InputSpec", "ActBits"]
 
 
 def node_forward(model, step, tensors, first, fused, mode, rng, act_caches=None, done=None):
@@ -314,17 +315,38 @@ class InputSpec:
         self.shape, self.dtype = x.shape, x.dtype
 
 
+class ActBits:
+    """A ReLU's, ReLU6's or Clip's cache as a lean cache keeps it (Model.forward):
+    its mask as _core.activation_mask's bits, made from the array its backward
+    compares (the same selection), and that array's dtype."""
+    __slots__ = ("bits", "dtype")
+
+    def __init__(self, ref, spec):
+        self.bits, self.dtype = _core.activation_mask(ref, *spec), ref.dtype
+
+    def backward(self, g):
+        """The activation's input gradient from its output gradient g."""
+        return _core.activation_mask_backward(g if g.dtype is self.dtype else g.astype(self.dtype), self.bits)
+
+
 def lean_cache(node, i, cache, mask, bits, caches, s):
     """Node i's cache as a lean pass keeps it (Model.forward): a Conv2d's with its
     input as an InputSpec where conv_input_grad will not need the input itself (the
     weights are an array of its dtype, and a ReLU / clamp mask before it is in
     ``bits``, or a SiLU / HardSwish one has its array); None for an activation
-    whose mask is in ``bits`` (the convolution after it applies it); a folded batch
-    norm's without the convolution's input; else as it is."""
+    whose mask is in ``bits`` (the convolution after it applies it); another ReLU's,
+    ReLU6's or Clip's as ActBits; a folded batch norm's without the convolution's
+    input; else as it is."""
     if bits and bits.get(i) is not None:
         return None
     if isinstance(cache, Folded):
         return cache.lean()
+    t = type(node.layer)
+    if t is ReLU and type(cache) is np.ndarray and cache.dtype.char in "fd":   # relu_backward's x
+        return ActBits(cache, ("relu", 0.0, 0.0))
+    if ((t is ReLU6 or t is Clip) and type(cache) is tuple and len(cache) == 3 and type(cache[0]) is np.ndarray
+            and cache[0].dtype.char in "fd"):   # clamp_backward's (x, lo, hi)
+        return ActBits(cache[0], ("clamp", float(cache[1]), float(cache[2])))
     if type(cache) is not tuple or type(node.layer) is not Conv2d or len(cache) != 7:
         return cache
     x, w = cache[0], cache[1]

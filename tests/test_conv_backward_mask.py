@@ -169,8 +169,8 @@ def test_bit_masks_with_special_references():
 
 
 def test_bit_masks_on_two_threads():
-    """Maps large enough for both threads (the bits split by whole words, the
-    gradient's planes between threads): the 1-thread bits."""
+    """Maps large enough for both threads (the bits and a mask's backward split by
+    whole words, the gradient's planes between threads): the 1-thread bits."""
     rng = np.random.default_rng(9)
     x = np.clip(4 * rng.standard_normal((2, 48, 37, 29)), 0, 6).astype(np.float32)
     w = rng.standard_normal((48, 1, 3, 3)).astype(np.float32)
@@ -181,12 +181,15 @@ def test_bit_masks_on_two_threads():
         for nt in (1, 2):
             gradvis.set_num_threads(nt)
             bits = _core.activation_mask(x, "clamp", 0.0, 6.0)
-            got[nt] = bits, _core.conv2d_backward_input_mask(dout, w, bits, x.shape, 2, 1, 1, 48)
+            got[nt] = (bits, _core.conv2d_backward_input_mask(dout, w, bits, x.shape, 2, 1, 1, 48),
+                       _core.activation_mask_backward(x - 3, bits))
     finally:
         gradvis.set_num_threads(old)
     np.testing.assert_array_equal(got[1][0], packed_mask(x, "clamp"))
     np.testing.assert_array_equal(got[2][0], got[1][0])
     np.testing.assert_array_equal(got[2][1], got[1][1])
+    np.testing.assert_array_equal(got[2][2], got[1][2])
+    np.testing.assert_array_equal(got[1][2], _core.clamp_backward(x - 3, x, 0.0, 6.0))
     want = _core.conv2d_backward_input_act(dout, w, x, 2, 1, 1, 48, "clamp", 0.0, 6.0)
     np.testing.assert_array_equal(got[1][1], want)
 

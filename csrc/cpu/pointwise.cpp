@@ -93,17 +93,18 @@ const PwKernels& kernels() {
 constexpr double kMathGrain = 16384;
 constexpr double kCopyGrain = 32768;
 
-// f(b, e) over runs of [0, n) that start at multiples of 16, one per thread.
+// f(b, e) over runs of [0, n) that start at multiples of `block` (16; 64 for
+// the mask bits, whose threads then write whole words), one per thread.
 template <class F>
-void split(index_t n, double grain, F&& f) {
-  const index_t blocks = (n + 15) / 16;
+void split(index_t n, double grain, F&& f, index_t block = 16) {
+  const index_t blocks = (n + block - 1) / block;
   const int nt = grain_threads(double(n), grain, blocks);
   if (nt <= 1) {
     if (n > 0) f(index_t(0), n);
     return;
   }
   team_run(nt, [&](index_t t, index_t nth) {
-    const index_t b = std::min(n, blocks * t / nth * 16), e = std::min(n, blocks * (t + 1) / nth * 16);
+    const index_t b = std::min(n, blocks * t / nth * block), e = std::min(n, blocks * (t + 1) / nth * block);
     if (b < e) f(b, e);
   });
 }
@@ -203,53 +204,31 @@ void mask_bits_f32(float* o, const std::uint64_t* bits, index_t off, index_t n) 
 
 template <class T>
 void activation_mask_backward_cpu(T* dx, const T* dout, const std::uint64_t* bits, index_t n) {
-  const index_t words = (n + 63) / 64;
-  auto run = [&](index_t w0, index_t w1) {
-    const index_t b = w0 * 64, e = std::min(n, w1 * 64);
+  split(n, kCopyGrain, [&](index_t b, index_t e) {
     if constexpr (sizeof(T) == 4) {
       kernels().apply_bits(dx + b, dout + b, bits, b, e - b);
     } else {
       for (index_t i = b; i < e; ++i) dx[i] = (bits[i >> 6] >> (i & 63)) & 1 ? dout[i] : T(0);
     }
-  };
-  const int nt = grain_threads(double(n), kCopyGrain, words);
-  if (nt <= 1) {
-    if (words > 0) run(0, words);
-    return;
-  }
-  team_run(nt, [&](index_t t, index_t nth) {
-    const index_t w0 = words * t / nth, w1 = words * (t + 1) / nth;
-    if (w0 < w1) run(w0, w1);
-  });
+  }, 64);
 }
 template void activation_mask_backward_cpu<float>(float*, const float*, const std::uint64_t*, index_t);
 template void activation_mask_backward_cpu<double>(double*, const double*, const std::uint64_t*, index_t);
 
 template <class T>
 void activation_mask_bits_cpu(std::uint64_t* bits, const T* y, index_t n, double lo, double hi, bool upper) {
-  const index_t words = (n + 63) / 64;
-  const int nt = grain_threads(double(n), kCopyGrain, words);
-  auto run = [&](index_t w0, index_t w1) {
-    const index_t b = w0 * 64, e = std::min(n, w1 * 64);
+  split(n, kCopyGrain, [&](index_t b, index_t e) {   // words b / 64 .. (e + 63) / 64
     if constexpr (sizeof(T) == 4) {
-      (upper ? kernels().bits_range : kernels().bits_pos)(bits + w0, y + b, e - b, float(lo), float(hi));
+      (upper ? kernels().bits_range : kernels().bits_pos)(bits + b / 64, y + b, e - b, float(lo), float(hi));
     } else {
-      for (index_t w = w0; w < w1; ++w) {
+      for (index_t w = b / 64; w < (e + 63) / 64; ++w) {
         std::uint64_t word = 0;
         for (index_t i = w * 64, j = 0; i < std::min(e, (w + 1) * 64); ++i, ++j)
           if (y[i] > T(lo) && (!upper || y[i] < T(hi))) word |= std::uint64_t(1) << j;
         bits[w] = word;
       }
     }
-  };
-  if (nt <= 1) {
-    if (words > 0) run(0, words);
-    return;
-  }
-  team_run(nt, [&](index_t t, index_t nth) {
-    const index_t w0 = words * t / nth, w1 = words * (t + 1) / nth;
-    if (w0 < w1) run(w0, w1);
-  });
+  }, 64);
 }
 template void activation_mask_bits_cpu<float>(std::uint64_t*, const float*, index_t, double, double, bool);
 template void activation_mask_bits_cpu<double>(std::uint64_t*, const double*, index_t, double, double, bool);

@@ -437,8 +437,7 @@ class Model(FrozenWeights):
                 raise ValueError(f"cannot start at {first.name!r}: it reads several tensors {first.inputs}")
             bound = first.inputs[0]
         rng = self.rng if rng is None else rng
-        needed, fused, keys, folds, masks, frees, gates, steps, light, bit_masks = self._plan(
-            s, e, outputs, bound, mode)
+        needed, fused, keys, folds, masks, frees, gates, steps, light = self._plan(s, e, outputs, bound, mode)
         tensors = {bound: X}
         if not cache_on:
             passes.forward_light(self, light, tensors, first, fused, mode, rng, set())
@@ -447,13 +446,13 @@ class Model(FrozenWeights):
         # a lean cache where the backward pass will take input gradients only (test
         # mode, and this model's last backward pass was one: a gradient loop)
         lean = not full and mode == "test" and bool(self.__dict__.get("_input_grad_only"))
-        caches, shapes, bits = passes.forward_cached(self, steps, tensors, first, fused, mode, rng, masks,
-                                                     bit_masks if lean else None, frees if lean else None, s)
+        caches, shapes = passes.forward_cached(self, steps, tensors, first, fused, mode, rng, masks,
+                                               frees if lean else None, s)
         last = self.nodes[e].name
         result = {o: tensors[o] for o in outputs} if outputs is not None else tensors[last]
         shapes.update((k, v.shape) for k, v in tensors.items())
         cache = {"start": s, "end": e, "bound": bound, "caches": caches, "dtype": X.dtype, "masks": masks,
-                 "bits": bits, "X_shape": X.shape, "outputs": outputs, "shapes": shapes, "last": self.nodes[e]}
+                 "X_shape": X.shape, "outputs": outputs, "shapes": shapes, "last": self.nodes[e]}
         if lean:   # what a backward pass that needs the activations runs again
             cache["lean"] = (X, start, end, outputs)
         return result, cache
@@ -488,10 +487,8 @@ class Model(FrozenWeights):
             residuals = (fusion.residual_fusions(self.nodes, self._index, s, e, needed, outputs, fused, folds, bound)
                          if self.fuse_relu else {})
             steps = fusion.forward_steps(self.nodes, s, e, needed, fused, keys, folds, frees, gates, residuals)
-            # the activations whose masks a convolution's input gradient may read as bits
-            bit_masks = {a: spec for a, spec in masks.values() if spec[0] in ("relu", "clamp")}
             plan = plans[key] = (needed, fused, keys, folds, masks, frees, gates, steps,
-                                 passes.chain_steps(fusion.light_steps(steps, fused)), bit_masks)
+                                 passes.chain_steps(fusion.light_steps(steps, fused)))
         return plan
 
     def _relu_fusions(self, s, e, needed, outputs):
@@ -553,7 +550,6 @@ class Model(FrozenWeights):
         dtype = cache["dtype"]
         shapes = cache["shapes"]
         masks = cache["masks"]
-        bits = cache.get("bits") or {}
         caches, bound = cache["caches"], cache["bound"]
         grads_t = {}
 
@@ -582,7 +578,7 @@ class Model(FrozenWeights):
         if "lean" in cache and not direct:   # the pass again, keeping what this backward reads
             X, start, end, outs = cache["lean"]
             cache = self.forward(X, start=start, end=end, mode="test", outputs=outs, cache="full")[1]
-            caches, bits, shapes = cache["caches"], {}, cache["shapes"]
+            caches, shapes = cache["caches"], cache["shapes"]
         self._input_grad_only = direct   # the next test-mode forward pass keeps a lean cache (forward)
         for i in range(e, s - 1, -1):
             node = self.nodes[i]
@@ -597,8 +593,7 @@ class Model(FrozenWeights):
                 accumulate(node.inputs[0], c.backward(g))
                 continue
             if direct and type(node.layer) is Conv2d and type(c) is tuple and type(g) is np.ndarray:
-                m = masks.get(i)
-                dx = passes.conv_input_grad(g, c, m, caches, s, bits.get(m[0]) if m else None)  # None: own path
+                dx = passes.conv_input_grad(g, c, masks.get(i), caches, s)   # None: the layer's own path
                 if dx is not None:
                     t = self.nodes[masks[i][0]].inputs[0] if i in masks else node.inputs[0]
                     prev = grads_t.get(t)

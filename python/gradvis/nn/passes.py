@@ -18,8 +18,8 @@ from .fusion import (ACT as _ACT, FOLD as _FOLD, LCHAIN as _LCHAIN, LCONV as _LC
                      LTAKE as _LTAKE, RADD as _RADD, RUN as _RUN, SKIP as _SKIP, TAKE as _TAKE)
 from .pooling import GlobalAvgPool
 
-__all__ = ["node_forward", "forward_cached", "forward_light", "chain_steps", "conv_input_grad", "activation_bits",
-           "lean_cache", "InputSpec", "ActBits"]
+__all__ = ["node_forward", "forward_cached", "forward_light", "chain_steps", "conv_input_grad", "lean_cache",
+           "InputSpec", "ActBits"]
 
 
 def node_forward(model, step, tensors, first, fused, mode, rng, act_caches=None, done=None):
@@ -87,19 +87,18 @@ def node_forward(model, step, tensors, first, fused, mode, rng, act_caches=None,
         raise type(err)(f"layer {node.name!r} ({node.layer.type}): {err}") from None
 
 
-def forward_cached(model, steps, tensors, first, fused, mode, rng, masks, bit_masks, frees, s):
+def forward_cached(model, steps, tensors, first, fused, mode, rng, masks, frees, s):
     """The steps (fusion.forward_steps) of a pass that keeps a cache for a backward
-    pass: (each node's cache, tensor shapes, mask bits or None). ``frees``: None for
-    a full cache, else the plan's frees, for a lean one (Model.forward), whose
-    backward pass takes input gradients only: the ReLU and clamp masks of
-    ``bit_masks`` as bits (the convolution after each then reads a 32nd of the
-    activation's output), caches as lean_cache keeps them, and each activation
-    only until its last reader, so that later layers write into memory still in
-    cache (the block cache hands out the block released last)."""
+    pass: (each node's cache, tensor shapes). ``frees``: None for a full cache, else
+    the plan's frees, for a lean one (Model.forward), whose backward pass takes
+    input gradients only: caches as lean_cache keeps them (ReLU and clamp masks as
+    bits, which the convolution after each reads instead of the activation's
+    output), and each activation only until its last reader, so that later layers
+    write into memory still in cache (the block cache hands out the block released
+    last)."""
     lean = frees is not None
     shapes, caches, act_caches = {}, [], {}
     done = set()       # the residual Adds their convolutions made
-    bits = {} if lean and bit_masks else None
     for step in steps:
         kind = step[0]
         if kind == _TAKE:      # the convolution before it applied this batch norm or activation
@@ -117,15 +116,13 @@ def forward_cached(model, steps, tensors, first, fused, mode, rng, masks, bit_ma
             out, cache = node_forward(model, step, tensors, first, fused, mode, rng, act_caches, done)
             tensors[step[2].name] = out
         if lean:
-            if bits is not None and i in bit_masks:
-                bits[i] = activation_bits(out, bit_masks[i])
-            cache = lean_cache(model.nodes[i], i, cache, masks.get(i), bits, caches, s)
+            cache = lean_cache(model.nodes[i], cache, masks.get(i), caches, s)
             for t in frees.get(i, ()):
                 v = tensors.pop(t, None)
                 if v is not None:
                     shapes[t] = v.shape
         caches.append(cache)
-    return caches, shapes, bits
+    return caches, shapes
 
 
 def forward_light(model, light, tensors, first, fused, mode, rng, done):
@@ -329,16 +326,14 @@ class ActBits:
         return _core.activation_mask_backward(g if g.dtype is self.dtype else g.astype(self.dtype), self.bits)
 
 
-def lean_cache(node, i, cache, mask, bits, caches, s):
-    """Node i's cache as a lean pass keeps it (Model.forward): a Conv2d's with its
-    input as an InputSpec where conv_input_grad will not need the input itself (the
-    weights are an array of its dtype, and a ReLU / clamp mask before it is in
-    ``bits``, or a SiLU / HardSwish one has its array); None for an activation
-    whose mask is in ``bits`` (the convolution after it applies it); another ReLU's,
-    ReLU6's or Clip's as ActBits; a folded batch norm's without the convolution's
-    input; else as it is."""
-    if bits and bits.get(i) is not None:
-        return None
+def lean_cache(node, cache, mask, caches, s):
+    """A node's cache as a lean pass keeps it (Model.forward): a ReLU's, ReLU6's or
+    Clip's as ActBits (also where the convolution after it applies the mask); a
+    Conv2d's with its input as an InputSpec where conv_input_grad will not need the
+    input itself (the weights are an array of its dtype, and the ReLU / clamp before
+    it keeps ActBits, or the SiLU / HardSwish its array); a folded batch norm's
+    without the convolution's input; else as it is. caches: the pass's so far,
+    from node s."""
     if isinstance(cache, Folded):
         return cache.lean()
     t = type(node.layer)
@@ -347,36 +342,27 @@ def lean_cache(node, i, cache, mask, bits, caches, s):
     if ((t is ReLU6 or t is Clip) and type(cache) is tuple and len(cache) == 3 and type(cache[0]) is np.ndarray
             and cache[0].dtype.char in "fd"):   # clamp_backward's (x, lo, hi)
         return ActBits(cache[0], ("clamp", float(cache[1]), float(cache[2])))
-    if type(cache) is not tuple or type(node.layer) is not Conv2d or len(cache) != 7:
+    if type(cache) is not tuple or t is not Conv2d or len(cache) != 7:
         return cache
     x, w = cache[0], cache[1]
     if type(x) is not np.ndarray or type(w) is not np.ndarray or w.dtype is not x.dtype:
         return cache
     if mask is not None:
-        a, (kind, _, _) = mask
-        ref = caches[a - s] if kind in ("silu", "hardswish") else None
-        if (not bits or bits.get(a) is None) if ref is None else (type(ref) is not np.ndarray
-                                                                  or ref.dtype is not x.dtype):
+        ref = caches[mask[0] - s]
+        if mask[1][0] in ("silu", "hardswish"):
+            if type(ref) is not np.ndarray or ref.dtype is not x.dtype:
+                return cache
+        elif type(ref) is not ActBits:
             return cache
     return (InputSpec(x),) + cache[1:]
 
 
-def activation_bits(y, spec):
-    """The backward mask of a ReLU or clamp (spec: backward_masks' ``("relu", 0, 0)``
-    or ``("clamp", lo, hi)``) from its output y, as _core.activation_mask's bits;
-    None where y is not a float32 / float64 array."""
-    if type(y) is not np.ndarray or y.dtype.char not in "fd":
-        return None
-    return _core.activation_mask(y, spec[0], spec[1], spec[2])
-
-
-def conv_input_grad(g, c, mask, caches, s, bits=None):
+def conv_input_grad(g, c, mask, caches, s):
     """A Conv2d's input gradient from its output gradient g and forward cache c,
     masked by the activation before it (mask: backward_masks' (node, spec) or None;
-    bits: that ReLU's or clamp's mask as activation_bits made it in the forward
-    pass, or None), by the kernel directly; None where g, the activation's cache or
-    the weights are not arrays of the input's dtype (the layer's own path converts
-    them)."""
+    a ReLU's or clamp's cache in a lean pass is ActBits, its mask as bits), by the
+    kernel directly; None where g, the activation's cache or the weights are not
+    arrays of the input's dtype (the layer's own path converts them)."""
     x, w, _, stride, pad, dilation, groups = c
     dt = x.dtype
     if type(w) is not np.ndarray or w.dtype is not dt:
@@ -388,9 +374,11 @@ def conv_input_grad(g, c, mask, caches, s, bits=None):
     if mask is None:
         return _core.conv2d_backward_input(g, w, x.shape, stride, pad, dilation, groups)
     a, (kind, lo, hi) = mask
-    if bits is not None and kind in ("relu", "clamp"):
-        return _core.conv2d_backward_input_mask(g, w, bits, x.shape, stride, pad, dilation, groups)
-    ref = caches[a - s] if kind in ("silu", "hardswish") else x
+    ref = caches[a - s]
+    if type(ref) is ActBits:
+        return _core.conv2d_backward_input_mask(g, w, ref.bits, x.shape, stride, pad, dilation, groups)
+    if kind not in ("silu", "hardswish"):
+        ref = x
     if type(ref) is not np.ndarray or ref.dtype is not dt:
         return None
     return _core.conv2d_backward_input_act(g, w, ref, stride, pad, dilation, groups, kind, lo, hi)

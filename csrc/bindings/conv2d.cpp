@@ -347,9 +347,8 @@ void register_conv2d(py::module_& m) {
           py::array_t<std::uint64_t> bits(py::ssize_t((n + 63) / 64));
           std::uint64_t* bp = bits.mutable_data();
           const T* xp = x.data();
-          const bool upper = a.kind == ConvAct::clamp;
-          py::gil_scoped_release release;
-          activation_mask_bits_cpu<T>(bp, xp, n, upper ? a.lo : 0.0, a.hi, upper);
+          py::gil_scoped_release release;   // (relu: lo = 0, as parse_act leaves it)
+          activation_mask_bits_cpu<T>(bp, xp, n, a.lo, a.hi, a.kind == ConvAct::clamp);
           return bits;
         };
         return k == FloatKind::f32 ? run(float{}) : run(double{});

@@ -8,7 +8,8 @@ import pytest
 
 import gradvis
 from gradvis import _core
-from gradvis.nn import Add, Conv2d, GlobalAvgPool, Model, Mul, ReLU, ReLU6, Sigmoid, SiLU, fusion, passes
+from gradvis.nn import (Add, Conv2d, GlobalAvgPool, HardSigmoid, HardSwish, Model, Mul, ReLU, ReLU6, Sigmoid, SiLU,
+                        fusion, passes)
 from conftest import simd_paths_test
 from helpers import random_biases
 
@@ -212,6 +213,16 @@ def test_chain_bad_arguments():
         _core.ConvChain(1, [ok, ("gap", 1, 0, -1) + ok[4:]], [2])
     with pytest.raises(ValueError, match="alpha and beta"):
         _core.ConvChain(1, [ok, ("hardsigmoid", 1, -1, -1, 1, 0, 1, 1, None, float("nan"), 0.5, False)], [2])
+    with pytest.raises(ValueError, match="each kept value is"):
+        _core.ConvChain(1, [ok], [1], [("mask", 1)])
+    with pytest.raises(ValueError, match="kept bits' slot"):
+        _core.ConvChain(1, [ok], [1], [("bits", 0, "relu", 0.0, 0.0)])     # an input
+    with pytest.raises(ValueError, match="kept bits' activation must be 'relu' or 'clamp'"):
+        _core.ConvChain(1, [ok], [1], [("bits", 1, "silu", 0.0, 0.0)])
+    with pytest.raises(ValueError, match="kept pre's layer 0 is not a convolution with an activation"):
+        _core.ConvChain(1, [ok], [1], [("pre", 0)])
+    with pytest.raises(ValueError, match="kept pre's layer"):
+        _core.ConvChain(1, [_conv(0, act="silu")], [1], [("pre", 1)])
     chain = _core.ConvChain(1, [ok, _conv(1, res=0, relu=True)], [2])
     x = np.ones((1, 3, 5, 5), np.float32)
     w = np.ones((3, 3, 1, 1), np.float32)
@@ -331,3 +342,122 @@ def test_model_chains_fall_back_to_steps(monkeypatch):
     # a skip connection that crosses the start of the pass
     with pytest.raises(ValueError, match="needs 'a'.*skip connection crosses the cut"):
         m.forward(np.zeros((1, 48, 12, 12), np.float32), start="d0", cache=False)
+
+
+# ---------------------------------------------------------------------------- lean caches
+def test_chain_keeps_bits_and_activation_inputs():
+    """keep: the masks of chosen slots as activation_mask's bits, made as each is
+    written (also of a slot nothing reads after, or that a later layer frees),
+    and conv layers' activation inputs (conv2d_forward_act's pre); then every
+    slot's shape."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 4, 9, 9)).astype(np.float32)
+    w1, w2, w3 = (rng.standard_normal(s).astype(np.float32) for s in ((8, 4, 3, 3), (8, 1, 3, 3), (6, 8, 1, 1)))
+    layers = [("conv", 0, -1, -1, 1, 1, 1, 1, "clamp", 0.0, 6.0, False),
+              ("conv", 1, -1, -1, 2, 1, 1, 8, "silu", 0.0, 0.0, False), _conv(2, relu=True)]
+    keep = [("bits", 1, "clamp", 0.0, 6.0), ("pre", 1), ("bits", 3, "relu", 0.0, 0.0)]
+    outs, kept, shapes = _core.ConvChain(1, layers, [2], keep, False).run([x], [w1, w2, w3], [None] * 3)
+    t1 = _core.conv2d_forward_act(x, w1, None, (1, 1), (1, 1, 1, 1), activation="clamp", lo=0.0, hi=6.0)
+    t2, pre = _core.conv2d_forward_act(t1, w2, None, (2, 2), (1, 1, 1, 1), groups=8, activation="silu",
+                                       return_pre=True)
+    t3 = _core.conv2d_forward(t2, w3, None, relu=True)
+    np.testing.assert_array_equal(outs[0], t2)
+    np.testing.assert_array_equal(kept[0], _core.activation_mask(t1, "clamp", 0.0, 6.0))
+    np.testing.assert_array_equal(kept[1], pre)
+    np.testing.assert_array_equal(kept[2], _core.activation_mask(t3, "relu"))
+    assert kept[0].dtype == np.uint64 and kept[0].shape == ((t1.size + 63) // 64,)
+    assert shapes == ((2, 4, 9, 9), (2, 8, 9, 9), (2, 8, 5, 5), (2, 6, 5, 5))
+    # without keep: the outputs alone
+    assert len(_core.ConvChain(1, layers, [2]).run([x], [w1, w2, w3], [None] * 3)) == 1
+
+
+def mobilenet_v3_like(dtype=np.float32):
+    """HardSwish and ReLU after convolutions, a squeeze-and-excitation gate by a
+    hard sigmoid (the map first), a residual Add with its ReLU."""
+    m = Model((6, 10, 10), seed=0)
+    m.add("stem", Conv2d(6, 16, 3, padding=1)).add("h0", HardSwish())
+    m.add("e", Conv2d(16, 32, 1)).add("eh", HardSwish())
+    m.add("d", Conv2d(32, 32, 5, padding=2, stride=2, groups=32)).add("dr", ReLU())
+    m.add("gap", GlobalAvgPool()).add("fc1", Conv2d(32, 8, 1)).add("r1", ReLU())
+    m.add("fc2", Conv2d(8, 32, 1)).add("hs", HardSigmoid())
+    m.add("mul", Mul(), inputs=["dr", "hs"]).add("p", Conv2d(32, 16, 1))
+    m.add("q", Conv2d(16, 16, 3, padding=1)).add("sum", Add(), inputs=["q", "p"]).add("r2", ReLU())
+    m.add("last", Conv2d(16, 12, 1)).add("l6", ReLU6())
+    m.init_params(seed=0, dtype=dtype)
+    return random_biases(m)
+
+
+def _same_cache(a, b):
+    """Whether two node caches are the same: the same types, arrays and bits to the
+    bit, InputSpecs of the same shape and dtype."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, np.ndarray):
+        return a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a.view(np.uint8), b.view(np.uint8))
+    if isinstance(a, (tuple, list)):
+        return len(a) == len(b) and all(_same_cache(u, v) for u, v in zip(a, b))
+    if type(a) is passes.ActBits:
+        return a.dtype == b.dtype and np.array_equal(a.bits, b.bits)
+    if type(a) is passes.InputSpec:
+        return a.shape == b.shape and a.dtype == b.dtype
+    return a == b
+
+
+def _lean_entries(m):
+    return [[m.nodes[st[1]].name for st in e[-1] if st[0] != fusion.SKIP]
+            for plan in m._plans.values() for e in plan[9] if e[0] == passes._LEAN]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("make", [mobilenet_like, mobilenet_v3_like])
+def test_lean_passes_run_chains_with_the_node_caches(make, dtype, monkeypatch):
+    """A gradient loop's forward passes run their layers as chains, which keep the
+    caches the same pass one node at a time keeps, to the bit: the same masks as
+    bits, activation inputs and SE arrays, the same shapes; so the same outputs
+    and input gradients. At batch 1 too, where a pass without a cache folds a
+    gate into the weights and a lean chain, as a Mul, applies it to the map."""
+    m = make(dtype)
+    for n in (2, 1):
+        X = np.random.default_rng(n).standard_normal((n,) + tuple(m.input_shape)).astype(dtype)
+        out, c = m.forward(X)
+        dout = np.random.default_rng(9).standard_normal(out.shape).astype(dtype)
+        m.backward(dout, c, param_grads=False)       # a gradient loop: lean caches from here on
+        out1, lean = m.forward(X)
+        assert "lean" in lean
+        assert _lean_entries(m) == [[node.name for node in m.nodes]]     # one chain, every node
+        with monkeypatch.context() as mp:
+            mp.setattr(passes, "_run_lean", lambda *a: False)
+            out0, ref = m.forward(X)
+        np.testing.assert_array_equal(out1.view(np.uint8), out0.view(np.uint8))
+        assert len(lean["caches"]) == len(ref["caches"])
+        for j, (a, b) in enumerate(zip(lean["caches"], ref["caches"])):
+            assert _same_cache(a, b), m.nodes[j].name
+        assert lean["shapes"] == ref["shapes"]
+        g1 = m.backward(dout, lean, param_grads=False)[0]
+        g0 = m.backward(dout, ref, param_grads=False)[0]
+        np.testing.assert_array_equal(g1.view(np.uint8), g0.view(np.uint8))
+        full = m.forward(X, cache="full")[1]
+        np.testing.assert_array_equal(m.backward(dout, full, param_grads=False)[0], g1)
+
+
+def test_lean_chains_fall_back_to_steps(monkeypatch):
+    """Where a lean chain does not take the pass's arrays (weights of another dtype
+    here), its steps run one by one: the caches the layers keep."""
+    m = mobilenet_v3_like()
+    X = np.random.default_rng(3).standard_normal((1, 6, 10, 10)).astype(np.float32)
+    out, c = m.forward(X)
+    dout = np.ones_like(out)
+    want = m.backward(dout, c, param_grads=False)[0]
+    m.params["q.weight"] = m.params["q.weight"].astype(np.float64)
+    calls = []
+    real = passes._run_lean
+
+    def spy(*a):
+        calls.append(real(*a))
+        return calls[-1]
+    monkeypatch.setattr(passes, "_run_lean", spy)
+    out2, lean = m.forward(X)
+    assert calls == [False] and "lean" in lean
+    assert type(lean["caches"][m.index("dr")]) is passes.ActBits
+    np.testing.assert_allclose(out2, out, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(m.backward(dout, lean, param_grads=False)[0], want, rtol=1e-4, atol=1e-5)

@@ -186,8 +186,8 @@ class Spy:
         self.calls += 1
         return _core.conv2d_forward_add(*a, **k)
 
-    def ConvChain(self, n_inputs, layers, outputs):
-        spy, chain = self, _core.ConvChain(n_inputs, layers, outputs)
+    def ConvChain(self, n_inputs, layers, outputs, *lean):
+        spy, chain = self, _core.ConvChain(n_inputs, layers, outputs, *lean)
         sums = sum(layer[2] >= 0 for layer in layers)   # (op, input, residual, ...)
 
         class Counted:

@@ -16,12 +16,21 @@
 // gate, and the convolution that reads the gated map, which applies the gate to
 // its weights where the pass would (nn/fold.py's gate_fold) or else to its input
 // (the Mul layer's channel_scale_forward): the same operations as the layers.
+//
+// A pass that keeps a lean cache (Model.forward before a backward pass of input
+// gradients only) runs the same chains, built with `keep`: the masks of the
+// ReLUs and clamps as activation_mask's bits, made from each layer's output as
+// it is written, and the inputs of SiLU and HardSwish (conv2d_forward_act's
+// pre), returned beside the outputs; and with fold_gates off, as the layers with
+// a cache apply a gate to the map, never to the weights.
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bindings/block_cache.h"
@@ -51,6 +60,17 @@ struct ChainLayer {
   ConvAct act;
   bool relu = false;
   double alpha = 0, beta = 0;   // hardsigmoid
+};
+
+// What a chain built with `keep` returns beside its outputs: the mask of the
+// slot `slot` as activation_mask's bits (relu: y > lo; clamp: lo < y < hi), made
+// right after the layer that writes it, or the activation's input of conv layer
+// `layer` (conv2d_forward_act's pre).
+struct ChainKeep {
+  bool bits = true;
+  int slot = -1, layer = -1;
+  double lo = 0, hi = 0;
+  bool upper = false;
 };
 
 // Whether g (shape gs) is a per-channel gate of a tensor of shape xs: (N or 1, C,
@@ -144,7 +164,9 @@ class ArenaMemory {
 
 class ConvChain {
  public:
-  ConvChain(int n_inputs, const py::sequence& layers, const py::sequence& outputs) : n_in_(n_inputs) {
+  ConvChain(int n_inputs, const py::sequence& layers, const py::sequence& outputs, const py::sequence& keep,
+            bool fold_gates)
+      : n_in_(n_inputs), fold_gates_(fold_gates) {
     if (n_inputs < 1) throw py::value_error(cat(kNew, ": n_inputs must be >= 1, got ", n_inputs));
     if (py::len(layers) < 1) throw py::value_error(cat(kNew, ": layers is empty"));
     for (const py::handle& h : layers) {
@@ -188,6 +210,30 @@ class ConvChain {
       layers_.push_back(l);
     }
     const int slots = n_in_ + int(layers_.size());
+    for (const py::handle& h : keep) {
+      const auto t = py::reinterpret_borrow<py::sequence>(h);
+      const bool ok = py::len(t) >= 2 && py::isinstance<py::str>(t[0]);
+      const std::string what = ok ? py::cast<std::string>(t[0]) : std::string();
+      ChainKeep k;
+      if (what == "bits" && py::len(t) == 5 && py::isinstance<py::str>(t[2])) {
+        k.slot = int(int_arg(t[1], kNew, "kept bits' slot", n_in_, slots - 1));
+        const std::string act = py::cast<std::string>(t[2]);
+        if (act != "relu" && act != "clamp")
+          throw py::value_error(cat(kNew, ": kept bits' activation must be 'relu' or 'clamp', got '", act, "'"));
+        const ConvAct a = parse_act(kNew, act, py::cast<double>(t[3]), py::cast<double>(t[4]));
+        k.lo = a.lo, k.hi = a.hi, k.upper = a.kind == ConvAct::clamp;
+      } else if (what == "pre" && py::len(t) == 2) {
+        k.bits = false;
+        k.layer = int(int_arg(t[1], kNew, "kept pre's layer", 0, int(layers_.size()) - 1));
+        const ChainLayer& l = layers_[std::size_t(k.layer)];
+        if (l.op != ChainLayer::conv || !l.has_act)
+          throw py::value_error(cat(kNew, ": kept pre's layer ", k.layer, " is not a convolution with an activation"));
+      } else {
+        throw py::value_error(cat(kNew, ": each kept value is ('bits', slot, 'relu' or 'clamp', lo, hi) or ('pre', "
+                                        "layer), got ", std::string(py::repr(h))));
+      }
+      keep_.push_back(k);
+    }
     for (const py::handle& h : outputs) {
       const int o = int(int_arg(h, kNew, "output slot", n_in_, slots - 1));
       outputs_.push_back(o);
@@ -289,7 +335,7 @@ class ConvChain {
           throw py::value_error(cat(kRun, ": layer ", i, "'s two operands are not a map and its per-channel gate"));
         const auto &xs = shape[std::size_t(gd.x)], &gs = shape[std::size_t(gd.g)];
         // nn/fold.py's gate_fold: one image, and no more weights than the map has values
-        gd.fold = xs[0] == 1 && gs[0] == 1 && w.shape(1) == xs[1] &&
+        gd.fold = fold_gates_ && xs[0] == 1 && gs[0] == 1 && w.shape(1) == xs[1] &&
                   index_t(w.size()) <= xs[0] * xs[1] * xs[2] * xs[3];
         xin = gd.x;
       }
@@ -327,6 +373,23 @@ class ConvChain {
             outs.push_back(outs[j]);
             break;
           }
+      }
+    }
+    // what `keep` asks for: per layer, the bits made after it and the pre it writes
+    std::vector<py::array> kept;
+    std::vector<std::vector<std::pair<std::uint64_t*, const ChainKeep*>>> bits_after(L);
+    std::vector<T*> pre(L, nullptr);
+    for (const ChainKeep& kp : keep_) {
+      if (kp.bits) {
+        const auto& sh = shape[std::size_t(kp.slot)];
+        py::array_t<std::uint64_t> b(py::ssize_t((sh[0] * sh[1] * sh[2] * sh[3] + 63) / 64));
+        bits_after[std::size_t(kp.slot - n_in_)].emplace_back(b.mutable_data(), &kp);
+        kept.push_back(b);
+      } else {
+        const auto& sh = shape[std::size_t(n_in_ + kp.layer)];
+        auto a = empty_array<T>({py::ssize_t(sh[0]), py::ssize_t(sh[1]), py::ssize_t(sh[2]), py::ssize_t(sh[3])});
+        pre[std::size_t(kp.layer)] = a.mutable_data();
+        kept.push_back(a);
       }
     }
     auto nbytes = [&](const std::array<index_t, 4>& sh) {
@@ -393,9 +456,13 @@ class ConvChain {
           if (l.res >= 0)
             conv2d_forward_add_cpu<T>(ptr[o], x, w, bptr[i], ptr[std::size_t(l.res)], cs[i], l.relu);
           else if (l.has_act)
-            conv2d_forward_act_cpu<T>(ptr[o], nullptr, x, w, bptr[i], cs[i], l.act);
+            conv2d_forward_act_cpu<T>(ptr[o], pre[i], x, w, bptr[i], cs[i], l.act);
           else
             conv2d_forward_cpu<T>(ptr[o], x, w, bptr[i], cs[i], l.relu);
+        }
+        for (const auto& [b, kp] : bits_after[i]) {
+          const auto& sh = shape[o];
+          activation_mask_bits_cpu<T>(b, ptr[o], sh[0] * sh[1] * sh[2] * sh[3], kp->lo, kp->hi, kp->upper);
         }
         if (asan_active()) {
           if (scratch_bytes[i]) asan_poison(base + scratch_off[i], scratch_bytes[i], true);
@@ -405,11 +472,17 @@ class ConvChain {
     }
     py::tuple result(outs.size());
     for (std::size_t j = 0; j < outs.size(); ++j) result[j] = outs[j];
-    return result;
+    if (keep_.empty()) return result;
+    py::tuple kt(kept.size()), st(S);
+    for (std::size_t j = 0; j < kept.size(); ++j) kt[j] = kept[j];
+    for (std::size_t j = 0; j < S; ++j) st[j] = py::make_tuple(shape[j][0], shape[j][1], shape[j][2], shape[j][3]);
+    return py::make_tuple(result, kt, st);
   }
 
   int n_in_;
+  bool fold_gates_ = true;
   std::vector<ChainLayer> layers_;
+  std::vector<ChainKeep> keep_;
   std::vector<int> outputs_;
   std::vector<int> last_;
   std::vector<std::vector<int>> frees_;   // per layer: the slots freed after it (last_ inverted)
@@ -430,16 +503,22 @@ void register_conv_chain(py::module_& m) {
                         "((N or 1, C, 1, 1), either slot), applied to the weights at batch 1 when there are no\n"
                         "more weights than the map has values, else to the map. op 'gap': global_avg_pool_forward;\n"
                         "'sigmoid': sigmoid_forward; 'hardsigmoid': hardsigmoid_forward with alpha = lo,\n"
-                        "beta = hi (their other fields are not read). outputs: the slots run() returns, in order.")
-      .def(py::init<int, const py::sequence&, const py::sequence&>(), py::arg("n_inputs"), py::arg("layers"),
-           py::arg("outputs"))
+                        "beta = hi (their other fields are not read). outputs: the slots run() returns, in order.\n"
+                        "keep: what run() returns beside them (a lean cache's): ('bits', slot, 'relu' or 'clamp',\n"
+                        "lo, hi), the slot's activation_mask bits, made as soon as it is written; ('pre', layer),\n"
+                        "the input of a conv layer's activation (conv2d_forward_act's pre). fold_gates False\n"
+                        "applies every gate to the map, as the Mul layer does.")
+      .def(py::init<int, const py::sequence&, const py::sequence&, const py::sequence&, bool>(),
+           py::arg("n_inputs"), py::arg("layers"), py::arg("outputs"), py::arg("keep") = py::tuple(),
+           py::arg("fold_gates") = true)
       .def("run", &ConvChain::run, py::arg("inputs"), py::arg("weights"), py::arg("biases"),
            "run(inputs, weights, biases) -> tuple of the output slots' arrays. inputs: n_inputs arrays\n"
            "(N, C, H, W); weights, biases: one per layer (None for a bias and for the layers that are\n"
            "not convolutions), all of the first input's\n"
            "dtype, float32 or float64 (nothing is cast: a TypeError names the array that is not).\n"
            "Every shape is checked before any layer runs; the values are those of the layers called\n"
-           "one by one.")
+           "one by one. With keep: (outputs, kept, shapes), kept in keep's order and shapes every\n"
+           "slot's (N, C, H, W).")
       .def_property_readonly("n_inputs", &ConvChain::n_inputs)
       .def("__len__", &ConvChain::size);
 }

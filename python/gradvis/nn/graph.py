@@ -437,7 +437,7 @@ class Model(FrozenWeights):
                 raise ValueError(f"cannot start at {first.name!r}: it reads several tensors {first.inputs}")
             bound = first.inputs[0]
         rng = self.rng if rng is None else rng
-        needed, fused, keys, folds, masks, frees, gates, steps, light = self._plan(s, e, outputs, bound, mode)
+        needed, fused, keys, folds, masks, frees, gates, steps, light, leans = self._plan(s, e, outputs, bound, mode)
         tensors = {bound: X}
         if not cache_on:
             passes.forward_light(self, light, tensors, first, fused, mode, rng, set())
@@ -446,8 +446,8 @@ class Model(FrozenWeights):
         # a lean cache where the backward pass will take input gradients only (test
         # mode, and this model's last backward pass was one: a gradient loop)
         lean = not full and mode == "test" and bool(self.__dict__.get("_input_grad_only"))
-        caches, shapes = passes.forward_cached(self, steps, tensors, first, fused, mode, rng, masks,
-                                               frees if lean else None, s)
+        caches, shapes = passes.forward_cached(self, leans if lean else steps, tensors, first, fused, mode, rng,
+                                               masks, frees if lean else None, s)
         last = self.nodes[e].name
         result = {o: tensors[o] for o in outputs} if outputs is not None else tensors[last]
         shapes.update((k, v.shape) for k, v in tensors.items())
@@ -488,7 +488,8 @@ class Model(FrozenWeights):
                          if self.fuse_relu else {})
             steps = fusion.forward_steps(self.nodes, s, e, needed, fused, keys, folds, frees, gates, residuals)
             plan = plans[key] = (needed, fused, keys, folds, masks, frees, gates, steps,
-                                 passes.chain_steps(fusion.light_steps(steps, fused)))
+                                 passes.chain_steps(fusion.light_steps(steps, fused)),
+                                 passes.lean_steps(steps, fused, self.nodes) if mode == "test" else steps)
         return plan
 
     def _relu_fusions(self, s, e, needed, outputs):

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _core
+from .. import _checks, _core
 from .conv import Conv2d, fused_act_cache
 from .elementwise import Clip
 from .activation import HardSigmoid, ReLU, ReLU6, Sigmoid
 from .fold import Folded, GateFold, folded_conv_forward, gate_fold
 from .fusion import (ACT as _ACT, FOLD as _FOLD, LCHAIN as _LCHAIN, LCONV as _LCONV, LNODE as _LNODE,
-                     LTAKE as _LTAKE, RADD as _RADD, RUN as _RUN, SKIP as _SKIP, TAKE as _TAKE)
+                     LTAKE as _LTAKE, RADD as _RADD, RUN as _RUN, SKIP as _SKIP, TAKE as _TAKE, light_steps)
 from .pooling import GlobalAvgPool
 
-__all__ = ["node_forward", "forward_cached", "forward_light", "chain_steps", "conv_input_grad", "lean_cache",
-           "InputSpec", "ActBits"]
+__all__ = ["node_forward", "forward_cached", "forward_light", "chain_steps", "lean_steps", "conv_input_grad",
+           "lean_cache", "InputSpec", "ActBits"]
+
+_LEAN = "lean"   # lean_steps' chain entries (step kinds are fusion's small integers)
 
 
 def node_forward(model, step, tensors, first, fused, mode, rng, act_caches=None, done=None):
@@ -95,12 +97,19 @@ def forward_cached(model, steps, tensors, first, fused, mode, rng, masks, frees,
     bits, which the convolution after each reads instead of the activation's
     output), and each activation only until its last reader, so that later layers
     write into memory still in cache (the block cache hands out the block released
-    last)."""
+    last); the steps are then lean_steps', whose chains run runs of layers in one
+    call."""
     lean = frees is not None
     shapes, caches, act_caches = {}, [], {}
     done = set()       # the residual Adds their convolutions made
-    for step in steps:
+    todo = list(reversed(steps))
+    while todo:
+        step = todo.pop()
         kind = step[0]
+        if kind == _LEAN:   # (lean_steps) a chain, else the steps it covers one by one
+            if not _run_lean(model, step, tensors, caches, shapes, masks, s, done):
+                todo.extend(reversed(step[-1]))
+            continue
         if kind == _TAKE:      # the convolution before it applied this batch norm or activation
             _, i, conv, name, folded = step
             out = tensors[name] = tensors.pop(conv)
@@ -227,10 +236,18 @@ def _se_op(ls):
     return None
 
 
-def _chain_at(light, i):
+def _chain_at(light, i, lean=None):
     """(the index after the chain that starts at light[i], its LCHAIN entry), or
-    (i + 1, None) where fewer than two layers would form it."""
+    (i + 1, None) where fewer than two layers would form it. lean: (steps, the
+    step of each light entry, the model's nodes, fused) for a chain of a pass
+    that keeps a lean cache (:func:`lean_steps`): its entry is then ``(LEAN,
+    chain, inputs, weight keys, bias keys, output slots, their names, tensors to
+    free after it, residual Adds made in it whose step follows it, its recipes,
+    the names it defines and their refs)``, the chain built to return the masks
+    as bits, the SiLU / HardSwish inputs and the SE blocks' arrays the caches
+    keep, and its gates applied to the maps, as the layers do."""
     live, ext, layers, wkeys, bkeys, frees, adds = {}, [], [], [], [], [], {}
+    keep, recipes, names, need = [], [], [], []   # (lean) kept values, node caches' recipes, names, slots returned
 
     def ref(name):   # ("x", k): the chain's input k; ("l", k): layer k's output
         if name in live:
@@ -239,8 +256,8 @@ def _chain_at(light, i):
             ext.append(name)
         return ("x", ext.index(name))
 
-    def free(names, skip=None):
-        for t in names:
+    def free(names_, skip=None):
+        for t in names_:
             if t != skip and live.pop(t, None) is None:
                 frees.append(t)
 
@@ -251,41 +268,73 @@ def _chain_at(light, i):
             r, relu = ref(res[0]), res[2]
             adds[res[1]] = step[2].name
         g = None if gate is None else ref(gate)
-        layers.append(("conv", ref(inp), r, g, layer.stride, layer.padding, layer.dilation, layer.groups, act,
+        x = ref(inp)
+        layers.append(("conv", x, r, g, layer.stride, layer.padding, layer.dilation, layer.groups, act,
                        lo, hi, bool(relu)))
         wkeys.append(wkey)
         bkeys.append(bkey)
+        recipes.append(("conv", step[1], layer, wkey, bkey is not None, x if g is None else ("g", x, g)))
+        out = ("l", len(layers) - 1)
+        live[step[2].name] = out
+        names.append((step[2].name, out))
 
     j = i
     while j < len(light):
         ls = light[j]
         se = _se_op(ls)
         if ls[0] == _LCONV:
+            if lean is not None and ls[6] is not None and _lean_act(lean, light, j + 1, ls[1][2].name) is None:
+                break   # (its activation's cache is not one a lean chain makes)
             conv(ls, ls[3])
-            live[ls[1][2].name] = ("l", len(layers) - 1)
             free(ls[1][7])
         elif se is not None:
             step = ls[1]
-            layers.append((se[0], ref(step[3][0]), None, None, 1, 0, 1, 1, None, se[1], se[2], False))
+            x = ref(step[3][0])
+            layers.append((se[0], x, None, None, 1, 0, 1, 1, None, se[1], se[2], False))
             wkeys.append(None)
             bkeys.append(None)
-            live[step[2].name] = ("l", len(layers) - 1)
+            out = live[step[2].name] = ("l", len(layers) - 1)
+            names.append((step[2].name, out))
+            recipes.append(("gap", x) if se[0] == "gap" else ("out", out) if se[0] == "sigmoid"
+                           else ("hsig", x, step[2].layer))
+            need.append(x if se[0] == "hardsigmoid" else out)
             free(step[7])
         elif (ls[0] == _LNODE and ls[1][0] == _RUN and ls[1][6] is not None and len(ls[1][3]) == 2
               and j + 1 < len(light)
               and light[j + 1][0] == _LCONV and light[j + 1][3] == ls[1][2].name):
             # a gate's Mul and the convolution that alone reads its product
             mul, nxt = ls[1], light[j + 1]
+            if lean is not None:
+                if nxt[6] is not None and _lean_act(lean, light, j + 2, nxt[1][2].name) is None:
+                    break
+                ra, rb = ref(mul[3][0]), ref(mul[3][1])
+                recipes.append(("mul", ra, rb))
+                names.append((mul[2].name, ("g", ra, rb)))
+                need.extend((ra, rb))
             conv(nxt, mul[3][0], mul[3][1])
-            live[nxt[1][2].name] = ("l", len(layers) - 1)
             free(mul[7])
             free(nxt[1][7], skip=mul[2].name)
             j += 1
         elif ls[0] == _LTAKE and ls[1] in live:
+            if lean is not None:
+                act = _lean_act(lean, light, j, ls[1])
+                if act is None:
+                    break
+                src = live[ls[1]]
+                if act[0] == "pre":
+                    if layers[src[1]][0] != "conv" or layers[src[1]][8] is None:
+                        break
+                    keep.append(("pre", src[1]))
+                else:
+                    keep.append(("bits", src) + act[1:])
+                recipes.append((act[0], len(keep) - 1))
+                names.append((ls[2], src))
             live[ls[2]] = live.pop(ls[1])
         elif ls[0] == _LNODE and ls[1][0] == _RADD and ls[1][1] in adds:   # a sum the chain made
             step = ls[1]
-            live[step[2].name] = live[adds.pop(step[1])]
+            out = live[step[2].name] = live[adds.pop(step[1])]
+            recipes.append(("shapes", out, len(step[3])))
+            names.append((step[2].name, out))
             free(step[7])
         else:
             break
@@ -298,9 +347,120 @@ def _chain_at(light, i):
     outs = {}
     for name, r in live.items():
         outs.setdefault(slot(r), []).append(name)
-    chain = _core.ConvChain(n, spec, list(outs))
-    return j, (_LCHAIN, chain, tuple(ext), tuple(wkeys), tuple(bkeys), tuple(outs.values()), tuple(frees),
-               tuple(adds), tuple(light[i:j]))
+    if lean is None:
+        chain = _core.ConvChain(n, spec, list(outs))
+        return j, (_LCHAIN, chain, tuple(ext), tuple(wkeys), tuple(bkeys), tuple(outs.values()), tuple(frees),
+                   tuple(adds), tuple(light[i:j]))
+    for r in need:
+        if r[0] == "l":
+            outs.setdefault(slot(r), [])
+    kept = [(k[0], slot(k[1])) + k[2:] if k[0] == "bits" else k for k in keep]
+    chain = _core.ConvChain(n, spec, list(outs), kept, False)
+    return j, (_LEAN, chain, tuple(ext), tuple(wkeys), tuple(bkeys), tuple(outs), tuple(outs.values()),
+               tuple(frees), tuple(adds), tuple(recipes), tuple(names))
+
+
+def _lean_act(lean, light, j, conv):
+    """What a lean cache keeps of the activation light[j] applies (the TAKE of
+    ``conv``'s output): ("bits", "relu" or "clamp", lo, hi) for a ReLU, ReLU6 or
+    Clip (as lean_cache makes ActBits), ("pre",) for a SiLU or HardSwish (its
+    input), else None."""
+    if j >= len(light) or light[j][0] != _LTAKE or light[j][1] != conv:
+        return None
+    steps, pos, nodes, fused = lean
+    _, i, _, _, folded = steps[pos[j]]
+    if folded or i - 1 not in fused:
+        return None
+    act, t = fused[i - 1], type(nodes[i].layer)
+    if act is None:
+        return ("bits", "relu", 0.0, 0.0) if t is ReLU else None
+    if act[0] == "clamp":
+        return ("bits", "clamp", float(act[1]), float(act[2])) if t is ReLU6 or t is Clip else None
+    return ("pre",) if act[0] in ("silu", "hardswish") else None
+
+
+def lean_steps(steps, fused, nodes):
+    """steps (fusion.forward_steps) for a pass that keeps a lean cache: each run of
+    them that a chain takes (:func:`_chain_at`) as one LEAN entry, followed by the
+    steps it covers (run one by one where the chain does not take the pass's
+    arrays) and their caches' recipes (a SKIP step's: None)."""
+    light = light_steps(steps, fused)
+    pos = [k for k, st in enumerate(steps) if st[0] != _SKIP]
+    out, i, done = [], 0, 0
+    while i < len(light):
+        j, entry = _chain_at(light, i, (steps, pos, nodes, fused))
+        if entry is None:
+            i += 1
+            continue
+        a, b = pos[i], pos[j - 1] + 1
+        out.extend(steps[done:a])
+        it = iter(entry[9])
+        recipes = tuple(("skip",) if st[0] == _SKIP else next(it) for st in steps[a:b])
+        out.append(entry[:9] + (recipes, entry[10], tuple(steps[a:b])))
+        done, i = b, j
+    out.extend(steps[done:])
+    return out
+
+
+def _run_lean(model, entry, tensors, caches, shapes, masks, s, done):
+    """A LEAN entry of lean_steps: its chain, each covered node's cache as a lean
+    pass keeps it (lean_cache's), the tensors it leaves. False (nothing done)
+    where the chain does not take the arrays (another dtype, a bad shape...)."""
+    _, chain, ext, wkeys, bkeys, slots, outs, ext_frees, open_adds, recipes, names, _ = entry
+    P = model.params
+    try:
+        xs = [tensors[t] for t in ext]
+        got, kept, sh = chain.run(xs, [P[k] if k else None for k in wkeys], [P[k] if k else None for k in bkeys])
+    except (KeyError, ValueError, TypeError):
+        return False
+    n, dt = len(xs), xs[0].dtype
+    by_slot = dict(zip(slots, got))
+    arr = lambda r: xs[r[1]] if r[0] == "x" else by_slot[n + r[1]]   # noqa: E731
+
+    def shape(r):
+        if r[0] == "g":   # a gated map: the larger operand's
+            a, b = shape(r[1]), shape(r[2])
+            return a if np.prod(a) >= np.prod(b) else b
+        return sh[r[1]] if r[0] == "x" else sh[n + r[1]]
+
+    for rc in recipes:
+        kind = rc[0]
+        if kind == "conv":
+            _, i, layer, wkey, has_b, r = rc
+            c = (None, P[wkey], has_b, layer.stride, layer.padding, layer.dilation, layer.groups)
+            if r[0] == "x":   # the chain's input: as a node's cache (its mask's activation ran before)
+                c = lean_cache(model.nodes[i], (arr(r),) + c[1:], masks.get(i), caches, s)
+            else:
+                c = (InputSpec.of(shape(r), dt),) + c[1:]
+        elif kind == "bits":
+            c = ActBits.of(kept[rc[1]], dt)
+        elif kind == "pre":
+            c = kept[rc[1]]
+        elif kind == "shapes":
+            c = [shape(rc[1])] * rc[2]
+        elif kind == "gap":
+            c = (shape(rc[1]), dt)
+        elif kind == "out":
+            c = arr(rc[1])
+        elif kind == "hsig":
+            c = (arr(rc[1]), _checks.number(rc[2].alpha, "alpha"), _checks.number(rc[2].beta, "beta"))
+        elif kind == "mul":   # Mul's gate cache: (the map, the gate, whether the gate came first)
+            a, b = arr(rc[1]), arr(rc[2])   # (the chain took one as the other's gate: the smaller)
+            c = ("gate", a, b, False) if b.size < a.size else ("gate", b, a, True)
+        else:   # skip
+            c = None
+        caches.append(c)
+    for name, r in names:
+        shapes[name] = shape(r)
+    for ns, a in zip(outs, got):
+        for name in ns:
+            tensors[name] = a
+    for t in ext_frees:
+        v = tensors.pop(t, None)
+        if v is not None:
+            shapes[t] = v.shape
+    done.update(open_adds)
+    return True
 
 
 class InputSpec:
@@ -311,6 +471,13 @@ class InputSpec:
     def __init__(self, x):
         self.shape, self.dtype = x.shape, x.dtype
 
+    @classmethod
+    def of(cls, shape, dtype):
+        """The spec of an array of ``shape`` and ``dtype`` (a lean chain's slot)."""
+        spec = cls.__new__(cls)
+        spec.shape, spec.dtype = tuple(shape), dtype
+        return spec
+
 
 class ActBits:
     """A ReLU's, ReLU6's or Clip's cache as a lean cache keeps it (Model.forward):
@@ -320,6 +487,13 @@ class ActBits:
 
     def __init__(self, ref, spec):
         self.bits, self.dtype = _core.activation_mask(ref, *spec), ref.dtype
+
+    @classmethod
+    def of(cls, bits, dtype):
+        """A mask already made as bits (a lean chain's), of an array of ``dtype``."""
+        m = cls.__new__(cls)
+        m.bits, m.dtype = bits, dtype
+        return m
 
     def backward(self, g):
         """The activation's input gradient from its output gradient g."""

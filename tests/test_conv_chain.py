@@ -367,8 +367,13 @@ def test_chain_keeps_bits_and_activation_inputs():
     np.testing.assert_array_equal(kept[2], _core.activation_mask(t3, "relu"))
     assert kept[0].dtype == np.uint64 and kept[0].shape == ((t1.size + 63) // 64,)
     assert shapes == ((2, 4, 9, 9), (2, 8, 9, 9), (2, 8, 5, 5), (2, 6, 5, 5))
-    # without keep: the outputs alone
+    # without keep: the outputs alone; with an empty keep, still the three parts (here
+    # with three outputs, which must not read as them)
     assert len(_core.ConvChain(1, layers, [2]).run([x], [w1, w2, w3], [None] * 3)) == 1
+    outs, kept, shapes = _core.ConvChain(1, layers, [1, 2, 3], [], False).run([x], [w1, w2, w3], [None] * 3)
+    assert len(outs) == 3 and kept == () and len(shapes) == 4
+    with pytest.raises(TypeError, match="keep must be a sequence or None"):
+        _core.ConvChain(1, layers, [2], 3)
 
 
 def mobilenet_v3_like(dtype=np.float32):

@@ -164,9 +164,9 @@ class ArenaMemory {
 
 class ConvChain {
  public:
-  ConvChain(int n_inputs, const py::sequence& layers, const py::sequence& outputs, const py::sequence& keep,
+  ConvChain(int n_inputs, const py::sequence& layers, const py::sequence& outputs, const py::object& keep,
             bool fold_gates)
-      : n_in_(n_inputs), fold_gates_(fold_gates) {
+      : n_in_(n_inputs), fold_gates_(fold_gates), keeps_(!keep.is_none()) {
     if (n_inputs < 1) throw py::value_error(cat(kNew, ": n_inputs must be >= 1, got ", n_inputs));
     if (py::len(layers) < 1) throw py::value_error(cat(kNew, ": layers is empty"));
     for (const py::handle& h : layers) {
@@ -210,7 +210,10 @@ class ConvChain {
       layers_.push_back(l);
     }
     const int slots = n_in_ + int(layers_.size());
-    for (const py::handle& h : keep) {
+    if (keeps_ && !py::isinstance<py::sequence>(keep))
+      throw py::type_error(cat(kNew, ": keep must be a sequence or None, got ", std::string(py::repr(keep))));
+    const py::sequence keep_seq = keeps_ ? py::reinterpret_borrow<py::sequence>(keep) : py::sequence(py::tuple());
+    for (const py::handle& h : keep_seq) {
       const auto t = py::reinterpret_borrow<py::sequence>(h);
       const bool ok = py::len(t) >= 2 && py::isinstance<py::str>(t[0]);
       const std::string what = ok ? py::cast<std::string>(t[0]) : std::string();
@@ -472,7 +475,7 @@ class ConvChain {
     }
     py::tuple result(outs.size());
     for (std::size_t j = 0; j < outs.size(); ++j) result[j] = outs[j];
-    if (keep_.empty()) return result;
+    if (!keeps_) return result;
     py::tuple kt(kept.size()), st(S);
     for (std::size_t j = 0; j < kept.size(); ++j) kt[j] = kept[j];
     for (std::size_t j = 0; j < S; ++j) st[j] = py::make_tuple(shape[j][0], shape[j][1], shape[j][2], shape[j][3]);
@@ -481,6 +484,7 @@ class ConvChain {
 
   int n_in_;
   bool fold_gates_ = true;
+  bool keeps_ = false;   // built with `keep` (even empty): run returns (outputs, kept, shapes)
   std::vector<ChainLayer> layers_;
   std::vector<ChainKeep> keep_;
   std::vector<int> outputs_;
@@ -508,8 +512,8 @@ void register_conv_chain(py::module_& m) {
                         "lo, hi), the slot's activation_mask bits, made as soon as it is written; ('pre', layer),\n"
                         "the input of a conv layer's activation (conv2d_forward_act's pre). fold_gates False\n"
                         "applies every gate to the map, as the Mul layer does.")
-      .def(py::init<int, const py::sequence&, const py::sequence&, const py::sequence&, bool>(),
-           py::arg("n_inputs"), py::arg("layers"), py::arg("outputs"), py::arg("keep") = py::tuple(),
+      .def(py::init<int, const py::sequence&, const py::sequence&, const py::object&, bool>(),
+           py::arg("n_inputs"), py::arg("layers"), py::arg("outputs"), py::arg("keep") = py::none(),
            py::arg("fold_gates") = true)
       .def("run", &ConvChain::run, py::arg("inputs"), py::arg("weights"), py::arg("biases"),
            "run(inputs, weights, biases) -> tuple of the output slots' arrays. inputs: n_inputs arrays\n"
@@ -517,8 +521,8 @@ void register_conv_chain(py::module_& m) {
            "not convolutions), all of the first input's\n"
            "dtype, float32 or float64 (nothing is cast: a TypeError names the array that is not).\n"
            "Every shape is checked before any layer runs; the values are those of the layers called\n"
-           "one by one. With keep: (outputs, kept, shapes), kept in keep's order and shapes every\n"
-           "slot's (N, C, H, W).")
+           "one by one. Built with keep (even empty): (outputs, kept, shapes), kept in keep's order\n"
+           "and shapes every slot's (N, C, H, W).")
       .def_property_readonly("n_inputs", &ConvChain::n_inputs)
       .def("__len__", &ConvChain::size);
 }

@@ -46,7 +46,8 @@ def conv2d_forward_add(x: _Array, w: _Array, b: Optional[_Array], residual: _Arr
 class ConvChain:
     """Forward convolutions and squeeze-and-excitation steps run one after another in
     one call; the layer tuples are described in ``gradvis._core.ConvChain.__doc__``."""
-    def __init__(self, n_inputs: int, layers: Sequence[tuple], outputs: Sequence[int], keep: Sequence[tuple] = (),
+    def __init__(self, n_inputs: int, layers: Sequence[tuple], outputs: Sequence[int],
+                 keep: Optional[Sequence[tuple]] = None,
                  fold_gates: bool = True) -> None: ...
     def run(self, inputs: Sequence[_Array], weights: Sequence[Optional[_Array]],
             biases: Sequence[Optional[_Array]]) -> Tuple[Any, ...]: ...

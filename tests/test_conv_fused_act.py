@@ -18,7 +18,8 @@ from gradvis.nn import Clip, Conv2d, HardSwish, Model, ReLU, ReLU6, SiLU
 # 7x7; widths past a vector, not a multiple of one), the flat plan, channels in
 # the lanes, groups of 8 channels in the lanes; the gemm's full tiles, which
 # clamp as they store, beside partial ones (1x1 and 3x3 on maps of more than 16
-# column tiles)
+# column tiles); outputs of a MiB and more, whose pre is written by streaming
+# stores (the gemm's tile runs and depthwise planes, at any alignment)
 CASES = [
     ((2, 3, 17, 17), (8, 3, 5, 5), 2, 1, 1, "auto"),
     ((1, 24, 14, 14), (40, 24, 1, 1), 0, 1, 1, "auto"),
@@ -39,10 +40,13 @@ CASES = [
     ((1, 64, 14, 14), (64, 8, 3, 3), 1, 1, 8, "auto"),
     ((1, 16, 23, 23), (44, 16, 1, 1), 0, 1, 1, "auto"),
     ((1, 16, 20, 21), (24, 16, 3, 3), 1, 1, 1, "direct"),
+    ((1, 8, 66, 67), (64, 8, 3, 3), 1, 1, 1, "auto"),
+    ((1, 64, 65, 67), (64, 1, 3, 3), 1, 1, 64, "auto"),
 ]
 IDS = ["gemm", "1x1", "winograd", "panel", "depthwise", "depthwise_s2", "depthwise_1x1image", "grouped",
        "1x1_vector", "1x1_transposed", "1x1_transposed_images", "depthwise_rows", "depthwise_rows_s2",
-       "depthwise_rows_7x7", "depthwise_flat", "depthwise_lanes", "grouped_lanes", "1x1_tiles", "gemm_tiles"]
+       "depthwise_rows_7x7", "depthwise_flat", "depthwise_lanes", "grouped_lanes", "1x1_tiles", "gemm_tiles",
+       "gemm_streamed_pre", "depthwise_streamed_pre"]
 # (activation, lo, hi, the separate layer's forward)
 ACTS = [
     ("relu", 0.0, 0.0, lambda a: _core.relu_forward(a)),

@@ -5,7 +5,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#endif
 
 #include "ops/conv2d.h"
 #include "ops/pointwise.h"
@@ -13,19 +17,41 @@
 namespace gradvis {
 namespace conv_detail {
 
+// pre[0, n) = o[0, n); with `stream`, by streaming stores (16-byte blocks that
+// bypass the caches, and no read of pre's lines from memory first), then a fence.
+template <class T>
+inline void copy_pre(T* __restrict pre, const T* __restrict o, index_t n, bool stream) {
+  std::size_t bytes = sizeof(T) * static_cast<std::size_t>(n);
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  if (stream && bytes >= 64) {
+    char* d = reinterpret_cast<char*>(pre);
+    const char* src = reinterpret_cast<const char*>(o);
+    const std::size_t head = (16 - reinterpret_cast<std::uintptr_t>(d) % 16) % 16;
+    std::memcpy(d, src, head);
+    std::size_t i = head;
+    for (; i + 16 <= bytes; i += 16)
+      _mm_stream_si128(reinterpret_cast<__m128i*>(d + i), _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i)));
+    std::memcpy(d + i, src + i, bytes - i);
+    _mm_sfence();
+    return;
+  }
+#endif
+  std::memcpy(pre, o, bytes);
+}
+
 // v / (1 + exp(-v)) on o[0, n) in place, float32: the SiLU layer's own SIMD body
 // (pointwise.cpp, AVX-512 / AVX2 / SSE2 chosen at run time), so the fused and the
 // separate layer give the same bits; pre (or null) receives the values before.
-inline void silu_inplace_f32(float* o, float* pre, index_t n) {
-  if (pre) std::memcpy(pre, o, sizeof(float) * static_cast<std::size_t>(n));
+inline void silu_inplace_f32(float* o, float* pre, index_t n, bool stream) {
+  if (pre) copy_pre(pre, o, n, stream);
   silu_forward_f32(o, o, n);
 }
 
 // v * clamp(v + 3, 0, 6) / 6 on o[0, n) in place, float32: the HardSwish layer's
 // own SIMD body, as silu_inplace_f32; the clamp is clamp_inplace_f32 (pointwise.h,
 // AVX-512 / AVX2 / SSE2 chosen at run time).
-inline void hardswish_inplace_f32(float* o, float* pre, index_t n) {
-  if (pre) std::memcpy(pre, o, sizeof(float) * static_cast<std::size_t>(n));
+inline void hardswish_inplace_f32(float* o, float* pre, index_t n, bool stream) {
+  if (pre) copy_pre(pre, o, n, stream);
   hardswish_forward_f32(o, o, n);
 }
 
@@ -114,11 +140,11 @@ template <class T>
 inline void apply_act(T* __restrict o, T* __restrict pre, index_t n, const ConvAct& a) {
   if (reads_ref(a.kind)) return mask_inplace(o, pre, n, a);
   if constexpr (sizeof(T) == 4) {
-    if (a.kind == ConvAct::silu) return silu_inplace_f32(o, pre, n);
-    if (a.kind == ConvAct::hardswish) return hardswish_inplace_f32(o, pre, n);
+    if (a.kind == ConvAct::silu) return silu_inplace_f32(o, pre, n, a.stream_pre);
+    if (a.kind == ConvAct::hardswish) return hardswish_inplace_f32(o, pre, n, a.stream_pre);
     if (a.kind == ConvAct::clamp) return clamp_inplace_f32(o, pre, n, float(a.lo), float(a.hi));
   }
-  if (pre) std::memcpy(pre, o, sizeof(T) * std::size_t(n));
+  if (pre) copy_pre(pre, o, n, a.stream_pre);
   switch (a.kind) {
     case ConvAct::none:
     case ConvAct::mask_pos:    // handled above

@@ -97,6 +97,7 @@ struct ConvAct {
   double lo = 0, hi = 0;  // clamp's bounds
   const std::uint64_t* bits = nullptr;
   const void* base = nullptr;
+  bool stream_pre = false;  // pre (the forward's activation input) written with streaming stores
 };
 
 // out = act(conv(x, w) + b); when pre is not null it receives conv(x, w) + b, the

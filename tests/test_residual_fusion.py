@@ -196,6 +196,11 @@ class Spy:
                 spy.calls += sums
                 return out
 
+            def run_kept(self, *a):
+                out = chain.run_kept(*a)
+                spy.calls += sums
+                return out
+
         return Counted()
 
     def __getattr__(self, name):

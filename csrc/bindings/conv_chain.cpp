@@ -21,8 +21,8 @@
 // gradients only) runs the same chains, built with `keep`: the masks of the
 // ReLUs and clamps as activation_mask's bits, made from each layer's output as
 // it is written, and the inputs of SiLU and HardSwish (conv2d_forward_act's
-// pre), returned beside the outputs; and with fold_gates off, as the layers with
-// a cache apply a gate to the map, never to the weights.
+// pre), which run_kept returns beside the outputs; and with fold_gates off, as
+// the layers with a cache apply a gate to the map, never to the weights.
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -164,9 +164,9 @@ class ArenaMemory {
 
 class ConvChain {
  public:
-  ConvChain(int n_inputs, const py::sequence& layers, const py::sequence& outputs, const py::object& keep,
+  ConvChain(int n_inputs, const py::sequence& layers, const py::sequence& outputs, const py::sequence& keep,
             bool fold_gates)
-      : n_in_(n_inputs), fold_gates_(fold_gates), keeps_(!keep.is_none()) {
+      : n_in_(n_inputs), fold_gates_(fold_gates) {
     if (n_inputs < 1) throw py::value_error(cat(kNew, ": n_inputs must be >= 1, got ", n_inputs));
     if (py::len(layers) < 1) throw py::value_error(cat(kNew, ": layers is empty"));
     for (const py::handle& h : layers) {
@@ -210,10 +210,7 @@ class ConvChain {
       layers_.push_back(l);
     }
     const int slots = n_in_ + int(layers_.size());
-    if (keeps_ && !py::isinstance<py::sequence>(keep))
-      throw py::type_error(cat(kNew, ": keep must be a sequence or None, got ", std::string(py::repr(keep))));
-    const py::sequence keep_seq = keeps_ ? py::reinterpret_borrow<py::sequence>(keep) : py::sequence(py::tuple());
-    for (const py::handle& h : keep_seq) {
+    for (const py::handle& h : keep) {
       const auto t = py::reinterpret_borrow<py::sequence>(h);
       const bool ok = py::len(t) >= 2 && py::isinstance<py::str>(t[0]);
       const std::string what = ok ? py::cast<std::string>(t[0]) : std::string();
@@ -265,7 +262,18 @@ class ConvChain {
   int n_inputs() const { return n_in_; }
   std::size_t size() const { return layers_.size(); }
 
+  // run() returns the outputs; run_kept() also what `keep` asks for, and every
+  // slot's shape.
   py::tuple run(const py::sequence& inputs, const py::sequence& weights, const py::sequence& biases) const {
+    return run_any(inputs, weights, biases, false);
+  }
+  py::tuple run_kept(const py::sequence& inputs, const py::sequence& weights, const py::sequence& biases) const {
+    return run_any(inputs, weights, biases, true);
+  }
+
+ private:
+  py::tuple run_any(const py::sequence& inputs, const py::sequence& weights, const py::sequence& biases,
+                    bool with_kept) const {
     if (int(py::len(inputs)) != n_in_)
       throw py::value_error(cat(kRun, ": expected ", n_in_, " inputs, got ", py::len(inputs)));
     if (py::len(weights) != layers_.size() || py::len(biases) != layers_.size())
@@ -273,10 +281,10 @@ class ConvChain {
                                 " and ", py::len(biases)));
     FloatKind k;
     primary_array(inputs[0], kRun, "inputs[0]", k);
-    return k == FloatKind::f32 ? run_t<float>(inputs, weights, biases) : run_t<double>(inputs, weights, biases);
+    return k == FloatKind::f32 ? run_t<float>(inputs, weights, biases, with_kept)
+                               : run_t<double>(inputs, weights, biases, with_kept);
   }
 
- private:
   // obj as an array of exactly T (a chain casts nothing: the layers one by one
   // would run a layer of another dtype, or a residual that casts, by other code)
   template <class T>
@@ -288,7 +296,8 @@ class ConvChain {
   }
 
   template <class T>
-  py::tuple run_t(const py::sequence& inputs, const py::sequence& weights, const py::sequence& biases) const {
+  py::tuple run_t(const py::sequence& inputs, const py::sequence& weights, const py::sequence& biases,
+                  bool with_kept) const {
     const std::size_t L = layers_.size(), S = std::size_t(n_in_) + L;
     std::vector<py::array_t<T, py::array::c_style>> keep;   // the arrays read, alive until the end
     std::vector<std::array<index_t, 4>> shape(S);
@@ -378,11 +387,12 @@ class ConvChain {
           }
       }
     }
-    // what `keep` asks for: per layer, the bits made after it and the pre it writes
+    // what `keep` asks for (run_kept): per layer, the bits made after it and the pre it writes
     std::vector<py::array> kept;
     std::vector<std::vector<std::pair<std::uint64_t*, const ChainKeep*>>> bits_after(L);
     std::vector<T*> pre(L, nullptr);
     for (const ChainKeep& kp : keep_) {
+      if (!with_kept) break;
       if (kp.bits) {
         const auto& sh = shape[std::size_t(kp.slot)];
         py::array_t<std::uint64_t> b(py::ssize_t((sh[0] * sh[1] * sh[2] * sh[3] + 63) / 64));
@@ -475,7 +485,7 @@ class ConvChain {
     }
     py::tuple result(outs.size());
     for (std::size_t j = 0; j < outs.size(); ++j) result[j] = outs[j];
-    if (!keeps_) return result;
+    if (!with_kept) return result;
     py::tuple kt(kept.size()), st(S);
     for (std::size_t j = 0; j < kept.size(); ++j) kt[j] = kept[j];
     for (std::size_t j = 0; j < S; ++j) st[j] = py::make_tuple(shape[j][0], shape[j][1], shape[j][2], shape[j][3]);
@@ -484,7 +494,6 @@ class ConvChain {
 
   int n_in_;
   bool fold_gates_ = true;
-  bool keeps_ = false;   // built with `keep` (even empty): run returns (outputs, kept, shapes)
   std::vector<ChainLayer> layers_;
   std::vector<ChainKeep> keep_;
   std::vector<int> outputs_;
@@ -508,12 +517,12 @@ void register_conv_chain(py::module_& m) {
                         "more weights than the map has values, else to the map. op 'gap': global_avg_pool_forward;\n"
                         "'sigmoid': sigmoid_forward; 'hardsigmoid': hardsigmoid_forward with alpha = lo,\n"
                         "beta = hi (their other fields are not read). outputs: the slots run() returns, in order.\n"
-                        "keep: what run() returns beside them (a lean cache's): ('bits', slot, 'relu' or 'clamp',\n"
+                        "keep: what run_kept() returns beside them (a lean cache's): ('bits', slot, 'relu' or 'clamp',\n"
                         "lo, hi), the slot's activation_mask bits, made as soon as it is written; ('pre', layer),\n"
                         "the input of a conv layer's activation (conv2d_forward_act's pre). fold_gates False\n"
                         "applies every gate to the map, as the Mul layer does.")
-      .def(py::init<int, const py::sequence&, const py::sequence&, const py::object&, bool>(),
-           py::arg("n_inputs"), py::arg("layers"), py::arg("outputs"), py::arg("keep") = py::none(),
+      .def(py::init<int, const py::sequence&, const py::sequence&, const py::sequence&, bool>(),
+           py::arg("n_inputs"), py::arg("layers"), py::arg("outputs"), py::arg("keep") = py::tuple(),
            py::arg("fold_gates") = true)
       .def("run", &ConvChain::run, py::arg("inputs"), py::arg("weights"), py::arg("biases"),
            "run(inputs, weights, biases) -> tuple of the output slots' arrays. inputs: n_inputs arrays\n"
@@ -521,8 +530,10 @@ void register_conv_chain(py::module_& m) {
            "not convolutions), all of the first input's\n"
            "dtype, float32 or float64 (nothing is cast: a TypeError names the array that is not).\n"
            "Every shape is checked before any layer runs; the values are those of the layers called\n"
-           "one by one. Built with keep (even empty): (outputs, kept, shapes), kept in keep's order\n"
-           "and shapes every slot's (N, C, H, W).")
+           "one by one.")
+      .def("run_kept", &ConvChain::run_kept, py::arg("inputs"), py::arg("weights"), py::arg("biases"),
+           "run_kept(inputs, weights, biases) -> (outputs, kept, shapes): run()'s outputs, the values\n"
+           "keep asks for, in its order, and every slot's shape (N, C, H, W).")
       .def_property_readonly("n_inputs", &ConvChain::n_inputs)
       .def("__len__", &ConvChain::size);
 }

@@ -3,7 +3,7 @@
 # others are converted to it. Shapes are NCHW. Use gradvis.layers for the
 # CS231n-style API. tests/test_stub.py checks this file against the built module
 # (names, parameter names, order and defaults).
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -46,11 +46,13 @@ def conv2d_forward_add(x: _Array, w: _Array, b: Optional[_Array], residual: _Arr
 class ConvChain:
     """Forward convolutions and squeeze-and-excitation steps run one after another in
     one call; the layer tuples are described in ``gradvis._core.ConvChain.__doc__``."""
-    def __init__(self, n_inputs: int, layers: Sequence[tuple], outputs: Sequence[int],
-                 keep: Optional[Sequence[tuple]] = None,
+    def __init__(self, n_inputs: int, layers: Sequence[tuple], outputs: Sequence[int], keep: Sequence[tuple] = (),
                  fold_gates: bool = True) -> None: ...
     def run(self, inputs: Sequence[_Array], weights: Sequence[Optional[_Array]],
-            biases: Sequence[Optional[_Array]]) -> Tuple[Any, ...]: ...
+            biases: Sequence[Optional[_Array]]) -> Tuple[_Array, ...]: ...
+    def run_kept(self, inputs: Sequence[_Array], weights: Sequence[Optional[_Array]],
+                 biases: Sequence[Optional[_Array]]) -> Tuple[Tuple[_Array, ...], Tuple[_Array, ...],
+                                                          Tuple[Tuple[int, int, int, int], ...]]: ...
     @property
     def n_inputs(self) -> int: ...
     def __len__(self) -> int: ...

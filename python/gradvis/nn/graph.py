@@ -460,9 +460,10 @@ class Model(FrozenWeights):
     def _plan(self, s, e, outputs, bound, mode="test"):
         """What a forward pass over nodes s..e needs besides the tensors, which depends
         only on the graph: the nodes it computes, the ReLU fusions, the batch norms
-        folded into convolutions (test mode), and each node's parameter and buffer keys.
-        Kept per (range, outputs, mode, fusion settings); a gradient loop runs the same
-        pass hundreds of times (rebuilding this was ~40 us a pass)."""
+        folded into convolutions (test mode), each node's parameter and buffer keys, and
+        the steps: node by node, in chains without a cache, in chains that keep a lean
+        cache (test mode). Kept per (range, outputs, mode, fusion settings); a gradient
+        loop runs the same pass hundreds of times (rebuilding this was ~40 us a pass)."""
         fold = mode == "test" and self.fuse_relu and getattr(self, "fold_batchnorm", True)
         key = (s, e, None if outputs is None else tuple(outputs), bound, self.fuse_relu, fold)
         plans = self.__dict__.setdefault("_plans", {})

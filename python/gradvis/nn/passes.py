@@ -410,7 +410,7 @@ def _run_lean(model, entry, tensors, caches, shapes, masks, s, done):
     P = model.params
     try:
         xs = [tensors[t] for t in ext]
-        got, kept, sh = chain.run(xs, [P[k] if k else None for k in wkeys], [P[k] if k else None for k in bkeys])
+        got, kept, sh = chain.run_kept(xs, [P[k] if k else None for k in wkeys], [P[k] if k else None for k in bkeys])
     except (KeyError, ValueError, TypeError):
         return False
     n, dt = len(xs), xs[0].dtype

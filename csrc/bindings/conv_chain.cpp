@@ -73,6 +73,8 @@ struct ChainKeep {
   bool upper = false;
 };
 
+const std::vector<ChainKeep> kNoKeep;   // what run() makes of `keep`: nothing
+
 // Whether g (shape gs) is a per-channel gate of a tensor of shape xs: (N or 1, C,
 // 1, 1) with C > 1 and fewer values (elementwise.py's _is_gate).
 bool is_gate(const std::array<index_t, 4>& gs, const std::array<index_t, 4>& xs) {
@@ -391,8 +393,7 @@ class ConvChain {
     std::vector<py::array> kept;
     std::vector<std::vector<std::pair<std::uint64_t*, const ChainKeep*>>> bits_after(L);
     std::vector<T*> pre(L, nullptr);
-    for (const ChainKeep& kp : keep_) {
-      if (!with_kept) break;
+    for (const ChainKeep& kp : with_kept ? keep_ : kNoKeep) {
       if (kp.bits) {
         const auto& sh = shape[std::size_t(kp.slot)];
         py::array_t<std::uint64_t> b(py::ssize_t((sh[0] * sh[1] * sh[2] * sh[3] + 63) / 64));

@@ -320,13 +320,8 @@ def _chain_at(light, i, lean=None):
                 act = _lean_act(lean, light, j, ls[1])
                 if act is None:
                     break
-                src = live[ls[1]]
-                if act[0] == "pre":
-                    if layers[src[1]][0] != "conv" or layers[src[1]][8] is None:
-                        break
-                    keep.append(("pre", src[1]))
-                else:
-                    keep.append(("bits", src) + act[1:])
+                src = live[ls[1]]   # (a "pre" comes from a conv layer with its activation: ACT)
+                keep.append(("pre", src[1]) if act[0] == "pre" else ("bits", src) + act[1:])
                 recipes.append((act[0], len(keep) - 1))
                 names.append((ls[2], src))
             live[ls[2]] = live.pop(ls[1])

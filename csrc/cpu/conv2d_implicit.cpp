@@ -698,8 +698,16 @@ void pointwise_rows_forward(ukernel_fn<T> pkern, ukernel_offs_fn<T> ikern, T* ou
   const index_t kc_max = kb.max_size();
   const index_t slivers = (O + NR - 1) / NR, rtiles = (R + MR - 1) / MR;
   // Packing A reads it once more and writes it: with 2 slivers (A read twice in
-  // place) it cost 7% (144->32 and 96->32 at 28x28), with 3 it broke even.
-  if (slivers < 3) pkern = nullptr;
+  // place) it cost 7% (144->32 and 96->32 at 28x28), with 3 it broke even. AVX2's
+  // 6-row tiles read in place by a kernel that prefetches A's rows 8 k-steps ahead
+  // (ukernel_offs_avx2_f32_ahead) pay up to 4 slivers (1 thread, alone: 384->64 at
+  // 14x14 0.110 -> 0.099 ms, at 20x20 0.224 -> 0.207, 192->64 at 14x14 0.053 ->
+  // 0.051; from 5 slivers up within 2% either way, 7 slivers 1.5% slower), and
+  // with fewer than 3 it runs faster than the same kernel without the prefetches
+  // (384->32 and 672->32 at 14x14 5-6%); its 5-row tiles (7x7 maps) ran 5-13%
+  // slower in place at 4-10 slivers.
+  const index_t pack_from = MR == gemm_detail::kMR256 ? 5 : 3;
+  if (slivers < pack_from) pkern = nullptr;
   const index_t nt = team_size();
   // Row blocks of at most kMaxRows rows keep an item's panel in L2; more of them
   // while the items do not share out evenly over the team and are fewer than four
@@ -739,15 +747,22 @@ void pointwise_rows_forward(ukernel_fn<T> pkern, ukernel_offs_fn<T> ikern, T* ou
     roff.resize(static_cast<std::size_t>(R));
     for (index_t r = 0; r < R; ++r) roff[std::size_t(r)] = (r / Q) * K * Q + r % Q;
   }
+  // Whole tiles of one image are packed up to kPackRun at a time, k outer: row k
+  // of x read once for all of them, each tile's MR values written where its
+  // previous k's ended. Tile by tile (k inner), each k read MR values from a
+  // new line of x: 0-3% slower at AVX2 (1 thread, 14x14 and 7x7 layers with 10
+  // or more slivers, alone).
+  constexpr index_t kPackRun = 32;
   auto pack_a = [&](index_t t0, index_t t1) {
-    for (index_t t = t0; t < t1; ++t) {
-      T* d = ap + t * K * MR;
+    for (index_t t = t0; t < t1;) {
       const index_t r0 = t * MR, n0 = r0 / Q, q0 = r0 % Q;
-      if (r0 + MR <= R && q0 + MR <= Q) {   // one image's consecutive positions
+      T* d = ap + t * K * MR;
+      if (r0 + MR <= R && q0 + MR <= Q) {   // one image's consecutive positions: tiles [t, te)
+        const index_t te = std::min({t1, t + kPackRun, std::min(R, (n0 + 1) * Q) / MR}), ts = K * MR;
         const T* src = x + n0 * K * Q + q0;
-        for (index_t k = 0; k < K; ++k)
-#pragma GCC unroll 8
-          for (int i = 0; i < MR; ++i) d[k * MR + i] = src[k * Q + i];
+        for (index_t k = 0; k < K; ++k, src += Q, d += MR)
+          for (index_t u = 0; u < te - t; ++u) std::memcpy(d + u * ts, src + u * MR, sizeof(T) * MR);
+        t = te;
         continue;
       }
       for (int i = 0; i < MR; ++i) {
@@ -755,6 +770,7 @@ void pointwise_rows_forward(ukernel_fn<T> pkern, ukernel_offs_fn<T> ikern, T* ou
         const T* src = r < R ? x + (r / Q) * K * Q + r % Q : nullptr;
         for (index_t k = 0; k < K; ++k) d[k * MR + i] = src ? src[k * Q] : T(0);
       }
+      ++t;
     }
   };
 
@@ -1062,9 +1078,12 @@ void implicit_forward(T* out, const T* x, const T* w, const T* b, const Conv2dSh
       // A packed at AVX2 float (see pointwise_rows_forward), in place elsewhere
       // (AVX-512: packing ran 0-10% slower at 7x7 and 14x14)
       constexpr bool pack = sizeof(T) == 4 && mr == gemm_detail::kMR256;
-      if (rows == mr)
-        return pointwise_rows_forward<T, mr, nr>(pack ? kern : nullptr, offs_ukernel<T, mr, nr>(), out, x, w, b, s,
-                                                 flipped, relu, act, pre);
+      if (rows == mr) {
+        ukernel_offs_fn<T> ikern = offs_ukernel<T, mr, nr>();
+        if constexpr (pack) ikern = gemm_detail::ukernel_offs_avx2_f32_ahead;
+        return pointwise_rows_forward<T, mr, nr>(pack ? kern : nullptr, ikern, out, x, w, b, s, flipped, relu, act,
+                                                 pre);
+      }
       if constexpr (r7)
         if (rows == gemm_detail::kMR512r7)
           return pointwise_rows_forward<T, gemm_detail::kMR512r7, nr>(

@@ -44,6 +44,10 @@ void ukernel_offs_avx2_f32(index_t kc, const float* a, const index_t* roff, inde
                           const float* b, float* c, index_t ldc, float alpha, float beta) {
   ukernel_offs<V256f, kMR256, kNR256_f32 / 8>(kc, a, roff, mr, koff, b, c, ldc, alpha, beta);
 }
+void ukernel_offs_avx2_f32_ahead(index_t kc, const float* a, const index_t* roff, index_t mr, const index_t* koff,
+                                 const float* b, float* c, index_t ldc, float alpha, float beta) {
+  ukernel_offs<V256f, kMR256, kNR256_f32 / 8, 8>(kc, a, roff, mr, koff, b, c, ldc, alpha, beta);
+}
 void ukernel_avx2_f32_5(index_t kc, const float* a, const float* b, float* c, index_t ldc, float alpha, float beta) {
   ukernel<V256f, kMR256r5, kNR256_f32 / 8>(kc, a, b, c, ldc, alpha, beta);
 }
@@ -78,6 +82,7 @@ void ukernel_rows_avx2_f32(GV_ROWS_ARGS(float)) { std::abort(); }
 void ukernel_rows_avx2_f64(GV_ROWS_ARGS(double)) { std::abort(); }
 void ukernel_offs_avx2_f32(GV_OFFS_ARGS(float)) { std::abort(); }
 void ukernel_offs_avx2_f32_5(GV_OFFS_ARGS(float)) { std::abort(); }
+void ukernel_offs_avx2_f32_ahead(GV_OFFS_ARGS(float)) { std::abort(); }
 void ukernel_avx2_f32_5(index_t, const float*, const float*, float*, index_t, float, float) { std::abort(); }
 void ukernel_offs_avx2_f64(GV_OFFS_ARGS(double)) { std::abort(); }
 void ukernel_boffs_avx2_f32(GV_BOFFS_ARGS(float)) { std::abort(); }

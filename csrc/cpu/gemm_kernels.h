@@ -87,6 +87,8 @@ void ukernel_offs_avx512_f32_7(GV_OFFS_ARGS(float));
 void ukernel_offs_avx2_f32_5(GV_OFFS_ARGS(float));
 void ukernel_offs_avx512_f64(GV_OFFS_ARGS(double));
 void ukernel_offs_avx2_f32(GV_OFFS_ARGS(float));
+// ukernel_offs_avx2_f32 that prefetches the lines of A it reads 8 k-steps ahead
+void ukernel_offs_avx2_f32_ahead(GV_OFFS_ARGS(float));
 void ukernel_offs_avx2_f64(GV_OFFS_ARGS(double));
 template <class T>
 void ukernel_offs_scalar(GV_OFFS_ARGS(T));

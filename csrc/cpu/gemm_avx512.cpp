@@ -73,6 +73,10 @@ void ukernel_boffs_avx512_f64(index_t kc, const double* a, const double* b, cons
                            const double* bias, const double* clamp, double beta, const double* ref) {
   ukernel_boffs<V512d, kMR512, kNR512_f64 / 8>(kc, a, b, boff, c, ldc, bias, clamp, beta, ref);
 }
+void ukernel_boffs_avx512_f32_ahead(index_t kc, const float* a, const float* b, const index_t* boff, float* c, index_t ldc,
+                           const float* bias, const float* clamp, float beta, const float* ref) {
+  ukernel_boffs<V512f, kMR512, kNR512_f32 / 16, 16>(kc, a, b, boff, c, ldc, bias, clamp, beta, ref);
+}
 }  // namespace gemm_detail
 }  // namespace gradvis
 
@@ -93,6 +97,7 @@ void ukernel_offs_avx512_f32_7(GV_OFFS_ARGS(float)) { std::abort(); }
 void ukernel_offs_avx512_f64(GV_OFFS_ARGS(double)) { std::abort(); }
 void ukernel_boffs_avx512_f32(GV_BOFFS_ARGS(float)) { std::abort(); }
 void ukernel_boffs_avx512_f64(GV_BOFFS_ARGS(double)) { std::abort(); }
+void ukernel_boffs_avx512_f32_ahead(GV_BOFFS_ARGS(float)) { std::abort(); }
 }  // namespace gemm_detail
 }  // namespace gradvis
 #endif

@@ -95,6 +95,8 @@ void ukernel_offs_scalar(GV_OFFS_ARGS(T));
 #define GV_BOFFS_ARGS(T) index_t, const T*, const T*, const index_t*, T*, index_t, const T*, const T*, T, const T*
 void ukernel_boffs_avx512_f32(GV_BOFFS_ARGS(float));
 void ukernel_boffs_avx512_f64(GV_BOFFS_ARGS(double));
+// ukernel_boffs_avx512_f32 that prefetches the lines of B it reads 16 k-steps ahead
+void ukernel_boffs_avx512_f32_ahead(GV_BOFFS_ARGS(float));
 void ukernel_boffs_avx2_f32(GV_BOFFS_ARGS(float));
 void ukernel_boffs_avx2_f64(GV_BOFFS_ARGS(double));
 template <class T>

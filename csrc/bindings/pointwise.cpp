@@ -99,6 +99,74 @@ py::tuple scale_backward(const py::object& go, const py::object& xo, const py::o
   return py::make_tuple(dx, ds);
 }
 
+// The gradient of a map of `shape` (N, C, ...) from its terms (channel_grad_cpu).
+template <class T>
+py::array channel_grad(const py::object& shape_o, const py::object& bo, const py::object& so,
+                       const py::object& po, const py::object& preo, const py::object& masko,
+                       const std::string& activation) {
+  const char* fn = "channel_grad";
+  GradAct act = GradAct::none;
+  if (activation == "silu") act = GradAct::silu;
+  else if (activation == "hardswish") act = GradAct::hardswish;
+  else if (activation != "none")
+    throw py::value_error(cat(fn, ": activation must be 'none', 'silu' or 'hardswish', got '", activation, "'"));
+  std::vector<py::ssize_t> shape;
+  for (std::int64_t d : int_values(shape_o, fn, "shape", "a sequence of ints")) {
+    if (d <= 0) throw py::value_error(cat(fn, ": shape must have positive sizes, got ", py::repr(shape_o)));
+    shape.push_back(py::ssize_t(d));
+  }
+  if (shape.size() < 2)
+    throw py::value_error(cat(fn, ": shape must be (N, C, ...), got ", py::repr(shape_o)));
+  const index_t N = index_t(shape[0]), C = index_t(shape[1]);
+  index_t HW = 1;
+  for (std::size_t i = 2; i < shape.size(); ++i) HW *= index_t(shape[i]);
+  if (bo.is_none() != so.is_none())
+    throw py::value_error(cat(fn, ": base and s go together (base * s), got ", bo.is_none() ? "s" : "base",
+                              " alone"));
+  auto out = empty_array<T>(shape);   // (checks the size)
+  py::array_t<T, py::array::c_style> base, sc, pool, pre;
+  bool per_sample = false;
+  if (!bo.is_none()) {
+    base = as_array<T>(bo, fn, "base");
+    if (shape_of(base) != shape)
+      throw py::value_error(cat(fn, ": base must have shape ", shape_str(shape), ", got ", shape_str(base)));
+    sc = as_array<T>(so, fn, "s");
+    per_sample = scale_geom(base, sc, fn, "base").per_sample;
+  }
+  if (!po.is_none()) {
+    pool = as_array<T>(po, fn, "pool");
+    bool ok = pool.ndim() >= 2 && index_t(pool.shape(0)) == N && index_t(pool.shape(1)) == C;
+    for (py::ssize_t i = 2; ok && i < pool.ndim(); ++i) ok = pool.shape(i) == 1;
+    if (!ok)
+      throw py::value_error(cat(fn, ": pool must be (N, C) or (N, C, 1, ...) = (", N, ", ", C, ", ...), got shape ",
+                                shape_str(pool)));
+  }
+  if ((act != GradAct::none) != !preo.is_none())
+    throw py::value_error(cat(fn, ": pre (the activation's input) is needed with activation '", activation,
+                              "' and only then"));
+  if (!preo.is_none()) {
+    pre = as_array<T>(preo, fn, "pre");
+    if (shape_of(pre) != shape)
+      throw py::value_error(cat(fn, ": pre must have shape ", shape_str(shape), ", got ", shape_str(pre)));
+  }
+  const std::uint64_t* bits = nullptr;
+  if (!masko.is_none()) {
+    if (act != GradAct::none)
+      throw py::value_error(cat(fn, ": mask goes with activation 'none' (the mask is the activation's backward)"));
+    bits = mask_words(masko, fn, (N * C * HW + 63) / 64, [&] { return cat("shape ", shape_str(shape)); });
+  }
+  T* po_ = out.mutable_data();
+  const T* pb = bo.is_none() ? nullptr : base.data();
+  const T* ps = bo.is_none() ? nullptr : sc.data();
+  const T* pp = po.is_none() ? nullptr : pool.data();
+  const T* px = preo.is_none() ? nullptr : pre.data();
+  {
+    py::gil_scoped_release nogil;
+    channel_grad_cpu<T>(po_, pb, ps, pp, px, bits, N, C, HW, per_sample, act);
+  }
+  return out;
+}
+
 // ---- layer norm -----------------------------------------------------------------------
 struct LnGeom {
   index_t outer = 1, R = 1, inner = 1;
@@ -279,6 +347,24 @@ void register_pointwise(py::module_& m) {
       py::arg("dout"), py::arg("x"), py::arg("s"), py::arg("input_grad") = true, py::arg("scale_grad") = true,
       "(dx, ds) of channel_scale_forward: dx = dout * s broadcast, ds = the sum of dout * x over the axes\n"
       "s is broadcast along, shaped as s; either is None when not asked for.");
+  m.def(
+      "channel_grad",
+      [](py::object shape, py::object base, py::object s, py::object pool, py::object pre, py::object mask,
+         const std::string& activation) {
+        const py::object& first = !base.is_none() ? base : !pool.is_none() ? pool : pre;
+        if (first.is_none()) throw py::value_error("channel_grad: give base and s, pool, or both");
+        return is_f32(first, "channel_grad", !base.is_none() ? "base" : !pool.is_none() ? "pool" : "pre")
+                   ? channel_grad<float>(shape, base, s, pool, pre, mask, activation)
+                   : channel_grad<double>(shape, base, s, pool, pre, mask, activation);
+      },
+      py::arg("shape"), py::arg("base") = py::none(), py::arg("s") = py::none(), py::arg("pool") = py::none(),
+      py::arg("pre") = py::none(), py::arg("mask") = py::none(), py::arg("activation") = "none",
+      "The gradient of a map of `shape` (N, C, ...) from its terms, in one pass: g = base * s[n, c]\n"
+      "(channel_scale_backward's dx; s (C,), (1, C) or (N, C)) + pool[n, c] / (H W) (global_avg_pool_backward's\n"
+      "dx; pool (N, C) or (N, C, 1, 1)), either term optional; with activation 'silu' or 'hardswish', g times\n"
+      "the activation's derivative at pre (its input); with mask (activation_mask's bits of a ReLU or clamp\n"
+      "of that shape), g where its bit is set, else 0. The bits of those ops, add_forward and\n"
+      "silu_backward / hardswish_backward / activation_mask_backward in turn; the dtype is base's (else pool's).");
   m.def(
       "layernorm_forward",
       [](py::object x, py::object weight, py::object bias, py::object begin, py::object end, double eps) {

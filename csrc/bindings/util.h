@@ -235,4 +235,23 @@ inline py::array_t<T> empty_like(const py::array& a) {
   return empty_array<T>(shape_of(a));
 }
 
+// mask_obj as activation_mask's words for `words` words (what names the array it
+// is for, in errors), kept alive by the caller's reference to mask_obj
+template <class Where>
+const std::uint64_t* mask_words(const py::handle& mask_obj, const char* fn, index_t words, Where&& what) {
+  if (!py::isinstance<py::array>(mask_obj) ||
+      !py::reinterpret_borrow<py::array>(mask_obj).dtype().is(py::dtype::of<std::uint64_t>()) ||
+      !(py::reinterpret_borrow<py::array>(mask_obj).flags() & py::array::c_style))
+    throw py::type_error(cat(fn, ": mask must be the uint64 array of activation_mask, got ",
+                             std::string(py::str(py::type::of(mask_obj).attr("__name__"))),
+                             py::isinstance<py::array>(mask_obj)
+                                 ? cat(" of dtype ", std::string(py::str(mask_obj.attr("dtype"))))
+                                 : std::string()));
+  const auto mask = py::reinterpret_borrow<py::array>(mask_obj);
+  if (mask.ndim() != 1 || index_t(mask.shape(0)) != words)
+    throw py::value_error(cat(fn, ": mask must hold ", words, " words (activation_mask of ", what(), "), got shape ",
+                              shape_str(mask)));
+  return static_cast<const std::uint64_t*>(mask.data());
+}
+
 }  // namespace gradvis

@@ -3,6 +3,7 @@
 // array into runs of whole 16-element blocks, one per thread, and uses a
 // thread only for each `grain` elements: small maps stay on the calling thread.
 #include "ops/pointwise.h"
+#include "ops/activation.h"
 
 #include <algorithm>
 #include <cmath>
@@ -341,6 +342,45 @@ void channel_scale_backward_cpu(T* dx, T* ds, const T* dout, const T* x, const T
 }
 
 template <class T>
+void channel_grad_cpu(T* out, const T* base, const T* s, const T* pool, const T* pre, const std::uint64_t* bits,
+                      index_t N, index_t C, index_t HW, bool per_sample, GradAct act) {
+  for_planes(N * C, HW, [&](index_t p0, index_t p1) {
+    constexpr index_t kChunk = 1024;   // the sum before the activation's derivative, in L1
+    T tmp[kChunk];
+    for (index_t p = p0; p < p1; ++p) {
+      const T k = s ? s[per_sample ? p : p % C] : T(0);
+      const T v = pool ? static_cast<T>(double(pool[p]) / double(HW)) : T(0);   // global_avg_pool_backward's
+      for (index_t i0 = 0; i0 < HW; i0 += kChunk) {
+        const index_t len = std::min(kChunk, HW - i0), off = p * HW + i0;
+        T* d = act == GradAct::none && !bits ? out + off : tmp;
+        if (base) {
+          const T* b = base + off;
+          for (index_t i = 0; i < len; ++i) d[i] = b[i] * k;
+          if (pool)   // a pass of its own: the product rounded before the sum, as add_cpu reads it
+            for (index_t i = 0; i < len; ++i) d[i] = d[i] + v;
+        } else {
+          std::fill(d, d + len, v);
+        }
+        if (act == GradAct::silu)
+          silu_backward_cpu<T>(out + off, tmp, pre + off, len);
+        else if (act == GradAct::hardswish)
+          hardswish_backward_cpu<T>(out + off, tmp, pre + off, len);
+        else if (bits) {   // activation_mask_backward's selection
+          if constexpr (sizeof(T) == 4) {
+            kernels().apply_bits(out + off, tmp, bits, off, len);
+          } else {
+            for (index_t i = 0; i < len; ++i) {
+              const index_t j = off + i;
+              out[j] = (bits[j >> 6] >> (j & 63)) & 1 ? tmp[i] : T(0);
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+template <class T>
 void add_cpu(T* out, const T* a, const T* b, index_t n, bool relu) {
   split(n, kCopyGrain, [&](index_t lo, index_t hi) {
     if (relu) {
@@ -358,6 +398,8 @@ void add_cpu(T* out, const T* a, const T* b, index_t n, bool relu) {
   template void channel_scale_forward_cpu<T>(T*, const T*, const T*, index_t, index_t, index_t, bool); \
   template void channel_scale_backward_cpu<T>(T*, T*, const T*, const T*, const T*, index_t, index_t,  \
                                               index_t, bool);                                          \
+  template void channel_grad_cpu<T>(T*, const T*, const T*, const T*, const T*, const std::uint64_t*, index_t,    \
+                                    index_t, index_t, bool, GradAct);                                         \
   template void add_cpu<T>(T*, const T*, const T*, index_t, bool);
 GRADVIS_INSTANTIATE(float)
 GRADVIS_INSTANTIATE(double)

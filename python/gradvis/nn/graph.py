@@ -33,8 +33,8 @@ import difflib
 import numpy as np
 
 from .. import _checks
+from .channel_grad import ChannelGrad, add_grads, channel_terms
 from .conv import Conv2d
-from .elementwise import add_arrays
 from .fileformat import save_model
 from . import fusion, passes
 from .fold import Folded
@@ -540,15 +540,7 @@ class Model(FrozenWeights):
         if e >= len(self.nodes) or self.nodes[e] is not cache["last"]:
             raise ValueError("cache comes from another model's forward (or from before this "
                              "model's layers changed); pass the cache of this model's forward")
-        if rules is not None:
-            if not isinstance(rules, dict):
-                raise TypeError(f"rules must be a dict (node name or Layer subclass -> callable), "
-                                f"got {type(rules).__name__}")
-            for k, v in rules.items():
-                if not (isinstance(k, str) or (isinstance(k, type) and issubclass(k, Layer))):
-                    raise TypeError(f"rules keys must be node names or Layer subclasses, got {k!r}")
-                if not callable(v):
-                    raise TypeError(f"rules[{k!r}] must be callable, got {type(v).__name__}")
+        passes.check_rules(rules)
         dtype = cache["dtype"]
         shapes = cache["shapes"]
         masks = cache["masks"]
@@ -556,11 +548,12 @@ class Model(FrozenWeights):
         grads_t = {}
 
         def accumulate(name, g):
-            g = np.asarray(g)
+            if type(g) is not ChannelGrad:
+                g = np.asarray(g)
             if g.shape != shapes[name]:
                 raise ValueError(f"gradient for {name!r} has shape {g.shape}, expected {shapes[name]}")
             prev = grads_t.get(name)
-            grads_t[name] = g if prev is None else add_arrays(prev, g)
+            grads_t[name] = g if prev is None else add_grads(prev, g)
 
         if cache["outputs"] is not None:
             if not isinstance(dout, dict):
@@ -591,15 +584,25 @@ class Model(FrozenWeights):
                         grads[f"{node.name}.{k}"] = np.zeros(shp, dtype)
                 continue
             c = caches[i - s]
+            if type(g) is ChannelGrad:   # (direct) a squeeze-and-excitation map's, as terms
+                d = g.through(node.layer, c)   # a SiLU's or HardSwish's input gradient from them
+                if d is not None:
+                    accumulate(node.inputs[0], d)
+                    continue
+                g = g.array()
             if type(c) is passes.ActBits:   # (a lean cache: direct) the mask as bits
                 accumulate(node.inputs[0], c.backward(g))
+                continue
+            if direct and (terms := channel_terms(node.layer, g, c)) is not None:   # a gate's Mul, a pool
+                for t, d in zip(node.inputs, terms):
+                    accumulate(t, d)
                 continue
             if direct and type(node.layer) is Conv2d and type(c) is tuple and type(g) is np.ndarray:
                 dx = passes.conv_input_grad(g, c, masks.get(i), caches, s)   # None: the layer's own path
                 if dx is not None:
                     t = self.nodes[masks[i][0]].inputs[0] if i in masks else node.inputs[0]
                     prev = grads_t.get(t)
-                    grads_t[t] = dx if prev is None else add_arrays(prev, dx)
+                    grads_t[t] = dx if prev is None else add_grads(prev, dx)
                     folds.pop(i, None)
                     continue
             need_inputs = input_grad or any(t != bound for t in node.inputs)
@@ -644,7 +647,7 @@ class Model(FrozenWeights):
         dX = grads_t.get(bound)
         if dX is None:
             dX = np.zeros(cache["X_shape"], dtype)
-        return dX, grads
+        return (dX.array() if type(dX) is ChannelGrad else dX), grads
 
     # ------------------------------------------------------------------ loss
     def loss(self, X, y=None, mode="train", label_smoothing=0.0):

@@ -16,10 +16,11 @@ from .activation import HardSigmoid, ReLU, ReLU6, Sigmoid
 from .fold import Folded, GateFold, folded_conv_forward, gate_fold
 from .fusion import (ACT as _ACT, FOLD as _FOLD, LCHAIN as _LCHAIN, LCONV as _LCONV, LNODE as _LNODE,
                      LTAKE as _LTAKE, RADD as _RADD, RUN as _RUN, SKIP as _SKIP, TAKE as _TAKE, light_steps)
+from .module import Layer
 from .pooling import GlobalAvgPool
 
 __all__ = ["node_forward", "forward_cached", "forward_light", "chain_steps", "lean_steps", "conv_input_grad",
-           "lean_cache", "InputSpec", "ActBits"]
+           "lean_cache", "InputSpec", "ActBits", "check_rules"]
 
 _LEAN = "lean"   # lean_steps' chain entries (step kinds are fusion's small integers)
 
@@ -551,3 +552,17 @@ def conv_input_grad(g, c, mask, caches, s):
     if type(ref) is not np.ndarray or ref.dtype is not dt:
         return None
     return _core.conv2d_backward_input_act(g, w, ref, stride, pad, dilation, groups, kind, lo, hi)
+
+
+def check_rules(rules):
+    """Model.backward's ``rules``: None, or a dict node name or Layer subclass -> callable."""
+    if rules is None:
+        return
+    if not isinstance(rules, dict):
+        raise TypeError(f"rules must be a dict (node name or Layer subclass -> callable), "
+                        f"got {type(rules).__name__}")
+    for k, v in rules.items():
+        if not (isinstance(k, str) or (isinstance(k, type) and issubclass(k, Layer))):
+            raise TypeError(f"rules keys must be node names or Layer subclasses, got {k!r}")
+        if not callable(v):
+            raise TypeError(f"rules[{k!r}] must be callable, got {type(v).__name__}")

@@ -585,17 +585,13 @@ class Model(FrozenWeights):
                 continue
             c = caches[i - s]
             if type(g) is ChannelGrad:   # (direct) a squeeze-and-excitation map's, as terms
-                d = g.through(node.layer, c)   # a SiLU's or HardSwish's input gradient from them
+                d = g.through(node.layer, c)   # the activation's input gradient from them
                 if d is not None:
                     accumulate(node.inputs[0], d)
                     continue
                 g = g.array()
             if type(c) is passes.ActBits:   # (a lean cache: direct) the mask as bits
                 accumulate(node.inputs[0], c.backward(g))
-                continue
-            if direct and (terms := channel_terms(node.layer, g, c)) is not None:   # a gate's Mul, a pool
-                for t, d in zip(node.inputs, terms):
-                    accumulate(t, d)
                 continue
             if direct and type(node.layer) is Conv2d and type(c) is tuple and type(g) is np.ndarray:
                 dx = passes.conv_input_grad(g, c, masks.get(i), caches, s)   # None: the layer's own path
@@ -605,6 +601,10 @@ class Model(FrozenWeights):
                     grads_t[t] = dx if prev is None else add_grads(prev, dx)
                     folds.pop(i, None)
                     continue
+            if direct and (terms := channel_terms(node.layer, g, c)) is not None:   # a gate's Mul, a pool
+                for t, d in zip(node.inputs, terms):
+                    accumulate(t, d)
+                continue
             need_inputs = input_grad or any(t != bound for t in node.inputs)
             rule = None if not rules else rules.get(node.name, rules.get(type(node.layer)))
             targets = node.inputs

@@ -37,18 +37,24 @@ def test_same_bits_as_the_ops_it_replaces(shape, gshape, dtype):
     base, gate, pool, pre = _terms(rng, shape, gshape, dtype)
     scaled = _core.channel_scale_backward(base, base, gate, True, False)[0]
     pooled = _core.global_avg_pool_backward(pool, shape[2:])
+    other = rng.standard_normal(shape).astype(dtype)   # another reader's gradient
     bits = {"relu": _core.activation_mask(pre, "relu"), "clamp": _core.activation_mask(pre, "clamp", -1.0, 2.5)}
-    for b, s, p, want in ((base, gate, pool, _core.add_forward(scaled, pooled)), (base, gate, None, scaled),
-                          (None, None, pool, pooled), (None, None, pool.reshape(shape[:2]), pooled)):
+    both = _core.add_forward(scaled, pooled)
+    for b, s, p, a, want in ((base, gate, pool, None, both), (base, gate, None, None, scaled),
+                             (None, None, pool, None, pooled), (None, None, pool.reshape(shape[:2]), None, pooled),
+                             (base, None, None, other, _core.add_forward(base, other)),
+                             (base, gate, pool, other, _core.add_forward(both, other)),
+                             (None, None, pool, other, _core.add_forward(other, pooled))):
         def same(got, ref):
             np.testing.assert_array_equal(got.view(np.uint8), ref.view(np.uint8))
             assert got.dtype == dtype and got.shape == shape
 
-        same(_core.channel_grad(shape, b, s, p), want)
-        same(_core.channel_grad(shape, b, s, p, pre, activation="silu"), _core.silu_backward(want, pre))
-        same(_core.channel_grad(shape, b, s, p, pre, activation="hardswish"), _core.hardswish_backward(want, pre))
+        same(_core.channel_grad(shape, b, s, p, a), want)
+        same(_core.channel_grad(shape, b, s, p, a, pre=pre, activation="silu"), _core.silu_backward(want, pre))
+        same(_core.channel_grad(shape, b, s, p, a, pre=pre, activation="hardswish"),
+             _core.hardswish_backward(want, pre))
         for m in bits.values():
-            same(_core.channel_grad(shape, b, s, p, mask=m), _core.activation_mask_backward(want, m))
+            same(_core.channel_grad(shape, b, s, p, a, mask=m), _core.activation_mask_backward(want, m))
 
 
 def test_against_float64_formulas():
@@ -58,10 +64,10 @@ def test_against_float64_formulas():
     g = base * gate[:, :, None, None] + pool / 30.0
     sig = 1.0 / (1.0 + np.exp(-pre))
     np.testing.assert_allclose(_core.channel_grad(shape, base, gate, pool), g, rtol=1e-14, atol=1e-15)
-    np.testing.assert_allclose(_core.channel_grad(shape, base, gate, pool, pre, activation="silu"),
+    np.testing.assert_allclose(_core.channel_grad(shape, base, gate, pool, pre=pre, activation="silu"),
                                g * sig * (1 + pre * (1 - sig)), rtol=1e-12, atol=1e-14)
     dhs = np.where(pre < -3, 0.0, np.where(pre <= 3, pre / 3 + 0.5, 1.0))
-    np.testing.assert_allclose(_core.channel_grad(shape, base, gate, pool, pre, activation="hardswish"), g * dhs,
+    np.testing.assert_allclose(_core.channel_grad(shape, base, gate, pool, pre=pre, activation="hardswish"), g * dhs,
                                rtol=1e-14, atol=1e-15)
     m = _core.activation_mask(pre, "relu")
     np.testing.assert_array_equal(_core.channel_grad(shape, base, gate, pool, mask=m), np.where(pre > 0, g, 0.0))
@@ -75,7 +81,7 @@ def check_simd_bits():
         want = _core.add_forward(_core.channel_scale_backward(base, base, gate, True, False)[0],
                                  _core.global_avg_pool_backward(pool, shape[2:]))
         for act in ("silu", "hardswish"):
-            got = _core.channel_grad(shape, base, gate, pool, pre, activation=act)
+            got = _core.channel_grad(shape, base, gate, pool, pre=pre, activation=act)
             assert np.array_equal(got, getattr(_core, act + "_backward")(want, pre)), (shape, act)
         m = _core.activation_mask(pre, "relu")
         assert np.array_equal(_core.channel_grad(shape, base, gate, pool, mask=m),
@@ -91,9 +97,9 @@ check_simd_bits()
 def test_bad_arguments():
     z = np.zeros((2, 3, 4, 4), np.float32)
     p = np.zeros((2, 3), np.float32)
-    bad = [(dict(shape=(2, 3, 4, 4)), "give base and s, pool, or both"),
-           (dict(shape=(2, 3, 4, 4), base=z), "base and s go together"),
-           (dict(shape=(2, 3, 4, 4), s=p[0], pool=p), "base and s go together"),
+    bad = [(dict(shape=(2, 3, 4, 4)), "give base \(with or without s\), pool, or both"),
+           (dict(shape=(2, 3, 4, 4), s=p[0], pool=p), "s scales base, and base is None"),
+           (dict(shape=(2, 3, 4, 4), base=z, add=z[:1]), "add must have shape"),
            (dict(shape=(2,), pool=p), r"shape must be \(N, C, ...\)"),
            (dict(shape=(2, 3, 0, 4), pool=p), "shape must have positive sizes"),
            (dict(shape=(2, 3, 4, 5), base=z, s=p), "base must have shape"),
@@ -218,3 +224,46 @@ def test_threads_give_the_same_bits():
         gradvis.set_num_threads(old)
     for r in res[1:]:
         np.testing.assert_array_equal(r, res[0])
+
+
+def resnet_like(dtype=np.float32):
+    """Residual blocks whose outputs (a ReLU after the Add) are read by the next
+    block and by its Add; the input read by two layers; a block without a ReLU
+    after its Add (MobileNetV2's), whose sum a convolution reads."""
+    m = Model((8, 10, 10), seed=0)
+    m.add("stem", Conv2d(8, 8, 3, padding=1), inputs=["input"]).add("r0", ReLU())
+    m.add("side", Conv2d(8, 8, 1), inputs=["input"]).add("mix", Add(), inputs=["r0", "side"]).add("rm", ReLU())
+    prev = "rm"
+    for i in range(2):
+        m.add(f"a{i}", Conv2d(8, 8, 3, padding=1), inputs=[prev]).add(f"ar{i}", ReLU())
+        m.add(f"b{i}", Conv2d(8, 8, 3, padding=1)).add(f"sum{i}", Add(), inputs=[f"b{i}", prev])
+        prev = m.add(f"out{i}", ReLU()).nodes[-1].name
+    m.add("e", Conv2d(8, 16, 1), inputs=[prev]).add("p", Conv2d(16, 8, 1)).add("lin", Add(), inputs=["p", prev])
+    m.add("head", Conv2d(8, 12, 1)).add("pool", GlobalAvgPool(keepdims=False))
+    m.init_params(seed=0, dtype=dtype)
+    return random_biases(m)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_residual_sums_masked_in_one_pass(dtype, monkeypatch):
+    """Two gradients of a block output (the next block's and its Add's) are kept as
+    terms and masked by the ReLU's bits in one pass in a lean pass, added into an
+    array where a convolution reads them or the pass returns them; the same bits as
+    node by node."""
+    m = resnet_like(dtype)
+    for n in (1, 2):
+        X = np.random.default_rng(n).standard_normal((n, 8, 10, 10)).astype(dtype)
+        out, c = m.forward(X)
+        dout = np.random.default_rng(9).standard_normal(out.shape).astype(dtype)
+        want = m.backward(dout, c, param_grads=True)[0]
+        for mode in ("lean", "full"):
+            m.backward(dout, m.forward(X)[1], param_grads=False)
+            _, c = m.forward(X) if mode == "lean" else m.forward(X, cache="full")
+            calls = _spy(monkeypatch)
+            got = m.backward(dout, c, param_grads=False)[0]
+            monkeypatch.undo()
+            np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
+            assert type(got) is np.ndarray and got.shape == X.shape
+            # rm, out0 and out1 masked from their sums (lean); the input's and lin's sums as arrays
+            assert calls.count("mask") == (3 if mode == "lean" else 0), (mode, calls)
+            assert calls.count("none") >= 2

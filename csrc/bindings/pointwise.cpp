@@ -102,7 +102,7 @@ py::tuple scale_backward(const py::object& go, const py::object& xo, const py::o
 // The gradient of a map of `shape` (N, C, ...) from its terms (channel_grad_cpu).
 template <class T>
 py::array channel_grad(const py::object& shape_o, const py::object& bo, const py::object& so,
-                       const py::object& po, const py::object& preo, const py::object& masko,
+                       const py::object& po, const py::object& ao, const py::object& preo, const py::object& masko,
                        const std::string& activation) {
   const char* fn = "channel_grad";
   GradAct act = GradAct::none;
@@ -120,18 +120,25 @@ py::array channel_grad(const py::object& shape_o, const py::object& bo, const py
   const index_t N = index_t(shape[0]), C = index_t(shape[1]);
   index_t HW = 1;
   for (std::size_t i = 2; i < shape.size(); ++i) HW *= index_t(shape[i]);
-  if (bo.is_none() != so.is_none())
-    throw py::value_error(cat(fn, ": base and s go together (base * s), got ", bo.is_none() ? "s" : "base",
-                              " alone"));
+  if (bo.is_none() && !so.is_none()) throw py::value_error(cat(fn, ": s scales base, and base is None"));
+  if (bo.is_none() && po.is_none())
+    throw py::value_error(cat(fn, ": give base (with or without s), pool, or both"));
   auto out = empty_array<T>(shape);   // (checks the size)
-  py::array_t<T, py::array::c_style> base, sc, pool, pre;
+  py::array_t<T, py::array::c_style> base, sc, pool, addend, pre;
   bool per_sample = false;
   if (!bo.is_none()) {
     base = as_array<T>(bo, fn, "base");
     if (shape_of(base) != shape)
       throw py::value_error(cat(fn, ": base must have shape ", shape_str(shape), ", got ", shape_str(base)));
-    sc = as_array<T>(so, fn, "s");
-    per_sample = scale_geom(base, sc, fn, "base").per_sample;
+    if (!so.is_none()) {
+      sc = as_array<T>(so, fn, "s");
+      per_sample = scale_geom(base, sc, fn, "base").per_sample;
+    }
+  }
+  if (!ao.is_none()) {
+    addend = as_array<T>(ao, fn, "add");
+    if (shape_of(addend) != shape)
+      throw py::value_error(cat(fn, ": add must have shape ", shape_str(shape), ", got ", shape_str(addend)));
   }
   if (!po.is_none()) {
     pool = as_array<T>(po, fn, "pool");
@@ -157,12 +164,13 @@ py::array channel_grad(const py::object& shape_o, const py::object& bo, const py
   }
   T* po_ = out.mutable_data();
   const T* pb = bo.is_none() ? nullptr : base.data();
-  const T* ps = bo.is_none() ? nullptr : sc.data();
+  const T* ps = so.is_none() ? nullptr : sc.data();
+  const T* pa = ao.is_none() ? nullptr : addend.data();
   const T* pp = po.is_none() ? nullptr : pool.data();
   const T* px = preo.is_none() ? nullptr : pre.data();
   {
     py::gil_scoped_release nogil;
-    channel_grad_cpu<T>(po_, pb, ps, pp, px, bits, N, C, HW, per_sample, act);
+    channel_grad_cpu<T>(po_, pb, ps, pp, pa, px, bits, N, C, HW, per_sample, act);
   }
   return out;
 }
@@ -349,19 +357,21 @@ void register_pointwise(py::module_& m) {
       "s is broadcast along, shaped as s; either is None when not asked for.");
   m.def(
       "channel_grad",
-      [](py::object shape, py::object base, py::object s, py::object pool, py::object pre, py::object mask,
-         const std::string& activation) {
+      [](py::object shape, py::object base, py::object s, py::object pool, py::object add, py::object pre,
+         py::object mask, const std::string& activation) {
         const py::object& first = !base.is_none() ? base : !pool.is_none() ? pool : pre;
-        if (first.is_none()) throw py::value_error("channel_grad: give base and s, pool, or both");
+        if (first.is_none()) throw py::value_error("channel_grad: give base (with or without s), pool, or both");
         return is_f32(first, "channel_grad", !base.is_none() ? "base" : !pool.is_none() ? "pool" : "pre")
-                   ? channel_grad<float>(shape, base, s, pool, pre, mask, activation)
-                   : channel_grad<double>(shape, base, s, pool, pre, mask, activation);
+                   ? channel_grad<float>(shape, base, s, pool, add, pre, mask, activation)
+                   : channel_grad<double>(shape, base, s, pool, add, pre, mask, activation);
       },
       py::arg("shape"), py::arg("base") = py::none(), py::arg("s") = py::none(), py::arg("pool") = py::none(),
-      py::arg("pre") = py::none(), py::arg("mask") = py::none(), py::arg("activation") = "none",
+      py::arg("add") = py::none(), py::arg("pre") = py::none(), py::arg("mask") = py::none(),
+      py::arg("activation") = "none",
       "The gradient of a map of `shape` (N, C, ...) from its terms, in one pass: g = base * s[n, c]\n"
-      "(channel_scale_backward's dx; s (C,), (1, C) or (N, C)) + pool[n, c] / (H W) (global_avg_pool_backward's\n"
-      "dx; pool (N, C) or (N, C, 1, 1)), either term optional; with activation 'silu' or 'hardswish', g times\n"
+      "(channel_scale_backward's dx; s (C,), (1, C) or (N, C); None: base) + pool[n, c] / (H W)\n"
+      "(global_avg_pool_backward's dx; pool (N, C) or (N, C, 1, 1)), then + add (another reader's\n"
+      "gradient), each term optional; with activation 'silu' or 'hardswish', g times\n"
       "the activation's derivative at pre (its input); with mask (activation_mask's bits of a ReLU or clamp\n"
       "of that shape), g where its bit is set, else 0. The bits of those ops, add_forward and\n"
       "silu_backward / hardswish_backward / activation_mask_backward in turn; the dtype is base's (else pool's).");

@@ -342,8 +342,8 @@ void channel_scale_backward_cpu(T* dx, T* ds, const T* dout, const T* x, const T
 }
 
 template <class T>
-void channel_grad_cpu(T* out, const T* base, const T* s, const T* pool, const T* pre, const std::uint64_t* bits,
-                      index_t N, index_t C, index_t HW, bool per_sample, GradAct act) {
+void channel_grad_cpu(T* out, const T* base, const T* s, const T* pool, const T* add, const T* pre,
+                      const std::uint64_t* bits, index_t N, index_t C, index_t HW, bool per_sample, GradAct act) {
   for_planes(N * C, HW, [&](index_t p0, index_t p1) {
     constexpr index_t kChunk = 1024;   // the sum before the activation's derivative, in L1
     T tmp[kChunk];
@@ -353,13 +353,20 @@ void channel_grad_cpu(T* out, const T* base, const T* s, const T* pool, const T*
       for (index_t i0 = 0; i0 < HW; i0 += kChunk) {
         const index_t len = std::min(kChunk, HW - i0), off = p * HW + i0;
         T* d = act == GradAct::none && !bits ? out + off : tmp;
-        if (base) {
+        if (base) {   // each sum in a pass of its own: the terms rounded before it, as add_cpu reads them
           const T* b = base + off;
-          for (index_t i = 0; i < len; ++i) d[i] = b[i] * k;
-          if (pool)   // a pass of its own: the product rounded before the sum, as add_cpu reads it
+          if (s)
+            for (index_t i = 0; i < len; ++i) d[i] = b[i] * k;
+          else
+            std::copy(b, b + len, d);
+          if (pool)
             for (index_t i = 0; i < len; ++i) d[i] = d[i] + v;
         } else {
           std::fill(d, d + len, v);
+        }
+        if (add) {
+          const T* a = add + off;
+          for (index_t i = 0; i < len; ++i) d[i] = d[i] + a[i];
         }
         if (act == GradAct::silu)
           silu_backward_cpu<T>(out + off, tmp, pre + off, len);
@@ -398,8 +405,8 @@ void add_cpu(T* out, const T* a, const T* b, index_t n, bool relu) {
   template void channel_scale_forward_cpu<T>(T*, const T*, const T*, index_t, index_t, index_t, bool); \
   template void channel_scale_backward_cpu<T>(T*, T*, const T*, const T*, const T*, index_t, index_t,  \
                                               index_t, bool);                                          \
-  template void channel_grad_cpu<T>(T*, const T*, const T*, const T*, const T*, const std::uint64_t*, index_t,    \
-                                    index_t, index_t, bool, GradAct);                                         \
+  template void channel_grad_cpu<T>(T*, const T*, const T*, const T*, const T*, const T*, const std::uint64_t*, \
+                                    index_t, index_t, index_t, bool, GradAct);                                \
   template void add_cpu<T>(T*, const T*, const T*, index_t, bool);
 GRADVIS_INSTANTIATE(float)
 GRADVIS_INSTANTIATE(double)

@@ -64,8 +64,9 @@ void channel_scale_backward_cpu(T* dx, T* ds, const T* dout, const T* x, const T
                                 index_t HW, bool per_sample);
 
 // The gradient of an (N, C, HW) map made in one pass from its terms: g = base *
-// s[n, c] (s (N, C) when per_sample, else (C,)) + pool[n, c] / HW, each term
-// optional (null: absent; neither: zeros), then, with act, times the
+// s[n, c] (s (N, C) when per_sample, else (C,); null: base itself) + pool[n, c] /
+// HW, then + add[i] (a gradient from another reader), each term optional (null:
+// absent), then, with act, times the
 // activation's derivative at pre, or (act none, bits not null) kept where the
 // mask's bit is set (activation_mask_backward's ReLU / clamp mask as bits), else
 // 0: what a squeeze-and-excitation block's map receives from its gate's Mul and
@@ -75,8 +76,8 @@ void channel_scale_backward_cpu(T* dx, T* ds, const T* dout, const T* x, const T
 // bit, without their arrays in between.
 enum class GradAct { none = 0, silu = 1, hardswish = 2 };
 template <class T>
-void channel_grad_cpu(T* out, const T* base, const T* s, const T* pool, const T* pre, const std::uint64_t* bits,
-                      index_t N, index_t C, index_t HW, bool per_sample, GradAct act);
+void channel_grad_cpu(T* out, const T* base, const T* s, const T* pool, const T* add, const T* pre,
+                      const std::uint64_t* bits, index_t N, index_t C, index_t HW, bool per_sample, GradAct act);
 
 // out = a + b, n elements (a residual connection); with relu, max(a + b, 0) as
 // relu_forward gives it (NaN and -0 kept), in the same pass.

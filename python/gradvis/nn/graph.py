@@ -546,6 +546,9 @@ class Model(FrozenWeights):
         masks = cache["masks"]
         caches, bound = cache["caches"], cache["bound"]
         grads_t = {}
+        # input gradients only, no rules (the image-gradient methods): a convolution's
+        # kernel called directly, as Model.forward does without a cache
+        direct = not param_grads and input_grad and not rules
 
         def accumulate(name, g):
             if type(g) is not ChannelGrad:
@@ -553,7 +556,7 @@ class Model(FrozenWeights):
             if g.shape != shapes[name]:
                 raise ValueError(f"gradient for {name!r} has shape {g.shape}, expected {shapes[name]}")
             prev = grads_t.get(name)
-            grads_t[name] = g if prev is None else add_grads(prev, g)
+            grads_t[name] = g if prev is None else add_grads(prev, g, direct)
 
         if cache["outputs"] is not None:
             if not isinstance(dout, dict):
@@ -567,9 +570,6 @@ class Model(FrozenWeights):
 
         grads = {}
         folds, unfolded = {}, {}
-        # input gradients only, no rules (the image-gradient methods): a convolution's
-        # kernel called directly, as Model.forward does without a cache
-        direct = not param_grads and input_grad and not rules
         if "lean" in cache and not direct:   # the pass again, keeping what this backward reads
             X, start, end, outs = cache["lean"]
             cache = self.forward(X, start=start, end=end, mode="test", outputs=outs, cache="full")[1]
@@ -598,7 +598,7 @@ class Model(FrozenWeights):
                 if dx is not None:
                     t = self.nodes[masks[i][0]].inputs[0] if i in masks else node.inputs[0]
                     prev = grads_t.get(t)
-                    grads_t[t] = dx if prev is None else add_grads(prev, dx)
+                    grads_t[t] = dx if prev is None else add_grads(prev, dx, True)
                     folds.pop(i, None)
                     continue
             if direct and (terms := channel_terms(node.layer, g, c)) is not None:   # a gate's Mul, a pool

@@ -143,6 +143,28 @@ def se_net(act, gate_act, gate_first, third_reader=False, dtype=np.float32):
     return random_biases(m)
 
 
+def _as_node_by_node(m, dtype, monkeypatch):
+    """At batch 1 and 2, with a lean cache and a full one: checks that a pass taking
+    input gradients only gives the bits of the pass whose nodes run their own
+    backward (parameter gradients asked for too); yields (cache mode,
+    channel_grad's calls in that pass)."""
+    for n in (1, 2):
+        X = np.random.default_rng(n).standard_normal((n,) + tuple(m.input_shape)).astype(dtype)
+        out, c = m.forward(X)
+        dout = np.random.default_rng(9).standard_normal(out.shape).astype(dtype)
+        want = m.backward(dout, c, param_grads=True)[0]
+        for mode in ("lean", "full"):
+            m.backward(dout, m.forward(X)[1], param_grads=False)   # a gradient loop: lean caches from here on
+            _, c = m.forward(X) if mode == "lean" else m.forward(X, cache="full")
+            assert ("lean" in c) == (mode == "lean")
+            calls = _spy(monkeypatch)
+            got = m.backward(dout, c, param_grads=False)[0]
+            monkeypatch.undo()
+            assert type(got) is np.ndarray and got.shape == X.shape
+            np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
+            yield mode, calls
+
+
 def _spy(monkeypatch):
     calls = []
     real = _core.channel_grad
@@ -167,23 +189,11 @@ def test_input_gradients_as_node_by_node(act, gate_act, gate_first, third, fused
     an array for any other activation (Tanh) and where something else reads the
     map too."""
     m = se_net(act, gate_act, gate_first, third, dtype)
-    for n in (1, 2):
-        X = np.random.default_rng(n).standard_normal((n, 6, 9, 9)).astype(dtype)
-        out, c = m.forward(X)
-        dout = np.random.default_rng(9).standard_normal(out.shape).astype(dtype)
-        want = m.backward(dout, c, param_grads=True)[0]
-        for mode in ("lean", "full"):
-            m.backward(dout, m.forward(X)[1], param_grads=False)   # a gradient loop: lean caches from here on
-            _, c = m.forward(X) if mode == "lean" else m.forward(X, cache="full")
-            assert ("lean" in c) == (mode == "lean")
-            calls = _spy(monkeypatch)
-            got = m.backward(dout, c, param_grads=False)[0]
-            monkeypatch.undo()
-            np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
-            # the head's SiLU from its pool's term alone; the block's map through its activation
-            assert calls.count("silu") >= 1
-            if fused is not None and not (fused == "mask" and mode == "full"):
-                assert calls.count(fused) == (2 if fused == "silu" else 1), (mode, calls)
+    for mode, calls in _as_node_by_node(m, dtype, monkeypatch):
+        # the head's SiLU from its pool's term alone; the block's map through its activation
+        assert calls.count("silu") >= 1
+        if fused is not None and not (fused == "mask" and mode == "full"):
+            assert calls.count(fused) == (2 if fused == "silu" else 1), (mode, calls)
 
 
 def test_a_pass_that_starts_at_the_map(monkeypatch):
@@ -251,19 +261,7 @@ def test_residual_sums_masked_in_one_pass(dtype, monkeypatch):
     array where a convolution reads them or the pass returns them; the same bits as
     node by node."""
     m = resnet_like(dtype)
-    for n in (1, 2):
-        X = np.random.default_rng(n).standard_normal((n, 8, 10, 10)).astype(dtype)
-        out, c = m.forward(X)
-        dout = np.random.default_rng(9).standard_normal(out.shape).astype(dtype)
-        want = m.backward(dout, c, param_grads=True)[0]
-        for mode in ("lean", "full"):
-            m.backward(dout, m.forward(X)[1], param_grads=False)
-            _, c = m.forward(X) if mode == "lean" else m.forward(X, cache="full")
-            calls = _spy(monkeypatch)
-            got = m.backward(dout, c, param_grads=False)[0]
-            monkeypatch.undo()
-            np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
-            assert type(got) is np.ndarray and got.shape == X.shape
-            # rm, out0 and out1 masked from their sums (lean); the input's and lin's sums as arrays
-            assert calls.count("mask") == (3 if mode == "lean" else 0), (mode, calls)
-            assert calls.count("none") >= 2
+    for mode, calls in _as_node_by_node(m, dtype, monkeypatch):
+        # rm, out0 and out1 masked from their sums (lean); the input's and lin's sums as arrays
+        assert calls.count("mask") == (3 if mode == "lean" else 0), (mode, calls)
+        assert calls.count("none") >= 2

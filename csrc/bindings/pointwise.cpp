@@ -124,21 +124,20 @@ py::array channel_grad(const py::object& shape_o, const py::object& bo, const py
   if (bo.is_none() && po.is_none())
     throw py::value_error(cat(fn, ": give base (with or without s), pool, or both"));
   auto out = empty_array<T>(shape);   // (checks the size)
-  py::array_t<T, py::array::c_style> base, sc, pool, addend, pre;
+  // an argument of the map's shape (None: an empty array, not read)
+  auto map_arg = [&](const py::object& o, const char* name) {
+    py::array_t<T, py::array::c_style> a;
+    if (o.is_none()) return a;
+    a = as_array<T>(o, fn, name);
+    if (shape_of(a) != shape)
+      throw py::value_error(cat(fn, ": ", name, " must have shape ", shape_str(shape), ", got ", shape_str(a)));
+    return a;
+  };
+  py::array_t<T, py::array::c_style> base = map_arg(bo, "base"), addend = map_arg(ao, "add"), sc, pool, pre;
   bool per_sample = false;
-  if (!bo.is_none()) {
-    base = as_array<T>(bo, fn, "base");
-    if (shape_of(base) != shape)
-      throw py::value_error(cat(fn, ": base must have shape ", shape_str(shape), ", got ", shape_str(base)));
-    if (!so.is_none()) {
-      sc = as_array<T>(so, fn, "s");
-      per_sample = scale_geom(base, sc, fn, "base").per_sample;
-    }
-  }
-  if (!ao.is_none()) {
-    addend = as_array<T>(ao, fn, "add");
-    if (shape_of(addend) != shape)
-      throw py::value_error(cat(fn, ": add must have shape ", shape_str(shape), ", got ", shape_str(addend)));
+  if (!so.is_none()) {
+    sc = as_array<T>(so, fn, "s");
+    per_sample = scale_geom(base, sc, fn, "base").per_sample;
   }
   if (!po.is_none()) {
     pool = as_array<T>(po, fn, "pool");
@@ -151,11 +150,7 @@ py::array channel_grad(const py::object& shape_o, const py::object& bo, const py
   if ((act != GradAct::none) != !preo.is_none())
     throw py::value_error(cat(fn, ": pre (the activation's input) is needed with activation '", activation,
                               "' and only then"));
-  if (!preo.is_none()) {
-    pre = as_array<T>(preo, fn, "pre");
-    if (shape_of(pre) != shape)
-      throw py::value_error(cat(fn, ": pre must have shape ", shape_str(shape), ", got ", shape_str(pre)));
-  }
+  pre = map_arg(preo, "pre");
   const std::uint64_t* bits = nullptr;
   if (!masko.is_none()) {
     if (act != GradAct::none)

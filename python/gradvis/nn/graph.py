@@ -584,7 +584,7 @@ class Model(FrozenWeights):
                         grads[f"{node.name}.{k}"] = np.zeros(shp, dtype)
                 continue
             c = caches[i - s]
-            if type(g) is ChannelGrad:   # (direct) a squeeze-and-excitation map's, as terms
+            if type(g) is ChannelGrad:   # (direct) as terms: an SE block's map, a residual block's output
                 d = g.through(node.layer, c)   # the activation's input gradient from them
                 if d is not None:
                     accumulate(node.inputs[0], d)

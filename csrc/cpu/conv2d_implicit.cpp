@@ -679,11 +679,12 @@ void backward_weight_tiled(ukernel_fn<T> kern, T* dw, T* db, const T* dout, cons
 // leave 23% and 12.5% of a 32-wide tile's products empty; 7-row tiles leave none.
 // Row r = n*Q + q of A is x[n][.][q], its k-th element Q apart: read in place by
 // `ikern`, or packed once per call by the team into MR-row slivers for `pkern`
-// (given for AVX2's float tiles, used with 3 slivers or more). In place, each k
-// of a tile broadcasts MR values from a new cache line: at AVX2 the products of
-// 7x7 maps ran 15-25% slower that way, forward and input gradient (1152->192 to
-// 2048->512, AMD EPYC, 1 thread; no change at 14x14 and 28x28); at AVX-512
-// packing ran 0-10% slower. B is packed per item, one NR-filter sliver and K
+// (given for AVX2's float tiles, used with 5 slivers or more for 6-row tiles, 3
+// for 5-row ones; see below). In place, each k of a tile broadcasts MR values
+// from a new cache line: at AVX2 the products of 7x7 maps ran 15-25% slower that
+// way, forward and input gradient (1152->192 to 2048->512, AMD EPYC, 1 thread;
+// no change at 14x14 and 28x28, before the in-place kernel prefetched its rows);
+// at AVX-512 packing ran 0-10% slower. B is packed per item, one NR-filter sliver and K
 // block at a time: the rows of w transposed, or, when `flipped` (the input
 // gradient: w is (K, O, 1, 1)), segments of w's rows copied. An item is (sliver,
 // block of row tiles); its products build up in a panel (rows x NR) that is then
@@ -1029,7 +1030,7 @@ inline double tile_use(index_t n, index_t tile) { return double(n) / double((n +
 // the weights' size (1 thread: 512->2048 1.57-1.60 -> 1.42 ms, 960->160 199-200
 // -> 161-172 us; 2 threads: 2048->512 722-795 -> 626-632 us), packing included:
 // there the products take twice AVX-512's time and packing weighs half as much.
-// With the positions packed too (3 slivers or more), up to 400 positions it
+// With the positions packed too (then 3 slivers or more), up to 400 positions it
 // pays wherever its tiles are fuller, forward and input gradient (AMD EPYC, 1
 // thread: 14x14 5-12% faster, 128->512 0.271 -> 0.253 ms, 1024->256 1.08 ->
 // 0.99; 18x18 256->128 0.229 -> 0.206; 12x12 and 16x16, where both fill their

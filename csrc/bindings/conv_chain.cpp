@@ -518,10 +518,10 @@ void register_conv_chain(py::module_& m) {
                         "more weights than the map has values, else to the map. op 'gap': global_avg_pool_forward;\n"
                         "'sigmoid': sigmoid_forward; 'hardsigmoid': hardsigmoid_forward with alpha = lo,\n"
                         "beta = hi (their other fields are not read). outputs: the slots run() returns, in order.\n"
-                        "keep: what run_kept() returns beside them (a lean cache's): ('bits', slot, 'relu' or 'clamp',\n"
-                        "lo, hi), the slot's activation_mask bits, made as soon as it is written; ('pre', layer),\n"
-                        "the input of a conv layer's activation (conv2d_forward_act's pre). fold_gates False\n"
-                        "applies every gate to the map, as the Mul layer does.")
+                        "keep: what run_kept() returns beside them (a lean cache's): ('bits', slot,\n"
+                        "'relu' or 'clamp', lo, hi), the slot's activation_mask bits, made as soon as it is\n"
+                        "written; ('pre', layer), the input of a conv layer's activation (conv2d_forward_act's\n"
+                        "pre). fold_gates False applies every gate to the map, as the Mul layer does.")
       .def(py::init<int, const py::sequence&, const py::sequence&, const py::sequence&, bool>(),
            py::arg("n_inputs"), py::arg("layers"), py::arg("outputs"), py::arg("keep") = py::tuple(),
            py::arg("fold_gates") = true)

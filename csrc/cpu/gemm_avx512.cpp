@@ -73,8 +73,8 @@ void ukernel_boffs_avx512_f64(index_t kc, const double* a, const double* b, cons
                            const double* bias, const double* clamp, double beta, const double* ref) {
   ukernel_boffs<V512d, kMR512, kNR512_f64 / 8>(kc, a, b, boff, c, ldc, bias, clamp, beta, ref);
 }
-void ukernel_boffs_avx512_f32_ahead(index_t kc, const float* a, const float* b, const index_t* boff, float* c, index_t ldc,
-                           const float* bias, const float* clamp, float beta, const float* ref) {
+void ukernel_boffs_avx512_f32_ahead(index_t kc, const float* a, const float* b, const index_t* boff, float* c,
+                                    index_t ldc, const float* bias, const float* clamp, float beta, const float* ref) {
   ukernel_boffs<V512f, kMR512, kNR512_f32 / 16, 16>(kc, a, b, boff, c, ldc, bias, clamp, beta, ref);
 }
 }  // namespace gemm_detail

@@ -66,14 +66,14 @@ void channel_scale_backward_cpu(T* dx, T* ds, const T* dout, const T* x, const T
 // The gradient of an (N, C, HW) map made in one pass from its terms: g = base *
 // s[n, c] (s (N, C) when per_sample, else (C,); null: base itself) + pool[n, c] /
 // HW, then + add[i] (a gradient from another reader), each term optional (null:
-// absent), then, with act, times the
-// activation's derivative at pre, or (act none, bits not null) kept where the
-// mask's bit is set (activation_mask_backward's ReLU / clamp mask as bits), else
-// 0: what a squeeze-and-excitation block's map receives from its gate's Mul and
-// from its global average pool, through the activation before them. The values
-// of channel_scale_backward's dx, global_avg_pool_backward, add_cpu and
-// silu_backward / hardswish_backward / activation_mask_backward in turn, bit for
-// bit, without their arrays in between.
+// absent); then, with act, times the activation's derivative at pre, or (act
+// none, bits not null) kept where the mask's bit is set (activation_mask_backward's
+// ReLU / clamp mask as bits), else 0. What a squeeze-and-excitation block's map
+// receives from its gate's Mul and its global average pool, through the
+// activation before them, or a residual block's output from its two readers,
+// through its ReLU. The values of channel_scale_backward's dx,
+// global_avg_pool_backward, add_cpu and silu_backward / hardswish_backward /
+// activation_mask_backward in turn, bit for bit, without their arrays in between.
 enum class GradAct { none = 0, silu = 1, hardswish = 2 };
 template <class T>
 void channel_grad_cpu(T* out, const T* base, const T* s, const T* pool, const T* add, const T* pre,

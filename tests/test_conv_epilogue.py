@@ -23,6 +23,11 @@ CASES = [
     ((1, 64, 14, 14), (96, 64, 3, 3), {"padding": 1, "stride": 2}),
     ((1, 40, 7, 7), (124, 40, 5, 5), {"padding": 2}),
     ((1, 16, 28, 28), (24, 16, 1, 1), {}),            # a larger map (positions in the vectors)
+    # filters that leave a last sliver of 2 or 4 rows (AVX2's are 6 high): an RGB
+    # layer read from its split image, a packed one, one with two K blocks
+    ((1, 3, 40, 40), (32, 3, 3, 3), {"padding": 1, "stride": 2}),
+    ((1, 24, 24, 24), (16, 24, 3, 3), {"padding": 1}),
+    ((1, 40, 18, 18), (20, 40, 3, 3), {"padding": 1}),
 ]
 
 

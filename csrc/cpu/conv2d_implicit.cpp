@@ -132,6 +132,17 @@ ukernel_boffs_fn<T> boffs_ukernel() {
   }
 }
 
+// The ukernel_boffs for the first mr rows of an MR x NR tile whose A sliver is
+// packed MR rows high, if any (AVX2 float).
+template <class T, int MR, int NR>
+ukernel_boffs_fn<T> boffs_rows_ukernel(index_t mr) {
+  using namespace gemm_detail;
+  if constexpr (std::is_same_v<T, float> && MR == kMR256 && NR == kNR256_f32)
+    return ukernel_boffs_avx2_f32_rows(int(mr));
+  else
+    return (void)mr, nullptr;
+}
+
 // Thread t's share of the split image (build_split) out of nth: with fewer images
 // than threads, the rows [t, t+1) * Hp / nth of every channel, the rows its own
 // positions read (the positions go to the threads in order), so that each core
@@ -308,7 +319,13 @@ void forward_tiled(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* out
                          !direct && boffs_kern;
   // (lohi is ReLU's [0, infinity) here: an Add is not a clamp activation)
   const T* res_clamp = res_tiles && act->kind == ConvAct::add_relu ? lohi : nullptr;
-  std::vector<index_t> poff((b || clamp || res_tiles) && boffs_kern && !direct ? std::size_t(kc_max) : 0);
+  // A last sliver of fewer than MR filters (16 or 32 filters in AVX2's 6-row
+  // slivers) is stored by a kernel of its own rows, full tiles straight into out:
+  // computed as MR rows into a tile and copied out with the bias and clamp, it cost
+  // a third of a 3->32 stem's time.
+  const bool rows_tail = !direct && !panel && M % MR != 0 && boffs_rows_ukernel<T, MR, NR>(M % MR);
+  std::vector<index_t> poff((b || clamp || res_tiles || rows_tail) && boffs_kern && !direct ? std::size_t(kc_max)
+                                                                                             : 0);
   for (index_t k = 0; k < index_t(poff.size()); ++k) poff[std::size_t(k)] = k * NR;
 
   // o[0, len) of output channel f: + bias, relu or the clamp, or the residual Add
@@ -357,6 +374,7 @@ void forward_tiled(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* out
         for (index_t is = is0; is < is1; ++is) {
           const index_t m = is * MR, mr = std::min<index_t>(MR, M - m);
           const T* a = direct ? arow(gi, m) : ag + k0 * Mpad + m * kc;
+          const ukernel_boffs_fn<T> rem = rows_tail && mr < MR ? boffs_rows_ukernel<T, MR, NR>(mr) : nullptr;
           // C tile (MR x NR at c, row stride ldc) from B's tile at jr: in place in
           // the split image when the tile lies in one output row, else packed.
           // fuse (a full tile into the output): bias and clamp may be applied by the
@@ -372,18 +390,18 @@ void forward_tiled(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* out
             if (in_place(q0, pc, jr)) {
               const index_t n = q / g.OHW, r = q % g.OHW;
               const T* src = xg + n * s.C * g.HW + r;
-              pw_kern(kc, a, src, pwoff.data() + k0, c, ldc, bias, cl, beta_c, ref);
+              (fuse && rem ? rem : pw_kern)(kc, a, src, pwoff.data() + k0, c, ldc, bias, cl, beta_c, ref);
               return fuse;
             }
             if (inplace && pc - jr >= NR && q % s.OW + NR <= s.OW) {
               const index_t n = q / g.OHW, r = q % g.OHW;
               const T* src = xs + gi * g.Cg * sp.SC + n * sp.SI + (r / s.OW) * s.p.stride_h * sp.SH + r % s.OW;
-              boffs_kern(kc, a, src, roff.data() + k0, c, ldc, bias, cl, beta_c, ref);
+              (fuse && rem ? rem : boffs_kern)(kc, a, src, roff.data() + k0, c, ldc, bias, cl, beta_c, ref);
               return fuse;
             }
             if (fuse && !poff.empty()) {  // (its extra offset load costs 2-3% where nothing is fused)
-              if (bias || cl || ref)
-                boffs_kern(kc, a, bs, poff.data(), c, ldc, bias, cl, beta_c, ref);
+              if (bias || cl || ref || rem)
+                (rem ? rem : boffs_kern)(kc, a, bs, poff.data(), c, ldc, bias, cl, beta_c, ref);
               else
                 pack_kern(kc, a, bs, c, ldc, T(1), beta_c);
               return true;
@@ -408,11 +426,11 @@ void forward_tiled(ukernel_fn<T> pack_kern, ukernel_rows_fn<T> rows_kern, T* out
             const index_t n = q / g.OHW, r = q % g.OHW;
             // Bias and clamp are applied to each tile after the last K block, while it is in L1.
             const bool last = bk == kb.n - 1 && (b || clamp || res_tiles);
-            if (mr == MR && nr == NR && r + NR <= g.OHW) {
+            if ((mr == MR || rem) && nr == NR && r + NR <= g.OHW) {
               T* c = out + (n * s.F + row0 + m) * g.OHW + r;
               if (kern(jr, c, g.OHW, beta, true)) continue;
               if (last)
-                for (index_t i = 0; i < MR; ++i) finish(c + i * g.OHW, NR, row0 + m + i);
+                for (index_t i = 0; i < mr; ++i) finish(c + i * g.OHW, NR, row0 + m + i);
               continue;
             }
             kern(jr, tile, NR, T(0));

@@ -68,6 +68,17 @@ void ukernel_boffs_avx2_f64(index_t kc, const double* a, const double* b, const 
                            const double* bias, const double* clamp, double beta, const double* ref) {
   ukernel_boffs<V256d, kMR256, kNR256_f64 / 4>(kc, a, b, boff, c, ldc, bias, clamp, beta, ref);
 }
+ukernel_boffs_fn<float> ukernel_boffs_avx2_f32_rows(int mr) {
+  constexpr int NV = kNR256_f32 / 8;
+  switch (mr) {
+    case 1: return ukernel_boffs<V256f, 1, NV, 0, kMR256>;
+    case 2: return ukernel_boffs<V256f, 2, NV, 0, kMR256>;
+    case 3: return ukernel_boffs<V256f, 3, NV, 0, kMR256>;
+    case 4: return ukernel_boffs<V256f, 4, NV, 0, kMR256>;
+    case 5: return ukernel_boffs<V256f, 5, NV, 0, kMR256>;
+    default: return nullptr;
+  }
+}
 }  // namespace gemm_detail
 }  // namespace gradvis
 
@@ -87,6 +98,7 @@ void ukernel_avx2_f32_5(index_t, const float*, const float*, float*, index_t, fl
 void ukernel_offs_avx2_f64(GV_OFFS_ARGS(double)) { std::abort(); }
 void ukernel_boffs_avx2_f32(GV_BOFFS_ARGS(float)) { std::abort(); }
 void ukernel_boffs_avx2_f64(GV_BOFFS_ARGS(double)) { std::abort(); }
+ukernel_boffs_fn<float> ukernel_boffs_avx2_f32_rows(int) { return nullptr; }
 }  // namespace gemm_detail
 }  // namespace gradvis
 #endif

@@ -99,6 +99,9 @@ void ukernel_boffs_avx512_f64(GV_BOFFS_ARGS(double));
 void ukernel_boffs_avx512_f32_ahead(GV_BOFFS_ARGS(float));
 void ukernel_boffs_avx2_f32(GV_BOFFS_ARGS(float));
 void ukernel_boffs_avx2_f64(GV_BOFFS_ARGS(double));
+// ukernel_boffs_avx2_f32 for the first mr (1 to 5) rows of a 6-row sliver: a
+// layer's last filters when 6 does not divide their count
+ukernel_boffs_fn<float> ukernel_boffs_avx2_f32_rows(int mr);
 template <class T>
 void ukernel_boffs_scalar(GV_BOFFS_ARGS(T));
 

@@ -887,10 +887,14 @@ for dt, tol in ((np.float32, 1e-4), (np.float64, 1e-11)):
     # read in place (two K blocks), 15 with them packed (a run of 32 tiles, then a
     # partial one); (e) 7x7 with 2 slivers of filters: at AVX2 float 5-row tiles
     # with the positions read in place; (f) two 10x10 images, 10 slivers: tiles
-    # packed in runs, and one across both images
+    # packed in runs, and one across both images; (g) maps over 400 positions with
+    # 16 and 32 filters and up to 48 input channels (at AVX2 float not transposed:
+    # a last sliver of 4 or 2 filters, forward and input gradient), and 64 channels
+    # (transposed)
     for xs, f, bias in (((3, 300, 7, 9), 37, False), ((1, 300, 7, 7), 96, True), ((2, 192, 7, 7), 200, False),
                         ((1, 64, 14, 14), 45, True), ((1, 384, 14, 14), 64, True), ((1, 160, 14, 14), 240, False),
-                        ((1, 40, 7, 7), 32, True), ((2, 96, 10, 10), 160, True)):
+                        ((1, 40, 7, 7), 32, True), ((2, 96, 10, 10), 160, True), ((1, 32, 24, 24), 16, True),
+                        ((1, 16, 21, 23), 32, False), ((1, 48, 22, 22), 16, True), ((1, 64, 22, 22), 32, True)):
         x = rng.standard_normal(xs).astype(dt)
         w = rng.standard_normal((f, xs[1], 1, 1)).astype(dt)
         b = rng.standard_normal(f).astype(dt) if bias else None

@@ -1101,6 +1101,16 @@ void implicit_forward(T* out, const T* x, const T* w, const T* b, const Conv2dSh
                  : r5 ? pointwise_rows_choice(s, flipped, mr, nr, {mr, gemm_detail::kMR256r5}, true)
                       : pointwise_rows_choice(s, flipped, mr, nr, {mr});
       const index_t R = s.N * s.OH * s.OW;
+      // On maps over 400 positions, the transposed path's fuller tiles chose it
+      // for 16 and 32 filters; with forward_tiled's own kernel for a last sliver
+      // under 6 rows, products of up to 48 terms are faster there (AVX2, 1 thread:
+      // 32->16 at 112x112 0.232 -> 0.210 ms, 16->16 0.147 -> 0.107, 48->32 at 56x56
+      // 0.129 -> 0.121; their input gradients 32->16 0.319 -> 0.240, 16->16 0.149
+      // -> 0.094), where each tile's few k-steps weigh little beside the transposes.
+      // From 64 terms it keeps the transposed path (64->16 at 56x56 0.085 against
+      // 0.106, 192->32 at 28x28 0.109 against 0.126; 16->96's input gradient at
+      // 112x112 0.61 against 0.86).
+      if (r5 && R > 400 && s.C * s.KH * s.KW <= 48) rows = 0;
       if (r5 && rows == gemm_detail::kMR256r5 && tile_use(R, gemm_detail::kMR256r5) < tile_use(R, mr) + 0.02)
         rows = mr;
       // A packed at AVX2 float (see pointwise_rows_forward), in place elsewhere

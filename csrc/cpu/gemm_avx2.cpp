@@ -48,6 +48,14 @@ void ukernel_offs_avx2_f32_ahead(index_t kc, const float* a, const index_t* roff
                                  const float* b, float* c, index_t ldc, float alpha, float beta) {
   ukernel_offs<V256f, kMR256, kNR256_f32 / 8, 8>(kc, a, roff, mr, koff, b, c, ldc, alpha, beta);
 }
+void ukernel_avx2_f32_lines(index_t kc, const float* a, const float* b, float* c, index_t ldc, float alpha,
+                            float beta, const float* pf, index_t lines) {
+  ukernel_lines<V256f, kMR256, kNR256_f32 / 8>(kc, a, b, c, ldc, alpha, beta, pf, lines);
+}
+void ukernel_avx2_f32_5_lines(index_t kc, const float* a, const float* b, float* c, index_t ldc, float alpha,
+                              float beta, const float* pf, index_t lines) {
+  ukernel_lines<V256f, kMR256r5, kNR256_f32 / 8>(kc, a, b, c, ldc, alpha, beta, pf, lines);
+}
 void ukernel_avx2_f32_5(index_t kc, const float* a, const float* b, float* c, index_t ldc, float alpha, float beta) {
   ukernel<V256f, kMR256r5, kNR256_f32 / 8>(kc, a, b, c, ldc, alpha, beta);
 }
@@ -88,6 +96,13 @@ namespace gradvis {
 namespace gemm_detail {
 void ukernel_avx2_f32(index_t, const float*, const float*, float*, index_t, float, float) { std::abort(); }
 void ukernel_avx2_f32_pf(GV_PF_ARGS(float)) { std::abort(); }
+void ukernel_avx2_f32_lines(index_t, const float*, const float*, float*, index_t, float, float, const float*, index_t) {
+  std::abort();
+}
+void ukernel_avx2_f32_5_lines(index_t, const float*, const float*, float*, index_t, float, float, const float*,
+                              index_t) {
+  std::abort();
+}
 void ukernel_avx2_f64(index_t, const double*, const double*, double*, index_t, double, double) { std::abort(); }
 void ukernel_rows_avx2_f32(GV_ROWS_ARGS(float)) { std::abort(); }
 void ukernel_rows_avx2_f64(GV_ROWS_ARGS(double)) { std::abort(); }

@@ -63,6 +63,14 @@ void ukernel_avx512_f64(index_t kc, const double* a, const double* b, double* c,
 void ukernel_avx512_f32_pf(GV_PF_ARGS(float));
 void ukernel_avx512_f32_narrow_pf(GV_PF_ARGS(float));
 void ukernel_avx2_f32_pf(GV_PF_ARGS(float));
+// The 6- and 5-row AVX2 float tiles that also prefetch `lines` cache lines from
+// pf, spread over their k-steps (ukernel_lines)
+template <class T>
+using ukernel_lines_fn = void (*)(index_t kc, const T* a, const T* b, T* c, index_t ldc, T alpha, T beta, const T* pf,
+                                  index_t lines);
+void ukernel_avx2_f32_lines(index_t, const float*, const float*, float*, index_t, float, float, const float*, index_t);
+void ukernel_avx2_f32_5_lines(index_t, const float*, const float*, float*, index_t, float, float, const float*,
+                              index_t);
 void ukernel_avx2_f32(index_t kc, const float* a, const float* b, float* c, index_t ldc, float alpha, float beta);
 void ukernel_avx2_f64(index_t kc, const double* a, const double* b, double* c, index_t ldc, double alpha,
                       double beta);

@@ -69,6 +69,12 @@ CASES = [
     (2, 16, 1, 1, 1, 3, 1, 1, 1),                 # 1x1 images
     (1, 8, 9, 9, 1, 3, 4, 1, 1),                  # stride larger than the kernel
     (1, 32, 16, 16, 1, 3, 1, 1, 1),               # whole 16 x 16 blocks of the planes' transposes
+    # at AVX2 float the lanes forward path also on up to 784 outputs, strided or
+    # 5x5 and larger (MobileNet's stride-2 layers from 56x56, EfficientNet's 5x5 at
+    # 28x28): a partial block of channels, odd sizes, two images
+    (1, 20, 56, 56, 1, 3, 2, 1, 1),
+    (2, 12, 27, 25, 1, 5, 1, 2, 1),
+    (1, 9, 45, 53, 1, 5, 2, 2, 1),
     # 7x7 on at most 7 rows: rows and columns of taps that read only the padding
     # (skipped), padding wider than half the kernel
     (2, 24, 3, 3, 1, 7, 1, (5, 3, 6, 2), 1),

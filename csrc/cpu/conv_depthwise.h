@@ -67,6 +67,9 @@ bool dw_use_flat(const Conv2dShape& s, int lanes);
 // Small maps, one filter per channel, at least half a vector of channels: the
 // forward pass with channels in the vector lanes.
 bool dw_use_lanes(const Conv2dShape& s, int lanes);
+// The same for the forward pass, which at AVX2 float (avx2_float) also takes
+// strided and 5x5-or-larger layers on maps of up to 784 outputs.
+bool dw_use_lanes_fwd(const Conv2dShape& s, int lanes, bool avx2_float);
 
 // One SIMD level's kernels (conv_depthwise_body.inc), for one T.
 template <class T>

@@ -89,7 +89,7 @@ bool dw_use_glanes_dx(const Conv2dShape& s, int lanes) {
 // kernels broadcast a weight for each multiply-add there (16 registers hold too
 // few). 1 thread, alone: 144@56 stride 2 0.146 -> 0.114 ms, 72@56 stride 2 0.077
 // -> 0.060, 5x5 144@56 stride 2 0.201 -> 0.166, 5x5 240@28 0.184 -> 0.169; 3x3 at
-// stride 1 within 4% either way, and at AVX-512 7-20% slower. Interleaved passes:
+// stride 1 within 4% either way; at AVX-512 mostly slower (4-20%). Interleaved passes:
 // MobileNetV2 8.79 -> 8.73 ms, MobileNetV3-L 7.87 -> 7.82; the same bits.
 bool dw_use_lanes_fwd(const Conv2dShape& s, int lanes, bool avx2_float) {
   if (dw_use_lanes(s, lanes)) return true;

@@ -735,7 +735,7 @@ void pointwise_rows_forward(ukernel_fn<T> pkern, ukernel_offs_fn<T> ikern, T* ou
   // (384->32 and 672->32 at 14x14 5-6%); its 5-row tiles (7x7 maps) ran 5-13%
   // slower in place at 4-10 slivers.
   // AVX2's packed float tiles spread the prefetches of the next kept weights over
-  // their k-steps (ukernel_lines): MobileNetV2's forward pass 1% faster at AVX2,
+  // their k-steps (ukernel's kPfLines): MobileNetV2's forward pass 1% faster at AVX2,
   // RegNetY-400MF's 1.5% (interleaved, first quartile), the same bits.
   gemm_detail::ukernel_lines_fn<T> lines_kern = nullptr;
   if constexpr (sizeof(T) == 4 && NR == gemm_detail::kNR256_f32) {
@@ -897,6 +897,7 @@ void pointwise_rows_forward(ukernel_fn<T> pkern, ukernel_offs_fn<T> ikern, T* ou
         }
       }
       const T beta = bk == 0 ? T(0) : T(1);
+      const bool spread = pkern && lines_kern && kw && nsrc;
       for (index_t id = i0; id < i1; ++id) {
         index_t r0, r1;
         rows_of(id, r0, r1);
@@ -905,7 +906,6 @@ void pointwise_rows_forward(ukernel_fn<T> pkern, ukernel_offs_fn<T> ikern, T* ou
         const index_t tiles = (r1 - r0 + MR - 1) / MR;
         for (index_t r = r0, t = 0; r < r1; r += MR, ++t) {
           const index_t q0 = nrows * t / tiles, q1 = nrows * (t + 1) / tiles;
-          const bool spread = pkern && lines_kern && kw && nsrc;
           if (spread)
             lines_kern(kc, ap + (r / MR * K + k0) * MR, bs, panel + (r - r0) * NR, NR, T(1), beta, nsrc + q0 * nstride,
                        (q1 - q0) * nkc * index_t(sizeof(T)) / 64);

@@ -24,7 +24,7 @@ void ukernel_avx2_f32(index_t kc, const float* a, const float* b, float* c, inde
 }
 void ukernel_avx2_f32_pf(index_t kc, const float* a, const float* b, float* c, index_t ldc, float alpha, float beta,
                          const float* pf) {
-  ukernel<V256f, kMR256, kNR256_f32 / 8, true>(kc, a, b, c, ldc, alpha, beta, pf);
+  ukernel<V256f, kMR256, kNR256_f32 / 8, kPfStream>(kc, a, b, c, ldc, alpha, beta, pf);
 }
 void ukernel_avx2_f64(index_t kc, const double* a, const double* b, double* c, index_t ldc, double alpha,
                         double beta) {
@@ -50,11 +50,11 @@ void ukernel_offs_avx2_f32_ahead(index_t kc, const float* a, const index_t* roff
 }
 void ukernel_avx2_f32_lines(index_t kc, const float* a, const float* b, float* c, index_t ldc, float alpha,
                             float beta, const float* pf, index_t lines) {
-  ukernel_lines<V256f, kMR256, kNR256_f32 / 8>(kc, a, b, c, ldc, alpha, beta, pf, lines);
+  ukernel<V256f, kMR256, kNR256_f32 / 8, kPfLines>(kc, a, b, c, ldc, alpha, beta, pf, lines);
 }
 void ukernel_avx2_f32_5_lines(index_t kc, const float* a, const float* b, float* c, index_t ldc, float alpha,
                               float beta, const float* pf, index_t lines) {
-  ukernel_lines<V256f, kMR256r5, kNR256_f32 / 8>(kc, a, b, c, ldc, alpha, beta, pf, lines);
+  ukernel<V256f, kMR256r5, kNR256_f32 / 8, kPfLines>(kc, a, b, c, ldc, alpha, beta, pf, lines);
 }
 void ukernel_avx2_f32_5(index_t kc, const float* a, const float* b, float* c, index_t ldc, float alpha, float beta) {
   ukernel<V256f, kMR256r5, kNR256_f32 / 8>(kc, a, b, c, ldc, alpha, beta);

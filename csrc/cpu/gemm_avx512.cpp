@@ -24,7 +24,7 @@ void ukernel_avx512_f32(index_t kc, const float* a, const float* b, float* c, in
 }
 void ukernel_avx512_f32_pf(index_t kc, const float* a, const float* b, float* c, index_t ldc, float alpha,
                            float beta, const float* pf) {
-  ukernel<V512f, kMR512, kNR512_f32 / 16, true>(kc, a, b, c, ldc, alpha, beta, pf);
+  ukernel<V512f, kMR512, kNR512_f32 / 16, kPfStream>(kc, a, b, c, ldc, alpha, beta, pf);
 }
 void ukernel_avx512_f64(index_t kc, const double* a, const double* b, double* c, index_t ldc, double alpha,
                         double beta) {
@@ -41,7 +41,7 @@ void ukernel_avx512_f32_narrow(index_t kc, const float* a, const float* b, float
 }
 void ukernel_avx512_f32_narrow_pf(index_t kc, const float* a, const float* b, float* c, index_t ldc, float alpha,
                                   float beta, const float* pf) {
-  ukernel<V512f, kMR512n, kNR512n_f32 / 16, true>(kc, a, b, c, ldc, alpha, beta, pf);
+  ukernel<V512f, kMR512n, kNR512n_f32 / 16, kPfStream>(kc, a, b, c, ldc, alpha, beta, pf);
 }
 void ukernel_rows_avx512_f32_narrow(index_t kc, const float* a, index_t lda, index_t mr, const index_t* koff,
                                     const float* b, float* c, index_t ldc, float alpha, float beta) {

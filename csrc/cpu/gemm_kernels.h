@@ -64,7 +64,7 @@ void ukernel_avx512_f32_pf(GV_PF_ARGS(float));
 void ukernel_avx512_f32_narrow_pf(GV_PF_ARGS(float));
 void ukernel_avx2_f32_pf(GV_PF_ARGS(float));
 // The 6- and 5-row AVX2 float tiles that also prefetch `lines` cache lines from
-// pf, spread over their k-steps (ukernel_lines)
+// pf, spread over their k-steps (ukernel's kPfLines)
 template <class T>
 using ukernel_lines_fn = void (*)(index_t kc, const T* a, const T* b, T* c, index_t ldc, T alpha, T beta, const T* pf,
                                   index_t lines);

@@ -406,13 +406,30 @@ class ConvChain {
         kept.push_back(a);
       }
     }
+    // Layer i and the depthwise layer after it run as one (conv2d_pw_dw_forward_cpu,
+    // where it takes their shapes) when nothing but that layer reads layer i's
+    // output, neither has a residual, gate or kept value, and layer i is not itself
+    // the second of such a pair. Layer i's output is then never written.
+    std::vector<ConvAct> acts(L);
+    for (std::size_t i = 0; i < L; ++i)
+      acts[i] = layers_[i].has_act ? layers_[i].act : ConvAct{layers_[i].relu ? ConvAct::relu : ConvAct::none};
+    std::vector<char> fuse(L, 0);
+    for (std::size_t i = 0; i + 1 < L; ++i) {
+      const ChainLayer &a = layers_[i], &b = layers_[i + 1];
+      const int s = n_in_ + int(i);
+      bool ok = (i == 0 || !fuse[i - 1]) && a.op == ChainLayer::conv && b.op == ChainLayer::conv && a.res < 0 &&
+                b.res < 0 && gated[i].x < 0 && gated[i + 1].x < 0 && b.in == s && last_[std::size_t(s)] == int(i) + 1;
+      for (const ChainKeep& kp : with_kept ? keep_ : kNoKeep)
+        if (kp.bits ? kp.slot == s : (kp.layer == int(i) || kp.layer == int(i) + 1)) ok = false;
+      fuse[i] = ok && conv2d_pw_dw_takes<T>(cs[i], acts[i], cs[i + 1], acts[i + 1]);
+    }
     auto nbytes = [&](const std::array<index_t, 4>& sh) {
       return checked_output_bytes({py::ssize_t(sh[0]), py::ssize_t(sh[1]), py::ssize_t(sh[2]), py::ssize_t(sh[3])},
                                   sizeof(T), dtype_name<T>());
     };
     std::vector<std::size_t> bytes(S, 0), scratch_bytes(L, 0);
     for (std::size_t s = std::size_t(n_in_); s < S; ++s)
-      if (ptr[s] == nullptr) bytes[s] = nbytes(shape[s]);
+      if (ptr[s] == nullptr && !fuse[s - std::size_t(n_in_)]) bytes[s] = nbytes(shape[s]);
     for (std::size_t i = 0; i < L; ++i)
       if (gated[i].x >= 0)
         scratch_bytes[i] = gated[i].fold ? sizeof(T) * std::size_t(cs[i].F * cs[i].C / cs[i].p.groups * cs[i].KH *
@@ -424,10 +441,13 @@ class ConvChain {
     std::vector<std::size_t> off(S, 0), scratch_off(L, 0);
     for (std::size_t i = 0; i < L; ++i) {
       const std::size_t o = std::size_t(n_in_) + i;
-      if (ptr[o] == nullptr) off[o] = plan.place(bytes[o], int(o));
+      if (ptr[o] == nullptr && !fuse[i]) off[o] = plan.place(bytes[o], int(o));
       if (scratch_bytes[i]) scratch_off[i] = plan.place(scratch_bytes[i], -1 - int(i));
       plan.release(-1 - int(i));
+      if (fuse[i]) continue;   // what layer i last reads stays alive while the pair writes layer i + 1's output
       for (int s : frees_[i]) plan.release(s);
+      if (i > 0 && fuse[i - 1])
+        for (int s : frees_[i - 1]) plan.release(s);
     }
     {
       py::gil_scoped_release release;
@@ -442,7 +462,16 @@ class ConvChain {
         }
         const auto& xs = shape[std::size_t(l.in)];
         const index_t n = xs[0] * xs[1] * xs[2] * xs[3];
-        if (l.op == ChainLayer::gap) {
+        if (fuse[i]) {   // layer i + 1's output, from x
+          if (ptr[o + 1] == nullptr) {
+            ptr[o + 1] = reinterpret_cast<T*>(base + off[o + 1]);
+            asan_poison(ptr[o + 1], bytes[o + 1], false);
+          }
+          conv2d_pw_dw_forward_cpu<T>(ptr[o + 1], ptr[std::size_t(l.in)], wptr[i], bptr[i], acts[i], wptr[i + 1],
+                                      bptr[i + 1], acts[i + 1], cs[i], cs[i + 1]);
+        } else if (i > 0 && fuse[i - 1]) {
+          // computed with layer i - 1
+        } else if (l.op == ChainLayer::gap) {
           global_avg_pool_forward_cpu<T>(ptr[o], ptr[std::size_t(l.in)], xs[0] * xs[1], xs[2] * xs[3]);
         } else if (l.op == ChainLayer::sigmoid) {
           sigmoid_forward_cpu<T>(ptr[o], ptr[std::size_t(l.in)], n);

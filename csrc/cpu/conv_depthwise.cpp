@@ -241,10 +241,17 @@ DwKernels<T> dw_kernels_scalar() {
   using V = VBase<T>;
   return {&dw_fwd_plane<V>, &dw_dx_plane<V>, &dw_dw_channel<V>, V::W, &dw_fwd_plane_flat<V>,
           &dw_fwd_lanes<V>, &dw_dx_lanes<V>, &dw_dw_lanes<V>, &dw_fwd_glanes<V>,
-          &dw_dw_glanes<V>, &dw_dx_glanes<V>};
+          &dw_dw_glanes<V>, &dw_dx_glanes<V>, &dw_ring_pack<V>, &dw_ring_row<V>};
 }
 template DwKernels<float> dw_kernels_scalar<float>();
 template DwKernels<double> dw_kernels_scalar<double>();
+
+template <class T>
+const DwKernels<T>& dw_kernels() {
+  return kernels<T>();
+}
+template const DwKernels<float>& dw_kernels<float>();
+template const DwKernels<double>& dw_kernels<double>();
 
 // out (N,F,OH,OW), x (N,C,H,W), w (F,cg,KH,KW), b (F) or null; G = groups, cg =
 // C/G, m = F/G: item i = (n, group) reads cg input planes and writes m output planes

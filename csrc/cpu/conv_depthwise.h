@@ -114,7 +114,16 @@ struct DwKernels {
   // weights
   void (*dx_glanes)(T* dx, const T* dout, const T* w, index_t c0, index_t C, const DwPlan& g, T* obuf, T* dbuf,
                     T* wbuf, bool have_w);
+  // conv2d_pw_dw_forward_cpu's steps (3x3, stride 2): an input row packed in
+  // column-phase order, and an output row from the kept rows of the 1x1 layer's
+  // output (see dw_ring_pack, dw_ring_row)
+  void (*ring_pack)(T* xb, index_t XS, const T* x, index_t xs, index_t C, index_t W);
+  void (*ring_row)(T* out, index_t os, const T* const* rows, const index_t* rstr, const index_t* p0, const T* w,
+                   const T* b, index_t M, index_t W, index_t OW, index_t pl, const DwClamp<T>& clamp);
 };
+// The kernels of the CPU's SIMD level (GRADVIS_SIMD).
+template <class T>
+const DwKernels<T>& dw_kernels();
 inline index_t dw_flat_slack(const DwPlan& g) { return kDwLanes + (g.KW - 1) * g.dw + 1; }
 // A flat forward's scratch: cg prepared planes with their slack, and one tmp plane
 // (OH*Lp + kDwLanes values) per filter of a block (four where a group has cg > 1

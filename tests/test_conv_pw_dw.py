@@ -1,0 +1,160 @@
+"""A 1x1 convolution and the stride-2 3x3 depthwise convolution that alone reads
+its output, run by a _core.ConvChain as one pass (conv2d_pw_dw_forward_cpu, on
+maps of 2 MiB and more): the same bits as the two layers called one by one, a
+float64 reference, the 1x1 layer's output never allocated, and the pairs it
+leaves to the layers (smaller maps, other strides, other activations, a kept
+output)."""
+import numpy as np
+import pytest
+
+import gradvis
+from gradvis import _core
+from conftest import simd_paths_test
+from test_conv_chain import one_by_one
+
+
+def pair_chain(rng, n, c, m, h, w, pad=1, acts=("clamp", "clamp"), bias=True, stride=2, third=False, lead=False):
+    """(inputs, layers, weights, biases, outputs): x (n, c, h, w) -> 1x1 conv to m
+    channels -> 3x3 depthwise, stride 2; with `lead`, x comes from a 1x1 layer of
+    the chain (then in the chain's arena, beside the pair's output), with `third`
+    a 1x1 layer reads the pair's output."""
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    w1 = (rng.standard_normal((m, c, 1, 1)) / np.sqrt(c)).astype(np.float32)
+    w2 = (rng.standard_normal((m, 1, 3, 3)) / 3).astype(np.float32)
+    b1, b2 = (rng.standard_normal(m).astype(np.float32) if bias else None for _ in range(2))
+
+    def act(a):
+        return {"clamp": ("clamp", 0.0, 6.0), "relu": ("relu", 0.0, 0.0), None: (None, 0.0, 0.0)}[a]
+    s = int(lead)
+    layers = [("conv", s, -1, -1, 1, 0, 1, 1) + act(acts[0]) + (False,),
+              ("conv", s + 1, -1, -1, stride, pad, 1, m) + act(acts[1]) + (False,)]
+    ws, bs = [w1, w2], [b1, b2]
+    if lead:
+        layers.insert(0, ("conv", 0, -1, -1, 1, 0, 1, 1, None, 0.0, 0.0, False))
+        ws.insert(0, (rng.standard_normal((c, c, 1, 1)) / np.sqrt(c)).astype(np.float32))
+        bs.insert(0, None)
+    if third:
+        layers.append(("conv", len(layers), -1, -1, 1, 0, 1, 1, None, 0.0, 0.0, True))
+        ws.append((rng.standard_normal((8, m, 1, 1)) / np.sqrt(m)).astype(np.float32))
+        bs.append(None)
+    return [x], layers, ws, bs, [len(layers)]
+
+
+def reference(x, w1, b1, a1, w2, b2, a2, pad):
+    """float64: act2(dwconv3x3_s2(act1(w1 x + b1)) + b2); pad = (top, bottom, left, right)."""
+    def act(v, a):
+        return np.clip(v, 0, 6) if a == "clamp" else np.maximum(v, 0) if a == "relu" else v
+    x, w1, w2 = (np.asarray(a, np.float64) for a in (x, w1, w2))
+    t = np.einsum("mc,nchw->nmhw", w1[:, :, 0, 0], x) + (0 if b1 is None else b1[None, :, None, None])
+    t = act(t, a1)
+    pt, pb, pl, pr = pad
+    tp = np.pad(t, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    oh, ow = (tp.shape[2] - 3) // 2 + 1, (tp.shape[3] - 3) // 2 + 1
+    y = np.zeros(t.shape[:2] + (oh, ow)) + (0 if b2 is None else b2[None, :, None, None])
+    for kh in range(3):
+        for kw in range(3):
+            y += w2[None, :, 0, kh, kw, None, None] * tp[:, :, kh:kh + 2 * oh:2, kw:kw + 2 * ow:2]
+    return act(y, a2)
+
+
+# (n, c, m, h, w, pad, acts, bias): MobileNetV2's and MobileNetV3-L's first
+# stride-2 blocks, odd and unaligned widths, a last sliver of filters under the
+# tile's rows, padding only after (TensorFlow's "same" at stride 2) or only before,
+# none, or two wide, a single input row, images that the threads split mid-way
+PAIRS = [
+    (1, 16, 96, 112, 112, 1, ("clamp", "clamp"), True),
+    (1, 16, 64, 112, 112, 1, ("relu", "relu"), True),
+    (1, 3, 100, 81, 77, 1, (None, "relu"), False),
+    (2, 24, 70, 97, 101, (0, 1, 0, 1), ("clamp", None), True),
+    (1, 8, 64, 92, 90, (1, 0, 1, 0), ("relu", "clamp"), True),
+    (3, 5, 128, 64, 65, 0, (None, None), True),
+    (1, 40, 64, 90, 95, 2, ("clamp", "clamp"), False),
+    (1, 7, 128, 1, 4099, 1, ("relu", "clamp"), True),
+    (1, 12, 1100, 23, 22, (2, 1, 1, 2), ("clamp", "relu"), True),
+]
+
+
+def pad4(pad):
+    return (pad,) * 4 if isinstance(pad, int) else pad
+
+
+def check_pairs(pairs=PAIRS, seed=0):
+    rng = np.random.default_rng(seed)
+    for i, (n, c, m, h, w, pad, acts, bias) in enumerate(pairs):
+        lead, third = i % 2 == 1, i % 3 == 2
+        inputs, layers, ws, bs, outputs = pair_chain(rng, n, c, m, h, w, pad4(pad), acts, bias, third=third,
+                                                     lead=lead)
+        assert m * h * w * 4 >= 2 << 20   # a map the pair is fused on
+        got = _core.ConvChain(1, layers, outputs).run(inputs, ws, bs)[0]
+        want = one_by_one(inputs, layers, ws, bs, outputs)[0]
+        assert got.shape == want.shape
+        np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32), err_msg=f"{(n, c, m, h, w, pad)}")
+        if not lead and not third:
+            ref = reference(inputs[0], ws[0], bs[0], acts[0], ws[1], bs[1], acts[1], pad4(pad))
+            np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(ref).max())))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_pair_equals_the_layers_one_by_one(threads):
+    old = gradvis.get_num_threads()
+    gradvis.set_num_threads(threads)
+    try:
+        check_pairs()
+    finally:
+        gradvis.set_num_threads(old)
+
+
+test_pair_simd_paths = simd_paths_test("""
+from test_conv_pw_dw import check_pairs, PAIRS
+check_pairs(PAIRS[:5], seed=1)
+""")
+
+
+def arena_blocks(chain, inputs, ws, bs):
+    """Blocks the block cache hands out for one run (the output's, and the
+    arena's when an intermediate is placed)."""
+    chain.run(inputs, ws, bs)   # warm
+    before = gradvis.block_cache_info()
+    out = chain.run(inputs, ws, bs)
+    after = gradvis.block_cache_info()
+    del out
+    return after["reused"] + after["fresh"] - before["reused"] - before["fresh"]
+
+
+def test_the_1x1_output_is_never_allocated():
+    rng = np.random.default_rng(2)
+    inputs, layers, ws, bs, outputs = pair_chain(rng, 1, 16, 96, 112, 112)   # a 4.8 MB map
+    assert arena_blocks(_core.ConvChain(1, layers, outputs), inputs, ws, bs) == 1   # the output only
+    # asked for as an output, the 1x1 layer's map is written, and the pair runs as two layers
+    chain = _core.ConvChain(1, layers, [1, 2])
+    t, y = chain.run(inputs, ws, bs)
+    want_t, want_y = one_by_one(inputs, layers, ws, bs, [1, 2])
+    np.testing.assert_array_equal(t, want_t)
+    np.testing.assert_array_equal(y, want_y)
+
+
+@pytest.mark.parametrize("case", ["small map", "stride 1", "silu", "residual", "float64"])
+def test_pairs_left_to_the_layers(case):
+    """Pairs the fused pass does not take run as two layers: the same bits, and
+    the 1x1 layer's map placed in the arena (two blocks: it and the output)."""
+    rng = np.random.default_rng(3)
+    h, stride, acts = (56 if case == "small map" else 112), (1 if case == "stride 1" else 2), ("clamp", "clamp")
+    inputs, layers, ws, bs, outputs = pair_chain(rng, 1, 24, 144 if h == 56 else 96, h, h, 1, acts, stride=stride)
+    if case == "silu":
+        layers[0] = layers[0][:8] + ("silu", 0.0, 0.0, False)
+    if case == "residual":   # a second reader of the 1x1 output: its sum with the depthwise layer's input
+        layers.append(("conv", 1, -1, -1, 1, 0, 1, 1, None, 0.0, 0.0, False))
+        ws.append((rng.standard_normal((96, 96, 1, 1)) / 10).astype(np.float32))
+        bs.append(None)
+        outputs = [2, 3]
+    if case == "float64":
+        inputs = [inputs[0].astype(np.float64)]
+        ws = [w.astype(np.float64) for w in ws]
+        bs = [None if b is None else b.astype(np.float64) for b in bs]
+    chain = _core.ConvChain(1, layers, outputs)
+    got = chain.run(inputs, ws, bs)
+    want = one_by_one(inputs, layers, ws, bs, outputs)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    if case != "residual":
+        assert arena_blocks(chain, inputs, ws, bs) == 2

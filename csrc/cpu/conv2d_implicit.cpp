@@ -1178,13 +1178,13 @@ namespace gradvis {
 
 namespace {
 // The 1x1 layer's output per image from which its depthwise layer is fused
-// (conv2d_pw_dw_takes), 2 MiB: each pair alone, AMD EPYC (Zen 3, AVX2), 1 and 2
-// threads, first quartiles: 16->96 at 112x112 (4.8 MB, MobileNetV2) 1.02 -> 0.78
-// ms and 0.56 -> 0.43; 16->64 (3.2 MB, MobileNetV3-L) 0.68 -> 0.53 and 0.36 ->
-// 0.28; 24->144 at 56x56 (1.8 MB) 0.45 -> 0.47 and 0.245 -> 0.244; 32->192 at
-// 28x28 0.19 -> 0.21. On the smaller maps the unfused layers read their input
-// from L2 anyway, and the rows of 56 positions leave an eighth of the product's
-// 16-wide tiles empty.
+// (conv2d_pw_dw_takes), 2 MiB: each pair alone, AMD EPYC (Zen 3, AVX2), first
+// quartiles: 16->96 at 112x112 (4.8 MB, MobileNetV2) 1.02 -> 0.73-0.75 ms on 1
+// thread, 0.56 -> 0.43 on 2; 16->64 (3.2 MB, MobileNetV3-L) 0.68 -> 0.53 and 0.36
+// -> 0.28; 24->144 at 56x56 (1.8 MB) 0.44 -> 0.43 on 1 thread, and MobileNetV2's
+// pass no faster beyond noise with it; 32->192 at 28x28 0.18 -> 0.20. On the
+// smaller maps the unfused layers read their input from L2 anyway, and rows of
+// 56 positions leave an eighth of the product's 16-wide tiles empty.
 constexpr double kPwDwMinBytes = double(2 << 20);
 
 bool plain_act(const ConvAct& a) {

@@ -1211,7 +1211,8 @@ template <class T>
 void conv2d_pw_dw_forward_cpu(T* out, const T* x, const T* w1, const T* b1, const ConvAct& a1, const T* w2,
                               const T* b2, const ConvAct& a2, const Conv2dShape& s1, const Conv2dShape& s2) {
   using namespace conv_detail;
-  if (!conv2d_pw_dw_takes<T>(s1, a1, s2, a2)) throw std::logic_error("conv2d_pw_dw_forward_cpu: a pair it does not take");
+  if (!conv2d_pw_dw_takes<T>(s1, a1, s2, a2))
+    throw std::logic_error("conv2d_pw_dw_forward_cpu: a pair it does not take");
   const DwKernels<T>& dk = dw_kernels<T>();
   gemm_detail::with_ukernel<T>([&](ukernel_fn<T>, ukernel_rows_fn<T>, auto MR_, auto NR_) {
     constexpr int MR = decltype(MR_)::value, NR = decltype(NR_)::value;

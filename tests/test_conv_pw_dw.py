@@ -2,8 +2,8 @@
 its output, run by a _core.ConvChain as one pass (conv2d_pw_dw_forward_cpu, on
 maps of 2 MiB and more): the same bits as the two layers called one by one, a
 float64 reference, the 1x1 layer's output never allocated, and the pairs it
-leaves to the layers (smaller maps, other strides, other activations, a kept
-output)."""
+leaves to the layers (smaller maps, stride 1, a second reader of the map, a mask
+kept for a lean pass, float64)."""
 import numpy as np
 import pytest
 
@@ -24,7 +24,7 @@ def pair_chain(rng, n, c, m, h, w, pad=1, acts=("clamp", "clamp"), bias=True, st
     b1, b2 = (rng.standard_normal(m).astype(np.float32) if bias else None for _ in range(2))
 
     def act(a):
-        return {"clamp": ("clamp", 0.0, 6.0), "relu": ("relu", 0.0, 0.0), None: (None, 0.0, 0.0)}[a]
+        return ("clamp", 0.0, 6.0) if a == "clamp" else (a, 0.0, 0.0)
     s = int(lead)
     layers = [("conv", s, -1, -1, 1, 0, 1, 1) + act(acts[0]) + (False,),
               ("conv", s + 1, -1, -1, stride, pad, 1, m) + act(acts[1]) + (False,)]
@@ -43,6 +43,10 @@ def pair_chain(rng, n, c, m, h, w, pad=1, acts=("clamp", "clamp"), bias=True, st
 def reference(x, w1, b1, a1, w2, b2, a2, pad):
     """float64: act2(dwconv3x3_s2(act1(w1 x + b1)) + b2); pad = (top, bottom, left, right)."""
     def act(v, a):
+        if a == "silu":
+            return v / (1 + np.exp(-v))
+        if a == "hardswish":
+            return v * np.clip(v + 3, 0, 6) / 6
         return np.clip(v, 0, 6) if a == "clamp" else np.maximum(v, 0) if a == "relu" else v
     x, w1, w2 = (np.asarray(a, np.float64) for a in (x, w1, w2))
     t = np.einsum("mc,nchw->nmhw", w1[:, :, 0, 0], x) + (0 if b1 is None else b1[None, :, None, None])
@@ -57,13 +61,17 @@ def reference(x, w1, b1, a1, w2, b2, a2, pad):
     return act(y, a2)
 
 
-# (n, c, m, h, w, pad, acts, bias): MobileNetV2's and MobileNetV3-L's first
-# stride-2 blocks, odd and unaligned widths, a last sliver of filters under the
-# tile's rows, padding only after (TensorFlow's "same" at stride 2) or only before,
-# none, or two wide, a single input row, images that the threads split mid-way
+# (n, c, m, h, w, pad, acts, bias): MobileNetV2's, MobileNetV3-L's and
+# EfficientNet-B0's first stride-2 blocks, odd and unaligned widths, a last sliver
+# of filters under the tile's rows, padding only after (TensorFlow's "same" at
+# stride 2) or only before, none, or two wide, a single input row, images that the
+# threads split mid-way; ReLU, clamps, SiLU and HardSwish on either layer
 PAIRS = [
     (1, 16, 96, 112, 112, 1, ("clamp", "clamp"), True),
     (1, 16, 64, 112, 112, 1, ("relu", "relu"), True),
+    (1, 16, 96, 112, 112, 1, ("silu", "silu"), True),
+    (2, 9, 66, 95, 93, (0, 1, 0, 1), ("hardswish", "silu"), True),
+    (1, 20, 72, 90, 91, 1, ("clamp", "hardswish"), False),
     (1, 3, 100, 81, 77, 1, (None, "relu"), False),
     (2, 24, 70, 97, 101, (0, 1, 0, 1), ("clamp", None), True),
     (1, 8, 64, 92, 90, (1, 0, 1, 0), ("relu", "clamp"), True),
@@ -133,15 +141,13 @@ def test_the_1x1_output_is_never_allocated():
     np.testing.assert_array_equal(y, want_y)
 
 
-@pytest.mark.parametrize("case", ["small map", "stride 1", "silu", "residual", "float64"])
+@pytest.mark.parametrize("case", ["small map", "stride 1", "kept bits", "residual", "float64"])
 def test_pairs_left_to_the_layers(case):
     """Pairs the fused pass does not take run as two layers: the same bits, and
     the 1x1 layer's map placed in the arena (two blocks: it and the output)."""
     rng = np.random.default_rng(3)
     h, stride, acts = (56 if case == "small map" else 112), (1 if case == "stride 1" else 2), ("clamp", "clamp")
     inputs, layers, ws, bs, outputs = pair_chain(rng, 1, 24, 144 if h == 56 else 96, h, h, 1, acts, stride=stride)
-    if case == "silu":
-        layers[0] = layers[0][:8] + ("silu", 0.0, 0.0, False)
     if case == "residual":   # a second reader of the 1x1 output: its sum with the depthwise layer's input
         layers.append(("conv", 1, -1, -1, 1, 0, 1, 1, None, 0.0, 0.0, False))
         ws.append((rng.standard_normal((96, 96, 1, 1)) / 10).astype(np.float32))
@@ -151,10 +157,19 @@ def test_pairs_left_to_the_layers(case):
         inputs = [inputs[0].astype(np.float64)]
         ws = [w.astype(np.float64) for w in ws]
         bs = [None if b is None else b.astype(np.float64) for b in bs]
-    chain = _core.ConvChain(1, layers, outputs)
-    got = chain.run(inputs, ws, bs)
     want = one_by_one(inputs, layers, ws, bs, outputs)
+    if case == "kept bits":   # a lean pass keeps the 1x1 output's clamp mask as bits
+        chain = _core.ConvChain(1, layers, outputs, [("bits", 1, "clamp", 0.0, 6.0)], False)
+        before = gradvis.block_cache_info()
+        got, (bits,), _ = chain.run_kept(inputs, ws, bs)
+        after = gradvis.block_cache_info()
+        t = one_by_one(inputs, layers, ws, bs, [1])[0]
+        np.testing.assert_array_equal(bits, _core.activation_mask(t, "clamp", 0.0, 6.0))
+        assert after["reused"] + after["fresh"] - before["reused"] - before["fresh"] == 2
+    else:
+        chain = _core.ConvChain(1, layers, outputs)
+        got = chain.run(inputs, ws, bs)
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g, w)
-    if case != "residual":
+    if case not in ("residual", "kept bits"):
         assert arena_blocks(chain, inputs, ws, bs) == 2

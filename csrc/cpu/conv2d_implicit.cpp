@@ -1187,9 +1187,15 @@ namespace {
 // 56 positions leave an eighth of the product's 16-wide tiles empty.
 constexpr double kPwDwMinBytes = double(2 << 20);
 
-bool plain_act(const ConvAct& a) {
-  return a.kind == ConvAct::none || a.kind == ConvAct::relu || a.kind == ConvAct::clamp;
+// The activations a layer of the pair applies as it writes: ReLU and clamps in
+// the tiles' and the depthwise rows' stores, SiLU and HardSwish on each row after
+// them (their layers' own SIMD bodies, whose bits do not depend on where a run
+// starts or ends).
+bool pair_act(const ConvAct& a) {
+  return a.kind == ConvAct::none || a.kind == ConvAct::relu || a.kind == ConvAct::clamp ||
+         a.kind == ConvAct::silu || a.kind == ConvAct::hardswish;
 }
+bool row_act(const ConvAct& a) { return a.kind == ConvAct::silu || a.kind == ConvAct::hardswish; }
 }  // namespace
 
 template <class T>
@@ -1203,7 +1209,7 @@ bool conv2d_pw_dw_takes(const Conv2dShape& s1, const ConvAct& a1, const Conv2dSh
                   q.groups == s2.C && s2.KH == K && s2.KW == K && q.stride_h == 2 && q.stride_w == 2 &&
                   q.dilation_h == 1 && q.dilation_w == 1 && q.pad_top < K &&
                   q.pad_left < K && q.pad_bottom < K && q.pad_right < K && s2.OH > 0 && s2.OW > 0;
-  return sizeof(T) == 4 && one && dw && plain_act(a1) && plain_act(a2) && s1.N > 0 && !amx_enabled() &&
+  return sizeof(T) == 4 && one && dw && pair_act(a1) && pair_act(a2) && s1.N > 0 && !amx_enabled() &&
          double(s1.F) * double(s1.OH) * double(s1.OW) * double(sizeof(T)) >= kPwDwMinBytes;
 }
 
@@ -1238,7 +1244,7 @@ void conv2d_pw_dw_forward_cpu(T* out, const T* x, const T* w1, const T* b1, cons
     // depthwise layer's as its stores do
     const T lohi[2] = {a1.kind == ConvAct::clamp ? T(a1.lo) : T(0),
                        a1.kind == ConvAct::clamp ? T(a1.hi) : std::numeric_limits<T>::infinity()};
-    const T* clamp1 = a1.kind == ConvAct::none ? nullptr : lohi;
+    const T* clamp1 = a1.kind == ConvAct::relu || a1.kind == ConvAct::clamp ? lohi : nullptr;
     DwClamp<T> clamp2;
     if (a2.kind == ConvAct::relu) clamp2.kind = DwClamp<T>::low;
     if (a2.kind == ConvAct::clamp) clamp2 = {DwClamp<T>::range, T(a2.lo), T(a2.hi)};
@@ -1267,6 +1273,8 @@ void conv2d_pw_dw_forward_cpu(T* out, const T* x, const T* w1, const T* b1, cons
             for (index_t q = 0; q < XS; q += NR)
               kern(C, ap.data() + is * MR * C, xb + q, boff.data(), c0 + is * MR * RS + q, RS,
                    b1 ? bp.data() + is * MR : nullptr, clamp1, T(0), nullptr);
+          if (row_act(a1))
+            for (index_t m = 0; m < M; ++m) apply_act(c0 + m * RS, static_cast<T*>(nullptr), W, a1);
         }
         next = std::max(next, ih0 + K);
         for (index_t kh = 0; kh < K; ++kh) {
@@ -1275,7 +1283,10 @@ void conv2d_pw_dw_forward_cpu(T* out, const T* x, const T* w1, const T* b1, cons
           rows[kh] = pad ? zrow : ring + ih % K * Mpad * RS;
           rstr[kh] = pad ? 0 : RS;
         }
-        dk.ring_row(out + (n * M * OH + oh) * OW, OH * OW, rows, rstr, p0, w2, b2, M, W, OW, pl, clamp2);
+        T* o = out + (n * M * OH + oh) * OW;
+        dk.ring_row(o, OH * OW, rows, rstr, p0, w2, b2, M, W, OW, pl, clamp2);
+        if (row_act(a2))
+          for (index_t m = 0; m < M; ++m) apply_act(o + m * OH * OW, static_cast<T*>(nullptr), OW, a2);
       }
     }); });
     trap.rethrow();

@@ -119,10 +119,10 @@ void conv2d_forward_add_cpu(T* out, const T* x, const T* w, const T* b, const T*
 //   out = a2(dwconv(a1(conv1x1(x, w1) + b1), w2) + b2)
 // with the same bits as the two calls (conv2d_forward_act_cpu). s1: 1x1, stride 1,
 // no padding, one group, at most 256 input channels; s2: the depthwise 3x3
-// stride-2 layer on its output; activations none, ReLU or a clamp; float32, maps
-// of 2 MiB and more (conv2d_pw_dw_takes). Each thread keeps the 3 rows of the 1x1
-// layer's output that its next output row reads, so that map (MobileNetV2's
-// 96@112: 4.8 MB) is never written out and read back.
+// stride-2 layer on its output; activations none, ReLU, a clamp, SiLU or
+// HardSwish; float32, maps of 2 MiB and more (conv2d_pw_dw_takes). Each thread
+// keeps the 3 rows of the 1x1 layer's output that its next output row reads, so
+// that map (MobileNetV2's 96@112: 4.8 MB) is never written out and read back.
 template <class T>
 bool conv2d_pw_dw_takes(const Conv2dShape& s1, const ConvAct& a1, const Conv2dShape& s2, const ConvAct& a2);
 template <class T>

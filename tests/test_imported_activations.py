@@ -71,6 +71,11 @@ def _run(layer, x):
     return layer.forward([x], {}, {}, "test", None)
 
 
+# The torch.export-based exporter's variants of the slowest tests here (6-9 s each)
+# run with -m slow; CI keeps its other variants
+EXPORTERS_SLOW_DYNAMO = ["torchscript", pytest.param("dynamo", marks=pytest.mark.slow)]
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_values_match_float64_reference_and_keep_the_dtype(name):
     layer, ref, _, _ = cases()[name]
@@ -280,7 +285,7 @@ def _exporter_ready(exporter):
     return torch
 
 
-@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+@pytest.mark.parametrize("exporter", EXPORTERS_SLOW_DYNAMO)
 def test_instance_and_group_norms_import_and_match_pytorch(exporter):
     """InstanceNorm2d (with and without affine) and GroupNorm (1, some and one
     channel per group), through both exporters: outputs and input gradients in
@@ -325,7 +330,7 @@ def test_pad_modes_refuse_what_they_cannot_copy():
         Pad(1, mode="symmetric")
 
 
-@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+@pytest.mark.parametrize("exporter", EXPORTERS_SLOW_DYNAMO)
 def test_reflect_replicate_circular_padding_import_and_match_pytorch(exporter):
     torch = _exporter_ready(exporter)
     nn, F = torch.nn, torch.nn.functional
@@ -381,7 +386,7 @@ def test_logsigmoid_imports_as_one_layer_finite_where_sigmoid_underflows(exporte
     np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-3)
 
 
-@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+@pytest.mark.parametrize("exporter", EXPORTERS_SLOW_DYNAMO)
 def test_one_dimensional_convolutions_import_and_match_pytorch(exporter):
     """Conv1d on (N, C, L): ECA-Net's channel attention (a Conv1d across the pooled
     channels) and Conv1d over flattened maps with stride, dilation, groups, bias and
@@ -416,7 +421,7 @@ def test_one_dimensional_convolutions_import_and_match_pytorch(exporter):
         _export_matches_pytorch(torch, net.eval(), exporter, (2, 3, 7, 6), X, repr(net))
 
 
-@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+@pytest.mark.parametrize("exporter", EXPORTERS_SLOW_DYNAMO)
 def test_one_dimensional_pools_and_batch_norm_import_and_match_pytorch(exporter):
     """MaxPool1d, AvgPool1d and BatchNorm1d on (N, C, L) (NextViT's pooled keys and
     values: a map flattened to tokens, pooled along them, batch-normalized): each the
@@ -476,7 +481,7 @@ def test_norms_import_and_match_pytorch(exporter):
     _export_matches_pytorch(torch, GRN().eval(), exporter, (2, 3, 6, 5), X, "norms")
 
 
-@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+@pytest.mark.parametrize("exporter", EXPORTERS_SLOW_DYNAMO)
 def test_attention_between_convolutions_imports_and_matches_pytorch(exporter):
     """Self-attention over a conv feature map (MobileViT's kind: heads split by a
     reshape that keeps the batch first, q @ k^T, softmax, @ v), the same with q, k, v
@@ -645,7 +650,7 @@ def test_compare_and_select_match_torch_where_with_broadcasting_and_constants():
         Compare("greater_than")
 
 
-@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+@pytest.mark.parametrize("exporter", EXPORTERS_SLOW_DYNAMO)
 def test_where_on_conditions_of_the_activations_imports_and_matches_pytorch(exporter):
     """Hand-written leaky ReLU, threshold, sign and mask products, conditions with
     not/and/or, a constant compared first: values and input gradients in float64,

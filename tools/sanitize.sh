@@ -5,6 +5,8 @@
 #
 #   tools/sanitize.sh           all kernel tests at the three levels
 #   tools/sanitize.sh --quick   a short subset (CI)
+#   tools/sanitize.sh --quick --build   only the quick build (CI starts it early, beside
+#                                       its installs; the later --quick run finds it done)
 #
 # The sanitizer runtimes must be loaded before Python: LD_PRELOAD names libasan
 # and libstdc++ (else ASan's interceptors miss the C++ allocations of the
@@ -14,11 +16,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 quick=0
-case "${1:-}" in
-  --quick) quick=1 ;;
-  "") ;;
-  *) echo "usage: tools/sanitize.sh [--quick]" >&2; exit 2 ;;
-esac
+build_only=0
+for arg in "$@"; do
+  case "$arg" in
+    --quick) quick=1 ;;
+    --build) build_only=1 ;;
+    *) echo "usage: tools/sanitize.sh [--quick] [--build]" >&2; exit 2 ;;
+  esac
+done
 
 # --quick instruments the kernels only (the pybind11 bindings are most of the
 # build time; ASan still tracks their allocations through its interceptors).
@@ -29,6 +34,7 @@ command -v ninja >/dev/null && gen=(-G Ninja)
 cmake -S . -B "$B" "${gen[@]}" -DCMAKE_BUILD_TYPE="$bt" -DGRADVIS_SANITIZE="$mode" \
   -Dpybind11_DIR="$(python3 -m pybind11 --cmakedir)" >"$B/configure.log"
 cmake --build "$B" -j"${JOBS:-2}" >"$B/build.log" || { tail -50 "$B/build.log"; exit 1; }
+[ "$build_only" = 1 ] && exit 0
 
 # A copy of the Python package holding the sanitized module.
 pkg="$PWD/$B/py"

@@ -34,8 +34,13 @@ REPRESENTATIVES = {
 }
 # the torch.export-based exporter in CI for the families whose graphs it writes
 # differently (channels-last layer norms, the channel shuffle, pooling, gates:
-# EfficientNet's and GoogLeNet's, 10-12 s each, run with the slow zoo)
-DYNAMO_IN_CI = ("resnet", "shufflenet", "convnext", "mobilenet_v3", "alexnet")
+# EfficientNet's and GoogLeNet's, 10-12 s each, run with the slow zoo; ResNet's is
+# tests/test_torch_import.py's)
+DYNAMO_IN_CI = ("shufflenet", "convnext", "mobilenet_v3", "alexnet")
+# representatives whose layers the others already hold, left to the slow run: VGG-11
+# at 224x224 (22-29 s: plain 3x3 layers, batch norm, max pooling and AlexNet's
+# classifier) and Wide ResNet-50 (9 s: ResNeXt-50's bottlenecks, one group)
+SLOW_REPRESENTATIVES = (("vgg", "torchscript"), ("wide_resnet", "torchscript"))
 # the torch.export-based graphs of AlexNet and VGG at 64x64: their 1x1 / 2x2 features
 # pooled to 6x6 / 7x7 by the gathered windows
 SMALL_FOR_DYNAMO = ("alexnet", "vgg")
@@ -178,8 +183,9 @@ def check_net(torch, net, name, exporter, size):
         assert direct <= max(100 * t32[2], 1e-2), report + f"; direct convolutions {direct:.1e}"
 
 
-@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
-@pytest.mark.parametrize("family", sorted(REPRESENTATIVES))
+@pytest.mark.parametrize("family,exporter", [
+    pytest.param(f, e, marks=[pytest.mark.slow] if (f, e) in SLOW_REPRESENTATIVES else [])
+    for f in sorted(REPRESENTATIVES) for e in ("torchscript", "dynamo")])
 def test_family_representative(family, exporter):
     if exporter == "dynamo" and family not in DYNAMO_IN_CI and not os.environ.get("GRADVIS_ZOO_ALL"):
         pytest.skip("the torch.export-based exporter runs for this family in the slow zoo run "

@@ -72,6 +72,7 @@ if [ "$quick" = 1 ]; then
          tests/test_conv.py::test_transposed_small_maps tests/test_conv_epilogue.py::test_epilogue_bits
          tests/test_conv_chain.py::test_chain_equals_the_layers_one_by_one
          tests/test_conv_pw_dw.py::test_pair_equals_the_layers_one_by_one
+         tests/test_conv_dw_pw.py::test_pair_equals_the_layers_one_by_one
          tests/test_frozen.py::test_kept_weights_give_the_same_bits
          tests/test_frozen.py::test_entries_are_made_and_dropped_with_the_array
          tests/test_frozen.py::test_entries_of_megabytes_are_kept_and_released
@@ -86,7 +87,8 @@ else
          tests/test_gemm.py tests/test_array_pool.py tests/test_relu_fusion.py tests/test_core_limits.py
          tests/test_core_threads.py tests/test_layers.py tests/test_resample.py tests/test_pointwise.py
          tests/test_conv_amx.py tests/test_frozen.py tests/test_conv_epilogue.py
-         tests/test_conv_chain.py tests/test_conv_pw_dw.py tests/test_residual_fusion.py)
+         tests/test_conv_chain.py tests/test_conv_pw_dw.py tests/test_conv_dw_pw.py
+         tests/test_residual_fusion.py)
 fi
 
 status=0

@@ -406,10 +406,12 @@ class ConvChain {
         kept.push_back(a);
       }
     }
-    // Layer i and the depthwise layer after it run as one (conv2d_pw_dw_forward_cpu,
-    // where it takes their shapes) when nothing but that layer reads layer i's
-    // output, neither has a residual, gate or kept value, and layer i is not itself
-    // the second of such a pair. Layer i's output is then never written.
+    // Layer i and the layer after it run as one when nothing but that layer reads
+    // layer i's output, neither has a residual, gate or kept value, layer i is not
+    // itself the second of such a pair, and one of the fused kernels takes their
+    // shapes: a 1x1 layer and a stride-2 depthwise one (fuse 1,
+    // conv2d_pw_dw_forward_cpu), or a stride-1 depthwise layer and a 1x1 one (fuse
+    // 2, conv2d_dw_pw_forward_cpu). Layer i's output is then never written.
     std::vector<ConvAct> acts(L);
     for (std::size_t i = 0; i < L; ++i)
       acts[i] = layers_[i].has_act ? layers_[i].act : ConvAct{layers_[i].relu ? ConvAct::relu : ConvAct::none};
@@ -421,7 +423,8 @@ class ConvChain {
                 b.res < 0 && gated[i].x < 0 && gated[i + 1].x < 0 && b.in == s && last_[std::size_t(s)] == int(i) + 1;
       for (const ChainKeep& kp : with_kept ? keep_ : kNoKeep)
         if (kp.bits ? kp.slot == s : (kp.layer == int(i) || kp.layer == int(i) + 1)) ok = false;
-      fuse[i] = ok && conv2d_pw_dw_takes<T>(cs[i], acts[i], cs[i + 1], acts[i + 1]);
+      if (ok && conv2d_pw_dw_takes<T>(cs[i], acts[i], cs[i + 1], acts[i + 1])) fuse[i] = 1;
+      if (ok && conv2d_dw_pw_takes<T>(cs[i], acts[i], cs[i + 1], acts[i + 1])) fuse[i] = 2;
     }
     auto nbytes = [&](const std::array<index_t, 4>& sh) {
       return checked_output_bytes({py::ssize_t(sh[0]), py::ssize_t(sh[1]), py::ssize_t(sh[2]), py::ssize_t(sh[3])},
@@ -467,8 +470,9 @@ class ConvChain {
             ptr[o + 1] = reinterpret_cast<T*>(base + off[o + 1]);
             asan_poison(ptr[o + 1], bytes[o + 1], false);
           }
-          conv2d_pw_dw_forward_cpu<T>(ptr[o + 1], ptr[std::size_t(l.in)], wptr[i], bptr[i], acts[i], wptr[i + 1],
-                                      bptr[i + 1], acts[i + 1], cs[i], cs[i + 1]);
+          (fuse[i] == 1 ? conv2d_pw_dw_forward_cpu<T> : conv2d_dw_pw_forward_cpu<T>)(
+              ptr[o + 1], ptr[std::size_t(l.in)], wptr[i], bptr[i], acts[i], wptr[i + 1], bptr[i + 1], acts[i + 1],
+              cs[i], cs[i + 1]);
         } else if (i > 0 && fuse[i - 1]) {
           // computed with layer i - 1
         } else if (l.op == ChainLayer::gap) {

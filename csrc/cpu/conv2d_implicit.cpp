@@ -1304,6 +1304,124 @@ void conv2d_pw_dw_forward_cpu(T* out, const T* x, const T* w1, const T* b1, cons
   });
 }
 
+namespace {
+// The depthwise layer's input per image from which the 1x1 layer after it is
+// fused (conv2d_dw_pw_takes), 1 MiB.
+constexpr double kDwPwMinBytes = double(1 << 20);
+}  // namespace
+
+template <class T>
+bool conv2d_dw_pw_takes(const Conv2dShape& s1, const ConvAct& a1, const Conv2dShape& s2, const ConvAct& a2) {
+  const Conv2dParams &p = s1.p, &q = s2.p;
+  constexpr index_t K = 3;
+  // (one channel, one group: a plain convolution, whose kernels sum differently)
+  const bool dw = s1.F == s1.C && p.groups == s1.C && s1.C > 1 && s1.KH == K && s1.KW == K && p.stride_h == 1 &&
+                  p.stride_w == 1 && p.dilation_h == 1 && p.dilation_w == 1 && p.pad_top < K && p.pad_bottom < K &&
+                  p.pad_left < K && p.pad_right < K && s1.OH > 0 && s1.OW > 0;
+  const bool one = s2.KH == 1 && s2.KW == 1 && q.stride_h == 1 && q.stride_w == 1 && q.pad_top == 0 &&
+                   q.pad_bottom == 0 && q.pad_left == 0 && q.pad_right == 0 && q.dilation_h == 1 &&
+                   q.dilation_w == 1 && q.groups == 1 && s2.N == s1.N && s2.C == s1.F && s2.H == s1.OH &&
+                   s2.W == s1.OW && s2.C <= gemm_detail::kKC && s2.F > 0;
+  return sizeof(T) == 4 && dw && one && pair_act(a1) && pair_act(a2) && s1.N > 0 && !amx_enabled() &&
+         double(s1.C) * double(s1.H) * double(s1.W) * double(sizeof(T)) >= kDwPwMinBytes;
+}
+
+template <class T>
+void conv2d_dw_pw_forward_cpu(T* out, const T* x, const T* w1, const T* b1, const ConvAct& a1, const T* w2,
+                              const T* b2, const ConvAct& a2, const Conv2dShape& s1, const Conv2dShape& s2) {
+  using namespace conv_detail;
+  if (!conv2d_dw_pw_takes<T>(s1, a1, s2, a2))
+    throw std::logic_error("conv2d_dw_pw_forward_cpu: a pair it does not take");
+  const DwKernels<T>& dk = dw_kernels<T>();
+  gemm_detail::with_ukernel<T>([&](ukernel_fn<T>, ukernel_rows_fn<T>, auto MR_, auto NR_) {
+    constexpr int MR = decltype(MR_)::value, NR = decltype(NR_)::value;
+    const ukernel_boffs_fn<T> kern = boffs_ukernel<T, MR, NR>();
+    constexpr index_t K = 3;
+    const index_t N = s1.N, C = s1.C, H = s1.H, W = s1.W, OH = s1.OH, OW = s1.OW, M = s2.F, OHW = OH * OW;
+    const index_t pt = s1.p.pad_top, pl = s1.p.pad_left;
+    // Per two output rows, the depthwise layer's rows of all C channels into d
+    // (channel c's at c * 2 XS and c * 2 XS + XS: whole tiles of the product, the
+    // columns past OW left zero), then the 1x1 layer's tiles from d in place,
+    // stored straight into out where whole (into `tile` and copied where they would
+    // pass the row's end). The depthwise rows read x in place: the last vector of a
+    // row reads up to lanes - 1 values past it, within the image except at the last
+    // channel's last row, so the last channel's 4 rows come from a copy with room
+    // after them. A thread's last row of an image, alone, is computed with a row of
+    // zeros after it into d's second row, which the product leaves.
+    const index_t mslivers = (M + MR - 1) / MR, Mpad = mslivers * MR, XS = (OW + NR - 1) / NR * NR;
+    const index_t RS = W + 64;
+    std::vector<T> ap(std::size_t(Mpad * C), T(0)), bp(std::size_t(Mpad), T(0));
+    for (index_t m = 0; m < M; ++m) {
+      for (index_t c = 0; c < C; ++c) ap[std::size_t((m / MR) * MR * C + c * MR + m % MR)] = w2[m * C + c];
+      if (b2) bp[std::size_t(m)] = b2[m];
+    }
+    std::vector<index_t> boff(static_cast<std::size_t>(C));
+    for (index_t c = 0; c < C; ++c) boff[std::size_t(c)] = c * 2 * XS;
+    const ukernel_boffs_fn<T> rem = M % MR ? boffs_rows_ukernel<T, MR, NR>(M % MR) : nullptr;
+    DwClamp<T> clamp1;
+    if (a1.kind == ConvAct::relu) clamp1.kind = DwClamp<T>::low;
+    if (a1.kind == ConvAct::clamp) clamp1 = {DwClamp<T>::range, T(a1.lo), T(a1.hi)};
+    const T lohi[2] = {a2.kind == ConvAct::clamp ? T(a2.lo) : T(0),
+                       a2.kind == ConvAct::clamp ? T(a2.hi) : std::numeric_limits<T>::infinity()};
+    const T* clamp2 = a2.kind == ConvAct::relu || a2.kind == ConvAct::clamp ? lohi : nullptr;
+    const index_t rows_all = N * OH;
+    const double work = double(N) * double(C) * double(OHW) * (double(M) + double(K * K));
+    const int nt = grain_threads(work, double(1 << 19), rows_all);
+    ErrorTrap trap;
+    parallel_for_nt(nt, nt, [&](index_t t) { trap.run([&] {
+      const index_t r0 = rows_all * t / nt, r1 = rows_all * (t + 1) / nt;
+      T* d = scratch<T>(ScratchSlot::conv_pack_b, std::size_t(2 * C * XS + (K + 2) * RS));
+      T* last = d + 2 * C * XS;   // the last channel's rows, then a row of the padding
+      T* zrow = last + (K + 1) * RS;
+      std::memset(d, 0, sizeof(T) * std::size_t(2 * C * XS + (K + 2) * RS));
+      alignas(64) T tile[MR * NR];
+      const T* rows[K + 1];
+      const T* lrows[K + 1];
+      index_t rstr[K + 1];
+      for (index_t r = r0; r < r1;) {
+        const index_t n = r / OH, oh = r % OH, nr = oh + 1 < OH && r + 1 < r1 ? 2 : 1;
+        const T* xn = x + n * C * H * W;
+        for (index_t kh = 0; kh < K + 1; ++kh) {
+          const index_t ih = oh - pt + kh;
+          const bool pad = ih < 0 || ih >= H || (kh == K && nr == 1);
+          rows[kh] = pad ? zrow : xn + ih * W;
+          rstr[kh] = pad ? 0 : H * W;
+          lrows[kh] = pad ? zrow : last + kh * RS;
+          if (!pad) std::memcpy(last + kh * RS, xn + ((C - 1) * H + ih) * W, sizeof(T) * std::size_t(W));
+        }
+        if (C > 1) dk.ring_rows2(d, 2 * XS, XS, rows, rstr, w1, b1, C - 1, W, OW, pl, clamp1);
+        dk.ring_rows2(d + (C - 1) * 2 * XS, 2 * XS, XS, lrows, rstr, w1 + (C - 1) * K * K, b1 ? b1 + C - 1 : nullptr,
+                      1, W, OW, pl, clamp1);
+        if (row_act(a1))
+          for (index_t c = 0; c < C; ++c)
+            for (index_t j = 0; j < nr; ++j) apply_act(d + (2 * c + j) * XS, static_cast<T*>(nullptr), OW, a1);
+        T* o = out + n * M * OHW + oh * OW;
+        for (index_t is = 0; is < mslivers; ++is) {
+          const index_t m0 = is * MR, mr = std::min<index_t>(MR, M - m0);
+          const T* a = ap.data() + is * MR * C;
+          const T* bias = b2 ? bp.data() + m0 : nullptr;
+          for (index_t j = 0; j < nr; ++j)
+            for (index_t q = 0; q < OW; q += NR) {
+              T* c = o + m0 * OHW + j * OW + q;
+              const T* bq = d + j * XS + q;
+              if (q + NR <= OW && (mr == MR || rem)) {
+                (mr == MR ? kern : rem)(C, a, bq, boff.data(), c, OHW, bias, clamp2, T(0), nullptr);
+                continue;
+              }
+              kern(C, a, bq, boff.data(), tile, NR, bias, clamp2, T(0), nullptr);
+              const index_t len = std::min<index_t>(NR, OW - q);
+              for (index_t i = 0; i < mr; ++i) std::memcpy(c + i * OHW, tile + i * NR, sizeof(T) * std::size_t(len));
+            }
+        }
+        if (row_act(a2))
+          for (index_t m = 0; m < M; ++m) apply_act(o + m * OHW, static_cast<T*>(nullptr), nr * OW, a2);
+        r += nr;
+      }
+    }); });
+    trap.rethrow();
+  });
+}
+
 template bool conv2d_pw_dw_takes<float>(const Conv2dShape&, const ConvAct&, const Conv2dShape&, const ConvAct&);
 template bool conv2d_pw_dw_takes<double>(const Conv2dShape&, const ConvAct&, const Conv2dShape&, const ConvAct&);
 template void conv2d_pw_dw_forward_cpu<float>(float*, const float*, const float*, const float*, const ConvAct&,
@@ -1312,5 +1430,13 @@ template void conv2d_pw_dw_forward_cpu<float>(float*, const float*, const float*
 template void conv2d_pw_dw_forward_cpu<double>(double*, const double*, const double*, const double*, const ConvAct&,
                                                const double*, const double*, const ConvAct&, const Conv2dShape&,
                                                const Conv2dShape&);
+template bool conv2d_dw_pw_takes<float>(const Conv2dShape&, const ConvAct&, const Conv2dShape&, const ConvAct&);
+template bool conv2d_dw_pw_takes<double>(const Conv2dShape&, const ConvAct&, const Conv2dShape&, const ConvAct&);
+template void conv2d_dw_pw_forward_cpu<float>(float*, const float*, const float*, const float*, const ConvAct&,
+                                              const float*, const float*, const ConvAct&, const Conv2dShape&,
+                                              const Conv2dShape&);
+template void conv2d_dw_pw_forward_cpu<double>(double*, const double*, const double*, const double*,
+                                               const ConvAct&, const double*, const double*, const ConvAct&,
+                                               const Conv2dShape&, const Conv2dShape&);
 
 }  // namespace gradvis

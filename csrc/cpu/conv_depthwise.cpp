@@ -241,7 +241,8 @@ DwKernels<T> dw_kernels_scalar() {
   using V = VBase<T>;
   return {&dw_fwd_plane<V>, &dw_dx_plane<V>, &dw_dw_channel<V>, V::W, &dw_fwd_plane_flat<V>,
           &dw_fwd_lanes<V>, &dw_dx_lanes<V>, &dw_dw_lanes<V>, &dw_fwd_glanes<V>,
-          &dw_dw_glanes<V>, &dw_dx_glanes<V>, &dw_ring_pack<V>, &dw_ring_row<V>};
+          &dw_dw_glanes<V>, &dw_dx_glanes<V>, &dw_ring_pack<V>, &dw_ring_row<V>,
+          &dw_ring_rows2<V>};
 }
 template DwKernels<float> dw_kernels_scalar<float>();
 template DwKernels<double> dw_kernels_scalar<double>();

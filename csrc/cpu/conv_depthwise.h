@@ -120,6 +120,11 @@ struct DwKernels {
   void (*ring_pack)(T* xb, index_t XS, const T* x, index_t xs, index_t C, index_t W);
   void (*ring_row)(T* out, index_t os, const T* const* rows, const index_t* rstr, const index_t* p0, const T* w,
                    const T* b, index_t M, index_t W, index_t OW, index_t pl, const DwClamp<T>& clamp);
+  // conv2d_dw_pw_forward_cpu's step (3x3, stride 1): two output rows from the 4
+  // input rows they read (dw_ring_rows2; the last vector of a row reads up to
+  // lanes - 1 values past the row's end)
+  void (*ring_rows2)(T* out, index_t os, index_t os2, const T* const* rows, const index_t* rstr, const T* w,
+                     const T* b, index_t M, index_t W, index_t OW, index_t pl, const DwClamp<T>& clamp);
 };
 // The kernels of the CPU's SIMD level (GRADVIS_SIMD).
 template <class T>

@@ -34,7 +34,8 @@ DwKernels<T> dw_kernels_avx512() {
   using V = std::conditional_t<sizeof(T) == 4, V512f, V512d>;
   return {&dw_fwd_plane<V>, &dw_dx_plane<V>, &dw_dw_channel<V>, V::W, &dw_fwd_plane_flat<V>,
           &dw_fwd_lanes<V>, &dw_dx_lanes<V>, &dw_dw_lanes<V>, &dw_fwd_glanes<V>,
-          &dw_dw_glanes<V>, &dw_dx_glanes<V>, &dw_ring_pack<V>, &dw_ring_row<V>};
+          &dw_dw_glanes<V>, &dw_dx_glanes<V>, &dw_ring_pack<V>, &dw_ring_row<V>,
+          &dw_ring_rows2<V>};
 }
 template DwKernels<float> dw_kernels_avx512<float>();
 template DwKernels<double> dw_kernels_avx512<double>();

@@ -129,6 +129,22 @@ template <class T>
 void conv2d_pw_dw_forward_cpu(T* out, const T* x, const T* w1, const T* b1, const ConvAct& a1, const T* w2,
                               const T* b2, const ConvAct& a2, const Conv2dShape& s1, const Conv2dShape& s2);
 
+// A 3x3 stride-1 depthwise layer and the 1x1 layer that alone reads its output,
+// in one pass:
+//   out = a2(conv1x1(a1(dwconv(x, w1) + b1), w2) + b2)
+// with the same bits as the two calls. s1: depthwise 3x3 on 2 channels or more,
+// stride 1, no dilation, padding under 3; s2: 1x1, stride 1, no padding, one group, at most 256 input
+// channels; activations as conv2d_pw_dw_forward_cpu's; float32, inputs of 1 MiB
+// and more an image (conv2d_dw_pw_takes). Each thread computes a row of the
+// depthwise layer's output for every channel and the 1x1 layer's row from it, so
+// that map (MobileNetV2's 32@112: 1.6 MB) is never written out, read back and
+// packed.
+template <class T>
+bool conv2d_dw_pw_takes(const Conv2dShape& s1, const ConvAct& a1, const Conv2dShape& s2, const ConvAct& a2);
+template <class T>
+void conv2d_dw_pw_forward_cpu(T* out, const T* x, const T* w1, const T* b1, const ConvAct& a1, const T* w2,
+                              const T* b2, const ConvAct& a2, const Conv2dShape& s1, const Conv2dShape& s2);
+
 // dx (N,C,H,W) = gradient of sum(dout * conv(x, w)) with respect to x
 template <class T>
 void conv2d_backward_input_cpu(T* dx, const T* dout, const T* w, const Conv2dShape& s);
